@@ -1,0 +1,665 @@
+/* runtime.c: the runtime object, worker threads, ready queues, parking and
+ * waiting.
+ *
+ * There is no scheduler thread: the thread that makes a task ready reserves
+ * its resources and enqueues it, on its own deque when it is a worker (owner
+ * pops LIFO, thieves steal FIFO), else on the shared queue of the task's
+ * priority level. Idle workers spin briefly, then sleep on park_cond; a push
+ * wakes one sleeper only when some worker sleeps (a Dekker-style handshake on
+ * n_sleeping and the queue sizes, both sequentially consistent). */
+#include "core/internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The worker running on this thread, if any. Per-thread by nature. */
+static _Thread_local parla__worker_t *tls_worker;
+
+enum { SPIN_ROUNDS = 64 };
+
+static void wake_wait_cond(parla_runtime_t *rt);
+
+parla__worker_t *parla__current_worker(void)
+{
+    return tls_worker;
+}
+
+int parla_worker_index(void)
+{
+    return tls_worker ? tls_worker->index : -1;
+}
+
+parla_task_t *parla_task_current(void)
+{
+    return tls_worker ? tls_worker->current : NULL;
+}
+
+void parla_config_init(parla_config_t *c)
+{
+    memset(c, 0, sizeof *c);
+}
+
+int parla_runtime_num_workers(const parla_runtime_t *rt)
+{
+    return rt->n_workers;
+}
+
+/* ------------------------------------------------------------ ready work -- */
+
+static bool any_work(parla_runtime_t *rt)
+{
+    for (int l = 0; l < PARLA__LEVELS; l++) {
+        if (atomic_load_explicit(&rt->shared[l].size, memory_order_relaxed) > 0)
+            return true;
+        for (int i = 0; i < rt->n_workers; i++)
+            if (atomic_load_explicit(&rt->workers[i].deque[l].size, memory_order_relaxed) > 0)
+                return true;
+    }
+    return false;
+}
+
+static void wake_one(parla_runtime_t *rt)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&rt->n_sleeping, memory_order_relaxed) > 0) {
+        pthread_mutex_lock(&rt->park_lock);
+        pthread_cond_signal(&rt->park_cond);
+        pthread_mutex_unlock(&rt->park_lock);
+    }
+}
+
+void parla__enqueue(parla_runtime_t *rt, parla_task_t *t)
+{
+    parla__worker_t *w = tls_worker;
+    if (w && w->rt == rt) {
+        parla__queue_push(&w->deque[t->level], t);
+    } else {
+        parla__queue_push(&rt->shared[t->level], t);
+    }
+    wake_one(rt);
+}
+
+static uint64_t next_rand(parla__worker_t *w)
+{
+    /* xorshift64: cheap victim selection for stealing. */
+    uint64_t x = w->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return w->rng = x;
+}
+
+/* Highest priority first; within a level: own deque (LIFO, cache-warm), the
+ * shared queue (FIFO), then steal from a random victim (FIFO). */
+static parla_task_t *find_task(parla__worker_t *w)
+{
+    parla_runtime_t *rt = w->rt;
+    int n = rt->n_workers;
+    for (int l = 0; l < PARLA__LEVELS; l++) {
+        parla_task_t *t = parla__queue_pop_tail(&w->deque[l]);
+        if (t)
+            return t;
+        t = parla__queue_pop_head(&rt->shared[l]);
+        if (t)
+            return t;
+        if (n > 1) {
+            int start = (int)(next_rand(w) % (uint64_t)n);
+            for (int k = 0; k < n; k++) {
+                int v = (start + k) % n;
+                if (v == w->index)
+                    continue;
+                t = parla__queue_pop_head(&rt->workers[v].deque[l]);
+                if (t) {
+                    atomic_store_explicit(&w->n_steals, atomic_load_explicit(&w->n_steals, memory_order_relaxed) + 1,
+                                          memory_order_relaxed);
+                    return t;
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+void parla__task_run(parla_task_t *t)
+{
+    parla__worker_t *w = tls_worker;
+    parla_task_t *outer = w->current;
+    w->current = t;
+    atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
+    int rc = t->fn(t, t->arg);
+    w->current = outer;
+    atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+
+    if ((t->vcus | (int64_t)t->memory) != 0) {
+        parla_task_t *r = parla__device_release(&t->rt->cpu, t);
+        while (r) {
+            parla_task_t *next = r->qnext;
+            parla__enqueue(t->rt, r);
+            r = next;
+        }
+    }
+    if (rc == PARLA_TASK_SUSPEND) {
+        if (atomic_load_explicit(&t->state, memory_order_relaxed) == PARLA_TASK_SUSPENDED) {
+            /* Drop the hold taken by parla_task_suspend_on; the last awaited
+             * task to finish makes t ready again. */
+            if (atomic_fetch_sub_explicit(&t->pending, 1, memory_order_acq_rel) == 1)
+                parla__task_ready(t);
+            return;
+        }
+        parla__error(PARLA_EINVAL, "task %s returned PARLA_TASK_SUSPEND without parla_task_suspend_on",
+                     parla_task_name(t));
+        rc = PARLA_EINVAL;
+    }
+    parla__task_finish(t, rc == 0 ? PARLA_TASK_DONE : PARLA_TASK_FAILED, rc);
+}
+
+bool parla__help_one(parla__worker_t *w)
+{
+    parla_task_t *t = find_task(w);
+    if (t == NULL)
+        return false;
+    parla__task_run(t);
+    return true;
+}
+
+int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t n)
+{
+    parla__worker_t *w = tls_worker;
+    if (self == NULL || w == NULL || w->current != self)
+        return parla__error(PARLA_ESTATE, "parla_task_suspend_on: not called from the body of task %s",
+                            self ? parla_task_name(self) : "(null)");
+    if (n > 0 && tasks == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_suspend_on: tasks is NULL");
+    for (size_t i = 0; i < n; i++) {
+        if (tasks[i] == NULL || tasks[i] == self || tasks[i]->rt != self->rt)
+            return parla__error(PARLA_EINVAL, "parla_task_suspend_on: task %s: awaited task %zu is %s",
+                                parla_task_name(self), i,
+                                tasks[i] == NULL ? "NULL" : tasks[i] == self ? "the task itself" : "from another runtime");
+    }
+    /* Allocate every edge first so a failure changes nothing. */
+    parla__edge_t *edges = NULL;
+    for (size_t i = 0; i < n; i++) {
+        parla__edge_t *e = parla__alloc(self->rt, sizeof *e);
+        if (e == NULL) {
+            while (edges) {
+                parla__edge_t *next = edges->next;
+                parla__free(edges);
+                edges = next;
+            }
+            return parla__error(PARLA_ENOMEM, "parla_task_suspend_on: task %s: cannot allocate edges",
+                                parla_task_name(self));
+        }
+        e->next = edges;
+        edges = e;
+    }
+    atomic_store(&self->pending, 1); /* the hold, dropped after the body returns */
+    atomic_store(&self->state, PARLA_TASK_SUSPENDED);
+    for (size_t i = 0; i < n; i++) {
+        parla__edge_t *e = edges;
+        edges = e->next;
+        parla_task_t *dep = tasks[i];
+        e->succ = self;
+        e->flags = PARLA__EDGE_SOFT;
+        parla_task_retain(self);
+        atomic_fetch_add(&self->pending, 1);
+        parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);
+        for (;;) {
+            if (head == PARLA__SEALED) {
+                atomic_fetch_sub(&self->pending, 1);
+                parla_task_release(self);
+                parla__free(e);
+                break;
+            }
+            e->next = head;
+            if (atomic_compare_exchange_weak_explicit(&dep->succ, &head, e, memory_order_acq_rel,
+                                                      memory_order_acquire))
+                break;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- workers -- */
+
+static void *worker_main(void *arg)
+{
+    parla__worker_t *w = arg;
+    parla_runtime_t *rt = w->rt;
+    tls_worker = w;
+    if (rt->config.worker_start)
+        rt->config.worker_start(w->index, rt->config.hook_user);
+    for (;;) {
+        parla_task_t *t = find_task(w);
+        if (t) {
+            parla__task_run(t);
+            continue;
+        }
+        if (rt->config.worker_idle)
+            rt->config.worker_idle(w->index, rt->config.hook_user);
+        bool found = false;
+        for (int i = 0; i < SPIN_ROUNDS && !found; i++) {
+            sched_yield();
+            found = any_work(rt) || atomic_load_explicit(&rt->stop, memory_order_relaxed);
+        }
+        if (found && !atomic_load(&rt->stop))
+            continue;
+        pthread_mutex_lock(&rt->park_lock);
+        if (atomic_load(&rt->stop)) {
+            pthread_mutex_unlock(&rt->park_lock);
+            break;
+        }
+        int sleeping = atomic_fetch_add(&rt->n_sleeping, 1) + 1;
+        atomic_thread_fence(memory_order_seq_cst);
+        if (any_work(rt)) {
+            atomic_fetch_sub(&rt->n_sleeping, 1);
+            pthread_mutex_unlock(&rt->park_lock);
+            continue;
+        }
+        /* The last worker to go idle while tasks are outstanding lets waiters
+         * check whether the runtime is stuck. */
+        if (sleeping == rt->n_workers && atomic_load(&rt->n_active) > 0)
+            wake_wait_cond(rt);
+        atomic_store_explicit(&w->n_parks, atomic_load_explicit(&w->n_parks, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        pthread_cond_wait(&rt->park_cond, &rt->park_lock);
+        atomic_fetch_sub(&rt->n_sleeping, 1);
+        pthread_mutex_unlock(&rt->park_lock);
+    }
+    if (rt->config.worker_stop)
+        rt->config.worker_stop(w->index, rt->config.hook_user);
+    tls_worker = NULL;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- waiting -- */
+
+/* Wakes threads blocked on wait_cond. Takes wait_lock: callers may hold
+ * park_lock (lock order), but not wait_lock. */
+static void wake_wait_cond(parla_runtime_t *rt)
+{
+    pthread_mutex_lock(&rt->wait_lock);
+    rt->wake_gen++;
+    pthread_cond_broadcast(&rt->wait_cond);
+    pthread_mutex_unlock(&rt->wait_lock);
+}
+
+void parla__wake_waiters(parla_runtime_t *rt)
+{
+    wake_wait_cond(rt);
+    /* Workers waiting inside task bodies sleep on park_cond. */
+    pthread_mutex_lock(&rt->park_lock);
+    pthread_cond_broadcast(&rt->park_cond);
+    pthread_mutex_unlock(&rt->park_lock);
+}
+
+/* True when no task can make progress: every worker sleeps, nothing is
+ * queued, yet tasks are outstanding. */
+static bool quiescent(parla_runtime_t *rt)
+{
+    pthread_mutex_lock(&rt->park_lock);
+    bool q = atomic_load(&rt->n_sleeping) == rt->n_workers && !any_work(rt) && atomic_load(&rt->n_active) > 0;
+    pthread_mutex_unlock(&rt->park_lock);
+    return q;
+}
+
+/* Formats the diagnosis of a stuck runtime into the thread's error message. */
+static int stuck_error(parla_runtime_t *rt)
+{
+    char buf[480];
+    size_t len = 0;
+    long active = atomic_load(&rt->n_active);
+    pthread_mutex_lock(&rt->placeholder_lock);
+    size_t np = rt->n_placeholders;
+    for (size_t i = 0; i < np && len < sizeof buf - 64; i++) {
+        parla_task_t *p = rt->placeholders[i];
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s (needed by", i ? ", " : "", parla_task_name(p));
+        int k = 0;
+        for (parla__edge_t *e = atomic_load(&p->succ); e && e != PARLA__SEALED && len < sizeof buf - 32;
+             e = e->next, k++)
+            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s %s", k ? "," : "", parla_task_name(e->succ));
+        len += (size_t)snprintf(buf + len, sizeof buf - len, ")");
+    }
+    pthread_mutex_unlock(&rt->placeholder_lock);
+    if (len >= sizeof buf - 64)
+        snprintf(buf + sizeof buf - 8, 8, " ...");
+    if (np == 0)
+        return parla__error(PARLA_ESTUCK,
+                            "%ld submitted tasks can never run: none is ready and none is running "
+                            "(a dependency cycle?)",
+                            active);
+    return parla__error(PARLA_ESTUCK, "%ld submitted tasks can never run: they depend on %zu task%s never submitted: %s",
+                        active, np, np == 1 ? "" : "s", buf);
+}
+
+int parla_runtime_wait_all(parla_runtime_t *rt)
+{
+    if (rt == NULL)
+        return parla__error(PARLA_EINVAL, "parla_runtime_wait_all: runtime is NULL");
+    if (tls_worker && tls_worker->rt == rt)
+        return parla__error(PARLA_ESTATE, "parla_runtime_wait_all: called from task %s, which cannot wait for itself",
+                            parla_task_name(tls_worker->current));
+    int rc = 0;
+    pthread_mutex_lock(&rt->wait_lock);
+    atomic_fetch_add(&rt->n_all_waiters, 1);
+    while (atomic_load(&rt->n_active) > 0) {
+        /* quiescent() takes park_lock, which comes before wait_lock in the
+         * lock order; wake_gen tells whether a wake-up was missed meanwhile. */
+        uint64_t gen = rt->wake_gen;
+        pthread_mutex_unlock(&rt->wait_lock);
+        bool q = quiescent(rt);
+        pthread_mutex_lock(&rt->wait_lock);
+        if (q) {
+            rc = PARLA_ESTUCK;
+            break;
+        }
+        if (gen == rt->wake_gen)
+            pthread_cond_wait(&rt->wait_cond, &rt->wait_lock);
+    }
+    atomic_fetch_sub(&rt->n_all_waiters, 1);
+    pthread_mutex_unlock(&rt->wait_lock);
+    return rc ? stuck_error(rt) : 0;
+}
+
+static int outcome(const parla_task_t *t)
+{
+    switch (atomic_load(&t->state)) {
+    case PARLA_TASK_DONE: return 0;
+    case PARLA_TASK_FAILED:
+        return parla__error(PARLA_EFAILED, "task %s failed with code %d (%s)", parla_task_name(t), t->error,
+                            parla_strerror(t->error));
+    default: {
+        parla_task_t *c = atomic_load(&((parla_task_t *)t)->cause);
+        return parla__error(PARLA_ECANCELLED, "task %s was cancelled because %s %s", parla_task_name(t),
+                            c ? parla_task_name(c) : "it",
+                            c && atomic_load(&c->state) == PARLA_TASK_FAILED ? "failed" : "was cancelled");
+    }
+    }
+}
+
+int parla_task_wait(parla_task_t *t)
+{
+    if (t == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_wait: task is NULL");
+    parla_runtime_t *rt = t->rt;
+    parla__worker_t *w = tls_worker;
+    if (w && w->current == t)
+        return parla__error(PARLA_EINVAL, "parla_task_wait: task %s cannot wait for itself", parla_task_name(t));
+    if (atomic_load(&t->state) < PARLA_TASK_DONE)
+        atomic_fetch_or(&t->flags, PARLA__F_WAITED);
+    if (w && w->rt == rt) {
+        /* A worker helps: it runs other tasks until t has finished, and sleeps
+         * like an idle worker when there is nothing to run. */
+        while (atomic_load(&t->state) < PARLA_TASK_DONE) {
+            if (parla__help_one(w))
+                continue;
+            pthread_mutex_lock(&rt->park_lock);
+            int sleeping = atomic_fetch_add(&rt->n_sleeping, 1) + 1;
+            atomic_thread_fence(memory_order_seq_cst);
+            if (!any_work(rt) && atomic_load(&t->state) < PARLA_TASK_DONE) {
+                if (sleeping == rt->n_workers) {
+                    atomic_fetch_sub(&rt->n_sleeping, 1);
+                    pthread_mutex_unlock(&rt->park_lock);
+                    parla__wake_waiters(rt);
+                    return stuck_error(rt);
+                }
+                pthread_cond_wait(&rt->park_cond, &rt->park_lock);
+            }
+            atomic_fetch_sub(&rt->n_sleeping, 1);
+            pthread_mutex_unlock(&rt->park_lock);
+        }
+        return outcome(t);
+    }
+    bool stuck = false;
+    pthread_mutex_lock(&rt->wait_lock);
+    while (atomic_load(&t->state) < PARLA_TASK_DONE) {
+        if (atomic_load(&t->state) == PARLA_TASK_CREATED) {
+            stuck = true; /* never submitted: no one can finish it while we block */
+            break;
+        }
+        uint64_t gen = rt->wake_gen;
+        pthread_mutex_unlock(&rt->wait_lock);
+        bool q = quiescent(rt);
+        pthread_mutex_lock(&rt->wait_lock);
+        if (q && atomic_load(&t->state) < PARLA_TASK_DONE) {
+            stuck = true;
+            break;
+        }
+        if (gen == rt->wake_gen && atomic_load(&t->state) < PARLA_TASK_DONE)
+            pthread_cond_wait(&rt->wait_cond, &rt->wait_lock);
+    }
+    pthread_mutex_unlock(&rt->wait_lock);
+    if (stuck) {
+        if (atomic_load(&t->state) == PARLA_TASK_CREATED)
+            return parla__error(PARLA_ESTUCK, "parla_task_wait: task %s was never submitted", parla_task_name(t));
+        return stuck_error(rt);
+    }
+    return outcome(t);
+}
+
+/* ----------------------------------------------------------- placeholders -- */
+
+int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t)
+{
+    int rc = 0;
+    pthread_mutex_lock(&rt->placeholder_lock);
+    if (!(atomic_load(&t->flags) & PARLA__F_LISTED)) {
+        if (rt->n_placeholders == rt->cap_placeholders) {
+            size_t cap = rt->cap_placeholders ? 2 * rt->cap_placeholders : 16;
+            parla_task_t **p = parla__alloc(rt, cap * sizeof *p);
+            if (p == NULL) {
+                rc = parla__error(PARLA_ENOMEM, "cannot record never-submitted task %s", parla_task_name(t));
+                goto out;
+            }
+            if (rt->n_placeholders)
+                memcpy(p, rt->placeholders, rt->n_placeholders * sizeof *p);
+            parla__free(rt->placeholders);
+            rt->placeholders = p;
+            rt->cap_placeholders = cap;
+        }
+        atomic_fetch_or(&t->flags, PARLA__F_LISTED);
+        if (atomic_load(&t->state) != PARLA_TASK_CREATED) {
+            /* Submitted meanwhile (see parla_task_submit). */
+            atomic_fetch_and(&t->flags, ~PARLA__F_LISTED);
+            goto out;
+        }
+        parla_task_retain(t);
+        rt->placeholders[rt->n_placeholders++] = t;
+    }
+out:
+    pthread_mutex_unlock(&rt->placeholder_lock);
+    return rc;
+}
+
+void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t)
+{
+    bool found = false;
+    pthread_mutex_lock(&rt->placeholder_lock);
+    for (size_t i = 0; i < rt->n_placeholders; i++) {
+        if (rt->placeholders[i] == t) {
+            rt->placeholders[i] = rt->placeholders[--rt->n_placeholders];
+            found = true;
+            break;
+        }
+    }
+    atomic_fetch_and(&t->flags, ~PARLA__F_LISTED);
+    pthread_mutex_unlock(&rt->placeholder_lock);
+    if (found)
+        parla_task_release(t);
+}
+
+size_t parla_runtime_unsubmitted(parla_runtime_t *rt, parla_task_t **out, size_t cap)
+{
+    pthread_mutex_lock(&rt->placeholder_lock);
+    size_t n = rt->n_placeholders;
+    for (size_t i = 0; i < n && i < cap; i++) {
+        parla_task_retain(rt->placeholders[i]);
+        out[i] = rt->placeholders[i];
+    }
+    pthread_mutex_unlock(&rt->placeholder_lock);
+    return n;
+}
+
+/* -------------------------------------------------------- create/destroy -- */
+
+static int default_workers(int *out)
+{
+    const char *env = getenv("PARLA_NUM_THREADS");
+    if (env && *env) {
+        char *end;
+        errno = 0;
+        long v = strtol(env, &end, 10);
+        if (errno || *end || v <= 0 || v > 4096)
+            return parla__error(PARLA_EINVAL, "PARLA_NUM_THREADS=\"%s\" is not a positive integer (at most 4096)", env);
+        *out = (int)v;
+        return 0;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    *out = n > 0 ? (int)n : 1;
+    return 0;
+}
+
+static void free_runtime(parla_runtime_t *rt)
+{
+    for (int l = 0; l < PARLA__LEVELS; l++)
+        parla__queue_destroy(&rt->shared[l]);
+    for (int i = 0; i < rt->n_workers; i++)
+        for (int l = 0; l < PARLA__LEVELS; l++)
+            parla__queue_destroy(&rt->workers[i].deque[l]);
+    parla__device_destroy(&rt->cpu);
+    pthread_mutex_destroy(&rt->park_lock);
+    pthread_cond_destroy(&rt->park_cond);
+    pthread_mutex_destroy(&rt->wait_lock);
+    pthread_cond_destroy(&rt->wait_cond);
+    pthread_mutex_destroy(&rt->placeholder_lock);
+    parla__free(rt->placeholders);
+    parla__free(rt->workers);
+    parla__free(rt);
+}
+
+void parla__runtime_task_freed(parla_runtime_t *rt)
+{
+    if (atomic_fetch_sub_explicit(&rt->n_live, 1, memory_order_acq_rel) == 1)
+        free_runtime(rt);
+}
+
+static void stop_workers(parla_runtime_t *rt, int started)
+{
+    pthread_mutex_lock(&rt->park_lock);
+    atomic_store(&rt->stop, true);
+    pthread_cond_broadcast(&rt->park_cond);
+    pthread_mutex_unlock(&rt->park_lock);
+    for (int i = 0; i < started; i++)
+        pthread_join(rt->workers[i].thread, NULL);
+}
+
+int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
+{
+    if (out == NULL)
+        return parla__error(PARLA_EINVAL, "parla_runtime_create: out is NULL");
+    *out = NULL;
+    parla_config_t cfg;
+    if (config)
+        cfg = *config;
+    else
+        parla_config_init(&cfg);
+    if (cfg.n_workers < 0)
+        return parla__error(PARLA_EINVAL, "parla_runtime_create: n_workers=%d is negative", cfg.n_workers);
+    if (cfg.n_workers == 0) {
+        int rc = default_workers(&cfg.n_workers);
+        if (rc)
+            return rc;
+    }
+    if (cfg.cpu_memory == 0) {
+        long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+        cfg.cpu_memory = pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : (uint64_t)1 << 34;
+    }
+    /* The runtime is allocation number 1 for fault injection. */
+    if (cfg.fail_alloc_at == 1)
+        return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate the runtime");
+    parla_runtime_t *rt = calloc(1, sizeof *rt);
+    if (rt == NULL)
+        return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate the runtime");
+    rt->config = cfg;
+    rt->fail_alloc_at = cfg.fail_alloc_at;
+    atomic_init(&rt->alloc_count, 1);
+    rt->n_workers = cfg.n_workers;
+    atomic_init(&rt->n_live, 1); /* the runtime's own count, dropped by destroy */
+    pthread_mutex_init(&rt->park_lock, NULL);
+    pthread_cond_init(&rt->park_cond, NULL);
+    pthread_mutex_init(&rt->wait_lock, NULL);
+    pthread_cond_init(&rt->wait_cond, NULL);
+    pthread_mutex_init(&rt->placeholder_lock, NULL);
+    for (int l = 0; l < PARLA__LEVELS; l++)
+        parla__queue_init(&rt->shared[l]);
+    parla__device_init(&rt->cpu, 0, cfg.cpu_memory);
+    rt->workers = parla__calloc(rt, (size_t)rt->n_workers, sizeof *rt->workers);
+    if (rt->workers == NULL) {
+        rt->n_workers = 0;
+        free_runtime(rt);
+        return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate %d workers", cfg.n_workers);
+    }
+    for (int i = 0; i < rt->n_workers; i++) {
+        parla__worker_t *w = &rt->workers[i];
+        w->rt = rt;
+        w->index = i;
+        w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
+        for (int l = 0; l < PARLA__LEVELS; l++)
+            parla__queue_init(&w->deque[l]);
+    }
+    for (int i = 0; i < rt->n_workers; i++) {
+        if (pthread_create(&rt->workers[i].thread, NULL, worker_main, &rt->workers[i]) != 0) {
+            stop_workers(rt, i);
+            free_runtime(rt);
+            return parla__error(PARLA_ESYS, "parla_runtime_create: cannot start worker thread %d", i);
+        }
+    }
+    *out = rt;
+    return 0;
+}
+
+int parla_runtime_destroy(parla_runtime_t *rt)
+{
+    if (rt == NULL)
+        return 0;
+    if (tls_worker && tls_worker->rt == rt)
+        return parla__error(PARLA_ESTATE, "parla_runtime_destroy: called from task %s",
+                            parla_task_name(tls_worker->current));
+    long active = atomic_load(&rt->n_active);
+    if (active > 0)
+        return parla__error(PARLA_EBUSY, "parla_runtime_destroy: %ld submitted tasks have not finished", active);
+    stop_workers(rt, rt->n_workers);
+    atomic_store(&rt->destroyed, true);
+    /* Never-submitted tasks recorded as placeholders: drop the registry's references. */
+    pthread_mutex_lock(&rt->placeholder_lock);
+    size_t n = rt->n_placeholders;
+    parla_task_t **list = rt->placeholders;
+    rt->placeholders = NULL;
+    rt->n_placeholders = rt->cap_placeholders = 0;
+    for (size_t i = 0; i < n; i++)
+        atomic_fetch_and(&list[i]->flags, ~PARLA__F_LISTED);
+    pthread_mutex_unlock(&rt->placeholder_lock);
+    for (size_t i = 0; i < n; i++)
+        parla_task_release(list[i]);
+    parla__free(list);
+    parla__runtime_task_freed(rt);
+    return 0;
+}
+
+void parla_runtime_stats(parla_runtime_t *rt, parla_runtime_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->tasks_created = atomic_load(&rt->n_created);
+    out->tasks_failed = atomic_load(&rt->n_failed);
+    out->tasks_cancelled = atomic_load(&rt->n_cancelled);
+    for (int i = 0; i < rt->n_workers; i++) {
+        out->tasks_run += atomic_load(&rt->workers[i].n_run);
+        out->steals += atomic_load(&rt->workers[i].n_steals);
+        out->parks += atomic_load(&rt->workers[i].n_parks);
+    }
+}

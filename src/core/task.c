@@ -1,0 +1,398 @@
+/* task.c: tasks, dependencies, completion and cancellation.
+ *
+ * A task's pending counter holds one count per unfinished dependency plus one
+ * "hold" while the task is not submitted (or, when suspended, while the body
+ * is registering what it waits on). The task becomes ready when the counter
+ * reaches zero. Successors sit on a lock-free stack (a Treiber stack); the
+ * finishing task swaps in the SEALED marker, so an edge added afterwards sees
+ * that the dependency is over. Each edge delivers exactly one notification. */
+#include "core/internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const state_names[] = {
+    "created", "submitted", "ready", "running", "suspended", "done", "failed", "cancelled",
+};
+
+const char *parla_task_state_name(parla_task_state_t s)
+{
+    if ((unsigned)s < sizeof state_names / sizeof state_names[0])
+        return state_names[s];
+    return "invalid";
+}
+
+int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_task_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (rt == NULL || out == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_create: %s is NULL", rt ? "out" : "runtime");
+    if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
+        return parla__error(PARLA_ESTATE, "parla_task_create: the runtime was destroyed");
+    parla_task_t *t = parla__alloc(rt, sizeof *t);
+    if (t == NULL)
+        return parla__error(PARLA_ENOMEM, "parla_task_create: cannot allocate a task");
+    atomic_init(&t->pending, 1);
+    atomic_init(&t->refs, 1);
+    atomic_init(&t->state, PARLA_TASK_CREATED);
+    atomic_init(&t->flags, 0);
+    atomic_init(&t->succ, NULL);
+    atomic_init(&t->cause, NULL);
+    t->rt = rt;
+    t->fn = fn;
+    t->arg = arg;
+    t->user = NULL;
+    t->qnext = t->qprev = NULL;
+    t->error = 0;
+    t->level = 1;
+    t->vcus = 0;
+    t->memory = 0;
+    t->name = NULL;
+    t->serial = atomic_fetch_add_explicit(&rt->serial, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rt->n_live, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rt->n_created, 1, memory_order_relaxed);
+    *out = t;
+    return 0;
+}
+
+void parla_task_retain(parla_task_t *t)
+{
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+
+void parla_task_release(parla_task_t *t)
+{
+    if (t == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    /* Last reference. A task that was never finished can still have edges
+     * (its dependents hold references to it through their own pending edges,
+     * so this only happens when nobody can be notified any more). */
+    parla__edge_t *e = atomic_load_explicit(&t->succ, memory_order_acquire);
+    while (e && e != PARLA__SEALED) {
+        parla__edge_t *next = e->next;
+        parla_task_release(e->succ);
+        parla__free(e);
+        e = next;
+    }
+    parla_task_t *cause = atomic_load_explicit(&t->cause, memory_order_acquire);
+    parla_runtime_t *rt = t->rt;
+    parla__free(t->name);
+    parla__free(t);
+    if (cause)
+        parla_task_release(cause);
+    parla__runtime_task_freed(rt);
+}
+
+static int require_created(const parla_task_t *t, const char *fn)
+{
+    if (t == NULL)
+        return parla__error(PARLA_EINVAL, "%s: task is NULL", fn);
+    int s = atomic_load_explicit(&t->state, memory_order_acquire);
+    if (s != PARLA_TASK_CREATED)
+        return parla__error(PARLA_ESTATE, "%s: task %s is %s, not created", fn, parla_task_name(t),
+                            parla_task_state_name(s));
+    return 0;
+}
+
+int parla_task_set_body(parla_task_t *t, parla_task_fn fn, void *arg)
+{
+    int rc = require_created(t, "parla_task_set_body");
+    if (rc)
+        return rc;
+    t->fn = fn;
+    t->arg = arg;
+    return 0;
+}
+
+int parla_task_set_name(parla_task_t *t, const char *name)
+{
+    int rc = require_created(t, "parla_task_set_name");
+    if (rc)
+        return rc;
+    char *copy = NULL;
+    if (name) {
+        size_t n = strnlen(name, 255);
+        copy = parla__alloc(t->rt, n + 1);
+        if (copy == NULL)
+            return parla__error(PARLA_ENOMEM, "parla_task_set_name: cannot allocate the name");
+        memcpy(copy, name, n);
+        copy[n] = '\0';
+    }
+    parla__free(t->name);
+    t->name = copy;
+    return 0;
+}
+
+const char *parla_task_name(const parla_task_t *t)
+{
+    if (t->name)
+        return t->name;
+    /* Default names are written once, lazily, into a small per-thread buffer. */
+    static _Thread_local char buf[32];
+    snprintf(buf, sizeof buf, "task#%llu", (unsigned long long)t->serial);
+    return buf;
+}
+
+int parla_task_set_priority(parla_task_t *t, int priority)
+{
+    int rc = require_created(t, "parla_task_set_priority");
+    if (rc)
+        return rc;
+    t->level = priority > 0 ? 0 : priority == 0 ? 1 : 2;
+    return 0;
+}
+
+int parla_task_set_resources(parla_task_t *t, double vcus, uint64_t memory)
+{
+    int rc = require_created(t, "parla_task_set_resources");
+    if (rc)
+        return rc;
+    if (!(vcus >= 0.0 && vcus <= 1.0))
+        return parla__error(PARLA_EINVAL, "parla_task_set_resources: task %s: vcus=%g is outside [0, 1]",
+                            parla_task_name(t), vcus);
+    t->vcus = (int64_t)llround(vcus * (double)PARLA__VCU_ONE);
+    t->memory = memory;
+    return 0;
+}
+
+void parla_task_set_user(parla_task_t *t, void *user)
+{
+    t->user = user;
+}
+
+void *parla_task_user(const parla_task_t *t)
+{
+    return t->user;
+}
+
+parla_task_state_t parla_task_state(const parla_task_t *t)
+{
+    return (parla_task_state_t)atomic_load_explicit(&t->state, memory_order_acquire);
+}
+
+int parla_task_error(const parla_task_t *t)
+{
+    int s = atomic_load_explicit(&t->state, memory_order_acquire);
+    if (s == PARLA_TASK_FAILED)
+        return t->error;
+    if (s == PARLA_TASK_CANCELLED)
+        return PARLA_ECANCELLED;
+    return 0;
+}
+
+parla_task_t *parla_task_cause(const parla_task_t *t)
+{
+    if (atomic_load_explicit(&t->state, memory_order_acquire) != PARLA_TASK_CANCELLED)
+        return NULL;
+    return atomic_load_explicit(&t->cause, memory_order_acquire);
+}
+
+/* Records why t will be cancelled: the root cause of the failed dependency. */
+static void mark_cancel(parla_task_t *t, parla_task_t *failed_dep)
+{
+    parla_task_t *root = atomic_load_explicit(&failed_dep->cause, memory_order_acquire);
+    if (root == NULL)
+        root = failed_dep;
+    parla_task_t *expected = NULL;
+    parla_task_retain(root);
+    if (!atomic_compare_exchange_strong(&t->cause, &expected, root))
+        parla_task_release(root);
+    atomic_fetch_or(&t->flags, PARLA__F_CANCEL);
+}
+
+/* Drops one count of t's pending counter; makes t ready at zero. */
+static void dec_pending(parla_task_t *t)
+{
+    if (atomic_fetch_sub_explicit(&t->pending, 1, memory_order_acq_rel) == 1)
+        parla__task_ready(t);
+}
+
+/* Adds the edge dep -> t. t's pending count must be held above zero by the
+ * caller (not submitted, or suspended with its hold). */
+static int add_edge(parla_task_t *t, parla_task_t *dep, int flags)
+{
+    parla__edge_t *e = parla__alloc(t->rt, sizeof *e);
+    if (e == NULL)
+        return parla__error(PARLA_ENOMEM, "cannot allocate a dependency edge %s -> %s", parla_task_name(dep),
+                            parla_task_name(t));
+    if (atomic_load_explicit(&dep->state, memory_order_acquire) == PARLA_TASK_CREATED) {
+        int rc = parla__placeholder_add(t->rt, dep);
+        if (rc) {
+            parla__free(e);
+            return rc;
+        }
+    }
+    e->succ = t;
+    e->flags = flags;
+    parla_task_retain(t);
+    atomic_fetch_add_explicit(&t->pending, 1, memory_order_relaxed);
+    parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);
+    for (;;) {
+        if (head == PARLA__SEALED) {
+            /* dep has finished: the edge is moot, except for a failure. */
+            int s = atomic_load_explicit(&dep->state, memory_order_acquire);
+            if (s != PARLA_TASK_DONE && !(flags & PARLA__EDGE_SOFT))
+                mark_cancel(t, dep);
+            atomic_fetch_sub_explicit(&t->pending, 1, memory_order_relaxed);
+            parla_task_release(t);
+            parla__free(e);
+            return 0;
+        }
+        e->next = head;
+        if (atomic_compare_exchange_weak_explicit(&dep->succ, &head, e, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return 0;
+    }
+}
+
+int parla_task_add_dependency(parla_task_t *t, parla_task_t *dep)
+{
+    if (t == NULL || dep == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_add_dependency: %s is NULL", t ? "dependency" : "task");
+    if (t == dep)
+        return parla__error(PARLA_EINVAL, "parla_task_add_dependency: task %s cannot depend on itself",
+                            parla_task_name(t));
+    if (t->rt != dep->rt)
+        return parla__error(PARLA_EINVAL, "parla_task_add_dependency: tasks %s and %s belong to different runtimes",
+                            parla_task_name(t), parla_task_name(dep));
+    int rc = require_created(t, "parla_task_add_dependency");
+    if (rc)
+        return rc;
+    return add_edge(t, dep, 0);
+}
+
+int parla_task_submit(parla_task_t *t)
+{
+    int rc = require_created(t, "parla_task_submit");
+    if (rc)
+        return rc;
+    parla_runtime_t *rt = t->rt;
+    if (t->fn == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_submit: task %s has no body", parla_task_name(t));
+    if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
+        return parla__error(PARLA_ESTATE, "parla_task_submit: the runtime was destroyed");
+    int expected = PARLA_TASK_CREATED;
+    if (!atomic_compare_exchange_strong(&t->state, &expected, PARLA_TASK_SUBMITTED))
+        return parla__error(PARLA_ESTATE, "parla_task_submit: task %s was already submitted", parla_task_name(t));
+    /* Pairs with parla__placeholder_add: either it sees SUBMITTED, or we see
+     * the flag (both may happen; removal is idempotent). */
+    if (atomic_load(&t->flags) & PARLA__F_LISTED)
+        parla__placeholder_remove(rt, t);
+    parla_task_retain(t); /* the engine's reference, dropped when t finishes */
+    atomic_fetch_add_explicit(&rt->n_active, 1, memory_order_relaxed);
+    if (t->vcus > rt->cpu.vcus_capacity || t->memory > rt->cpu.memory_capacity) {
+        rc = parla__error(PARLA_ERESOURCE,
+                          "task %s needs vcus=%g and memory=%llu bytes, more than the whole cpu device "
+                          "(vcus=1, memory=%llu bytes)",
+                          parla_task_name(t), (double)t->vcus / PARLA__VCU_ONE, (unsigned long long)t->memory,
+                          (unsigned long long)rt->cpu.memory_capacity);
+        /* Wait for the dependencies' notifications to drain through pending:
+         * fail it when it would become ready. */
+        t->error = PARLA_ERESOURCE;
+        atomic_fetch_or(&t->flags, PARLA__F_CANCEL);
+        dec_pending(t);
+        return rc;
+    }
+    dec_pending(t);
+    return 0;
+}
+
+int parla_task_cancel(parla_task_t *t)
+{
+    int rc = require_created(t, "parla_task_cancel");
+    if (rc)
+        return rc;
+    int expected = PARLA_TASK_CREATED;
+    if (!atomic_compare_exchange_strong(&t->state, &expected, PARLA_TASK_SUBMITTED))
+        return parla__error(PARLA_ESTATE, "parla_task_cancel: task %s was already submitted", parla_task_name(t));
+    if (atomic_load(&t->flags) & PARLA__F_LISTED)
+        parla__placeholder_remove(t->rt, t);
+    parla_task_retain(t);
+    atomic_fetch_add_explicit(&t->rt->n_active, 1, memory_order_relaxed);
+    parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
+    return 0;
+}
+
+void parla__task_ready(parla_task_t *t)
+{
+    parla_runtime_t *rt = t->rt;
+    if (atomic_load_explicit(&t->flags, memory_order_acquire) & PARLA__F_CANCEL) {
+        if (t->error == PARLA_ERESOURCE)
+            parla__task_finish(t, PARLA_TASK_FAILED, PARLA_ERESOURCE);
+        else
+            parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
+        return;
+    }
+    atomic_store_explicit(&t->state, PARLA_TASK_READY, memory_order_relaxed);
+    if ((t->vcus | (int64_t)t->memory) != 0 && !parla__device_reserve_or_block(&rt->cpu, t))
+        return; /* queued on the device's blocked list; released tasks retry it */
+    parla__enqueue(rt, t);
+}
+
+/* Engine bookkeeping once t's successors have been notified. */
+static void finish_bookkeeping(parla_task_t *t)
+{
+    parla_runtime_t *rt = t->rt;
+    if (atomic_load(&t->flags) & PARLA__F_WAITED)
+        parla__wake_waiters(rt);
+    if (atomic_fetch_sub_explicit(&rt->n_active, 1, memory_order_acq_rel) == 1 &&
+        atomic_load(&rt->n_all_waiters) > 0)
+        parla__wake_waiters(rt);
+    parla_task_release(t); /* the engine's reference */
+}
+
+void parla__task_finish(parla_task_t *t, int state, int error)
+{
+    parla_runtime_t *rt = t->rt;
+    t->error = error;
+    atomic_store(&t->state, state);
+    if (state == PARLA_TASK_FAILED)
+        atomic_fetch_add_explicit(&rt->n_failed, 1, memory_order_relaxed);
+    else if (state == PARLA_TASK_CANCELLED)
+        atomic_fetch_add_explicit(&rt->n_cancelled, 1, memory_order_relaxed);
+
+    /* Notify successors. A successor that becomes ready while marked for
+     * cancellation is finished right here and its own successors are walked
+     * from an explicit worklist (not by recursion), so a cancelled chain of a
+     * million tasks does not overflow the stack. */
+    parla_task_t *work = t;
+    t->qnext = NULL;
+    while (work) {
+        parla_task_t *c = work;
+        work = c->qnext;
+        c->qnext = NULL;
+        bool ok = atomic_load_explicit(&c->state, memory_order_relaxed) == PARLA_TASK_DONE;
+        parla__edge_t *e = atomic_exchange_explicit(&c->succ, PARLA__SEALED, memory_order_acq_rel);
+        while (e) {
+            parla__edge_t *next = e->next;
+            parla_task_t *s = e->succ;
+            if (!ok && !(e->flags & PARLA__EDGE_SOFT))
+                mark_cancel(s, c);
+            parla__free(e);
+            if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1) {
+                if (atomic_load_explicit(&s->flags, memory_order_acquire) & PARLA__F_CANCEL) {
+                    bool fail = s->error == PARLA_ERESOURCE;
+                    if (!fail)
+                        s->error = PARLA_ECANCELLED;
+                    atomic_store(&s->state, fail ? PARLA_TASK_FAILED : PARLA_TASK_CANCELLED);
+                    atomic_fetch_add_explicit(fail ? &rt->n_failed : &rt->n_cancelled, 1, memory_order_relaxed);
+                    parla_task_retain(s); /* kept until its bookkeeping below */
+                    s->qnext = work;
+                    work = s;
+                } else {
+                    parla__task_ready(s);
+                }
+            }
+            parla_task_release(s); /* the edge's reference */
+            e = next;
+        }
+        finish_bookkeeping(c);
+        if (c != t)
+            parla_task_release(c);
+    }
+}
