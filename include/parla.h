@@ -47,6 +47,7 @@ enum {
     PARLA_ERESOURCE = -9,  /* resource needs exceed the capacity of every allowed device */
     PARLA_ESYS = -10,      /* an operating system call failed (thread creation, ...) */
     PARLA_EDEVICE = -11,   /* a device operation failed (the message names it) */
+    PARLA_ETIMEDOUT = -12, /* a timed wait ran out of time; nothing else changed */
 };
 
 /* The name of an error code, e.g. "out of memory". Never NULL; static storage. */
@@ -69,6 +70,12 @@ typedef void (*parla_worker_hook_fn)(int index, void *user);
  * sleeps. Lets a language binding release a lock held across tasks. */
 typedef void (*parla_idle_hook_fn)(int index, void *user);
 
+/* Called once when a task reaches a final state (done, failed, cancelled),
+ * on the thread that finished it (a worker, or the caller of
+ * parla_task_cancel / parla_runtime_cancel_all), with no engine lock held.
+ * Lets a binding drop what it attached to the task. */
+typedef void (*parla_task_hook_fn)(parla_task_t *task, void *user);
+
 typedef struct parla_config {
     /* Number of worker threads. 0: PARLA_NUM_THREADS if set, else the number
      * of online cores. */
@@ -78,6 +85,7 @@ typedef struct parla_config {
     parla_worker_hook_fn worker_start; /* optional */
     parla_worker_hook_fn worker_stop;  /* optional */
     parla_idle_hook_fn worker_idle;    /* optional */
+    parla_task_hook_fn task_finished;  /* optional */
     void *hook_user;                   /* passed to the hooks */
     /* Testing only: when > 0, the fail_alloc_at-th internal allocation made by
      * this runtime (counting from 1, including those made while creating it)
@@ -115,6 +123,17 @@ int parla_runtime_num_workers(const parla_runtime_t *rt);
  * when every worker is idle; threads other than the caller that submit tasks
  * concurrently are not waited for. */
 int parla_runtime_wait_all(parla_runtime_t *rt);
+
+/* Like parla_runtime_wait_all, but gives up after timeout seconds with
+ * PARLA_ETIMEDOUT (so a caller can handle signals and wait again). */
+int parla_runtime_wait_all_timeout(parla_runtime_t *rt, double timeout);
+
+/* Stops the runtime promptly: tasks that have not started are cancelled
+ * instead of run (those waiting for dependencies when they become ready),
+ * never-submitted tasks that others depend on are cancelled, and running
+ * bodies finish normally. Follow with parla_runtime_wait_all. Tasks submitted
+ * afterwards are cancelled too, until parla_runtime_destroy. Thread-safe. */
+void parla_runtime_cancel_all(parla_runtime_t *rt);
 
 /* Stores up to cap never-submitted tasks that submitted tasks depend on into
  * out[], each with a new reference the caller releases, and returns how many

@@ -25,6 +25,7 @@ const char *parla_strerror(int code)
     case PARLA_ERESOURCE: return "resource needs exceed device capacity";
     case PARLA_ESYS: return "system call failed";
     case PARLA_EDEVICE: return "device operation failed";
+    case PARLA_ETIMEDOUT: return "timed out";
     default: return "unknown error";
     }
 }

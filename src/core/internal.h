@@ -148,6 +148,7 @@ struct parla_runtime {
     _Atomic uint64_t serial;
     _Atomic uint64_t n_created, n_failed, n_cancelled;
     _Atomic bool destroyed;  /* destroy succeeded; free with the last task */
+    _Atomic bool cancelling; /* parla_runtime_cancel_all was called */
 
     pthread_mutex_t park_lock; /* protects n_sleeping transitions and stop */
     pthread_cond_t park_cond;

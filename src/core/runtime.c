@@ -128,14 +128,18 @@ static parla_task_t *find_task(parla__worker_t *w)
 void parla__task_run(parla_task_t *t)
 {
     parla__worker_t *w = tls_worker;
-    parla_task_t *outer = w->current;
-    w->current = t;
-    atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
-    int rc = t->fn(t, t->arg);
-    w->current = outer;
-    atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-
+    /* After parla_runtime_cancel_all, queued tasks are cancelled, not run. */
+    bool skip = atomic_load_explicit(&t->rt->cancelling, memory_order_relaxed);
+    int rc = 0;
+    if (!skip) {
+        parla_task_t *outer = w->current;
+        w->current = t;
+        atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
+        rc = t->fn(t, t->arg);
+        w->current = outer;
+        atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    }
     if ((t->vcus | (int64_t)t->memory) != 0) {
         parla_task_t *r = parla__device_release(&t->rt->cpu, t);
         while (r) {
@@ -143,6 +147,10 @@ void parla__task_run(parla_task_t *t)
             parla__enqueue(t->rt, r);
             r = next;
         }
+    }
+    if (skip) {
+        parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
+        return;
     }
     if (rc == PARLA_TASK_SUSPEND) {
         if (atomic_load_explicit(&t->state, memory_order_relaxed) == PARLA_TASK_SUSPENDED) {
@@ -337,13 +345,28 @@ static int stuck_error(parla_runtime_t *rt)
                         active, np, np == 1 ? "" : "s", buf);
 }
 
-int parla_runtime_wait_all(parla_runtime_t *rt)
+static void deadline_after(struct timespec *ts, double seconds)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    double whole = (double)(long)seconds;
+    ts->tv_sec += (time_t)whole;
+    ts->tv_nsec += (long)((seconds - whole) * 1e9);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static int wait_all(parla_runtime_t *rt, double timeout)
 {
     if (rt == NULL)
         return parla__error(PARLA_EINVAL, "parla_runtime_wait_all: runtime is NULL");
     if (tls_worker && tls_worker->rt == rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_wait_all: called from task %s, which cannot wait for itself",
                             parla_task_name(tls_worker->current));
+    struct timespec deadline;
+    if (timeout >= 0)
+        deadline_after(&deadline, timeout);
     int rc = 0;
     pthread_mutex_lock(&rt->wait_lock);
     atomic_fetch_add(&rt->n_all_waiters, 1);
@@ -358,12 +381,51 @@ int parla_runtime_wait_all(parla_runtime_t *rt)
             rc = PARLA_ESTUCK;
             break;
         }
-        if (gen == rt->wake_gen)
+        if (gen != rt->wake_gen)
+            continue;
+        if (timeout < 0) {
             pthread_cond_wait(&rt->wait_cond, &rt->wait_lock);
+        } else if (pthread_cond_timedwait(&rt->wait_cond, &rt->wait_lock, &deadline) == ETIMEDOUT &&
+                   atomic_load(&rt->n_active) > 0) {
+            rc = PARLA_ETIMEDOUT;
+            break;
+        }
     }
     atomic_fetch_sub(&rt->n_all_waiters, 1);
     pthread_mutex_unlock(&rt->wait_lock);
+    if (rc == PARLA_ETIMEDOUT)
+        return parla__error(rc, "parla_runtime_wait_all: %ld tasks still running after %g s",
+                            (long)atomic_load(&rt->n_active), timeout);
     return rc ? stuck_error(rt) : 0;
+}
+
+int parla_runtime_wait_all(parla_runtime_t *rt)
+{
+    return wait_all(rt, -1.0);
+}
+
+int parla_runtime_wait_all_timeout(parla_runtime_t *rt, double timeout)
+{
+    if (!(timeout >= 0))
+        return parla__error(PARLA_EINVAL, "parla_runtime_wait_all_timeout: timeout %g is not >= 0", timeout);
+    return wait_all(rt, timeout);
+}
+
+void parla_runtime_cancel_all(parla_runtime_t *rt)
+{
+    atomic_store(&rt->cancelling, true);
+    /* Cancel the never-submitted tasks others wait on, one at a time (the
+     * list changes as each is cancelled). */
+    for (;;) {
+        parla_task_t *p = NULL;
+        if (parla_runtime_unsubmitted(rt, &p, 1) == 0)
+            break;
+        int rc = parla_task_cancel(p);
+        parla_task_release(p);
+        if (rc != 0)
+            break;
+    }
+    parla__wake_waiters(rt);
 }
 
 static int outcome(const parla_task_t *t)

@@ -321,6 +321,9 @@ int parla_task_cancel(parla_task_t *t)
 void parla__task_ready(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
+    if (atomic_load_explicit(&rt->cancelling, memory_order_relaxed) && !(atomic_load(&t->flags) & PARLA__F_CANCEL)) {
+        atomic_fetch_or(&t->flags, PARLA__F_CANCEL);
+    }
     if (atomic_load_explicit(&t->flags, memory_order_acquire) & PARLA__F_CANCEL) {
         if (t->error == PARLA_ERESOURCE)
             parla__task_finish(t, PARLA_TASK_FAILED, PARLA_ERESOURCE);
@@ -338,6 +341,8 @@ void parla__task_ready(parla_task_t *t)
 static void finish_bookkeeping(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
+    if (rt->config.task_finished)
+        rt->config.task_finished(t, rt->config.hook_user);
     if (atomic_load(&t->flags) & PARLA__F_WAITED)
         parla__wake_waiters(rt);
     if (atomic_fetch_sub_explicit(&rt->n_active, 1, memory_order_acq_rel) == 1 &&

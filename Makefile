@@ -1,0 +1,74 @@
+# Front door of the project. `make` builds, `make test` runs every test, `make bench` the benchmarks,
+# `make demo` the main demo. Each target first installs what a fresh machine lacks: Debian packages
+# (when run as root), a .venv with the pinned tools from PyPI, and the project itself (editable).
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+MESON := $(VENV)/bin/meson
+CONSTRAINTS := requirements/constraints.txt
+SAN_SCALE ?= 0.05
+
+.PHONY: all build deps venv install test test-c test-sanitize test-tsan test-asan test-python bench demo clean
+
+all: build install
+
+deps: build/.deps-stamp
+build/.deps-stamp: tools/install-deps.sh
+	@mkdir -p build
+	bash tools/install-deps.sh
+	@touch $@
+
+venv: $(VENV)/.tools-stamp
+$(VENV)/.tools-stamp: $(CONSTRAINTS) build/.deps-stamp
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) meson meson-python ninja numpy scipy pytest pytest-timeout pyyaml dask
+	@touch $@
+
+# The C library, tests and benchmarks (release build).
+build: venv
+	test -f build/c/build.ninja || $(MESON) setup build/c --buildtype=release -Dtests=true -Dbenchmarks=true
+	$(VENV)/bin/ninja -C build/c
+
+# The Python package, editable: the extension is rebuilt on import when C sources change.
+install: $(VENV)/.install-stamp
+$(VENV)/.install-stamp: $(VENV)/.tools-stamp pyproject.toml
+	PATH=$(abspath $(VENV)/bin):$$PATH $(VPY) -m pip install -q --no-build-isolation -c $(CONSTRAINTS) \
+	  --config-settings=builddir=build/py -e .
+	@touch $@
+
+test: test-c test-python test-sanitize
+
+test-c: build
+	$(MESON) test -C build/c --print-errorlogs
+
+test-python: install
+	$(VPY) -m pytest -q tests/python
+
+test-sanitize: test-tsan test-asan
+
+test-tsan: venv
+	test -f build/tsan/build.ninja || $(MESON) setup build/tsan --buildtype=debugoptimized \
+	  -Db_sanitize=thread -Dbenchmarks=false
+	$(VENV)/bin/ninja -C build/tsan
+	PARLA_TEST_SCALE=$(SAN_SCALE) TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  $(MESON) test -C build/tsan --print-errorlogs --timeout-multiplier 4
+
+test-asan: venv
+	test -f build/asan/build.ninja || $(MESON) setup build/asan --buildtype=debugoptimized \
+	  -Db_sanitize=address,undefined -Db_lundef=false -Dbenchmarks=false
+	$(VENV)/bin/ninja -C build/asan
+	PARLA_TEST_SCALE=$(SAN_SCALE) ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
+	  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+	  $(MESON) test -C build/asan --print-errorlogs --timeout-multiplier 4
+
+bench: build install
+	$(VPY) benchmarks/run_c.py build/c
+	$(VPY) benchmarks/python/bench_tasks.py
+
+demo: build install
+	$(VPY) examples/demo.py
+
+clean:
+	rm -rf build

@@ -1,0 +1,23 @@
+"""Parla in C: a heterogeneous task-parallel runtime for scientific Python.
+
+    from parla import Parla, spawn, TaskSpace
+    from parla.devices import cpu
+
+    with Parla():
+        T = TaskSpace("T")
+        @spawn(T[0], placement=cpu)
+        def hello():
+            print("Hello, World!")
+"""
+from ._runtime import Parla, TaskCancelledError, UnspawnedDependencyError
+from .tasks import (Task, TaskList, TaskSpace, get_current_context, get_current_devices, get_current_stream,
+                    get_current_task, spawn)
+from . import devices, tasks
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Parla", "spawn", "TaskSpace", "Task", "TaskList", "get_current_task", "get_current_devices",
+    "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
+    "devices", "tasks",
+]

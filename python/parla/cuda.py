@@ -1,0 +1,4 @@
+"""Older Parla module layout: ``from parla.cuda import gpu``."""
+from .devices import gpu
+
+__all__ = ["gpu"]

@@ -1,0 +1,306 @@
+"""Tasks: ``spawn``, ``TaskSpace`` and what a running task can ask about itself.
+
+    from parla import Parla, spawn, TaskSpace
+
+    with Parla():
+        T = TaskSpace("T")
+        for i in range(4):
+            @spawn(T[i], dependencies=[T[i - 1]] if i else [])
+            def step():
+                print("step", i)        # i is captured by value when the task is spawned
+
+Task bodies run on worker threads. A body may be ``async def``: ``await`` on a task (gives its return
+value), a TaskSpace or a collection of tasks (waits for all) or another coroutine frees the worker until
+the awaited tasks finish.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from . import _core, _runtime
+from ._runtime import TaskCancelledError, UnspawnedDependencyError
+from .devices import Device, cpu, resolve_placement
+
+__all__ = [
+    "spawn", "Task", "TaskSpace", "TaskList", "TaskID", "get_current_task", "get_current_devices",
+    "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
+]
+
+
+class Task(_core.Task):
+    """A task: spawned with :func:`spawn`, or named in a :class:`TaskSpace` before it is spawned.
+
+    Attributes: ``name`` (e.g. ``"T[1, 2]"``), ``state`` (``"created"``, ``"submitted"``, ``"ready"``,
+    ``"running"``, ``"suspended"``, ``"done"``, ``"failed"`` or ``"cancelled"``), ``done``, ``result``,
+    ``exception``, ``dependencies``. ``await task`` inside an async task gives its result.
+    """
+
+    def __init__(self, runtime: _core.Runtime, name: str) -> None:
+        super().__init__(runtime, name)
+        self._deps: Any = ()
+
+    @property
+    def result(self) -> Any:
+        """The body's return value. Raises the body's exception if it failed, TaskCancelledError if it
+        was cancelled, and RuntimeError if it has not finished."""
+        state = self.state
+        if state == "done":
+            return self._result
+        if state == "failed":
+            raise self._exception
+        if state == "cancelled":
+            raise self._cancelled_error()
+        raise RuntimeError(f"task {self.name} has not finished (state {state})")
+
+    @property
+    def exception(self) -> Optional[BaseException]:
+        """The exception the body raised (failed), a TaskCancelledError (cancelled), else None."""
+        state = self.state
+        if state == "failed":
+            return self._exception
+        if state == "cancelled":
+            return self._cancelled_error()
+        return None
+
+    def _cancelled_error(self) -> TaskCancelledError:
+        cause = self._cause
+        if isinstance(cause, Task):
+            error = TaskCancelledError(f"task {self.name} was cancelled because task {cause.name} "
+                                       f"{'failed' if cause.state == 'failed' else 'was never spawned'}")
+            if cause.state == "failed":
+                error.__cause__ = cause._exception
+            return error
+        if cause is not None:
+            return TaskCancelledError(f"task {self.name} was cancelled because task {cause} did not run")
+        return TaskCancelledError(f"task {self.name} was cancelled")
+
+    @property
+    def dependencies(self) -> List["Task"]:
+        """The tasks given as dependencies when this task was spawned (flattened)."""
+        return list(_flatten(self._deps))
+
+    def __await__(self):
+        if not self.done:
+            yield self
+        return self.result
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} {self.state}>"
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+def _flatten(deps: Any) -> Iterator[Task]:
+    if isinstance(deps, Task):
+        yield deps
+    elif deps is None:
+        return
+    else:
+        for d in deps:
+            yield from _flatten(d)
+
+
+class TaskList(tuple):
+    """An immutable collection of tasks (what slicing a TaskSpace gives). Usable as dependencies;
+    ``await`` waits for all of them."""
+
+    def __await__(self):
+        tasks = tuple(self)
+        if any(not t.done for t in tasks):
+            yield tasks
+        for t in tasks:
+            if t.state == "failed":
+                raise t._exception
+            if t.state == "cancelled":
+                raise t._cancelled_error()
+        return None
+
+    def __repr__(self) -> str:
+        return f"TaskList({list(self)!r})"
+
+
+class TaskSpace:
+    """A named space of tasks indexed by any hashable keys, in any number of dimensions.
+
+    ``T[i]``, ``T[i, j]``, ``T[0, "a"]`` name one task (created as a placeholder the first time, so a task
+    may be named as a dependency before it is spawned). Slices, ranges and lists in an index expand to a
+    :class:`TaskList` of every combination. With ``shape`` (and optional ``start``), indices outside
+    ``[start, start + shape)`` give an empty TaskList, so ``T[i - 1]`` at ``i = 0`` means "no dependency".
+    ``len(T)``, iteration and ``in`` cover the tasks named so far; ``await T`` waits for all of them.
+    """
+
+    def __init__(self, name: str = "", shape: Union[int, Sequence[int], None] = None,
+                 start: Union[int, Sequence[int], None] = None) -> None:
+        self.name = name
+        if isinstance(shape, int):
+            shape = (shape,)
+        if isinstance(start, int):
+            start = (start,)
+        if shape is not None and start is None:
+            start = (0,) * len(shape)
+        if start is not None and shape is not None and len(start) != len(shape):
+            raise ValueError(f"TaskSpace {name!r}: start {start} and shape {shape} differ in length")
+        self.shape: Optional[Tuple[int, ...]] = tuple(shape) if shape is not None else None
+        self.start: Optional[Tuple[int, ...]] = tuple(start) if start is not None else None
+        self._tasks: Dict[Tuple, Task] = {}
+
+    def _task(self, key: Tuple) -> Task:
+        runtime = _runtime.current_runtime().runtime
+        task = self._tasks.get(key)
+        if task is None or task.runtime is not runtime:
+            task = Task(runtime, f"{self.name}[{', '.join(map(_key_str, key))}]")
+            self._tasks[key] = task
+        return task
+
+    def _in_bounds(self, key: Tuple) -> bool:
+        if self.shape is None:
+            return True
+        if len(key) != len(self.shape):
+            raise IndexError(f"TaskSpace {self.name!r} has {len(self.shape)} dimensions, index {key!r} has {len(key)}")
+        for k, lo, n in zip(key, self.start, self.shape):
+            if not isinstance(k, int) or not lo <= k < lo + n:
+                return False
+        return True
+
+    def _expand(self, dim: int, index: Any) -> List[Hashable]:
+        if isinstance(index, slice):
+            start, stop, step = index.start, index.stop, index.step
+            if start is None or stop is None:
+                if self.shape is None or dim >= len(self.shape):
+                    raise ValueError(f"TaskSpace {self.name!r}: the slice {index!r} needs explicit bounds "
+                                     f"(or give the TaskSpace a shape)")
+                lo, n = self.start[dim], self.shape[dim]
+                start = lo if start is None else start
+                stop = lo + n if stop is None else stop
+            return list(range(start, stop, step or 1))
+        if isinstance(index, (range, list)):
+            return list(index)
+        return [index]
+
+    def __getitem__(self, index: Any) -> Union[Task, TaskList]:
+        key = index if isinstance(index, tuple) else (index,)
+        if not any(isinstance(k, (slice, range, list)) for k in key):
+            if not self._in_bounds(key):
+                return TaskList()
+            return self._task(key)
+        axes = [self._expand(d, k) for d, k in enumerate(key)]
+        return TaskList(self._task(k) for k in itertools.product(*axes) if self._in_bounds(k))
+
+    @property
+    def tasks(self) -> TaskList:
+        """Every task named in this space so far."""
+        return TaskList(self._tasks.values())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(list(self._tasks.values()))
+
+    def __contains__(self, item: Any) -> bool:
+        if isinstance(item, Task):
+            return any(t is item for t in self._tasks.values())
+        key = item if isinstance(item, tuple) else (item,)
+        return key in self._tasks
+
+    def __await__(self):
+        return self.tasks.__await__()
+
+    def __repr__(self) -> str:
+        return f"TaskSpace({self.name!r}, {len(self)} tasks)"
+
+
+def _key_str(k: Any) -> str:
+    return str(k) if isinstance(k, int) else repr(k)
+
+
+TaskID = Task  # Parla's older name for a task handle
+
+_anonymous = itertools.count()
+
+
+def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: Any = None,
+          vcus: Optional[float] = None, memory: Optional[int] = None, input: Iterable = (),
+          output: Iterable = (), inout: Iterable = (), priority: Optional[int] = None,
+          **unknown: Any) -> Callable[[Callable], Task]:
+    """Decorator that spawns the decorated function as a task and returns the :class:`Task`.
+
+    - ``taskid``: a task named in a TaskSpace (``T[i]``), or None for an anonymous task.
+    - ``dependencies``: tasks, TaskSpace slices, or (nested) iterables of them; the task runs after all.
+    - ``placement``: ``cpu``, ``cpu(0)``, a list of alternatives, or with resources ``cpu[{"vcus": 0.5}]``.
+    - ``vcus``: fraction of the device in (0, 1]; ``memory``: bytes. The task runs only while they fit.
+    - ``priority``: larger runs first when workers are busy (levels: > 0, 0, < 0).
+    - ``input``/``output``/``inout``: PArrays the task reads/writes.
+
+    The body's closure variables are captured by value at spawn. Raises RuntimeError outside a Parla
+    context or when ``taskid`` was already spawned; ValueError/TypeError for invalid arguments (naming
+    the task and the argument).
+    """
+    if unknown:
+        raise TypeError(f"spawn() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    context = _runtime.current_runtime()
+
+    def decorator(body: Callable) -> Task:
+        if taskid is None:
+            task = Task(context.runtime, f"{getattr(body, '__name__', 'task')}#{next(_anonymous)}")
+        elif isinstance(taskid, Task):
+            task = taskid
+        else:
+            raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
+        v, m = resolve_placement(placement, vcus, memory, task.name)
+        task._deps = dependencies
+        task._submit(body, dependencies, priority or 0, v, m)
+        return task
+
+    return decorator
+
+
+def get_current_task() -> Optional[Task]:
+    """The task whose body runs on the calling thread, or None outside task bodies."""
+    return _core.current_task()
+
+
+def get_current_devices() -> List[Device]:
+    """The devices the running task was placed on (``[cpu(0)]`` for CPU tasks)."""
+    return [cpu(0)]
+
+
+class TaskContext:
+    """What ``get_current_context()`` returns: the devices of the running task. Iterable; ``ctx[i]``
+    is a device context usable with ``with``."""
+
+    def __init__(self, devices: List[Device]) -> None:
+        self.devices = devices
+
+    def __iter__(self) -> Iterator[Device]:
+        return iter(self.devices)
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def __getitem__(self, i: int) -> "TaskContext":
+        return TaskContext([self.devices[i]])
+
+    def __enter__(self) -> "TaskContext":
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"TaskContext({self.devices!r})"
+
+
+def get_current_context() -> TaskContext:
+    """The device context of the running task (see :class:`TaskContext`)."""
+    return TaskContext(get_current_devices())
+
+
+def get_current_stream() -> Any:
+    """The stream of the running GPU task, or None on the CPU."""
+    return None

@@ -1,0 +1,988 @@
+/*
+ * module.c: parla._core, the CPython binding of libparla.
+ *
+ * Thin by design: the engine schedules; this file turns Python callables into
+ * task bodies, drives coroutines (an await suspends the task on what it
+ * awaits: a continuation on the same task), and maps error codes to Python
+ * exceptions.
+ *
+ * Threads and the GIL. Each worker gets its own PyThreadState when it starts
+ * (worker_start hook). A worker takes the GIL only to run a Python body and
+ * keeps it across consecutive bodies; it lets go as soon as it finds no task
+ * (worker_idle hook), before it spins or sleeps. The engine never needs the
+ * GIL. Blocking calls made from Python (wait_all, close) release it.
+ *
+ * Lifetimes. A submitted Task object holds a reference to itself on behalf of
+ * the engine, dropped when the task reaches a final state (task_finished
+ * hook). That hook may run on a thread without the GIL; then the reference is
+ * pushed on a lock-free stack and dropped by the next thread that holds the
+ * GIL here (a body, wait_all, close).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <stdatomic.h>
+
+#include "parla.h"
+
+typedef struct TaskObject TaskObject;
+
+/* The raised exception as one object (PyErr_GetRaisedException appeared in
+ * CPython 3.12; this works on 3.9 and later). */
+static PyObject *take_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+
+typedef struct {
+    PyObject_HEAD
+    parla_runtime_t *rt;
+    PyObject *failed;                 /* list of Task objects whose body raised, in order */
+    _Atomic(TaskObject *) deferred;   /* finished tasks whose reference is still to drop */
+    PyObject *module;                 /* the module (for its state) */
+} RuntimeObject;
+
+struct TaskObject {
+    PyObject_HEAD
+    parla_task_t *task;        /* owned reference */
+    RuntimeObject *runtime;    /* strong */
+    PyObject *func;            /* the body: a callable, then the coroutine it returned */
+    PyObject *result;
+    PyObject *exception;
+    PyObject *name;            /* str */
+    PyObject *dict;
+    TaskObject *deferred_next; /* link in RuntimeObject.deferred */
+};
+
+typedef struct {
+    PyTypeObject *runtime_type;
+    PyTypeObject *task_type;
+} module_state;
+
+static module_state *get_state(PyObject *module)
+{
+    return (module_state *)PyModule_GetState(module);
+}
+
+/* ----------------------------------------------------------- errors -- */
+
+/* Raises the Python exception matching a parla error code, with the engine's
+ * message; returns NULL. */
+static PyObject *raise_code(int code)
+{
+    PyObject *type;
+    switch (code) {
+    case PARLA_EINVAL: type = PyExc_ValueError; break;
+    case PARLA_ENOMEM: type = PyExc_MemoryError; break;
+    case PARLA_ERESOURCE: type = PyExc_ValueError; break;
+    case PARLA_ENODEV: type = PyExc_ValueError; break;
+    case PARLA_ETIMEDOUT: type = PyExc_TimeoutError; break;
+    default: type = PyExc_RuntimeError; break;
+    }
+    const char *msg = parla_last_error_message();
+    PyErr_Format(type, "%s", msg && *msg ? msg : parla_strerror(code));
+    return NULL;
+}
+
+/* ---------------------------------------------------- worker threads -- */
+
+/* Per worker thread: its thread state and whether it holds the GIL now. */
+static _Thread_local PyThreadState *worker_tstate;
+static _Thread_local PyGILState_STATE worker_gilstate;
+static _Thread_local int worker_holds_gil;
+
+static void drain_deferred(RuntimeObject *rt)
+{
+    TaskObject *t = atomic_exchange(&rt->deferred, NULL);
+    while (t) {
+        TaskObject *next = t->deferred_next;
+        t->deferred_next = NULL;
+        Py_DECREF(t);
+        t = next;
+    }
+}
+
+static void hook_worker_start(int index, void *user)
+{
+    (void)index;
+    (void)user;
+    worker_gilstate = PyGILState_Ensure();
+    worker_tstate = PyThreadState_Get();
+    worker_holds_gil = 0;
+    PyEval_SaveThread();
+}
+
+static void hook_worker_stop(int index, void *user)
+{
+    (void)index;
+    RuntimeObject *rt = user;
+    if (!worker_holds_gil)
+        PyEval_RestoreThread(worker_tstate);
+    worker_holds_gil = 0;
+    drain_deferred(rt);
+    PyGILState_Release(worker_gilstate);
+    worker_tstate = NULL;
+}
+
+static void hook_worker_idle(int index, void *user)
+{
+    (void)index;
+    (void)user;
+    if (worker_holds_gil) {
+        worker_holds_gil = 0;
+        PyEval_SaveThread();
+    }
+}
+
+static void hook_task_finished(parla_task_t *task, void *user)
+{
+    RuntimeObject *rt = user;
+    TaskObject *obj = parla_task_user(task);
+    if (obj == NULL)
+        return;
+    if (PyGILState_Check()) {
+        Py_DECREF(obj);
+        return;
+    }
+    TaskObject *head = atomic_load(&rt->deferred);
+    do {
+        obj->deferred_next = head;
+    } while (!atomic_compare_exchange_weak(&rt->deferred, &head, obj));
+}
+
+/* ---------------------------------------------------------- task body -- */
+
+/* Collects the engine tasks of what a coroutine yielded (a Task or a tuple or
+ * list of Tasks). Returns a new array (PyMem) or NULL with an exception set. */
+static parla_task_t **awaited_tasks(PyTypeObject *task_type, PyObject *yielded, Py_ssize_t *n)
+{
+    PyObject *seq;
+    if (PyObject_TypeCheck(yielded, task_type)) {
+        parla_task_t **out = PyMem_Malloc(sizeof *out);
+        if (!out)
+            return (parla_task_t **)PyErr_NoMemory();
+        out[0] = ((TaskObject *)yielded)->task;
+        *n = 1;
+        return out;
+    }
+    if (!PyTuple_Check(yielded) && !PyList_Check(yielded)) {
+        PyErr_Format(PyExc_TypeError,
+                     "a Parla task can only await Parla tasks, TaskSpaces, task collections and coroutines, "
+                     "not %.100s",
+                     Py_TYPE(yielded)->tp_name);
+        return NULL;
+    }
+    seq = yielded;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+    parla_task_t **out = PyMem_Malloc((size_t)(len ? len : 1) * sizeof *out);
+    if (!out)
+        return (parla_task_t **)PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyObject_TypeCheck(item, task_type)) {
+            PyMem_Free(out);
+            PyErr_Format(PyExc_TypeError, "awaited collection holds a %.100s, not a Parla task",
+                         Py_TYPE(item)->tp_name);
+            return NULL;
+        }
+        out[i] = ((TaskObject *)item)->task;
+    }
+    *n = len;
+    return out;
+}
+
+static int record_failure(TaskObject *self)
+{
+    PyObject *exc = take_exception();
+    Py_XSETREF(self->exception, exc);
+    Py_CLEAR(self->func);
+    if (PyList_Append(self->runtime->failed, (PyObject *)self) < 0)
+        PyErr_Clear();
+    return 1; /* a positive code: the body raised */
+}
+
+/* Advances a coroutine: send None (or throw exc when not NULL). */
+static int drive_coroutine(TaskObject *self, parla_task_t *task)
+{
+    PyObject *coro = self->func;
+    PyObject *throw_exc = NULL;
+    for (;;) {
+        PyObject *out = NULL;
+        PySendResult r;
+        if (throw_exc) {
+            out = PyObject_CallMethod(coro, "throw", "O", throw_exc);
+            Py_CLEAR(throw_exc);
+            if (out == NULL) {
+                if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                    PyObject *exc = take_exception();
+                    PyObject *value = PyObject_GetAttrString(exc, "value");
+                    Py_DECREF(exc);
+                    if (value == NULL)
+                        return record_failure(self);
+                    Py_XSETREF(self->result, value);
+                    Py_CLEAR(self->func);
+                    return 0;
+                }
+                return record_failure(self);
+            }
+            r = PYGEN_NEXT;
+        } else {
+            r = PyIter_Send(coro, Py_None, &out);
+        }
+        if (r == PYGEN_RETURN) {
+            Py_XSETREF(self->result, out);
+            Py_CLEAR(self->func);
+            return 0;
+        }
+        if (r == PYGEN_ERROR)
+            return record_failure(self);
+        /* Yielded: what it awaits. */
+        module_state *st = get_state(self->runtime->module);
+        Py_ssize_t n = 0;
+        parla_task_t **tasks = awaited_tasks(st->task_type, out, &n);
+        Py_DECREF(out);
+        if (tasks == NULL) {
+            throw_exc = take_exception();
+            continue;
+        }
+        int rc = parla_task_suspend_on(task, tasks, (size_t)n);
+        PyMem_Free(tasks);
+        if (rc != 0) {
+            raise_code(rc);
+            throw_exc = take_exception();
+            continue;
+        }
+        return PARLA_TASK_SUSPEND;
+    }
+}
+
+static int py_task_body(parla_task_t *task, void *arg)
+{
+    TaskObject *self = arg;
+    if (!worker_holds_gil) {
+        PyEval_RestoreThread(worker_tstate);
+        worker_holds_gil = 1;
+    }
+    drain_deferred(self->runtime);
+    PyObject *func = self->func;
+    if (func == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "task %U has no body", self->name);
+        return record_failure(self);
+    }
+    if (PyCoro_CheckExact(func) || PyGen_CheckExact(func))
+        return drive_coroutine(self, task);
+    PyObject *res = PyObject_CallNoArgs(func);
+    if (res == NULL)
+        return record_failure(self);
+    if (PyCoro_CheckExact(res)) {
+        Py_SETREF(self->func, res);
+        return drive_coroutine(self, task);
+    }
+    Py_XSETREF(self->result, res);
+    Py_CLEAR(self->func);
+    return 0;
+}
+
+/* ------------------------------------------------------------ capture -- */
+
+/* Returns fn with its closure cells copied (captured by value, as Parla
+ * does), or fn itself when it has no closure. New reference. */
+static PyObject *capture(PyObject *fn)
+{
+    if (!PyFunction_Check(fn)) {
+        Py_INCREF(fn);
+        return fn;
+    }
+    PyObject *closure = PyFunction_GetClosure(fn);
+    if (closure == NULL || PyTuple_GET_SIZE(closure) == 0) {
+        Py_INCREF(fn);
+        return fn;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(closure);
+    PyObject *cells = PyTuple_New(n);
+    if (!cells)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *cell = PyCell_New(PyCell_GET(PyTuple_GET_ITEM(closure, i)));
+        if (!cell) {
+            Py_DECREF(cells);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(cells, i, cell);
+    }
+    PyFunctionObject *f = (PyFunctionObject *)fn;
+    PyObject *copy = PyFunction_NewWithQualName(PyFunction_GET_CODE(fn), PyFunction_GET_GLOBALS(fn), f->func_qualname);
+    if (!copy)
+        goto fail;
+    if (PyFunction_SetClosure(copy, cells) < 0)
+        goto fail;
+    if (f->func_defaults && PyFunction_SetDefaults(copy, f->func_defaults) < 0)
+        goto fail;
+    if (f->func_kwdefaults && PyFunction_SetKwDefaults(copy, f->func_kwdefaults) < 0)
+        goto fail;
+    if (f->func_name) {
+        Py_INCREF(f->func_name);
+        Py_XSETREF(((PyFunctionObject *)copy)->func_name, f->func_name);
+    }
+    Py_DECREF(cells);
+    return copy;
+fail:
+    Py_XDECREF(copy);
+    Py_DECREF(cells);
+    return NULL;
+}
+
+/* ---------------------------------------------------------- Task type -- */
+
+static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"runtime", "name", NULL};
+    PyObject *rt_obj, *name;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU", kwlist, &rt_obj, &name))
+        return -1;
+    module_state *st = PyType_GetModuleState(Py_TYPE(rt_obj));
+    if (st == NULL || !PyObject_TypeCheck(rt_obj, st->runtime_type)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "Task(runtime, name): runtime must be a parla._core.Runtime");
+        return -1;
+    }
+    RuntimeObject *rt = (RuntimeObject *)rt_obj;
+    if (rt->rt == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the Parla runtime is closed");
+        return -1;
+    }
+    if (self->task) {
+        PyErr_SetString(PyExc_RuntimeError, "Task.__init__ called twice");
+        return -1;
+    }
+    parla_task_t *t;
+    int rc = parla_task_create(rt->rt, NULL, NULL, &t);
+    if (rc)
+        return raise_code(rc), -1;
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(name, &len);
+    if (utf8 == NULL || (rc = parla_task_set_name(t, utf8)) != 0) {
+        parla_task_release(t);
+        if (rc)
+            raise_code(rc);
+        return -1;
+    }
+    parla_task_set_user(t, self);
+    self->task = t;
+    Py_INCREF(rt);
+    self->runtime = rt;
+    Py_INCREF(name);
+    self->name = name;
+    return 0;
+}
+
+static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->runtime);
+    Py_VISIT(self->func);
+    Py_VISIT(self->result);
+    Py_VISIT(self->exception);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int Task_clear(TaskObject *self)
+{
+    Py_CLEAR(self->func);
+    Py_CLEAR(self->result);
+    Py_CLEAR(self->exception);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void Task_dealloc(TaskObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Task_clear(self);
+    if (self->task) {
+        parla_task_set_user(self->task, NULL);
+        parla_task_release(self->task);
+        self->task = NULL;
+    }
+    Py_CLEAR(self->runtime);
+    Py_CLEAR(self->name);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int check_task(TaskObject *self)
+{
+    if (self->task == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Task object was not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+/* Adds a dependency on every task found in obj (a Task, or an iterable of
+ * Tasks and iterables, nested). */
+static int add_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject *obj, int depth)
+{
+    if (PyObject_TypeCheck(obj, task_type)) {
+        TaskObject *dep = (TaskObject *)obj;
+        if (check_task(dep) < 0)
+            return -1;
+        if (dep == self) {
+            PyErr_Format(PyExc_ValueError, "task %U cannot depend on itself", self->name);
+            return -1;
+        }
+        if (dep->runtime != self->runtime) {
+            PyErr_Format(PyExc_ValueError,
+                         "task %U: dependency %U belongs to another Parla runtime (a finished context?)",
+                         self->name, dep->name);
+            return -1;
+        }
+        int rc = parla_task_add_dependency(self->task, dep->task);
+        if (rc)
+            return raise_code(rc), -1;
+        return 0;
+    }
+    if (obj == Py_None)
+        return 0;
+    if (depth > 32) {
+        PyErr_Format(PyExc_ValueError, "task %U: dependencies are nested too deeply", self->name);
+        return -1;
+    }
+    if (PyList_CheckExact(obj) || PyTuple_CheckExact(obj)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(obj, i);
+            Py_INCREF(item);
+            int r = add_dependencies(self, task_type, item, depth + 1);
+            Py_DECREF(item);
+            if (r < 0)
+                return -1;
+        }
+        return 0;
+    }
+    PyObject *it = PyObject_GetIter(obj);
+    if (it == NULL) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "task %U: dependencies must be tasks, TaskSpace slices or iterables of them, not %.100s",
+                     self->name, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int r = add_dependencies(self, task_type, item, depth + 1);
+        Py_DECREF(item);
+        if (r < 0) {
+            Py_DECREF(it);
+            return -1;
+        }
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* _submit(func, dependencies, priority, vcus, memory): spawns the task. */
+static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_submit(func, dependencies, priority, vcus, memory)");
+        return NULL;
+    }
+    if (check_task(self) < 0)
+        return NULL;
+    if (self->runtime->rt == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime is closed", self->name);
+        return NULL;
+    }
+    if (parla_task_state(self->task) != PARLA_TASK_CREATED) {
+        PyErr_Format(PyExc_RuntimeError, "task %U was already spawned; a task id can be spawned only once",
+                     self->name);
+        return NULL;
+    }
+    PyObject *func = args[0];
+    if (!PyCallable_Check(func)) {
+        PyErr_Format(PyExc_TypeError, "task %U: the body must be callable, not %.100s", self->name,
+                     Py_TYPE(func)->tp_name);
+        return NULL;
+    }
+    long priority = PyLong_AsLong(args[2]);
+    if (priority == -1 && PyErr_Occurred())
+        return NULL;
+    if (priority < -1000000 || priority > 1000000) {
+        PyErr_Format(PyExc_ValueError, "task %U: priority %ld is out of range", self->name, priority);
+        return NULL;
+    }
+    double vcus = PyFloat_AsDouble(args[3]);
+    if (vcus == -1.0 && PyErr_Occurred())
+        return NULL;
+    unsigned long long memory = PyLong_AsUnsignedLongLong(args[4]);
+    if (memory == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "task %U: memory must be a non-negative number of bytes", self->name);
+        return NULL;
+    }
+    int rc = parla_task_set_priority(self->task, (int)priority);
+    if (rc == 0)
+        rc = parla_task_set_resources(self->task, vcus, memory);
+    if (rc)
+        return raise_code(rc);
+    if (add_dependencies(self, get_state(self->runtime->module)->task_type, args[1], 0) < 0)
+        return NULL;
+    PyObject *body = capture(func);
+    if (body == NULL)
+        return NULL;
+    Py_XSETREF(self->func, body);
+    rc = parla_task_set_body(self->task, py_task_body, self);
+    if (rc)
+        return raise_code(rc);
+    Py_INCREF(self); /* the engine's reference, dropped by hook_task_finished */
+    rc = parla_task_submit(self->task);
+    if (rc) {
+        if (rc != PARLA_ERESOURCE) /* ERESOURCE: submitted as failed; the hook drops it */
+            Py_DECREF(self);
+        return raise_code(rc);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_task(self) < 0)
+        return NULL;
+    int rc = parla_task_cancel(self->task);
+    if (rc)
+        return raise_code(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Task_wait(TaskObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_task(self) < 0)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = parla_task_wait(self->task);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(rc);
+}
+
+static PyObject *Task_get_state(TaskObject *self, void *c)
+{
+    (void)c;
+    if (check_task(self) < 0)
+        return NULL;
+    return PyUnicode_FromString(parla_task_state_name(parla_task_state(self->task)));
+}
+
+static PyObject *Task_get_done(TaskObject *self, void *c)
+{
+    (void)c;
+    if (check_task(self) < 0)
+        return NULL;
+    return PyBool_FromLong(parla_task_state(self->task) >= PARLA_TASK_DONE);
+}
+
+static PyObject *Task_get_cause(TaskObject *self, void *c)
+{
+    (void)c;
+    if (check_task(self) < 0)
+        return NULL;
+    parla_task_t *cause = parla_task_cause(self->task);
+    if (cause == NULL)
+        Py_RETURN_NONE;
+    TaskObject *obj = parla_task_user(cause);
+    if (obj)
+        return Py_NewRef((PyObject *)obj);
+    return PyUnicode_FromString(parla_task_name(cause));
+}
+
+static PyObject *Task_get_result(TaskObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->result ? self->result : Py_None);
+}
+
+static PyObject *Task_get_exception(TaskObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->exception ? self->exception : Py_None);
+}
+
+static PyObject *Task_get_runtime(TaskObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->runtime ? (PyObject *)self->runtime : Py_None);
+}
+
+static PyMethodDef Task_methods[] = {
+    {"_submit", (PyCFunction)(void (*)(void))Task_submit, METH_FASTCALL,
+     "_submit(func, dependencies, priority, vcus, memory): spawn this task."},
+    {"_cancel", (PyCFunction)Task_cancel, METH_NOARGS, "Cancel a task that was never spawned."},
+    {"_wait", (PyCFunction)Task_wait, METH_NOARGS,
+     "Block (GIL released) until the task finishes; returns the engine's code."},
+    {NULL},
+};
+
+static PyGetSetDef Task_getset[] = {
+    {"state", (getter)Task_get_state, NULL, "created, submitted, ready, running, suspended, done, failed or cancelled"},
+    {"done", (getter)Task_get_done, NULL, "True once the task is done, failed or cancelled"},
+    {"_cause", (getter)Task_get_cause, NULL, "for a cancelled task, the task that caused it"},
+    {"_result", (getter)Task_get_result, NULL, "the body's return value"},
+    {"_exception", (getter)Task_get_exception, NULL, "the exception the body raised, or None"},
+    {"runtime", (getter)Task_get_runtime, NULL, "the runtime the task belongs to"},
+    {NULL},
+};
+
+static PyMemberDef Task_members[] = {
+    {"name", T_OBJECT, offsetof(TaskObject, name), READONLY, "the task's name, e.g. 'T[1, 2]'"},
+    {"__dictoffset__", T_PYSSIZET, offsetof(TaskObject, dict), READONLY},
+    {NULL},
+};
+
+static PyType_Slot Task_slots[] = {
+    {Py_tp_doc, "An engine task (base of parla.tasks.Task)."},
+    {Py_tp_init, Task_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, Task_dealloc},
+    {Py_tp_traverse, Task_traverse},
+    {Py_tp_clear, Task_clear},
+    {Py_tp_methods, Task_methods},
+    {Py_tp_getset, Task_getset},
+    {Py_tp_members, Task_members},
+    {0, NULL},
+};
+
+static PyType_Spec Task_spec = {
+    .name = "parla._core.Task",
+    .basicsize = sizeof(TaskObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = Task_slots,
+};
+
+/* ------------------------------------------------------- Runtime type -- */
+
+static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"n_workers", NULL};
+    int n_workers = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|i", kwlist, &n_workers))
+        return NULL;
+    if (n_workers < 0) {
+        PyErr_Format(PyExc_ValueError, "n_workers=%d must be positive", n_workers);
+        return NULL;
+    }
+    RuntimeObject *self = (RuntimeObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    atomic_init(&self->deferred, NULL);
+    self->failed = PyList_New(0);
+    self->module = PyType_GetModule(type);
+    if (self->failed == NULL || self->module == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_INCREF(self->module);
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = n_workers;
+    cfg.worker_start = hook_worker_start;
+    cfg.worker_stop = hook_worker_stop;
+    cfg.worker_idle = hook_worker_idle;
+    cfg.task_finished = hook_task_finished;
+    cfg.hook_user = self;
+    int rc = parla_runtime_create(&cfg, &self->rt);
+    if (rc) {
+        Py_DECREF(self);
+        return raise_code(rc);
+    }
+    return (PyObject *)self;
+}
+
+/* Stops the workers; the GIL is released meanwhile (they need it to stop). */
+static int runtime_close(RuntimeObject *self)
+{
+    if (self->rt == NULL)
+        return 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = parla_runtime_destroy(self->rt);
+    Py_END_ALLOW_THREADS
+    if (rc == 0)
+        self->rt = NULL;
+    drain_deferred(self);
+    return rc;
+}
+
+static int Runtime_traverse(RuntimeObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->failed);
+    Py_VISIT(self->module);
+    return 0;
+}
+
+static int Runtime_clear(RuntimeObject *self)
+{
+    Py_CLEAR(self->failed);
+    return 0;
+}
+
+static void Runtime_dealloc(RuntimeObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->rt) {
+        /* Not closed: cancel what is left and stop, so no worker outlives us. */
+        parla_runtime_t *rt = self->rt;
+        Py_BEGIN_ALLOW_THREADS
+        parla_runtime_cancel_all(rt);
+        parla_runtime_wait_all(rt);
+        Py_END_ALLOW_THREADS
+        if (runtime_close(self) != 0)
+            PyErr_Clear();
+    }
+    Runtime_clear(self);
+    Py_CLEAR(self->module);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int check_open(RuntimeObject *self)
+{
+    if (self->rt == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the Parla runtime is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* wait_all(timeout=-1) -> (code, message). Releases the GIL. */
+static PyObject *Runtime_wait_all(RuntimeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    double timeout = -1.0;
+    if (nargs > 0) {
+        timeout = PyFloat_AsDouble(args[0]);
+        if (timeout == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    int rc;
+    parla_runtime_t *rt = self->rt;
+    const char *msg;
+    Py_BEGIN_ALLOW_THREADS
+    rc = timeout < 0 ? parla_runtime_wait_all(rt) : parla_runtime_wait_all_timeout(rt, timeout);
+    msg = parla_last_error_message();
+    Py_END_ALLOW_THREADS
+    drain_deferred(self);
+    return Py_BuildValue("(is)", rc, rc ? msg : "");
+}
+
+static PyObject *Runtime_cancel_all(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    parla_runtime_cancel_all(self->rt);
+    drain_deferred(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    int rc = runtime_close(self);
+    if (rc)
+        return raise_code(rc);
+    Py_RETURN_NONE;
+}
+
+/* unsubmitted() -> list of never-spawned tasks that spawned tasks depend on
+ * (names as str when the Task object no longer exists). */
+static PyObject *Runtime_unsubmitted(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    size_t n = parla_runtime_unsubmitted(self->rt, NULL, 0);
+    parla_task_t **buf = PyMem_Calloc(n ? n : 1, sizeof *buf);
+    if (!buf)
+        return PyErr_NoMemory();
+    n = parla_runtime_unsubmitted(self->rt, buf, n);
+    PyObject *list = PyList_New(0);
+    for (size_t i = 0; i < n && buf[i]; i++) {
+        TaskObject *obj = parla_task_user(buf[i]);
+        PyObject *item = obj ? Py_NewRef((PyObject *)obj) : PyUnicode_FromString(parla_task_name(buf[i]));
+        if (list && item)
+            PyList_Append(list, item);
+        Py_XDECREF(item);
+        parla_task_release(buf[i]);
+    }
+    PyMem_Free(buf);
+    return list;
+}
+
+static PyObject *Runtime_stats(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    parla_runtime_stats_t s;
+    parla_runtime_stats(self->rt, &s);
+    return Py_BuildValue("{sKsKsKsKsKsK}", "tasks_created", (unsigned long long)s.tasks_created, "tasks_run",
+                         (unsigned long long)s.tasks_run, "tasks_failed", (unsigned long long)s.tasks_failed,
+                         "tasks_cancelled", (unsigned long long)s.tasks_cancelled, "steals",
+                         (unsigned long long)s.steals, "parks", (unsigned long long)s.parks);
+}
+
+static PyObject *Runtime_get_failed(RuntimeObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->failed);
+}
+
+static PyObject *Runtime_get_num_workers(RuntimeObject *self, void *c)
+{
+    (void)c;
+    if (check_open(self) < 0)
+        return NULL;
+    return PyLong_FromLong(parla_runtime_num_workers(self->rt));
+}
+
+static PyObject *Runtime_get_closed(RuntimeObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->rt == NULL);
+}
+
+static PyMethodDef Runtime_methods[] = {
+    {"wait_all", (PyCFunction)(void (*)(void))Runtime_wait_all, METH_FASTCALL,
+     "wait_all(timeout=-1) -> (code, message): wait for every spawned task (GIL released)."},
+    {"cancel_all", (PyCFunction)Runtime_cancel_all, METH_NOARGS, "Cancel every task that has not started."},
+    {"close", (PyCFunction)Runtime_close, METH_NOARGS, "Stop the workers (raises RuntimeError while tasks are live)."},
+    {"unsubmitted", (PyCFunction)Runtime_unsubmitted, METH_NOARGS,
+     "Never-spawned tasks that spawned tasks depend on."},
+    {"stats", (PyCFunction)Runtime_stats, METH_NOARGS, "Engine counters."},
+    {NULL},
+};
+
+static PyGetSetDef Runtime_getset[] = {
+    {"failed", (getter)Runtime_get_failed, NULL, "tasks whose body raised, in order of failure"},
+    {"num_workers", (getter)Runtime_get_num_workers, NULL, "number of worker threads"},
+    {"closed", (getter)Runtime_get_closed, NULL, "True after close()"},
+    {NULL},
+};
+
+static PyType_Slot Runtime_slots[] = {
+    {Py_tp_doc, "Runtime(n_workers=0): a libparla runtime (0 workers: PARLA_NUM_THREADS or the core count)."},
+    {Py_tp_new, Runtime_new},
+    {Py_tp_dealloc, Runtime_dealloc},
+    {Py_tp_traverse, Runtime_traverse},
+    {Py_tp_clear, Runtime_clear},
+    {Py_tp_methods, Runtime_methods},
+    {Py_tp_getset, Runtime_getset},
+    {0, NULL},
+};
+
+static PyType_Spec Runtime_spec = {
+    .name = "parla._core.Runtime",
+    .basicsize = sizeof(RuntimeObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = Runtime_slots,
+};
+
+/* ------------------------------------------------------------- module -- */
+
+static PyObject *mod_current_task(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    parla_task_t *t = parla_task_current();
+    TaskObject *obj = t ? parla_task_user(t) : NULL;
+    return Py_NewRef(obj ? (PyObject *)obj : Py_None);
+}
+
+static PyObject *mod_worker_index(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyLong_FromLong(parla_worker_index());
+}
+
+static PyObject *mod_capture(PyObject *module, PyObject *fn)
+{
+    (void)module;
+    return capture(fn);
+}
+
+static PyMethodDef module_methods[] = {
+    {"current_task", mod_current_task, METH_NOARGS, "The Task running on this thread, or None."},
+    {"worker_index", mod_worker_index, METH_NOARGS, "Index of the calling worker thread, or -1."},
+    {"capture", mod_capture, METH_O, "Copy of a function with its closure captured by value."},
+    {NULL},
+};
+
+static int module_exec(PyObject *m)
+{
+    module_state *st = get_state(m);
+    st->runtime_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Runtime_spec, NULL);
+    if (st->runtime_type == NULL || PyModule_AddType(m, st->runtime_type) < 0)
+        return -1;
+    st->task_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Task_spec, NULL);
+    if (st->task_type == NULL || PyModule_AddType(m, st->task_type) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "ESTUCK", PARLA_ESTUCK) < 0 || PyModule_AddIntConstant(m, "ETIMEDOUT", PARLA_ETIMEDOUT) < 0 ||
+        PyModule_AddIntConstant(m, "EFAILED", PARLA_EFAILED) < 0 ||
+        PyModule_AddIntConstant(m, "ECANCELLED", PARLA_ECANCELLED) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    module_state *st = get_state(m);
+    Py_VISIT(st->runtime_type);
+    Py_VISIT(st->task_type);
+    return 0;
+}
+
+static int module_clear(PyObject *m)
+{
+    module_state *st = get_state(m);
+    Py_CLEAR(st->runtime_type);
+    Py_CLEAR(st->task_type);
+    return 0;
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "parla._core",
+    .m_doc = "The C engine of Parla: runtime, tasks, workers.",
+    .m_size = sizeof(module_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    return PyModuleDef_Init(&module_def);
+}
