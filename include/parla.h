@@ -87,6 +87,15 @@ typedef struct parla_config {
     parla_idle_hook_fn worker_idle;    /* optional */
     parla_task_hook_fn task_finished;  /* optional */
     void *hook_user;                   /* passed to the hooks */
+    /* Virtual GPUs: when > 0, this many devices of kind PARLA_DEVICE_GPU whose
+     * memory is host memory, with a capacity of virtual_gpu_memory bytes each
+     * (0: 1 GiB) and a nominal copy bandwidth of virtual_gpu_bandwidth bytes/s
+     * (0: 16e9) used in cost estimates. When set, CUDA devices are not used. */
+    int n_virtual_gpus;
+    uint64_t virtual_gpu_memory;
+    double virtual_gpu_bandwidth;
+    /* When nonzero, do not look for CUDA devices. */
+    int disable_cuda;
     /* Testing only: when > 0, the fail_alloc_at-th internal allocation made by
      * this runtime (counting from 1, including those made while creating it)
      * fails, as if memory were exhausted. 0 disables fault injection. */
@@ -152,6 +161,46 @@ typedef struct parla_runtime_stats {
 
 void parla_runtime_stats(parla_runtime_t *rt, parla_runtime_stats_t *out);
 
+/* --------------------------------------------------------------- devices -- */
+
+/* Device 0 is always the CPU; GPUs (CUDA or virtual) follow, numbered from 1.
+ * PARLA_ANY_CPU / PARLA_ANY_GPU stand for "any device of that kind" in a
+ * placement option. */
+typedef enum parla_device_kind {
+    PARLA_DEVICE_CPU = 0,
+    PARLA_DEVICE_GPU = 1,
+} parla_device_kind_t;
+
+#define PARLA_ANY_CPU (-1)
+#define PARLA_ANY_GPU (-2)
+#define PARLA_MAX_TASK_DEVICES 8 /* devices of one multi-device task */
+
+typedef struct parla_device_info {
+    int index;                 /* 0 = cpu, 1.. = GPUs */
+    parla_device_kind_t kind;
+    int kind_index;            /* index among devices of its kind: gpu(kind_index) */
+    int is_virtual;            /* 1 for virtual GPUs */
+    int is_cuda;               /* 1 for CUDA GPUs (then cuda_ordinal is set) */
+    int cuda_ordinal;
+    uint64_t memory_capacity;  /* bytes */
+    uint64_t memory_reserved;  /* bytes reserved by running or queued tasks */
+    uint64_t memory_resident;  /* bytes of data copies on the device */
+    double vcus_capacity;      /* 1.0 */
+    double vcus_reserved;
+    double bandwidth;          /* bytes/s, nominal host<->device copy bandwidth */
+    uint64_t tasks_mapped;     /* tasks mapped to it, not yet finished */
+    uint64_t bytes_in;         /* bytes copied onto the device so far */
+    uint64_t bytes_out;        /* bytes copied off the device so far */
+    uint64_t evictions;        /* copies evicted from the device so far */
+    char name[32];             /* "cpu(0)", "gpu(1)" */
+} parla_device_info_t;
+
+/* Number of devices (at least 1: the CPU). */
+int parla_runtime_num_devices(const parla_runtime_t *rt);
+
+/* Fills *out with a snapshot of device index. Errors: PARLA_ENODEV. */
+int parla_device_info(parla_runtime_t *rt, int index, parla_device_info_t *out);
+
 /* ----------------------------------------------------------------- tasks -- */
 
 /* A task body. Runs on a worker thread with task = the running task. Returns 0
@@ -213,6 +262,36 @@ int parla_task_set_priority(parla_task_t *task, int priority);
  * device's whole capacity makes parla_task_submit() fail with PARLA_ERESOURCE. */
 int parla_task_set_resources(parla_task_t *task, double vcus, uint64_t memory);
 
+/* Adds one placement option: the task runs on n devices at once (n = 1 for an
+ * ordinary task), each slot naming a device index or PARLA_ANY_CPU /
+ * PARLA_ANY_GPU; the devices chosen for one option are distinct. vcus in
+ * (0, 1] or 0 (no vcu need) and memory (bytes) are needed on each chosen
+ * device, reserved atomically over all of them. With several options the
+ * engine maps the task, when it becomes ready, to the best one (locality of
+ * its data, transfer cost, load; see parla_task_mapping). Without options a
+ * task runs on the CPU with the needs of parla_task_set_resources. State
+ * CREATED only. Errors: PARLA_EINVAL (n outside 1..PARLA_MAX_TASK_DEVICES,
+ * bad vcus), PARLA_ENODEV (no such device, or fewer devices of a kind than
+ * requested), PARLA_ERESOURCE (needs exceed the capacity of every allowed
+ * device), PARLA_ENOMEM. */
+int parla_task_add_placement(parla_task_t *task, const int *slots, int n, double vcus, uint64_t memory);
+
+/* The devices the task was mapped to (valid once it is ready); returns how
+ * many (0 before mapping) and stores up to cap indices in out. */
+int parla_task_devices(const parla_task_t *task, int *out, int cap);
+
+/* Why the task went where it went: the scores of the chosen device(s). All
+ * terms are unitless; score = locality - transfer - load. */
+typedef struct parla_mapping {
+    int n_candidates;   /* candidate options considered */
+    double locality;    /* fraction of the task's data bytes already valid there, 0..1 */
+    double transfer;    /* missing bytes / data bytes, scaled by the slowest link, >= 0 */
+    double load;        /* tasks already mapped there / workers, >= 0 */
+    double score;
+} parla_mapping_t;
+
+int parla_task_mapping(const parla_task_t *task, parla_mapping_t *out);
+
 /* Hands the task to the engine. It runs once all its dependencies have
  * finished and its resources fit. The caller keeps its reference. Errors:
  * PARLA_ESTATE (already submitted), PARLA_EINVAL (no body), PARLA_ERESOURCE
@@ -264,6 +343,69 @@ void parla_task_release(parla_task_t *task);
 /* User data slot: an opaque pointer a binding may attach to a task. */
 void parla_task_set_user(parla_task_t *task, void *user);
 void *parla_task_user(const parla_task_t *task);
+
+/* ------------------------------------------------------------------ data -- */
+
+/* A data object is a block of bytes whose copies the engine keeps coherent
+ * across devices (MSI per byte range: a range is valid on a set of devices;
+ * a write leaves the writer's device as the only valid copy). A view is a
+ * subset of a base object's bytes (a subarray), given as byte ranges; views of
+ * one base share its copies. Declared accesses order tasks (read-after-write,
+ * write-after-read, write-after-write hazards, in spawn order) and make the
+ * data valid on the task's device before its body runs. */
+typedef struct parla_data parla_data_t;
+
+typedef enum parla_access_mode {
+    PARLA_READ = 1,       /* input */
+    PARLA_WRITE = 2,      /* output: no copy in, the body overwrites the range */
+    PARLA_READWRITE = 3,  /* inout */
+} parla_access_mode_t;
+
+/* Creates a base object of nbytes. host is the CPU copy (borrowed: it must
+ * stay valid until the object is released) and holds the initial values; when
+ * NULL the engine allocates a zeroed CPU copy. One reference for the caller.
+ * Errors: PARLA_EINVAL, PARLA_ENOMEM. */
+int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_data_t **out);
+
+/* Creates a view of base covering n byte ranges [ranges[2i], ranges[2i+1]),
+ * sorted and disjoint, within the base (a view of a view is a view of its
+ * base). Errors: PARLA_EINVAL (ranges out of bounds, unsorted), PARLA_ENOMEM. */
+int parla_data_view(parla_data_t *base, const uint64_t *ranges, size_t n, parla_data_t **out);
+
+void parla_data_retain(parla_data_t *data);
+void parla_data_release(parla_data_t *data);
+
+/* Declares that task accesses data with mode (state CREATED only). Adds the
+ * hazard dependencies on earlier-spawned tasks whose accesses overlap; when an
+ * earlier task already depends (explicitly) on this one, that explicit order
+ * wins and no hazard edge is added (no cycle). Errors: PARLA_EINVAL (other
+ * runtime, bad mode), PARLA_ESTATE, PARLA_ENOMEM. */
+int parla_task_add_access(parla_task_t *task, parla_data_t *data, parla_access_mode_t mode);
+
+/* The base object's copy on device (NULL when it has none). Borrowed; valid
+ * while the data is in use by the calling task, or until the next eviction. */
+void *parla_data_device_ptr(parla_data_t *data, int device);
+
+/* Size in bytes of the base object. */
+uint64_t parla_data_nbytes(const parla_data_t *data);
+
+/* Bytes of data's ranges valid on device. */
+uint64_t parla_data_valid_bytes(parla_data_t *data, int device);
+
+/* Bytes of the base allocated on device (0 if it has no copy there). */
+uint64_t parla_data_resident_bytes(parla_data_t *data, int device);
+
+/* Outside tasks: blocks until every spawned task that writes data's ranges
+ * (and, when write is nonzero, every one that reads them) has finished, then
+ * makes the ranges valid on device; with write, device becomes the only valid
+ * copy. Errors: PARLA_ESTATE (called from a task body on data the task has
+ * not declared), PARLA_ENOMEM, PARLA_ERESOURCE (no room on device). */
+int parla_data_fetch(parla_data_t *data, int device, int write);
+
+/* Drops data's base copy on device (device -1: every non-CPU device). With
+ * keep_one_copy, ranges valid only there are first copied to the CPU.
+ * Copies in use by running tasks are not evicted (PARLA_EBUSY). */
+int parla_data_evict(parla_data_t *data, int device, int keep_one_copy);
 
 #ifdef __cplusplus
 }

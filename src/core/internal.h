@@ -51,24 +51,62 @@ parla_task_t *parla__queue_pop_tail(parla__queue_t *q);
 
 /* Fixed point for vcus: 1.0 == PARLA__VCU_ONE, so sums are exact. */
 #define PARLA__VCU_ONE 1000000LL
+#define PARLA__MAX_DEVICES 64 /* valid-device masks are 64-bit */
 
-typedef struct parla__device {
+typedef struct parla__device parla__device_t;
+typedef struct parla__copy parla__copy_t;
+
+/* The operations of a device kind. Copies are synchronous in this version:
+ * the calling worker performs them before the task body runs. */
+typedef struct parla__device_ops {
+    const char *name;
+    int (*alloc)(parla__device_t *d, uint64_t nbytes, void **out);
+    void (*free)(parla__device_t *d, void *ptr);
+    /* Copies nbytes from src on device s to dst on device d. */
+    int (*copy)(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t nbytes);
+    int (*synchronize)(parla__device_t *d);
+} parla__device_ops_t;
+
+struct parla__device {
     int index;
-    pthread_mutex_t lock;     /* protects vcus_free, memory_free and the blocked list */
+    parla_device_kind_t kind;
+    int kind_index;
+    int is_virtual, is_cuda, cuda_ordinal;
+    const parla__device_ops_t *ops;
+    void *ctx;                /* backend state (CUDA context) */
+    double bandwidth;         /* bytes/s */
+    char name[32];
+
+    pthread_mutex_t lock;     /* protects vcus_free, memory_free, the blocked list,
+                                 resident and the LRU list of copies */
     int64_t vcus_capacity;    /* fixed point */
     int64_t vcus_free;
     uint64_t memory_capacity; /* bytes */
-    uint64_t memory_free;
+    uint64_t memory_free;     /* for task reservations */
+    uint64_t resident;        /* bytes of data copies (GPUs) */
+    parla__copy_t *lru_head, *lru_tail; /* unpinned-or-pinned copies, least recent first */
     parla_task_t *blocked_head, *blocked_tail; /* tasks waiting for resources, FIFO */
-} parla__device_t;
 
+    _Atomic long n_mapped;    /* tasks mapped here, not finished */
+    _Atomic uint64_t bytes_in, bytes_out, evictions;
+};
+
+extern const parla__device_ops_t parla__host_ops;
+
+int parla__devices_init(parla_runtime_t *rt);
+void parla__devices_destroy(parla_runtime_t *rt);
 int parla__device_init(parla__device_t *d, int index, uint64_t memory);
-void parla__device_destroy(parla__device_t *d);
-/* Reserves t's needs or appends t to the blocked list. Returns true if reserved. */
-bool parla__device_reserve_or_block(parla__device_t *d, parla_task_t *t);
-/* Gives back t's needs, then reserves for blocked tasks that now fit, in FIFO
- * order; those are returned as a list linked through qnext, to be enqueued. */
-parla_task_t *parla__device_release(parla__device_t *d, parla_task_t *t);
+/* CUDA: number of devices found (0 without a driver), and their setup. */
+int parla__cuda_count(void);
+int parla__cuda_device_init(parla__device_t *d, int ordinal);
+void parla__cuda_device_destroy(parla__device_t *d);
+
+/* Reserves t's needs on all its devices (in index order) or appends t to the
+ * blocked list of the first device where they do not fit. True if reserved. */
+bool parla__reserve_or_block(parla_task_t *t);
+/* Gives back t's needs, then retries the tasks blocked on those devices; the
+ * ones now reserved are returned as a list linked through qnext. */
+parla_task_t *parla__release_resources(parla_task_t *t);
 
 /* ------------------------------------------------------------------ tasks -- */
 
@@ -91,6 +129,27 @@ enum {
     PARLA__F_WAITED = 4,  /* a thread blocks in parla_task_wait on it */
 };
 
+typedef struct parla__access {
+    parla_data_t *data; /* holds a reference */
+    int mode;
+} parla__access_t;
+
+typedef struct parla__option {
+    int n;
+    int slots[PARLA_MAX_TASK_DEVICES];
+    int64_t vcus;
+    uint64_t memory;
+} parla__option_t;
+
+/* What only some tasks need: placement options, data accesses, mapping. */
+typedef struct parla__task_ext {
+    parla__option_t *options;
+    int n_options, cap_options;
+    parla__access_t *accesses;
+    int n_accesses, cap_accesses;
+    parla_mapping_t mapping;
+} parla__task_ext_t;
+
 struct parla_task {
     _Atomic int32_t pending; /* unfinished dependencies + 1 while not submitted/suspended */
     _Atomic int32_t refs;
@@ -105,11 +164,31 @@ struct parla_task {
     _Atomic(parla_task_t *) cause; /* root cause of a cancellation (holds a reference) */
     int error;
     int8_t level;
-    int64_t vcus;     /* fixed point, on the CPU device */
-    uint64_t memory;  /* bytes, on the CPU device */
-    char *name;       /* owned, may be NULL */
+    int64_t vcus;     /* fixed point, on each device of the task */
+    uint64_t memory;  /* bytes, on each device of the task */
+    int8_t n_devices; /* devices it is mapped to (0 before mapping) */
+    uint8_t devices[PARLA_MAX_TASK_DEVICES];
+    parla__task_ext_t *ext;
+    _Atomic(char *) name; /* owned; a default one is made on first use */
+    uint32_t ph_index;    /* position in rt->placeholders while listed */
     uint64_t serial;  /* creation order, for default names */
 };
+
+/* True when some devices can hold the option's needs at all. */
+bool parla__option_feasible(parla_runtime_t *rt, const parla__option_t *o);
+/* Maps a ready task with placement options to devices (sets t->devices). */
+int parla__map_task(parla_task_t *t);
+/* Data: acquire before the body (copies in, pins), release after. */
+uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total);
+int parla__data_acquire(parla_task_t *t);
+void parla__data_release_task(parla_task_t *t);
+void parla__task_ext_free(parla_task_t *t);
+parla__task_ext_t *parla__task_ext(parla_task_t *t);
+/* True when a path of dependency edges leads from `from` (never submitted)
+ * to `to`; false when none does or the search gives up (limit nodes). */
+bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit);
+/* Adds the edge dep -> t (t is held above zero pending). */
+int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags);
 
 /* Called by the engine when pending reaches zero. */
 void parla__task_ready(parla_task_t *t);
@@ -127,6 +206,7 @@ typedef struct parla__worker {
     parla__queue_t deque[PARLA__LEVELS];
     uint64_t rng;
     parla_task_t *current;
+    parla_task_t *waiting_on; /* set under park_lock while sleeping in parla_task_wait */
     /* Per-worker counters, summed by parla_runtime_stats. Written by the owner only. */
     _Atomic uint64_t n_run, n_steals, n_parks;
 } parla__worker_t;
@@ -135,7 +215,9 @@ struct parla_runtime {
     int n_workers;
     parla__worker_t *workers;
     parla__queue_t shared[PARLA__LEVELS]; /* tasks made ready outside workers */
-    parla__device_t cpu;
+    parla__device_t *devices;             /* devices[0] is the CPU */
+    int n_devices;
+    _Atomic uint64_t map_rr;              /* rotates tie-breaking among devices */
 
     /* Fault injection: allocation counter and the one to fail. */
     _Atomic uint64_t alloc_count;
@@ -144,6 +226,7 @@ struct parla_runtime {
     parla_config_t config;
 
     _Atomic long n_active;   /* submitted, not finished */
+    _Atomic long n_finishing; /* in parla__task_finish, between state and bookkeeping */
     _Atomic long n_live;     /* task objects not yet freed */
     _Atomic uint64_t serial;
     _Atomic uint64_t n_created, n_failed, n_cancelled;

@@ -131,6 +131,13 @@ void parla__task_run(parla_task_t *t)
     /* After parla_runtime_cancel_all, queued tasks are cancelled, not run. */
     bool skip = atomic_load_explicit(&t->rt->cancelling, memory_order_relaxed);
     int rc = 0;
+    /* Bring the task's data to its device first; a task whose data cannot
+     * fit fails with the reason (which task, device and bytes). */
+    bool data = !skip && t->ext && t->ext->n_accesses > 0;
+    if (data && (rc = parla__data_acquire(t)) != 0) {
+        data = false;
+        skip = true;
+    }
     if (!skip) {
         parla_task_t *outer = w->current;
         w->current = t;
@@ -140,8 +147,10 @@ void parla__task_run(parla_task_t *t)
         atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     }
+    if (data)
+        parla__data_release_task(t);
     if ((t->vcus | (int64_t)t->memory) != 0) {
-        parla_task_t *r = parla__device_release(&t->rt->cpu, t);
+        parla_task_t *r = parla__release_resources(t);
         while (r) {
             parla_task_t *next = r->qnext;
             parla__enqueue(t->rt, r);
@@ -149,7 +158,10 @@ void parla__task_run(parla_task_t *t)
         }
     }
     if (skip) {
-        parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
+        if (rc != 0)
+            parla__task_finish(t, PARLA_TASK_FAILED, rc);
+        else
+            parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
         return;
     }
     if (rc == PARLA_TASK_SUSPEND) {
@@ -306,12 +318,26 @@ void parla__wake_waiters(parla_runtime_t *rt)
     pthread_mutex_unlock(&rt->park_lock);
 }
 
-/* True when no task can make progress: every worker sleeps, nothing is
- * queued, yet tasks are outstanding. */
+/* With park_lock held: true when no task can make progress. Every worker
+ * sleeps, nothing is queued, tasks are outstanding, and no worker waiting
+ * inside a body has had its awaited task finish (such a worker was woken, or
+ * is about to be, and will carry on). */
+static bool stuck_locked(parla_runtime_t *rt)
+{
+    if (atomic_load(&rt->n_sleeping) != rt->n_workers || any_work(rt) || atomic_load(&rt->n_active) == 0)
+        return false;
+    for (int i = 0; i < rt->n_workers; i++) {
+        parla_task_t *w = rt->workers[i].waiting_on;
+        if (w && atomic_load(&w->state) >= PARLA_TASK_DONE)
+            return false;
+    }
+    return true;
+}
+
 static bool quiescent(parla_runtime_t *rt)
 {
     pthread_mutex_lock(&rt->park_lock);
-    bool q = atomic_load(&rt->n_sleeping) == rt->n_workers && !any_work(rt) && atomic_load(&rt->n_active) > 0;
+    bool q = stuck_locked(rt);
     pthread_mutex_unlock(&rt->park_lock);
     return q;
 }
@@ -461,17 +487,20 @@ int parla_task_wait(parla_task_t *t)
             if (parla__help_one(w))
                 continue;
             pthread_mutex_lock(&rt->park_lock);
-            int sleeping = atomic_fetch_add(&rt->n_sleeping, 1) + 1;
+            atomic_fetch_add(&rt->n_sleeping, 1);
+            w->waiting_on = t;
             atomic_thread_fence(memory_order_seq_cst);
             if (!any_work(rt) && atomic_load(&t->state) < PARLA_TASK_DONE) {
-                if (sleeping == rt->n_workers) {
+                if (stuck_locked(rt)) {
+                    w->waiting_on = NULL;
                     atomic_fetch_sub(&rt->n_sleeping, 1);
                     pthread_mutex_unlock(&rt->park_lock);
-                    parla__wake_waiters(rt);
+                    wake_wait_cond(rt);
                     return stuck_error(rt);
                 }
                 pthread_cond_wait(&rt->park_cond, &rt->park_lock);
             }
+            w->waiting_on = NULL;
             atomic_fetch_sub(&rt->n_sleeping, 1);
             pthread_mutex_unlock(&rt->park_lock);
         }
@@ -531,6 +560,7 @@ int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t)
             goto out;
         }
         parla_task_retain(t);
+        t->ph_index = (uint32_t)rt->n_placeholders;
         rt->placeholders[rt->n_placeholders++] = t;
     }
 out:
@@ -542,12 +572,12 @@ void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t)
 {
     bool found = false;
     pthread_mutex_lock(&rt->placeholder_lock);
-    for (size_t i = 0; i < rt->n_placeholders; i++) {
-        if (rt->placeholders[i] == t) {
-            rt->placeholders[i] = rt->placeholders[--rt->n_placeholders];
-            found = true;
-            break;
-        }
+    size_t i = t->ph_index;
+    if ((atomic_load(&t->flags) & PARLA__F_LISTED) && i < rt->n_placeholders && rt->placeholders[i] == t) {
+        parla_task_t *last = rt->placeholders[--rt->n_placeholders];
+        rt->placeholders[i] = last;
+        last->ph_index = (uint32_t)i;
+        found = true;
     }
     atomic_fetch_and(&t->flags, ~PARLA__F_LISTED);
     pthread_mutex_unlock(&rt->placeholder_lock);
@@ -593,7 +623,8 @@ static void free_runtime(parla_runtime_t *rt)
     for (int i = 0; i < rt->n_workers; i++)
         for (int l = 0; l < PARLA__LEVELS; l++)
             parla__queue_destroy(&rt->workers[i].deque[l]);
-    parla__device_destroy(&rt->cpu);
+    if (rt->devices)
+        parla__devices_destroy(rt);
     pthread_mutex_destroy(&rt->park_lock);
     pthread_cond_destroy(&rt->park_cond);
     pthread_mutex_destroy(&rt->wait_lock);
@@ -659,7 +690,12 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     pthread_mutex_init(&rt->placeholder_lock, NULL);
     for (int l = 0; l < PARLA__LEVELS; l++)
         parla__queue_init(&rt->shared[l]);
-    parla__device_init(&rt->cpu, 0, cfg.cpu_memory);
+    int drc = parla__devices_init(rt);
+    if (drc) {
+        rt->n_workers = 0;
+        free_runtime(rt);
+        return drc;
+    }
     rt->workers = parla__calloc(rt, (size_t)rt->n_workers, sizeof *rt->workers);
     if (rt->workers == NULL) {
         rt->n_workers = 0;
@@ -692,7 +728,13 @@ int parla_runtime_destroy(parla_runtime_t *rt)
     if (tls_worker && tls_worker->rt == rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_destroy: called from task %s",
                             parla_task_name(tls_worker->current));
+    /* A task is reported finished (its state) a moment before the engine's
+     * bookkeeping for it ends; wait that moment out, briefly. */
     long active = atomic_load(&rt->n_active);
+    for (int spin = 0; active > 0 && atomic_load(&rt->n_finishing) > 0 && spin < 100000; spin++) {
+        sched_yield();
+        active = atomic_load(&rt->n_active);
+    }
     if (active > 0)
         return parla__error(PARLA_EBUSY, "parla_runtime_destroy: %ld submitted tasks have not finished", active);
     stop_workers(rt, rt->n_workers);

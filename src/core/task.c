@@ -50,7 +50,9 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
     t->level = 1;
     t->vcus = 0;
     t->memory = 0;
-    t->name = NULL;
+    atomic_init(&t->name, NULL);
+    t->n_devices = 0;
+    t->ext = NULL;
     t->serial = atomic_fetch_add_explicit(&rt->serial, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt->n_live, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt->n_created, 1, memory_order_relaxed);
@@ -81,7 +83,8 @@ void parla_task_release(parla_task_t *t)
     }
     parla_task_t *cause = atomic_load_explicit(&t->cause, memory_order_acquire);
     parla_runtime_t *rt = t->rt;
-    parla__free(t->name);
+    parla__task_ext_free(t);
+    parla__free(atomic_load(&t->name));
     parla__free(t);
     if (cause)
         parla_task_release(cause);
@@ -123,19 +126,108 @@ int parla_task_set_name(parla_task_t *t, const char *name)
         memcpy(copy, name, n);
         copy[n] = '\0';
     }
-    parla__free(t->name);
-    t->name = copy;
+    parla__free(atomic_exchange(&t->name, copy));
     return 0;
 }
 
 const char *parla_task_name(const parla_task_t *t)
 {
-    if (t->name)
-        return t->name;
-    /* Default names are written once, lazily, into a small per-thread buffer. */
-    static _Thread_local char buf[32];
-    snprintf(buf, sizeof buf, "task#%llu", (unsigned long long)t->serial);
-    return buf;
+    char *name = atomic_load_explicit(&t->name, memory_order_acquire);
+    if (name)
+        return name;
+    /* Default names are made on first use (most tasks never need one). */
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "task#%llu", (unsigned long long)t->serial);
+    char *copy = malloc((size_t)n + 1);
+    if (copy == NULL)
+        return "task";
+    memcpy(copy, buf, (size_t)n + 1);
+    char *expected = NULL;
+    if (!atomic_compare_exchange_strong(&((parla_task_t *)t)->name, &expected, copy)) {
+        free(copy);
+        return expected;
+    }
+    return copy;
+}
+
+parla__task_ext_t *parla__task_ext(parla_task_t *t)
+{
+    if (t->ext == NULL)
+        t->ext = parla__calloc(t->rt, 1, sizeof *t->ext);
+    return t->ext;
+}
+
+void parla__task_ext_free(parla_task_t *t)
+{
+    parla__task_ext_t *x = t->ext;
+    if (x == NULL)
+        return;
+    for (int i = 0; i < x->n_accesses; i++)
+        parla_data_release(x->accesses[i].data);
+    parla__free(x->accesses);
+    parla__free(x->options);
+    parla__free(x);
+    t->ext = NULL;
+}
+
+bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
+{
+    /* Depth-first search over successor edges. Every task reachable from a
+     * never-submitted task is unfinished, so its edges are not freed while we
+     * walk them; pushes may happen concurrently and are harmless. A small
+     * open-addressing set remembers visited tasks. */
+    size_t cap = 64, n_seen = 0, top = 0, stack_cap = 64;
+    parla_task_t **seen = calloc(cap, sizeof *seen);
+    parla_task_t **stack = malloc(stack_cap * sizeof *stack);
+    bool found = false;
+    if (!seen || !stack)
+        goto out;
+    stack[top++] = from;
+    while (top > 0 && !found && n_seen < limit) {
+        parla_task_t *u = stack[--top];
+        for (parla__edge_t *e = atomic_load(&u->succ); e && e != PARLA__SEALED; e = e->next) {
+            parla_task_t *v = e->succ;
+            if (v == to) {
+                found = true;
+                break;
+            }
+            size_t h = ((uintptr_t)v >> 4) & (cap - 1);
+            while (seen[h] && seen[h] != v)
+                h = (h + 1) & (cap - 1);
+            if (seen[h])
+                continue;
+            seen[h] = v;
+            if (++n_seen * 2 > cap) {
+                size_t ncap = cap * 2;
+                parla_task_t **ns = calloc(ncap, sizeof *ns);
+                if (!ns)
+                    goto out;
+                for (size_t i = 0; i < cap; i++) {
+                    if (!seen[i])
+                        continue;
+                    size_t k = ((uintptr_t)seen[i] >> 4) & (ncap - 1);
+                    while (ns[k])
+                        k = (k + 1) & (ncap - 1);
+                    ns[k] = seen[i];
+                }
+                free(seen);
+                seen = ns;
+                cap = ncap;
+            }
+            if (top == stack_cap) {
+                parla_task_t **st = realloc(stack, 2 * stack_cap * sizeof *st);
+                if (!st)
+                    goto out;
+                stack = st;
+                stack_cap *= 2;
+            }
+            stack[top++] = v;
+        }
+    }
+out:
+    free(seen);
+    free(stack);
+    return found;
 }
 
 int parla_task_set_priority(parla_task_t *t, int priority)
@@ -214,7 +306,7 @@ static void dec_pending(parla_task_t *t)
 
 /* Adds the edge dep -> t. t's pending count must be held above zero by the
  * caller (not submitted, or suspended with its hold). */
-static int add_edge(parla_task_t *t, parla_task_t *dep, int flags)
+int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
 {
     parla__edge_t *e = parla__alloc(t->rt, sizeof *e);
     if (e == NULL)
@@ -263,7 +355,7 @@ int parla_task_add_dependency(parla_task_t *t, parla_task_t *dep)
     int rc = require_created(t, "parla_task_add_dependency");
     if (rc)
         return rc;
-    return add_edge(t, dep, 0);
+    return parla__add_edge(t, dep, 0);
 }
 
 int parla_task_submit(parla_task_t *t)
@@ -285,12 +377,26 @@ int parla_task_submit(parla_task_t *t)
         parla__placeholder_remove(rt, t);
     parla_task_retain(t); /* the engine's reference, dropped when t finishes */
     atomic_fetch_add_explicit(&rt->n_active, 1, memory_order_relaxed);
-    if (t->vcus > rt->cpu.vcus_capacity || t->memory > rt->cpu.memory_capacity) {
-        rc = parla__error(PARLA_ERESOURCE,
-                          "task %s needs vcus=%g and memory=%llu bytes, more than the whole cpu device "
-                          "(vcus=1, memory=%llu bytes)",
-                          parla_task_name(t), (double)t->vcus / PARLA__VCU_ONE, (unsigned long long)t->memory,
-                          (unsigned long long)rt->cpu.memory_capacity);
+    bool feasible;
+    if (t->ext && t->ext->n_options > 0) {
+        feasible = false;
+        for (int o = 0; o < t->ext->n_options && !feasible; o++)
+            feasible = parla__option_feasible(rt, &t->ext->options[o]);
+    } else {
+        feasible = t->vcus <= rt->devices[0].vcus_capacity && t->memory <= rt->devices[0].memory_capacity;
+    }
+    if (!feasible) {
+        if (t->ext && t->ext->n_options > 0)
+            rc = parla__error(PARLA_ERESOURCE,
+                              "task %s: no device allowed by its placement has the capacity for its vcus and "
+                              "memory needs",
+                              parla_task_name(t));
+        else
+            rc = parla__error(PARLA_ERESOURCE,
+                              "task %s needs vcus=%g and memory=%llu bytes, more than the whole cpu device "
+                              "(vcus=1, memory=%llu bytes)",
+                              parla_task_name(t), (double)t->vcus / PARLA__VCU_ONE, (unsigned long long)t->memory,
+                              (unsigned long long)rt->devices[0].memory_capacity);
         /* Wait for the dependencies' notifications to drain through pending:
          * fail it when it would become ready. */
         t->error = PARLA_ERESOURCE;
@@ -332,8 +438,21 @@ void parla__task_ready(parla_task_t *t)
         return;
     }
     atomic_store_explicit(&t->state, PARLA_TASK_READY, memory_order_relaxed);
-    if ((t->vcus | (int64_t)t->memory) != 0 && !parla__device_reserve_or_block(&rt->cpu, t))
-        return; /* queued on the device's blocked list; released tasks retry it */
+    if (t->n_devices == 0) {
+        /* Map once (a resumed continuation keeps its devices). */
+        if (t->ext && t->ext->n_options > 0) {
+            if (parla__map_task(t) != 0) {
+                t->error = PARLA_ERESOURCE;
+                parla__task_finish(t, PARLA_TASK_FAILED, PARLA_ERESOURCE);
+                return;
+            }
+        } else {
+            t->n_devices = 1; /* the CPU; not counted in its load (the fast path) */
+            t->devices[0] = 0;
+        }
+    }
+    if ((t->vcus | (int64_t)t->memory) != 0 && !parla__reserve_or_block(t))
+        return; /* queued on a device's blocked list; released tasks retry it */
     parla__enqueue(rt, t);
 }
 
@@ -341,6 +460,9 @@ void parla__task_ready(parla_task_t *t)
 static void finish_bookkeeping(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
+    if (t->ext && t->ext->n_options > 0)
+        for (int i = 0; i < t->n_devices; i++)
+            atomic_fetch_sub_explicit(&rt->devices[t->devices[i]].n_mapped, 1, memory_order_relaxed);
     if (rt->config.task_finished)
         rt->config.task_finished(t, rt->config.hook_user);
     if (atomic_load(&t->flags) & PARLA__F_WAITED)
@@ -354,6 +476,7 @@ static void finish_bookkeeping(parla_task_t *t)
 void parla__task_finish(parla_task_t *t, int state, int error)
 {
     parla_runtime_t *rt = t->rt;
+    atomic_fetch_add(&rt->n_finishing, 1);
     t->error = error;
     atomic_store(&t->state, state);
     if (state == PARLA_TASK_FAILED)
@@ -400,4 +523,5 @@ void parla__task_finish(parla_task_t *t, int state, int error)
         if (c != t)
             parla_task_release(c);
     }
+    atomic_fetch_sub(&rt->n_finishing, 1);
 }

@@ -1,0 +1,887 @@
+/* data.c: data objects, coherence across devices, access hazards, residency
+ * and eviction.
+ *
+ * A store holds the copies of one base object: a buffer per device and a
+ * segment map, a sorted partition of [0, nbytes) into byte ranges, each with
+ * the set of devices holding a valid copy (a 64-bit mask). This is MSI per
+ * range: a range valid on one device after a write is Modified there and
+ * Invalid elsewhere; a range valid on several is Shared. Views (subarrays) are
+ * lists of byte ranges of one store, so disjoint views are independent and
+ * overlapping ones see each other's writes.
+ *
+ * Hazards: each store keeps its access history as records (ranges, the tasks
+ * that last wrote them, the tasks that read them since). A new access depends
+ * on the writers of every overlapping record (read-after-write, write-after-
+ * write) and, when it writes, on their readers (write-after-read). A write
+ * replaces the records it covers whole. The records always cover the whole
+ * store, starting with one empty record.
+ *
+ * Residency: non-CPU copies are counted against the device's capacity. When
+ * a new copy does not fit, least-recently-used copies not pinned by a running
+ * task are evicted; ranges valid only in the victim are first written back to
+ * the CPU. Nothing is lost.
+ *
+ * Locks: store->lock, then device->lock (the LRU list and residency). An
+ * eviction holding a device lock only try-locks victim stores.
+ */
+#include "core/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct seg {
+    uint64_t lo, hi;
+    uint64_t valid; /* bit i: device i holds a valid copy */
+} seg_t;
+
+typedef struct record {
+    uint64_t *ranges; /* owned copy, pairs */
+    size_t n_ranges;
+    parla_task_t **writers; /* references */
+    size_t n_writers, cap_writers;
+    parla_task_t **readers; /* references */
+    size_t n_readers, cap_readers;
+} record_t;
+
+typedef struct store store_t;
+
+struct parla__copy {
+    store_t *store;
+    int device;
+    void *buf;
+    int pins;          /* running tasks using it; pinned copies are never evicted */
+    int owned;         /* allocated by the engine (else the caller's host buffer) */
+    int listed;        /* in the device's LRU list */
+    parla__copy_t *prev, *next; /* LRU links, under the device lock */
+};
+
+struct store {
+    parla_runtime_t *rt;
+    _Atomic int refs; /* data handles (base and views) */
+    uint64_t nbytes;
+    pthread_mutex_t lock; /* protects segs, records and copies */
+    seg_t *segs;
+    size_t n_segs, cap_segs;
+    record_t *records;
+    size_t n_records, cap_records;
+    parla__copy_t *copies; /* one per device */
+};
+
+struct parla_data {
+    _Atomic int refs;
+    store_t *store;
+    uint64_t *ranges; /* pairs, sorted, disjoint */
+    size_t n_ranges;
+    uint64_t nbytes; /* bytes covered by the ranges */
+};
+
+static inline uint64_t bit(int device)
+{
+    return (uint64_t)1 << device;
+}
+
+/* ------------------------------------------------------------- lifecycle -- */
+
+static void store_free(store_t *s)
+{
+    parla_runtime_t *rt = s->rt;
+    for (int i = 0; i < rt->n_devices; i++) {
+        parla__copy_t *c = &s->copies[i];
+        if (c->buf == NULL)
+            continue;
+        parla__device_t *d = &rt->devices[i];
+        pthread_mutex_lock(&d->lock);
+        if (c->listed) {
+            if (c->prev)
+                c->prev->next = c->next;
+            else
+                d->lru_head = c->next;
+            if (c->next)
+                c->next->prev = c->prev;
+            else
+                d->lru_tail = c->prev;
+        }
+        if (i != 0)
+            d->resident -= s->nbytes;
+        pthread_mutex_unlock(&d->lock);
+        if (c->owned)
+            d->ops->free(d, c->buf);
+    }
+    for (size_t r = 0; r < s->n_records; r++) {
+        record_t *rec = &s->records[r];
+        for (size_t i = 0; i < rec->n_writers; i++)
+            parla_task_release(rec->writers[i]);
+        for (size_t i = 0; i < rec->n_readers; i++)
+            parla_task_release(rec->readers[i]);
+        parla__free(rec->writers);
+        parla__free(rec->readers);
+        parla__free(rec->ranges);
+    }
+    parla__free(s->records);
+    parla__free(s->segs);
+    parla__free(s->copies);
+    pthread_mutex_destroy(&s->lock);
+    parla__free(s);
+    parla__runtime_task_freed(rt); /* the store counted as a live object */
+}
+
+static void store_release(store_t *s)
+{
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        store_free(s);
+}
+
+int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_data_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (rt == NULL || out == NULL)
+        return parla__error(PARLA_EINVAL, "parla_data_create: NULL argument");
+    store_t *s = parla__calloc(rt, 1, sizeof *s);
+    parla_data_t *d = parla__calloc(rt, 1, sizeof *d);
+    uint64_t *range = parla__alloc(rt, 2 * sizeof *range);
+    parla__copy_t *copies = parla__calloc(rt, (size_t)rt->n_devices, sizeof *copies);
+    seg_t *segs = parla__alloc(rt, 4 * sizeof *segs);
+    record_t *recs = parla__calloc(rt, 4, sizeof *recs);
+    uint64_t *rec_range = parla__alloc(rt, 2 * sizeof *rec_range);
+    void *buf = host;
+    if (buf == NULL && s && d && range && copies && segs && recs && rec_range) {
+        buf = parla__calloc(rt, 1, nbytes ? nbytes : 1);
+    }
+    if (!s || !d || !range || !copies || !segs || !recs || !rec_range || !buf) {
+        parla__free(s);
+        parla__free(d);
+        parla__free(range);
+        parla__free(copies);
+        parla__free(segs);
+        parla__free(recs);
+        parla__free(rec_range);
+        if (buf != host)
+            parla__free(buf);
+        return parla__error(PARLA_ENOMEM, "parla_data_create: cannot allocate a data object of %llu bytes",
+                            (unsigned long long)nbytes);
+    }
+    s->rt = rt;
+    atomic_init(&s->refs, 1);
+    s->nbytes = nbytes;
+    pthread_mutex_init(&s->lock, NULL);
+    s->copies = copies;
+    for (int i = 0; i < rt->n_devices; i++) {
+        copies[i].store = s;
+        copies[i].device = i;
+    }
+    copies[0].buf = buf;
+    copies[0].owned = buf != host;
+    s->segs = segs;
+    s->cap_segs = 4;
+    s->n_segs = 1;
+    segs[0] = (seg_t){0, nbytes, bit(0)};
+    s->records = recs;
+    s->cap_records = 4;
+    s->n_records = 1;
+    rec_range[0] = 0;
+    rec_range[1] = nbytes;
+    recs[0].ranges = rec_range;
+    recs[0].n_ranges = 1;
+    atomic_fetch_add(&rt->n_live, 1); /* the runtime outlives its stores */
+    atomic_init(&d->refs, 1);
+    d->store = s;
+    range[0] = 0;
+    range[1] = nbytes;
+    d->ranges = range;
+    d->n_ranges = 1;
+    d->nbytes = nbytes;
+    *out = d;
+    return 0;
+}
+
+int parla_data_view(parla_data_t *base, const uint64_t *ranges, size_t n, parla_data_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (base == NULL || out == NULL || (n > 0 && ranges == NULL))
+        return parla__error(PARLA_EINVAL, "parla_data_view: NULL argument");
+    store_t *s = base->store;
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t lo = ranges[2 * i], hi = ranges[2 * i + 1];
+        if (lo > hi || hi > s->nbytes || (i > 0 && lo < ranges[2 * i - 1]))
+            return parla__error(PARLA_EINVAL,
+                                "parla_data_view: range %zu [%llu, %llu) is out of bounds (size %llu) or unsorted", i,
+                                (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)s->nbytes);
+        total += hi - lo;
+    }
+    parla_data_t *d = parla__calloc(s->rt, 1, sizeof *d);
+    uint64_t *copy = parla__alloc(s->rt, (n ? n : 1) * 2 * sizeof *copy);
+    if (!d || !copy) {
+        parla__free(d);
+        parla__free(copy);
+        return parla__error(PARLA_ENOMEM, "parla_data_view: cannot allocate a view of %zu ranges", n);
+    }
+    if (n)
+        memcpy(copy, ranges, n * 2 * sizeof *copy);
+    atomic_init(&d->refs, 1);
+    atomic_fetch_add(&s->refs, 1);
+    d->store = s;
+    d->ranges = copy;
+    d->n_ranges = n;
+    d->nbytes = total;
+    *out = d;
+    return 0;
+}
+
+void parla_data_retain(parla_data_t *d)
+{
+    atomic_fetch_add_explicit(&d->refs, 1, memory_order_relaxed);
+}
+
+void parla_data_release(parla_data_t *d)
+{
+    if (d == NULL || atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    store_t *s = d->store;
+    parla__free(d->ranges);
+    parla__free(d);
+    store_release(s);
+}
+
+uint64_t parla_data_nbytes(const parla_data_t *d)
+{
+    return d->store->nbytes;
+}
+
+/* ------------------------------------------------------------ segment map -- */
+
+/* Index of the segment containing x (x < nbytes), by binary search. */
+static size_t seg_find(const store_t *s, uint64_t x)
+{
+    size_t lo = 0, hi = s->n_segs;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (s->segs[mid].lo <= x)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Ensures a segment boundary at x. */
+static int seg_split(store_t *s, uint64_t x)
+{
+    if (x == 0 || x >= s->nbytes)
+        return 0;
+    size_t i = seg_find(s, x);
+    if (s->segs[i].lo == x)
+        return 0;
+    if (s->n_segs == s->cap_segs) {
+        size_t cap = 2 * s->cap_segs;
+        seg_t *n = parla__alloc(s->rt, cap * sizeof *n);
+        if (n == NULL)
+            return PARLA_ENOMEM;
+        memcpy(n, s->segs, s->n_segs * sizeof *n);
+        parla__free(s->segs);
+        s->segs = n;
+        s->cap_segs = cap;
+    }
+    memmove(&s->segs[i + 2], &s->segs[i + 1], (s->n_segs - i - 1) * sizeof(seg_t));
+    s->segs[i + 1] = (seg_t){x, s->segs[i].hi, s->segs[i].valid};
+    s->segs[i].hi = x;
+    s->n_segs++;
+    return 0;
+}
+
+/* Merges neighbours with the same valid set. */
+static void seg_merge(store_t *s)
+{
+    size_t w = 0;
+    for (size_t r = 1; r < s->n_segs; r++) {
+        if (s->segs[r].valid == s->segs[w].valid)
+            s->segs[w].hi = s->segs[r].hi;
+        else
+            s->segs[++w] = s->segs[r];
+    }
+    s->n_segs = w + 1;
+}
+
+static uint64_t valid_bytes_locked(const parla_data_t *d, int device, uint64_t *total)
+{
+    const store_t *s = d->store;
+    uint64_t v = 0;
+    for (size_t r = 0; r < d->n_ranges; r++) {
+        uint64_t lo = d->ranges[2 * r], hi = d->ranges[2 * r + 1];
+        if (lo == hi)
+            continue;
+        for (size_t i = seg_find(s, lo); i < s->n_segs && s->segs[i].lo < hi; i++) {
+            if (s->segs[i].valid & bit(device)) {
+                uint64_t a = s->segs[i].lo > lo ? s->segs[i].lo : lo;
+                uint64_t b = s->segs[i].hi < hi ? s->segs[i].hi : hi;
+                v += b - a;
+            }
+        }
+    }
+    if (total)
+        *total += d->nbytes;
+    return v;
+}
+
+uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
+{
+    store_t *s = d->store;
+    if (device < 0 || device >= s->rt->n_devices)
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    uint64_t v = valid_bytes_locked(d, device, NULL);
+    pthread_mutex_unlock(&s->lock);
+    return v;
+}
+
+uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
+{
+    uint64_t v = 0;
+    *total = 0;
+    if (t->ext == NULL)
+        return 0;
+    for (int i = 0; i < t->ext->n_accesses; i++) {
+        parla__access_t *a = &t->ext->accesses[i];
+        if (a->mode == PARLA_WRITE) /* nothing to bring in */
+            continue;
+        store_t *s = a->data->store;
+        pthread_mutex_lock(&s->lock);
+        v += valid_bytes_locked(a->data, device, total);
+        pthread_mutex_unlock(&s->lock);
+    }
+    return v;
+}
+
+uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
+{
+    store_t *s = d->store;
+    if (device < 0 || device >= s->rt->n_devices)
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    uint64_t n = s->copies[device].buf ? s->nbytes : 0;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+void *parla_data_device_ptr(parla_data_t *d, int device)
+{
+    store_t *s = d->store;
+    if (device < 0 || device >= s->rt->n_devices)
+        return NULL;
+    pthread_mutex_lock(&s->lock);
+    void *p = s->copies[device].buf;
+    pthread_mutex_unlock(&s->lock);
+    return p;
+}
+
+/* -------------------------------------------------------------- residency -- */
+
+/* Moves copy c to the most-recently-used end of its device's list. */
+static void lru_touch(parla__device_t *dev, parla__copy_t *c)
+{
+    if (c->listed) {
+        if (dev->lru_tail == c)
+            return;
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            dev->lru_head = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        else
+            dev->lru_tail = c->prev;
+    }
+    c->prev = dev->lru_tail;
+    c->next = NULL;
+    if (dev->lru_tail)
+        dev->lru_tail->next = c;
+    else
+        dev->lru_head = c;
+    dev->lru_tail = c;
+    c->listed = 1;
+}
+
+static void lru_unlink(parla__device_t *dev, parla__copy_t *c)
+{
+    if (!c->listed)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        dev->lru_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        dev->lru_tail = c->prev;
+    c->prev = c->next = NULL;
+    c->listed = 0;
+}
+
+/* Copies bytes [lo, hi) of store s from device `from` to device `to`. */
+static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi)
+{
+    parla_runtime_t *rt = s->rt;
+    parla__device_t *dt = &rt->devices[to], *df = &rt->devices[from];
+    /* A CUDA device does the copy when one side is CUDA. */
+    parla__device_t *engine = dt->is_cuda ? dt : df;
+    int rc = engine->ops->copy(dt, (char *)s->copies[to].buf + lo, df, (char *)s->copies[from].buf + lo, hi - lo);
+    if (rc)
+        return rc;
+    atomic_fetch_add_explicit(&dt->bytes_in, hi - lo, memory_order_relaxed);
+    atomic_fetch_add_explicit(&df->bytes_out, hi - lo, memory_order_relaxed);
+    return 0;
+}
+
+/* Writes back to the CPU what only `device` holds, then drops its copy.
+ * Called with s->lock held; takes the device lock for the LRU list only when
+ * dev_locked is false. */
+static int evict_locked(store_t *s, int device, bool dev_locked)
+{
+    parla_runtime_t *rt = s->rt;
+    parla__copy_t *c = &s->copies[device];
+    if (c->buf == NULL || device == 0)
+        return 0;
+    if (c->pins > 0)
+        return PARLA_EBUSY;
+    for (size_t i = 0; i < s->n_segs; i++) {
+        seg_t *g = &s->segs[i];
+        if (g->valid == bit(device)) {
+            int rc = copy_range(s, 0, device, g->lo, g->hi);
+            if (rc)
+                return rc;
+            g->valid |= bit(0);
+        }
+        g->valid &= ~bit(device);
+    }
+    seg_merge(s);
+    parla__device_t *d = &rt->devices[device];
+    if (!dev_locked)
+        pthread_mutex_lock(&d->lock);
+    lru_unlink(d, c);
+    d->resident -= s->nbytes;
+    if (!dev_locked)
+        pthread_mutex_unlock(&d->lock);
+    d->ops->free(d, c->buf);
+    c->buf = NULL;
+    atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* Gives store s (locked by the caller) a copy on device, evicting other
+ * stores' least-recently-used unpinned copies to make room. */
+static int ensure_copy(store_t *s, int device, parla_task_t *t)
+{
+    parla__copy_t *c = &s->copies[device];
+    if (c->buf)
+        return 0;
+    parla_runtime_t *rt = s->rt;
+    parla__device_t *d = &rt->devices[device];
+    if (device != 0) {
+        pthread_mutex_lock(&d->lock);
+        parla__copy_t *v = d->lru_head;
+        while (d->resident + s->nbytes > d->memory_capacity && v) {
+            parla__copy_t *next = v->next;
+            if (v->store != s && v->pins == 0 && pthread_mutex_trylock(&v->store->lock) == 0) {
+                /* The victim's lock is held; the device lock too. */
+                if (v->pins == 0)
+                    evict_locked(v->store, device, true);
+                pthread_mutex_unlock(&v->store->lock);
+            }
+            v = next;
+        }
+        if (d->resident + s->nbytes > d->memory_capacity) {
+            uint64_t resident = d->resident;
+            pthread_mutex_unlock(&d->lock);
+            return parla__error(PARLA_ERESOURCE,
+                                "task %s needs %llu bytes on %s: capacity %llu bytes, %llu resident and in use "
+                                "by running tasks",
+                                t ? parla_task_name(t) : "(none)", (unsigned long long)s->nbytes, d->name,
+                                (unsigned long long)d->memory_capacity, (unsigned long long)resident);
+        }
+        d->resident += s->nbytes; /* claimed before allocating, so no one overcommits */
+        pthread_mutex_unlock(&d->lock);
+    }
+    void *buf = NULL;
+    int rc = d->ops->alloc(d, s->nbytes, &buf);
+    if (rc) {
+        if (device != 0) {
+            pthread_mutex_lock(&d->lock);
+            d->resident -= s->nbytes;
+            pthread_mutex_unlock(&d->lock);
+        }
+        return parla__error(rc == PARLA_ENOMEM ? PARLA_ERESOURCE : rc,
+                            "task %s: cannot allocate %llu bytes on %s", t ? parla_task_name(t) : "(none)",
+                            (unsigned long long)s->nbytes, d->name);
+    }
+    c->buf = buf;
+    c->owned = 1;
+    return 0;
+}
+
+/* Makes d's ranges valid on device (copying from the cheapest valid source)
+ * and, for writes, leaves device as the only valid copy. s->lock held. */
+static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t)
+{
+    store_t *s = d->store;
+    parla_runtime_t *rt = s->rt;
+    int rc = ensure_copy(s, device, t);
+    if (rc)
+        return rc;
+    for (size_t r = 0; r < d->n_ranges; r++) {
+        if ((rc = seg_split(s, d->ranges[2 * r])) || (rc = seg_split(s, d->ranges[2 * r + 1])))
+            return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
+    }
+    for (size_t r = 0; r < d->n_ranges; r++) {
+        uint64_t lo = d->ranges[2 * r], hi = d->ranges[2 * r + 1];
+        if (lo == hi)
+            continue;
+        for (size_t i = seg_find(s, lo); i < s->n_segs && s->segs[i].lo < hi; i++) {
+            seg_t *g = &s->segs[i];
+            if ((mode & PARLA_READ) && !(g->valid & bit(device))) {
+                /* Cheapest source: the one with the fastest link. */
+                int src = -1;
+                for (int k = 0; k < rt->n_devices; k++)
+                    if ((g->valid & bit(k)) && (src < 0 || rt->devices[k].bandwidth > rt->devices[src].bandwidth))
+                        src = k;
+                if (src < 0)
+                    return parla__error(PARLA_EDEVICE, "data range [%llu, %llu) has no valid copy",
+                                        (unsigned long long)g->lo, (unsigned long long)g->hi);
+                rc = copy_range(s, device, src, g->lo, g->hi);
+                if (rc)
+                    return rc;
+                g->valid |= bit(device);
+            }
+            if (mode & PARLA_WRITE)
+                g->valid = bit(device);
+        }
+    }
+    seg_merge(s);
+    return 0;
+}
+
+static void pin(store_t *s, int device, int delta)
+{
+    parla__copy_t *c = &s->copies[device];
+    c->pins += delta;
+    if (device != 0) {
+        parla__device_t *d = &s->rt->devices[device];
+        pthread_mutex_lock(&d->lock);
+        if (c->buf)
+            lru_touch(d, c);
+        pthread_mutex_unlock(&d->lock);
+    }
+}
+
+int parla__data_acquire(parla_task_t *t)
+{
+    int device = t->n_devices ? t->devices[0] : 0;
+    parla__task_ext_t *x = t->ext;
+    for (int i = 0; i < x->n_accesses; i++) {
+        parla__access_t *a = &x->accesses[i];
+        store_t *s = a->data->store;
+        pthread_mutex_lock(&s->lock);
+        int rc = make_valid_locked(a->data, device, a->mode, t);
+        if (rc == 0)
+            pin(s, device, +1);
+        pthread_mutex_unlock(&s->lock);
+        if (rc) {
+            /* Unpin what was pinned. */
+            for (int j = 0; j < i; j++) {
+                store_t *sj = x->accesses[j].data->store;
+                pthread_mutex_lock(&sj->lock);
+                pin(sj, device, -1);
+                pthread_mutex_unlock(&sj->lock);
+            }
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void parla__data_release_task(parla_task_t *t)
+{
+    int device = t->n_devices ? t->devices[0] : 0;
+    parla__task_ext_t *x = t->ext;
+    for (int i = 0; i < x->n_accesses; i++) {
+        store_t *s = x->accesses[i].data->store;
+        pthread_mutex_lock(&s->lock);
+        pin(s, device, -1);
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+/* ---------------------------------------------------------------- hazards -- */
+
+static bool ranges_overlap(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
+{
+    size_t i = 0, j = 0;
+    while (i < na && j < nb) {
+        uint64_t alo = a[2 * i], ahi = a[2 * i + 1], blo = b[2 * j], bhi = b[2 * j + 1];
+        if (alo < bhi && blo < ahi && alo < ahi && blo < bhi)
+            return true;
+        if (ahi <= bhi)
+            i++;
+        else
+            j++;
+    }
+    return false;
+}
+
+/* True when every byte of a is inside b. */
+static bool ranges_cover(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < na; i++) {
+        uint64_t lo = a[2 * i], hi = a[2 * i + 1];
+        while (lo < hi) {
+            while (j < nb && b[2 * j + 1] <= lo)
+                j++;
+            if (j == nb || b[2 * j] > lo)
+                return false;
+            lo = b[2 * j + 1];
+        }
+    }
+    return true;
+}
+
+static int push_task(parla_runtime_t *rt, parla_task_t ***arr, size_t *n, size_t *cap, parla_task_t *t)
+{
+    for (size_t i = 0; i < *n; i++)
+        if ((*arr)[i] == t)
+            return 0;
+    if (*n == *cap) {
+        size_t c = *cap ? 2 * *cap : 4;
+        parla_task_t **a = parla__alloc(rt, c * sizeof *a);
+        if (a == NULL)
+            return PARLA_ENOMEM;
+        if (*n)
+            memcpy(a, *arr, *n * sizeof *a);
+        parla__free(*arr);
+        *arr = a;
+        *cap = c;
+    }
+    parla_task_retain(t);
+    (*arr)[(*n)++] = t;
+    return 0;
+}
+
+/* Drops finished tasks from a list. */
+static void prune(parla_task_t **arr, size_t *n)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < *n; i++) {
+        if (parla_task_state(arr[i]) >= PARLA_TASK_DONE)
+            parla_task_release(arr[i]);
+        else
+            arr[w++] = arr[i];
+    }
+    *n = w;
+}
+
+static void record_clear(record_t *r)
+{
+    for (size_t i = 0; i < r->n_writers; i++)
+        parla_task_release(r->writers[i]);
+    for (size_t i = 0; i < r->n_readers; i++)
+        parla_task_release(r->readers[i]);
+    parla__free(r->writers);
+    parla__free(r->readers);
+    parla__free(r->ranges);
+    memset(r, 0, sizeof *r);
+}
+
+/* Orders t after dep for a hazard, unless dep already waits for t (an explicit
+ * dependency on a task spawned later wins). Returns 1 when dep had to be kept
+ * after t instead, 0 when the edge was added, < 0 on error. */
+static int hazard_edge(parla_task_t *t, parla_task_t *dep)
+{
+    if (dep == t || parla_task_state(dep) >= PARLA_TASK_DONE)
+        return 0;
+    if (atomic_load(&t->succ) != NULL && parla__reaches(t, dep, 100000))
+        return 1;
+    return parla__add_edge(t, dep, 0);
+}
+
+int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t mode)
+{
+    if (t == NULL || d == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_add_access: NULL argument");
+    if (mode != PARLA_READ && mode != PARLA_WRITE && mode != PARLA_READWRITE)
+        return parla__error(PARLA_EINVAL, "task %s: access mode %d is not read, write or read-write",
+                            parla_task_name(t), (int)mode);
+    store_t *s = d->store;
+    if (s->rt != t->rt)
+        return parla__error(PARLA_EINVAL, "task %s: the data object belongs to another runtime", parla_task_name(t));
+    if (parla_task_state(t) != PARLA_TASK_CREATED)
+        return parla__error(PARLA_ESTATE, "task %s: accesses are declared before it is submitted", parla_task_name(t));
+    parla__task_ext_t *x = parla__task_ext(t);
+    if (x == NULL)
+        return parla__error(PARLA_ENOMEM, "task %s: cannot record an access", parla_task_name(t));
+    if (x->n_accesses == x->cap_accesses) {
+        int cap = x->cap_accesses ? 2 * x->cap_accesses : 4;
+        parla__access_t *a = parla__alloc(t->rt, (size_t)cap * sizeof *a);
+        if (a == NULL)
+            return parla__error(PARLA_ENOMEM, "task %s: cannot record an access", parla_task_name(t));
+        if (x->n_accesses)
+            memcpy(a, x->accesses, (size_t)x->n_accesses * sizeof *a);
+        parla__free(x->accesses);
+        x->accesses = a;
+        x->cap_accesses = cap;
+    }
+    /* Reserve the new record's memory first, so a failure changes nothing
+     * in the history. */
+    uint64_t *ranges = NULL;
+    if (mode & PARLA_WRITE) {
+        ranges = parla__alloc(t->rt, (d->n_ranges ? d->n_ranges : 1) * 2 * sizeof *ranges);
+        if (ranges == NULL)
+            return parla__error(PARLA_ENOMEM, "task %s: cannot record an access", parla_task_name(t));
+        if (d->n_ranges)
+            memcpy(ranges, d->ranges, d->n_ranges * 2 * sizeof *ranges);
+    }
+    int rc = 0;
+    parla_task_t **kept = NULL; /* earlier tasks that explicitly wait for t */
+    size_t n_kept = 0, cap_kept = 0;
+    pthread_mutex_lock(&s->lock);
+    for (size_t r = 0; r < s->n_records && rc == 0; r++) {
+        record_t *rec = &s->records[r];
+        if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
+            continue;
+        prune(rec->writers, &rec->n_writers);
+        prune(rec->readers, &rec->n_readers);
+        for (size_t i = 0; i < rec->n_writers && rc >= 0; i++) {
+            rc = hazard_edge(t, rec->writers[i]);
+            if (rc == 1)
+                rc = push_task(t->rt, &kept, &n_kept, &cap_kept, rec->writers[i]);
+        }
+        if (mode & PARLA_WRITE) {
+            for (size_t i = 0; i < rec->n_readers && rc >= 0; i++) {
+                rc = hazard_edge(t, rec->readers[i]);
+                if (rc == 1)
+                    rc = push_task(t->rt, &kept, &n_kept, &cap_kept, rec->readers[i]);
+            }
+        } else if (rc >= 0) {
+            rc = push_task(t->rt, &rec->readers, &rec->n_readers, &rec->cap_readers, t);
+        }
+    }
+    if (rc >= 0 && (mode & PARLA_WRITE)) {
+        /* Replace the records this write covers whole by one new record. */
+        if (s->n_records == s->cap_records) {
+            size_t cap = 2 * s->cap_records;
+            record_t *n = parla__calloc(t->rt, cap, sizeof *n);
+            if (n == NULL) {
+                rc = PARLA_ENOMEM;
+            } else {
+                memcpy(n, s->records, s->n_records * sizeof *n);
+                parla__free(s->records);
+                s->records = n;
+                s->cap_records = cap;
+            }
+        }
+        if (rc >= 0) {
+            record_t nr = {0};
+            nr.ranges = ranges;
+            nr.n_ranges = d->n_ranges;
+            ranges = NULL;
+            rc = push_task(t->rt, &nr.writers, &nr.n_writers, &nr.cap_writers, t);
+            /* Tasks spawned earlier that run after t (explicit order) stay
+             * writers too: later accesses wait for them as well. */
+            for (size_t i = 0; i < n_kept && rc >= 0; i++)
+                rc = push_task(t->rt, &nr.writers, &nr.n_writers, &nr.cap_writers, kept[i]);
+            if (rc < 0) {
+                record_clear(&nr);
+            } else {
+                size_t w = 0;
+                for (size_t r = 0; r < s->n_records; r++) {
+                    record_t *rec = &s->records[r];
+                    if (ranges_cover(rec->ranges, rec->n_ranges, nr.ranges, nr.n_ranges))
+                        record_clear(rec);
+                    else
+                        s->records[w++] = *rec;
+                }
+                s->n_records = w;
+                s->records[s->n_records++] = nr;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < n_kept; i++)
+        parla_task_release(kept[i]);
+    parla__free(kept);
+    parla__free(ranges);
+    if (rc < 0)
+        return rc == PARLA_ENOMEM ? parla__error(rc, "task %s: cannot record an access", parla_task_name(t)) : rc;
+    parla_data_retain(d);
+    x->accesses[x->n_accesses].data = d;
+    x->accesses[x->n_accesses].mode = mode;
+    x->n_accesses++;
+    return 0;
+}
+
+/* ------------------------------------------------------- outside of tasks -- */
+
+int parla_data_fetch(parla_data_t *d, int device, int write)
+{
+    store_t *s = d->store;
+    parla_runtime_t *rt = s->rt;
+    if (device < 0 || device >= rt->n_devices)
+        return parla__error(PARLA_ENODEV, "parla_data_fetch: no device %d", device);
+    /* Wait for the tasks whose accesses conflict with this one. */
+    for (;;) {
+        parla_task_t *wait = NULL;
+        pthread_mutex_lock(&s->lock);
+        for (size_t r = 0; r < s->n_records && !wait; r++) {
+            record_t *rec = &s->records[r];
+            if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
+                continue;
+            prune(rec->writers, &rec->n_writers);
+            prune(rec->readers, &rec->n_readers);
+            if (rec->n_writers)
+                wait = rec->writers[0];
+            else if (write && rec->n_readers)
+                wait = rec->readers[0];
+        }
+        if (wait)
+            parla_task_retain(wait);
+        pthread_mutex_unlock(&s->lock);
+        if (wait == NULL)
+            break;
+        parla__worker_t *w = parla__current_worker();
+        if (w && w->current == wait) {
+            parla_task_release(wait);
+            break; /* the calling task's own declared access */
+        }
+        int rc = parla_task_wait(wait);
+        parla_task_release(wait);
+        if (rc == PARLA_ESTUCK)
+            return rc;
+    }
+    pthread_mutex_lock(&s->lock);
+    int rc = make_valid_locked(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int parla_data_evict(parla_data_t *d, int device, int keep_one_copy)
+{
+    store_t *s = d->store;
+    parla_runtime_t *rt = s->rt;
+    if (device < -1 || device >= rt->n_devices)
+        return parla__error(PARLA_ENODEV, "parla_data_evict: no device %d", device);
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    for (int i = 1; i < rt->n_devices && rc == 0; i++) {
+        if (device != -1 && device != i)
+            continue;
+        /* The last valid copy is always written back first, whatever
+         * keep_one_copy says: this runtime never drops data. */
+        (void)keep_one_copy;
+        rc = evict_locked(s, i, false);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (rc == PARLA_EBUSY)
+        return parla__error(rc, "parla_data_evict: the copy is in use by a running task");
+    return rc;
+}
