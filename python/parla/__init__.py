@@ -12,12 +12,12 @@
 from ._runtime import Parla, TaskCancelledError, UnspawnedDependencyError
 from .tasks import (Task, TaskList, TaskSpace, get_current_context, get_current_devices, get_current_stream,
                     get_current_task, spawn)
-from . import devices, tasks
+from . import array, devices, tasks
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Parla", "spawn", "TaskSpace", "Task", "TaskList", "get_current_task", "get_current_devices",
     "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
-    "devices", "tasks",
+    "array", "devices", "tasks",
 ]

@@ -5,7 +5,9 @@ Only one context is active at a time in a process; spawning needs one.
 from __future__ import annotations
 
 import os
-from typing import Optional
+import re
+import weakref
+from typing import Any, Dict, List, Optional
 
 from . import _core
 
@@ -47,6 +49,64 @@ def _env_int(name: str) -> Optional[int]:
     return value
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: Any, what: str) -> int:
+    """Bytes from an int or a string like ``"256MiB"``, ``"1GB"``, ``"4096"``. Raises ValueError naming what."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError(f"{what}={text!r} must be >= 0 bytes")
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"{what}={text!r} is not a size (examples: 268435456, '256MiB', '1GB')")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "B").lower()])
+
+
+def _virtual_gpus_from_env() -> Dict[str, int]:
+    text = os.environ.get("PARLA_VIRTUAL_GPUS", "").strip()
+    if not text:
+        return {}
+    count, _, size = text.partition(":")
+    try:
+        n = int(count)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"PARLA_VIRTUAL_GPUS={text!r}: expected N or N:SIZE, e.g. 4 or 4:256MiB")
+    out = {"virtual_gpus": n}
+    if size:
+        out["gpu_memory"] = parse_size(size, "PARLA_VIRTUAL_GPUS size")
+    return out
+
+
+def _read_dev_config(path: str) -> Dict[str, int]:
+    """Reads a Parla ``dev_config_file`` (YAML: ``CPU: {num_cores, mem_sz}``, ``GPU: {num_devices, mem_sz}``)."""
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML is a declared dependency of the yaml extra
+        raise ImportError("reading dev_config_file needs PyYAML: pip install pyyaml") from None
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"dev_config_file {path!r}: expected a mapping with CPU and GPU sections")
+    out: Dict[str, int] = {}
+    cpu_section = config.get("CPU") or {}
+    gpu_section = config.get("GPU") or {}
+    if "num_cores" in cpu_section:
+        out["n_workers"] = int(cpu_section["num_cores"])
+    if "mem_sz" in cpu_section:
+        out["cpu_memory"] = parse_size(cpu_section["mem_sz"], "CPU.mem_sz")
+    if "num_devices" in gpu_section:
+        out["virtual_gpus"] = int(gpu_section["num_devices"])
+    if "mem_sz" in gpu_section:
+        out["gpu_memory"] = parse_size(gpu_section["mem_sz"], "GPU.mem_sz")
+    return out
+
+
 class Parla:
     """Context manager that runs a Parla program.
 
@@ -62,6 +122,12 @@ class Parla:
       started, waits for running bodies, stops the workers and lets the exception propagate.
 
     Contexts cannot be nested (RuntimeError).
+
+    Devices: ``virtual_gpus=N`` (and ``gpu_memory`` bytes or a size string each) adds N virtual GPUs: devices of
+    the ``gpu`` architecture whose memory is host memory with that capacity, for running and testing GPU
+    placements and data movement without a GPU. The same comes from ``PARLA_VIRTUAL_GPUS=N`` or ``N:SIZE``
+    (e.g. ``4:256MiB``), or from Parla's ``dev_config_file`` YAML. Without virtual GPUs, CUDA GPUs found at run
+    time are the ``gpu`` architecture.
     """
 
     def __init__(self, n_workers: Optional[int] = None, **options) -> None:
@@ -73,6 +139,9 @@ class Parla:
         self.n_workers = n_workers
         self.options = options
         self._rt: Optional[_core.Runtime] = None
+        self.device_table: List[Dict[str, Any]] = []
+        self.has_cuda = False
+        self._parrays: "weakref.WeakSet" = weakref.WeakSet()
 
     @property
     def runtime(self) -> _core.Runtime:
@@ -85,8 +154,22 @@ class Parla:
         global _current
         if _current is not None:
             raise RuntimeError("a Parla context is already active: Parla contexts cannot be nested")
-        n = self.n_workers if self.n_workers is not None else (_env_int("PARLA_NUM_THREADS") or 0)
-        self._rt = _core.Runtime(n)
+        config: Dict[str, Any] = {}
+        if self.options.get("dev_config_file"):
+            config.update(_read_dev_config(self.options["dev_config_file"]))
+        config.update(_virtual_gpus_from_env())
+        if self.options.get("virtual_gpus") is not None:
+            n_gpus = self.options["virtual_gpus"]
+            if not isinstance(n_gpus, int) or n_gpus < 0:
+                raise ValueError(f"Parla(virtual_gpus={n_gpus!r}): expected a number of GPUs >= 0")
+            config["virtual_gpus"] = n_gpus
+        if self.options.get("gpu_memory") is not None:
+            config["gpu_memory"] = parse_size(self.options["gpu_memory"], "gpu_memory")
+        n = self.n_workers or config.pop("n_workers", None) or _env_int("PARLA_NUM_THREADS") or 0
+        config.pop("n_workers", None)
+        self._rt = _core.Runtime(n, **config)
+        self.device_table = self._rt.devices()
+        self.has_cuda = any(d["cuda"] for d in self.device_table)
         _current = self
         return self
 
@@ -124,6 +207,9 @@ class Parla:
             self._drain(rt)
         failed = list(rt.failed)
         self._drain(rt)
+        # PArrays keep their latest values on the CPU after the context (reading them needs no runtime).
+        for parray in list(self._parrays):
+            parray._detach()
         try:
             rt.close()
         except RuntimeError:

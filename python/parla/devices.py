@@ -108,57 +108,112 @@ cpu = Architecture("cpu")
 gpu = Architecture("gpu")
 
 
-def get_all_devices() -> List[Device]:
-    """Every device of the active runtime (``cpu(0)`` first). Raises RuntimeError outside a Parla context."""
+def _engine_devices() -> List[Dict[str, Any]]:
     from ._runtime import current_runtime
-    current_runtime()
-    return [cpu(0)]
+    return current_runtime().device_table
 
 
-def resolve_placement(placement: Any, vcus: Optional[float], memory: Optional[int],
-                      task_name: str) -> Tuple[float, int]:
-    """Checks a placement and returns the CPU resource needs ``(vcus, memory_bytes)``.
+def get_all_devices() -> List[Device]:
+    """Every device of the active runtime, ``cpu(0)`` first, then ``gpu(0)``, ``gpu(1)``, ...
 
-    Raises ValueError naming the task and the argument for an invalid placement or one naming a device this
-    runtime does not have.
+    Each device has ``architecture``, ``index`` and, from the engine, ``memory_capacity`` (bytes),
+    ``memory_reserved``, ``memory_resident`` (bytes of data copies), ``virtual``. Raises RuntimeError outside
+    a Parla context.
     """
-    options = placement if isinstance(placement, (list, PlacementRequest, Device, Architecture)) or \
-        placement is None else placement
-    if isinstance(options, list):
-        if not options:
-            raise ValueError(f"task {task_name}: placement=[] is empty; give at least one device or architecture")
-        chosen = None
-        errors = []
-        for option in options:
-            try:
-                chosen = resolve_placement(option, vcus, memory, task_name)
-                break
-            except ValueError as e:
-                errors.append(str(e))
-        if chosen is None:
-            raise ValueError(f"task {task_name}: no option of placement={placement!r} is available: "
-                             + "; ".join(errors))
-        return chosen
-    resources: Dict[str, Any] = {}
-    target = options
-    if isinstance(target, PlacementRequest):
-        resources = target.resources
-        target = target.target
-    if isinstance(target, tuple):
-        raise ValueError(f"task {task_name}: placement={placement!r} asks for {len(target)} devices at once, "
-                         f"but this runtime has only cpu(0)")
-    if target is None or target is cpu or (isinstance(target, Device) and target.architecture is cpu):
-        if isinstance(target, Device) and target.index != 0:
-            raise ValueError(f"task {task_name}: placement={placement!r}: no such device (this runtime has cpu(0))")
-    elif target is gpu or (isinstance(target, Device) and target.architecture is gpu):
-        raise ValueError(f"task {task_name}: placement={placement!r}: no such device (this runtime has no GPUs)")
+    return [device_of(d["index"]) for d in _engine_devices()]
+
+
+def device_of(engine_index: int) -> Device:
+    """The Device object for an engine device index (0 = cpu(0), 1.. = gpu(0)..)."""
+    return cpu(0) if engine_index == 0 else gpu(engine_index - 1)
+
+
+def engine_index(device: Device) -> int:
+    """The engine index of a device of the active runtime. Raises ValueError if it has no such device."""
+    table = _engine_devices()
+    if device.architecture is cpu:
+        if device.index == 0:
+            return 0
     else:
-        raise TypeError(f"task {task_name}: placement={placement!r} is not a device, an architecture, "
-                        f"a list of them or a tuple of them")
-    v = resources.get("vcus", vcus)
-    m = resources.get("memory", memory)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0):
-        raise ValueError(f"task {task_name}: vcus={v!r} must be a fraction of a device in (0, 1]")
-    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
-        raise ValueError(f"task {task_name}: memory={m!r} must be a non-negative number of bytes")
-    return (0.0 if v is None else float(v)), (0 if m is None else m)
+        if device.index + 1 < len(table):
+            return device.index + 1
+    n_gpus = len(table) - 1
+    raise ValueError(f"no such device {device!r} (this runtime has cpu(0) and {n_gpus} GPU{'s' if n_gpus != 1 else ''})")
+
+
+def _device_info(device: Device) -> Dict[str, Any]:
+    from ._runtime import current_runtime
+    return current_runtime().runtime.devices()[engine_index(device)]
+
+
+Device.memory_capacity = property(lambda self: _device_info(self)["memory_capacity"],
+                                  doc="Memory capacity in bytes.")
+Device.memory_reserved = property(lambda self: _device_info(self)["memory_reserved"],
+                                  doc="Bytes reserved by tasks' memory needs.")
+Device.memory_resident = property(lambda self: _device_info(self)["memory_resident"],
+                                  doc="Bytes of PArray copies resident on the device.")
+Device.memory_free = property(lambda self: _device_info(self)["memory_capacity"] - _device_info(self)["memory_resident"],
+                              doc="Capacity minus resident bytes.")
+Device.virtual = property(lambda self: bool(_device_info(self)["virtual"]), doc="True for a virtual GPU.")
+
+
+def _check_needs(vcus: Any, memory: Any, task_name: str) -> Tuple[Optional[float], Optional[int]]:
+    if vcus is not None and (isinstance(vcus, bool) or not isinstance(vcus, (int, float)) or not 0.0 < vcus <= 1.0):
+        raise ValueError(f"task {task_name}: vcus={vcus!r} must be a fraction of a device in (0, 1]")
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 0):
+        raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes")
+    return vcus, memory
+
+
+def _slot(target: Any, placement: Any, task_name: str) -> int:
+    from . import _core
+    if target is cpu:
+        return _core.ANY_CPU
+    if target is gpu:
+        if len(_engine_devices()) < 2:
+            raise ValueError(f"task {task_name}: placement={placement!r}: no such device (this runtime has no GPUs)")
+        return _core.ANY_GPU
+    if isinstance(target, Device):
+        try:
+            return engine_index(target)
+        except ValueError as e:
+            raise ValueError(f"task {task_name}: placement={placement!r}: {e}") from None
+    raise TypeError(f"task {task_name}: placement={placement!r}: {target!r} is not a device or an architecture "
+                    f"(cpu, gpu, gpu(1), ...)")
+
+
+def resolve_placement(placement: Any, vcus: Optional[float], memory: Optional[int], task_name: str):
+    """Turns a Parla placement into engine placement options.
+
+    Returns ``(options, vcus, memory)``: options is None for a plain CPU task (the fast path; vcus and memory
+    are then its needs on the CPU), else a list of ``(slots, vcus, memory)`` where slots is a tuple of engine
+    device indices or ``_core.ANY_CPU`` / ``_core.ANY_GPU``. Raises ValueError/TypeError naming the task
+    and the argument for an invalid placement, a device the runtime lacks, bad vcus or memory.
+    """
+    vcus, memory = _check_needs(vcus, memory, task_name)
+    if placement is None or placement is cpu or (isinstance(placement, Device) and placement == cpu(0)):
+        if isinstance(placement, Device) or placement is None or placement is cpu:
+            return None, (vcus or 0.0), (memory or 0)
+    alternatives = placement if isinstance(placement, list) else [placement]
+    if not alternatives:
+        raise ValueError(f"task {task_name}: placement=[] is empty; give at least one device or architecture")
+    options = []
+    for alt in alternatives:
+        members = alt if isinstance(alt, tuple) else (alt,)
+        if not members:
+            raise ValueError(f"task {task_name}: placement={placement!r} has an empty tuple")
+        slots = []
+        v, m = vcus, memory
+        for member in members:
+            target = member
+            if isinstance(member, PlacementRequest):
+                target = member.target
+                rv, rm = _check_needs(member.resources.get("vcus"), member.resources.get("memory"), task_name)
+                v = rv if rv is not None else v
+                m = rm if rm is not None else m
+            slots.append(_slot(target, placement, task_name))
+        fixed = [x for x in slots if x >= 0]
+        if len(set(fixed)) != len(fixed):
+            raise ValueError(f"task {task_name}: placement={placement!r} names the same device twice")
+        options.append((tuple(slots), float(v or 0.0), int(m or 0)))
+    return options, 0.0, 0

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Opti
 
 from . import _core, _runtime
 from ._runtime import TaskCancelledError, UnspawnedDependencyError
-from .devices import Device, cpu, resolve_placement
+from .devices import Device, cpu, device_of, resolve_placement
 
 __all__ = [
     "spawn", "Task", "TaskSpace", "TaskList", "TaskID", "get_current_task", "get_current_devices",
@@ -39,6 +39,19 @@ class Task(_core.Task):
     def __init__(self, runtime: _core.Runtime, name: str) -> None:
         super().__init__(runtime, name)
         self._deps: Any = ()
+        self._parrays: Any = ()
+        self._modes: Dict[int, int] = {}
+
+    @property
+    def placement_reason(self) -> Optional[Dict[str, Any]]:
+        """Why the task runs where it runs: the devices chosen among its placement options and their unitless
+        scores (``locality``, ``transfer``, ``load``, ``score`` = locality - transfer - load, ``candidates``).
+        None for tasks without placement options (plain CPU tasks) or not yet mapped."""
+        mapping = self._mapping
+        if mapping is None:
+            return None
+        mapping["devices"] = [device_of(i) for i in self.devices]
+        return mapping
 
     @property
     def result(self) -> Any:
@@ -252,12 +265,63 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
             task = taskid
         else:
             raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
-        v, m = resolve_placement(placement, vcus, memory, task.name)
+        options, v, m = resolve_placement(placement, vcus, memory, task.name)
+        accesses = _accesses(task, input, output, inout) if (input or output or inout) else ()
         task._deps = dependencies
-        task._submit(body, dependencies, priority or 0, v, m)
+        if options is not None and context.has_cuda and not _is_async(body):
+            body = _on_cuda_device(_core.capture(body))
+        task._submit(body, dependencies, priority or 0, v, m, options, accesses)
         return task
 
     return decorator
+
+
+def _is_async(body: Callable) -> bool:
+    import inspect
+    return inspect.iscoroutinefunction(body)
+
+
+def _on_cuda_device(body: Callable) -> Callable:
+    """Runs a body with CuPy's current device set to the task's CUDA GPU; the task completes when the work
+    it queued on the current stream has completed."""
+    def run() -> Any:
+        devices = _core.current_task().devices
+        table = _runtime.current_runtime().device_table
+        if devices and table[devices[0]]["cuda"]:
+            import cupy
+            with cupy.cuda.Device(table[devices[0]]["cuda_ordinal"]):
+                result = body()
+                cupy.cuda.get_current_stream().synchronize()
+                return result
+        return body()
+    run.__name__ = getattr(body, "__name__", "task")
+    return run
+
+
+def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable) -> List[Tuple[Any, int]]:
+    from .array import PArray
+    out: List[Tuple[Any, int]] = []
+    parrays = []
+    modes = task._modes
+    for arg, items, mode in (("input", input, _core.READ), ("output", output, _core.WRITE),
+                             ("inout", inout, _core.READWRITE)):
+        for item in _flatten_arrays(items):
+            if not isinstance(item, PArray):
+                raise TypeError(f"task {task.name}: {arg}= holds a {type(item).__name__}; only PArrays can be "
+                                f"declared (wrap NumPy arrays with parla.array.asarray)")
+            out.append((item._engine_data(), mode))
+            parrays.append(item)
+            modes[id(item)] = modes.get(id(item), 0) | mode
+    task._parrays = tuple(parrays)
+    return out
+
+
+def _flatten_arrays(items: Any) -> Iterator[Any]:
+    if isinstance(items, (list, tuple)):
+        for x in items:
+            yield from _flatten_arrays(x)
+    else:
+        yield items
 
 
 def get_current_task() -> Optional[Task]:
@@ -266,8 +330,13 @@ def get_current_task() -> Optional[Task]:
 
 
 def get_current_devices() -> List[Device]:
-    """The devices the running task was placed on (``[cpu(0)]`` for CPU tasks)."""
-    return [cpu(0)]
+    """The devices the running task was mapped to (``[cpu(0)]`` for CPU tasks, ``[gpu(1)]``, ...).
+
+    Outside task bodies: ``[cpu(0)]``."""
+    task = _core.current_task()
+    if task is None:
+        return [cpu(0)]
+    return [device_of(i) for i in task.devices] or [cpu(0)]
 
 
 class TaskContext:
@@ -302,5 +371,13 @@ def get_current_context() -> TaskContext:
 
 
 def get_current_stream() -> Any:
-    """The stream of the running GPU task, or None on the CPU."""
+    """The stream of the running GPU task: CuPy's current stream on a CUDA GPU, None on the CPU and on
+    virtual GPUs (their work is synchronous)."""
+    devices = get_current_devices()
+    if devices and devices[0].architecture is not cpu:
+        from . import _runtime as rt
+        info = rt.current_runtime().device_table[devices[0].index + 1]
+        if info["cuda"]:
+            import cupy
+            return cupy.cuda.get_current_stream()
     return None

@@ -465,6 +465,12 @@ static void finish_bookkeeping(parla_task_t *t)
             atomic_fetch_sub_explicit(&rt->devices[t->devices[i]].n_mapped, 1, memory_order_relaxed);
     if (rt->config.task_finished)
         rt->config.task_finished(t, rt->config.hook_user);
+    /* Data references end with the task: its copies are no longer used. */
+    if (t->ext) {
+        for (int i = 0; i < t->ext->n_accesses; i++)
+            parla_data_release(t->ext->accesses[i].data);
+        t->ext->n_accesses = 0;
+    }
     if (atomic_load(&t->flags) & PARLA__F_WAITED)
         parla__wake_waiters(rt);
     if (atomic_fetch_sub_explicit(&rt->n_active, 1, memory_order_acq_rel) == 1 &&

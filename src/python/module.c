@@ -66,7 +66,18 @@ struct TaskObject {
 typedef struct {
     PyTypeObject *runtime_type;
     PyTypeObject *task_type;
+    PyTypeObject *data_type;
 } module_state;
+
+/* A coherent data object (base or view) of the engine. */
+typedef struct {
+    PyObject_HEAD
+    parla_data_t *data;     /* owned reference */
+    RuntimeObject *runtime; /* strong */
+    PyObject *base;         /* for a view: the base Data object (keeps the buffer alive) */
+    Py_buffer buffer;       /* for a base: the host buffer (CPU copy) */
+    int has_buffer;
+} DataObject;
 
 static module_state *get_state(PyObject *module)
 {
@@ -99,6 +110,28 @@ static PyObject *raise_code(int code)
 static _Thread_local PyThreadState *worker_tstate;
 static _Thread_local PyGILState_STATE worker_gilstate;
 static _Thread_local int worker_holds_gil;
+
+/* Releases the GIL around a blocking engine call. On a worker, the call may
+ * run other task bodies (helping), which take the GIL themselves; then the
+ * GIL is already held when the call returns. */
+typedef struct {
+    PyThreadState *ts;
+    int was_held;
+} gil_release_t;
+
+static gil_release_t gil_release(void)
+{
+    gil_release_t g = {PyEval_SaveThread(), worker_holds_gil};
+    worker_holds_gil = 0;
+    return g;
+}
+
+static void gil_restore(gil_release_t g)
+{
+    if (!worker_holds_gil)
+        PyEval_RestoreThread(g.ts);
+    worker_holds_gil = g.was_held;
+}
 
 static void drain_deferred(RuntimeObject *rt)
 {
@@ -492,11 +525,94 @@ static int add_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject 
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* _submit(func, dependencies, priority, vcus, memory): spawns the task. */
+/* Placement options: None or a sequence of (slots, vcus, memory), slots a
+ * tuple of device indices or PARLA_ANY_CPU / PARLA_ANY_GPU. */
+static int add_options(TaskObject *self, PyObject *options)
+{
+    if (options == Py_None)
+        return 0;
+    PyObject *seq = PySequence_Fast(options, "placement options must be a sequence");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *slots_obj;
+        double vcus;
+        unsigned long long memory;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OdK", &slots_obj, &vcus, &memory))
+            goto fail;
+        PyObject *slots = PySequence_Fast(slots_obj, "slots must be a sequence");
+        if (slots == NULL)
+            goto fail;
+        int buf[PARLA_MAX_TASK_DEVICES];
+        Py_ssize_t k = PySequence_Fast_GET_SIZE(slots);
+        if (k < 1 || k > PARLA_MAX_TASK_DEVICES) {
+            Py_DECREF(slots);
+            PyErr_Format(PyExc_ValueError, "task %U: a placement names 1 to %d devices, not %zd", self->name,
+                         PARLA_MAX_TASK_DEVICES, k);
+            goto fail;
+        }
+        for (Py_ssize_t j = 0; j < k; j++) {
+            buf[j] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(slots, j));
+            if (buf[j] == -1 && PyErr_Occurred()) {
+                Py_DECREF(slots);
+                goto fail;
+            }
+        }
+        Py_DECREF(slots);
+        int rc = parla_task_add_placement(self->task, buf, (int)k, vcus, memory);
+        if (rc) {
+            raise_code(rc);
+            goto fail;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+fail:
+    Py_DECREF(seq);
+    return -1;
+}
+
+/* Accesses: a sequence of (Data, mode). */
+static int add_accesses(TaskObject *self, PyTypeObject *data_type, PyObject *accesses)
+{
+    PyObject *seq = PySequence_Fast(accesses, "accesses must be a sequence");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *data;
+        int mode;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "Oi", &data, &mode))
+            goto fail;
+        if (!PyObject_TypeCheck(data, data_type)) {
+            PyErr_Format(PyExc_TypeError, "task %U: access %zd is a %.100s, not engine data", self->name, i,
+                         Py_TYPE(data)->tp_name);
+            goto fail;
+        }
+        DataObject *d = (DataObject *)data;
+        if (d->runtime != self->runtime) {
+            PyErr_Format(PyExc_ValueError, "task %U: a PArray belongs to another Parla runtime", self->name);
+            goto fail;
+        }
+        int rc = parla_task_add_access(self->task, d->data, (parla_access_mode_t)mode);
+        if (rc) {
+            raise_code(rc);
+            goto fail;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+fail:
+    Py_DECREF(seq);
+    return -1;
+}
+
+/* _submit(func, dependencies, priority, vcus, memory, options, accesses): spawns the task. */
 static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "_submit(func, dependencies, priority, vcus, memory)");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "_submit(func, dependencies, priority, vcus, memory, options, accesses)");
         return NULL;
     }
     if (check_task(self) < 0)
@@ -536,7 +652,10 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
         rc = parla_task_set_resources(self->task, vcus, memory);
     if (rc)
         return raise_code(rc);
-    if (add_dependencies(self, get_state(self->runtime->module)->task_type, args[1], 0) < 0)
+    module_state *st = get_state(self->runtime->module);
+    if (add_dependencies(self, st->task_type, args[1], 0) < 0)
+        return NULL;
+    if (add_options(self, args[5]) < 0 || add_accesses(self, st->data_type, args[6]) < 0)
         return NULL;
     PyObject *body = capture(func);
     if (body == NULL)
@@ -571,10 +690,9 @@ static PyObject *Task_wait(TaskObject *self, PyObject *unused)
     (void)unused;
     if (check_task(self) < 0)
         return NULL;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = parla_task_wait(self->task);
-    Py_END_ALLOW_THREADS
+    gil_release_t g = gil_release();
+    int rc = parla_task_wait(self->task);
+    gil_restore(g);
     return PyLong_FromLong(rc);
 }
 
@@ -626,6 +744,31 @@ static PyObject *Task_get_runtime(TaskObject *self, void *c)
     return Py_NewRef(self->runtime ? (PyObject *)self->runtime : Py_None);
 }
 
+static PyObject *Task_get_devices(TaskObject *self, void *c)
+{
+    (void)c;
+    if (check_task(self) < 0)
+        return NULL;
+    int idx[PARLA_MAX_TASK_DEVICES];
+    int n = parla_task_devices(self->task, idx, PARLA_MAX_TASK_DEVICES);
+    PyObject *t = PyTuple_New(n);
+    for (int i = 0; t && i < n; i++)
+        PyTuple_SET_ITEM(t, i, PyLong_FromLong(idx[i]));
+    return t;
+}
+
+static PyObject *Task_get_mapping(TaskObject *self, void *c)
+{
+    (void)c;
+    if (check_task(self) < 0)
+        return NULL;
+    parla_mapping_t m;
+    if (parla_task_mapping(self->task, &m) != 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("{sisdsdsdsd}", "candidates", m.n_candidates, "locality", m.locality, "transfer",
+                         m.transfer, "load", m.load, "score", m.score);
+}
+
 static PyMethodDef Task_methods[] = {
     {"_submit", (PyCFunction)(void (*)(void))Task_submit, METH_FASTCALL,
      "_submit(func, dependencies, priority, vcus, memory): spawn this task."},
@@ -642,6 +785,8 @@ static PyGetSetDef Task_getset[] = {
     {"_result", (getter)Task_get_result, NULL, "the body's return value"},
     {"_exception", (getter)Task_get_exception, NULL, "the exception the body raised, or None"},
     {"runtime", (getter)Task_get_runtime, NULL, "the runtime the task belongs to"},
+    {"devices", (getter)Task_get_devices, NULL, "indices of the devices the task was mapped to"},
+    {"_mapping", (getter)Task_get_mapping, NULL, "mapping scores of the chosen devices, or None"},
     {NULL},
 };
 
@@ -675,10 +820,18 @@ static PyType_Spec Task_spec = {
 
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"n_workers", NULL};
-    int n_workers = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|i", kwlist, &n_workers))
+    static char *kwlist[] = {"n_workers", "virtual_gpus", "gpu_memory", "gpu_bandwidth", "disable_cuda", "cpu_memory",
+                             NULL};
+    int n_workers = 0, virtual_gpus = 0, disable_cuda = 0;
+    unsigned long long gpu_memory = 0, cpu_memory = 0;
+    double gpu_bandwidth = 0.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiKdpK", kwlist, &n_workers, &virtual_gpus, &gpu_memory,
+                                     &gpu_bandwidth, &disable_cuda, &cpu_memory))
         return NULL;
+    if (virtual_gpus < 0) {
+        PyErr_Format(PyExc_ValueError, "virtual_gpus=%d must be >= 0", virtual_gpus);
+        return NULL;
+    }
     if (n_workers < 0) {
         PyErr_Format(PyExc_ValueError, "n_workers=%d must be positive", n_workers);
         return NULL;
@@ -697,6 +850,11 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     parla_config_t cfg;
     parla_config_init(&cfg);
     cfg.n_workers = n_workers;
+    cfg.n_virtual_gpus = virtual_gpus;
+    cfg.virtual_gpu_memory = gpu_memory;
+    cfg.virtual_gpu_bandwidth = gpu_bandwidth;
+    cfg.disable_cuda = disable_cuda;
+    cfg.cpu_memory = cpu_memory;
     cfg.worker_start = hook_worker_start;
     cfg.worker_stop = hook_worker_stop;
     cfg.worker_idle = hook_worker_idle;
@@ -847,6 +1005,36 @@ static PyObject *Runtime_stats(RuntimeObject *self, PyObject *unused)
                          (unsigned long long)s.steals, "parks", (unsigned long long)s.parks);
 }
 
+/* devices() -> list of dicts, one per device (index order; 0 is the CPU). */
+static PyObject *Runtime_devices(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    int n = parla_runtime_num_devices(self->rt);
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        parla_device_info_t d;
+        parla_device_info(self->rt, i, &d);
+        PyObject *item = Py_BuildValue(
+            "{sisssisisisisKsKsKsdsdsdsKsKsKsK}", "index", d.index, "kind", d.kind == PARLA_DEVICE_CPU ? "cpu" : "gpu",
+            "kind_index", d.kind_index, "virtual", d.is_virtual, "cuda", d.is_cuda, "cuda_ordinal", d.cuda_ordinal,
+            "memory_capacity", (unsigned long long)d.memory_capacity, "memory_reserved",
+            (unsigned long long)d.memory_reserved, "memory_resident", (unsigned long long)d.memory_resident,
+            "vcus_capacity", d.vcus_capacity, "vcus_reserved", d.vcus_reserved, "bandwidth", d.bandwidth,
+            "tasks_mapped", (unsigned long long)d.tasks_mapped, "bytes_in", (unsigned long long)d.bytes_in,
+            "bytes_out", (unsigned long long)d.bytes_out, "evictions", (unsigned long long)d.evictions);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
 static PyObject *Runtime_get_failed(RuntimeObject *self, void *c)
 {
     (void)c;
@@ -875,6 +1063,7 @@ static PyMethodDef Runtime_methods[] = {
     {"unsubmitted", (PyCFunction)Runtime_unsubmitted, METH_NOARGS,
      "Never-spawned tasks that spawned tasks depend on."},
     {"stats", (PyCFunction)Runtime_stats, METH_NOARGS, "Engine counters."},
+    {"devices", (PyCFunction)Runtime_devices, METH_NOARGS, "Device descriptions and counters (list of dicts)."},
     {NULL},
 };
 
@@ -901,6 +1090,248 @@ static PyType_Spec Runtime_spec = {
     .basicsize = sizeof(RuntimeObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = Runtime_slots,
+};
+
+/* ---------------------------------------------------------- Data type -- */
+
+static PyObject *Data_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"runtime", "buffer", NULL};
+    PyObject *rt_obj, *buf_obj;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO", kwlist, &rt_obj, &buf_obj))
+        return NULL;
+    module_state *st = PyType_GetModuleState(type);
+    if (!PyObject_TypeCheck(rt_obj, st->runtime_type)) {
+        PyErr_SetString(PyExc_TypeError, "Data(runtime, buffer): runtime must be a parla._core.Runtime");
+        return NULL;
+    }
+    RuntimeObject *rt = (RuntimeObject *)rt_obj;
+    if (check_open(rt) < 0)
+        return NULL;
+    DataObject *self = (DataObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(buf_obj, &self->buffer, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->has_buffer = 1;
+    int rc = parla_data_create(rt->rt, (uint64_t)self->buffer.len, self->buffer.buf, &self->data);
+    if (rc) {
+        Py_DECREF(self);
+        return raise_code(rc);
+    }
+    Py_INCREF(rt);
+    self->runtime = rt;
+    return (PyObject *)self;
+}
+
+static void Data_dealloc(DataObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->data)
+        parla_data_release(self->data);
+    if (self->has_buffer)
+        PyBuffer_Release(&self->buffer);
+    Py_CLEAR(self->base);
+    Py_CLEAR(self->runtime);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int Data_traverse(DataObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->base);
+    Py_VISIT(self->runtime);
+    return 0;
+}
+
+/* view(ranges): a view over byte ranges, a flat sequence lo0, hi0, lo1, hi1... */
+static PyObject *Data_view(DataObject *self, PyObject *ranges)
+{
+    PyObject *seq = PySequence_Fast(ranges, "ranges must be a sequence of byte offsets");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n % 2) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "ranges must hold pairs (lo, hi)");
+        return NULL;
+    }
+    uint64_t *buf = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *buf);
+    if (buf == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        buf[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (buf[i] == (uint64_t)-1 && PyErr_Occurred()) {
+            PyMem_Free(buf);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    parla_data_t *view;
+    int rc = parla_data_view(self->data, buf, (size_t)n / 2, &view);
+    PyMem_Free(buf);
+    if (rc)
+        return raise_code(rc);
+    DataObject *obj = (DataObject *)Py_TYPE(self)->tp_alloc(Py_TYPE(self), 0);
+    if (obj == NULL) {
+        parla_data_release(view);
+        return NULL;
+    }
+    obj->data = view;
+    Py_INCREF(self->runtime);
+    obj->runtime = self->runtime;
+    obj->base = Py_NewRef(self->base ? self->base : (PyObject *)self);
+    return (PyObject *)obj;
+}
+
+static int device_arg(DataObject *self, PyObject *arg, int *out)
+{
+    long d = PyLong_AsLong(arg);
+    if (d == -1 && PyErr_Occurred())
+        return -1;
+    if (self->runtime->rt == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the Parla runtime of this data is closed");
+        return -1;
+    }
+    if (d < 0 || d >= parla_runtime_num_devices(self->runtime->rt)) {
+        PyErr_Format(PyExc_ValueError, "no device %ld", d);
+        return -1;
+    }
+    *out = (int)d;
+    return 0;
+}
+
+/* host_view(device): a writable memoryview of the base's copy on a
+ * host-memory device (cpu, virtual GPU), or None when it has none. */
+static PyObject *Data_host_view(DataObject *self, PyObject *arg)
+{
+    int dev;
+    if (device_arg(self, arg, &dev) < 0)
+        return NULL;
+    parla_device_info_t info;
+    parla_device_info(self->runtime->rt, dev, &info);
+    if (info.is_cuda) {
+        PyErr_SetString(PyExc_ValueError, "host_view: the device is a CUDA GPU; use ptr()");
+        return NULL;
+    }
+    void *p = parla_data_device_ptr(self->data, dev);
+    if (p == NULL)
+        Py_RETURN_NONE;
+    return PyMemoryView_FromMemory(p, (Py_ssize_t)parla_data_nbytes(self->data), PyBUF_WRITE);
+}
+
+static PyObject *Data_ptr(DataObject *self, PyObject *arg)
+{
+    int dev;
+    if (device_arg(self, arg, &dev) < 0)
+        return NULL;
+    return PyLong_FromVoidPtr(parla_data_device_ptr(self->data, dev));
+}
+
+static PyObject *Data_fetch(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int dev, write = 0;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "fetch(device, write=False)");
+        return NULL;
+    }
+    if (device_arg(self, args[0], &dev) < 0)
+        return NULL;
+    if (nargs == 2 && (write = PyObject_IsTrue(args[1])) < 0)
+        return NULL;
+    gil_release_t g = gil_release();
+    int rc = parla_data_fetch(self->data, dev, write);
+    const char *msg = parla_last_error_message();
+    gil_restore(g);
+    if (rc) {
+        PyErr_Format(rc == PARLA_ESTUCK ? PyExc_RuntimeError : PyExc_MemoryError, "%s", msg);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Data_evict(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "evict(device, keep_one_copy)");
+        return NULL;
+    }
+    long dev = PyLong_AsLong(args[0]);
+    if (dev == -1 && PyErr_Occurred())
+        return NULL;
+    int keep = PyObject_IsTrue(args[1]);
+    if (keep < 0)
+        return NULL;
+    if (self->runtime->rt == NULL)
+        Py_RETURN_NONE;
+    int rc = parla_data_evict(self->data, (int)dev, keep);
+    if (rc)
+        return raise_code(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Data_valid_bytes(DataObject *self, PyObject *arg)
+{
+    int dev;
+    if (device_arg(self, arg, &dev) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(parla_data_valid_bytes(self->data, dev));
+}
+
+static PyObject *Data_resident_bytes(DataObject *self, PyObject *arg)
+{
+    int dev;
+    if (device_arg(self, arg, &dev) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(parla_data_resident_bytes(self->data, dev));
+}
+
+static PyObject *Data_get_runtime(DataObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef((PyObject *)self->runtime);
+}
+
+static PyMethodDef Data_methods[] = {
+    {"view", (PyCFunction)Data_view, METH_O, "view(ranges): a view over byte ranges [lo0, hi0, lo1, hi1, ...]."},
+    {"host_view", (PyCFunction)Data_host_view, METH_O, "memoryview of the copy on a host-memory device, or None."},
+    {"ptr", (PyCFunction)Data_ptr, METH_O, "address of the base's copy on a device (0 if none)."},
+    {"fetch", (PyCFunction)(void (*)(void))Data_fetch, METH_FASTCALL,
+     "fetch(device, write=False): wait for conflicting tasks, then make the ranges valid on device (GIL released)."},
+    {"evict", (PyCFunction)(void (*)(void))Data_evict, METH_FASTCALL,
+     "evict(device, keep_one_copy): drop copies (-1: all GPUs), writing back the last valid copy."},
+    {"valid_bytes", (PyCFunction)Data_valid_bytes, METH_O, "bytes of the ranges valid on a device."},
+    {"resident_bytes", (PyCFunction)Data_resident_bytes, METH_O, "bytes of the base allocated on a device."},
+    {NULL},
+};
+
+static PyGetSetDef Data_getset[] = {
+    {"runtime", (getter)Data_get_runtime, NULL, "the runtime the data belongs to"},
+    {NULL},
+};
+
+static PyType_Slot Data_slots[] = {
+    {Py_tp_doc, "Data(runtime, buffer): engine data over a writable C-contiguous buffer (the CPU copy)."},
+    {Py_tp_new, Data_new},
+    {Py_tp_dealloc, Data_dealloc},
+    {Py_tp_traverse, Data_traverse},
+    {Py_tp_methods, Data_methods},
+    {Py_tp_getset, Data_getset},
+    {0, NULL},
+};
+
+static PyType_Spec Data_spec = {
+    .name = "parla._core.Data",
+    .basicsize = sizeof(DataObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = Data_slots,
 };
 
 /* ------------------------------------------------------------- module -- */
@@ -943,6 +1374,13 @@ static int module_exec(PyObject *m)
     st->task_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Task_spec, NULL);
     if (st->task_type == NULL || PyModule_AddType(m, st->task_type) < 0)
         return -1;
+    st->data_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Data_spec, NULL);
+    if (st->data_type == NULL || PyModule_AddType(m, st->data_type) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "ANY_CPU", PARLA_ANY_CPU) < 0 || PyModule_AddIntConstant(m, "ANY_GPU", PARLA_ANY_GPU) < 0 ||
+        PyModule_AddIntConstant(m, "READ", PARLA_READ) < 0 || PyModule_AddIntConstant(m, "WRITE", PARLA_WRITE) < 0 ||
+        PyModule_AddIntConstant(m, "READWRITE", PARLA_READWRITE) < 0)
+        return -1;
     if (PyModule_AddIntConstant(m, "ESTUCK", PARLA_ESTUCK) < 0 || PyModule_AddIntConstant(m, "ETIMEDOUT", PARLA_ETIMEDOUT) < 0 ||
         PyModule_AddIntConstant(m, "EFAILED", PARLA_EFAILED) < 0 ||
         PyModule_AddIntConstant(m, "ECANCELLED", PARLA_ECANCELLED) < 0)
@@ -955,6 +1393,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     module_state *st = get_state(m);
     Py_VISIT(st->runtime_type);
     Py_VISIT(st->task_type);
+    Py_VISIT(st->data_type);
     return 0;
 }
 
@@ -963,6 +1402,7 @@ static int module_clear(PyObject *m)
     module_state *st = get_state(m);
     Py_CLEAR(st->runtime_type);
     Py_CLEAR(st->task_type);
+    Py_CLEAR(st->data_type);
     return 0;
 }
 
