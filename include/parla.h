@@ -96,6 +96,9 @@ typedef struct parla_config {
     double virtual_gpu_bandwidth;
     /* When nonzero, do not look for CUDA devices. */
     int disable_cuda;
+    /* When nonzero, record a trace of tasks, dependencies, copies and
+     * evictions (see parla_trace_write). Off, it costs one branch per event. */
+    int trace;
     /* Testing only: when > 0, the fail_alloc_at-th internal allocation made by
      * this runtime (counting from 1, including those made while creating it)
      * fails, as if memory were exhausted. 0 disables fault injection. */
@@ -343,6 +346,19 @@ void parla_task_release(parla_task_t *task);
 /* User data slot: an opaque pointer a binding may attach to a task. */
 void parla_task_set_user(parla_task_t *task, void *user);
 void *parla_task_user(const parla_task_t *task);
+
+/* ----------------------------------------------------------------- trace -- */
+
+/* Writes what the trace recorded so far (call after parla_runtime_wait_all):
+ * chrome_path: Chrome trace JSON (open in https://ui.perfetto.dev or
+ * chrome://tracing): one track per worker and per device, tasks with their
+ * device and mapping scores, dependencies as flow arrows, copies, evictions;
+ * dot_path: the task graph in Graphviz DOT; summary: a text summary (tasks and
+ * busy % per device, bytes moved each way, evictions, the critical path and
+ * its length), NUL-terminated, truncated to summary_cap bytes. Each output may
+ * be NULL. Errors: PARLA_ESTATE (tracing off), PARLA_ESYS (file), PARLA_ENOMEM. */
+int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *dot_path, char *summary,
+                      size_t summary_cap);
 
 /* ------------------------------------------------------------------ data -- */
 

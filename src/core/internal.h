@@ -197,6 +197,31 @@ void parla__task_run(parla_task_t *t);
 /* Finishes t with the given final state and releases its successors. */
 void parla__task_finish(parla_task_t *t, int state, int error);
 
+/* ------------------------------------------------------------------ trace -- */
+
+enum {
+    PARLA__TEV_TASK = 1, /* ts: start, b: end, a: final state, f: mapping scores */
+    PARLA__TEV_EDGE = 2, /* serial: successor, a: predecessor serial */
+    PARLA__TEV_COPY = 3, /* ts: start, b: end, a: bytes, device: destination, f[0]: source */
+    PARLA__TEV_EVICT = 4, /* a: bytes, device */
+};
+#define PARLA__TEV_START PARLA__TEV_TASK
+
+typedef struct parla__tev {
+    uint64_t ts, serial, a, b;
+    int32_t kind;
+    int16_t worker, device;
+    float f[4];
+} parla__tev_t;
+
+typedef struct parla__trace parla__trace_t;
+
+uint64_t parla__now_ns(void);
+int parla__trace_init(parla_runtime_t *rt);
+void parla__trace_free(parla_runtime_t *rt);
+void parla__trace_event(parla_runtime_t *rt, const parla__tev_t *ev);
+void parla__trace_name(parla_runtime_t *rt, parla_task_t *t);
+
 /* ---------------------------------------------------------------- runtime -- */
 
 typedef struct parla__worker {
@@ -224,6 +249,7 @@ struct parla_runtime {
     uint64_t fail_alloc_at;
 
     parla_config_t config;
+    parla__trace_t *trace; /* NULL when tracing is off */
 
     _Atomic long n_active;   /* submitted, not finished */
     _Atomic long n_finishing; /* in parla__task_finish, between state and bookkeeping */

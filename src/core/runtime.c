@@ -142,7 +142,23 @@ void parla__task_run(parla_task_t *t)
         parla_task_t *outer = w->current;
         w->current = t;
         atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
+        uint64_t t0 = t->rt->trace ? parla__now_ns() : 0;
         rc = t->fn(t, t->arg);
+        if (t->rt->trace) {
+            parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
+                               .device = t->n_devices ? t->devices[0] : 0,
+                               .a = rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED
+                                                                                      : PARLA_TASK_FAILED};
+            if (t->ext && t->ext->n_options > 0) {
+                ev.f[0] = (float)t->ext->mapping.locality;
+                ev.f[1] = (float)t->ext->mapping.transfer;
+                ev.f[2] = (float)t->ext->mapping.load;
+                ev.f[3] = (float)t->ext->mapping.score;
+                if (ev.f[3] == 0.0f)
+                    ev.f[3] = 1e-9f; /* mark "has scores" */
+            }
+            parla__trace_event(t->rt, &ev);
+        }
         w->current = outer;
         atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
                               memory_order_relaxed);
@@ -625,6 +641,7 @@ static void free_runtime(parla_runtime_t *rt)
             parla__queue_destroy(&rt->workers[i].deque[l]);
     if (rt->devices)
         parla__devices_destroy(rt);
+    parla__trace_free(rt);
     pthread_mutex_destroy(&rt->park_lock);
     pthread_cond_destroy(&rt->park_cond);
     pthread_mutex_destroy(&rt->wait_lock);
@@ -691,6 +708,8 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     for (int l = 0; l < PARLA__LEVELS; l++)
         parla__queue_init(&rt->shared[l]);
     int drc = parla__devices_init(rt);
+    if (drc == 0 && cfg.trace && parla__trace_init(rt) != 0)
+        drc = parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate trace buffers");
     if (drc) {
         rt->n_workers = 0;
         free_runtime(rt);

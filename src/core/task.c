@@ -321,6 +321,10 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
     }
     e->succ = t;
     e->flags = flags;
+    if (t->rt->trace && !(flags & PARLA__EDGE_SOFT)) {
+        parla__tev_t ev = {.ts = parla__now_ns(), .serial = t->serial, .a = dep->serial, .kind = PARLA__TEV_EDGE};
+        parla__trace_event(t->rt, &ev);
+    }
     parla_task_retain(t);
     atomic_fetch_add_explicit(&t->pending, 1, memory_order_relaxed);
     parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);
@@ -375,6 +379,8 @@ int parla_task_submit(parla_task_t *t)
      * the flag (both may happen; removal is idempotent). */
     if (atomic_load(&t->flags) & PARLA__F_LISTED)
         parla__placeholder_remove(rt, t);
+    if (rt->trace)
+        parla__trace_name(rt, t);
     parla_task_retain(t); /* the engine's reference, dropped when t finishes */
     atomic_fetch_add_explicit(&rt->n_active, 1, memory_order_relaxed);
     bool feasible;

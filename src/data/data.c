@@ -427,11 +427,18 @@ static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi)
     parla__device_t *dt = &rt->devices[to], *df = &rt->devices[from];
     /* A CUDA device does the copy when one side is CUDA. */
     parla__device_t *engine = dt->is_cuda ? dt : df;
+    uint64_t t0 = rt->trace ? parla__now_ns() : 0;
     int rc = engine->ops->copy(dt, (char *)s->copies[to].buf + lo, df, (char *)s->copies[from].buf + lo, hi - lo);
     if (rc)
         return rc;
     atomic_fetch_add_explicit(&dt->bytes_in, hi - lo, memory_order_relaxed);
     atomic_fetch_add_explicit(&df->bytes_out, hi - lo, memory_order_relaxed);
+    if (rt->trace) {
+        parla_task_t *cur = parla_task_current();
+        parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .a = hi - lo, .serial = cur ? cur->serial : 0,
+                           .kind = PARLA__TEV_COPY, .device = (int16_t)to, .f = {(float)from}};
+        parla__trace_event(rt, &ev);
+    }
     return 0;
 }
 
@@ -467,6 +474,10 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
     d->ops->free(d, c->buf);
     c->buf = NULL;
     atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
+    if (rt->trace) {
+        parla__tev_t ev = {.ts = parla__now_ns(), .a = s->nbytes, .kind = PARLA__TEV_EVICT, .device = (int16_t)device};
+        parla__trace_event(rt, &ev);
+    }
     return 0;
 }
 

@@ -821,12 +821,12 @@ static PyType_Spec Task_spec = {
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"n_workers", "virtual_gpus", "gpu_memory", "gpu_bandwidth", "disable_cuda", "cpu_memory",
-                             NULL};
-    int n_workers = 0, virtual_gpus = 0, disable_cuda = 0;
+                             "trace", NULL};
+    int n_workers = 0, virtual_gpus = 0, disable_cuda = 0, trace = 0;
     unsigned long long gpu_memory = 0, cpu_memory = 0;
     double gpu_bandwidth = 0.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiKdpK", kwlist, &n_workers, &virtual_gpus, &gpu_memory,
-                                     &gpu_bandwidth, &disable_cuda, &cpu_memory))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiKdpKp", kwlist, &n_workers, &virtual_gpus, &gpu_memory,
+                                     &gpu_bandwidth, &disable_cuda, &cpu_memory, &trace))
         return NULL;
     if (virtual_gpus < 0) {
         PyErr_Format(PyExc_ValueError, "virtual_gpus=%d must be >= 0", virtual_gpus);
@@ -855,6 +855,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     cfg.virtual_gpu_bandwidth = gpu_bandwidth;
     cfg.disable_cuda = disable_cuda;
     cfg.cpu_memory = cpu_memory;
+    cfg.trace = trace;
     cfg.worker_start = hook_worker_start;
     cfg.worker_stop = hook_worker_stop;
     cfg.worker_idle = hook_worker_idle;
@@ -1005,6 +1006,43 @@ static PyObject *Runtime_stats(RuntimeObject *self, PyObject *unused)
                          (unsigned long long)s.steals, "parks", (unsigned long long)s.parks);
 }
 
+/* write_trace(chrome_path=None, dot_path=None) -> summary text. */
+static PyObject *Runtime_write_trace(RuntimeObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"chrome_path", "dot_path", NULL};
+    PyObject *chrome = Py_None, *dot = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO", kwlist, &chrome, &dot))
+        return NULL;
+    if (check_open(self) < 0)
+        return NULL;
+    PyObject *chrome_b = NULL, *dot_b = NULL;
+    if (chrome != Py_None && !PyUnicode_FSConverter(chrome, &chrome_b))
+        return NULL;
+    if (dot != Py_None && !PyUnicode_FSConverter(dot, &dot_b)) {
+        Py_XDECREF(chrome_b);
+        return NULL;
+    }
+    size_t cap = 16384;
+    char *summary = PyMem_Malloc(cap);
+    if (summary == NULL) {
+        Py_XDECREF(chrome_b);
+        Py_XDECREF(dot_b);
+        return PyErr_NoMemory();
+    }
+    summary[0] = '\0';
+    int rc;
+    parla_runtime_t *rt = self->rt;
+    const char *cp = chrome_b ? PyBytes_AS_STRING(chrome_b) : NULL, *dp = dot_b ? PyBytes_AS_STRING(dot_b) : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = parla_trace_write(rt, cp, dp, summary, cap);
+    Py_END_ALLOW_THREADS
+    Py_XDECREF(chrome_b);
+    Py_XDECREF(dot_b);
+    PyObject *out = rc ? raise_code(rc) : PyUnicode_FromString(summary);
+    PyMem_Free(summary);
+    return out;
+}
+
 /* devices() -> list of dicts, one per device (index order; 0 is the CPU). */
 static PyObject *Runtime_devices(RuntimeObject *self, PyObject *unused)
 {
@@ -1064,6 +1102,8 @@ static PyMethodDef Runtime_methods[] = {
      "Never-spawned tasks that spawned tasks depend on."},
     {"stats", (PyCFunction)Runtime_stats, METH_NOARGS, "Engine counters."},
     {"devices", (PyCFunction)Runtime_devices, METH_NOARGS, "Device descriptions and counters (list of dicts)."},
+    {"write_trace", (PyCFunction)(void (*)(void))Runtime_write_trace, METH_VARARGS | METH_KEYWORDS,
+     "write_trace(chrome_path=None, dot_path=None) -> summary text (the runtime must trace)."},
     {NULL},
 };
 
