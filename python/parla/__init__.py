@@ -12,6 +12,7 @@
 from ._runtime import Parla, TaskCancelledError, UnspawnedDependencyError
 from .tasks import (Task, TaskList, TaskSpace, get_current_context, get_current_devices, get_current_stream,
                     get_current_task, spawn)
+from .function_decorators import specialize, specialized
 from . import array, devices, tasks
 
 __version__ = "0.1.0"
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Parla", "spawn", "TaskSpace", "Task", "TaskList", "get_current_task", "get_current_devices",
     "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
-    "array", "devices", "tasks",
+    "specialize", "specialized", "array", "devices", "tasks",
 ]

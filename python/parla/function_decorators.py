@@ -1,0 +1,66 @@
+"""Variants: one function, a body per architecture, chosen by where the calling task runs.
+
+    @specialize
+    def potrf(a):                 # the default: used on the CPU, and where no variant matches
+        ...
+
+    @potrf.variant(gpu)
+    def potrf_gpu(a):             # used when the current task runs on a GPU
+        ...
+
+``variant`` takes architectures (``gpu``), tuples of architectures for multi-device contexts
+(``(gpu, gpu)``), or several of those at once. Registering the same key twice raises ValueError unless
+``override=True``. Dispatch looks at the architectures of ``get_current_devices()``: the whole tuple first,
+then the first device's architecture, then the default body.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, Tuple, Union
+
+from .devices import Architecture
+
+__all__ = ["specialize", "specialized"]
+
+Key = Union[Architecture, Tuple[Architecture, ...]]
+
+
+def specialize(func: Callable) -> Callable:
+    """Makes func a dispatcher with a ``variant(*architectures, override=False)`` decorator."""
+    variants: Dict[Key, Callable] = {}
+
+    @functools.wraps(func)
+    def dispatch(*args: Any, **kwargs: Any) -> Any:
+        if variants:
+            from .tasks import get_current_devices
+            archs = tuple(d.architecture for d in get_current_devices())
+            chosen = variants.get(archs if len(archs) > 1 else archs[0]) or variants.get(archs[0])
+            if chosen is not None:
+                return chosen(*args, **kwargs)
+        return func(*args, **kwargs)
+
+    def variant(*keys: Key, override: bool = False) -> Callable[[Callable], Callable]:
+        if not keys:
+            raise TypeError(f"{func.__name__}.variant() needs at least one architecture, e.g. variant(gpu)")
+        for key in keys:
+            members = key if isinstance(key, tuple) else (key,)
+            if not members or not all(isinstance(m, Architecture) for m in members):
+                raise TypeError(f"{func.__name__}.variant({key!r}): expected architectures such as gpu or (gpu, gpu)")
+
+        def register(impl: Callable) -> Callable:
+            for key in keys:
+                if key in variants and not override:
+                    raise ValueError(f"{func.__name__} already has a variant for {key!r}; "
+                                     f"pass override=True to replace it")
+            for key in keys:
+                variants[key] = impl
+            return dispatch
+
+        return register
+
+    dispatch.variant = variant  # type: ignore[attr-defined]
+    dispatch.variants = variants  # type: ignore[attr-defined]
+    return dispatch
+
+
+specialized = specialize  # Parla's older name
