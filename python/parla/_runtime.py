@@ -219,13 +219,13 @@ class Parla:
             self._drain(rt)
         failed = list(rt.failed)
         self._drain(rt)
-        # PArrays keep their latest values on the CPU after the context (reading them needs no runtime).
-        for parray in list(self._parrays):
-            parray._detach()
         if self.trace_path or self.graph_path or self.options.get("summary"):
             self.summary = rt.write_trace(self.trace_path, self.graph_path)
             if self.options.get("summary"):
                 print(self.summary, end="", flush=True)
+        # PArrays keep their latest values on the CPU after the context (reading them needs no runtime).
+        for parray in list(self._parrays):
+            parray._detach()
         try:
             rt.close()
         except RuntimeError:

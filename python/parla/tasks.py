@@ -163,10 +163,17 @@ class TaskSpace:
         self._tasks: Dict[Tuple, Task] = {}
 
     def _task(self, key: Tuple) -> Task:
-        runtime = _runtime.current_runtime().runtime
+        context = _runtime._current
+        if context is None:
+            _runtime.current_runtime()  # raises the "no runtime" error
+        runtime = context._rt
         task = self._tasks.get(key)
         if task is None or task.runtime is not runtime:
-            task = Task(runtime, f"{self.name}[{', '.join(map(_key_str, key))}]")
+            if len(key) == 1 and type(key[0]) is int:
+                name = f"{self.name}[{key[0]}]"
+            else:
+                name = f"{self.name}[{', '.join(map(_key_str, key))}]"
+            task = Task(runtime, name)
             self._tasks[key] = task
         return task
 
@@ -196,9 +203,18 @@ class TaskSpace:
         return [index]
 
     def __getitem__(self, index: Any) -> Union[Task, TaskList]:
-        key = index if isinstance(index, tuple) else (index,)
-        if not any(isinstance(k, (slice, range, list)) for k in key):
-            if not self._in_bounds(key):
+        key = index if type(index) is tuple else (index,)
+        try:
+            task = self._tasks.get(key)
+        except TypeError:  # unhashable: a list or (before Python 3.12) a slice in the index
+            task = None
+        if task is not None and _runtime._current is not None and task.runtime is _runtime._current._rt:
+            return task
+        for k in key:
+            if type(k) in _EXPANDING or isinstance(k, (slice, range, list)):
+                break
+        else:
+            if self.shape is not None and not self._in_bounds(key):
                 return TaskList()
             return self._task(key)
         axes = [self._expand(d, k) for d, k in enumerate(key)]
@@ -226,6 +242,9 @@ class TaskSpace:
 
     def __repr__(self) -> str:
         return f"TaskSpace({self.name!r}, {len(self)} tasks)"
+
+
+_EXPANDING = (slice, range, list)
 
 
 def _key_str(k: Any) -> str:
