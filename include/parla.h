@@ -286,7 +286,7 @@ int parla_task_devices(const parla_task_t *task, int *out, int cap);
 /* Why the task went where it went: the scores of the chosen device(s). All
  * terms are unitless; score = locality - transfer - load. */
 typedef struct parla_mapping {
-    int n_candidates;   /* candidate options considered */
+    int n_candidates;   /* candidate devices scored */
     double locality;    /* fraction of the task's data bytes already valid there, 0..1 */
     double transfer;    /* missing bytes / data bytes, scaled by the slowest link, >= 0 */
     double load;        /* tasks already mapped there / workers, >= 0 */

@@ -149,7 +149,9 @@ class Parla:
         self._rt: Optional[_core.Runtime] = None
         self.device_table: List[Dict[str, Any]] = []
         self.has_cuda = False
-        self._parrays: "weakref.WeakSet" = weakref.WeakSet()
+        self._placement_cache: Dict[Any, Any] = {}
+        # PArrays used in this context, by id (a WeakSet would compare PArrays with ==, which is elementwise).
+        self._parrays: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
 
     @property
     def runtime(self) -> _core.Runtime:
@@ -224,7 +226,7 @@ class Parla:
             if self.options.get("summary"):
                 print(self.summary, end="", flush=True)
         # PArrays keep their latest values on the CPU after the context (reading them needs no runtime).
-        for parray in list(self._parrays):
+        for parray in list(self._parrays.values()):
             parray._detach()
         try:
             rt.close()

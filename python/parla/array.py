@@ -137,13 +137,17 @@ class PArray:
 
     def _engine_data(self) -> _core.Data:
         """This array's engine data in the active runtime (created on first use there)."""
+        context = _runtime._current
+        data = self._data
+        if context is not None and data is not None and data.runtime is context._rt:
+            return data
         context = _runtime.current_runtime()
         runtime = context.runtime
         root = self._root
         if root._data is None or root._data.runtime is not runtime:
             root._data = _core.Data(runtime, root._np)
             root._cache = {}
-            context._parrays.add(root)
+            context._parrays[id(root)] = root
         if self is root:
             return root._data
         if self._data is None or self._data.runtime is not runtime:
@@ -188,7 +192,15 @@ class PArray:
 
     def _declared_mode(self, task: Any) -> int:
         modes = task._modes
-        return modes.get(id(self), 0) | modes.get(id(self._root), 0)
+        mode = modes.get(id(self), 0) | modes.get(id(self._root), 0)
+        if mode or self._root is self:
+            return mode
+        # A view made inside the body (A[0:10][2:5]) is covered by a declared view of the same array.
+        for declared in task._parrays:
+            if declared._root is self._root and declared._ranges is not None and \
+                    _covers(declared._ranges, self._ranges):
+                mode |= modes.get(id(declared), 0)
+        return mode
 
     @property
     def array(self) -> Any:
@@ -344,6 +356,18 @@ class PArray:
             i = info["index"]
             print(f"  {device_of(i)!r}: valid {data.valid_bytes(i)}/{self._valid_total()} bytes, "
                   f"resident {data.resident_bytes(i)} bytes")
+
+
+def _covers(outer: List[int], inner: List[int]) -> bool:
+    """True when every byte range of inner lies within the ranges of outer (both sorted, merged)."""
+    j = 0
+    for i in range(0, len(inner), 2):
+        lo, hi = inner[i], inner[i + 1]
+        while j < len(outer) and outer[j + 1] <= lo:
+            j += 2
+        if j == len(outer) or outer[j] > lo or outer[j + 1] < hi:
+            return False
+    return True
 
 
 def _byte_ranges_fancy(base: np.ndarray, indices: Tuple) -> List[int]:

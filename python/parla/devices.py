@@ -192,28 +192,60 @@ def resolve_placement(placement: Any, vcus: Optional[float], memory: Optional[in
     """
     vcus, memory = _check_needs(vcus, memory, task_name)
     if placement is None or placement is cpu or (isinstance(placement, Device) and placement == cpu(0)):
-        if isinstance(placement, Device) or placement is None or placement is cpu:
-            return None, (vcus or 0.0), (memory or 0)
+        return None, (vcus or 0.0), (memory or 0)
+    # Placements made of architectures and devices are resolved once per context.
+    from ._runtime import current_runtime
+    cache = current_runtime()._placement_cache
+    try:
+        key = (tuple(placement) if isinstance(placement, list) else placement, vcus, memory,
+               type(placement) is list)
+        cached = cache.get(key)
+    except TypeError:  # unhashable: resources given as dicts
+        key = cached = None
+    if cached is not None:
+        return cached
+    result = _resolve_options(placement, vcus, memory, task_name)
+    if key is not None:
+        cache[key] = result
+    return result
+
+
+def _resolve_options(placement: Any, vcus: Optional[float], memory: Optional[int], task_name: str):
     alternatives = placement if isinstance(placement, list) else [placement]
     if not alternatives:
         raise ValueError(f"task {task_name}: placement=[] is empty; give at least one device or architecture")
     options = []
+    missing = []
     for alt in alternatives:
-        members = alt if isinstance(alt, tuple) else (alt,)
-        if not members:
-            raise ValueError(f"task {task_name}: placement={placement!r} has an empty tuple")
-        slots = []
-        v, m = vcus, memory
-        for member in members:
-            target = member
-            if isinstance(member, PlacementRequest):
-                target = member.target
-                rv, rm = _check_needs(member.resources.get("vcus"), member.resources.get("memory"), task_name)
-                v = rv if rv is not None else v
-                m = rm if rm is not None else m
-            slots.append(_slot(target, placement, task_name))
-        fixed = [x for x in slots if x >= 0]
-        if len(set(fixed)) != len(fixed):
-            raise ValueError(f"task {task_name}: placement={placement!r} names the same device twice")
-        options.append((tuple(slots), float(v or 0.0), int(m or 0)))
+        try:
+            options.append(_resolve_option(alt, placement, vcus, memory, task_name))
+        except ValueError as e:
+            # Among alternatives, ones naming devices this runtime lacks are skipped (so [cpu, gpu] runs
+            # on a machine without GPUs); bad resource values are errors wherever they appear.
+            if "no such device" not in str(e) or len(alternatives) == 1:
+                raise
+            missing.append(str(e))
+    if not options:
+        raise ValueError(f"task {task_name}: no alternative of placement={placement!r} exists here: "
+                         + "; ".join(missing))
     return options, 0.0, 0
+
+
+def _resolve_option(alt: Any, placement: Any, vcus: Optional[float], memory: Optional[int], task_name: str):
+    members = alt if isinstance(alt, tuple) else (alt,)
+    if not members:
+        raise ValueError(f"task {task_name}: placement={placement!r} has an empty tuple")
+    slots = []
+    v, m = vcus, memory
+    for member in members:
+        target = member
+        if isinstance(member, PlacementRequest):
+            target = member.target
+            rv, rm = _check_needs(member.resources.get("vcus"), member.resources.get("memory"), task_name)
+            v = rv if rv is not None else v
+            m = rm if rm is not None else m
+        slots.append(_slot(target, placement, task_name))
+    fixed = [x for x in slots if x >= 0]
+    if len(set(fixed)) != len(fixed):
+        raise ValueError(f"task {task_name}: placement={placement!r} names the same device twice")
+    return (tuple(slots), float(v or 0.0), int(m or 0))

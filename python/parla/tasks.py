@@ -208,8 +208,8 @@ class TaskSpace:
             task = self._tasks.get(key)
         except TypeError:  # unhashable: a list or (before Python 3.12) a slice in the index
             task = None
-        if task is not None and _runtime._current is not None and task.runtime is _runtime._current._rt:
-            return task
+        if task is not None and (_runtime._current is None or task.runtime is _runtime._current._rt):
+            return task  # after the context, a TaskSpace still gives the tasks it named
         for k in key:
             if type(k) in _EXPANDING or isinstance(k, (slice, range, list)):
                 break
@@ -286,10 +286,15 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
             raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
         options, v, m = resolve_placement(placement, vcus, memory, task.name)
         accesses = _accesses(task, input, output, inout) if (input or output or inout) else ()
-        task._deps = dependencies
+        deps = dependencies
+        if deps is None:
+            deps = ()
+        elif not isinstance(deps, (list, tuple, Task)):
+            deps = list(deps)  # a generator or a TaskSpace: read it once, keep it for .dependencies
+        task._deps = deps
         if options is not None and context.has_cuda and not _is_async(body):
             body = _on_cuda_device(_core.capture(body))
-        task._submit(body, dependencies, priority or 0, v, m, options, accesses)
+        task._submit(body, deps, priority or 0, v, m, options, accesses)
         return task
 
     return decorator

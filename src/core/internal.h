@@ -3,6 +3,8 @@
  *
  * Lock order (a thread holding a lock may only take locks further down):
  *   1. rt->placeholder_lock   (never-submitted tasks that have dependents)
+ *   1b. device->acquire_lock  (one task at a time brings its data to a GPU)
+ *   1c. store->lock           (a data object's copies and history; see data.c)
  *   2. device->lock           (resource accounting and blocked list of a device)
  *   3. queue->lock            (one ready queue)
  *   4. rt->park_lock          (sleeping workers)
@@ -77,6 +79,8 @@ struct parla__device {
     double bandwidth;         /* bytes/s */
     char name[32];
 
+    pthread_mutex_t acquire_lock; /* serialises data acquisition on the device, so two
+                                     tasks never each hold half of the room they need */
     pthread_mutex_t lock;     /* protects vcus_free, memory_free, the blocked list,
                                  resident and the LRU list of copies */
     int64_t vcus_capacity;    /* fixed point */
@@ -85,6 +89,9 @@ struct parla__device {
     uint64_t memory_free;     /* for task reservations */
     uint64_t resident;        /* bytes of data copies (GPUs) */
     parla__copy_t *lru_head, *lru_tail; /* unpinned-or-pinned copies, least recent first */
+    uint64_t n_pins;          /* pins of copies on this device by running tasks */
+    uint64_t unpin_epoch;     /* bumped whenever running tasks unpin copies */
+    parla_task_t *data_blocked; /* tasks waiting for room for their data (linked by qnext) */
     parla_task_t *blocked_head, *blocked_tail; /* tasks waiting for resources, FIFO */
 
     _Atomic long n_mapped;    /* tasks mapped here, not finished */
@@ -148,6 +155,7 @@ typedef struct parla__task_ext {
     parla__access_t *accesses;
     int n_accesses, cap_accesses;
     parla_mapping_t mapping;
+    uint64_t data_epoch; /* the device's unpin_epoch when data was last acquired */
 } parla__task_ext_t;
 
 struct parla_task {
@@ -182,6 +190,11 @@ int parla__map_task(parla_task_t *t);
 uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total);
 int parla__data_acquire(parla_task_t *t);
 void parla__data_release_task(parla_task_t *t);
+/* After acquire returned PARLA_EBUSY (device full of pinned copies): waits
+ * for running tasks to unpin, then makes t ready again. */
+void parla__data_wait_for_room(parla_task_t *t);
+/* Records that t's data will be brought to device (for later mappings). */
+void parla__data_plan(parla_task_t *t, int device);
 void parla__task_ext_free(parla_task_t *t);
 parla__task_ext_t *parla__task_ext(parla_task_t *t);
 /* True when a path of dependency edges leads from `from` (never submitted)

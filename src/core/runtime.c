@@ -136,6 +136,20 @@ void parla__task_run(parla_task_t *t)
     bool data = !skip && t->ext && t->ext->n_accesses > 0;
     if (data && (rc = parla__data_acquire(t)) != 0) {
         data = false;
+        if (rc == PARLA_EBUSY) {
+            /* The device is full of copies in use: give back the resources
+             * and wait for running tasks to finish with them. */
+            if ((t->vcus | (int64_t)t->memory) != 0) {
+                parla_task_t *r = parla__release_resources(t);
+                while (r) {
+                    parla_task_t *next = r->qnext;
+                    parla__enqueue(t->rt, r);
+                    r = next;
+                }
+            }
+            parla__data_wait_for_room(t);
+            return;
+        }
         skip = true;
     }
     if (!skip) {
@@ -240,6 +254,8 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
         parla__edge_t *e = edges;
         edges = e->next;
         parla_task_t *dep = tasks[i];
+        if (atomic_load(&dep->state) == PARLA_TASK_CREATED)
+            parla__placeholder_add(self->rt, dep); /* best effort: only for the stuck diagnosis */
         e->succ = self;
         e->flags = PARLA__EDGE_SOFT;
         parla_task_retain(self);

@@ -284,8 +284,8 @@ parla_task_t *parla_task_cause(const parla_task_t *t)
     return atomic_load_explicit(&t->cause, memory_order_acquire);
 }
 
-/* Records why t will be cancelled: the root cause of the failed dependency. */
-static void mark_cancel(parla_task_t *t, parla_task_t *failed_dep)
+/* Records the root cause of a failed dependency of t (the first one wins). */
+static void record_cause(parla_task_t *t, parla_task_t *failed_dep)
 {
     parla_task_t *root = atomic_load_explicit(&failed_dep->cause, memory_order_acquire);
     if (root == NULL)
@@ -294,6 +294,12 @@ static void mark_cancel(parla_task_t *t, parla_task_t *failed_dep)
     parla_task_retain(root);
     if (!atomic_compare_exchange_strong(&t->cause, &expected, root))
         parla_task_release(root);
+}
+
+/* Records why t will be cancelled: the root cause of the failed dependency. */
+static void mark_cancel(parla_task_t *t, parla_task_t *failed_dep)
+{
+    record_cause(t, failed_dep);
     atomic_fetch_or(&t->flags, PARLA__F_CANCEL);
 }
 
@@ -513,6 +519,8 @@ void parla__task_finish(parla_task_t *t, int state, int error)
             parla_task_t *s = e->succ;
             if (!ok && !(e->flags & PARLA__EDGE_SOFT))
                 mark_cancel(s, c);
+            else if (!ok)
+                record_cause(s, c); /* an awaited task failed: kept for diagnosis, not a cancellation */
             parla__free(e);
             if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1) {
                 if (atomic_load_explicit(&s->flags, memory_order_acquire) & PARLA__F_CANCEL) {

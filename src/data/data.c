@@ -26,6 +26,7 @@
  */
 #include "core/internal.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,7 @@ struct store {
     record_t *records;
     size_t n_records, cap_records;
     parla__copy_t *copies; /* one per device */
+    _Atomic uint64_t planned; /* devices that mapped tasks will bring this data to */
 };
 
 struct parla_data {
@@ -305,10 +307,17 @@ static void seg_merge(store_t *s)
     s->n_segs = w + 1;
 }
 
-static uint64_t valid_bytes_locked(const parla_data_t *d, int device, uint64_t *total)
+static uint64_t valid_bytes_locked(const parla_data_t *d, int device, uint64_t *total, bool planned)
 {
     const store_t *s = d->store;
     uint64_t v = 0;
+    /* For mapping, data that tasks already mapped to the device will bring
+     * there counts as local too. */
+    if (planned && (atomic_load_explicit(&s->planned, memory_order_relaxed) & bit(device))) {
+        if (total)
+            *total += d->nbytes;
+        return d->nbytes;
+    }
     for (size_t r = 0; r < d->n_ranges; r++) {
         uint64_t lo = d->ranges[2 * r], hi = d->ranges[2 * r + 1];
         if (lo == hi)
@@ -332,7 +341,7 @@ uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
     if (device < 0 || device >= s->rt->n_devices)
         return 0;
     pthread_mutex_lock(&s->lock);
-    uint64_t v = valid_bytes_locked(d, device, NULL);
+    uint64_t v = valid_bytes_locked(d, device, NULL, false);
     pthread_mutex_unlock(&s->lock);
     return v;
 }
@@ -349,10 +358,18 @@ uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
             continue;
         store_t *s = a->data->store;
         pthread_mutex_lock(&s->lock);
-        v += valid_bytes_locked(a->data, device, total);
+        v += valid_bytes_locked(a->data, device, total, true);
         pthread_mutex_unlock(&s->lock);
     }
     return v;
+}
+
+void parla__data_plan(parla_task_t *t, int device)
+{
+    if (t->ext == NULL || device == 0)
+        return;
+    for (int i = 0; i < t->ext->n_accesses; i++)
+        atomic_fetch_or_explicit(&t->ext->accesses[i].data->store->planned, bit(device), memory_order_relaxed);
 }
 
 uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
@@ -421,7 +438,7 @@ static void lru_unlink(parla__device_t *dev, parla__copy_t *c)
 }
 
 /* Copies bytes [lo, hi) of store s from device `from` to device `to`. */
-static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi)
+static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, const parla_task_t *t)
 {
     parla_runtime_t *rt = s->rt;
     parla__device_t *dt = &rt->devices[to], *df = &rt->devices[from];
@@ -434,8 +451,7 @@ static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi)
     atomic_fetch_add_explicit(&dt->bytes_in, hi - lo, memory_order_relaxed);
     atomic_fetch_add_explicit(&df->bytes_out, hi - lo, memory_order_relaxed);
     if (rt->trace) {
-        parla_task_t *cur = parla_task_current();
-        parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .a = hi - lo, .serial = cur ? cur->serial : 0,
+        parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .a = hi - lo, .serial = t ? t->serial : UINT64_MAX,
                            .kind = PARLA__TEV_COPY, .device = (int16_t)to, .f = {(float)from}};
         parla__trace_event(rt, &ev);
     }
@@ -456,7 +472,7 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
     for (size_t i = 0; i < s->n_segs; i++) {
         seg_t *g = &s->segs[i];
         if (g->valid == bit(device)) {
-            int rc = copy_range(s, 0, device, g->lo, g->hi);
+            int rc = copy_range(s, 0, device, g->lo, g->hi, NULL);
             if (rc)
                 return rc;
             g->valid |= bit(0);
@@ -473,6 +489,7 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
         pthread_mutex_unlock(&d->lock);
     d->ops->free(d, c->buf);
     c->buf = NULL;
+    atomic_fetch_and(&s->planned, ~bit(device));
     atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
     if (rt->trace) {
         parla__tev_t ev = {.ts = parla__now_ns(), .a = s->nbytes, .kind = PARLA__TEV_EVICT, .device = (int16_t)device};
@@ -504,13 +521,9 @@ static int ensure_copy(store_t *s, int device, parla_task_t *t)
             v = next;
         }
         if (d->resident + s->nbytes > d->memory_capacity) {
-            uint64_t resident = d->resident;
+            /* What is resident is in use by running tasks: wait for them. */
             pthread_mutex_unlock(&d->lock);
-            return parla__error(PARLA_ERESOURCE,
-                                "task %s needs %llu bytes on %s: capacity %llu bytes, %llu resident and in use "
-                                "by running tasks",
-                                t ? parla_task_name(t) : "(none)", (unsigned long long)s->nbytes, d->name,
-                                (unsigned long long)d->memory_capacity, (unsigned long long)resident);
+            return PARLA_EBUSY;
         }
         d->resident += s->nbytes; /* claimed before allocating, so no one overcommits */
         pthread_mutex_unlock(&d->lock);
@@ -560,7 +573,7 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
                 if (src < 0)
                     return parla__error(PARLA_EDEVICE, "data range [%llu, %llu) has no valid copy",
                                         (unsigned long long)g->lo, (unsigned long long)g->hi);
-                rc = copy_range(s, device, src, g->lo, g->hi);
+                rc = copy_range(s, device, src, g->lo, g->hi, t);
                 if (rc)
                     return rc;
                 g->valid |= bit(device);
@@ -573,41 +586,77 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
     return 0;
 }
 
-static void pin(store_t *s, int device, int delta)
-{
-    parla__copy_t *c = &s->copies[device];
-    c->pins += delta;
-    if (device != 0) {
-        parla__device_t *d = &s->rt->devices[device];
-        pthread_mutex_lock(&d->lock);
-        if (c->buf)
-            lru_touch(d, c);
-        pthread_mutex_unlock(&d->lock);
-    }
-}
-
 int parla__data_acquire(parla_task_t *t)
 {
     int device = t->n_devices ? t->devices[0] : 0;
     parla__task_ext_t *x = t->ext;
-    for (int i = 0; i < x->n_accesses; i++) {
+    parla_runtime_t *rt = t->rt;
+    parla__device_t *d = &rt->devices[device];
+    if (device != 0) {
+        /* A task whose data cannot fit even on an empty device fails. */
+        uint64_t total = 0;
+        for (int i = 0; i < x->n_accesses; i++) {
+            store_t *si = x->accesses[i].data->store;
+            bool seen = false;
+            for (int j = 0; j < i && !seen; j++)
+                seen = x->accesses[j].data->store == si;
+            if (!seen)
+                total += si->nbytes;
+        }
+        if (total > d->memory_capacity)
+            return parla__error(PARLA_ERESOURCE,
+                                "task %s needs %llu bytes of data on %s, more than its capacity of %llu bytes",
+                                parla_task_name(t), (unsigned long long)total, d->name,
+                                (unsigned long long)d->memory_capacity);
+        pthread_mutex_lock(&d->acquire_lock);
+        pthread_mutex_lock(&d->lock);
+        x->data_epoch = d->unpin_epoch;
+        pthread_mutex_unlock(&d->lock);
+    }
+    /* Phase 1: allocate and copy in what is read, pin. Phase 2: mark the
+     * writes. Reads come first so that a range both read (through one
+     * declaration) and written (through another) is copied in. */
+    int i, rc = 0;
+    for (i = 0; i < x->n_accesses && rc == 0; i++) {
         parla__access_t *a = &x->accesses[i];
         store_t *s = a->data->store;
         pthread_mutex_lock(&s->lock);
-        int rc = make_valid_locked(a->data, device, a->mode, t);
+        rc = make_valid_locked(a->data, device, a->mode & PARLA_READ, t);
         if (rc == 0)
-            pin(s, device, +1);
+            s->copies[device].pins++;
         pthread_mutex_unlock(&s->lock);
-        if (rc) {
-            /* Unpin what was pinned. */
-            for (int j = 0; j < i; j++) {
-                store_t *sj = x->accesses[j].data->store;
-                pthread_mutex_lock(&sj->lock);
-                pin(sj, device, -1);
-                pthread_mutex_unlock(&sj->lock);
-            }
-            return rc;
+    }
+    if (rc) {
+        i--; /* access i failed and is not pinned */
+        for (int j = 0; j < i; j++) {
+            store_t *sj = x->accesses[j].data->store;
+            pthread_mutex_lock(&sj->lock);
+            sj->copies[device].pins--;
+            pthread_mutex_unlock(&sj->lock);
         }
+        if (device != 0)
+            pthread_mutex_unlock(&d->acquire_lock);
+        return rc;
+    }
+    for (i = 0; i < x->n_accesses; i++) {
+        parla__access_t *a = &x->accesses[i];
+        if (!(a->mode & PARLA_WRITE))
+            continue;
+        store_t *s = a->data->store;
+        pthread_mutex_lock(&s->lock);
+        make_valid_locked(a->data, device, PARLA_WRITE, t);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (device != 0) {
+        pthread_mutex_lock(&d->lock);
+        d->n_pins += (uint64_t)x->n_accesses;
+        for (i = 0; i < x->n_accesses; i++) {
+            parla__copy_t *c = &x->accesses[i].data->store->copies[device];
+            if (c->buf)
+                lru_touch(d, c);
+        }
+        pthread_mutex_unlock(&d->lock);
+        pthread_mutex_unlock(&d->acquire_lock);
     }
     return 0;
 }
@@ -619,8 +668,42 @@ void parla__data_release_task(parla_task_t *t)
     for (int i = 0; i < x->n_accesses; i++) {
         store_t *s = x->accesses[i].data->store;
         pthread_mutex_lock(&s->lock);
-        pin(s, device, -1);
+        s->copies[device].pins--;
         pthread_mutex_unlock(&s->lock);
+    }
+    if (device == 0)
+        return;
+    /* Tasks that found the device full of pinned copies retry now. */
+    parla__device_t *d = &t->rt->devices[device];
+    pthread_mutex_lock(&d->lock);
+    d->n_pins -= (uint64_t)x->n_accesses;
+    d->unpin_epoch++;
+    parla_task_t *retry = d->data_blocked;
+    d->data_blocked = NULL;
+    pthread_mutex_unlock(&d->lock);
+    while (retry) {
+        parla_task_t *next = retry->qnext;
+        retry->qnext = NULL;
+        parla__task_ready(retry);
+        retry = next;
+    }
+}
+
+void parla__data_wait_for_room(parla_task_t *t)
+{
+    parla__device_t *d = &t->rt->devices[t->devices[0]];
+    pthread_mutex_lock(&d->lock);
+    /* Retry at once if copies were unpinned since the attempt, or if none is
+     * pinned at all (the attempt lost a race for a victim's lock). */
+    bool now = d->unpin_epoch != t->ext->data_epoch || d->n_pins == 0;
+    if (!now) {
+        t->qnext = d->data_blocked;
+        d->data_blocked = t;
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (now) {
+        sched_yield();
+        parla__task_ready(t);
     }
 }
 
@@ -869,9 +952,17 @@ int parla_data_fetch(parla_data_t *d, int device, int write)
         if (rc == PARLA_ESTUCK)
             return rc;
     }
+    parla__device_t *dev = &rt->devices[device];
+    if (device != 0)
+        pthread_mutex_lock(&dev->acquire_lock);
     pthread_mutex_lock(&s->lock);
     int rc = make_valid_locked(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL);
     pthread_mutex_unlock(&s->lock);
+    if (device != 0)
+        pthread_mutex_unlock(&dev->acquire_lock);
+    if (rc == PARLA_EBUSY)
+        rc = parla__error(PARLA_ERESOURCE, "parla_data_fetch: %s is full of copies in use by running tasks",
+                          dev->name);
     return rc;
 }
 

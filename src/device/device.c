@@ -55,7 +55,7 @@ int parla__device_init(parla__device_t *d, int index, uint64_t memory)
 {
     memset(d, 0, sizeof *d);
     d->index = index;
-    if (pthread_mutex_init(&d->lock, NULL) != 0)
+    if (pthread_mutex_init(&d->lock, NULL) != 0 || pthread_mutex_init(&d->acquire_lock, NULL) != 0)
         return parla__error(PARLA_ESYS, "pthread_mutex_init failed for device %d", index);
     d->vcus_capacity = d->vcus_free = PARLA__VCU_ONE;
     d->memory_capacity = d->memory_free = memory;
@@ -116,6 +116,7 @@ void parla__devices_destroy(parla_runtime_t *rt)
         if (rt->devices[i].is_cuda)
             parla__cuda_device_destroy(&rt->devices[i]);
         pthread_mutex_destroy(&rt->devices[i].lock);
+        pthread_mutex_destroy(&rt->devices[i].acquire_lock);
     }
     parla__free(rt->devices);
     rt->devices = NULL;
@@ -287,6 +288,7 @@ int parla__map_task(parla_task_t *t)
     int best_n = 0, best_dev[PARLA_MAX_TASK_DEVICES] = {0};
     int n_dev = rt->n_devices;
     uint64_t rr = atomic_fetch_add_explicit(&rt->map_rr, 1, memory_order_relaxed);
+    int candidates = 0;
     for (int o = 0; o < x->n_options; o++) {
         parla__option_t *opt = &x->options[o];
         int chosen[PARLA_MAX_TASK_DEVICES];
@@ -311,6 +313,7 @@ int parla__map_task(parla_task_t *t)
                     continue;
                 parla_mapping_t m;
                 double sc = score_device(t, d, &m);
+                candidates++;
                 if (sc > bs) {
                     bs = sc;
                     bm = m;
@@ -347,13 +350,14 @@ int parla__map_task(parla_task_t *t)
     parla__option_t *opt = &x->options[t->n_devices];
     t->vcus = opt->vcus;
     t->memory = opt->memory;
-    best_m.n_candidates = x->n_options;
+    best_m.n_candidates = candidates;
     x->mapping = best_m;
     for (int i = 0; i < best_n; i++) {
         t->devices[i] = (uint8_t)best_dev[i];
         atomic_fetch_add_explicit(&rt->devices[best_dev[i]].n_mapped, 1, memory_order_relaxed);
     }
     t->n_devices = (int8_t)best_n;
+    parla__data_plan(t, best_dev[0]);
     return 0;
 }
 

@@ -61,6 +61,8 @@ struct TaskObject {
     PyObject *name;            /* str */
     PyObject *dict;
     TaskObject *deferred_next; /* link in RuntimeObject.deferred */
+    int submitting;            /* inside _submit: a failure is raised there */
+    int engine_ref;            /* the engine holds a reference (taken at submit) */
 };
 
 typedef struct {
@@ -176,12 +178,43 @@ static void hook_worker_idle(int index, void *user)
     }
 }
 
+/* A task the engine failed (its data could not fit, no placement could be
+ * satisfied) has no Python exception: make one from the engine's message,
+ * which the failing call left on this thread, so the context exit reports
+ * it like a body's exception. Needs the GIL. */
+static void record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_task_t *task)
+{
+    if (obj->exception != NULL || obj->submitting)
+        return; /* the body raised (recorded already), or spawn raises it */
+    int code = parla_task_error(task);
+    const char *msg = parla_last_error_message();
+    PyObject *type = code == PARLA_ERESOURCE ? PyExc_MemoryError : PyExc_RuntimeError;
+    PyObject *exc = PyObject_CallFunction(type, "s", msg && *msg ? msg : parla_strerror(code));
+    if (exc == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    obj->exception = exc;
+    Py_CLEAR(obj->func);
+    if (PyList_Append(rt->failed, (PyObject *)obj) < 0)
+        PyErr_Clear();
+}
+
 static void hook_task_finished(parla_task_t *task, void *user)
 {
     RuntimeObject *rt = user;
     TaskObject *obj = parla_task_user(task);
-    if (obj == NULL)
+    /* Never-spawned tasks (cancelled placeholders) hold no engine reference. */
+    if (obj == NULL || !obj->engine_ref)
         return;
+    obj->engine_ref = 0;
+    if (parla_task_state(task) == PARLA_TASK_FAILED && obj->exception == NULL) {
+        PyGILState_STATE g = PyGILState_Ensure();
+        record_engine_failure(rt, obj, task);
+        Py_DECREF(obj);
+        PyGILState_Release(g);
+        return;
+    }
     if (PyGILState_Check()) {
         Py_DECREF(obj);
         return;
@@ -665,11 +698,24 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
     if (rc)
         return raise_code(rc);
     Py_INCREF(self); /* the engine's reference, dropped by hook_task_finished */
+    self->engine_ref = 1;
+    self->submitting = 1;
     rc = parla_task_submit(self->task);
+    self->submitting = 0;
     if (rc) {
-        if (rc != PARLA_ERESOURCE) /* ERESOURCE: submitted as failed; the hook drops it */
+        raise_code(rc);
+        if (rc == PARLA_ERESOURCE) {
+            /* Submitted as failed: the hook drops the engine's reference. The
+             * exception raised here is the task's, so it is not reported twice. */
+            PyObject *exc = take_exception();
+            Py_XSETREF(self->exception, Py_NewRef(exc));
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        } else {
+            self->engine_ref = 0;
             Py_DECREF(self);
-        return raise_code(rc);
+        }
+        return NULL;
     }
     Py_RETURN_NONE;
 }

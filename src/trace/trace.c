@@ -306,6 +306,14 @@ int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *
         }
     }
     qsort(edges, n_edges, sizeof *edges, cmp_edge);
+    /* A dependency given both explicitly and by a data hazard is one edge. */
+    if (n_edges > 1) {
+        size_t u = 1;
+        for (size_t e = 1; e < n_edges; e++)
+            if (edges[e].pred != edges[u - 1].pred || edges[e].succ != edges[u - 1].succ)
+                edges[u++] = edges[e];
+        n_edges = u;
+    }
     /* Critical path: longest chain of task durations along dependency
      * edges. Sorting by start time gives a topological order, since a task
      * starts only after its predecessors have ended. */
@@ -406,10 +414,10 @@ int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *
                     if (e->kind == PARLA__TEV_COPY)
                         fprintf(f,
                                 ",\n{\"ph\":\"X\",\"pid\":2,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,\"name\":\"copy %s -> %s\","
-                                "\"cat\":\"copy\",\"args\":{\"bytes\":%llu,\"task\":%llu}}",
+                                "\"cat\":\"copy\",\"args\":{\"bytes\":%llu,\"task\":%lld}}",
                                 e->device, (double)(e->ts - tr->t0) / 1e3, (double)(e->b - e->ts) / 1e3,
                                 rt->devices[(int)e->f[0]].name, rt->devices[e->device].name, (unsigned long long)e->a,
-                                (unsigned long long)e->serial);
+                                e->serial == UINT64_MAX ? -1LL : (long long)e->serial);
                     else if (e->kind == PARLA__TEV_EVICT)
                         fprintf(f,
                                 ",\n{\"ph\":\"i\",\"s\":\"t\",\"pid\":2,\"tid\":%d,\"ts\":%.3f,\"name\":\"evict\","
@@ -453,8 +461,8 @@ int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *
             len += (size_t)snprintf(summary + len, summary_cap - len, __VA_ARGS__);                              \
     } while (0)
         double wall = (double)span * 1e-9;
-        OUT("Parla run: %zu tasks in %.3f s (first task start to last task end), %zu copies\n", n_tasks,
-            (double)span * 1e-9, n_copies);
+        OUT("Parla run: %zu tasks in %.3f ms (first task start to last task end), %zu copies\n", n_tasks,
+            (double)span * 1e-6, n_copies);
         OUT("%-10s %8s %8s %14s %14s %10s\n", "device", "tasks", "busy%", "bytes in", "bytes out", "evictions");
         for (int d = 0; d < rt->n_devices; d++) {
             size_t count = 0;
@@ -479,7 +487,7 @@ int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *
             size_t count = 0;
             for (tinfo_t *t = last; t; t = t->prev >= 0 ? &tasks[t->prev] : NULL)
                 count++;
-            OUT("critical path: %zu tasks, %.3f s of task time (%.1f%% of the run): ", count, last->path,
+            OUT("critical path: %zu tasks, %.3f ms of task time (%.1f%% of the run): ", count, last->path * 1e3,
                 wall > 0 ? 100.0 * last->path / wall : 0.0);
             size_t shown = 0;
             for (tinfo_t *t = last; t && shown < 8; t = t->prev >= 0 ? &tasks[t->prev] : NULL, shown++)

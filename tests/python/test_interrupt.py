@@ -1,0 +1,111 @@
+"""Ctrl-C inside a Parla context stops the runtime promptly and cleanly."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, clean_env
+
+PROGRAM = r"""
+import sys, time
+from parla import Parla, spawn, TaskSpace
+ran = []
+try:
+    with Parla(n_workers=2):
+        T = TaskSpace("long")
+        for i in range(%(n)d):
+            @spawn(T[i]%(deps)s)
+            def long_task():
+                ran.append(i)
+                time.sleep(%(sleep)s)
+        print("spawned", flush=True)
+        %(block)s
+except KeyboardInterrupt:
+    print("interrupted after", len(ran), "tasks", flush=True)
+    sys.exit(42)
+print("not interrupted", flush=True)
+"""
+
+
+def _interrupt(program, wait_for="spawned", delay=0.3):
+    p = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=clean_env(), cwd=str(REPO))
+    try:
+        line = p.stdout.readline()
+        assert wait_for in line, (line, p.stderr.read() if p.poll() is not None else "")
+        time.sleep(delay)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, line + out, err, elapsed
+
+
+@pytest.mark.timeout(30)
+def test_sigint_while_exit_waits():
+    # Exit is waiting for many 1 s tasks (20 s of work on 2 workers); Ctrl-C cancels the rest.
+    code = PROGRAM % {"n": 40, "deps": "", "sleep": "1.0", "block": "pass"}
+    rc, out, err, elapsed = _interrupt(code)
+    assert rc == 42, (rc, out, err)
+    assert "interrupted after" in out
+    assert elapsed < 5, f"took {elapsed:.1f} s to stop"
+    ran = int(out.split("interrupted after")[1].split()[0])
+    assert ran <= 6, f"{ran} tasks ran after Ctrl-C"
+
+
+@pytest.mark.timeout(30)
+def test_sigint_in_block_body():
+    # Ctrl-C arrives while the main thread is still inside the with block.
+    code = PROGRAM % {"n": 10, "deps": ", dependencies=[T[i - 1]] if i else []", "sleep": "0.5",
+                      "block": "time.sleep(60)"}
+    rc, out, err, elapsed = _interrupt(code)
+    assert rc == 42, (rc, out, err)
+    assert elapsed < 5, f"took {elapsed:.1f} s to stop"
+
+
+@pytest.mark.timeout(30)
+def test_sigint_uncaught_exits_with_keyboardinterrupt():
+    code = r"""
+import time
+from parla import Parla, spawn
+with Parla(n_workers=2):
+    for i in range(20):
+        @spawn()
+        def long_task():
+            time.sleep(1.0)
+    print("spawned", flush=True)
+"""
+    rc, out, err, elapsed = _interrupt(code)
+    assert rc != 0
+    assert "KeyboardInterrupt" in err, err[-2000:]
+    assert elapsed < 5, f"took {elapsed:.1f} s to stop"
+
+
+@pytest.mark.timeout(30)
+def test_sigint_with_gil_holding_tasks():
+    # The bodies are pure Python loops (holding the GIL in turns); Ctrl-C still stops the program.
+    code = r"""
+import sys
+from parla import Parla, spawn
+try:
+    with Parla(n_workers=2):
+        for i in range(40):
+            @spawn()
+            def spin():
+                x = 0
+                for k in range(3_000_000):
+                    x += k
+        print("spawned", flush=True)
+except KeyboardInterrupt:
+    sys.exit(42)
+"""
+    rc, out, err, elapsed = _interrupt(code)
+    assert rc == 42, (rc, out, err)
+    assert elapsed < 5, f"took {elapsed:.1f} s to stop"
