@@ -191,15 +191,21 @@ class PArray:
         return arr
 
     def _declared_mode(self, task: Any) -> int:
-        modes = task._modes
-        mode = modes.get(id(self), 0) | modes.get(id(self._root), 0)
-        if mode or self._root is self:
+        from .tasks import _declared
+        root = self._root
+        mode = 0
+        views = []
+        for declared, m in _declared(task):
+            if declared is self or declared is root:
+                mode |= m
+            elif getattr(declared, "_root", None) is root:
+                views.append((declared, m))
+        if mode or root is self:
             return mode
         # A view made inside the body (A[0:10][2:5]) is covered by a declared view of the same array.
-        for declared in task._parrays:
-            if declared._root is self._root and declared._ranges is not None and \
-                    _covers(declared._ranges, self._ranges):
-                mode |= modes.get(id(declared), 0)
+        for declared, m in views:
+            if declared._ranges is not None and _covers(declared._ranges, self._ranges):
+                mode |= m
         return mode
 
     @property

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from . import _runtime
+
 __all__ = [
     "Architecture", "Device", "PlacementRequest", "cpu", "gpu", "get_all_devices", "resolve_placement",
 ]
@@ -58,12 +60,7 @@ class Device:
 
     __str__ = __repr__
 
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Device) and other.architecture is self.architecture
-                and other.index == self.index)
-
-    def __hash__(self) -> int:
-        return hash((self.architecture.name, self.index))
+    # Devices are interned (gpu(1) is always the same object), so identity is equality and hashing is fast.
 
 
 class Architecture:
@@ -76,7 +73,10 @@ class Architecture:
         self._devices: Dict[int, Device] = {}
 
     def __call__(self, index: int = 0) -> Device:
-        if not isinstance(index, int) or index < 0:
+        device = self._devices.get(index)
+        if device is not None:
+            return device
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise ValueError(f"{self.name}({index!r}): a device index is a non-negative integer")
         device = self._devices.get(index)
         if device is None:
@@ -194,8 +194,8 @@ def resolve_placement(placement: Any, vcus: Optional[float], memory: Optional[in
     if placement is None or placement is cpu or (isinstance(placement, Device) and placement == cpu(0)):
         return None, (vcus or 0.0), (memory or 0)
     # Placements made of architectures and devices are resolved once per context.
-    from ._runtime import current_runtime
-    cache = current_runtime()._placement_cache
+    context = _runtime._current
+    cache = (context if context is not None else _runtime.current_runtime())._placement_cache
     try:
         key = (tuple(placement) if isinstance(placement, list) else placement, vcus, memory,
                type(placement) is list)

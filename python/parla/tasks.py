@@ -36,11 +36,9 @@ class Task(_core.Task):
     ``exception``, ``dependencies``. ``await task`` inside an async task gives its result.
     """
 
-    def __init__(self, runtime: _core.Runtime, name: str) -> None:
-        super().__init__(runtime, name)
-        self._deps: Any = ()
-        self._parrays: Any = ()
-        self._modes: Dict[int, int] = {}
+    # Set at spawn (class defaults keep task creation in C).
+    _deps: Any = ()
+    _decl: Tuple[Any, Any, Any] = ((), (), ())
 
     @property
     def placement_reason(self) -> Optional[Dict[str, Any]]:
@@ -323,29 +321,49 @@ def _on_cuda_device(body: Callable) -> Callable:
 
 
 def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable) -> List[Tuple[Any, int]]:
+    """The engine accesses of a task's input/output/inout declarations (PArrays, or nested lists of them).
+    The declarations are kept on the task (they keep the arrays alive while it runs, and ``.array`` reads
+    its access mode from them)."""
     from .array import PArray
     out: List[Tuple[Any, int]] = []
-    parrays = []
-    modes = task._modes
     for arg, items, mode in (("input", input, _core.READ), ("output", output, _core.WRITE),
                              ("inout", inout, _core.READWRITE)):
-        for item in _flatten_arrays(items):
-            if not isinstance(item, PArray):
-                raise TypeError(f"task {task.name}: {arg}= holds a {type(item).__name__}; only PArrays can be "
-                                f"declared (wrap NumPy arrays with parla.array.asarray)")
-            out.append((item._engine_data(), mode))
-            parrays.append(item)
-            modes[id(item)] = modes.get(id(item), 0) | mode
-    task._parrays = tuple(parrays)
+        if not items:
+            continue
+        if type(items) is not list and type(items) is not tuple:
+            items = (items,)
+        for item in items:
+            if type(item) is PArray:
+                out.append((item._engine_data(), mode))
+            else:
+                _access_slow(task, arg, item, mode, out, PArray)
+    task._decl = (input, output, inout)
     return out
 
 
-def _flatten_arrays(items: Any) -> Iterator[Any]:
-    if isinstance(items, (list, tuple)):
-        for x in items:
-            yield from _flatten_arrays(x)
+def _access_slow(task: Task, arg: str, item: Any, mode: int, out: List[Tuple[Any, int]], PArray: type) -> None:
+    if isinstance(item, (list, tuple)):
+        for x in item:
+            _access_slow(task, arg, x, mode, out, PArray)
+    elif isinstance(item, PArray):
+        out.append((item._engine_data(), mode))
     else:
-        yield items
+        raise TypeError(f"task {task.name}: {arg}= holds a {type(item).__name__}; only PArrays can be "
+                        f"declared (wrap NumPy arrays with parla.array.asarray)")
+
+
+def _declared(task: Task) -> Iterator[Tuple[Any, int]]:
+    """(PArray, mode) for each declaration of a task."""
+    for items, mode in zip(task._decl, (_core.READ, _core.WRITE, _core.READWRITE)):
+        if not items:
+            continue
+        stack = [items]
+        while stack:
+            x = stack.pop()
+            if isinstance(x, (list, tuple)):
+                stack.extend(x)
+            else:
+                yield x, mode
 
 
 def get_current_task() -> Optional[Task]:

@@ -743,9 +743,9 @@ static bool ranges_cover(const uint64_t *a, size_t na, const uint64_t *b, size_t
 
 static int push_task(parla_runtime_t *rt, parla_task_t ***arr, size_t *n, size_t *cap, parla_task_t *t)
 {
-    for (size_t i = 0; i < *n; i++)
-        if ((*arr)[i] == t)
-            return 0;
+    /* A task adds its accesses one after another, so a duplicate is the last entry. */
+    if (*n > 0 && (*arr)[*n - 1] == t)
+        return 0;
     if (*n == *cap) {
         size_t c = *cap ? 2 * *cap : 4;
         parla_task_t **a = parla__alloc(rt, c * sizeof *a);
@@ -844,7 +844,10 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
         if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
             continue;
         prune(rec->writers, &rec->n_writers);
-        prune(rec->readers, &rec->n_readers);
+        /* Readers pile up under many concurrent reads: prune them only when
+         * the list is full (amortised O(1)) or when a write needs them. */
+        if ((mode & PARLA_WRITE) || rec->n_readers == rec->cap_readers)
+            prune(rec->readers, &rec->n_readers);
         for (size_t i = 0; i < rec->n_writers && rc >= 0; i++) {
             rc = hazard_edge(t, rec->writers[i]);
             if (rc == 1)

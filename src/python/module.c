@@ -614,9 +614,14 @@ static int add_accesses(TaskObject *self, PyTypeObject *data_type, PyObject *acc
         return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *data;
-        int mode;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "Oi", &data, &mode))
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_Format(PyExc_TypeError, "task %U: access %zd must be a (data, mode) tuple", self->name, i);
+            goto fail;
+        }
+        PyObject *data = PyTuple_GET_ITEM(item, 0);
+        int mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+        if (mode == -1 && PyErr_Occurred())
             goto fail;
         if (!PyObject_TypeCheck(data, data_type)) {
             PyErr_Format(PyExc_TypeError, "task %U: access %zd is a %.100s, not engine data", self->name, i,

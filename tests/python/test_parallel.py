@@ -126,12 +126,12 @@ def test_numpy_kernel_runs_in_parallel():
             list(ex.map(lambda _: kernel(), range(n)))
         return time.perf_counter() - t0
 
-    # Best of five interleaved runs. On a quiet 2-core machine the speedup is ~1.8; on a loaded one
+    # Best of (up to) seven interleaved runs. On a quiet 2-core machine the speedup is ~1.8; on a loaded one
     # (shared CI) the test accepts Parla matching ThreadPoolExecutor measured in the same conditions.
     # A runtime that serialised the bodies would be no faster than the serial loop.
     serial = parallel = tpe = float("inf")
     results = None
-    for _ in range(5):
+    for _ in range(7):
         serial = min(serial, serial_run())
         elapsed, tasks = parla_run()
         if elapsed < parallel:
@@ -141,7 +141,7 @@ def test_numpy_kernel_runs_in_parallel():
             break
     assert all(r.result == results[0].result for r in results)
     speedup = serial / parallel
-    assert speedup > 1.3 or (parallel <= 1.1 * tpe and speedup > 1.05), \
+    assert speedup > 1.3 or (parallel <= 1.25 * tpe and speedup > 1.05), \
         f"serial {serial:.3f} s, Parla 2 workers {parallel:.3f} s (speedup {speedup:.2f}), TPE {tpe:.3f} s"
 
 
