@@ -63,9 +63,12 @@ test-asan: venv
 	  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
 	  $(MESON) test -C build/asan --print-errorlogs --timeout-multiplier 4
 
+# Every benchmark runs its peer in the same run and prints the ratio (see docs/performance.md).
 bench: build install
 	$(VPY) benchmarks/run_c.py build/c
 	$(VPY) benchmarks/python/bench_tasks.py
+	$(VPY) benchmarks/python/bench_data.py
+	$(VPY) benchmarks/cholesky/run.py
 
 demo: build install
 	$(VPY) examples/demo.py

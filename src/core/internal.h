@@ -245,6 +245,7 @@ typedef struct parla__worker {
     uint64_t rng;
     parla_task_t *current;
     parla_task_t *waiting_on; /* set under park_lock while sleeping in parla_task_wait */
+    _Atomic int finishing;    /* > 0 while in parla__task_finish (written by the owner only) */
     /* Per-worker counters, summed by parla_runtime_stats. Written by the owner only. */
     _Atomic uint64_t n_run, n_steals, n_parks;
 } parla__worker_t;
@@ -265,10 +266,9 @@ struct parla_runtime {
     parla__trace_t *trace; /* NULL when tracing is off */
 
     _Atomic long n_active;   /* submitted, not finished */
-    _Atomic long n_finishing; /* in parla__task_finish, between state and bookkeeping */
     _Atomic long n_live;     /* task objects not yet freed */
     _Atomic uint64_t serial;
-    _Atomic uint64_t n_created, n_failed, n_cancelled;
+    _Atomic uint64_t n_failed, n_cancelled;
     _Atomic bool destroyed;  /* destroy succeeded; free with the last task */
     _Atomic bool cancelling; /* parla_runtime_cancel_all was called */
 

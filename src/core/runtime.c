@@ -766,7 +766,12 @@ int parla_runtime_destroy(parla_runtime_t *rt)
     /* A task is reported finished (its state) a moment before the engine's
      * bookkeeping for it ends; wait that moment out, briefly. */
     long active = atomic_load(&rt->n_active);
-    for (int spin = 0; active > 0 && atomic_load(&rt->n_finishing) > 0 && spin < 100000; spin++) {
+    for (int spin = 0; active > 0 && spin < 100000; spin++) {
+        bool finishing = false;
+        for (int i = 0; i < rt->n_workers && !finishing; i++)
+            finishing = atomic_load(&rt->workers[i].finishing) > 0;
+        if (!finishing)
+            break;
         sched_yield();
         active = atomic_load(&rt->n_active);
     }
@@ -793,7 +798,7 @@ int parla_runtime_destroy(parla_runtime_t *rt)
 void parla_runtime_stats(parla_runtime_t *rt, parla_runtime_stats_t *out)
 {
     memset(out, 0, sizeof *out);
-    out->tasks_created = atomic_load(&rt->n_created);
+    out->tasks_created = atomic_load(&rt->serial);
     out->tasks_failed = atomic_load(&rt->n_failed);
     out->tasks_cancelled = atomic_load(&rt->n_cancelled);
     for (int i = 0; i < rt->n_workers; i++) {

@@ -55,7 +55,6 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
     t->ext = NULL;
     t->serial = atomic_fetch_add_explicit(&rt->serial, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt->n_live, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&rt->n_created, 1, memory_order_relaxed);
     *out = t;
     return 0;
 }
@@ -494,7 +493,11 @@ static void finish_bookkeeping(parla_task_t *t)
 void parla__task_finish(parla_task_t *t, int state, int error)
 {
     parla_runtime_t *rt = t->rt;
-    atomic_fetch_add(&rt->n_finishing, 1);
+    /* Tells parla_runtime_destroy that this worker is between publishing a
+     * final state and its bookkeeping (owner-written, no contention). */
+    parla__worker_t *w = parla__current_worker();
+    if (w)
+        atomic_store(&w->finishing, w->finishing + 1);
     t->error = error;
     atomic_store(&t->state, state);
     if (state == PARLA_TASK_FAILED)
@@ -543,5 +546,6 @@ void parla__task_finish(parla_task_t *t, int state, int error)
         if (c != t)
             parla_task_release(c);
     }
-    atomic_fetch_sub(&rt->n_finishing, 1);
+    if (w)
+        atomic_store_explicit(&w->finishing, w->finishing - 1, memory_order_release);
 }
