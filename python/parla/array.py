@@ -218,17 +218,29 @@ class PArray:
             if data is not None:
                 data.fetch(0, False)
             return self._np
-        mode = self._declared_mode(task)
+        modes = task._modes
+        if modes is None:
+            from .tasks import _declared
+            modes = {}
+            for declared, m in _declared(task):
+                modes[id(declared)] = modes.get(id(declared), 0) | m
+            task._modes = modes
+        root = self._root
+        mode = modes.get(id(self), 0) | modes.get(id(root), 0)
+        if not mode and root is not self:
+            mode = self._declared_mode(task)
         if not mode:
             raise RuntimeError(f"task {task.name} uses a PArray of shape {self.shape} that it did not declare in "
                                f"input=, output= or inout=")
         devices = task.devices
         device = devices[0] if devices else 0
-        info = _runtime.current_runtime().device_table[device]
-        out = self._device_base(device, info)
+        if device == 0:
+            out = root._np
+        else:
+            out = self._device_base(device, _runtime.current_runtime().device_table[device])
         for index in self._indices:
             out = out[index]
-        if mode == _core.READ and isinstance(out, np.ndarray) and out.flags.writeable:
+        if mode == _core.READ and out.flags.writeable if isinstance(out, np.ndarray) else False:
             out = out.view()
             out.flags.writeable = False
         return out

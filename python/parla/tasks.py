@@ -39,6 +39,7 @@ class Task(_core.Task):
     # Set at spawn (class defaults keep task creation in C).
     _deps: Any = ()
     _decl: Tuple[Any, Any, Any] = ((), (), ())
+    _modes: Optional[Dict[int, int]] = None  # built from _decl on the first .array in the body
 
     @property
     def placement_reason(self) -> Optional[Dict[str, Any]]:
