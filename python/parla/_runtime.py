@@ -216,7 +216,8 @@ class Parla:
             raise
         stuck = None
         if code == _core.ESTUCK:
-            stuck = UnspawnedDependencyError(message)
+            # The engine speaks of submitting; in Python, tasks are spawned.
+            stuck = UnspawnedDependencyError(message.replace("submitted", "spawned"))
             rt.cancel_all()
             self._drain(rt)
         failed = list(rt.failed)

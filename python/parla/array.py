@@ -331,6 +331,8 @@ class PArray:
         if device is None:
             return -1
         if isinstance(device, Device):
+            if _runtime._current is None:  # after the context only the CPU copy exists
+                return 0 if device is cpu(0) else -2
             return engine_index(device)
         return int(device)
 

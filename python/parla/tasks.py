@@ -163,10 +163,13 @@ class TaskSpace:
 
     def _task(self, key: Tuple) -> Task:
         context = _runtime._current
-        if context is None:
-            _runtime.current_runtime()  # raises the "no runtime" error
-        runtime = context._rt
         task = self._tasks.get(key)
+        if context is None:
+            if task is not None:
+                return task  # after the context: the tasks it named
+            raise RuntimeError(f"TaskSpace {self.name!r}: {self.name}[{', '.join(map(_key_str, key))}] names a "
+                               f"new task, which needs an active Parla context ('with Parla():')")
+        runtime = context._rt
         if task is None or task.runtime is not runtime:
             if len(key) == 1 and type(key[0]) is int:
                 name = f"{self.name}[{key[0]}]"
@@ -217,7 +220,10 @@ class TaskSpace:
                 return TaskList()
             return self._task(key)
         axes = [self._expand(d, k) for d, k in enumerate(key)]
-        return TaskList(self._task(k) for k in itertools.product(*axes) if self._in_bounds(k))
+        keys = [k for k in itertools.product(*axes) if self._in_bounds(k)]
+        if _runtime._current is None:  # after the context: only tasks it named
+            return TaskList(self._tasks[k] for k in keys if k in self._tasks)
+        return TaskList(self._task(k) for k in keys)
 
     @property
     def tasks(self) -> TaskList:

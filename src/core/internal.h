@@ -182,6 +182,8 @@ struct parla_task {
     uint64_t serial;  /* creation order, for default names */
 };
 
+/* Memory capacity (bytes) of the largest device any placement option allows. */
+uint64_t parla__largest_allowed(parla_runtime_t *rt, const parla__task_ext_t *x);
 /* True when some devices can hold the option's needs at all. */
 bool parla__option_feasible(parla_runtime_t *rt, const parla__option_t *o);
 /* Maps a ready task with placement options to devices (sets t->devices). */

@@ -51,13 +51,17 @@ int parla_runtime_num_workers(const parla_runtime_t *rt)
 
 /* ------------------------------------------------------------ ready work -- */
 
+/* The sleep handshake is Dekker's: a pusher stores the queue size, then reads
+ * n_sleeping; a sleeper increments n_sleeping, then reads the sizes. All four
+ * are sequentially consistent (no fences: ThreadSanitizer does not model
+ * them), so one of the two sees the other. */
 static bool any_work(parla_runtime_t *rt)
 {
     for (int l = 0; l < PARLA__LEVELS; l++) {
-        if (atomic_load_explicit(&rt->shared[l].size, memory_order_relaxed) > 0)
+        if (atomic_load(&rt->shared[l].size) > 0)
             return true;
         for (int i = 0; i < rt->n_workers; i++)
-            if (atomic_load_explicit(&rt->workers[i].deque[l].size, memory_order_relaxed) > 0)
+            if (atomic_load(&rt->workers[i].deque[l].size) > 0)
                 return true;
     }
     return false;
@@ -65,8 +69,8 @@ static bool any_work(parla_runtime_t *rt)
 
 static void wake_one(parla_runtime_t *rt)
 {
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&rt->n_sleeping, memory_order_relaxed) > 0) {
+    /* A read-modify-write, so it is ordered after the queue push. */
+    if (atomic_fetch_add(&rt->n_sleeping, 0) > 0) {
         pthread_mutex_lock(&rt->park_lock);
         pthread_cond_signal(&rt->park_cond);
         pthread_mutex_unlock(&rt->park_lock);
@@ -307,7 +311,6 @@ static void *worker_main(void *arg)
             break;
         }
         int sleeping = atomic_fetch_add(&rt->n_sleeping, 1) + 1;
-        atomic_thread_fence(memory_order_seq_cst);
         if (any_work(rt)) {
             atomic_fetch_sub(&rt->n_sleeping, 1);
             pthread_mutex_unlock(&rt->park_lock);
@@ -396,11 +399,12 @@ static int stuck_error(parla_runtime_t *rt)
         snprintf(buf + sizeof buf - 8, 8, " ...");
     if (np == 0)
         return parla__error(PARLA_ESTUCK,
-                            "%ld submitted tasks can never run: none is ready and none is running "
+                            "%ld submitted task%s can never run: none is ready and none is running "
                             "(a dependency cycle?)",
-                            active);
-    return parla__error(PARLA_ESTUCK, "%ld submitted tasks can never run: they depend on %zu task%s never submitted: %s",
-                        active, np, np == 1 ? "" : "s", buf);
+                            active, active == 1 ? "" : "s");
+    return parla__error(PARLA_ESTUCK, "%ld submitted task%s can never run: %s on %zu task%s never submitted: %s",
+                        active, active == 1 ? "" : "s", active == 1 ? "it depends" : "they depend", np,
+                        np == 1 ? "" : "s", buf);
 }
 
 static void deadline_after(struct timespec *ts, double seconds)
@@ -521,7 +525,6 @@ int parla_task_wait(parla_task_t *t)
             pthread_mutex_lock(&rt->park_lock);
             atomic_fetch_add(&rt->n_sleeping, 1);
             w->waiting_on = t;
-            atomic_thread_fence(memory_order_seq_cst);
             if (!any_work(rt) && atomic_load(&t->state) < PARLA_TASK_DONE) {
                 if (stuck_locked(rt)) {
                     w->waiting_on = NULL;

@@ -397,12 +397,14 @@ int parla_task_submit(parla_task_t *t)
         feasible = t->vcus <= rt->devices[0].vcus_capacity && t->memory <= rt->devices[0].memory_capacity;
     }
     if (!feasible) {
-        if (t->ext && t->ext->n_options > 0)
+        if (t->ext && t->ext->n_options > 0) {
+            uint64_t largest = parla__largest_allowed(rt, t->ext);
             rc = parla__error(PARLA_ERESOURCE,
-                              "task %s: no device allowed by its placement has the capacity for its vcus and "
-                              "memory needs",
-                              parla_task_name(t));
-        else
+                              "task %s: no device allowed by its placement can hold its needs (vcus=%g, "
+                              "memory=%llu bytes; the largest allowed device has a capacity of %llu bytes)",
+                              parla_task_name(t), (double)t->ext->options[0].vcus / PARLA__VCU_ONE,
+                              (unsigned long long)t->ext->options[0].memory, (unsigned long long)largest);
+        } else
             rc = parla__error(PARLA_ERESOURCE,
                               "task %s needs vcus=%g and memory=%llu bytes, more than the whole cpu device "
                               "(vcus=1, memory=%llu bytes)",

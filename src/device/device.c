@@ -457,3 +457,14 @@ bool parla__option_feasible(parla_runtime_t *rt, const parla__option_t *o)
     }
     return true;
 }
+
+uint64_t parla__largest_allowed(parla_runtime_t *rt, const parla__task_ext_t *x)
+{
+    uint64_t largest = 0;
+    for (int o = 0; o < x->n_options; o++)
+        for (int s = 0; s < x->options[o].n; s++)
+            for (int i = 0; i < rt->n_devices; i++)
+                if (slot_matches(&rt->devices[i], x->options[o].slots[s]) && rt->devices[i].memory_capacity > largest)
+                    largest = rt->devices[i].memory_capacity;
+    return largest;
+}
