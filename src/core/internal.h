@@ -177,6 +177,10 @@ struct parla_task {
     int8_t n_devices; /* devices it is mapped to (0 before mapping) */
     uint8_t devices[PARLA_MAX_TASK_DEVICES];
     parla__task_ext_t *ext;
+    /* The first edge onto this task's successor stack lives here, so a task
+     * with one dependent (chains, fan-in) allocates no edge. */
+    parla__edge_t first_edge;
+    _Atomic bool first_edge_used;
     _Atomic(char *) name; /* owned; a default one is made on first use */
     uint32_t ph_index;    /* position in rt->placeholders while listed */
     uint64_t serial;  /* creation order, for default names */

@@ -51,12 +51,20 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
     t->vcus = 0;
     t->memory = 0;
     atomic_init(&t->name, NULL);
+    atomic_init(&t->first_edge_used, false);
     t->n_devices = 0;
     t->ext = NULL;
     t->serial = atomic_fetch_add_explicit(&rt->serial, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt->n_live, 1, memory_order_relaxed);
     *out = t;
     return 0;
+}
+
+/* Frees an edge of owner's successor stack (unless it is owner's inline one). */
+static void edge_free(parla_task_t *owner, parla__edge_t *e)
+{
+    if (e != &owner->first_edge)
+        parla__free(e);
 }
 
 void parla_task_retain(parla_task_t *t)
@@ -77,7 +85,7 @@ void parla_task_release(parla_task_t *t)
     while (e && e != PARLA__SEALED) {
         parla__edge_t *next = e->next;
         parla_task_release(e->succ);
-        parla__free(e);
+        edge_free(t, e);
         e = next;
     }
     parla_task_t *cause = atomic_load_explicit(&t->cause, memory_order_acquire);
@@ -313,14 +321,19 @@ static void dec_pending(parla_task_t *t)
  * caller (not submitted, or suspended with its hold). */
 int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
 {
-    parla__edge_t *e = parla__alloc(t->rt, sizeof *e);
+    parla__edge_t *e = !atomic_exchange_explicit(&dep->first_edge_used, true, memory_order_relaxed)
+                           ? &dep->first_edge
+                           : parla__alloc(t->rt, sizeof *e);
     if (e == NULL)
         return parla__error(PARLA_ENOMEM, "cannot allocate a dependency edge %s -> %s", parla_task_name(dep),
                             parla_task_name(t));
     if (atomic_load_explicit(&dep->state, memory_order_acquire) == PARLA_TASK_CREATED) {
         int rc = parla__placeholder_add(t->rt, dep);
         if (rc) {
-            parla__free(e);
+            if (e == &dep->first_edge)
+                atomic_store(&dep->first_edge_used, false);
+            else
+                parla__free(e);
             return rc;
         }
     }
@@ -341,7 +354,7 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
                 mark_cancel(t, dep);
             atomic_fetch_sub_explicit(&t->pending, 1, memory_order_relaxed);
             parla_task_release(t);
-            parla__free(e);
+            edge_free(dep, e);
             return 0;
         }
         e->next = head;
@@ -526,7 +539,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
                 mark_cancel(s, c);
             else if (!ok)
                 record_cause(s, c); /* an awaited task failed: kept for diagnosis, not a cancellation */
-            parla__free(e);
+            edge_free(c, e);
             if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1) {
                 if (atomic_load_explicit(&s->flags, memory_order_acquire) & PARLA__F_CANCEL) {
                     bool fail = s->error == PARLA_ERESOURCE;
