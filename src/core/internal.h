@@ -37,8 +37,11 @@ int parla__error(int code, const char *fmt, ...) __attribute__((format(printf, 2
 
 /* An intrusive doubly linked queue of tasks. The owner pops at the tail
  * (LIFO), thieves and shared consumers pop at the head (FIFO). */
+void parla__spin_lock(_Atomic int *lock);
+void parla__spin_unlock(_Atomic int *lock);
+
 typedef struct parla__queue {
-    pthread_mutex_t lock; /* protects head, tail and the links of queued tasks */
+    _Atomic int lock; /* spinlock: protects head, tail and the links of queued tasks */
     parla_task_t *head, *tail;
     _Atomic long size; /* read without the lock to skip empty queues */
 } parla__queue_t;
@@ -202,6 +205,8 @@ void parla__data_wait_for_room(parla_task_t *t);
 /* Records that t's data will be brought to device (for later mappings). */
 void parla__data_plan(parla_task_t *t, int device);
 void parla__task_ext_free(parla_task_t *t);
+/* Frees the recycled task memory (at the end of the runtime). */
+void parla__task_pool_free(parla_runtime_t *rt);
 parla__task_ext_t *parla__task_ext(parla_task_t *t);
 /* True when a path of dependency edges leads from `from` (never submitted)
  * to `to`; false when none does or the search gives up (limit nodes). */
@@ -277,6 +282,13 @@ struct parla_runtime {
     _Atomic uint64_t n_failed, n_cancelled;
     _Atomic bool destroyed;  /* destroy succeeded; free with the last task */
     _Atomic bool cancelling; /* parla_runtime_cancel_all was called */
+
+    /* Recycled task memory (see task.c). */
+    _Atomic(parla_task_t *) pool; /* freed tasks, pushed lock-free, linked by qnext */
+    _Atomic long pool_count;      /* about how many are in pool */
+    _Atomic int alloc_lock;       /* spinlock: protects alloc_list */
+    _Atomic(parla_task_t *) alloc_list; /* tasks taken from pool, handed out by create
+                                           (written under alloc_lock; read without it as a hint) */
 
     pthread_mutex_t park_lock; /* protects n_sleeping transitions and stop */
     pthread_cond_t park_cond;

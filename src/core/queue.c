@@ -1,23 +1,49 @@
-/* queue.c: intrusive task queues. A mutex per queue is enough here: critical
- * sections are a few pointer writes, and the size is published atomically so
- * that consumers skip empty queues without taking the lock. */
+/* queue.c: intrusive task queues. Critical sections are a few pointer
+ * writes, so a spinlock guards each queue (a contended mutex would sleep in
+ * the kernel); a waiter that spins too long yields its core, since workers
+ * may outnumber cores. The size is published atomically so that consumers
+ * skip empty queues without taking the lock. */
 #include "core/internal.h"
+
+#include <sched.h>
+
+void parla__spin_lock(_Atomic int *lock)
+{
+    for (int spins = 0;; spins++) {
+        if (atomic_load_explicit(lock, memory_order_relaxed) == 0 &&
+            atomic_exchange_explicit(lock, 1, memory_order_acquire) == 0)
+            return;
+        if (spins >= 32) {
+            sched_yield();
+            spins = 0;
+        } else {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
+}
+
+void parla__spin_unlock(_Atomic int *lock)
+{
+    atomic_store_explicit(lock, 0, memory_order_release);
+}
 
 void parla__queue_init(parla__queue_t *q)
 {
-    pthread_mutex_init(&q->lock, NULL);
+    atomic_init(&q->lock, 0);
     q->head = q->tail = NULL;
     atomic_init(&q->size, 0);
 }
 
 void parla__queue_destroy(parla__queue_t *q)
 {
-    pthread_mutex_destroy(&q->lock);
+    (void)q;
 }
 
 void parla__queue_push(parla__queue_t *q, parla_task_t *t)
 {
-    pthread_mutex_lock(&q->lock);
+    parla__spin_lock(&q->lock);
     t->qnext = NULL;
     t->qprev = q->tail;
     if (q->tail)
@@ -27,7 +53,7 @@ void parla__queue_push(parla__queue_t *q, parla_task_t *t)
     q->tail = t;
     atomic_store_explicit(&q->size, atomic_load_explicit(&q->size, memory_order_relaxed) + 1,
                           memory_order_seq_cst);
-    pthread_mutex_unlock(&q->lock);
+    parla__spin_unlock(&q->lock);
 }
 
 static void unlink_locked(parla__queue_t *q, parla_task_t *t)
@@ -49,11 +75,11 @@ parla_task_t *parla__queue_pop_head(parla__queue_t *q)
 {
     if (atomic_load_explicit(&q->size, memory_order_relaxed) == 0)
         return NULL;
-    pthread_mutex_lock(&q->lock);
+    parla__spin_lock(&q->lock);
     parla_task_t *t = q->head;
     if (t)
         unlink_locked(q, t);
-    pthread_mutex_unlock(&q->lock);
+    parla__spin_unlock(&q->lock);
     return t;
 }
 
@@ -61,10 +87,10 @@ parla_task_t *parla__queue_pop_tail(parla__queue_t *q)
 {
     if (atomic_load_explicit(&q->size, memory_order_relaxed) == 0)
         return NULL;
-    pthread_mutex_lock(&q->lock);
+    parla__spin_lock(&q->lock);
     parla_task_t *t = q->tail;
     if (t)
         unlink_locked(q, t);
-    pthread_mutex_unlock(&q->lock);
+    parla__spin_unlock(&q->lock);
     return t;
 }

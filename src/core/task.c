@@ -24,6 +24,64 @@ const char *parla_task_state_name(parla_task_state_t s)
     return "invalid";
 }
 
+/* Task memory is recycled through a per-runtime pool: workers free most
+ * tasks and the submitting thread creates them, and the allocator's
+ * cross-thread frees contend. Freed tasks go on a lock-free stack (pushes
+ * only); a creator takes the whole stack at once under alloc_lock, so there is
+ * no ABA. At most PARLA__POOL_MAX tasks wait in the stack. Under
+ * AddressSanitizer memory is not recycled, so use-after-free stays visible. */
+#define PARLA__POOL_MAX 65536
+
+static parla_task_t *pool_take(parla_runtime_t *rt)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    (void)rt;
+    return NULL;
+#else
+    if (atomic_load_explicit(&rt->alloc_list, memory_order_relaxed) == NULL &&
+        atomic_load_explicit(&rt->pool, memory_order_relaxed) == NULL)
+        return NULL;
+    parla__spin_lock(&rt->alloc_lock);
+    parla_task_t *t = atomic_load_explicit(&rt->alloc_list, memory_order_relaxed);
+    if (t == NULL) {
+        t = atomic_exchange_explicit(&rt->pool, NULL, memory_order_acquire);
+        atomic_store_explicit(&rt->pool_count, 0, memory_order_relaxed);
+    }
+    if (t)
+        atomic_store_explicit(&rt->alloc_list, t->qnext, memory_order_relaxed);
+    parla__spin_unlock(&rt->alloc_lock);
+    return t;
+#endif
+}
+
+static void pool_give(parla_runtime_t *rt, parla_task_t *t)
+{
+#if !defined(__SANITIZE_ADDRESS__)
+    if (!atomic_load_explicit(&rt->destroyed, memory_order_relaxed) &&
+        atomic_fetch_add_explicit(&rt->pool_count, 1, memory_order_relaxed) < PARLA__POOL_MAX) {
+        parla_task_t *head = atomic_load_explicit(&rt->pool, memory_order_relaxed);
+        do {
+            t->qnext = head;
+        } while (!atomic_compare_exchange_weak_explicit(&rt->pool, &head, t, memory_order_release,
+                                                        memory_order_relaxed));
+        return;
+    }
+#endif
+    (void)rt;
+    parla__free(t);
+}
+
+void parla__task_pool_free(parla_runtime_t *rt)
+{
+    parla_task_t *lists[2] = {atomic_exchange(&rt->alloc_list, NULL), atomic_exchange(&rt->pool, NULL)};
+    for (int i = 0; i < 2; i++)
+        for (parla_task_t *t = lists[i]; t;) {
+            parla_task_t *next = t->qnext;
+            parla__free(t);
+            t = next;
+        }
+}
+
 int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_task_t **out)
 {
     if (out)
@@ -32,7 +90,9 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
         return parla__error(PARLA_EINVAL, "parla_task_create: %s is NULL", rt ? "out" : "runtime");
     if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
         return parla__error(PARLA_ESTATE, "parla_task_create: the runtime was destroyed");
-    parla_task_t *t = parla__alloc(rt, sizeof *t);
+    parla_task_t *t = pool_take(rt);
+    if (t == NULL)
+        t = parla__alloc(rt, sizeof *t);
     if (t == NULL)
         return parla__error(PARLA_ENOMEM, "parla_task_create: cannot allocate a task");
     atomic_init(&t->pending, 1);
@@ -92,7 +152,7 @@ void parla_task_release(parla_task_t *t)
     parla_runtime_t *rt = t->rt;
     parla__task_ext_free(t);
     parla__free(atomic_load(&t->name));
-    parla__free(t);
+    pool_give(rt, t);
     if (cause)
         parla_task_release(cause);
     parla__runtime_task_freed(rt);
