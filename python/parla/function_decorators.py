@@ -18,7 +18,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Dict, Tuple, Union
 
-from .devices import Architecture
+from . import _core
+from .devices import Architecture, cpu, device_of
 
 __all__ = ["specialize", "specialized"]
 
@@ -28,16 +29,25 @@ Key = Union[Architecture, Tuple[Architecture, ...]]
 def specialize(func: Callable) -> Callable:
     """Makes func a dispatcher with a ``variant(*architectures, override=False)`` decorator."""
     variants: Dict[Key, Callable] = {}
+    # Engine device indices of the calling task -> the body to run (dispatch is on every kernel call).
+    chosen_by_devices: Dict[Tuple[int, ...], Callable] = {}
+
+    def choose(devices: Tuple[int, ...]) -> Callable:
+        archs = tuple(device_of(i).architecture for i in devices) or (cpu,)
+        impl = variants.get(archs if len(archs) > 1 else archs[0]) or variants.get(archs[0]) or func
+        chosen_by_devices[devices] = impl
+        return impl
 
     @functools.wraps(func)
     def dispatch(*args: Any, **kwargs: Any) -> Any:
-        if variants:
-            from .tasks import get_current_devices
-            archs = tuple(d.architecture for d in get_current_devices())
-            chosen = variants.get(archs if len(archs) > 1 else archs[0]) or variants.get(archs[0])
-            if chosen is not None:
-                return chosen(*args, **kwargs)
-        return func(*args, **kwargs)
+        if not variants:
+            return func(*args, **kwargs)
+        task = _core.current_task()
+        devices = task.devices if task is not None else ()
+        impl = chosen_by_devices.get(devices)
+        if impl is None:
+            impl = choose(devices)
+        return impl(*args, **kwargs)
 
     def variant(*keys: Key, override: bool = False) -> Callable[[Callable], Callable]:
         if not keys:
@@ -54,6 +64,7 @@ def specialize(func: Callable) -> Callable:
                                      f"pass override=True to replace it")
             for key in keys:
                 variants[key] = impl
+            chosen_by_devices.clear()
             return dispatch
 
         return register
