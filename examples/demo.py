@@ -15,6 +15,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
     times = {name: [] for name in systems}
     for round_ in range(args.rounds + 1):
         for name, fn in systems.items():
+            time.sleep(0.5)  # let OpenBLAS's idle threads from the previous system stop spinning
             l_sys, t = fn()
             if round_ == 0 and cholesky.residual(a, l_sys) > 1e-10:
                 print(f"FAILED: {name} gave a wrong factor")

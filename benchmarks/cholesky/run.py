@@ -39,6 +39,9 @@ import kernels  # noqa: E402
 import lapack_cholesky  # noqa: E402
 
 
+SETTLE_SECONDS = 0.5
+
+
 def find_starpu(explicit: Optional[str]) -> Optional[str]:
     """Path of the StarPU Cholesky program, building it if needed; None (with a note) when impossible."""
     if explicit:
@@ -139,6 +142,9 @@ def bench_size(n: int, block: int, systems: List[str], workers: int, repeat: int
     for round_ in range(warmup + repeat):
         for system, runner in runners.items():
             with_check = check and round_ == warmup
+            # Let OpenBLAS's idle threads (from multi-threaded calls of the previous system or the residual
+            # check) stop spinning before the next timed run, so no system inherits another's busy cores.
+            time.sleep(SETTLE_SECONDS)
             seconds, residual = runner(with_check)
             if residual is not None:
                 print(f"  {system}: relative residual {residual:.2e}")
