@@ -68,6 +68,7 @@ bench: build install
 	$(VPY) benchmarks/run_c.py build/c
 	$(VPY) benchmarks/python/bench_tasks.py
 	$(VPY) benchmarks/python/bench_data.py
+	$(VPY) benchmarks/python/bench_trace.py
 	$(VPY) benchmarks/cholesky/run.py
 
 demo: build install
