@@ -27,6 +27,7 @@ Exits with status 1 when they differ.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -36,6 +37,9 @@ import numpy as np
 from parla import Parla, TaskSpace, get_current_devices, spawn
 from parla.array import asarray
 from parla.devices import cpu, get_all_devices, gpu
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import add_runtime_options, parla_options  # noqa: E402  (examples/common.py)
 
 
 def make_grid(n: int, seed: int = 0) -> np.ndarray:
@@ -137,13 +141,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=512, help="grid size N (N x N points, default 512)")
     ap.add_argument("--partitions", type=int, default=4, help="number of row bands (default 4)")
     ap.add_argument("--iterations", type=int, default=50, help="Jacobi steps (default 50)")
-    ap.add_argument("--workers", type=int, default=None, help="worker threads (default: all cores)")
-    ap.add_argument("--virtual-gpus", type=int, default=0, help="add N virtual GPUs (default 0)")
-    ap.add_argument("--placement", choices=["round-robin", "any"], default="round-robin",
-                    help="round-robin: band p on device p mod D; any: placement=[cpu, gpu] for every task")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--trace", default=None, help="write a Chrome trace to this file")
-    ap.add_argument("--quiet", action="store_true", help="print nothing")
+    add_runtime_options(ap, ["round-robin", "any"])
     return ap.parse_args(argv)
 
 
@@ -152,9 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     "iterations"}; "devices" maps each band to the sorted devices its sweeps ran on."""
     args = parse_args(argv)
     grid = make_grid(args.n, args.seed)
-    options: Dict[str, Any] = {"virtual_gpus": args.virtual_gpus}
-    if args.trace:
-        options["trace"] = args.trace
+    options = parla_options(args)
 
     start = time.perf_counter()
     with Parla(n_workers=args.workers, **options):

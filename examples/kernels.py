@@ -31,7 +31,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import scipy.linalg.cython_blas as _cython_blas
@@ -337,8 +337,6 @@ def measure_speedup(size: int = 512, calls: int = 20, threads: int = 2, kernel: 
     (best of ``repeat``).
 
     Returns (serial_seconds, parallel_seconds); the speed-up is their ratio (ideal: ``threads``)."""
-    import threading
-    import time
     rng = np.random.default_rng(1)
     x = rng.standard_normal((size, size))
     spd = x @ x.T + size * np.eye(size)
@@ -362,6 +360,13 @@ def measure_speedup(size: int = 512, calls: int = 20, threads: int = 2, kernel: 
                 s[...] = spd
                 potrf(s)
 
+    return serial_vs_threads(run, work, repeat)
+
+
+def serial_vs_threads(run: Callable[[Any], None], work: List[Any], repeat: int = 3) -> Tuple[float, float]:
+    """(seconds to call run on every item in turn, seconds with one thread per item), best of repeat."""
+    import threading
+    import time
     run(work[0])  # warm up
     serial = parallel = float("inf")
     for _ in range(repeat):  # best of `repeat`: the machine may be shared
@@ -396,8 +401,6 @@ def main() -> None:
               f"serial {serial:.3f} s, concurrent {parallel:.3f} s, speed-up {serial / parallel:.2f}x")
     # The f2py wrapper, for comparison: it holds the GIL during the call.
     import scipy.linalg.blas as fblas
-    import threading
-    import time
     rng = np.random.default_rng(2)
     # Fortran-ordered inputs, so the wrapper copies nothing and the comparison is about the GIL only.
     mats = [(np.asfortranarray(rng.standard_normal((args.size, args.size))),
@@ -406,20 +409,7 @@ def main() -> None:
     def f2py_run(pair):
         for _ in range(args.calls):
             fblas.dgemm(1.0, pair[0], pair[1])
-    f2py_run(mats[0])
-    serial = parallel = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for pair in mats:
-            f2py_run(pair)
-        serial = min(serial, time.perf_counter() - t0)
-        pool = [threading.Thread(target=f2py_run, args=(pair,)) for pair in mats]
-        t0 = time.perf_counter()
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        parallel = min(parallel, time.perf_counter() - t0)
+    serial, parallel = serial_vs_threads(f2py_run, mats)
     print(f"(scipy.linalg.blas.dgemm, f2py, for comparison: serial {serial:.3f} s, concurrent {parallel:.3f} s, "
           f"speed-up {serial / parallel:.2f}x)")
 

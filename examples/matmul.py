@@ -39,6 +39,9 @@ from parla import Parla, TaskSpace, get_current_devices, spawn
 from parla.array import asarray
 from parla.devices import cpu, get_all_devices, gpu
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import add_runtime_options, parla_options  # noqa: E402  (examples/common.py)
+
 
 def bounds(size: int, block: int) -> List[int]:
     """Tile boundaries [0, block, 2 block, ..., size] (the last tile may be smaller)."""
@@ -112,12 +115,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--block", type=int, default=256, help="tile size (default 256)")
     ap.add_argument("--mode", choices=["tile", "chain"], default="tile",
                     help="tile: one task per C tile; chain: one task per tile product, inout chains")
-    ap.add_argument("--placement", choices=["any", "round-robin"], default="any")
-    ap.add_argument("--workers", type=int, default=None, help="worker threads (default: all cores)")
-    ap.add_argument("--virtual-gpus", type=int, default=0, help="add N virtual GPUs (default 0)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--trace", default=None, help="write a Chrome trace to this file")
-    ap.add_argument("--quiet", action="store_true", help="print nothing")
+    add_runtime_options(ap, ["any", "round-robin"])
     return ap.parse_args(argv)
 
 
@@ -130,9 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     A = rng.standard_normal((m, k))
     B = rng.standard_normal((k, args.n))
-    options: Dict[str, Any] = {"virtual_gpus": args.virtual_gpus}
-    if args.trace:
-        options["trace"] = args.trace
+    options = parla_options(args)
 
     start = time.perf_counter()
     with Parla(n_workers=args.workers, **options):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -34,6 +35,9 @@ import numpy as np
 from parla import Parla, TaskSpace, get_current_devices, spawn
 from parla.array import asarray
 from parla.devices import cpu, get_all_devices, gpu
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import add_runtime_options, parla_options  # noqa: E402  (examples/common.py)
 
 
 def chunk_bounds(n: int, chunks: int) -> List[int]:
@@ -125,12 +129,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     ap.add_argument("--chunks", type=int, default=16, help="number of leaves (default 16)")
     ap.add_argument("--mode", choices=["await", "parray"], default="await",
                     help="await: async combine tasks await their children; parray: partial sums in a PArray")
-    ap.add_argument("--placement", choices=["round-robin", "any"], default="round-robin")
-    ap.add_argument("--workers", type=int, default=None, help="worker threads (default: all cores)")
-    ap.add_argument("--virtual-gpus", type=int, default=0, help="add N virtual GPUs (default 0)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--trace", default=None, help="write a Chrome trace to this file")
-    ap.add_argument("--quiet", action="store_true", help="print nothing")
+    add_runtime_options(ap, ["round-robin", "any"])
     return ap.parse_args(argv)
 
 
@@ -139,9 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     "levels"}."""
     args = parse_args(argv)
     x = np.random.default_rng(args.seed).random(args.n)
-    options: Dict[str, Any] = {"virtual_gpus": args.virtual_gpus}
-    if args.trace:
-        options["trace"] = args.trace
+    options = parla_options(args)
 
     start = time.perf_counter()
     with Parla(n_workers=args.workers, **options):

@@ -85,6 +85,39 @@ static inline uint64_t bit(int device)
 
 /* ------------------------------------------------------------- lifecycle -- */
 
+/* Removes copy c from its device's LRU list (device lock held). */
+static void lru_unlink(parla__device_t *dev, parla__copy_t *c)
+{
+    if (!c->listed)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        dev->lru_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        dev->lru_tail = c->prev;
+    c->prev = c->next = NULL;
+    c->listed = 0;
+}
+
+/* Moves copy c to the most-recently-used end of its device's list. */
+static void lru_touch(parla__device_t *dev, parla__copy_t *c)
+{
+    if (c->listed && dev->lru_tail == c)
+        return;
+    lru_unlink(dev, c);
+    c->prev = dev->lru_tail;
+    c->next = NULL;
+    if (dev->lru_tail)
+        dev->lru_tail->next = c;
+    else
+        dev->lru_head = c;
+    dev->lru_tail = c;
+    c->listed = 1;
+}
+
 static void store_free(store_t *s)
 {
     parla_runtime_t *rt = s->rt;
@@ -94,16 +127,7 @@ static void store_free(store_t *s)
             continue;
         parla__device_t *d = &rt->devices[i];
         pthread_mutex_lock(&d->lock);
-        if (c->listed) {
-            if (c->prev)
-                c->prev->next = c->next;
-            else
-                d->lru_head = c->next;
-            if (c->next)
-                c->next->prev = c->prev;
-            else
-                d->lru_tail = c->prev;
-        }
+        lru_unlink(d, c);
         if (i != 0)
             d->resident -= s->nbytes;
         pthread_mutex_unlock(&d->lock);
@@ -396,46 +420,6 @@ void *parla_data_device_ptr(parla_data_t *d, int device)
 
 /* -------------------------------------------------------------- residency -- */
 
-/* Moves copy c to the most-recently-used end of its device's list. */
-static void lru_touch(parla__device_t *dev, parla__copy_t *c)
-{
-    if (c->listed) {
-        if (dev->lru_tail == c)
-            return;
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            dev->lru_head = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-        else
-            dev->lru_tail = c->prev;
-    }
-    c->prev = dev->lru_tail;
-    c->next = NULL;
-    if (dev->lru_tail)
-        dev->lru_tail->next = c;
-    else
-        dev->lru_head = c;
-    dev->lru_tail = c;
-    c->listed = 1;
-}
-
-static void lru_unlink(parla__device_t *dev, parla__copy_t *c)
-{
-    if (!c->listed)
-        return;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        dev->lru_head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        dev->lru_tail = c->prev;
-    c->prev = c->next = NULL;
-    c->listed = 0;
-}
 
 /* Copies bytes [lo, hi) of store s from device `from` to device `to`. */
 static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, const parla_task_t *t)
