@@ -16,6 +16,10 @@
  *     submitted task is always safe.
  *   - Thread context: every function may be called from any thread, including
  *     from inside a task body, unless its comment says otherwise.
+ *   - NULL handles: functions returning int give PARLA_EINVAL; release/retain
+ *     and setters do nothing; getters return a neutral value (0, NULL,
+ *     "(null)", PARLA_TASK_CREATED). Using a handle after its last release is
+ *     undefined, as with free().
  *   - Units: memory in bytes, time in seconds, vcus as a fraction of a device
  *     (1.0 = the whole device).
  */

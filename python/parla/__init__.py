@@ -9,7 +9,7 @@
         def hello():
             print("Hello, World!")
 """
-from ._runtime import Parla, TaskCancelledError, UnspawnedDependencyError
+from ._runtime import DependencyCycleError, Parla, TaskCancelledError, UnspawnedDependencyError
 from .tasks import (Task, TaskList, TaskSpace, get_current_context, get_current_devices, get_current_stream,
                     get_current_task, spawn)
 from .function_decorators import specialize, specialized
@@ -20,5 +20,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Parla", "spawn", "TaskSpace", "Task", "TaskList", "get_current_task", "get_current_devices",
     "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
+    "DependencyCycleError",
     "specialize", "specialized", "array", "devices", "tasks",
 ]

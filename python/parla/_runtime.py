@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from . import _core
 
-__all__ = ["Parla", "current_runtime", "UnspawnedDependencyError", "TaskCancelledError"]
+__all__ = ["Parla", "current_runtime", "UnspawnedDependencyError", "DependencyCycleError", "TaskCancelledError"]
 
 
 class UnspawnedDependencyError(RuntimeError):
@@ -20,6 +20,11 @@ class UnspawnedDependencyError(RuntimeError):
     The message names the never-spawned tasks and the tasks that depend on them. Parla hangs in this case;
     this runtime cancels the waiting tasks and reports them instead.
     """
+
+
+class DependencyCycleError(RuntimeError):
+    """Raised when a Parla context exits while spawned tasks wait on each other in a cycle (explicit
+    dependencies, data hazards or awaits). The tasks cannot run or be cancelled; the workers stay parked."""
 
 
 class TaskCancelledError(RuntimeError):
@@ -56,14 +61,18 @@ _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 
 def parse_size(text: Any, what: str) -> int:
     """Bytes from an int or a string like ``"256MiB"``, ``"1GB"``, ``"4096"``. Raises ValueError naming what."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        if text < 0:
-            raise ValueError(f"{what}={text!r} must be >= 0 bytes")
-        return text
-    match = _SIZE.match(str(text))
-    if not match:
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
         raise ValueError(f"{what}={text!r} is not a size (examples: 268435456, '256MiB', '1GB')")
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "B").lower()])
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _SIZE.match(text)
+        if not match:
+            raise ValueError(f"{what}={text!r} is not a size (examples: 268435456, '256MiB', '1GB')")
+        value = int(float(match.group(1)) * _UNITS[(match.group(2) or "B").lower()])
+    if not 0 < value < 2**63:
+        raise ValueError(f"{what}={text!r} must be between 1 byte and 2**63 bytes")
+    return value
 
 
 def _virtual_gpus_from_env() -> Dict[str, int]:
@@ -83,6 +92,12 @@ def _virtual_gpus_from_env() -> Dict[str, int]:
     return out
 
 
+def _positive(value: Any, what: str, zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
+        raise ValueError(f"{what}={value!r} must be an integer >= {0 if zero else 1}")
+    return value
+
+
 def _read_dev_config(path: str) -> Dict[str, int]:
     """Reads a Parla ``dev_config_file`` (YAML: ``CPU: {num_cores, mem_sz}``, ``GPU: {num_devices, mem_sz}``)."""
     try:
@@ -96,15 +111,27 @@ def _read_dev_config(path: str) -> Dict[str, int]:
     out: Dict[str, int] = {}
     cpu_section = config.get("CPU") or {}
     gpu_section = config.get("GPU") or {}
+    for name, section in (("CPU", cpu_section), ("GPU", gpu_section)):
+        if not isinstance(section, dict):
+            raise ValueError(f"dev_config_file {path!r}: {name} must be a mapping like "
+                             f"{{num_devices: 2, mem_sz: 1GiB}}, not {section!r}")
     if "num_cores" in cpu_section:
-        out["n_workers"] = int(cpu_section["num_cores"])
+        out["n_workers"] = _positive(cpu_section["num_cores"], f"{path}: CPU.num_cores")
     if "mem_sz" in cpu_section:
         out["cpu_memory"] = parse_size(cpu_section["mem_sz"], "CPU.mem_sz")
     if "num_devices" in gpu_section:
-        out["virtual_gpus"] = int(gpu_section["num_devices"])
+        out["virtual_gpus"] = _positive(gpu_section["num_devices"], f"{path}: GPU.num_devices", zero=True)
     if "mem_sz" in gpu_section:
         out["gpu_memory"] = parse_size(gpu_section["mem_sz"], "GPU.mem_sz")
     return out
+
+
+def _describe(exc: BaseException) -> str:
+    """repr(exc), or its type's name when its repr raises."""
+    try:
+        return repr(exc)
+    except Exception:
+        return f"{type(exc).__name__} (its repr failed)"
 
 
 class Parla:
@@ -138,7 +165,7 @@ class Parla:
     """
 
     def __init__(self, n_workers: Optional[int] = None, **options) -> None:
-        if n_workers is not None and (not isinstance(n_workers, int) or n_workers <= 0):
+        if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers <= 0):
             raise ValueError(f"Parla(n_workers={n_workers!r}): n_workers must be a positive integer")
         unknown = set(options) - {"virtual_gpus", "gpu_memory", "dev_config_file", "trace", "graph", "summary",
                                   "summary_file"}
@@ -170,8 +197,8 @@ class Parla:
         config.update(_virtual_gpus_from_env())
         if self.options.get("virtual_gpus") is not None:
             n_gpus = self.options["virtual_gpus"]
-            if not isinstance(n_gpus, int) or n_gpus < 0:
-                raise ValueError(f"Parla(virtual_gpus={n_gpus!r}): expected a number of GPUs >= 0")
+            if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or not 0 <= n_gpus <= 63:
+                raise ValueError(f"Parla(virtual_gpus={n_gpus!r}): expected a number of GPUs from 0 to 63")
             config["virtual_gpus"] = n_gpus
         if self.options.get("gpu_memory") is not None:
             config["gpu_memory"] = parse_size(self.options["gpu_memory"], "gpu_memory")
@@ -217,18 +244,34 @@ class Parla:
         stuck = None
         if code == _core.ESTUCK:
             # The engine speaks of submitting; in Python, tasks are spawned.
-            stuck = UnspawnedDependencyError(message.replace("submitted", "spawned"))
+            text = message.replace("submitted", "spawned")
+            if rt.unsubmitted():
+                stuck = UnspawnedDependencyError(text)
+            else:
+                stuck = DependencyCycleError(
+                    text + ". Every spawned task waits on another: a cycle of dependencies, or an async task "
+                    "awaiting a task that must wait for it (for example one reading a PArray the awaiting task "
+                    "declared as output or inout)")
             rt.cancel_all()
             self._drain(rt)
         failed = list(rt.failed)
         self._drain(rt)
+        trace_error = None
         if self.trace_path or self.graph_path or self.options.get("summary"):
-            self.summary = rt.write_trace(self.trace_path, self.graph_path)
-            if self.options.get("summary"):
-                print(self.summary, end="", flush=True)
+            try:
+                self.summary = rt.write_trace(self.trace_path, self.graph_path)
+                if self.options.get("summary"):
+                    print(self.summary, end="", flush=True)
+            except (OSError, RuntimeError) as e:
+                trace_error = e
         # PArrays keep their latest values on the CPU after the context (reading them needs no runtime).
+        # When tasks are stuck (a cycle) some data cannot be fetched; the stuck error says why.
         for parray in list(self._parrays.values()):
-            parray._detach()
+            try:
+                parray._detach()
+            except RuntimeError:
+                if stuck is None:
+                    raise
         try:
             rt.close()
         except RuntimeError:
@@ -238,7 +281,10 @@ class Parla:
                 raise
         self._rt = None
         if not failed:
-            return stuck
+            error = stuck or trace_error
+            if stuck is not None and trace_error is not None:
+                stuck.add_note(f"also, the trace could not be written: {trace_error}")
+            return error
         first = failed[0]
         error = first._exception
         error.add_note(f"raised by Parla task {first.name}")
@@ -246,9 +292,11 @@ class Parla:
         for task in failed[1:]:
             if id(task._exception) not in seen:
                 seen.add(id(task._exception))
-                error.add_note(f"task {task.name} also failed: {task._exception!r}")
+                error.add_note(f"task {task.name} also failed: {_describe(task._exception)}")
         if stuck is not None:
             error.add_note(str(stuck))
+        if trace_error is not None:
+            error.add_note(f"the trace could not be written: {trace_error}")
         return error
 
     @staticmethod

@@ -103,15 +103,20 @@ class PArray:
     ``print_overview()``.
     """
 
-    __slots__ = ("_root", "_indices", "_np", "_ranges", "_data", "_cache", "_readonly", "__weakref__")
+    __slots__ = ("_root", "_indices", "_np", "_ranges", "_data", "_cache", "_readonly", "_generation",
+                 "__weakref__")
 
     def __init__(self, array: Any) -> None:
         if isinstance(array, PArray):
             array = array.array
-        base = np.ascontiguousarray(array)
-        if not base.flags.writeable:
-            base = base.copy()
+        base = np.asarray(array, order="C")  # keeps 0-d arrays 0-d
+        if base.dtype.hasobject:
+            raise TypeError(f"a PArray holds numbers, not Python objects (dtype {base.dtype}): its bytes are "
+                            f"copied between devices")
+        if not base.flags.writeable or not base.flags.c_contiguous:
+            base = np.array(base, order="C", copy=True)
         self._root = self
+        self._generation = 0     # bumped by update(); views made before it are stale
         self._indices: Tuple = ()
         self._np = base          # the CPU copy (root) or the CPU view (views)
         self._ranges = None      # byte ranges of the root (views only)
@@ -124,8 +129,10 @@ class PArray:
     def _view(cls, parent: "PArray", index: Any) -> "PArray":
         root = parent._root
         view_np = parent._np[index]
+        parent._check_fresh()
         self = object.__new__(cls)
         self._root = root
+        self._generation = root._generation
         self._indices = parent._indices + (index,)
         self._np = view_np
         self._data = None
@@ -135,12 +142,18 @@ class PArray:
             _byte_ranges_fancy(root._np, self._indices)
         return self
 
+    def _check_fresh(self) -> None:
+        if self._generation != self._root._generation:
+            raise RuntimeError(f"this PArray view was made before update() replaced its array; slice the "
+                               f"updated PArray again")
+
     def _engine_data(self) -> _core.Data:
         """This array's engine data in the active runtime (created on first use there)."""
         context = _runtime._current
         data = self._data
         if context is not None and data is not None and data.runtime is context._rt:
             return data
+        self._check_fresh()
         context = _runtime.current_runtime()
         runtime = context.runtime
         root = self._root
@@ -200,7 +213,7 @@ class PArray:
                 mode |= m
             elif getattr(declared, "_root", None) is root:
                 views.append((declared, m))
-        if mode or root is self:
+        if root is self:
             return mode
         # A view made inside the body (A[0:10][2:5]) is covered by a declared view of the same array.
         for declared, m in views:
@@ -212,6 +225,7 @@ class PArray:
     def array(self) -> Any:
         """The array on the running task's device (NumPy, or CuPy on a CUDA GPU). Outside tasks: the latest
         values, as a NumPy array on the CPU (waiting for tasks that write this array)."""
+        self._check_fresh()
         task = _core.current_task()
         if task is None:
             data = self._live_data()
@@ -227,8 +241,8 @@ class PArray:
             task._modes = modes
         root = self._root
         mode = modes.get(id(self), 0) | modes.get(id(root), 0)
-        if not mode and root is not self:
-            mode = self._declared_mode(task)
+        if mode != _core.READWRITE and root is not self:
+            mode |= self._declared_mode(task)  # declared views covering this one add their modes
         if not mode:
             raise RuntimeError(f"task {task.name} uses a PArray of shape {self.shape} that it did not declare in "
                                f"input=, output= or inout=")
@@ -262,12 +276,15 @@ class PArray:
         data = self._live_data()
         if data is not None:
             data.fetch(0, True)
-        base = np.ascontiguousarray(new_array)
-        if not base.flags.writeable:
-            base = base.copy()
+        base = np.asarray(new_array, order="C")
+        if base.dtype.hasobject:
+            raise TypeError(f"update(): a PArray holds numbers, not Python objects (dtype {base.dtype})")
+        if not base.flags.writeable or not base.flags.c_contiguous:
+            base = np.array(base, order="C", copy=True)
         self._np = base
         self._data = None
         self._cache = {}
+        self._generation += 1
 
     # --------------------------------------------------------- attributes --
     @property

@@ -16,6 +16,7 @@ the awaited tasks finish.
 from __future__ import annotations
 
 import itertools
+import numbers
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import _core, _runtime
@@ -60,7 +61,8 @@ class Task(_core.Task):
         if state == "done":
             return self._result
         if state == "failed":
-            raise self._exception
+            raise self._exception if self._exception is not None else \
+                RuntimeError(f"task {self.name} failed in the runtime")
         if state == "cancelled":
             raise self._cancelled_error()
         raise RuntimeError(f"task {self.name} has not finished (state {state})")
@@ -191,18 +193,22 @@ class TaskSpace:
 
     def _expand(self, dim: int, index: Any) -> List[Hashable]:
         if isinstance(index, slice):
-            start, stop, step = index.start, index.stop, index.step
-            if start is None or stop is None:
+            if index.step == 0:
+                raise ValueError(f"TaskSpace {self.name!r}: slice step cannot be zero")
+            if index.start is None or index.stop is None:
                 if self.shape is None or dim >= len(self.shape):
                     raise ValueError(f"TaskSpace {self.name!r}: the slice {index!r} needs explicit bounds "
                                      f"(or give the TaskSpace a shape)")
                 lo, n = self.start[dim], self.shape[dim]
-                start = lo if start is None else start
-                stop = lo + n if stop is None else stop
-            return list(range(start, stop, step or 1))
+                # Open bounds mean the shape's bounds; a negative step walks them backwards.
+                step = index.step or 1
+                start = index.start if index.start is not None else (lo if step > 0 else lo + n - 1)
+                stop = index.stop if index.stop is not None else (lo + n if step > 0 else lo - 1)
+                return list(range(start, stop, step))
+            return list(range(index.start, index.stop, index.step or 1))
         if isinstance(index, (range, list)):
-            return list(index)
-        return [index]
+            return [_key(k) for k in index]
+        return [_key(index)]
 
     def __getitem__(self, index: Any) -> Union[Task, TaskList]:
         key = index if type(index) is tuple else (index,)
@@ -212,6 +218,7 @@ class TaskSpace:
             task = None
         if task is not None and (_runtime._current is None or task.runtime is _runtime._current._rt):
             return task  # after the context, a TaskSpace still gives the tasks it named
+        key = tuple(_key(k) for k in key)  # a new task or a slice: normalise integer types
         for k in key:
             if type(k) in _EXPANDING or isinstance(k, (slice, range, list)):
                 break
@@ -252,6 +259,13 @@ class TaskSpace:
 _EXPANDING = (slice, range, list)
 
 
+def _key(k: Any) -> Any:
+    """NumPy and other integer types index like int (T[np.int64(3)] is T[3])."""
+    if isinstance(k, numbers.Integral) and not isinstance(k, bool):
+        return int(k)
+    return k
+
+
 def _key_str(k: Any) -> str:
     return str(k) if isinstance(k, int) else repr(k)
 
@@ -282,6 +296,13 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         raise TypeError(f"spawn() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     context = _runtime.current_runtime()
 
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, numbers.Integral)
+                                 or not -1000000 <= priority <= 1000000):
+        raise ValueError(f"spawn(priority={priority!r}): priority must be an integer in [-10^6, 10^6]")
+    if isinstance(dependencies, (str, bytes)):
+        raise TypeError(f"spawn(dependencies={dependencies!r}): dependencies must be tasks, TaskSpace slices or "
+                        f"lists of them, not a string")
+
     def decorator(body: Callable) -> Task:
         if taskid is None:
             task = Task(context.runtime, f"{getattr(body, '__name__', 'task')}#{next(_anonymous)}")
@@ -290,7 +311,8 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         else:
             raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
         options, v, m = resolve_placement(placement, vcus, memory, task.name)
-        accesses = _accesses(task, input, output, inout) if (input or output or inout) else ()
+        accesses = _accesses(task, input, output, inout) \
+            if any(x is not None and (type(x) not in (list, tuple) or x) for x in (input, output, inout)) else ()
         deps = dependencies
         if deps is None:
             deps = ()
@@ -335,10 +357,12 @@ def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable) ->
     out: List[Tuple[Any, int]] = []
     for arg, items, mode in (("input", input, _core.READ), ("output", output, _core.WRITE),
                              ("inout", inout, _core.READWRITE)):
-        if not items:
-            continue
         if type(items) is not list and type(items) is not tuple:
+            if items is None:
+                continue
             items = (items,)
+        elif not items:
+            continue
         for item in items:
             if type(item) is PArray:
                 out.append((item._engine_data(), mode))

@@ -282,6 +282,7 @@ struct parla_runtime {
     _Atomic uint64_t n_failed, n_cancelled;
     _Atomic bool destroyed;  /* destroy succeeded; free with the last task */
     _Atomic bool cancelling; /* parla_runtime_cancel_all was called */
+    _Atomic bool closing;    /* parla_runtime_destroy is checking for live tasks */
 
     /* Recycled task memory (see task.c). */
     _Atomic(parla_task_t *) pool; /* freed tasks, pushed lock-free, linked by qnext */

@@ -46,7 +46,7 @@ void parla_config_init(parla_config_t *c)
 
 int parla_runtime_num_workers(const parla_runtime_t *rt)
 {
-    return rt->n_workers;
+    return rt ? rt->n_workers : 0;
 }
 
 /* ------------------------------------------------------------ ready work -- */
@@ -475,6 +475,8 @@ int parla_runtime_wait_all_timeout(parla_runtime_t *rt, double timeout)
 
 void parla_runtime_cancel_all(parla_runtime_t *rt)
 {
+    if (rt == NULL)
+        return;
     atomic_store(&rt->cancelling, true);
     /* Cancel the never-submitted tasks others wait on, one at a time (the
      * list changes as each is cancelled). */
@@ -622,6 +624,10 @@ void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t)
 
 size_t parla_runtime_unsubmitted(parla_runtime_t *rt, parla_task_t **out, size_t cap)
 {
+    if (rt == NULL)
+        return 0;
+    if (out == NULL)
+        cap = 0;
     pthread_mutex_lock(&rt->placeholder_lock);
     size_t n = rt->n_placeholders;
     for (size_t i = 0; i < n && i < cap; i++) {
@@ -767,6 +773,7 @@ int parla_runtime_destroy(parla_runtime_t *rt)
     if (tls_worker && tls_worker->rt == rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_destroy: called from task %s",
                             parla_task_name(tls_worker->current));
+    atomic_store(&rt->closing, true); /* from now on submit refuses (see parla_task_submit) */
     /* A task is reported finished (its state) a moment before the engine's
      * bookkeeping for it ends; wait that moment out, briefly. */
     long active = atomic_load(&rt->n_active);
@@ -779,8 +786,11 @@ int parla_runtime_destroy(parla_runtime_t *rt)
         sched_yield();
         active = atomic_load(&rt->n_active);
     }
-    if (active > 0)
-        return parla__error(PARLA_EBUSY, "parla_runtime_destroy: %ld submitted tasks have not finished", active);
+    if (active > 0) {
+        atomic_store(&rt->closing, false);
+        return parla__error(PARLA_EBUSY, "parla_runtime_destroy: %ld submitted task%s not finished", active,
+                            active == 1 ? " has" : "s have");
+    }
     stop_workers(rt, rt->n_workers);
     atomic_store(&rt->destroyed, true);
     /* Never-submitted tasks recorded as placeholders: drop the registry's references. */
@@ -801,6 +811,12 @@ int parla_runtime_destroy(parla_runtime_t *rt)
 
 void parla_runtime_stats(parla_runtime_t *rt, parla_runtime_stats_t *out)
 {
+    if (out == NULL)
+        return;
+    if (rt == NULL) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
     memset(out, 0, sizeof *out);
     out->tasks_created = atomic_load(&rt->serial);
     out->tasks_failed = atomic_load(&rt->n_failed);

@@ -129,6 +129,8 @@ static void edge_free(parla_task_t *owner, parla__edge_t *e)
 
 void parla_task_retain(parla_task_t *t)
 {
+    if (t == NULL)
+        return;
     atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
 }
 
@@ -199,6 +201,8 @@ int parla_task_set_name(parla_task_t *t, const char *name)
 
 const char *parla_task_name(const parla_task_t *t)
 {
+    if (t == NULL)
+        return "(null)";
     char *name = atomic_load_explicit(&t->name, memory_order_acquire);
     if (name)
         return name;
@@ -321,21 +325,29 @@ int parla_task_set_resources(parla_task_t *t, double vcus, uint64_t memory)
 
 void parla_task_set_user(parla_task_t *t, void *user)
 {
+    if (t == NULL)
+        return;
     t->user = user;
 }
 
 void *parla_task_user(const parla_task_t *t)
 {
+    if (t == NULL)
+        return NULL;
     return t->user;
 }
 
 parla_task_state_t parla_task_state(const parla_task_t *t)
 {
+    if (t == NULL)
+        return PARLA_TASK_CREATED;
     return (parla_task_state_t)atomic_load_explicit(&t->state, memory_order_acquire);
 }
 
 int parla_task_error(const parla_task_t *t)
 {
+    if (t == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_error: task is NULL");
     int s = atomic_load_explicit(&t->state, memory_order_acquire);
     if (s == PARLA_TASK_FAILED)
         return t->error;
@@ -346,6 +358,8 @@ int parla_task_error(const parla_task_t *t)
 
 parla_task_t *parla_task_cause(const parla_task_t *t)
 {
+    if (t == NULL)
+        return NULL;
     if (atomic_load_explicit(&t->state, memory_order_acquire) != PARLA_TASK_CANCELLED)
         return NULL;
     return atomic_load_explicit(&t->cause, memory_order_acquire);
@@ -460,7 +474,17 @@ int parla_task_submit(parla_task_t *t)
     if (rt->trace)
         parla__trace_name(rt, t);
     parla_task_retain(t); /* the engine's reference, dropped when t finishes */
-    atomic_fetch_add_explicit(&rt->n_active, 1, memory_order_relaxed);
+    /* Pairs with parla_runtime_destroy: either it sees this task active, or
+     * this sees it closing (both sequentially consistent). */
+    atomic_fetch_add(&rt->n_active, 1);
+    if (atomic_load(&rt->closing)) {
+        /* Undo: the task stays never submitted (its hold keeps it from running). */
+        atomic_fetch_sub(&rt->n_active, 1);
+        atomic_store(&t->state, PARLA_TASK_CREATED);
+        parla_task_release(t);
+        return parla__error(PARLA_ESTATE, "parla_task_submit: task %s: the runtime is being destroyed",
+                            parla_task_name(t));
+    }
     bool feasible;
     if (t->ext && t->ext->n_options > 0) {
         feasible = false;

@@ -259,6 +259,8 @@ int parla_data_view(parla_data_t *base, const uint64_t *ranges, size_t n, parla_
 
 void parla_data_retain(parla_data_t *d)
 {
+    if (d == NULL)
+        return;
     atomic_fetch_add_explicit(&d->refs, 1, memory_order_relaxed);
 }
 
@@ -274,6 +276,8 @@ void parla_data_release(parla_data_t *d)
 
 uint64_t parla_data_nbytes(const parla_data_t *d)
 {
+    if (d == NULL)
+        return 0;
     return d->store->nbytes;
 }
 
@@ -361,6 +365,8 @@ static uint64_t valid_bytes_locked(const parla_data_t *d, int device, uint64_t *
 
 uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
 {
+    if (d == NULL)
+        return 0;
     store_t *s = d->store;
     if (device < 0 || device >= s->rt->n_devices)
         return 0;
@@ -398,6 +404,8 @@ void parla__data_plan(parla_task_t *t, int device)
 
 uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
 {
+    if (d == NULL)
+        return 0;
     store_t *s = d->store;
     if (device < 0 || device >= s->rt->n_devices)
         return 0;
@@ -409,6 +417,8 @@ uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
 
 void *parla_data_device_ptr(parla_data_t *d, int device)
 {
+    if (d == NULL)
+        return NULL;
     store_t *s = d->store;
     if (device < 0 || device >= s->rt->n_devices)
         return NULL;
@@ -905,6 +915,8 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
 
 int parla_data_fetch(parla_data_t *d, int device, int write)
 {
+    if (d == NULL)
+        return parla__error(PARLA_EINVAL, "parla_data_fetch: data is NULL");
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
     if (device < 0 || device >= rt->n_devices)
@@ -955,6 +967,8 @@ int parla_data_fetch(parla_data_t *d, int device, int write)
 
 int parla_data_evict(parla_data_t *d, int device, int keep_one_copy)
 {
+    if (d == NULL)
+        return parla__error(PARLA_EINVAL, "parla_data_evict: data is NULL");
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
     if (device < -1 || device >= rt->n_devices)

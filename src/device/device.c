@@ -124,7 +124,7 @@ void parla__devices_destroy(parla_runtime_t *rt)
 
 int parla_runtime_num_devices(const parla_runtime_t *rt)
 {
-    return rt->n_devices;
+    return rt ? rt->n_devices : 0;
 }
 
 int parla_device_info(parla_runtime_t *rt, int index, parla_device_info_t *out)
@@ -296,7 +296,17 @@ int parla__map_task(parla_task_t *t)
         bool ok = true;
         t->vcus = opt->vcus;
         t->memory = opt->memory;
-        for (int s = 0; s < opt->n && ok; s++) {
+        /* Named devices first, then "any" slots, so an any-slot never takes a
+         * device another slot names. */
+        int order[PARLA_MAX_TASK_DEVICES], n_order = 0;
+        for (int s = 0; s < opt->n; s++)
+            if (opt->slots[s] >= 0)
+                order[n_order++] = s;
+        for (int s = 0; s < opt->n; s++)
+            if (opt->slots[s] < 0)
+                order[n_order++] = s;
+        for (int q = 0; q < opt->n && ok; q++) {
+            int s = order[q];
             double bs = -INFINITY;
             parla_mapping_t bm = {0};
             int pick = -1;
@@ -307,8 +317,8 @@ int parla__map_task(parla_task_t *t)
                     d->memory_capacity < opt->memory)
                     continue;
                 bool used = false;
-                for (int j = 0; j < s; j++)
-                    used |= chosen[j] == i;
+                for (int j = 0; j < q; j++)
+                    used |= chosen[order[j]] == i;
                 if (used)
                     continue;
                 parla_mapping_t m;
@@ -363,6 +373,10 @@ int parla__map_task(parla_task_t *t)
 
 int parla_task_devices(const parla_task_t *t, int *out, int cap)
 {
+    if (t == NULL)
+        return 0;
+    if (out == NULL)
+        cap = 0;
     int n = t->n_devices;
     for (int i = 0; i < n && i < cap; i++)
         out[i] = t->devices[i];
@@ -371,6 +385,8 @@ int parla_task_devices(const parla_task_t *t, int *out, int cap)
 
 int parla_task_mapping(const parla_task_t *t, parla_mapping_t *out)
 {
+    if (t == NULL || out == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_mapping: %s is NULL", t ? "out" : "task");
     memset(out, 0, sizeof *out);
     if (t->ext == NULL || t->n_devices == 0)
         return parla__error(PARLA_ESTATE, "task %s has no mapping (no placement options, or not mapped yet)",
@@ -392,6 +408,7 @@ int parla_task_add_placement(parla_task_t *t, const int *slots, int n, double vc
     if (!(vcus >= 0.0 && vcus <= 1.0))
         return parla__error(PARLA_EINVAL, "task %s: vcus=%g is outside (0, 1]", parla_task_name(t), vcus);
     parla_runtime_t *rt = t->rt;
+    /* A need larger than every allowed device is caught at submit (PARLA_ERESOURCE). */
     int n_cpu = 0, n_gpu = 0, need_cpu = 0, need_gpu = 0;
     for (int i = 0; i < rt->n_devices; i++) {
         if (rt->devices[i].kind == PARLA_DEVICE_CPU)

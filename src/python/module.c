@@ -707,6 +707,10 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
     self->submitting = 1;
     rc = parla_task_submit(self->task);
     self->submitting = 0;
+    if (rc == 0 && parla_task_state(self->task) == PARLA_TASK_FAILED && self->exception == NULL) {
+        /* Failed inside submit (no placement could be mapped): report it at exit. */
+        record_engine_failure(self->runtime, self, self->task);
+    }
     if (rc) {
         raise_code(rc);
         if (rc == PARLA_ERESOURCE) {

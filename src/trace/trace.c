@@ -227,6 +227,8 @@ static void dot_string(FILE *f, const char *s)
 int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *dot_path, char *summary,
                       size_t summary_cap)
 {
+    if (rt == NULL)
+        return parla__error(PARLA_EINVAL, "parla_trace_write: runtime is NULL");
     parla__trace_t *tr = rt->trace;
     if (tr == NULL)
         return parla__error(PARLA_ESTATE, "parla_trace_write: tracing is off (set parla_config_t.trace)");
