@@ -1,0 +1,115 @@
+"""Regression tests for problems found by trying to break the runtime."""
+import numpy as np
+import pytest
+
+from parla import DependencyCycleError, Parla, TaskSpace, spawn
+from parla.array import asarray
+from parla.devices import cpu, gpu
+
+
+@pytest.mark.timeout(30)
+def test_any_gpu_with_a_named_gpu_always_maps():
+    tasks = []
+    with Parla(n_workers=2, virtual_gpus=2):
+        for i in range(40):
+            @spawn(placement=(gpu, gpu(0)))
+            def both():
+                return 1
+            tasks.append(both)
+    assert all(t.state == "done" for t in tasks)
+    assert all(sorted(t.devices) == [1, 2] for t in tasks)
+
+
+@pytest.mark.timeout(30)
+def test_unwritable_trace_keeps_data_and_closes(tmp_path):
+    A = asarray(np.zeros(4))
+    with pytest.raises(RuntimeError, match="cannot open"):
+        with Parla(n_workers=2, virtual_gpus=1, trace=str(tmp_path / "missing" / "run.json")):
+            @spawn(placement=gpu, inout=[A])
+            def write():
+                A.array[:] = 42
+    assert np.all(A.array == 42)
+    with Parla(n_workers=1):  # the runtime was closed: a new context starts
+        pass
+
+
+@pytest.mark.timeout(30)
+def test_unwritable_trace_does_not_hide_a_task_error(tmp_path):
+    with pytest.raises(ValueError, match="boom") as info:
+        with Parla(n_workers=1, trace=str(tmp_path / "missing" / "run.json")):
+            @spawn()
+            def fails():
+                raise ValueError("boom")
+    assert any("trace could not be written" in n for n in info.value.__notes__)
+
+
+@pytest.mark.timeout(30)
+def test_view_made_before_update_is_refused():
+    A = asarray(np.zeros(10, dtype=np.float32))
+    V = A[5:10]
+    A.update(np.arange(10, dtype=np.float64))
+    with pytest.raises(RuntimeError, match="before update"):
+        V.array
+    with Parla(n_workers=1):
+        with pytest.raises(RuntimeError, match="before update"):
+            @spawn(inout=[V])
+            def stale():
+                pass
+        W = A[5:10]
+
+        @spawn(placement=cpu, inout=[W])
+        def fresh():
+            W.array[:] += 100
+    assert np.array_equal(A.array, np.r_[np.arange(5.0), np.arange(5.0, 10.0) + 100])
+
+
+@pytest.mark.timeout(30)
+def test_taskspace_reverse_slices_and_integer_types():
+    with Parla(n_workers=1):
+        S = TaskSpace("S", shape=(3,))
+        assert [t.name for t in S[::-1]] == ["S[2]", "S[1]", "S[0]"]
+        assert S[np.int64(1)] is S[1]
+        with pytest.raises(ValueError, match="step"):
+            S[0:3:0]
+        for i in range(3):
+            @spawn(S[i])
+            def f():
+                pass
+
+
+@pytest.mark.timeout(30)
+def test_object_arrays_are_refused_and_0d_kept():
+    with pytest.raises(TypeError, match="not Python objects"):
+        asarray(np.array([object()]))
+    assert asarray(np.float64(3.0)).shape == ()
+
+
+@pytest.mark.timeout(30)
+def test_async_task_awaiting_a_reader_of_its_own_data_is_a_cycle():
+    A = asarray(np.zeros(4))
+    with pytest.raises(DependencyCycleError, match="await"):
+        with Parla(n_workers=2):
+            @spawn(inout=[A])
+            async def parent():
+                @spawn(input=[A])
+                def child():
+                    return float(A.array[0])
+                await child
+
+
+@pytest.mark.timeout(30)
+def test_declared_view_writable_when_sliced_again_in_the_body():
+    A = asarray(np.arange(8.0))
+    with Parla(n_workers=1, virtual_gpus=1):
+        @spawn(placement=gpu(0), input=[A], inout=[A[0:4]])
+        def g():
+            A[0:4].array[:] = 28
+    assert np.array_equal(A.array, [28, 28, 28, 28, 4, 5, 6, 7])
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("size", [0, 2**64, 1.5, "99999999999TB"])
+def test_bad_gpu_memory_sizes(size):
+    with pytest.raises(ValueError):
+        with Parla(virtual_gpus=1, gpu_memory=size):
+            pass
