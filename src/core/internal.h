@@ -229,7 +229,6 @@ enum {
     PARLA__TEV_COPY = 3, /* ts: start, b: end, a: bytes, device: destination, f[0]: source */
     PARLA__TEV_EVICT = 4, /* a: bytes, device */
 };
-#define PARLA__TEV_START PARLA__TEV_TASK
 
 typedef struct parla__tev {
     uint64_t ts, serial, a, b;

@@ -156,8 +156,8 @@ out:
 typedef struct tinfo {
     uint64_t serial;
     const char *name;
-    uint64_t start, end; /* ns since t0; end == 0: never ran */
-    int worker, device, state, ran;
+    uint64_t start, end; /* ns since t0 */
+    int worker, device, state;
     float f[4];
     double path;   /* longest path ending here, seconds (critical path) */
     int64_t prev;  /* predecessor on that path, index or -1 */
@@ -166,6 +166,28 @@ typedef struct tinfo {
 typedef struct tedge {
     uint64_t pred, succ;
 } tedge_t;
+
+/* Doubles the capacity of a malloc'ed array; returns 0 or PARLA_ENOMEM (the array is unchanged). */
+static int grow(void **array, size_t *cap, size_t elem)
+{
+    void *n = realloc(*array, 2 * *cap * elem);
+    if (n == NULL)
+        return PARLA_ENOMEM;
+    *array = n;
+    *cap *= 2;
+    return 0;
+}
+
+typedef struct by_start {
+    uint64_t start;
+    size_t index;
+} by_start_t;
+
+static int cmp_start(const void *a, const void *b)
+{
+    uint64_t x = ((const by_start_t *)a)->start, y = ((const by_start_t *)b)->start;
+    return x < y ? -1 : x > y;
+}
 
 static int cmp_serial(const void *a, const void *b)
 {
@@ -247,15 +269,10 @@ int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *
         for (tchunk_t *c = b->head; c; c = c->next)
             for (size_t k = 0; k < c->n; k++) {
                 parla__tev_t *e = &c->ev[k];
-                if (e->kind == PARLA__TEV_START) {
-                    if (n_tasks == cap_tasks) {
-                        tinfo_t *n = realloc(tasks, 2 * cap_tasks * sizeof *n);
-                        if (!n) {
-                            rc = PARLA_ENOMEM;
-                            goto out;
-                        }
-                        tasks = n;
-                        cap_tasks *= 2;
+                if (e->kind == PARLA__TEV_TASK) {
+                    if (n_tasks == cap_tasks && grow((void **)&tasks, &cap_tasks, sizeof *tasks) != 0) {
+                        rc = PARLA_ENOMEM;
+                        goto out;
                     }
                     tinfo_t *t = &tasks[n_tasks++];
                     memset(t, 0, sizeof *t);
@@ -265,19 +282,13 @@ int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *
                     t->worker = e->worker;
                     t->device = e->device;
                     t->state = (int)e->a;
-                    t->ran = 1;
                     memcpy(t->f, e->f, sizeof t->f);
                     t->name = "";
                     t->prev = -1;
                 } else if (e->kind == PARLA__TEV_EDGE) {
-                    if (n_edges == cap_edges) {
-                        tedge_t *n = realloc(edges, 2 * cap_edges * sizeof *n);
-                        if (!n) {
-                            rc = PARLA_ENOMEM;
-                            goto out;
-                        }
-                        edges = n;
-                        cap_edges *= 2;
+                    if (n_edges == cap_edges && grow((void **)&edges, &cap_edges, sizeof *edges) != 0) {
+                        rc = PARLA_ENOMEM;
+                        goto out;
                     }
                     edges[n_edges++] = (tedge_t){e->a, e->serial};
                 } else if (e->kind == PARLA__TEV_COPY) {
@@ -320,23 +331,16 @@ int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *
      * edges. Sorting by start time gives a topological order, since a task
      * starts only after its predecessors have ended. */
     {
-        size_t *order = malloc((n_tasks ? n_tasks : 1) * sizeof *order);
+        by_start_t *order = malloc((n_tasks ? n_tasks : 1) * sizeof *order);
         if (!order) {
             rc = PARLA_ENOMEM;
             goto out;
         }
         for (size_t i = 0; i < n_tasks; i++)
-            order[i] = i;
-        /* Insertion-free sort: qsort on an index array by start time. */
-        for (size_t gap = n_tasks / 2; gap > 0; gap /= 2)
-            for (size_t i = gap; i < n_tasks; i++)
-                for (size_t j = i; j >= gap && tasks[order[j - gap]].start > tasks[order[j]].start; j -= gap) {
-                    size_t x = order[j];
-                    order[j] = order[j - gap];
-                    order[j - gap] = x;
-                }
+            order[i] = (by_start_t){tasks[i].start, i};
+        qsort(order, n_tasks, sizeof *order, cmp_start);
         for (size_t k = 0; k < n_tasks; k++) {
-            tinfo_t *t = &tasks[order[k]];
+            tinfo_t *t = &tasks[order[k].index];
             double own = (double)(t->end - t->start) * 1e-9;
             t->path = own;
             /* Edges into t: binary search the first with succ == serial. */
