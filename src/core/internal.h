@@ -98,6 +98,15 @@ struct parla__device {
     parla_task_t *blocked_head, *blocked_tail; /* tasks waiting for resources, FIFO */
 
     _Atomic long n_mapped;    /* tasks mapped here, not finished */
+
+    /* The copy engine of a GPU: a thread that makes the copies into (and out
+     * of) this device, in order, while workers run other tasks. */
+    pthread_t engine;
+    bool engine_running;
+    pthread_mutex_t engine_lock; /* protects the job queue and engine_stop */
+    pthread_cond_t engine_cond;
+    struct parla__copy_job *jobs_head, *jobs_tail;
+    bool engine_stop;
     _Atomic uint64_t bytes_in, bytes_out, evictions;
 };
 
@@ -159,6 +168,8 @@ typedef struct parla__task_ext {
     int n_accesses, cap_accesses;
     parla_mapping_t mapping;
     uint64_t data_epoch; /* the device's unpin_epoch when data was last acquired */
+    bool prepared;       /* data brought to the device and pinned (until the body ends) */
+    _Atomic int n_waiting; /* copies in flight the task waits for, + 1 while preparing */
 } parla__task_ext_t;
 
 struct parla_task {
@@ -195,9 +206,16 @@ uint64_t parla__largest_allowed(parla_runtime_t *rt, const parla__task_ext_t *x)
 bool parla__option_feasible(parla_runtime_t *rt, const parla__option_t *o);
 /* Maps a ready task with placement options to devices (sets t->devices). */
 int parla__map_task(parla_task_t *t);
-/* Data: acquire before the body (copies in, pins), release after. */
+/* Data: prepared when the task is dispatched (allocation, pins, copies queued
+ * on copy engines), released after the body. */
+#define PARLA__PENDING 1 /* parla__data_prepare: copies in flight; the engine enqueues the task */
+int parla__data_prepare(parla_task_t *t);
+void parla__copy_engine_stop(parla__device_t *d);
+int parla__copy_engine_start(parla__device_t *d);
+/* Makes a ready task with reserved resources runnable: prepares its data, then
+ * enqueues it (or leaves that to the copy engines / the room wait). */
+void parla__dispatch(parla_task_t *t);
 uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total);
-int parla__data_acquire(parla_task_t *t);
 void parla__data_release_task(parla_task_t *t);
 /* After acquire returned PARLA_EBUSY (device full of pinned copies): waits
  * for running tasks to unpin, then makes t ready again. */
@@ -276,6 +294,7 @@ struct parla_runtime {
     parla__trace_t *trace; /* NULL when tracing is off */
 
     _Atomic long n_active;   /* submitted, not finished */
+    _Atomic long n_copying;  /* copy jobs queued on copy engines, not done */
     _Atomic long n_live;     /* task objects not yet freed */
     _Atomic uint64_t serial;
     _Atomic uint64_t n_failed, n_cancelled;

@@ -129,33 +129,48 @@ static parla_task_t *find_task(parla__worker_t *w)
     return NULL;
 }
 
+/* Gives back t's resources and dispatches the tasks that now fit. */
+static void release_resources(parla_task_t *t)
+{
+    if ((t->vcus | (int64_t)t->memory) == 0)
+        return;
+    parla_task_t *r = parla__release_resources(t);
+    while (r) {
+        parla_task_t *next = r->qnext;
+        r->qnext = NULL;
+        parla__dispatch(r);
+        r = next;
+    }
+}
+
+void parla__dispatch(parla_task_t *t)
+{
+    if (t->ext && t->ext->n_accesses > 0 && !atomic_load_explicit(&t->rt->cancelling, memory_order_relaxed)) {
+        int rc = parla__data_prepare(t);
+        if (rc == PARLA__PENDING)
+            return; /* the copy engine that finishes last enqueues it */
+        if (rc != 0) {
+            release_resources(t);
+            if (rc == PARLA_EBUSY) {
+                /* The device is full of copies in use: wait for them. */
+                parla__data_wait_for_room(t);
+                return;
+            }
+            parla__task_finish(t, PARLA_TASK_FAILED, rc); /* which task, device and bytes: in the message */
+            return;
+        }
+    }
+    parla__enqueue(t->rt, t);
+}
+
 void parla__task_run(parla_task_t *t)
 {
     parla__worker_t *w = tls_worker;
     /* After parla_runtime_cancel_all, queued tasks are cancelled, not run. */
     bool skip = atomic_load_explicit(&t->rt->cancelling, memory_order_relaxed);
     int rc = 0;
-    /* Bring the task's data to its device first; a task whose data cannot
-     * fit fails with the reason (which task, device and bytes). */
-    bool data = !skip && t->ext && t->ext->n_accesses > 0;
-    if (data && (rc = parla__data_acquire(t)) != 0) {
-        data = false;
-        if (rc == PARLA_EBUSY) {
-            /* The device is full of copies in use: give back the resources
-             * and wait for running tasks to finish with them. */
-            if ((t->vcus | (int64_t)t->memory) != 0) {
-                parla_task_t *r = parla__release_resources(t);
-                while (r) {
-                    parla_task_t *next = r->qnext;
-                    parla__enqueue(t->rt, r);
-                    r = next;
-                }
-            }
-            parla__data_wait_for_room(t);
-            return;
-        }
-        skip = true;
-    }
+    /* The task's data was brought to its device when it was dispatched. */
+    bool data = t->ext && t->ext->prepared;
     if (!skip) {
         parla_task_t *outer = w->current;
         w->current = t;
@@ -181,16 +196,11 @@ void parla__task_run(parla_task_t *t)
         atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
                               memory_order_relaxed);
     }
-    if (data)
+    if (data) {
+        t->ext->prepared = false;
         parla__data_release_task(t);
-    if ((t->vcus | (int64_t)t->memory) != 0) {
-        parla_task_t *r = parla__release_resources(t);
-        while (r) {
-            parla_task_t *next = r->qnext;
-            parla__enqueue(t->rt, r);
-            r = next;
-        }
     }
+    release_resources(t);
     if (skip) {
         if (rc != 0)
             parla__task_finish(t, PARLA_TASK_FAILED, rc);
@@ -359,7 +369,8 @@ void parla__wake_waiters(parla_runtime_t *rt)
  * is about to be, and will carry on). */
 static bool stuck_locked(parla_runtime_t *rt)
 {
-    if (atomic_load(&rt->n_sleeping) != rt->n_workers || any_work(rt) || atomic_load(&rt->n_active) == 0)
+    if (atomic_load(&rt->n_sleeping) != rt->n_workers || any_work(rt) || atomic_load(&rt->n_active) == 0 ||
+        atomic_load(&rt->n_copying) > 0)
         return false;
     for (int i = 0; i < rt->n_workers; i++) {
         parla_task_t *w = rt->workers[i].waiting_on;
@@ -792,6 +803,8 @@ int parla_runtime_destroy(parla_runtime_t *rt)
                             active == 1 ? " has" : "s have");
     }
     stop_workers(rt, rt->n_workers);
+    for (int i = 0; i < rt->n_devices; i++)
+        parla__copy_engine_stop(&rt->devices[i]); /* nothing is queued: no task is live */
     atomic_store(&rt->destroyed, true);
     /* Never-submitted tasks recorded as placeholders: drop the registry's references. */
     pthread_mutex_lock(&rt->placeholder_lock);

@@ -563,7 +563,7 @@ void parla__task_ready(parla_task_t *t)
     }
     if ((t->vcus | (int64_t)t->memory) != 0 && !parla__reserve_or_block(t))
         return; /* queued on a device's blocked list; released tasks retry it */
-    parla__enqueue(rt, t);
+    parla__dispatch(t);
 }
 
 /* Engine bookkeeping once t's successors have been notified. */

@@ -33,7 +33,8 @@
 
 typedef struct seg {
     uint64_t lo, hi;
-    uint64_t valid; /* bit i: device i holds a valid copy */
+    uint64_t valid;    /* bit i: device i holds a valid copy (or will, see arriving) */
+    uint64_t arriving; /* bit i: the copy to device i is still in flight */
 } seg_t;
 
 typedef struct record {
@@ -53,6 +54,7 @@ struct parla__copy {
     void *buf;
     int pins;          /* running tasks using it; pinned copies are never evicted */
     int owned;         /* allocated by the engine (else the caller's host buffer) */
+    struct arrival *arriving; /* the latest copies queued to this device (a reference), or NULL */
     int listed;        /* in the device's LRU list */
     parla__copy_t *prev, *next; /* LRU links, under the device lock */
 };
@@ -77,6 +79,9 @@ struct parla_data {
     size_t n_ranges;
     uint64_t nbytes; /* bytes covered by the ranges */
 };
+
+struct arrival;
+static void arrival_unref(struct arrival *a);
 
 static inline uint64_t bit(int device)
 {
@@ -123,6 +128,8 @@ static void store_free(store_t *s)
     parla_runtime_t *rt = s->rt;
     for (int i = 0; i < rt->n_devices; i++) {
         parla__copy_t *c = &s->copies[i];
+        arrival_unref(c->arriving);
+        c->arriving = NULL;
         if (c->buf == NULL)
             continue;
         parla__device_t *d = &rt->devices[i];
@@ -202,7 +209,7 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
     s->segs = segs;
     s->cap_segs = 4;
     s->n_segs = 1;
-    segs[0] = (seg_t){0, nbytes, bit(0)};
+    segs[0] = (seg_t){0, nbytes, bit(0), 0};
     s->records = recs;
     s->cap_records = 4;
     s->n_records = 1;
@@ -316,7 +323,7 @@ static int seg_split(store_t *s, uint64_t x)
         s->cap_segs = cap;
     }
     memmove(&s->segs[i + 2], &s->segs[i + 1], (s->n_segs - i - 1) * sizeof(seg_t));
-    s->segs[i + 1] = (seg_t){x, s->segs[i].hi, s->segs[i].valid};
+    s->segs[i + 1] = (seg_t){x, s->segs[i].hi, s->segs[i].valid, s->segs[i].arriving};
     s->segs[i].hi = x;
     s->n_segs++;
     return 0;
@@ -327,7 +334,7 @@ static void seg_merge(store_t *s)
 {
     size_t w = 0;
     for (size_t r = 1; r < s->n_segs; r++) {
-        if (s->segs[r].valid == s->segs[w].valid)
+        if (s->segs[r].valid == s->segs[w].valid && s->segs[r].arriving == s->segs[w].arriving)
             s->segs[w].hi = s->segs[r].hi;
         else
             s->segs[++w] = s->segs[r];
@@ -432,7 +439,7 @@ void *parla_data_device_ptr(parla_data_t *d, int device)
 
 
 /* Copies bytes [lo, hi) of store s from device `from` to device `to`. */
-static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, const parla_task_t *t)
+static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial)
 {
     parla_runtime_t *rt = s->rt;
     parla__device_t *dt = &rt->devices[to], *df = &rt->devices[from];
@@ -445,7 +452,7 @@ static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, co
     atomic_fetch_add_explicit(&dt->bytes_in, hi - lo, memory_order_relaxed);
     atomic_fetch_add_explicit(&df->bytes_out, hi - lo, memory_order_relaxed);
     if (rt->trace) {
-        parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .a = hi - lo, .serial = t ? t->serial : UINT64_MAX,
+        parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .a = hi - lo, .serial = serial,
                            .kind = PARLA__TEV_COPY, .device = (int16_t)to, .f = {(float)from}};
         parla__trace_event(rt, &ev);
     }
@@ -466,7 +473,7 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
     for (size_t i = 0; i < s->n_segs; i++) {
         seg_t *g = &s->segs[i];
         if (g->valid == bit(device)) {
-            int rc = copy_range(s, 0, device, g->lo, g->hi, NULL);
+            int rc = copy_range(s, 0, device, g->lo, g->hi, UINT64_MAX);
             if (rc)
                 return rc;
             g->valid |= bit(0);
@@ -506,8 +513,8 @@ static int ensure_copy(store_t *s, int device, parla_task_t *t)
         parla__copy_t *v = d->lru_head;
         while (d->resident + s->nbytes > d->memory_capacity && v) {
             parla__copy_t *next = v->next;
-            if (v->store != s && v->pins == 0 && pthread_mutex_trylock(&v->store->lock) == 0) {
-                /* The victim's lock is held; the device lock too. */
+            if (v->store != s && pthread_mutex_trylock(&v->store->lock) == 0) {
+                /* The victim's lock is held (pins are read under it); the device lock too. */
                 if (v->pins == 0)
                     evict_locked(v->store, device, true);
                 pthread_mutex_unlock(&v->store->lock);
@@ -539,9 +546,235 @@ static int ensure_copy(store_t *s, int device, parla_task_t *t)
     return 0;
 }
 
+/* ---------------------------------------------------------- copy engines -- */
+
+/* Copies in flight to one device for one store. Tasks that need the data
+ * there wait for it to arrive; the last copy to finish enqueues them. */
+typedef struct waiter {
+    parla_task_t *task;
+    struct waiter *next;
+} waiter_t;
+
+typedef struct arrival {
+    _Atomic int refs;
+    pthread_mutex_t lock; /* protects remaining, done and waiters */
+    pthread_cond_t cond;  /* for threads outside tasks (parla_data_fetch) */
+    int remaining;        /* copies not done yet */
+    bool done;
+    waiter_t *waiters;
+} arrival_t;
+
+typedef struct parla__copy_job {
+    struct parla__copy_job *next;
+    store_t *store;     /* holds a store reference */
+    arrival_t *arrival; /* holds an arrival reference */
+    int from, to;
+    uint64_t lo, hi;
+    uint64_t serial;    /* the task that asked for it, for the trace */
+} copy_job_t;
+
+static arrival_t *arrival_new(parla_runtime_t *rt)
+{
+    arrival_t *a = parla__calloc(rt, 1, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    atomic_init(&a->refs, 1);
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->cond, NULL);
+    return a;
+}
+
+static void arrival_unref(struct arrival *a)
+{
+    if (a && atomic_fetch_sub(&a->refs, 1) == 1) {
+        pthread_mutex_destroy(&a->lock);
+        pthread_cond_destroy(&a->cond);
+        parla__free(a);
+    }
+}
+
+static bool arrival_pending(arrival_t *a)
+{
+    if (a == NULL)
+        return false;
+    pthread_mutex_lock(&a->lock);
+    bool pending = !a->done;
+    pthread_mutex_unlock(&a->lock);
+    return pending;
+}
+
+/* Blocks the calling thread (outside tasks) until the copies have arrived. */
+static void arrival_wait(arrival_t *a)
+{
+    pthread_mutex_lock(&a->lock);
+    while (!a->done)
+        pthread_cond_wait(&a->cond, &a->lock);
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* Drops pins of store s on device: the copies may be evicted again, and
+ * tasks waiting for room on the device retry. */
+static void unpin(store_t *s, int device, int count)
+{
+    pthread_mutex_lock(&s->lock);
+    s->copies[device].pins -= count;
+    pthread_mutex_unlock(&s->lock);
+    if (device == 0)
+        return;
+    parla__device_t *d = &s->rt->devices[device];
+    pthread_mutex_lock(&d->lock);
+    d->n_pins -= (uint64_t)count;
+    d->unpin_epoch++;
+    parla_task_t *retry = d->data_blocked;
+    d->data_blocked = NULL;
+    pthread_mutex_unlock(&d->lock);
+    while (retry) {
+        parla_task_t *next = retry->qnext;
+        retry->qnext = NULL;
+        parla__task_ready(retry);
+        retry = next;
+    }
+}
+
+static void pin_locked(store_t *s, int device)
+{
+    s->copies[device].pins++;
+    if (device != 0) {
+        parla__device_t *d = &s->rt->devices[device];
+        pthread_mutex_lock(&d->lock);
+        d->n_pins++;
+        pthread_mutex_unlock(&d->lock);
+    }
+}
+
+static void job_complete(copy_job_t *j)
+{
+    store_t *s = j->store;
+    parla_runtime_t *rt = s->rt;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = seg_find(s, j->lo); i < s->n_segs && s->segs[i].lo < j->hi; i++)
+        s->segs[i].arriving &= ~bit(j->to);
+    pthread_mutex_unlock(&s->lock);
+    unpin(s, j->from, 1); /* the source was pinned while the copy was queued */
+    unpin(s, j->to, 1);   /* and so was the destination */
+    arrival_t *a = j->arrival;
+    pthread_mutex_lock(&a->lock);
+    waiter_t *w = NULL;
+    if (--a->remaining == 0) {
+        a->done = true;
+        w = a->waiters;
+        a->waiters = NULL;
+        pthread_cond_broadcast(&a->cond);
+    }
+    pthread_mutex_unlock(&a->lock);
+    while (w) {
+        waiter_t *next = w->next;
+        if (atomic_fetch_sub(&w->task->ext->n_waiting, 1) == 1)
+            parla__enqueue(rt, w->task);
+        parla__free(w);
+        w = next;
+    }
+    arrival_unref(a);
+    store_release(j->store);
+    parla__free(j);
+    atomic_fetch_sub(&rt->n_copying, 1);
+}
+
+static void *engine_main(void *arg)
+{
+    parla__device_t *d = arg;
+    for (;;) {
+        pthread_mutex_lock(&d->engine_lock);
+        while (d->jobs_head == NULL && !d->engine_stop)
+            pthread_cond_wait(&d->engine_cond, &d->engine_lock);
+        copy_job_t *j = d->jobs_head;
+        if (j == NULL) { /* stopping, and nothing is left to copy */
+            pthread_mutex_unlock(&d->engine_lock);
+            return NULL;
+        }
+        d->jobs_head = j->next;
+        if (d->jobs_head == NULL)
+            d->jobs_tail = NULL;
+        pthread_mutex_unlock(&d->engine_lock);
+        /* Both copies are pinned, so neither buffer moves meanwhile. */
+        copy_range(j->store, j->to, j->from, j->lo, j->hi, j->serial);
+        job_complete(j);
+    }
+}
+
+int parla__copy_engine_start(parla__device_t *d)
+{
+    pthread_mutex_init(&d->engine_lock, NULL);
+    pthread_cond_init(&d->engine_cond, NULL);
+    d->jobs_head = d->jobs_tail = NULL;
+    d->engine_stop = false;
+    if (pthread_create(&d->engine, NULL, engine_main, d) != 0)
+        return parla__error(PARLA_ESYS, "cannot start the copy engine of %s", d->name);
+    d->engine_running = true;
+    return 0;
+}
+
+void parla__copy_engine_stop(parla__device_t *d)
+{
+    if (!d->engine_running)
+        return;
+    pthread_mutex_lock(&d->engine_lock);
+    d->engine_stop = true;
+    pthread_cond_signal(&d->engine_cond);
+    pthread_mutex_unlock(&d->engine_lock);
+    pthread_join(d->engine, NULL);
+    d->engine_running = false;
+    pthread_mutex_destroy(&d->engine_lock);
+    pthread_cond_destroy(&d->engine_cond);
+}
+
+static void engine_submit(parla_runtime_t *rt, copy_job_t *j)
+{
+    parla__device_t *d = &rt->devices[j->to != 0 ? j->to : j->from];
+    /* Counted until done, so the runtime is not taken for stuck while every
+     * worker sleeps and copies are under way. */
+    atomic_fetch_add(&rt->n_copying, 1);
+    j->next = NULL;
+    pthread_mutex_lock(&d->engine_lock);
+    if (d->jobs_tail)
+        d->jobs_tail->next = j;
+    else
+        d->jobs_head = j;
+    d->jobs_tail = j;
+    pthread_cond_signal(&d->engine_cond);
+    pthread_mutex_unlock(&d->engine_lock);
+}
+
+/* What one task's preparation queues: copy jobs, and the arrivals it waits for. */
+typedef struct plan {
+    copy_job_t *jobs;
+    int n_jobs_store; /* jobs made for the store being planned */
+} plan_t;
+
+/* Registers t as waiting for a (pending) arrival. Returns false when it could
+ * not (out of memory); the caller then waits synchronously. */
+static bool arrival_add_waiter(arrival_t *a, parla_task_t *t)
+{
+    waiter_t *w = parla__alloc(t->rt, sizeof *w);
+    if (w == NULL)
+        return false;
+    w->task = t;
+    pthread_mutex_lock(&a->lock);
+    if (a->done) {
+        pthread_mutex_unlock(&a->lock);
+        parla__free(w);
+        return true;
+    }
+    atomic_fetch_add(&t->ext->n_waiting, 1);
+    w->next = a->waiters;
+    a->waiters = w;
+    pthread_mutex_unlock(&a->lock);
+    return true;
+}
+
 /* Makes d's ranges valid on device (copying from the cheapest valid source)
  * and, for writes, leaves device as the only valid copy. s->lock held. */
-static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t)
+static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan)
 {
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
@@ -559,17 +792,39 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
         for (size_t i = seg_find(s, lo); i < s->n_segs && s->segs[i].lo < hi; i++) {
             seg_t *g = &s->segs[i];
             if ((mode & PARLA_READ) && !(g->valid & bit(device))) {
-                /* Cheapest source: the one with the fastest link. */
+                /* Cheapest source: the one with the fastest link, preferring
+                 * copies that have arrived over ones still in flight. */
                 int src = -1;
-                for (int k = 0; k < rt->n_devices; k++)
-                    if ((g->valid & bit(k)) && (src < 0 || rt->devices[k].bandwidth > rt->devices[src].bandwidth))
+                bool src_pending = true;
+                for (int k = 0; k < rt->n_devices; k++) {
+                    if (!(g->valid & bit(k)))
+                        continue;
+                    bool pending = (g->arriving & bit(k)) != 0;
+                    if (src < 0 || (src_pending && !pending) ||
+                        (pending == src_pending && rt->devices[k].bandwidth > rt->devices[src].bandwidth)) {
                         src = k;
+                        src_pending = pending;
+                    }
+                }
                 if (src < 0)
                     return parla__error(PARLA_EDEVICE, "data range [%llu, %llu) has no valid copy",
                                         (unsigned long long)g->lo, (unsigned long long)g->hi);
-                rc = copy_range(s, device, src, g->lo, g->hi, t);
-                if (rc)
-                    return rc;
+                copy_job_t *j = plan ? parla__alloc(rt, sizeof *j) : NULL;
+                if (j != NULL) {
+                    /* Queued on a copy engine; the source stays pinned until done. */
+                    atomic_fetch_add(&s->refs, 1);
+                    *j = (copy_job_t){.store = s, .from = src, .to = device, .lo = g->lo, .hi = g->hi,
+                                      .serial = t ? t->serial : UINT64_MAX, .next = plan->jobs};
+                    plan->jobs = j;
+                    plan->n_jobs_store++;
+                    pin_locked(s, src);
+                    pin_locked(s, device);
+                    g->arriving |= bit(device);
+                } else {
+                    rc = copy_range(s, device, src, g->lo, g->hi, t ? t->serial : UINT64_MAX);
+                    if (rc)
+                        return rc;
+                }
                 g->valid |= bit(device);
             }
             if (mode & PARLA_WRITE)
@@ -580,7 +835,7 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
     return 0;
 }
 
-int parla__data_acquire(parla_task_t *t)
+int parla__data_prepare(parla_task_t *t)
 {
     int device = t->n_devices ? t->devices[0] : 0;
     parla__task_ext_t *x = t->ext;
@@ -607,52 +862,125 @@ int parla__data_acquire(parla_task_t *t)
         x->data_epoch = d->unpin_epoch;
         pthread_mutex_unlock(&d->lock);
     }
-    /* Phase 1: allocate and copy in what is read, pin. Phase 2: mark the
-     * writes. Reads come first so that a range both read (through one
-     * declaration) and written (through another) is copied in. */
-    int i, rc = 0;
+    /* Phase 1: allocate, queue the copies of what is read (or copy at once
+     * when a job cannot be allocated), pin. Phase 2: mark the writes. Reads
+     * come first so that a range both read (through one declaration) and
+     * written (through another) is copied in. */
+    plan_t plan = {0};
+    arrival_t **waits = parla__calloc(rt, (size_t)x->n_accesses, sizeof *waits);
+    int i, rc = waits ? 0 : parla__error(PARLA_ENOMEM, "task %s: cannot prepare its data", parla_task_name(t));
     for (i = 0; i < x->n_accesses && rc == 0; i++) {
         parla__access_t *a = &x->accesses[i];
         store_t *s = a->data->store;
         pthread_mutex_lock(&s->lock);
-        rc = make_valid_locked(a->data, device, a->mode & PARLA_READ, t);
-        if (rc == 0)
+        copy_job_t *before = plan.jobs;
+        plan.n_jobs_store = 0;
+        rc = make_valid_locked(a->data, device, a->mode & PARLA_READ, t, &plan);
+        if (rc == 0) {
             s->copies[device].pins++;
+            arrival_t *arr = s->copies[device].arriving;
+            if (plan.n_jobs_store > 0) {
+                /* Join the copies already on their way, or start a new batch.
+                 * Checked and counted under one lock: a batch whose last copy
+                 * finishes meanwhile must not take new copies. */
+                bool joined = false;
+                if (arr) {
+                    pthread_mutex_lock(&arr->lock);
+                    if (!arr->done) {
+                        arr->remaining += plan.n_jobs_store;
+                        joined = true;
+                    }
+                    pthread_mutex_unlock(&arr->lock);
+                }
+                if (!joined) {
+                    arrival_t *fresh = arrival_new(rt);
+                    if (fresh == NULL) {
+                        rc = parla__error(PARLA_ENOMEM, "task %s: cannot track its copies", parla_task_name(t));
+                    } else {
+                        fresh->remaining = plan.n_jobs_store;
+                        arrival_unref(arr);
+                        s->copies[device].arriving = arr = fresh;
+                    }
+                }
+                if (rc == 0) {
+                    for (copy_job_t *j = plan.jobs; j != before; j = j->next) {
+                        atomic_fetch_add(&arr->refs, 1);
+                        j->arrival = arr;
+                    }
+                }
+            }
+            if (rc == 0 && arrival_pending(arr)) {
+                atomic_fetch_add(&arr->refs, 1);
+                waits[i] = arr;
+            }
+            if (rc != 0)
+                s->copies[device].pins--;
+        }
         pthread_mutex_unlock(&s->lock);
     }
-    if (rc) {
-        i--; /* access i failed and is not pinned */
-        for (int j = 0; j < i; j++) {
+    if (rc == 0) {
+        for (i = 0; i < x->n_accesses; i++) {
+            parla__access_t *a = &x->accesses[i];
+            if (!(a->mode & PARLA_WRITE))
+                continue;
+            store_t *s = a->data->store;
+            pthread_mutex_lock(&s->lock);
+            make_valid_locked(a->data, device, PARLA_WRITE, t, NULL);
+            pthread_mutex_unlock(&s->lock);
+        }
+        if (device != 0) {
+            pthread_mutex_lock(&d->lock);
+            d->n_pins += (uint64_t)x->n_accesses;
+            for (i = 0; i < x->n_accesses; i++) {
+                parla__copy_t *c = &x->accesses[i].data->store->copies[device];
+                if (c->buf)
+                    lru_touch(d, c);
+            }
+            pthread_mutex_unlock(&d->lock);
+        }
+    } else if (waits) {
+        /* Undo the pins of the accesses prepared before the failure; their
+         * queued copies still run (the ranges are marked valid there). */
+        for (int j = 0; j < i - 1; j++) {
             store_t *sj = x->accesses[j].data->store;
             pthread_mutex_lock(&sj->lock);
             sj->copies[device].pins--;
             pthread_mutex_unlock(&sj->lock);
         }
-        if (device != 0)
-            pthread_mutex_unlock(&d->acquire_lock);
-        return rc;
     }
-    for (i = 0; i < x->n_accesses; i++) {
-        parla__access_t *a = &x->accesses[i];
-        if (!(a->mode & PARLA_WRITE))
-            continue;
-        store_t *s = a->data->store;
-        pthread_mutex_lock(&s->lock);
-        make_valid_locked(a->data, device, PARLA_WRITE, t);
-        pthread_mutex_unlock(&s->lock);
-    }
-    if (device != 0) {
-        pthread_mutex_lock(&d->lock);
-        d->n_pins += (uint64_t)x->n_accesses;
-        for (i = 0; i < x->n_accesses; i++) {
-            parla__copy_t *c = &x->accesses[i].data->store->copies[device];
-            if (c->buf)
-                lru_touch(d, c);
-        }
-        pthread_mutex_unlock(&d->lock);
+    if (device != 0)
         pthread_mutex_unlock(&d->acquire_lock);
+    /* Queue the copies. A job whose arrival could not be made is done here. */
+    while (plan.jobs) {
+        copy_job_t *j = plan.jobs;
+        plan.jobs = j->next;
+        if (j->arrival) {
+            engine_submit(rt, j);
+        } else {
+            copy_range(j->store, j->to, j->from, j->lo, j->hi, j->serial);
+            pthread_mutex_lock(&j->store->lock);
+            for (size_t k = seg_find(j->store, j->lo); k < j->store->n_segs && j->store->segs[k].lo < j->hi; k++)
+                j->store->segs[k].arriving &= ~bit(j->to);
+            pthread_mutex_unlock(&j->store->lock);
+            unpin(j->store, j->from, 1);
+            unpin(j->store, j->to, 1);
+            store_release(j->store);
+            parla__free(j);
+        }
     }
-    return 0;
+    atomic_store(&x->n_waiting, 1); /* the hold while registering */
+    for (i = 0; waits && i < x->n_accesses; i++) {
+        if (waits[i] == NULL)
+            continue;
+        if (rc == 0 && !arrival_add_waiter(waits[i], t))
+            arrival_wait(waits[i]); /* no memory for a waiter: wait here */
+        arrival_unref(waits[i]);
+    }
+    parla__free(waits);
+    if (rc)
+        return rc;
+    x->prepared = true;
+    return atomic_fetch_sub(&x->n_waiting, 1) == 1 ? 0 : PARLA__PENDING;
 }
 
 void parla__data_release_task(parla_task_t *t)
@@ -951,11 +1279,21 @@ int parla_data_fetch(parla_data_t *d, int device, int write)
         if (rc == PARLA_ESTUCK)
             return rc;
     }
+    /* Copies still on their way to the device are waited for. */
+    pthread_mutex_lock(&s->lock);
+    arrival_t *arr = s->copies[device].arriving;
+    if (arr)
+        atomic_fetch_add(&arr->refs, 1);
+    pthread_mutex_unlock(&s->lock);
+    if (arr) {
+        arrival_wait(arr);
+        arrival_unref(arr);
+    }
     parla__device_t *dev = &rt->devices[device];
     if (device != 0)
         pthread_mutex_lock(&dev->acquire_lock);
     pthread_mutex_lock(&s->lock);
-    int rc = make_valid_locked(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL);
+    int rc = make_valid_locked(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
     pthread_mutex_unlock(&s->lock);
     if (device != 0)
         pthread_mutex_unlock(&dev->acquire_lock);

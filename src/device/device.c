@@ -106,6 +106,9 @@ int parla__devices_init(parla_runtime_t *rt)
             d->is_virtual = 1;
             d->bandwidth = c->virtual_gpu_bandwidth > 0 ? c->virtual_gpu_bandwidth : 16e9;
         }
+        rc = parla__copy_engine_start(d);
+        if (rc)
+            return rc;
     }
     return 0;
 }
@@ -113,6 +116,7 @@ int parla__devices_init(parla_runtime_t *rt)
 void parla__devices_destroy(parla_runtime_t *rt)
 {
     for (int i = 0; i < rt->n_devices; i++) {
+        parla__copy_engine_stop(&rt->devices[i]);
         if (rt->devices[i].is_cuda)
             parla__cuda_device_destroy(&rt->devices[i]);
         pthread_mutex_destroy(&rt->devices[i].lock);
