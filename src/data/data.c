@@ -647,14 +647,25 @@ static void pin_locked(store_t *s, int device)
     }
 }
 
+/* Marks job j's bytes as arrived: exactly [lo, hi), since segments may have
+ * been merged or split since it was planned (a neighbouring range may still be
+ * on its way). Without memory to split, the mark stays (only a preference). */
+static void arrived(store_t *s, copy_job_t *j)
+{
+    pthread_mutex_lock(&s->lock);
+    if (seg_split(s, j->lo) == 0 && seg_split(s, j->hi) == 0) {
+        for (size_t i = seg_find(s, j->lo); i < s->n_segs && s->segs[i].lo < j->hi; i++)
+            s->segs[i].arriving &= ~bit(j->to);
+        seg_merge(s);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void job_complete(copy_job_t *j)
 {
     store_t *s = j->store;
     parla_runtime_t *rt = s->rt;
-    pthread_mutex_lock(&s->lock);
-    for (size_t i = seg_find(s, j->lo); i < s->n_segs && s->segs[i].lo < j->hi; i++)
-        s->segs[i].arriving &= ~bit(j->to);
-    pthread_mutex_unlock(&s->lock);
+    arrived(s, j);
     unpin(s, j->from, 1); /* the source was pinned while the copy was queued */
     unpin(s, j->to, 1);   /* and so was the destination */
     arrival_t *a = j->arrival;
@@ -958,10 +969,7 @@ int parla__data_prepare(parla_task_t *t)
             engine_submit(rt, j);
         } else {
             copy_range(j->store, j->to, j->from, j->lo, j->hi, j->serial);
-            pthread_mutex_lock(&j->store->lock);
-            for (size_t k = seg_find(j->store, j->lo); k < j->store->n_segs && j->store->segs[k].lo < j->hi; k++)
-                j->store->segs[k].arriving &= ~bit(j->to);
-            pthread_mutex_unlock(&j->store->lock);
+            arrived(j->store, j);
             unpin(j->store, j->from, 1);
             unpin(j->store, j->to, 1);
             store_release(j->store);
