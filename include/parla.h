@@ -225,10 +225,19 @@ typedef enum parla_task_state {
     PARLA_TASK_READY = 2,     /* queued to run */
     PARLA_TASK_RUNNING = 3,
     PARLA_TASK_SUSPENDED = 4, /* body suspended, waiting on other tasks */
-    PARLA_TASK_DONE = 5,
-    PARLA_TASK_FAILED = 6,
-    PARLA_TASK_CANCELLED = 7,
+    PARLA_TASK_RUNAHEAD = 5,  /* GPU work enqueued: done for GPU successors, not yet for the rest */
+    PARLA_TASK_DONE = 6,
+    PARLA_TASK_FAILED = 7,
+    PARLA_TASK_CANCELLED = 8,
 } parla_task_state_t;
+
+/* Runahead. A task mapped to a GPU is done, for the tasks that can only run on
+ * GPUs and depend on it, as soon as its body has returned (its GPU work is
+ * enqueued): they are released at once. It becomes DONE, and its other
+ * dependents (those that may run on the CPU) are released, when the device's
+ * engine reaches the end of its work, in order after the copies queued on
+ * that device before it. No worker blocks for that. Its resources and data
+ * stay held until then. */
 
 /* Returns the name of a state ("done", ...). */
 const char *parla_task_state_name(parla_task_state_t state);

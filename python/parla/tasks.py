@@ -33,7 +33,7 @@ class Task(_core.Task):
     """A task: spawned with :func:`spawn`, or named in a :class:`TaskSpace` before it is spawned.
 
     Attributes: ``name`` (e.g. ``"T[1, 2]"``), ``state`` (``"created"``, ``"submitted"``, ``"ready"``,
-    ``"running"``, ``"suspended"``, ``"done"``, ``"failed"`` or ``"cancelled"``), ``done``, ``result``,
+    ``"running"``, ``"suspended"``, ``"runahead"``, ``"done"``, ``"failed"`` or ``"cancelled"``), ``done``, ``result``,
     ``exception``, ``dependencies``. ``await task`` inside an async task gives its result.
     """
 

@@ -130,7 +130,8 @@ parla_task_t *parla__release_resources(parla_task_t *t);
 /* ------------------------------------------------------------------ tasks -- */
 
 enum {
-    PARLA__EDGE_SOFT = 1, /* a failure does not cancel the successor (suspend_on) */
+    PARLA__EDGE_SOFT = 1,     /* a failure does not cancel the successor (suspend_on) */
+    PARLA__EDGE_NOTIFIED = 2, /* released early by runahead; the finish only frees it */
 };
 
 typedef struct parla__edge {
@@ -231,6 +232,15 @@ parla__task_ext_t *parla__task_ext(parla_task_t *t);
 bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit);
 /* Adds the edge dep -> t (t is held above zero pending). */
 int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags);
+
+/* Runahead (see parla.h): after a GPU task's body, releases its GPU-only
+ * successors and leaves the rest to parla__task_complete_gpu. */
+void parla__task_runahead(parla_task_t *t);
+/* Queues the end-of-work marker of a runahead task on its device's engine;
+ * returns nonzero when it cannot (then complete it at once). */
+int parla__engine_mark(parla_task_t *t);
+/* The engine reached a runahead task's marker: release what it holds, finish it. */
+void parla__task_complete_gpu(parla_task_t *t);
 
 /* Called by the engine when pending reaches zero. */
 void parla__task_ready(parla_task_t *t);

@@ -143,6 +143,16 @@ static void release_resources(parla_task_t *t)
     }
 }
 
+void parla__task_complete_gpu(parla_task_t *t)
+{
+    if (t->ext && t->ext->prepared) {
+        t->ext->prepared = false;
+        parla__data_release_task(t);
+    }
+    release_resources(t);
+    parla__task_finish(t, PARLA_TASK_DONE, 0);
+}
+
 void parla__dispatch(parla_task_t *t)
 {
     if (t->ext && t->ext->n_accesses > 0 && !atomic_load_explicit(&t->rt->cancelling, memory_order_relaxed)) {
@@ -195,6 +205,15 @@ void parla__task_run(parla_task_t *t)
         w->current = outer;
         atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
                               memory_order_relaxed);
+    }
+    if (!skip && rc == 0 && t->n_devices > 0 && t->rt->devices[t->devices[0]].engine_running) {
+        /* A GPU task: runahead. Its GPU-only successors go now; the device's
+         * engine finishes it after the work queued there before it. */
+        parla__task_runahead(t);
+        if (parla__engine_mark(t) == 0)
+            return;
+        parla__task_complete_gpu(t);
+        return;
     }
     if (data) {
         t->ext->prepared = false;

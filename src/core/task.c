@@ -14,7 +14,7 @@
 #include <string.h>
 
 static const char *const state_names[] = {
-    "created", "submitted", "ready", "running", "suspended", "done", "failed", "cancelled",
+    "created", "submitted", "ready", "running", "suspended", "runahead", "done", "failed", "cancelled",
 };
 
 const char *parla_task_state_name(parla_task_state_t s)
@@ -566,6 +566,38 @@ void parla__task_ready(parla_task_t *t)
     parla__dispatch(t);
 }
 
+/* True when every placement option of s names GPUs only: s cannot run on the
+ * CPU, so it may start on a GPU predecessor's runahead. Only for submitted
+ * tasks (their options are final). */
+static bool gpu_only(const parla_task_t *s)
+{
+    if (atomic_load_explicit(&s->state, memory_order_acquire) == PARLA_TASK_CREATED || s->ext == NULL ||
+        s->ext->n_options == 0)
+        return false;
+    const parla_runtime_t *rt = s->rt;
+    for (int o = 0; o < s->ext->n_options; o++)
+        for (int k = 0; k < s->ext->options[o].n; k++) {
+            int slot = s->ext->options[o].slots[k];
+            if (slot == PARLA_ANY_CPU || (slot >= 0 && rt->devices[slot].kind != PARLA_DEVICE_GPU))
+                return false;
+        }
+    return true;
+}
+
+void parla__task_runahead(parla_task_t *t)
+{
+    atomic_store(&t->state, PARLA_TASK_RUNAHEAD);
+    /* Edges pushed after this snapshot wait for the completion. */
+    for (parla__edge_t *e = atomic_load_explicit(&t->succ, memory_order_acquire); e && e != PARLA__SEALED;
+         e = e->next) {
+        parla_task_t *s = e->succ;
+        if ((e->flags & (PARLA__EDGE_SOFT | PARLA__EDGE_NOTIFIED)) || !gpu_only(s))
+            continue;
+        e->flags |= PARLA__EDGE_NOTIFIED;
+        dec_pending(s);
+    }
+}
+
 /* Engine bookkeeping once t's successors have been notified. */
 static void finish_bookkeeping(parla_task_t *t)
 {
@@ -619,6 +651,13 @@ void parla__task_finish(parla_task_t *t, int state, int error)
         while (e) {
             parla__edge_t *next = e->next;
             parla_task_t *s = e->succ;
+            if (e->flags & PARLA__EDGE_NOTIFIED) {
+                /* Released at runahead already. */
+                edge_free(c, e);
+                parla_task_release(s);
+                e = next;
+                continue;
+            }
             if (!ok && !(e->flags & PARLA__EDGE_SOFT))
                 mark_cancel(s, c);
             else if (!ok)

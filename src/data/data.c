@@ -566,6 +566,7 @@ typedef struct arrival {
 
 typedef struct parla__copy_job {
     struct parla__copy_job *next;
+    parla_task_t *task; /* set for an end-of-work marker (runahead); no copy then */
     store_t *store;     /* holds a store reference */
     arrival_t *arrival; /* holds an arrival reference */
     int from, to;
@@ -707,6 +708,14 @@ static void *engine_main(void *arg)
         if (d->jobs_head == NULL)
             d->jobs_tail = NULL;
         pthread_mutex_unlock(&d->engine_lock);
+        if (j->task) {
+            /* The device has done the task's work: finish it. */
+            parla_runtime_t *rt = j->task->rt;
+            parla__task_complete_gpu(j->task);
+            parla__free(j);
+            atomic_fetch_sub(&rt->n_copying, 1);
+            continue;
+        }
         /* Both copies are pinned, so neither buffer moves meanwhile. */
         copy_range(j->store, j->to, j->from, j->lo, j->hi, j->serial);
         job_complete(j);
@@ -741,7 +750,7 @@ void parla__copy_engine_stop(parla__device_t *d)
 
 static void engine_submit(parla_runtime_t *rt, copy_job_t *j)
 {
-    parla__device_t *d = &rt->devices[j->to != 0 ? j->to : j->from];
+    parla__device_t *d = &rt->devices[j->task ? j->task->devices[0] : j->to != 0 ? j->to : j->from];
     /* Counted until done, so the runtime is not taken for stuck while every
      * worker sleeps and copies are under way. */
     atomic_fetch_add(&rt->n_copying, 1);
@@ -754,6 +763,16 @@ static void engine_submit(parla_runtime_t *rt, copy_job_t *j)
     d->jobs_tail = j;
     pthread_cond_signal(&d->engine_cond);
     pthread_mutex_unlock(&d->engine_lock);
+}
+
+int parla__engine_mark(parla_task_t *t)
+{
+    copy_job_t *j = parla__calloc(t->rt, 1, sizeof *j);
+    if (j == NULL)
+        return PARLA_ENOMEM;
+    j->task = t;
+    engine_submit(t->rt, j);
+    return 0;
 }
 
 /* What one task's preparation queues: copy jobs, and the arrivals it waits for. */

@@ -197,8 +197,8 @@ static void test_names(void)
     CHECK(parla_strerror(42) != NULL, "strerror(42) NULL");
     CHECK(parla_last_error_message() != NULL, "last_error_message NULL");
 
-    static const char *const want[] = {"created", "submitted", "ready",     "running",
-                                       "suspended", "done",    "failed",    "cancelled"};
+    static const char *const want[] = {"created",  "submitted", "ready", "running",  "suspended",
+                                       "runahead", "done",      "failed", "cancelled"};
     for (int s = PARLA_TASK_CREATED; s <= PARLA_TASK_CANCELLED; s++) {
         const char *name = parla_task_state_name((parla_task_state_t)s);
         CHECK(name != NULL, "state name NULL");
