@@ -106,6 +106,7 @@ struct parla__device {
     pthread_mutex_t engine_lock; /* protects the job queue and engine_stop */
     pthread_cond_t engine_cond;
     struct parla__copy_job *jobs_head, *jobs_tail;
+    bool engine_busy;         /* a job is being done */
     bool engine_stop;
     _Atomic uint64_t bytes_in, bytes_out, evictions;
 };
@@ -236,8 +237,9 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags);
 /* Runahead (see parla.h): after a GPU task's body, releases its GPU-only
  * successors and leaves the rest to parla__task_complete_gpu. */
 void parla__task_runahead(parla_task_t *t);
-/* Queues the end-of-work marker of a runahead task on its device's engine;
- * returns nonzero when it cannot (then complete it at once). */
+/* Queues the end-of-work marker of a runahead task on its device's engine
+ * (0); returns nonzero when the engine has nothing queued before it (its work
+ * is complete) or no marker can be allocated: then complete it at once. */
 int parla__engine_mark(parla_task_t *t);
 /* The engine reached a runahead task's marker: release what it holds, finish it. */
 void parla__task_complete_gpu(parla_task_t *t);
