@@ -218,7 +218,8 @@ class TaskSpace:
             task = None
         if task is not None and (_runtime._current is None or task.runtime is _runtime._current._rt):
             return task  # after the context, a TaskSpace still gives the tasks it named
-        key = tuple(_key(k) for k in key)  # a new task or a slice: normalise integer types
+        if any(type(k) is not int for k in key):
+            key = tuple(_key(k) for k in key)  # a new task or a slice: normalise integer types
         for k in key:
             if type(k) in _EXPANDING or isinstance(k, (slice, range, list)):
                 break
@@ -261,6 +262,8 @@ _EXPANDING = (slice, range, list)
 
 def _key(k: Any) -> Any:
     """NumPy and other integer types index like int (T[np.int64(3)] is T[3])."""
+    if type(k) is int or type(k) is str:
+        return k
     if isinstance(k, numbers.Integral) and not isinstance(k, bool):
         return int(k)
     return k
