@@ -254,8 +254,7 @@ class Parla:
                     "declared as output or inout)")
             rt.cancel_all()
             self._drain(rt)
-        failed = list(rt.failed)
-        self._drain(rt)
+        failed = list(rt.failed)  # every task has finished: _wait or _drain returned
         trace_error = None
         if self.trace_path or self.graph_path or self.options.get("summary"):
             try:

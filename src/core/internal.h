@@ -47,7 +47,6 @@ typedef struct parla__queue {
 } parla__queue_t;
 
 void parla__queue_init(parla__queue_t *q);
-void parla__queue_destroy(parla__queue_t *q);
 void parla__queue_push(parla__queue_t *q, parla_task_t *t);
 parla_task_t *parla__queue_pop_head(parla__queue_t *q);
 parla_task_t *parla__queue_pop_tail(parla__queue_t *q);
@@ -115,7 +114,6 @@ extern const parla__device_ops_t parla__host_ops;
 
 int parla__devices_init(parla_runtime_t *rt);
 void parla__devices_destroy(parla_runtime_t *rt);
-int parla__device_init(parla__device_t *d, int index, uint64_t memory);
 /* CUDA: number of devices found (0 without a driver), and their setup. */
 int parla__cuda_count(void);
 int parla__cuda_device_init(parla__device_t *d, int ordinal);

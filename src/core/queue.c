@@ -36,10 +36,6 @@ void parla__queue_init(parla__queue_t *q)
     atomic_init(&q->size, 0);
 }
 
-void parla__queue_destroy(parla__queue_t *q)
-{
-    (void)q;
-}
 
 void parla__queue_push(parla__queue_t *q, parla_task_t *t)
 {

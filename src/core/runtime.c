@@ -690,11 +690,6 @@ static int default_workers(int *out)
 static void free_runtime(parla_runtime_t *rt)
 {
     parla__task_pool_free(rt);
-    for (int l = 0; l < PARLA__LEVELS; l++)
-        parla__queue_destroy(&rt->shared[l]);
-    for (int i = 0; i < rt->n_workers; i++)
-        for (int l = 0; l < PARLA__LEVELS; l++)
-            parla__queue_destroy(&rt->workers[i].deque[l]);
     if (rt->devices)
         parla__devices_destroy(rt);
     parla__trace_free(rt);

@@ -615,14 +615,19 @@ static void arrival_wait(arrival_t *a)
 
 /* Drops pins of store s on device: the copies may be evicted again, and
  * tasks waiting for room on the device retry. */
-static void unpin(store_t *s, int device, int count)
+static void unpin_store(store_t *s, int device, int count)
 {
     pthread_mutex_lock(&s->lock);
     s->copies[device].pins -= count;
     pthread_mutex_unlock(&s->lock);
+}
+
+/* count pins on device were dropped: tasks waiting for room there retry. */
+static void device_unpinned(parla_runtime_t *rt, int device, int count)
+{
     if (device == 0)
         return;
-    parla__device_t *d = &s->rt->devices[device];
+    parla__device_t *d = &rt->devices[device];
     pthread_mutex_lock(&d->lock);
     d->n_pins -= (uint64_t)count;
     d->unpin_epoch++;
@@ -635,6 +640,20 @@ static void unpin(store_t *s, int device, int count)
         parla__task_ready(retry);
         retry = next;
     }
+}
+
+static void unpin(store_t *s, int device, int count)
+{
+    unpin_store(s, device, count);
+    device_unpinned(s->rt, device, count);
+}
+
+/* Drops the store pins of t's first n accesses on device (the device count
+ * is the caller's). */
+static void unpin_accesses(parla_task_t *t, int device, int n)
+{
+    for (int i = 0; i < n; i++)
+        unpin_store(t->ext->accesses[i].data->store, device, 1);
 }
 
 static void pin_locked(store_t *s, int device)
@@ -983,12 +1002,7 @@ int parla__data_prepare(parla_task_t *t)
     } else if (waits) {
         /* Undo the pins of the accesses prepared before the failure; their
          * queued copies still run (the ranges are marked valid there). */
-        for (int j = 0; j < i - 1; j++) {
-            store_t *sj = x->accesses[j].data->store;
-            pthread_mutex_lock(&sj->lock);
-            sj->copies[device].pins--;
-            pthread_mutex_unlock(&sj->lock);
-        }
+        unpin_accesses(t, device, i - 1);
     }
     if (device != 0)
         pthread_mutex_unlock(&d->acquire_lock);
@@ -1025,29 +1039,8 @@ int parla__data_prepare(parla_task_t *t)
 void parla__data_release_task(parla_task_t *t)
 {
     int device = t->n_devices ? t->devices[0] : 0;
-    parla__task_ext_t *x = t->ext;
-    for (int i = 0; i < x->n_accesses; i++) {
-        store_t *s = x->accesses[i].data->store;
-        pthread_mutex_lock(&s->lock);
-        s->copies[device].pins--;
-        pthread_mutex_unlock(&s->lock);
-    }
-    if (device == 0)
-        return;
-    /* Tasks that found the device full of pinned copies retry now. */
-    parla__device_t *d = &t->rt->devices[device];
-    pthread_mutex_lock(&d->lock);
-    d->n_pins -= (uint64_t)x->n_accesses;
-    d->unpin_epoch++;
-    parla_task_t *retry = d->data_blocked;
-    d->data_blocked = NULL;
-    pthread_mutex_unlock(&d->lock);
-    while (retry) {
-        parla_task_t *next = retry->qnext;
-        retry->qnext = NULL;
-        parla__task_ready(retry);
-        retry = next;
-    }
+    unpin_accesses(t, device, t->ext->n_accesses);
+    device_unpinned(t->rt, device, t->ext->n_accesses);
 }
 
 void parla__data_wait_for_room(parla_task_t *t)

@@ -51,7 +51,7 @@ const parla__device_ops_t parla__host_ops = {
 
 /* --------------------------------------------------------------- registry -- */
 
-int parla__device_init(parla__device_t *d, int index, uint64_t memory)
+static int device_init(parla__device_t *d, int index, uint64_t memory)
 {
     memset(d, 0, sizeof *d);
     d->index = index;
@@ -80,7 +80,7 @@ int parla__devices_init(parla_runtime_t *rt)
     rt->devices = parla__calloc(rt, (size_t)n_gpus + 1, sizeof *rt->devices);
     if (rt->devices == NULL)
         return parla__error(PARLA_ENOMEM, "cannot allocate %d devices", n_gpus + 1);
-    int rc = parla__device_init(&rt->devices[0], 0, c->cpu_memory);
+    int rc = device_init(&rt->devices[0], 0, c->cpu_memory);
     if (rc)
         return rc;
     rt->n_devices = 1;
@@ -91,7 +91,7 @@ int parla__devices_init(parla_runtime_t *rt)
     for (int i = 0; i < n_gpus; i++) {
         parla__device_t *d = &rt->devices[i + 1];
         uint64_t mem = c->virtual_gpu_memory ? c->virtual_gpu_memory : (uint64_t)1 << 30;
-        rc = parla__device_init(d, i + 1, mem);
+        rc = device_init(d, i + 1, mem);
         if (rc)
             return rc;
         rt->n_devices++;
