@@ -239,6 +239,22 @@ typedef enum parla_task_state {
  * that device before it. No worker blocks for that. Its resources and data
  * stay held until then. */
 
+/* CUDA streams. On a CUDA GPU a body queues its work (kernels, copies) on the
+ * stream of its worker for that device and returns; it must not wait for the
+ * work. Before the body, that stream waits (cuStreamWaitEvent) for the work of
+ * the predecessors that released the task at their runahead; after it, the
+ * engine records an event there, which releases the task's GPU dependents
+ * (they wait on it on their own streams) and, once complete, its other
+ * dependents. A body that fails is waited for (its stream synchronised)
+ * before the task's data is released.
+ *
+ * parla_task_stream returns the CUstream of the running task on its k-th
+ * device (k indexes parla_task_devices). The body starts with the primary
+ * context of its first CUDA device current on its thread. NULL when that device is not a CUDA GPU, k
+ * is out of range, or task is not the caller's running task. Thread context:
+ * the task's body only. */
+void *parla_task_stream(const parla_task_t *task, int k);
+
 /* Returns the name of a state ("done", ...). */
 const char *parla_task_state_name(parla_task_state_t state);
 

@@ -195,7 +195,11 @@ class PArray:
         if cached is not None and cached[0] == ptr:
             return cached[1]
         if info["cuda"]:
-            import cupy
+            try:
+                import cupy
+            except ImportError:
+                raise RuntimeError(f"PArray.array on gpu({info['kind_index']}): the copy on a CUDA GPU is a CuPy array, and "
+                                   f"CuPy is not importable (install cupy for your CUDA version)") from None
             memory = cupy.cuda.UnownedMemory(ptr, root._np.nbytes, data, info["cuda_ordinal"])
             arr = cupy.ndarray(root._np.shape, root._np.dtype, cupy.cuda.MemoryPointer(memory, 0))
         else:

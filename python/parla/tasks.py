@@ -335,18 +335,38 @@ def _is_async(body: Callable) -> bool:
     return inspect.iscoroutinefunction(body)
 
 
+def _cupy() -> Any:
+    """CuPy, or None when it is not importable."""
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+def _cuda_scope(cupy: Any, ordinal: int, position: int) -> Any:
+    """A context manager making CUDA device `ordinal` and the running task's stream on its `position`-th device
+    CuPy's current device and stream."""
+    import contextlib
+    scope = contextlib.ExitStack()
+    scope.enter_context(cupy.cuda.Device(ordinal))
+    ptr = _core.current_stream(position)
+    if ptr is not None:
+        scope.enter_context(cupy.cuda.ExternalStream(ptr, ordinal))
+    return scope
+
+
 def _on_cuda_device(body: Callable) -> Callable:
-    """Runs a body with CuPy's current device set to the task's CUDA GPU; the task completes when the work
-    it queued on the current stream has completed."""
+    """Runs a body with CuPy's current device set to the task's (first) CUDA GPU and the task's stream there
+    current. The body queues its work and returns; the runtime records an event after it (runahead)."""
     def run() -> Any:
         devices = _core.current_task().devices
         table = _runtime.current_runtime().device_table
         if devices and table[devices[0]]["cuda"]:
-            import cupy
-            with cupy.cuda.Device(table[devices[0]]["cuda_ordinal"]):
-                result = body()
-                cupy.cuda.get_current_stream().synchronize()
-                return result
+            cupy = _cupy()
+            if cupy is not None:
+                with _cuda_scope(cupy, table[devices[0]]["cuda_ordinal"], 0):
+                    return body()
         return body()
     run.__name__ = getattr(body, "__name__", "task")
     return run
@@ -416,11 +436,14 @@ def get_current_devices() -> List[Device]:
 
 
 class TaskContext:
-    """What ``get_current_context()`` returns: the devices of the running task. Iterable; ``ctx[i]``
-    is a device context usable with ``with``."""
+    """What ``get_current_context()`` returns: the devices of the running task. Iterable; ``ctx[i]`` is the
+    context of its i-th device: ``with ctx[i]:`` makes that device (and, on a CUDA GPU with CuPy, the task's
+    stream there) CuPy's current device and stream for the block."""
 
-    def __init__(self, devices: List[Device]) -> None:
+    def __init__(self, devices: List[Device], positions: Optional[List[int]] = None) -> None:
         self.devices = devices
+        self._positions = positions if positions is not None else list(range(len(devices)))
+        self._scopes: List[Any] = []
 
     def __iter__(self) -> Iterator[Device]:
         return iter(self.devices)
@@ -429,12 +452,23 @@ class TaskContext:
         return len(self.devices)
 
     def __getitem__(self, i: int) -> "TaskContext":
-        return TaskContext([self.devices[i]])
+        return TaskContext([self.devices[i]], [self._positions[i]])
 
     def __enter__(self) -> "TaskContext":
+        scope = None
+        if len(self.devices) == 1 and self.devices[0].architecture is not cpu:
+            info = _runtime.current_runtime().device_table[self.devices[0].index + 1]
+            cupy = _cupy() if info["cuda"] else None
+            if cupy is not None:
+                scope = _cuda_scope(cupy, info["cuda_ordinal"], self._positions[0])
+                scope.__enter__()
+        self._scopes.append(scope)
         return self
 
     def __exit__(self, *exc: Any) -> bool:
+        scope = self._scopes.pop()
+        if scope is not None:
+            scope.__exit__(*exc)
         return False
 
     def __repr__(self) -> str:
@@ -446,14 +480,30 @@ def get_current_context() -> TaskContext:
     return TaskContext(get_current_devices())
 
 
+class Stream:
+    """The stream of a task on a CUDA GPU when CuPy is not importable: ``ptr`` is the ``CUstream`` (an int, for
+    the driver API through ctypes or another binding) and ``device`` the device."""
+
+    def __init__(self, ptr: int, device: Device) -> None:
+        self.ptr = ptr
+        self.device = device
+
+    def __repr__(self) -> str:
+        return f"Stream(ptr={self.ptr:#x}, device={self.device!r})"
+
+
 def get_current_stream() -> Any:
-    """The stream of the running GPU task: CuPy's current stream on a CUDA GPU, None on the CPU and on
-    virtual GPUs (their work is synchronous)."""
+    """The stream of the running GPU task on its first device: on a CUDA GPU, CuPy's current stream (an
+    ``ExternalStream`` on the task's stream, which the runtime orders after the task's predecessors), or a
+    :class:`Stream` when CuPy is not importable; None on the CPU and on virtual GPUs (their work is
+    synchronous). Inside ``with ctx[i]:`` CuPy's current stream is the task's stream on its i-th device."""
     devices = get_current_devices()
     if devices and devices[0].architecture is not cpu:
-        from . import _runtime as rt
-        info = rt.current_runtime().device_table[devices[0].index + 1]
+        info = _runtime.current_runtime().device_table[devices[0].index + 1]
         if info["cuda"]:
-            import cupy
-            return cupy.cuda.get_current_stream()
+            cupy = _cupy()
+            if cupy is not None:
+                return cupy.cuda.get_current_stream()
+            ptr = _core.current_stream(0)
+            return Stream(ptr, devices[0]) if ptr is not None else None
     return None

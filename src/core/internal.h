@@ -60,15 +60,49 @@ parla_task_t *parla__queue_pop_tail(parla__queue_t *q);
 typedef struct parla__device parla__device_t;
 typedef struct parla__copy parla__copy_t;
 
-/* The operations of a device kind. Copies are synchronous in this version:
- * the calling worker performs them before the task body runs. */
+/* A completion event of a device (a CUDA event; host devices have none: their
+ * work is complete when the call that did it returns). Reference counted:
+ * the task that recorded it and each successor that must wait on it hold
+ * one; the last release returns it to its device's pool. */
+typedef struct parla__event {
+    void *handle;               /* CUevent */
+    parla__device_t *device;
+    _Atomic int refs;
+    struct parla__event *next;  /* in the pool's free list */
+} parla__event_t;
+
+/* The operations of a device kind (design section 4). Streams and events are
+ * opaque handles (CUstream, CUevent); a kind without them (host memory)
+ * leaves those entries NULL: its copies are complete when copy returns and
+ * its tasks' work when their bodies return. Every function may be called from
+ * any thread and sets the calling thread's device context itself. Errors:
+ * PARLA_ENOMEM (alloc), PARLA_EDEVICE with the driver's error name. */
 typedef struct parla__device_ops {
     const char *name;
     int (*alloc)(parla__device_t *d, uint64_t nbytes, void **out);
     void (*free)(parla__device_t *d, void *ptr);
-    /* Copies nbytes from src on device s to dst on device d. */
+    /* Copies nbytes from src on device s to dst on device d; returns when done. */
     int (*copy)(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t nbytes);
     int (*synchronize)(parla__device_t *d);
+    /* Makes d current for the calling thread's later driver calls. */
+    int (*activate)(parla__device_t *d);
+    /* Streams: in-order queues of work on device d. */
+    int (*stream_create)(parla__device_t *d, void **out);
+    void (*stream_destroy)(parla__device_t *d, void *stream);
+    int (*stream_synchronize)(parla__device_t *d, void *stream);
+    /* Queues a copy on stream (a stream of d, which is the CUDA side). */
+    int (*copy_async)(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t nbytes,
+                      void *stream);
+    int (*event_create)(parla__device_t *d, void **out);
+    void (*event_destroy)(parla__device_t *d, void *event);
+    /* Marks the point of stream the event completes at. */
+    int (*event_record)(parla__device_t *d, void *event, void *stream);
+    /* 1: complete, 0: not yet, < 0: error. */
+    int (*event_query)(parla__device_t *d, void *event);
+    int (*event_synchronize)(parla__device_t *d, void *event);
+    /* Work queued on stream after this call waits for the event (which may be
+     * another device's); the host does not wait. */
+    int (*stream_wait_event)(parla__device_t *d, void *stream, void *event);
 } parla__device_ops_t;
 
 struct parla__device {
@@ -105,12 +139,31 @@ struct parla__device {
     pthread_mutex_t engine_lock; /* protects the job queue and engine_stop */
     pthread_cond_t engine_cond;
     struct parla__copy_job *jobs_head, *jobs_tail;
-    bool engine_busy;         /* a job is being done */
+    bool engine_busy;         /* a job is being done, or work it issued is in flight */
     bool engine_stop;
+    void *copy_in, *copy_out; /* copy streams (CUDA): onto and off the device */
+
+    pthread_mutex_t event_lock; /* protects event_pool */
+    parla__event_t *event_pool;  /* recorded-and-released events, for reuse */
+    _Atomic long n_events;       /* events created on the device, not destroyed */
     _Atomic uint64_t bytes_in, bytes_out, evictions;
 };
 
 extern const parla__device_ops_t parla__host_ops;
+
+/* Takes an event from d's pool (or creates one) and records it on stream;
+ * one reference for the caller. Errors: PARLA_ENOMEM, PARLA_EDEVICE. */
+int parla__event_record(parla__device_t *d, void *stream, parla__event_t **out);
+void parla__event_retain(parla__event_t *e);
+/* Drops a reference; the last one returns the event to its device's pool. */
+void parla__event_release(parla__event_t *e);
+/* 1: the work before the event is complete, 0: not yet, < 0: device error. */
+int parla__event_done(parla__event_t *e);
+/* True when d has streams and events (a CUDA GPU). */
+static inline bool parla__device_async(const parla__device_t *d)
+{
+    return d->ops->event_record != NULL;
+}
 
 int parla__devices_init(parla_runtime_t *rt);
 void parla__devices_destroy(parla_runtime_t *rt);
@@ -170,7 +223,30 @@ typedef struct parla__task_ext {
     uint64_t data_epoch; /* the device's unpin_epoch when data was last acquired */
     bool prepared;       /* data brought to the device and pinned (until the body ends) */
     _Atomic int n_waiting; /* copies in flight the task waits for, + 1 while preparing */
+    /* CUDA: the events recorded on the task's streams after its body, one per
+     * device (NULL on host devices), held until the task is done. */
+    parla__event_t *events[PARLA_MAX_TASK_DEVICES];
+    /* Events of predecessors that released this task at their runahead: its
+     * streams (and the copy streams bringing its data) wait on them. Pushed
+     * lock-free by the predecessors before they release it. */
+    _Atomic(struct parla__evwait *) waits;
 } parla__task_ext_t;
+
+typedef struct parla__evwait {
+    parla__event_t *event; /* holds a reference */
+    struct parla__evwait *next;
+} parla__evwait_t;
+
+/* Makes work queued on stream (of device d) wait for every event in t's waits
+ * list (stream_wait_event; the host does not wait). No-op without waits. */
+int parla__stream_wait_task(parla_task_t *t, parla__device_t *d, void *stream);
+/* Blocks the calling thread until every event in t's waits list completed. */
+void parla__host_wait_task(parla_task_t *t);
+/* A retained snapshot of t's waits (for copies queued for t): returns how
+ * many (0: *out is NULL) or PARLA_ENOMEM. */
+int parla__task_waits(parla_task_t *t, parla__event_t ***out);
+/* Drops t's waits list and its own events. */
+void parla__task_events_release(parla_task_t *t);
 
 struct parla_task {
     _Atomic int32_t pending; /* unfinished dependencies + 1 while not submitted/suspended */
@@ -286,6 +362,9 @@ typedef struct parla__worker {
     _Atomic int finishing;    /* > 0 while in parla__task_finish (written by the owner only) */
     /* Per-worker counters, summed by parla_runtime_stats. Written by the owner only. */
     _Atomic uint64_t n_run, n_steals, n_parks;
+    /* CUDA: this worker's compute stream on each device (NULL until its
+     * first task there), created and used by the owner only. */
+    void **streams;
 } parla__worker_t;
 
 struct parla_runtime {
@@ -334,6 +413,10 @@ struct parla_runtime {
     parla_task_t **placeholders;      /* never-submitted tasks with dependents */
     size_t n_placeholders, cap_placeholders;
 };
+
+/* The calling worker's stream on device (created on first use); NULL for host
+ * devices or on error (then the message is set). */
+void *parla__worker_stream(parla__worker_t *w, int device);
 
 /* The calling thread's worker, or NULL. */
 parla__worker_t *parla__current_worker(void);

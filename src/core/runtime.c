@@ -173,6 +173,63 @@ void parla__dispatch(parla_task_t *t)
     parla__enqueue(t->rt, t);
 }
 
+/* True when one of t's devices has streams (a CUDA GPU). */
+static bool uses_streams(const parla_task_t *t)
+{
+    if (t->ext == NULL)
+        return false;
+    for (int k = 0; k < t->n_devices; k++)
+        if (parla__device_async(&t->rt->devices[t->devices[k]]))
+            return true;
+    return false;
+}
+
+/* Before a body on CUDA GPUs: the worker's stream on each device waits for the
+ * events of the predecessors that released the task at their runahead. */
+static int streams_prologue(parla__worker_t *w, parla_task_t *t)
+{
+    /* Last to first, so that the first device is the current one after. */
+    for (int k = t->n_devices - 1; k >= 0; k--) {
+        parla__device_t *d = &t->rt->devices[t->devices[k]];
+        if (!parla__device_async(d))
+            continue;
+        void *stream = parla__worker_stream(w, d->index);
+        if (stream == NULL)
+            return PARLA_EDEVICE; /* the driver's error is in the message */
+        int rc = parla__stream_wait_task(t, d, stream);
+        if (rc == 0)
+            rc = d->ops->activate(d);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* After a body on CUDA GPUs. On success (record): an event after the work the
+ * body queued on each stream; where one cannot be recorded, and after a
+ * failure, the worker waits for the stream instead, so that nothing is still
+ * using the task's data when it is released. */
+static void streams_epilogue(parla__worker_t *w, parla_task_t *t, bool record)
+{
+    for (int k = 0; k < t->n_devices; k++) {
+        parla__device_t *d = &t->rt->devices[t->devices[k]];
+        void *stream = w->streams ? w->streams[d->index] : NULL;
+        if (stream == NULL)
+            continue;
+        if (record && t->ext->events[k] == NULL && parla__event_record(d, stream, &t->ext->events[k]) == 0)
+            continue;
+        d->ops->stream_synchronize(d, stream);
+    }
+}
+
+void *parla_task_stream(const parla_task_t *task, int k)
+{
+    parla__worker_t *w = tls_worker;
+    if (task == NULL || w == NULL || w->current != task || k < 0 || k >= task->n_devices || w->streams == NULL)
+        return NULL;
+    return w->streams[task->devices[k]];
+}
+
 void parla__task_run(parla_task_t *t)
 {
     parla__worker_t *w = tls_worker;
@@ -181,12 +238,17 @@ void parla__task_run(parla_task_t *t)
     int rc = 0;
     /* The task's data was brought to its device when it was dispatched. */
     bool data = t->ext && t->ext->prepared;
+    bool streams = !skip && uses_streams(t);
+    if (streams && (rc = streams_prologue(w, t)) != 0)
+        skip = true;
     if (!skip) {
         parla_task_t *outer = w->current;
         w->current = t;
         atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
         uint64_t t0 = t->rt->trace ? parla__now_ns() : 0;
         rc = t->fn(t, t->arg);
+        if (streams)
+            streams_epilogue(w, t, rc == 0);
         if (t->rt->trace) {
             parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
                                .device = t->n_devices ? t->devices[0] : 0,
@@ -772,8 +834,16 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
         free_runtime(rt);
         return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate %d workers", cfg.n_workers);
     }
+    bool async = false;
+    for (int d = 0; d < rt->n_devices; d++)
+        async |= parla__device_async(&rt->devices[d]);
     for (int i = 0; i < rt->n_workers; i++) {
         parla__worker_t *w = &rt->workers[i];
+        if (async && (w->streams = parla__calloc(rt, (size_t)rt->n_devices, sizeof *w->streams)) == NULL) {
+            rt->n_workers = i;
+            free_runtime(rt);
+            return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate the streams of worker %d", i);
+        }
         w->rt = rt;
         w->index = i;
         w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);

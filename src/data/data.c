@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct seg {
     uint64_t lo, hi;
@@ -438,7 +439,21 @@ void *parla_data_device_ptr(parla_data_t *d, int device)
 /* -------------------------------------------------------------- residency -- */
 
 
-/* Copies bytes [lo, hi) of store s from device `from` to device `to`. */
+/* Counts a copy of [lo, hi) from device `from` to `to` that started at t0 (ns)
+ * in the devices' totals and the trace. */
+static void copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial, uint64_t t0)
+{
+    atomic_fetch_add_explicit(&rt->devices[to].bytes_in, hi - lo, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rt->devices[from].bytes_out, hi - lo, memory_order_relaxed);
+    if (rt->trace) {
+        parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .a = hi - lo, .serial = serial,
+                           .kind = PARLA__TEV_COPY, .device = (int16_t)to, .f = {(float)from}};
+        parla__trace_event(rt, &ev);
+    }
+}
+
+/* Copies bytes [lo, hi) of store s from device `from` to device `to`; returns
+ * when done. */
 static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial)
 {
     parla_runtime_t *rt = s->rt;
@@ -449,13 +464,7 @@ static int copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, ui
     int rc = engine->ops->copy(dt, (char *)s->copies[to].buf + lo, df, (char *)s->copies[from].buf + lo, hi - lo);
     if (rc)
         return rc;
-    atomic_fetch_add_explicit(&dt->bytes_in, hi - lo, memory_order_relaxed);
-    atomic_fetch_add_explicit(&df->bytes_out, hi - lo, memory_order_relaxed);
-    if (rt->trace) {
-        parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .a = hi - lo, .serial = serial,
-                           .kind = PARLA__TEV_COPY, .device = (int16_t)to, .f = {(float)from}};
-        parla__trace_event(rt, &ev);
-    }
+    copy_done(rt, to, from, lo, hi, serial, t0);
     return 0;
 }
 
@@ -572,6 +581,12 @@ typedef struct parla__copy_job {
     int from, to;
     uint64_t lo, hi;
     uint64_t serial;    /* the task that asked for it, for the trace */
+    /* On a CUDA engine: the events the copy waits for (runahead predecessors
+     * of the task it is for; held), and the event recorded after it. */
+    parla__event_t **waits;
+    int n_waits;
+    parla__event_t *event;
+    uint64_t t0;        /* when it was issued (ns), for the trace */
 } copy_job_t;
 
 static arrival_t *arrival_new(parla_runtime_t *rt)
@@ -681,6 +696,15 @@ static void arrived(store_t *s, copy_job_t *j)
     pthread_mutex_unlock(&s->lock);
 }
 
+static void job_free(copy_job_t *j)
+{
+    for (int i = 0; i < j->n_waits; i++)
+        parla__event_release(j->waits[i]);
+    parla__free(j->waits);
+    parla__event_release(j->event);
+    parla__free(j);
+}
+
 static void job_complete(copy_job_t *j)
 {
     store_t *s = j->store;
@@ -707,42 +731,148 @@ static void job_complete(copy_job_t *j)
     }
     arrival_unref(a);
     store_release(j->store);
-    parla__free(j);
+    job_free(j);
     atomic_fetch_sub(&rt->n_copying, 1);
 }
 
+/* 1 when the work of runahead task t is complete on all its devices (or a
+ * device reported an error: nothing more will come of it), else 0. */
+static int task_work_done(parla_task_t *t)
+{
+    for (int k = 0; t->ext && k < t->n_devices; k++)
+        if (parla__event_done(t->ext->events[k]) == 0)
+            return 0;
+    return 1;
+}
+
+/* Starts job j on device d's engine. Returns true when it is complete already
+ * (host copies, markers whose work is done); otherwise its event completes
+ * it (job_poll). */
+static bool job_issue(parla__device_t *d, copy_job_t *j)
+{
+    if (j->task)
+        return task_work_done(j->task);
+    store_t *s = j->store;
+    if (parla__device_async(d)) {
+        /* Queued on a copy stream after the work it depends on; the host
+         * does not wait. */
+        parla_runtime_t *rt = s->rt;
+        void *stream = j->to == d->index ? d->copy_in : d->copy_out;
+        int other = j->to == d->index ? j->from : j->to;
+        int rc = 0;
+        for (int i = 0; i < j->n_waits && rc == 0; i++)
+            rc = d->ops->stream_wait_event(d, stream, j->waits[i]->handle);
+        j->t0 = rt->trace ? parla__now_ns() : 0;
+        if (rc == 0)
+            rc = d->ops->copy_async(d, (char *)s->copies[j->to].buf + j->lo, &rt->devices[other],
+                                    (char *)s->copies[j->from].buf + j->lo, j->hi - j->lo, stream);
+        if (rc == 0)
+            rc = parla__event_record(d, stream, &j->event);
+        if (rc == 0)
+            return false;
+        /* The device refused: wait for it, then copy synchronously. */
+        d->ops->stream_synchronize(d, stream);
+        for (int i = 0; i < j->n_waits; i++)
+            if (parla__event_done(j->waits[i]) == 0)
+                d->ops->event_synchronize(d, j->waits[i]->handle);
+    }
+    /* Both copies are pinned, so neither buffer moves meanwhile. */
+    copy_range(s, j->to, j->from, j->lo, j->hi, j->serial);
+    return true;
+}
+
+static bool job_poll(copy_job_t *j)
+{
+    return j->task ? task_work_done(j->task) : parla__event_done(j->event) != 0;
+}
+
+static void job_finish(copy_job_t *j, bool async)
+{
+    if (j->task) {
+        /* The device has done the task's work: finish it. */
+        parla_runtime_t *rt = j->task->rt;
+        parla__task_complete_gpu(j->task);
+        job_free(j);
+        atomic_fetch_sub(&rt->n_copying, 1);
+        return;
+    }
+    if (async)
+        copy_done(j->store->rt, j->to, j->from, j->lo, j->hi, j->serial, j->t0);
+    job_complete(j);
+}
+
+/* The engine of a device: takes jobs in order, issues them, and completes
+ * them when their work is done. On a CUDA GPU a job's work runs on the
+ * device meanwhile: the engine polls the events of the jobs in flight,
+ * backing off from 2 us to 0.5 ms while none completes (no worker waits). */
 static void *engine_main(void *arg)
 {
     parla__device_t *d = arg;
+    copy_job_t *inflight = NULL;
+    long pause_ns = 2000;
     for (;;) {
         pthread_mutex_lock(&d->engine_lock);
-        while (d->jobs_head == NULL && !d->engine_stop)
+        while (d->jobs_head == NULL && !d->engine_stop && inflight == NULL)
             pthread_cond_wait(&d->engine_cond, &d->engine_lock);
+        if (d->jobs_head == NULL && inflight != NULL) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += pause_ns;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&d->engine_cond, &d->engine_lock, &until);
+        }
         copy_job_t *j = d->jobs_head;
-        if (j == NULL) { /* stopping, and nothing is left to copy */
+        if (j == NULL && inflight == NULL && d->engine_stop) { /* stopping, and nothing is left */
             pthread_mutex_unlock(&d->engine_lock);
             return NULL;
         }
-        d->jobs_head = j->next;
-        if (d->jobs_head == NULL)
-            d->jobs_tail = NULL;
+        if (j) {
+            d->jobs_head = j->next;
+            if (d->jobs_head == NULL)
+                d->jobs_tail = NULL;
+        }
         d->engine_busy = true;
         pthread_mutex_unlock(&d->engine_lock);
-        if (j->task) {
-            /* The device has done the task's work: finish it. */
-            parla_runtime_t *rt = j->task->rt;
-            parla__task_complete_gpu(j->task);
-            parla__free(j);
-            atomic_fetch_sub(&rt->n_copying, 1);
-        } else {
-            /* Both copies are pinned, so neither buffer moves meanwhile. */
-            copy_range(j->store, j->to, j->from, j->lo, j->hi, j->serial);
-            job_complete(j);
+        bool progress = false;
+        if (j) {
+            progress = true;
+            if (job_issue(d, j)) {
+                job_finish(j, false);
+            } else {
+                j->next = inflight;
+                inflight = j;
+            }
         }
+        for (copy_job_t **p = &inflight; *p;) {
+            copy_job_t *x = *p;
+            if (job_poll(x)) {
+                *p = x->next;
+                job_finish(x, x->task == NULL);
+                progress = true;
+            } else {
+                p = &x->next;
+            }
+        }
+        pause_ns = progress ? 2000 : pause_ns < 500000 ? pause_ns * 2 : 500000;
         pthread_mutex_lock(&d->engine_lock);
-        d->engine_busy = false;
+        d->engine_busy = inflight != NULL;
         pthread_mutex_unlock(&d->engine_lock);
     }
+}
+
+/* Frees what parla__copy_engine_start made besides the thread. */
+static void engine_teardown(parla__device_t *d)
+{
+    if (d->copy_in)
+        d->ops->stream_destroy(d, d->copy_in);
+    if (d->copy_out)
+        d->ops->stream_destroy(d, d->copy_out);
+    d->copy_in = d->copy_out = NULL;
+    pthread_mutex_destroy(&d->engine_lock);
+    pthread_cond_destroy(&d->engine_cond);
 }
 
 int parla__copy_engine_start(parla__device_t *d)
@@ -751,8 +881,15 @@ int parla__copy_engine_start(parla__device_t *d)
     pthread_cond_init(&d->engine_cond, NULL);
     d->jobs_head = d->jobs_tail = NULL;
     d->engine_stop = false;
-    if (pthread_create(&d->engine, NULL, engine_main, d) != 0)
-        return parla__error(PARLA_ESYS, "cannot start the copy engine of %s", d->name);
+    int rc = 0;
+    if (parla__device_async(d) && (rc = d->ops->stream_create(d, &d->copy_in)) == 0)
+        rc = d->ops->stream_create(d, &d->copy_out);
+    if (rc == 0 && pthread_create(&d->engine, NULL, engine_main, d) != 0)
+        rc = parla__error(PARLA_ESYS, "cannot start the copy engine of %s", d->name);
+    if (rc) {
+        engine_teardown(d);
+        return rc;
+    }
     d->engine_running = true;
     return 0;
 }
@@ -767,13 +904,19 @@ void parla__copy_engine_stop(parla__device_t *d)
     pthread_mutex_unlock(&d->engine_lock);
     pthread_join(d->engine, NULL);
     d->engine_running = false;
-    pthread_mutex_destroy(&d->engine_lock);
-    pthread_cond_destroy(&d->engine_cond);
+    engine_teardown(d);
+}
+
+/* The device whose engine does job j: the task's (markers), else the GPU
+ * side of the copy (the destination when both are GPUs). */
+static parla__device_t *engine_of(parla_runtime_t *rt, const copy_job_t *j)
+{
+    return &rt->devices[j->task ? j->task->devices[0] : j->to != 0 ? j->to : j->from];
 }
 
 static void engine_submit(parla_runtime_t *rt, copy_job_t *j)
 {
-    parla__device_t *d = &rt->devices[j->task ? j->task->devices[0] : j->to != 0 ? j->to : j->from];
+    parla__device_t *d = engine_of(rt, j);
     /* Counted until done, so the runtime is not taken for stuck while every
      * worker sleeps and copies are under way. */
     atomic_fetch_add(&rt->n_copying, 1);
@@ -796,7 +939,7 @@ int parla__engine_mark(parla_task_t *t)
     pthread_mutex_lock(&d->engine_lock);
     bool idle = d->jobs_head == NULL && !d->engine_busy;
     pthread_mutex_unlock(&d->engine_lock);
-    if (idle)
+    if (idle && task_work_done(t))
         return 1;
     copy_job_t *j = parla__calloc(t->rt, 1, sizeof *j);
     if (j == NULL)
@@ -882,6 +1025,8 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
                     pin_locked(s, device);
                     g->arriving |= bit(device);
                 } else {
+                    if (t)
+                        parla__host_wait_task(t); /* its source may still be being written */
                     rc = copy_range(s, device, src, g->lo, g->hi, t ? t->serial : UINT64_MAX);
                     if (rc)
                         return rc;
@@ -1010,15 +1155,25 @@ int parla__data_prepare(parla_task_t *t)
     while (plan.jobs) {
         copy_job_t *j = plan.jobs;
         plan.jobs = j->next;
+        if (j->arrival && parla__device_async(engine_of(rt, j))) {
+            /* The copy waits on the device for the work of the runahead
+             * predecessors that may still be writing its source. */
+            j->n_waits = parla__task_waits(t, &j->waits);
+            if (j->n_waits < 0) {
+                j->n_waits = 0;
+                parla__host_wait_task(t);
+            }
+        }
         if (j->arrival) {
             engine_submit(rt, j);
         } else {
+            parla__host_wait_task(t);
             copy_range(j->store, j->to, j->from, j->lo, j->hi, j->serial);
             arrived(j->store, j);
             unpin(j->store, j->from, 1);
             unpin(j->store, j->to, 1);
             store_release(j->store);
-            parla__free(j);
+            job_free(j);
         }
     }
     atomic_store(&x->n_waiting, 1); /* the hold while registering */

@@ -4,17 +4,32 @@
  *
  * Each GPU uses its primary context (cuDevicePrimaryCtxRetain), the one the
  * CUDA runtime and CuPy use, so buffers and streams are shared with bodies.
- * Copies use cuMemcpy with unified addressing (any direction). */
+ * Streams are created non-blocking (no implicit order with the legacy default
+ * stream); events without timing. Copies use cuMemcpy / cuMemcpyAsync with
+ * unified addressing (any direction, peer copies included).
+ *
+ * PARLA_CUDA_DRIVER names another driver library to load instead of
+ * libcuda.so.1 (a driver outside the loader's path, or a test double). */
 #include "core/internal.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 typedef int CUresult;
 typedef int CUdevice;
 typedef struct CUctx_st *CUcontext;
 typedef unsigned long long CUdeviceptr;
+typedef struct CUstream_st *CUstream;
+typedef struct CUevent_st *CUevent;
+
+enum {
+    CUDA_ERROR_OUT_OF_MEMORY = 2,
+    CUDA_ERROR_NOT_READY = 600,
+    CU_STREAM_NON_BLOCKING = 1,
+    CU_EVENT_DISABLE_TIMING = 2,
+};
 
 /* The driver entry points. The loader is the one piece of process-wide state
  * in the library: the driver itself is process-wide. Written once under
@@ -34,13 +49,24 @@ static struct {
     CUresult (*cuMemFree)(CUdeviceptr);
     CUresult (*cuMemcpy)(CUdeviceptr, CUdeviceptr, size_t);
     CUresult (*cuGetErrorName)(CUresult, const char **);
+    CUresult (*cuStreamCreate)(CUstream *, unsigned);
+    CUresult (*cuStreamDestroy)(CUstream);
+    CUresult (*cuStreamSynchronize)(CUstream);
+    CUresult (*cuStreamWaitEvent)(CUstream, CUevent, unsigned);
+    CUresult (*cuMemcpyAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+    CUresult (*cuEventCreate)(CUevent *, unsigned);
+    CUresult (*cuEventDestroy)(CUevent);
+    CUresult (*cuEventRecord)(CUevent, CUstream);
+    CUresult (*cuEventQuery)(CUevent);
+    CUresult (*cuEventSynchronize)(CUevent);
 } cu;
 
 static pthread_once_t cu_once = PTHREAD_ONCE_INIT;
 
 static void cu_load(void)
 {
-    cu.lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    const char *path = getenv("PARLA_CUDA_DRIVER");
+    cu.lib = dlopen(path && *path ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     if (cu.lib == NULL)
         return;
 #define SYM(field, name)                                                                                       \
@@ -61,6 +87,16 @@ static void cu_load(void)
     SYM(cuMemFree, "cuMemFree_v2");
     SYM(cuMemcpy, "cuMemcpy");
     SYM(cuGetErrorName, "cuGetErrorName");
+    SYM(cuStreamCreate, "cuStreamCreate");
+    SYM(cuStreamDestroy, "cuStreamDestroy_v2");
+    SYM(cuStreamSynchronize, "cuStreamSynchronize");
+    SYM(cuStreamWaitEvent, "cuStreamWaitEvent");
+    SYM(cuMemcpyAsync, "cuMemcpyAsync");
+    SYM(cuEventCreate, "cuEventCreate");
+    SYM(cuEventDestroy, "cuEventDestroy_v2");
+    SYM(cuEventRecord, "cuEventRecord");
+    SYM(cuEventQuery, "cuEventQuery");
+    SYM(cuEventSynchronize, "cuEventSynchronize");
 #undef SYM
     if (cu.cuInit(0) != 0 || cu.cuDeviceGetCount(&cu.count) != 0)
         cu.count = 0;
@@ -89,7 +125,7 @@ static int cuda_alloc(parla__device_t *d, uint64_t nbytes, void **out)
     CUresult r = cu.cuCtxSetCurrent(d->ctx);
     if (r == 0)
         r = cu.cuMemAlloc(&p, nbytes ? nbytes : 1);
-    if (r == 2 /* CUDA_ERROR_OUT_OF_MEMORY */)
+    if (r == CUDA_ERROR_OUT_OF_MEMORY)
         return PARLA_ENOMEM;
     if (r)
         return cu_error(r, "cuMemAlloc", d);
@@ -120,12 +156,123 @@ static int cuda_synchronize(parla__device_t *d)
     return r ? cu_error(r, "cuCtxSynchronize", d) : 0;
 }
 
+/* Makes d's context current on the calling thread (cheap: a thread-local). */
+static CUresult cu_ctx(const parla__device_t *d)
+{
+    return cu.cuCtxSetCurrent((CUcontext)d->ctx);
+}
+
+static int cuda_activate(parla__device_t *d)
+{
+    CUresult r = cu_ctx(d);
+    return r ? cu_error(r, "cuCtxSetCurrent", d) : 0;
+}
+
+static int cuda_stream_create(parla__device_t *d, void **out)
+{
+    CUstream s = NULL;
+    CUresult r = cu_ctx(d);
+    if (r == 0)
+        r = cu.cuStreamCreate(&s, CU_STREAM_NON_BLOCKING);
+    if (r)
+        return cu_error(r, "cuStreamCreate", d);
+    *out = s;
+    return 0;
+}
+
+static void cuda_stream_destroy(parla__device_t *d, void *stream)
+{
+    if (cu_ctx(d) == 0)
+        cu.cuStreamDestroy((CUstream)stream);
+}
+
+static int cuda_stream_synchronize(parla__device_t *d, void *stream)
+{
+    CUresult r = cu_ctx(d);
+    if (r == 0)
+        r = cu.cuStreamSynchronize((CUstream)stream);
+    return r ? cu_error(r, "cuStreamSynchronize", d) : 0;
+}
+
+static int cuda_copy_async(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t n,
+                           void *stream)
+{
+    (void)s;
+    CUresult r = cu_ctx(d);
+    if (r == 0)
+        r = cu.cuMemcpyAsync((CUdeviceptr)(uintptr_t)dst, (CUdeviceptr)(uintptr_t)src, n, (CUstream)stream);
+    return r ? cu_error(r, "cuMemcpyAsync", d) : 0;
+}
+
+static int cuda_event_create(parla__device_t *d, void **out)
+{
+    CUevent e = NULL;
+    CUresult r = cu_ctx(d);
+    if (r == 0)
+        r = cu.cuEventCreate(&e, CU_EVENT_DISABLE_TIMING);
+    if (r)
+        return cu_error(r, "cuEventCreate", d);
+    *out = e;
+    return 0;
+}
+
+static void cuda_event_destroy(parla__device_t *d, void *event)
+{
+    if (cu_ctx(d) == 0)
+        cu.cuEventDestroy((CUevent)event);
+}
+
+static int cuda_event_record(parla__device_t *d, void *event, void *stream)
+{
+    CUresult r = cu_ctx(d);
+    if (r == 0)
+        r = cu.cuEventRecord((CUevent)event, (CUstream)stream);
+    return r ? cu_error(r, "cuEventRecord", d) : 0;
+}
+
+static int cuda_event_query(parla__device_t *d, void *event)
+{
+    CUresult r = cu_ctx(d);
+    if (r == 0)
+        r = cu.cuEventQuery((CUevent)event);
+    if (r == 0)
+        return 1;
+    return r == CUDA_ERROR_NOT_READY ? 0 : cu_error(r, "cuEventQuery", d);
+}
+
+static int cuda_event_synchronize(parla__device_t *d, void *event)
+{
+    CUresult r = cu_ctx(d);
+    if (r == 0)
+        r = cu.cuEventSynchronize((CUevent)event);
+    return r ? cu_error(r, "cuEventSynchronize", d) : 0;
+}
+
+static int cuda_stream_wait_event(parla__device_t *d, void *stream, void *event)
+{
+    CUresult r = cu_ctx(d);
+    if (r == 0)
+        r = cu.cuStreamWaitEvent((CUstream)stream, (CUevent)event, 0);
+    return r ? cu_error(r, "cuStreamWaitEvent", d) : 0;
+}
+
 static const parla__device_ops_t cuda_ops = {
     .name = "cuda",
     .alloc = cuda_alloc,
     .free = cuda_free,
     .copy = cuda_copy,
     .synchronize = cuda_synchronize,
+    .activate = cuda_activate,
+    .stream_create = cuda_stream_create,
+    .stream_destroy = cuda_stream_destroy,
+    .stream_synchronize = cuda_stream_synchronize,
+    .copy_async = cuda_copy_async,
+    .event_create = cuda_event_create,
+    .event_destroy = cuda_event_destroy,
+    .event_record = cuda_event_record,
+    .event_query = cuda_event_query,
+    .event_synchronize = cuda_event_synchronize,
+    .stream_wait_event = cuda_stream_wait_event,
 };
 
 int parla__cuda_device_init(parla__device_t *d, int ordinal)

@@ -49,13 +49,90 @@ const parla__device_ops_t parla__host_ops = {
     .synchronize = host_synchronize,
 };
 
+/* ----------------------------------------------------------------- events -- */
+
+int parla__event_record(parla__device_t *d, void *stream, parla__event_t **out)
+{
+    pthread_mutex_lock(&d->event_lock);
+    parla__event_t *e = d->event_pool;
+    if (e)
+        d->event_pool = e->next;
+    pthread_mutex_unlock(&d->event_lock);
+    if (e == NULL) {
+        e = calloc(1, sizeof *e);
+        if (e == NULL)
+            return parla__error(PARLA_ENOMEM, "cannot allocate an event on %s", d->name);
+        int rc = d->ops->event_create(d, &e->handle);
+        if (rc) {
+            free(e);
+            return rc;
+        }
+        e->device = d;
+        atomic_fetch_add_explicit(&d->n_events, 1, memory_order_relaxed);
+    }
+    int rc = d->ops->event_record(d, e->handle, stream);
+    if (rc) {
+        atomic_init(&e->refs, 1);
+        parla__event_release(e);
+        return rc;
+    }
+    atomic_init(&e->refs, 1);
+    *out = e;
+    return 0;
+}
+
+void parla__event_retain(parla__event_t *e)
+{
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+}
+
+void parla__event_release(parla__event_t *e)
+{
+    if (e == NULL || atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    /* Back to the pool: re-recording a CUDA event is allowed once nobody will
+     * wait on its old recording (stream waits capture it when issued). */
+    parla__device_t *d = e->device;
+    pthread_mutex_lock(&d->event_lock);
+    e->next = d->event_pool;
+    d->event_pool = e;
+    pthread_mutex_unlock(&d->event_lock);
+}
+
+int parla__event_done(parla__event_t *e)
+{
+    return e == NULL ? 1 : e->device->ops->event_query(e->device, e->handle);
+}
+
+static void event_pool_destroy(parla__device_t *d)
+{
+    while (d->event_pool) {
+        parla__event_t *e = d->event_pool;
+        d->event_pool = e->next;
+        d->ops->event_destroy(d, e->handle);
+        atomic_fetch_sub_explicit(&d->n_events, 1, memory_order_relaxed);
+        free(e);
+    }
+}
+
+void *parla__worker_stream(parla__worker_t *w, int device)
+{
+    parla__device_t *d = &w->rt->devices[device];
+    if (!parla__device_async(d) || w->streams == NULL)
+        return NULL;
+    if (w->streams[device] == NULL && d->ops->stream_create(d, &w->streams[device]) != 0)
+        return NULL;
+    return w->streams[device];
+}
+
 /* --------------------------------------------------------------- registry -- */
 
 static int device_init(parla__device_t *d, int index, uint64_t memory)
 {
     memset(d, 0, sizeof *d);
     d->index = index;
-    if (pthread_mutex_init(&d->lock, NULL) != 0 || pthread_mutex_init(&d->acquire_lock, NULL) != 0)
+    if (pthread_mutex_init(&d->lock, NULL) != 0 || pthread_mutex_init(&d->acquire_lock, NULL) != 0 ||
+        pthread_mutex_init(&d->event_lock, NULL) != 0)
         return parla__error(PARLA_ESYS, "pthread_mutex_init failed for device %d", index);
     d->vcus_capacity = d->vcus_free = PARLA__VCU_ONE;
     d->memory_capacity = d->memory_free = memory;
@@ -117,10 +194,22 @@ void parla__devices_destroy(parla_runtime_t *rt)
 {
     for (int i = 0; i < rt->n_devices; i++) {
         parla__copy_engine_stop(&rt->devices[i]);
+        /* Workers' streams first (their work is complete: every task finished). */
+        for (int k = 0; k < rt->n_workers && rt->workers; k++) {
+            parla__worker_t *w = &rt->workers[k];
+            if (w->streams && w->streams[i])
+                rt->devices[i].ops->stream_destroy(&rt->devices[i], w->streams[i]);
+        }
+        event_pool_destroy(&rt->devices[i]);
         if (rt->devices[i].is_cuda)
             parla__cuda_device_destroy(&rt->devices[i]);
         pthread_mutex_destroy(&rt->devices[i].lock);
         pthread_mutex_destroy(&rt->devices[i].acquire_lock);
+        pthread_mutex_destroy(&rt->devices[i].event_lock);
+    }
+    for (int k = 0; k < rt->n_workers && rt->workers; k++) {
+        parla__free(rt->workers[k].streams);
+        rt->workers[k].streams = NULL;
     }
     parla__free(rt->devices);
     rt->devices = NULL;

@@ -1440,6 +1440,16 @@ static PyObject *mod_current_task(PyObject *module, PyObject *unused)
     return Py_NewRef(obj ? (PyObject *)obj : Py_None);
 }
 
+static PyObject *mod_current_stream(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    long k = PyLong_AsLong(arg);
+    if (k == -1 && PyErr_Occurred())
+        return NULL;
+    void *stream = k >= 0 && k < PARLA_MAX_TASK_DEVICES ? parla_task_stream(parla_task_current(), (int)k) : NULL;
+    return stream ? PyLong_FromVoidPtr(stream) : Py_NewRef(Py_None);
+}
+
 static PyObject *mod_worker_index(PyObject *module, PyObject *unused)
 {
     (void)module;
@@ -1456,6 +1466,9 @@ static PyObject *mod_capture(PyObject *module, PyObject *fn)
 static PyMethodDef module_methods[] = {
     {"current_task", mod_current_task, METH_NOARGS, "The Task running on this thread, or None."},
     {"worker_index", mod_worker_index, METH_NOARGS, "Index of the calling worker thread, or -1."},
+    {"current_stream", mod_current_stream, METH_O,
+     "current_stream(k): the CUstream (an int) of the running task on its k-th device, or None when that device "
+     "is not a CUDA GPU or no task runs on this thread."},
     {"capture", mod_capture, METH_O, "Copy of a function with its closure captured by value."},
     {NULL},
 };

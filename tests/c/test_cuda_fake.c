@@ -1,0 +1,394 @@
+/*
+ * test_cuda_fake.c: the CUDA path (compute streams per worker, copy streams,
+ * the event pool, runahead through cuStreamWaitEvent, asynchronous copies)
+ * on the driver test double tests/c/fakecuda.c, loaded through
+ * PARLA_CUDA_DRIVER. Its streams run their work after random delays, so a
+ * consumer that does not wait for its producer's event sees stale data.
+ *
+ * 1. Discovery: two CUDA GPUs with the double's capacity.
+ * 2. Runahead: a GPU-only dependent's body starts before its predecessor's
+ *    queued work has run; a CPU dependent starts after it has.
+ * 3. A chain of read-modify-write tasks alternating between the GPUs on one
+ *    data object: every "kernel" (a host function queued on the task's stream)
+ *    sees exactly the value the previous one wrote.
+ * 4. Random programs over cpu + 2 GPUs (blocks of data, each task reads two and
+ *    writes one, placed on cpu, a GPU, any GPU or cpu-or-gpu), compared with a
+ *    sequential run.
+ * 5. A failed GPU body: its queued work has finished before its data is
+ *    released and its dependents are cancelled.
+ * 6. Nothing leaks: device memory, streams, events and contexts all returned.
+ */
+#include "check.h"
+
+#include <dlfcn.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef int (*launch_fn)(void *stream, void (*fn)(void *), void *arg);
+typedef void (*live_fn)(long *, long *, long *, long *);
+static launch_fn launch_host;
+
+enum { CPU = 0, GPU0 = 1, GPU1 = 2 };
+
+static double t_now(void)
+{
+    return now_s();
+}
+
+/* ----------------------------------------------------------- kernels ----- */
+
+/* A "kernel": runs on the stream's thread, in stream order. */
+typedef struct kernel {
+    void (*body)(struct kernel *);
+    uint32_t *dst;
+    const uint32_t *a, *b;
+    size_t n;
+    uint32_t k;
+    _Atomic double *stamp; /* set to the time it ran, when non-NULL */
+    _Atomic int *bad;      /* counts wrong inputs seen */
+    uint32_t expect;
+} kernel_t;
+
+static void kernel_entry(void *arg)
+{
+    kernel_t *k = arg;
+    k->body(k);
+    free(k);
+}
+
+static void launch(parla_task_t *t, kernel_t k)
+{
+    kernel_t *p = malloc(sizeof *p);
+    CHECK(p != NULL, "out of memory");
+    *p = k;
+    void *stream = parla_task_stream(t, 0);
+    CHECK(stream != NULL, "task %s on a CUDA GPU has no stream", parla_task_name(t));
+    CHECK(launch_host(stream, kernel_entry, p) == 0, "cuLaunchHostFunc failed");
+}
+
+/* ------------------------------------------------------- 2. runahead ----- */
+
+static _Atomic double slow_ran_at, gpu_dep_started, cpu_dep_started;
+
+static void slow_body(kernel_t *k)
+{
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    atomic_store(k->stamp, t_now());
+}
+
+static int slow_task(parla_task_t *t, void *arg)
+{
+    (void)arg;
+    launch(t, (kernel_t){.body = slow_body, .stamp = &slow_ran_at});
+    return 0;
+}
+
+static int gpu_dep(parla_task_t *t, void *arg)
+{
+    (void)arg;
+    atomic_store(&gpu_dep_started, t_now());
+    CHECK(parla_task_stream(t, 0) != NULL, "no stream");
+    CHECK(parla_task_stream(t, 1) == NULL, "a stream for a device the task does not have");
+    return 0;
+}
+
+static int cpu_dep(parla_task_t *t, void *arg)
+{
+    (void)arg;
+    atomic_store(&cpu_dep_started, t_now());
+    CHECK(parla_task_stream(t, 0) == NULL, "a CPU task has a stream");
+    return 0;
+}
+
+static parla_task_t *on(parla_runtime_t *rt, parla_task_fn fn, void *arg, int device)
+{
+    parla_task_t *t;
+    CHECK_OK(parla_task_create(rt, fn, arg, &t));
+    if (device != CPU)
+        CHECK_OK(parla_task_add_placement(t, &device, 1, 0.0, 0));
+    return t;
+}
+
+static void test_runahead(parla_runtime_t *rt)
+{
+    check_set_phase("runahead");
+    parla_task_t *a = on(rt, slow_task, NULL, GPU0);
+    parla_task_t *g = on(rt, gpu_dep, NULL, GPU1);
+    parla_task_t *c = on(rt, cpu_dep, NULL, CPU);
+    CHECK_OK(parla_task_add_dependency(g, a));
+    CHECK_OK(parla_task_add_dependency(c, a));
+    CHECK_OK(parla_task_submit(a));
+    CHECK_OK(parla_task_submit(g));
+    CHECK_OK(parla_task_submit(c));
+    CHECK_OK(parla_runtime_wait_all(rt));
+    double ran = atomic_load(&slow_ran_at);
+    CHECK(ran > 0, "the slow kernel never ran");
+    CHECK(atomic_load(&gpu_dep_started) < ran, "the GPU dependent waited for its predecessor's work on the host");
+    CHECK(atomic_load(&cpu_dep_started) >= ran, "the CPU dependent started before the GPU work had completed");
+    CHECK(parla_task_state(a) == PARLA_TASK_DONE, "state %d", parla_task_state(a));
+    parla_task_release(a);
+    parla_task_release(g);
+    parla_task_release(c);
+}
+
+/* ---------------------------------------------------------- 3. chain ----- */
+
+static _Atomic int chain_bad;
+
+static void add_one(kernel_t *k)
+{
+    for (size_t i = 0; i < k->n; i++) {
+        if (k->dst[i] != k->expect)
+            atomic_fetch_add(k->bad, 1);
+        k->dst[i] = k->expect + 1;
+    }
+}
+
+typedef struct {
+    parla_data_t *data;
+    size_t n;
+    uint32_t step;
+} chain_arg_t;
+
+static int chain_task(parla_task_t *t, void *arg)
+{
+    chain_arg_t *c = arg;
+    int dev;
+    parla_task_devices(t, &dev, 1);
+    uint32_t *p = parla_data_device_ptr(c->data, dev);
+    launch(t, (kernel_t){.body = add_one, .dst = p, .n = c->n, .expect = c->step, .bad = &chain_bad});
+    return 0;
+}
+
+static void test_chain(parla_runtime_t *rt)
+{
+    check_set_phase("chain");
+    size_t n = 4096;
+    int steps = (int)scaled(200, 20);
+    uint32_t *host = calloc(n, sizeof *host);
+    parla_data_t *d;
+    CHECK_OK(parla_data_create(rt, n * sizeof *host, host, &d));
+    chain_arg_t *args = calloc((size_t)steps, sizeof *args);
+    for (int i = 0; i < steps; i++) {
+        args[i] = (chain_arg_t){d, n, (uint32_t)i};
+        parla_task_t *t = on(rt, chain_task, &args[i], i % 3 == 2 ? GPU0 : GPU0 + (i % 2));
+        CHECK_OK(parla_task_add_access(t, d, PARLA_READWRITE));
+        CHECK_OK(parla_task_submit(t));
+        parla_task_release(t);
+    }
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK(atomic_load(&chain_bad) == 0, "%d elements held stale values when a kernel read them",
+          atomic_load(&chain_bad));
+    CHECK_OK(parla_data_fetch(d, CPU, 0));
+    for (size_t i = 0; i < n; i++)
+        CHECK(host[i] == (uint32_t)steps, "host[%zu] = %u, expected %d", i, host[i], steps);
+    parla_data_release(d);
+    free(args);
+    free(host);
+}
+
+/* -------------------------------------------------- 4. random programs --- */
+
+enum { BLOCKS = 6 };
+
+typedef struct {
+    parla_data_t *blocks[BLOCKS];
+    int w, r1, r2;
+    uint32_t k;
+    size_t n;
+} prog_arg_t;
+
+static void combine(uint32_t *dst, const uint32_t *a, const uint32_t *b, size_t n, uint32_t k)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = a[i] * 3u + b[i] + k + (uint32_t)i;
+}
+
+static void combine_kernel(kernel_t *k)
+{
+    /* The inputs may alias the output: read them first. */
+    uint32_t *tmp = malloc(k->n * sizeof *tmp);
+    CHECK(tmp != NULL, "out of memory");
+    combine(tmp, k->a, k->b, k->n, k->k);
+    memcpy(k->dst, tmp, k->n * sizeof *tmp);
+    free(tmp);
+}
+
+static int prog_task(parla_task_t *t, void *arg)
+{
+    prog_arg_t *p = arg;
+    int dev;
+    parla_task_devices(t, &dev, 1);
+    uint32_t *w = parla_data_device_ptr(p->blocks[p->w], dev);
+    const uint32_t *a = parla_data_device_ptr(p->blocks[p->r1], dev);
+    const uint32_t *b = parla_data_device_ptr(p->blocks[p->r2], dev);
+    CHECK(w && a && b, "task %s: data missing on device %d", parla_task_name(t), dev);
+    if (dev == CPU) {
+        combine_kernel(&(kernel_t){.dst = w, .a = a, .b = b, .n = p->n, .k = p->k});
+        return 0;
+    }
+    launch(t, (kernel_t){.body = combine_kernel, .dst = w, .a = a, .b = b, .n = p->n, .k = p->k});
+    return 0;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void test_random(parla_runtime_t *rt, uint64_t seed, int n_tasks)
+{
+    size_t n = 512;
+    uint32_t *host[BLOCKS], *ref[BLOCKS];
+    parla_data_t *blocks[BLOCKS];
+    for (int b = 0; b < BLOCKS; b++) {
+        host[b] = malloc(n * sizeof(uint32_t));
+        ref[b] = malloc(n * sizeof(uint32_t));
+        for (size_t i = 0; i < n; i++)
+            host[b][i] = ref[b][i] = (uint32_t)(b * 1000 + i);
+        CHECK_OK(parla_data_create(rt, n * sizeof(uint32_t), host[b], &blocks[b]));
+    }
+    prog_arg_t *args = calloc((size_t)n_tasks, sizeof *args);
+    for (int i = 0; i < n_tasks; i++) {
+        prog_arg_t *p = &args[i];
+        memcpy(p->blocks, blocks, sizeof blocks);
+        p->w = (int)(rng_next(&seed) % BLOCKS);
+        p->r1 = (int)(rng_next(&seed) % BLOCKS);
+        p->r2 = (int)(rng_next(&seed) % BLOCKS);
+        p->k = (uint32_t)i;
+        p->n = n;
+        parla_task_t *t;
+        CHECK_OK(parla_task_create(rt, prog_task, p, &t));
+        int kind = (int)(rng_next(&seed) % 5), slot;
+        switch (kind) {
+        case 0: break; /* cpu */
+        case 1: slot = GPU0; CHECK_OK(parla_task_add_placement(t, &slot, 1, 0.0, 0)); break;
+        case 2: slot = GPU1; CHECK_OK(parla_task_add_placement(t, &slot, 1, 0.0, 0)); break;
+        case 3: slot = PARLA_ANY_GPU; CHECK_OK(parla_task_add_placement(t, &slot, 1, 0.0, 0)); break;
+        default:
+            slot = PARLA_ANY_CPU;
+            CHECK_OK(parla_task_add_placement(t, &slot, 1, 0.0, 0));
+            slot = PARLA_ANY_GPU;
+            CHECK_OK(parla_task_add_placement(t, &slot, 1, 0.0, 0));
+        }
+        int reads[2] = {p->r1, p->r2};
+        for (int r = 0; r < 2; r++)
+            if (reads[r] != p->w && (r == 0 || reads[1] != reads[0]))
+                CHECK_OK(parla_task_add_access(t, blocks[reads[r]], PARLA_READ));
+        CHECK_OK(parla_task_add_access(t, blocks[p->w], PARLA_READWRITE));
+        CHECK_OK(parla_task_submit(t));
+        parla_task_release(t);
+        /* The sequential reference. */
+        uint32_t *tmp = malloc(n * sizeof *tmp);
+        combine(tmp, ref[p->r1], ref[p->r2], n, p->k);
+        memcpy(ref[p->w], tmp, n * sizeof *tmp);
+        free(tmp);
+    }
+    CHECK_OK(parla_runtime_wait_all(rt));
+    for (int b = 0; b < BLOCKS; b++) {
+        CHECK_OK(parla_data_fetch(blocks[b], CPU, 0));
+        for (size_t i = 0; i < n; i++)
+            CHECK(host[b][i] == ref[b][i], "program %llu: block %d [%zu] = %u, expected %u",
+                  (unsigned long long)seed, b, i, host[b][i], ref[b][i]);
+        parla_data_release(blocks[b]);
+        free(host[b]);
+        free(ref[b]);
+    }
+    free(args);
+}
+
+/* ------------------------------------------------------- 5. failure ----- */
+
+static _Atomic int failed_kernel_done;
+
+static void slow_flag(kernel_t *k)
+{
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    for (size_t i = 0; i < k->n; i++)
+        k->dst[i] = 7;
+    atomic_store(&failed_kernel_done, 1);
+}
+
+static int failing(parla_task_t *t, void *arg)
+{
+    parla_data_t *d = arg;
+    int dev;
+    parla_task_devices(t, &dev, 1);
+    launch(t, (kernel_t){.body = slow_flag, .dst = parla_data_device_ptr(d, dev), .n = 16});
+    return 42;
+}
+
+static void test_failure(parla_runtime_t *rt)
+{
+    check_set_phase("failure");
+    parla_data_t *d;
+    CHECK_OK(parla_data_create(rt, 64, NULL, &d));
+    parla_task_t *f = on(rt, failing, d, GPU1);
+    parla_task_t *after = on(rt, gpu_dep, NULL, GPU0);
+    CHECK_OK(parla_task_add_access(f, d, PARLA_READWRITE));
+    CHECK_OK(parla_task_add_dependency(after, f));
+    CHECK_OK(parla_task_submit(f));
+    CHECK_OK(parla_task_submit(after));
+    CHECK_RC(parla_task_wait(f), PARLA_EFAILED);
+    CHECK(atomic_load(&failed_kernel_done) == 1, "a failed task finished while its queued work was still running");
+    CHECK_RC(parla_task_wait(after), PARLA_ECANCELLED);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    parla_task_release(f);
+    parla_task_release(after);
+    parla_data_release(d);
+}
+
+int main(void)
+{
+    check_watchdog(170);
+    const char *path = getenv("PARLA_CUDA_DRIVER");
+    CHECK(path && *path, "PARLA_CUDA_DRIVER must name the fake driver (meson sets it)");
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    CHECK(lib != NULL, "cannot load %s: %s", path, dlerror());
+    *(void **)&launch_host = dlsym(lib, "cuLaunchHostFunc");
+    live_fn live;
+    *(void **)&live = dlsym(lib, "fakecuda_live");
+    CHECK(launch_host && live, "the fake driver lacks its test entry points");
+
+    check_set_phase("discovery");
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 2;
+    parla_runtime_t *rt;
+    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    CHECK(parla_runtime_num_devices(rt) == 3, "%d devices, expected cpu + 2 fake GPUs", parla_runtime_num_devices(rt));
+    for (int i = 1; i < 3; i++) {
+        parla_device_info_t info;
+        CHECK_OK(parla_device_info(rt, i, &info));
+        CHECK(info.is_cuda && !info.is_virtual && info.cuda_ordinal == i - 1, "device %d is not CUDA GPU %d", i, i - 1);
+        CHECK(info.memory_capacity == 64u << 20, "capacity %llu", (unsigned long long)info.memory_capacity);
+    }
+
+    test_runahead(rt);
+    test_chain(rt);
+    int programs = (int)scaled(40, 6);
+    for (int p = 0; p < programs; p++) {
+        check_set_phase("random programs");
+        test_random(rt, 0x9E3779B97F4A7C15ull + (uint64_t)p * 7919, (int)scaled(150, 40));
+    }
+    test_failure(rt);
+
+    parla_device_info_t info;
+    CHECK_OK(parla_device_info(rt, GPU0, &info));
+    CHECK(info.bytes_in > 0 && info.bytes_out > 0, "no copies went through gpu(0): in %llu out %llu",
+          (unsigned long long)info.bytes_in, (unsigned long long)info.bytes_out);
+    check_set_phase("destroy");
+    CHECK_OK(parla_runtime_destroy(rt));
+    long allocs, streams, events, contexts;
+    live(&allocs, &streams, &events, &contexts);
+    CHECK(allocs == 0 && streams == 0 && events == 0 && contexts == 0,
+          "left on the driver: %ld allocations, %ld streams, %ld events, %ld contexts", allocs, streams, events,
+          contexts);
+    printf("fake CUDA: runahead, chain, %d random programs, failure: ok\n", programs);
+    return 0;
+}

@@ -1,0 +1,158 @@
+"""The CUDA path from Python on the driver test double (tests/c/fakecuda.c), built here with the C compiler and
+loaded through PARLA_CUDA_DRIVER. The driver is loaded once per process, so each check runs in a subprocess.
+The double runs each stream's work after a random delay: work that is not ordered by the runtime's events
+reads stale bytes."""
+import ctypes  # noqa: F401  (used by the child scripts)
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def fake_driver(tmp_path_factory):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the CUDA driver double")
+    out = tmp_path_factory.mktemp("fakecuda") / "libfakecuda.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-pthread", "-o", str(out), str(ROOT / "tests/c/fakecuda.c")],
+                   check=True)
+    return str(out)
+
+
+def run_child(driver: str, body: str, timeout: float = 120) -> str:
+    env = dict(os.environ, PARLA_CUDA_DRIVER=driver, FAKECUDA_DEVICES="2")
+    env.pop("PARLA_VIRTUAL_GPUS", None)
+    script = textwrap.dedent("""
+        import ctypes, os
+        import numpy as np
+        from parla import Parla, TaskSpace, spawn, get_current_stream, get_current_context, get_current_devices
+        from parla.array import asarray
+        from parla.devices import cpu, gpu, get_all_devices
+        from parla.tasks import Stream
+        lib = ctypes.CDLL(os.environ["PARLA_CUDA_DRIVER"])
+        memset = lib.cuMemsetD8Async
+        memset.argtypes = [ctypes.c_ulonglong, ctypes.c_ubyte, ctypes.c_size_t, ctypes.c_void_p]
+        memset.restype = ctypes.c_int
+
+        def device_ptr(parray):
+            # The task's copy of a PArray on its first device (no CuPy here: .array needs it on CUDA GPUs).
+            from parla import _core
+            return parray._engine_data().ptr(_core.current_task().devices[0])
+        """) + textwrap.dedent(body)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.timeout(150)
+def test_devices_and_streams(fake_driver):
+    out = run_child(fake_driver, """
+        with Parla(n_workers=2) as ctx:
+            gpus = [d for d in ctx.device_table if d["cuda"]]
+            assert len(gpus) == 2 and [d["cuda_ordinal"] for d in gpus] == [0, 1], ctx.device_table
+            assert [str(d) for d in get_all_devices()] == ["cpu(0)", "gpu(0)", "gpu(1)"]
+            seen = {}
+
+            @spawn(placement=gpu(1))
+            def one():
+                s = get_current_stream()
+                seen["one"] = (type(s).__name__, s.ptr != 0, str(s.device), [str(d) for d in get_current_devices()])
+
+            @spawn(placement=cpu)
+            def host():
+                seen["cpu"] = get_current_stream()
+
+            @spawn(placement=[(gpu, gpu)])
+            def both():
+                ctx = get_current_context()
+                from parla import _core
+                seen["both"] = (len(ctx), _core.current_stream(0) != _core.current_stream(1),
+                                _core.current_stream(2))
+                with ctx[1]:
+                    pass
+        assert seen["one"] == ("Stream", True, "gpu(1)", ["gpu(1)"]), seen
+        assert seen["cpu"] is None
+        assert seen["both"] == (2, True, None), seen
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+@pytest.mark.timeout(150)
+def test_gpu_work_is_ordered_by_events(fake_driver):
+    # T0 on gpu(0) fills the array with 7 on its stream; T1 on gpu(1) (released at T0's runahead) needs the
+    # array copied over after that fill, then fills the first half with 9; T2 on the CPU must see both.
+    out = run_child(fake_driver, """
+        n = 1 << 16
+        rounds = 40
+        bad = []
+        with Parla(n_workers=2):
+            for r in range(rounds):
+                A = asarray(np.zeros(n, dtype=np.uint8))
+                T = TaskSpace(f"T{r}")
+
+                @spawn(T[0], placement=gpu(0), inout=[A])
+                def fill(A=A):
+                    assert memset(device_ptr(A), 7, n, get_current_stream().ptr) == 0
+
+                @spawn(T[1], [T[0]], placement=gpu(1), inout=[A])
+                def half(A=A):
+                    assert memset(device_ptr(A), 9, n // 2, get_current_stream().ptr) == 0
+
+                @spawn(T[2], [T[1]], placement=cpu, input=[A])
+                def check(A=A, r=r):
+                    a = A.array
+                    if not ((a[: n // 2] == 9).all() and (a[n // 2:] == 7).all()):
+                        bad.append((r, np.unique(a).tolist()))
+        assert not bad, bad
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+@pytest.mark.timeout(150)
+def test_failed_gpu_body_names_the_task(fake_driver):
+    out = run_child(fake_driver, """
+        A = asarray(np.zeros(1024, dtype=np.uint8))
+        try:
+            with Parla(n_workers=2):
+                @spawn(placement=gpu(0), inout=[A])
+                def broken():
+                    memset(device_ptr(A), 3, 1024, get_current_stream().ptr)
+                    raise ValueError("bad kernel arguments")
+        except ValueError as e:
+            notes = " ".join(getattr(e, "__notes__", []))
+            assert "broken" in notes, notes
+        else:
+            raise AssertionError("no error")
+        # The work queued before the failure has run: the GPU copy holds it (the CPU copy was not written).
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+@pytest.mark.timeout(150)
+def test_array_without_cupy_is_a_clear_error(fake_driver):
+    out = run_child(fake_driver, """
+        import sys
+        sys.modules["cupy"] = None  # as if CuPy were not installed
+        A = asarray(np.zeros(16))
+        try:
+            with Parla(n_workers=1):
+                @spawn(placement=gpu(0), inout=[A])
+                def uses_array():
+                    A.array[:] = 1
+        except RuntimeError as e:
+            assert "CuPy is not importable" in str(e) and "gpu(0)" in str(e), str(e)
+        else:
+            raise AssertionError("no error")
+        print("ok")
+    """)
+    assert out.strip() == "ok"
