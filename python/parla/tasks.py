@@ -352,7 +352,11 @@ def _cuda_scope(cupy: Any, ordinal: int, position: int) -> Any:
     scope.enter_context(cupy.cuda.Device(ordinal))
     ptr = _core.current_stream(position)
     if ptr is not None:
-        scope.enter_context(cupy.cuda.ExternalStream(ptr, ordinal))
+        try:
+            stream = cupy.cuda.ExternalStream(ptr, ordinal)
+        except TypeError:  # CuPy < 10 takes the pointer only
+            stream = cupy.cuda.ExternalStream(ptr)
+        scope.enter_context(stream)
     return scope
 
 

@@ -156,3 +156,43 @@ def test_array_without_cupy_is_a_clear_error(fake_driver):
         print("ok")
     """)
     assert out.strip() == "ok"
+
+
+@pytest.mark.timeout(150)
+def test_cupy_sees_the_task_device_and_stream(fake_driver):
+    # A stand-in for CuPy's device and stream API records what the runtime makes current for a body.
+    out = run_child(fake_driver, """
+        import sys, types
+        class Device:
+            stack = []
+            def __init__(self, ordinal): self.id = ordinal
+            def __enter__(self): Device.stack.append(self.id); return self
+            def __exit__(self, *a): Device.stack.pop()
+        class ExternalStream:
+            stack = []
+            def __init__(self, ptr, device_id=-1): self.ptr, self.device_id = ptr, device_id
+            def __enter__(self): ExternalStream.stack.append(self); return self
+            def __exit__(self, *a): ExternalStream.stack.pop()
+        cuda = types.SimpleNamespace(Device=Device, ExternalStream=ExternalStream,
+                                     get_current_stream=lambda: ExternalStream.stack[-1])
+        sys.modules["cupy"] = types.SimpleNamespace(cuda=cuda)
+        from parla import _core
+        seen = {}
+        with Parla(n_workers=2):
+            @spawn(placement=gpu(1))
+            def one():
+                s = get_current_stream()
+                seen["one"] = (Device.stack[-1], s.device_id, s.ptr == _core.current_stream(0))
+
+            @spawn(placement=[(gpu(0), gpu(1))])
+            def both():
+                ctx = get_current_context()
+                first = (Device.stack[-1], get_current_stream().ptr == _core.current_stream(0))
+                with ctx[1]:
+                    second = (Device.stack[-1], get_current_stream().ptr == _core.current_stream(1))
+                seen["both"] = (first, second, Device.stack[-1])
+        assert seen["one"] == (1, 1, True), seen
+        assert seen["both"] == ((0, True), (1, True), 0), seen
+        print("ok")
+    """)
+    assert out.strip() == "ok"
