@@ -230,6 +230,7 @@ typedef struct parla__task_ext {
      * streams (and the copy streams bringing its data) wait on them. Pushed
      * lock-free by the predecessors before they release it. */
     _Atomic(struct parla__evwait *) waits;
+    uint64_t ran_ns; /* when the body returned (for the trace of its device work) */
 } parla__task_ext_t;
 
 typedef struct parla__evwait {
@@ -332,6 +333,7 @@ enum {
     PARLA__TEV_EDGE = 2, /* serial: successor, a: predecessor serial */
     PARLA__TEV_COPY = 3, /* ts: start, b: end, a: bytes, device: destination, f[0]: source */
     PARLA__TEV_EVICT = 4, /* a: bytes, device */
+    PARLA__TEV_WORK = 5,  /* a runahead task's device work: ts: body end, b: complete, device */
 };
 
 typedef struct parla__tev {

@@ -271,6 +271,8 @@ void parla__task_run(parla_task_t *t)
     if (!skip && rc == 0 && t->n_devices > 0 && t->rt->devices[t->devices[0]].engine_running) {
         /* A GPU task: runahead. Its GPU-only successors go now; the device's
          * engine finishes it after the work queued there before it. */
+        if (t->rt->trace && t->ext)
+            t->ext->ran_ns = parla__now_ns();
         parla__task_runahead(t);
         if (parla__engine_mark(t) == 0)
             return;

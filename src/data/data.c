@@ -790,8 +790,14 @@ static void job_finish(copy_job_t *j, bool async)
 {
     if (j->task) {
         /* The device has done the task's work: finish it. */
-        parla_runtime_t *rt = j->task->rt;
-        parla__task_complete_gpu(j->task);
+        parla_task_t *t = j->task;
+        parla_runtime_t *rt = t->rt;
+        if (rt->trace && t->ext) {
+            parla__tev_t ev = {.ts = t->ext->ran_ns, .b = parla__now_ns(), .serial = t->serial,
+                               .kind = PARLA__TEV_WORK, .device = t->devices[0]};
+            parla__trace_event(rt, &ev);
+        }
+        parla__task_complete_gpu(t);
         job_free(j);
         atomic_fetch_sub(&rt->n_copying, 1);
         return;

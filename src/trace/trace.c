@@ -424,7 +424,15 @@ int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *
                                 e->device, (double)(e->ts - tr->t0) / 1e3, (double)(e->b - e->ts) / 1e3,
                                 rt->devices[(int)e->f[0]].name, rt->devices[e->device].name, (unsigned long long)e->a,
                                 e->serial == UINT64_MAX ? -1LL : (long long)e->serial);
-                    else if (e->kind == PARLA__TEV_EVICT)
+                    else if (e->kind == PARLA__TEV_WORK) {
+                        /* From the body's return to the completion of the work it queued. */
+                        tinfo_t *t = find(tasks, n_tasks, e->serial);
+                        fprintf(f, ",\n{\"ph\":\"X\",\"pid\":2,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,\"name\":",
+                                e->device, (double)(e->ts - tr->t0) / 1e3, (double)(e->b - e->ts) / 1e3);
+                        json_string(f, t ? t->name : "task");
+                        fprintf(f, ",\"cat\":\"device work\",\"args\":{\"task\":%llu,\"runahead\":true}}",
+                                (unsigned long long)e->serial);
+                    } else if (e->kind == PARLA__TEV_EVICT)
                         fprintf(f,
                                 ",\n{\"ph\":\"i\",\"s\":\"t\",\"pid\":2,\"tid\":%d,\"ts\":%.3f,\"name\":\"evict\","
                                 "\"cat\":\"evict\",\"args\":{\"bytes\":%llu}}",

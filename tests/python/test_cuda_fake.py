@@ -196,3 +196,33 @@ def test_cupy_sees_the_task_device_and_stream(fake_driver):
         print("ok")
     """)
     assert out.strip() == "ok"
+
+
+@pytest.mark.timeout(150)
+def test_trace_shows_device_work_after_the_body(fake_driver, tmp_path):
+    # Each task queues 20 ms of device work (a host function that sleeps) and returns: the trace has the body
+    # on a worker and its device work on the GPU's track, from the body's return to its event's completion.
+    path = tmp_path / "run.json"
+    out = run_child(fake_driver, f"""
+        import json, time
+        launch = lib.cuLaunchHostFunc
+        CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+        launch.argtypes = [ctypes.c_void_p, CALLBACK, ctypes.c_void_p]
+        sleep_20ms = CALLBACK(lambda arg: time.sleep(0.02))
+        with Parla(n_workers=2, trace={str(path)!r}):
+            T = TaskSpace("T")
+            for i in range(4):
+                @spawn(T[i], [T[i - 1]] if i else [], placement=gpu(i % 2))
+                def step():
+                    assert launch(get_current_stream().ptr, sleep_20ms, None) == 0
+        events = json.loads(open({str(path)!r}).read())["traceEvents"]
+        work = [e for e in events if e.get("cat") == "device work"]
+        bodies = {{e["name"]: e for e in events if e.get("cat") == "task" and e["pid"] == 1}}
+        assert sorted(e["name"] for e in work) == ["T[0]", "T[1]", "T[2]", "T[3]"], work
+        for e in work:
+            b = bodies[e["name"]]
+            assert e["pid"] == 2 and e["ts"] >= b["ts"] + b["dur"] - 1, (e, b)
+            assert e["dur"] >= 15000, e   # microseconds: at least the 20 ms host function, less clock slack
+        print("ok")
+    """)
+    assert out.strip() == "ok"
