@@ -69,6 +69,7 @@ bench: build install
 	$(VPY) benchmarks/python/bench_tasks.py
 	$(VPY) benchmarks/python/bench_data.py
 	$(VPY) benchmarks/python/bench_trace.py
+	$(VPY) benchmarks/python/bench_cuda.py
 	$(VPY) benchmarks/cholesky/run.py
 
 demo: build install
