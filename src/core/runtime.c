@@ -247,8 +247,10 @@ void parla__task_run(parla_task_t *t)
         atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
         uint64_t t0 = t->rt->trace ? parla__now_ns() : 0;
         rc = t->fn(t, t->arg);
+        /* Events only when the task will run ahead (its first device is a
+         * GPU, whose engine completes it); otherwise the worker waits. */
         if (streams)
-            streams_epilogue(w, t, rc == 0);
+            streams_epilogue(w, t, rc == 0 && t->rt->devices[t->devices[0]].engine_running);
         if (t->rt->trace) {
             parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
                                .device = t->n_devices ? t->devices[0] : 0,

@@ -15,7 +15,8 @@
  *    writes one, placed on cpu, a GPU, any GPU or cpu-or-gpu), compared with a
  *    sequential run.
  * 5. A failed GPU body: its queued work has finished before its data is
- *    released and its dependents are cancelled.
+ *    released and its dependents are cancelled. A task on (cpu, gpu) does
+ *    not run ahead: its dependents see its GPU work complete.
  * 6. Nothing leaks: device memory, streams, events and contexts all returned.
  */
 #include "check.h"
@@ -343,6 +344,58 @@ static void test_failure(parla_runtime_t *rt)
     parla_data_release(d);
 }
 
+/* A task on (cpu, gpu(0)) whose GPU work sets a flag late; its dependent must
+ * see it set (the task does not run ahead: its first device is the CPU). */
+static _Atomic int mixed_flag;
+
+static void set_flag_late(kernel_t *k)
+{
+    (void)k;
+    struct timespec ts = {0, 30 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    atomic_store(&mixed_flag, 1);
+}
+
+static int mixed_task(parla_task_t *t, void *arg)
+{
+    (void)arg;
+    CHECK(parla_task_stream(t, 0) == NULL, "a stream on the CPU");
+    void *stream = parla_task_stream(t, 1);
+    CHECK(stream != NULL, "no stream on the task's GPU");
+    kernel_t *p = calloc(1, sizeof *p);
+    p->body = set_flag_late;
+    CHECK(launch_host(stream, kernel_entry, p) == 0, "cuLaunchHostFunc failed");
+    return 0;
+}
+
+static _Atomic int mixed_seen = -1;
+
+static int mixed_dependent(parla_task_t *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    atomic_store(&mixed_seen, atomic_load(&mixed_flag));
+    return 0;
+}
+
+static void test_mixed(parla_runtime_t *rt)
+{
+    check_set_phase("cpu + gpu task");
+    parla_task_t *m, *d;
+    CHECK_OK(parla_task_create(rt, mixed_task, NULL, &m));
+    int slots[2] = {CPU, GPU0};
+    CHECK_OK(parla_task_add_placement(m, slots, 2, 0.0, 0));
+    d = on(rt, mixed_dependent, NULL, GPU1);
+    CHECK_OK(parla_task_add_dependency(d, m));
+    CHECK_OK(parla_task_submit(m));
+    CHECK_OK(parla_task_submit(d));
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK(atomic_load(&mixed_seen) == 1, "the dependent of a (cpu, gpu) task ran before its GPU work completed (%d)",
+          atomic_load(&mixed_seen));
+    parla_task_release(m);
+    parla_task_release(d);
+}
+
 int main(void)
 {
     check_watchdog(170);
@@ -377,6 +430,7 @@ int main(void)
         test_random(rt, 0x9E3779B97F4A7C15ull + (uint64_t)p * 7919, (int)scaled(150, 40));
     }
     test_failure(rt);
+    test_mixed(rt);
 
     parla_device_info_t info;
     CHECK_OK(parla_device_info(rt, GPU0, &info));
