@@ -231,13 +231,15 @@ typedef enum parla_task_state {
     PARLA_TASK_CANCELLED = 8,
 } parla_task_state_t;
 
-/* Runahead. A task mapped to a GPU is done, for the tasks that can only run on
- * GPUs and depend on it, as soon as its body has returned (its GPU work is
- * enqueued): they are released at once. It becomes DONE, and its other
- * dependents (those that may run on the CPU) are released, when the device's
- * engine reaches the end of its work, in order after the copies queued on
- * that device before it. No worker blocks for that. Its resources and data
- * stay held until then. */
+/* Runahead. A task whose first device is a GPU is done, for the tasks that can
+ * only run on GPUs and depend on it, as soon as its body has returned (its GPU
+ * work is enqueued): they are released at once (on CUDA GPUs their streams
+ * wait for its events; see "CUDA streams"). It becomes DONE, and its other
+ * dependents (those that may run on the CPU) are released, when its work is
+ * complete: on a CUDA GPU when its events have completed, on a virtual GPU
+ * when the device's engine reaches it, after the copies queued on that device
+ * before it. No worker blocks for that: the device's engine completes it. Its
+ * resources and data stay held until then. */
 
 /* CUDA streams. On a CUDA GPU a body queues its work (kernels, copies) on the
  * stream of its worker for that device and returns; it must not wait for the

@@ -443,6 +443,6 @@ int main(void)
     CHECK(allocs == 0 && streams == 0 && events == 0 && contexts == 0,
           "left on the driver: %ld allocations, %ld streams, %ld events, %ld contexts", allocs, streams, events,
           contexts);
-    printf("fake CUDA: runahead, chain, %d random programs, failure: ok\n", programs);
+    printf("fake CUDA: runahead, chain, %d random programs, failure, cpu + gpu task: ok\n", programs);
     return 0;
 }
