@@ -425,7 +425,10 @@ void parla_data_release(parla_data_t *data);
 /* Declares that task accesses data with mode (state CREATED only). Adds the
  * hazard dependencies on earlier-spawned tasks whose accesses overlap; when an
  * earlier task already depends (explicitly) on this one, that explicit order
- * wins and no hazard edge is added (no cycle). Errors: PARLA_EINVAL (other
+ * wins and no hazard edge is added (no cycle). A task that reads (READ or
+ * READWRITE) ranges whose last writer failed or was cancelled is cancelled,
+ * whether or not that writer had finished when it was declared; a WRITE-only
+ * access replaces the missing version and later readers run again. Errors: PARLA_EINVAL (other
  * runtime, bad mode), PARLA_ESTATE, PARLA_ENOMEM. */
 int parla_task_add_access(parla_task_t *task, parla_data_t *data, parla_access_mode_t mode);
 

@@ -231,6 +231,9 @@ typedef struct parla__task_ext {
      * lock-free by the predecessors before they release it. */
     _Atomic(struct parla__evwait *) waits;
     uint64_t ran_ns; /* when the body returned (for the trace of its device work) */
+    /* One record per access for waiting on copies in flight, made with the
+     * first preparation (so registering as a waiter never fails). */
+    struct parla__waiter *wait_nodes;
 } parla__task_ext_t;
 
 typedef struct parla__evwait {
@@ -300,6 +303,11 @@ void parla__data_wait_for_room(parla_task_t *t);
 /* Records that t's data will be brought to device (for later mappings). */
 void parla__data_plan(parla_task_t *t, int device);
 void parla__task_ext_free(parla_task_t *t);
+/* At parla_runtime_destroy: drops the tasks held by the access histories of
+ * the data objects still alive. A task that was given accesses and released
+ * without being submitted is held by those histories and holds their data:
+ * the cycle is broken here. */
+void parla__data_forget_history(parla_runtime_t *rt);
 /* Frees the recycled task memory (at the end of the runtime). */
 void parla__task_pool_free(parla_runtime_t *rt);
 parla__task_ext_t *parla__task_ext(parla_task_t *t);
@@ -316,6 +324,9 @@ void parla__task_runahead(parla_task_t *t);
  * (0); returns nonzero when the engine has nothing queued before it (its work
  * is complete) or no marker can be allocated: then complete it at once. */
 int parla__engine_mark(parla_task_t *t);
+/* Blocks the calling thread until the work of runahead task t is complete
+ * (when no marker could be queued). */
+void parla__task_work_wait(parla_task_t *t);
 /* The engine reached a runahead task's marker: release what it holds, finish it. */
 void parla__task_complete_gpu(parla_task_t *t);
 
@@ -410,6 +421,9 @@ struct parla_runtime {
                                   finishes, or the runtime goes quiescent */
     _Atomic int n_all_waiters;
     uint64_t wake_gen;         /* bumped by every broadcast of wait_cond */
+
+    pthread_mutex_t stores_lock;   /* protects the list of data stores */
+    struct parla__store *stores;   /* live data stores (see data.c) */
 
     pthread_mutex_t placeholder_lock; /* protects the placeholder list */
     parla_task_t **placeholders;      /* never-submitted tasks with dependents */

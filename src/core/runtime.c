@@ -276,8 +276,11 @@ void parla__task_run(parla_task_t *t)
         if (t->rt->trace && t->ext)
             t->ext->ran_ns = parla__now_ns();
         parla__task_runahead(t);
-        if (parla__engine_mark(t) == 0)
+        int mark = parla__engine_mark(t);
+        if (mark == 0)
             return;
+        if (mark < 0)
+            parla__task_work_wait(t); /* no memory for a marker: this worker waits */
         parla__task_complete_gpu(t);
         return;
     }
@@ -764,6 +767,7 @@ static void free_runtime(parla_runtime_t *rt)
     pthread_mutex_destroy(&rt->wait_lock);
     pthread_cond_destroy(&rt->wait_cond);
     pthread_mutex_destroy(&rt->placeholder_lock);
+    pthread_mutex_destroy(&rt->stores_lock);
     parla__free(rt->placeholders);
     parla__free(rt->workers);
     parla__free(rt);
@@ -822,6 +826,7 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     pthread_mutex_init(&rt->wait_lock, NULL);
     pthread_cond_init(&rt->wait_cond, NULL);
     pthread_mutex_init(&rt->placeholder_lock, NULL);
+    pthread_mutex_init(&rt->stores_lock, NULL);
     for (int l = 0; l < PARLA__LEVELS; l++)
         parla__queue_init(&rt->shared[l]);
     int drc = parla__devices_init(rt);
@@ -894,6 +899,7 @@ int parla_runtime_destroy(parla_runtime_t *rt)
     for (int i = 0; i < rt->n_devices; i++)
         parla__copy_engine_stop(&rt->devices[i]); /* nothing is queued: no task is live */
     atomic_store(&rt->destroyed, true);
+    parla__data_forget_history(rt);
     /* Never-submitted tasks recorded as placeholders: drop the registry's references. */
     pthread_mutex_lock(&rt->placeholder_lock);
     size_t n = rt->n_placeholders;

@@ -236,6 +236,7 @@ void parla__task_ext_free(parla_task_t *t)
     for (int i = 0; i < x->n_accesses; i++)
         parla_data_release(x->accesses[i].data);
     parla__task_events_release(t);
+    parla__free(x->wait_nodes);
     parla__free(x->accesses);
     parla__free(x->options);
     parla__free(x);

@@ -47,7 +47,7 @@ typedef struct record {
     size_t n_readers, cap_readers;
 } record_t;
 
-typedef struct store store_t;
+typedef struct parla__store store_t;
 
 struct parla__copy {
     store_t *store;
@@ -60,8 +60,9 @@ struct parla__copy {
     parla__copy_t *prev, *next; /* LRU links, under the device lock */
 };
 
-struct store {
+struct parla__store {
     parla_runtime_t *rt;
+    store_t *live_prev, *live_next; /* the runtime's list of stores (under rt->stores_lock) */
     _Atomic int refs; /* data handles (base and views) */
     uint64_t nbytes;
     pthread_mutex_t lock; /* protects segs, records and copies */
@@ -127,6 +128,14 @@ static void lru_touch(parla__device_t *dev, parla__copy_t *c)
 static void store_free(store_t *s)
 {
     parla_runtime_t *rt = s->rt;
+    pthread_mutex_lock(&rt->stores_lock);
+    if (s->live_prev)
+        s->live_prev->live_next = s->live_next;
+    else
+        rt->stores = s->live_next;
+    if (s->live_next)
+        s->live_next->live_prev = s->live_prev;
+    pthread_mutex_unlock(&rt->stores_lock);
     for (int i = 0; i < rt->n_devices; i++) {
         parla__copy_t *c = &s->copies[i];
         arrival_unref(c->arriving);
@@ -219,6 +228,12 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
     recs[0].ranges = rec_range;
     recs[0].n_ranges = 1;
     atomic_fetch_add(&rt->n_live, 1); /* the runtime outlives its stores */
+    pthread_mutex_lock(&rt->stores_lock);
+    s->live_next = rt->stores;
+    if (rt->stores)
+        rt->stores->live_prev = s;
+    rt->stores = s;
+    pthread_mutex_unlock(&rt->stores_lock);
     atomic_init(&d->refs, 1);
     d->store = s;
     range[0] = 0;
@@ -552,6 +567,13 @@ static int ensure_copy(store_t *s, int device, parla_task_t *t)
     }
     c->buf = buf;
     c->owned = 1;
+    if (device != 0) {
+        /* Listed at once: a copy that its maker does not end up using (a
+         * preparation that fails, a fetch) can still be evicted. */
+        pthread_mutex_lock(&d->lock);
+        lru_touch(d, c);
+        pthread_mutex_unlock(&d->lock);
+    }
     return 0;
 }
 
@@ -559,9 +581,9 @@ static int ensure_copy(store_t *s, int device, parla_task_t *t)
 
 /* Copies in flight to one device for one store. Tasks that need the data
  * there wait for it to arrive; the last copy to finish enqueues them. */
-typedef struct waiter {
+typedef struct parla__waiter {
     parla_task_t *task;
-    struct waiter *next;
+    struct parla__waiter *next;
 } waiter_t;
 
 typedef struct arrival {
@@ -575,7 +597,8 @@ typedef struct arrival {
 
 typedef struct parla__copy_job {
     struct parla__copy_job *next;
-    parla_task_t *task; /* set for an end-of-work marker (runahead); no copy then */
+    parla_task_t *task; /* set for an end-of-work marker (runahead) or a retry; no copy then */
+    bool retry;         /* make task ready again (after waiting for room on the device) */
     store_t *store;     /* holds a store reference */
     arrival_t *arrival; /* holds an arrival reference */
     int from, to;
@@ -723,10 +746,11 @@ static void job_complete(copy_job_t *j)
     }
     pthread_mutex_unlock(&a->lock);
     while (w) {
+        /* The record belongs to its task: read it before the count drops. */
         waiter_t *next = w->next;
-        if (atomic_fetch_sub(&w->task->ext->n_waiting, 1) == 1)
-            parla__enqueue(rt, w->task);
-        parla__free(w);
+        parla_task_t *t = w->task;
+        if (atomic_fetch_sub(&t->ext->n_waiting, 1) == 1)
+            parla__enqueue(rt, t);
         w = next;
     }
     arrival_unref(a);
@@ -751,7 +775,7 @@ static int task_work_done(parla_task_t *t)
 static bool job_issue(parla__device_t *d, copy_job_t *j)
 {
     if (j->task)
-        return task_work_done(j->task);
+        return j->retry || task_work_done(j->task);
     store_t *s = j->store;
     if (parla__device_async(d)) {
         /* Queued on a copy stream after the work it depends on; the host
@@ -781,6 +805,15 @@ static bool job_issue(parla__device_t *d, copy_job_t *j)
     return true;
 }
 
+void parla__task_work_wait(parla_task_t *t)
+{
+    for (int k = 0; t->ext && k < t->n_devices; k++) {
+        parla__event_t *e = t->ext->events[k];
+        if (e)
+            e->device->ops->event_synchronize(e->device, e->handle);
+    }
+}
+
 static bool job_poll(copy_job_t *j)
 {
     return j->task ? task_work_done(j->task) : parla__event_done(j->event) != 0;
@@ -788,6 +821,14 @@ static bool job_poll(copy_job_t *j)
 
 static void job_finish(copy_job_t *j, bool async)
 {
+    if (j->retry) {
+        parla_task_t *t = j->task;
+        parla_runtime_t *rt = t->rt;
+        job_free(j);
+        parla__task_ready(t);
+        atomic_fetch_sub(&rt->n_copying, 1);
+        return;
+    }
     if (j->task) {
         /* The device has done the task's work: finish it. */
         parla_task_t *t = j->task;
@@ -961,25 +1002,17 @@ typedef struct plan {
     int n_jobs_store; /* jobs made for the store being planned */
 } plan_t;
 
-/* Registers t as waiting for a (pending) arrival. Returns false when it could
- * not (out of memory); the caller then waits synchronously. */
-static bool arrival_add_waiter(arrival_t *a, parla_task_t *t)
+/* Registers t as waiting for a (pending) arrival, with its record w. */
+static void arrival_add_waiter(arrival_t *a, parla_task_t *t, waiter_t *w)
 {
-    waiter_t *w = parla__alloc(t->rt, sizeof *w);
-    if (w == NULL)
-        return false;
     w->task = t;
     pthread_mutex_lock(&a->lock);
-    if (a->done) {
-        pthread_mutex_unlock(&a->lock);
-        parla__free(w);
-        return true;
+    if (!a->done) {
+        atomic_fetch_add(&t->ext->n_waiting, 1);
+        w->next = a->waiters;
+        a->waiters = w;
     }
-    atomic_fetch_add(&t->ext->n_waiting, 1);
-    w->next = a->waiters;
-    a->waiters = w;
     pthread_mutex_unlock(&a->lock);
-    return true;
 }
 
 /* Makes d's ranges valid on device (copying from the cheapest valid source)
@@ -1080,7 +1113,11 @@ int parla__data_prepare(parla_task_t *t)
      * written (through another) is copied in. */
     plan_t plan = {0};
     arrival_t **waits = parla__calloc(rt, (size_t)x->n_accesses, sizeof *waits);
-    int i, rc = waits ? 0 : parla__error(PARLA_ENOMEM, "task %s: cannot prepare its data", parla_task_name(t));
+    if (x->wait_nodes == NULL)
+        x->wait_nodes = parla__calloc(rt, (size_t)x->n_accesses, sizeof *x->wait_nodes);
+    int i, rc = waits && x->wait_nodes
+                    ? 0
+                    : parla__error(PARLA_ENOMEM, "task %s: cannot prepare its data", parla_task_name(t));
     for (i = 0; i < x->n_accesses && rc == 0; i++) {
         parla__access_t *a = &x->accesses[i];
         store_t *s = a->data->store;
@@ -1186,8 +1223,8 @@ int parla__data_prepare(parla_task_t *t)
     for (i = 0; waits && i < x->n_accesses; i++) {
         if (waits[i] == NULL)
             continue;
-        if (rc == 0 && !arrival_add_waiter(waits[i], t))
-            arrival_wait(waits[i]); /* no memory for a waiter: wait here */
+        if (rc == 0)
+            arrival_add_waiter(waits[i], t, &x->wait_nodes[i]);
         arrival_unref(waits[i]);
     }
     parla__free(waits);
@@ -1216,10 +1253,19 @@ void parla__data_wait_for_room(parla_task_t *t)
         d->data_blocked = t;
     }
     pthread_mutex_unlock(&d->lock);
-    if (now) {
-        sched_yield();
-        parla__task_ready(t);
+    if (!now)
+        return;
+    /* Retried from the device's engine, not from here: the retry may fail
+     * the same way, and must not recurse on this thread's stack. */
+    copy_job_t *j = parla__calloc(t->rt, 1, sizeof *j);
+    if (j) {
+        j->task = t;
+        j->retry = true;
+        engine_submit(t->rt, j);
+        return;
     }
+    sched_yield();
+    parla__task_ready(t);
 }
 
 /* ---------------------------------------------------------------- hazards -- */
@@ -1278,11 +1324,16 @@ static int push_task(parla_runtime_t *rt, parla_task_t ***arr, size_t *n, size_t
 }
 
 /* Drops finished tasks from a list. */
-static void prune(parla_task_t **arr, size_t *n)
+/* Drops the finished tasks of a history list. Writers that failed or were
+ * cancelled stay (keep_failed): what they were to write is missing, so later
+ * readers are cancelled, whether or not the writer had finished when they
+ * were spawned. A later write replaces them. */
+static void prune(parla_task_t **arr, size_t *n, bool keep_failed)
 {
     size_t w = 0;
     for (size_t i = 0; i < *n; i++) {
-        if (parla_task_state(arr[i]) >= PARLA_TASK_DONE)
+        parla_task_state_t st = parla_task_state(arr[i]);
+        if (st == PARLA_TASK_DONE || (st > PARLA_TASK_DONE && !keep_failed))
             parla_task_release(arr[i]);
         else
             arr[w++] = arr[i];
@@ -1305,10 +1356,13 @@ static void record_clear(record_t *r)
 /* Orders t after dep for a hazard, unless dep already waits for t (an explicit
  * dependency on a task spawned later wins). Returns 1 when dep had to be kept
  * after t instead, 0 when the edge was added, < 0 on error. */
-static int hazard_edge(parla_task_t *t, parla_task_t *dep)
+static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode)
 {
-    if (dep == t || parla_task_state(dep) >= PARLA_TASK_DONE)
+    parla_task_state_t st = parla_task_state(dep);
+    if (dep == t || st == PARLA_TASK_DONE)
         return 0;
+    if (st > PARLA_TASK_DONE) /* a failed or cancelled writer: readers are cancelled with it */
+        return (mode & PARLA_READ) ? parla__add_edge(t, dep, 0) : 0;
     if (atomic_load(&t->succ) != NULL && parla__reaches(t, dep, 100000))
         return 1;
     return parla__add_edge(t, dep, 0);
@@ -1358,19 +1412,19 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
         record_t *rec = &s->records[r];
         if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
             continue;
-        prune(rec->writers, &rec->n_writers);
+        prune(rec->writers, &rec->n_writers, true);
         /* Readers pile up under many concurrent reads: prune them only when
          * the list is full (amortised O(1)) or when a write needs them. */
         if ((mode & PARLA_WRITE) || rec->n_readers == rec->cap_readers)
-            prune(rec->readers, &rec->n_readers);
+            prune(rec->readers, &rec->n_readers, false);
         for (size_t i = 0; i < rec->n_writers && rc >= 0; i++) {
-            rc = hazard_edge(t, rec->writers[i]);
+            rc = hazard_edge(t, rec->writers[i], mode);
             if (rc == 1)
                 rc = push_task(t->rt, &kept, &n_kept, &cap_kept, rec->writers[i]);
         }
         if (mode & PARLA_WRITE) {
             for (size_t i = 0; i < rec->n_readers && rc >= 0; i++) {
-                rc = hazard_edge(t, rec->readers[i]);
+                rc = hazard_edge(t, rec->readers[i], mode);
                 if (rc == 1)
                     rc = push_task(t->rt, &kept, &n_kept, &cap_kept, rec->readers[i]);
             }
@@ -1432,6 +1486,47 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
     return 0;
 }
 
+void parla__data_forget_history(parla_runtime_t *rt)
+{
+    /* Take a reference on every store, so none is freed while we walk. */
+    pthread_mutex_lock(&rt->stores_lock);
+    size_t n = 0;
+    for (store_t *s = rt->stores; s; s = s->live_next)
+        n++;
+    store_t **list = malloc((n ? n : 1) * sizeof *list);
+    size_t k = 0;
+    for (store_t *s = rt->stores; s && list; s = s->live_next) {
+        atomic_fetch_add(&s->refs, 1);
+        list[k++] = s;
+    }
+    pthread_mutex_unlock(&rt->stores_lock);
+    if (list == NULL)
+        return; /* out of memory: the cycles stay (a leak, not an error) */
+    for (size_t i = 0; i < k; i++) {
+        store_t *s = list[i];
+        pthread_mutex_lock(&s->lock);
+        size_t n_tasks = 0;
+        for (size_t r = 0; r < s->n_records; r++)
+            n_tasks += s->records[r].n_writers + s->records[r].n_readers;
+        parla_task_t **tasks = malloc((n_tasks ? n_tasks : 1) * sizeof *tasks);
+        size_t m = 0;
+        for (size_t r = 0; r < s->n_records && tasks; r++) {
+            record_t *rec = &s->records[r];
+            for (size_t j = 0; j < rec->n_writers; j++)
+                tasks[m++] = rec->writers[j];
+            for (size_t j = 0; j < rec->n_readers; j++)
+                tasks[m++] = rec->readers[j];
+            rec->n_writers = rec->n_readers = 0;
+        }
+        pthread_mutex_unlock(&s->lock);
+        for (size_t j = 0; j < m; j++)
+            parla_task_release(tasks[j]); /* may free the task, and with it its data handles */
+        free(tasks);
+        store_release(s);
+    }
+    free(list);
+}
+
 /* ------------------------------------------------------- outside of tasks -- */
 
 int parla_data_fetch(parla_data_t *d, int device, int write)
@@ -1450,11 +1545,12 @@ int parla_data_fetch(parla_data_t *d, int device, int write)
             record_t *rec = &s->records[r];
             if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
                 continue;
-            prune(rec->writers, &rec->n_writers);
-            prune(rec->readers, &rec->n_readers);
-            if (rec->n_writers)
-                wait = rec->writers[0];
-            else if (write && rec->n_readers)
+            prune(rec->writers, &rec->n_writers, true);
+            prune(rec->readers, &rec->n_readers, false);
+            for (size_t i = 0; i < rec->n_writers && !wait; i++)
+                if (parla_task_state(rec->writers[i]) < PARLA_TASK_DONE)
+                    wait = rec->writers[i];
+            if (!wait && write && rec->n_readers)
                 wait = rec->readers[0];
         }
         if (wait)

@@ -18,11 +18,15 @@
  *    released and its dependents are cancelled. A task on (cpu, gpu) does
  *    not run ahead: its dependents see its GPU work complete.
  * 6. Nothing leaks: device memory, streams, events and contexts all returned.
+ * 7. Fault injection: the N-th internal allocation fails, for every N a small
+ *    runahead program makes. Whatever fails, no CPU dependent starts before
+ *    the GPU work it depends on has completed, nothing hangs, nothing leaks.
  */
 #include "check.h"
 
 #include <dlfcn.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef int (*launch_fn)(void *stream, void (*fn)(void *), void *arg);
@@ -396,6 +400,88 @@ static void test_mixed(parla_runtime_t *rt)
     parla_task_release(d);
 }
 
+/* ---------------------------------------------------- 7. fault sweep ----- */
+
+static _Atomic int sweep_flag, sweep_early;
+
+static void sweep_kernel(kernel_t *k)
+{
+    (void)k;
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    atomic_store(&sweep_flag, 1);
+}
+
+static int sweep_gpu(parla_task_t *t, void *arg)
+{
+    (void)arg;
+    kernel_t *p = calloc(1, sizeof *p);
+    p->body = sweep_kernel;
+    void *stream = parla_task_stream(t, 0);
+    if (stream == NULL || launch_host(stream, kernel_entry, p) != 0) {
+        free(p);
+        return 5;
+    }
+    return 0;
+}
+
+static int sweep_cpu(parla_task_t *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    if (!atomic_load(&sweep_flag))
+        atomic_fetch_add(&sweep_early, 1);
+    return 0;
+}
+
+static void fault_sweep(live_fn live, int max_k)
+{
+    check_set_phase("fault sweep");
+    for (int k = 1; k <= max_k; k++) {
+        atomic_store(&sweep_flag, 0);
+        atomic_store(&sweep_early, 0);
+        parla_config_t cfg;
+        parla_config_init(&cfg);
+        cfg.n_workers = 2;
+        cfg.fail_alloc_at = (uint64_t)k;
+        parla_runtime_t *rt;
+        if (parla_runtime_create(&cfg, &rt) != 0)
+            continue; /* a clean error, checked by test_fault */
+        parla_data_t *d = NULL;
+        parla_task_t *t[3] = {NULL, NULL, NULL};
+        int slots[3] = {GPU0, GPU1, CPU};
+        parla_task_fn fns[3] = {sweep_gpu, sweep_gpu, sweep_cpu};
+        int modes[3] = {PARLA_READWRITE, PARLA_READ, PARLA_READWRITE};
+        if (parla_data_create(rt, 4096, NULL, &d) == 0) {
+            for (int i = 0; i < 3; i++) {
+                if (parla_task_create(rt, fns[i], NULL, &t[i]) != 0)
+                    break;
+                bool ok = (slots[i] == CPU || parla_task_add_placement(t[i], &slots[i], 1, 0.0, 0) == 0) &&
+                          parla_task_add_access(t[i], d, modes[i]) == 0;
+                /* A task whose setup failed is cancelled (its dependents with it);
+                 * submitting may fail cleanly too. */
+                if (!ok || parla_task_submit(t[i]) != 0)
+                    parla_task_cancel(t[i]);
+            }
+        }
+        int rc = parla_runtime_wait_all_timeout(rt, 20.0);
+        CHECK(rc == 0, "fail_alloc_at=%d: wait_all returned %d (%s): %s", k, rc, parla_strerror(rc),
+              parla_last_error_message());
+        CHECK(atomic_load(&sweep_early) == 0, "fail_alloc_at=%d: the CPU dependent ran before the GPU work", k);
+        for (int i = 0; i < 3; i++)
+            if (t[i])
+                parla_task_release(t[i]);
+        if (d)
+            parla_data_release(d);
+        CHECK_OK(parla_runtime_destroy(rt));
+        long allocs, streams, events, contexts;
+        live(&allocs, &streams, &events, &contexts);
+        CHECK(allocs == 0 && streams == 0 && events == 0 && contexts == 0,
+              "fail_alloc_at=%d: left on the driver: %ld allocations, %ld streams, %ld events, %ld contexts", k,
+              allocs, streams, events, contexts);
+    }
+}
+
 int main(void)
 {
     check_watchdog(170);
@@ -443,6 +529,9 @@ int main(void)
     CHECK(allocs == 0 && streams == 0 && events == 0 && contexts == 0,
           "left on the driver: %ld allocations, %ld streams, %ld events, %ld contexts", allocs, streams, events,
           contexts);
-    printf("fake CUDA: runahead, chain, %d random programs, failure, cpu + gpu task: ok\n", programs);
+    int sweep = 80; /* the program makes about 50 allocations */
+    fault_sweep(live, sweep);
+    printf("fake CUDA: runahead, chain, %d random programs, failure, cpu + gpu task, fault sweep 1..%d: ok\n",
+           programs, sweep);
     return 0;
 }

@@ -1,0 +1,175 @@
+/*
+ * test_data_edge.c: data-layer situations that once went wrong, on virtual GPUs.
+ *
+ * 1. A full GPU: a task holds two of three slots for a while; two more tasks
+ *    each need three objects. The copies a task made before finding no room
+ *    must stay evictable, and the retry must not recurse: all finish.
+ * 2. parla_data_fetch onto a GPU leaves a copy nothing uses; a task that needs
+ *    the room evicts it.
+ * 3. A reader of data whose writer failed is cancelled, whether the writer
+ *    had finished when the reader was spawned or not; a later write-only task
+ *    replaces the failed version and its readers run.
+ * 4. A task given accesses and released without being submitted does not keep
+ *    the runtime alive (ASan's leak check covers it in the sanitizer build).
+ */
+#include "check.h"
+
+#include <stdatomic.h>
+
+enum { GPU0 = 1 };
+
+static int slow(parla_task_t *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+static int nothing(parla_task_t *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    return 0;
+}
+
+static int failing(parla_task_t *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return 9;
+}
+
+static parla_task_t *spawn_on(parla_runtime_t *rt, parla_task_fn fn, int device, parla_data_t **d, int n, int mode)
+{
+    parla_task_t *t;
+    CHECK_OK(parla_task_create(rt, fn, NULL, &t));
+    if (device != 0)
+        CHECK_OK(parla_task_add_placement(t, &device, 1, 0.0, 0));
+    for (int i = 0; i < n; i++)
+        CHECK_OK(parla_task_add_access(t, d[i], mode));
+    CHECK_OK(parla_task_submit(t));
+    return t;
+}
+
+static parla_runtime_t *runtime(uint64_t gpu_memory)
+{
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 4;
+    cfg.n_virtual_gpus = 1;
+    cfg.virtual_gpu_memory = gpu_memory;
+    parla_runtime_t *rt;
+    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    return rt;
+}
+
+static void full_gpu(void)
+{
+    check_set_phase("full GPU");
+    parla_runtime_t *rt = runtime(3 * 4096);
+    parla_data_t *d[8];
+    for (int i = 0; i < 8; i++)
+        CHECK_OK(parla_data_create(rt, 4096, NULL, &d[i]));
+    parla_task_t *t[3];
+    t[0] = spawn_on(rt, slow, GPU0, d, 2, PARLA_READ);
+    struct timespec ts = {0, 30 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    t[1] = spawn_on(rt, nothing, GPU0, d + 2, 3, PARLA_READ);
+    nanosleep(&ts, NULL);
+    t[2] = spawn_on(rt, nothing, GPU0, d + 5, 3, PARLA_READ);
+    CHECK_OK(parla_runtime_wait_all_timeout(rt, 20.0));
+    for (int i = 0; i < 3; i++) {
+        CHECK(parla_task_state(t[i]) == PARLA_TASK_DONE, "task %d: %s", i,
+              parla_task_state_name(parla_task_state(t[i])));
+        parla_task_release(t[i]);
+    }
+    parla_device_info_t info;
+    CHECK_OK(parla_device_info(rt, GPU0, &info));
+    CHECK(info.memory_resident <= info.memory_capacity && info.evictions >= 3, "resident %llu, %llu evictions",
+          (unsigned long long)info.memory_resident, (unsigned long long)info.evictions);
+    for (int i = 0; i < 8; i++)
+        parla_data_release(d[i]);
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
+static void fetched_copy_is_evictable(void)
+{
+    check_set_phase("fetched copy");
+    parla_runtime_t *rt = runtime(2 * 4096);
+    parla_data_t *d[3];
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(parla_data_create(rt, 4096, NULL, &d[i]));
+    CHECK_OK(parla_data_fetch(d[0], GPU0, 0));
+    CHECK(parla_data_resident_bytes(d[0], GPU0) == 4096, "the fetch made no copy");
+    parla_task_t *t = spawn_on(rt, nothing, GPU0, d + 1, 2, PARLA_READ);
+    CHECK_OK(parla_runtime_wait_all_timeout(rt, 20.0));
+    CHECK(parla_task_state(t) == PARLA_TASK_DONE, "%s", parla_task_state_name(parla_task_state(t)));
+    CHECK(parla_data_resident_bytes(d[0], GPU0) == 0, "the unused fetched copy was not evicted");
+    parla_task_release(t);
+    for (int i = 0; i < 3; i++)
+        parla_data_release(d[i]);
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
+static void failed_writer(int wait_first)
+{
+    check_set_phase(wait_first ? "failed writer, finished" : "failed writer, running");
+    parla_runtime_t *rt = runtime(1 << 20);
+    parla_data_t *d;
+    CHECK_OK(parla_data_create(rt, 64, NULL, &d));
+    parla_task_t *w = spawn_on(rt, failing, GPU0, &d, 1, PARLA_WRITE);
+    if (wait_first)
+        CHECK_RC(parla_task_wait(w), PARLA_EFAILED);
+    parla_task_t *r = spawn_on(rt, nothing, 0, &d, 1, PARLA_READ);
+    parla_task_t *rw = spawn_on(rt, nothing, GPU0, &d, 1, PARLA_READWRITE);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK(parla_task_state(r) == PARLA_TASK_CANCELLED && parla_task_cause(r) == w,
+          "the reader of a failed writer's data is %s", parla_task_state_name(parla_task_state(r)));
+    CHECK(parla_task_state(rw) == PARLA_TASK_CANCELLED, "the read-write task is %s",
+          parla_task_state_name(parla_task_state(rw)));
+    /* A write-only task replaces the failed version; its readers run. */
+    parla_task_t *fresh = spawn_on(rt, nothing, 0, &d, 1, PARLA_WRITE);
+    parla_task_t *r2 = spawn_on(rt, nothing, GPU0, &d, 1, PARLA_READ);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK(parla_task_state(fresh) == PARLA_TASK_DONE && parla_task_state(r2) == PARLA_TASK_DONE,
+          "after a fresh write: writer %s, reader %s", parla_task_state_name(parla_task_state(fresh)),
+          parla_task_state_name(parla_task_state(r2)));
+    parla_task_t *all[] = {w, r, rw, fresh, r2};
+    for (int i = 0; i < 5; i++)
+        parla_task_release(all[i]);
+    parla_data_release(d);
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
+static void released_unsubmitted(void)
+{
+    check_set_phase("released unsubmitted task");
+    parla_runtime_t *rt = runtime(1 << 20);
+    parla_data_t *d;
+    CHECK_OK(parla_data_create(rt, 4096, NULL, &d));
+    parla_task_t *t;
+    CHECK_OK(parla_task_create(rt, nothing, NULL, &t));
+    CHECK_OK(parla_task_add_access(t, d, PARLA_READWRITE));
+    parla_task_release(t);
+    parla_data_release(d);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK_OK(parla_runtime_destroy(rt)); /* frees everything: ASan's leak check fails otherwise */
+}
+
+int main(void)
+{
+    check_watchdog(50);
+    int rounds = (int)scaled(5, 2);
+    for (int i = 0; i < rounds; i++)
+        full_gpu();
+    fetched_copy_is_evictable();
+    failed_writer(0);
+    failed_writer(1);
+    released_unsubmitted();
+    printf("full GPU x%d, fetched copy, failed writers, released unsubmitted task: ok\n", rounds);
+    return 0;
+}
