@@ -117,12 +117,15 @@ _addressof = ctypes.addressof
 
 
 def _ptr(a: np.ndarray) -> int:
-    """Address of the first element. ctypes' from_buffer is ~4x cheaper than __array_interface__ but needs
-    a writable C-contiguous buffer; read-only and Fortran-ordered tiles take the slower path."""
-    try:
-        return _addressof(_from_buffer(a))
-    except (TypeError, ValueError, BufferError):
-        return a.__array_interface__["data"][0]
+    """Address of the first element. ctypes' from_buffer is ~3x cheaper than __array_interface__ but needs
+    a writable C-contiguous buffer; read-only tiles (PArray inputs) and Fortran-ordered ones take the slower
+    path, read-only ones without paying for an exception."""
+    if a.flags.writeable:
+        try:
+            return _addressof(_from_buffer(a))
+        except (TypeError, ValueError, BufferError):
+            pass
+    return a.__array_interface__["data"][0]
 
 
 # --- kernels -------------------------------------------------------------------------------------------------

@@ -256,11 +256,18 @@ class PArray:
             out = root._np
         else:
             out = self._device_base(device, _runtime.current_runtime().device_table[device])
+        if mode == _core.READ and type(out) is np.ndarray:
+            # A read-only view of the device's array, made once per array and device (negative keys).
+            cached = root._cache.get(-1 - device)
+            if cached is not None and cached[0] is out:
+                out = cached[1]
+            else:
+                view = out.view()
+                view.flags.writeable = False
+                root._cache[-1 - device] = (out, view)
+                out = view
         for index in self._indices:
             out = out[index]
-        if mode == _core.READ and out.flags.writeable if isinstance(out, np.ndarray) else False:
-            out = out.view()
-            out.flags.writeable = False
         return out
 
     def update(self, new_array: Any) -> None:

@@ -40,7 +40,7 @@ class Task(_core.Task):
     # Set at spawn (class defaults keep task creation in C).
     _deps: Any = ()
     _decl: Tuple[Any, Any, Any] = ((), (), ())
-    _modes: Optional[Dict[int, int]] = None  # built from _decl on the first .array in the body
+    _modes: Optional[Dict[int, int]] = None  # id(PArray) -> declared modes, built at spawn from the declarations
 
     @property
     def placement_reason(self) -> Optional[Dict[str, Any]]:
@@ -163,7 +163,8 @@ class TaskSpace:
         self.start: Optional[Tuple[int, ...]] = tuple(start) if start is not None else None
         self._tasks: Dict[Tuple, Task] = {}
 
-    def _task(self, key: Tuple) -> Task:
+    def _task(self, key: Tuple, plain: bool = False) -> Task:
+        """The task named by key (created if new); plain: every key is an int."""
         context = _runtime._current
         task = self._tasks.get(key)
         if context is None:
@@ -175,6 +176,8 @@ class TaskSpace:
         if task is None or task.runtime is not runtime:
             if len(key) == 1 and type(key[0]) is int:
                 name = f"{self.name}[{key[0]}]"
+            elif plain:
+                name = f"{self.name}[{', '.join(map(str, key))}]"
             else:
                 name = f"{self.name}[{', '.join(map(_key_str, key))}]"
             task = Task(runtime, name)
@@ -218,8 +221,14 @@ class TaskSpace:
             task = None
         if task is not None and (_runtime._current is None or task.runtime is _runtime._current._rt):
             return task  # after the context, a TaskSpace still gives the tasks it named
-        if any(type(k) is not int for k in key):
-            key = tuple(_key(k) for k in key)  # a new task or a slice: normalise integer types
+        for k in key:
+            if type(k) is not int:
+                break
+        else:  # plain integers: one task (the common case of a new task)
+            if self.shape is not None and not self._in_bounds(key):
+                return TaskList()
+            return self._task(key, True)
+        key = tuple(_key(k) for k in key)  # a new task or a slice: normalise integer types
         for k in key:
             if type(k) in _EXPANDING or isinstance(k, (slice, range, list)):
                 break
@@ -299,9 +308,11 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         raise TypeError(f"spawn() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     context = _runtime.current_runtime()
 
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, numbers.Integral)
-                                 or not -1000000 <= priority <= 1000000):
-        raise ValueError(f"spawn(priority={priority!r}): priority must be an integer in [-10^6, 10^6]")
+    if priority is not None and (type(priority) is not int or not -1000000 <= priority <= 1000000):
+        if isinstance(priority, bool) or not isinstance(priority, numbers.Integral) \
+                or not -1000000 <= priority <= 1000000:
+            raise ValueError(f"spawn(priority={priority!r}): priority must be an integer in [-10^6, 10^6]")
+        priority = int(priority)  # a NumPy integer
     if isinstance(dependencies, (str, bytes)):
         raise TypeError(f"spawn(dependencies={dependencies!r}): dependencies must be tasks, TaskSpace slices or "
                         f"lists of them, not a string")
@@ -315,7 +326,7 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
             raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
         options, v, m = resolve_placement(placement, vcus, memory, task.name)
         accesses = _accesses(task, input, output, inout) \
-            if any(x is not None and (type(x) not in (list, tuple) or x) for x in (input, output, inout)) else ()
+            if _declares(input) or _declares(output) or _declares(inout) else ()
         deps = dependencies
         if deps is None:
             deps = ()
@@ -376,12 +387,25 @@ def _on_cuda_device(body: Callable) -> Callable:
     return run
 
 
+def _declares(x: Any) -> bool:
+    """Whether an input/output/inout argument declares anything (a PArray, or a non-empty list)."""
+    return x is not None and (type(x) not in (list, tuple) or len(x) > 0)
+
+
+_PArray: Any = None  # parla.array.PArray, imported on first use (array imports this module)
+
+
 def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable) -> List[Tuple[Any, int]]:
     """The engine accesses of a task's input/output/inout declarations (PArrays, or nested lists of them).
     The declarations are kept on the task (they keep the arrays alive while it runs, and ``.array`` reads
     its access mode from them)."""
-    from .array import PArray
+    global _PArray
+    PArray = _PArray
+    if PArray is None:
+        from .array import PArray
+        _PArray = PArray
     out: List[Tuple[Any, int]] = []
+    modes: Dict[int, int] = {}  # id(PArray) -> its declared modes, for .array in the body
     for arg, items, mode in (("input", input, _core.READ), ("output", output, _core.WRITE),
                              ("inout", inout, _core.READWRITE)):
         if type(items) is not list and type(items) is not tuple:
@@ -393,18 +417,23 @@ def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable) ->
         for item in items:
             if type(item) is PArray:
                 out.append((item._engine_data(), mode))
+                key = id(item)
+                modes[key] = modes.get(key, 0) | mode
             else:
-                _access_slow(task, arg, item, mode, out, PArray)
+                _access_slow(task, arg, item, mode, out, modes, PArray)
     task._decl = (input, output, inout)
+    task._modes = modes
     return out
 
 
-def _access_slow(task: Task, arg: str, item: Any, mode: int, out: List[Tuple[Any, int]], PArray: type) -> None:
+def _access_slow(task: Task, arg: str, item: Any, mode: int, out: List[Tuple[Any, int]], modes: Dict[int, int],
+                 PArray: type) -> None:
     if isinstance(item, (list, tuple)):
         for x in item:
-            _access_slow(task, arg, x, mode, out, PArray)
+            _access_slow(task, arg, x, mode, out, modes, PArray)
     elif isinstance(item, PArray):
         out.append((item._engine_data(), mode))
+        modes[id(item)] = modes.get(id(item), 0) | mode
     else:
         raise TypeError(f"task {task.name}: {arg}= holds a {type(item).__name__}; only PArrays can be "
                         f"declared (wrap NumPy arrays with parla.array.asarray)")
