@@ -428,7 +428,9 @@ void parla_data_release(parla_data_t *data);
  * wins and no hazard edge is added (no cycle). A task that reads (READ or
  * READWRITE) ranges whose last writer failed or was cancelled is cancelled,
  * whether or not that writer had finished when it was declared; a WRITE-only
- * access replaces the missing version and later readers run again. Errors: PARLA_EINVAL (other
+ * access replaces the missing version (of the ranges it writes) and later
+ * readers of those ranges run again. Only read-after-write edges carry a
+ * failure: write-after-write and write-after-read edges order tasks only. Errors: PARLA_EINVAL (other
  * runtime, bad mode), PARLA_ESTATE, PARLA_ENOMEM. */
 int parla_task_add_access(parla_task_t *task, parla_data_t *data, parla_access_mode_t mode);
 

@@ -184,6 +184,8 @@ parla_task_t *parla__release_resources(parla_task_t *t);
 enum {
     PARLA__EDGE_SOFT = 1,     /* a failure does not cancel the successor (suspend_on) */
     PARLA__EDGE_NOTIFIED = 2, /* released early by runahead; the finish only frees it */
+    PARLA__EDGE_ORDER = 4,    /* ordering only (write-after-read, write-after-write hazards): a
+                                 failure does not cancel the successor, runahead may release it */
 };
 
 typedef struct parla__edge {

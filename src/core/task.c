@@ -426,7 +426,7 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
         if (head == PARLA__SEALED) {
             /* dep has finished: the edge is moot, except for a failure. */
             int s = atomic_load_explicit(&dep->state, memory_order_acquire);
-            if (s != PARLA_TASK_DONE && !(flags & PARLA__EDGE_SOFT))
+            if (s != PARLA_TASK_DONE && !(flags & (PARLA__EDGE_SOFT | PARLA__EDGE_ORDER)))
                 mark_cancel(t, dep);
             atomic_fetch_sub_explicit(&t->pending, 1, memory_order_relaxed);
             parla_task_release(t);
@@ -762,9 +762,9 @@ void parla__task_finish(parla_task_t *t, int state, int error)
                 e = next;
                 continue;
             }
-            if (!ok && !(e->flags & PARLA__EDGE_SOFT))
+            if (!ok && !(e->flags & (PARLA__EDGE_SOFT | PARLA__EDGE_ORDER)))
                 mark_cancel(s, c);
-            else if (!ok)
+            else if (!ok && (e->flags & PARLA__EDGE_SOFT))
                 record_cause(s, c); /* an awaited task failed: kept for diagnosis, not a cancellation */
             edge_free(c, e);
             if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1) {

@@ -53,7 +53,8 @@ struct parla__copy {
     store_t *store;
     int device;
     void *buf;
-    int pins;          /* running tasks using it; pinned copies are never evicted */
+    _Atomic int pins;  /* running tasks using it; pinned copies are never evicted (changed
+                          under the store's lock; read without it only as an estimate) */
     int owned;         /* allocated by the engine (else the caller's host buffer) */
     struct arrival *arriving; /* the latest copies queued to this device (a reference), or NULL */
     int listed;        /* in the device's LRU list */
@@ -1080,6 +1081,46 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
     return 0;
 }
 
+/* True when t's data can all be on device d at once: the copies it lacks fit
+ * in the room left after evicting every unpinned copy of other data. Checked
+ * before anything is allocated or copied, so a task that cannot have all its
+ * data takes none (tasks that each took part of the room would keep evicting
+ * each other's copies). d->acquire_lock held; records the device's unpin
+ * epoch for parla__data_wait_for_room. */
+static bool room_for(parla_task_t *t, parla__device_t *d)
+{
+    parla__task_ext_t *x = t->ext;
+    int device = d->index;
+    uint64_t need = 0;
+    for (int i = 0; i < x->n_accesses; i++) {
+        store_t *si = x->accesses[i].data->store;
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++)
+            seen = x->accesses[j].data->store == si;
+        if (seen)
+            continue;
+        pthread_mutex_lock(&si->lock);
+        if (si->copies[device].buf == NULL)
+            need += si->nbytes;
+        pthread_mutex_unlock(&si->lock);
+    }
+    pthread_mutex_lock(&d->lock);
+    x->data_epoch = d->unpin_epoch;
+    uint64_t evictable = 0;
+    for (parla__copy_t *c = d->lru_head; c && d->resident - evictable + need > d->memory_capacity; c = c->next) {
+        if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
+            continue;
+        bool mine = false;
+        for (int i = 0; i < x->n_accesses && !mine; i++)
+            mine = x->accesses[i].data->store == c->store;
+        if (!mine)
+            evictable += c->store->nbytes;
+    }
+    bool fits = d->resident - evictable + need <= d->memory_capacity;
+    pthread_mutex_unlock(&d->lock);
+    return fits;
+}
+
 int parla__data_prepare(parla_task_t *t)
 {
     int device = t->n_devices ? t->devices[0] : 0;
@@ -1103,9 +1144,10 @@ int parla__data_prepare(parla_task_t *t)
                                 parla_task_name(t), (unsigned long long)total, d->name,
                                 (unsigned long long)d->memory_capacity);
         pthread_mutex_lock(&d->acquire_lock);
-        pthread_mutex_lock(&d->lock);
-        x->data_epoch = d->unpin_epoch;
-        pthread_mutex_unlock(&d->lock);
+        if (!room_for(t, d)) {
+            pthread_mutex_unlock(&d->acquire_lock);
+            return PARLA_EBUSY;
+        }
     }
     /* Phase 1: allocate, queue the copies of what is read (or copy at once
      * when a job cannot be allocated), pin. Phase 2: mark the writes. Reads
@@ -1302,6 +1344,38 @@ static bool ranges_cover(const uint64_t *a, size_t na, const uint64_t *b, size_t
     return true;
 }
 
+/* rec's ranges minus b's (both sorted, disjoint pairs); unchanged when the
+ * result cannot be allocated. */
+static void ranges_subtract(parla_runtime_t *rt, record_t *rec, const uint64_t *b, size_t nb)
+{
+    uint64_t *out = parla__alloc(rt, (rec->n_ranges + nb) * 2 * sizeof *out);
+    if (out == NULL)
+        return;
+    size_t n = 0, j = 0;
+    for (size_t i = 0; i < rec->n_ranges; i++) {
+        uint64_t lo = rec->ranges[2 * i], hi = rec->ranges[2 * i + 1];
+        while (j < nb && b[2 * j + 1] <= lo)
+            j++;
+        for (size_t k = j; k < nb && b[2 * k] < hi && lo < hi; k++) {
+            if (b[2 * k] > lo) {
+                out[2 * n] = lo;
+                out[2 * n + 1] = b[2 * k];
+                n++;
+            }
+            if (b[2 * k + 1] > lo)
+                lo = b[2 * k + 1];
+        }
+        if (lo < hi) {
+            out[2 * n] = lo;
+            out[2 * n + 1] = hi;
+            n++;
+        }
+    }
+    parla__free(rec->ranges);
+    rec->ranges = out;
+    rec->n_ranges = n;
+}
+
 static int push_task(parla_runtime_t *rt, parla_task_t ***arr, size_t *n, size_t *cap, parla_task_t *t)
 {
     /* A task adds its accesses one after another, so a duplicate is the last entry. */
@@ -1356,16 +1430,19 @@ static void record_clear(record_t *r)
 /* Orders t after dep for a hazard, unless dep already waits for t (an explicit
  * dependency on a task spawned later wins). Returns 1 when dep had to be kept
  * after t instead, 0 when the edge was added, < 0 on error. */
-static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode)
+static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode, bool dep_writes)
 {
+    /* Only data flows (t reads what dep writes) carry a failure: write-after-
+     * write and write-after-read edges order the tasks and nothing more. */
+    bool flow = dep_writes && (mode & PARLA_READ);
     parla_task_state_t st = parla_task_state(dep);
     if (dep == t || st == PARLA_TASK_DONE)
         return 0;
-    if (st > PARLA_TASK_DONE) /* a failed or cancelled writer: readers are cancelled with it */
-        return (mode & PARLA_READ) ? parla__add_edge(t, dep, 0) : 0;
+    if (st > PARLA_TASK_DONE) /* a failed or cancelled writer: its readers are cancelled with it */
+        return flow ? parla__add_edge(t, dep, 0) : 0;
     if (atomic_load(&t->succ) != NULL && parla__reaches(t, dep, 100000))
         return 1;
-    return parla__add_edge(t, dep, 0);
+    return parla__add_edge(t, dep, flow ? 0 : PARLA__EDGE_ORDER);
 }
 
 int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t mode)
@@ -1418,13 +1495,13 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
         if ((mode & PARLA_WRITE) || rec->n_readers == rec->cap_readers)
             prune(rec->readers, &rec->n_readers, false);
         for (size_t i = 0; i < rec->n_writers && rc >= 0; i++) {
-            rc = hazard_edge(t, rec->writers[i], mode);
+            rc = hazard_edge(t, rec->writers[i], mode, true);
             if (rc == 1)
                 rc = push_task(t->rt, &kept, &n_kept, &cap_kept, rec->writers[i]);
         }
         if (mode & PARLA_WRITE) {
             for (size_t i = 0; i < rec->n_readers && rc >= 0; i++) {
-                rc = hazard_edge(t, rec->readers[i], mode);
+                rc = hazard_edge(t, rec->readers[i], mode, false);
                 if (rc == 1)
                     rc = push_task(t->rt, &kept, &n_kept, &cap_kept, rec->readers[i]);
             }
@@ -1462,10 +1539,16 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
                 size_t w = 0;
                 for (size_t r = 0; r < s->n_records; r++) {
                     record_t *rec = &s->records[r];
-                    if (ranges_cover(rec->ranges, rec->n_ranges, nr.ranges, nr.n_ranges))
+                    if (ranges_cover(rec->ranges, rec->n_ranges, nr.ranges, nr.n_ranges)) {
                         record_clear(rec);
-                    else
-                        s->records[w++] = *rec;
+                        continue;
+                    }
+                    /* The part this write covers is the new record's now: an
+                     * earlier (failed) writer no longer stands for it. Out of
+                     * memory, the record stays whole (more ordering, not less). */
+                    if (ranges_overlap(rec->ranges, rec->n_ranges, nr.ranges, nr.n_ranges))
+                        ranges_subtract(t->rt, rec, nr.ranges, nr.n_ranges);
+                    s->records[w++] = *rec;
                 }
                 s->n_records = w;
                 s->records[s->n_records++] = nr;

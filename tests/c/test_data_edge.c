@@ -4,11 +4,17 @@
  * 1. A full GPU: a task holds two of three slots for a while; two more tasks
  *    each need three objects. The copies a task made before finding no room
  *    must stay evictable, and the retry must not recurse: all finish.
+ * 1b. Tasks that need the whole GPU and tasks that need half of it, all
+ *    independent: a task takes its room all at once or not at all (tasks that
+ *    each took part kept evicting each other's copies forever).
  * 2. parla_data_fetch onto a GPU leaves a copy nothing uses; a task that needs
  *    the room evicts it.
  * 3. A reader of data whose writer failed is cancelled, whether the writer
  *    had finished when the reader was spawned or not; a later write-only task
- *    replaces the failed version and its readers run.
+ *    replaces the failed version and its readers run, whether it was spawned
+ *    before or after the failure, and also when the failed write is replaced
+ *    piece by piece through views. Write-after-write and write-after-read
+ *    edges order tasks without carrying failures.
  * 4. A task given accesses and released without being submitted does not keep
  *    the runtime alive (ASan's leak check covers it in the sanitizer build).
  */
@@ -96,6 +102,37 @@ static void full_gpu(void)
     CHECK_OK(parla_runtime_destroy(rt));
 }
 
+static void whole_or_nothing(void)
+{
+    check_set_phase("room all at once");
+    enum { N = 16 };
+    parla_runtime_t *rt = runtime(2 * 4096);
+    parla_data_t *p[N], *q[N];
+    parla_task_t *t[N];
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(parla_data_create(rt, 4096, NULL, &p[i]));
+        CHECK_OK(parla_data_create(rt, 4096, NULL, &q[i]));
+    }
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(parla_task_create(rt, nothing, NULL, &t[i]));
+        int slot = GPU0;
+        CHECK_OK(parla_task_add_placement(t[i], &slot, 1, 0.0, 0));
+        CHECK_OK(parla_task_add_access(t[i], p[i], PARLA_READWRITE));
+        if (i % 2)
+            CHECK_OK(parla_task_add_access(t[i], q[i], PARLA_READ));
+        CHECK_OK(parla_task_submit(t[i]));
+    }
+    CHECK_OK(parla_runtime_wait_all_timeout(rt, 20.0));
+    for (int i = 0; i < N; i++) {
+        CHECK(parla_task_state(t[i]) == PARLA_TASK_DONE, "task %d: %s", i,
+              parla_task_state_name(parla_task_state(t[i])));
+        parla_task_release(t[i]);
+        parla_data_release(p[i]);
+        parla_data_release(q[i]);
+    }
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 static void fetched_copy_is_evictable(void)
 {
     check_set_phase("fetched copy");
@@ -145,6 +182,49 @@ static void failed_writer(int wait_first)
     CHECK_OK(parla_runtime_destroy(rt));
 }
 
+/* The writer fails while the write-only task and its reader are already
+ * spawned; then the same with views: a failed write of [0, 64) replaced by
+ * writes of [0, 32) and [32, 64). */
+static void fresh_write_after_failure(void)
+{
+    check_set_phase("fresh write after a failure");
+    parla_runtime_t *rt = runtime(1 << 20);
+    parla_data_t *d, *lo, *hi;
+    CHECK_OK(parla_data_create(rt, 64, NULL, &d));
+    uint64_t r_lo[2] = {0, 32}, r_hi[2] = {32, 64};
+    CHECK_OK(parla_data_view(d, r_lo, 1, &lo));
+    CHECK_OK(parla_data_view(d, r_hi, 1, &hi));
+    parla_task_t *w = spawn_on(rt, failing, GPU0, &d, 1, PARLA_READWRITE);
+    parla_task_t *o = spawn_on(rt, nothing, GPU0, &d, 1, PARLA_WRITE);
+    parla_task_t *r = spawn_on(rt, nothing, 0, &d, 1, PARLA_READ);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK(parla_task_state(w) == PARLA_TASK_FAILED, "writer %s", parla_task_state_name(parla_task_state(w)));
+    CHECK(parla_task_state(o) == PARLA_TASK_DONE && parla_task_state(r) == PARLA_TASK_DONE,
+          "write-only task %s, its reader %s", parla_task_state_name(parla_task_state(o)),
+          parla_task_state_name(parla_task_state(r)));
+    parla_task_t *w2 = spawn_on(rt, failing, 0, &d, 1, PARLA_READWRITE);
+    CHECK_RC(parla_task_wait(w2), PARLA_EFAILED);
+    parla_task_t *o1 = spawn_on(rt, nothing, GPU0, &lo, 1, PARLA_WRITE);
+    parla_task_t *r1 = spawn_on(rt, nothing, 0, &lo, 1, PARLA_READ);
+    parla_task_t *r_half = spawn_on(rt, nothing, 0, &d, 1, PARLA_READ); /* half still failed: cancelled */
+    parla_task_t *o2 = spawn_on(rt, nothing, 0, &hi, 1, PARLA_WRITE);
+    parla_task_t *r_all = spawn_on(rt, nothing, GPU0, &d, 1, PARLA_READ);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK(parla_task_state(r1) == PARLA_TASK_DONE, "reader of the rewritten half: %s",
+          parla_task_state_name(parla_task_state(r1)));
+    CHECK(parla_task_state(r_half) == PARLA_TASK_CANCELLED, "reader while half is missing: %s",
+          parla_task_state_name(parla_task_state(r_half)));
+    CHECK(parla_task_state(r_all) == PARLA_TASK_DONE, "reader after both halves were rewritten: %s",
+          parla_task_state_name(parla_task_state(r_all)));
+    parla_task_t *all[] = {w, o, r, w2, o1, r1, r_half, o2, r_all};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        parla_task_release(all[i]);
+    parla_data_release(lo);
+    parla_data_release(hi);
+    parla_data_release(d);
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 static void released_unsubmitted(void)
 {
     check_set_phase("released unsubmitted task");
@@ -166,10 +246,14 @@ int main(void)
     int rounds = (int)scaled(5, 2);
     for (int i = 0; i < rounds; i++)
         full_gpu();
+    for (int i = 0; i < rounds; i++)
+        whole_or_nothing();
     fetched_copy_is_evictable();
     failed_writer(0);
     failed_writer(1);
+    fresh_write_after_failure();
     released_unsubmitted();
-    printf("full GPU x%d, fetched copy, failed writers, released unsubmitted task: ok\n", rounds);
+    printf("full GPU x%d, room all at once x%d, fetched copy, failed writers, fresh writes, released unsubmitted task: ok\n",
+           rounds, rounds);
     return 0;
 }

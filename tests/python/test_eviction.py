@@ -118,3 +118,24 @@ def test_data_that_fits_after_running_tasks_finish_waits():
             tasks.append(pair)
     assert [t.state for t in tasks] == ["done"] * 4
     assert [A[0] for A in arrays] == [1.0, 1.0, 3.0, 3.0, 5.0, 5.0, 7.0, 7.0]
+
+
+@pytest.mark.timeout(60)
+def test_tasks_needing_the_whole_gpu_and_half_of_it_all_finish():
+    # One virtual GPU holds two arrays. Odd tasks need both slots, even ones one: a task takes its room all at
+    # once or waits, so tasks that each hold part of the room cannot keep evicting each other's copies.
+    n, count = 4096, 16
+    P = [asarray(np.full(n, float(i))) for i in range(count)]
+    Q = [asarray(np.ones(n)) for _ in range(count)]
+    with Parla(n_workers=4, virtual_gpus=1, gpu_memory=2 * n * 8):
+        for i in range(count):
+            if i % 2:
+                @spawn(placement=gpu(0), inout=[P[i]], input=[Q[i]])
+                def two(A=P[i], B=Q[i]):
+                    A.array[:] += B.array
+            else:
+                @spawn(placement=gpu(0), inout=[P[i]])
+                def one(A=P[i]):
+                    A.array[:] += 1
+    for i in range(count):
+        assert (P[i].array == i + 1).all(), i
