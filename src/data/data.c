@@ -1081,6 +1081,16 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
     return 0;
 }
 
+/* True when access i is the first of the task's accesses to its base data
+ * (views of one base share its copies: count them once). */
+static bool first_use(const parla__task_ext_t *x, int i)
+{
+    for (int j = 0; j < i; j++)
+        if (x->accesses[j].data->store == x->accesses[i].data->store)
+            return false;
+    return true;
+}
+
 /* True when t's data can all be on device d at once: the copies it lacks fit
  * in the room left after evicting every unpinned copy of other data. Checked
  * before anything is allocated or copied, so a task that cannot have all its
@@ -1094,10 +1104,7 @@ static bool room_for(parla_task_t *t, parla__device_t *d)
     uint64_t need = 0;
     for (int i = 0; i < x->n_accesses; i++) {
         store_t *si = x->accesses[i].data->store;
-        bool seen = false;
-        for (int j = 0; j < i && !seen; j++)
-            seen = x->accesses[j].data->store == si;
-        if (seen)
+        if (!first_use(x, i))
             continue;
         pthread_mutex_lock(&si->lock);
         if (si->copies[device].buf == NULL)
@@ -1130,14 +1137,9 @@ int parla__data_prepare(parla_task_t *t)
     if (device != 0) {
         /* A task whose data cannot fit even on an empty device fails. */
         uint64_t total = 0;
-        for (int i = 0; i < x->n_accesses; i++) {
-            store_t *si = x->accesses[i].data->store;
-            bool seen = false;
-            for (int j = 0; j < i && !seen; j++)
-                seen = x->accesses[j].data->store == si;
-            if (!seen)
-                total += si->nbytes;
-        }
+        for (int i = 0; i < x->n_accesses; i++)
+            if (first_use(x, i))
+                total += x->accesses[i].data->store->nbytes;
         if (total > d->memory_capacity)
             return parla__error(PARLA_ERESOURCE,
                                 "task %s needs %llu bytes of data on %s, more than its capacity of %llu bytes",
