@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import weakref
 from typing import Any, Dict, List, Optional
 
@@ -261,6 +262,9 @@ class Parla:
                 self.summary = rt.write_trace(self.trace_path, self.graph_path)
                 if self.options.get("summary"):
                     print(self.summary, end="", flush=True)
+                if self.trace_path and not self.options.get("trace"):
+                    # Asked for through PARLA_TRACE, not in the program: say where it went.
+                    print(f"parla: trace written to {self.trace_path}", file=sys.stderr, flush=True)
             except (OSError, RuntimeError) as e:
                 trace_error = e
         # PArrays keep their latest values on the CPU after the context (reading them needs no runtime).

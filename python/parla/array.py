@@ -250,7 +250,7 @@ class PArray:
         if not mode:
             raise RuntimeError(f"task {task.name} uses a PArray of shape {self.shape} that it did not declare in "
                                f"input=, output= or inout=")
-        devices = task.devices
+        devices = task._devices
         device = devices[0] if devices else 0
         if device == 0:
             out = root._np
@@ -528,7 +528,7 @@ def clone_here(source: Any, kind: Any = None) -> Any:
     if isinstance(source, PArray):
         source = source.array
     task = _core.current_task()
-    devices = task.devices if task is not None else ()
+    devices = task._devices if task is not None else ()
     if devices and devices[0] != 0:
         info = _runtime.current_runtime().device_table[devices[0]]
         if info["cuda"]:

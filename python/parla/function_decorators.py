@@ -43,7 +43,7 @@ def specialize(func: Callable) -> Callable:
         if not variants:
             return func(*args, **kwargs)
         task = _core.current_task()
-        devices = task.devices if task is not None else ()
+        devices = task._devices if task is not None else ()
         impl = chosen_by_devices.get(devices)
         if impl is None:
             impl = choose(devices)

@@ -50,8 +50,14 @@ class Task(_core.Task):
         mapping = self._mapping
         if mapping is None:
             return None
-        mapping["devices"] = [device_of(i) for i in self.devices]
+        mapping["devices"] = self.devices
         return mapping
+
+    @property
+    def devices(self) -> List[Device]:
+        """The devices the task was mapped to (``[gpu(1)]``, ``[cpu(0)]``, two for a multi-device task);
+        empty before it is mapped."""
+        return [device_of(i) for i in self._devices]
 
     @property
     def result(self) -> Any:
@@ -375,7 +381,7 @@ def _on_cuda_device(body: Callable) -> Callable:
     """Runs a body with CuPy's current device set to the task's (first) CUDA GPU and the task's stream there
     current. The body queues its work and returns; the runtime records an event after it (runahead)."""
     def run() -> Any:
-        devices = _core.current_task().devices
+        devices = _core.current_task()._devices
         table = _runtime.current_runtime().device_table
         if devices and table[devices[0]]["cuda"]:
             cupy = _cupy()
@@ -465,7 +471,7 @@ def get_current_devices() -> List[Device]:
     task = _core.current_task()
     if task is None:
         return [cpu(0)]
-    return [device_of(i) for i in task.devices] or [cpu(0)]
+    return [device_of(i) for i in task._devices] or [cpu(0)]
 
 
 class TaskContext:

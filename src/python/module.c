@@ -840,7 +840,7 @@ static PyGetSetDef Task_getset[] = {
     {"_result", (getter)Task_get_result, NULL, "the body's return value"},
     {"_exception", (getter)Task_get_exception, NULL, "the exception the body raised, or None"},
     {"runtime", (getter)Task_get_runtime, NULL, "the runtime the task belongs to"},
-    {"devices", (getter)Task_get_devices, NULL, "indices of the devices the task was mapped to"},
+    {"_devices", (getter)Task_get_devices, NULL, "engine indices of the devices the task was mapped to (0: cpu)"},
     {"_mapping", (getter)Task_get_mapping, NULL, "mapping scores of the chosen devices, or None"},
     {NULL},
 };

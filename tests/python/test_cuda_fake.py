@@ -44,7 +44,7 @@ def run_child(driver: str, body: str, timeout: float = 120) -> str:
         def device_ptr(parray):
             # The task's copy of a PArray on its first device (no CuPy here: .array needs it on CUDA GPUs).
             from parla import _core
-            return parray._engine_data().ptr(_core.current_task().devices[0])
+            return parray._engine_data().ptr(_core.current_task()._devices[0])
         """) + textwrap.dedent(body)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -72,8 +72,8 @@ def test_single_device_placement_forms(n_gpus):
         assert dev in allowed, (placement, dev)
         assert seen["context"] == seen["devices"] == seen["iter"]
         assert seen["len"] == 1
-        # task.devices (engine indices: 0 = cpu, 1.. = gpu(0)..) agrees with what the body saw.
-        assert t.devices == ((0,) if dev.architecture is cpu else (dev.index + 1,)), (placement, t.devices)
+        # task.devices agrees with what the body saw.
+        assert t.devices == [dev], (placement, t.devices)
         if placement is not None and placement is not cpu and placement != cpu(0):
             reason = t.placement_reason
             assert reason is not None and reason["devices"] == [dev]
@@ -354,10 +354,10 @@ def test_load_spreading_1000_tasks_on_4_gpus():
             def t():
                 pass
             tasks.append(t)
-    counts = collections.Counter(t.devices for t in tasks)
-    assert set(counts) <= {(1,), (2,), (3,), (4,)}
-    for d in [(1,), (2,), (3,), (4,)]:
-        assert 200 <= counts[d] <= 300, counts
+    counts = collections.Counter(tuple(t.devices) for t in tasks)
+    assert set(counts) <= {(gpu(i),) for i in range(4)}
+    for i in range(4):
+        assert 200 <= counts[(gpu(i),)] <= 300, counts
 
 
 @pytest.mark.timeout(60)
@@ -369,9 +369,9 @@ def test_load_spreading_with_busy_bodies():
             def t():
                 time.sleep(0.0005)
             tasks.append(t)
-    counts = collections.Counter(t.devices for t in tasks)
-    for d in [(1,), (2,), (3,), (4,)]:
-        assert 40 <= counts[d] <= 60, counts
+    counts = collections.Counter(tuple(t.devices) for t in tasks)
+    for i in range(4):
+        assert 40 <= counts[(gpu(i),)] <= 60, counts
 
 
 @pytest.mark.timeout(30)
@@ -389,7 +389,7 @@ def test_locality_follows_valid_copy(wait_for_writer):
             return get_current_devices(), float(A.array[5])
     devs, value = reader.result
     assert devs == [gpu(2)]
-    assert reader.devices == (3,)
+    assert reader.devices == [gpu(2)]
     reason = reader.placement_reason
     assert reason["devices"] == [gpu(2)]
     assert reason["locality"] == 1.0 and reason["transfer"] == 0.0
