@@ -42,6 +42,24 @@ def current_runtime() -> "Parla":
     return _current
 
 
+def _waiting_tasks(rt: Any, limit: int = 8) -> str:
+    """Names of tasks of runtime rt that are spawned and unfinished, with their explicit dependencies (for the
+    diagnosis of a cycle; the engine keeps no list of them, so this looks through the live Task objects)."""
+    import gc
+    from .tasks import Task
+    waiting = [o for o in gc.get_objects() if isinstance(o, Task) and o.runtime is rt
+               and o.state in ("submitted", "ready", "suspended")]
+    if not waiting:
+        return ""
+    waiting.sort(key=lambda t: t.name)
+    parts = []
+    for t in waiting[:limit]:
+        deps = [d.name for d in t.dependencies if not d.done]
+        parts.append(f"{t.name} (waiting on {', '.join(deps)})" if deps else t.name)
+    more = f" and {len(waiting) - limit} more" if len(waiting) > limit else ""
+    return f". Waiting: {'; '.join(parts)}{more}"
+
+
 def _env_int(name: str) -> Optional[int]:
     text = os.environ.get(name)
     if text is None or text == "":
@@ -252,7 +270,7 @@ class Parla:
                 stuck = DependencyCycleError(
                     text + ". Every spawned task waits on another: a cycle of dependencies, or an async task "
                     "awaiting a task that must wait for it (for example one reading a PArray the awaiting task "
-                    "declared as output or inout)")
+                    "declared as output or inout)" + _waiting_tasks(rt))
             rt.cancel_all()
             self._drain(rt)
         failed = list(rt.failed)  # every task has finished: _wait or _drain returned

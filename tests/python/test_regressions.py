@@ -113,3 +113,20 @@ def test_bad_gpu_memory_sizes(size):
     with pytest.raises(ValueError):
         with Parla(virtual_gpus=1, gpu_memory=size):
             pass
+
+
+@pytest.mark.timeout(30)
+def test_cycle_error_names_the_waiting_tasks():
+    with pytest.raises(DependencyCycleError) as info:
+        with Parla(n_workers=2):
+            T = TaskSpace("T")
+
+            @spawn(T[0], [T[1]])
+            def a():
+                pass
+
+            @spawn(T[1], [T[0]])
+            def b():
+                pass
+    message = str(info.value)
+    assert "T[0] (waiting on T[1])" in message and "T[1] (waiting on T[0])" in message, message
