@@ -687,14 +687,16 @@ void parla__task_events_release(parla_task_t *t)
     parla__task_ext_t *x = t->ext;
     if (x == NULL)
         return;
-    parla__evwait_t *w = atomic_exchange_explicit(&x->waits, NULL, memory_order_acquire);
+    parla__evwait_t *w = atomic_load_explicit(&x->waits, memory_order_relaxed)
+                             ? atomic_exchange_explicit(&x->waits, NULL, memory_order_acquire)
+                             : NULL;
     while (w) {
         parla__evwait_t *next = w->next;
         parla__event_release(w->event);
         parla__free(w);
         w = next;
     }
-    for (int k = 0; k < PARLA_MAX_TASK_DEVICES; k++) {
+    for (int k = 0; k < t->n_devices; k++) { /* events are recorded per device of the task */
         parla__event_release(x->events[k]);
         x->events[k] = NULL;
     }
