@@ -12,11 +12,20 @@
  * writes becomes missing; a task that fails makes what it writes missing;
  * otherwise it writes its values. The runtime must agree exactly: each task's
  * final state, and every byte that is not missing.
+ *
+ * With PARLA_CUDA_DRIVER set (meson runs it so, on tests/c/fakecuda.c) the
+ * GPUs are CUDA devices: bodies queue their work on the task's stream as host
+ * functions, so runahead, stream waits, asynchronous copies and failed bodies
+ * with work in flight are all in play.
  */
 #include "check.h"
 
+#include <dlfcn.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+typedef int (*launch_fn)(void *stream, void (*fn)(void *), void *arg);
+static launch_fn launch_host; /* cuLaunchHostFunc of the driver double, when on CUDA */
 
 enum { N_DATA = 4, NB = 2048, GRAIN = 64, GPU0 = 1, GPU1 = 2 };
 
@@ -76,6 +85,25 @@ static void produce(const prog_task_t *p, uint8_t *dst, uint32_t c)
         dst[b] = (uint8_t)((c >> 8) + (uint32_t)b * 7u);
 }
 
+/* The work of one task, run on its stream's thread (CUDA) or in the body. */
+typedef struct {
+    const prog_task_t *p;
+    const uint8_t *bufs[N_DATA];
+    uint8_t *dst;
+} work_t;
+
+static void work(void *arg)
+{
+    work_t *w = arg;
+    if (w->p->fails) {
+        for (int b = w->p->write.lo; b < w->p->write.hi; b += 3)
+            w->dst[b] = 0xEE; /* a half-done write */
+    } else {
+        produce(w->p, w->dst, checksum(w->p, w->bufs));
+    }
+    free(w);
+}
+
 static int body(parla_task_t *t, void *arg)
 {
     prog_task_t *p = arg;
@@ -90,13 +118,17 @@ static int body(parla_task_t *t, void *arg)
         CHECK(bufs[d] != NULL || (d != p->write.data && (p->n_reads < 1 || d != p->reads[0].data) &&
                                   (p->n_reads < 2 || d != p->reads[1].data)),
               "task %s: no copy of its data on device %d", parla_task_name(t), dev);
-    if (p->fails) {
-        for (int b = p->write.lo; b < p->write.hi; b += 3)
-            dst[b] = 0xEE; /* a half-done write */
-        return 77;
-    }
-    produce(p, dst, checksum(p, bufs));
-    return 0;
+    work_t *w = malloc(sizeof *w);
+    CHECK(w != NULL, "out of memory");
+    w->p = p;
+    memcpy(w->bufs, bufs, sizeof w->bufs);
+    w->dst = dst;
+    void *stream = parla_task_stream(t, 0);
+    if (stream)
+        CHECK(launch_host(stream, work, w) == 0, "cuLaunchHostFunc failed");
+    else
+        work(w);
+    return p->fails ? 77 : 0;
 }
 
 static long totals[9]; /* tasks per final state, over all programs */
@@ -106,10 +138,19 @@ static void run_program(uint64_t seed, int n_tasks)
     parla_config_t cfg;
     parla_config_init(&cfg);
     cfg.n_workers = 2;
-    cfg.n_virtual_gpus = 2;
-    cfg.virtual_gpu_memory = 3 * NB;
+    if (launch_host == NULL) {
+        cfg.n_virtual_gpus = 2;
+        cfg.virtual_gpu_memory = 3 * NB;
+    }
     parla_runtime_t *rt;
     CHECK_OK(parla_runtime_create(&cfg, &rt));
+    CHECK(parla_runtime_num_devices(rt) == 3, "%d devices, expected cpu + 2 GPUs", parla_runtime_num_devices(rt));
+    if (launch_host) {
+        parla_device_info_t info;
+        CHECK_OK(parla_device_info(rt, GPU0, &info));
+        CHECK(info.is_cuda && info.memory_capacity == 3 * NB, "gpu(0): cuda %d, %llu bytes (set FAKECUDA_MEMORY)",
+              info.is_cuda, (unsigned long long)info.memory_capacity);
+    }
     static uint8_t host[N_DATA][NB], model[N_DATA][NB];
     static bool missing[N_DATA][NB];
     parla_data_t *bases[N_DATA];
@@ -213,6 +254,13 @@ static void run_program(uint64_t seed, int n_tasks)
 int main(void)
 {
     check_watchdog(110);
+    const char *driver = getenv("PARLA_CUDA_DRIVER");
+    if (driver && *driver) {
+        void *lib = dlopen(driver, RTLD_NOW | RTLD_LOCAL);
+        CHECK(lib != NULL, "cannot load %s: %s", driver, dlerror());
+        *(void **)&launch_host = dlsym(lib, "cuLaunchHostFunc");
+        CHECK(launch_host != NULL, "%s has no cuLaunchHostFunc", driver);
+    }
     int programs = (int)scaled(200, 10);
     for (int p = 0; p < programs; p++) {
         check_set_phase("random programs with failures");
@@ -220,7 +268,8 @@ int main(void)
     }
     CHECK(totals[PARLA_TASK_DONE] > 0 && totals[PARLA_TASK_FAILED] > 0 && totals[PARLA_TASK_CANCELLED] > 0,
           "the programs did not exercise every outcome");
-    printf("%d random programs with failures agree with the model (%ld done, %ld failed, %ld cancelled)\n",
-           programs, totals[PARLA_TASK_DONE], totals[PARLA_TASK_FAILED], totals[PARLA_TASK_CANCELLED]);
+    printf("%d random programs with failures on %s GPUs agree with the model (%ld done, %ld failed, %ld cancelled)\n",
+           programs, launch_host ? "CUDA (driver double)" : "virtual", totals[PARLA_TASK_DONE],
+           totals[PARLA_TASK_FAILED], totals[PARLA_TASK_CANCELLED]);
     return 0;
 }
