@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import threading
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import _core, _runtime
@@ -474,6 +475,9 @@ def get_current_devices() -> List[Device]:
     return [device_of(i) for i in task._devices] or [cpu(0)]
 
 
+_positions = threading.local()  # .stack: positions (in the task's device list) entered with `with ctx[i]:`
+
+
 class TaskContext:
     """What ``get_current_context()`` returns: the devices of the running task. Iterable; ``ctx[i]`` is the
     context of its i-th device: ``with ctx[i]:`` makes that device (and, on a CUDA GPU with CuPy, the task's
@@ -495,6 +499,7 @@ class TaskContext:
 
     def __enter__(self) -> "TaskContext":
         scope = None
+        _positions.stack = getattr(_positions, "stack", []) + [self._positions[0] if len(self.devices) == 1 else 0]
         if len(self.devices) == 1 and self.devices[0].architecture is not cpu:
             info = _runtime.current_runtime().device_table[self.devices[0].index + 1]
             cupy = _cupy() if info["cuda"] else None
@@ -505,6 +510,7 @@ class TaskContext:
         return self
 
     def __exit__(self, *exc: Any) -> bool:
+        _positions.stack = _positions.stack[:-1]
         scope = self._scopes.pop()
         if scope is not None:
             scope.__exit__(*exc)
@@ -532,17 +538,20 @@ class Stream:
 
 
 def get_current_stream() -> Any:
-    """The stream of the running GPU task on its first device: on a CUDA GPU, CuPy's current stream (an
-    ``ExternalStream`` on the task's stream, which the runtime orders after the task's predecessors), or a
-    :class:`Stream` when CuPy is not importable; None on the CPU and on virtual GPUs (their work is
-    synchronous). Inside ``with ctx[i]:`` CuPy's current stream is the task's stream on its i-th device."""
+    """The stream of the running GPU task on its first device, or inside ``with ctx[i]:`` on its i-th: on a
+    CUDA GPU, CuPy's current stream (an ``ExternalStream`` on the task's stream, which the runtime orders
+    after the task's predecessors), or a :class:`Stream` when CuPy is not importable; None on the CPU and on
+    virtual GPUs (their work is synchronous)."""
     devices = get_current_devices()
-    if devices and devices[0].architecture is not cpu:
-        info = _runtime.current_runtime().device_table[devices[0].index + 1]
+    stack = getattr(_positions, "stack", None)
+    position = stack[-1] if stack else 0
+    if position < len(devices) and devices[position].architecture is not cpu:
+        device = devices[position]
+        info = _runtime.current_runtime().device_table[device.index + 1]
         if info["cuda"]:
             cupy = _cupy()
             if cupy is not None:
                 return cupy.cuda.get_current_stream()
-            ptr = _core.current_stream(0)
-            return Stream(ptr, devices[0]) if ptr is not None else None
+            ptr = _core.current_stream(position)
+            return Stream(ptr, device) if ptr is not None else None
     return None

@@ -75,11 +75,15 @@ def test_devices_and_streams(fake_driver):
                 from parla import _core
                 seen["both"] = (len(ctx), _core.current_stream(0) != _core.current_stream(1),
                                 _core.current_stream(2))
+                first = get_current_stream()
                 with ctx[1]:
-                    pass
+                    second = get_current_stream()
+                seen["both streams"] = (first.ptr == _core.current_stream(0), second.ptr == _core.current_stream(1),
+                                        str(second.device), get_current_stream().ptr == first.ptr)
         assert seen["one"] == ("Stream", True, "gpu(1)", ["gpu(1)"]), seen
         assert seen["cpu"] is None
         assert seen["both"] == (2, True, None), seen
+        assert seen["both streams"][:2] == (True, True) and seen["both streams"][3], seen
         print("ok")
     """)
     assert out.strip() == "ok"
