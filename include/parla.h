@@ -248,7 +248,11 @@ typedef enum parla_task_state {
  * engine records an event there, which releases the task's GPU dependents
  * (they wait on it on their own streams) and, once complete, its other
  * dependents. A body that fails is waited for (its stream synchronised)
- * before the task's data is released.
+ * before the task's data is released. When the event reports a device error
+ * (a faulting kernel), the task fails with PARLA_EDEVICE (the driver's error
+ * in the message) and its dependents that were not released at its runahead
+ * are cancelled; GPU dependents already released are not (after such an error
+ * the CUDA context is unusable anyway).
  *
  * parla_task_stream returns the CUstream of the running task on its k-th
  * device (k indexes parla_task_devices). The body starts with the primary

@@ -327,10 +327,11 @@ void parla__task_runahead(parla_task_t *t);
  * is complete) or no marker can be allocated: then complete it at once. */
 int parla__engine_mark(parla_task_t *t);
 /* Blocks the calling thread until the work of runahead task t is complete
- * (when no marker could be queued). */
-void parla__task_work_wait(parla_task_t *t);
-/* The engine reached a runahead task's marker: release what it holds, finish it. */
-void parla__task_complete_gpu(parla_task_t *t);
+ * (when no marker could be queued); returns the first device error, or 0. */
+int parla__task_work_wait(parla_task_t *t);
+/* The work of a runahead task is complete: release what it holds, finish it
+ * (failed with error when a device reported one for that work, else done). */
+void parla__task_complete_gpu(parla_task_t *t, int error);
 
 /* Called by the engine when pending reaches zero. */
 void parla__task_ready(parla_task_t *t);

@@ -143,14 +143,21 @@ static void release_resources(parla_task_t *t)
     }
 }
 
-void parla__task_complete_gpu(parla_task_t *t)
+void parla__task_complete_gpu(parla_task_t *t, int error)
 {
+    if (error) {
+        /* The driver's words are in this thread's message: prefix the task. */
+        char what[256];
+        snprintf(what, sizeof what, "%s", parla_last_error_message());
+        error = parla__error(error, "task %s: its work on %s failed: %s", parla_task_name(t),
+                             t->rt->devices[t->devices[0]].name, what);
+    }
     if (t->ext && t->ext->prepared) {
         t->ext->prepared = false;
         parla__data_release_task(t);
     }
     release_resources(t);
-    parla__task_finish(t, PARLA_TASK_DONE, 0);
+    parla__task_finish(t, error ? PARLA_TASK_FAILED : PARLA_TASK_DONE, error);
 }
 
 void parla__dispatch(parla_task_t *t)
@@ -279,9 +286,8 @@ void parla__task_run(parla_task_t *t)
         int mark = parla__engine_mark(t);
         if (mark == 0)
             return;
-        if (mark < 0)
-            parla__task_work_wait(t); /* no memory for a marker: this worker waits */
-        parla__task_complete_gpu(t);
+        /* Complete already, or no memory for a marker: this worker waits. */
+        parla__task_complete_gpu(t, mark < 0 ? parla__task_work_wait(t) : 0);
         return;
     }
     if (data) {

@@ -600,6 +600,7 @@ typedef struct parla__copy_job {
     struct parla__copy_job *next;
     parla_task_t *task; /* set for an end-of-work marker (runahead) or a retry; no copy then */
     bool retry;         /* make task ready again (after waiting for room on the device) */
+    int error;          /* a marker: the device's error for the task's work, or 0 */
     store_t *store;     /* holds a store reference */
     arrival_t *arrival; /* holds an arrival reference */
     int from, to;
@@ -760,23 +761,31 @@ static void job_complete(copy_job_t *j)
     atomic_fetch_sub(&rt->n_copying, 1);
 }
 
-/* 1 when the work of runahead task t is complete on all its devices (or a
- * device reported an error: nothing more will come of it), else 0. */
+/* 1 when the work of runahead task t is complete on all its devices, 0 when
+ * not yet, < 0 (a PARLA_E* code, the driver's error in the message) when a
+ * device reported an error: nothing more will come of that work. */
 static int task_work_done(parla_task_t *t)
 {
-    for (int k = 0; t->ext && k < t->n_devices; k++)
-        if (parla__event_done(t->ext->events[k]) == 0)
-            return 0;
-    return 1;
+    int done = 1;
+    for (int k = 0; t->ext && k < t->n_devices; k++) {
+        int rc = parla__event_done(t->ext->events[k]);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            done = 0;
+    }
+    return done;
 }
 
 /* Starts job j on device d's engine. Returns true when it is complete already
  * (host copies, markers whose work is done); otherwise its event completes
  * it (job_poll). */
+static bool job_poll(copy_job_t *j);
+
 static bool job_issue(parla__device_t *d, copy_job_t *j)
 {
     if (j->task)
-        return j->retry || task_work_done(j->task);
+        return j->retry || job_poll(j);
     store_t *s = j->store;
     if (parla__device_async(d)) {
         /* Queued on a copy stream after the work it depends on; the host
@@ -806,18 +815,26 @@ static bool job_issue(parla__device_t *d, copy_job_t *j)
     return true;
 }
 
-void parla__task_work_wait(parla_task_t *t)
+int parla__task_work_wait(parla_task_t *t)
 {
+    int error = 0;
     for (int k = 0; t->ext && k < t->n_devices; k++) {
         parla__event_t *e = t->ext->events[k];
-        if (e)
-            e->device->ops->event_synchronize(e->device, e->handle);
+        int rc = e ? e->device->ops->event_synchronize(e->device, e->handle) : 0;
+        if (rc && error == 0)
+            error = rc;
     }
+    return error;
 }
 
 static bool job_poll(copy_job_t *j)
 {
-    return j->task ? task_work_done(j->task) : parla__event_done(j->event) != 0;
+    if (j->task == NULL)
+        return parla__event_done(j->event) != 0;
+    int rc = task_work_done(j->task);
+    if (rc < 0)
+        j->error = rc;
+    return rc != 0;
 }
 
 static void job_finish(copy_job_t *j, bool async)
@@ -839,7 +856,7 @@ static void job_finish(copy_job_t *j, bool async)
                                .kind = PARLA__TEV_WORK, .device = t->devices[0]};
             parla__trace_event(rt, &ev);
         }
-        parla__task_complete_gpu(t);
+        parla__task_complete_gpu(t, j->error);
         job_free(j);
         atomic_fetch_sub(&rt->n_copying, 1);
         return;
@@ -987,7 +1004,7 @@ int parla__engine_mark(parla_task_t *t)
     pthread_mutex_lock(&d->engine_lock);
     bool idle = d->jobs_head == NULL && !d->engine_busy;
     pthread_mutex_unlock(&d->engine_lock);
-    if (idle && task_work_done(t))
+    if (idle && task_work_done(t) == 1)
         return 1;
     copy_job_t *j = parla__calloc(t->rt, 1, sizeof *j);
     if (j == NULL)

@@ -18,7 +18,10 @@
  *     device's capacity (FAKECUDA_MEMORY bytes, default 64 MiB) fails with
  *     CUDA_ERROR_OUT_OF_MEMORY; freeing an unknown pointer fails.
  * FAKECUDA_DEVICES sets the number of devices (default 2, at most 8).
- * fakecuda_live() reports what is still allocated, for leak checks.
+ * fakecuda_live() reports what is still allocated, for leak checks;
+ * fakecuda_fail(stream) makes the work queued on a stream from then on fail
+ * as a faulting kernel does (sticky): events recorded after it, and waits for
+ * them, report CUDA_ERROR_LAUNCH_FAILED.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -37,6 +40,7 @@ enum {
     ERR_INVALID_CONTEXT = 201,
     ERR_INVALID_HANDLE = 400,
     ERR_NOT_READY = 600,
+    ERR_LAUNCH_FAILED = 719,
 };
 
 #define MAX_DEVICES 8
@@ -50,9 +54,10 @@ typedef struct ctx {
 typedef struct event {
     int device;
     uint64_t recorded, done; /* generations: the latest recording, the latest completed */
+    int failed;              /* the completed recording followed failed work */
 } event_t;
 
-enum { OP_COPY, OP_MEMSET, OP_HOST, OP_RECORD, OP_WAIT, OP_STOP };
+enum { OP_COPY, OP_MEMSET, OP_HOST, OP_RECORD, OP_WAIT, OP_STOP, OP_FAIL };
 
 typedef struct op {
     int kind;
@@ -72,6 +77,7 @@ typedef struct stream {
     pthread_t thread;
     op_t *head, *tail;
     long queued; /* ops not finished */
+    int failed;  /* an OP_FAIL ran: the stream's work fails from then on */
     unsigned seed;
     struct stream *next_stream;
 } stream_t;
@@ -260,15 +266,21 @@ static void *stream_main(void *arg)
         }
         if (o->kind == OP_COPY || o->kind == OP_MEMSET || o->kind == OP_HOST)
             pause_random(s);
-        if (o->kind == OP_COPY)
+        if (s->failed && o->kind != OP_RECORD && o->kind != OP_WAIT)
+            ; /* a failed stream does no more work */
+        else if (o->kind == OP_COPY)
             memcpy(o->dst, o->src, o->n);
         else if (o->kind == OP_MEMSET)
             memset(o->dst, o->byte, o->n);
         else if (o->kind == OP_HOST)
             o->fn(o->arg);
         pthread_mutex_lock(&lock);
-        if (o->kind == OP_RECORD && o->event->done < o->gen)
+        if (o->kind == OP_FAIL)
+            s->failed = 1;
+        if (o->kind == OP_RECORD && o->event->done < o->gen) {
             o->event->done = o->gen;
+            o->event->failed = s->failed;
+        }
         s->head = o->next;
         if (s->head == NULL)
             s->tail = NULL;
@@ -450,7 +462,7 @@ CUresult cuEventQuery(event_t *e)
     if (e == NULL)
         return ERR_INVALID_HANDLE;
     pthread_mutex_lock(&lock);
-    CUresult r = e->done >= e->recorded ? OK : ERR_NOT_READY;
+    CUresult r = e->done >= e->recorded ? (e->failed ? ERR_LAUNCH_FAILED : OK) : ERR_NOT_READY;
     pthread_mutex_unlock(&lock);
     return r;
 }
@@ -463,8 +475,9 @@ CUresult cuEventSynchronize(event_t *e)
     uint64_t gen = e->recorded;
     while (e->done < gen)
         pthread_cond_wait(&changed, &lock);
+    CUresult r = e->failed ? ERR_LAUNCH_FAILED : OK;
     pthread_mutex_unlock(&lock);
-    return OK;
+    return r;
 }
 
 CUresult cuStreamWaitEvent(stream_t *s, event_t *e, unsigned flags)
@@ -488,9 +501,17 @@ CUresult cuGetErrorName(CUresult r, const char **name)
     case ERR_INVALID_CONTEXT: *name = "CUDA_ERROR_INVALID_CONTEXT"; break;
     case ERR_INVALID_HANDLE: *name = "CUDA_ERROR_INVALID_HANDLE"; break;
     case ERR_NOT_READY: *name = "CUDA_ERROR_NOT_READY"; break;
+    case ERR_LAUNCH_FAILED: *name = "CUDA_ERROR_LAUNCH_FAILED"; break;
     default: *name = NULL; return ERR_INVALID_VALUE;
     }
     return OK;
+}
+
+/* For tests: the work queued on s after this call fails (sticky). */
+CUresult fakecuda_fail(stream_t *s)
+{
+    op_t o = {.kind = OP_FAIL};
+    return push(s, o, 0);
 }
 
 /* For tests: device allocations, streams, events and retained primary

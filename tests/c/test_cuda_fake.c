@@ -18,6 +18,8 @@
  *    released and its dependents are cancelled. A task on (cpu, gpu) does
  *    not run ahead: its dependents see its GPU work complete.
  * 6. Nothing leaks: device memory, streams, events and contexts all returned.
+ * 6b. A device error (a faulting kernel): the task fails with PARLA_EDEVICE
+ *    when its event reports it, and its CPU dependents are cancelled.
  * 7. Fault injection: the N-th internal allocation fails, for every N a small
  *    runahead program makes. Whatever fails, no CPU dependent starts before
  *    the GPU work it depends on has completed, nothing hangs, nothing leaks.
@@ -404,6 +406,51 @@ static void test_mixed(parla_runtime_t *rt)
     parla_task_release(d);
 }
 
+/* -------------------------------------------------- 6b. device error ----- */
+
+typedef int (*fail_fn)(void *stream);
+static fail_fn fail_stream;
+static _Atomic int faulted_work_ran;
+
+static void never(kernel_t *k)
+{
+    (void)k;
+    atomic_store(&faulted_work_ran, 1);
+}
+
+static int faulting(parla_task_t *t, void *arg)
+{
+    (void)arg;
+    CHECK(fail_stream(parla_task_stream(t, 0)) == 0, "fakecuda_fail failed");
+    launch(t, (kernel_t){.body = never});
+    return 0;
+}
+
+static void test_device_error(void)
+{
+    check_set_phase("device error");
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 2;
+    parla_runtime_t *rt;
+    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    parla_task_t *a = on(rt, faulting, NULL, GPU0);
+    parla_task_t *c = on(rt, cpu_dep, NULL, CPU);
+    CHECK_OK(parla_task_add_dependency(c, a));
+    CHECK_OK(parla_task_submit(a));
+    CHECK_OK(parla_task_submit(c));
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK(parla_task_state(a) == PARLA_TASK_FAILED && parla_task_error(a) == PARLA_EDEVICE,
+          "a task whose GPU work faulted is %s (error %d)", parla_task_state_name(parla_task_state(a)),
+          parla_task_error(a));
+    CHECK(parla_task_state(c) == PARLA_TASK_CANCELLED, "its CPU dependent is %s",
+          parla_task_state_name(parla_task_state(c)));
+    CHECK(atomic_load(&faulted_work_ran) == 0, "work queued after the fault ran");
+    parla_task_release(a);
+    parla_task_release(c);
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 /* ---------------------------------------------------- 7. fault sweep ----- */
 
 static _Atomic int sweep_flag, sweep_early;
@@ -496,7 +543,8 @@ int main(void)
     *(void **)&launch_host = dlsym(lib, "cuLaunchHostFunc");
     live_fn live;
     *(void **)&live = dlsym(lib, "fakecuda_live");
-    CHECK(launch_host && live, "the fake driver lacks its test entry points");
+    *(void **)&fail_stream = dlsym(lib, "fakecuda_fail");
+    CHECK(launch_host && live && fail_stream, "the fake driver lacks its test entry points");
 
     check_set_phase("discovery");
     parla_config_t cfg;
@@ -533,9 +581,10 @@ int main(void)
     CHECK(allocs == 0 && streams == 0 && events == 0 && contexts == 0,
           "left on the driver: %ld allocations, %ld streams, %ld events, %ld contexts", allocs, streams, events,
           contexts);
+    test_device_error();
     int sweep = 80; /* the program makes about 50 allocations */
     fault_sweep(live, sweep);
-    printf("fake CUDA: runahead, chain, %d random programs, failure, cpu + gpu task, fault sweep 1..%d: ok\n",
+    printf("fake CUDA: runahead, chain, %d random programs, failure, cpu + gpu task, device error, fault sweep 1..%d: ok\n",
            programs, sweep);
     return 0;
 }

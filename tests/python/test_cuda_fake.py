@@ -230,3 +230,31 @@ def test_trace_shows_device_work_after_the_body(fake_driver, tmp_path):
         print("ok")
     """)
     assert out.strip() == "ok"
+
+
+@pytest.mark.timeout(150)
+def test_device_error_fails_the_task_with_the_driver_error(fake_driver):
+    # fakecuda_fail makes the stream's work fail from then on, as a faulting kernel does.
+    out = run_child(fake_driver, """
+        lib.fakecuda_fail.argtypes = [ctypes.c_void_p]
+        seen = []
+        try:
+            with Parla(n_workers=2):
+                T = TaskSpace("T")
+
+                @spawn(T[0], placement=gpu(0))
+                def faulting():
+                    assert lib.fakecuda_fail(get_current_stream().ptr) == 0
+
+                @spawn(T[1], [T[0]], placement=cpu)
+                def after():
+                    seen.append("ran")
+        except RuntimeError as e:
+            message = str(e)
+            assert "T[0]" in message and "CUDA_ERROR_LAUNCH_FAILED" in message and "gpu(0)" in message, message
+        else:
+            raise AssertionError("no error")
+        assert seen == [], seen
+        print("ok")
+    """)
+    assert out.strip() == "ok"
