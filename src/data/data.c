@@ -777,11 +777,11 @@ static int task_work_done(parla_task_t *t)
     return done;
 }
 
+static bool job_poll(copy_job_t *j);
+
 /* Starts job j on device d's engine. Returns true when it is complete already
  * (host copies, markers whose work is done); otherwise its event completes
  * it (job_poll). */
-static bool job_poll(copy_job_t *j);
-
 static bool job_issue(parla__device_t *d, copy_job_t *j)
 {
     if (j->task)
@@ -827,6 +827,8 @@ int parla__task_work_wait(parla_task_t *t)
     return error;
 }
 
+/* True when job j's work is complete (for a marker, also when its device
+ * reported an error: recorded in j->error). */
 static bool job_poll(copy_job_t *j)
 {
     if (j->task == NULL)
