@@ -252,7 +252,9 @@ typedef enum parla_task_state {
  * (a faulting kernel), the task fails with PARLA_EDEVICE (the driver's error
  * in the message) and its dependents that were not released at its runahead
  * are cancelled; GPU dependents already released are not (after such an error
- * the CUDA context is unusable anyway).
+ * the CUDA context is unusable anyway). A copy that fails on the device fails
+ * the tasks waiting for it, before their bodies run (PARLA_EDEVICE), and the
+ * data keeps its last good copy (the copy's source).
  *
  * parla_task_stream returns the CUstream of the running task on its k-th
  * device (k indexes parla_task_devices). The body starts with the primary

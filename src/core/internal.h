@@ -236,6 +236,9 @@ typedef struct parla__task_ext {
     /* One record per access for waiting on copies in flight, made with the
      * first preparation (so registering as a waiter never fails). */
     struct parla__waiter *wait_nodes;
+    /* A copy the task waited for failed on the device (PARLA_E* code): the
+     * task fails instead of running its body. */
+    _Atomic int copy_error;
 } parla__task_ext_t;
 
 typedef struct parla__evwait {

@@ -245,6 +245,12 @@ void parla__task_run(parla_task_t *t)
     int rc = 0;
     /* The task's data was brought to its device when it was dispatched. */
     bool data = t->ext && t->ext->prepared;
+    if (!skip && t->ext && (rc = atomic_load_explicit(&t->ext->copy_error, memory_order_relaxed)) != 0) {
+        rc = parla__error(rc, "task %s: a copy of its data to %s failed on the device (%s); the data keeps its "
+                              "last good copy", parla_task_name(t), t->rt->devices[t->devices[0]].name,
+                          parla_strerror(rc));
+        skip = true;
+    }
     bool streams = !skip && uses_streams(t);
     if (streams && (rc = streams_prologue(w, t)) != 0)
         skip = true;

@@ -592,6 +592,7 @@ typedef struct arrival {
     pthread_mutex_t lock; /* protects remaining, done and waiters */
     pthread_cond_t cond;  /* for threads outside tasks (parla_data_fetch) */
     int remaining;        /* copies not done yet */
+    int error;            /* a copy failed on the device (PARLA_E* code), or 0 */
     bool done;
     waiter_t *waiters;
 } arrival_t;
@@ -600,7 +601,7 @@ typedef struct parla__copy_job {
     struct parla__copy_job *next;
     parla_task_t *task; /* set for an end-of-work marker (runahead) or a retry; no copy then */
     bool retry;         /* make task ready again (after waiting for room on the device) */
-    int error;          /* a marker: the device's error for the task's work, or 0 */
+    int error;          /* the device's error for the copy or the marked task's work, or 0 */
     store_t *store;     /* holds a store reference */
     arrival_t *arrival; /* holds an arrival reference */
     int from, to;
@@ -714,8 +715,15 @@ static void arrived(store_t *s, copy_job_t *j)
 {
     pthread_mutex_lock(&s->lock);
     if (seg_split(s, j->lo) == 0 && seg_split(s, j->hi) == 0) {
-        for (size_t i = seg_find(s, j->lo); i < s->n_segs && s->segs[i].lo < j->hi; i++)
-            s->segs[i].arriving &= ~bit(j->to);
+        for (size_t i = seg_find(s, j->lo); i < s->n_segs && s->segs[i].lo < j->hi; i++) {
+            seg_t *g = &s->segs[i];
+            g->arriving &= ~bit(j->to);
+            if (j->error) {
+                /* The copy failed on the device: the destination never got the
+                 * bytes, the source (pinned until now) still has them. */
+                g->valid = (g->valid & ~bit(j->to)) | bit(j->from);
+            }
+        }
         seg_merge(s);
     }
     pthread_mutex_unlock(&s->lock);
@@ -740,6 +748,9 @@ static void job_complete(copy_job_t *j)
     arrival_t *a = j->arrival;
     pthread_mutex_lock(&a->lock);
     waiter_t *w = NULL;
+    if (j->error && a->error == 0)
+        a->error = j->error;
+    int error = a->error;
     if (--a->remaining == 0) {
         a->done = true;
         w = a->waiters;
@@ -751,6 +762,8 @@ static void job_complete(copy_job_t *j)
         /* The record belongs to its task: read it before the count drops. */
         waiter_t *next = w->next;
         parla_task_t *t = w->task;
+        if (error) /* the task fails instead of running on data that did not arrive */
+            atomic_store(&t->ext->copy_error, error);
         if (atomic_fetch_sub(&t->ext->n_waiting, 1) == 1)
             parla__enqueue(rt, t);
         w = next;
@@ -811,7 +824,7 @@ static bool job_issue(parla__device_t *d, copy_job_t *j)
                 d->ops->event_synchronize(d, j->waits[i]->handle);
     }
     /* Both copies are pinned, so neither buffer moves meanwhile. */
-    copy_range(s, j->to, j->from, j->lo, j->hi, j->serial);
+    j->error = copy_range(s, j->to, j->from, j->lo, j->hi, j->serial);
     return true;
 }
 
@@ -827,13 +840,11 @@ int parla__task_work_wait(parla_task_t *t)
     return error;
 }
 
-/* True when job j's work is complete (for a marker, also when its device
- * reported an error: recorded in j->error). */
+/* True when job j's work is complete, also when its device reported an
+ * error (recorded in j->error). */
 static bool job_poll(copy_job_t *j)
 {
-    if (j->task == NULL)
-        return parla__event_done(j->event) != 0;
-    int rc = task_work_done(j->task);
+    int rc = j->task == NULL ? parla__event_done(j->event) : task_work_done(j->task);
     if (rc < 0)
         j->error = rc;
     return rc != 0;

@@ -21,9 +21,11 @@
  * fakecuda_live() reports what is still allocated, for leak checks;
  * fakecuda_fail(stream) makes the work queued on a stream from then on fail
  * as a faulting kernel does (sticky): events recorded after it, and waits for
- * them, report CUDA_ERROR_LAUNCH_FAILED.
+ * them, report CUDA_ERROR_LAUNCH_FAILED; fakecuda_fail_next_copy() does the
+ * same to the stream of the next cuMemcpyAsync, which copies nothing.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -397,10 +399,24 @@ CUresult cuCtxSynchronize(void)
     return OK;
 }
 
+static _Atomic int fail_next_copy;
+
 CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, stream_t *s)
 {
+    if (atomic_exchange(&fail_next_copy, 0)) {
+        op_t f = {.kind = OP_FAIL};
+        CUresult r = push(s, f, 1);
+        if (r)
+            return r;
+    }
     op_t o = {.kind = OP_COPY, .dst = (void *)(uintptr_t)dst, .src = (const void *)(uintptr_t)src, .n = n};
     return push(s, o, 1);
+}
+
+/* For tests: the next cuMemcpyAsync fails on the device (and its stream with it). */
+void fakecuda_fail_next_copy(void)
+{
+    atomic_store(&fail_next_copy, 1);
 }
 
 CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char byte, size_t n, stream_t *s)

@@ -19,7 +19,9 @@
  *    not run ahead: its dependents see its GPU work complete.
  * 6. Nothing leaks: device memory, streams, events and contexts all returned.
  * 6b. A device error (a faulting kernel): the task fails with PARLA_EDEVICE
- *    when its event reports it, and its CPU dependents are cancelled.
+ *    when its event reports it, and its CPU dependents are cancelled. A copy
+ *    that fails on the device fails the task that needed it, before its body,
+ *    and the data keeps its last good copy.
  * 7. Fault injection: the N-th internal allocation fails, for every N a small
  *    runahead program makes. Whatever fails, no CPU dependent starts before
  *    the GPU work it depends on has completed, nothing hangs, nothing leaks.
@@ -453,6 +455,58 @@ static void test_device_error(void)
     CHECK_OK(parla_runtime_destroy(rt));
 }
 
+/* A copy onto a GPU fails on the device: the task that needed it fails
+ * without running, its dependent is cancelled, and the data keeps its last
+ * good copy (the CPU's), even though the task declared it inout. */
+typedef void (*fail_copy_fn)(void);
+static fail_copy_fn fail_next_copy;
+static _Atomic int copy_task_ran;
+
+static int needs_copy(parla_task_t *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    atomic_store(&copy_task_ran, 1);
+    return 0;
+}
+
+static void test_copy_error(void)
+{
+    check_set_phase("copy error");
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 2;
+    parla_runtime_t *rt;
+    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    uint32_t host[256];
+    for (int i = 0; i < 256; i++)
+        host[i] = (uint32_t)i * 3u;
+    parla_data_t *d;
+    CHECK_OK(parla_data_create(rt, sizeof host, host, &d));
+    fail_next_copy();
+    parla_task_t *a = on(rt, needs_copy, NULL, GPU0);
+    CHECK_OK(parla_task_add_access(a, d, PARLA_READWRITE));
+    parla_task_t *c = on(rt, cpu_dep, NULL, CPU);
+    CHECK_OK(parla_task_add_dependency(c, a));
+    CHECK_OK(parla_task_submit(a));
+    CHECK_OK(parla_task_submit(c));
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK(parla_task_state(a) == PARLA_TASK_FAILED && parla_task_error(a) == PARLA_EDEVICE,
+          "a task whose copy failed is %s (error %d)", parla_task_state_name(parla_task_state(a)),
+          parla_task_error(a));
+    CHECK(atomic_load(&copy_task_ran) == 0, "the body ran without its data");
+    CHECK(parla_task_state(c) == PARLA_TASK_CANCELLED, "its dependent is %s",
+          parla_task_state_name(parla_task_state(c)));
+    CHECK(parla_data_valid_bytes(d, CPU) == sizeof host, "the CPU copy is no longer valid");
+    CHECK_OK(parla_data_fetch(d, CPU, 0));
+    for (int i = 0; i < 256; i++)
+        CHECK(host[i] == (uint32_t)i * 3u, "host[%d] = %u: the data was lost", i, host[i]);
+    parla_task_release(a);
+    parla_task_release(c);
+    parla_data_release(d);
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 /* ---------------------------------------------------- 7. fault sweep ----- */
 
 static _Atomic int sweep_flag, sweep_early;
@@ -546,7 +600,8 @@ int main(void)
     live_fn live;
     *(void **)&live = dlsym(lib, "fakecuda_live");
     *(void **)&fail_stream = dlsym(lib, "fakecuda_fail");
-    CHECK(launch_host && live && fail_stream, "the fake driver lacks its test entry points");
+    *(void **)&fail_next_copy = dlsym(lib, "fakecuda_fail_next_copy");
+    CHECK(launch_host && live && fail_stream && fail_next_copy, "the fake driver lacks its test entry points");
 
     check_set_phase("discovery");
     parla_config_t cfg;
@@ -584,9 +639,10 @@ int main(void)
           "left on the driver: %ld allocations, %ld streams, %ld events, %ld contexts", allocs, streams, events,
           contexts);
     test_device_error();
+    test_copy_error();
     int sweep = 80; /* the program makes about 50 allocations */
     fault_sweep(live, sweep);
-    printf("fake CUDA: runahead, chain, %d random programs, failure, cpu + gpu task, device error, fault sweep 1..%d: ok\n",
+    printf("fake CUDA: runahead, chain, %d random programs, failure, cpu + gpu task, device error, copy error, fault sweep 1..%d: ok\n",
            programs, sweep);
     return 0;
 }
