@@ -430,14 +430,21 @@ static int faulting(parla_task_t *t, void *arg)
     return 0;
 }
 
-static void test_device_error(void)
+/* A runtime of its own, for a test that leaves a stream failed (sticky). */
+static parla_runtime_t *fresh_runtime(void)
 {
-    check_set_phase("device error");
     parla_config_t cfg;
     parla_config_init(&cfg);
     cfg.n_workers = 2;
     parla_runtime_t *rt;
     CHECK_OK(parla_runtime_create(&cfg, &rt));
+    return rt;
+}
+
+static void test_device_error(void)
+{
+    check_set_phase("device error");
+    parla_runtime_t *rt = fresh_runtime();
     parla_task_t *a = on(rt, faulting, NULL, GPU0);
     parla_task_t *c = on(rt, cpu_dep, NULL, CPU);
     CHECK_OK(parla_task_add_dependency(c, a));
@@ -473,11 +480,7 @@ static int needs_copy(parla_task_t *t, void *arg)
 static void test_copy_error(void)
 {
     check_set_phase("copy error");
-    parla_config_t cfg;
-    parla_config_init(&cfg);
-    cfg.n_workers = 2;
-    parla_runtime_t *rt;
-    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    parla_runtime_t *rt = fresh_runtime();
     uint32_t host[256];
     for (int i = 0; i < 256; i++)
         host[i] = (uint32_t)i * 3u;
