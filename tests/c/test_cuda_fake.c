@@ -56,6 +56,8 @@ typedef struct kernel {
     _Atomic double *stamp; /* set to the time it ran, when non-NULL */
     _Atomic int *bad;      /* counts wrong inputs seen */
     uint32_t expect;
+    long ms;               /* late(): sleeps this long first */
+    _Atomic int *flag;     /* late(): set to 1 at the end, when non-NULL */
 } kernel_t;
 
 static void kernel_entry(void *arg)
@@ -65,31 +67,48 @@ static void kernel_entry(void *arg)
     free(k);
 }
 
+/* Queues kernel k on the task's stream on its device `device` (an index into
+ * its devices); nonzero when there is no stream or the launch fails. */
+static int try_launch(parla_task_t *t, int device, kernel_t k)
+{
+    void *stream = parla_task_stream(t, device);
+    kernel_t *p = malloc(sizeof *p);
+    if (p != NULL)
+        *p = k;
+    if (stream == NULL || p == NULL || launch_host(stream, kernel_entry, p) != 0) {
+        free(p);
+        return 1;
+    }
+    return 0;
+}
+
 static void launch(parla_task_t *t, kernel_t k)
 {
-    kernel_t *p = malloc(sizeof *p);
-    CHECK(p != NULL, "out of memory");
-    *p = k;
-    void *stream = parla_task_stream(t, 0);
-    CHECK(stream != NULL, "task %s on a CUDA GPU has no stream", parla_task_name(t));
-    CHECK(launch_host(stream, kernel_entry, p) == 0, "cuLaunchHostFunc failed");
+    CHECK(try_launch(t, 0, k) == 0, "task %s: no stream, or cuLaunchHostFunc failed", parla_task_name(t));
+}
+
+/* Slow work: sleeps k->ms, then writes k->k to dst[0..n), stamps the time and
+ * sets the flag (each when given). */
+static void late(kernel_t *k)
+{
+    struct timespec ts = {k->ms / 1000, (k->ms % 1000) * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    for (size_t i = 0; i < k->n; i++)
+        k->dst[i] = k->k;
+    if (k->stamp)
+        atomic_store(k->stamp, t_now());
+    if (k->flag)
+        atomic_store(k->flag, 1);
 }
 
 /* ------------------------------------------------------- 2. runahead ----- */
 
 static _Atomic double slow_ran_at, gpu_dep_started, cpu_dep_started;
 
-static void slow_body(kernel_t *k)
-{
-    struct timespec ts = {0, 100 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    atomic_store(k->stamp, t_now());
-}
-
 static int slow_task(parla_task_t *t, void *arg)
 {
     (void)arg;
-    launch(t, (kernel_t){.body = slow_body, .stamp = &slow_ran_at});
+    launch(t, (kernel_t){.body = late, .ms = 100, .stamp = &slow_ran_at});
     return 0;
 }
 
@@ -318,21 +337,13 @@ static void test_random(parla_runtime_t *rt, uint64_t seed, int n_tasks)
 
 static _Atomic int failed_kernel_done;
 
-static void slow_flag(kernel_t *k)
-{
-    struct timespec ts = {0, 50 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    for (size_t i = 0; i < k->n; i++)
-        k->dst[i] = 7;
-    atomic_store(&failed_kernel_done, 1);
-}
-
 static int failing(parla_task_t *t, void *arg)
 {
     parla_data_t *d = arg;
     int dev;
     parla_task_devices(t, &dev, 1);
-    launch(t, (kernel_t){.body = slow_flag, .dst = parla_data_device_ptr(d, dev), .n = 16});
+    launch(t, (kernel_t){.body = late, .ms = 50, .dst = parla_data_device_ptr(d, dev), .n = 16, .k = 7,
+                         .flag = &failed_kernel_done});
     return 42;
 }
 
@@ -360,23 +371,12 @@ static void test_failure(parla_runtime_t *rt)
  * see it set (the task does not run ahead: its first device is the CPU). */
 static _Atomic int mixed_flag;
 
-static void set_flag_late(kernel_t *k)
-{
-    (void)k;
-    struct timespec ts = {0, 30 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    atomic_store(&mixed_flag, 1);
-}
-
 static int mixed_task(parla_task_t *t, void *arg)
 {
     (void)arg;
     CHECK(parla_task_stream(t, 0) == NULL, "a stream on the CPU");
-    void *stream = parla_task_stream(t, 1);
-    CHECK(stream != NULL, "no stream on the task's GPU");
-    kernel_t *p = calloc(1, sizeof *p);
-    p->body = set_flag_late;
-    CHECK(launch_host(stream, kernel_entry, p) == 0, "cuLaunchHostFunc failed");
+    CHECK(try_launch(t, 1, (kernel_t){.body = late, .ms = 30, .flag = &mixed_flag}) == 0,
+          "no stream on the task's GPU, or cuLaunchHostFunc failed");
     return 0;
 }
 
@@ -514,25 +514,11 @@ static void test_copy_error(void)
 
 static _Atomic int sweep_flag, sweep_early;
 
-static void sweep_kernel(kernel_t *k)
-{
-    (void)k;
-    struct timespec ts = {0, 5 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    atomic_store(&sweep_flag, 1);
-}
-
 static int sweep_gpu(parla_task_t *t, void *arg)
 {
     (void)arg;
-    kernel_t *p = calloc(1, sizeof *p);
-    p->body = sweep_kernel;
-    void *stream = parla_task_stream(t, 0);
-    if (stream == NULL || launch_host(stream, kernel_entry, p) != 0) {
-        free(p);
-        return 5;
-    }
-    return 0;
+    /* Under fault injection the launch may fail: then the task fails cleanly. */
+    return try_launch(t, 0, (kernel_t){.body = late, .ms = 5, .flag = &sweep_flag}) ? 5 : 0;
 }
 
 static int sweep_cpu(parla_task_t *t, void *arg)
