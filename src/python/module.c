@@ -23,6 +23,7 @@
 #include <structmember.h>
 
 #include <stdatomic.h>
+#include <time.h>
 
 #include "parla.h"
 
@@ -49,6 +50,15 @@ typedef struct {
     PyObject *failed;                 /* list of Task objects whose body raised, in order */
     _Atomic(TaskObject *) deferred;   /* finished tasks whose reference is still to drop */
     PyObject *module;                 /* the module (for its state) */
+    /* Closing: the context's exit began; only task bodies may still spawn
+     * (their tasks are what the exit waits for). Set by begin_close(). */
+    int closing;
+    /* Inside parla_runtime_destroy (GIL released): no engine call may start. */
+    int destroying;
+    /* Spawns in progress (inside Task._submit, which may release the GIL
+     * while it iterates the dependencies): the exit waits for them before it
+     * destroys the engine, so none submits to a destroyed runtime. */
+    Py_ssize_t spawning;
 } RuntimeObject;
 
 struct TaskObject {
@@ -409,6 +419,8 @@ fail:
 
 /* ---------------------------------------------------------- Task type -- */
 
+static int check_open(RuntimeObject *self);
+
 static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"runtime", "name", NULL};
@@ -422,10 +434,8 @@ static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     RuntimeObject *rt = (RuntimeObject *)rt_obj;
-    if (rt->rt == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "the Parla runtime is closed");
+    if (check_open(rt) < 0)
         return -1;
-    }
     if (self->task) {
         PyErr_SetString(PyExc_RuntimeError, "Task.__init__ called twice");
         return -1;
@@ -646,6 +656,8 @@ fail:
     return -1;
 }
 
+static PyObject *task_submit(TaskObject *self, PyObject *const *args);
+
 /* _submit(func, dependencies, priority, vcus, memory, options, accesses): spawns the task. */
 static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -655,10 +667,27 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
     }
     if (check_task(self) < 0)
         return NULL;
-    if (self->runtime->rt == NULL) {
-        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime is closed", self->name);
+    RuntimeObject *rt = self->runtime;
+    if (rt->rt == NULL || rt->destroying) {
+        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime is closed (the context has exited)",
+                     self->name);
         return NULL;
     }
+    if (rt->closing && parla_task_current() == NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "cannot spawn task %U: its Parla context is closing (its 'with Parla()' block was left, "
+                     "on another thread); only tasks may spawn tasks once the block is left",
+                     self->name);
+        return NULL;
+    }
+    rt->spawning++;
+    PyObject *out = task_submit(self, args);
+    rt->spawning--;
+    return out;
+}
+
+static PyObject *task_submit(TaskObject *self, PyObject *const *args)
+{
     if (parla_task_state(self->task) != PARLA_TASK_CREATED) {
         PyErr_Format(PyExc_RuntimeError, "task %U was already spawned; a task id can be spawned only once",
                      self->name);
@@ -929,10 +958,18 @@ static int runtime_close(RuntimeObject *self)
 {
     if (self->rt == NULL)
         return 0;
+    if (self->spawning > 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the Parla runtime cannot close while another thread is spawning a task into it");
+        return -2;
+    }
     int rc;
+    parla_runtime_t *rt = self->rt;
+    self->destroying = 1; /* other threads may run while the GIL is released */
     Py_BEGIN_ALLOW_THREADS
-    rc = parla_runtime_destroy(self->rt);
+    rc = parla_runtime_destroy(rt);
     Py_END_ALLOW_THREADS
+    self->destroying = 0;
     if (rc == 0)
         self->rt = NULL;
     drain_deferred(self);
@@ -965,7 +1002,7 @@ static void Runtime_dealloc(RuntimeObject *self)
         parla_runtime_wait_all(rt);
         Py_END_ALLOW_THREADS
         if (runtime_close(self) != 0)
-            PyErr_Clear();
+            PyErr_Clear(); /* nothing raised for a code; -2 raised, cleared here */
     }
     Runtime_clear(self);
     Py_CLEAR(self->module);
@@ -975,7 +1012,7 @@ static void Runtime_dealloc(RuntimeObject *self)
 
 static int check_open(RuntimeObject *self)
 {
-    if (self->rt == NULL) {
+    if (self->rt == NULL || self->destroying) {
         PyErr_SetString(PyExc_RuntimeError, "the Parla runtime is closed");
         return -1;
     }
@@ -996,11 +1033,26 @@ static PyObject *Runtime_wait_all(RuntimeObject *self, PyObject *const *args, Py
     int rc;
     parla_runtime_t *rt = self->rt;
     const char *msg;
-    Py_BEGIN_ALLOW_THREADS
-    rc = timeout < 0 ? parla_runtime_wait_all(rt) : parla_runtime_wait_all_timeout(rt, timeout);
-    msg = parla_last_error_message();
-    Py_END_ALLOW_THREADS
-    drain_deferred(self);
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = timeout < 0 ? parla_runtime_wait_all(rt) : parla_runtime_wait_all_timeout(rt, timeout);
+        msg = parla_last_error_message();
+        Py_END_ALLOW_THREADS
+        drain_deferred(self);
+        if (rc == PARLA_ETIMEDOUT || self->spawning == 0 || parla_task_current() != NULL)
+            break;
+        /* Quiescent, but another thread is inside a spawn (it may submit a
+         * task the moment it gets the GIL): let it finish, then wait again. */
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec nap = {0, 1000000};
+        nanosleep(&nap, NULL);
+        Py_END_ALLOW_THREADS
+        if (timeout >= 0) {
+            rc = PARLA_ETIMEDOUT;
+            msg = "";
+            break;
+        }
+    }
     return Py_BuildValue("(is)", rc, rc ? msg : "");
 }
 
@@ -1018,8 +1070,17 @@ static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
 {
     (void)unused;
     int rc = runtime_close(self);
+    if (rc == -2)
+        return NULL;
     if (rc)
         return raise_code(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_begin_close(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    self->closing = 1;
     Py_RETURN_NONE;
 }
 
@@ -1142,6 +1203,12 @@ static PyObject *Runtime_get_num_workers(RuntimeObject *self, void *c)
     return PyLong_FromLong(parla_runtime_num_workers(self->rt));
 }
 
+static PyObject *Runtime_get_closing(RuntimeObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->closing || self->rt == NULL);
+}
+
 static PyObject *Runtime_get_closed(RuntimeObject *self, void *c)
 {
     (void)c;
@@ -1153,6 +1220,8 @@ static PyMethodDef Runtime_methods[] = {
      "wait_all(timeout=-1) -> (code, message): wait for every spawned task (GIL released)."},
     {"cancel_all", (PyCFunction)Runtime_cancel_all, METH_NOARGS, "Cancel every task that has not started."},
     {"close", (PyCFunction)Runtime_close, METH_NOARGS, "Stop the workers (raises RuntimeError while tasks are live)."},
+    {"begin_close", (PyCFunction)Runtime_begin_close, METH_NOARGS,
+     "Refuse spawns from outside task bodies from now on (the context's exit began)."},
     {"unsubmitted", (PyCFunction)Runtime_unsubmitted, METH_NOARGS,
      "Never-spawned tasks that spawned tasks depend on."},
     {"stats", (PyCFunction)Runtime_stats, METH_NOARGS, "Engine counters."},
@@ -1166,6 +1235,7 @@ static PyGetSetDef Runtime_getset[] = {
     {"failed", (getter)Runtime_get_failed, NULL, "tasks whose body raised, in order of failure"},
     {"num_workers", (getter)Runtime_get_num_workers, NULL, "number of worker threads"},
     {"closed", (getter)Runtime_get_closed, NULL, "True after close()"},
+    {"closing", (getter)Runtime_get_closing, NULL, "True after begin_close() or close()"},
     {NULL},
 };
 
