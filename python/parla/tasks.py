@@ -342,7 +342,16 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         task._deps = deps
         if options is not None and context.has_cuda and not _is_async(body):
             body = _on_cuda_device(_core.capture(body))
-        task._submit(body, deps, priority or 0, v, m, options, accesses)
+        try:
+            task._submit(body, deps, priority or 0, v, m, options, accesses)
+        except BaseException:
+            # A refused spawn leaves no trace: the task is as it was (never spawned, no dependencies).
+            for name in ("_deps", "_decl", "_modes"):
+                try:
+                    delattr(task, name)
+                except AttributeError:
+                    pass
+            raise
         return task
 
     return decorator

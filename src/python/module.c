@@ -506,9 +506,9 @@ static int check_task(TaskObject *self)
     return 0;
 }
 
-/* Adds a dependency on every task found in obj (a Task, or an iterable of
- * Tasks and iterables, nested). */
-static int add_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject *obj, int depth)
+/* Appends to out every task found in obj (a Task, or an iterable of Tasks
+ * and iterables, nested), checking each; changes nothing in the graph. */
+static int collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject *obj, int depth, PyObject *out)
 {
     if (PyObject_TypeCheck(obj, task_type)) {
         TaskObject *dep = (TaskObject *)obj;
@@ -524,10 +524,7 @@ static int add_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject 
                          self->name, dep->name);
             return -1;
         }
-        int rc = parla_task_add_dependency(self->task, dep->task);
-        if (rc)
-            return raise_code(rc), -1;
-        return 0;
+        return PyList_Append(out, obj);
     }
     if (obj == Py_None)
         return 0;
@@ -540,7 +537,7 @@ static int add_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject 
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *item = PySequence_Fast_GET_ITEM(obj, i);
             Py_INCREF(item);
-            int r = add_dependencies(self, task_type, item, depth + 1);
+            int r = collect_dependencies(self, task_type, item, depth + 1, out);
             Py_DECREF(item);
             if (r < 0)
                 return -1;
@@ -557,7 +554,7 @@ static int add_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject 
     }
     PyObject *item;
     while ((item = PyIter_Next(it)) != NULL) {
-        int r = add_dependencies(self, task_type, item, depth + 1);
+        int r = collect_dependencies(self, task_type, item, depth + 1, out);
         Py_DECREF(item);
         if (r < 0) {
             Py_DECREF(it);
@@ -616,12 +613,13 @@ fail:
     return -1;
 }
 
-/* Accesses: a sequence of (Data, mode). */
-static int add_accesses(TaskObject *self, PyTypeObject *data_type, PyObject *accesses)
+/* Accesses: a sequence of (Data, mode). Returns them as a new list or tuple,
+ * each checked; changes nothing in the graph. */
+static PyObject *check_accesses(TaskObject *self, PyTypeObject *data_type, PyObject *accesses)
 {
     PyObject *seq = PySequence_Fast(accesses, "accesses must be a sequence");
     if (seq == NULL)
-        return -1;
+        return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
@@ -643,16 +641,95 @@ static int add_accesses(TaskObject *self, PyTypeObject *data_type, PyObject *acc
             PyErr_Format(PyExc_ValueError, "task %U: a PArray belongs to another Parla runtime", self->name);
             goto fail;
         }
-        int rc = parla_task_add_access(self->task, d->data, (parla_access_mode_t)mode);
-        if (rc) {
-            raise_code(rc);
+        if (mode != PARLA_READ && mode != PARLA_WRITE && mode != PARLA_READWRITE) {
+            PyErr_Format(PyExc_ValueError, "task %U: access %zd has mode %d, not read, write or read-write",
+                         self->name, i, mode);
             goto fail;
         }
     }
-    Py_DECREF(seq);
-    return 0;
+    return seq;
 fail:
     Py_DECREF(seq);
+    return NULL;
+}
+
+/* Whether a device can hold a need of one slot of a placement option. */
+static int slot_fits(const parla_device_info_t *d, int slot, double vcus, unsigned long long memory)
+{
+    int kind_ok = slot == PARLA_ANY_CPU   ? d->kind == PARLA_DEVICE_CPU
+                  : slot == PARLA_ANY_GPU ? d->kind != PARLA_DEVICE_CPU
+                                          : d->index == slot;
+    return kind_ok && d->vcus_capacity >= vcus && d->memory_capacity >= memory;
+}
+
+/* Refuses a task whose needs no allowed device can ever hold, before the
+ * spawn changes the graph (the engine would otherwise fail it at submit,
+ * after its dependencies and accesses were recorded). options were checked
+ * by add_options. Raises ValueError, with the engine's wording. */
+static int check_feasible(TaskObject *self, PyObject *options, double vcus, unsigned long long memory)
+{
+    parla_runtime_t *rt = self->runtime->rt;
+    int n_dev = parla_runtime_num_devices(rt);
+    parla_device_info_t devs[64];
+    if (n_dev > 64)
+        return 0; /* more than Parla() allows: the engine checks at submit */
+    for (int i = 0; i < n_dev; i++)
+        parla_device_info(rt, i, &devs[i]);
+    if (options == Py_None) {
+        if (vcus <= devs[0].vcus_capacity && memory <= devs[0].memory_capacity)
+            return 0;
+        char text[256];
+        PyOS_snprintf(text, sizeof text,
+                      "needs vcus=%g and memory=%llu bytes, more than the whole cpu device (vcus=1, memory=%llu "
+                      "bytes)", vcus, memory, (unsigned long long)devs[0].memory_capacity);
+        PyErr_Format(PyExc_ValueError, "task %U %s", self->name, text);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Length(options);
+    unsigned long long largest = 0;
+    double first_vcus = 0;
+    unsigned long long first_memory = 0;
+    for (Py_ssize_t o = 0; o < n; o++) {
+        PyObject *opt = PySequence_GetItem(options, o), *slots = NULL;
+        double ov;
+        unsigned long long om;
+        if (opt == NULL || !PyArg_ParseTuple(opt, "OdK", &slots, &ov, &om)) {
+            Py_XDECREF(opt);
+            return -1;
+        }
+        Py_INCREF(slots);
+        Py_DECREF(opt);
+        if (o == 0) {
+            first_vcus = ov;
+            first_memory = om;
+        }
+        Py_ssize_t k = PySequence_Length(slots);
+        int feasible = k > 0;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            PyObject *item = PySequence_GetItem(slots, j);
+            int slot = item ? (int)PyLong_AsLong(item) : 0;
+            Py_XDECREF(item);
+            if (PyErr_Occurred()) {
+                Py_DECREF(slots);
+                return -1;
+            }
+            int any = 0;
+            for (int i = 0; i < n_dev; i++) {
+                if (slot_fits(&devs[i], slot, 0.0, 0) && devs[i].memory_capacity > largest)
+                    largest = devs[i].memory_capacity;
+                any |= slot_fits(&devs[i], slot, ov, om);
+            }
+            feasible &= any;
+        }
+        Py_DECREF(slots);
+        if (feasible)
+            return 0;
+    }
+    char text[256];
+    PyOS_snprintf(text, sizeof text,
+                  "no device allowed by its placement can hold its needs (vcus=%g, memory=%llu bytes; the largest "
+                  "allowed device has a capacity of %llu bytes)", first_vcus, first_memory, largest);
+    PyErr_Format(PyExc_ValueError, "task %U: %s", self->name, text);
     return -1;
 }
 
@@ -714,19 +791,52 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args)
         PyErr_Format(PyExc_ValueError, "task %U: memory must be a non-negative number of bytes", self->name);
         return NULL;
     }
+    /* Everything is checked before the first change to the graph, so a spawn
+     * that raises leaves no trace: no edge, no access recorded on a PArray,
+     * no failed task. Only this task's own settings (priority, resources,
+     * placement options) are set before a check can fail; a later spawn of
+     * the same task sets them again. */
     int rc = parla_task_set_priority(self->task, (int)priority);
     if (rc == 0)
         rc = parla_task_set_resources(self->task, vcus, memory);
     if (rc)
         return raise_code(rc);
     module_state *st = get_state(self->runtime->module);
-    if (add_dependencies(self, st->task_type, args[1], 0) < 0)
+    PyObject *deps = PyList_New(0);
+    if (deps == NULL)
         return NULL;
-    if (add_options(self, args[5]) < 0 || add_accesses(self, st->data_type, args[6]) < 0)
-        return NULL;
+    PyObject *accesses = NULL;
+    if (collect_dependencies(self, st->task_type, args[1], 0, deps) < 0)
+        goto fail;
+    /* Iterating the dependencies may have run other threads. */
+    if (self->runtime->rt == NULL || self->runtime->destroying ||
+        parla_task_state(self->task) != PARLA_TASK_CREATED) {
+        PyErr_Format(PyExc_RuntimeError, "task %U was spawned or its runtime closed while its dependencies "
+                     "were read", self->name);
+        goto fail;
+    }
+    accesses = check_accesses(self, st->data_type, args[6]);
+    if (accesses == NULL || add_options(self, args[5]) < 0 || check_feasible(self, args[5], vcus, memory) < 0)
+        goto fail;
     PyObject *body = capture(func);
     if (body == NULL)
-        return NULL;
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(deps); i++) {
+        rc = parla_task_add_dependency(self->task, ((TaskObject *)PyList_GET_ITEM(deps, i))->task);
+        if (rc)
+            break; /* out of memory: the edges added so far stay */
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < PySequence_Fast_GET_SIZE(accesses); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(accesses, i);
+        DataObject *d = (DataObject *)PyTuple_GET_ITEM(item, 0);
+        rc = parla_task_add_access(self->task, d->data, (parla_access_mode_t)PyLong_AsLong(PyTuple_GET_ITEM(item, 1)));
+    }
+    Py_CLEAR(deps);
+    Py_CLEAR(accesses);
+    if (rc) {
+        Py_DECREF(body);
+        return raise_code(rc);
+    }
     Py_XSETREF(self->func, body);
     rc = parla_task_set_body(self->task, py_task_body, self);
     if (rc)
@@ -756,6 +866,10 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args)
         return NULL;
     }
     Py_RETURN_NONE;
+fail:
+    Py_XDECREF(deps);
+    Py_XDECREF(accesses);
+    return NULL;
 }
 
 static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
