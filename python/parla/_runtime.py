@@ -243,6 +243,32 @@ class Parla:
             raise error
         return False
 
+    async def __aenter__(self) -> "Parla":
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        """``async with Parla():`` waits for the tasks in a thread, so the event loop keeps running; cancelling
+        the awaiting coroutine cancels the tasks that have not started (as an exception in the block does)."""
+        rt = self._rt
+        if exc_type is None and rt is not None:
+            import asyncio
+            import threading
+            stop = threading.Event()
+
+            def wait_quietly() -> None:
+                while not stop.is_set():
+                    code, _ = rt.wait_all(0.05)
+                    if code != _core.ETIMEDOUT:
+                        return
+
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, wait_quietly)
+            except BaseException as e:  # cancelled: stop waiting, cancel and drain as on an error in the block
+                stop.set()
+                self.__exit__(type(e), e, e.__traceback__)
+                raise
+        return self.__exit__(exc_type, exc, tb)
+
     def _wait(self, rt: _core.Runtime):
         """Waits for all tasks in short slices, so Ctrl-C is handled while waiting."""
         while True:
