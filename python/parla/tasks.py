@@ -21,6 +21,7 @@ import threading
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import _core, _runtime
+from ._logging import mapping_logger, spawn_logger
 from ._runtime import TaskCancelledError, UnspawnedDependencyError
 from .devices import Device, cpu, device_of, resolve_placement
 
@@ -389,6 +390,12 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         task._deps = deps
         if options is not None and context.has_cuda and not _is_async(body):
             body = _on_cuda_device(_core.capture(body))
+        if spawn_logger.isEnabledFor(10):
+            spawn_logger.debug("spawn %s: body %s, dependencies [%s], priority %d", task.name,
+                               getattr(body, "__qualname__", body), ", ".join(t.name for t in _flatten(deps)),
+                               priority or 0)
+        if options is not None and mapping_logger.isEnabledFor(10):
+            mapping_logger.debug("task %s: placement options %s (vcus %s, memory %s)", task.name, options, v, m)
         task._submit(body, deps, priority or 0, v, m, options, accesses)
         return task
 
