@@ -397,6 +397,8 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         if options is not None and mapping_logger.isEnabledFor(10):
             mapping_logger.debug("task %s: placement options %s (vcus %s, memory %s)", task.name, options, v, m)
         task._submit(body, deps, priority or 0, v, m, options, accesses)
+        if context._progress is not None:
+            context._progress.spawned()
         return task
 
     return decorator
