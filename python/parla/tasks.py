@@ -410,6 +410,8 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         # A refused spawn leaves no trace (the task stays never spawned, without dependencies); of threads
         # spawning the same task at once, one spawns it and the others get RuntimeError.
         task._submit(body, deps, priority or 0, v, m, options, accesses, attrs)
+        if context._progress is not None:
+            context._progress.spawned()
         return task
 
     return decorator
