@@ -11,6 +11,7 @@ import weakref
 from typing import Any, Dict, List, Optional
 
 from . import _core
+from ._logging import configure as _configure_logging, data_logger, logger, trace_logger
 
 __all__ = ["Parla", "current_runtime", "UnspawnedDependencyError", "DependencyCycleError", "TaskCancelledError"]
 
@@ -219,6 +220,7 @@ class Parla:
         global _current
         if _current is not None:
             raise RuntimeError("a Parla context is already active: Parla contexts cannot be nested")
+        _configure_logging()
         config: Dict[str, Any] = {}
         if self.options.get("dev_config_file"):
             config.update(_read_dev_config(self.options["dev_config_file"]))
@@ -240,6 +242,9 @@ class Parla:
         self.device_table = self._rt.devices()
         self.has_cuda = any(d["cuda"] for d in self.device_table)
         _current = self
+        if logger.isEnabledFor(10):
+            logger.debug("context started: %d workers, devices %s%s", self._rt.num_workers,
+                         ", ".join(f"{d['kind']}({d['kind_index']})" for d in self.device_table), ", tracing" if tracing else "")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -252,6 +257,32 @@ class Parla:
             raise error
         return False
 
+    async def __aenter__(self) -> "Parla":
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        """``async with Parla():`` waits for the tasks in a thread, so the event loop keeps running; cancelling
+        the awaiting coroutine cancels the tasks that have not started (as an exception in the block does)."""
+        rt = self._rt
+        if exc_type is None and rt is not None:
+            import asyncio
+            import threading
+            stop = threading.Event()
+
+            def wait_quietly() -> None:
+                while not stop.is_set():
+                    code, _ = rt.wait_all(0.05)
+                    if code != _core.ETIMEDOUT:
+                        return
+
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, wait_quietly)
+            except BaseException as e:  # cancelled: stop waiting, cancel and drain as on an error in the block
+                stop.set()
+                self.__exit__(type(e), e, e.__traceback__)
+                raise
+        return self.__exit__(exc_type, exc, tb)
+
     def _wait(self, rt: _core.Runtime):
         """Waits for all tasks in short slices, so Ctrl-C is handled while waiting."""
         while True:
@@ -262,10 +293,12 @@ class Parla:
     def _finish(self, cancel: bool) -> Optional[BaseException]:
         rt = self._rt
         if cancel:
+            logger.warning("cancelling the tasks that have not started: an exception left the Parla block")
             rt.cancel_all()
         try:
             code, message = self._wait(rt)
         except KeyboardInterrupt:
+            logger.warning("interrupted: cancelling the tasks that have not started, waiting for running bodies")
             rt.cancel_all()
             self._drain(rt)
             raise
@@ -289,11 +322,21 @@ class Parla:
                 self.summary = rt.write_trace(self.trace_path, self.graph_path)
                 if self.options.get("summary"):
                     print(self.summary, end="", flush=True)
-                if self.trace_path and not self.options.get("trace"):
-                    # Asked for through PARLA_TRACE, not in the program: say where it went.
-                    print(f"parla: trace written to {self.trace_path}", file=sys.stderr, flush=True)
+                if self.trace_path:
+                    trace_logger.info("trace written to %s", self.trace_path)
+                if self.graph_path:
+                    trace_logger.info("task graph written to %s", self.graph_path)
             except (OSError, RuntimeError) as e:
+                trace_logger.warning("the trace could not be written: %s", e)
                 trace_error = e
+        if data_logger.isEnabledFor(10):
+            for d in rt.devices():
+                data_logger.debug("%s(%d): %d bytes in, %d bytes out, %d evictions, %d tasks", d["kind"],
+                                  d["kind_index"], d["bytes_in"], d["bytes_out"], d["evictions"], d["tasks_mapped"])
+        if failed:
+            logger.debug("context finished: %d tasks failed, the first %s", len(failed), failed[0].name)
+        else:
+            logger.debug("context finished")
         # PArrays keep their latest values on the CPU after the context (reading them needs no runtime).
         # When tasks are stuck (a cycle) some data cannot be fetched; the stuck error says why.
         for parray in list(self._parrays.values()):

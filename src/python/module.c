@@ -1463,7 +1463,34 @@ static PyObject *mod_capture(PyObject *module, PyObject *fn)
     return capture(fn);
 }
 
+/* wait_any(tasks, timeout) -> (code, message): blocks (GIL released) until one of
+ * tasks (a tuple or list of Tasks of one runtime) has finished, or timeout
+ * seconds (< 0: no limit) have passed; code 0, ETIMEDOUT, ESTUCK or EINVAL. */
+static PyObject *mod_wait_any(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "wait_any(tasks, timeout) takes 2 arguments");
+        return NULL;
+    }
+    double timeout = PyFloat_AsDouble(args[1]);
+    if (timeout == -1.0 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = 0;
+    parla_task_t **tasks = awaited_tasks(get_state(module)->task_type, args[0], &n);
+    if (tasks == NULL)
+        return NULL;
+    gil_release_t g = gil_release();
+    int rc = parla_task_wait_any(tasks, (size_t)n, timeout);
+    const char *msg = rc ? parla_last_error_message() : "";
+    gil_restore(g);
+    PyMem_Free(tasks);
+    return Py_BuildValue("(is)", rc, msg);
+}
+
 static PyMethodDef module_methods[] = {
+    {"wait_any", (PyCFunction)(void (*)(void))mod_wait_any, METH_FASTCALL,
+     "wait_any(tasks, timeout) -> (code, message): block (GIL released) until one of tasks has finished or "
+     "timeout seconds (< 0: no limit) have passed."},
     {"current_task", mod_current_task, METH_NOARGS, "The Task running on this thread, or None."},
     {"worker_index", mod_worker_index, METH_NOARGS, "Index of the calling worker thread, or -1."},
     {"current_stream", mod_current_stream, METH_O,
