@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import weakref
 from typing import Any, Dict, List, Optional
 
@@ -213,13 +214,19 @@ class Parla:
     def runtime(self) -> _core.Runtime:
         """The engine runtime of this context (``parla._core.Runtime``)."""
         if self._rt is None:
-            raise RuntimeError("this Parla context is not active")
+            raise RuntimeError("this Parla context is not active (it has exited, or was never entered)")
         return self._rt
 
     def __enter__(self) -> "Parla":
         global _current
-        if _current is not None:
-            raise RuntimeError("a Parla context is already active: Parla contexts cannot be nested")
+        active = _current
+        if active is not None:
+            if active._thread == threading.get_ident():
+                raise RuntimeError("a Parla context is already active: Parla contexts cannot be nested")
+            raise RuntimeError(
+                f"a Parla context is already active in this process, entered on thread {active._thread_name!r}: "
+                f"one context runs at a time per process (every thread spawns into it); enter this one after "
+                f"that one exits, or spawn into it from this thread")
         _configure_logging()
         config: Dict[str, Any] = {}
         if self.options.get("dev_config_file"):
@@ -241,6 +248,8 @@ class Parla:
         self._rt = _core.Runtime(n, trace=tracing, **config)
         self.device_table = self._rt.devices()
         self.has_cuda = any(d["cuda"] for d in self.device_table)
+        self._thread = threading.get_ident()
+        self._thread_name = threading.current_thread().name
         _current = self
         if logger.isEnabledFor(10):
             logger.debug("context started: %d workers, devices %s%s", self._rt.num_workers,
@@ -292,6 +301,9 @@ class Parla:
 
     def _finish(self, cancel: bool) -> Optional[BaseException]:
         rt = self._rt
+        # From here on only task bodies may spawn: a spawn on another thread raises RuntimeError there, and
+        # wait_all also waits for spawns already in progress, so none reaches a destroyed engine.
+        rt.begin_close()
         if cancel:
             logger.warning("cancelling the tasks that have not started: an exception left the Parla block")
             rt.cancel_all()

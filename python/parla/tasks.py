@@ -396,7 +396,16 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
                                priority or 0)
         if options is not None and mapping_logger.isEnabledFor(10):
             mapping_logger.debug("task %s: placement options %s (vcus %s, memory %s)", task.name, options, v, m)
-        task._submit(body, deps, priority or 0, v, m, options, accesses)
+        try:
+            task._submit(body, deps, priority or 0, v, m, options, accesses)
+        except BaseException:
+            # A refused spawn leaves no trace: the task is as it was (never spawned, no dependencies).
+            for name in ("_deps", "_decl", "_modes"):
+                try:
+                    delattr(task, name)
+                except AttributeError:
+                    pass
+            raise
         return task
 
     return decorator
