@@ -193,7 +193,7 @@ class Parla:
         if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers <= 0):
             raise ValueError(f"Parla(n_workers={n_workers!r}): n_workers must be a positive integer")
         unknown = set(options) - {"virtual_gpus", "gpu_memory", "dev_config_file", "trace", "graph", "summary",
-                                  "summary_file", "strict_access"}
+                                  "summary_file", "progress", "strict_access"}
         if unknown:
             raise TypeError(f"Parla() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         self.n_workers = n_workers
@@ -204,6 +204,11 @@ class Parla:
         # Debugging mode: a task may use only the PArrays it declared (see the user guide, PArrays).
         self.strict_access = bool(strict)
         self._rt: Optional[_core.Runtime] = None
+        self._progress: Any = None  # a parla.progress._Monitor while active with progress on
+        progress = options.get("progress")
+        if progress is not None and not isinstance(progress, bool) and not callable(progress):
+            raise TypeError(f"Parla(progress={progress!r}): expected True, False or a callable taking a "
+                            f"parla.progress.Progress")
         self.device_table: List[Dict[str, Any]] = []
         self.has_cuda = False
         self._placement_cache: Dict[Any, Any] = {}
@@ -248,6 +253,13 @@ class Parla:
         self._rt = _core.Runtime(n, trace=tracing, **config)
         self.device_table = self._rt.devices()
         self.has_cuda = any(d["cuda"] for d in self.device_table)
+        progress = self.options.get("progress")
+        if progress is None:
+            from .progress import _from_env
+            progress = _from_env()
+        if progress:
+            from .progress import _Monitor
+            self._progress = _Monitor(self._rt, progress)
         self._thread = threading.get_ident()
         self._thread_name = threading.current_thread().name
         _current = self
@@ -313,6 +325,7 @@ class Parla:
             logger.warning("interrupted: cancelling the tasks that have not started, waiting for running bodies")
             rt.cancel_all()
             self._drain(rt)
+            self._close_progress()
             raise
         stuck = None
         if code == _core.ESTUCK:
@@ -328,6 +341,7 @@ class Parla:
             rt.cancel_all()
             self._drain(rt)
         failed = list(rt.failed)  # every task has finished: _wait or _drain returned
+        progress_error = self._close_progress()
         trace_error = None
         if self.trace_path or self.graph_path or self.options.get("summary"):
             try:
@@ -366,7 +380,7 @@ class Parla:
                 raise
         self._rt = None
         if not failed:
-            error = stuck or trace_error
+            error = stuck or trace_error or progress_error
             if stuck is not None and trace_error is not None:
                 stuck.add_note(f"also, the trace could not be written: {trace_error}")
             return error
@@ -382,7 +396,19 @@ class Parla:
             error.add_note(str(stuck))
         if trace_error is not None:
             error.add_note(f"the trace could not be written: {trace_error}")
+        if progress_error is not None:
+            error.add_note(f"the progress callback raised: {_describe(progress_error)}")
         return error
+
+    def _close_progress(self) -> Optional[BaseException]:
+        """Stops the progress monitor (final update); returns what its callback raised, if anything."""
+        monitor, self._progress = self._progress, None
+        if monitor is not None:
+            try:
+                monitor.close()
+            except Exception as e:
+                return e
+        return None
 
     @staticmethod
     def _drain(rt: _core.Runtime) -> None:

@@ -406,6 +406,8 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
                 except AttributeError:
                     pass
             raise
+        if context._progress is not None:
+            context._progress.spawned()
         return task
 
     return decorator
