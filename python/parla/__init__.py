@@ -13,6 +13,7 @@ from ._runtime import DependencyCycleError, Parla, TaskCancelledError, Unspawned
 from .tasks import (Task, TaskList, TaskSpace, get_current_context, get_current_devices, get_current_stream,
                     get_current_task, spawn)
 from .function_decorators import specialize, specialized
+from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from . import array, devices, tasks
 
 __version__ = "0.1.0"
@@ -22,4 +23,5 @@ __all__ = [
     "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
     "DependencyCycleError",
     "specialize", "specialized", "array", "devices", "tasks",
+    "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
 ]

@@ -21,6 +21,7 @@ import threading
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import _core, _runtime
+from ._logging import mapping_logger, spawn_logger
 from ._runtime import TaskCancelledError, UnspawnedDependencyError
 from .devices import Device, cpu, device_of, resolve_placement
 
@@ -103,8 +104,18 @@ class Task(_core.Task):
 
     def __await__(self):
         if not self.done:
-            yield self
+            if _core.current_task() is None:  # an asyncio coroutine, not a task body
+                yield from _asyncio_until_done((self,)).__await__()
+            else:
+                yield self
         return self.result
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Blocks until the task has finished (done, failed or cancelled); then ``result`` gives its value or
+        raises its error. ``timeout`` in seconds (None: no limit) raises :class:`TimeoutError` when it runs out
+        (the task keeps running). GIL released while waiting; any thread (see :mod:`parla.waiting`)."""
+        from .waiting import wait_task
+        wait_task(self, timeout)
 
     def __repr__(self) -> str:
         return f"<Task {self.name} {self.state}>"
@@ -126,6 +137,40 @@ def _flatten(deps: Any) -> Iterator[Task]:
             yield from _flatten(d)
 
 
+async def _asyncio_until_done(tasks: Tuple[Task, ...]) -> None:
+    """In an asyncio coroutine: waits for every task without blocking the event loop. A daemon thread blocks
+    in the engine (GIL released) and wakes the loop through ``call_soon_threadsafe``."""
+    import asyncio
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(f"'await' on Parla tasks ({', '.join(t.name for t in tasks[:4])}) outside a task body "
+                           f"needs a running asyncio event loop (or use task.wait())") from None
+    future = loop.create_future()
+
+    def settle(error: Optional[BaseException]) -> None:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def watch() -> None:
+        from .waiting import wait
+        error: Optional[BaseException] = None
+        try:
+            wait(tasks)
+        except BaseException as e:  # handed to the awaiting coroutine
+            error = e
+        try:
+            loop.call_soon_threadsafe(settle, error)
+        except RuntimeError:  # the loop was closed meanwhile: nobody awaits any more
+            pass
+
+    threading.Thread(target=watch, name="parla-await", daemon=True).start()
+    await future
+
+
 class TaskList(tuple):
     """An immutable collection of tasks (what slicing a TaskSpace gives). Usable as dependencies;
     ``await`` waits for all of them."""
@@ -133,7 +178,10 @@ class TaskList(tuple):
     def __await__(self):
         tasks = tuple(self)
         if any(not t.done for t in tasks):
-            yield tasks
+            if _core.current_task() is None:  # an asyncio coroutine, not a task body
+                yield from _asyncio_until_done(tasks).__await__()
+            else:
+                yield tasks
         for t in tasks:
             if t.state == "failed":
                 raise t._exception
@@ -342,7 +390,24 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         task._deps = deps
         if options is not None and context.has_cuda and not _is_async(body):
             body = _on_cuda_device(_core.capture(body))
-        task._submit(body, deps, priority or 0, v, m, options, accesses)
+        if spawn_logger.isEnabledFor(10):
+            spawn_logger.debug("spawn %s: body %s, dependencies [%s], priority %d", task.name,
+                               getattr(body, "__qualname__", body), ", ".join(t.name for t in _flatten(deps)),
+                               priority or 0)
+        if options is not None and mapping_logger.isEnabledFor(10):
+            mapping_logger.debug("task %s: placement options %s (vcus %s, memory %s)", task.name, options, v, m)
+        try:
+            task._submit(body, deps, priority or 0, v, m, options, accesses)
+        except BaseException:
+            # A refused spawn leaves no trace: the task is as it was (never spawned, no dependencies).
+            for name in ("_deps", "_decl", "_modes"):
+                try:
+                    delattr(task, name)
+                except AttributeError:
+                    pass
+            raise
+        if context._progress is not None:
+            context._progress.spawned()
         return task
 
     return decorator

@@ -378,7 +378,8 @@ typedef struct parla__worker {
     parla__queue_t deque[PARLA__LEVELS];
     uint64_t rng;
     parla_task_t *current;
-    parla_task_t *waiting_on; /* set under park_lock while sleeping in parla_task_wait */
+    parla_task_t *const *waiting_on; /* set under park_lock while sleeping in parla_task_wait(_any): */
+    size_t n_waiting_on;             /* the tasks it waits for (any of them) */
     _Atomic int finishing;    /* > 0 while in parla__task_finish (written by the owner only) */
     /* Per-worker counters, summed by parla_runtime_stats. Written by the owner only. */
     _Atomic uint64_t n_run, n_steals, n_parks;
