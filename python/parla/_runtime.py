@@ -177,6 +177,10 @@ class Parla:
     (e.g. ``4:256MiB``), or from Parla's ``dev_config_file`` YAML. Without virtual GPUs, CUDA GPUs found at run
     time are the ``gpu`` architecture.
 
+    PArray access checking: ``strict_access=True`` (or ``PARLA_STRICT_ACCESS=1``) is a debugging mode in which a
+    task may use only the PArrays it declared (and those it made itself); by default undeclared uses are
+    allowed where their values are current (see ``parla.array``).
+
     Tracing: ``trace="run.json"`` (or ``PARLA_TRACE=run.json``) writes a Chrome trace at exit (open it in
     https://ui.perfetto.dev or chrome://tracing): a track per worker and per device with tasks, copies and
     evictions, dependencies as arrows, mapping scores in each task's args. ``graph="run.dot"`` writes the task
@@ -189,11 +193,16 @@ class Parla:
         if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers <= 0):
             raise ValueError(f"Parla(n_workers={n_workers!r}): n_workers must be a positive integer")
         unknown = set(options) - {"virtual_gpus", "gpu_memory", "dev_config_file", "trace", "graph", "summary",
-                                  "summary_file", "progress"}
+                                  "summary_file", "progress", "strict_access"}
         if unknown:
             raise TypeError(f"Parla() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         self.n_workers = n_workers
         self.options = options
+        strict = options.get("strict_access")
+        if strict is None:
+            strict = os.environ.get("PARLA_STRICT_ACCESS", "").strip().lower() not in ("", "0", "false", "no")
+        # Debugging mode: a task may use only the PArrays it declared (see the user guide, PArrays).
+        self.strict_access = bool(strict)
         self._rt: Optional[_core.Runtime] = None
         self._progress: Any = None  # a parla.progress._Monitor while active with progress on
         progress = options.get("progress")
