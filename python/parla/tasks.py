@@ -503,6 +503,7 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
                 or not -1000000 <= priority <= 1000000:
             raise ValueError(f"spawn(priority={priority!r}): priority must be an integer in [-10^6, 10^6]")
         priority = int(priority)  # a NumPy integer
+    environments = context.environments
     if ndevices != 1:
         if isinstance(ndevices, bool) or not isinstance(ndevices, int) or ndevices < 1:
             raise ValueError(f"spawn(ndevices={ndevices!r}): ndevices must be a positive integer")
@@ -534,7 +535,7 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         task._deps = deps
         if options is not None and context.has_cuda and not _is_async(body):
             body = _on_cuda_device(_core.capture(body))
-        if context.environments or tags:
+        if environments or tags:
             body = _in_environment(context, _core.capture(body), frozenset(tags), task.name)
         task._submit(body, deps, priority or 0, v, m, options, accesses)
         if _finish_scopes:
