@@ -23,7 +23,9 @@ venv: $(VENV)/.tools-stamp
 $(VENV)/.tools-stamp: $(CONSTRAINTS) build/.deps-stamp
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -c $(CONSTRAINTS) meson meson-python ninja numpy scipy pytest pytest-timeout pyyaml dask
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) meson meson-python ninja numpy scipy pytest pytest-timeout pyyaml dask \
+	  tqdm threadpoolctl matplotlib
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) sphinx mypy ruff auditwheel build
 	@touch $@
 
 # The C library, tests and benchmarks (release build).

@@ -351,6 +351,16 @@ int parla_task_cancel(parla_task_t *task);
  * itself returns PARLA_EINVAL. */
 int parla_task_wait(parla_task_t *task);
 
+/* Blocks until at least one of tasks[0..n) has finished (done, failed or
+ * cancelled), or until timeout seconds have passed when timeout >= 0 (a
+ * negative timeout waits without limit; 0 only checks). Returns 0 when one has
+ * finished (the caller reads their states), PARLA_ETIMEDOUT, PARLA_ESTUCK when
+ * none can ever finish (every one never submitted, or the runtime is stuck),
+ * PARLA_EINVAL (no tasks, a NULL task, tasks of different runtimes, the calling
+ * task itself). Thread context: any thread; inside a task body the worker runs
+ * other tasks meanwhile, like parla_task_wait. */
+int parla_task_wait_any(parla_task_t *const *tasks, size_t n, double timeout);
+
 /* Inside a task body: makes the running task wait for n tasks before its body is
  * called again. The body must then return PARLA_TASK_SUSPEND; the worker is
  * freed meanwhile, the task keeps its dependents, and its body is called again

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import warnings
 import weakref
 from typing import Any, Dict, List, Optional
 
 from . import _core
+from ._logging import configure as _configure_logging, data_logger, logger, trace_logger
 
 __all__ = ["Parla", "current_runtime", "UnspawnedDependencyError", "DependencyCycleError", "TaskCancelledError"]
 
@@ -191,6 +193,10 @@ class Parla:
     (e.g. ``4:256MiB``), or from Parla's ``dev_config_file`` YAML. Without virtual GPUs, CUDA GPUs found at run
     time are the ``gpu`` architecture.
 
+    PArray access checking: ``strict_access=True`` (or ``PARLA_STRICT_ACCESS=1``) is a debugging mode in which a
+    task may use only the PArrays it declared (and those it made itself); by default undeclared uses are
+    allowed where their values are current (see ``parla.array``).
+
     Tracing: ``trace="run.json"`` (or ``PARLA_TRACE=run.json``, or parla-experimental's ``logfile=``) writes a
     Chrome trace at exit (open it in
     https://ui.perfetto.dev or chrome://tracing): a track per worker and per device with tasks, copies and
@@ -207,7 +213,7 @@ class Parla:
         if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers <= 0):
             raise ValueError(f"Parla(n_workers={n_workers!r}): n_workers must be a positive integer")
         unknown = set(options) - {"virtual_gpus", "gpu_memory", "dev_config_file", "trace", "graph", "summary",
-                                  "summary_file", "logfile"}
+                                  "summary_file", "progress", "strict_access", "logfile"}
         if unknown:
             raise TypeError(f"Parla() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if options.get("logfile") is not None and not isinstance(options["logfile"], (str, os.PathLike)):
@@ -217,7 +223,17 @@ class Parla:
         # Parla.py's task environments (parla.environments.TaskEnvironment), entered around task bodies.
         self.environments: List[Any] = list(environments or ())
         self._environment_registry: Any = None
+        strict = options.get("strict_access")
+        if strict is None:
+            strict = os.environ.get("PARLA_STRICT_ACCESS", "").strip().lower() not in ("", "0", "false", "no")
+        # Debugging mode: a task may use only the PArrays it declared (see the user guide, PArrays).
+        self.strict_access = bool(strict)
         self._rt: Optional[_core.Runtime] = None
+        self._progress: Any = None  # a parla.progress._Monitor while active with progress on
+        progress = options.get("progress")
+        if progress is not None and not isinstance(progress, bool) and not callable(progress):
+            raise TypeError(f"Parla(progress={progress!r}): expected True, False or a callable taking a "
+                            f"parla.progress.Progress")
         self.device_table: List[Dict[str, Any]] = []
         self.has_cuda = False
         self._placement_cache: Dict[Any, Any] = {}
@@ -228,13 +244,20 @@ class Parla:
     def runtime(self) -> _core.Runtime:
         """The engine runtime of this context (``parla._core.Runtime``)."""
         if self._rt is None:
-            raise RuntimeError("this Parla context is not active")
+            raise RuntimeError("this Parla context is not active (it has exited, or was never entered)")
         return self._rt
 
     def __enter__(self) -> "Parla":
         global _current
-        if _current is not None:
-            raise RuntimeError("a Parla context is already active: Parla contexts cannot be nested")
+        active = _current
+        if active is not None:
+            if active._thread == threading.get_ident():
+                raise RuntimeError("a Parla context is already active: Parla contexts cannot be nested")
+            raise RuntimeError(
+                f"a Parla context is already active in this process, entered on thread {active._thread_name!r}: "
+                f"one context runs at a time per process (every thread spawns into it); enter this one after "
+                f"that one exits, or spawn into it from this thread")
+        _configure_logging()
         config: Dict[str, Any] = {}
         if self.options.get("dev_config_file"):
             config.update(_read_dev_config(self.options["dev_config_file"]))
@@ -256,7 +279,19 @@ class Parla:
         self._rt = _core.Runtime(n, trace=tracing, **config)
         self.device_table = self._rt.devices()
         self.has_cuda = any(d["cuda"] for d in self.device_table)
+        progress = self.options.get("progress")
+        if progress is None:
+            from .progress import _from_env
+            progress = _from_env()
+        if progress:
+            from .progress import _Monitor
+            self._progress = _Monitor(self._rt, progress)
+        self._thread = threading.get_ident()
+        self._thread_name = threading.current_thread().name
         _current = self
+        if logger.isEnabledFor(10):
+            logger.debug("context started: %d workers, devices %s%s", self._rt.num_workers,
+                         ", ".join(f"{d['kind']}({d['kind_index']})" for d in self.device_table), ", tracing" if tracing else "")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -269,6 +304,32 @@ class Parla:
             raise error
         return False
 
+    async def __aenter__(self) -> "Parla":
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        """``async with Parla():`` waits for the tasks in a thread, so the event loop keeps running; cancelling
+        the awaiting coroutine cancels the tasks that have not started (as an exception in the block does)."""
+        rt = self._rt
+        if exc_type is None and rt is not None:
+            import asyncio
+            import threading
+            stop = threading.Event()
+
+            def wait_quietly() -> None:
+                while not stop.is_set():
+                    code, _ = rt.wait_all(0.05)
+                    if code != _core.ETIMEDOUT:
+                        return
+
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, wait_quietly)
+            except BaseException as e:  # cancelled: stop waiting, cancel and drain as on an error in the block
+                stop.set()
+                self.__exit__(type(e), e, e.__traceback__)
+                raise
+        return self.__exit__(exc_type, exc, tb)
+
     def _wait(self, rt: _core.Runtime):
         """Waits for all tasks in short slices, so Ctrl-C is handled while waiting."""
         while True:
@@ -278,13 +339,19 @@ class Parla:
 
     def _finish(self, cancel: bool) -> Optional[BaseException]:
         rt = self._rt
+        # From here on only task bodies may spawn: a spawn on another thread raises RuntimeError there, and
+        # wait_all also waits for spawns already in progress, so none reaches a destroyed engine.
+        rt.begin_close()
         if cancel:
+            logger.warning("cancelling the tasks that have not started: an exception left the Parla block")
             rt.cancel_all()
         try:
             code, message = self._wait(rt)
         except KeyboardInterrupt:
+            logger.warning("interrupted: cancelling the tasks that have not started, waiting for running bodies")
             rt.cancel_all()
             self._drain(rt)
+            self._close_progress()
             raise
         stuck = None
         if code == _core.ESTUCK:
@@ -300,17 +367,28 @@ class Parla:
             rt.cancel_all()
             self._drain(rt)
         failed = list(rt.failed)  # every task has finished: _wait or _drain returned
+        progress_error = self._close_progress()
         trace_error = None
         if self.trace_path or self.graph_path or self.options.get("summary"):
             try:
                 self.summary = rt.write_trace(self.trace_path, self.graph_path)
                 if self.options.get("summary"):
                     print(self.summary, end="", flush=True)
-                if self.trace_path and not (self.options.get("trace") or self.options.get("logfile")):
-                    # Asked for through PARLA_TRACE, not in the program: say where it went.
-                    print(f"parla: trace written to {self.trace_path}", file=sys.stderr, flush=True)
+                if self.trace_path:
+                    trace_logger.info("trace written to %s", self.trace_path)
+                if self.graph_path:
+                    trace_logger.info("task graph written to %s", self.graph_path)
             except (OSError, RuntimeError) as e:
+                trace_logger.warning("the trace could not be written: %s", e)
                 trace_error = e
+        if data_logger.isEnabledFor(10):
+            for d in rt.devices():
+                data_logger.debug("%s(%d): %d bytes in, %d bytes out, %d evictions, %d tasks", d["kind"],
+                                  d["kind_index"], d["bytes_in"], d["bytes_out"], d["evictions"], d["tasks_mapped"])
+        if failed:
+            logger.debug("context finished: %d tasks failed, the first %s", len(failed), failed[0].name)
+        else:
+            logger.debug("context finished")
         # PArrays keep their latest values on the CPU after the context (reading them needs no runtime).
         # When tasks are stuck (a cycle) some data cannot be fetched; the stuck error says why.
         for parray in list(self._parrays.values()):
@@ -328,7 +406,7 @@ class Parla:
                 raise
         self._rt = None
         if not failed:
-            error = stuck or trace_error
+            error = stuck or trace_error or progress_error
             if stuck is not None and trace_error is not None:
                 stuck.add_note(f"also, the trace could not be written: {trace_error}")
             return error
@@ -344,7 +422,19 @@ class Parla:
             error.add_note(str(stuck))
         if trace_error is not None:
             error.add_note(f"the trace could not be written: {trace_error}")
+        if progress_error is not None:
+            error.add_note(f"the progress callback raised: {_describe(progress_error)}")
         return error
+
+    def _close_progress(self) -> Optional[BaseException]:
+        """Stops the progress monitor (final update); returns what its callback raised, if anything."""
+        monitor, self._progress = self._progress, None
+        if monitor is not None:
+            try:
+                monitor.close()
+            except Exception as e:
+                return e
+        return None
 
     @staticmethod
     def _drain(rt: _core.Runtime) -> None:

@@ -21,6 +21,7 @@ import threading
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import _core, _runtime
+from ._logging import mapping_logger, spawn_logger
 from ._runtime import TaskCancelledError, UnspawnedDependencyError
 from .devices import Device, cpu, device_of, resolve_placement
 from .environments import TaskEnvironmentRegistry
@@ -28,7 +29,7 @@ from .function_decorators import specialize
 
 __all__ = [
     "spawn", "Task", "TaskSpace", "TaskList", "TaskID", "TaskHandle", "AtomicTaskSpace", "BackendTaskSpace",
-    "AtomicTaskList", "Tasks", "wait", "tasks", "finish", "specialize", "get_current_task", "get_current_devices",
+    "AtomicTaskList", "Tasks", "barrier", "tasks", "finish", "specialize", "get_current_task", "get_current_devices",
     "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
 ]
 
@@ -106,8 +107,18 @@ class Task(_core.Task):
 
     def __await__(self):
         if not self.done:
-            yield self
+            if _core.current_task() is None:  # an asyncio coroutine, not a task body
+                yield from _asyncio_until_done((self,)).__await__()
+            else:
+                yield self
         return self.result
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Blocks until the task has finished (done, failed or cancelled); then ``result`` gives its value or
+        raises its error. ``timeout`` in seconds (None: no limit) raises :class:`TimeoutError` when it runs out
+        (the task keeps running). GIL released while waiting; any thread (see :mod:`parla.waiting`)."""
+        from .waiting import wait_task
+        wait_task(self, timeout)
 
     def __repr__(self) -> str:
         return f"<Task {self.name} {self.state}>"
@@ -129,6 +140,40 @@ def _flatten(deps: Any) -> Iterator[Task]:
             yield from _flatten(d)
 
 
+async def _asyncio_until_done(tasks: Tuple[Task, ...]) -> None:
+    """In an asyncio coroutine: waits for every task without blocking the event loop. A daemon thread blocks
+    in the engine (GIL released) and wakes the loop through ``call_soon_threadsafe``."""
+    import asyncio
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(f"'await' on Parla tasks ({', '.join(t.name for t in tasks[:4])}) outside a task body "
+                           f"needs a running asyncio event loop (or use task.wait())") from None
+    future = loop.create_future()
+
+    def settle(error: Optional[BaseException]) -> None:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def watch() -> None:
+        from .waiting import wait
+        error: Optional[BaseException] = None
+        try:
+            wait(tasks)
+        except BaseException as e:  # handed to the awaiting coroutine
+            error = e
+        try:
+            loop.call_soon_threadsafe(settle, error)
+        except RuntimeError:  # the loop was closed meanwhile: nobody awaits any more
+            pass
+
+    threading.Thread(target=watch, name="parla-await", daemon=True).start()
+    await future
+
+
 class TaskList(tuple):
     """An immutable collection of tasks (what slicing a TaskSpace gives). Usable as dependencies;
     ``await`` waits for all of them."""
@@ -136,7 +181,10 @@ class TaskList(tuple):
     def __await__(self):
         tasks = tuple(self)
         if any(not t.done for t in tasks):
-            yield tasks
+            if _core.current_task() is None:  # an asyncio coroutine, not a task body
+                yield from _asyncio_until_done(tasks).__await__()
+            else:
+                yield tasks
         for t in tasks:
             if t.state == "failed":
                 raise t._exception
@@ -180,19 +228,28 @@ class TaskSpace:
         self.shape: Optional[Tuple[int, ...]] = tuple(shape) if shape is not None else None
         self.start: Optional[Tuple[int, ...]] = tuple(start) if start is not None else None
         self._tasks: Dict[Tuple, Task] = {}
+        # Serialises the creation of tasks: threads naming the same new id get the same task (one task runs
+        # once; a dependency named on one thread is the task spawned on another).
+        self._lock = threading.Lock()
 
     def _task(self, key: Tuple, plain: bool = False) -> Optional[Task]:
         """The task named by key (created if new; None for a new key when the space does not create);
-        plain: every key is an int."""
+        plain: every key is an int. Thread-safe."""
         context = _runtime._current
         task = self._tasks.get(key)
         if context is None:
             if task is not None or not self._create:
                 return task  # after the context: the tasks it named
-            task = TaskHandle(self, key, self._key_name(key, plain))  # for a later context
-            self._tasks[key] = task
-            return task
+            # A handle for a later context (setdefault: one handle even when threads race).
+            return self._tasks.setdefault(key, TaskHandle(self, key, self._key_name(key, plain)))
         runtime = context._rt
+        if task is not None and task.runtime is runtime:
+            return task
+        with self._lock:
+            return self._new_task(key, plain, runtime)
+
+    def _new_task(self, key: Tuple, plain: bool, runtime: Any) -> Optional[Task]:
+        task = self._tasks.get(key)  # another thread may have created it meanwhile
         if task is None or task.runtime is not runtime:
             if not self._create:
                 return None
@@ -313,7 +370,7 @@ class TaskSpace:
         meanwhile. Raises UnspawnedDependencyError if, once every spawned task has finished, some named
         tasks were never spawned (Parla would wait forever), and RuntimeError outside a Parla context or
         from one of the space's own tasks."""
-        wait(self)
+        barrier(self)
 
     def __repr__(self) -> str:
         return f"TaskSpace({self.name!r}, {len(self)} tasks)"
@@ -363,18 +420,19 @@ class TaskHandle:
         return f"<Task {self.name} (named outside a Parla context)>"
 
 
-def wait(barrier: Any) -> None:
-    """Blocks until every task in barrier has finished: a TaskSpace (tasks named while waiting included), a
-    task, or (nested) collections of tasks. parla-experimental's ``parla.cython.tasks.wait``; see
-    :meth:`TaskSpace.wait` for the errors."""
+def barrier(what: Any) -> None:
+    """Blocks until every task in what has finished: a TaskSpace (tasks named while waiting included), a
+    task, or (nested) collections of tasks. This is parla-experimental's ``parla.cython.tasks.wait``; see
+    :meth:`TaskSpace.wait` for the errors (for waiting with a timeout or for the first task, see
+    :func:`parla.wait`)."""
     _runtime.current_runtime()
     current = _core.current_task()
     seen: Dict[int, Task] = {}
     while True:
-        if isinstance(barrier, TaskSpace):
-            found = [t.task() if isinstance(t, TaskHandle) else t for t in list(barrier._tasks.values())]
+        if isinstance(what, TaskSpace):
+            found = [t.task() if isinstance(t, TaskHandle) else t for t in list(what._tasks.values())]
         else:
-            found = list(_flatten(barrier))
+            found = list(_flatten(what))
         fresh = [t for t in found if id(t) not in seen]
         if not fresh:
             break
@@ -387,7 +445,7 @@ def wait(barrier: Any) -> None:
                 t._wait()
     unspawned = [t.name for t in seen.values() if t.state == "created"]
     if unspawned:
-        raise UnspawnedDependencyError(f"wait(): {len(unspawned)} task(s) named but never spawned: "
+        raise UnspawnedDependencyError(f"waiting for all: {len(unspawned)} task(s) named but never spawned: "
                                        f"{', '.join(sorted(unspawned)[:8])}")
 
 
@@ -441,7 +499,7 @@ class finish:
     def __exit__(self, *exc: Any) -> bool:
         spawned = self._close()
         if exc[0] is None:
-            wait(spawned)
+            barrier(spawned)
         return False
 
 
@@ -525,19 +583,30 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         else:
             raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
         options, v, m = resolve_placement(placement, vcus, memory, task.name)
-        accesses = _accesses(task, input, output, inout) \
+        attrs: Dict[str, Any] = {}  # set on the task by _submit once nothing can refuse the spawn
+        accesses = _accesses(task, input, output, inout, attrs) \
             if _declares(input) or _declares(output) or _declares(inout) else ()
         deps = dependencies
         if deps is None:
             deps = ()
         elif not isinstance(deps, (list, tuple, Task)):
             deps = list(deps)  # a generator or a TaskSpace: read it once, keep it for .dependencies
-        task._deps = deps
+        attrs["_deps"] = deps
         if options is not None and context.has_cuda and not _is_async(body):
             body = _on_cuda_device(_core.capture(body))
         if environments or tags:
             body = _in_environment(context, _core.capture(body), frozenset(tags), task.name)
-        task._submit(body, deps, priority or 0, v, m, options, accesses)
+        if spawn_logger.isEnabledFor(10):
+            spawn_logger.debug("spawn %s: body %s, dependencies [%s], priority %d", task.name,
+                               getattr(body, "__qualname__", body), ", ".join(t.name for t in _flatten(deps)),
+                               priority or 0)
+        if options is not None and mapping_logger.isEnabledFor(10):
+            mapping_logger.debug("task %s: placement options %s (vcus %s, memory %s)", task.name, options, v, m)
+        # A refused spawn leaves no trace (the task stays never spawned, without dependencies); of threads
+        # spawning the same task at once, one spawns it and the others get RuntimeError.
+        task._submit(body, deps, priority or 0, v, m, options, accesses, attrs)
+        if context._progress is not None:
+            context._progress.spawned()
         if _finish_scopes:
             _record_in_finish(task)
         return task
@@ -624,10 +693,11 @@ def _declares(x: Any) -> bool:
 _PArray: Any = None  # parla.array.PArray, imported on first use (array imports this module)
 
 
-def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable) -> List[Tuple[Any, int]]:
+def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable,
+              attrs: Dict[str, Any]) -> List[Tuple[Any, int]]:
     """The engine accesses of a task's input/output/inout declarations (PArrays, or nested lists of them).
-    The declarations are kept on the task (they keep the arrays alive while it runs, and ``.array`` reads
-    its access mode from them)."""
+    The declarations go to attrs, for the task (they keep the arrays alive while it runs, and ``.array``
+    reads its access mode from them)."""
     global _PArray
     PArray = _PArray
     if PArray is None:
@@ -650,8 +720,8 @@ def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable) ->
                 modes[key] = modes.get(key, 0) | mode
             else:
                 _access_slow(task, arg, item, mode, out, modes, PArray)
-    task._decl = (input, output, inout)
-    task._modes = modes
+    attrs["_decl"] = (input, output, inout)
+    attrs["_modes"] = modes
     return out
 
 

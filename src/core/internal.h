@@ -249,7 +249,8 @@ typedef struct parla__evwait {
 /* Makes work queued on stream (of device d) wait for every event in t's waits
  * list (stream_wait_event; the host does not wait). No-op without waits. */
 int parla__stream_wait_task(parla_task_t *t, parla__device_t *d, void *stream);
-/* Blocks the calling thread until every event in t's waits list completed. */
+/* Blocks the calling thread until every event in t's waits list completed
+ * (queried first: a complete one costs no synchronization). No lock held. */
 void parla__host_wait_task(parla_task_t *t);
 /* A retained snapshot of t's waits (for copies queued for t): returns how
  * many (0: *out is NULL) or PARLA_ENOMEM. */
@@ -377,7 +378,8 @@ typedef struct parla__worker {
     parla__queue_t deque[PARLA__LEVELS];
     uint64_t rng;
     parla_task_t *current;
-    parla_task_t *waiting_on; /* set under park_lock while sleeping in parla_task_wait */
+    parla_task_t *const *waiting_on; /* set under park_lock while sleeping in parla_task_wait(_any): */
+    size_t n_waiting_on;             /* the tasks it waits for (any of them) */
     _Atomic int finishing;    /* > 0 while in parla__task_finish (written by the owner only) */
     /* Per-worker counters, summed by parla_runtime_stats. Written by the owner only. */
     _Atomic uint64_t n_run, n_steals, n_parks;

@@ -473,9 +473,10 @@ static bool stuck_locked(parla_runtime_t *rt)
         atomic_load(&rt->n_copying) > 0)
         return false;
     for (int i = 0; i < rt->n_workers; i++) {
-        parla_task_t *w = rt->workers[i].waiting_on;
-        if (w && atomic_load(&w->state) >= PARLA_TASK_DONE)
-            return false;
+        parla__worker_t *w = &rt->workers[i];
+        for (size_t k = 0; w->waiting_on && k < w->n_waiting_on; k++)
+            if (atomic_load(&w->waiting_on[k]->state) >= PARLA_TASK_DONE)
+                return false;
     }
     return true;
 }
@@ -619,66 +620,141 @@ static int outcome(const parla_task_t *t)
     }
 }
 
-int parla_task_wait(parla_task_t *t)
+static bool any_finished(parla_task_t *const *ts, size_t n)
 {
-    if (t == NULL)
-        return parla__error(PARLA_EINVAL, "parla_task_wait: task is NULL");
-    parla_runtime_t *rt = t->rt;
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load(&ts[i]->state) >= PARLA_TASK_DONE)
+            return true;
+    return false;
+}
+
+static bool all_created(parla_task_t *const *ts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load(&ts[i]->state) != PARLA_TASK_CREATED)
+            return false;
+    return true;
+}
+
+/* Blocks until one of ts[0..n) has finished: 0, PARLA_ETIMEDOUT after timeout
+ * seconds (timeout >= 0), or PARLA_ESTUCK (message set) when none can finish. */
+static int wait_any(parla_runtime_t *rt, parla_task_t *const *ts, size_t n, double timeout)
+{
     parla__worker_t *w = tls_worker;
-    if (w && w->current == t)
-        return parla__error(PARLA_EINVAL, "parla_task_wait: task %s cannot wait for itself", parla_task_name(t));
-    if (atomic_load(&t->state) < PARLA_TASK_DONE)
-        atomic_fetch_or(&t->flags, PARLA__F_WAITED);
+    struct timespec deadline;
+    if (timeout >= 0)
+        deadline_after(&deadline, timeout);
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load(&ts[i]->state) < PARLA_TASK_DONE)
+            atomic_fetch_or(&ts[i]->flags, PARLA__F_WAITED);
     if (w && w->rt == rt) {
-        /* A worker helps: it runs other tasks until t has finished, and sleeps
-         * like an idle worker when there is nothing to run. */
-        while (atomic_load(&t->state) < PARLA_TASK_DONE) {
+        /* A worker helps: it runs other tasks until one of ts has finished, and
+         * sleeps like an idle worker when there is nothing to run. */
+        while (!any_finished(ts, n)) {
             if (parla__help_one(w))
                 continue;
+            int rc = 0;
             pthread_mutex_lock(&rt->park_lock);
             atomic_fetch_add(&rt->n_sleeping, 1);
-            w->waiting_on = t;
-            if (!any_work(rt) && atomic_load(&t->state) < PARLA_TASK_DONE) {
+            w->waiting_on = ts;
+            w->n_waiting_on = n;
+            if (!any_work(rt) && !any_finished(ts, n)) {
                 if (stuck_locked(rt)) {
-                    w->waiting_on = NULL;
-                    atomic_fetch_sub(&rt->n_sleeping, 1);
-                    pthread_mutex_unlock(&rt->park_lock);
-                    wake_wait_cond(rt);
-                    return stuck_error(rt);
+                    rc = PARLA_ESTUCK;
+                } else if (timeout < 0) {
+                    pthread_cond_wait(&rt->park_cond, &rt->park_lock);
+                } else if (pthread_cond_timedwait(&rt->park_cond, &rt->park_lock, &deadline) == ETIMEDOUT &&
+                           !any_finished(ts, n)) {
+                    rc = PARLA_ETIMEDOUT;
                 }
-                pthread_cond_wait(&rt->park_cond, &rt->park_lock);
             }
             w->waiting_on = NULL;
+            w->n_waiting_on = 0;
             atomic_fetch_sub(&rt->n_sleeping, 1);
             pthread_mutex_unlock(&rt->park_lock);
+            if (rc == PARLA_ESTUCK) {
+                wake_wait_cond(rt);
+                return stuck_error(rt);
+            }
+            if (rc)
+                return rc;
         }
-        return outcome(t);
+        return 0;
     }
-    bool stuck = false;
+    int rc = 0;
     pthread_mutex_lock(&rt->wait_lock);
-    while (atomic_load(&t->state) < PARLA_TASK_DONE) {
-        if (atomic_load(&t->state) == PARLA_TASK_CREATED) {
-            stuck = true; /* never submitted: no one can finish it while we block */
+    while (!any_finished(ts, n)) {
+        if (all_created(ts, n)) {
+            rc = PARLA_ESTUCK; /* never submitted: no one can finish them while we block */
             break;
         }
         uint64_t gen = rt->wake_gen;
         pthread_mutex_unlock(&rt->wait_lock);
         bool q = quiescent(rt);
         pthread_mutex_lock(&rt->wait_lock);
-        if (q && atomic_load(&t->state) < PARLA_TASK_DONE) {
-            stuck = true;
+        if (q && !any_finished(ts, n)) {
+            rc = PARLA_ESTUCK;
             break;
         }
-        if (gen == rt->wake_gen && atomic_load(&t->state) < PARLA_TASK_DONE)
+        if (gen != rt->wake_gen || any_finished(ts, n))
+            continue;
+        if (timeout < 0) {
             pthread_cond_wait(&rt->wait_cond, &rt->wait_lock);
+        } else if (pthread_cond_timedwait(&rt->wait_cond, &rt->wait_lock, &deadline) == ETIMEDOUT &&
+                   !any_finished(ts, n)) {
+            rc = PARLA_ETIMEDOUT;
+            break;
+        }
     }
     pthread_mutex_unlock(&rt->wait_lock);
-    if (stuck) {
-        if (atomic_load(&t->state) == PARLA_TASK_CREATED)
-            return parla__error(PARLA_ESTUCK, "parla_task_wait: task %s was never submitted", parla_task_name(t));
+    if (rc == PARLA_ESTUCK) {
+        if (all_created(ts, n))
+            return parla__error(PARLA_ESTUCK, "parla_task_wait: task %s was never submitted", parla_task_name(ts[0]));
         return stuck_error(rt);
     }
-    return outcome(t);
+    return rc;
+}
+
+/* Checks the arguments of the wait functions: one runtime, not the caller. */
+static int check_waited(const char *fn, parla_task_t *const *ts, size_t n)
+{
+    if (ts == NULL || n == 0)
+        return parla__error(PARLA_EINVAL, "%s: no tasks", fn);
+    parla__worker_t *w = tls_worker;
+    for (size_t i = 0; i < n; i++) {
+        if (ts[i] == NULL)
+            return parla__error(PARLA_EINVAL, "%s: task %zu is NULL", fn, i);
+        if (ts[i]->rt != ts[0]->rt)
+            return parla__error(PARLA_EINVAL, "%s: tasks %s and %s belong to different runtimes", fn,
+                                parla_task_name(ts[0]), parla_task_name(ts[i]));
+        if (w && w->current == ts[i])
+            return parla__error(PARLA_EINVAL, "%s: task %s cannot wait for itself", fn, parla_task_name(ts[i]));
+    }
+    return 0;
+}
+
+int parla_task_wait(parla_task_t *t)
+{
+    if (t == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_wait: task is NULL");
+    int rc = check_waited("parla_task_wait", &t, 1);
+    if (rc == 0)
+        rc = wait_any(t->rt, &t, 1, -1.0);
+    return rc ? rc : outcome(t);
+}
+
+int parla_task_wait_any(parla_task_t *const *tasks, size_t n, double timeout)
+{
+    int rc = check_waited("parla_task_wait_any", tasks, n);
+    if (rc)
+        return rc;
+    if (timeout != timeout)
+        return parla__error(PARLA_EINVAL, "parla_task_wait_any: timeout is NaN");
+    rc = wait_any(tasks[0]->rt, tasks, n, timeout);
+    if (rc == PARLA_ETIMEDOUT)
+        return parla__error(rc, "parla_task_wait_any: none of %zu task%s finished within %g s", n,
+                            n == 1 ? "" : "s", timeout);
+    return rc;
 }
 
 /* ----------------------------------------------------------- placeholders -- */

@@ -50,6 +50,15 @@ typedef struct {
     PyObject *failed;                 /* list of Task objects whose body raised, in order */
     _Atomic(TaskObject *) deferred;   /* finished tasks whose reference is still to drop */
     PyObject *module;                 /* the module (for its state) */
+    /* Closing: the context's exit began; only task bodies may still spawn
+     * (their tasks are what the exit waits for). Set by begin_close(). */
+    int closing;
+    /* Inside parla_runtime_destroy (GIL released): no engine call may start. */
+    int destroying;
+    /* Spawns in progress (inside Task._submit, which may release the GIL
+     * while it iterates the dependencies): the exit waits for them before it
+     * destroys the engine, so none submits to a destroyed runtime. */
+    Py_ssize_t spawning;
 } RuntimeObject;
 
 struct TaskObject {
@@ -410,6 +419,8 @@ fail:
 
 /* ---------------------------------------------------------- Task type -- */
 
+static int check_open(RuntimeObject *self);
+
 static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"runtime", "name", NULL};
@@ -423,10 +434,8 @@ static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     RuntimeObject *rt = (RuntimeObject *)rt_obj;
-    if (rt->rt == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "the Parla runtime is closed");
+    if (check_open(rt) < 0)
         return -1;
-    }
     if (self->task) {
         PyErr_SetString(PyExc_RuntimeError, "Task.__init__ called twice");
         return -1;
@@ -497,9 +506,9 @@ static int check_task(TaskObject *self)
     return 0;
 }
 
-/* Adds a dependency on every task found in obj (a Task, or an iterable of
- * Tasks and iterables, nested). */
-static int add_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject *obj, int depth)
+/* Appends to out every task found in obj (a Task, or an iterable of Tasks
+ * and iterables, nested), checking each; changes nothing in the graph. */
+static int collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject *obj, int depth, PyObject *out)
 {
     if (PyObject_TypeCheck(obj, task_type)) {
         TaskObject *dep = (TaskObject *)obj;
@@ -515,10 +524,7 @@ static int add_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject 
                          self->name, dep->name);
             return -1;
         }
-        int rc = parla_task_add_dependency(self->task, dep->task);
-        if (rc)
-            return raise_code(rc), -1;
-        return 0;
+        return PyList_Append(out, obj);
     }
     if (obj == Py_None)
         return 0;
@@ -531,7 +537,7 @@ static int add_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject 
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *item = PySequence_Fast_GET_ITEM(obj, i);
             Py_INCREF(item);
-            int r = add_dependencies(self, task_type, item, depth + 1);
+            int r = collect_dependencies(self, task_type, item, depth + 1, out);
             Py_DECREF(item);
             if (r < 0)
                 return -1;
@@ -548,7 +554,7 @@ static int add_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject 
     }
     PyObject *item;
     while ((item = PyIter_Next(it)) != NULL) {
-        int r = add_dependencies(self, task_type, item, depth + 1);
+        int r = collect_dependencies(self, task_type, item, depth + 1, out);
         Py_DECREF(item);
         if (r < 0) {
             Py_DECREF(it);
@@ -607,12 +613,13 @@ fail:
     return -1;
 }
 
-/* Accesses: a sequence of (Data, mode). */
-static int add_accesses(TaskObject *self, PyTypeObject *data_type, PyObject *accesses)
+/* Accesses: a sequence of (Data, mode). Returns them as a new list or tuple,
+ * each checked; changes nothing in the graph. */
+static PyObject *check_accesses(TaskObject *self, PyTypeObject *data_type, PyObject *accesses)
 {
     PyObject *seq = PySequence_Fast(accesses, "accesses must be a sequence");
     if (seq == NULL)
-        return -1;
+        return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
@@ -634,32 +641,134 @@ static int add_accesses(TaskObject *self, PyTypeObject *data_type, PyObject *acc
             PyErr_Format(PyExc_ValueError, "task %U: a PArray belongs to another Parla runtime", self->name);
             goto fail;
         }
-        int rc = parla_task_add_access(self->task, d->data, (parla_access_mode_t)mode);
-        if (rc) {
-            raise_code(rc);
+        if (mode != PARLA_READ && mode != PARLA_WRITE && mode != PARLA_READWRITE) {
+            PyErr_Format(PyExc_ValueError, "task %U: access %zd has mode %d, not read, write or read-write",
+                         self->name, i, mode);
             goto fail;
         }
     }
-    Py_DECREF(seq);
-    return 0;
+    return seq;
 fail:
     Py_DECREF(seq);
+    return NULL;
+}
+
+/* Whether a device can hold a need of one slot of a placement option. */
+static int slot_fits(const parla_device_info_t *d, int slot, double vcus, unsigned long long memory)
+{
+    int kind_ok = slot == PARLA_ANY_CPU   ? d->kind == PARLA_DEVICE_CPU
+                  : slot == PARLA_ANY_GPU ? d->kind != PARLA_DEVICE_CPU
+                                          : d->index == slot;
+    return kind_ok && d->vcus_capacity >= vcus && d->memory_capacity >= memory;
+}
+
+/* Refuses a task whose needs no allowed device can ever hold, before the
+ * spawn changes the graph (the engine would otherwise fail it at submit,
+ * after its dependencies and accesses were recorded). options were checked
+ * by add_options. Raises ValueError, with the engine's wording. */
+static int check_feasible(TaskObject *self, PyObject *options, double vcus, unsigned long long memory)
+{
+    parla_runtime_t *rt = self->runtime->rt;
+    int n_dev = parla_runtime_num_devices(rt);
+    parla_device_info_t devs[64];
+    if (n_dev > 64)
+        return 0; /* more than Parla() allows: the engine checks at submit */
+    for (int i = 0; i < n_dev; i++)
+        parla_device_info(rt, i, &devs[i]);
+    if (options == Py_None) {
+        if (vcus <= devs[0].vcus_capacity && memory <= devs[0].memory_capacity)
+            return 0;
+        char text[256];
+        PyOS_snprintf(text, sizeof text,
+                      "needs vcus=%g and memory=%llu bytes, more than the whole cpu device (vcus=1, memory=%llu "
+                      "bytes)", vcus, memory, (unsigned long long)devs[0].memory_capacity);
+        PyErr_Format(PyExc_ValueError, "task %U %s", self->name, text);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Length(options);
+    unsigned long long largest = 0;
+    double first_vcus = 0;
+    unsigned long long first_memory = 0;
+    for (Py_ssize_t o = 0; o < n; o++) {
+        PyObject *opt = PySequence_GetItem(options, o), *slots = NULL;
+        double ov;
+        unsigned long long om;
+        if (opt == NULL || !PyArg_ParseTuple(opt, "OdK", &slots, &ov, &om)) {
+            Py_XDECREF(opt);
+            return -1;
+        }
+        Py_INCREF(slots);
+        Py_DECREF(opt);
+        if (o == 0) {
+            first_vcus = ov;
+            first_memory = om;
+        }
+        Py_ssize_t k = PySequence_Length(slots);
+        int feasible = k > 0;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            PyObject *item = PySequence_GetItem(slots, j);
+            int slot = item ? (int)PyLong_AsLong(item) : 0;
+            Py_XDECREF(item);
+            if (PyErr_Occurred()) {
+                Py_DECREF(slots);
+                return -1;
+            }
+            int any = 0;
+            for (int i = 0; i < n_dev; i++) {
+                if (slot_fits(&devs[i], slot, 0.0, 0) && devs[i].memory_capacity > largest)
+                    largest = devs[i].memory_capacity;
+                any |= slot_fits(&devs[i], slot, ov, om);
+            }
+            feasible &= any;
+        }
+        Py_DECREF(slots);
+        if (feasible)
+            return 0;
+    }
+    char text[256];
+    PyOS_snprintf(text, sizeof text,
+                  "no device allowed by its placement can hold its needs (vcus=%g, memory=%llu bytes; the largest "
+                  "allowed device has a capacity of %llu bytes)", first_vcus, first_memory, largest);
+    PyErr_Format(PyExc_ValueError, "task %U: %s", self->name, text);
     return -1;
 }
+
+static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *attrs);
 
 /* _submit(func, dependencies, priority, vcus, memory, options, accesses): spawns the task. */
 static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "_submit(func, dependencies, priority, vcus, memory, options, accesses)");
+    if (nargs != 7 && nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_submit(func, dependencies, priority, vcus, memory, options, accesses[, attributes])");
         return NULL;
     }
     if (check_task(self) < 0)
         return NULL;
-    if (self->runtime->rt == NULL) {
-        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime is closed", self->name);
+    RuntimeObject *rt = self->runtime;
+    if (rt->rt == NULL || rt->destroying) {
+        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime is closed (the context has exited)",
+                     self->name);
         return NULL;
     }
+    if (rt->closing && parla_task_current() == NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "cannot spawn task %U: its Parla context is closing (its 'with Parla()' block was left, "
+                     "on another thread); only tasks may spawn tasks once the block is left",
+                     self->name);
+        return NULL;
+    }
+    rt->spawning++;
+    PyObject *out = task_submit(self, args, nargs == 8 ? args[7] : Py_None);
+    rt->spawning--;
+    return out;
+}
+
+/* attrs: None or a dict of attributes set on the task once nothing can
+ * refuse the spawn (no other thread runs from there to the submit: of threads
+ * spawning one task at once, exactly one sets them and submits). */
+static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *attrs)
+{
     if (parla_task_state(self->task) != PARLA_TASK_CREATED) {
         PyErr_Format(PyExc_RuntimeError, "task %U was already spawned; a task id can be spawned only once",
                      self->name);
@@ -686,19 +795,72 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
         PyErr_Format(PyExc_ValueError, "task %U: memory must be a non-negative number of bytes", self->name);
         return NULL;
     }
+    /* Everything is checked before the first change to the graph, so a spawn
+     * that raises leaves no trace: no edge, no access recorded on a PArray,
+     * no failed task. Only this task's own settings (priority, resources,
+     * placement options) are set before a check can fail; a later spawn of
+     * the same task sets them again. */
     int rc = parla_task_set_priority(self->task, (int)priority);
     if (rc == 0)
         rc = parla_task_set_resources(self->task, vcus, memory);
     if (rc)
         return raise_code(rc);
     module_state *st = get_state(self->runtime->module);
-    if (add_dependencies(self, st->task_type, args[1], 0) < 0)
+    PyObject *deps = PyList_New(0);
+    if (deps == NULL)
         return NULL;
-    if (add_options(self, args[5]) < 0 || add_accesses(self, st->data_type, args[6]) < 0)
-        return NULL;
+    PyObject *accesses = NULL;
+    if (collect_dependencies(self, st->task_type, args[1], 0, deps) < 0)
+        goto fail;
+    /* Iterating the dependencies may have run other threads (one may have
+     * spawned this task meanwhile). */
+    if (self->runtime->rt == NULL || self->runtime->destroying) {
+        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime closed while its dependencies were read",
+                     self->name);
+        goto fail;
+    }
+    if (parla_task_state(self->task) != PARLA_TASK_CREATED) {
+        PyErr_Format(PyExc_RuntimeError, "task %U was already spawned; a task id can be spawned only once",
+                     self->name);
+        goto fail;
+    }
+    accesses = check_accesses(self, st->data_type, args[6]);
+    if (accesses == NULL || add_options(self, args[5]) < 0 || check_feasible(self, args[5], vcus, memory) < 0)
+        goto fail;
     PyObject *body = capture(func);
     if (body == NULL)
-        return NULL;
+        goto fail;
+    if (attrs != Py_None) {
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        if (!PyDict_Check(attrs)) {
+            PyErr_SetString(PyExc_TypeError, "_submit: attributes must be a dict");
+            Py_DECREF(body);
+            goto fail;
+        }
+        while (PyDict_Next(attrs, &pos, &key, &value)) {
+            if (PyObject_GenericSetAttr((PyObject *)self, key, value) < 0) {
+                Py_DECREF(body);
+                goto fail;
+            }
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(deps); i++) {
+        rc = parla_task_add_dependency(self->task, ((TaskObject *)PyList_GET_ITEM(deps, i))->task);
+        if (rc)
+            break; /* out of memory: the edges added so far stay */
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < PySequence_Fast_GET_SIZE(accesses); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(accesses, i);
+        DataObject *d = (DataObject *)PyTuple_GET_ITEM(item, 0);
+        rc = parla_task_add_access(self->task, d->data, (parla_access_mode_t)PyLong_AsLong(PyTuple_GET_ITEM(item, 1)));
+    }
+    Py_CLEAR(deps);
+    Py_CLEAR(accesses);
+    if (rc) {
+        Py_DECREF(body);
+        return raise_code(rc);
+    }
     Py_XSETREF(self->func, body);
     rc = parla_task_set_body(self->task, py_task_body, self);
     if (rc)
@@ -728,6 +890,10 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     Py_RETURN_NONE;
+fail:
+    Py_XDECREF(deps);
+    Py_XDECREF(accesses);
+    return NULL;
 }
 
 static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
@@ -930,10 +1096,18 @@ static int runtime_close(RuntimeObject *self)
 {
     if (self->rt == NULL)
         return 0;
+    if (self->spawning > 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the Parla runtime cannot close while another thread is spawning a task into it");
+        return -2;
+    }
     int rc;
+    parla_runtime_t *rt = self->rt;
+    self->destroying = 1; /* other threads may run while the GIL is released */
     Py_BEGIN_ALLOW_THREADS
-    rc = parla_runtime_destroy(self->rt);
+    rc = parla_runtime_destroy(rt);
     Py_END_ALLOW_THREADS
+    self->destroying = 0;
     if (rc == 0)
         self->rt = NULL;
     drain_deferred(self);
@@ -966,7 +1140,7 @@ static void Runtime_dealloc(RuntimeObject *self)
         parla_runtime_wait_all(rt);
         Py_END_ALLOW_THREADS
         if (runtime_close(self) != 0)
-            PyErr_Clear();
+            PyErr_Clear(); /* nothing raised for a code; -2 raised, cleared here */
     }
     Runtime_clear(self);
     Py_CLEAR(self->module);
@@ -976,7 +1150,7 @@ static void Runtime_dealloc(RuntimeObject *self)
 
 static int check_open(RuntimeObject *self)
 {
-    if (self->rt == NULL) {
+    if (self->rt == NULL || self->destroying) {
         PyErr_SetString(PyExc_RuntimeError, "the Parla runtime is closed");
         return -1;
     }
@@ -997,11 +1171,26 @@ static PyObject *Runtime_wait_all(RuntimeObject *self, PyObject *const *args, Py
     int rc;
     parla_runtime_t *rt = self->rt;
     const char *msg;
-    Py_BEGIN_ALLOW_THREADS
-    rc = timeout < 0 ? parla_runtime_wait_all(rt) : parla_runtime_wait_all_timeout(rt, timeout);
-    msg = parla_last_error_message();
-    Py_END_ALLOW_THREADS
-    drain_deferred(self);
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = timeout < 0 ? parla_runtime_wait_all(rt) : parla_runtime_wait_all_timeout(rt, timeout);
+        msg = parla_last_error_message();
+        Py_END_ALLOW_THREADS
+        drain_deferred(self);
+        if (rc == PARLA_ETIMEDOUT || self->spawning == 0 || parla_task_current() != NULL)
+            break;
+        /* Quiescent, but another thread is inside a spawn (it may submit a
+         * task the moment it gets the GIL): let it finish, then wait again. */
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec nap = {0, 1000000};
+        nanosleep(&nap, NULL);
+        Py_END_ALLOW_THREADS
+        if (timeout >= 0) {
+            rc = PARLA_ETIMEDOUT;
+            msg = "";
+            break;
+        }
+    }
     return Py_BuildValue("(is)", rc, rc ? msg : "");
 }
 
@@ -1019,8 +1208,17 @@ static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
 {
     (void)unused;
     int rc = runtime_close(self);
+    if (rc == -2)
+        return NULL;
     if (rc)
         return raise_code(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_begin_close(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    self->closing = 1;
     Py_RETURN_NONE;
 }
 
@@ -1143,6 +1341,12 @@ static PyObject *Runtime_get_num_workers(RuntimeObject *self, void *c)
     return PyLong_FromLong(parla_runtime_num_workers(self->rt));
 }
 
+static PyObject *Runtime_get_closing(RuntimeObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->closing || self->rt == NULL);
+}
+
 static PyObject *Runtime_get_closed(RuntimeObject *self, void *c)
 {
     (void)c;
@@ -1154,6 +1358,8 @@ static PyMethodDef Runtime_methods[] = {
      "wait_all(timeout=-1) -> (code, message): wait for every spawned task (GIL released)."},
     {"cancel_all", (PyCFunction)Runtime_cancel_all, METH_NOARGS, "Cancel every task that has not started."},
     {"close", (PyCFunction)Runtime_close, METH_NOARGS, "Stop the workers (raises RuntimeError while tasks are live)."},
+    {"begin_close", (PyCFunction)Runtime_begin_close, METH_NOARGS,
+     "Refuse spawns from outside task bodies from now on (the context's exit began)."},
     {"unsubmitted", (PyCFunction)Runtime_unsubmitted, METH_NOARGS,
      "Never-spawned tasks that spawned tasks depend on."},
     {"stats", (PyCFunction)Runtime_stats, METH_NOARGS, "Engine counters."},
@@ -1167,6 +1373,7 @@ static PyGetSetDef Runtime_getset[] = {
     {"failed", (getter)Runtime_get_failed, NULL, "tasks whose body raised, in order of failure"},
     {"num_workers", (getter)Runtime_get_num_workers, NULL, "number of worker threads"},
     {"closed", (getter)Runtime_get_closed, NULL, "True after close()"},
+    {"closing", (getter)Runtime_get_closing, NULL, "True after begin_close() or close()"},
     {NULL},
 };
 
@@ -1497,9 +1704,36 @@ static PyObject *mod_busy_wait(PyObject *module, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
+/* wait_any(tasks, timeout) -> (code, message): blocks (GIL released) until one of
+ * tasks (a tuple or list of Tasks of one runtime) has finished, or timeout
+ * seconds (< 0: no limit) have passed; code 0, ETIMEDOUT, ESTUCK or EINVAL. */
+static PyObject *mod_wait_any(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "wait_any(tasks, timeout) takes 2 arguments");
+        return NULL;
+    }
+    double timeout = PyFloat_AsDouble(args[1]);
+    if (timeout == -1.0 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = 0;
+    parla_task_t **tasks = awaited_tasks(get_state(module)->task_type, args[0], &n);
+    if (tasks == NULL)
+        return NULL;
+    gil_release_t g = gil_release();
+    int rc = parla_task_wait_any(tasks, (size_t)n, timeout);
+    const char *msg = rc ? parla_last_error_message() : "";
+    gil_restore(g);
+    PyMem_Free(tasks);
+    return Py_BuildValue("(is)", rc, msg);
+}
+
 static PyMethodDef module_methods[] = {
     {"busy_wait", (PyCFunction)(void (*)(void))mod_busy_wait, METH_FASTCALL,
      "busy_wait(microseconds, release_gil): spin for that long, releasing the GIL meanwhile if release_gil."},
+    {"wait_any", (PyCFunction)(void (*)(void))mod_wait_any, METH_FASTCALL,
+     "wait_any(tasks, timeout) -> (code, message): block (GIL released) until one of tasks has finished or "
+     "timeout seconds (< 0: no limit) have passed."},
     {"current_task", mod_current_task, METH_NOARGS, "The Task running on this thread, or None."},
     {"worker_index", mod_worker_index, METH_NOARGS, "Index of the calling worker thread, or -1."},
     {"current_stream", mod_current_stream, METH_O,

@@ -20,7 +20,7 @@ def test_module_paths_reexport_the_public_api():
     from parla.task_runtime import Scheduler, get_scheduler_context
     from parla.environments import TaskEnvironment
     assert gpu is cuda is parla.devices.gpu and cpu is parla.devices.cpu
-    assert TaskSpace is parla.TaskSpace and AtomicTaskList is parla.TaskList and wait is parla.tasks.wait
+    assert TaskSpace is parla.TaskSpace and AtomicTaskList is parla.TaskList and wait is parla.tasks.barrier
     assert get_current_devices is parla.get_current_devices and get_current_context is parla.get_current_context
     assert clone_here is parla.array.clone_here and copy is parla.array.copy and asarray is parla.array.asarray
     assert Coherence is OldCoherence and CPU_INDEX == -1

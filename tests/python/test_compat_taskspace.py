@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from parla import AtomicTaskSpace, Parla, TaskSpace, UnspawnedDependencyError, spawn
-from parla.tasks import AtomicTaskSpace as AtomicFromTasks, TaskHandle, TaskList, wait
+from parla.tasks import AtomicTaskSpace as AtomicFromTasks, TaskHandle, TaskList, barrier
 from parla.cython.tasks import AtomicTaskSpace as AtomicFromCython, wait as cython_wait
 
 pytestmark = pytest.mark.timeout(20)
@@ -106,7 +106,7 @@ def test_wait_on_a_never_spawned_task_is_an_error():
         spawn(T[0])(lambda: None)
         T[1]
         with pytest.raises(UnspawnedDependencyError, match=r"U\[1\]"):
-            wait(T)
+            barrier(T)
         spawn(T[1])(lambda: None)
 
 

@@ -4,7 +4,9 @@ parla-experimental's task class hierarchy (``ComputeTask``, ``DataMovementTask``
 ``inner_task`` and the dependency bookkeeping methods used by its scheduler tests) does not exist here: a
 task is :class:`parla.tasks.Task`, whose ``state`` is a string."""
 from ..tasks import (AtomicTaskList, AtomicTaskSpace, BackendTaskSpace, Task, TaskContext, TaskList, TaskSpace,
-                     Tasks, wait)
+                     Tasks, barrier)
+
+wait = barrier  # parla-experimental's wait(barrier): blocks until every task in it has finished
 
 TaskCollection = Tasks
 GPUEnvironment = TaskContext

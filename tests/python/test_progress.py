@@ -1,0 +1,74 @@
+"""Parla(progress=...): a tqdm bar or a callback with tasks finished over spawned."""
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from parla import Parla, TaskSpace, spawn
+from parla.devices import gpu
+from parla.progress import Progress
+
+
+def test_callback_sees_counts_and_busy_devices():
+    seen = []
+    gate = threading.Event()
+    middle = threading.Event()
+
+    def report(p):
+        seen.append(p)
+        if not p.final and p.finished >= 10 and p.busy.get("gpu(0)") == 1:
+            middle.set()
+
+    with Parla(n_workers=2, virtual_gpus=1, progress=report):
+        T = TaskSpace("T")
+        for i in range(10):
+            @spawn(T[i])
+            def quick():
+                pass
+
+        @spawn(T[10], placement=gpu)
+        def held():
+            assert gate.wait(30)
+
+        assert middle.wait(30)  # the monitor saw 10 finished while the GPU task held
+        gate.set()
+    last = seen[-1]
+    assert isinstance(last, Progress) and last.final
+    assert (last.spawned, last.finished, last.failed, last.cancelled) == (11, 11, 0, 0)
+    assert last.busy == {"cpu(0)": 0, "gpu(0)": 0}
+    assert sum(p.final for p in seen) == 1
+
+
+def test_callback_error_is_raised_at_exit():
+    def bad(p):
+        raise ZeroDivisionError("in the callback")
+
+    with pytest.raises(ZeroDivisionError, match="in the callback"):
+        with Parla(n_workers=1, progress=bad):
+            @spawn()
+            def t():
+                pass
+
+
+def test_progress_argument_checked():
+    with pytest.raises(TypeError, match="progress=3"):
+        Parla(progress=3)
+
+
+@pytest.mark.timeout(60)
+def test_tqdm_bar_on_stderr_from_environment():
+    code = textwrap.dedent("""
+        import time
+        from parla import Parla, spawn
+        with Parla(n_workers=2):
+            for i in range(40):
+                @spawn()
+                def t():
+                    time.sleep(0.02)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50,
+                       env={"PATH": "/usr/bin:/bin", "PARLA_PROGRESS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "parla: 100%" in r.stderr and "40/40" in r.stderr and "task/s" in r.stderr
