@@ -965,7 +965,14 @@ int parla_runtime_destroy(parla_runtime_t *rt)
     if (tls_worker && tls_worker->rt == rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_destroy: called from task %s",
                             parla_task_name(tls_worker->current));
-    atomic_store(&rt->closing, true); /* from now on submit refuses (see parla_task_submit) */
+    /* The runtime's memory lives while task handles or data objects do, so a
+     * second destroy reaches it: refuse it (it would drop the runtime's own
+     * reference twice and free it under those handles). */
+    if (atomic_load(&rt->destroyed))
+        return parla__error(PARLA_ESTATE, "parla_runtime_destroy: the runtime was already destroyed");
+    bool open = false;
+    if (!atomic_compare_exchange_strong(&rt->closing, &open, true)) /* from now on submit refuses */
+        return parla__error(PARLA_ESTATE, "parla_runtime_destroy: another thread is destroying the runtime");
     /* A task is reported finished (its state) a moment before the engine's
      * bookkeeping for it ends; wait that moment out, briefly. */
     long active = atomic_load(&rt->n_active);
