@@ -470,6 +470,16 @@ uint64_t parla_data_resident_bytes(parla_data_t *data, int device);
  * not declared), PARLA_ENOMEM, PARLA_ERESOURCE (no room on device). */
 int parla_data_fetch(parla_data_t *data, int device, int write);
 
+/* Outside tasks: blocks until every spawned task that writes data's ranges
+ * (and, when write is nonzero, every one that reads them) has finished, as
+ * parla_data_fetch does first, or until timeout seconds have passed when
+ * timeout >= 0 (negative: no limit). Lets a caller wait in slices and handle
+ * signals (Ctrl-C) between them. Returns 0, PARLA_ETIMEDOUT, PARLA_ESTUCK (a
+ * task it waits for can never finish), PARLA_EINVAL (NULL data, NaN timeout).
+ * Thread context: any thread; in a task body on data the task declared, the
+ * task's own access is not waited for. */
+int parla_data_wait(parla_data_t *data, int write, double timeout);
+
 /* Drops data's base copy on device (device -1: every non-CPU device). With
  * keep_one_copy, ranges valid only there are first copied to the CPU.
  * Copies in use by running tasks are not evicted (PARLA_EBUSY). */

@@ -1646,15 +1646,12 @@ void parla__data_forget_history(parla_runtime_t *rt)
 
 /* ------------------------------------------------------- outside of tasks -- */
 
-int parla_data_fetch(parla_data_t *d, int device, int write)
+/* Waits for the tasks whose accesses conflict with an outside access to d
+ * (writers; with write, readers too), at most timeout seconds when timeout >= 0. */
+static int wait_conflicting(parla_data_t *d, int write, double timeout)
 {
-    if (d == NULL)
-        return parla__error(PARLA_EINVAL, "parla_data_fetch: data is NULL");
     store_t *s = d->store;
-    parla_runtime_t *rt = s->rt;
-    if (device < 0 || device >= rt->n_devices)
-        return parla__error(PARLA_ENODEV, "parla_data_fetch: no device %d", device);
-    /* Wait for the tasks whose accesses conflict with this one. */
+    uint64_t deadline = timeout >= 0 ? parla__now_ns() + (uint64_t)(timeout * 1e9) : 0;
     for (;;) {
         parla_task_t *wait = NULL;
         pthread_mutex_lock(&s->lock);
@@ -1674,17 +1671,49 @@ int parla_data_fetch(parla_data_t *d, int device, int write)
             parla_task_retain(wait);
         pthread_mutex_unlock(&s->lock);
         if (wait == NULL)
-            break;
+            return 0;
         parla__worker_t *w = parla__current_worker();
         if (w && w->current == wait) {
             parla_task_release(wait);
-            break; /* the calling task's own declared access */
+            return 0; /* the calling task's own declared access */
         }
-        int rc = parla_task_wait(wait);
+        int rc;
+        if (timeout < 0) {
+            rc = parla_task_wait(wait);
+        } else {
+            uint64_t now = parla__now_ns();
+            rc = now >= deadline ? PARLA_ETIMEDOUT
+                                 : parla_task_wait_any(&wait, 1, (double)(deadline - now) / 1e9);
+        }
         parla_task_release(wait);
-        if (rc == PARLA_ESTUCK)
-            return rc;
+        if (rc == PARLA_ESTUCK || rc == PARLA_ETIMEDOUT)
+            return rc == PARLA_ETIMEDOUT
+                       ? parla__error(rc, "parla_data_wait: tasks using the data did not finish within %g s", timeout)
+                       : rc;
     }
+}
+
+int parla_data_wait(parla_data_t *d, int write, double timeout)
+{
+    if (d == NULL)
+        return parla__error(PARLA_EINVAL, "parla_data_wait: data is NULL");
+    if (timeout != timeout)
+        return parla__error(PARLA_EINVAL, "parla_data_wait: timeout is NaN");
+    return wait_conflicting(d, write, timeout);
+}
+
+int parla_data_fetch(parla_data_t *d, int device, int write)
+{
+    if (d == NULL)
+        return parla__error(PARLA_EINVAL, "parla_data_fetch: data is NULL");
+    store_t *s = d->store;
+    parla_runtime_t *rt = s->rt;
+    if (device < 0 || device >= rt->n_devices)
+        return parla__error(PARLA_ENODEV, "parla_data_fetch: no device %d", device);
+    /* Wait for the tasks whose accesses conflict with this one. */
+    int wrc = wait_conflicting(d, write, -1.0);
+    if (wrc)
+        return wrc;
     /* Copies still on their way to the device are waited for. */
     pthread_mutex_lock(&s->lock);
     arrival_t *arr = s->copies[device].arriving;

@@ -17,6 +17,8 @@
  *    edges order tasks without carrying failures.
  * 4. A task given accesses and released without being submitted does not keep
  *    the runtime alive (ASan's leak check covers it in the sanitizer build).
+ * 5. parla_data_wait gives up after its timeout while a writer runs (so a
+ *    caller can handle Ctrl-C between slices), then returns once it finished.
  */
 #include "check.h"
 
@@ -240,6 +242,40 @@ static void released_unsubmitted(void)
     CHECK_OK(parla_runtime_destroy(rt)); /* frees everything: ASan's leak check fails otherwise */
 }
 
+static atomic_int gate_open;
+
+static int gated(parla_task_t *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    struct timespec ts = {0, 1000 * 1000};
+    while (!atomic_load(&gate_open))
+        nanosleep(&ts, NULL);
+    return 0;
+}
+
+static void timed_wait(void)
+{
+    check_set_phase("parla_data_wait timeout");
+    parla_runtime_t *rt = runtime(1 << 20);
+    parla_data_t *d;
+    CHECK_OK(parla_data_create(rt, 4096, NULL, &d));
+    atomic_store(&gate_open, 0);
+    parla_task_t *w = spawn_on(rt, gated, 0, &d, 1, PARLA_WRITE);
+    CHECK_RC(parla_data_wait(d, 0, 0.01), PARLA_ETIMEDOUT);
+    CHECK_RC(parla_data_wait(d, 1, 0.0), PARLA_ETIMEDOUT);
+    CHECK_RC(parla_data_wait(d, 0, 0.0 / 0.0), PARLA_EINVAL);
+    CHECK(parla_task_state(w) < PARLA_TASK_DONE, "the writer finished while its gate was closed");
+    atomic_store(&gate_open, 1);
+    CHECK_OK(parla_data_wait(d, 1, -1.0));
+    CHECK(parla_task_state(w) == PARLA_TASK_DONE, "parla_data_wait returned before the writer finished");
+    CHECK_OK(parla_data_wait(d, 1, 0.0)); /* nothing left to wait for: 0 at once */
+    parla_task_release(w);
+    parla_data_release(d);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 int main(void)
 {
     check_watchdog(50);
@@ -253,7 +289,8 @@ int main(void)
     failed_writer(1);
     fresh_write_after_failure();
     released_unsubmitted();
-    printf("full GPU x%d, room all at once x%d, fetched copy, failed writers, fresh writes, released unsubmitted task: ok\n",
+    timed_wait();
+    printf("full GPU x%d, room all at once x%d, fetched copy, failed writers, fresh writes, released unsubmitted task, timed wait: ok\n",
            rounds, rounds);
     return 0;
 }
