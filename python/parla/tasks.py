@@ -217,9 +217,12 @@ class TaskSpace:
         self.shape: Optional[Tuple[int, ...]] = tuple(shape) if shape is not None else None
         self.start: Optional[Tuple[int, ...]] = tuple(start) if start is not None else None
         self._tasks: Dict[Tuple, Task] = {}
+        # Serialises the creation of tasks: threads naming the same new id get the same task (one task runs
+        # once; a dependency named on one thread is the task spawned on another).
+        self._lock = threading.Lock()
 
     def _task(self, key: Tuple, plain: bool = False) -> Task:
-        """The task named by key (created if new); plain: every key is an int."""
+        """The task named by key (created if new); plain: every key is an int. Thread-safe."""
         context = _runtime._current
         task = self._tasks.get(key)
         if context is None:
@@ -228,6 +231,13 @@ class TaskSpace:
             raise RuntimeError(f"TaskSpace {self.name!r}: {self.name}[{', '.join(map(_key_str, key))}] names a "
                                f"new task, which needs an active Parla context ('with Parla():')")
         runtime = context._rt
+        if task is not None and task.runtime is runtime:
+            return task
+        with self._lock:
+            return self._new_task(key, plain, runtime)
+
+    def _new_task(self, key: Tuple, plain: bool, runtime: Any) -> Task:
+        task = self._tasks.get(key)  # another thread may have created it meanwhile
         if task is None or task.runtime is not runtime:
             if len(key) == 1 and type(key[0]) is int:
                 name = f"{self.name}[{key[0]}]"
@@ -380,14 +390,15 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         else:
             raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
         options, v, m = resolve_placement(placement, vcus, memory, task.name)
-        accesses = _accesses(task, input, output, inout) \
+        attrs: Dict[str, Any] = {}  # set on the task by _submit once nothing can refuse the spawn
+        accesses = _accesses(task, input, output, inout, attrs) \
             if _declares(input) or _declares(output) or _declares(inout) else ()
         deps = dependencies
         if deps is None:
             deps = ()
         elif not isinstance(deps, (list, tuple, Task)):
             deps = list(deps)  # a generator or a TaskSpace: read it once, keep it for .dependencies
-        task._deps = deps
+        attrs["_deps"] = deps
         if options is not None and context.has_cuda and not _is_async(body):
             body = _on_cuda_device(_core.capture(body))
         if spawn_logger.isEnabledFor(10):
@@ -396,16 +407,9 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
                                priority or 0)
         if options is not None and mapping_logger.isEnabledFor(10):
             mapping_logger.debug("task %s: placement options %s (vcus %s, memory %s)", task.name, options, v, m)
-        try:
-            task._submit(body, deps, priority or 0, v, m, options, accesses)
-        except BaseException:
-            # A refused spawn leaves no trace: the task is as it was (never spawned, no dependencies).
-            for name in ("_deps", "_decl", "_modes"):
-                try:
-                    delattr(task, name)
-                except AttributeError:
-                    pass
-            raise
+        # A refused spawn leaves no trace (the task stays never spawned, without dependencies); of threads
+        # spawning the same task at once, one spawns it and the others get RuntimeError.
+        task._submit(body, deps, priority or 0, v, m, options, accesses, attrs)
         if context._progress is not None:
             context._progress.spawned()
         return task
@@ -467,10 +471,11 @@ def _declares(x: Any) -> bool:
 _PArray: Any = None  # parla.array.PArray, imported on first use (array imports this module)
 
 
-def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable) -> List[Tuple[Any, int]]:
+def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable,
+              attrs: Dict[str, Any]) -> List[Tuple[Any, int]]:
     """The engine accesses of a task's input/output/inout declarations (PArrays, or nested lists of them).
-    The declarations are kept on the task (they keep the arrays alive while it runs, and ``.array`` reads
-    its access mode from them)."""
+    The declarations go to attrs, for the task (they keep the arrays alive while it runs, and ``.array``
+    reads its access mode from them)."""
     global _PArray
     PArray = _PArray
     if PArray is None:
@@ -493,8 +498,8 @@ def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable) ->
                 modes[key] = modes.get(key, 0) | mode
             else:
                 _access_slow(task, arg, item, mode, out, modes, PArray)
-    task._decl = (input, output, inout)
-    task._modes = modes
+    attrs["_decl"] = (input, output, inout)
+    attrs["_modes"] = modes
     return out
 
 

@@ -734,13 +734,14 @@ static int check_feasible(TaskObject *self, PyObject *options, double vcus, unsi
     return -1;
 }
 
-static PyObject *task_submit(TaskObject *self, PyObject *const *args);
+static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *attrs);
 
 /* _submit(func, dependencies, priority, vcus, memory, options, accesses): spawns the task. */
 static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "_submit(func, dependencies, priority, vcus, memory, options, accesses)");
+    if (nargs != 7 && nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_submit(func, dependencies, priority, vcus, memory, options, accesses[, attributes])");
         return NULL;
     }
     if (check_task(self) < 0)
@@ -759,12 +760,15 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     rt->spawning++;
-    PyObject *out = task_submit(self, args);
+    PyObject *out = task_submit(self, args, nargs == 8 ? args[7] : Py_None);
     rt->spawning--;
     return out;
 }
 
-static PyObject *task_submit(TaskObject *self, PyObject *const *args)
+/* attrs: None or a dict of attributes set on the task once nothing can
+ * refuse the spawn (no other thread runs from there to the submit: of threads
+ * spawning one task at once, exactly one sets them and submits). */
+static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *attrs)
 {
     if (parla_task_state(self->task) != PARLA_TASK_CREATED) {
         PyErr_Format(PyExc_RuntimeError, "task %U was already spawned; a task id can be spawned only once",
@@ -809,11 +813,16 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args)
     PyObject *accesses = NULL;
     if (collect_dependencies(self, st->task_type, args[1], 0, deps) < 0)
         goto fail;
-    /* Iterating the dependencies may have run other threads. */
-    if (self->runtime->rt == NULL || self->runtime->destroying ||
-        parla_task_state(self->task) != PARLA_TASK_CREATED) {
-        PyErr_Format(PyExc_RuntimeError, "task %U was spawned or its runtime closed while its dependencies "
-                     "were read", self->name);
+    /* Iterating the dependencies may have run other threads (one may have
+     * spawned this task meanwhile). */
+    if (self->runtime->rt == NULL || self->runtime->destroying) {
+        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime closed while its dependencies were read",
+                     self->name);
+        goto fail;
+    }
+    if (parla_task_state(self->task) != PARLA_TASK_CREATED) {
+        PyErr_Format(PyExc_RuntimeError, "task %U was already spawned; a task id can be spawned only once",
+                     self->name);
         goto fail;
     }
     accesses = check_accesses(self, st->data_type, args[6]);
@@ -822,6 +831,21 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args)
     PyObject *body = capture(func);
     if (body == NULL)
         goto fail;
+    if (attrs != Py_None) {
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        if (!PyDict_Check(attrs)) {
+            PyErr_SetString(PyExc_TypeError, "_submit: attributes must be a dict");
+            Py_DECREF(body);
+            goto fail;
+        }
+        while (PyDict_Next(attrs, &pos, &key, &value)) {
+            if (PyObject_GenericSetAttr((PyObject *)self, key, value) < 0) {
+                Py_DECREF(body);
+                goto fail;
+            }
+        }
+    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(deps); i++) {
         rc = parla_task_add_dependency(self->task, ((TaskObject *)PyList_GET_ITEM(deps, i))->task);
         if (rc)
