@@ -42,7 +42,7 @@ import numpy as np
 from . import _core, _runtime
 from .devices import Device, cpu, device_of, engine_index
 
-__all__ = ["PArray", "array", "asarray", "asarray_batch", "clone_here", "copy", "get_array_module"]
+__all__ = ["PArray", "array", "asarray", "asarray_batch", "clone_here", "copy", "get_array_module", "storage_size"]
 
 
 def _as_slice(index: Any, length: int) -> Optional[slice]:
@@ -212,7 +212,7 @@ class PArray:
         self._creator = None
         if parent._flat is not None:
             self._flat = parent._flat[index]
-        elif np.may_share_memory(view_np, root._np):
+        elif view_np.size == 0 or np.may_share_memory(view_np, root._np):
             self._flat = None
         else:  # NumPy copied the elements (lists of indices, masks): keep where they come from
             self._flat = parent._flat_map()[index]
@@ -828,6 +828,11 @@ def array(object: Any, dtype: Any = None, copy: bool = True, order: str = "K", s
     values = np.array(_host_array(object), dtype=dtype, copy=True if copy else None, order=order, subok=subok,
                       ndmin=ndmin, **kwargs)
     return PArray(values, name=name)
+
+
+def storage_size(*arrays: Any) -> int:
+    """Bytes the arrays (PArrays, NumPy or CuPy arrays) take in memory, summed (Parla.py's storage_size)."""
+    return sum(int(a.nbytes) for a in arrays)
 
 
 def asarray_batch(*objs: Any) -> Any:

@@ -355,7 +355,7 @@ _anonymous = itertools.count()
 def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: Any = None,
           vcus: Optional[float] = None, memory: Optional[int] = None, input: Iterable = (),
           output: Iterable = (), inout: Iterable = (), priority: Optional[int] = None,
-          **unknown: Any) -> Callable[[Callable], Task]:
+          data: Optional[Iterable] = None, **unknown: Any) -> Callable[[Callable], Task]:
     """Decorator that spawns the decorated function as a task and returns the :class:`Task`.
 
     - ``taskid``: a task named in a TaskSpace (``T[i]``), or None for an anonymous task.
@@ -364,6 +364,9 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
     - ``vcus``: fraction of the device in (0, 1]; ``memory``: bytes. The task runs only while they fit.
     - ``priority``: larger runs first when workers are busy (levels: > 0, 0, < 0).
     - ``input``/``output``/``inout``: PArrays the task reads/writes.
+    - ``data``: arrays (PArrays, NumPy, CuPy) the task works on, as in Parla.py: the task is placed where they
+      are (``placement=data``) and needs their size in memory (``memory=storage_size(*data)``); it cannot be
+      combined with placement= or memory=.
 
     The body's closure variables are captured by value at spawn. Raises RuntimeError outside a Parla
     context or when ``taskid`` was already spawned; ValueError/TypeError for invalid arguments (naming
@@ -372,6 +375,13 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
     if unknown:
         raise TypeError(f"spawn() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     context = _runtime.current_runtime()
+    if data is not None:
+        if placement is not None or memory is not None:
+            raise ValueError("spawn(data=...): data gives the placement and the memory; it cannot be combined "
+                             "with placement= or memory=")
+        from .array import storage_size
+        data = list(data)
+        placement, memory = data, storage_size(*data)
 
     if priority is not None and (type(priority) is not int or not -1000000 <= priority <= 1000000):
         if isinstance(priority, bool) or not isinstance(priority, numbers.Integral) \

@@ -1512,25 +1512,6 @@ static int device_arg(DataObject *self, PyObject *arg, int *out)
     return 0;
 }
 
-/* host_view(device): a writable memoryview of the base's copy on a
- * host-memory device (cpu, virtual GPU), or None when it has none. */
-static PyObject *Data_host_view(DataObject *self, PyObject *arg)
-{
-    int dev;
-    if (device_arg(self, arg, &dev) < 0)
-        return NULL;
-    parla_device_info_t info;
-    parla_device_info(self->runtime->rt, dev, &info);
-    if (info.is_cuda) {
-        PyErr_SetString(PyExc_ValueError, "host_view: the device is a CUDA GPU; use ptr()");
-        return NULL;
-    }
-    void *p = parla_data_device_ptr(self->data, dev);
-    if (p == NULL)
-        Py_RETURN_NONE;
-    return PyMemoryView_FromMemory(p, (Py_ssize_t)parla_data_nbytes(self->data), PyBUF_WRITE);
-}
-
 /* A hold on a device copy (parla_data_hold): keeps its memory for the arrays
  * made over it, which may outlive the task, the copy and the runtime. Exports
  * the memory as a writable buffer when it is host memory (cpu, virtual GPU). */
@@ -1710,7 +1691,6 @@ static PyObject *Data_get_runtime(DataObject *self, void *c)
 
 static PyMethodDef Data_methods[] = {
     {"view", (PyCFunction)Data_view, METH_O, "view(ranges): a view over byte ranges [lo0, hi0, lo1, hi1, ...]."},
-    {"host_view", (PyCFunction)Data_host_view, METH_O, "memoryview of the copy on a host-memory device, or None."},
     {"ptr", (PyCFunction)Data_ptr, METH_O, "address of the base's copy on a device (0 if none)."},
     {"hold", (PyCFunction)Data_hold, METH_O,
      "hold(device): a Hold keeping the base's copy on device allocated while it lives (None if it has none)."},

@@ -393,3 +393,36 @@ def test_ctrl_c_interrupts_an_outside_access_waiting_for_a_writer():
                          env=clean_env(), cwd=str(REPO))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines() == ["read interrupted running", "write interrupted running", "[1.0, 1.0, 1.0, 1.0]"]
+
+
+# ------------------------------------------------------------------ placement by data --
+
+@pytest.mark.timeout(30)
+def test_placement_by_data_runs_where_the_data_is():
+    from parla import get_current_devices
+    from parla.array import storage_size
+    with Parla(n_workers=2, virtual_gpus=2):
+        A = asarray(np.zeros(8))
+        B = asarray(np.ones(8))
+
+        @spawn(placement=gpu(1), inout=[A])
+        def move():
+            A.array[:] = 3.0
+
+        @spawn(placement=[A], input=[A], dependencies=[move])
+        def follows():  # A's only valid copy is on gpu(1) now
+            return get_current_devices(), A.array.sum()
+
+        @spawn(placement=np.zeros(2))
+        def on_cpu():
+            return get_current_devices()
+
+        @spawn(data=[B], input=[B])
+        def by_data():
+            return get_current_devices(), B.array.sum()
+        with pytest.raises(ValueError, match="data"):
+            spawn(data=[B], placement=gpu)(lambda: None)
+    assert follows.result == ([gpu(1)], 24.0)
+    assert on_cpu.result == [cpu(0)]
+    assert by_data.result == ([cpu(0)], 8.0)
+    assert storage_size(A, np.zeros(3, dtype=np.int32)) == 64 + 12
