@@ -1471,10 +1471,10 @@ static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode, bool dep_wr
     if (dep == t || st == PARLA_TASK_DONE)
         return 0;
     if (st > PARLA_TASK_DONE) /* a failed or cancelled writer: its readers are cancelled with it */
-        return flow ? parla__add_edge(t, dep, 0) : 0;
+        return flow ? parla__add_edge(t, dep, PARLA__EDGE_DATA) : 0;
     if (atomic_load(&t->succ) != NULL && parla__reaches(t, dep, 100000))
         return 1;
-    return parla__add_edge(t, dep, flow ? 0 : PARLA__EDGE_ORDER);
+    return parla__add_edge(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
 }
 
 int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t mode)
