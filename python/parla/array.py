@@ -19,16 +19,22 @@ Declare what a task reads (``input=``), writes entirely (``output=``) or updates
   task to write;
 - evicts least-recently-used copies when a device is full, writing the last valid copy back to the CPU first.
 
-Writing to a PArray declared only as ``input`` is detected: its ``.array`` is read-only there (NumPy raises
-``ValueError: assignment destination is read-only``). Using a PArray a task did not declare raises
-RuntimeError. Outside tasks, reading a PArray waits for the tasks writing it and gives the latest values;
-writing to it (``A[i] = v``, ``A += 1``) also waits for the tasks reading it.
+Indexing follows NumPy's rules (bounds, negative indices, steps, Ellipsis, newaxis, index lists that
+broadcast together, masks). Views made with index lists or masks are NumPy copies: their ``.array`` is a
+read-only copy, and ``V[i] = x`` or ``V += x`` writes through to the base array.
 
-Views made with lists of indices that are not evenly spaced are copies: read-only.
+Writing to a PArray declared only as ``input`` is detected: its ``.array`` is read-only there (NumPy raises
+``ValueError: assignment destination is read-only``). A task may use without declaring them the PArrays it
+made itself, PArrays no task declared (their CPU copy, on the CPU), and, read-only, PArrays whose copy on its
+device is valid; a stale copy raises RuntimeError naming the task and the array. ``Parla(strict_access=True)``
+(or ``PARLA_STRICT_ACCESS=1``) refuses every undeclared use. Outside tasks, reading a PArray waits for the
+tasks writing it and gives the latest values; writing to it (``A[i] = v``, ``A += 1``) also waits for the
+tasks reading it. An unused PArray is freed, with its device copies, when its last reference goes.
 """
 from __future__ import annotations
 
 import operator
+import weakref
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -39,23 +45,57 @@ from .devices import Device, cpu, device_of, engine_index
 __all__ = ["PArray", "array", "asarray", "asarray_batch", "clone_here", "copy", "get_array_module"]
 
 
-def _as_progression(index: Any) -> Any:
-    """An evenly spaced int list becomes a slice (a view); other lists stay (a copy)."""
-    if isinstance(index, (list, np.ndarray)) and len(index) > 0:
+def _as_slice(index: Any, length: int) -> Optional[slice]:
+    """The slice selecting what an int list (or 1-D int array) selects on an axis of `length` elements, when
+    the positions are in bounds and evenly spaced (a view instead of a copy); else None (NumPy then indexes
+    with the list itself, and raises IndexError for a position out of bounds)."""
+    try:
         arr = np.asarray(index)
-        if arr.dtype.kind in "iu" and arr.ndim == 1:
-            if len(arr) == 1:
-                return slice(int(arr[0]), int(arr[0]) + 1) if arr[0] >= 0 else index
-            step = int(arr[1] - arr[0])
-            if step > 0 and arr[0] >= 0 and np.all(np.diff(arr) == step):
-                return slice(int(arr[0]), int(arr[-1]) + 1, step)
-    return index
+    except (ValueError, TypeError):
+        return None
+    if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.size == 0:
+        return None
+    arr = arr.astype(np.int64)
+    arr[arr < 0] += length
+    if arr.min() < 0 or arr.max() >= length:
+        return None
+    first = int(arr[0])
+    if arr.size == 1:
+        return slice(first, first + 1)
+    step = int(arr[1] - arr[0])
+    if step == 0 or not np.all(np.diff(arr) == step):
+        return None
+    last = int(arr[-1])
+    return slice(first, last + 1, step) if step > 0 else slice(first, last - 1 if last > 0 else None, step)
 
 
-def _normalize(index: Any) -> Any:
-    if isinstance(index, tuple):
-        return tuple(_as_progression(i) for i in index)
-    return _as_progression(index)
+def _is_list_index(i: Any) -> bool:
+    return type(i) is list or (isinstance(i, np.ndarray) and i.ndim > 0)
+
+
+def _normalize(index: Any, shape: Tuple[int, ...]) -> Any:
+    """index, with an evenly spaced int list turned into the equivalent slice where NumPy's result is then the
+    same (the list is the only advanced index, so no broadcasting or moved axis depends on it)."""
+    if type(index) is not tuple:
+        if _is_list_index(index) and shape:
+            s = _as_slice(index, shape[0])
+            if s is not None:
+                return s
+        return index
+    axis = -1
+    for d, i in enumerate(index):
+        if _is_list_index(i):
+            if axis >= 0:
+                return index  # several index lists broadcast together
+            axis = d
+        elif type(i) is not slice:
+            return index  # an integer, None, Ellipsis, a bool or a 0-d array: NumPy's rules decide
+    if axis < 0 or axis >= len(shape):
+        return index
+    s = _as_slice(index[axis], shape[axis])
+    if s is None:
+        return index
+    return index[:axis] + (s,) + index[axis + 1:]
 
 
 def _byte_ranges(view: np.ndarray, base: np.ndarray) -> List[int]:
@@ -93,43 +133,71 @@ def _byte_ranges(view: np.ndarray, base: np.ndarray) -> List[int]:
     return out.tolist()
 
 
+def _host_array(obj: Any) -> Any:
+    """obj, or a CuPy array's values copied to the CPU (a PArray's CPU copy is a NumPy array)."""
+    if type(obj).__module__.startswith("cupy"):
+        return obj.get()
+    return obj
+
+
+def _read_only(arr: Any) -> Any:
+    """A read-only NumPy view of arr (CuPy arrays have no read-only flag and are returned as they are)."""
+    if type(arr) is np.ndarray:
+        arr = arr.view()
+        arr.flags.writeable = False
+    return arr
+
+
+def _strict() -> bool:
+    context = _runtime._current
+    return context is not None and context.strict_access
+
+
 class PArray:
-    """An array managed by the runtime (a base array, or a view of one made by slicing).
+    """An array managed by the runtime (a base array, or a view of one made by indexing).
 
     Attributes and methods: ``array`` (the copy on the running task's device; outside tasks the latest values
-    on the CPU), ``shape``, ``dtype``, ``ndim``, ``size``, ``nbytes``, ``update(new_array)``, indexing and
-    slicing (views), arithmetic/comparison/in-place operators (forwarded to ``array``), ``len``, iteration,
-    ``evict(device=None, keep_one_copy=True)``, ``exists_on_device(device)``, ``nbytes_at(device)``,
-    ``print_overview()``.
+    on the CPU), ``name``, ``shape``, ``dtype``, ``ndim``, ``size``, ``nbytes``, ``update(new_array)``,
+    indexing as NumPy indexes (views), arithmetic (gives PArrays), comparisons (give arrays), in-place
+    operators, ``len``, iteration, the array's own attributes and methods (``A.T``, ``A.sum()``: forwarded to
+    ``array``), ``evict(device=None, keep_one_copy=True)``, ``exists_on_device(device)``,
+    ``nbytes_at(device)``, ``print_overview()``.
+
+    Indexing with lists of indices or boolean masks gives a view whose ``.array`` is a read-only copy (NumPy
+    gathers such elements into new memory); ``V[i] = x`` and ``V += x`` on such a view write through to the
+    base array.
     """
 
-    __slots__ = ("_root", "_indices", "_np", "_ranges", "_data", "_cache", "_readonly", "_generation",
-                 "__weakref__")
+    __slots__ = ("_root", "_indices", "_np", "_ranges", "_flat", "_data", "_cache", "_generation", "_name",
+                 "_creator", "__weakref__")
 
-    def __init__(self, array: Any) -> None:
+    def __init__(self, array: Any, name: Optional[str] = None) -> None:
         if isinstance(array, PArray):
             array = array.array
-        base = np.asarray(array, order="C")  # keeps 0-d arrays 0-d
+        base = np.asarray(_host_array(array), order="C")  # keeps 0-d arrays 0-d
         if base.dtype.hasobject:
             raise TypeError(f"a PArray holds numbers, not Python objects (dtype {base.dtype}): its bytes are "
                             f"copied between devices")
         if not base.flags.writeable or not base.flags.c_contiguous:
             base = np.array(base, order="C", copy=True)
-        self._root = self
+        # A base array has no root (None, not itself: a self-reference would leave an unused array, and its
+        # device copies, to the cycle collector).
+        self._root: Optional[PArray] = None
         self._generation = 0     # bumped by update(); views made before it are stale
         self._indices: Tuple = ()
-        self._np = base          # the CPU copy (root) or the CPU view (views)
-        self._ranges = None      # byte ranges of the root (views only)
+        self._np = base          # the CPU copy (base) or the CPU view (views)
+        self._ranges = None      # byte ranges of the base (views only)
+        self._flat = None        # for views that NumPy makes as copies: their elements' flat indices in the base
         self._data = None        # engine data of the current runtime
-        self._cache: Dict[int, Tuple[int, Any]] = {}
-        self._readonly = False
+        self._cache: Dict[int, Tuple[Any, Any]] = {}
+        self._name = name
+        task = _core.current_task()
+        self._creator = weakref.ref(task) if task is not None else None  # the task that made it, if any
 
     # ------------------------------------------------------------- views --
     @classmethod
-    def _view(cls, parent: "PArray", index: Any) -> "PArray":
-        root = parent._root
-        view_np = parent._np[index]
-        parent._check_fresh()
+    def _view(cls, parent: "PArray", index: Any, view_np: np.ndarray) -> "PArray":
+        root = parent._root if parent._root is not None else parent
         self = object.__new__(cls)
         self._root = root
         self._generation = root._generation
@@ -137,15 +205,39 @@ class PArray:
         self._np = view_np
         self._data = None
         self._cache = {}
-        self._readonly = parent._readonly or not np.shares_memory(view_np, root._np)
-        self._ranges = _byte_ranges(view_np, root._np) if not self._readonly else \
-            _byte_ranges_fancy(root._np, self._indices)
+        self._name = None
+        self._creator = None
+        if parent._flat is not None:
+            self._flat = parent._flat[index]
+        elif np.may_share_memory(view_np, root._np):
+            self._flat = None
+        else:  # NumPy copied the elements (lists of indices, masks): keep where they come from
+            self._flat = parent._flat_map()[index]
+        self._ranges = _byte_ranges(view_np, root._np) if self._flat is None else \
+            _element_ranges(self._flat, root._np.itemsize)
         return self
 
+    def _flat_map(self) -> np.ndarray:
+        """The flat indices (in the base array) of this array's elements, in this array's shape."""
+        if self._flat is not None:
+            return self._flat
+        root = self._root if self._root is not None else self
+        out = np.arange(root._np.size, dtype=np.int64).reshape(root._np.shape)
+        for index in self._indices:
+            out = out[index]
+        return out
+
     def _check_fresh(self) -> None:
-        if self._generation != self._root._generation:
+        root = self._root
+        if root is not None and self._generation != root._generation:
             raise RuntimeError(f"this PArray view was made before update() replaced its array; slice the "
                                f"updated PArray again")
+
+    def _describe(self) -> str:
+        root = self._root if self._root is not None else self
+        what = f"PArray {root._name!r}" if root._name is not None else "a PArray"
+        view = f" (a view of shape {self.shape})" if self._root is not None else ""
+        return f"{what} of shape {root.shape} and dtype {root.dtype}{view}"
 
     def _engine_data(self) -> _core.Data:
         """This array's engine data in the active runtime (created on first use there)."""
@@ -156,7 +248,7 @@ class PArray:
         self._check_fresh()
         context = _runtime.current_runtime()
         runtime = context.runtime
-        root = self._root
+        root = self._root if self._root is not None else self
         if root._data is None or root._data.runtime is not runtime:
             root._data = _core.Data(runtime, root._np)
             root._cache = {}
@@ -169,7 +261,7 @@ class PArray:
 
     def _live_data(self) -> Optional[_core.Data]:
         """The engine data when it belongs to the active runtime, else None."""
-        root = self._root
+        root = self._root if self._root is not None else self
         if root._data is None or _runtime._current is None or \
                 root._data.runtime is not _runtime._current.runtime:
             return None
@@ -186,7 +278,7 @@ class PArray:
 
     # ------------------------------------------------------------ arrays --
     def _device_base(self, device: int, info: Dict[str, Any]) -> Any:
-        root = self._root
+        root = self._root if self._root is not None else self
         if device == 0:
             return root._np
         data = root._engine_data()
@@ -209,7 +301,7 @@ class PArray:
 
     def _declared_mode(self, task: Any) -> int:
         from .tasks import _declared
-        root = self._root
+        root = self._root if self._root is not None else self
         mode = 0
         views = []
         for declared, m in _declared(task):
@@ -225,17 +317,8 @@ class PArray:
                 mode |= m
         return mode
 
-    @property
-    def array(self) -> Any:
-        """The array on the running task's device (NumPy, or CuPy on a CUDA GPU). Outside tasks: the latest
-        values, as a NumPy array on the CPU (waiting for tasks that write this array)."""
-        self._check_fresh()
-        task = _core.current_task()
-        if task is None:
-            data = self._live_data()
-            if data is not None:
-                data.fetch(0, False)
-            return self._np
+    def _task_mode(self, task: Any) -> int:
+        """The access modes task declared for this array (through itself, its base, or views covering it)."""
         modes = task._modes
         if modes is None:
             from .tasks import _declared
@@ -243,13 +326,99 @@ class PArray:
             for declared, m in _declared(task):
                 modes[id(declared)] = modes.get(id(declared), 0) | m
             task._modes = modes
-        root = self._root
+        root = self._root if self._root is not None else self
         mode = modes.get(id(self), 0) | modes.get(id(root), 0)
         if mode != _core.READWRITE and root is not self:
             mode |= self._declared_mode(task)  # declared views covering this one add their modes
+        return mode
+
+    def _select(self, base: Any) -> Any:
+        """This array's elements out of its base array's copy `base` (a view, or a gathered copy)."""
+        if self._flat is not None:
+            flat = self._flat
+            if type(base) is not np.ndarray:  # CuPy
+                import cupy
+                flat = cupy.asarray(flat)
+            return base.reshape(-1)[flat]
+        for index in self._indices:
+            base = base[index]
+        return base
+
+    def _base_for(self, task: Any, mode: int, write: bool) -> Any:
+        """The base array's copy the running task may use for this array, for reading or (write) writing.
+        Raises RuntimeError for a use that is not allowed (see the user guide, 'Inside a task')."""
+        root = self._root if self._root is not None else self
+        devices = task._devices
+        device = devices[0] if devices else 0
+        if mode:
+            if write and not mode & _core.WRITE:
+                raise ValueError(f"task {task.name}: {self._describe()} is declared only as input=: it is "
+                                 f"read-only there (declare it in inout= or output= to write it)")
+            if device == 0:
+                return root._np
+            return self._device_base(device, _runtime.current_runtime().device_table[device])
+        return self._undeclared_base(task, root, device, write)
+
+    def _undeclared_base(self, task: Any, root: "PArray", device: int, write: bool) -> Any:
+        """The copy an undeclared use gets: an array nobody declared in this runtime is plain memory (its CPU
+        copy, for CPU tasks and for the task that made it); an array the runtime manages may be read where
+        the task's device holds a valid copy (read-only), and nothing else."""
+        data = root._data
+        context = _runtime._current
+        managed = data is not None and context is not None and data.runtime is context._rt
+        creator = root._creator
+        own = creator is not None and creator() is task
+        where = device_of(device)
+        if not managed and (own or (device == 0 and not context.strict_access)):
+            return root._np
+        if context.strict_access:
+            raise RuntimeError(f"task {task.name} uses {self._describe()} that it did not declare in input=, "
+                               f"output= or inout= (strict access checking is on: Parla(strict_access=True) "
+                               f"or PARLA_STRICT_ACCESS=1)")
+        if not managed:
+            raise RuntimeError(f"task {task.name} on {where!r} uses {self._describe()}, which it did not declare "
+                               f"in input=, output= or inout=, and {where!r} has no copy of it: declare it so "
+                               f"the runtime copies it there")
+        if write:
+            raise RuntimeError(f"task {task.name} writes {self._describe()}, which it did not declare in output= "
+                               f"or inout=: the runtime would not know of the write, and other copies would "
+                               f"stay stale")
+        if self._engine_data().valid_bytes(device) != self._valid_total():
+            raise RuntimeError(f"task {task.name} reads {self._describe()}, which it did not declare in input= or "
+                               f"inout=, and {where!r} holds no valid copy of it: it would read stale values "
+                               f"(declare it, and the runtime brings the latest values there first)")
+        base = root._np if device == 0 else \
+            self._device_base(device, _runtime.current_runtime().device_table[device])
+        return _read_only(base)
+
+    @property
+    def array(self) -> Any:
+        """The array on the running task's device (NumPy, or CuPy on a CUDA GPU). Outside tasks: the latest
+        values, as a NumPy array on the CPU (waiting for tasks that write this array). For a view made with
+        lists of indices or a mask: a read-only copy of its elements."""
+        root = self._root
+        if root is None:
+            root = self
+        elif self._generation != root._generation:
+            self._check_fresh()
+        task = _core.current_task()
+        if task is None:
+            data = self._live_data()
+            if data is not None:
+                data.fetch(0, False)
+            if self._flat is not None:
+                return _read_only(root._np.reshape(-1)[self._flat])
+            return self._np
+        modes = task._modes
+        if modes is None:
+            mode = self._task_mode(task)
+        else:
+            mode = modes.get(id(self), 0) | modes.get(id(root), 0)
+            if mode != _core.READWRITE and root is not self:
+                mode |= self._declared_mode(task)  # declared views covering this one add their modes
         if not mode:
-            raise RuntimeError(f"task {task.name} uses a PArray of shape {self.shape} that it did not declare in "
-                               f"input=, output= or inout=")
+            out = self._undeclared_base(task, root, task._devices[0] if task._devices else 0, False)
+            return _read_only(self._select(out)) if self._flat is not None else self._select(out)
         devices = task._devices
         device = devices[0] if devices else 0
         if device == 0:
@@ -266,19 +435,27 @@ class PArray:
                 view.flags.writeable = False
                 root._cache[-1 - device] = (out, view)
                 out = view
+        if self._flat is not None:
+            return _read_only(self._select(out))
         for index in self._indices:
             out = out[index]
         return out
 
+    @property
+    def name(self) -> str:
+        """The name given to asarray(..., name=) ("NA" when none was given, as in Parla)."""
+        root = self._root if self._root is not None else self
+        return root._name if root._name is not None else "NA"
+
     def update(self, new_array: Any) -> None:
         """Replaces the contents with new_array, whose shape and dtype may differ (base arrays only; outside
         tasks this waits for every task using the array first)."""
-        if self._root is not self:
+        if self._root is not None:
             raise ValueError("update() replaces a whole PArray; it cannot be called on a slice")
         task = _core.current_task()
         if task is not None:
-            target = self.array
-            new = np.asarray(new_array) if isinstance(target, np.ndarray) else new_array
+            target = self._base_for(task, self._task_mode(task), True)
+            new = np.asarray(_host_array(new_array)) if isinstance(target, np.ndarray) else new_array
             if getattr(new, "shape", None) != target.shape or new.dtype != target.dtype:
                 raise ValueError(f"task {task.name}: update() inside a task keeps shape and dtype "
                                  f"({target.shape}, {target.dtype}); call it outside tasks to change them")
@@ -287,7 +464,7 @@ class PArray:
         data = self._live_data()
         if data is not None:
             data.fetch(0, True)
-        base = np.asarray(new_array, order="C")
+        base = np.asarray(_host_array(new_array), order="C")
         if base.dtype.hasobject:
             raise TypeError(f"update(): a PArray holds numbers, not Python objects (dtype {base.dtype})")
         if not base.flags.writeable or not base.flags.c_contiguous:
@@ -318,6 +495,11 @@ class PArray:
     def nbytes(self) -> int:
         return self._np.nbytes
 
+    @property
+    def storage_size(self) -> int:
+        """Bytes a copy of this array takes on a device (Parla's name for ``nbytes``)."""
+        return self._np.nbytes
+
     def __len__(self) -> int:
         return len(self._np)
 
@@ -325,34 +507,105 @@ class PArray:
         return iter(self.array)
 
     def __getitem__(self, index: Any) -> Any:
-        index = _normalize(index)
-        result = self._np[index]
+        if type(index) is not int and type(index) is not slice:
+            index = _normalize(index, self._np.shape)
+        self._check_fresh()
+        result = self._np[index]  # NumPy's rules: IndexError out of bounds, broadcasting of index lists
         if isinstance(result, np.ndarray) and result.ndim > 0:
-            return PArray._view(self, index)
-        return self.array[index]
+            return PArray._view(self, index, result)
+        task = _core.current_task()
+        if task is None:
+            return self.array[index]
+        mode = self._task_mode(task)
+        if mode or not self._region_mode(task, index):
+            return self.array[index]
+        base = self._base_for(task, _core.READ, False)  # an element within a declared view
+        return self._select(base)[index]
+
+    def _region_ranges(self, index: Any) -> List[int]:
+        """Byte ranges (in the base array) of the elements self[index] selects."""
+        root = self._root if self._root is not None else self
+        if self._flat is None:
+            target = self._np[index]
+            if not isinstance(target, np.ndarray):  # one element: a 0-d view of it
+                key = index if type(index) is tuple else (index,)
+                target = self._np[key + (Ellipsis,)]
+            if np.may_share_memory(target, root._np) or target.size == 0:
+                return _byte_ranges(target, root._np)
+        return _element_ranges(np.asarray(self._flat_map()[index]), root._np.itemsize)
+
+    def _region_mode(self, task: Any, index: Any) -> int:
+        """The modes declared by task for views covering self[index] (a task that declared A[0] may write it
+        through A: ``A[0] = v``)."""
+        from .tasks import _declared
+        root = self._root if self._root is not None else self
+        views = [(d, m) for d, m in _declared(task) if getattr(d, "_root", None) is root and d._ranges]
+        if not views:
+            return 0
+        region = self._region_ranges(index)
+        mode = 0
+        for m in (_core.READ, _core.WRITE):
+            if _covers(_merge_ranges([d._ranges for d, dm in views if dm & m]), region):
+                mode |= m
+        return mode
 
     def __setitem__(self, index: Any, value: Any) -> None:
         if isinstance(value, PArray):
             value = value.array
-        if _core.current_task() is None:
+        if type(index) is not int and type(index) is not slice:
+            index = _normalize(index, self._np.shape)
+        self._check_fresh()
+        task = _core.current_task()
+        if task is None:
             data = self._live_data()
             if data is not None:
                 data.fetch(0, True)
-            self._np[index] = value
+            if self._flat is None:
+                self._np[index] = value
+            else:
+                root = self._root
+                root._np.reshape(-1)[self._flat[index]] = value
+            return
+        mode = self._task_mode(task)
+        if not mode & _core.WRITE and self._region_mode(task, index) & _core.WRITE:
+            mode = _core.READWRITE  # the task declared a view covering what it writes
+        base = self._base_for(task, mode, True)
+        if self._flat is None:
+            self._select(base)[index] = value
         else:
-            self.array[index] = value
+            flat = self._flat[index]
+            if type(base) is not np.ndarray:
+                import cupy
+                flat = cupy.asarray(flat)
+            base.reshape(-1)[flat] = value
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        arr = self.array
-        if not isinstance(arr, np.ndarray):
-            arr = arr.get()
-        return np.asarray(arr, dtype=dtype)
+        return np.asarray(_host_array(self.array), dtype=dtype)
 
     def __repr__(self) -> str:
         return f"PArray({self.array!r})"
 
     def __str__(self) -> str:
         return str(self.array)
+
+    def __int__(self) -> int:
+        return int(self.array)
+
+    def __float__(self) -> float:
+        return float(self.array)
+
+    def __complex__(self) -> complex:
+        return complex(self.array)
+
+    def __parla_placement__(self) -> List[Device]:
+        """Where this array's latest values are: the devices holding a valid copy of all of it (the CPU outside
+        a context). ``placement=[A]`` places a task there."""
+        data = self._live_data()
+        if data is None:
+            return [cpu(0)]
+        total = self._valid_total()
+        return [device_of(info["index"]) for info in _runtime.current_runtime().device_table
+                if data.valid_bytes(info["index"]) == total] or [cpu(0)]
 
     # ---------------------------------------------------------- residency --
     def _device_index(self, device: Union[Device, int, None]) -> int:
@@ -380,7 +633,7 @@ class PArray:
         return data.valid_bytes(index) == self._valid_total()
 
     def _valid_total(self) -> int:
-        if self._root is self:
+        if self._root is None:
             return self.nbytes
         r = self._ranges
         return sum(r[i + 1] - r[i] for i in range(0, len(r), 2))
@@ -389,14 +642,15 @@ class PArray:
         """Bytes allocated for this array's base on device (0 when it has no copy there)."""
         data = self._live_data()
         index = self._device_index(device)
+        root = self._root if self._root is not None else self
         if data is None:
-            return self._root.nbytes if index == 0 else 0
+            return root.nbytes if index == 0 else 0
         return data.resident_bytes(index)
 
     def print_overview(self) -> None:
         """Prints, per device, whether it holds a valid copy and how many bytes are resident."""
         data = self._live_data()
-        print(f"PArray shape={self.shape} dtype={self.dtype} nbytes={self.nbytes}")
+        print(f"PArray name={self.name} shape={self.shape} dtype={self.dtype} nbytes={self.nbytes}")
         if data is None:
             print("  cpu(0): valid (no active runtime)")
             return
@@ -418,47 +672,77 @@ def _covers(outer: List[int], inner: List[int]) -> bool:
     return True
 
 
-def _byte_ranges_fancy(base: np.ndarray, indices: Tuple) -> List[int]:
-    """Byte ranges touched by indices that include irregular int lists (their views are copies)."""
-    flat = np.arange(base.size, dtype=np.int64).reshape(base.shape)
-    for index in indices:
-        flat = flat[index]
+def _merge_ranges(lists: List[List[int]]) -> List[int]:
+    """The union of several sorted, merged range lists [lo0, hi0, ...], sorted and merged."""
+    pairs = sorted((r[i], r[i + 1]) for r in lists for i in range(0, len(r), 2))
+    out: List[int] = []
+    for lo, hi in pairs:
+        if out and lo <= out[-1]:
+            out[-1] = max(out[-1], hi)
+        else:
+            out += [lo, hi]
+    return out
+
+
+def _element_ranges(flat: np.ndarray, itemsize: int) -> List[int]:
+    """Sorted, merged byte ranges of the elements with flat indices `flat` (any shape, repeats allowed)."""
     elements = np.unique(flat.ravel())
     if elements.size == 0:
         return []
-    starts = elements * base.itemsize
+    starts = elements * itemsize
     breaks = np.nonzero(np.diff(elements) != 1)[0]
     lo = np.concatenate(([starts[0]], starts[breaks + 1]))
-    hi = np.concatenate((starts[breaks] + base.itemsize, [starts[-1] + base.itemsize]))
+    hi = np.concatenate((starts[breaks] + itemsize, [starts[-1] + itemsize]))
     out = np.empty(2 * len(lo), dtype=np.int64)
     out[0::2], out[1::2] = lo, hi
     return out.tolist()
 
 
+def _operand(x: Any) -> Any:
+    return x.array if isinstance(x, PArray) else x
+
+
 def _binary(op):
     def method(self, other):
-        if isinstance(other, PArray):
-            other = other.array
-        return op(self.array, other)
+        return PArray(op(self.array, _operand(other)))
     return method
 
 
 def _reflected(op):
     def method(self, other):
-        return op(other, self.array)
+        return PArray(op(other, self.array))
+    return method
+
+
+def _compare(op):
+    def method(self, other):
+        return op(self.array, _operand(other))
+    return method
+
+
+def _unary(op):
+    def method(self):
+        return PArray(op(self.array))
     return method
 
 
 def _inplace(op):
     def method(self, other):
-        if isinstance(other, PArray):
-            other = other.array
+        other = _operand(other)
+        if self._flat is not None:  # the elements are a copy: compute, then write them through
+            self[...] = op(np.array(self.array) if isinstance(self.array, np.ndarray) else self.array.copy(), other)
+            return self
         if _core.current_task() is None:
             data = self._live_data()
             if data is not None:
                 data.fetch(0, True)
             op(self._np, other)
         else:
+            task = _core.current_task()
+            mode = self._task_mode(task)
+            if not mode & _core.WRITE:
+                self[...] = op(self.array.copy(), other)  # checks that a declared view covers it
+                return self
             op(self.array, other)
         return self
     return method
@@ -467,36 +751,65 @@ def _inplace(op):
 for _name, _op in [("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
                    ("truediv", operator.truediv), ("floordiv", operator.floordiv), ("mod", operator.mod),
                    ("pow", operator.pow), ("matmul", operator.matmul), ("and", operator.and_),
-                   ("or", operator.or_), ("xor", operator.xor)]:
+                   ("or", operator.or_), ("xor", operator.xor), ("lshift", operator.lshift),
+                   ("rshift", operator.rshift)]:
     setattr(PArray, f"__{_name}__", _binary(_op))
     setattr(PArray, f"__r{_name}__", _reflected(_op))
 for _name, _op in [("iadd", operator.iadd), ("isub", operator.isub), ("imul", operator.imul),
                    ("itruediv", operator.itruediv), ("ifloordiv", operator.ifloordiv), ("imod", operator.imod),
                    ("ipow", operator.ipow), ("iand", operator.iand), ("ior", operator.ior),
-                   ("ixor", operator.ixor)]:
+                   ("ixor", operator.ixor), ("ilshift", operator.ilshift), ("irshift", operator.irshift),
+                   ("imatmul", operator.imatmul)]:
     setattr(PArray, f"__{_name}__", _inplace(_op))
 for _name, _op in [("lt", operator.lt), ("le", operator.le), ("eq", operator.eq), ("ne", operator.ne),
                    ("gt", operator.gt), ("ge", operator.ge)]:
-    setattr(PArray, f"__{_name}__", _binary(_op))
-PArray.__neg__ = lambda self: -self.array
-PArray.__pos__ = lambda self: +self.array
-PArray.__abs__ = lambda self: abs(self.array)
+    setattr(PArray, f"__{_name}__", _compare(_op))
+for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs),
+                   ("invert", operator.invert)]:
+    setattr(PArray, f"__{_name}__", _unary(_op))
+PArray.__divmod__ = lambda self, other: tuple(PArray(x) for x in divmod(self.array, _operand(other)))
+PArray.__rdivmod__ = lambda self, other: tuple(PArray(x) for x in divmod(other, self.array))
 PArray.__hash__ = object.__hash__
 
 
-def asarray(obj: Any) -> PArray:
-    """A PArray over obj (a NumPy array or anything np.asarray accepts; a PArray is returned as is). A
-    C-contiguous writable NumPy array is used in place as the CPU copy; others are copied."""
-    if isinstance(obj, PArray):
-        return obj
-    return PArray(obj)
+def _forward(name: str) -> property:
+    return property(lambda self: getattr(self.array, name),
+                    doc=f"``self.array.{name}`` (forwarded to the array on the running task's device, as in Parla)")
 
 
-def array(obj: Any, copy: bool = True) -> PArray:
-    """A PArray holding a copy of obj (or obj itself with copy=False, as asarray)."""
-    if isinstance(obj, PArray):
-        obj = obj.array
-    return PArray(np.array(obj, copy=True) if copy else obj)
+# The array's own attributes and methods (A.T, A.sum(), A.reshape(...)), forwarded as Parla forwards them.
+# Properties rather than __getattr__: a class with __getattr__ makes every attribute lookup slower.
+for _name in dir(np.ndarray):
+    if not _name.startswith("_") and not hasattr(PArray, _name):
+        setattr(PArray, _name, _forward(_name))
+
+
+def asarray(a: Any, dtype: Any = None, order: Optional[str] = None, like: Any = None, on_gpu: bool = False,
+            name: str = "NA") -> PArray:
+    """A PArray over a (a NumPy array, a CuPy array, or anything np.asarray accepts). A PArray is returned as
+    it is (when dtype does not change it). A C-contiguous writable NumPy array of the dtype asked is used in
+    place as the CPU copy; others are converted (the CPU copy is always C-ordered: order= gives the values'
+    order as np.asarray does). like= is passed to np.asarray. on_gpu= is accepted as Parla accepts it: the
+    first copy is the CPU's, and the runtime moves it to the GPU that first uses it. name= names the array in
+    messages and print_overview()."""
+    if isinstance(a, PArray):
+        if dtype is None or np.dtype(dtype) == a.dtype:
+            return a
+        a = a.array
+    kwargs = {"like": like} if like is not None else {}
+    return PArray(np.asarray(_host_array(a), dtype=dtype, order=order, **kwargs), name=name)
+
+
+def array(object: Any, dtype: Any = None, copy: bool = True, order: str = "K", subok: bool = False,
+          ndmin: int = 0, like: Any = None, on_gpu: bool = False, name: str = "NA") -> PArray:
+    """A PArray holding a copy of object (with copy=False, object itself where it can, as asarray). The
+    arguments are NumPy's (np.array) plus on_gpu= and name= as in asarray."""
+    if isinstance(object, PArray):
+        object = object.array
+    kwargs = {"like": like} if like is not None else {}
+    values = np.array(_host_array(object), dtype=dtype, copy=True if copy else None, order=order, subok=subok,
+                      ndmin=ndmin, **kwargs)
+    return PArray(values, name=name)
 
 
 def asarray_batch(*objs: Any) -> Any:

@@ -250,7 +250,8 @@ typedef struct parla__evwait {
 /* Makes work queued on stream (of device d) wait for every event in t's waits
  * list (stream_wait_event; the host does not wait). No-op without waits. */
 int parla__stream_wait_task(parla_task_t *t, parla__device_t *d, void *stream);
-/* Blocks the calling thread until every event in t's waits list completed. */
+/* Blocks the calling thread until every event in t's waits list completed
+ * (queried first: a complete one costs no synchronization). No lock held. */
 void parla__host_wait_task(parla_task_t *t);
 /* A retained snapshot of t's waits (for copies queued for t): returns how
  * many (0: *out is NULL) or PARLA_ENOMEM. */

@@ -659,7 +659,8 @@ void parla__host_wait_task(parla_task_t *t)
     if (t->ext == NULL)
         return;
     for (parla__evwait_t *w = atomic_load_explicit(&t->ext->waits, memory_order_acquire); w; w = w->next)
-        w->event->device->ops->event_synchronize(w->event->device, w->event->handle);
+        if (parla__event_done(w->event) == 0)
+            w->event->device->ops->event_synchronize(w->event->device, w->event->handle);
 }
 
 int parla__task_waits(parla_task_t *t, parla__event_t ***out)
@@ -738,6 +739,15 @@ void parla__task_finish(parla_task_t *t, int state, int error)
     if (w)
         atomic_store(&w->finishing, w->finishing + 1);
     t->error = error;
+    /* A task released at a predecessor's runahead is ordered after that
+     * predecessor's queued work through its streams. One that ends without
+     * having queued its own work behind those events (cancelled, failed
+     * before or in its body, skipped) must not let its successors start
+     * before that work has completed: they may overwrite what it reads (a
+     * write-after-read edge passes through a cancelled task) or read what it
+     * writes. For a task whose streams did wait, the events are complete and
+     * this is one query each. */
+    parla__host_wait_task(t);
     atomic_store(&t->state, state);
     if (state == PARLA_TASK_FAILED)
         atomic_fetch_add_explicit(&rt->n_failed, 1, memory_order_relaxed);
@@ -776,6 +786,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
                     bool fail = s->error == PARLA_ERESOURCE;
                     if (!fail)
                         s->error = PARLA_ECANCELLED;
+                    parla__host_wait_task(s); /* as for t above: s never ran */
                     atomic_store(&s->state, fail ? PARLA_TASK_FAILED : PARLA_TASK_CANCELLED);
                     atomic_fetch_add_explicit(fail ? &rt->n_failed : &rt->n_cancelled, 1, memory_order_relaxed);
                     parla_task_retain(s); /* kept until its bookkeeping below */

@@ -733,13 +733,14 @@ static int check_feasible(TaskObject *self, PyObject *options, double vcus, unsi
     return -1;
 }
 
-static PyObject *task_submit(TaskObject *self, PyObject *const *args);
+static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *attrs);
 
 /* _submit(func, dependencies, priority, vcus, memory, options, accesses): spawns the task. */
 static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "_submit(func, dependencies, priority, vcus, memory, options, accesses)");
+    if (nargs != 7 && nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_submit(func, dependencies, priority, vcus, memory, options, accesses[, attributes])");
         return NULL;
     }
     if (check_task(self) < 0)
@@ -758,12 +759,15 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     rt->spawning++;
-    PyObject *out = task_submit(self, args);
+    PyObject *out = task_submit(self, args, nargs == 8 ? args[7] : Py_None);
     rt->spawning--;
     return out;
 }
 
-static PyObject *task_submit(TaskObject *self, PyObject *const *args)
+/* attrs: None or a dict of attributes set on the task once nothing can
+ * refuse the spawn (no other thread runs from there to the submit: of threads
+ * spawning one task at once, exactly one sets them and submits). */
+static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *attrs)
 {
     if (parla_task_state(self->task) != PARLA_TASK_CREATED) {
         PyErr_Format(PyExc_RuntimeError, "task %U was already spawned; a task id can be spawned only once",
@@ -808,11 +812,16 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args)
     PyObject *accesses = NULL;
     if (collect_dependencies(self, st->task_type, args[1], 0, deps) < 0)
         goto fail;
-    /* Iterating the dependencies may have run other threads. */
-    if (self->runtime->rt == NULL || self->runtime->destroying ||
-        parla_task_state(self->task) != PARLA_TASK_CREATED) {
-        PyErr_Format(PyExc_RuntimeError, "task %U was spawned or its runtime closed while its dependencies "
-                     "were read", self->name);
+    /* Iterating the dependencies may have run other threads (one may have
+     * spawned this task meanwhile). */
+    if (self->runtime->rt == NULL || self->runtime->destroying) {
+        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime closed while its dependencies were read",
+                     self->name);
+        goto fail;
+    }
+    if (parla_task_state(self->task) != PARLA_TASK_CREATED) {
+        PyErr_Format(PyExc_RuntimeError, "task %U was already spawned; a task id can be spawned only once",
+                     self->name);
         goto fail;
     }
     accesses = check_accesses(self, st->data_type, args[6]);
@@ -821,6 +830,21 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args)
     PyObject *body = capture(func);
     if (body == NULL)
         goto fail;
+    if (attrs != Py_None) {
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        if (!PyDict_Check(attrs)) {
+            PyErr_SetString(PyExc_TypeError, "_submit: attributes must be a dict");
+            Py_DECREF(body);
+            goto fail;
+        }
+        while (PyDict_Next(attrs, &pos, &key, &value)) {
+            if (PyObject_GenericSetAttr((PyObject *)self, key, value) < 0) {
+                Py_DECREF(body);
+                goto fail;
+            }
+        }
+    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(deps); i++) {
         rc = parla_task_add_dependency(self->task, ((TaskObject *)PyList_GET_ITEM(deps, i))->task);
         if (rc)
@@ -1647,6 +1671,39 @@ static PyObject *mod_capture(PyObject *module, PyObject *fn)
     return capture(fn);
 }
 
+/* Busy-waits (spins on the monotonic clock, no sleep) for the given microseconds. With release true the GIL
+ * is released meanwhile, so other Python threads run; otherwise the caller keeps it for the whole wait. */
+static PyObject *mod_busy_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "busy_wait(microseconds, release_gil) takes 2 arguments");
+        return NULL;
+    }
+    double us = PyFloat_AsDouble(args[0]);
+    if (us == -1.0 && PyErr_Occurred())
+        return NULL;
+    int release = PyObject_IsTrue(args[1]);
+    if (release < 0)
+        return NULL;
+    if (!(us >= 0.0) || us > 1e12) {
+        PyErr_Format(PyExc_ValueError, "busy wait of %R microseconds: expected a number from 0 to 10^12", args[0]);
+        return NULL;
+    }
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    double ns = us * 1e3;
+    gil_release_t g = {NULL, 0};
+    if (release)
+        g = gil_release();
+    do
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    while ((double)(now.tv_sec - start.tv_sec) * 1e9 + (double)(now.tv_nsec - start.tv_nsec) < ns);
+    if (release)
+        gil_restore(g);
+    Py_RETURN_NONE;
+}
+
 /* wait_any(tasks, timeout) -> (code, message): blocks (GIL released) until one of
  * tasks (a tuple or list of Tasks of one runtime) has finished, or timeout
  * seconds (< 0: no limit) have passed; code 0, ETIMEDOUT, ESTUCK or EINVAL. */
@@ -1672,6 +1729,8 @@ static PyObject *mod_wait_any(PyObject *module, PyObject *const *args, Py_ssize_
 }
 
 static PyMethodDef module_methods[] = {
+    {"busy_wait", (PyCFunction)(void (*)(void))mod_busy_wait, METH_FASTCALL,
+     "busy_wait(microseconds, release_gil): spin for that long, releasing the GIL meanwhile if release_gil."},
     {"wait_any", (PyCFunction)(void (*)(void))mod_wait_any, METH_FASTCALL,
      "wait_any(tasks, timeout) -> (code, message): block (GIL released) until one of tasks has finished or "
      "timeout seconds (< 0: no limit) have passed."},

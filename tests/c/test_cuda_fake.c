@@ -17,6 +17,8 @@
  * 5. A failed GPU body: its queued work has finished before its data is
  *    released and its dependents are cancelled. A task on (cpu, gpu) does
  *    not run ahead: its dependents see its GPU work complete.
+ * 5b. A task released at a runahead and then cancelled still orders what
+ *    follows it after the work it was ordered after.
  * 6. Nothing leaks: device memory, streams, events and contexts all returned.
  * 6b. A device error (a faulting kernel): the task fails with PARLA_EDEVICE
  *    when its event reports it, and its CPU dependents are cancelled. A copy
@@ -408,6 +410,110 @@ static void test_mixed(parla_runtime_t *rt)
     parla_task_release(d);
 }
 
+/* ------------------------------------------ 5b. a cancelled link ------ */
+
+/* A task released at its predecessor's runahead and then cancelled (it reads
+ * what a failed task wrote) still stands between that predecessor's queued
+ * work and what comes after it. Here: `reader` (gpu(0)) reads x in a slow
+ * kernel; `cancelled` writes x after it (write-after-read) but is cancelled;
+ * `writer` (cpu) writes x after `cancelled` (write-after-write), and `user`
+ * (gpu(0)) reads x, which copies the new x over gpu(0)'s copy. The slow kernel
+ * must still see the old x: nothing after `cancelled` may start before the
+ * work `cancelled` was ordered after has completed. */
+typedef struct {
+    parla_data_t *x, *y;
+} link_args_t;
+
+static void copy_first(kernel_t *k)
+{
+    struct timespec ts = {k->ms / 1000, (k->ms % 1000) * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    k->dst[0] = k->a[0];
+}
+
+static int link_reader(parla_task_t *t, void *arg)
+{
+    link_args_t *a = arg;
+    launch(t, (kernel_t){.body = copy_first, .ms = 60, .dst = parla_data_device_ptr(a->y, GPU0),
+                         .a = parla_data_device_ptr(a->x, GPU0)});
+    return 0;
+}
+
+static int link_fails(parla_task_t *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    return 5;
+}
+
+static int link_never(parla_task_t *t, void *arg)
+{
+    (void)arg;
+    CHECK(0, "task %s ran, though it reads what a failed task wrote", parla_task_name(t));
+    return 0;
+}
+
+static int link_writer(parla_task_t *t, void *arg)
+{
+    link_args_t *a = arg;
+    uint32_t *x = parla_data_device_ptr(a->x, CPU);
+    x[0] = 999;
+    return 0;
+}
+
+static int link_user(parla_task_t *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    return 0;
+}
+
+static void test_cancelled_link(parla_runtime_t *rt)
+{
+    check_set_phase("cancelled task between a runahead task and a later writer");
+    static uint32_t xs[16], ys[16], zs[16];
+    for (int i = 0; i < 16; i++)
+        xs[i] = 7, ys[i] = 0, zs[i] = 1;
+    link_args_t a;
+    parla_data_t *z;
+    CHECK_OK(parla_data_create(rt, sizeof xs, xs, &a.x));
+    CHECK_OK(parla_data_create(rt, sizeof ys, ys, &a.y));
+    CHECK_OK(parla_data_create(rt, sizeof zs, zs, &z));
+    /* gpu(0) gets its copy of x first (the reader below reads it there). */
+    parla_task_t *f = on(rt, link_fails, NULL, CPU);
+    CHECK_OK(parla_task_add_access(f, z, PARLA_WRITE));
+    CHECK_OK(parla_task_submit(f));
+    CHECK_RC(parla_task_wait(f), PARLA_EFAILED);
+    parla_task_t *r = on(rt, link_reader, &a, GPU0);
+    CHECK_OK(parla_task_add_access(r, a.x, PARLA_READ));
+    CHECK_OK(parla_task_add_access(r, a.y, PARLA_WRITE));
+    parla_task_t *c = on(rt, link_never, NULL, GPU0);
+    CHECK_OK(parla_task_add_access(c, z, PARLA_READ));
+    CHECK_OK(parla_task_add_access(c, a.x, PARLA_WRITE));
+    parla_task_t *w = on(rt, link_writer, &a, CPU);
+    CHECK_OK(parla_task_add_access(w, a.x, PARLA_WRITE));
+    parla_task_t *u = on(rt, link_user, NULL, GPU0);
+    CHECK_OK(parla_task_add_access(u, a.x, PARLA_READ));
+    CHECK_OK(parla_task_submit(r));
+    CHECK_OK(parla_task_submit(c));
+    CHECK_OK(parla_task_submit(w));
+    CHECK_OK(parla_task_submit(u));
+    CHECK_OK(parla_runtime_wait_all_timeout(rt, 30.0));
+    CHECK(parla_task_state(r) == PARLA_TASK_DONE && parla_task_state(c) == PARLA_TASK_CANCELLED &&
+              parla_task_state(w) == PARLA_TASK_DONE && parla_task_state(u) == PARLA_TASK_DONE,
+          "states: reader %s, cancelled %s, writer %s, user %s", parla_task_state_name(parla_task_state(r)),
+          parla_task_state_name(parla_task_state(c)), parla_task_state_name(parla_task_state(w)),
+          parla_task_state_name(parla_task_state(u)));
+    CHECK_OK(parla_data_fetch(a.y, CPU, 0));
+    CHECK(ys[0] == 7, "the slow reader saw x = %u, written by a task ordered after it (expected 7)", ys[0]);
+    parla_task_t *all[] = {f, r, c, w, u};
+    for (int i = 0; i < 5; i++)
+        parla_task_release(all[i]);
+    parla_data_release(a.x);
+    parla_data_release(a.y);
+    parla_data_release(z);
+}
+
 /* -------------------------------------------------- 6b. device error ----- */
 
 typedef int (*fail_fn)(void *stream);
@@ -615,6 +721,7 @@ int main(void)
     }
     test_failure(rt);
     test_mixed(rt);
+    test_cancelled_link(rt);
 
     parla_device_info_t info;
     CHECK_OK(parla_device_info(rt, GPU0, &info));

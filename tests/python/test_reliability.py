@@ -130,3 +130,55 @@ def test_spawn_failing_partway_through_dependencies_leaves_no_edges():
         def c():
             order.append(3)
     assert order == [3, 2, 0]
+
+
+@pytest.mark.timeout(120)
+def test_taskspace_first_use_is_thread_safe():
+    # 8 threads spawn the same ids (each runs exactly once, the other spawns raise "already spawned"), and
+    # tasks whose dependency another thread spawns at the same moment (no spurious UnspawnedDependencyError:
+    # both threads name the same task). A tiny switch interval makes the threads interleave inside TaskSpace.
+    import collections
+    import sys
+    n, n_threads = 1500, 8
+    runs = collections.Counter()
+    lock = threading.Lock()
+    refused = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with Parla(n_workers=2):
+            T, U = TaskSpace("T"), TaskSpace("U")
+
+            def same_ids():
+                for i in range(n):
+                    try:
+                        @spawn(T[i])
+                        def t():
+                            with lock:
+                                runs[i] += 1
+                    except RuntimeError as e:
+                        assert "already spawned" in str(e)
+                        refused.append(i)
+
+            def dependent():
+                for i in range(n):
+                    @spawn(U["after", i], dependencies=[U[i]])
+                    def after():
+                        return i
+
+            def dependency():
+                for i in range(n):
+                    @spawn(U[i])
+                    def first():
+                        return i
+            threads = [threading.Thread(target=same_ids) for _ in range(n_threads)]
+            threads += [threading.Thread(target=dependent), threading.Thread(target=dependency)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert [i for i in range(n) if runs[i] != 1] == []
+    assert len(refused) == (n_threads - 1) * n
+    assert [U["after", i].result for i in range(n)] == list(range(n))
