@@ -10,18 +10,22 @@
             print("Hello, World!")
 """
 from ._runtime import DependencyCycleError, Parla, TaskCancelledError, UnspawnedDependencyError
-from .tasks import (Task, TaskList, TaskSpace, get_current_context, get_current_devices, get_current_stream,
-                    get_current_task, spawn)
+from .tasks import (AtomicTaskSpace, Task, TaskList, Tasks, TaskSpace, get_current_context, get_current_devices,
+                    get_current_stream, get_current_task, spawn)
 from .function_decorators import specialize, specialized
+from .devices import get_all_devices
+from .environments import TaskEnvironment
+from .busywait import gpu_sleep_gil, gpu_sleep_nogil, sleep_gil, sleep_nogil
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
-from . import array, devices, tasks
+from . import array, devices, parray, tasks
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Parla", "spawn", "TaskSpace", "Task", "TaskList", "get_current_task", "get_current_devices",
     "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
-    "DependencyCycleError",
-    "specialize", "specialized", "array", "devices", "tasks",
+    "DependencyCycleError", "AtomicTaskSpace", "Tasks", "get_all_devices", "TaskEnvironment",
+    "sleep_gil", "sleep_nogil", "gpu_sleep_gil", "gpu_sleep_nogil",
+    "specialize", "specialized", "array", "devices", "parray", "tasks",
     "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED",
 ]

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 import weakref
 from typing import Any, Dict, List, Optional
 
@@ -143,7 +144,19 @@ def _read_dev_config(path: str) -> Dict[str, int]:
     if "num_devices" in gpu_section:
         out["virtual_gpus"] = _positive(gpu_section["num_devices"], f"{path}: GPU.num_devices", zero=True)
     if "mem_sz" in gpu_section:
-        out["gpu_memory"] = parse_size(gpu_section["mem_sz"], "GPU.mem_sz")
+        sizes = gpu_section["mem_sz"]
+        if isinstance(sizes, list):  # parla-experimental: one size per GPU
+            n = out.get("virtual_gpus", len(sizes))
+            if len(sizes) != n or not sizes:
+                raise ValueError(f"dev_config_file {path!r}: GPU.mem_sz lists {len(sizes)} sizes for "
+                                 f"{n} GPUs (num_devices)")
+            parsed = [parse_size(x, f"GPU.mem_sz[{i}]") for i, x in enumerate(sizes)]
+            if len(set(parsed)) > 1:
+                warnings.warn(f"dev_config_file {path!r}: GPU.mem_sz differs per GPU {parsed}; every virtual GPU "
+                              f"gets the smallest, {min(parsed)} bytes", stacklevel=4)
+            out["gpu_memory"] = min(parsed)
+        else:
+            out["gpu_memory"] = parse_size(sizes, "GPU.mem_sz")
     return out
 
 
@@ -171,6 +184,9 @@ class Parla:
 
     Contexts cannot be nested (RuntimeError).
 
+    ``Parla(environments)`` or ``environments=``: Parla.py's task environments (see
+    :mod:`parla.environments`), entered around the bodies of tasks on their devices.
+
     Devices: ``virtual_gpus=N`` (and ``gpu_memory`` bytes or a size string each) adds N virtual GPUs: devices of
     the ``gpu`` architecture whose memory is host memory with that capacity, for running and testing GPU
     placements and data movement without a GPU. The same comes from ``PARLA_VIRTUAL_GPUS=N`` or ``N:SIZE``
@@ -181,7 +197,8 @@ class Parla:
     task may use only the PArrays it declared (and those it made itself); by default undeclared uses are
     allowed where their values are current (see ``parla.array``).
 
-    Tracing: ``trace="run.json"`` (or ``PARLA_TRACE=run.json``) writes a Chrome trace at exit (open it in
+    Tracing: ``trace="run.json"`` (or ``PARLA_TRACE=run.json``, or parla-experimental's ``logfile=``) writes a
+    Chrome trace at exit (open it in
     https://ui.perfetto.dev or chrome://tracing): a track per worker and per device with tasks, copies and
     evictions, dependencies as arrows, mapping scores in each task's args. ``graph="run.dot"`` writes the task
     graph (Graphviz DOT). ``summary=True`` prints a text summary at exit (tasks and busy % per device, bytes
@@ -190,14 +207,22 @@ class Parla:
     """
 
     def __init__(self, n_workers: Optional[int] = None, **options) -> None:
+        environments = options.pop("environments", None)
+        if isinstance(n_workers, (list, tuple)):  # Parla.py: Parla(environments)
+            environments, n_workers = n_workers, None
         if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers <= 0):
             raise ValueError(f"Parla(n_workers={n_workers!r}): n_workers must be a positive integer")
         unknown = set(options) - {"virtual_gpus", "gpu_memory", "dev_config_file", "trace", "graph", "summary",
-                                  "summary_file", "progress", "strict_access"}
+                                  "summary_file", "progress", "strict_access", "logfile"}
         if unknown:
             raise TypeError(f"Parla() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        if options.get("logfile") is not None and not isinstance(options["logfile"], (str, os.PathLike)):
+            raise TypeError(f"Parla(logfile={options['logfile']!r}): logfile is a file path")
         self.n_workers = n_workers
         self.options = options
+        # Parla.py's task environments (parla.environments.TaskEnvironment), entered around task bodies.
+        self.environments: List[Any] = list(environments or ())
+        self._environment_registry: Any = None
         strict = options.get("strict_access")
         if strict is None:
             strict = os.environ.get("PARLA_STRICT_ACCESS", "").strip().lower() not in ("", "0", "false", "no")
@@ -246,7 +271,8 @@ class Parla:
             config["gpu_memory"] = parse_size(self.options["gpu_memory"], "gpu_memory")
         n = self.n_workers or config.pop("n_workers", None) or _env_int("PARLA_NUM_THREADS") or 0
         config.pop("n_workers", None)
-        self.trace_path = self.options.get("trace") or os.environ.get("PARLA_TRACE") or None
+        self.trace_path = self.options.get("trace") or self.options.get("logfile") or \
+            os.environ.get("PARLA_TRACE") or None
         self.graph_path = self.options.get("graph") or None
         self.summary: Optional[str] = None
         tracing = bool(self.trace_path or self.graph_path or self.options.get("summary"))

@@ -2,12 +2,26 @@
 
 A placement is an architecture (any of its devices), a device, a list of alternatives, or a tuple naming
 the devices of one multi-device task. Resource needs attach with indexing: ``cpu[{"vcus": 0.5}]``.
+Indexing with a number or a list picks devices, as in Parla.py: ``gpu[1]`` is ``gpu(1)``, ``gpu[[0, 1]]``
+is ``[gpu(0), gpu(1)]``.
+
+vcus (the share of a device a task needs) is read as both Parla releases write it: a fraction in (0, 1];
+0 for no need; an integer from 2 to 1000 as thousandths of a device (parla-experimental's integer vcus,
+``vcus=500`` is half a device); ``cpu.n_cores`` or a part of it (Parla.py: ``vcus=cpu.n_cores`` is the
+whole CPU, ``vcus=cpu.n_cores // 2`` half of it).
+
+Outside a Parla context, ``get_all_devices()``, ``cpu.devices`` and ``gpu.devices`` give the devices a
+context started with the environment's defaults would have (``PARLA_VIRTUAL_GPUS``, CUDA GPUs found),
+as Parla.py knows its devices at import. With ``PARLA_CPU_ARCHITECTURE=cores`` the CPU is seen as
+Parla.py's per-core devices ``cpu(0)`` .. ``cpu(n_cores - 1)``: each names one core of the one CPU device
+(placement on ``cpu(i)`` runs on the CPU; vcus=1 there is one core's share).
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import _runtime
+from . import _core, _runtime
 
 __all__ = [
     "Architecture", "Device", "PlacementRequest", "cpu", "gpu", "get_all_devices", "resolve_placement",
@@ -52,6 +66,11 @@ class Device:
     def id(self) -> int:
         return self.index
 
+    @property
+    def n_cores(self) -> "Cores":
+        """For a CPU device, its cores as a vcus amount (all cores; one with PARLA_CPU_ARCHITECTURE=cores)."""
+        return self.architecture._cores(self)
+
     def __getitem__(self, resources: Dict[str, Any]) -> PlacementRequest:
         return PlacementRequest(self, resources)
 
@@ -83,8 +102,31 @@ class Architecture:
             device = self._devices.setdefault(index, Device(self, index))
         return device
 
-    def __getitem__(self, resources: Dict[str, Any]) -> PlacementRequest:
-        return PlacementRequest(self, resources)
+    def __getitem__(self, index: Any) -> Union[PlacementRequest, Device, List[Device]]:
+        """``arch[{"vcus": 0.5}]``: the architecture with resource needs; ``arch[i]``: ``arch(i)``;
+        ``arch[[i, j]]``: the list ``[arch(i), arch(j)]`` (placement alternatives)."""
+        if isinstance(index, dict):
+            return PlacementRequest(self, index)
+        if isinstance(index, (list, tuple, range)):
+            return [self(_index(self, i)) for i in index]
+        return self(_index(self, index))
+
+    @property
+    def id(self) -> str:
+        """The architecture's identifier, ``"cpu"`` or ``"gpu"`` (Parla.py's ``Architecture.id``)."""
+        return self.name
+
+    @property
+    def n_cores(self) -> "Cores":
+        """The CPU's cores as a vcus amount: ``spawn(vcus=cpu.n_cores)`` asks for the whole CPU (Parla.py).
+        Only the cpu architecture has it (AttributeError for gpu)."""
+        return self._cores(None)
+
+    def _cores(self, device: Optional["Device"]) -> "Cores":
+        if self.name != "cpu":
+            raise AttributeError(f"{self.name} has no n_cores; only cpu devices count cores")
+        n = _n_cores()
+        return Cores(1 if device is not None and _per_core_cpus() else n, n)
 
     def __mul__(self, n: int) -> Tuple["Architecture", ...]:
         if not isinstance(n, int) or n <= 0:
@@ -95,7 +137,10 @@ class Architecture:
 
     @property
     def devices(self) -> List[Device]:
-        """The devices of this architecture in the active runtime."""
+        """The devices of this architecture in the active runtime, or outside a context those a context
+        with the environment's defaults would have."""
+        if self.name == "cpu" and _per_core_cpus():
+            return [self(i) for i in range(_n_cores())]
         return [d for d in get_all_devices() if d.architecture is self]
 
     def __repr__(self) -> str:
@@ -104,23 +149,71 @@ class Architecture:
     __str__ = __repr__
 
 
+def _index(arch: "Architecture", i: Any) -> int:
+    if isinstance(i, bool) or not isinstance(i, int):
+        raise TypeError(f"{arch.name}[{i!r}]: index with a device number, a list of them, or a resources dict "
+                        f"like {{'vcus': 0.5}}")
+    return i
+
+
+class Cores(int):
+    """A number of CPU cores used as a vcus amount (``cpu.n_cores``, Parla.py's spelling): as vcus it means
+    ``value / total`` of the CPU. Arithmetic on it gives plain ints, so ``cpu.n_cores // 2`` is read as
+    thousandths; write ``vcus=0.5`` for half the CPU."""
+
+    total: int
+
+    def __new__(cls, value: int, total: int) -> "Cores":
+        self = super().__new__(cls, value)
+        self.total = total
+        return self
+
+
+def _n_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _per_core_cpus() -> bool:
+    """PARLA_CPU_ARCHITECTURE=cores: Parla.py's one device per core."""
+    return os.environ.get("PARLA_CPU_ARCHITECTURE", "").strip().lower() == "cores"
+
+
 cpu = Architecture("cpu")
 gpu = Architecture("gpu")
 
+_default_table: List[Dict[str, Any]] = []  # the device table of a default context, read once when first asked
+
 
 def _engine_devices() -> List[Dict[str, Any]]:
-    from ._runtime import current_runtime
-    return current_runtime().device_table
+    return _runtime.current_runtime().device_table
+
+
+def _known_devices() -> List[Dict[str, Any]]:
+    """The active runtime's device table; outside a context, that of a context with default settings."""
+    context = _runtime._current
+    if context is not None:
+        return context.device_table
+    if not _default_table:
+        probe = _core.Runtime(1, **_runtime._virtual_gpus_from_env())
+        try:
+            _default_table.extend(probe.devices())
+        finally:
+            probe.close()
+    return _default_table
 
 
 def get_all_devices() -> List[Device]:
     """Every device of the active runtime, ``cpu(0)`` first, then ``gpu(0)``, ``gpu(1)``, ...
 
     Each device has ``architecture``, ``index`` and, from the engine, ``memory_capacity`` (bytes),
-    ``memory_reserved``, ``memory_resident`` (bytes of data copies), ``virtual``. Raises RuntimeError outside
-    a Parla context.
+    ``memory_reserved``, ``memory_resident`` (bytes of data copies), ``virtual`` (the last four need an
+    active context). Outside a Parla context: the devices a context with the environment's defaults
+    (``PARLA_VIRTUAL_GPUS``, CUDA GPUs found) would have, found once by starting and closing an engine.
     """
-    return [device_of(d["index"]) for d in _engine_devices()]
+    return [device_of(d["index"]) for d in _known_devices()]
 
 
 def device_of(engine_index: int) -> Device:
@@ -132,7 +225,7 @@ def engine_index(device: Device) -> int:
     """The engine index of a device of the active runtime. Raises ValueError if it has no such device."""
     table = _engine_devices()
     if device.architecture is cpu:
-        if device.index == 0:
+        if device.index == 0 or (_per_core_cpus() and device.index < _n_cores()):
             return 0
     else:
         if device.index + 1 < len(table):
@@ -157,9 +250,22 @@ Device.memory_free = property(lambda self: _device_info(self)["memory_capacity"]
 Device.virtual = property(lambda self: bool(_device_info(self)["virtual"]), doc="True for a virtual GPU.")
 
 
+def _vcus(vcus: Any, task_name: str) -> float:
+    """A vcus amount as a fraction of a device (see the module docstring for the spellings)."""
+    if type(vcus) is Cores:
+        return min(1.0, int(vcus) / vcus.total) if int(vcus) > 0 else 0.0
+    if not isinstance(vcus, bool) and isinstance(vcus, (int, float)):
+        if 0.0 <= vcus <= 1.0:
+            return float(vcus)
+        if isinstance(vcus, int) and 1 < vcus <= 1000:
+            return vcus / 1000.0
+    raise ValueError(f"task {task_name}: vcus={vcus!r} must be a fraction of a device in [0, 1] (0: no need), or "
+                     f"an integer number of thousandths of a device up to 1000")
+
+
 def _check_needs(vcus: Any, memory: Any, task_name: str) -> Tuple[Optional[float], Optional[int]]:
-    if vcus is not None and (isinstance(vcus, bool) or not isinstance(vcus, (int, float)) or not 0.0 < vcus <= 1.0):
-        raise ValueError(f"task {task_name}: vcus={vcus!r} must be a fraction of a device in (0, 1]")
+    if vcus is not None and (type(vcus) is not float or not 0.0 < vcus <= 1.0):
+        vcus = _vcus(vcus, task_name)
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 0):
         raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes")
     return vcus, memory

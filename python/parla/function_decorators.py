@@ -9,7 +9,8 @@
         ...
 
 ``variant`` takes architectures (``gpu``), tuples of architectures for multi-device contexts
-(``(gpu, gpu)``), or several of those at once. Registering the same key twice raises ValueError unless
+(``(gpu, gpu)``), or several of those at once; also parla-experimental's keywords: ``spec_list=`` (one key
+or a list of keys), ``architecture=gpu, max_amount=8`` (gpu, (gpu, gpu), ... up to 8 devices). Registering the same key twice raises ValueError unless
 ``override=True``. Dispatch looks at the architectures of ``get_current_devices()``: the whole tuple first,
 then the first device's architecture, then the default body.
 """
@@ -49,9 +50,19 @@ def specialize(func: Callable) -> Callable:
             impl = choose(devices)
         return impl(*args, **kwargs)
 
-    def variant(*keys: Key, override: bool = False) -> Callable[[Callable], Callable]:
+    def variant(*keys: Key, override: bool = False, spec_list: Any = None, architecture: Any = None,
+                max_amount: int = 8) -> Callable[[Callable], Callable]:
+        if spec_list is not None:  # parla-experimental: one key or a list of keys
+            keys = keys + (tuple(spec_list) if isinstance(spec_list, list) else (spec_list,))
+        if architecture is not None:  # parla-experimental: 1 to max_amount devices of one architecture
+            if keys:
+                raise TypeError(f"{func.__name__}.variant(): give either architectures or architecture=, not both")
+            if isinstance(max_amount, bool) or not isinstance(max_amount, int) or max_amount < 1:
+                raise ValueError(f"{func.__name__}.variant(max_amount={max_amount!r}): expected an integer >= 1")
+            keys = (architecture,) + tuple((architecture,) * n for n in range(2, max_amount + 1))
         if not keys:
             raise TypeError(f"{func.__name__}.variant() needs at least one architecture, e.g. variant(gpu)")
+        keys = tuple(k[0] if isinstance(k, tuple) and len(k) == 1 else k for k in keys)
         for key in keys:
             members = key if isinstance(key, tuple) else (key,)
             if not members or not all(isinstance(m, Architecture) for m in members):

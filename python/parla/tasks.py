@@ -6,8 +6,12 @@
         T = TaskSpace("T")
         for i in range(4):
             @spawn(T[i], dependencies=[T[i - 1]] if i else [])
-            def step():
-                print("step", i)        # i is captured by value when the task is spawned
+            def step(i=i):
+                print("step", i)        # the default argument binds i's value at spawn
+
+Inside a function, a body's closure variables are captured by value at spawn (``def step():`` would do
+there). At module level or in a notebook cell the loop variable is a global, read when the body runs:
+without ``i=i`` every task could print the last value; the runtime then warns (RuntimeWarning).
 
 Task bodies run on worker threads. A body may be ``async def``: ``await`` on a task (gives its return
 value), a TaskSpace or a collection of tasks (waits for all) or another coroutine frees the worker until
@@ -15,6 +19,7 @@ the awaited tasks finish.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import numbers
 import threading
@@ -24,9 +29,12 @@ from . import _core, _runtime
 from ._logging import mapping_logger, spawn_logger
 from ._runtime import TaskCancelledError, UnspawnedDependencyError
 from .devices import Device, cpu, device_of, resolve_placement
+from .environments import TaskEnvironmentRegistry
+from .function_decorators import specialize
 
 __all__ = [
-    "spawn", "Task", "TaskSpace", "TaskList", "TaskID", "get_current_task", "get_current_devices",
+    "spawn", "Task", "TaskSpace", "TaskList", "TaskID", "TaskHandle", "AtomicTaskSpace", "BackendTaskSpace",
+    "AtomicTaskList", "Tasks", "barrier", "tasks", "finish", "specialize", "get_current_task", "get_current_devices",
     "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
 ]
 
@@ -198,14 +206,22 @@ class TaskSpace:
 
     ``T[i]``, ``T[i, j]``, ``T[0, "a"]`` name one task (created as a placeholder the first time, so a task
     may be named as a dependency before it is spawned). Slices, ranges and lists in an index expand to a
-    :class:`TaskList` of every combination. With ``shape`` (and optional ``start``), indices outside
-    ``[start, start + shape)`` give an empty TaskList, so ``T[i - 1]`` at ``i = 0`` means "no dependency".
-    ``len(T)``, iteration and ``in`` cover the tasks named so far; ``await T`` waits for all of them.
+    :class:`TaskList` of every combination; an open slice start is ``start`` (``T[:n]`` is ``T[0:n]``).
+    Integer indices below ``start`` (0 by default, with or without a shape) and, with ``shape``, at or past
+    ``start + shape`` give an empty TaskList, so ``T[i - 1]`` at ``i = 0`` means "no dependency".
+    ``len(T)``, iteration and ``in`` cover the tasks named so far; ``await T`` (in an async task) or
+    ``T.wait()`` waits for all of them.
+
+    Outside a Parla context, ``T[i]`` names a task for a later context (a :class:`TaskHandle`, usable as
+    taskid or dependency there). ``T.view`` indexes the same tasks without creating any
+    (``create=False`` gives a space that never creates tasks).
     """
 
     def __init__(self, name: str = "", shape: Union[int, Sequence[int], None] = None,
-                 start: Union[int, Sequence[int], None] = None) -> None:
+                 start: Union[int, Sequence[int], None] = None, create: bool = True) -> None:
         self.name = name
+        self._create = create
+        self._view: Optional["TaskSpace"] = None
         if isinstance(shape, int):
             shape = (shape,)
         if isinstance(start, int):
@@ -221,36 +237,44 @@ class TaskSpace:
         # once; a dependency named on one thread is the task spawned on another).
         self._lock = threading.Lock()
 
-    def _task(self, key: Tuple, plain: bool = False) -> Task:
-        """The task named by key (created if new); plain: every key is an int. Thread-safe."""
+    def _task(self, key: Tuple, plain: bool = False) -> Optional[Task]:
+        """The task named by key (created if new; None for a new key when the space does not create);
+        plain: every key is an int. Thread-safe."""
         context = _runtime._current
         task = self._tasks.get(key)
         if context is None:
-            if task is not None:
+            if task is not None or not self._create:
                 return task  # after the context: the tasks it named
-            raise RuntimeError(f"TaskSpace {self.name!r}: {self.name}[{', '.join(map(_key_str, key))}] names a "
-                               f"new task, which needs an active Parla context ('with Parla():')")
+            # A handle for a later context (setdefault: one handle even when threads race).
+            return self._tasks.setdefault(key, TaskHandle(self, key, self._key_name(key, plain)))
         runtime = context._rt
         if task is not None and task.runtime is runtime:
             return task
         with self._lock:
             return self._new_task(key, plain, runtime)
 
-    def _new_task(self, key: Tuple, plain: bool, runtime: Any) -> Task:
+    def _new_task(self, key: Tuple, plain: bool, runtime: Any) -> Optional[Task]:
         task = self._tasks.get(key)  # another thread may have created it meanwhile
         if task is None or task.runtime is not runtime:
-            if len(key) == 1 and type(key[0]) is int:
-                name = f"{self.name}[{key[0]}]"
-            elif plain:
-                name = f"{self.name}[{', '.join(map(str, key))}]"
-            else:
-                name = f"{self.name}[{', '.join(map(_key_str, key))}]"
-            task = Task(runtime, name)
+            if not self._create:
+                return None
+            task = Task(runtime, self._key_name(key, plain))
             self._tasks[key] = task
         return task
 
+    def _key_name(self, key: Tuple, plain: bool) -> str:
+        if len(key) == 1 and type(key[0]) is int:
+            return f"{self.name}[{key[0]}]"
+        if plain:
+            return f"{self.name}[{', '.join(map(str, key))}]"
+        return f"{self.name}[{', '.join(map(_key_str, key))}]"
+
     def _in_bounds(self, key: Tuple) -> bool:
         if self.shape is None:
+            start = self.start
+            for d, k in enumerate(key):
+                if type(k) is int and k < (start[d] if start is not None and d < len(start) else 0):
+                    return False
             return True
         if len(key) != len(self.shape):
             raise IndexError(f"TaskSpace {self.name!r} has {len(self.shape)} dimensions, index {key!r} has {len(key)}")
@@ -263,6 +287,9 @@ class TaskSpace:
         if isinstance(index, slice):
             if index.step == 0:
                 raise ValueError(f"TaskSpace {self.name!r}: slice step cannot be zero")
+            if index.stop is not None and index.start is None and (index.step or 1) > 0:
+                lo = self.start[dim] if self.start is not None and dim < len(self.start) else 0
+                return list(range(lo, index.stop, index.step or 1))  # T[:n] is T[start:n]
             if index.start is None or index.stop is None:
                 if self.shape is None or dim >= len(self.shape):
                     raise ValueError(f"TaskSpace {self.name!r}: the slice {index!r} needs explicit bounds "
@@ -290,21 +317,25 @@ class TaskSpace:
             if type(k) is not int:
                 break
         else:  # plain integers: one task (the common case of a new task)
-            if self.shape is not None and not self._in_bounds(key):
+            if (self.shape is not None or key[0] < 0 or self.start is not None) and not self._in_bounds(key):
                 return TaskList()
-            return self._task(key, True)
+            task = self._task(key, True)
+            return task if task is not None else TaskList()
         key = tuple(_key(k) for k in key)  # a new task or a slice: normalise integer types
         for k in key:
             if type(k) in _EXPANDING or isinstance(k, (slice, range, list)):
                 break
         else:
-            if self.shape is not None and not self._in_bounds(key):
+            if not self._in_bounds(key):
                 return TaskList()
-            return self._task(key)
+            task = self._task(key)
+            return task if task is not None else TaskList()
         axes = [self._expand(d, k) for d, k in enumerate(key)]
         keys = [k for k in itertools.product(*axes) if self._in_bounds(k)]
-        if _runtime._current is None:  # after the context: only tasks it named
+        if _runtime._current is None:  # outside a context: only tasks named so far
             return TaskList(self._tasks[k] for k in keys if k in self._tasks)
+        if not self._create:
+            return TaskList(t for t in map(self._task, keys) if t is not None)
         return TaskList(self._task(k) for k in keys)
 
     @property
@@ -327,8 +358,161 @@ class TaskSpace:
     def __await__(self):
         return self.tasks.__await__()
 
+    @property
+    def view(self) -> "TaskSpace":
+        """The same tasks, indexed without creating any: a key not named yet gives an empty TaskList."""
+        if self._view is None:
+            view = TaskSpace.__new__(type(self))
+            view.__dict__.update(self.__dict__)
+            view._create = False
+            view._view = view
+            self._view = view
+        return self._view
+
+    def wait(self) -> None:
+        """Blocks until every task named in this space has finished, including tasks named while it waits
+        (tasks spawning more tasks into the space). Called from a task body, the worker runs other tasks
+        meanwhile. Raises UnspawnedDependencyError if, once every spawned task has finished, some named
+        tasks were never spawned (Parla would wait forever), and RuntimeError outside a Parla context or
+        from one of the space's own tasks."""
+        barrier(self)
+
     def __repr__(self) -> str:
         return f"TaskSpace({self.name!r}, {len(self)} tasks)"
+
+
+class AtomicTaskSpace(TaskSpace):
+    """parla-experimental's TaskSpace with a fast ``wait()``: here every TaskSpace can be used from several
+    threads and waited on, so this is a TaskSpace under that name."""
+
+
+BackendTaskSpace = AtomicTaskSpace  # parla-experimental's other name for it
+AtomicTaskList = TaskList  # what indexing an AtomicTaskSpace gives in parla-experimental
+
+
+class TaskHandle:
+    """A task named in a TaskSpace outside a Parla context (``T[0]`` before ``with Parla():``).
+
+    Usable in a later context wherever a task is: as the ``taskid`` of spawn, in dependencies, awaited.
+    There it stands for the space's task of that key in the active context. ``name`` is the task's name;
+    ``state`` is ``"created"`` (nothing runs outside a context)."""
+
+    __slots__ = ("space", "key", "name")
+    runtime = None
+    state = "created"
+    done = False
+
+    def __init__(self, space: TaskSpace, key: Tuple, name: str) -> None:
+        self.space = space
+        self.key = key
+        self.name = name
+
+    def task(self) -> Task:
+        """The task this handle names in the active context. Raises RuntimeError outside one."""
+        _runtime.current_runtime()
+        task = self.space._task(self.key, all(type(k) is int for k in self.key))
+        if task is None or isinstance(task, TaskHandle):
+            raise RuntimeError(f"task {self.name}: its TaskSpace does not create tasks")
+        return task
+
+    def __iter__(self) -> Iterator[Task]:  # as a dependency: the task of the active context
+        yield self.task()
+
+    def __await__(self):
+        return self.task().__await__()
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} (named outside a Parla context)>"
+
+
+def barrier(what: Any) -> None:
+    """Blocks until every task in what has finished: a TaskSpace (tasks named while waiting included), a
+    task, or (nested) collections of tasks. This is parla-experimental's ``parla.cython.tasks.wait``; see
+    :meth:`TaskSpace.wait` for the errors (for waiting with a timeout or for the first task, see
+    :func:`parla.wait`)."""
+    _runtime.current_runtime()
+    current = _core.current_task()
+    seen: Dict[int, Task] = {}
+    while True:
+        if isinstance(what, TaskSpace):
+            found = [t.task() if isinstance(t, TaskHandle) else t for t in list(what._tasks.values())]
+        else:
+            found = list(_flatten(what))
+        fresh = [t for t in found if id(t) not in seen]
+        if not fresh:
+            break
+        for t in fresh:
+            seen[id(t)] = t
+        for t in fresh:
+            if t is current:
+                raise RuntimeError(f"task {t.name} waits for itself (wait() on a space it belongs to)")
+            if t.state != "created":
+                t._wait()
+    unspawned = [t.name for t in seen.values() if t.state == "created"]
+    if unspawned:
+        raise UnspawnedDependencyError(f"waiting for all: {len(unspawned)} task(s) named but never spawned: "
+                                       f"{', '.join(sorted(unspawned)[:8])}")
+
+
+def tasks(*dependencies: Any) -> TaskList:
+    """Parla.py's ``tasks(*deps)``: every task in the arguments (tasks, TaskSpaces, slices, nested
+    collections) as one :class:`TaskList`; ``await tasks(A, B[0:3])`` waits for all of them."""
+    return TaskList(_flatten(dependencies))
+
+
+_finish_scopes: Dict[int, List[List[Task]]] = {}  # id(spawning task), 0 outside tasks -> open finish() blocks
+_finish_lock = threading.Lock()
+
+
+class finish:
+    """``async with finish():`` (Parla.py): leaving the block waits for every task spawned inside it by the
+    running task (tasks those tasks spawn are waited for only through them, e.g. when they await their own
+    children). Use it in an async task body; ``with finish():`` in plain code waits by blocking."""
+
+    def __init__(self) -> None:
+        self._key = 0
+        self._spawned: List[Task] = []
+
+    def _open(self) -> None:
+        task = _core.current_task()
+        self._key = id(task) if task is not None else 0
+        with _finish_lock:
+            _finish_scopes.setdefault(self._key, []).append(self._spawned)
+
+    def _close(self) -> TaskList:
+        with _finish_lock:
+            scopes = _finish_scopes[self._key]
+            scopes.remove(self._spawned)
+            if not scopes:
+                del _finish_scopes[self._key]
+        return TaskList(self._spawned)
+
+    async def __aenter__(self) -> "finish":
+        self._open()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool:
+        spawned = self._close()
+        if exc[0] is None:
+            await spawned
+        return False
+
+    def __enter__(self) -> "finish":
+        self._open()
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        spawned = self._close()
+        if exc[0] is None:
+            barrier(spawned)
+        return False
+
+
+def _record_in_finish(task: Task) -> None:
+    current = _core.current_task()
+    scopes = _finish_scopes.get(id(current) if current is not None else 0)
+    if scopes:
+        scopes[-1].append(task)
 
 
 _EXPANDING = (slice, range, list)
@@ -348,6 +532,7 @@ def _key_str(k: Any) -> str:
 
 
 TaskID = Task  # Parla's older name for a task handle
+Tasks = TaskList  # parla-experimental's name for a collection of tasks
 
 _anonymous = itertools.count()
 
@@ -355,7 +540,8 @@ _anonymous = itertools.count()
 def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: Any = None,
           vcus: Optional[float] = None, memory: Optional[int] = None, input: Iterable = (),
           output: Iterable = (), inout: Iterable = (), priority: Optional[int] = None,
-          data: Optional[Iterable] = None, **unknown: Any) -> Callable[[Callable], Task]:
+          tags: Iterable = (), ndevices: int = 1, data: Optional[Iterable] = None,
+          **unknown: Any) -> Callable[[Callable], Task]:
     """Decorator that spawns the decorated function as a task and returns the :class:`Task`.
 
     - ``taskid``: a task named in a TaskSpace (``T[i]``), or None for an anonymous task.
@@ -364,16 +550,30 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
     - ``vcus``: fraction of the device in (0, 1]; ``memory``: bytes. The task runs only while they fit.
     - ``priority``: larger runs first when workers are busy (levels: > 0, 0, < 0).
     - ``input``/``output``/``inout``: PArrays the task reads/writes.
+    - ``tags``: Parla.py's tags choosing a task environment (see :mod:`parla.environments`).
+    - ``ndevices``: Parla.py's number of devices of one architecture: ``placement=gpu, ndevices=2`` is
+      ``placement=(gpu, gpu)``.
     - ``data``: arrays (PArrays, NumPy, CuPy) the task works on, as in Parla.py: the task is placed where they
       are (``placement=data``) and needs their size in memory (``memory=storage_size(*data)``); it cannot be
       combined with placement= or memory=.
 
-    The body's closure variables are captured by value at spawn. Raises RuntimeError outside a Parla
+    ``@spawn`` without parentheses is ``@spawn()``: an anonymous task with no dependencies.
+
+    The body's closure variables (locals of the enclosing function) are captured by value at spawn. Globals
+    (a loop at module level or in a notebook cell) are read when the body runs, as in Parla: a body that
+    reads a global rebound between its spawn and its run warns (RuntimeWarning, once per body and name);
+    bind such a value as a default argument (``def body(i=i):``). Raises RuntimeError outside a Parla
     context or when ``taskid`` was already spawned; ValueError/TypeError for invalid arguments (naming
     the task and the argument).
     """
     if unknown:
         raise TypeError(f"spawn() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    if callable(taskid) and not isinstance(taskid, Task):
+        if dependencies != () or placement is not None or vcus is not None or memory is not None \
+                or input != () or output != () or inout != () or priority is not None or data is not None:
+            raise TypeError(f"spawn({getattr(taskid, '__name__', taskid)!r}, ...): the first argument is the "
+                            f"task id (T[i]) or None, not the body; decorate with @spawn(...) instead")
+        return spawn()(taskid)  # bare @spawn: the body is the argument
     context = _runtime.current_runtime()
     if data is not None:
         if placement is not None or memory is not None:
@@ -388,6 +588,12 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
                 or not -1000000 <= priority <= 1000000:
             raise ValueError(f"spawn(priority={priority!r}): priority must be an integer in [-10^6, 10^6]")
         priority = int(priority)  # a NumPy integer
+    environments = context.environments
+    if ndevices != 1:
+        if isinstance(ndevices, bool) or not isinstance(ndevices, int) or ndevices < 1:
+            raise ValueError(f"spawn(ndevices={ndevices!r}): ndevices must be a positive integer")
+        placement = tuple(placement or cpu for _ in range(ndevices)) if not isinstance(placement, list) \
+            else [tuple(p for _ in range(ndevices)) for p in placement]
     if isinstance(dependencies, (str, bytes)):
         raise TypeError(f"spawn(dependencies={dependencies!r}): dependencies must be tasks, TaskSpace slices or "
                         f"lists of them, not a string")
@@ -397,6 +603,10 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
             task = Task(context.runtime, f"{getattr(body, '__name__', 'task')}#{next(_anonymous)}")
         elif isinstance(taskid, Task):
             task = taskid
+        elif isinstance(taskid, TaskHandle):
+            task = taskid.task()
+        elif isinstance(taskid, TaskSpace):  # Parla.py: a new task of that space
+            task = taskid[_next_key(taskid)]
         else:
             raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
         options, v, m = resolve_placement(placement, vcus, memory, task.name)
@@ -409,8 +619,14 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         elif not isinstance(deps, (list, tuple, Task)):
             deps = list(deps)  # a generator or a TaskSpace: read it once, keep it for .dependencies
         attrs["_deps"] = deps
+        if type(body) is _FunctionType and not _is_async(body):
+            watched = _watched_globals(body)
+            if watched:
+                body = _warn_rebound_globals(_core.capture(body), watched, task.name)
         if options is not None and context.has_cuda and not _is_async(body):
             body = _on_cuda_device(_core.capture(body))
+        if environments or tags:
+            body = _in_environment(context, _core.capture(body), frozenset(tags), task.name)
         if spawn_logger.isEnabledFor(10):
             spawn_logger.debug("spawn %s: body %s, dependencies [%s], priority %d", task.name,
                                getattr(body, "__qualname__", body), ", ".join(t.name for t in _flatten(deps)),
@@ -422,9 +638,100 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         task._submit(body, deps, priority or 0, v, m, options, accesses, attrs)
         if context._progress is not None:
             context._progress.spawned()
+        if _finish_scopes:
+            _record_in_finish(task)
         return task
 
     return decorator
+
+
+_FunctionType = type(lambda: None)
+_UNWATCHED = (type(itertools), _FunctionType, type, type(len))  # modules, functions, classes, builtins
+
+
+@functools.lru_cache(maxsize=4096)
+def _global_reads(code: Any) -> Tuple[str, ...]:
+    """Names a code object (and the code nested in it) loads as globals."""
+    import dis
+    names = set()
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(ins.argval, str):
+            names.add(ins.argval)
+    for const in code.co_consts:
+        if isinstance(const, type(code)):
+            names.update(_global_reads(const))
+    return tuple(sorted(names))
+
+
+def _watched_globals(body: Callable) -> Tuple[Tuple[str, Any], ...]:
+    """(name, value at spawn) of the globals body reads that look like data (not modules, functions,
+    classes or builtins): the values a module-level loop rebinds."""
+    g = body.__globals__
+    out = []
+    for name in _global_reads(body.__code__):
+        value = g.get(name, _UNWATCHED)
+        if value is not _UNWATCHED and not isinstance(value, _UNWATCHED):
+            out.append((name, value))
+    return tuple(out)
+
+
+_warned_rebound: set = set()  # (code, name) already warned about
+
+
+def _warn_rebound_globals(body: Callable, watched: Tuple[Tuple[str, Any], ...], task_name: str) -> Callable:
+    """body, checking when it starts that the globals it reads still have their values of spawn time; a
+    rebound one warns (RuntimeWarning), since the body sees the new value."""
+    g = body.__globals__
+
+    def run() -> Any:
+        for name, value in watched:
+            now = g.get(name, value)
+            if now is not value and (body.__code__, name) not in _warned_rebound:
+                _warned_rebound.add((body.__code__, name))
+                import warnings
+                warnings.warn(
+                    f"task {task_name} reads the global {name!r}, rebound since the task was spawned (spawned "
+                    f"with {_short_repr(value)}, runs with {_short_repr(now)}): a body's globals are read when "
+                    f"it runs, not captured at spawn (a loop at module level or in a notebook cell gives every "
+                    f"task the latest value); bind it as a default argument, def {body.__name__}({name}={name}):",
+                    RuntimeWarning, stacklevel=2)
+        return body()
+    run.__name__ = body.__name__
+    run.__qualname__ = body.__qualname__
+    return run
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 40 else f"a {type(value).__name__}"
+
+
+def _in_environment(context: Any, body: Callable, tags: frozenset, name: str) -> Callable:
+    """Runs a body inside the task environment chosen for it (Parla.py's TaskEnvironment components)."""
+    if context._environment_registry is None:
+        context._environment_registry = TaskEnvironmentRegistry(context.environments)
+    registry = context._environment_registry
+    if tags and not any(tags <= e.tags for e in registry.environments):
+        raise ValueError(f"task {name}: no task environment has tags {set(tags)} (Parla(environments))")
+    if _is_async(body):
+        return body
+
+    def run() -> Any:
+        env = registry.choose(get_current_devices()[0], tags)
+        return body() if env is None else env._enter(body)
+    run.__name__ = getattr(body, "__name__", "task")
+    return run
+
+
+def _next_key(space: TaskSpace) -> int:
+    """The first integer key from len(space) on that names no task of the space yet."""
+    k = len(space._tasks)
+    while (k,) in space._tasks:
+        k += 1
+    return k
 
 
 def _is_async(body: Callable) -> bool:

@@ -216,6 +216,8 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
         *out = NULL;
     if (rt == NULL || out == NULL)
         return parla__error(PARLA_EINVAL, "parla_data_create: NULL argument");
+    if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
+        return parla__error(PARLA_ESTATE, "parla_data_create: the runtime was destroyed");
     store_t *s = parla__calloc(rt, 1, sizeof *s);
     parla_data_t *d = parla__calloc(rt, 1, sizeof *d);
     uint64_t *range = parla__alloc(rt, 2 * sizeof *range);
@@ -1505,10 +1507,10 @@ static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode, bool dep_wr
     if (dep == t || st == PARLA_TASK_DONE)
         return 0;
     if (st > PARLA_TASK_DONE) /* a failed or cancelled writer: its readers are cancelled with it */
-        return flow ? parla__add_edge(t, dep, 0) : 0;
+        return flow ? parla__add_edge(t, dep, PARLA__EDGE_DATA) : 0;
     if (atomic_load(&t->succ) != NULL && parla__reaches(t, dep, 100000))
         return 1;
-    return parla__add_edge(t, dep, flow ? 0 : PARLA__EDGE_ORDER);
+    return parla__add_edge(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
 }
 
 int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t mode)

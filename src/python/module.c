@@ -1761,6 +1761,39 @@ static PyObject *mod_capture(PyObject *module, PyObject *fn)
     return capture(fn);
 }
 
+/* Busy-waits (spins on the monotonic clock, no sleep) for the given microseconds. With release true the GIL
+ * is released meanwhile, so other Python threads run; otherwise the caller keeps it for the whole wait. */
+static PyObject *mod_busy_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "busy_wait(microseconds, release_gil) takes 2 arguments");
+        return NULL;
+    }
+    double us = PyFloat_AsDouble(args[0]);
+    if (us == -1.0 && PyErr_Occurred())
+        return NULL;
+    int release = PyObject_IsTrue(args[1]);
+    if (release < 0)
+        return NULL;
+    if (!(us >= 0.0) || us > 1e12) {
+        PyErr_Format(PyExc_ValueError, "busy wait of %R microseconds: expected a number from 0 to 10^12", args[0]);
+        return NULL;
+    }
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    double ns = us * 1e3;
+    gil_release_t g = {NULL, 0};
+    if (release)
+        g = gil_release();
+    do
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    while ((double)(now.tv_sec - start.tv_sec) * 1e9 + (double)(now.tv_nsec - start.tv_nsec) < ns);
+    if (release)
+        gil_restore(g);
+    Py_RETURN_NONE;
+}
+
 /* wait_any(tasks, timeout) -> (code, message): blocks (GIL released) until one of
  * tasks (a tuple or list of Tasks of one runtime) has finished, or timeout
  * seconds (< 0: no limit) have passed; code 0, ETIMEDOUT, ESTUCK or EINVAL. */
@@ -1786,6 +1819,8 @@ static PyObject *mod_wait_any(PyObject *module, PyObject *const *args, Py_ssize_
 }
 
 static PyMethodDef module_methods[] = {
+    {"busy_wait", (PyCFunction)(void (*)(void))mod_busy_wait, METH_FASTCALL,
+     "busy_wait(microseconds, release_gil): spin for that long, releasing the GIL meanwhile if release_gil."},
     {"wait_any", (PyCFunction)(void (*)(void))mod_wait_any, METH_FASTCALL,
      "wait_any(tasks, timeout) -> (code, message): block (GIL released) until one of tasks has finished or "
      "timeout seconds (< 0: no limit) have passed."},

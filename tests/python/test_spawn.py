@@ -55,7 +55,7 @@ def test_gpu_placement_without_gpus(placement):
 
 @pytest.mark.parametrize("placement,err", [
     (cpu(1), ValueError), ([], ValueError), ("cpu", TypeError), (42, TypeError),
-    (cpu[{"vcus": 0}], ValueError), (cpu[{"vcus": 1.5}], ValueError), (cpu[{"memory": -1}], ValueError),
+    (cpu[{"vcus": -1}], ValueError), (cpu[{"vcus": 1.5}], ValueError), (cpu[{"memory": -1}], ValueError),
 ], ids=repr)
 def test_invalid_placements(placement, err):
     with Parla(n_workers=1):

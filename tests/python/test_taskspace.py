@@ -57,8 +57,9 @@ def test_slices_and_lists(ctx):
     assert list(grid) == [T[i, j] for i in range(2) for j in range(3)]
     assert list(T[1, [0, 2]]) == [T[1, 0], T[1, 2]]
     assert list(T[3:3]) == []
+    assert list(T[:4]) == list(T[0:4])  # an open start is the space's start (0)
     with pytest.raises(ValueError, match="bounds"):
-        T[:4]
+        T[2:]
 
 
 def test_slices_reference_placeholders(ctx):
