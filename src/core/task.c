@@ -115,6 +115,8 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
     t->n_devices = 0;
     t->ext = NULL;
     t->serial = atomic_fetch_add_explicit(&rt->serial, 1, memory_order_relaxed);
+    parla__worker_t *cw = parla__current_worker();
+    t->creator = cw && cw->rt == rt && cw->current ? cw->current->serial + 1 : 0;
     atomic_fetch_add_explicit(&rt->n_live, 1, memory_order_relaxed);
     *out = t;
     return 0;
@@ -416,7 +418,9 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
     e->succ = t;
     e->flags = flags;
     if (t->rt->trace && !(flags & PARLA__EDGE_SOFT)) {
-        parla__tev_t ev = {.ts = parla__now_ns(), .serial = t->serial, .a = dep->serial, .kind = PARLA__TEV_EDGE};
+        parla__tev_t ev = {.ts = parla__now_ns(), .serial = t->serial, .a = dep->serial, .kind = PARLA__TEV_EDGE,
+                           .b = (flags & PARLA__EDGE_ORDER) ? PARLA__EK_ORDER
+                                : (flags & PARLA__EDGE_DATA) ? PARLA__EK_FLOW : PARLA__EK_EXPLICIT};
         parla__trace_event(t->rt, &ev);
     }
     parla_task_retain(t);
