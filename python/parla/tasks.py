@@ -6,8 +6,12 @@
         T = TaskSpace("T")
         for i in range(4):
             @spawn(T[i], dependencies=[T[i - 1]] if i else [])
-            def step():
-                print("step", i)        # i is captured by value when the task is spawned
+            def step(i=i):
+                print("step", i)        # the default argument binds i's value at spawn
+
+Inside a function, a body's closure variables are captured by value at spawn (``def step():`` would do
+there). At module level or in a notebook cell the loop variable is a global, read when the body runs:
+without ``i=i`` every task could print the last value; the runtime then warns (RuntimeWarning).
 
 Task bodies run on worker threads. A body may be ``async def``: ``await`` on a task (gives its return
 value), a TaskSpace or a collection of tasks (waits for all) or another coroutine frees the worker until
@@ -15,6 +19,7 @@ the awaited tasks finish.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import numbers
 import threading
@@ -559,12 +564,23 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
     - ``ndevices``: Parla.py's number of devices of one architecture: ``placement=gpu, ndevices=2`` is
       ``placement=(gpu, gpu)``.
 
-    The body's closure variables are captured by value at spawn. Raises RuntimeError outside a Parla
+    ``@spawn`` without parentheses is ``@spawn()``: an anonymous task with no dependencies.
+
+    The body's closure variables (locals of the enclosing function) are captured by value at spawn. Globals
+    (a loop at module level or in a notebook cell) are read when the body runs, as in Parla: a body that
+    reads a global rebound between its spawn and its run warns (RuntimeWarning, once per body and name);
+    bind such a value as a default argument (``def body(i=i):``). Raises RuntimeError outside a Parla
     context or when ``taskid`` was already spawned; ValueError/TypeError for invalid arguments (naming
     the task and the argument).
     """
     if unknown:
         raise TypeError(f"spawn() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    if callable(taskid) and not isinstance(taskid, Task):
+        if dependencies != () or placement is not None or vcus is not None or memory is not None \
+                or input != () or output != () or inout != () or priority is not None:
+            raise TypeError(f"spawn({getattr(taskid, '__name__', taskid)!r}, ...): the first argument is the "
+                            f"task id (T[i]) or None, not the body; decorate with @spawn(...) instead")
+        return spawn()(taskid)  # bare @spawn: the body is the argument
     context = _runtime.current_runtime()
 
     if priority is not None and (type(priority) is not int or not -1000000 <= priority <= 1000000):
@@ -603,6 +619,10 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         elif not isinstance(deps, (list, tuple, Task)):
             deps = list(deps)  # a generator or a TaskSpace: read it once, keep it for .dependencies
         attrs["_deps"] = deps
+        if type(body) is _FunctionType and not _is_async(body):
+            watched = _watched_globals(body)
+            if watched:
+                body = _warn_rebound_globals(_core.capture(body), watched, task.name)
         if options is not None and context.has_cuda and not _is_async(body):
             body = _on_cuda_device(_core.capture(body))
         if environments or tags:
@@ -623,6 +643,70 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         return task
 
     return decorator
+
+
+_FunctionType = type(lambda: None)
+_UNWATCHED = (type(itertools), _FunctionType, type, type(len))  # modules, functions, classes, builtins
+
+
+@functools.lru_cache(maxsize=4096)
+def _global_reads(code: Any) -> Tuple[str, ...]:
+    """Names a code object (and the code nested in it) loads as globals."""
+    import dis
+    names = set()
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(ins.argval, str):
+            names.add(ins.argval)
+    for const in code.co_consts:
+        if isinstance(const, type(code)):
+            names.update(_global_reads(const))
+    return tuple(sorted(names))
+
+
+def _watched_globals(body: Callable) -> Tuple[Tuple[str, Any], ...]:
+    """(name, value at spawn) of the globals body reads that look like data (not modules, functions,
+    classes or builtins): the values a module-level loop rebinds."""
+    g = body.__globals__
+    out = []
+    for name in _global_reads(body.__code__):
+        value = g.get(name, _UNWATCHED)
+        if value is not _UNWATCHED and not isinstance(value, _UNWATCHED):
+            out.append((name, value))
+    return tuple(out)
+
+
+_warned_rebound: set = set()  # (code, name) already warned about
+
+
+def _warn_rebound_globals(body: Callable, watched: Tuple[Tuple[str, Any], ...], task_name: str) -> Callable:
+    """body, checking when it starts that the globals it reads still have their values of spawn time; a
+    rebound one warns (RuntimeWarning), since the body sees the new value."""
+    g = body.__globals__
+
+    def run() -> Any:
+        for name, value in watched:
+            now = g.get(name, value)
+            if now is not value and (body.__code__, name) not in _warned_rebound:
+                _warned_rebound.add((body.__code__, name))
+                import warnings
+                warnings.warn(
+                    f"task {task_name} reads the global {name!r}, rebound since the task was spawned (spawned "
+                    f"with {_short_repr(value)}, runs with {_short_repr(now)}): a body's globals are read when "
+                    f"it runs, not captured at spawn (a loop at module level or in a notebook cell gives every "
+                    f"task the latest value); bind it as a default argument, def {body.__name__}({name}={name}):",
+                    RuntimeWarning, stacklevel=2)
+        return body()
+    run.__name__ = body.__name__
+    run.__qualname__ = body.__qualname__
+    return run
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 40 else f"a {type(value).__name__}"
 
 
 def _in_environment(context: Any, body: Callable, tags: frozenset, name: str) -> Callable:

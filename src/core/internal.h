@@ -380,6 +380,7 @@ typedef struct parla__worker {
     parla_task_t *current;
     parla_task_t *const *waiting_on; /* set under park_lock while sleeping in parla_task_wait(_any): */
     size_t n_waiting_on;             /* the tasks it waits for (any of them) */
+    bool stuck_woken;                /* under park_lock: woken because the runtime is stuck */
     _Atomic int finishing;    /* > 0 while in parla__task_finish (written by the owner only) */
     /* Per-worker counters, summed by parla_runtime_stats. Written by the owner only. */
     _Atomic uint64_t n_run, n_steals, n_parks;

@@ -23,6 +23,8 @@ static _Thread_local parla__worker_t *tls_worker;
 enum { SPIN_ROUNDS = 64 };
 
 static void wake_wait_cond(parla_runtime_t *rt);
+static bool body_waiters_locked(parla_runtime_t *rt);
+static bool stuck_locked(parla_runtime_t *rt);
 
 parla__worker_t *parla__current_worker(void)
 {
@@ -428,8 +430,19 @@ static void *worker_main(void *arg)
         }
         /* The last worker to go idle while tasks are outstanding lets waiters
          * check whether the runtime is stuck. */
-        if (sleeping == rt->n_workers && atomic_load(&rt->n_active) > 0)
+        if (sleeping == rt->n_workers && atomic_load(&rt->n_active) > 0) {
             wake_wait_cond(rt);
+            /* Workers waiting inside bodies sleep on park_cond: when this
+             * worker's going idle leaves the runtime stuck, they must see it
+             * (else a body waiting on work that can never finish sleeps for
+             * ever). Only then, so idle workers do not wake each other. */
+            if (body_waiters_locked(rt) && stuck_locked(rt)) {
+                for (int i = 0; i < rt->n_workers; i++)
+                    if (rt->workers[i].waiting_on)
+                        rt->workers[i].stuck_woken = true;
+                pthread_cond_broadcast(&rt->park_cond);
+            }
+        }
         atomic_store_explicit(&w->n_parks, atomic_load_explicit(&w->n_parks, memory_order_relaxed) + 1,
                               memory_order_relaxed);
         pthread_cond_wait(&rt->park_cond, &rt->park_lock);
@@ -467,6 +480,15 @@ void parla__wake_waiters(parla_runtime_t *rt)
  * sleeps, nothing is queued, tasks are outstanding, and no worker waiting
  * inside a body has had its awaited task finish (such a worker was woken, or
  * is about to be, and will carry on). */
+/* With park_lock held: true when some worker sleeps in a wait inside a body. */
+static bool body_waiters_locked(parla_runtime_t *rt)
+{
+    for (int i = 0; i < rt->n_workers; i++)
+        if (rt->workers[i].waiting_on)
+            return true;
+    return false;
+}
+
 static bool stuck_locked(parla_runtime_t *rt)
 {
     if (atomic_load(&rt->n_sleeping) != rt->n_workers || any_work(rt) || atomic_load(&rt->n_active) == 0 ||
@@ -474,6 +496,8 @@ static bool stuck_locked(parla_runtime_t *rt)
         return false;
     for (int i = 0; i < rt->n_workers; i++) {
         parla__worker_t *w = &rt->workers[i];
+        if (w->waiting_on && w->stuck_woken)
+            return false; /* told it is stuck: its body carries on */
         for (size_t k = 0; w->waiting_on && k < w->n_waiting_on; k++)
             if (atomic_load(&w->waiting_on[k]->state) >= PARLA_TASK_DONE)
                 return false;
@@ -509,14 +533,40 @@ static int stuck_error(parla_runtime_t *rt)
     pthread_mutex_unlock(&rt->placeholder_lock);
     if (len >= sizeof buf - 64)
         snprintf(buf + sizeof buf - 8, 8, " ...");
+    /* Bodies blocked in a wait are running, not ready: name them and what
+     * they wait for (park_lock keeps those tasks alive: a waiter clears its
+     * list under it before it returns). */
+    char bodies[320];
+    size_t lb = 0;
+    int nb = 0;
+    pthread_mutex_lock(&rt->park_lock);
+    for (int i = 0; i < rt->n_workers; i++) {
+        parla__worker_t *w = &rt->workers[i];
+        if (w->waiting_on == NULL || w->current == NULL || lb >= sizeof bodies - 64)
+            continue;
+        parla_task_t *x = w->waiting_on[0];
+        lb += (size_t)snprintf(bodies + lb, sizeof bodies - lb, "%s%s waits for %s (%s)%s", nb ? "; " : "",
+                               parla_task_name(w->current), parla_task_name(x),
+                               atomic_load(&x->state) == PARLA_TASK_CREATED ? "never submitted"
+                                                                            : parla_task_state_name(atomic_load(&x->state)),
+                               w->n_waiting_on > 1 ? " or others" : "");
+        nb++;
+    }
+    pthread_mutex_unlock(&rt->park_lock);
+    if (lb >= sizeof bodies - 64)
+        snprintf(bodies + sizeof bodies - 8, 8, " ...");
+    char blocked[sizeof bodies + 64] = "";
+    if (nb)
+        snprintf(blocked, sizeof blocked, "; %d running task%s blocked in a wait: %s", nb, nb == 1 ? " is" : "s are",
+                 bodies);
     if (np == 0)
-        return parla__error(PARLA_ESTUCK,
-                            "%ld submitted task%s can never run: none is ready and none is running "
-                            "(a dependency cycle?)",
-                            active, active == 1 ? "" : "s");
-    return parla__error(PARLA_ESTUCK, "%ld submitted task%s can never run: %s on %zu task%s never submitted: %s",
+        return parla__error(PARLA_ESTUCK, "%ld submitted task%s can never run: none is ready and %s%s", active,
+                            active == 1 ? "" : "s",
+                            nb ? "every running one waits for another" : "none is running (a dependency cycle?)",
+                            blocked);
+    return parla__error(PARLA_ESTUCK, "%ld submitted task%s can never run: %s on %zu task%s never submitted: %s%s",
                         active, active == 1 ? "" : "s", active == 1 ? "it depends" : "they depend", np,
-                        np == 1 ? "" : "s", buf);
+                        np == 1 ? "" : "s", buf, blocked);
 }
 
 static void deadline_after(struct timespec *ts, double seconds)
@@ -651,6 +701,9 @@ static int wait_any(parla_runtime_t *rt, parla_task_t *const *ts, size_t n, doub
         /* A worker helps: it runs other tasks until one of ts has finished, and
          * sleeps like an idle worker when there is nothing to run. */
         while (!any_finished(ts, n)) {
+            if (all_created(ts, n)) /* as outside bodies: no one can finish them while this body blocks */
+                return parla__error(PARLA_ESTUCK, "parla_task_wait: task %s: waits for task %s, which was never "
+                                    "submitted", w->current ? parla_task_name(w->current) : "(none)", parla_task_name(ts[0]));
             if (parla__help_one(w))
                 continue;
             int rc = 0;
@@ -668,6 +721,9 @@ static int wait_any(parla_runtime_t *rt, parla_task_t *const *ts, size_t n, doub
                     rc = PARLA_ETIMEDOUT;
                 }
             }
+            if (w->stuck_woken && rc == 0 && !any_finished(ts, n))
+                rc = PARLA_ESTUCK; /* the last worker to go idle found the runtime stuck */
+            w->stuck_woken = false;
             w->waiting_on = NULL;
             w->n_waiting_on = 0;
             atomic_fetch_sub(&rt->n_sleeping, 1);
@@ -965,7 +1021,14 @@ int parla_runtime_destroy(parla_runtime_t *rt)
     if (tls_worker && tls_worker->rt == rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_destroy: called from task %s",
                             parla_task_name(tls_worker->current));
-    atomic_store(&rt->closing, true); /* from now on submit refuses (see parla_task_submit) */
+    /* The runtime's memory lives while task handles or data objects do, so a
+     * second destroy reaches it: refuse it (it would drop the runtime's own
+     * reference twice and free it under those handles). */
+    if (atomic_load(&rt->destroyed))
+        return parla__error(PARLA_ESTATE, "parla_runtime_destroy: the runtime was already destroyed");
+    bool open = false;
+    if (!atomic_compare_exchange_strong(&rt->closing, &open, true)) /* from now on submit refuses */
+        return parla__error(PARLA_ESTATE, "parla_runtime_destroy: another thread is destroying the runtime");
     /* A task is reported finished (its state) a moment before the engine's
      * bookkeeping for it ends; wait that moment out, briefly. */
     long active = atomic_load(&rt->n_active);

@@ -182,6 +182,8 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
         *out = NULL;
     if (rt == NULL || out == NULL)
         return parla__error(PARLA_EINVAL, "parla_data_create: NULL argument");
+    if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
+        return parla__error(PARLA_ESTATE, "parla_data_create: the runtime was destroyed");
     store_t *s = parla__calloc(rt, 1, sizeof *s);
     parla_data_t *d = parla__calloc(rt, 1, sizeof *d);
     uint64_t *range = parla__alloc(rt, 2 * sizeof *range);

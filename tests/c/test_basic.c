@@ -402,7 +402,22 @@ static void test_tasks(void)
           (unsigned long long)st2.tasks_created, (unsigned long long)st2.tasks_run);
 
     /* Handles outlive the runtime. */
+    parla_data_t *kept;
+    CHECK_OK(parla_data_create(rt, 64, NULL, &kept));
     CHECK_OK(parla_runtime_destroy(rt));
+    /* A destroyed runtime refuses everything, a second destroy included
+     * (it would free the runtime under the handles still held). */
+    CHECK_RC(parla_runtime_destroy(rt), PARLA_ESTATE);
+    CHECK(strstr(parla_last_error_message(), "already destroyed") != NULL, "message: %s", parla_last_error_message());
+    CHECK_RC(parla_runtime_destroy(rt), PARLA_ESTATE);
+    parla_data_t *late = (parla_data_t *)&late;
+    CHECK_RC(parla_data_create(rt, 64, NULL, &late), PARLA_ESTATE);
+    CHECK(late == NULL, "a refused parla_data_create left its out argument set");
+    parla_task_t *none;
+    CHECK_RC(parla_task_create(rt, body_count, NULL, &none), PARLA_ESTATE);
+    CHECK(parla_data_nbytes(kept) == 64, "a data object outliving its runtime has %llu bytes",
+          (unsigned long long)parla_data_nbytes(kept));
+    parla_data_release(kept);
     CHECK(parla_task_state(a) == PARLA_TASK_DONE, "state after destroy");
     CHECK(strcmp(parla_task_name(a), "alpha") == 0, "name after destroy");
     CHECK(strcmp(parla_task_name(b), "beta") == 0, "name after destroy");

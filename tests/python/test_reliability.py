@@ -182,3 +182,55 @@ def test_taskspace_first_use_is_thread_safe():
     assert [i for i in range(n) if runs[i] != 1] == []
     assert len(refused) == (n_threads - 1) * n
     assert [U["after", i].result for i in range(n)] == list(range(n))
+
+
+@pytest.mark.timeout(30)
+def test_bare_spawn_decorator_spawns_the_task():
+    # @spawn without parentheses spawned nothing and raised nothing.
+    with Parla(n_workers=1):
+        @spawn
+        def bare():
+            return 7
+    assert bare.result == 7
+
+
+@pytest.mark.timeout(30)
+def test_spawn_with_a_function_as_task_id_and_options_is_refused():
+    with Parla(n_workers=1):
+        with pytest.raises(TypeError, match="not the body"):
+            spawn(lambda: 1, dependencies=[])
+
+
+MODULE_LOOP = """
+import threading
+from parla import Parla, spawn, TaskSpace
+gate = threading.Event()
+out = []
+with Parla(n_workers=2):
+    T = TaskSpace("T")
+    @spawn(T["gate"])
+    def hold():
+        gate.wait(20)
+    for i in range(4):
+        @spawn(T[i], dependencies=[T["gate"]])
+        def step():
+            out.append(i)
+
+        @spawn(T["bound", i], dependencies=[T["gate"]])
+        def bound(i=i):
+            out.append(("bound", i))
+    gate.set()
+"""
+
+
+@pytest.mark.timeout(30)
+def test_module_level_loop_variable_read_late_warns():
+    # A loop at module level (or in a notebook cell): the loop variable is a global, read when the body runs.
+    # The trap is not silent: the body that sees a value rebound since its spawn warns, naming the task, the
+    # variable and the fix; the default-argument form binds the value at spawn and does not warn.
+    namespace = {"__name__": "notebook_cell"}
+    with pytest.warns(RuntimeWarning, match=r"reads the global 'i'.*def step\(i=i\)") as record:
+        exec(compile(MODULE_LOOP, "<cell>", "exec"), namespace)
+    assert sorted(x for x in namespace["out"] if type(x) is int) == [3, 3, 3, 3]
+    assert sorted(x for x in namespace["out"] if type(x) is tuple) == [("bound", i) for i in range(4)]
+    assert len([w for w in record if "reads the global" in str(w.message)]) == 1
