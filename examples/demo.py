@@ -96,6 +96,13 @@ def main(argv=None) -> int:
 
     print(f"\ntrace: {trace}\n  open it at https://ui.perfetto.dev (drag the file in) or chrome://tracing")
     print(f"task graph: {graph}  (render: dot -Tsvg {graph} -o graph.svg)")
+    try:
+        from parla.trace import plot
+        picture = os.path.join(args.out, "cholesky-trace.png")
+        plot(trace, picture, title=f"Parla tiled Cholesky, n={args.n}, block={args.block}")
+        print(f"Gantt chart: {picture}  (python -m parla.trace plot {trace} -o {picture})")
+    except ImportError as e:
+        print(f"no Gantt chart: {e}")
     return 0
 
 

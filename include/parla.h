@@ -464,11 +464,38 @@ uint64_t parla_data_valid_bytes(parla_data_t *data, int device);
 uint64_t parla_data_resident_bytes(parla_data_t *data, int device);
 
 /* Outside tasks: blocks until every spawned task that writes data's ranges
+ * (and, when write is nonzero, every one that reads them) has finished, or
+ * until timeout seconds have passed when timeout >= 0 (negative: no limit).
+ * Returns 0, PARLA_ETIMEDOUT, PARLA_ESTUCK (a task it waits for can never
+ * run), PARLA_EINVAL. A binding waits in slices with it to stay interruptible,
+ * then calls parla_data_fetch. */
+int parla_data_wait(parla_data_t *data, int write, double timeout);
+
+/* Outside tasks: blocks until every spawned task that writes data's ranges
  * (and, when write is nonzero, every one that reads them) has finished, then
  * makes the ranges valid on device; with write, device becomes the only valid
  * copy. Errors: PARLA_ESTATE (called from a task body on data the task has
  * not declared), PARLA_ENOMEM, PARLA_ERESOURCE (no room on device). */
 int parla_data_fetch(parla_data_t *data, int device, int write);
+
+/* A hold keeps the memory of a device copy allocated for code that may use it
+ * after the task that accessed it (a binding handing out an array over it).
+ * While the engine keeps the copy, the hold changes nothing; when the engine
+ * drops the copy (eviction, release of the data, runtime destroy), the memory
+ * is no longer counted on the device and stays allocated until the last hold
+ * is released. It keeps the values it had then: later writes to the data do
+ * not reach it. The runtime's memory (devices included) lives until then too. */
+typedef struct parla_hold parla_hold_t;
+
+/* Holds data's base copy on device: *out receives the hold, *ptr (when not
+ * NULL) the copy's address (valid until the hold is released). Any thread.
+ * Errors: PARLA_EINVAL, PARLA_ENODEV, PARLA_ESTATE (no copy on device),
+ * PARLA_ENOMEM. */
+int parla_data_hold(parla_data_t *data, int device, parla_hold_t **out, void **ptr);
+
+/* Releases a hold (NULL is ignored); the last release of memory the engine
+ * has dropped frees it. Any thread. */
+void parla_hold_release(parla_hold_t *hold);
 
 /* Drops data's base copy on device (device -1: every non-CPU device). With
  * keep_one_copy, ranges valid only there are first copied to the CPU.

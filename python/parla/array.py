@@ -42,7 +42,7 @@ import numpy as np
 from . import _core, _runtime
 from .devices import Device, cpu, device_of, engine_index
 
-__all__ = ["PArray", "array", "asarray", "asarray_batch", "clone_here", "copy", "get_array_module"]
+__all__ = ["PArray", "array", "asarray", "asarray_batch", "clone_here", "copy", "get_array_module", "storage_size"]
 
 
 def _as_slice(index: Any, length: int) -> Optional[slice]:
@@ -148,9 +148,12 @@ def _read_only(arr: Any) -> Any:
     return arr
 
 
-def _strict() -> bool:
-    context = _runtime._current
-    return context is not None and context.strict_access
+def _fetch(data: _core.Data, write: bool) -> None:
+    """Outside tasks: waits for the tasks conflicting with this access in short slices, so Ctrl-C interrupts
+    the wait (KeyboardInterrupt), then makes the latest values valid on the CPU."""
+    while data.wait(write, 0.1) == _core.ETIMEDOUT:
+        pass
+    data.fetch(0, write)
 
 
 class PArray:
@@ -209,7 +212,7 @@ class PArray:
         self._creator = None
         if parent._flat is not None:
             self._flat = parent._flat[index]
-        elif np.may_share_memory(view_np, root._np):
+        elif view_np.size == 0 or np.may_share_memory(view_np, root._np):
             self._flat = None
         else:  # NumPy copied the elements (lists of indices, masks): keep where they come from
             self._flat = parent._flat_map()[index]
@@ -278,25 +281,35 @@ class PArray:
 
     # ------------------------------------------------------------ arrays --
     def _device_base(self, device: int, info: Dict[str, Any]) -> Any:
+        """The base array's copy on a GPU, as an array over its memory. The array holds that memory (a Hold), so
+        an array that leaves its task (returned, kept) stays readable after the copy is evicted or the context
+        ends, with the values it had then. The cache keeps arrays weakly: a copy the engine evicts is freed
+        once nobody uses an array over it."""
         root = self._root if self._root is not None else self
-        if device == 0:
-            return root._np
         data = root._engine_data()
         ptr = data.ptr(device)
         cached = root._cache.get(device)
         if cached is not None and cached[0] == ptr:
-            return cached[1]
+            arr = cached[1]()
+            if arr is not None:
+                return arr
+        hold = data.hold(device)
+        if hold is None:
+            raise RuntimeError(f"{self._describe()} has no copy on {device_of(device)!r}")
         if info["cuda"]:
             try:
                 import cupy
             except ImportError:
                 raise RuntimeError(f"PArray.array on gpu({info['kind_index']}): the copy on a CUDA GPU is a CuPy array, and "
                                    f"CuPy is not importable (install cupy for your CUDA version)") from None
-            memory = cupy.cuda.UnownedMemory(ptr, root._np.nbytes, data, info["cuda_ordinal"])
+            memory = cupy.cuda.UnownedMemory(hold.ptr, root._np.nbytes, hold, info["cuda_ordinal"])
             arr = cupy.ndarray(root._np.shape, root._np.dtype, cupy.cuda.MemoryPointer(memory, 0))
         else:
-            arr = np.frombuffer(data.host_view(device), dtype=root._np.dtype).reshape(root._np.shape)
-        root._cache[device] = (ptr, arr)
+            arr = np.frombuffer(hold, dtype=root._np.dtype).reshape(root._np.shape)
+        try:
+            root._cache[device] = (hold.ptr, weakref.ref(arr))
+        except TypeError:  # an array type without weak references: not cached
+            pass
         return arr
 
     def _declared_mode(self, task: Any) -> int:
@@ -405,7 +418,7 @@ class PArray:
         if task is None:
             data = self._live_data()
             if data is not None:
-                data.fetch(0, False)
+                _fetch(data, False)
             if self._flat is not None:
                 return _read_only(root._np.reshape(-1)[self._flat])
             return self._np
@@ -426,15 +439,20 @@ class PArray:
         else:
             out = self._device_base(device, _runtime.current_runtime().device_table[device])
         if mode == _core.READ and type(out) is np.ndarray:
-            # A read-only view of the device's array, made once per array and device (negative keys).
+            # A read-only view of the device's array, made once per array and device (negative keys; weakly
+            # for GPUs, see _device_base).
             cached = root._cache.get(-1 - device)
-            if cached is not None and cached[0] is out:
-                out = cached[1]
-            else:
+            view = None
+            if cached is not None:
+                if device == 0:
+                    view = cached[1] if cached[0] is out else None
+                elif cached[0]() is out:
+                    view = cached[1]()
+            if view is None:
                 view = out.view()
                 view.flags.writeable = False
-                root._cache[-1 - device] = (out, view)
-                out = view
+                root._cache[-1 - device] = (out, view) if device == 0 else (weakref.ref(out), weakref.ref(view))
+            out = view
         if self._flat is not None:
             return _read_only(self._select(out))
         for index in self._indices:
@@ -463,7 +481,7 @@ class PArray:
             return
         data = self._live_data()
         if data is not None:
-            data.fetch(0, True)
+            _fetch(data, True)
         base = np.asarray(_host_array(new_array), order="C")
         if base.dtype.hasobject:
             raise TypeError(f"update(): a PArray holds numbers, not Python objects (dtype {base.dtype})")
@@ -559,7 +577,7 @@ class PArray:
         if task is None:
             data = self._live_data()
             if data is not None:
-                data.fetch(0, True)
+                _fetch(data, True)
             if self._flat is None:
                 self._np[index] = value
             else:
@@ -735,7 +753,7 @@ def _inplace(op):
         if _core.current_task() is None:
             data = self._live_data()
             if data is not None:
-                data.fetch(0, True)
+                _fetch(data, True)
             op(self._np, other)
         else:
             task = _core.current_task()
@@ -810,6 +828,11 @@ def array(object: Any, dtype: Any = None, copy: bool = True, order: str = "K", s
     values = np.array(_host_array(object), dtype=dtype, copy=True if copy else None, order=order, subok=subok,
                       ndmin=ndmin, **kwargs)
     return PArray(values, name=name)
+
+
+def storage_size(*arrays: Any) -> int:
+    """Bytes the arrays (PArrays, NumPy or CuPy arrays) take in memory, summed (Parla.py's storage_size)."""
+    return sum(int(a.nbytes) for a in arrays)
 
 
 def asarray_batch(*objs: Any) -> Any:

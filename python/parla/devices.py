@@ -326,10 +326,50 @@ def resolve_placement(placement: Any, vcus: Optional[float], memory: Optional[in
         key = cached = None
     if cached is not None:
         return cached
+    by_data = _placement_of_data(placement)
+    if by_data is not placement:  # arrays name the devices holding them now: not cached (data moves)
+        return _resolve_options(by_data, vcus, memory, task_name)
     result = _resolve_options(placement, vcus, memory, task_name)
     if key is not None:
         cache[key] = result
     return result
+
+
+def _data_devices(x: Any) -> Optional[List["Device"]]:
+    """For an array used as a placement (Parla's placement by data), the devices holding it: a PArray's
+    devices with a valid copy of it (its ``__parla_placement__``), a NumPy array's CPU, a CuPy array's GPU.
+    None for anything else."""
+    if isinstance(x, (Device, Architecture, PlacementRequest)):
+        return None
+    where = getattr(type(x), "__parla_placement__", None)
+    if where is not None:
+        return list(where(x))
+    module = type(x).__module__
+    if module == "numpy" and hasattr(x, "__array_interface__"):
+        return [cpu(0)]
+    if module.startswith("cupy") and hasattr(x, "device"):
+        return [gpu(int(x.device.id))]
+    return None
+
+
+def _placement_of_data(placement: Any) -> Any:
+    """placement with each array replaced by the devices holding it (alternatives; in a tuple, the first
+    one); placement itself when it names no array."""
+    alternatives = placement if isinstance(placement, list) else [placement]
+    out = []
+    changed = False
+    for alt in alternatives:
+        devices = _data_devices(alt)
+        if devices is not None:
+            out.extend(devices)
+            changed = True
+        elif isinstance(alt, tuple):
+            members = tuple((_data_devices(m) or [m])[0] for m in alt)
+            changed = changed or any(a is not b for a, b in zip(members, alt))
+            out.append(members)
+        else:
+            out.append(alt)
+    return out if changed else placement
 
 
 def _resolve_options(placement: Any, vcus: Optional[float], memory: Optional[int], task_name: str):

@@ -551,7 +551,8 @@ _anonymous = itertools.count()
 def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: Any = None,
           vcus: Optional[float] = None, memory: Optional[int] = None, input: Iterable = (),
           output: Iterable = (), inout: Iterable = (), priority: Optional[int] = None,
-          tags: Iterable = (), ndevices: int = 1, **unknown: Any) -> Callable[[Callable], Task]:
+          tags: Iterable = (), ndevices: int = 1, data: Optional[Iterable] = None,
+          **unknown: Any) -> Callable[[Callable], Task]:
     """Decorator that spawns the decorated function as a task and returns the :class:`Task`.
 
     - ``taskid``: a task named in a TaskSpace (``T[i]``), or None for an anonymous task.
@@ -563,6 +564,9 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
     - ``tags``: Parla.py's tags choosing a task environment (see :mod:`parla.environments`).
     - ``ndevices``: Parla.py's number of devices of one architecture: ``placement=gpu, ndevices=2`` is
       ``placement=(gpu, gpu)``.
+    - ``data``: arrays (PArrays, NumPy, CuPy) the task works on, as in Parla.py: the task is placed where they
+      are (``placement=data``) and needs their size in memory (``memory=storage_size(*data)``); it cannot be
+      combined with placement= or memory=.
 
     ``@spawn`` without parentheses is ``@spawn()``: an anonymous task with no dependencies.
 
@@ -577,11 +581,18 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         raise TypeError(f"spawn() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     if callable(taskid) and not isinstance(taskid, Task):
         if dependencies != () or placement is not None or vcus is not None or memory is not None \
-                or input != () or output != () or inout != () or priority is not None:
+                or input != () or output != () or inout != () or priority is not None or data is not None:
             raise TypeError(f"spawn({getattr(taskid, '__name__', taskid)!r}, ...): the first argument is the "
                             f"task id (T[i]) or None, not the body; decorate with @spawn(...) instead")
         return spawn()(taskid)  # bare @spawn: the body is the argument
     context = _runtime.current_runtime()
+    if data is not None:
+        if placement is not None or memory is not None:
+            raise ValueError("spawn(data=...): data gives the placement and the memory; it cannot be combined "
+                             "with placement= or memory=")
+        from .array import storage_size
+        data = list(data)
+        placement, memory = data, storage_size(*data)
 
     if priority is not None and (type(priority) is not int or not -1000000 <= priority <= 1000000):
         if isinstance(priority, bool) or not isinstance(priority, numbers.Integral) \

@@ -186,6 +186,7 @@ enum {
     PARLA__EDGE_NOTIFIED = 2, /* released early by runahead; the finish only frees it */
     PARLA__EDGE_ORDER = 4,    /* ordering only (write-after-read, write-after-write hazards): a
                                  failure does not cancel the successor, runahead may release it */
+    PARLA__EDGE_DATA = 8,     /* from a data hazard, not an explicit dependency (traces draw it apart) */
 };
 
 typedef struct parla__edge {
@@ -348,10 +349,18 @@ void parla__task_finish(parla_task_t *t, int state, int error);
 
 enum {
     PARLA__TEV_TASK = 1, /* ts: start, b: end, a: final state, f: mapping scores */
-    PARLA__TEV_EDGE = 2, /* serial: successor, a: predecessor serial */
+    PARLA__TEV_EDGE = 2, /* serial: successor, a: predecessor serial, b: parla__edge_kind */
     PARLA__TEV_COPY = 3, /* ts: start, b: end, a: bytes, device: destination, f[0]: source */
     PARLA__TEV_EVICT = 4, /* a: bytes, device */
     PARLA__TEV_WORK = 5,  /* a runahead task's device work: ts: body end, b: complete, device */
+};
+
+/* What a traced edge is (PARLA__TEV_EDGE's b). */
+enum parla__edge_kind {
+    PARLA__EK_EXPLICIT = 0, /* a dependency given at submission */
+    PARLA__EK_FLOW = 1,     /* a data flow: the successor reads what the predecessor writes */
+    PARLA__EK_ORDER = 2,    /* a write-after-read or write-after-write hazard */
+    PARLA__EK_AWAIT = 3,    /* the successor's body awaited the predecessor (parla_task_suspend_on) */
 };
 
 typedef struct parla__tev {

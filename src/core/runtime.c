@@ -374,6 +374,11 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
             parla__placeholder_add(self->rt, dep); /* best effort: only for the stuck diagnosis */
         e->succ = self;
         e->flags = PARLA__EDGE_SOFT;
+        if (self->rt->trace) {
+            parla__tev_t ev = {.ts = parla__now_ns(), .serial = self->serial, .a = dep->serial,
+                               .b = PARLA__EK_AWAIT, .kind = PARLA__TEV_EDGE};
+            parla__trace_event(self->rt, &ev);
+        }
         parla_task_retain(self);
         atomic_fetch_add(&self->pending, 1);
         parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);

@@ -416,7 +416,9 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
     e->succ = t;
     e->flags = flags;
     if (t->rt->trace && !(flags & PARLA__EDGE_SOFT)) {
-        parla__tev_t ev = {.ts = parla__now_ns(), .serial = t->serial, .a = dep->serial, .kind = PARLA__TEV_EDGE};
+        parla__tev_t ev = {.ts = parla__now_ns(), .serial = t->serial, .a = dep->serial, .kind = PARLA__TEV_EDGE,
+                           .b = (flags & PARLA__EDGE_ORDER) ? PARLA__EK_ORDER
+                                : (flags & PARLA__EDGE_DATA) ? PARLA__EK_FLOW : PARLA__EK_EXPLICIT};
         parla__trace_event(t->rt, &ev);
     }
     parla_task_retain(t);

@@ -58,6 +58,7 @@ struct parla__copy {
     int owned;         /* allocated by the engine (else the caller's host buffer) */
     struct arrival *arriving; /* the latest copies queued to this device (a reference), or NULL */
     int listed;        /* in the device's LRU list */
+    parla_hold_t *hold; /* the hold on buf taken through parla_data_hold, or NULL (under the store's lock) */
     parla__copy_t *prev, *next; /* LRU links, under the device lock */
 };
 
@@ -85,6 +86,40 @@ struct parla_data {
 
 struct arrival;
 static void arrival_unref(struct arrival *a);
+
+/* Memory of a device copy handed out beyond the engine (parla_data_hold). While the copy is the engine's, the
+ * engine owns one reference; when the engine drops the copy (eviction, release of the data), it drops that
+ * reference instead of freeing the memory, and the last holder frees it. The hold counts as a live object of
+ * the runtime, so the device (and its free operation) outlives it. */
+struct parla_hold {
+    _Atomic int refs;
+    parla_runtime_t *rt;
+    int device;
+    int owned; /* the engine allocated buf (else it is the caller's host buffer, never freed here) */
+    void *buf;
+};
+
+static void hold_unref(parla_hold_t *h)
+{
+    if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    parla_runtime_t *rt = h->rt;
+    if (h->owned)
+        rt->devices[h->device].ops->free(&rt->devices[h->device], h->buf);
+    parla__free(h);
+    parla__runtime_task_freed(rt); /* the hold counted as a live object */
+}
+
+/* Frees copy c's memory, or leaves it to its holders (the caller owns c: store lock held, or last reference). */
+static void copy_drop_buf(parla_runtime_t *rt, parla__copy_t *c)
+{
+    parla_hold_t *h = c->hold;
+    c->hold = NULL;
+    if (h)
+        hold_unref(h);
+    else if (c->owned)
+        rt->devices[c->device].ops->free(&rt->devices[c->device], c->buf);
+}
 
 static inline uint64_t bit(int device)
 {
@@ -149,8 +184,7 @@ static void store_free(store_t *s)
         if (i != 0)
             d->resident -= s->nbytes;
         pthread_mutex_unlock(&d->lock);
-        if (c->owned)
-            d->ops->free(d, c->buf);
+        copy_drop_buf(rt, c);
     }
     for (size_t r = 0; r < s->n_records; r++) {
         record_t *rec = &s->records[r];
@@ -515,7 +549,7 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
     d->resident -= s->nbytes;
     if (!dev_locked)
         pthread_mutex_unlock(&d->lock);
-    d->ops->free(d, c->buf);
+    copy_drop_buf(rt, c);
     c->buf = NULL;
     atomic_fetch_and(&s->planned, ~bit(device));
     atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
@@ -1473,10 +1507,10 @@ static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode, bool dep_wr
     if (dep == t || st == PARLA_TASK_DONE)
         return 0;
     if (st > PARLA_TASK_DONE) /* a failed or cancelled writer: its readers are cancelled with it */
-        return flow ? parla__add_edge(t, dep, 0) : 0;
+        return flow ? parla__add_edge(t, dep, PARLA__EDGE_DATA) : 0;
     if (atomic_load(&t->succ) != NULL && parla__reaches(t, dep, 100000))
         return 1;
-    return parla__add_edge(t, dep, flow ? 0 : PARLA__EDGE_ORDER);
+    return parla__add_edge(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
 }
 
 int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t mode)
@@ -1646,6 +1680,59 @@ void parla__data_forget_history(parla_runtime_t *rt)
 
 /* ------------------------------------------------------- outside of tasks -- */
 
+/* A task (a reference) whose access conflicts with an outside access to d
+ * (unfinished writers of its ranges, and with write, their readers), or NULL;
+ * the calling task's own access does not conflict. */
+static parla_task_t *first_conflict(parla_data_t *d, int write)
+{
+    store_t *s = d->store;
+    parla_task_t *wait = NULL;
+    pthread_mutex_lock(&s->lock);
+    for (size_t r = 0; r < s->n_records && !wait; r++) {
+        record_t *rec = &s->records[r];
+        if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
+            continue;
+        prune(rec->writers, &rec->n_writers, true);
+        prune(rec->readers, &rec->n_readers, false);
+        for (size_t i = 0; i < rec->n_writers && !wait; i++)
+            if (parla_task_state(rec->writers[i]) < PARLA_TASK_DONE)
+                wait = rec->writers[i];
+        if (!wait && write && rec->n_readers)
+            wait = rec->readers[0];
+    }
+    if (wait)
+        parla_task_retain(wait);
+    pthread_mutex_unlock(&s->lock);
+    parla__worker_t *w = parla__current_worker();
+    if (wait && w && w->current == wait) {
+        parla_task_release(wait);
+        return NULL; /* the calling task's own declared access */
+    }
+    return wait;
+}
+
+int parla_data_wait(parla_data_t *d, int write, double timeout)
+{
+    if (d == NULL)
+        return parla__error(PARLA_EINVAL, "parla_data_wait: data is NULL");
+    double deadline = timeout >= 0 ? (double)parla__now_ns() * 1e-9 + timeout : 0.0;
+    for (;;) {
+        parla_task_t *wait = first_conflict(d, write);
+        if (wait == NULL)
+            return 0;
+        int rc;
+        if (timeout < 0) {
+            rc = parla_task_wait(wait);
+        } else {
+            double left = deadline - (double)parla__now_ns() * 1e-9;
+            rc = parla_task_wait_any(&wait, 1, left > 0 ? left : 0.0);
+        }
+        parla_task_release(wait);
+        if (rc == PARLA_ESTUCK || rc == PARLA_ETIMEDOUT)
+            return rc;
+    }
+}
+
 int parla_data_fetch(parla_data_t *d, int device, int write)
 {
     if (d == NULL)
@@ -1655,36 +1742,9 @@ int parla_data_fetch(parla_data_t *d, int device, int write)
     if (device < 0 || device >= rt->n_devices)
         return parla__error(PARLA_ENODEV, "parla_data_fetch: no device %d", device);
     /* Wait for the tasks whose accesses conflict with this one. */
-    for (;;) {
-        parla_task_t *wait = NULL;
-        pthread_mutex_lock(&s->lock);
-        for (size_t r = 0; r < s->n_records && !wait; r++) {
-            record_t *rec = &s->records[r];
-            if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
-                continue;
-            prune(rec->writers, &rec->n_writers, true);
-            prune(rec->readers, &rec->n_readers, false);
-            for (size_t i = 0; i < rec->n_writers && !wait; i++)
-                if (parla_task_state(rec->writers[i]) < PARLA_TASK_DONE)
-                    wait = rec->writers[i];
-            if (!wait && write && rec->n_readers)
-                wait = rec->readers[0];
-        }
-        if (wait)
-            parla_task_retain(wait);
-        pthread_mutex_unlock(&s->lock);
-        if (wait == NULL)
-            break;
-        parla__worker_t *w = parla__current_worker();
-        if (w && w->current == wait) {
-            parla_task_release(wait);
-            break; /* the calling task's own declared access */
-        }
-        int rc = parla_task_wait(wait);
-        parla_task_release(wait);
-        if (rc == PARLA_ESTUCK)
-            return rc;
-    }
+    int rc = parla_data_wait(d, write, -1.0);
+    if (rc)
+        return rc;
     /* Copies still on their way to the device are waited for. */
     pthread_mutex_lock(&s->lock);
     arrival_t *arr = s->copies[device].arriving;
@@ -1699,7 +1759,7 @@ int parla_data_fetch(parla_data_t *d, int device, int write)
     if (device != 0)
         pthread_mutex_lock(&dev->acquire_lock);
     pthread_mutex_lock(&s->lock);
-    int rc = make_valid_locked(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
+    rc = make_valid_locked(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
     pthread_mutex_unlock(&s->lock);
     if (device != 0)
         pthread_mutex_unlock(&dev->acquire_lock);
@@ -1731,4 +1791,46 @@ int parla_data_evict(parla_data_t *d, int device, int keep_one_copy)
     if (rc == PARLA_EBUSY)
         return parla__error(rc, "parla_data_evict: the copy is in use by a running task");
     return rc;
+}
+
+int parla_data_hold(parla_data_t *d, int device, parla_hold_t **out, void **ptr)
+{
+    if (d == NULL || out == NULL)
+        return parla__error(PARLA_EINVAL, "parla_data_hold: data or out is NULL");
+    store_t *s = d->store;
+    parla_runtime_t *rt = s->rt;
+    if (device < 0 || device >= rt->n_devices)
+        return parla__error(PARLA_ENODEV, "parla_data_hold: no device %d", device);
+    pthread_mutex_lock(&s->lock);
+    parla__copy_t *c = &s->copies[device];
+    if (c->buf == NULL) {
+        pthread_mutex_unlock(&s->lock);
+        return parla__error(PARLA_ESTATE, "parla_data_hold: the data has no copy on device %d", device);
+    }
+    if (c->hold == NULL) {
+        parla_hold_t *h = parla__alloc(rt, sizeof *h);
+        if (h == NULL) {
+            pthread_mutex_unlock(&s->lock);
+            return parla__error(PARLA_ENOMEM, "parla_data_hold: out of memory");
+        }
+        atomic_init(&h->refs, 1); /* the engine's, while the copy is attached */
+        h->rt = rt;
+        h->device = device;
+        h->owned = c->owned;
+        h->buf = c->buf;
+        atomic_fetch_add(&rt->n_live, 1);
+        c->hold = h;
+    }
+    atomic_fetch_add_explicit(&c->hold->refs, 1, memory_order_relaxed);
+    *out = c->hold;
+    if (ptr)
+        *ptr = c->buf;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+void parla_hold_release(parla_hold_t *hold)
+{
+    if (hold)
+        hold_unref(hold);
 }

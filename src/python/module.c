@@ -79,6 +79,7 @@ typedef struct {
     PyTypeObject *runtime_type;
     PyTypeObject *task_type;
     PyTypeObject *data_type;
+    PyTypeObject *hold_type;
 } module_state;
 
 /* A coherent data object (base or view) of the engine. */
@@ -1511,23 +1512,87 @@ static int device_arg(DataObject *self, PyObject *arg, int *out)
     return 0;
 }
 
-/* host_view(device): a writable memoryview of the base's copy on a
- * host-memory device (cpu, virtual GPU), or None when it has none. */
-static PyObject *Data_host_view(DataObject *self, PyObject *arg)
+/* A hold on a device copy (parla_data_hold): keeps its memory for the arrays
+ * made over it, which may outlive the task, the copy and the runtime. Exports
+ * the memory as a writable buffer when it is host memory (cpu, virtual GPU). */
+typedef struct {
+    PyObject_HEAD
+    parla_hold_t *hold;
+    void *ptr;
+    Py_ssize_t len;
+    int host;
+} HoldObject;
+
+static void Hold_dealloc(HoldObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    parla_hold_release(self->hold);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int Hold_getbuffer(HoldObject *self, Py_buffer *view, int flags)
+{
+    if (!self->host) {
+        PyErr_SetString(PyExc_BufferError, "the held copy is on a CUDA GPU: use its ptr");
+        return -1;
+    }
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->ptr, self->len, 0, flags);
+}
+
+static PyObject *Hold_get_ptr(HoldObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromVoidPtr(self->ptr);
+}
+
+static PyGetSetDef Hold_getset[] = {
+    {"ptr", (getter)Hold_get_ptr, NULL, "address of the held memory"},
+    {NULL},
+};
+
+static PyType_Slot Hold_slots[] = {
+    {Py_tp_doc, "A hold on a device copy's memory (Data.hold(device)): the memory stays allocated while it lives."},
+    {Py_tp_dealloc, Hold_dealloc},
+    {Py_tp_getset, Hold_getset},
+    {Py_bf_getbuffer, Hold_getbuffer},
+    {0, NULL},
+};
+
+static PyType_Spec Hold_spec = {
+    .name = "parla._core.Hold",
+    .basicsize = sizeof(HoldObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Hold_slots,
+};
+
+/* hold(device): a Hold on the base's copy on device, or None when it has none. */
+static PyObject *Data_hold(DataObject *self, PyObject *arg)
 {
     int dev;
     if (device_arg(self, arg, &dev) < 0)
         return NULL;
+    if (parla_data_device_ptr(self->data, dev) == NULL)
+        Py_RETURN_NONE;
     parla_device_info_t info;
     parla_device_info(self->runtime->rt, dev, &info);
-    if (info.is_cuda) {
-        PyErr_SetString(PyExc_ValueError, "host_view: the device is a CUDA GPU; use ptr()");
+    module_state *st = PyType_GetModuleState(Py_TYPE(self));
+    HoldObject *obj = PyObject_New(HoldObject, st->hold_type);
+    if (obj == NULL)
         return NULL;
-    }
-    void *p = parla_data_device_ptr(self->data, dev);
-    if (p == NULL)
+    obj->hold = NULL;
+    obj->host = !info.is_cuda;
+    obj->len = (Py_ssize_t)parla_data_nbytes(self->data);
+    int rc = parla_data_hold(self->data, dev, &obj->hold, &obj->ptr);
+    if (rc == PARLA_ESTATE) {
+        Py_DECREF(obj);
         Py_RETURN_NONE;
-    return PyMemoryView_FromMemory(p, (Py_ssize_t)parla_data_nbytes(self->data), PyBUF_WRITE);
+    }
+    if (rc) {
+        Py_DECREF(obj);
+        return raise_code(rc);
+    }
+    return (PyObject *)obj;
 }
 
 static PyObject *Data_ptr(DataObject *self, PyObject *arg)
@@ -1558,6 +1623,28 @@ static PyObject *Data_fetch(DataObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* wait(write, timeout) -> code: waits (GIL released) up to timeout seconds for
+ * the tasks conflicting with an outside access (0, ETIMEDOUT or ESTUCK). */
+static PyObject *Data_wait(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "wait(write, timeout)");
+        return NULL;
+    }
+    int write = PyObject_IsTrue(args[0]);
+    if (write < 0)
+        return NULL;
+    double timeout = PyFloat_AsDouble(args[1]);
+    if (timeout == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (self->runtime->rt == NULL)
+        return PyLong_FromLong(0);
+    gil_release_t g = gil_release();
+    int rc = parla_data_wait(self->data, write, timeout);
+    gil_restore(g);
+    return PyLong_FromLong(rc);
 }
 
 static PyObject *Data_evict(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -1604,10 +1691,13 @@ static PyObject *Data_get_runtime(DataObject *self, void *c)
 
 static PyMethodDef Data_methods[] = {
     {"view", (PyCFunction)Data_view, METH_O, "view(ranges): a view over byte ranges [lo0, hi0, lo1, hi1, ...]."},
-    {"host_view", (PyCFunction)Data_host_view, METH_O, "memoryview of the copy on a host-memory device, or None."},
     {"ptr", (PyCFunction)Data_ptr, METH_O, "address of the base's copy on a device (0 if none)."},
+    {"hold", (PyCFunction)Data_hold, METH_O,
+     "hold(device): a Hold keeping the base's copy on device allocated while it lives (None if it has none)."},
     {"fetch", (PyCFunction)(void (*)(void))Data_fetch, METH_FASTCALL,
      "fetch(device, write=False): wait for conflicting tasks, then make the ranges valid on device (GIL released)."},
+    {"wait", (PyCFunction)(void (*)(void))Data_wait, METH_FASTCALL,
+     "wait(write, timeout) -> code: wait up to timeout seconds for conflicting tasks (0, ETIMEDOUT, ESTUCK)."},
     {"evict", (PyCFunction)(void (*)(void))Data_evict, METH_FASTCALL,
      "evict(device, keep_one_copy): drop copies (-1: all GPUs), writing back the last valid copy."},
     {"valid_bytes", (PyCFunction)Data_valid_bytes, METH_O, "bytes of the ranges valid on a device."},
@@ -1755,6 +1845,9 @@ static int module_exec(PyObject *m)
     st->data_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Data_spec, NULL);
     if (st->data_type == NULL || PyModule_AddType(m, st->data_type) < 0)
         return -1;
+    st->hold_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Hold_spec, NULL);
+    if (st->hold_type == NULL || PyModule_AddType(m, st->hold_type) < 0)
+        return -1;
     if (PyModule_AddIntConstant(m, "ANY_CPU", PARLA_ANY_CPU) < 0 || PyModule_AddIntConstant(m, "ANY_GPU", PARLA_ANY_GPU) < 0 ||
         PyModule_AddIntConstant(m, "READ", PARLA_READ) < 0 || PyModule_AddIntConstant(m, "WRITE", PARLA_WRITE) < 0 ||
         PyModule_AddIntConstant(m, "READWRITE", PARLA_READWRITE) < 0)
@@ -1772,6 +1865,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->runtime_type);
     Py_VISIT(st->task_type);
     Py_VISIT(st->data_type);
+    Py_VISIT(st->hold_type);
     return 0;
 }
 
@@ -1781,6 +1875,7 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->runtime_type);
     Py_CLEAR(st->task_type);
     Py_CLEAR(st->data_type);
+    Py_CLEAR(st->hold_type);
     return 0;
 }
 

@@ -17,6 +17,11 @@
  *    edges order tasks without carrying failures.
  * 4. A task given accesses and released without being submitted does not keep
  *    the runtime alive (ASan's leak check covers it in the sanitizer build).
+ * 5. A hold on a GPU copy keeps its memory readable after the copy is evicted,
+ *    after the data is released and after the runtime is destroyed (ASan:
+ *    no use after free, no leak); without a hold nothing changes.
+ * 6. parla_data_wait gives up after its timeout while a writer runs, and
+ *    returns 0 once it has finished.
  */
 #include "check.h"
 
@@ -240,6 +245,57 @@ static void released_unsubmitted(void)
     CHECK_OK(parla_runtime_destroy(rt)); /* frees everything: ASan's leak check fails otherwise */
 }
 
+static void held_copies(void)
+{
+    check_set_phase("held copies");
+    parla_runtime_t *rt = runtime(1 << 20);
+    parla_data_t *d;
+    CHECK_OK(parla_data_create(rt, 4096, NULL, &d));
+    parla_hold_t *none;
+    CHECK_RC(parla_data_hold(d, GPU0, &none, NULL), PARLA_ESTATE); /* no copy there yet */
+    CHECK_RC(parla_data_hold(d, 5, &none, NULL), PARLA_ENODEV);
+    CHECK_OK(parla_data_fetch(d, GPU0, 1));
+    parla_hold_t *h1, *h2, *h3;
+    unsigned char *p1, *p2, *p3;
+    CHECK_OK(parla_data_hold(d, GPU0, &h1, (void **)&p1));
+    CHECK_OK(parla_data_hold(d, GPU0, &h2, (void **)&p2));
+    CHECK(p1 == p2 && p1 == parla_data_device_ptr(d, GPU0), "one copy, one address");
+    memset(p1, 7, 4096);
+    CHECK_OK(parla_data_evict(d, GPU0, 1)); /* written back; the memory stays for the holds */
+    CHECK(parla_data_device_ptr(d, GPU0) == NULL && parla_data_resident_bytes(d, GPU0) == 0, "copy dropped");
+    CHECK(p1[0] == 7 && p1[4095] == 7, "held memory kept its values");
+    parla_hold_release(h1);
+    CHECK(p2[100] == 7, "still held by the second hold");
+    parla_hold_release(h2);
+    /* A new copy, held past the data and the runtime. */
+    parla_task_t *t = spawn_on(rt, nothing, GPU0, &d, 1, PARLA_READ);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK_OK(parla_data_hold(d, GPU0, &h3, (void **)&p3));
+    parla_task_release(t);
+    parla_data_release(d);
+    CHECK_OK(parla_runtime_destroy(rt));
+    CHECK(p3[0] == 7 && p3[4095] == 7, "memory held past the runtime");
+    parla_hold_release(h3); /* frees the copy, then the runtime's memory */
+    parla_hold_release(NULL);
+}
+
+static void timed_data_wait(void)
+{
+    check_set_phase("timed data wait");
+    parla_runtime_t *rt = runtime(1 << 20);
+    parla_data_t *d;
+    CHECK_OK(parla_data_create(rt, 64, NULL, &d));
+    parla_task_t *t = spawn_on(rt, slow, 0, &d, 1, PARLA_READWRITE);
+    CHECK_RC(parla_data_wait(d, 0, 0.01), PARLA_ETIMEDOUT);
+    CHECK_OK(parla_data_wait(d, 1, -1.0));
+    CHECK(parla_task_state(t) == PARLA_TASK_DONE, "writer %s", parla_task_state_name(parla_task_state(t)));
+    CHECK_OK(parla_data_wait(d, 1, 0.0));
+    CHECK_RC(parla_data_wait(NULL, 0, 0.0), PARLA_EINVAL);
+    parla_task_release(t);
+    parla_data_release(d);
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 int main(void)
 {
     check_watchdog(50);
@@ -253,7 +309,10 @@ int main(void)
     failed_writer(1);
     fresh_write_after_failure();
     released_unsubmitted();
-    printf("full GPU x%d, room all at once x%d, fetched copy, failed writers, fresh writes, released unsubmitted task: ok\n",
+    held_copies();
+    timed_data_wait();
+    printf("full GPU x%d, room all at once x%d, fetched copy, failed writers, fresh writes, released unsubmitted task, "
+           "held copies, timed data wait: ok\n",
            rounds, rounds);
     return 0;
 }

@@ -315,3 +315,114 @@ def test_strict_access_mode_refuses_every_undeclared_use(monkeypatch):
                     assert mine.array.sum() == 2.0
                     return plain.array
         monkeypatch.delenv("PARLA_STRICT_ACCESS", raising=False)
+
+
+# --------------------------------------------------------- arrays that leave their task --
+
+ESCAPE = textwrap.dedent("""
+    import numpy as np
+    from parla import Parla, spawn
+    from parla.array import asarray
+    from parla.devices import gpu
+    N = 1 << 20  # 8 MiB: the allocator gives such blocks back to the system when they are freed
+    A = asarray(np.arange(N, dtype=np.float64))
+    kept = []
+    with Parla(n_workers=2, virtual_gpus=1, gpu_memory=20 * N) as p:
+        @spawn(placement=gpu(0), inout=[A])
+        def returns():
+            A.array[:] += 1
+            return A.array  # the GPU copy leaves the task
+
+        @spawn(placement=gpu(0), input=[A], dependencies=[returns])
+        def keeps():
+            kept.append(A[N // 2:].array)
+        p.runtime.wait_all()
+        for i in range(3):  # other arrays take the GPU: A's copy is evicted
+            B = asarray(np.zeros(N))
+
+            @spawn(placement=gpu(0), inout=[B])
+            def fill(B=B, i=i):
+                B.array[:] = i
+        p.runtime.wait_all()
+        assert p.runtime.devices()[1]["evictions"] >= 1
+    got = returns.result
+    print(got[0], got[-1], kept[0][0], kept[0][-1], float(A.array.sum()) == N * (N + 1) / 2)
+""")
+
+
+@pytest.mark.timeout(60)
+def test_an_array_that_leaves_its_task_stays_readable():
+    out = subprocess.run([sys.executable, "-c", ESCAPE], capture_output=True, text=True, timeout=50,
+                         env=clean_env(), cwd=str(REPO))
+    assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-2000:]}"
+    assert out.stdout.split() == ["1.0", str(float(1 << 20)), str(float((1 << 19) + 1)), str(float(1 << 20)), "True"]
+
+
+# ------------------------------------------- Ctrl-C while the main thread waits for a PArray --
+
+INTERRUPTED_READ = textwrap.dedent("""
+    import os, signal, threading, time
+    import numpy as np
+    from parla import Parla, spawn
+    from parla.array import asarray
+    release = threading.Event()
+    A = asarray(np.zeros(4))
+    with Parla(n_workers=2):
+        @spawn(inout=[A])
+        def writer():
+            release.wait(60)  # a writer that does not finish until told
+            A.array[:] = 1
+        for what in ("read", "write"):
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            try:
+                if what == "read":
+                    A.array
+                else:
+                    A[0] = 5.0
+                print(what, "not interrupted", flush=True)
+            except KeyboardInterrupt:
+                print(what, "interrupted", writer.state, flush=True)
+        release.set()
+    print(A.array.tolist(), flush=True)
+""")
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_interrupts_an_outside_access_waiting_for_a_writer():
+    out = subprocess.run([sys.executable, "-c", INTERRUPTED_READ], capture_output=True, text=True, timeout=50,
+                         env=clean_env(), cwd=str(REPO))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["read interrupted running", "write interrupted running", "[1.0, 1.0, 1.0, 1.0]"]
+
+
+# ------------------------------------------------------------------ placement by data --
+
+@pytest.mark.timeout(30)
+def test_placement_by_data_runs_where_the_data_is():
+    from parla import get_current_devices
+    from parla.array import storage_size
+    with Parla(n_workers=2, virtual_gpus=2):
+        A = asarray(np.zeros(8))
+        B = asarray(np.ones(8))
+
+        @spawn(placement=gpu(1), inout=[A])
+        def move():
+            A.array[:] = 3.0
+
+        @spawn(placement=[A], input=[A], dependencies=[move])
+        def follows():  # A's only valid copy is on gpu(1) now
+            return get_current_devices(), A.array.sum()
+
+        @spawn(placement=np.zeros(2))
+        def on_cpu():
+            return get_current_devices()
+
+        @spawn(data=[B], input=[B])
+        def by_data():
+            return get_current_devices(), B.array.sum()
+        with pytest.raises(ValueError, match="data"):
+            spawn(data=[B], placement=gpu)(lambda: None)
+    assert follows.result == ([gpu(1)], 24.0)
+    assert on_cpu.result == [cpu(0)]
+    assert by_data.result == ([cpu(0)], 8.0)
+    assert storage_size(A, np.zeros(3, dtype=np.int32)) == 64 + 12
