@@ -17,11 +17,11 @@ routine's ``uplo``/``trans`` flags are flipped to match. Tiles may be rectangula
     syrk(a, c)         c := c - a @ a.T         (lower triangle of c only)
     gemm(a, b, c)      c := c - a @ b.T
 
-BLAS threads. For tiled runs every kernel must use one BLAS thread (parallelism comes from the tasks).
-``set_blas_threads(n)`` sets the thread count of SciPy's OpenBLAS (the library these kernels call) and of
-NumPy's OpenBLAS (a separate copy: NumPy links ``libscipy_openblas64_``, ILP64, SciPy ``libscipy_openblas``,
-LP64) through their ``*_set_num_threads`` entry points, at any time. Setting ``OPENBLAS_NUM_THREADS=1`` in the
-environment before NumPy/SciPy are imported has the same effect for the whole process.
+BLAS threads. For tiled runs every kernel must use one BLAS thread (parallelism comes from the tasks); a
+Parla context sets that by default (``Parla(blas_threads=1)``, through threadpoolctl). ``set_blas_threads(n)``
+sets the thread count of every BLAS loaded, SciPy's OpenBLAS (the library these kernels call) and NumPy's (a
+separate copy: NumPy links ``libscipy_openblas64_``, ILP64, SciPy ``libscipy_openblas``, LP64), with
+threadpoolctl, at any time.
 
 Run ``python examples/kernels.py`` for a self-test against NumPy/SciPy and a measurement of the speed-up two
 threads get over one.
@@ -245,52 +245,21 @@ def blas_library_path() -> Optional[str]:
     return None
 
 
-def _thread_controls() -> Tuple[Tuple[Callable, Callable], ...]:
-    """(set, get) pairs for SciPy's and NumPy's OpenBLAS, whichever export them."""
-    controls = []
-    paths = {blas_library_path()}
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.split()[-1]
-                if "openblas" in os.path.basename(path) and ".so" in path:
-                    paths.add(path)
-    except OSError:
-        pass
-    for path in sorted(p for p in paths if p):
-        lib = ctypes.CDLL(path)
-        for set_name, get_name in (("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-                                   ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-                                   ("openblas_set_num_threads", "openblas_get_num_threads")):
-            try:
-                setter, getter = getattr(lib, set_name), getattr(lib, get_name)
-            except AttributeError:
-                continue
-            setter.argtypes, setter.restype = [ctypes.c_int], None
-            getter.argtypes, getter.restype = [], ctypes.c_int
-            controls.append((setter, getter))
-            break
-    return tuple(controls)
-
-
-_controls: Optional[Tuple[Tuple[Callable, Callable], ...]] = None
-
-
 def set_blas_threads(n: int) -> None:
-    """Sets the number of threads of every OpenBLAS loaded by NumPy and SciPy (1 for tiled runs)."""
-    global _controls
-    if _controls is None:
-        _controls = _thread_controls()
-    for setter, _ in _controls:
-        setter(int(n))
+    """Sets the number of threads of every BLAS library loaded in the process (NumPy's and SciPy's OpenBLAS;
+    threadpoolctl finds them). Inside ``with Parla():`` the context already sets 1 (its ``blas_threads``)."""
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=int(n), user_api="blas")
 
 
 def get_blas_threads() -> int:
-    """Thread count of the OpenBLAS the kernels call (SciPy's)."""
-    global _controls
-    if _controls is None:
-        _controls = _thread_controls()
-    return _controls[0][1]() if _controls else -1
+    """Thread count of the OpenBLAS the kernels call (SciPy's), or -1 when threadpoolctl does not see it."""
+    from threadpoolctl import threadpool_info
+    path = blas_library_path()
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas" and path and os.path.realpath(lib["filepath"]) == path:
+            return int(lib["num_threads"])
+    return -1
 
 
 # --- self-test and GIL measurement ----------------------------------------------------------------------------

@@ -204,6 +204,17 @@ class Parla:
     graph (Graphviz DOT). ``summary=True`` prints a text summary at exit (tasks and busy % per device, bytes
     moved, evictions, the critical path); it is also kept in ``self.summary``. Off by default; off, it costs
     nothing measurable.
+
+    Progress: ``progress=True`` (or ``PARLA_PROGRESS=1``) shows a tqdm bar of tasks finished over spawned on runs
+    longer than half a second; ``progress=callback`` calls ``callback(parla.progress.Progress)`` about ten times
+    a second from a background thread instead.
+
+    BLAS threads: ``blas_threads=1`` (default; or ``PARLA_BLAS_THREADS``) sets every BLAS library loaded when
+    the context starts (NumPy's and SciPy's OpenBLAS, MKL) to that many threads through threadpoolctl, and
+    restores the previous counts at exit: parallelism comes from the tasks. ``blas_threads=None`` (or
+    ``PARLA_BLAS_THREADS=none``) leaves them alone.
+
+    ``async with Parla():`` inside an asyncio coroutine waits for the tasks at exit without blocking the loop.
     """
 
     def __init__(self, n_workers: Optional[int] = None, **options) -> None:
@@ -213,7 +224,7 @@ class Parla:
         if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers <= 0):
             raise ValueError(f"Parla(n_workers={n_workers!r}): n_workers must be a positive integer")
         unknown = set(options) - {"virtual_gpus", "gpu_memory", "dev_config_file", "trace", "graph", "summary",
-                                  "summary_file", "progress", "strict_access", "logfile"}
+                                  "summary_file", "progress", "strict_access", "logfile", "blas_threads"}
         if unknown:
             raise TypeError(f"Parla() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if options.get("logfile") is not None and not isinstance(options["logfile"], (str, os.PathLike)):
@@ -230,6 +241,7 @@ class Parla:
         self.strict_access = bool(strict)
         self._rt: Optional[_core.Runtime] = None
         self._progress: Any = None  # a parla.progress._Monitor while active with progress on
+        self._blas: Any = None  # what restores the BLAS thread counts at exit
         progress = options.get("progress")
         if progress is not None and not isinstance(progress, bool) and not callable(progress):
             raise TypeError(f"Parla(progress={progress!r}): expected True, False or a callable taking a "
@@ -276,7 +288,15 @@ class Parla:
         self.graph_path = self.options.get("graph") or None
         self.summary: Optional[str] = None
         tracing = bool(self.trace_path or self.graph_path or self.options.get("summary"))
-        self._rt = _core.Runtime(n, trace=tracing, **config)
+        from . import _blas
+        blas_threads = _blas.resolve(self.options.get("blas_threads", _blas._UNSET))
+        self._blas = _blas.limit(blas_threads)
+        try:
+            self._rt = _core.Runtime(n, trace=tracing, **config)
+        except BaseException:
+            blas, self._blas = self._blas, None
+            _blas.restore(blas)
+            raise
         self.device_table = self._rt.devices()
         self.has_cuda = any(d["cuda"] for d in self.device_table)
         progress = self.options.get("progress")
@@ -300,6 +320,9 @@ class Parla:
             error = self._finish(cancel=exc_type is not None)
         finally:
             _current = None
+            from . import _blas
+            blas, self._blas = self._blas, None
+            _blas.restore(blas)
         if error is not None and exc_type is None:
             raise error
         return False

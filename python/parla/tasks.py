@@ -833,6 +833,19 @@ def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable,
 
 def _access_slow(task: Task, arg: str, item: Any, mode: int, out: List[Tuple[Any, int]], modes: Dict[int, int],
                  PArray: type) -> None:
+    if type(item) is tuple and len(item) == 2 and isinstance(item[0], PArray) \
+            and not isinstance(item[1], (PArray, list, tuple)):
+        # parla-experimental's (array, k): the array on the task's k-th device.
+        k = item[1]
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+            raise TypeError(f"task {task.name}: {arg}= holds ({type(item[0]).__name__}, {k!r}); the second "
+                            f"element names one of the task's devices by position (0, 1, ...)")
+        if k != 0:
+            raise ValueError(f"task {task.name}: {arg}=[(array, {k})] asks for the array on the task's device "
+                             f"{k}; this runtime brings a task's declared data to its first device (position 0) "
+                             f"only: declare (array, 0) and copy it inside 'with get_current_context()[{k}]:' "
+                             f"with clone_here")
+        item = item[0]
     if isinstance(item, (list, tuple)):
         for x in item:
             _access_slow(task, arg, x, mode, out, modes, PArray)

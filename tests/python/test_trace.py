@@ -46,13 +46,16 @@ def test_chrome_trace_matches_the_tasks_that_ran(tmp_path):
     for e in slices:
         by_pid[e["pid"]][e["name"]] = e
     names = {t.name for t in tasks}
+    lanes = {e["tid"]: e["args"]["name"] for e in events
+             if e["ph"] == "M" and e["name"] == "thread_name" and e["pid"] == 2}
     # One slice per task on the worker tracks and one on the device tracks.
     assert set(by_pid[1]) == names and set(by_pid[2]) == names
     for t in tasks:
         e = by_pid[1][t.name]
         device = t.devices[0]
         assert e["args"]["device"] == str(device), (t.name, e["args"])
-        assert by_pid[2][t.name]["tid"] == (0 if device.architecture is cpu else device.index + 1)
+        # Device tracks have one lane per concurrent slot ("gpu(1)", "gpu(1) #2"): the lane is the device's.
+        assert lanes[by_pid[2][t.name]["tid"]].split(" ")[0] == str(device)
         assert e["args"]["state"] == "done"
     # Tasks placed with options carry their mapping scores.
     assert all("score" in by_pid[1][t.name]["args"] for t in tasks if t.name.startswith("U"))
