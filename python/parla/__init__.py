@@ -19,7 +19,7 @@ from .busywait import gpu_sleep_gil, gpu_sleep_nogil, sleep_gil, sleep_nogil
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from . import array, devices, parray, tasks
 
-__version__ = "0.1.0"
+from ._version import version as __version__  # written by the build from meson.build
 
 __all__ = [
     "Parla", "spawn", "TaskSpace", "Task", "TaskList", "get_current_task", "get_current_devices",
