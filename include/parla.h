@@ -346,9 +346,17 @@ int parla_task_cancel(parla_task_t *task);
 
 /* Blocks until task has finished. Returns 0 when it is done, PARLA_EFAILED or
  * PARLA_ECANCELLED otherwise, PARLA_ESTUCK when it can never finish (see
- * parla_runtime_wait_all). Inside a task body the worker runs other tasks
- * while it waits, so the pool does not deadlock; waiting on the calling task
- * itself returns PARLA_EINVAL. */
+ * parla_runtime_wait_all). Inside a task body the worker runs, while it
+ * waits, only ready tasks created by the waiting body itself (isolation): an
+ * unrelated task run on the waiter's stack could block on something the
+ * waiting body holds (a lock) and deadlock it. Unrelated ready tasks are left
+ * to the other workers; only when every worker is inside such a wait does the
+ * waiter run any ready task (else nothing could run). A body that holds a
+ * lock which tasks it created also take must not wait: release it first, or
+ * use parla_task_suspend_on (a continuation: the worker is free meanwhile and
+ * no task runs on the body's stack). A body whose awaited tasks were all
+ * never submitted, or that can never finish, gets PARLA_ESTUCK with any number
+ * of workers. Waiting on the calling task itself returns PARLA_EINVAL. */
 int parla_task_wait(parla_task_t *task);
 
 /* Blocks until at least one of tasks[0..n) has finished (done, failed or

@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from . import _core, _runtime
 
 __all__ = [
-    "Architecture", "Device", "PlacementRequest", "cpu", "gpu", "get_all_devices", "resolve_placement",
+    "Architecture", "Device", "PlacementRequest", "Cores", "cpu", "gpu", "get_all_devices", "get_all_architectures",
+    "get_architecture", "resolve_placement",
 ]
 
 _RESOURCE_KEYS = ("vcus", "memory")
@@ -183,6 +184,21 @@ def _per_core_cpus() -> bool:
 
 cpu = Architecture("cpu")
 gpu = Architecture("gpu")
+
+
+def get_all_architectures() -> List[Architecture]:
+    """The architectures: ``[cpu, gpu]`` (Parla.py)."""
+    return [cpu, gpu]
+
+
+def get_architecture(name: str) -> Architecture:
+    """The architecture named ``"cpu"`` or ``"gpu"`` (``"cuda"`` also gives gpu). Raises KeyError otherwise."""
+    key = name.lower() if isinstance(name, str) else name
+    if key == "cpu":
+        return cpu
+    if key in ("gpu", "cuda"):
+        return gpu
+    raise KeyError(f"no architecture named {name!r} (known: cpu, gpu)")
 
 _default_table: List[Dict[str, Any]] = []  # the device table of a default context, read once when first asked
 

@@ -34,7 +34,7 @@ from .function_decorators import specialize
 
 __all__ = [
     "spawn", "Task", "TaskSpace", "TaskList", "TaskID", "TaskHandle", "AtomicTaskSpace", "BackendTaskSpace",
-    "AtomicTaskList", "Tasks", "barrier", "tasks", "finish", "specialize", "get_current_task", "get_current_devices",
+    "AtomicTaskList", "CompletedTaskSpace", "Tasks", "barrier", "tasks", "finish", "get_current_device", "specialize", "get_current_task", "get_current_devices",
     "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
 ]
 
@@ -196,6 +196,9 @@ class TaskList(tuple):
             if t.state == "cancelled":
                 raise t._cancelled_error()
         return None
+
+    def __add__(self, other: Any) -> "TaskList":
+        return TaskList(tuple(self) + tuple(other))
 
     def __repr__(self) -> str:
         return f"TaskList({list(self)!r})"
@@ -387,6 +390,14 @@ class AtomicTaskSpace(TaskSpace):
 
 
 BackendTaskSpace = AtomicTaskSpace  # parla-experimental's other name for it
+
+
+class CompletedTaskSpace(TaskSpace):
+    """A space whose every index names no task (an empty TaskList): a dependency on it is already met
+    (Parla's ``CompletedTaskSpace``, e.g. the previous step of the first step)."""
+
+    def __getitem__(self, index: Any) -> TaskList:
+        return TaskList()
 AtomicTaskList = TaskList  # what indexing an AtomicTaskSpace gives in parla-experimental
 
 
@@ -822,6 +833,19 @@ def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable,
 
 def _access_slow(task: Task, arg: str, item: Any, mode: int, out: List[Tuple[Any, int]], modes: Dict[int, int],
                  PArray: type) -> None:
+    if type(item) is tuple and len(item) == 2 and isinstance(item[0], PArray) \
+            and not isinstance(item[1], (PArray, list, tuple)):
+        # parla-experimental's (array, k): the array on the task's k-th device.
+        k = item[1]
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+            raise TypeError(f"task {task.name}: {arg}= holds ({type(item[0]).__name__}, {k!r}); the second "
+                            f"element names one of the task's devices by position (0, 1, ...)")
+        if k != 0:
+            raise ValueError(f"task {task.name}: {arg}=[(array, {k})] asks for the array on the task's device "
+                             f"{k}; this runtime brings a task's declared data to its first device (position 0) "
+                             f"only: declare (array, 0) and copy it inside 'with get_current_context()[{k}]:' "
+                             f"with clone_here")
+        item = item[0]
     if isinstance(item, (list, tuple)):
         for x in item:
             _access_slow(task, arg, x, mode, out, modes, PArray)
@@ -850,6 +874,11 @@ def _declared(task: Task) -> Iterator[Tuple[Any, int]]:
 def get_current_task() -> Optional[Task]:
     """The task whose body runs on the calling thread, or None outside task bodies."""
     return _core.current_task()
+
+
+def get_current_device() -> Device:
+    """Parla.py's older spelling: the first device of the running task (``cpu(0)`` outside task bodies)."""
+    return get_current_devices()[0]
 
 
 def get_current_devices() -> List[Device]:

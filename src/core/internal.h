@@ -50,6 +50,9 @@ void parla__queue_init(parla__queue_t *q);
 void parla__queue_push(parla__queue_t *q, parla_task_t *t);
 parla_task_t *parla__queue_pop_head(parla__queue_t *q);
 parla_task_t *parla__queue_pop_tail(parla__queue_t *q);
+/* Unlinks the first task (from the tail or the head) whose creator is
+ * `creator` (see struct parla_task), or returns NULL. O(queue length). */
+parla_task_t *parla__queue_take_child(parla__queue_t *q, uint64_t creator, bool from_tail);
 
 /* ---------------------------------------------------------------- devices -- */
 
@@ -285,6 +288,7 @@ struct parla_task {
     _Atomic(char *) name; /* owned; a default one is made on first use */
     uint32_t ph_index;    /* position in rt->placeholders while listed */
     uint64_t serial;  /* creation order, for default names */
+    uint64_t creator; /* serial + 1 of the task whose body created it; 0 outside bodies */
 };
 
 /* Memory capacity (bytes) of the largest device any placement option allows. */
@@ -432,6 +436,8 @@ struct parla_runtime {
     pthread_mutex_t park_lock; /* protects n_sleeping transitions and stop */
     pthread_cond_t park_cond;
     _Atomic int n_sleeping;
+    _Atomic int n_body_waiting; /* workers inside a wait in a body (see wait_any) */
+    _Atomic uint64_t enq_gen;   /* bumped by every enqueue (a body's wait rechecks) */
     _Atomic bool stop;
 
     pthread_mutex_t wait_lock; /* protects the wait condition below */
@@ -456,8 +462,7 @@ void *parla__worker_stream(parla__worker_t *w, int device);
 parla__worker_t *parla__current_worker(void);
 /* Enqueues a ready task (resources already reserved) and wakes a sleeper. */
 void parla__enqueue(parla_runtime_t *rt, parla_task_t *t);
-/* Runs at most one queued task on the calling worker; returns whether it did. */
-bool parla__help_one(parla__worker_t *w);
+
 /* Wakes threads blocked in wait calls. */
 void parla__wake_waiters(parla_runtime_t *rt);
 /* Called when a task object is freed. */

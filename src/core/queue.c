@@ -90,3 +90,17 @@ parla_task_t *parla__queue_pop_tail(parla__queue_t *q)
     parla__spin_unlock(&q->lock);
     return t;
 }
+
+parla_task_t *parla__queue_take_child(parla__queue_t *q, uint64_t creator, bool from_tail)
+{
+    if (atomic_load_explicit(&q->size, memory_order_relaxed) == 0)
+        return NULL;
+    parla__spin_lock(&q->lock);
+    parla_task_t *t = from_tail ? q->tail : q->head;
+    while (t && t->creator != creator)
+        t = from_tail ? t->qprev : t->qnext;
+    if (t)
+        unlink_locked(q, t);
+    parla__spin_unlock(&q->lock);
+    return t;
+}

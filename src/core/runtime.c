@@ -87,6 +87,7 @@ void parla__enqueue(parla_runtime_t *rt, parla_task_t *t)
     } else {
         parla__queue_push(&rt->shared[t->level], t);
     }
+    atomic_fetch_add(&rt->enq_gen, 1);
     wake_one(rt);
 }
 
@@ -325,9 +326,29 @@ void parla__task_run(parla_task_t *t)
     parla__task_finish(t, rc == 0 ? PARLA_TASK_DONE : PARLA_TASK_FAILED, rc);
 }
 
-bool parla__help_one(parla__worker_t *w)
+/* A ready task that the body with key `creator` created: from the worker's
+ * own deque (newest first), the shared queue, then the other deques. */
+static parla_task_t *find_child(parla__worker_t *w, uint64_t creator)
 {
-    parla_task_t *t = find_task(w);
+    parla_runtime_t *rt = w->rt;
+    for (int l = 0; l < PARLA__LEVELS; l++) {
+        parla_task_t *t = parla__queue_take_child(&w->deque[l], creator, true);
+        if (t == NULL)
+            t = parla__queue_take_child(&rt->shared[l], creator, false);
+        for (int v = 0; t == NULL && v < rt->n_workers; v++)
+            if (v != w->index)
+                t = parla__queue_take_child(&rt->workers[v].deque[l], creator, false);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+/* Runs one queued task on the calling worker, inside a wait in a body: one
+ * the waiting body created when creator != 0, else any. Returns whether it did. */
+static bool help_one(parla__worker_t *w, uint64_t creator)
+{
+    parla_task_t *t = creator ? find_child(w, creator) : find_task(w);
     if (t == NULL)
         return false;
     parla__task_run(t);
@@ -691,6 +712,79 @@ static bool all_created(parla_task_t *const *ts, size_t n)
     return true;
 }
 
+/* With park_lock held: workers asleep in waits inside bodies. */
+static int body_sleepers_locked(parla_runtime_t *rt)
+{
+    int k = 0;
+    for (int i = 0; i < rt->n_workers; i++)
+        k += rt->workers[i].waiting_on != NULL;
+    return k;
+}
+
+/* A wait inside a body (wait_any on a worker). The worker helps while it
+ * waits, but only with tasks the waiting body created itself (isolation, as
+ * TBB's this_task_arena::isolate): running an unrelated task on this stack
+ * could deadlock it, e.g. a task that blocks on a lock the waiting body holds
+ * (Taskflow issue 647). Other ready tasks are left to the other workers. When
+ * every worker is inside such a wait, none is free to run them, so the
+ * waiter runs any ready task (else nothing could run at all). Sleeps like an
+ * idle worker when there is nothing it may run. */
+static int body_wait(parla__worker_t *w, parla_task_t *const *ts, size_t n, const struct timespec *deadline)
+{
+    parla_runtime_t *rt = w->rt;
+    uint64_t key = w->current ? w->current->serial + 1 : 0;
+    int rc = 0;
+    atomic_fetch_add(&rt->n_body_waiting, 1);
+    while (rc == 0 && !any_finished(ts, n)) {
+        if (all_created(ts, n)) { /* as outside bodies: no one can finish them while this body blocks */
+            rc = parla__error(PARLA_ESTUCK, "parla_task_wait: task %s: waits for task %s, which was never "
+                              "submitted", w->current ? parla_task_name(w->current) : "(none)",
+                              parla_task_name(ts[0]));
+            break;
+        }
+        bool all_blocked = atomic_load(&rt->n_body_waiting) >= rt->n_workers;
+        uint64_t gen = atomic_load(&rt->enq_gen);
+        if (help_one(w, all_blocked ? 0 : key))
+            continue;
+        pthread_mutex_lock(&rt->park_lock);
+        atomic_fetch_add(&rt->n_sleeping, 1);
+        w->waiting_on = ts;
+        w->n_waiting_on = n;
+        bool work = any_work(rt);
+        /* Something was enqueued since the search (it may be a child), or
+         * every worker now waits in a body: search again. */
+        bool retry = atomic_load(&rt->enq_gen) != gen ||
+                     (work && atomic_load(&rt->n_body_waiting) >= rt->n_workers);
+        if (!retry && !any_finished(ts, n)) {
+            /* A wake-up meant for an idle worker may have reached this one:
+             * pass it on, so the work it leaves is taken. */
+            if (work && atomic_load(&rt->n_sleeping) > body_sleepers_locked(rt))
+                pthread_cond_broadcast(&rt->park_cond);
+            if (!work && stuck_locked(rt)) {
+                rc = PARLA_ESTUCK;
+            } else if (deadline == NULL) {
+                pthread_cond_wait(&rt->park_cond, &rt->park_lock);
+            } else if (pthread_cond_timedwait(&rt->park_cond, &rt->park_lock, deadline) == ETIMEDOUT &&
+                       !any_finished(ts, n)) {
+                rc = PARLA_ETIMEDOUT;
+            }
+        }
+        if (w->stuck_woken && rc == 0 && !any_finished(ts, n))
+            rc = PARLA_ESTUCK; /* the last worker to go idle found the runtime stuck */
+        w->stuck_woken = false;
+        w->waiting_on = NULL;
+        w->n_waiting_on = 0;
+        atomic_fetch_sub(&rt->n_sleeping, 1);
+        pthread_mutex_unlock(&rt->park_lock);
+        if (rc == PARLA_ESTUCK) {
+            wake_wait_cond(rt);
+            rc = stuck_error(rt);
+        }
+    }
+    atomic_fetch_sub(&rt->n_body_waiting, 1);
+    return rc;
+}
+
 /* Blocks until one of ts[0..n) has finished: 0, PARLA_ETIMEDOUT after timeout
  * seconds (timeout >= 0), or PARLA_ESTUCK (message set) when none can finish. */
 static int wait_any(parla_runtime_t *rt, parla_task_t *const *ts, size_t n, double timeout)
@@ -702,46 +796,8 @@ static int wait_any(parla_runtime_t *rt, parla_task_t *const *ts, size_t n, doub
     for (size_t i = 0; i < n; i++)
         if (atomic_load(&ts[i]->state) < PARLA_TASK_DONE)
             atomic_fetch_or(&ts[i]->flags, PARLA__F_WAITED);
-    if (w && w->rt == rt) {
-        /* A worker helps: it runs other tasks until one of ts has finished, and
-         * sleeps like an idle worker when there is nothing to run. */
-        while (!any_finished(ts, n)) {
-            if (all_created(ts, n)) /* as outside bodies: no one can finish them while this body blocks */
-                return parla__error(PARLA_ESTUCK, "parla_task_wait: task %s: waits for task %s, which was never "
-                                    "submitted", w->current ? parla_task_name(w->current) : "(none)", parla_task_name(ts[0]));
-            if (parla__help_one(w))
-                continue;
-            int rc = 0;
-            pthread_mutex_lock(&rt->park_lock);
-            atomic_fetch_add(&rt->n_sleeping, 1);
-            w->waiting_on = ts;
-            w->n_waiting_on = n;
-            if (!any_work(rt) && !any_finished(ts, n)) {
-                if (stuck_locked(rt)) {
-                    rc = PARLA_ESTUCK;
-                } else if (timeout < 0) {
-                    pthread_cond_wait(&rt->park_cond, &rt->park_lock);
-                } else if (pthread_cond_timedwait(&rt->park_cond, &rt->park_lock, &deadline) == ETIMEDOUT &&
-                           !any_finished(ts, n)) {
-                    rc = PARLA_ETIMEDOUT;
-                }
-            }
-            if (w->stuck_woken && rc == 0 && !any_finished(ts, n))
-                rc = PARLA_ESTUCK; /* the last worker to go idle found the runtime stuck */
-            w->stuck_woken = false;
-            w->waiting_on = NULL;
-            w->n_waiting_on = 0;
-            atomic_fetch_sub(&rt->n_sleeping, 1);
-            pthread_mutex_unlock(&rt->park_lock);
-            if (rc == PARLA_ESTUCK) {
-                wake_wait_cond(rt);
-                return stuck_error(rt);
-            }
-            if (rc)
-                return rc;
-        }
-        return 0;
-    }
+    if (w && w->rt == rt)
+        return body_wait(w, ts, n, timeout >= 0 ? &deadline : NULL);
     int rc = 0;
     pthread_mutex_lock(&rt->wait_lock);
     while (!any_finished(ts, n)) {

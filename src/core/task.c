@@ -115,6 +115,8 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
     t->n_devices = 0;
     t->ext = NULL;
     t->serial = atomic_fetch_add_explicit(&rt->serial, 1, memory_order_relaxed);
+    parla__worker_t *cw = parla__current_worker();
+    t->creator = cw && cw->rt == rt && cw->current ? cw->current->serial + 1 : 0;
     atomic_fetch_add_explicit(&rt->n_live, 1, memory_order_relaxed);
     *out = t;
     return 0;

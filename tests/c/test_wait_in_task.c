@@ -7,6 +7,7 @@
  * SUSPENDED meanwhile, its dependents wait for its final completion, a failed
  * awaited task does not cancel it, and several rounds of suspension work.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -252,6 +253,95 @@ static void wait_on_never(void)
     parla_task_release(w);
 }
 
+/* ---- Taskflow issue 647's shape: a body holds a lock while it waits for its
+ * child, and an unrelated ready task (queued first, at a higher priority)
+ * takes that lock. A waiting body helps only with tasks it created, so the
+ * unrelated task is never run on its stack (where it would block on the
+ * lock for ever). The other worker is kept busy so the unrelated task stays
+ * queued while the body waits. */
+
+static pthread_mutex_t held = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int lock_taken, may_wait, holder_done, lock_timed_out;
+
+static int holder_body(parla_task_t *task, void *arg)
+{
+    parla_runtime_t *r = arg;
+    pthread_mutex_lock(&held);
+    atomic_store(&lock_taken, 1);
+    while (!atomic_load(&may_wait))
+        sleep_ms(1);
+    parla_task_t *c;
+    int rc = parla_task_create(r, simple_body, NULL, &c);
+    if (rc == 0 && (rc = parla_task_submit(c)) == 0)
+        rc = parla_task_wait(c);
+    parla_task_release(c);
+    pthread_mutex_unlock(&held);
+    atomic_store(&holder_done, 1);
+    (void)task;
+    return rc;
+}
+
+static int locker_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    if (pthread_mutex_timedlock(&held, &until) != 0) {
+        atomic_store(&lock_timed_out, 1); /* it ran on the holder's stack: a deadlock */
+        return 1;
+    }
+    pthread_mutex_unlock(&held);
+    return 0;
+}
+
+static int busy_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    for (int i = 0; i < 10000 && !atomic_load(&holder_done); i++)
+        sleep_ms(1);
+    return 0;
+}
+
+static void wait_with_lock_held(void)
+{
+    check_set_phase("a body waits while holding a lock an unrelated task takes");
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 2;
+    parla_runtime_t *r;
+    CHECK_OK(parla_runtime_create(&cfg, &r));
+    atomic_store(&lock_taken, 0);
+    atomic_store(&may_wait, 0);
+    atomic_store(&holder_done, 0);
+    atomic_store(&lock_timed_out, 0);
+    atomic_store(&simple_runs, 0);
+    parla_task_t *h, *b, *l;
+    CHECK_OK(parla_task_create(r, holder_body, r, &h));
+    CHECK_OK(parla_task_submit(h));
+    while (!atomic_load(&lock_taken))
+        sleep_ms(1);
+    CHECK_OK(parla_task_create(r, busy_body, NULL, &b));
+    CHECK_OK(parla_task_submit(b));
+    sleep_ms(20); /* the other worker takes it */
+    CHECK_OK(parla_task_create(r, locker_body, NULL, &l));
+    CHECK_OK(parla_task_set_priority(l, 1));
+    CHECK_OK(parla_task_submit(l));
+    atomic_store(&may_wait, 1);
+    CHECK_OK(parla_runtime_wait_all(r));
+    CHECK(atomic_load(&lock_timed_out) == 0, "the unrelated task ran inside the waiting body and blocked on its lock");
+    CHECK(parla_task_state(h) == PARLA_TASK_DONE && parla_task_state(l) == PARLA_TASK_DONE &&
+              atomic_load(&simple_runs) == 1,
+          "holder %s, locker %s, child runs %d", parla_task_state_name(parla_task_state(h)),
+          parla_task_state_name(parla_task_state(l)), atomic_load(&simple_runs));
+    parla_task_release(h);
+    parla_task_release(b);
+    parla_task_release(l);
+    CHECK_OK(parla_runtime_destroy(r));
+}
+
 static void wait_on_late(void)
 {
     check_set_phase("wait in body on a task with a late dependency");
@@ -474,6 +564,7 @@ int main(void)
         CHECK_OK(parla_runtime_wait_all(rt));
         CHECK_OK(parla_runtime_destroy(rt));
     }
+    wait_with_lock_held();
     printf("test_wait_in_task: ok\n");
     return 0;
 }

@@ -426,3 +426,30 @@ def test_placement_by_data_runs_where_the_data_is():
     assert on_cpu.result == [cpu(0)]
     assert by_data.result == ([cpu(0)], 8.0)
     assert storage_size(A, np.zeros(3, dtype=np.int32)) == 64 + 12
+
+
+# ------------------------------------------------- data for a device of the task, by position --
+
+@pytest.mark.timeout(30)
+def test_data_for_the_first_device_by_position_and_a_clear_error_beyond():
+    from parla import get_current_devices
+    with Parla(n_workers=2, virtual_gpus=2):
+        A = asarray(np.arange(4.0))
+        B = asarray(np.zeros(4))
+
+        @spawn(placement=(gpu(0), gpu(1)), input=[(A, 0)], inout=[(B, 0)])
+        def two():
+            B.array[:] = A.array * 2
+            return get_current_devices()
+
+        @spawn(placement=gpu(1), input=[(A, 0)], dependencies=[two])
+        def one():
+            return A.array.sum()
+        with pytest.raises(ValueError, match=r"task t3#\d+: input=\[\(array, 1\)\].*first device"):
+            @spawn(placement=(gpu(0), gpu(1)), input=[(A, 1)])
+            def t3():
+                pass
+        with pytest.raises(TypeError, match="position"):
+            spawn(input=[(A, "x")])(lambda: None)
+    assert two.result == [gpu(0), gpu(1)] and one.result == 6.0
+    np.testing.assert_array_equal(B.array, [0.0, 2.0, 4.0, 6.0])
