@@ -59,6 +59,10 @@ typedef struct {
      * while it iterates the dependencies): the exit waits for them before it
      * destroys the engine, so none submits to a destroyed runtime. */
     Py_ssize_t spawning;
+    /* Abandoned (a second Ctrl-C while the exit waited for bodies that do not
+     * return): the engine and its workers are left running until the process
+     * ends; deallocating the object does not wait for them. */
+    int abandoned;
 } RuntimeObject;
 
 struct TaskObject {
@@ -1153,7 +1157,7 @@ static void Runtime_dealloc(RuntimeObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    if (self->rt) {
+    if (self->rt && !self->abandoned) {
         /* Not closed: cancel what is left and stop, so no worker outlives us. */
         parla_runtime_t *rt = self->rt;
         Py_BEGIN_ALLOW_THREADS
@@ -1233,6 +1237,18 @@ static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
         return NULL;
     if (rc)
         return raise_code(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_abandon(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->rt != NULL) {
+        parla_runtime_cancel_all(self->rt);
+        self->closing = 1;
+        self->abandoned = 1;
+        Py_INCREF(self); /* never freed: running bodies may still use it */
+    }
     Py_RETURN_NONE;
 }
 
@@ -1379,6 +1395,8 @@ static PyMethodDef Runtime_methods[] = {
      "wait_all(timeout=-1) -> (code, message): wait for every spawned task (GIL released)."},
     {"cancel_all", (PyCFunction)Runtime_cancel_all, METH_NOARGS, "Cancel every task that has not started."},
     {"close", (PyCFunction)Runtime_close, METH_NOARGS, "Stop the workers (raises RuntimeError while tasks are live)."},
+    {"abandon", (PyCFunction)Runtime_abandon, METH_NOARGS,
+     "Cancel what has not started and leave the workers running bodies until the process ends (no wait)."},
     {"begin_close", (PyCFunction)Runtime_begin_close, METH_NOARGS,
      "Refuse spawns from outside task bodies from now on (the context's exit began)."},
     {"unsubmitted", (PyCFunction)Runtime_unsubmitted, METH_NOARGS,
@@ -1623,6 +1641,34 @@ static PyObject *Data_ptr(DataObject *self, PyObject *arg)
     return PyLong_FromVoidPtr(parla_data_device_ptr(self->data, dev));
 }
 
+/* Outside tasks: waits for the tasks using the data (writers; with write,
+ * readers too) in slices of 50 ms, handling signals between them, so Ctrl-C
+ * interrupts the wait (KeyboardInterrupt) even when a task never finishes
+ * (outside reads and writes wait so in parla.array before fetch).
+ * In a task body: nothing (the engine's wait runs other tasks meanwhile).
+ * Returns 0, or -1 with an exception set. */
+static int wait_for_users(DataObject *self, int write)
+{
+    if (parla_task_current() != NULL)
+        return 0;
+    for (;;) {
+        int rc;
+        const char *msg;
+        Py_BEGIN_ALLOW_THREADS
+        rc = parla_data_wait(self->data, write, 0.05);
+        msg = parla_last_error_message();
+        Py_END_ALLOW_THREADS
+        if (rc == 0)
+            return 0;
+        if (rc != PARLA_ETIMEDOUT) {
+            PyErr_Format(PyExc_RuntimeError, "%s", msg && *msg ? msg : parla_strerror(rc));
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+}
+
 static PyObject *Data_fetch(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int dev, write = 0;
@@ -1681,6 +1727,10 @@ static PyObject *Data_evict(DataObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     if (self->runtime->rt == NULL)
         Py_RETURN_NONE;
+    /* Like every outside access, eviction waits for the tasks using the data
+     * (it raised "in use" right after a spawn). */
+    if (wait_for_users(self, 1) < 0)
+        return NULL;
     int rc = parla_data_evict(self->data, (int)dev, keep);
     if (rc)
         return raise_code(rc);
