@@ -21,7 +21,7 @@ from .busywait import gpu_sleep_gil, gpu_sleep_nogil, sleep_gil, sleep_nogil
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from . import array, devices, parray, tasks
 
-__version__ = "0.1.0"
+from ._version import version as __version__  # written by the build from meson.build
 
 # parla-experimental's default worker count: PARLA_NUM_THREADS, else the cores this process may use (a bad
 # PARLA_NUM_THREADS is reported when a context starts).
