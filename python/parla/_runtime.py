@@ -63,6 +63,20 @@ def _waiting_tasks(rt: Any, limit: int = 8) -> str:
     return f". Waiting: {'; '.join(parts)}{more}"
 
 
+def _unfinished_report(rt: Any, limit: int = 8) -> str:
+    """': N tasks unfinished: T[0] (running), ...' for runtime rt (from the live Task objects)."""
+    import gc
+    from .tasks import Task
+    tasks = [o for o in gc.get_objects() if isinstance(o, Task) and o.runtime is rt and not o.done
+             and o.state != "created"]
+    if not tasks:
+        return ": no task is unfinished"
+    tasks.sort(key=lambda t: (t.state != "running", t.name))
+    shown = ", ".join(f"{t.name} ({t.state})" for t in tasks[:limit])
+    more = f" and {len(tasks) - limit} more" if len(tasks) > limit else ""
+    return f": {len(tasks)} task{'s' if len(tasks) != 1 else ''} unfinished: {shown}{more}"
+
+
 def _env_int(name: str) -> Optional[int]:
     text = os.environ.get(name)
     if text is None or text == "":
@@ -317,7 +331,7 @@ class Parla:
     def __exit__(self, exc_type, exc, tb) -> bool:
         global _current
         try:
-            error = self._finish(cancel=exc_type is not None)
+            error = self._finish(cancel=exc_type is not None, interrupted=exc_type is KeyboardInterrupt)
         finally:
             _current = None
             from . import _blas
@@ -360,7 +374,7 @@ class Parla:
             if code != _core.ETIMEDOUT:
                 return code, message
 
-    def _finish(self, cancel: bool) -> Optional[BaseException]:
+    def _finish(self, cancel: bool, interrupted: bool = False) -> Optional[BaseException]:
         rt = self._rt
         # From here on only task bodies may spawn: a spawn on another thread raises RuntimeError there, and
         # wait_all also waits for spawns already in progress, so none reaches a destroyed engine.
@@ -370,10 +384,17 @@ class Parla:
             rt.cancel_all()
         try:
             code, message = self._wait(rt)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
+            if interrupted:  # the block was left by Ctrl-C: this one is the second
+                self._abandon(rt, e)
+                raise
             logger.warning("interrupted: cancelling the tasks that have not started, waiting for running bodies")
             rt.cancel_all()
-            self._drain(rt)
+            try:
+                self._drain(rt)
+            except KeyboardInterrupt as again:
+                self._abandon(rt, again)
+                raise
             self._close_progress()
             raise
         stuck = None
@@ -461,11 +482,24 @@ class Parla:
 
     @staticmethod
     def _drain(rt: _core.Runtime) -> None:
+        """Waits for the running bodies after a cancel. A Ctrl-C here propagates (KeyboardInterrupt)."""
         while True:
-            try:
-                code, _ = rt.wait_all(0.05)
-            except KeyboardInterrupt:
-                continue
+            code, _ = rt.wait_all(0.05)
             if code != _core.ETIMEDOUT:
                 return
             rt.cancel_all()
+
+    def _abandon(self, rt: _core.Runtime, interrupt: BaseException) -> None:
+        """A second Ctrl-C while the exit waits for running bodies: stop waiting. What has not started is
+        cancelled; the bodies still running are reported (stderr and a note on the KeyboardInterrupt) and
+        left to their workers, which end with the process; the context is over and a new one can start."""
+        rt.abandon()
+        self._rt = None
+        report = "parla: interrupted again while waiting for running task bodies; stopped waiting" + \
+            _unfinished_report(rt) + ". Their workers are left running until the process ends."
+        print(report, file=sys.stderr, flush=True)
+        interrupt.add_note(report)
+        try:
+            self._close_progress()
+        except BaseException:  # the report matters more than the progress bar
+            pass

@@ -21,10 +21,13 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
 from . import _core, _runtime
 
 __all__ = [
-    "Architecture", "Device", "PlacementRequest", "cpu", "gpu", "get_all_devices", "resolve_placement",
+    "Architecture", "Device", "Memory", "PlacementRequest", "Cores", "cpu", "gpu", "get_all_devices", "get_all_architectures",
+    "get_architecture", "resolve_placement",
 ]
 
 _RESOURCE_KEYS = ("vcus", "memory")
@@ -73,6 +76,11 @@ class Device:
 
     def __getitem__(self, resources: Dict[str, Any]) -> PlacementRequest:
         return PlacementRequest(self, resources)
+
+    def memory(self, kind: Any = None) -> "Memory":
+        """The device's memory (Parla.py): ``gpu(1).memory()(array)`` gives array in gpu(1)'s memory. One
+        memory kind per device; ``kind`` is accepted and ignored."""
+        return Memory(self)
 
     def __repr__(self) -> str:
         return f"{self.architecture.name}({self.index})"
@@ -149,6 +157,33 @@ class Architecture:
     __str__ = __repr__
 
 
+class Memory:
+    """The memory of a device, as Parla.py's ``device.memory()``: calling it with an array gives the array in
+    that memory (the same object where it already is: host arrays on the CPU and virtual GPUs; a CuPy array
+    on a CUDA GPU). Objects that are not NumPy or CuPy arrays are returned as they are."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+
+    def __call__(self, data: Any) -> Any:
+        if not (isinstance(data, np.ndarray) or type(data).__module__.startswith("cupy")):
+            return data
+        context = _runtime._current
+        if self.device.architecture.name == "gpu" and context is not None \
+                and self.device.index + 1 < len(context.device_table):
+            info = context.device_table[self.device.index + 1]
+            if info["cuda"]:
+                import cupy  # CUDA GPUs come with CuPy for arrays
+                with cupy.cuda.Device(info["cuda_ordinal"]):
+                    return cupy.asarray(data)
+        if type(data).__module__.startswith("cupy"):
+            return data.get()
+        return data
+
+    def __repr__(self) -> str:
+        return f"Memory({self.device!r})"
+
+
 def _index(arch: "Architecture", i: Any) -> int:
     if isinstance(i, bool) or not isinstance(i, int):
         raise TypeError(f"{arch.name}[{i!r}]: index with a device number, a list of them, or a resources dict "
@@ -183,6 +218,21 @@ def _per_core_cpus() -> bool:
 
 cpu = Architecture("cpu")
 gpu = Architecture("gpu")
+
+
+def get_all_architectures() -> List[Architecture]:
+    """The architectures: ``[cpu, gpu]`` (Parla.py)."""
+    return [cpu, gpu]
+
+
+def get_architecture(name: str) -> Architecture:
+    """The architecture named ``"cpu"`` or ``"gpu"`` (``"cuda"`` also gives gpu). Raises KeyError otherwise."""
+    key = name.lower() if isinstance(name, str) else name
+    if key == "cpu":
+        return cpu
+    if key in ("gpu", "cuda"):
+        return gpu
+    raise KeyError(f"no architecture named {name!r} (known: cpu, gpu)")
 
 _default_table: List[Dict[str, Any]] = []  # the device table of a default context, read once when first asked
 

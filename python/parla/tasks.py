@@ -34,7 +34,7 @@ from .function_decorators import specialize
 
 __all__ = [
     "spawn", "Task", "TaskSpace", "TaskList", "TaskID", "TaskHandle", "AtomicTaskSpace", "BackendTaskSpace",
-    "AtomicTaskList", "Tasks", "barrier", "tasks", "finish", "specialize", "get_current_task", "get_current_devices",
+    "AtomicTaskList", "CompletedTaskSpace", "Tasks", "barrier", "tasks", "finish", "get_current_device", "specialize", "get_current_task", "get_current_devices",
     "get_current_context", "get_current_stream", "TaskCancelledError", "UnspawnedDependencyError",
 ]
 
@@ -196,6 +196,9 @@ class TaskList(tuple):
             if t.state == "cancelled":
                 raise t._cancelled_error()
         return None
+
+    def __add__(self, other: Any) -> "TaskList":
+        return TaskList(tuple(self) + tuple(other))
 
     def __repr__(self) -> str:
         return f"TaskList({list(self)!r})"
@@ -387,6 +390,14 @@ class AtomicTaskSpace(TaskSpace):
 
 
 BackendTaskSpace = AtomicTaskSpace  # parla-experimental's other name for it
+
+
+class CompletedTaskSpace(TaskSpace):
+    """A space whose every index names no task (an empty TaskList): a dependency on it is already met
+    (Parla's ``CompletedTaskSpace``, e.g. the previous step of the first step)."""
+
+    def __getitem__(self, index: Any) -> TaskList:
+        return TaskList()
 AtomicTaskList = TaskList  # what indexing an AtomicTaskSpace gives in parla-experimental
 
 
@@ -863,6 +874,11 @@ def _declared(task: Task) -> Iterator[Tuple[Any, int]]:
 def get_current_task() -> Optional[Task]:
     """The task whose body runs on the calling thread, or None outside task bodies."""
     return _core.current_task()
+
+
+def get_current_device() -> Device:
+    """Parla.py's older spelling: the first device of the running task (``cpu(0)`` outside task bodies)."""
+    return get_current_devices()[0]
 
 
 def get_current_devices() -> List[Device]:

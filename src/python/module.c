@@ -59,6 +59,10 @@ typedef struct {
      * while it iterates the dependencies): the exit waits for them before it
      * destroys the engine, so none submits to a destroyed runtime. */
     Py_ssize_t spawning;
+    /* Abandoned (a second Ctrl-C while the exit waited for bodies that do not
+     * return): the engine and its workers are left running until the process
+     * ends; deallocating the object does not wait for them. */
+    int abandoned;
 } RuntimeObject;
 
 struct TaskObject {
@@ -580,6 +584,25 @@ static int collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyObj
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* "O&" converter for a byte count: any integer (int, numpy integers: via
+ * __index__) in [0, 2**64); larger or negative ones raise ValueError instead
+ * of wrapping around. */
+static int bytes_arg(PyObject *o, void *out)
+{
+    PyObject *i = PyNumber_Index(o);
+    if (i == NULL)
+        return 0;
+    unsigned long long v = PyLong_AsUnsignedLongLong(i);
+    Py_DECREF(i);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "a memory size must be a whole number of bytes in [0, 2**64), not %R", o);
+        return 0;
+    }
+    *(unsigned long long *)out = v;
+    return 1;
+}
+
 /* Placement options: None or a sequence of (slots, vcus, memory), slots a
  * tuple of device indices or PARLA_ANY_CPU / PARLA_ANY_GPU. */
 static int add_options(TaskObject *self, PyObject *options)
@@ -594,7 +617,7 @@ static int add_options(TaskObject *self, PyObject *options)
         PyObject *slots_obj;
         double vcus;
         unsigned long long memory;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OdK", &slots_obj, &vcus, &memory))
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OdO&", &slots_obj, &vcus, bytes_arg, &memory))
             goto fail;
         PyObject *slots = PySequence_Fast(slots_obj, "slots must be a sequence");
         if (slots == NULL)
@@ -805,9 +828,10 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     double vcus = PyFloat_AsDouble(args[3]);
     if (vcus == -1.0 && PyErr_Occurred())
         return NULL;
-    unsigned long long memory = PyLong_AsUnsignedLongLong(args[4]);
-    if (memory == (unsigned long long)-1 && PyErr_Occurred()) {
-        PyErr_Format(PyExc_ValueError, "task %U: memory must be a non-negative number of bytes", self->name);
+    unsigned long long memory = 0;
+    if (!bytes_arg(args[4], &memory)) {
+        PyErr_Format(PyExc_ValueError, "task %U: memory=%R must be a whole number of bytes in [0, 2**64)",
+                     self->name, args[4]);
         return NULL;
     }
     /* Everything is checked before the first change to the graph, so a spawn
@@ -1073,8 +1097,8 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     int n_workers = 0, virtual_gpus = 0, disable_cuda = 0, trace = 0;
     unsigned long long gpu_memory = 0, cpu_memory = 0;
     double gpu_bandwidth = 0.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiKdpKp", kwlist, &n_workers, &virtual_gpus, &gpu_memory,
-                                     &gpu_bandwidth, &disable_cuda, &cpu_memory, &trace))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiO&dpO&p", kwlist, &n_workers, &virtual_gpus, bytes_arg,
+                                     &gpu_memory, &gpu_bandwidth, &disable_cuda, bytes_arg, &cpu_memory, &trace))
         return NULL;
     if (virtual_gpus < 0) {
         PyErr_Format(PyExc_ValueError, "virtual_gpus=%d must be >= 0", virtual_gpus);
@@ -1158,7 +1182,7 @@ static void Runtime_dealloc(RuntimeObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    if (self->rt) {
+    if (self->rt && !self->abandoned) {
         /* Not closed: cancel what is left and stop, so no worker outlives us. */
         parla_runtime_t *rt = self->rt;
         Py_BEGIN_ALLOW_THREADS
@@ -1238,6 +1262,18 @@ static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
         return NULL;
     if (rc)
         return raise_code(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_abandon(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->rt != NULL) {
+        parla_runtime_cancel_all(self->rt);
+        self->closing = 1;
+        self->abandoned = 1;
+        Py_INCREF(self); /* never freed: running bodies may still use it */
+    }
     Py_RETURN_NONE;
 }
 
@@ -1384,6 +1420,8 @@ static PyMethodDef Runtime_methods[] = {
      "wait_all(timeout=-1) -> (code, message): wait for every spawned task (GIL released)."},
     {"cancel_all", (PyCFunction)Runtime_cancel_all, METH_NOARGS, "Cancel every task that has not started."},
     {"close", (PyCFunction)Runtime_close, METH_NOARGS, "Stop the workers (raises RuntimeError while tasks are live)."},
+    {"abandon", (PyCFunction)Runtime_abandon, METH_NOARGS,
+     "Cancel what has not started and leave the workers running bodies until the process ends (no wait)."},
     {"begin_close", (PyCFunction)Runtime_begin_close, METH_NOARGS,
      "Refuse spawns from outside task bodies from now on (the context's exit began)."},
     {"unsubmitted", (PyCFunction)Runtime_unsubmitted, METH_NOARGS,
@@ -1628,6 +1666,34 @@ static PyObject *Data_ptr(DataObject *self, PyObject *arg)
     return PyLong_FromVoidPtr(parla_data_device_ptr(self->data, dev));
 }
 
+/* Outside tasks: waits for the tasks using the data (writers; with write,
+ * readers too) in slices of 50 ms, handling signals between them, so Ctrl-C
+ * interrupts the wait (KeyboardInterrupt) even when a task never finishes
+ * (outside reads and writes wait so in parla.array before fetch).
+ * In a task body: nothing (the engine's wait runs other tasks meanwhile).
+ * Returns 0, or -1 with an exception set. */
+static int wait_for_users(DataObject *self, int write)
+{
+    if (parla_task_current() != NULL)
+        return 0;
+    for (;;) {
+        int rc;
+        const char *msg;
+        Py_BEGIN_ALLOW_THREADS
+        rc = parla_data_wait(self->data, write, 0.05);
+        msg = parla_last_error_message();
+        Py_END_ALLOW_THREADS
+        if (rc == 0)
+            return 0;
+        if (rc != PARLA_ETIMEDOUT) {
+            PyErr_Format(PyExc_RuntimeError, "%s", msg && *msg ? msg : parla_strerror(rc));
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+}
+
 static PyObject *Data_fetch(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int dev, write = 0;
@@ -1686,6 +1752,10 @@ static PyObject *Data_evict(DataObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     if (self->runtime->rt == NULL)
         Py_RETURN_NONE;
+    /* Like every outside access, eviction waits for the tasks using the data
+     * (it raised "in use" right after a spawn). */
+    if (wait_for_users(self, 1) < 0)
+        return NULL;
     int rc = parla_data_evict(self->data, (int)dev, keep);
     if (rc)
         return raise_code(rc);

@@ -31,3 +31,18 @@ def test_per_core_cpus():
         "print(t.result)\n", timeout=20, PARLA_CPU_ARCHITECTURE="cores")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[cpu(0)]"
+
+
+def test_architecture_lookups_and_current_device():
+    import parla
+    from parla import Parla, spawn
+    from parla.devices import cpu, get_all_architectures, get_architecture, gpu
+    from parla.tasks import get_current_device
+    assert get_all_architectures() == [cpu, gpu]
+    assert get_architecture("CPU") is cpu and get_architecture("cuda") is gpu
+    with pytest.raises(KeyError, match="fpga"):
+        get_architecture("fpga")
+    assert isinstance(parla.parla_num_threads, int) and parla.parla_num_threads >= 1
+    with Parla(virtual_gpus=1):
+        t = spawn(placement=gpu(0))(get_current_device)
+    assert t.result == gpu(0) and get_current_device() == cpu(0)

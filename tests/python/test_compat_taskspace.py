@@ -94,7 +94,9 @@ def test_wait_from_the_main_thread_and_on_lists():
         T = TaskSpace("W")
         for i in range(4):
             spawn(T[i])(lambda i=i: i * i)
-        cython_wait(T[0:2])
+        both = T[0:1] + T[1:2]
+        assert isinstance(both, TaskList) and list(both) == [T[0], T[1]]
+        cython_wait(both)
         assert T[0].done and T[1].done
         T.wait()
         assert [T[i].result for i in range(4)] == [0, 1, 4, 9]
@@ -124,3 +126,13 @@ def test_spawn_into_a_taskspace():
         def b():
             return a.result + 1
     assert a.name == "First[0]" and b.result == 2
+
+
+def test_completed_taskspace_is_already_met():
+    from parla.tasks import CompletedTaskSpace
+    done = CompletedTaskSpace("done")
+    with Parla(n_workers=1):
+        T = TaskSpace("T")
+        assert list(done[0]) == [] and list(done[0:5]) == []
+        t = spawn(T[0], dependencies=[done[-1], done[3]])(lambda: "ran")
+    assert t.result == "ran"

@@ -40,7 +40,8 @@ def _run(args, timeout, **env):
 @pytest.mark.timeout(5)
 def test_tutorial_is_complete():
     expected = ["01_hello", "02_dependencies", "03_out_of_order", "04_async_await", "05_errors", "06_devices",
-                "07_parray", "08_subarrays", "09_variants", "10_tracing"]
+                "07_parray", "08_subarrays", "09_variants", "10_tracing", "11_sharing_and_barriers",
+                "12_partitioning"]
     assert [name[:-3] for name in LESSONS] == expected
     readme = (TUTORIAL / "README.md").read_text()
     for name in LESSONS:

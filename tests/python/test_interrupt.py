@@ -105,3 +105,80 @@ except KeyboardInterrupt:
 """
     rc, out, err = _interrupt(code)
     assert rc == 42, (rc, out, err)
+
+
+FOREVER = r"""
+import sys, threading
+from parla import Parla, spawn
+try:
+    with Parla(n_workers=2):
+        @spawn()
+        def forever():
+            threading.Event().wait()
+        print("spawned", flush=True)
+except KeyboardInterrupt as e:
+    print("interrupted", flush=True)
+    with Parla(n_workers=1):  # the runtime is usable again
+        @spawn()
+        def again():
+            return 5
+    print("second context", again.result, flush=True)
+    sys.exit(42)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_second_sigint_stops_waiting_for_a_body_that_never_returns():
+    # The first Ctrl-C cancels and waits for running bodies; a body blocked forever made the process
+    # unstoppable. The second Ctrl-C stops waiting, reports the running tasks and lets the program go on.
+    p = subprocess.Popen([sys.executable, "-c", FOREVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=clean_env(), cwd=str(REPO))
+    try:
+        line = p.stdout.readline()
+        assert "spawned" in line, (line, p.stderr.read() if p.poll() is not None else "")
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # the first Ctrl-C reaches the exit's wait before the second is sent
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)  # hang guard: before the fix, the process never ended
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 42, (p.returncode, out, err)
+    assert "second context 5" in out
+    assert "1 task unfinished: forever#" in err and "(running)" in err, err
+
+
+READ_WHILE_WRITING = r"""
+import sys, threading
+import numpy as np
+from parla import Parla, spawn
+from parla.array import asarray
+gate = threading.Event()
+with Parla(n_workers=2):
+    A = asarray(np.zeros(8))
+
+    @spawn(output=[A])
+    def writer():
+        gate.wait()
+        A.array[:] = 7
+    print("spawned", flush=True)
+    try:
+        A[0]  # an outside read waits for the writer
+        print("read without interruption", flush=True)
+    except KeyboardInterrupt:
+        print("read interrupted", flush=True)
+        gate.set()
+print("after", A[0], flush=True)
+sys.exit(42)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_sigint_interrupts_an_outside_read_waiting_for_a_writer():
+    # The main thread reading a PArray outside tasks while its writer runs ignored Ctrl-C until the writer
+    # finished (forever if it never did).
+    rc, out, err = _interrupt(READ_WHILE_WRITING)
+    assert rc == 42, (rc, out, err)
+    assert "read interrupted" in out
+    assert "after 7.0" in out

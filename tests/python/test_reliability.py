@@ -234,3 +234,24 @@ def test_module_level_loop_variable_read_late_warns():
     assert sorted(x for x in namespace["out"] if type(x) is int) == [3, 3, 3, 3]
     assert sorted(x for x in namespace["out"] if type(x) is tuple) == [("bound", i) for i in range(4)]
     assert len([w for w in record if "reads the global" in str(w.message)]) == 1
+
+
+@pytest.mark.timeout(30)
+def test_evict_outside_tasks_waits_for_the_task_using_the_array():
+    # A.evict() right after a spawn raised "in use"; like every other outside access it waits for the task.
+    np = pytest.importorskip("numpy")
+    from parla.array import asarray
+    from parla.devices import gpu
+    with Parla(n_workers=2, virtual_gpus=1):
+        A = asarray(np.zeros(1000))
+        gate = threading.Event()
+
+        @spawn(placement=gpu, inout=[A])
+        def t():
+            gate.wait(20)
+            A.array[:] = 5
+        threading.Timer(0.1, gate.set).start()
+        A.evict()
+        assert t.state == "done"
+        assert not A.exists_on_device(1)
+        assert A[3] == 5.0
