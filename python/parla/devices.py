@@ -18,6 +18,7 @@ Parla.py's per-core devices ``cpu(0)`` .. ``cpu(n_cores - 1)``: each names one c
 """
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -304,11 +305,11 @@ def _vcus(vcus: Any, task_name: str) -> float:
     """A vcus amount as a fraction of a device (see the module docstring for the spellings)."""
     if type(vcus) is Cores:
         return min(1.0, int(vcus) / vcus.total) if int(vcus) > 0 else 0.0
-    if not isinstance(vcus, bool) and isinstance(vcus, (int, float)):
+    if not isinstance(vcus, bool) and isinstance(vcus, numbers.Real):  # NumPy scalars too
         if 0.0 <= vcus <= 1.0:
             return float(vcus)
-        if isinstance(vcus, int) and 1 < vcus <= 1000:
-            return vcus / 1000.0
+        if isinstance(vcus, numbers.Integral) and 1 < vcus <= 1000:
+            return int(vcus) / 1000.0
     raise ValueError(f"task {task_name}: vcus={vcus!r} must be a fraction of a device in [0, 1] (0: no need), or "
                      f"an integer number of thousandths of a device up to 1000")
 
@@ -316,7 +317,11 @@ def _vcus(vcus: Any, task_name: str) -> float:
 def _check_needs(vcus: Any, memory: Any, task_name: str) -> Tuple[Optional[float], Optional[int]]:
     if vcus is not None and (type(vcus) is not float or not 0.0 < vcus <= 1.0):
         vcus = _vcus(vcus, task_name)
-    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 0):
+    if memory is not None and type(memory) is not int:
+        if isinstance(memory, bool) or not isinstance(memory, numbers.Integral):
+            raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes")
+        memory = int(memory)  # a NumPy integer
+    if memory is not None and memory < 0:
         raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes")
     return vcus, memory
 
