@@ -79,7 +79,8 @@ typedef struct parla__event {
  * opaque handles (CUstream, CUevent); a kind without them (host memory)
  * leaves those entries NULL: its copies are complete when copy returns and
  * its tasks' work when their bodies return. Every function may be called from
- * any thread and sets the calling thread's device context itself. Errors:
+ * any thread, sets the calling thread's device context itself and gives the
+ * caller its own context back (all but activate, which is for bodies). Errors:
  * PARLA_ENOMEM (alloc), PARLA_EDEVICE with the driver's error name. */
 typedef struct parla__device_ops {
     const char *name;
