@@ -74,6 +74,7 @@ struct TaskObject {
     PyObject *exception;
     PyObject *name;            /* str */
     PyObject *dict;
+    PyObject *keep;            /* objects kept alive while the body runs (a list, or NULL) */
     TaskObject *deferred_next; /* link in RuntimeObject.deferred */
     int submitting;            /* inside _submit: a failure is raised there */
     int engine_ref;            /* the engine holds a reference (taken at submit) */
@@ -346,9 +347,20 @@ static int drive_coroutine(TaskObject *self, parla_task_t *task)
     }
 }
 
+static int run_body(TaskObject *self, parla_task_t *task);
+
 static int py_task_body(parla_task_t *task, void *arg)
 {
     TaskObject *self = arg;
+    int rc = run_body(self, task);
+    /* What the body kept for its own duration (arrays over device copies) goes now: a copy the engine
+     * evicts later is then freed, not held by a task object that may live on. */
+    Py_CLEAR(self->keep);
+    return rc;
+}
+
+static int run_body(TaskObject *self, parla_task_t *task)
+{
     if (!worker_holds_gil) {
         PyEval_RestoreThread(worker_tstate);
         worker_holds_gil = 1;
@@ -474,11 +486,13 @@ static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
     Py_VISIT(self->result);
     Py_VISIT(self->exception);
     Py_VISIT(self->dict);
+    Py_VISIT(self->keep);
     return 0;
 }
 
 static int Task_clear(TaskObject *self)
 {
+    Py_CLEAR(self->keep);
     Py_CLEAR(self->func);
     Py_CLEAR(self->result);
     Py_CLEAR(self->exception);
@@ -921,6 +935,16 @@ fail:
     return NULL;
 }
 
+/* _keep(obj): keeps obj alive until the running segment of the body returns. */
+static PyObject *Task_keep(TaskObject *self, PyObject *obj)
+{
+    if (self->keep == NULL && (self->keep = PyList_New(0)) == NULL)
+        return NULL;
+    if (PyList_Append(self->keep, obj) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
 {
     (void)unused;
@@ -1020,6 +1044,7 @@ static PyMethodDef Task_methods[] = {
     {"_submit", (PyCFunction)(void (*)(void))Task_submit, METH_FASTCALL,
      "_submit(func, dependencies, priority, vcus, memory): spawn this task."},
     {"_cancel", (PyCFunction)Task_cancel, METH_NOARGS, "Cancel a task that was never spawned."},
+    {"_keep", (PyCFunction)Task_keep, METH_O, "_keep(obj): keep obj alive until the body (or its current segment) returns."},
     {"_wait", (PyCFunction)Task_wait, METH_NOARGS,
      "Block (GIL released) until the task finishes; returns the engine's code."},
     {NULL},
