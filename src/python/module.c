@@ -63,7 +63,14 @@ typedef struct {
      * return): the engine and its workers are left running until the process
      * ends; deallocating the object does not wait for them. */
     int abandoned;
+    /* In a child process forked while the runtime ran: the engine (its
+     * workers, its locks) belongs to the parent; no engine call is made. */
+    int forked;
 } RuntimeObject;
+
+static const char forked_message[] =
+    "this Parla runtime belongs to the parent process (os.fork() was called inside its context): the child "
+    "cannot use it, its tasks or its PArrays; start a new Parla context in the child";
 
 struct TaskObject {
     PyObject_HEAD
@@ -505,7 +512,9 @@ static void Task_dealloc(TaskObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     Task_clear(self);
-    if (self->task) {
+    if (self->task && self->runtime && self->runtime->forked) {
+        self->task = NULL; /* the parent's engine: not touched in a forked child */
+    } else if (self->task) {
         parla_task_set_user(self->task, NULL);
         parla_task_release(self->task);
         self->task = NULL;
@@ -784,6 +793,8 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
     if (check_task(self) < 0)
         return NULL;
     RuntimeObject *rt = self->runtime;
+    if (rt->forked)
+        return PyErr_SetString(PyExc_RuntimeError, forked_message), NULL;
     if (rt->rt == NULL || rt->destroying) {
         PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime is closed (the context has exited)",
                      self->name);
@@ -1200,6 +1211,10 @@ static void Runtime_dealloc(RuntimeObject *self)
 
 static int check_open(RuntimeObject *self)
 {
+    if (self->forked) {
+        PyErr_SetString(PyExc_RuntimeError, forked_message);
+        return -1;
+    }
     if (self->rt == NULL || self->destroying) {
         PyErr_SetString(PyExc_RuntimeError, "the Parla runtime is closed");
         return -1;
@@ -1274,6 +1289,16 @@ static PyObject *Runtime_abandon(RuntimeObject *self, PyObject *unused)
         self->abandoned = 1;
         Py_INCREF(self); /* never freed: running bodies may still use it */
     }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_after_fork_child(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    self->forked = 1;
+    self->abandoned = 1; /* never destroyed here: the parent owns the engine */
+    self->closing = 1;
+    Py_INCREF(self);
     Py_RETURN_NONE;
 }
 
@@ -1422,6 +1447,8 @@ static PyMethodDef Runtime_methods[] = {
     {"close", (PyCFunction)Runtime_close, METH_NOARGS, "Stop the workers (raises RuntimeError while tasks are live)."},
     {"abandon", (PyCFunction)Runtime_abandon, METH_NOARGS,
      "Cancel what has not started and leave the workers running bodies until the process ends (no wait)."},
+    {"_after_fork_child", (PyCFunction)Runtime_after_fork_child, METH_NOARGS,
+     "In a forked child: make every later use raise RuntimeError, and never touch the parent's engine."},
     {"begin_close", (PyCFunction)Runtime_begin_close, METH_NOARGS,
      "Refuse spawns from outside task bodies from now on (the context's exit began)."},
     {"unsubmitted", (PyCFunction)Runtime_unsubmitted, METH_NOARGS,
@@ -1497,8 +1524,8 @@ static void Data_dealloc(DataObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    if (self->data)
-        parla_data_release(self->data);
+    if (self->data && !(self->runtime && self->runtime->forked))
+        parla_data_release(self->data); /* in a forked child the parent's engine is not touched */
     if (self->has_buffer)
         PyBuffer_Release(&self->buffer);
     Py_CLEAR(self->base);
@@ -1632,6 +1659,8 @@ static PyType_Spec Hold_spec = {
 /* hold(device): a Hold on the base's copy on device, or None when it has none. */
 static PyObject *Data_hold(DataObject *self, PyObject *arg)
 {
+    if (self->runtime->forked)
+        return PyErr_SetString(PyExc_RuntimeError, forked_message), NULL;
     int dev;
     if (device_arg(self, arg, &dev) < 0)
         return NULL;
@@ -1696,6 +1725,8 @@ static int wait_for_users(DataObject *self, int write)
 
 static PyObject *Data_fetch(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (self->runtime->forked)
+        return PyErr_SetString(PyExc_RuntimeError, forked_message), NULL;
     int dev, write = 0;
     if (nargs < 1 || nargs > 2) {
         PyErr_SetString(PyExc_TypeError, "fetch(device, write=False)");
@@ -1720,6 +1751,8 @@ static PyObject *Data_fetch(DataObject *self, PyObject *const *args, Py_ssize_t 
  * the tasks conflicting with an outside access (0, ETIMEDOUT or ESTUCK). */
 static PyObject *Data_wait(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (self->runtime->forked)
+        return PyErr_SetString(PyExc_RuntimeError, forked_message), NULL;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "wait(write, timeout)");
         return NULL;
@@ -1740,6 +1773,8 @@ static PyObject *Data_wait(DataObject *self, PyObject *const *args, Py_ssize_t n
 
 static PyObject *Data_evict(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (self->runtime->forked)
+        return PyErr_SetString(PyExc_RuntimeError, forked_message), NULL;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "evict(device, keep_one_copy)");
         return NULL;
