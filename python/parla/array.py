@@ -400,6 +400,10 @@ class PArray:
             raise RuntimeError(f"task {task.name} writes {self._describe()}, which it did not declare in output= "
                                f"or inout=: the runtime would not know of the write, and other copies would "
                                f"stay stale")
+        if data.wait(False, 0.0) != 0:
+            raise RuntimeError(f"task {task.name} reads {self._describe()}, which it did not declare in input= or "
+                               f"inout=, while a task that writes it has not finished: it could read values "
+                               f"being written (declare it, and the runtime orders the two tasks)")
         if self._engine_data().valid_bytes(device) != self._valid_total():
             raise RuntimeError(f"task {task.name} reads {self._describe()}, which it did not declare in input= or "
                                f"inout=, and {where!r} holds no valid copy of it: it would read stale values "
