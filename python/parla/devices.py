@@ -19,7 +19,7 @@ Parla.py's per-core devices ``cpu(0)`` .. ``cpu(n_cores - 1)``: each names one c
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _core, _runtime
 
