@@ -80,9 +80,14 @@ typedef void (*parla_idle_hook_fn)(int index, void *user);
  * Lets a binding drop what it attached to the task. */
 typedef void (*parla_task_hook_fn)(parla_task_t *task, void *user);
 
+/* The most worker threads a runtime may have. */
+#define PARLA_MAX_WORKERS 4096
+
 typedef struct parla_config {
-    /* Number of worker threads. 0: PARLA_NUM_THREADS if set, else the number
-     * of online cores. */
+    /* Number of worker threads, at most PARLA_MAX_WORKERS. 0: PARLA_NUM_THREADS
+     * if set, else the CPUs this process may run on: its affinity mask
+     * (sched_getaffinity, e.g. under taskset) and its cgroup CPU limit
+     * (cpu.max, or cfs_quota_us / cfs_period_us), rounded up, at least 1. */
     int n_workers;
     /* Memory of the CPU device in bytes. 0: the machine's physical memory. */
     uint64_t cpu_memory;
@@ -113,8 +118,9 @@ typedef struct parla_config {
 void parla_config_init(parla_config_t *config);
 
 /* Creates a runtime and starts its workers. config may be NULL (defaults).
- * Errors: PARLA_EINVAL (n_workers < 0 or PARLA_NUM_THREADS not a positive
- * integer), PARLA_ENOMEM, PARLA_ESYS (a thread could not be started). On error
+ * Errors: PARLA_EINVAL (n_workers < 0 or > PARLA_MAX_WORKERS, PARLA_NUM_THREADS
+ * not a positive integer, n_virtual_gpus < 0, virtual_gpu_bandwidth negative,
+ * infinite or NaN), PARLA_ENOMEM, PARLA_ESYS (a thread could not be started). On error
  * *out is NULL and nothing is leaked. */
 int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out);
 

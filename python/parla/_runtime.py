@@ -174,6 +174,35 @@ def _read_dev_config(path: str) -> Dict[str, int]:
     return out
 
 
+_MAX_FAILURE_NOTES = 50  # notes naming other failed tasks on the re-raised exception; the rest are counted
+
+
+class _Notes:
+    """The notes a context's exit adds to the exception it re-raises. Notes an earlier context added to the
+    same object (an exception instance raised again, in another context) are removed first, so they do not
+    pile up (the exception remembers them in its ``_parla_notes`` attribute)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        old = getattr(error, "_parla_notes", None)
+        notes = getattr(error, "__notes__", None)
+        if old and isinstance(notes, list):
+            for note in old:
+                try:
+                    notes.remove(note)
+                except ValueError:
+                    pass
+        self.added: List[str] = []
+        try:
+            error._parla_notes = self.added
+        except (AttributeError, TypeError):  # an exception type without attributes: notes may repeat
+            pass
+
+    def add(self, note: str) -> None:
+        self.error.add_note(note)
+        self.added.append(note)
+
+
 def _describe(exc: BaseException) -> str:
     """repr(exc), or its type's name when its repr raises."""
     try:
@@ -190,7 +219,8 @@ class Parla:
     tasks spawned by tasks, then:
 
     - re-raises the first exception raised by a task body, with a note naming the task; the exceptions of
-      other failed tasks are attached as notes;
+      up to 50 other failed tasks are attached as notes (then a count); ``self.failed`` lists every failed
+      task. Notes added by an earlier context to the same exception object are replaced, not repeated;
     - raises :class:`UnspawnedDependencyError` if spawned tasks depend on tasks that were never spawned
       (naming them), instead of hanging;
     - on Ctrl-C (KeyboardInterrupt) or any exception inside the block, cancels every task that has not
@@ -411,6 +441,7 @@ class Parla:
             rt.cancel_all()
             self._drain(rt)
         failed = list(rt.failed)  # every task has finished: _wait or _drain returned
+        self.failed = failed
         progress_error = self._close_progress()
         trace_error = None
         if self.trace_path or self.graph_path or self.options.get("summary"):
@@ -456,18 +487,25 @@ class Parla:
             return error
         first = failed[0]
         error = first._exception
-        error.add_note(f"raised by Parla task {first.name}")
+        notes = _Notes(error)
+        notes.add(f"raised by Parla task {first.name}")
         seen = {id(error)}
+        others = 0
         for task in failed[1:]:
             if id(task._exception) not in seen:
                 seen.add(id(task._exception))
-                error.add_note(f"task {task.name} also failed: {_describe(task._exception)}")
+                others += 1
+                if others <= _MAX_FAILURE_NOTES:
+                    notes.add(f"task {task.name} also failed: {_describe(task._exception)}")
+        if others > _MAX_FAILURE_NOTES:
+            notes.add(f"and {others - _MAX_FAILURE_NOTES} more tasks failed ({len(failed)} in all; "
+                      f"Parla.failed lists them)")
         if stuck is not None:
-            error.add_note(str(stuck))
+            notes.add(str(stuck))
         if trace_error is not None:
-            error.add_note(f"the trace could not be written: {trace_error}")
+            notes.add(f"the trace could not be written: {trace_error}")
         if progress_error is not None:
-            error.add_note(f"the progress callback raised: {_describe(progress_error)}")
+            notes.add(f"the progress callback raised: {_describe(progress_error)}")
         return error
 
     def _close_progress(self) -> Optional[BaseException]:

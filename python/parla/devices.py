@@ -18,13 +18,16 @@ Parla.py's per-core devices ``cpu(0)`` .. ``cpu(n_cores - 1)``: each names one c
 """
 from __future__ import annotations
 
+import numbers
 import os
 from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
 
 from . import _core, _runtime
 
 __all__ = [
-    "Architecture", "Device", "PlacementRequest", "Cores", "cpu", "gpu", "get_all_devices", "get_all_architectures",
+    "Architecture", "Device", "Memory", "PlacementRequest", "Cores", "cpu", "gpu", "get_all_devices", "get_all_architectures",
     "get_architecture", "resolve_placement",
 ]
 
@@ -74,6 +77,11 @@ class Device:
 
     def __getitem__(self, resources: Dict[str, Any]) -> PlacementRequest:
         return PlacementRequest(self, resources)
+
+    def memory(self, kind: Any = None) -> "Memory":
+        """The device's memory (Parla.py): ``gpu(1).memory()(array)`` gives array in gpu(1)'s memory. One
+        memory kind per device; ``kind`` is accepted and ignored."""
+        return Memory(self)
 
     def __repr__(self) -> str:
         return f"{self.architecture.name}({self.index})"
@@ -148,6 +156,33 @@ class Architecture:
         return self.name
 
     __str__ = __repr__
+
+
+class Memory:
+    """The memory of a device, as Parla.py's ``device.memory()``: calling it with an array gives the array in
+    that memory (the same object where it already is: host arrays on the CPU and virtual GPUs; a CuPy array
+    on a CUDA GPU). Objects that are not NumPy or CuPy arrays are returned as they are."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+
+    def __call__(self, data: Any) -> Any:
+        if not (isinstance(data, np.ndarray) or type(data).__module__.startswith("cupy")):
+            return data
+        context = _runtime._current
+        if self.device.architecture.name == "gpu" and context is not None \
+                and self.device.index + 1 < len(context.device_table):
+            info = context.device_table[self.device.index + 1]
+            if info["cuda"]:
+                import cupy  # CUDA GPUs come with CuPy for arrays
+                with cupy.cuda.Device(info["cuda_ordinal"]):
+                    return cupy.asarray(data)
+        if type(data).__module__.startswith("cupy"):
+            return data.get()
+        return data
+
+    def __repr__(self) -> str:
+        return f"Memory({self.device!r})"
 
 
 def _index(arch: "Architecture", i: Any) -> int:
@@ -270,11 +305,11 @@ def _vcus(vcus: Any, task_name: str) -> float:
     """A vcus amount as a fraction of a device (see the module docstring for the spellings)."""
     if type(vcus) is Cores:
         return min(1.0, int(vcus) / vcus.total) if int(vcus) > 0 else 0.0
-    if not isinstance(vcus, bool) and isinstance(vcus, (int, float)):
+    if not isinstance(vcus, bool) and isinstance(vcus, numbers.Real):  # NumPy scalars too
         if 0.0 <= vcus <= 1.0:
             return float(vcus)
-        if isinstance(vcus, int) and 1 < vcus <= 1000:
-            return vcus / 1000.0
+        if isinstance(vcus, numbers.Integral) and 1 < vcus <= 1000:
+            return int(vcus) / 1000.0
     raise ValueError(f"task {task_name}: vcus={vcus!r} must be a fraction of a device in [0, 1] (0: no need), or "
                      f"an integer number of thousandths of a device up to 1000")
 
@@ -282,7 +317,11 @@ def _vcus(vcus: Any, task_name: str) -> float:
 def _check_needs(vcus: Any, memory: Any, task_name: str) -> Tuple[Optional[float], Optional[int]]:
     if vcus is not None and (type(vcus) is not float or not 0.0 < vcus <= 1.0):
         vcus = _vcus(vcus, task_name)
-    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < 0):
+    if memory is not None and type(memory) is not int:
+        if isinstance(memory, bool) or not isinstance(memory, numbers.Integral):
+            raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes")
+        memory = int(memory)  # a NumPy integer
+    if memory is not None and memory < 0:
         raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes")
     return vcus, memory
 

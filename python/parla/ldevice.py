@@ -38,9 +38,8 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
-from . import _runtime
 from .array import clone_here, copy
-from .devices import Architecture, Device, PlacementRequest, get_all_devices
+from .devices import Architecture, Device, Memory, PlacementRequest, get_all_devices
 
 __all__ = ["PerformanceWarning", "LDeviceCollection", "LDeviceSequence", "LDeviceGrid", "LDeviceSequenceBlocked",
            "LDeviceGridBlocked", "LDeviceGridRaveled", "PartitionedTensor", "Memory"]
@@ -75,32 +74,6 @@ def _devices_of(placement: Any) -> List[Device]:
 
 def _is_array(x: Any) -> bool:
     return isinstance(x, np.ndarray) or type(x).__module__.startswith("cupy")
-
-
-class Memory:
-    """The memory of a device, as Parla.py's ``device.memory()``: calling it with an array gives the array in
-    that memory (the same object where it already is: host arrays on the CPU and virtual GPUs)."""
-
-    def __init__(self, device: Device) -> None:
-        self.device = device
-
-    def __call__(self, data: Any) -> Any:
-        if not _is_array(data):
-            return data
-        context = _runtime._current
-        if self.device.architecture.name == "gpu" and context is not None \
-                and self.device.index + 1 < len(context.device_table):
-            info = context.device_table[self.device.index + 1]
-            if info["cuda"]:
-                import cupy  # CUDA GPUs come with CuPy for arrays
-                with cupy.cuda.Device(info["cuda_ordinal"]):
-                    return cupy.asarray(data)
-        if type(data).__module__.startswith("cupy"):
-            return data.get()
-        return data
-
-    def __repr__(self) -> str:
-        return f"Memory({self.device!r})"
 
 
 def _partition_slice(i: int, n: int, parts: int, step: int = 1, overlap: int = 0) -> slice:

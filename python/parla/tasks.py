@@ -226,14 +226,20 @@ class TaskSpace:
         self.name = name
         self._create = create
         self._view: Optional["TaskSpace"] = None
-        if isinstance(shape, int):
+        if isinstance(shape, numbers.Integral):
             shape = (shape,)
-        if isinstance(start, int):
+        if isinstance(start, numbers.Integral):
             start = (start,)
         if shape is not None and start is None:
             start = (0,) * len(shape)
         if start is not None and shape is not None and len(start) != len(shape):
             raise ValueError(f"TaskSpace {name!r}: start {start} and shape {shape} differ in length")
+        if shape is not None:
+            shape = tuple(shape)
+            for n in shape:
+                if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+                    raise ValueError(f"TaskSpace {name!r}: shape={shape!r} must be non-negative integers")
+            shape = tuple(int(n) for n in shape)
         self.shape: Optional[Tuple[int, ...]] = tuple(shape) if shape is not None else None
         self.start: Optional[Tuple[int, ...]] = tuple(start) if start is not None else None
         self._tasks: Dict[Tuple, Task] = {}
@@ -636,7 +642,11 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         if deps is None:
             deps = ()
         elif not isinstance(deps, (list, tuple, Task)):
-            deps = list(deps)  # a generator or a TaskSpace: read it once, keep it for .dependencies
+            try:
+                deps = list(deps)  # a generator or a TaskSpace: read it once, keep it for .dependencies
+            except TypeError:
+                raise TypeError(f"task {task.name}: dependencies={deps!r} must be tasks, TaskSpace slices or "
+                                f"iterables of them, not {type(deps).__name__}") from None
         attrs["_deps"] = deps
         if type(body) is _FunctionType and not _is_async(body):
             watched = _watched_globals(body)

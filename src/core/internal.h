@@ -44,9 +44,10 @@ typedef struct parla__queue {
     _Atomic int lock; /* spinlock: protects head, tail and the links of queued tasks */
     parla_task_t *head, *tail;
     _Atomic long size; /* read without the lock to skip empty queues */
+    _Atomic long *total; /* a count shared by several queues (the runtime's), kept with size */
 } parla__queue_t;
 
-void parla__queue_init(parla__queue_t *q);
+void parla__queue_init(parla__queue_t *q, _Atomic long *total);
 void parla__queue_push(parla__queue_t *q, parla_task_t *t);
 parla_task_t *parla__queue_pop_head(parla__queue_t *q);
 parla_task_t *parla__queue_pop_tail(parla__queue_t *q);
@@ -78,7 +79,8 @@ typedef struct parla__event {
  * opaque handles (CUstream, CUevent); a kind without them (host memory)
  * leaves those entries NULL: its copies are complete when copy returns and
  * its tasks' work when their bodies return. Every function may be called from
- * any thread and sets the calling thread's device context itself. Errors:
+ * any thread, sets the calling thread's device context itself and gives the
+ * caller its own context back (all but activate, which is for bodies). Errors:
  * PARLA_ENOMEM (alloc), PARLA_EDEVICE with the driver's error name. */
 typedef struct parla__device_ops {
     const char *name;
@@ -436,6 +438,7 @@ struct parla_runtime {
     pthread_mutex_t park_lock; /* protects n_sleeping transitions and stop */
     pthread_cond_t park_cond;
     _Atomic int n_sleeping;
+    _Atomic long n_queued; /* tasks in all ready queues: any_work in O(1), not O(workers) */
     _Atomic int n_body_waiting; /* workers inside a wait in a body (see wait_any) */
     _Atomic uint64_t enq_gen;   /* bumped by every enqueue (a body's wait rechecks) */
     _Atomic bool stop;

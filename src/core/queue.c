@@ -29,8 +29,9 @@ void parla__spin_unlock(_Atomic int *lock)
     atomic_store_explicit(lock, 0, memory_order_release);
 }
 
-void parla__queue_init(parla__queue_t *q)
+void parla__queue_init(parla__queue_t *q, _Atomic long *total)
 {
+    q->total = total;
     atomic_init(&q->lock, 0);
     q->head = q->tail = NULL;
     atomic_init(&q->size, 0);
@@ -49,6 +50,7 @@ void parla__queue_push(parla__queue_t *q, parla_task_t *t)
     q->tail = t;
     atomic_store_explicit(&q->size, atomic_load_explicit(&q->size, memory_order_relaxed) + 1,
                           memory_order_seq_cst);
+    atomic_fetch_add(q->total, 1);
     parla__spin_unlock(&q->lock);
 }
 
@@ -65,6 +67,7 @@ static void unlink_locked(parla__queue_t *q, parla_task_t *t)
     t->qnext = t->qprev = NULL;
     atomic_store_explicit(&q->size, atomic_load_explicit(&q->size, memory_order_relaxed) - 1,
                           memory_order_relaxed);
+    atomic_fetch_sub_explicit(q->total, 1, memory_order_relaxed);
 }
 
 parla_task_t *parla__queue_pop_head(parla__queue_t *q)

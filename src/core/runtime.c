@@ -59,14 +59,9 @@ int parla_runtime_num_workers(const parla_runtime_t *rt)
  * them), so one of the two sees the other. */
 static bool any_work(parla_runtime_t *rt)
 {
-    for (int l = 0; l < PARLA__LEVELS; l++) {
-        if (atomic_load(&rt->shared[l].size) > 0)
-            return true;
-        for (int i = 0; i < rt->n_workers; i++)
-            if (atomic_load(&rt->workers[i].deque[l].size) > 0)
-                return true;
-    }
-    return false;
+    /* One counter for every ready queue: idle workers poll it, so its cost
+     * must not grow with the number of workers (startup would be quadratic). */
+    return atomic_load(&rt->n_queued) > 0;
 }
 
 static void wake_one(parla_runtime_t *rt)
@@ -944,6 +939,40 @@ size_t parla_runtime_unsubmitted(parla_runtime_t *rt, parla_task_t **out, size_t
 
 /* -------------------------------------------------------- create/destroy -- */
 
+/* Reads two integers from a file ("max 100000" reads as -1 100000); the
+ * number read. */
+static int read_two(const char *path, long *a, long *b)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    char first[32] = "";
+    int k = fscanf(f, "%31s %ld", first, b);
+    fclose(f);
+    if (k < 1)
+        return 0;
+    *a = strcmp(first, "max") == 0 ? -1 : strtol(first, NULL, 10);
+    return k;
+}
+
+/* The CPU limit of this process's cgroup (quota / period, rounded up), or 0
+ * when there is none. cgroup v2 (cpu.max) first, then v1 (cfs quota). */
+static long cgroup_cpu_limit(void)
+{
+    long quota = 0, period = 0;
+    if (read_two("/sys/fs/cgroup/cpu.max", &quota, &period) == 2) {
+        /* found */
+    } else {
+        long dummy;
+        if (read_two("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", &quota, &dummy) < 1 ||
+            read_two("/sys/fs/cgroup/cpu/cpu.cfs_period_us", &period, &dummy) < 1)
+            return 0;
+    }
+    if (quota <= 0 || period <= 0)
+        return 0;
+    return (quota + period - 1) / period;
+}
+
 static int default_workers(int *out)
 {
     const char *env = getenv("PARLA_NUM_THREADS");
@@ -951,12 +980,21 @@ static int default_workers(int *out)
         char *end;
         errno = 0;
         long v = strtol(env, &end, 10);
-        if (errno || *end || v <= 0 || v > 4096)
-            return parla__error(PARLA_EINVAL, "PARLA_NUM_THREADS=\"%s\" is not a positive integer (at most 4096)", env);
+        if (errno || *end || v <= 0 || v > PARLA_MAX_WORKERS)
+            return parla__error(PARLA_EINVAL, "PARLA_NUM_THREADS=\"%s\" is not a positive integer (at most %d)", env,
+                                PARLA_MAX_WORKERS);
         *out = (int)v;
         return 0;
     }
     long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        n = CPU_COUNT(&set); /* taskset, cpusets */
+    long limit = cgroup_cpu_limit();
+    if (limit > 0 && limit < n)
+        n = limit;
+    if (n > PARLA_MAX_WORKERS)
+        n = PARLA_MAX_WORKERS;
     *out = n > 0 ? (int)n : 1;
     return 0;
 }
@@ -1006,6 +1044,15 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
         parla_config_init(&cfg);
     if (cfg.n_workers < 0)
         return parla__error(PARLA_EINVAL, "parla_runtime_create: n_workers=%d is negative", cfg.n_workers);
+    if (cfg.n_workers > PARLA_MAX_WORKERS)
+        return parla__error(PARLA_EINVAL, "parla_runtime_create: n_workers=%d is more than the limit of %d",
+                            cfg.n_workers, PARLA_MAX_WORKERS);
+    if (cfg.n_virtual_gpus < 0)
+        return parla__error(PARLA_EINVAL, "parla_runtime_create: n_virtual_gpus=%d is negative", cfg.n_virtual_gpus);
+    if (!(cfg.virtual_gpu_bandwidth >= 0) || cfg.virtual_gpu_bandwidth > 1e300)
+        return parla__error(PARLA_EINVAL,
+                            "parla_runtime_create: virtual_gpu_bandwidth=%g is not a finite number of bytes/s >= 0",
+                            cfg.virtual_gpu_bandwidth);
     if (cfg.n_workers == 0) {
         int rc = default_workers(&cfg.n_workers);
         if (rc)
@@ -1033,7 +1080,7 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     pthread_mutex_init(&rt->placeholder_lock, NULL);
     pthread_mutex_init(&rt->stores_lock, NULL);
     for (int l = 0; l < PARLA__LEVELS; l++)
-        parla__queue_init(&rt->shared[l]);
+        parla__queue_init(&rt->shared[l], &rt->n_queued);
     int drc = parla__devices_init(rt);
     if (drc == 0 && cfg.trace && parla__trace_init(rt) != 0)
         drc = parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate trace buffers");
@@ -1062,7 +1109,7 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
         w->index = i;
         w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
         for (int l = 0; l < PARLA__LEVELS; l++)
-            parla__queue_init(&w->deque[l]);
+            parla__queue_init(&w->deque[l], &rt->n_queued);
     }
     for (int i = 0; i < rt->n_workers; i++) {
         if (pthread_create(&rt->workers[i].thread, NULL, worker_main, &rt->workers[i]) != 0) {

@@ -44,6 +44,7 @@ static struct {
     CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
     CUresult (*cuDevicePrimaryCtxRelease)(CUdevice);
     CUresult (*cuCtxSetCurrent)(CUcontext);
+    CUresult (*cuCtxGetCurrent)(CUcontext *);
     CUresult (*cuCtxSynchronize)(void);
     CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
     CUresult (*cuMemFree)(CUdeviceptr);
@@ -82,6 +83,7 @@ static void cu_load(void)
     SYM(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
     SYM(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2");
     SYM(cuCtxSetCurrent, "cuCtxSetCurrent");
+    SYM(cuCtxGetCurrent, "cuCtxGetCurrent");
     SYM(cuCtxSynchronize, "cuCtxSynchronize");
     SYM(cuMemAlloc, "cuMemAlloc_v2");
     SYM(cuMemFree, "cuMemFree_v2");
@@ -119,12 +121,33 @@ static int cu_error(CUresult r, const char *what, const parla__device_t *d)
     return parla__error(PARLA_EDEVICE, "%s on %s failed: %s (%d)", what, d->name, name ? name : "?", r);
 }
 
+/* Every driver call below runs in d's context and gives the calling thread
+ * back the context it had (the main thread's CUDA context, or a body's, is
+ * not changed behind its back): cu_enter makes d's current and returns the
+ * caller's, cu_leave restores it. Both are thread-local in the driver. */
+static CUcontext cu_enter(const parla__device_t *d, CUresult *r)
+{
+    CUcontext prev = NULL;
+    if (cu.cuCtxGetCurrent(&prev) != 0)
+        prev = NULL;
+    *r = prev == (CUcontext)d->ctx ? 0 : cu.cuCtxSetCurrent((CUcontext)d->ctx);
+    return prev;
+}
+
+static void cu_leave(const parla__device_t *d, CUcontext prev)
+{
+    if (prev != (CUcontext)d->ctx)
+        cu.cuCtxSetCurrent(prev);
+}
+
 static int cuda_alloc(parla__device_t *d, uint64_t nbytes, void **out)
 {
     CUdeviceptr p = 0;
-    CUresult r = cu.cuCtxSetCurrent(d->ctx);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     if (r == 0)
         r = cu.cuMemAlloc(&p, nbytes ? nbytes : 1);
+    cu_leave(d, prev);
     if (r == CUDA_ERROR_OUT_OF_MEMORY)
         return PARLA_ENOMEM;
     if (r)
@@ -135,45 +158,50 @@ static int cuda_alloc(parla__device_t *d, uint64_t nbytes, void **out)
 
 static void cuda_free(parla__device_t *d, void *p)
 {
-    cu.cuCtxSetCurrent(d->ctx);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     cu.cuMemFree((CUdeviceptr)(uintptr_t)p);
+    cu_leave(d, prev);
 }
 
 static int cuda_copy(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t n)
 {
     parla__device_t *g = d->is_cuda ? d : s;
-    CUresult r = cu.cuCtxSetCurrent(g->ctx);
+    CUresult r;
+    CUcontext prev = cu_enter(g, &r);
     if (r == 0)
         r = cu.cuMemcpy((CUdeviceptr)(uintptr_t)dst, (CUdeviceptr)(uintptr_t)src, n);
+    cu_leave(g, prev);
     return r ? cu_error(r, "cuMemcpy", g) : 0;
 }
 
 static int cuda_synchronize(parla__device_t *d)
 {
-    CUresult r = cu.cuCtxSetCurrent(d->ctx);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     if (r == 0)
         r = cu.cuCtxSynchronize();
+    cu_leave(d, prev);
     return r ? cu_error(r, "cuCtxSynchronize", d) : 0;
 }
 
-/* Makes d's context current on the calling thread (cheap: a thread-local). */
-static CUresult cu_ctx(const parla__device_t *d)
-{
-    return cu.cuCtxSetCurrent((CUcontext)d->ctx);
-}
 
+/* Makes d current on the calling worker for the body about to run (the one
+ * call that leaves a context set: bodies launch work in it). */
 static int cuda_activate(parla__device_t *d)
 {
-    CUresult r = cu_ctx(d);
+    CUresult r = cu.cuCtxSetCurrent((CUcontext)d->ctx);
     return r ? cu_error(r, "cuCtxSetCurrent", d) : 0;
 }
 
 static int cuda_stream_create(parla__device_t *d, void **out)
 {
     CUstream s = NULL;
-    CUresult r = cu_ctx(d);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     if (r == 0)
         r = cu.cuStreamCreate(&s, CU_STREAM_NON_BLOCKING);
+    cu_leave(d, prev);
     if (r)
         return cu_error(r, "cuStreamCreate", d);
     *out = s;
@@ -182,15 +210,20 @@ static int cuda_stream_create(parla__device_t *d, void **out)
 
 static void cuda_stream_destroy(parla__device_t *d, void *stream)
 {
-    if (cu_ctx(d) == 0)
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
+    if (r == 0)
         cu.cuStreamDestroy((CUstream)stream);
+    cu_leave(d, prev);
 }
 
 static int cuda_stream_synchronize(parla__device_t *d, void *stream)
 {
-    CUresult r = cu_ctx(d);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     if (r == 0)
         r = cu.cuStreamSynchronize((CUstream)stream);
+    cu_leave(d, prev);
     return r ? cu_error(r, "cuStreamSynchronize", d) : 0;
 }
 
@@ -198,18 +231,22 @@ static int cuda_copy_async(parla__device_t *d, void *dst, parla__device_t *s, co
                            void *stream)
 {
     (void)s;
-    CUresult r = cu_ctx(d);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     if (r == 0)
         r = cu.cuMemcpyAsync((CUdeviceptr)(uintptr_t)dst, (CUdeviceptr)(uintptr_t)src, n, (CUstream)stream);
+    cu_leave(d, prev);
     return r ? cu_error(r, "cuMemcpyAsync", d) : 0;
 }
 
 static int cuda_event_create(parla__device_t *d, void **out)
 {
     CUevent e = NULL;
-    CUresult r = cu_ctx(d);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     if (r == 0)
         r = cu.cuEventCreate(&e, CU_EVENT_DISABLE_TIMING);
+    cu_leave(d, prev);
     if (r)
         return cu_error(r, "cuEventCreate", d);
     *out = e;
@@ -218,23 +255,30 @@ static int cuda_event_create(parla__device_t *d, void **out)
 
 static void cuda_event_destroy(parla__device_t *d, void *event)
 {
-    if (cu_ctx(d) == 0)
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
+    if (r == 0)
         cu.cuEventDestroy((CUevent)event);
+    cu_leave(d, prev);
 }
 
 static int cuda_event_record(parla__device_t *d, void *event, void *stream)
 {
-    CUresult r = cu_ctx(d);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     if (r == 0)
         r = cu.cuEventRecord((CUevent)event, (CUstream)stream);
+    cu_leave(d, prev);
     return r ? cu_error(r, "cuEventRecord", d) : 0;
 }
 
 static int cuda_event_query(parla__device_t *d, void *event)
 {
-    CUresult r = cu_ctx(d);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     if (r == 0)
         r = cu.cuEventQuery((CUevent)event);
+    cu_leave(d, prev);
     if (r == 0)
         return 1;
     return r == CUDA_ERROR_NOT_READY ? 0 : cu_error(r, "cuEventQuery", d);
@@ -242,17 +286,21 @@ static int cuda_event_query(parla__device_t *d, void *event)
 
 static int cuda_event_synchronize(parla__device_t *d, void *event)
 {
-    CUresult r = cu_ctx(d);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     if (r == 0)
         r = cu.cuEventSynchronize((CUevent)event);
+    cu_leave(d, prev);
     return r ? cu_error(r, "cuEventSynchronize", d) : 0;
 }
 
 static int cuda_stream_wait_event(parla__device_t *d, void *stream, void *event)
 {
-    CUresult r = cu_ctx(d);
+    CUresult r;
+    CUcontext prev = cu_enter(d, &r);
     if (r == 0)
         r = cu.cuStreamWaitEvent((CUstream)stream, (CUevent)event, 0);
+    cu_leave(d, prev);
     return r ? cu_error(r, "cuStreamWaitEvent", d) : 0;
 }
 

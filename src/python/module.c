@@ -570,6 +570,25 @@ static int collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyObj
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* "O&" converter for a byte count: any integer (int, numpy integers: via
+ * __index__) in [0, 2**64); larger or negative ones raise ValueError instead
+ * of wrapping around. */
+static int bytes_arg(PyObject *o, void *out)
+{
+    PyObject *i = PyNumber_Index(o);
+    if (i == NULL)
+        return 0;
+    unsigned long long v = PyLong_AsUnsignedLongLong(i);
+    Py_DECREF(i);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "a memory size must be a whole number of bytes in [0, 2**64), not %R", o);
+        return 0;
+    }
+    *(unsigned long long *)out = v;
+    return 1;
+}
+
 /* Placement options: None or a sequence of (slots, vcus, memory), slots a
  * tuple of device indices or PARLA_ANY_CPU / PARLA_ANY_GPU. */
 static int add_options(TaskObject *self, PyObject *options)
@@ -584,7 +603,7 @@ static int add_options(TaskObject *self, PyObject *options)
         PyObject *slots_obj;
         double vcus;
         unsigned long long memory;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OdK", &slots_obj, &vcus, &memory))
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OdO&", &slots_obj, &vcus, bytes_arg, &memory))
             goto fail;
         PyObject *slots = PySequence_Fast(slots_obj, "slots must be a sequence");
         if (slots == NULL)
@@ -795,9 +814,10 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     double vcus = PyFloat_AsDouble(args[3]);
     if (vcus == -1.0 && PyErr_Occurred())
         return NULL;
-    unsigned long long memory = PyLong_AsUnsignedLongLong(args[4]);
-    if (memory == (unsigned long long)-1 && PyErr_Occurred()) {
-        PyErr_Format(PyExc_ValueError, "task %U: memory must be a non-negative number of bytes", self->name);
+    unsigned long long memory = 0;
+    if (!bytes_arg(args[4], &memory)) {
+        PyErr_Format(PyExc_ValueError, "task %U: memory=%R must be a whole number of bytes in [0, 2**64)",
+                     self->name, args[4]);
         return NULL;
     }
     /* Everything is checked before the first change to the graph, so a spawn
@@ -1052,8 +1072,8 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     int n_workers = 0, virtual_gpus = 0, disable_cuda = 0, trace = 0;
     unsigned long long gpu_memory = 0, cpu_memory = 0;
     double gpu_bandwidth = 0.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiKdpKp", kwlist, &n_workers, &virtual_gpus, &gpu_memory,
-                                     &gpu_bandwidth, &disable_cuda, &cpu_memory, &trace))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiO&dpO&p", kwlist, &n_workers, &virtual_gpus, bytes_arg,
+                                     &gpu_memory, &gpu_bandwidth, &disable_cuda, bytes_arg, &cpu_memory, &trace))
         return NULL;
     if (virtual_gpus < 0) {
         PyErr_Format(PyExc_ValueError, "virtual_gpus=%d must be >= 0", virtual_gpus);

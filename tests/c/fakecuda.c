@@ -186,6 +186,14 @@ CUresult cuCtxSetCurrent(ctx_t *c)
     return OK;
 }
 
+CUresult cuCtxGetCurrent(ctx_t **out)
+{
+    if (out == NULL)
+        return ERR_INVALID_VALUE;
+    *out = current;
+    return OK;
+}
+
 CUresult cuMemAlloc_v2(CUdeviceptr *out, size_t n)
 {
     if (current == NULL)

@@ -8,6 +8,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include <sched.h>
+
 #include "check.h"
 
 static atomic_int hook_starts;
@@ -93,8 +95,10 @@ static void test_config_and_create(void)
     parla_runtime_t *rt = (parla_runtime_t *)&cfg;
     CHECK_OK(parla_runtime_create(NULL, &rt));
     CHECK(rt != NULL, "rt NULL");
-    CHECK(parla_runtime_num_workers(rt) == (int)ncores, "default workers %d, cores %ld",
-          parla_runtime_num_workers(rt), ncores);
+    /* The CPUs this process may use: at most the online cores (fewer under an
+     * affinity mask or a cgroup CPU limit; see below). */
+    CHECK(parla_runtime_num_workers(rt) >= 1 && parla_runtime_num_workers(rt) <= (int)ncores,
+          "default workers %d, cores %ld", parla_runtime_num_workers(rt), ncores);
     CHECK(parla_worker_index() == -1, "main thread worker index %d", parla_worker_index());
     CHECK(parla_task_current() == NULL, "task_current outside a body");
     CHECK_OK(parla_runtime_wait_all(rt)); /* nothing submitted: returns at once */
@@ -106,6 +110,44 @@ static void test_config_and_create(void)
     CHECK_OK(parla_runtime_create(&cfg, &rt));
     CHECK(parla_runtime_num_workers(rt) == 3, "n_workers=3 gave %d", parla_runtime_num_workers(rt));
     CHECK_OK(parla_runtime_destroy(rt));
+
+    /* The default honours the affinity mask (taskset -c 0 gives one worker). */
+    cpu_set_t saved, one;
+    CHECK(sched_getaffinity(0, sizeof saved, &saved) == 0, "sched_getaffinity failed");
+    int first = 0;
+    while (!CPU_ISSET(first, &saved))
+        first++;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    CHECK(sched_setaffinity(0, sizeof one, &one) == 0, "sched_setaffinity failed");
+    CHECK_OK(parla_runtime_create(NULL, &rt));
+    int pinned = parla_runtime_num_workers(rt);
+    CHECK_OK(parla_runtime_destroy(rt));
+    CHECK(sched_setaffinity(0, sizeof saved, &saved) == 0, "sched_setaffinity failed");
+    CHECK(pinned == 1, "pinned to one CPU, the default is %d workers", pinned);
+
+    /* A cap on workers, and bad device settings, refused with the name. */
+    cfg.n_workers = PARLA_MAX_WORKERS + 1;
+    rt = (parla_runtime_t *)&cfg;
+    CHECK_RC(parla_runtime_create(&cfg, &rt), PARLA_EINVAL);
+    CHECK(rt == NULL && strstr(parla_last_error_message(), "n_workers=4097") != NULL, "message: %s",
+          parla_last_error_message());
+    cfg.n_workers = 1000000;
+    CHECK_RC(parla_runtime_create(&cfg, &rt), PARLA_EINVAL);
+    cfg.n_workers = 1;
+    cfg.n_virtual_gpus = -2;
+    CHECK_RC(parla_runtime_create(&cfg, &rt), PARLA_EINVAL);
+    CHECK(strstr(parla_last_error_message(), "n_virtual_gpus=-2") != NULL, "message: %s", parla_last_error_message());
+    cfg.n_virtual_gpus = 1;
+    const double bad_bw[] = {NAN, -1.0, INFINITY};
+    for (int i = 0; i < 3; i++) {
+        cfg.virtual_gpu_bandwidth = bad_bw[i];
+        CHECK_RC(parla_runtime_create(&cfg, &rt), PARLA_EINVAL);
+        CHECK(rt == NULL && strstr(parla_last_error_message(), "virtual_gpu_bandwidth") != NULL, "message: %s",
+              parla_last_error_message());
+    }
+    cfg.virtual_gpu_bandwidth = 0;
+    cfg.n_virtual_gpus = 0;
 
     cfg.n_workers = -1;
     rt = (parla_runtime_t *)&cfg;

@@ -24,6 +24,8 @@
  *    when its event reports it, and its CPU dependents are cancelled. A copy
  *    that fails on the device fails the task that needed it, before its body,
  *    and the data keeps its last good copy.
+ * 8. The calling thread's CUDA context is what it was before the engine's
+ *    driver calls on it (none, or the program's own).
  * 7. Fault injection: the N-th internal allocation fails, for every N a small
  *    runahead program makes. Whatever fails, no CPU dependent starts before
  *    the GPU work it depends on has completed, nothing hangs, nothing leaks.
@@ -684,6 +686,49 @@ static void fault_sweep(live_fn live, int max_k)
     }
 }
 
+/* ------------------------------------------ 8. the caller's context ---- */
+
+typedef int (*ctx_get_fn)(void **);
+typedef int (*ctx_set_fn)(void *);
+typedef int (*ctx_retain_fn)(void **, int);
+typedef int (*ctx_release_fn)(int);
+
+/* The engine's driver calls on the calling thread (creation, fetches,
+ * destroy) leave that thread's current context as it was: none, or the one
+ * the program set (CuPy's, say). */
+static void test_caller_context(void *lib)
+{
+    check_set_phase("the calling thread's CUDA context");
+    ctx_get_fn get;
+    ctx_set_fn set;
+    ctx_retain_fn retain;
+    ctx_release_fn release;
+    *(void **)&get = dlsym(lib, "cuCtxGetCurrent");
+    *(void **)&set = dlsym(lib, "cuCtxSetCurrent");
+    *(void **)&retain = dlsym(lib, "cuDevicePrimaryCtxRetain");
+    *(void **)&release = dlsym(lib, "cuDevicePrimaryCtxRelease_v2");
+    CHECK(get && set && retain && release, "the fake driver lacks its context entry points");
+    void *mine = NULL;
+    CHECK(retain(&mine, 0) == 0, "cuDevicePrimaryCtxRetain failed");
+    void *before[2] = {NULL, mine};
+    for (int k = 0; k < 2; k++) {
+        CHECK(set(before[k]) == 0, "cuCtxSetCurrent failed");
+        parla_runtime_t *r = fresh_runtime();
+        static uint32_t buf[64];
+        parla_data_t *d;
+        CHECK_OK(parla_data_create(r, sizeof buf, buf, &d));
+        CHECK_OK(parla_data_fetch(d, GPU1, 0)); /* copies on the main thread, in gpu(1)'s context */
+        CHECK_OK(parla_data_fetch(d, CPU, 1));
+        parla_data_release(d);
+        CHECK_OK(parla_runtime_destroy(r));
+        void *now = (void *)&now;
+        CHECK(get(&now) == 0 && now == before[k], "the main thread's context is %p after the runtime, was %p", now,
+              before[k]);
+    }
+    CHECK(set(NULL) == 0, "cuCtxSetCurrent failed");
+    CHECK(release(0) == 0, "cuDevicePrimaryCtxRelease failed");
+}
+
 int main(void)
 {
     check_watchdog(170);
@@ -738,6 +783,7 @@ int main(void)
     test_copy_error();
     int sweep = 80; /* the program makes about 50 allocations */
     fault_sweep(live, sweep);
+    test_caller_context(lib);
     printf("fake CUDA: runahead, chain, %d random programs, failure, cpu + gpu task, device error, copy error, fault sweep 1..%d: ok\n",
            programs, sweep);
     return 0;

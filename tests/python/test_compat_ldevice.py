@@ -70,3 +70,12 @@ def test_partition_functions_and_grid_tensor():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LDeviceSequenceBlocked(1, placement=cpu)
+
+
+def test_device_memory():
+    from parla.devices import Memory
+    a = np.arange(3)
+    with Parla(virtual_gpus=1):
+        assert isinstance(gpu(0).memory(), Memory)
+        assert gpu(0).memory()(a) is a and cpu(0).memory(kind="any")(a) is a  # host memory on virtual GPUs
+        assert gpu(0).memory()("not an array") == "not an array"
