@@ -48,7 +48,9 @@ def main(argv=None):
             def _():
                 block.array[:] += 1.0
 
-        @spawn(total[0], placement=cpu, input=blocks)
+        # The fills are listed as dependencies too: the data alone orders total[0] after them, but an arrow
+        # is drawn only for an edge that ordered something, and a fill may have finished before this spawn.
+        @spawn(total[0], [fill[0:3]], placement=cpu, input=blocks)
         def _():
             return float(sum(b.array.sum() for b in blocks))
 

@@ -63,6 +63,20 @@ def _waiting_tasks(rt: Any, limit: int = 8) -> str:
     return f". Waiting: {'; '.join(parts)}{more}"
 
 
+def _after_fork_in_child() -> None:
+    """os.fork() inside a context: in the child, the engine's workers do not exist and its locks may be held
+    by threads that are gone. The context and its runtime are marked so that every later use raises a clear
+    RuntimeError (leaving the block included) instead of hanging, and the engine is never touched."""
+    context = _current
+    if context is not None and context._rt is not None:
+        context._rt._after_fork_child()
+        context._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _unfinished_report(rt: Any, limit: int = 8) -> str:
     """': N tasks unfinished: T[0] (running), ...' for runtime rt (from the live Task objects)."""
     import gc
@@ -275,6 +289,7 @@ class Parla:
             raise TypeError(f"Parla(logfile={options['logfile']!r}): logfile is a file path")
         self.n_workers = n_workers
         self.options = options
+        self._forked = False
         # Parla.py's task environments (parla.environments.TaskEnvironment), entered around task bodies.
         self.environments: List[Any] = list(environments or ())
         self._environment_registry: Any = None
@@ -360,6 +375,14 @@ class Parla:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         global _current
+        if self._forked:  # a child forked inside the context: the runtime is the parent's
+            _current = None
+            self._rt = None
+            if exc_type is None:
+                raise RuntimeError("this Parla context was entered in the parent process: os.fork() was called "
+                                   "inside it, and the child cannot wait for the parent's tasks (the parent "
+                                   "does); start a new Parla context in the child, or fork outside contexts")
+            return False
         try:
             error = self._finish(cancel=exc_type is not None, interrupted=exc_type is KeyboardInterrupt)
         finally:

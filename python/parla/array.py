@@ -280,15 +280,16 @@ class PArray:
         self._cache = {}
 
     # ------------------------------------------------------------ arrays --
-    def _device_base(self, device: int, info: Dict[str, Any]) -> Any:
-        """The base array's copy on a GPU, as an array over its memory. The array holds that memory (a Hold), so
-        an array that leaves its task (returned, kept) stays readable after the copy is evicted or the context
-        ends, with the values it had then. The cache keeps arrays weakly: a copy the engine evicts is freed
-        once nobody uses an array over it."""
+    def _device_base(self, device: int, info: Dict[str, Any], readonly: bool = False) -> Any:
+        """The base array's copy on a GPU, as an array over its memory (read-only when asked, on host-memory
+        devices). The array holds that memory (a Hold), so an array that leaves its task (returned, kept)
+        stays readable after the copy is evicted or the context ends, with the values it had then. The cache
+        keeps arrays weakly: a copy the engine evicts is freed once nobody uses an array over it."""
         root = self._root if self._root is not None else self
         data = root._engine_data()
         ptr = data.ptr(device)
-        cached = root._cache.get(device)
+        key = -1 - device if readonly else device
+        cached = root._cache.get(key)
         if cached is not None and cached[0] == ptr:
             arr = cached[1]()
             if arr is not None:
@@ -305,11 +306,14 @@ class PArray:
             memory = cupy.cuda.UnownedMemory(hold.ptr, root._np.nbytes, hold, info["cuda_ordinal"])
             arr = cupy.ndarray(root._np.shape, root._np.dtype, cupy.cuda.MemoryPointer(memory, 0))
         else:
-            arr = np.frombuffer(hold, dtype=root._np.dtype).reshape(root._np.shape)
+            arr = np.ndarray(root._np.shape, root._np.dtype, memoryview(hold).toreadonly() if readonly else hold)
         try:
-            root._cache[device] = (hold.ptr, weakref.ref(arr))
+            root._cache[key] = (hold.ptr, weakref.ref(arr))
         except TypeError:  # an array type without weak references: not cached
-            pass
+            return arr
+        task = _core.current_task()
+        if task is not None:
+            task._keep(arr)  # alive (so cached) while the body runs; the body's end lets it go
         return arr
 
     def _declared_mode(self, task: Any) -> int:
@@ -396,6 +400,10 @@ class PArray:
             raise RuntimeError(f"task {task.name} writes {self._describe()}, which it did not declare in output= "
                                f"or inout=: the runtime would not know of the write, and other copies would "
                                f"stay stale")
+        if data.wait(False, 0.0) != 0:
+            raise RuntimeError(f"task {task.name} reads {self._describe()}, which it did not declare in input= or "
+                               f"inout=, while a task that writes it has not finished: it could read values "
+                               f"being written (declare it, and the runtime orders the two tasks)")
         if self._engine_data().valid_bytes(device) != self._valid_total():
             raise RuntimeError(f"task {task.name} reads {self._describe()}, which it did not declare in input= or "
                                f"inout=, and {where!r} holds no valid copy of it: it would read stale values "
@@ -434,25 +442,21 @@ class PArray:
             return _read_only(self._select(out)) if self._flat is not None else self._select(out)
         devices = task._devices
         device = devices[0] if devices else 0
-        if device == 0:
+        if device != 0:
+            out = self._device_base(device, _runtime.current_runtime().device_table[device], mode == _core.READ)
+        elif mode == _core.READ:
+            # A read-only view of the CPU copy, made once per array (key -1).
             out = root._np
-        else:
-            out = self._device_base(device, _runtime.current_runtime().device_table[device])
-        if mode == _core.READ and type(out) is np.ndarray:
-            # A read-only view of the device's array, made once per array and device (negative keys; weakly
-            # for GPUs, see _device_base).
-            cached = root._cache.get(-1 - device)
-            view = None
-            if cached is not None:
-                if device == 0:
-                    view = cached[1] if cached[0] is out else None
-                elif cached[0]() is out:
-                    view = cached[1]()
-            if view is None:
+            cached = root._cache.get(-1)
+            if cached is not None and cached[0] is out:
+                out = cached[1]
+            else:
                 view = out.view()
                 view.flags.writeable = False
-                root._cache[-1 - device] = (out, view) if device == 0 else (weakref.ref(out), weakref.ref(view))
-            out = view
+                root._cache[-1] = (out, view)
+                out = view
+        else:
+            out = root._np
         if self._flat is not None:
             return _read_only(self._select(out))
         for index in self._indices:

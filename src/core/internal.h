@@ -177,6 +177,13 @@ int parla__cuda_count(void);
 int parla__cuda_device_init(parla__device_t *d, int ordinal);
 void parla__cuda_device_destroy(parla__device_t *d);
 
+/* One account per GPU: data copies (resident) and task reservations
+ * (memory=) share its capacity. With the device lock held: evicts unpinned
+ * copies until resident + reserved fits (best effort), and the bytes of the
+ * copies pinned by running tasks (which cannot be evicted). */
+void parla__data_make_room_locked(parla__device_t *d);
+uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d);
+
 /* Reserves t's needs on all its devices (in index order) or appends t to the
  * blocked list of the first device where they do not fit. True if reserved. */
 bool parla__reserve_or_block(parla_task_t *t);

@@ -560,6 +560,47 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
     return 0;
 }
 
+/* One account per device: data copies and the memory tasks reserved
+ * (memory=) share its capacity. Device lock held. */
+static uint64_t used_locked(const parla__device_t *d)
+{
+    return d->resident + (d->memory_capacity - d->memory_free);
+}
+
+/* Evicts least-recently-used unpinned copies of stores other than `keep`
+ * (NULL: any) until `need` more bytes fit in d's account. Device lock held;
+ * victims' store locks are only try-locked (store locks come first in the
+ * lock order). Best effort: stops at the end of the list. */
+static void evict_for_locked(parla__device_t *d, store_t *keep, uint64_t need)
+{
+    parla__copy_t *v = d->lru_head;
+    while (used_locked(d) + need > d->memory_capacity && v) {
+        parla__copy_t *next = v->next;
+        if (v->store != keep && pthread_mutex_trylock(&v->store->lock) == 0) {
+            /* The victim's lock is held (pins are read under it); the device lock too. */
+            if (v->pins == 0)
+                evict_locked(v->store, d->index, true);
+            pthread_mutex_unlock(&v->store->lock);
+        }
+        v = next;
+    }
+}
+
+void parla__data_make_room_locked(parla__device_t *d)
+{
+    if (d->index != 0)
+        evict_for_locked(d, NULL, 0);
+}
+
+uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d)
+{
+    uint64_t n = 0;
+    for (const parla__copy_t *c = d->lru_head; c; c = c->next)
+        if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
+            n += c->store->nbytes;
+    return n;
+}
+
 /* Gives store s (locked by the caller) a copy on device, evicting other
  * stores' least-recently-used unpinned copies to make room. */
 static int ensure_copy(store_t *s, int device, parla_task_t *t)
@@ -571,18 +612,8 @@ static int ensure_copy(store_t *s, int device, parla_task_t *t)
     parla__device_t *d = &rt->devices[device];
     if (device != 0) {
         pthread_mutex_lock(&d->lock);
-        parla__copy_t *v = d->lru_head;
-        while (d->resident + s->nbytes > d->memory_capacity && v) {
-            parla__copy_t *next = v->next;
-            if (v->store != s && pthread_mutex_trylock(&v->store->lock) == 0) {
-                /* The victim's lock is held (pins are read under it); the device lock too. */
-                if (v->pins == 0)
-                    evict_locked(v->store, device, true);
-                pthread_mutex_unlock(&v->store->lock);
-            }
-            v = next;
-        }
-        if (d->resident + s->nbytes > d->memory_capacity) {
+        evict_for_locked(d, s, s->nbytes);
+        if (used_locked(d) + s->nbytes > d->memory_capacity) {
             /* What is resident is in use by running tasks: wait for them. */
             pthread_mutex_unlock(&d->lock);
             return PARLA_EBUSY;
@@ -710,12 +741,23 @@ static void device_unpinned(parla_runtime_t *rt, int device, int count)
     d->unpin_epoch++;
     parla_task_t *retry = d->data_blocked;
     d->data_blocked = NULL;
+    /* Reservations count the pinned copies (one account): tasks blocked on
+     * them may fit now. */
+    parla_task_t *reserve = d->blocked_head;
+    d->blocked_head = d->blocked_tail = NULL;
     pthread_mutex_unlock(&d->lock);
     while (retry) {
         parla_task_t *next = retry->qnext;
         retry->qnext = NULL;
         parla__task_ready(retry);
         retry = next;
+    }
+    while (reserve) {
+        parla_task_t *next = reserve->qnext;
+        reserve->qnext = NULL;
+        if (parla__reserve_or_block(reserve))
+            parla__dispatch(reserve);
+        reserve = next;
     }
 }
 
@@ -1180,7 +1222,7 @@ static bool room_for(parla_task_t *t, parla__device_t *d)
     pthread_mutex_lock(&d->lock);
     x->data_epoch = d->unpin_epoch;
     uint64_t evictable = 0;
-    for (parla__copy_t *c = d->lru_head; c && d->resident - evictable + need > d->memory_capacity; c = c->next) {
+    for (parla__copy_t *c = d->lru_head; c && used_locked(d) - evictable + need > d->memory_capacity; c = c->next) {
         if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
             continue;
         bool mine = false;
@@ -1189,7 +1231,7 @@ static bool room_for(parla_task_t *t, parla__device_t *d)
         if (!mine)
             evictable += c->store->nbytes;
     }
-    bool fits = d->resident - evictable + need <= d->memory_capacity;
+    bool fits = used_locked(d) - evictable + need <= d->memory_capacity;
     pthread_mutex_unlock(&d->lock);
     return fits;
 }
@@ -1206,11 +1248,11 @@ int parla__data_prepare(parla_task_t *t)
         for (int i = 0; i < x->n_accesses; i++)
             if (first_use(x, i))
                 total += x->accesses[i].data->store->nbytes;
-        if (total > d->memory_capacity)
+        if (total + t->memory > d->memory_capacity) /* one account: its reservation too */
             return parla__error(PARLA_ERESOURCE,
-                                "task %s needs %llu bytes of data on %s, more than its capacity of %llu bytes",
-                                parla_task_name(t), (unsigned long long)total, d->name,
-                                (unsigned long long)d->memory_capacity);
+                                "task %s needs %llu bytes of data and reserves %llu bytes on %s, more than its "
+                                "capacity of %llu bytes", parla_task_name(t), (unsigned long long)total,
+                                (unsigned long long)t->memory, d->name, (unsigned long long)d->memory_capacity);
         pthread_mutex_lock(&d->acquire_lock);
         if (!room_for(t, d)) {
             pthread_mutex_unlock(&d->acquire_lock);

@@ -255,7 +255,14 @@ int parla_device_info(parla_runtime_t *rt, int index, parla_device_info_t *out)
 
 static bool fits(const parla__device_t *d, const parla_task_t *t)
 {
-    return t->vcus <= d->vcus_free && t->memory <= d->memory_free;
+    if (t->vcus > d->vcus_free || t->memory > d->memory_free)
+        return false;
+    /* One account with the data copies: those in use by running tasks
+     * cannot make room; the others are evicted once reserved. */
+    if (t->memory > 0 && d->index != 0 &&
+        parla__data_pinned_bytes_locked(d) + (d->memory_capacity - d->memory_free) + t->memory > d->memory_capacity)
+        return false;
+    return true;
 }
 
 /* Devices of t in increasing index order (the lock order among devices). */
@@ -291,6 +298,8 @@ bool parla__reserve_or_block(parla_task_t *t)
         for (int i = 0; i < n; i++) {
             rt->devices[idx[i]].vcus_free -= t->vcus;
             rt->devices[idx[i]].memory_free -= t->memory;
+            if (t->memory > 0)
+                parla__data_make_room_locked(&rt->devices[idx[i]]);
         }
     } else {
         parla__device_t *d = &rt->devices[idx[fail]];
@@ -310,11 +319,21 @@ parla_task_t *parla__release_resources(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
     parla_task_t *retry = NULL, **rtail = &retry;
+    parla_task_t *room = NULL; /* tasks waiting for room for their data (one account) */
     for (int i = 0; i < t->n_devices; i++) {
         parla__device_t *d = &rt->devices[t->devices[i]];
         pthread_mutex_lock(&d->lock);
         d->vcus_free += t->vcus;
         d->memory_free += t->memory;
+        if (t->memory > 0) {
+            d->unpin_epoch++; /* room appeared, as when copies are unpinned */
+            while (d->data_blocked) {
+                parla_task_t *b = d->data_blocked;
+                d->data_blocked = b->qnext;
+                b->qnext = room;
+                room = b;
+            }
+        }
         /* Take the whole blocked list and retry it outside the lock, in FIFO
          * order: a retried multi-device task locks its own devices in order. */
         if (d->blocked_head) {
@@ -323,6 +342,12 @@ parla_task_t *parla__release_resources(parla_task_t *t)
             d->blocked_head = d->blocked_tail = NULL;
         }
         pthread_mutex_unlock(&d->lock);
+    }
+    while (room) {
+        parla_task_t *b = room;
+        room = b->qnext;
+        b->qnext = NULL;
+        parla__task_ready(b);
     }
     parla_task_t *ready = NULL, **tail = &ready;
     while (retry) {

@@ -63,7 +63,14 @@ typedef struct {
      * return): the engine and its workers are left running until the process
      * ends; deallocating the object does not wait for them. */
     int abandoned;
+    /* In a child process forked while the runtime ran: the engine (its
+     * workers, its locks) belongs to the parent; no engine call is made. */
+    int forked;
 } RuntimeObject;
+
+static const char forked_message[] =
+    "this Parla runtime belongs to the parent process (os.fork() was called inside its context): the child "
+    "cannot use it, its tasks or its PArrays; start a new Parla context in the child";
 
 struct TaskObject {
     PyObject_HEAD
@@ -74,6 +81,7 @@ struct TaskObject {
     PyObject *exception;
     PyObject *name;            /* str */
     PyObject *dict;
+    PyObject *keep;            /* objects kept alive while the body runs (a list, or NULL) */
     TaskObject *deferred_next; /* link in RuntimeObject.deferred */
     int submitting;            /* inside _submit: a failure is raised there */
     int engine_ref;            /* the engine holds a reference (taken at submit) */
@@ -346,9 +354,20 @@ static int drive_coroutine(TaskObject *self, parla_task_t *task)
     }
 }
 
+static int run_body(TaskObject *self, parla_task_t *task);
+
 static int py_task_body(parla_task_t *task, void *arg)
 {
     TaskObject *self = arg;
+    int rc = run_body(self, task);
+    /* What the body kept for its own duration (arrays over device copies) goes now: a copy the engine
+     * evicts later is then freed, not held by a task object that may live on. */
+    Py_CLEAR(self->keep);
+    return rc;
+}
+
+static int run_body(TaskObject *self, parla_task_t *task)
+{
     if (!worker_holds_gil) {
         PyEval_RestoreThread(worker_tstate);
         worker_holds_gil = 1;
@@ -474,11 +493,13 @@ static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
     Py_VISIT(self->result);
     Py_VISIT(self->exception);
     Py_VISIT(self->dict);
+    Py_VISIT(self->keep);
     return 0;
 }
 
 static int Task_clear(TaskObject *self)
 {
+    Py_CLEAR(self->keep);
     Py_CLEAR(self->func);
     Py_CLEAR(self->result);
     Py_CLEAR(self->exception);
@@ -491,7 +512,9 @@ static void Task_dealloc(TaskObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     Task_clear(self);
-    if (self->task) {
+    if (self->task && self->runtime && self->runtime->forked) {
+        self->task = NULL; /* the parent's engine: not touched in a forked child */
+    } else if (self->task) {
         parla_task_set_user(self->task, NULL);
         parla_task_release(self->task);
         self->task = NULL;
@@ -770,6 +793,8 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
     if (check_task(self) < 0)
         return NULL;
     RuntimeObject *rt = self->runtime;
+    if (rt->forked)
+        return PyErr_SetString(PyExc_RuntimeError, forked_message), NULL;
     if (rt->rt == NULL || rt->destroying) {
         PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime is closed (the context has exited)",
                      self->name);
@@ -921,6 +946,16 @@ fail:
     return NULL;
 }
 
+/* _keep(obj): keeps obj alive until the running segment of the body returns. */
+static PyObject *Task_keep(TaskObject *self, PyObject *obj)
+{
+    if (self->keep == NULL && (self->keep = PyList_New(0)) == NULL)
+        return NULL;
+    if (PyList_Append(self->keep, obj) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
 {
     (void)unused;
@@ -1020,6 +1055,7 @@ static PyMethodDef Task_methods[] = {
     {"_submit", (PyCFunction)(void (*)(void))Task_submit, METH_FASTCALL,
      "_submit(func, dependencies, priority, vcus, memory): spawn this task."},
     {"_cancel", (PyCFunction)Task_cancel, METH_NOARGS, "Cancel a task that was never spawned."},
+    {"_keep", (PyCFunction)Task_keep, METH_O, "_keep(obj): keep obj alive until the body (or its current segment) returns."},
     {"_wait", (PyCFunction)Task_wait, METH_NOARGS,
      "Block (GIL released) until the task finishes; returns the engine's code."},
     {NULL},
@@ -1175,6 +1211,10 @@ static void Runtime_dealloc(RuntimeObject *self)
 
 static int check_open(RuntimeObject *self)
 {
+    if (self->forked) {
+        PyErr_SetString(PyExc_RuntimeError, forked_message);
+        return -1;
+    }
     if (self->rt == NULL || self->destroying) {
         PyErr_SetString(PyExc_RuntimeError, "the Parla runtime is closed");
         return -1;
@@ -1249,6 +1289,16 @@ static PyObject *Runtime_abandon(RuntimeObject *self, PyObject *unused)
         self->abandoned = 1;
         Py_INCREF(self); /* never freed: running bodies may still use it */
     }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runtime_after_fork_child(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    self->forked = 1;
+    self->abandoned = 1; /* never destroyed here: the parent owns the engine */
+    self->closing = 1;
+    Py_INCREF(self);
     Py_RETURN_NONE;
 }
 
@@ -1397,6 +1447,8 @@ static PyMethodDef Runtime_methods[] = {
     {"close", (PyCFunction)Runtime_close, METH_NOARGS, "Stop the workers (raises RuntimeError while tasks are live)."},
     {"abandon", (PyCFunction)Runtime_abandon, METH_NOARGS,
      "Cancel what has not started and leave the workers running bodies until the process ends (no wait)."},
+    {"_after_fork_child", (PyCFunction)Runtime_after_fork_child, METH_NOARGS,
+     "In a forked child: make every later use raise RuntimeError, and never touch the parent's engine."},
     {"begin_close", (PyCFunction)Runtime_begin_close, METH_NOARGS,
      "Refuse spawns from outside task bodies from now on (the context's exit began)."},
     {"unsubmitted", (PyCFunction)Runtime_unsubmitted, METH_NOARGS,
@@ -1472,8 +1524,8 @@ static void Data_dealloc(DataObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    if (self->data)
-        parla_data_release(self->data);
+    if (self->data && !(self->runtime && self->runtime->forked))
+        parla_data_release(self->data); /* in a forked child the parent's engine is not touched */
     if (self->has_buffer)
         PyBuffer_Release(&self->buffer);
     Py_CLEAR(self->base);
@@ -1607,6 +1659,8 @@ static PyType_Spec Hold_spec = {
 /* hold(device): a Hold on the base's copy on device, or None when it has none. */
 static PyObject *Data_hold(DataObject *self, PyObject *arg)
 {
+    if (self->runtime->forked)
+        return PyErr_SetString(PyExc_RuntimeError, forked_message), NULL;
     int dev;
     if (device_arg(self, arg, &dev) < 0)
         return NULL;
@@ -1671,6 +1725,8 @@ static int wait_for_users(DataObject *self, int write)
 
 static PyObject *Data_fetch(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (self->runtime->forked)
+        return PyErr_SetString(PyExc_RuntimeError, forked_message), NULL;
     int dev, write = 0;
     if (nargs < 1 || nargs > 2) {
         PyErr_SetString(PyExc_TypeError, "fetch(device, write=False)");
@@ -1695,6 +1751,8 @@ static PyObject *Data_fetch(DataObject *self, PyObject *const *args, Py_ssize_t 
  * the tasks conflicting with an outside access (0, ETIMEDOUT or ESTUCK). */
 static PyObject *Data_wait(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (self->runtime->forked)
+        return PyErr_SetString(PyExc_RuntimeError, forked_message), NULL;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "wait(write, timeout)");
         return NULL;
@@ -1715,6 +1773,8 @@ static PyObject *Data_wait(DataObject *self, PyObject *const *args, Py_ssize_t n
 
 static PyObject *Data_evict(DataObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (self->runtime->forked)
+        return PyErr_SetString(PyExc_RuntimeError, forked_message), NULL;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "evict(device, keep_one_copy)");
         return NULL;

@@ -22,6 +22,7 @@
  *    no use after free, no leak); without a hold nothing changes.
  * 6. parla_data_wait gives up after its timeout while a writer runs, and
  *    returns 0 once it has finished.
+ * 7. One account per GPU for data copies and memory reservations.
  */
 #include "check.h"
 
@@ -296,6 +297,88 @@ static void timed_data_wait(void)
     CHECK_OK(parla_runtime_destroy(rt));
 }
 
+/* 7. One account per GPU: data copies and memory reservations share its
+ *    capacity. A copy left resident is evicted for a task that reserves the
+ *    room; a reservation that must wait for a pinned copy waits (and runs
+ *    once the copy is unpinned); a task whose data and reservation together
+ *    exceed the capacity fails at once. Never more than the capacity in use. */
+static parla_runtime_t *acct_rt;
+static _Atomic int acct_over;
+
+static int check_account(parla_task_t *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    parla_device_info_t info;
+    CHECK_OK(parla_device_info(acct_rt, GPU0, &info));
+    if (info.memory_reserved + info.memory_resident > info.memory_capacity)
+        atomic_store(&acct_over, (int)((info.memory_reserved + info.memory_resident) * 100 / info.memory_capacity));
+    return 0;
+}
+
+static int slow_check(parla_task_t *t, void *arg)
+{
+    check_account(t, arg);
+    sleep_ms(100);
+    return check_account(t, arg);
+}
+
+static void one_account(void)
+{
+    check_set_phase("one account per device");
+    enum { CAP = 1 << 20 };
+    parla_runtime_t *rt = acct_rt = runtime(CAP);
+    atomic_store(&acct_over, 0);
+    parla_data_t *d;
+    CHECK_OK(parla_data_create(rt, 3 * CAP / 4, NULL, &d));
+    parla_task_t *a = spawn_on(rt, nothing, GPU0, &d, 1, PARLA_READ);
+    CHECK_OK(parla_task_wait(a));
+    CHECK(parla_data_resident_bytes(d, GPU0) == 3 * CAP / 4, "the copy did not stay on the GPU");
+    /* A reservation of half the GPU: the idle copy makes room. */
+    parla_task_t *b;
+    CHECK_OK(parla_task_create(rt, check_account, NULL, &b));
+    int slot = GPU0;
+    CHECK_OK(parla_task_add_placement(b, &slot, 1, 0.0, CAP / 2));
+    CHECK_OK(parla_task_submit(b));
+    CHECK_OK(parla_task_wait(b));
+    CHECK(atomic_load(&acct_over) == 0, "a task ran with %d%% of the GPU in use", atomic_load(&acct_over));
+    CHECK(parla_data_resident_bytes(d, GPU0) == 0, "the idle copy was not evicted for the reservation");
+    /* Data and reservation together larger than the GPU: fails at once. */
+    parla_task_t *c;
+    CHECK_OK(parla_task_create(rt, check_account, NULL, &c));
+    CHECK_OK(parla_task_add_placement(c, &slot, 1, 0.0, CAP / 2));
+    CHECK_OK(parla_task_add_access(c, d, PARLA_READ));
+    CHECK_OK(parla_task_submit(c));
+    CHECK_RC(parla_task_wait(c), PARLA_EFAILED);
+    CHECK(parla_task_error(c) == PARLA_ERESOURCE, "error %d", parla_task_error(c));
+    /* A pinned copy (a slow reader): the reservation waits for it, then runs. */
+    parla_task_t *r = spawn_on(rt, slow, GPU0, &d, 1, PARLA_READ);
+    parla_task_t *e;
+    CHECK_OK(parla_task_create(rt, check_account, NULL, &e));
+    CHECK_OK(parla_task_add_placement(e, &slot, 1, 0.0, CAP / 2));
+    CHECK_OK(parla_task_submit(e));
+    CHECK_OK(parla_runtime_wait_all_timeout(rt, 30.0));
+    CHECK(parla_task_state(r) == PARLA_TASK_DONE && parla_task_state(e) == PARLA_TASK_DONE, "reader %s, reserver %s",
+          parla_task_state_name(parla_task_state(r)), parla_task_state_name(parla_task_state(e)));
+    CHECK(atomic_load(&acct_over) == 0, "a task ran with %d%% of the GPU in use", atomic_load(&acct_over));
+    /* The other way round: data waits for a reservation to end. */
+    parla_task_t *e2;
+    CHECK_OK(parla_task_create(rt, slow_check, NULL, &e2));
+    CHECK_OK(parla_task_add_placement(e2, &slot, 1, 0.0, CAP / 2));
+    CHECK_OK(parla_task_submit(e2));
+    sleep_ms(20);
+    parla_task_t *r2 = spawn_on(rt, check_account, GPU0, &d, 1, PARLA_READ);
+    CHECK_OK(parla_runtime_wait_all_timeout(rt, 30.0));
+    CHECK(parla_task_state(r2) == PARLA_TASK_DONE && parla_task_state(e2) == PARLA_TASK_DONE, "reader %s, reserver %s",
+          parla_task_state_name(parla_task_state(r2)), parla_task_state_name(parla_task_state(e2)));
+    CHECK(atomic_load(&acct_over) == 0, "a task ran with %d%% of the GPU in use", atomic_load(&acct_over));
+    parla_task_t *all[] = {a, b, c, r, e, e2, r2};
+    for (int i = 0; i < 7; i++)
+        parla_task_release(all[i]);
+    parla_data_release(d);
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 int main(void)
 {
     check_watchdog(50);
@@ -311,8 +394,9 @@ int main(void)
     released_unsubmitted();
     held_copies();
     timed_data_wait();
+    one_account();
     printf("full GPU x%d, room all at once x%d, fetched copy, failed writers, fresh writes, released unsubmitted task, "
-           "held copies, timed data wait: ok\n",
+           "held copies, timed data wait, one account: ok\n",
            rounds, rounds);
     return 0;
 }

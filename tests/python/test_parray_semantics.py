@@ -302,6 +302,36 @@ def test_undeclared_use_reads_valid_copies_and_refuses_stale_ones():
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_an_undeclared_read_during_a_write_is_refused(device):
+    """A task that reads an array it did not declare, while another task writing it runs, would read values
+    being written (on a GPU even memory not yet filled): it is refused, naming the task and the array."""
+    import threading
+    started, release = threading.Event(), threading.Event()
+    place = cpu if device == "cpu" else gpu(0)
+    with pytest.raises(RuntimeError, match=r"task reader#\d+ reads PArray 'B'.*has not finished") as info:
+        with Parla(n_workers=2, virtual_gpus=1):
+            B = asarray(np.zeros(4), name="B")
+
+            @spawn(placement=place, inout=[B])
+            def writer():
+                started.set()
+                release.wait(20)
+                B.array[:] = 5.0
+
+            @spawn(placement=place)
+            def reader():
+                started.wait(20)
+                try:
+                    return float(B[1])
+                finally:
+                    release.set()
+    assert "reader" in str(info.value.__notes__)
+    assert writer.state == "done"
+    np.testing.assert_array_equal(B.array, [5.0] * 4)
+
+
+@pytest.mark.timeout(30)
 def test_strict_access_mode_refuses_every_undeclared_use(monkeypatch):
     for make in (lambda: Parla(n_workers=1, strict_access=True),
                  lambda: (monkeypatch.setenv("PARLA_STRICT_ACCESS", "1"), Parla(n_workers=1))[1]):

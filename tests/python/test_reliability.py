@@ -297,3 +297,48 @@ def test_exception_notes_are_bounded_and_do_not_pile_up():
                     raise shared
     assert info.value is shared
     assert shared.__notes__ == [f"raised by Parla task {raise_shared.name}"]
+
+
+FORK = r"""
+import os, sys, time
+from parla import Parla, spawn
+child = None
+try:
+    with Parla(n_workers=2):
+        @spawn()
+        def t():
+            time.sleep(0.2)
+            return 1
+        pid = os.fork()
+        if pid == 0:
+            child = []
+            try:
+                @spawn()
+                def u():
+                    pass
+            except RuntimeError as e:
+                child.append("spawn refused" if "parent process" in str(e) else str(e))
+except RuntimeError as e:
+    if child is None:
+        raise
+    child.append("exit refused" if "os.fork()" in str(e) else str(e))
+if child is not None:
+    with Parla(n_workers=1):  # a context of its own works in the child
+        @spawn()
+        def v():
+            return 6
+    print("child:", ", ".join(child), v.result, flush=True)
+    os._exit(7)
+_, status = os.waitpid(pid, 0)
+print("parent:", t.result, os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_fork_inside_a_context_gives_the_child_clear_errors():
+    # The child of os.fork() inside a context hung when it left the context (the workers are the parent's).
+    from conftest import run_python
+    p = run_python(FORK, timeout=40)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert "child: spawn refused, exit refused 6" in p.stdout, (p.stdout, p.stderr)
+    assert "parent: 1 7" in p.stdout
