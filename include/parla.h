@@ -134,6 +134,16 @@ int parla_runtime_destroy(parla_runtime_t *rt);
 /* Number of worker threads. */
 int parla_runtime_num_workers(const parla_runtime_t *rt);
 
+/* 1 when the calling process is not the one that created rt (a fork() child:
+ * the runtime's worker and engine threads do not exist in it), else 0.
+ * In such a child parla_task_create, parla_task_submit, parla_data_create,
+ * parla_runtime_wait_all(_timeout) and parla_runtime_destroy return
+ * PARLA_ESTATE with a message saying so, instead of waiting for threads that
+ * are not there; destroy in the child frees nothing (the memory belongs to
+ * the parent's copy). Thread-safe; cheap (getpid). Bindings use it to refuse
+ * work in a child with their own error. */
+int parla_runtime_forked(const parla_runtime_t *rt);
+
 /* Blocks until every submitted task has finished (done, failed or cancelled),
  * including tasks submitted by tasks meanwhile. Returns 0, or PARLA_ESTUCK
  * when no task can make progress because some submitted task depends (directly

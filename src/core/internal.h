@@ -17,6 +17,7 @@
 #include "parla.h"
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -413,6 +414,7 @@ typedef struct parla__worker {
 
 struct parla_runtime {
     int n_workers;
+    pid_t pid; /* the creating process (fork() children refuse work: parla_runtime_forked) */
     parla__worker_t *workers;
     parla__queue_t shared[PARLA__LEVELS]; /* tasks made ready outside workers */
     parla__device_t *devices;             /* devices[0] is the CPU */
@@ -475,6 +477,9 @@ void parla__enqueue(parla_runtime_t *rt, parla_task_t *t);
 
 /* Wakes threads blocked in wait calls. */
 void parla__wake_waiters(parla_runtime_t *rt);
+/* PARLA_ESTATE with a message naming fn when called in a fork() child of the
+ * process that created rt, else 0. */
+int parla__check_process(const parla_runtime_t *rt, const char *fn);
 /* Called when a task object is freed. */
 void parla__runtime_task_freed(parla_runtime_t *rt);
 /* Placeholder registry. */

@@ -51,6 +51,20 @@ int parla_runtime_num_workers(const parla_runtime_t *rt)
     return rt ? rt->n_workers : 0;
 }
 
+int parla_runtime_forked(const parla_runtime_t *rt)
+{
+    return rt != NULL && rt->pid != getpid();
+}
+
+int parla__check_process(const parla_runtime_t *rt, const char *fn)
+{
+    if (!parla_runtime_forked(rt))
+        return 0;
+    return parla__error(PARLA_ESTATE,
+                        "%s: the runtime was created by process %d; this process (%d) is a fork() child, where its "
+                        "worker threads do not exist", fn, (int)rt->pid, (int)getpid());
+}
+
 /* ------------------------------------------------------------ ready work -- */
 
 /* The sleep handshake is Dekker's: a pusher stores the queue size, then reads
@@ -606,6 +620,9 @@ static int wait_all(parla_runtime_t *rt, double timeout)
 {
     if (rt == NULL)
         return parla__error(PARLA_EINVAL, "parla_runtime_wait_all: runtime is NULL");
+    int forked = parla__check_process(rt, "parla_runtime_wait_all");
+    if (forked)
+        return forked;
     if (tls_worker && tls_worker->rt == rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_wait_all: called from task %s, which cannot wait for itself",
                             parla_task_name(tls_worker->current));
@@ -832,6 +849,11 @@ static int check_waited(const char *fn, parla_task_t *const *ts, size_t n)
 {
     if (ts == NULL || n == 0)
         return parla__error(PARLA_EINVAL, "%s: no tasks", fn);
+    if (ts[0] != NULL) {
+        int forked = parla__check_process(ts[0]->rt, fn);
+        if (forked)
+            return forked;
+    }
     parla__worker_t *w = tls_worker;
     for (size_t i = 0; i < n; i++) {
         if (ts[i] == NULL)
@@ -1069,6 +1091,7 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     if (rt == NULL)
         return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate the runtime");
     rt->config = cfg;
+    rt->pid = getpid();
     rt->fail_alloc_at = cfg.fail_alloc_at;
     atomic_init(&rt->alloc_count, 1);
     rt->n_workers = cfg.n_workers;
@@ -1129,6 +1152,9 @@ int parla_runtime_destroy(parla_runtime_t *rt)
     if (tls_worker && tls_worker->rt == rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_destroy: called from task %s",
                             parla_task_name(tls_worker->current));
+    int forked = parla__check_process(rt, "parla_runtime_destroy");
+    if (forked)
+        return forked;
     /* The runtime's memory lives while task handles or data objects do, so a
      * second destroy reaches it: refuse it (it would drop the runtime's own
      * reference twice and free it under those handles). */

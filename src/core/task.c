@@ -90,6 +90,9 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
         return parla__error(PARLA_EINVAL, "parla_task_create: %s is NULL", rt ? "out" : "runtime");
     if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
         return parla__error(PARLA_ESTATE, "parla_task_create: the runtime was destroyed");
+    int forked = parla__check_process(rt, "parla_task_create");
+    if (forked)
+        return forked;
     parla_task_t *t = pool_take(rt);
     if (t == NULL)
         t = parla__alloc(rt, sizeof *t);
@@ -470,6 +473,9 @@ int parla_task_submit(parla_task_t *t)
         return parla__error(PARLA_EINVAL, "parla_task_submit: task %s has no body", parla_task_name(t));
     if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
         return parla__error(PARLA_ESTATE, "parla_task_submit: the runtime was destroyed");
+    int forked = parla__check_process(rt, "parla_task_submit");
+    if (forked)
+        return forked;
     int expected = PARLA_TASK_CREATED;
     if (!atomic_compare_exchange_strong(&t->state, &expected, PARLA_TASK_SUBMITTED))
         return parla__error(PARLA_ESTATE, "parla_task_submit: task %s was already submitted", parla_task_name(t));

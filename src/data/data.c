@@ -218,6 +218,9 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
         return parla__error(PARLA_EINVAL, "parla_data_create: NULL argument");
     if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
         return parla__error(PARLA_ESTATE, "parla_data_create: the runtime was destroyed");
+    int forked = parla__check_process(rt, "parla_data_create");
+    if (forked)
+        return forked;
     store_t *s = parla__calloc(rt, 1, sizeof *s);
     parla_data_t *d = parla__calloc(rt, 1, sizeof *d);
     uint64_t *range = parla__alloc(rt, 2 * sizeof *range);

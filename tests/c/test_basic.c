@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include <sched.h>
+#include <sys/wait.h>
 
 #include "check.h"
 
@@ -468,12 +469,52 @@ static void test_tasks(void)
     CHECK_OK(parla_runtime_destroy(rt2));
 }
 
+/* After fork() the child has none of the runtime's threads: every call that
+ * would wait for them (or start work) returns PARLA_ESTATE there instead of
+ * hanging, and parla_runtime_forked says so; the parent is unaffected. */
+static void test_fork(void)
+{
+    check_set_phase("fork");
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 2;
+    parla_runtime_t *rt;
+    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    parla_task_t *t;
+    CHECK_OK(parla_task_create(rt, body_count, NULL, &t));
+    CHECK(parla_runtime_forked(rt) == 0, "the creating process is taken for a fork child");
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork failed");
+    if (pid == 0) {
+        int bad = 0;
+        parla_task_t *u = NULL;
+        parla_data_t *d = NULL;
+        bad |= parla_runtime_forked(rt) != 1;
+        bad |= parla_task_create(rt, body_count, NULL, &u) != PARLA_ESTATE;
+        bad |= strstr(parla_last_error_message(), "fork") == NULL;
+        bad |= parla_task_submit(t) != PARLA_ESTATE;
+        bad |= parla_data_create(rt, 8, NULL, &d) != PARLA_ESTATE;
+        bad |= parla_task_wait(t) != PARLA_ESTATE;
+        bad |= parla_runtime_wait_all(rt) != PARLA_ESTATE;
+        bad |= parla_runtime_destroy(rt) != PARLA_ESTATE;
+        _exit(bad ? 3 : 0);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid failed");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the fork child saw wrong results (status %d)", status);
+    parla_task_release(t);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 int main(void)
 {
     check_watchdog(50);
     test_names();
     test_config_and_create();
     test_tasks();
+    test_fork();
     printf("test_basic: ok\n");
     return 0;
 }
