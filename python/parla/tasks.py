@@ -48,6 +48,18 @@ class Task(_core.Task):
     ``exception``, ``dependencies``. ``await task`` inside an async task gives its result.
     """
 
+    _dropped = False  # drop_result() was called
+
+    def drop_result(self) -> None:
+        """Releases the body's return value, so the task no longer keeps it alive (a Task, or a TaskSpace
+        naming it, lives as long as the program keeps it). Afterwards ``result`` raises RuntimeError. Only on
+        a finished task (RuntimeError otherwise); any thread."""
+        if not self.done:
+            raise RuntimeError(f"task {self.name} has not finished (state {self.state}): its result cannot be "
+                               f"dropped yet")
+        self._dropped = True
+        self._drop_result()
+
     # Set at spawn (class defaults keep task creation in C).
     _deps: Any = ()
     _decl: Tuple[Any, Any, Any] = ((), (), ())
@@ -73,9 +85,11 @@ class Task(_core.Task):
     @property
     def result(self) -> Any:
         """The body's return value. Raises the body's exception if it failed, TaskCancelledError if it
-        was cancelled, and RuntimeError if it has not finished."""
+        was cancelled, and RuntimeError if it has not finished or its result was dropped."""
         state = self.state
         if state == "done":
+            if self._dropped:
+                raise RuntimeError(f"the result of task {self.name} was dropped (drop_result())")
             return self._result
         if state == "failed":
             raise self._exception if self._exception is not None else \
@@ -361,6 +375,16 @@ class TaskSpace:
     def tasks(self) -> TaskList:
         """Every task named in this space so far."""
         return TaskList(self._tasks.values())
+
+    def drop_results(self) -> int:
+        """Releases the return values of this space's finished tasks (see :meth:`Task.drop_result`); returns
+        how many tasks it dropped. Unfinished tasks keep theirs. Any thread."""
+        n = 0
+        for task in list(self._tasks.values()):
+            if task.done and not task._dropped:
+                task.drop_result()
+                n += 1
+        return n
 
     def __len__(self) -> int:
         return len(self._tasks)

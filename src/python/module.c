@@ -978,6 +978,13 @@ static PyObject *Task_wait(TaskObject *self, PyObject *unused)
     return PyLong_FromLong(rc);
 }
 
+static PyObject *Task_drop_result(TaskObject *self, PyObject *unused)
+{
+    (void)unused;
+    Py_CLEAR(self->result);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Task_get_state(TaskObject *self, void *c)
 {
     (void)c;
@@ -1058,6 +1065,7 @@ static PyMethodDef Task_methods[] = {
     {"_keep", (PyCFunction)Task_keep, METH_O, "_keep(obj): keep obj alive until the body (or its current segment) returns."},
     {"_wait", (PyCFunction)Task_wait, METH_NOARGS,
      "Block (GIL released) until the task finishes; returns the engine's code."},
+    {"_drop_result", (PyCFunction)Task_drop_result, METH_NOARGS, "Release the body's return value."},
     {NULL},
 };
 
