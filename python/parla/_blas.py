@@ -34,7 +34,7 @@ def resolve(value: Any) -> Optional[int]:
             raise ValueError(f"PARLA_BLAS_THREADS={text!r}: expected a positive integer or 'none'") from None
         if value <= 0:
             raise ValueError(f"PARLA_BLAS_THREADS={text!r}: expected a positive integer or 'none'")
-        return value
+        return int(value)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -233,8 +233,8 @@ class PArray:
     def _check_fresh(self) -> None:
         root = self._root
         if root is not None and self._generation != root._generation:
-            raise RuntimeError(f"this PArray view was made before update() replaced its array; slice the "
-                               f"updated PArray again")
+            raise RuntimeError("this PArray view was made before update() replaced its array; slice the "
+                               "updated PArray again")
 
     def _describe(self) -> str:
         root = self._root if self._root is not None else self

@@ -49,7 +49,7 @@ def get_pkgconfig_dir() -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m parla.config", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m parla.config", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--cflags", action="store_true", help="compiler flags")
     parser.add_argument("--libs", action="store_true", help="linker flags")
     parser.add_argument("--pkgconfigdir", action="store_true", help="the folder of parla.pc")

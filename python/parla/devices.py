@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 

@@ -23,7 +23,8 @@ import functools
 import itertools
 import numbers
 import threading
-from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union,
+                    overload)
 
 from . import _core, _runtime
 from ._logging import mapping_logger, spawn_logger
@@ -314,6 +315,15 @@ class TaskSpace:
             return [_key(k) for k in index]
         return [_key(index)]
 
+    # For type checkers: T[i] is a Task (so that @spawn(T[i]) checks), T[a:b] and T[[...]] a TaskList; an index
+    # mixing both in a tuple is either, known only at run time.
+    @overload
+    def __getitem__(self, index: Union[int, str]) -> Task: ...
+    @overload
+    def __getitem__(self, index: Union[slice, range, list]) -> TaskList: ...
+    @overload
+    def __getitem__(self, index: Tuple[Any, ...]) -> Any: ...
+
     def __getitem__(self, index: Any) -> Union[Task, TaskList]:
         key = index if type(index) is tuple else (index,)
         try:
@@ -557,8 +567,8 @@ _anonymous = itertools.count()
 def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: Any = None,
           vcus: Optional[float] = None, memory: Optional[int] = None, input: Iterable = (),
           output: Iterable = (), inout: Iterable = (), priority: Optional[int] = None,
-          tags: Iterable = (), ndevices: int = 1, data: Optional[Iterable] = None,
-          **unknown: Any) -> Callable[[Callable], Task]:
+          tags: Iterable = (), ndevices: int = 1,
+          data: Optional[Iterable] = None) -> Callable[[Callable], Task]:
     """Decorator that spawns the decorated function as a task and returns the :class:`Task`.
 
     - ``taskid``: a task named in a TaskSpace (``T[i]``), or None for an anonymous task.
@@ -583,8 +593,6 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
     context or when ``taskid`` was already spawned; ValueError/TypeError for invalid arguments (naming
     the task and the argument).
     """
-    if unknown:
-        raise TypeError(f"spawn() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     if callable(taskid) and not isinstance(taskid, Task):
         if dependencies != () or placement is not None or vcus is not None or memory is not None \
                 or input != () or output != () or inout != () or priority is not None or data is not None:

@@ -91,7 +91,7 @@ def plot(trace_path: str, out_path: str, title: Optional[str] = None) -> Dict[st
     ax.set_title(title or f"Parla trace: {counts['tasks']} task segments, {counts['copies']} copies")
     devices = sorted({str(e.get("args", {}).get("device")) for e in slices if e.get("cat") == "task"},
                      key=_device_index)
-    handles = [Patch(facecolor=_COLORS[_device_index(d) % len(_COLORS)], edgecolor="black", label=f"task on {d}")
+    handles: List[Any] = [Patch(facecolor=_COLORS[_device_index(d) % len(_COLORS)], edgecolor="black", label=f"task on {d}")
                for d in devices if d != "None"]
     handles.append(Patch(facecolor="white", edgecolor="red", linewidth=1.6, label="critical path"))
     handles.append(Patch(facecolor="white", edgecolor="black", hatch="////", label="copy"))

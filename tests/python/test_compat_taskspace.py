@@ -1,6 +1,5 @@
 """TaskSpace as parla-experimental reads it: bounds without a shape, T[:n], handles named outside a
 context, view, start= alone, AtomicTaskSpace, wait(), spawn into a TaskSpace (Parla.py)."""
-import threading
 
 import pytest
 

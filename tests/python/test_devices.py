@@ -32,7 +32,7 @@ def _record():
 
 
 def _run_one(placement, n_gpus, **kw):
-    with Parla(virtual_gpus=n_gpus) as p:
+    with Parla(virtual_gpus=n_gpus):
         @spawn(placement=placement, **kw)
         def t():
             return _record()
@@ -58,7 +58,7 @@ def test_single_device_placement_forms(n_gpus):
         (cpu[{"vcus": 0.25}], [cpu(0)]),
         ([gpu(0)[{"vcus": 0.5}], cpu[{"vcus": 0.5}]], [gpu(0), cpu(0)]),
     ] + [(gpu(i), [gpu(i)]) for i in range(n_gpus)]
-    with Parla(virtual_gpus=n_gpus) as p:
+    with Parla(virtual_gpus=n_gpus):
         tasks = []
         for placement, allowed in cases:
             @spawn(placement=placement)

@@ -1,5 +1,4 @@
 """Ctrl-C inside a Parla context stops the runtime promptly and cleanly."""
-import os
 import signal
 import subprocess
 import sys

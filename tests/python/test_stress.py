@@ -87,7 +87,6 @@ def run_failing_dag(rng, n, fail_rate, n_workers):
     failing = {i for i in range(n) if rng.random() < fail_rate} | {rng.randrange(n)}
     counter = itertools.count()
     started = {}
-    raised = {}
     lock = threading.Lock()
     with pytest.raises(Boom) as info:
         with Parla(n_workers=n_workers):

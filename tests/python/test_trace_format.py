@@ -1,6 +1,5 @@
 """Traces follow the Trace Event format (no partial overlap on a track), the summary's numbers mean what
 their labels say, and the DOT graph has a legend, the critical path and data edges drawn apart."""
-import json
 import os
 import re
 import sys

@@ -2,7 +2,6 @@
 import asyncio
 import concurrent.futures
 import threading
-import time
 
 import pytest
 
