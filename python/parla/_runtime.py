@@ -60,7 +60,40 @@ def _waiting_tasks(rt: Any, limit: int = 8) -> str:
         deps = [d.name for d in t.dependencies if not d.done]
         parts.append(f"{t.name} (waiting on {', '.join(deps)})" if deps else t.name)
     more = f" and {len(waiting) - limit} more" if len(waiting) > limit else ""
-    return f". Waiting: {'; '.join(parts)}{more}"
+    cycle = _find_cycle(waiting)
+    named = f". The cycle: {' -> '.join(t.name for t in cycle)}" if cycle else ""
+    return f"{named}. Waiting: {'; '.join(parts)}{more}"
+
+
+def _find_cycle(waiting: List[Any], limit: int = 64) -> List[Any]:
+    """A cycle of explicit dependencies among the waiting tasks, as [t0, t1, ..., t0] (each waits on the
+    next), or [] when their waits go through data hazards or awaits only (which the Task objects do not
+    show). At most limit tasks are named."""
+    ids = {id(t): t for t in waiting}
+    colour: Dict[int, int] = {}  # 1: on the current path, 2: explored
+    for root in waiting:
+        if id(root) in colour:
+            continue
+        path = [root]
+        iters = [iter(root.dependencies)]
+        colour[id(root)] = 1
+        while iters:
+            dep = next(iters[-1], None)
+            if dep is None:
+                colour[id(path.pop())] = 2
+                iters.pop()
+                continue
+            if id(dep) not in ids:
+                continue
+            state = colour.get(id(dep))
+            if state == 1:
+                cycle = path[[id(t) for t in path].index(id(dep)):] + [dep]
+                return cycle if len(cycle) <= limit else cycle[:limit] + [dep]
+            if state is None:
+                colour[id(dep)] = 1
+                path.append(dep)
+                iters.append(iter(dep.dependencies))
+    return []
 
 
 def _after_fork_in_child() -> None:

@@ -342,3 +342,18 @@ def test_fork_inside_a_context_gives_the_child_clear_errors():
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert "child: spawn refused, exit refused 6" in p.stdout, (p.stdout, p.stderr)
     assert "parent: 1 7" in p.stdout
+
+
+@pytest.mark.timeout(30)
+def test_cycle_error_names_the_whole_cycle():
+    # The message named one task; it names every task of the cycle, in order.
+    from parla import DependencyCycleError
+    with pytest.raises(DependencyCycleError) as info:
+        with Parla(n_workers=2):
+            T = TaskSpace("T")
+            for i in range(5):
+                @spawn(T[i], [T[(i + 1) % 5]])
+                def step():
+                    pass
+    message = str(info.value)
+    assert "The cycle: T[0] -> T[1] -> T[2] -> T[3] -> T[4] -> T[0]" in message, message
