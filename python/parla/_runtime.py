@@ -10,7 +10,7 @@ import sys
 import threading
 import warnings
 import weakref
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 from . import _core
 from ._logging import configure as _configure_logging, data_logger, logger, trace_logger
@@ -308,7 +308,19 @@ class Parla:
     ``async with Parla():`` inside an asyncio coroutine waits for the tasks at exit without blocking the loop.
     """
 
-    def __init__(self, n_workers: Optional[int] = None, **options) -> None:
+    if TYPE_CHECKING:  # the keywords __init__ accepts (it checks them at run time), for type checkers
+        def __init__(self, n_workers: Union[int, Sequence[Any], None] = None, *,
+                     virtual_gpus: Optional[int] = None, gpu_memory: Union[int, str, None] = None,
+                     dev_config_file: Optional[str] = None, trace: Optional[str] = None,
+                     graph: Optional[str] = None, summary: bool = False, summary_file: Optional[str] = None,
+                     progress: Union[bool, Callable[[Any], Any], None] = None,
+                     strict_access: Optional[bool] = None, logfile: Optional[str] = None,
+                     blas_threads: Optional[int] = 1, environments: Optional[Sequence[Any]] = None) -> None: ...
+    else:
+        def __init__(self, n_workers: Optional[int] = None, **options) -> None:
+            self._init(n_workers, **options)
+
+    def _init(self, n_workers: Any = None, **options: Any) -> None:
         environments = options.pop("environments", None)
         if isinstance(n_workers, (list, tuple)):  # Parla.py: Parla(environments)
             environments, n_workers = n_workers, None

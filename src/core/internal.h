@@ -10,6 +10,31 @@
  *   4. rt->park_lock          (sleeping workers)
  *   5. rt->wait_lock          (threads blocked in wait calls, wake_gen)
  * No lock is held while a task body runs.
+ *
+ * Blocking work under locks (what stays, why, and what it costs):
+ *   - An eviction writes back the ranges only the victim holds with a
+ *     synchronous copy, under the victim store's lock and the device lock
+ *     (evict_for_locked in data.c). It stays there because the bytes must
+ *     not change and the room must not be taken between the write-back and
+ *     the free; victims are idle (unpinned: no task or queued copy uses
+ *     them), so the copy waits for no other work, only for the transfer:
+ *     for its duration (size / link bandwidth) other threads that need that
+ *     device's lock (reservations, pins, other evictions) wait.
+ *   - Synchronous copies and event waits under a store's lock happen only
+ *     when a copy job cannot be allocated (out of memory) in
+ *     make_valid_locked, and in parla_data_fetch / parla_data_evict outside
+ *     tasks (whose writers have finished): the fallback keeps the segment
+ *     map and the bytes consistent; it costs the transfer time for other
+ *     users of that one data object. Copies for tasks are asynchronous jobs
+ *     queued after the lock is released.
+ *   - A hazard edge searches the graph for an explicit path (parla__reaches,
+ *     at most 100,000 tasks visited) under the store's lock, so that the
+ *     history it decides on cannot change meanwhile; only for a task that
+ *     already has dependents (an explicit dependency on a later task), at
+ *     most once per conflicting earlier task: other accesses to that data
+ *     object wait for the search (about a millisecond at the limit).
+ *   - parla__host_wait_task (a task ending without running after a runahead
+ *     release) waits for device events with no lock held.
  */
 #ifndef PARLA_INTERNAL_H
 #define PARLA_INTERNAL_H

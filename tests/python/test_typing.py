@@ -26,3 +26,6 @@ def test_canonical_program_type_checks(tmp_path):
                    "@spawn(T[0], placment=None)\ndef f() -> None: ...\n")
     r = _mypy(str(bad))
     assert r.returncode == 1 and "placment" in r.stdout, r.stdout
+    bad.write_text("from parla import Parla\nwith Parla(n_workers=2, progess=True):\n    pass\n")
+    r = _mypy(str(bad))
+    assert r.returncode == 1 and "progess" in r.stdout, r.stdout

@@ -15,3 +15,8 @@ def main() -> None:
             first.wait(timeout=10)
         both = T[0:2]
         print(len(both), T[0].result)
+
+
+def configured() -> None:
+    with Parla(n_workers=2, virtual_gpus=1, gpu_memory="64MiB", progress=True, blas_threads=None):
+        pass
