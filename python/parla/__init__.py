@@ -13,7 +13,7 @@ import os as _os
 
 from ._runtime import DependencyCycleError, Parla, TaskCancelledError, UnspawnedDependencyError
 from .tasks import (AtomicTaskSpace, Task, TaskList, Tasks, TaskSpace, get_current_context, get_current_devices,
-                    get_current_stream, get_current_task, spawn)
+                    get_current_stream, get_current_task, finish, spawn)
 from .function_decorators import specialize, specialized
 from .devices import get_all_devices
 from .environments import TaskEnvironment
@@ -34,5 +34,5 @@ __all__ = [
     "DependencyCycleError", "AtomicTaskSpace", "Tasks", "get_all_devices", "TaskEnvironment",
     "sleep_gil", "sleep_nogil", "gpu_sleep_gil", "gpu_sleep_nogil",
     "specialize", "specialized", "array", "devices", "parray", "tasks",
-    "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "parla_num_threads",
+    "finish", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "parla_num_threads",
 ]

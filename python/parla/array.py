@@ -392,6 +392,13 @@ class PArray:
             raise RuntimeError(f"task {task.name} uses {self._describe()} that it did not declare in input=, "
                                f"output= or inout= (strict access checking is on: Parla(strict_access=True) "
                                f"or PARLA_STRICT_ACCESS=1)")
+        from .tasks import _declared
+        parts = [d for d, _ in _declared(task) if getattr(d, "_root", None) is root]
+        if parts:
+            raise RuntimeError(f"task {task.name} uses {self._describe()}, which it did not declare: it declared "
+                               f"only part of that array "
+                               f"({'; '.join(v._describe() for v in parts[:3])}): use the declared view's .array, "
+                               f"or declare the whole array")
         if not managed:
             raise RuntimeError(f"task {task.name} on {where!r} uses {self._describe()}, which it did not declare "
                                f"in input=, output= or inout=, and {where!r} has no copy of it: declare it so "

@@ -365,8 +365,6 @@ class TaskSpace:
             return task if task is not None else TaskList()
         axes = [self._expand(d, k) for d, k in enumerate(key)]
         keys = [k for k in itertools.product(*axes) if self._in_bounds(k)]
-        if _runtime._current is None:  # outside a context: only tasks named so far
-            return TaskList(self._tasks[k] for k in keys if k in self._tasks)
         if not self._create:
             return TaskList(t for t in map(self._task, keys) if t is not None)
         return TaskList(self._task(k) for k in keys)

@@ -55,6 +55,29 @@ def test_handles_named_outside_a_context():
         TaskSpace("X")[0].task()
 
 
+def test_slices_named_outside_a_context_are_handles_too():
+    """A slice taken outside a context names its tasks as single keys do; used as dependencies in the next
+    context, they order the dependent after every task of the slice (they were silently dropped)."""
+    import threading
+    T, S = TaskSpace("HT"), TaskSpace("HS", shape=3)
+    deps, sdeps = T[0:2], S[0:3]
+    assert [t.name for t in deps] == ["HT[0]", "HT[1]"] and len(sdeps) == 3
+    assert all(isinstance(t, TaskHandle) for t in deps)
+    release, order = threading.Event(), []
+    with Parla(n_workers=2):
+        @spawn(dependencies=[deps, sdeps])
+        def join():
+            order.append("join")
+        for space, n in ((T, 2), (S, 3)):
+            for k in range(n):
+                @spawn(space[k])
+                def work():
+                    release.wait(10)
+                    order.append("work")
+        release.set()
+    assert order == ["work"] * 5 + ["join"]
+
+
 def test_view_never_creates():
     with Parla(n_workers=1):
         T = TaskSpace("V")

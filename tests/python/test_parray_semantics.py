@@ -332,6 +332,19 @@ def test_an_undeclared_read_during_a_write_is_refused(device):
 
 
 @pytest.mark.timeout(30)
+def test_using_the_whole_array_after_declaring_a_view_names_the_view():
+    with pytest.raises(RuntimeError, match=r"task whole#\d+ uses PArray 'NA'.*declared only part of that array "
+                                           r"\(PArray 'NA' .*a view of shape \(500,\)\).*declared view's \.array"):
+        with Parla(n_workers=2):
+            A = asarray(np.zeros(1000), name="NA")
+
+            @spawn(inout=[A[0:500]])
+            def whole():
+                A.array[...] = 1.0
+    np.testing.assert_array_equal(A.array, np.zeros(1000))
+
+
+@pytest.mark.timeout(30)
 def test_strict_access_mode_refuses_every_undeclared_use(monkeypatch):
     for make in (lambda: Parla(n_workers=1, strict_access=True),
                  lambda: (monkeypatch.setenv("PARLA_STRICT_ACCESS", "1"), Parla(n_workers=1))[1]):
