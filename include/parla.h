@@ -167,6 +167,30 @@ int parla_runtime_wait_all_timeout(parla_runtime_t *rt, double timeout);
  * afterwards are cancelled too, until parla_runtime_destroy. Thread-safe. */
 void parla_runtime_cancel_all(parla_runtime_t *rt);
 
+/* Resolves a runtime stuck on a dependency cycle among submitted tasks (A
+ * depends on B, B on A), which neither parla_runtime_cancel_all nor
+ * parla_task_cancel can: each of the n tasks given that is submitted and still
+ * waits for dependencies is finished as CANCELLED (error PARLA_ECANCELLED,
+ * no cause: it is a root), and the tasks depending on it are cancelled with it
+ * as their cause, as for any cancellation. Each task finishes exactly once,
+ * whichever of the given tasks reaches it first. Tasks given that have
+ * finished, or were never submitted, are skipped. The caller names the tasks
+ * (the engine keeps no list of submitted tasks); name every stuck one, or at
+ * least one per cycle, and parla_runtime_wait_all then returns 0 and
+ * parla_runtime_destroy succeeds. Returns how many of the given tasks it
+ * finished itself (>= 0). Errors: PARLA_EINVAL (rt NULL, tasks NULL with
+ * n > 0, a NULL task, a task of another runtime), PARLA_ESTATE (the runtime is
+ * not stuck: some task is ready, running, copying or a body is blocked in a
+ * wait, or nothing is pending; or some task depends on a never-submitted task,
+ * which must be submitted or cancelled instead; or called from a task body or
+ * a fork() child). Call it from the thread that owns the runtime, after
+ * parla_runtime_wait_all returned PARLA_ESTUCK, with no other thread
+ * submitting; concurrent calls with the same tasks finish each at most once.
+ * It first waits up to 0.1 s for the runtime to settle (a worker woken by
+ * parla_runtime_cancel_all parks again), so on a runtime that is still working
+ * it returns PARLA_ESTATE after that wait. */
+int parla_runtime_cancel_stuck(parla_runtime_t *rt, parla_task_t *const *tasks, size_t n);
+
 /* Stores up to cap never-submitted tasks that submitted tasks depend on into
  * out[], each with a new reference the caller releases, and returns how many
  * such tasks exist (which may exceed cap). Thread-safe; a snapshot. */

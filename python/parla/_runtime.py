@@ -28,7 +28,8 @@ class UnspawnedDependencyError(RuntimeError):
 
 class DependencyCycleError(RuntimeError):
     """Raised when a Parla context exits while spawned tasks wait on each other in a cycle (explicit
-    dependencies, data hazards or awaits). The tasks cannot run or be cancelled; the workers stay parked."""
+    dependencies, data hazards or awaits). The waiting tasks are cancelled (they never run) and the
+    runtime's workers end with the context."""
 
 
 class TaskCancelledError(RuntimeError):
@@ -45,13 +46,19 @@ def current_runtime() -> "Parla":
     return _current
 
 
-def _waiting_tasks(rt: Any, limit: int = 8) -> str:
-    """Names of tasks of runtime rt that are spawned and unfinished, with their explicit dependencies (for the
-    diagnosis of a cycle; the engine keeps no list of them, so this looks through the live Task objects)."""
+def _unfinished_tasks(rt: Any) -> List[Any]:
+    """The Task objects of runtime rt that are spawned and unfinished (the engine keeps no list of them, so
+    this looks through the live Task objects)."""
     import gc
     from .tasks import Task
-    waiting = [o for o in gc.get_objects() if isinstance(o, Task) and o.runtime is rt
-               and o.state in ("submitted", "ready", "suspended")]
+    return [o for o in gc.get_objects() if isinstance(o, Task) and o.runtime is rt
+            and o.state in ("submitted", "ready", "suspended")]
+
+
+def _waiting_tasks(rt: Any, limit: int = 8) -> str:
+    """Names of tasks of runtime rt that are spawned and unfinished, with their explicit dependencies (for the
+    diagnosis of a cycle)."""
+    waiting = _unfinished_tasks(rt)
     if not waiting:
         return ""
     waiting.sort(key=lambda t: t.name)
@@ -507,6 +514,14 @@ class Parla:
                     "awaiting a task that must wait for it (for example one reading a PArray the awaiting task "
                     "declared as output or inout)" + _waiting_tasks(rt))
             rt.cancel_all()
+            if isinstance(stuck, DependencyCycleError):
+                # cancel_all cannot reach tasks in a cycle (they never become ready): the engine finishes the
+                # waiting ones as cancelled, so the runtime closes and its workers end with the context. After
+                # cancel_all, a suspended task they release is cancelled too, not resumed.
+                try:
+                    rt.cancel_stuck(_unfinished_tasks(rt))
+                except RuntimeError as e:  # not stuck that way after all: the tasks stay, the workers parked
+                    logger.debug("the stuck tasks could not be cancelled: %s", e)
             self._drain(rt)
         failed = list(rt.failed)  # every task has finished: _wait or _drain returned
         self.failed = failed
@@ -543,8 +558,8 @@ class Parla:
         try:
             rt.close()
         except RuntimeError:
-            # Tasks in a dependency cycle never finish and cannot be cancelled; the workers stay parked
-            # (no CPU used) and the stuck error below says why.
+            # Stuck tasks that could not be cancelled (a cycle through a suspended task) never finish; the
+            # workers stay parked (no CPU used) and the stuck error below says why.
             if stuck is None:
                 raise
         self._rt = None

@@ -240,6 +240,8 @@ enum {
     PARLA__F_LISTED = 1,  /* in rt's placeholder list */
     PARLA__F_CANCEL = 2,  /* a hard dependency failed: cancel instead of run */
     PARLA__F_WAITED = 4,  /* a thread blocks in parla_task_wait on it */
+    PARLA__F_CLAIMED = 8, /* its cancelled finish is claimed (parla_runtime_cancel_stuck
+                             and the finish worklist race for it: exactly one finishes it) */
 };
 
 typedef struct parla__access {
@@ -379,6 +381,10 @@ void parla__task_complete_gpu(parla_task_t *t, int error);
 
 /* Called by the engine when pending reaches zero. */
 void parla__task_ready(parla_task_t *t);
+/* Finishes t as cancelled when it is submitted and waits for dependencies
+ * (for parla_runtime_cancel_stuck); false when it is past that, or another
+ * path claimed its finish. */
+bool parla__task_cancel_stuck(parla_task_t *t);
 /* Runs t's body on the calling worker and finishes it. */
 void parla__task_run(parla_task_t *t);
 /* Finishes t with the given final state and releases its successors. */

@@ -692,6 +692,52 @@ void parla_runtime_cancel_all(parla_runtime_t *rt)
     parla__wake_waiters(rt);
 }
 
+int parla_runtime_cancel_stuck(parla_runtime_t *rt, parla_task_t *const *tasks, size_t n)
+{
+    if (rt == NULL)
+        return parla__error(PARLA_EINVAL, "parla_runtime_cancel_stuck: runtime is NULL");
+    if (tasks == NULL && n > 0)
+        return parla__error(PARLA_EINVAL, "parla_runtime_cancel_stuck: tasks is NULL");
+    int forked = parla__check_process(rt, "parla_runtime_cancel_stuck");
+    if (forked)
+        return forked;
+    if (tls_worker && tls_worker->rt == rt)
+        return parla__error(PARLA_ESTATE, "parla_runtime_cancel_stuck: called from task %s",
+                            parla_task_name(tls_worker->current));
+    for (size_t i = 0; i < n; i++) {
+        if (tasks[i] == NULL)
+            return parla__error(PARLA_EINVAL, "parla_runtime_cancel_stuck: tasks[%zu] is NULL", i);
+        if (tasks[i]->rt != rt)
+            return parla__error(PARLA_EINVAL, "parla_runtime_cancel_stuck: task %s belongs to another runtime",
+                                parla_task_name(tasks[i]));
+    }
+    /* A worker woken meanwhile (parla_runtime_cancel_all wakes them all)
+     * parks again at once: give the runtime a moment to settle. */
+    bool stuck = wait_all(rt, 0.1) == PARLA_ESTUCK;
+    if (stuck) {
+        pthread_mutex_lock(&rt->park_lock);
+        stuck = stuck_locked(rt) && !body_waiters_locked(rt);
+        pthread_mutex_unlock(&rt->park_lock);
+    }
+    if (!stuck)
+        return parla__error(PARLA_ESTATE, "parla_runtime_cancel_stuck: the runtime is not stuck (a task is ready, "
+                                          "running, copying or blocked in a wait, or none is pending)");
+    pthread_mutex_lock(&rt->placeholder_lock);
+    size_t np = rt->n_placeholders;
+    pthread_mutex_unlock(&rt->placeholder_lock);
+    if (np > 0)
+        return parla__error(PARLA_ESTATE,
+                            "parla_runtime_cancel_stuck: %zu never-submitted task%s %s depended on: submit or cancel "
+                            "%s (parla_runtime_unsubmitted)",
+                            np, np == 1 ? "" : "s", np == 1 ? "is" : "are", np == 1 ? "it" : "them");
+    int cancelled = 0;
+    for (size_t i = 0; i < n; i++)
+        if (parla__task_cancel_stuck(tasks[i]))
+            cancelled++;
+    parla__wake_waiters(rt);
+    return cancelled;
+}
+
 static int outcome(const parla_task_t *t)
 {
     switch (atomic_load(&t->state)) {

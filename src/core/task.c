@@ -546,9 +546,22 @@ int parla_task_cancel(parla_task_t *t)
     return 0;
 }
 
+bool parla__task_cancel_stuck(parla_task_t *t)
+{
+    if (atomic_load_explicit(&t->state, memory_order_acquire) != PARLA_TASK_SUBMITTED ||
+        atomic_load_explicit(&t->pending, memory_order_acquire) <= 0)
+        return false;
+    if (atomic_fetch_or(&t->flags, PARLA__F_CLAIMED | PARLA__F_CANCEL) & PARLA__F_CLAIMED)
+        return false; /* finished (or being finished) by another path */
+    parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
+    return true;
+}
+
 void parla__task_ready(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
+    if (atomic_load_explicit(&t->flags, memory_order_acquire) & PARLA__F_CLAIMED)
+        return; /* finished already by parla_runtime_cancel_stuck */
     if (atomic_load_explicit(&rt->cancelling, memory_order_relaxed) && !(atomic_load(&t->flags) & PARLA__F_CANCEL)) {
         atomic_fetch_or(&t->flags, PARLA__F_CANCEL);
     }
@@ -784,13 +797,21 @@ void parla__task_finish(parla_task_t *t, int state, int error)
                 e = next;
                 continue;
             }
-            if (!ok && !(e->flags & (PARLA__EDGE_SOFT | PARLA__EDGE_ORDER)))
+            /* A successor already finished by parla_runtime_cancel_stuck (a
+             * dependency cycle through c) gets neither a cause (it would be
+             * c's, whose root is s itself: a reference cycle) nor a second
+             * finish. */
+            bool claimed = atomic_load_explicit(&s->flags, memory_order_acquire) & PARLA__F_CLAIMED;
+            if (!claimed && !ok && !(e->flags & (PARLA__EDGE_SOFT | PARLA__EDGE_ORDER)))
                 mark_cancel(s, c);
-            else if (!ok && (e->flags & PARLA__EDGE_SOFT))
+            else if (!claimed && !ok && (e->flags & PARLA__EDGE_SOFT))
                 record_cause(s, c); /* an awaited task failed: kept for diagnosis, not a cancellation */
             edge_free(c, e);
-            if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1) {
-                if (atomic_load_explicit(&s->flags, memory_order_acquire) & PARLA__F_CANCEL) {
+            if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1 && !claimed) {
+                if ((atomic_load_explicit(&s->flags, memory_order_acquire) & PARLA__F_CANCEL) &&
+                    (atomic_fetch_or(&s->flags, PARLA__F_CLAIMED) & PARLA__F_CLAIMED)) {
+                    /* parla_runtime_cancel_stuck finished it meanwhile */
+                } else if (atomic_load_explicit(&s->flags, memory_order_acquire) & PARLA__F_CANCEL) {
                     bool fail = s->error == PARLA_ERESOURCE;
                     if (!fail)
                         s->error = PARLA_ECANCELLED;

@@ -1277,6 +1277,22 @@ static PyObject *Runtime_cancel_all(RuntimeObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *Runtime_cancel_stuck(RuntimeObject *self, PyObject *tasks_arg)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    Py_ssize_t n = 0;
+    parla_task_t **tasks = awaited_tasks(get_state(self->module)->task_type, tasks_arg, &n);
+    if (tasks == NULL)
+        return NULL;
+    int rc = parla_runtime_cancel_stuck(self->rt, tasks, (size_t)n);
+    PyMem_Free(tasks);
+    drain_deferred(self);
+    if (rc < 0)
+        return raise_code(rc);
+    return PyLong_FromLong(rc);
+}
+
 static PyObject *Runtime_close(RuntimeObject *self, PyObject *unused)
 {
     (void)unused;
@@ -1452,6 +1468,11 @@ static PyMethodDef Runtime_methods[] = {
     {"wait_all", (PyCFunction)(void (*)(void))Runtime_wait_all, METH_FASTCALL,
      "wait_all(timeout=-1) -> (code, message): wait for every spawned task (GIL released)."},
     {"cancel_all", (PyCFunction)Runtime_cancel_all, METH_NOARGS, "Cancel every task that has not started."},
+    {"cancel_stuck", (PyCFunction)Runtime_cancel_stuck, METH_O,
+     "cancel_stuck(tasks: list of Task) -> int. When every unfinished task waits on another (a dependency cycle, "
+     "no never-submitted task involved), cancels the given spawned tasks that still wait, and with them what "
+     "depends on them; returns how many it cancelled itself. Raises RuntimeError when the runtime is not stuck "
+     "that way, TypeError for a non-Task. Owner thread, not from a task body."},
     {"close", (PyCFunction)Runtime_close, METH_NOARGS, "Stop the workers (raises RuntimeError while tasks are live)."},
     {"abandon", (PyCFunction)Runtime_abandon, METH_NOARGS,
      "Cancel what has not started and leave the workers running bodies until the process ends (no wait)."},

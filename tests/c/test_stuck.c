@@ -10,6 +10,7 @@
  */
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "check.h"
 
@@ -369,6 +370,95 @@ static void cycle(void)
     CHECK_RC(parla_runtime_destroy(cycle_rt), PARLA_EBUSY);
 }
 
+/* parla_runtime_cancel_stuck resolves a cycle: the task named finishes as
+ * cancelled, the rest of the cycle and what depends on it are cancelled with
+ * it as the cause, each finishes exactly once (the hook counts), and destroy
+ * then succeeds. It refuses a runtime that is not stuck, and one stuck on a
+ * never-submitted task, which stays resolvable by cancelling that task. */
+static void cancel_stuck_cycle(void)
+{
+    check_set_phase("cancel_stuck");
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 2;
+    cfg.task_finished = on_finished;
+    atomic_store(&finished_hook_calls, 0);
+    atomic_store(&ran, 0);
+    parla_runtime_t *rt;
+    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    CHECK_RC(parla_runtime_cancel_stuck(NULL, NULL, 0), PARLA_EINVAL);
+    CHECK_RC(parla_runtime_cancel_stuck(rt, NULL, 1), PARLA_EINVAL);
+    CHECK_RC(parla_runtime_cancel_stuck(rt, NULL, 0), PARLA_ESTATE); /* nothing pending */
+
+    /* Stuck on a never-submitted task: refused, and cancelling it still works. */
+    parla_task_t *P = mk(rt, count_body, "cs-missing");
+    parla_task_t *W = mk(rt, count_body, "cs-waiter");
+    CHECK_OK(parla_task_add_dependency(W, P));
+    CHECK_OK(parla_task_submit(W));
+    CHECK_RC(parla_runtime_wait_all(rt), PARLA_ESTUCK);
+    CHECK_RC(parla_runtime_cancel_stuck(rt, &W, 1), PARLA_ESTATE);
+    CHECK(strstr(parla_last_error_message(), "never-submitted") != NULL, "message: %s", parla_last_error_message());
+    CHECK(parla_task_state(W) == PARLA_TASK_SUBMITTED, "W is %s", parla_task_state_name(parla_task_state(W)));
+    CHECK_OK(parla_task_cancel(P));
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK(parla_task_state(W) == PARLA_TASK_CANCELLED && parla_task_cause(W) == P, "W is %s",
+          parla_task_state_name(parla_task_state(W)));
+    CHECK(atomic_load(&finished_hook_calls) == 2, "hook called %d times", atomic_load(&finished_hook_calls));
+
+    /* A <-> B, C after A, D independent. */
+    parla_task_t *A = mk(rt, count_body, "cs-A");
+    parla_task_t *B = mk(rt, count_body, "cs-B");
+    parla_task_t *C = mk(rt, count_body, "cs-C");
+    parla_task_t *D = mk(rt, count_body, "cs-D");
+    CHECK_OK(parla_task_add_dependency(B, A));
+    CHECK_OK(parla_task_add_dependency(A, B));
+    CHECK_OK(parla_task_add_dependency(C, A));
+    parla_task_t *all[] = {A, B, C, D};
+    for (int i = 0; i < 4; i++)
+        CHECK_OK(parla_task_submit(all[i]));
+    CHECK_RC(parla_runtime_wait_all(rt), PARLA_ESTUCK);
+    CHECK(atomic_load(&ran) == 1, "%d bodies ran, expected 1 (D)", atomic_load(&ran));
+    CHECK_RC(parla_runtime_destroy(rt), PARLA_EBUSY);
+    /* Naming B, A and C: B finishes itself, A and C are reached through B. */
+    parla_task_t *named[] = {B, A, C, D};
+    int n = parla_runtime_cancel_stuck(rt, named, 4);
+    CHECK(n == 1, "cancel_stuck finished %d tasks itself, expected 1 (%s)", n, parla_last_error_message());
+    CHECK_OK(parla_runtime_wait_all(rt));
+    for (int i = 0; i < 3; i++) {
+        CHECK(parla_task_state(all[i]) == PARLA_TASK_CANCELLED, "%s is %s", parla_task_name(all[i]),
+              parla_task_state_name(parla_task_state(all[i])));
+        CHECK(parla_task_error(all[i]) == PARLA_ECANCELLED, "%s error %d", parla_task_name(all[i]),
+              parla_task_error(all[i]));
+    }
+    CHECK(parla_task_cause(B) == NULL, "the root has a cause: %s", parla_task_name(parla_task_cause(B)));
+    CHECK(parla_task_cause(A) == B, "A's cause is %p", (void *)parla_task_cause(A));
+    CHECK(parla_task_cause(C) == B, "C's cause is %p", (void *)parla_task_cause(C));
+    CHECK(parla_task_state(D) == PARLA_TASK_DONE, "D is %s", parla_task_state_name(parla_task_state(D)));
+    CHECK(atomic_load(&ran) == 1, "%d bodies ran, expected 1", atomic_load(&ran));
+    /* W, P, A, B, C, D: each finished exactly once. */
+    CHECK(atomic_load(&finished_hook_calls) == 6, "hook called %d times, expected 6",
+          atomic_load(&finished_hook_calls));
+    parla_runtime_stats_t st;
+    parla_runtime_stats(rt, &st);
+    CHECK(st.tasks_cancelled == 5, "%llu tasks cancelled, expected 5", (unsigned long long)st.tasks_cancelled);
+    CHECK_RC(parla_runtime_cancel_stuck(rt, named, 4), PARLA_ESTATE); /* nothing pending any more */
+    CHECK_OK(parla_runtime_destroy(rt));
+    parla_task_t *rel[] = {P, W, A, B, C, D};
+    for (int i = 0; i < 6; i++)
+        parla_task_release(rel[i]);
+
+    /* The cycle kept stuck above is resolved too: both named, one finishes. */
+    if (parla_task_state(cycle_tasks[0]) == PARLA_TASK_SUBMITTED) { /* the engine accepted the cycle */
+        CHECK_RC(parla_runtime_cancel_stuck(cycle_rt, cycle_tasks, 2), 1);
+        CHECK_OK(parla_runtime_wait_all(cycle_rt));
+        CHECK_OK(parla_runtime_destroy(cycle_rt));
+        CHECK(parla_task_state(cycle_tasks[1]) == PARLA_TASK_CANCELLED && parla_task_cause(cycle_tasks[1]) ==
+                  cycle_tasks[0], "cyc-B is %s", parla_task_state_name(parla_task_state(cycle_tasks[1])));
+        for (int i = 0; i < 2; i++)
+            parla_task_release(cycle_tasks[i]);
+    }
+}
+
 int main(void)
 {
     check_watchdog(50);
@@ -387,6 +477,7 @@ int main(void)
     busy_destroy();
     timeout_and_cancel_all();
     cycle();
+    cancel_stuck_cycle();
     printf("test_stuck: ok\n");
     return 0;
 }

@@ -84,8 +84,8 @@ def test_object_arrays_are_refused_and_0d_kept():
     assert asarray(np.float64(3.0)).shape == ()
 
 
-@pytest.mark.timeout(30)
-def test_async_task_awaiting_a_reader_of_its_own_data_is_a_cycle():
+def _await_own_reader():
+    """A context whose async task awaits a reader of the data it writes; returns that task."""
     A = asarray(np.zeros(4))
     with pytest.raises(DependencyCycleError, match="await"):
         with Parla(n_workers=2):
@@ -95,6 +95,23 @@ def test_async_task_awaiting_a_reader_of_its_own_data_is_a_cycle():
                 def child():
                     return float(A.array[0])
                 await child
+    return parent
+
+
+@pytest.mark.timeout(30)
+def test_async_task_awaiting_a_reader_of_its_own_data_is_a_cycle():
+    _await_own_reader()
+
+
+@pytest.mark.timeout(30)
+def test_cycle_through_an_await_leaves_no_threads_behind():
+    # The awaited task is cancelled and the suspended one is cancelled too, not resumed; the workers end.
+    import os
+    before = None  # counted after a first context: a library may start a thread pool of its own once
+    for round in range(5):
+        assert _await_own_reader().state == "cancelled"
+        before = before or len(os.listdir("/proc/self/task"))
+    assert len(os.listdir("/proc/self/task")) == before
 
 
 @pytest.mark.timeout(30)

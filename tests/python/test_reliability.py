@@ -359,6 +359,39 @@ def test_cycle_error_names_the_whole_cycle():
     assert "The cycle: T[0] -> T[1] -> T[2] -> T[3] -> T[4] -> T[0]" in message, message
 
 
+@pytest.mark.timeout(60)
+def test_cycle_error_leaves_no_threads_behind():
+    # Each context left with a DependencyCycleError kept its runtime and its workers for the life of the
+    # process. The tasks of the cycle, and a task after it, are cancelled; a task outside it ran.
+    from parla import DependencyCycleError
+    def threads():
+        return len(os.listdir("/proc/self/task"))
+    # Counted after a first context: a library may start a thread pool of its own once (BLAS).
+    before = None
+    for round in range(20):
+        ran = []
+        with pytest.raises(DependencyCycleError) as info:
+            with Parla(n_workers=2):
+                T = TaskSpace("T")
+                @spawn(T[0], [T[1]])
+                def a():
+                    ran.append("a")
+                @spawn(T[1], [T[0]])
+                def b():
+                    ran.append("b")
+                @spawn(T[2], [T[0]])
+                def c():
+                    ran.append("c")
+                @spawn(T[3])
+                def d():
+                    ran.append("d")
+        assert "The cycle: T[0] -> T[1] -> T[0]" in str(info.value), str(info.value)
+        assert ran == ["d"], ran
+        assert [T[i].state for i in range(4)] == ["cancelled", "cancelled", "cancelled", "done"]
+        before = before or threads()
+    assert threads() == before, (before, threads())
+
+
 @pytest.mark.timeout(30)
 def test_results_can_be_dropped():
     # 100 tasks returning 8 MB held 764 MiB for as long as their TaskSpace lived; drop_results frees them,
