@@ -46,19 +46,22 @@ def current_runtime() -> "Parla":
     return _current
 
 
-def _unfinished_tasks(rt: Any) -> List[Any]:
-    """The Task objects of runtime rt that are spawned and unfinished (the engine keeps no list of them, so
-    this looks through the live Task objects)."""
+def _live_tasks(rt: Any, states: Any) -> List[Any]:
+    """The Task objects of runtime rt whose state is in states (the engine keeps no list of spawned tasks, so
+    this looks through the live Task objects: for error paths only)."""
     import gc
     from .tasks import Task
-    return [o for o in gc.get_objects() if isinstance(o, Task) and o.runtime is rt
-            and o.state in ("submitted", "ready", "suspended")]
+    return [o for o in gc.get_objects() if isinstance(o, Task) and o.runtime is rt and o.state in states]
 
 
-def _waiting_tasks(rt: Any, limit: int = 8) -> str:
-    """Names of tasks of runtime rt that are spawned and unfinished, with their explicit dependencies (for the
-    diagnosis of a cycle)."""
-    waiting = _unfinished_tasks(rt)
+def _unfinished_tasks(rt: Any) -> List[Any]:
+    """The Task objects of runtime rt that are spawned and waiting (submitted, ready or suspended)."""
+    return _live_tasks(rt, ("submitted", "ready", "suspended"))
+
+
+def _waiting_tasks(waiting: List[Any], limit: int = 8) -> str:
+    """Names of the waiting tasks (from _unfinished_tasks), with their explicit dependencies (for the diagnosis
+    of a cycle)."""
     if not waiting:
         return ""
     waiting.sort(key=lambda t: t.name)
@@ -119,10 +122,7 @@ if hasattr(os, "register_at_fork"):
 
 def _unfinished_report(rt: Any, limit: int = 8) -> str:
     """': N tasks unfinished: T[0] (running), ...' for runtime rt (from the live Task objects)."""
-    import gc
-    from .tasks import Task
-    tasks = [o for o in gc.get_objects() if isinstance(o, Task) and o.runtime is rt and not o.done
-             and o.state != "created"]
+    tasks = _live_tasks(rt, ("submitted", "ready", "running", "suspended", "runahead"))
     if not tasks:
         return ": no task is unfinished"
     tasks.sort(key=lambda t: (t.state != "running", t.name))
@@ -509,17 +509,18 @@ class Parla:
             if rt.unsubmitted():
                 stuck = UnspawnedDependencyError(text)
             else:
+                waiting = _unfinished_tasks(rt)
                 stuck = DependencyCycleError(
                     text + ". Every spawned task waits on another: a cycle of dependencies, or an async task "
                     "awaiting a task that must wait for it (for example one reading a PArray the awaiting task "
-                    "declared as output or inout)" + _waiting_tasks(rt))
+                    "declared as output or inout)" + _waiting_tasks(waiting))
             rt.cancel_all()
             if isinstance(stuck, DependencyCycleError):
                 # cancel_all cannot reach tasks in a cycle (they never become ready): the engine finishes the
                 # waiting ones as cancelled, so the runtime closes and its workers end with the context. After
                 # cancel_all, a suspended task they release is cancelled too, not resumed.
                 try:
-                    rt.cancel_stuck(_unfinished_tasks(rt))
+                    rt.cancel_stuck(_unfinished_tasks(rt))  # listed again: after cancel_all, not before
                 except RuntimeError as e:  # not stuck that way after all: the tasks stay, the workers parked
                     logger.debug("the stuck tasks could not be cancelled: %s", e)
             self._drain(rt)
