@@ -3,7 +3,7 @@
  * chunked buffer (no lock); other threads share one buffer under a mutex.
  * At the end the events are written as Chrome trace JSON (Perfetto,
  * chrome://tracing), a DOT graph and a text summary with the critical path. */
-#include "core/internal.h"
+#include "sched/sched.h"
 
 #include <math.h>
 #include <stdio.h>
