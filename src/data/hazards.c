@@ -144,6 +144,108 @@ static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode, bool dep_wr
     return parla__add_edge(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
 }
 
+/* Room for one more access in t's list (x = t's ext). */
+static int reserve_access(parla_task_t *t, parla__task_ext_t *x)
+{
+    if (x->n_accesses < x->cap_accesses)
+        return 0;
+    int cap = x->cap_accesses ? 2 * x->cap_accesses : 4;
+    parla__access_t *a = parla__alloc(t->rt, (size_t)cap * sizeof *a);
+    if (a == NULL)
+        return parla__error(PARLA_ENOMEM, "task %s: cannot record an access", parla_task_name(t));
+    if (x->n_accesses)
+        memcpy(a, x->accesses, (size_t)x->n_accesses * sizeof *a);
+    parla__free(x->accesses);
+    x->accesses = a;
+    x->cap_accesses = cap;
+    return 0;
+}
+
+/* Earlier tasks that explicitly wait for the accessing task (references). */
+typedef struct kept {
+    parla_task_t **v;
+    size_t n, cap;
+} kept_t;
+
+/* With s->lock held: the hazard edges of t's access (d, mode) from the
+ * overlapping records; a read joins their readers. 0 or a negative code. */
+static int add_hazards_locked(parla_task_t *t, store_t *s, parla_data_t *d, int mode, kept_t *kept)
+{
+    int rc = 0;
+    for (size_t r = 0; r < s->n_records && rc == 0; r++) {
+        record_t *rec = &s->records[r];
+        if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
+            continue;
+        prune(rec->writers, &rec->n_writers, true);
+        /* Readers pile up under many concurrent reads: prune them only when
+         * the list is full (amortised O(1)) or when a write needs them. */
+        if ((mode & PARLA_WRITE) || rec->n_readers == rec->cap_readers)
+            prune(rec->readers, &rec->n_readers, false);
+        for (size_t i = 0; i < rec->n_writers && rc >= 0; i++) {
+            rc = hazard_edge(t, rec->writers[i], mode, true);
+            if (rc == 1)
+                rc = push_task(t->rt, &kept->v, &kept->n, &kept->cap, rec->writers[i]);
+        }
+        if (mode & PARLA_WRITE) {
+            for (size_t i = 0; i < rec->n_readers && rc >= 0; i++) {
+                rc = hazard_edge(t, rec->readers[i], mode, false);
+                if (rc == 1)
+                    rc = push_task(t->rt, &kept->v, &kept->n, &kept->cap, rec->readers[i]);
+            }
+        } else if (rc >= 0) {
+            rc = push_task(t->rt, &rec->readers, &rec->n_readers, &rec->cap_readers, t);
+        }
+    }
+    return rc;
+}
+
+/* With s->lock held: replaces the records t's write of d covers whole by one
+ * new record (taking *ranges, its copy of d's ranges). 0 or a negative code. */
+static int replace_records_locked(parla_task_t *t, store_t *s, parla_data_t *d, uint64_t **ranges,
+                                  const kept_t *kept)
+{
+    if (s->n_records == s->cap_records) {
+        size_t cap = 2 * s->cap_records;
+        record_t *n = parla__calloc(t->rt, cap, sizeof *n);
+        if (n == NULL)
+            return PARLA_ENOMEM;
+        memcpy(n, s->records, s->n_records * sizeof *n);
+        parla__free(s->records);
+        s->records = n;
+        s->cap_records = cap;
+    }
+    record_t nr = {0};
+    nr.ranges = *ranges;
+    nr.n_ranges = d->n_ranges;
+    *ranges = NULL;
+    int rc = push_task(t->rt, &nr.writers, &nr.n_writers, &nr.cap_writers, t);
+    /* Tasks spawned earlier that run after t (explicit order) stay
+     * writers too: later accesses wait for them as well. */
+    for (size_t i = 0; i < kept->n && rc >= 0; i++)
+        rc = push_task(t->rt, &nr.writers, &nr.n_writers, &nr.cap_writers, kept->v[i]);
+    if (rc < 0) {
+        record_clear(&nr);
+        return rc;
+    }
+    size_t w = 0;
+    for (size_t r = 0; r < s->n_records; r++) {
+        record_t *rec = &s->records[r];
+        if (ranges_cover(rec->ranges, rec->n_ranges, nr.ranges, nr.n_ranges)) {
+            record_clear(rec);
+            continue;
+        }
+        /* The part this write covers is the new record's now: an
+         * earlier (failed) writer no longer stands for it. Out of
+         * memory, the record stays whole (more ordering, not less). */
+        if (ranges_overlap(rec->ranges, rec->n_ranges, nr.ranges, nr.n_ranges))
+            ranges_subtract(t->rt, rec, nr.ranges, nr.n_ranges);
+        s->records[w++] = *rec;
+    }
+    s->n_records = w;
+    s->records[s->n_records++] = nr;
+    return rc;
+}
+
 int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t mode)
 {
     if (t == NULL || d == NULL)
@@ -159,17 +261,9 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
     parla__task_ext_t *x = parla__task_ext(t);
     if (x == NULL)
         return parla__error(PARLA_ENOMEM, "task %s: cannot record an access", parla_task_name(t));
-    if (x->n_accesses == x->cap_accesses) {
-        int cap = x->cap_accesses ? 2 * x->cap_accesses : 4;
-        parla__access_t *a = parla__alloc(t->rt, (size_t)cap * sizeof *a);
-        if (a == NULL)
-            return parla__error(PARLA_ENOMEM, "task %s: cannot record an access", parla_task_name(t));
-        if (x->n_accesses)
-            memcpy(a, x->accesses, (size_t)x->n_accesses * sizeof *a);
-        parla__free(x->accesses);
-        x->accesses = a;
-        x->cap_accesses = cap;
-    }
+    int rc = reserve_access(t, x);
+    if (rc)
+        return rc;
     /* Reserve the new record's memory first, so a failure changes nothing
      * in the history. */
     uint64_t *ranges = NULL;
@@ -180,84 +274,15 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
         if (d->n_ranges)
             memcpy(ranges, d->ranges, d->n_ranges * 2 * sizeof *ranges);
     }
-    int rc = 0;
-    parla_task_t **kept = NULL; /* earlier tasks that explicitly wait for t */
-    size_t n_kept = 0, cap_kept = 0;
+    kept_t kept = {0};
     pthread_mutex_lock(&s->lock);
-    for (size_t r = 0; r < s->n_records && rc == 0; r++) {
-        record_t *rec = &s->records[r];
-        if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
-            continue;
-        prune(rec->writers, &rec->n_writers, true);
-        /* Readers pile up under many concurrent reads: prune them only when
-         * the list is full (amortised O(1)) or when a write needs them. */
-        if ((mode & PARLA_WRITE) || rec->n_readers == rec->cap_readers)
-            prune(rec->readers, &rec->n_readers, false);
-        for (size_t i = 0; i < rec->n_writers && rc >= 0; i++) {
-            rc = hazard_edge(t, rec->writers[i], mode, true);
-            if (rc == 1)
-                rc = push_task(t->rt, &kept, &n_kept, &cap_kept, rec->writers[i]);
-        }
-        if (mode & PARLA_WRITE) {
-            for (size_t i = 0; i < rec->n_readers && rc >= 0; i++) {
-                rc = hazard_edge(t, rec->readers[i], mode, false);
-                if (rc == 1)
-                    rc = push_task(t->rt, &kept, &n_kept, &cap_kept, rec->readers[i]);
-            }
-        } else if (rc >= 0) {
-            rc = push_task(t->rt, &rec->readers, &rec->n_readers, &rec->cap_readers, t);
-        }
-    }
-    if (rc >= 0 && (mode & PARLA_WRITE)) {
-        /* Replace the records this write covers whole by one new record. */
-        if (s->n_records == s->cap_records) {
-            size_t cap = 2 * s->cap_records;
-            record_t *n = parla__calloc(t->rt, cap, sizeof *n);
-            if (n == NULL) {
-                rc = PARLA_ENOMEM;
-            } else {
-                memcpy(n, s->records, s->n_records * sizeof *n);
-                parla__free(s->records);
-                s->records = n;
-                s->cap_records = cap;
-            }
-        }
-        if (rc >= 0) {
-            record_t nr = {0};
-            nr.ranges = ranges;
-            nr.n_ranges = d->n_ranges;
-            ranges = NULL;
-            rc = push_task(t->rt, &nr.writers, &nr.n_writers, &nr.cap_writers, t);
-            /* Tasks spawned earlier that run after t (explicit order) stay
-             * writers too: later accesses wait for them as well. */
-            for (size_t i = 0; i < n_kept && rc >= 0; i++)
-                rc = push_task(t->rt, &nr.writers, &nr.n_writers, &nr.cap_writers, kept[i]);
-            if (rc < 0) {
-                record_clear(&nr);
-            } else {
-                size_t w = 0;
-                for (size_t r = 0; r < s->n_records; r++) {
-                    record_t *rec = &s->records[r];
-                    if (ranges_cover(rec->ranges, rec->n_ranges, nr.ranges, nr.n_ranges)) {
-                        record_clear(rec);
-                        continue;
-                    }
-                    /* The part this write covers is the new record's now: an
-                     * earlier (failed) writer no longer stands for it. Out of
-                     * memory, the record stays whole (more ordering, not less). */
-                    if (ranges_overlap(rec->ranges, rec->n_ranges, nr.ranges, nr.n_ranges))
-                        ranges_subtract(t->rt, rec, nr.ranges, nr.n_ranges);
-                    s->records[w++] = *rec;
-                }
-                s->n_records = w;
-                s->records[s->n_records++] = nr;
-            }
-        }
-    }
+    rc = add_hazards_locked(t, s, d, mode, &kept);
+    if (rc >= 0 && (mode & PARLA_WRITE))
+        rc = replace_records_locked(t, s, d, &ranges, &kept);
     pthread_mutex_unlock(&s->lock);
-    for (size_t i = 0; i < n_kept; i++)
-        parla_task_release(kept[i]);
-    parla__free(kept);
+    for (size_t i = 0; i < kept.n; i++)
+        parla_task_release(kept.v[i]);
+    parla__free(kept.v);
     parla__free(ranges);
     if (rc < 0)
         return rc == PARLA_ENOMEM ? parla__error(rc, "task %s: cannot record an access", parla_task_name(t)) : rc;

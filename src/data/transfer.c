@@ -339,80 +339,81 @@ static bool room_for(parla_task_t *t, parla__device_t *d)
     return fits;
 }
 
-int parla__data_prepare(parla_task_t *t)
+/* Phase 0 of parla__data_prepare on a GPU: the task's data must fit on the
+ * device at all (PARLA_ERESOURCE), and room must be free now (PARLA_EBUSY).
+ * On success the device's acquire_lock is held. */
+static int check_capacity(parla_task_t *t, parla__device_t *d)
 {
-    int device = t->n_devices ? t->devices[0] : 0;
     parla__task_ext_t *x = t->ext;
-    parla_runtime_t *rt = t->rt;
-    parla__device_t *d = &rt->devices[device];
-    if (device != 0) {
-        /* A task whose data cannot fit even on an empty device fails. */
-        uint64_t total = 0;
-        for (int i = 0; i < x->n_accesses; i++)
-            if (first_use(x, i))
-                total += x->accesses[i].data->store->nbytes;
-        if (total + t->memory > d->memory_capacity) /* one account: its reservation too */
-            return parla__error(PARLA_ERESOURCE,
-                                "task %s needs %llu bytes of data and reserves %llu bytes on %s, more than its "
-                                "capacity of %llu bytes", parla_task_name(t), (unsigned long long)total,
-                                (unsigned long long)t->memory, d->name, (unsigned long long)d->memory_capacity);
-        pthread_mutex_lock(&d->acquire_lock);
-        if (!room_for(t, d)) {
-            pthread_mutex_unlock(&d->acquire_lock);
-            return PARLA_EBUSY;
-        }
+    /* A task whose data cannot fit even on an empty device fails. */
+    uint64_t total = 0;
+    for (int i = 0; i < x->n_accesses; i++)
+        if (first_use(x, i))
+            total += x->accesses[i].data->store->nbytes;
+    if (total + t->memory > d->memory_capacity) /* one account: its reservation too */
+        return parla__error(PARLA_ERESOURCE,
+                            "task %s needs %llu bytes of data and reserves %llu bytes on %s, more than its "
+                            "capacity of %llu bytes", parla_task_name(t), (unsigned long long)total,
+                            (unsigned long long)t->memory, d->name, (unsigned long long)d->memory_capacity);
+    pthread_mutex_lock(&d->acquire_lock);
+    if (!room_for(t, d)) {
+        pthread_mutex_unlock(&d->acquire_lock);
+        return PARLA_EBUSY;
     }
-    /* Phase 1: allocate, queue the copies of what is read (or copy at once
-     * when a job cannot be allocated), pin. Phase 2: mark the writes. Reads
-     * come first so that a range both read (through one declaration) and
-     * written (through another) is copied in. */
-    plan_t plan = {0};
-    arrival_t **waits = parla__calloc(rt, (size_t)x->n_accesses, sizeof *waits);
-    if (x->wait_nodes == NULL)
-        x->wait_nodes = parla__calloc(rt, (size_t)x->n_accesses, sizeof *x->wait_nodes);
-    int i, rc = waits && x->wait_nodes
-                    ? 0
-                    : parla__error(PARLA_ENOMEM, "task %s: cannot prepare its data", parla_task_name(t));
-    for (i = 0; i < x->n_accesses && rc == 0; i++) {
+    return 0;
+}
+
+/* Gives the copy jobs planned for store s since `before` to s's arrival on
+ * device: joins the copies already on their way, or starts a new batch.
+ * Checked and counted under one lock: a batch whose last copy finishes
+ * meanwhile must not take new copies. s->lock held. */
+static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan, copy_job_t *before)
+{
+    arrival_t *arr = s->copies[device].arriving;
+    bool joined = false;
+    if (arr) {
+        pthread_mutex_lock(&arr->lock);
+        if (!arr->done) {
+            arr->remaining += plan->n_jobs_store;
+            joined = true;
+        }
+        pthread_mutex_unlock(&arr->lock);
+    }
+    if (!joined) {
+        arrival_t *fresh = arrival_new(s->rt);
+        if (fresh == NULL)
+            return parla__error(PARLA_ENOMEM, "task %s: cannot track its copies", parla_task_name(t));
+        fresh->remaining = plan->n_jobs_store;
+        parla__data_arrival_unref(arr);
+        s->copies[device].arriving = arr = fresh;
+    }
+    for (copy_job_t *j = plan->jobs; j != before; j = (copy_job_t *)j->job.next) {
+        atomic_fetch_add(&arr->refs, 1);
+        j->arrival = arr;
+    }
+    return 0;
+}
+
+/* Phase 1: for each access, allocate, queue the copies of what is read (or
+ * copy at once when a job cannot be allocated) and pin; *wait[i] is the
+ * arrival access i waits for (a reference), if any. Returns 0, or the error
+ * with *n_pinned the accesses pinned before the failing one. */
+static int plan_reads(parla_task_t *t, int device, plan_t *plan, arrival_t **waits, int *n_pinned)
+{
+    parla__task_ext_t *x = t->ext;
+    int rc = 0;
+    for (int i = 0; i < x->n_accesses; i++) {
         parla__access_t *a = &x->accesses[i];
         store_t *s = a->data->store;
         pthread_mutex_lock(&s->lock);
-        copy_job_t *before = plan.jobs;
-        plan.n_jobs_store = 0;
-        rc = make_valid_locked(a->data, device, a->mode & PARLA_READ, t, &plan);
+        copy_job_t *before = plan->jobs;
+        plan->n_jobs_store = 0;
+        rc = make_valid_locked(a->data, device, a->mode & PARLA_READ, t, plan);
         if (rc == 0) {
             s->copies[device].pins++;
+            if (plan->n_jobs_store > 0)
+                rc = join_arrival(t, s, device, plan, before);
             arrival_t *arr = s->copies[device].arriving;
-            if (plan.n_jobs_store > 0) {
-                /* Join the copies already on their way, or start a new batch.
-                 * Checked and counted under one lock: a batch whose last copy
-                 * finishes meanwhile must not take new copies. */
-                bool joined = false;
-                if (arr) {
-                    pthread_mutex_lock(&arr->lock);
-                    if (!arr->done) {
-                        arr->remaining += plan.n_jobs_store;
-                        joined = true;
-                    }
-                    pthread_mutex_unlock(&arr->lock);
-                }
-                if (!joined) {
-                    arrival_t *fresh = arrival_new(rt);
-                    if (fresh == NULL) {
-                        rc = parla__error(PARLA_ENOMEM, "task %s: cannot track its copies", parla_task_name(t));
-                    } else {
-                        fresh->remaining = plan.n_jobs_store;
-                        parla__data_arrival_unref(arr);
-                        s->copies[device].arriving = arr = fresh;
-                    }
-                }
-                if (rc == 0) {
-                    for (copy_job_t *j = plan.jobs; j != before; j = (copy_job_t *)j->job.next) {
-                        atomic_fetch_add(&arr->refs, 1);
-                        j->arrival = arr;
-                    }
-                }
-            }
             if (rc == 0 && arrival_pending(arr)) {
                 atomic_fetch_add(&arr->refs, 1);
                 waits[i] = arr;
@@ -421,38 +422,51 @@ int parla__data_prepare(parla_task_t *t)
                 s->copies[device].pins--;
         }
         pthread_mutex_unlock(&s->lock);
-    }
-    if (rc == 0) {
-        for (i = 0; i < x->n_accesses; i++) {
-            parla__access_t *a = &x->accesses[i];
-            if (!(a->mode & PARLA_WRITE))
-                continue;
-            store_t *s = a->data->store;
-            pthread_mutex_lock(&s->lock);
-            make_valid_locked(a->data, device, PARLA_WRITE, t, NULL);
-            pthread_mutex_unlock(&s->lock);
+        if (rc != 0) {
+            *n_pinned = i;
+            return rc;
         }
-        if (device != 0) {
-            pthread_mutex_lock(&d->lock);
-            d->n_pins += (uint64_t)x->n_accesses;
-            for (i = 0; i < x->n_accesses; i++) {
-                parla__copy_t *c = &x->accesses[i].data->store->copies[device];
-                if (c->buf)
-                    parla__data_lru_touch(d, c);
-            }
-            pthread_mutex_unlock(&d->lock);
-        }
-    } else if (waits) {
-        /* Undo the pins of the accesses prepared before the failure; their
-         * queued copies still run (the ranges are marked valid there). */
-        parla__data_unpin_accesses(t, device, i - 1);
     }
-    if (device != 0)
-        pthread_mutex_unlock(&d->acquire_lock);
-    /* Queue the copies. A job whose arrival could not be made is done here. */
-    while (plan.jobs) {
-        copy_job_t *j = plan.jobs;
-        plan.jobs = (copy_job_t *)j->job.next;
+    *n_pinned = x->n_accesses;
+    return 0;
+}
+
+/* Phase 2: marks the writes (device becomes the only valid copy of what is
+ * written), counts the pins on the device and refreshes the LRU order. Reads
+ * come first so that a range both read (through one declaration) and
+ * written (through another) is copied in. */
+static void mark_writes(parla_task_t *t, int device, parla__device_t *d)
+{
+    parla__task_ext_t *x = t->ext;
+    for (int i = 0; i < x->n_accesses; i++) {
+        parla__access_t *a = &x->accesses[i];
+        if (!(a->mode & PARLA_WRITE))
+            continue;
+        store_t *s = a->data->store;
+        pthread_mutex_lock(&s->lock);
+        make_valid_locked(a->data, device, PARLA_WRITE, t, NULL);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (device != 0) {
+        pthread_mutex_lock(&d->lock);
+        d->n_pins += (uint64_t)x->n_accesses;
+        for (int i = 0; i < x->n_accesses; i++) {
+            parla__copy_t *c = &x->accesses[i].data->store->copies[device];
+            if (c->buf)
+                parla__data_lru_touch(d, c);
+        }
+        pthread_mutex_unlock(&d->lock);
+    }
+}
+
+/* Phase 3, with no lock held: queues the planned copies on the engines. A job
+ * whose arrival could not be made is done here, synchronously. */
+static void queue_jobs(parla_task_t *t, plan_t *plan)
+{
+    parla_runtime_t *rt = t->rt;
+    while (plan->jobs) {
+        copy_job_t *j = plan->jobs;
+        plan->jobs = (copy_job_t *)j->job.next;
         if (j->arrival && parla__device_async(copy_job_device(rt, j))) {
             /* The copy waits on the device for the work of the runahead
              * predecessors that may still be writing its source. */
@@ -474,14 +488,51 @@ int parla__data_prepare(parla_task_t *t)
             job_free(j);
         }
     }
+}
+
+/* Phase 4: registers t as a waiter of each pending arrival (when the
+ * preparation succeeded) and drops the references of waits. */
+static void register_waiters(parla_task_t *t, arrival_t **waits, int rc)
+{
+    parla__task_ext_t *x = t->ext;
     atomic_store(&x->n_waiting, 1); /* the hold while registering */
-    for (i = 0; waits && i < x->n_accesses; i++) {
+    for (int i = 0; waits && i < x->n_accesses; i++) {
         if (waits[i] == NULL)
             continue;
         if (rc == 0)
             arrival_add_waiter(waits[i], t, &x->wait_nodes[i]);
         parla__data_arrival_unref(waits[i]);
     }
+}
+
+int parla__data_prepare(parla_task_t *t)
+{
+    int device = t->n_devices ? t->devices[0] : 0;
+    parla__task_ext_t *x = t->ext;
+    parla_runtime_t *rt = t->rt;
+    parla__device_t *d = &rt->devices[device];
+    int rc;
+    if (device != 0 && (rc = check_capacity(t, d)) != 0)
+        return rc;
+    plan_t plan = {0};
+    arrival_t **waits = parla__calloc(rt, (size_t)x->n_accesses, sizeof *waits);
+    if (x->wait_nodes == NULL)
+        x->wait_nodes = parla__calloc(rt, (size_t)x->n_accesses, sizeof *x->wait_nodes);
+    int n_pinned = 0;
+    if (waits == NULL || x->wait_nodes == NULL)
+        rc = parla__error(PARLA_ENOMEM, "task %s: cannot prepare its data", parla_task_name(t));
+    else
+        rc = plan_reads(t, device, &plan, waits, &n_pinned);
+    if (rc == 0)
+        mark_writes(t, device, d);
+    else
+        /* Undo the pins of the accesses prepared before the failure; their
+         * queued copies still run (the ranges are marked valid there). */
+        parla__data_unpin_accesses(t, device, n_pinned);
+    if (device != 0)
+        pthread_mutex_unlock(&d->acquire_lock);
+    queue_jobs(t, &plan);
+    register_waiters(t, waits, rc);
     parla__free(waits);
     if (rc)
         return rc;

@@ -62,71 +62,96 @@ void *parla_task_stream(const parla_task_t *task, int k)
     return w->streams[task->devices[k]];
 }
 
-void parla__task_run(parla_task_t *t)
+/* The trace record of a body that ran from t0 until now and returned rc. */
+static void trace_body(parla_task_t *t, uint64_t t0, int rc)
 {
-    parla__worker_t *w = parla__tls_worker;
+    parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
+                       .device = t->n_devices ? t->devices[0] : 0,
+                       .a = rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED
+                                                                              : PARLA_TASK_FAILED};
+    if (t->ext && t->ext->n_options > 0) {
+        ev.f[0] = (float)t->ext->mapping.locality;
+        ev.f[1] = (float)t->ext->mapping.transfer;
+        ev.f[2] = (float)t->ext->mapping.load;
+        ev.f[3] = (float)t->ext->mapping.score;
+        if (ev.f[3] == 0.0f)
+            ev.f[3] = 1e-9f; /* mark "has scores" */
+    }
+    parla__trace_event(t->rt, &ev);
+}
+
+/* What became of a task given to run_body. */
+enum run_outcome {
+    RUN_SKIPPED,  /* the body did not run: cancelled (rc 0) or failed before it (rc, message set) */
+    RUN_RETURNED, /* the body returned rc (0, PARLA_TASK_SUSPEND or an error) */
+    RUN_AHEAD,    /* a GPU task whose body returned 0: its device's engine finishes it */
+};
+
+/* True when t runs ahead after a successful body: its first device is a GPU
+ * with an engine, which completes it after the work queued there. */
+static bool runs_ahead(const parla_task_t *t)
+{
+    return t->n_devices > 0 && parla__device_runs_ahead(&t->rt->devices[t->devices[0]]);
+}
+
+/* Runs t's body on worker w (unless it must be skipped); *rc as the outcome says. */
+static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
+{
+    *rc = 0;
     /* After parla_runtime_cancel_all, queued tasks are cancelled, not run. */
-    bool skip = atomic_load_explicit(&t->rt->cancelling, memory_order_relaxed);
-    int rc = 0;
-    /* The task's data was brought to its device when it was dispatched. */
-    bool data = t->ext && t->ext->prepared;
-    if (!skip && t->ext && (rc = atomic_load_explicit(&t->ext->copy_error, memory_order_relaxed)) != 0) {
-        rc = parla__error(rc, "task %s: a copy of its data to %s failed on the device (%s); the data keeps its "
-                              "last good copy", parla_task_name(t), t->rt->devices[t->devices[0]].name,
-                          parla_strerror(rc));
-        skip = true;
+    if (atomic_load_explicit(&t->rt->cancelling, memory_order_relaxed))
+        return RUN_SKIPPED;
+    int err;
+    if (t->ext && (err = atomic_load_explicit(&t->ext->copy_error, memory_order_relaxed)) != 0) {
+        *rc = parla__error(err, "task %s: a copy of its data to %s failed on the device (%s); the data keeps "
+                                "its last good copy", parla_task_name(t), t->rt->devices[t->devices[0]].name,
+                           parla_strerror(err));
+        return RUN_SKIPPED;
     }
-    bool streams = !skip && uses_streams(t);
-    if (streams && (rc = streams_prologue(w, t)) != 0)
-        skip = true;
-    if (!skip) {
-        parla_task_t *outer = w->current;
-        w->current = t;
-        atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
-        uint64_t t0 = t->rt->trace ? parla__now_ns() : 0;
-        rc = t->fn(t, t->arg);
-        /* Events only when the task will run ahead (its first device is a
-         * GPU, whose engine completes it); otherwise the worker waits. */
-        if (streams)
-            streams_epilogue(w, t, rc == 0 && t->rt->devices[t->devices[0]].engine_running);
-        if (t->rt->trace) {
-            parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
-                               .device = t->n_devices ? t->devices[0] : 0,
-                               .a = rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED
-                                                                                      : PARLA_TASK_FAILED};
-            if (t->ext && t->ext->n_options > 0) {
-                ev.f[0] = (float)t->ext->mapping.locality;
-                ev.f[1] = (float)t->ext->mapping.transfer;
-                ev.f[2] = (float)t->ext->mapping.load;
-                ev.f[3] = (float)t->ext->mapping.score;
-                if (ev.f[3] == 0.0f)
-                    ev.f[3] = 1e-9f; /* mark "has scores" */
-            }
-            parla__trace_event(t->rt, &ev);
-        }
-        w->current = outer;
-        atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
-    }
-    if (!skip && rc == 0 && t->n_devices > 0 && t->rt->devices[t->devices[0]].engine_running) {
-        /* A GPU task: runahead. Its GPU-only successors go now; the device's
-         * engine finishes it after the work queued there before it. */
-        if (t->rt->trace && t->ext)
-            t->ext->ran_ns = parla__now_ns();
-        parla__task_runahead(t);
-        int mark = parla__engine_mark(t);
-        if (mark == 0)
-            return;
-        /* Complete already, or no memory for a marker: this worker waits. */
-        parla__task_complete_gpu(t, mark < 0 ? parla__task_work_wait(t) : 0);
+    bool streams = uses_streams(t);
+    if (streams && (*rc = streams_prologue(w, t)) != 0)
+        return RUN_SKIPPED;
+    parla_task_t *outer = w->current;
+    w->current = t;
+    atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
+    uint64_t t0 = t->rt->trace ? parla__now_ns() : 0;
+    *rc = t->fn(t, t->arg);
+    /* Events only when the task will run ahead; otherwise the worker waits. */
+    if (streams)
+        streams_epilogue(w, t, *rc == 0 && runs_ahead(t));
+    if (t->rt->trace)
+        trace_body(t, t0, *rc);
+    w->current = outer;
+    atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    return *rc == 0 && runs_ahead(t) ? RUN_AHEAD : RUN_RETURNED;
+}
+
+/* Runahead: t's GPU-only successors go now; the device's engine finishes t
+ * after the work queued there before it. */
+static void run_ahead(parla_task_t *t)
+{
+    if (t->rt->trace && t->ext)
+        t->ext->ran_ns = parla__now_ns();
+    parla__task_runahead(t);
+    int mark = parla__engine_mark(t);
+    if (mark == 0)
         return;
-    }
+    /* Complete already, or no memory for a marker: this worker waits. */
+    parla__task_complete_gpu(t, mark < 0 ? parla__task_work_wait(t) : 0);
+}
+
+/* After run_body (not for RUN_AHEAD): releases t's data (when it was
+ * prepared) and resources, then finishes t, or leaves a suspended one to the
+ * tasks it awaits. */
+static void after_body(parla_task_t *t, enum run_outcome o, int rc, bool data)
+{
     if (data) {
         t->ext->prepared = false;
         parla__data_release_task(t);
     }
     parla__release_and_dispatch(t);
-    if (skip) {
+    if (o == RUN_SKIPPED) {
         if (rc != 0)
             parla__task_finish(t, PARLA_TASK_FAILED, rc);
         else
@@ -146,6 +171,18 @@ void parla__task_run(parla_task_t *t)
         rc = PARLA_EINVAL;
     }
     parla__task_finish(t, rc == 0 ? PARLA_TASK_DONE : PARLA_TASK_FAILED, rc);
+}
+
+void parla__task_run(parla_task_t *t)
+{
+    /* The task's data was brought to its device when it was dispatched. */
+    bool data = t->ext && t->ext->prepared;
+    int rc;
+    enum run_outcome o = run_body(parla__tls_worker, t, &rc);
+    if (o == RUN_AHEAD)
+        run_ahead(t);
+    else
+        after_body(t, o, rc, data);
 }
 
 int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t n)
