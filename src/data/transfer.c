@@ -269,7 +269,7 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
                     /* Queued on a copy engine; the source stays pinned until done. */
                     atomic_fetch_add(&s->refs, 1);
                     *j = (copy_job_t){.store = s, .from = src, .to = device, .lo = g->lo, .hi = g->hi,
-                                      .serial = t ? t->serial : UINT64_MAX, .job.next = &plan->jobs->job};
+                                      .serial = t ? t->serial : UINT64_MAX, .job.next = (parla__job_t *)plan->jobs};
                     plan->jobs = j;
                     plan->n_jobs_store++;
                     parla__data_pin_locked(s, src);
