@@ -11,25 +11,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
+parla__reach_t parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
 {
     /* Depth-first search over successor edges. Every task reachable from a
      * never-submitted task is unfinished, so its edges are not freed while we
      * walk them; pushes may happen concurrently and are harmless. A small
-     * open-addressing set remembers visited tasks. */
+     * open-addressing set remembers visited tasks. Its memory is transient
+     * (freed before returning), so it comes from libc, not parla__alloc: a
+     * failure answers "unknown", which the caller reports as PARLA_ENOMEM. */
     size_t cap = 64, n_seen = 0, top = 0, stack_cap = 64;
     parla_task_t **seen = calloc(cap, sizeof *seen);
     parla_task_t **stack = malloc(stack_cap * sizeof *stack);
-    bool found = false;
+    parla__reach_t found = PARLA__REACH_UNKNOWN;
     if (!seen || !stack)
         goto out;
+    found = PARLA__REACH_NO;
     stack[top++] = from;
-    while (top > 0 && !found && n_seen < limit) {
+    while (top > 0 && found == PARLA__REACH_NO) {
+        if (n_seen >= limit) {
+            found = PARLA__REACH_UNKNOWN;
+            break;
+        }
         parla_task_t *u = stack[--top];
         for (parla__edge_t *e = atomic_load(&u->succ); e && e != PARLA__SEALED; e = e->next) {
             parla_task_t *v = e->succ;
             if (v == to) {
-                found = true;
+                found = PARLA__REACH_YES;
                 break;
             }
             size_t h = ((uintptr_t)v >> 4) & (cap - 1);
@@ -41,8 +48,10 @@ bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
             if (++n_seen * 2 > cap) {
                 size_t ncap = cap * 2;
                 parla_task_t **ns = calloc(ncap, sizeof *ns);
-                if (!ns)
+                if (!ns) {
+                    found = PARLA__REACH_UNKNOWN;
                     goto out;
+                }
                 for (size_t i = 0; i < cap; i++) {
                     if (!seen[i])
                         continue;
@@ -57,8 +66,10 @@ bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
             }
             if (top == stack_cap) {
                 parla_task_t **st = realloc(stack, 2 * stack_cap * sizeof *st);
-                if (!st)
+                if (!st) {
+                    found = PARLA__REACH_UNKNOWN;
                     goto out;
+                }
                 stack = st;
                 stack_cap *= 2;
             }
@@ -127,23 +138,16 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
     }
     parla_task_retain(t);
     atomic_fetch_add_explicit(&t->pending, 1, memory_order_relaxed);
-    parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);
-    for (;;) {
-        if (head == PARLA__SEALED) {
-            /* dep has finished: the edge is moot, except for a failure. */
-            int s = atomic_load_explicit(&dep->state, memory_order_acquire);
-            if (s != PARLA_TASK_DONE && !(flags & (PARLA__EDGE_SOFT | PARLA__EDGE_ORDER)))
-                mark_cancel(t, dep);
-            atomic_fetch_sub_explicit(&t->pending, 1, memory_order_relaxed);
-            parla_task_release(t);
-            parla__edge_free(dep, e);
-            return 0;
-        }
-        e->next = head;
-        if (atomic_compare_exchange_weak_explicit(&dep->succ, &head, e, memory_order_acq_rel,
-                                                  memory_order_acquire))
-            return 0;
+    if (!parla__edge_push(dep, e)) {
+        /* dep has finished: the edge is moot, except for a failure. */
+        int s = atomic_load_explicit(&dep->state, memory_order_acquire);
+        if (s != PARLA_TASK_DONE && !(flags & (PARLA__EDGE_SOFT | PARLA__EDGE_ORDER)))
+            mark_cancel(t, dep);
+        atomic_fetch_sub_explicit(&t->pending, 1, memory_order_relaxed);
+        parla_task_release(t);
+        parla__edge_free(dep, e);
     }
+    return 0;
 }
 
 int parla_task_add_dependency(parla_task_t *t, parla_task_t *dep)

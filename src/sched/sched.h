@@ -3,21 +3,48 @@
  * queues, the ready path (mapping, reservation, data preparation, enqueue), running bodies, waiting and
  * the stuck diagnosis. Uses every layer below. Not installed.
  *
+ * THE LOCK ORDER of the engine. A thread holding a lock may take only locks
+ * further down this list; nothing is held while a task body runs, nor while
+ * a hook of parla_config_t runs.
  *
- * Lock order (a thread holding a lock may only take locks further down):
- *   1. rt->placeholder_lock   (never-submitted tasks that have dependents)
- *   1b. device->acquire_lock  (one task at a time brings its data to a GPU)
- *   1c. store->lock           (a data object's copies and history; see data.c)
- *   2. device->lock           (resource accounting and blocked list of a device)
- *   3. queue->lock            (one ready queue)
- *   4. rt->park_lock          (sleeping workers)
- *   5. rt->wait_lock          (threads blocked in wait calls, wake_gen)
- * No lock is held while a task body runs.
+ *   1. device->acquire_lock   device/device.h  one task at a time brings its data to a GPU
+ *                                              (data/transfer.c: check_capacity .. the end of
+ *                                              planning; parla__data_make_valid_now)
+ *   2. store->lock            data/impl.h      a data object's segments, copies, records
+ *   3. device->lock           device/device.h  resources, blocked lists, residency and LRU; several
+ *                                              only in ascending device index (sched/resources.c);
+ *                                              while one is held a victim's store->lock is taken
+ *                                              only by try-lock (data/residency.c: evict_for_locked)
+ *      arrival->lock          data/impl.h      copies in flight to one device for one store (taken
+ *                                              under store->lock, never together with device->lock)
+ *   4. rt->park_lock          sched/sched.h    sleeping workers, a body's waiting_on list
+ *   5. rt->wait_lock          sched/sched.h    threads blocked in wait calls, wake_gen
+ *
+ * Leaves (nothing is taken while one is held; each may be taken under any of
+ * the above):
+ *   rt->placeholder_lock  (mutex, graph/placeholder.c; taken under store->lock:
+ *                          data/hazards.c hazard_edge -> parla__add_edge -> parla__placeholder_add)
+ *   rt->stores_lock       (mutex, the list of live stores, data/store.c and hazards.c)
+ *   device->engine_lock   (mutex, an engine's job queue, device/engine.c; jobs run without it)
+ *   device->event_lock    (mutex, an event pool, device/event.c)
+ *   trace buffer lock     (mutex, the shared trace buffer, trace/buffer.c)
+ *   queue->lock           (spinlock, one ready queue, sched/queue.c)
+ *   rt->alloc_lock        (spinlock, the recycled task pool, graph/task.c)
+ * CUDA's driver loading (device/cuda.c) is a pthread_once, taken under none.
+ *
+ * Held across a device call (an ops-> function, which may block for a
+ * transfer or the driver): by design none. Today, the exceptions listed
+ * under "Blocking work under locks" below remain: device->acquire_lock and
+ * store->lock across ops->alloc of a new copy (data/residency.c:
+ * parla__data_ensure_copy) and across the synchronous fallback copies, and
+ * device->lock (with the victim's store->lock) across an eviction's
+ * write-back copy and ops->free. No lock is held across event_create or
+ * event_record (device/event.c), nor across the copies queued on engines.
  *
  * Blocking work under locks (what stays, why, and what it costs):
  *   - An eviction writes back the ranges only the victim holds with a
  *     synchronous copy, under the victim store's lock and the device lock
- *     (evict_for_locked in data.c). It stays there because the bytes must
+ *     (evict_for_locked in data/residency.c). It stays there because the bytes must
  *     not change and the room must not be taken between the write-back and
  *     the free; victims are idle (unpinned: no task or queued copy uses
  *     them), so the copy waits for no other work, only for the transfer:
@@ -73,8 +100,8 @@ bool parla__reserve_or_block(parla_task_t *t);
 /* Gives back t's needs, then retries the tasks blocked on those devices; the
  * ones now reserved are returned as a list linked through qnext. */
 parla_task_t *parla__release_resources(parla_task_t *t);
-/* With d's lock held: t's needs fit on d now. */
-bool parla__resources_fit_locked(const parla__device_t *d, const parla_task_t *t);
+/* With d's lock held: needs of vcus (fixed point) and memory (bytes) fit on d now. */
+bool parla__resources_fit_locked(const parla__device_t *d, int64_t vcus, uint64_t memory);
 
 /* -------------------------------------------------------------- placement -- */
 
