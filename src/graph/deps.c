@@ -105,7 +105,7 @@ static void mark_cancel(parla_task_t *t, parla_task_t *failed_dep)
 void parla__task_dec_pending(parla_task_t *t)
 {
     if (atomic_fetch_sub_explicit(&t->pending, 1, memory_order_acq_rel) == 1)
-        parla__task_ready(t);
+        t->rt->ghooks.ready(t);
 }
 
 /* Adds the edge dep -> t. t's pending count must be held above zero by the
@@ -200,28 +200,17 @@ int parla_task_submit(parla_task_t *t)
         return parla__error(PARLA_ESTATE, "parla_task_submit: task %s: the runtime is being destroyed",
                             parla_task_name(t));
     }
-    bool feasible;
-    if (t->ext && t->ext->n_options > 0) {
-        feasible = false;
-        for (int o = 0; o < t->ext->n_options && !feasible; o++)
-            feasible = parla__option_feasible(rt, &t->ext->options[o]);
-    } else {
-        feasible = t->vcus <= rt->devices[0].vcus_capacity && t->memory <= rt->devices[0].memory_capacity;
-    }
-    if (!feasible) {
-        if (t->ext && t->ext->n_options > 0) {
-            uint64_t largest = parla__largest_allowed(rt, t->ext);
-            rc = parla__error(PARLA_ERESOURCE,
-                              "task %s: no device allowed by its placement can hold its needs (vcus=%g, "
-                              "memory=%llu bytes; the largest allowed device has a capacity of %llu bytes)",
-                              parla_task_name(t), (double)t->ext->options[0].vcus / PARLA__VCU_ONE,
-                              (unsigned long long)t->ext->options[0].memory, (unsigned long long)largest);
-        } else
-            rc = parla__error(PARLA_ERESOURCE,
+    /* Placement options are the scheduler's to judge; a plain task runs on
+     * the CPU (the fast path: no call). */
+    if (t->ext && t->ext->n_options > 0)
+        rc = rt->ghooks.feasible(t);
+    else if (t->vcus > rt->devices[0].vcus_capacity || t->memory > rt->devices[0].memory_capacity)
+        rc = parla__error(PARLA_ERESOURCE,
                               "task %s needs vcus=%g and memory=%llu bytes, more than the whole cpu device "
                               "(vcus=1, memory=%llu bytes)",
                               parla_task_name(t), (double)t->vcus / PARLA__VCU_ONE, (unsigned long long)t->memory,
                               (unsigned long long)rt->devices[0].memory_capacity);
+    if (rc) {
         /* Wait for the dependencies' notifications to drain through pending:
          * fail it when it would become ready. */
         t->error = PARLA_ERESOURCE;
@@ -260,28 +249,11 @@ bool parla__task_cancel_stuck(parla_task_t *t)
     return true;
 }
 
-/* Engine bookkeeping once t's successors have been notified. */
+/* Once t's successors have been notified: the scheduler's bookkeeping, then
+ * the engine's reference goes. */
 static void finish_bookkeeping(parla_task_t *t)
 {
-    parla_runtime_t *rt = t->rt;
-    if (t->ext && t->ext->n_options > 0)
-        for (int i = 0; i < t->n_devices; i++)
-            atomic_fetch_sub_explicit(&rt->devices[t->devices[i]].n_mapped, 1, memory_order_relaxed);
-    if (rt->config.task_finished)
-        rt->config.task_finished(t, rt->config.hook_user);
-    /* Data references end with the task: its copies are no longer used. Its
-     * events go back to their pools (its dependents hold their own). */
-    parla__task_events_release(t);
-    if (t->ext) {
-        for (int i = 0; i < t->ext->n_accesses; i++)
-            parla_data_release(t->ext->accesses[i].data);
-        t->ext->n_accesses = 0;
-    }
-    if (atomic_load(&t->flags) & PARLA__F_WAITED)
-        parla__wake_waiters(rt);
-    if (atomic_fetch_sub_explicit(&rt->n_active, 1, memory_order_acq_rel) == 1 &&
-        atomic_load(&rt->n_all_waiters) > 0)
-        parla__wake_waiters(rt);
+    t->rt->ghooks.finished(t);
     parla_task_release(t); /* the engine's reference */
 }
 
@@ -290,7 +262,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
     parla_runtime_t *rt = t->rt;
     /* Tells parla_runtime_destroy that this worker is between publishing a
      * final state and its bookkeeping (owner-written, no contention). */
-    parla__worker_t *w = parla__current_worker();
+    parla__self_t *w = parla__self();
     if (w)
         atomic_store(&w->finishing, w->finishing + 1);
     t->error = error;
@@ -356,7 +328,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
                     s->qnext = work;
                     work = s;
                 } else {
-                    parla__task_ready(s);
+                    rt->ghooks.ready(s);
                 }
             }
             parla_task_release(s); /* the edge's reference */

@@ -176,6 +176,34 @@ static inline bool parla__edge_push(parla_task_t *dep, parla__edge_t *e)
     }
 }
 
+/* ------------------------------------------------------------------ hooks -- */
+
+/* How the graph informs the layers above it (the scheduler installs them in
+ * rt->ghooks when it creates the runtime; constant afterwards). The graph
+ * calls up only through these, with no graph lock held. */
+typedef struct parla__graph_hooks {
+    /* t's pending count reached 0: map, reserve, prepare, enqueue (or finish
+     * it, cancelled). One call per ready task. */
+    void (*ready)(parla_task_t *t);
+    /* t's final state is published and its successors are notified: the
+     * engine's bookkeeping (mapping counts, the task_finished hook, data
+     * references, waking waiters). One call per finish; t is still held. */
+    void (*finished)(parla_task_t *t);
+    /* The last reference to a task with an ext part is gone: drop the upper
+     * layers' parts of it (data references, waiter records). */
+    void (*dispose)(parla_task_t *t);
+    /* The runtime's live objects (tasks, stores, holds, its own count)
+     * reached 0: free it. */
+    void (*last_object)(parla_runtime_t *rt);
+    /* At submission of a task with placement options: 0 when some option can
+     * hold its needs, else PARLA_ERESOURCE with the message set. */
+    int (*feasible)(parla_task_t *t);
+} parla__graph_hooks_t;
+
+/* One live object of rt (a task, a store, a hold) is gone; the last one
+ * frees the runtime (its last_object hook). */
+void parla__graph_object_freed(parla_runtime_t *rt);
+
 /* Placeholder registry: never-submitted tasks that others depend on (for the stuck diagnosis and
  * parla_runtime_unsubmitted). */
 int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t);

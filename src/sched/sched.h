@@ -132,24 +132,38 @@ int parla__task_work_wait(parla_task_t *t);
 /* The work of a runahead task is complete: release what it holds, finish it
  * (failed with error when a device reported one for that work, else done). */
 void parla__task_complete_gpu(parla_task_t *t, int error);
-/* Called by the engine when pending reaches zero. */
+/* The hooks the scheduler installs for the layers below (rt->ghooks,
+ * rt->dhooks; see graph/graph.h and data/data.h). */
 void parla__task_ready(parla_task_t *t);
+void parla__task_finished(parla_task_t *t);
+int parla__task_feasible(parla_task_t *t);
+void parla__task_arrived(parla_task_t *t);
+void parla__tasks_unpinned(parla_task_t *room, parla_task_t *reserve);
 /* Runs t's body on the calling worker and finishes it. */
 void parla__task_run(parla_task_t *t);
 
 /* ---------------------------------------------------------------- runtime -- */
 
 typedef struct parla__worker {
-    parla_runtime_t *rt;
-    int index;
+    /* First, the thread identity util/ knows (parla__self_t), also readable
+     * as the worker's own fields w->rt, w->index, w->current, w->finishing
+     * (an anonymous struct with the same members: the common initial sequence
+     * of the union's two views). */
+    union {
+        parla__self_t self;
+        struct {
+            parla_runtime_t *rt;
+            int index;
+            parla_task_t *current;
+            _Atomic int finishing; /* > 0 while in parla__task_finish (written by the owner only) */
+        };
+    };
     pthread_t thread;
     parla__queue_t deque[PARLA__LEVELS];
     uint64_t rng;
-    parla_task_t *current;
     parla_task_t *const *waiting_on; /* set under park_lock while sleeping in parla_task_wait(_any): */
     size_t n_waiting_on;             /* the tasks it waits for (any of them) */
     bool stuck_woken;                /* under park_lock: woken because the runtime is stuck */
-    _Atomic int finishing;    /* > 0 while in parla__task_finish (written by the owner only) */
     /* Per-worker counters, summed by parla_runtime_stats. Written by the owner only. */
     _Atomic uint64_t n_run, n_steals, n_parks;
     /* CUDA: this worker's compute stream on each device (NULL until its
@@ -159,8 +173,9 @@ typedef struct parla__worker {
 
 struct parla_runtime {
     parla__alloc_t alloc; /* first: the allocation wrappers of util/ find it from the handle */
+    parla__graph_hooks_t ghooks; /* how graph/ and data/ call up (set at creation, constant) */
+    parla__data_hooks_t dhooks;
     int n_workers;
-    pid_t pid; /* the creating process (fork() children refuse work: parla_runtime_forked) */
     parla__worker_t *workers;
     parla__queue_t shared[PARLA__LEVELS]; /* tasks made ready outside workers */
     parla__device_t *devices;             /* devices[0] is the CPU */
@@ -211,25 +226,19 @@ struct parla_runtime {
  * devices or on error (then the message is set). */
 void *parla__worker_stream(parla__worker_t *w, int device);
 
-/* The calling thread's worker, or NULL. */
-parla__worker_t *parla__current_worker(void);
 /* Enqueues a ready task (resources already reserved) and wakes a sleeper. */
 void parla__enqueue(parla_runtime_t *rt, parla_task_t *t);
 
 /* Wakes threads blocked in wait calls. */
 void parla__wake_waiters(parla_runtime_t *rt);
-/* PARLA_ESTATE with a message naming fn when called in a fork() child of the
- * process that created rt, else 0. */
-int parla__check_process(const parla_runtime_t *rt, const char *fn);
-/* Called when a task object is freed. */
-void parla__runtime_task_freed(parla_runtime_t *rt);
 /* Placeholder registry. */
 int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t);
 void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t);
 
 /* Workers and waiting (worker.c, wait.c, stuck.c). */
-/* The worker running on this thread, if any (hidden: the library's own). */
-extern _Thread_local parla__worker_t *parla__tls_worker __attribute__((visibility("hidden")));
+/* The worker running on this thread, if any: its identity (util's
+ * parla__self) is the worker record's first member. */
+#define parla__tls_worker ((parla__worker_t *)(void *)parla__self_tls)
 void *parla__worker_main(void *arg);
 /* The sleep handshake is Dekker's: a pusher stores the queue size, then reads
  * n_sleeping; a sleeper increments n_sleeping, then reads the sizes. All four
