@@ -70,7 +70,7 @@ def test_spawn_has_type_hints():
 
 # Imports a module of the package may make inside functions: optional dependencies (absent on some machines)
 # and heavy ones only some programs use.
-_LAZY_IMPORTS = {"cupy", "yaml", "tqdm", "tqdm.auto", "threadpoolctl", "matplotlib", "matplotlib.figure",
+_LAZY_IMPORTS = {"cupy", "mpi4py", "yaml", "tqdm", "tqdm.auto", "threadpoolctl", "matplotlib", "matplotlib.figure",
                  "matplotlib.patches", "matplotlib.lines"}
 
 
