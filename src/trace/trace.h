@@ -104,6 +104,10 @@ int parla__trace_each_event(const parla__trace_t *tr, int (*fn)(const parla__tev
 void parla__trace_each_name(const parla__trace_t *tr, void (*fn)(uint64_t serial, const char *name, void *arg),
                             void *arg);
 
+/* A packed event (for the call sites that do not use a typed emitter yet;
+ * a TASK event's f[3] != 0 marks scores). tr must not be NULL. Any thread. */
+void parla__trace_event(parla__trace_t *tr, const parla__tev_t *ev);
+
 /* ---------------------------------------------------------------- export -- */
 
 /* What the exporter knows of the runtime: its workers (tracks 0..n_workers-1
