@@ -270,12 +270,17 @@ void parla__task_run(parla_task_t *t)
         parla_task_t *outer = w->current;
         w->current = t;
         atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
-        uint64_t t0 = t->rt->trace ? parla__now_ns() : 0;
+        parla__busy_t *busy = atomic_load_explicit(&t->rt->busy, memory_order_acquire);
+        uint64_t busy_outer = busy ? parla__busy_begin(busy, w->index) : 0;
+        uint64_t t0 = t->rt->trace || busy ? parla__now_ns() : 0;
         rc = t->fn(t, t->arg);
         /* Events only when the task will run ahead (its first device is a
          * GPU, whose engine completes it); otherwise the worker waits. */
         if (streams)
             streams_epilogue(w, t, rc == 0 && t->rt->devices[t->devices[0]].engine_running);
+        if (busy)
+            parla__busy_end(busy, w->index, busy_outer, parla__now_ns() - t0, t->devices, t->n_devices,
+                            (double)t->vcus / PARLA__VCU_ONE);
         if (t->rt->trace) {
             parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
                                .device = t->n_devices ? t->devices[0] : 0,
@@ -1073,6 +1078,7 @@ static void free_runtime(parla_runtime_t *rt)
     if (rt->devices)
         parla__devices_destroy(rt);
     parla__trace_free(rt);
+    parla__busy_destroy(atomic_load(&rt->busy));
     pthread_mutex_destroy(&rt->park_lock);
     pthread_cond_destroy(&rt->park_cond);
     pthread_mutex_destroy(&rt->wait_lock);

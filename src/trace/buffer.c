@@ -266,3 +266,30 @@ int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *
     free(devs);
     return rc;
 }
+
+int parla_runtime_busy_enable(parla_runtime_t *rt)
+{
+    if (rt == NULL)
+        return parla__error(PARLA_EINVAL, "parla_runtime_busy_enable: runtime is NULL");
+    if (atomic_load_explicit(&rt->busy, memory_order_acquire) != NULL)
+        return 0;
+    parla__busy_t *b = parla__busy_create(rt->n_workers, rt->n_devices);
+    if (b == NULL)
+        return parla__error(PARLA_ENOMEM, "parla_runtime_busy_enable: out of memory");
+    parla__busy_t *none = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&rt->busy, &none, b, memory_order_acq_rel, memory_order_acquire))
+        parla__busy_destroy(b); /* another thread enabled it first */
+    return 0;
+}
+
+int parla_device_busy(parla_runtime_t *rt, int index, double *seconds)
+{
+    if (rt == NULL || seconds == NULL)
+        return parla__error(PARLA_EINVAL, "parla_device_busy: NULL argument");
+    if (index < 0 || index >= rt->n_devices)
+        return parla__error(PARLA_ENODEV, "parla_device_busy: no device %d (the runtime has %d)", index,
+                            rt->n_devices);
+    parla__busy_t *b = atomic_load_explicit(&rt->busy, memory_order_acquire);
+    *seconds = b ? parla__busy_seconds(b, index) : 0.0;
+    return 0;
+}
