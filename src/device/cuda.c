@@ -10,7 +10,7 @@
  *
  * PARLA_CUDA_DRIVER names another driver library to load instead of
  * libcuda.so.1 (a driver outside the loader's path, or a test double). */
-#include "core/internal.h"
+#include "device/device.h"
 
 #include <dlfcn.h>
 #include <pthread.h>

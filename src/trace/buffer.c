@@ -6,7 +6,7 @@
  * emitters are the only place that knows how a kind packs its fields. */
 #include "trace/trace.h"
 
-#include "core/internal.h" /* thread identity (parla__current_worker), the runtime's glue below */
+#include "sched/sched.h" /* thread identity (parla__current_worker), the runtime's glue below */
 
 #include <pthread.h>
 #include <stdlib.h>

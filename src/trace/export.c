@@ -5,7 +5,7 @@
  * parla_runtime_wait_all). */
 #include "trace/analysis.h"
 
-#include "core/internal.h" /* parla__error */
+#include "sched/sched.h" /* parla__error */
 
 #include <stdarg.h>
 #include <stdio.h>

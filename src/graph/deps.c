@@ -1,4 +1,4 @@
-/* task.c: tasks, dependencies, completion and cancellation.
+/* deps.c: dependencies, submission, completion and cancellation.
  *
  * A task's pending counter holds one count per unfinished dependency plus one
  * "hold" while the task is not submitted (or, when suspended, while the body
@@ -6,247 +6,10 @@
  * reaches zero. Successors sit on a lock-free stack (a Treiber stack); the
  * finishing task swaps in the SEALED marker, so an edge added afterwards sees
  * that the dependency is over. Each edge delivers exactly one notification. */
-#include "core/internal.h"
+#include "sched/sched.h"
 
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *const state_names[] = {
-    "created", "submitted", "ready", "running", "suspended", "runahead", "done", "failed", "cancelled",
-};
-
-const char *parla_task_state_name(parla_task_state_t s)
-{
-    if ((unsigned)s < sizeof state_names / sizeof state_names[0])
-        return state_names[s];
-    return "invalid";
-}
-
-/* Task memory is recycled through a per-runtime pool: workers free most
- * tasks and the submitting thread creates them, and the allocator's
- * cross-thread frees contend. Freed tasks go on a lock-free stack (pushes
- * only); a creator takes the whole stack at once under alloc_lock, so there is
- * no ABA. At most PARLA__POOL_MAX tasks wait in the stack. Under
- * AddressSanitizer memory is not recycled, so use-after-free stays visible. */
-#define PARLA__POOL_MAX 65536
-
-static parla_task_t *pool_take(parla_runtime_t *rt)
-{
-#if defined(__SANITIZE_ADDRESS__)
-    (void)rt;
-    return NULL;
-#else
-    if (atomic_load_explicit(&rt->alloc_list, memory_order_relaxed) == NULL &&
-        atomic_load_explicit(&rt->pool, memory_order_relaxed) == NULL)
-        return NULL;
-    parla__spin_lock(&rt->alloc_lock);
-    parla_task_t *t = atomic_load_explicit(&rt->alloc_list, memory_order_relaxed);
-    if (t == NULL) {
-        t = atomic_exchange_explicit(&rt->pool, NULL, memory_order_acquire);
-        atomic_store_explicit(&rt->pool_count, 0, memory_order_relaxed);
-    }
-    if (t)
-        atomic_store_explicit(&rt->alloc_list, t->qnext, memory_order_relaxed);
-    parla__spin_unlock(&rt->alloc_lock);
-    return t;
-#endif
-}
-
-static void pool_give(parla_runtime_t *rt, parla_task_t *t)
-{
-#if !defined(__SANITIZE_ADDRESS__)
-    if (!atomic_load_explicit(&rt->destroyed, memory_order_relaxed) &&
-        atomic_fetch_add_explicit(&rt->pool_count, 1, memory_order_relaxed) < PARLA__POOL_MAX) {
-        parla_task_t *head = atomic_load_explicit(&rt->pool, memory_order_relaxed);
-        do {
-            t->qnext = head;
-        } while (!atomic_compare_exchange_weak_explicit(&rt->pool, &head, t, memory_order_release,
-                                                        memory_order_relaxed));
-        return;
-    }
-#endif
-    (void)rt;
-    parla__free(t);
-}
-
-void parla__task_pool_free(parla_runtime_t *rt)
-{
-    parla_task_t *lists[2] = {atomic_exchange(&rt->alloc_list, NULL), atomic_exchange(&rt->pool, NULL)};
-    for (int i = 0; i < 2; i++)
-        for (parla_task_t *t = lists[i]; t;) {
-            parla_task_t *next = t->qnext;
-            parla__free(t);
-            t = next;
-        }
-}
-
-int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_task_t **out)
-{
-    if (out)
-        *out = NULL;
-    if (rt == NULL || out == NULL)
-        return parla__error(PARLA_EINVAL, "parla_task_create: %s is NULL", rt ? "out" : "runtime");
-    if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
-        return parla__error(PARLA_ESTATE, "parla_task_create: the runtime was destroyed");
-    int forked = parla__check_process(rt, "parla_task_create");
-    if (forked)
-        return forked;
-    parla_task_t *t = pool_take(rt);
-    if (t == NULL)
-        t = parla__alloc(rt, sizeof *t);
-    if (t == NULL)
-        return parla__error(PARLA_ENOMEM, "parla_task_create: cannot allocate a task");
-    atomic_init(&t->pending, 1);
-    atomic_init(&t->refs, 1);
-    atomic_init(&t->state, PARLA_TASK_CREATED);
-    atomic_init(&t->flags, 0);
-    atomic_init(&t->succ, NULL);
-    atomic_init(&t->cause, NULL);
-    t->rt = rt;
-    t->fn = fn;
-    t->arg = arg;
-    t->user = NULL;
-    t->qnext = t->qprev = NULL;
-    t->error = 0;
-    t->level = 1;
-    t->vcus = 0;
-    t->memory = 0;
-    atomic_init(&t->name, NULL);
-    atomic_init(&t->first_edge_used, false);
-    t->n_devices = 0;
-    t->ext = NULL;
-    t->serial = atomic_fetch_add_explicit(&rt->serial, 1, memory_order_relaxed);
-    parla__worker_t *cw = parla__current_worker();
-    t->creator = cw && cw->rt == rt && cw->current ? cw->current->serial + 1 : 0;
-    atomic_fetch_add_explicit(&rt->n_live, 1, memory_order_relaxed);
-    *out = t;
-    return 0;
-}
-
-/* Frees an edge of owner's successor stack (unless it is owner's inline one). */
-static void edge_free(parla_task_t *owner, parla__edge_t *e)
-{
-    if (e != &owner->first_edge)
-        parla__free(e);
-}
-
-void parla_task_retain(parla_task_t *t)
-{
-    if (t == NULL)
-        return;
-    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
-}
-
-void parla_task_release(parla_task_t *t)
-{
-    if (t == NULL)
-        return;
-    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    /* Last reference. A task that was never finished can still have edges
-     * (its dependents hold references to it through their own pending edges,
-     * so this only happens when nobody can be notified any more). */
-    parla__edge_t *e = atomic_load_explicit(&t->succ, memory_order_acquire);
-    while (e && e != PARLA__SEALED) {
-        parla__edge_t *next = e->next;
-        parla_task_release(e->succ);
-        edge_free(t, e);
-        e = next;
-    }
-    parla_task_t *cause = atomic_load_explicit(&t->cause, memory_order_acquire);
-    parla_runtime_t *rt = t->rt;
-    parla__task_ext_free(t);
-    parla__free(atomic_load(&t->name));
-    pool_give(rt, t);
-    if (cause)
-        parla_task_release(cause);
-    parla__runtime_task_freed(rt);
-}
-
-static int require_created(const parla_task_t *t, const char *fn)
-{
-    if (t == NULL)
-        return parla__error(PARLA_EINVAL, "%s: task is NULL", fn);
-    int s = atomic_load_explicit(&t->state, memory_order_acquire);
-    if (s != PARLA_TASK_CREATED)
-        return parla__error(PARLA_ESTATE, "%s: task %s is %s, not created", fn, parla_task_name(t),
-                            parla_task_state_name(s));
-    return 0;
-}
-
-int parla_task_set_body(parla_task_t *t, parla_task_fn fn, void *arg)
-{
-    int rc = require_created(t, "parla_task_set_body");
-    if (rc)
-        return rc;
-    t->fn = fn;
-    t->arg = arg;
-    return 0;
-}
-
-int parla_task_set_name(parla_task_t *t, const char *name)
-{
-    int rc = require_created(t, "parla_task_set_name");
-    if (rc)
-        return rc;
-    char *copy = NULL;
-    if (name) {
-        size_t n = strnlen(name, 255);
-        copy = parla__alloc(t->rt, n + 1);
-        if (copy == NULL)
-            return parla__error(PARLA_ENOMEM, "parla_task_set_name: cannot allocate the name");
-        memcpy(copy, name, n);
-        copy[n] = '\0';
-    }
-    parla__free(atomic_exchange(&t->name, copy));
-    return 0;
-}
-
-const char *parla_task_name(const parla_task_t *t)
-{
-    if (t == NULL)
-        return "(null)";
-    char *name = atomic_load_explicit(&t->name, memory_order_acquire);
-    if (name)
-        return name;
-    /* Default names are made on first use (most tasks never need one). */
-    char buf[32];
-    int n = snprintf(buf, sizeof buf, "task#%llu", (unsigned long long)t->serial);
-    char *copy = malloc((size_t)n + 1);
-    if (copy == NULL)
-        return "task";
-    memcpy(copy, buf, (size_t)n + 1);
-    char *expected = NULL;
-    if (!atomic_compare_exchange_strong(&((parla_task_t *)t)->name, &expected, copy)) {
-        free(copy);
-        return expected;
-    }
-    return copy;
-}
-
-parla__task_ext_t *parla__task_ext(parla_task_t *t)
-{
-    if (t->ext == NULL)
-        t->ext = parla__calloc(t->rt, 1, sizeof *t->ext);
-    return t->ext;
-}
-
-void parla__task_ext_free(parla_task_t *t)
-{
-    parla__task_ext_t *x = t->ext;
-    if (x == NULL)
-        return;
-    for (int i = 0; i < x->n_accesses; i++)
-        parla_data_release(x->accesses[i].data);
-    parla__task_events_release(t);
-    parla__free(x->wait_nodes);
-    parla__free(x->accesses);
-    parla__free(x->options);
-    parla__free(x);
-    t->ext = NULL;
-}
 
 bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
 {
@@ -308,70 +71,6 @@ out:
     return found;
 }
 
-int parla_task_set_priority(parla_task_t *t, int priority)
-{
-    int rc = require_created(t, "parla_task_set_priority");
-    if (rc)
-        return rc;
-    t->level = priority > 0 ? 0 : priority == 0 ? 1 : 2;
-    return 0;
-}
-
-int parla_task_set_resources(parla_task_t *t, double vcus, uint64_t memory)
-{
-    int rc = require_created(t, "parla_task_set_resources");
-    if (rc)
-        return rc;
-    if (!(vcus >= 0.0 && vcus <= 1.0))
-        return parla__error(PARLA_EINVAL, "parla_task_set_resources: task %s: vcus=%g is outside [0, 1]",
-                            parla_task_name(t), vcus);
-    t->vcus = (int64_t)llround(vcus * (double)PARLA__VCU_ONE);
-    t->memory = memory;
-    return 0;
-}
-
-void parla_task_set_user(parla_task_t *t, void *user)
-{
-    if (t == NULL)
-        return;
-    t->user = user;
-}
-
-void *parla_task_user(const parla_task_t *t)
-{
-    if (t == NULL)
-        return NULL;
-    return t->user;
-}
-
-parla_task_state_t parla_task_state(const parla_task_t *t)
-{
-    if (t == NULL)
-        return PARLA_TASK_CREATED;
-    return (parla_task_state_t)atomic_load_explicit(&t->state, memory_order_acquire);
-}
-
-int parla_task_error(const parla_task_t *t)
-{
-    if (t == NULL)
-        return parla__error(PARLA_EINVAL, "parla_task_error: task is NULL");
-    int s = atomic_load_explicit(&t->state, memory_order_acquire);
-    if (s == PARLA_TASK_FAILED)
-        return t->error;
-    if (s == PARLA_TASK_CANCELLED)
-        return PARLA_ECANCELLED;
-    return 0;
-}
-
-parla_task_t *parla_task_cause(const parla_task_t *t)
-{
-    if (t == NULL)
-        return NULL;
-    if (atomic_load_explicit(&t->state, memory_order_acquire) != PARLA_TASK_CANCELLED)
-        return NULL;
-    return atomic_load_explicit(&t->cause, memory_order_acquire);
-}
-
 /* Records the root cause of a failed dependency of t (the first one wins). */
 static void record_cause(parla_task_t *t, parla_task_t *failed_dep)
 {
@@ -392,7 +91,7 @@ static void mark_cancel(parla_task_t *t, parla_task_t *failed_dep)
 }
 
 /* Drops one count of t's pending counter; makes t ready at zero. */
-static void dec_pending(parla_task_t *t)
+void parla__task_dec_pending(parla_task_t *t)
 {
     if (atomic_fetch_sub_explicit(&t->pending, 1, memory_order_acq_rel) == 1)
         parla__task_ready(t);
@@ -437,7 +136,7 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
                 mark_cancel(t, dep);
             atomic_fetch_sub_explicit(&t->pending, 1, memory_order_relaxed);
             parla_task_release(t);
-            edge_free(dep, e);
+            parla__edge_free(dep, e);
             return 0;
         }
         e->next = head;
@@ -457,7 +156,7 @@ int parla_task_add_dependency(parla_task_t *t, parla_task_t *dep)
     if (t->rt != dep->rt)
         return parla__error(PARLA_EINVAL, "parla_task_add_dependency: tasks %s and %s belong to different runtimes",
                             parla_task_name(t), parla_task_name(dep));
-    int rc = require_created(t, "parla_task_add_dependency");
+    int rc = parla__task_require_created(t, "parla_task_add_dependency");
     if (rc)
         return rc;
     return parla__add_edge(t, dep, 0);
@@ -465,7 +164,7 @@ int parla_task_add_dependency(parla_task_t *t, parla_task_t *dep)
 
 int parla_task_submit(parla_task_t *t)
 {
-    int rc = require_created(t, "parla_task_submit");
+    int rc = parla__task_require_created(t, "parla_task_submit");
     if (rc)
         return rc;
     parla_runtime_t *rt = t->rt;
@@ -523,16 +222,16 @@ int parla_task_submit(parla_task_t *t)
          * fail it when it would become ready. */
         t->error = PARLA_ERESOURCE;
         atomic_fetch_or(&t->flags, PARLA__F_CANCEL);
-        dec_pending(t);
+        parla__task_dec_pending(t);
         return rc;
     }
-    dec_pending(t);
+    parla__task_dec_pending(t);
     return 0;
 }
 
 int parla_task_cancel(parla_task_t *t)
 {
-    int rc = require_created(t, "parla_task_cancel");
+    int rc = parla__task_require_created(t, "parla_task_cancel");
     if (rc)
         return rc;
     int expected = PARLA_TASK_CREATED;
@@ -555,175 +254,6 @@ bool parla__task_cancel_stuck(parla_task_t *t)
         return false; /* finished (or being finished) by another path */
     parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
     return true;
-}
-
-void parla__task_ready(parla_task_t *t)
-{
-    parla_runtime_t *rt = t->rt;
-    if (atomic_load_explicit(&t->flags, memory_order_acquire) & PARLA__F_CLAIMED)
-        return; /* finished already by parla_runtime_cancel_stuck */
-    if (atomic_load_explicit(&rt->cancelling, memory_order_relaxed) && !(atomic_load(&t->flags) & PARLA__F_CANCEL)) {
-        atomic_fetch_or(&t->flags, PARLA__F_CANCEL);
-    }
-    if (atomic_load_explicit(&t->flags, memory_order_acquire) & PARLA__F_CANCEL) {
-        if (t->error == PARLA_ERESOURCE)
-            parla__task_finish(t, PARLA_TASK_FAILED, PARLA_ERESOURCE);
-        else
-            parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
-        return;
-    }
-    atomic_store_explicit(&t->state, PARLA_TASK_READY, memory_order_relaxed);
-    if (t->n_devices == 0) {
-        /* Map once (a resumed continuation keeps its devices). */
-        if (t->ext && t->ext->n_options > 0) {
-            if (parla__map_task(t) != 0) {
-                t->error = PARLA_ERESOURCE;
-                parla__task_finish(t, PARLA_TASK_FAILED, PARLA_ERESOURCE);
-                return;
-            }
-        } else {
-            t->n_devices = 1; /* the CPU; not counted in its load (the fast path) */
-            t->devices[0] = 0;
-        }
-    }
-    if ((t->vcus | (int64_t)t->memory) != 0 && !parla__reserve_or_block(t))
-        return; /* queued on a device's blocked list; released tasks retry it */
-    parla__dispatch(t);
-}
-
-/* True when every placement option of s names GPUs only: s cannot run on the
- * CPU, so it may start on a GPU predecessor's runahead. Only for submitted
- * tasks (their options are final). */
-static bool gpu_only(const parla_task_t *s)
-{
-    if (atomic_load_explicit(&s->state, memory_order_acquire) == PARLA_TASK_CREATED || s->ext == NULL ||
-        s->ext->n_options == 0)
-        return false;
-    const parla_runtime_t *rt = s->rt;
-    for (int o = 0; o < s->ext->n_options; o++)
-        for (int k = 0; k < s->ext->options[o].n; k++) {
-            int slot = s->ext->options[o].slots[k];
-            if (slot == PARLA_ANY_CPU || (slot >= 0 && rt->devices[slot].kind != PARLA_DEVICE_GPU))
-                return false;
-        }
-    return true;
-}
-
-/* Pushes t's events onto s's waits list, so that s's streams (and the copies
- * bringing its data) wait for t's work. False when a record cannot be
- * allocated: s then waits for t's completion instead. */
-static bool add_waits(parla_task_t *s, parla_task_t *t)
-{
-    parla__evwait_t *list = NULL, *last = NULL;
-    for (int k = 0; k < t->n_devices; k++) {
-        parla__event_t *e = t->ext->events[k];
-        if (e == NULL)
-            continue;
-        parla__evwait_t *w = parla__alloc(t->rt, sizeof *w);
-        if (w == NULL) {
-            while (list) {
-                parla__evwait_t *next = list->next;
-                parla__event_release(list->event);
-                parla__free(list);
-                list = next;
-            }
-            return false;
-        }
-        parla__event_retain(e);
-        w->event = e;
-        w->next = list;
-        list = w;
-        if (last == NULL)
-            last = w;
-    }
-    if (list == NULL)
-        return true;
-    parla__evwait_t *head = atomic_load_explicit(&s->ext->waits, memory_order_relaxed);
-    do
-        last->next = head;
-    while (!atomic_compare_exchange_weak_explicit(&s->ext->waits, &head, list, memory_order_release,
-                                                  memory_order_relaxed));
-    return true;
-}
-
-void parla__task_runahead(parla_task_t *t)
-{
-    atomic_store(&t->state, PARLA_TASK_RUNAHEAD);
-    /* Edges pushed after this snapshot wait for the completion. */
-    for (parla__edge_t *e = atomic_load_explicit(&t->succ, memory_order_acquire); e && e != PARLA__SEALED;
-         e = e->next) {
-        parla_task_t *s = e->succ;
-        if ((e->flags & (PARLA__EDGE_SOFT | PARLA__EDGE_NOTIFIED)) || !gpu_only(s))
-            continue;
-        /* The waits are in place before s can become ready. */
-        if (t->ext && !add_waits(s, t))
-            continue;
-        e->flags |= PARLA__EDGE_NOTIFIED;
-        dec_pending(s);
-    }
-}
-
-int parla__stream_wait_task(parla_task_t *t, parla__device_t *d, void *stream)
-{
-    if (t->ext == NULL || stream == NULL)
-        return 0;
-    for (parla__evwait_t *w = atomic_load_explicit(&t->ext->waits, memory_order_acquire); w; w = w->next) {
-        int rc = d->ops->stream_wait_event(d, stream, w->event->handle);
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
-void parla__host_wait_task(parla_task_t *t)
-{
-    if (t->ext == NULL)
-        return;
-    for (parla__evwait_t *w = atomic_load_explicit(&t->ext->waits, memory_order_acquire); w; w = w->next)
-        if (parla__event_done(w->event) == 0)
-            w->event->device->ops->event_synchronize(w->event->device, w->event->handle);
-}
-
-int parla__task_waits(parla_task_t *t, parla__event_t ***out)
-{
-    *out = NULL;
-    int n = 0;
-    if (t == NULL || t->ext == NULL)
-        return 0;
-    for (parla__evwait_t *w = atomic_load_explicit(&t->ext->waits, memory_order_acquire); w; w = w->next)
-        n++;
-    if (n == 0)
-        return 0;
-    parla__event_t **v = parla__alloc(t->rt, (size_t)n * sizeof *v);
-    if (v == NULL)
-        return PARLA_ENOMEM;
-    int i = 0;
-    for (parla__evwait_t *w = atomic_load_explicit(&t->ext->waits, memory_order_acquire); w; w = w->next) {
-        parla__event_retain(w->event);
-        v[i++] = w->event;
-    }
-    *out = v;
-    return n;
-}
-
-void parla__task_events_release(parla_task_t *t)
-{
-    parla__task_ext_t *x = t->ext;
-    if (x == NULL)
-        return;
-    parla__evwait_t *w = atomic_load_explicit(&x->waits, memory_order_relaxed)
-                             ? atomic_exchange_explicit(&x->waits, NULL, memory_order_acquire)
-                             : NULL;
-    while (w) {
-        parla__evwait_t *next = w->next;
-        parla__event_release(w->event);
-        parla__free(w);
-        w = next;
-    }
-    for (int k = 0; k < t->n_devices; k++) { /* events are recorded per device of the task */
-        parla__event_release(x->events[k]);
-        x->events[k] = NULL;
-    }
 }
 
 /* Engine bookkeeping once t's successors have been notified. */
@@ -792,7 +322,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
             parla_task_t *s = e->succ;
             if (e->flags & PARLA__EDGE_NOTIFIED) {
                 /* Released at runahead already. */
-                edge_free(c, e);
+                parla__edge_free(c, e);
                 parla_task_release(s);
                 e = next;
                 continue;
@@ -806,7 +336,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
                 mark_cancel(s, c);
             else if (!claimed && !ok && (e->flags & PARLA__EDGE_SOFT))
                 record_cause(s, c); /* an awaited task failed: kept for diagnosis, not a cancellation */
-            edge_free(c, e);
+            parla__edge_free(c, e);
             if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1 && !claimed) {
                 if ((atomic_load_explicit(&s->flags, memory_order_acquire) & PARLA__F_CANCEL) &&
                     (atomic_fetch_or(&s->flags, PARLA__F_CLAIMED) & PARLA__F_CLAIMED)) {

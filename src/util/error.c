@@ -1,10 +1,8 @@
-/* error.c: error codes, per-thread error messages and the allocation wrappers
- * (with fault injection for tests). */
-#include "core/internal.h"
+/* error.c: error codes and the per-thread error message. */
+#include "util/util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 /* The last error message of this thread. Per-thread by design: the API reports
  * details of a failed call to the thread that made it. */
@@ -42,31 +40,4 @@ int parla__error(int code, const char *fmt, ...)
     vsnprintf(last_message, sizeof last_message, fmt, ap);
     va_end(ap);
     return code;
-}
-
-/* Returns true when this allocation must fail (fault injection). */
-static bool inject_failure(parla_runtime_t *rt)
-{
-    if (rt == NULL || rt->fail_alloc_at == 0)
-        return false;
-    return atomic_fetch_add_explicit(&rt->alloc_count, 1, memory_order_relaxed) + 1 == rt->fail_alloc_at;
-}
-
-void *parla__alloc(parla_runtime_t *rt, size_t size)
-{
-    if (inject_failure(rt))
-        return NULL;
-    return malloc(size);
-}
-
-void *parla__calloc(parla_runtime_t *rt, size_t n, size_t size)
-{
-    if (inject_failure(rt))
-        return NULL;
-    return calloc(n, size);
-}
-
-void parla__free(void *p)
-{
-    free(p);
 }

@@ -1,33 +1,8 @@
-/* queue.c: intrusive task queues. Critical sections are a few pointer
- * writes, so a spinlock guards each queue (a contended mutex would sleep in
- * the kernel); a waiter that spins too long yields its core, since workers
- * may outnumber cores. The size is published atomically so that consumers
- * skip empty queues without taking the lock. */
-#include "core/internal.h"
-
-#include <sched.h>
-
-void parla__spin_lock(_Atomic int *lock)
-{
-    for (int spins = 0;; spins++) {
-        if (atomic_load_explicit(lock, memory_order_relaxed) == 0 &&
-            atomic_exchange_explicit(lock, 1, memory_order_acquire) == 0)
-            return;
-        if (spins >= 32) {
-            sched_yield();
-            spins = 0;
-        } else {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        }
-    }
-}
-
-void parla__spin_unlock(_Atomic int *lock)
-{
-    atomic_store_explicit(lock, 0, memory_order_release);
-}
+/* queue.c: intrusive task queues (the ready queues of the scheduler). Critical
+ * sections are a few pointer writes, so a spinlock guards each queue (a
+ * contended mutex would sleep in the kernel). The size is published
+ * atomically so that consumers skip empty queues without taking the lock. */
+#include "sched/sched.h"
 
 void parla__queue_init(parla__queue_t *q, _Atomic long *total)
 {

@@ -1,0 +1,326 @@
+"""The communication engine of a distributed context: MPI requests as tasks of the graph.
+
+Every transfer is a pair of tasks spawned in program order on the two ranks concerned: a *send* task on the
+rank that holds the data (it reads the local PArray) and a *receive* task on the rank that needs it (it writes
+the local copy). Their bodies are ``async``: each hands one non-blocking operation (``Isend``/``Irecv`` on
+the task's host buffer) to this engine and awaits a *gate*, a task the engine spawns when MPI reports the
+request complete. The worker is free meanwhile, and the data hazards of the engine order everything else:
+readers of a received copy wait for the receive task, the next writer of a sent array waits for the send
+task (so MPI never sees its buffer change).
+
+One *progress task*, spawned first on a worker the context adds for it, is the only thread that calls MPI
+while the context runs (MPI_THREAD_SERIALIZED use): it posts the queued operations, tests the active
+requests (``Testsome``), spawns the gates of the completed ones, and watches the control channel for the
+failure of another rank. It sleeps between idle polls (50 us doubling to 1 ms, GIL released), so an idle
+rank uses little CPU. It is a running task, so the engine never sees a runtime waiting on messages as stuck.
+
+Messages are matched by (data, version): the tag is ``(data id mod 2**d) << v | (version mod 2**v)`` with
+v = 8 version bits and d the bits left under MPI_TAG_UB. On one (source, destination) pair the transfers of
+one array are ordered on both sides (the receive of version k+1 waits, through the hazards on the local
+copy, for the readers of version k; the writer of k+1 on the sender waits for the send of k), and MPI does
+not overtake messages of one tag, so equal tags never cross.
+"""
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import time
+from typing import Any, Deque, List, Optional, Tuple
+
+__all__ = ["Engine", "Op"]
+
+TAG_FAILURE = 1          # control channel: a rank failed (payload: text)
+_FAILURE_BYTES = 4096    # longest failure text carried
+_VERSION_BITS = 8
+
+
+class Op:
+    """One non-blocking operation and the gate task spawned when it completes."""
+
+    __slots__ = ("kind", "buf", "peer", "tag", "gate", "did", "version", "name", "nbytes", "t_post", "t_done",
+                 "failed")
+
+    def __init__(self, kind: str, buf: Any, peer: int, tag: int, gate: Any, did: int, version: int,
+                 name: str) -> None:
+        self.kind = kind          # "send" or "recv"
+        self.buf = buf            # a C-contiguous NumPy array (kept alive until the request completes)
+        self.peer = peer
+        self.tag = tag
+        self.gate = gate
+        self.did = did
+        self.version = version
+        self.name = name          # the communication task's name
+        self.nbytes = int(buf.nbytes)
+        self.t_post = 0.0         # time.monotonic_ns() when posted
+        self.t_done = 0.0
+        self.failed = False
+
+
+def _noop() -> None:
+    return None
+
+
+class Engine:
+    """Posts and progresses the MPI operations of one rank's distributed context (see the module docstring).
+
+    ``comm`` is the communicator the program runs on (COMM_WORLD by default); the engine works on two
+    duplicates of it, one for data and one for control messages. Thread context: :meth:`post` from task bodies
+    (any worker), :meth:`run` is the progress task's body, :meth:`report_failure` from any thread; the other
+    methods on the main thread outside the progress task's lifetime."""
+
+    def __init__(self, comm: Any, runtime: Any) -> None:
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.data = comm.Dup()
+        self.ctrl = comm.Dup()
+        self.runtime = runtime
+        tag_ub = int(comm.Get_attr(MPI.TAG_UB) or 32767)
+        self.did_bits = max(1, tag_ub.bit_length() - 1 - _VERSION_BITS)
+        self._lock = threading.Lock()  # protects _queue, _failures_out, failure, expected, posted, ended
+        self._queue: Deque[Op] = collections.deque()
+        self._failures_out: List[str] = []
+        self.failure: Optional[str] = None   # the first failure known to this rank (text naming rank and task)
+        self.local_failure = False           # the failure happened on this rank
+        self.expected = 0                    # communication tasks spawned
+        self.posted = 0                      # operations they have posted
+        self.ended = False                   # the program has left its Parla block
+        self._active: List[Tuple[Any, Op]] = []
+        self._abandoned: List[Any] = []      # requests left pending after a failure (kept alive)
+        self._failure_buf = bytearray(_FAILURE_BYTES)
+        self._failure_req: Any = None
+        self._failure_sends: List[Any] = []
+        self.log: List[Op] = []              # completed operations (for the trace and the statistics)
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.sync_mono_ns = 0                # time.monotonic_ns() when the ranks left the start barrier
+        self.error: Optional[BaseException] = None  # what the progress task raised, if anything
+
+    # -- tags -----------------------------------------------------------------------------------------
+    def tag(self, did: int, version: int) -> int:
+        """The MPI tag of version ``version`` of data ``did``."""
+        return ((did % (1 << self.did_bits)) << _VERSION_BITS) | (version % (1 << _VERSION_BITS))
+
+    # -- called from communication task bodies -------------------------------------------------------
+    def post(self, kind: str, buf: Any, peer: int, did: int, version: int, name: str) -> Any:
+        """Queues ``Isend`` (kind "send") or ``Irecv`` ("recv") of ``buf`` with rank ``peer`` for version
+        ``version`` of data ``did``; returns the gate task to await (it is spawned when the request completes,
+        or at once after a failure). ``buf``: a C-contiguous NumPy array, untouched until the gate."""
+        from ..tasks import Task
+        gate = Task(self.runtime, f"{name} done")
+        op = Op(kind, buf, peer, self.tag(did, version), gate, did, version, name)
+        with self._lock:
+            self.posted += 1
+            if self.failure is None:
+                self._queue.append(op)
+                return gate
+        op.failed = True
+        self._open(op)
+        return gate
+
+    def _open(self, op: Op) -> None:
+        # After a failure, cancel_all may have cancelled the gate already (a never-spawned task others await).
+        if op.gate.state == "created":
+            try:
+                op.gate._submit(_noop, (), 0, 0.0, 0, None, ())
+            except RuntimeError:
+                if self.failure is None:
+                    raise
+
+    # -- failure --------------------------------------------------------------------------------------
+    def report_failure(self, text: str) -> None:
+        """Records a failure of this rank (``text`` names the rank and the task) and has the progress task send
+        it to every other rank. Only the first failure is kept. Any thread."""
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = text
+            self.local_failure = True
+            self._failures_out.append(text)
+        print(f"parla.mpi: {text}; stopping every rank", file=sys.stderr, flush=True)
+        try:
+            self.runtime.cancel_all()
+        except RuntimeError:
+            pass
+
+    def _remote_failure(self, text: str) -> None:
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = text
+        print(f"parla.mpi: rank {self.rank} stops: {text}", file=sys.stderr, flush=True)
+        try:
+            self.runtime.cancel_all()
+        except RuntimeError:
+            pass
+
+    def _send_failures(self) -> None:
+        with self._lock:
+            texts, self._failures_out = self._failures_out, []
+        for text in texts:
+            payload = text.encode("utf-8", "replace")[:_FAILURE_BYTES]
+            for r in range(self.size):
+                if r != self.rank:
+                    self._failure_sends.append(self.ctrl.Isend([payload, self.MPI.BYTE], dest=r, tag=TAG_FAILURE))
+
+    def poll_failure(self) -> bool:
+        """Tests the control channel once; True when another rank's failure arrived (it is recorded)."""
+        MPI = self.MPI
+        if self._failure_req is None:
+            self._failure_req = self.ctrl.Irecv([self._failure_buf, MPI.BYTE], source=MPI.ANY_SOURCE,
+                                                tag=TAG_FAILURE)
+        status = MPI.Status()
+        if self._failure_req.Test(status):
+            n = status.Get_count(MPI.BYTE)
+            self._failure_req = None
+            self._remote_failure(bytes(self._failure_buf[:n]).decode("utf-8", "replace"))
+            return True
+        return False
+
+    def _release_all(self) -> None:
+        """After a failure: every pending operation is abandoned and its gate spawned (the tasks awaiting them
+        finish; cancel_all has cancelled what had not started)."""
+        with self._lock:
+            queued = list(self._queue)
+            self._queue.clear()
+        for op in queued:
+            op.failed = True
+            self._open(op)
+        for req, op in self._active:
+            # Left pending, not cancelled (MPI_Cancel crashes Open MPI 4.1 on requests being matched); the job
+            # ends with MPI_Abort after a failure, so nothing waits for them.
+            self._abandoned.append((req, op.buf))
+            op.failed = True
+            self._open(op)
+        self._active = []
+
+    # -- the progress task ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Body of the progress task: runs until the program has left its block and every communication task
+        has posted its operation and seen it complete (or until a failure, once the block is left)."""
+        try:
+            self._loop()
+        except BaseException as e:  # a failure of MPI itself: every rank must hear of it
+            self.error = e
+            self.report_failure(f"rank {self.rank}: the MPI progress task failed: {type(e).__name__}: {e}")
+            self._send_failures()
+            self._release_all()
+            raise
+
+    def _loop(self) -> None:
+        MPI = self.MPI
+        data = self.data
+        delay = 0.0
+        while True:
+            busy = False
+            with self._lock:
+                new = list(self._queue)
+                self._queue.clear()
+                failing = self.failure is not None
+                finished = self.ended and self.posted >= self.expected
+            if self._failures_out:
+                self._send_failures()
+                busy = True
+            if not failing:
+                for op in new:
+                    op.t_post = time.monotonic_ns()
+                    if op.kind == "send":
+                        req = data.Isend(op.buf, dest=op.peer, tag=op.tag)
+                    else:
+                        req = data.Irecv(op.buf, source=op.peer, tag=op.tag)
+                    self._active.append((req, op))
+                    busy = True
+            else:
+                with self._lock:
+                    self._queue.extendleft(reversed(new))
+            if self._active and not failing:
+                done = MPI.Request.Testsome([r for r, _ in self._active])
+                if done:
+                    busy = True
+                    now = time.monotonic_ns()
+                    finished_ops = [self._active[i][1] for i in done]
+                    keep = set(done)
+                    self._active = [a for i, a in enumerate(self._active) if i not in keep]
+                    for op in finished_ops:
+                        op.t_done = now
+                        if op.kind == "send":
+                            self.bytes_sent += op.nbytes
+                            self.messages_sent += 1
+                        else:
+                            self.bytes_received += op.nbytes
+                            self.messages_received += 1
+                        op.buf = None
+                        self.log.append(op)
+                        self._open(op)
+            if self.poll_failure():
+                failing = True
+            if failing:
+                self._release_all()
+                if self.ended:
+                    return
+            elif finished and not self._active:
+                with self._lock:
+                    if not self._queue:
+                        return
+            if self._failure_sends:
+                self._failure_sends = [r for r in self._failure_sends if not r.Test()]
+            if busy:
+                delay = 0.0
+                continue
+            delay = min(max(delay * 2, 50e-6), 1e-3)
+            time.sleep(delay)
+
+    def end(self) -> None:
+        """The program has left its Parla block: the progress task ends once the communication is done."""
+        with self._lock:
+            self.ended = True
+
+    # -- after the progress task (main thread) --------------------------------------------------------
+    def agree(self, failure_timeout: float) -> List[str]:
+        """Collective over the ranks, once each has left its block and its progress task has ended: returns the
+        failure texts of every rank (empty when all succeeded). Before the ranks meet it keeps watching the
+        control channel; once a failure is known, ranks that do not arrive within ``failure_timeout`` seconds
+        stop the job (MPI_Abort) after saying so."""
+        barrier = self.ctrl.Ibarrier()
+        deadline = None
+        while not barrier.Test():
+            self.poll_failure()
+            if self._failures_out:
+                self._send_failures()
+            if self._failure_sends:
+                self._failure_sends = [r for r in self._failure_sends if not r.Test()]
+            if self.failure is not None and deadline is None:
+                deadline = time.monotonic() + failure_timeout
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"parla.mpi: rank {self.rank}: after the failure ({self.failure}), some rank did not reach "
+                      f"the end of its Parla block within {failure_timeout:g} s: aborting the job",
+                      file=sys.stderr, flush=True)
+                self.comm.Abort(1)
+            time.sleep(1e-3)
+        texts = self.ctrl.allgather(self.failure if self.local_failure else None)
+        found = [t for t in texts if t]
+        if not found and self.failure is not None:
+            found = [self.failure]
+        if not found:
+            self.close_channels()
+        return found
+
+    def close_channels(self) -> None:
+        """Cancels the pending control receive and frees the duplicated communicators (success path)."""
+        req, self._failure_req = self._failure_req, None
+        if req is not None:
+            try:
+                req.Cancel()
+                req.Wait()
+            except Exception:
+                pass
+        for r in self._failure_sends:
+            r.Wait()
+        self._failure_sends = []
+        self.data.Free()
+        self.ctrl.Free()

@@ -1,0 +1,47 @@
+/*
+ * data/data.h: the data layer's interface to the scheduler: data objects' copies across devices
+ * (coherence per byte range), residency and eviction, the copies a task needs before it runs, and the
+ * access hazards that become graph edges. The types behind it are in data/impl.h (data/ only).
+ * Uses util, device, trace and graph. Not installed.
+ */
+#ifndef PARLA_DATA_H
+#define PARLA_DATA_H
+
+#include "graph/graph.h"
+
+/* Data: prepared when the task is dispatched (allocation, pins, copies queued
+ * on copy engines), released after the body. */
+#define PARLA__PENDING 1 /* parla__data_prepare: copies in flight; the engine enqueues the task */
+int parla__data_prepare(parla_task_t *t);
+uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total);
+void parla__data_release_task(parla_task_t *t);
+/* After acquire returned PARLA_EBUSY (device full of pinned copies): waits
+ * for running tasks to unpin, then makes t ready again. */
+void parla__data_wait_for_room(parla_task_t *t);
+/* Records that t's data will be brought to device (for later mappings). */
+void parla__data_plan(parla_task_t *t, int device);
+/* At parla_runtime_destroy: drops the tasks held by the access histories of
+ * the data objects still alive. A task that was given accesses and released
+ * without being submitted is held by those histories and holds their data:
+ * the cycle is broken here. */
+void parla__data_forget_history(parla_runtime_t *rt);
+
+/* One account per GPU: data copies (resident) and task reservations
+ * (memory=) share its capacity. With the device lock held: evicts unpinned
+ * copies until resident + reserved fits (best effort), and the bytes of the
+ * copies pinned by running tasks (which cannot be evicted). */
+void parla__data_make_room_locked(parla__device_t *d);
+uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d);
+
+/* For parla_data_wait / parla_data_fetch (outside the access declarations of tasks): a task (a
+ * reference) whose access conflicts with an outside access to d (unfinished writers of its ranges, and
+ * with write, their readers), or NULL. */
+parla_task_t *parla__data_conflict(parla_data_t *d, int write);
+/* The runtime d belongs to. */
+parla_runtime_t *parla__data_runtime(const parla_data_t *d);
+/* Makes d valid on device now (no conflicting task is left): waits for copies in flight there, then
+ * copies synchronously. Errors: PARLA_ENOMEM, PARLA_EDEVICE, PARLA_ERESOURCE (device full of copies in
+ * use by running tasks). */
+int parla__data_make_valid_now(parla_data_t *d, int device, int write);
+
+#endif

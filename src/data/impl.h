@@ -1,0 +1,166 @@
+/* data/impl.h: the types and helpers shared by the files of the data layer (data/ only): stores,
+ * segments, copies, access records, arrivals and copy jobs.
+ *
+ * A store holds the copies of one base object: a buffer per device and a
+ * segment map, a sorted partition of [0, nbytes) into byte ranges, each with
+ * the set of devices holding a valid copy (a 64-bit mask). This is MSI per
+ * range: a range valid on one device after a write is Modified there and
+ * Invalid elsewhere; a range valid on several is Shared. Views (subarrays) are
+ * lists of byte ranges of one store, so disjoint views are independent and
+ * overlapping ones see each other's writes.
+ *
+ * Hazards: each store keeps its access history as records (ranges, the tasks
+ * that last wrote them, the tasks that read them since). A new access depends
+ * on the writers of every overlapping record (read-after-write, write-after-
+ * write) and, when it writes, on their readers (write-after-read). A write
+ * replaces the records it covers whole. The records always cover the whole
+ * store, starting with one empty record.
+ *
+ * Residency: non-CPU copies are counted against the device's capacity. When
+ * a new copy does not fit, least-recently-used copies not pinned by a running
+ * task are evicted; ranges valid only in the victim are first written back to
+ * the CPU. Nothing is lost.
+ *
+ * Locks: store->lock, then device->lock (the LRU list and residency). An
+ * eviction holding a device lock only try-locks victim stores.
+ */
+#ifndef PARLA_DATA_IMPL_H
+#define PARLA_DATA_IMPL_H
+
+#include "data/data.h"
+#include "sched/sched.h" /* the runtime's devices, trace and live count */
+
+typedef struct seg {
+    uint64_t lo, hi;
+    uint64_t valid;    /* bit i: device i holds a valid copy (or will, see arriving) */
+    uint64_t arriving; /* bit i: the copy to device i is still in flight */
+} seg_t;
+
+typedef struct record {
+    uint64_t *ranges; /* owned copy, pairs */
+    size_t n_ranges;
+    parla_task_t **writers; /* references */
+    size_t n_writers, cap_writers;
+    parla_task_t **readers; /* references */
+    size_t n_readers, cap_readers;
+} record_t;
+
+typedef struct parla__store store_t;
+
+struct parla__copy {
+    store_t *store;
+    int device;
+    void *buf;
+    _Atomic int pins;  /* running tasks using it; pinned copies are never evicted (changed
+                          under the store's lock; read without it only as an estimate) */
+    int owned;         /* allocated by the engine (else the caller's host buffer) */
+    struct arrival *arriving; /* the latest copies queued to this device (a reference), or NULL */
+    int listed;        /* in the device's LRU list */
+    parla_hold_t *hold; /* the hold on buf taken through parla_data_hold, or NULL (under the store's lock) */
+    parla__copy_t *prev, *next; /* LRU links, under the device lock */
+};
+
+struct parla__store {
+    parla_runtime_t *rt;
+    store_t *live_prev, *live_next; /* the runtime's list of stores (under rt->stores_lock) */
+    _Atomic int refs; /* data handles (base and views) */
+    uint64_t nbytes;
+    pthread_mutex_t lock; /* protects segs, records and copies */
+    seg_t *segs;
+    size_t n_segs, cap_segs;
+    record_t *records;
+    size_t n_records, cap_records;
+    parla__copy_t *copies; /* one per device */
+    _Atomic uint64_t planned; /* devices that mapped tasks will bring this data to */
+};
+
+struct parla_data {
+    _Atomic int refs;
+    store_t *store;
+    uint64_t *ranges; /* pairs, sorted, disjoint */
+    size_t n_ranges;
+    uint64_t nbytes; /* bytes covered by the ranges */
+};
+
+/* Memory of a device copy handed out beyond the engine (parla_data_hold). While the copy is the engine's, the
+ * engine owns one reference; when the engine drops the copy (eviction, release of the data), it drops that
+ * reference instead of freeing the memory, and the last holder frees it. The hold counts as a live object of
+ * the runtime, so the device (and its free operation) outlives it. */
+struct parla_hold {
+    _Atomic int refs;
+    parla_runtime_t *rt;
+    int device;
+    int owned; /* the engine allocated buf (else it is the caller's host buffer, never freed here) */
+    void *buf;
+};
+
+static inline uint64_t bit(int device)
+{
+    return (uint64_t)1 << device;
+}
+
+/* ---------------------------------------------------------- copy engines -- */
+
+/* Copies in flight to one device for one store. Tasks that need the data
+ * there wait for it to arrive; the last copy to finish enqueues them. */
+typedef struct parla__waiter {
+    parla_task_t *task;
+    struct parla__waiter *next;
+} waiter_t;
+
+typedef struct arrival {
+    _Atomic int refs;
+    pthread_mutex_t lock; /* protects remaining, done and waiters */
+    pthread_cond_t cond;  /* for threads outside tasks (parla_data_fetch) */
+    int remaining;        /* copies not done yet */
+    int error;            /* a copy failed on the device (PARLA_E* code), or 0 */
+    bool done;
+    waiter_t *waiters;
+} arrival_t;
+
+typedef struct parla__copy_job {
+    parla__job_t job;   /* first: the engine's part */
+    int error;          /* the device's error for the copy or the marked task's work, or 0 */
+    store_t *store;     /* holds a store reference */
+    arrival_t *arrival; /* holds an arrival reference */
+    int from, to;
+    uint64_t lo, hi;
+    uint64_t serial;    /* the task that asked for it, for the trace */
+    /* On a CUDA engine: the events the copy waits for (runahead predecessors
+     * of the task it is for; held), and the event recorded after it. */
+    parla__event_t **waits;
+    int n_waits;
+    parla__event_t *event;
+    uint64_t t0;        /* when it was issued (ns), for the trace */
+} copy_job_t;
+
+/* What one task's preparation queues: copy jobs, and the arrivals it waits for. */
+typedef struct plan {
+    copy_job_t *jobs;
+    int n_jobs_store; /* jobs made for the store being planned */
+} plan_t;
+
+/* ------------------------------------------------ shared within data/ -- */
+
+/* store.c */
+void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__copy_t *c);
+void parla__data_store_release(store_t *s);
+size_t parla__data_seg_find(const store_t *s, uint64_t x);
+int parla__data_seg_split(store_t *s, uint64_t x);
+void parla__data_seg_merge(store_t *s);
+/* residency.c (d's lock held for the _locked ones and the LRU list) */
+void parla__data_lru_unlink(parla__device_t *dev, parla__copy_t *c);
+void parla__data_lru_touch(parla__device_t *dev, parla__copy_t *c);
+uint64_t parla__data_used_locked(const parla__device_t *d);
+int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t);
+void parla__data_unpin(store_t *s, int device, int count);
+void parla__data_unpin_accesses(parla_task_t *t, int device, int n);
+void parla__data_pin_locked(store_t *s, int device);
+/* transfer.c */
+void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial,
+                           uint64_t t0);
+int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial);
+void parla__data_arrival_unref(struct arrival *a);
+void parla__data_arrival_wait(arrival_t *a);
+
+#endif

@@ -1,0 +1,286 @@
+/* residency.c: residency of copies on devices: the LRU list, eviction with
+ * write-back, room for new copies, pins of copies in use by running tasks. */
+#include "data/impl.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- lifecycle -- */
+
+/* Removes copy c from its device's LRU list (device lock held). */
+void parla__data_lru_unlink(parla__device_t *dev, parla__copy_t *c)
+{
+    if (!c->listed)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        dev->lru_head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        dev->lru_tail = c->prev;
+    c->prev = c->next = NULL;
+    c->listed = 0;
+}
+
+/* Moves copy c to the most-recently-used end of its device's list. */
+void parla__data_lru_touch(parla__device_t *dev, parla__copy_t *c)
+{
+    if (c->listed && dev->lru_tail == c)
+        return;
+    parla__data_lru_unlink(dev, c);
+    c->prev = dev->lru_tail;
+    c->next = NULL;
+    if (dev->lru_tail)
+        dev->lru_tail->next = c;
+    else
+        dev->lru_head = c;
+    dev->lru_tail = c;
+    c->listed = 1;
+}
+
+/* Writes back to the CPU what only `device` holds, then drops its copy.
+ * Called with s->lock held; takes the device lock for the LRU list only when
+ * dev_locked is false. */
+static int evict_locked(store_t *s, int device, bool dev_locked)
+{
+    parla_runtime_t *rt = s->rt;
+    parla__copy_t *c = &s->copies[device];
+    if (c->buf == NULL || device == 0)
+        return 0;
+    if (c->pins > 0)
+        return PARLA_EBUSY;
+    for (size_t i = 0; i < s->n_segs; i++) {
+        seg_t *g = &s->segs[i];
+        if (g->valid == bit(device)) {
+            int rc = parla__data_copy_range(s, 0, device, g->lo, g->hi, UINT64_MAX);
+            if (rc)
+                return rc;
+            g->valid |= bit(0);
+        }
+        g->valid &= ~bit(device);
+    }
+    parla__data_seg_merge(s);
+    parla__device_t *d = &rt->devices[device];
+    if (!dev_locked)
+        pthread_mutex_lock(&d->lock);
+    parla__data_lru_unlink(d, c);
+    d->resident -= s->nbytes;
+    if (!dev_locked)
+        pthread_mutex_unlock(&d->lock);
+    parla__data_copy_drop_buf(rt, c);
+    c->buf = NULL;
+    atomic_fetch_and(&s->planned, ~bit(device));
+    atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
+    if (rt->trace) {
+        parla__tev_t ev = {.ts = parla__now_ns(), .a = s->nbytes, .kind = PARLA__TEV_EVICT, .device = (int16_t)device};
+        parla__trace_event(rt, &ev);
+    }
+    return 0;
+}
+
+/* One account per device: data copies and the memory tasks reserved
+ * (memory=) share its capacity. Device lock held. */
+uint64_t parla__data_used_locked(const parla__device_t *d)
+{
+    return d->resident + (d->memory_capacity - d->memory_free);
+}
+
+/* Evicts least-recently-used unpinned copies of stores other than `keep`
+ * (NULL: any) until `need` more bytes fit in d's account. Device lock held;
+ * victims' store locks are only try-locked (store locks come first in the
+ * lock order). Best effort: stops at the end of the list. */
+static void evict_for_locked(parla__device_t *d, store_t *keep, uint64_t need)
+{
+    parla__copy_t *v = d->lru_head;
+    while (parla__data_used_locked(d) + need > d->memory_capacity && v) {
+        parla__copy_t *next = v->next;
+        if (v->store != keep && pthread_mutex_trylock(&v->store->lock) == 0) {
+            /* The victim's lock is held (pins are read under it); the device lock too. */
+            if (v->pins == 0)
+                evict_locked(v->store, d->index, true);
+            pthread_mutex_unlock(&v->store->lock);
+        }
+        v = next;
+    }
+}
+
+void parla__data_make_room_locked(parla__device_t *d)
+{
+    if (d->index != 0)
+        evict_for_locked(d, NULL, 0);
+}
+
+uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d)
+{
+    uint64_t n = 0;
+    for (const parla__copy_t *c = d->lru_head; c; c = c->next)
+        if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
+            n += c->store->nbytes;
+    return n;
+}
+
+/* Gives store s (locked by the caller) a copy on device, evicting other
+ * stores' least-recently-used unpinned copies to make room. */
+int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t)
+{
+    parla__copy_t *c = &s->copies[device];
+    if (c->buf)
+        return 0;
+    parla_runtime_t *rt = s->rt;
+    parla__device_t *d = &rt->devices[device];
+    if (device != 0) {
+        pthread_mutex_lock(&d->lock);
+        evict_for_locked(d, s, s->nbytes);
+        if (parla__data_used_locked(d) + s->nbytes > d->memory_capacity) {
+            /* What is resident is in use by running tasks: wait for them. */
+            pthread_mutex_unlock(&d->lock);
+            return PARLA_EBUSY;
+        }
+        d->resident += s->nbytes; /* claimed before allocating, so no one overcommits */
+        pthread_mutex_unlock(&d->lock);
+    }
+    void *buf = NULL;
+    int rc = d->ops->alloc(d, s->nbytes, &buf);
+    if (rc) {
+        if (device != 0) {
+            pthread_mutex_lock(&d->lock);
+            d->resident -= s->nbytes;
+            pthread_mutex_unlock(&d->lock);
+        }
+        return parla__error(rc == PARLA_ENOMEM ? PARLA_ERESOURCE : rc,
+                            "task %s: cannot allocate %llu bytes on %s", t ? parla_task_name(t) : "(none)",
+                            (unsigned long long)s->nbytes, d->name);
+    }
+    c->buf = buf;
+    c->owned = 1;
+    if (device != 0) {
+        /* Listed at once: a copy that its maker does not end up using (a
+         * preparation that fails, a fetch) can still be evicted. */
+        pthread_mutex_lock(&d->lock);
+        parla__data_lru_touch(d, c);
+        pthread_mutex_unlock(&d->lock);
+    }
+    return 0;
+}
+
+/* Drops pins of store s on device: the copies may be evicted again, and
+ * tasks waiting for room on the device retry. */
+static void unpin_store(store_t *s, int device, int count)
+{
+    pthread_mutex_lock(&s->lock);
+    s->copies[device].pins -= count;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* count pins on device were dropped: tasks waiting for room there retry. */
+static void device_unpinned(parla_runtime_t *rt, int device, int count)
+{
+    if (device == 0)
+        return;
+    parla__device_t *d = &rt->devices[device];
+    pthread_mutex_lock(&d->lock);
+    d->n_pins -= (uint64_t)count;
+    d->unpin_epoch++;
+    parla_task_t *retry = d->data_blocked;
+    d->data_blocked = NULL;
+    /* Reservations count the pinned copies (one account): tasks blocked on
+     * them may fit now. */
+    parla_task_t *reserve = d->blocked_head;
+    d->blocked_head = d->blocked_tail = NULL;
+    pthread_mutex_unlock(&d->lock);
+    while (retry) {
+        parla_task_t *next = retry->qnext;
+        retry->qnext = NULL;
+        parla__task_ready(retry);
+        retry = next;
+    }
+    while (reserve) {
+        parla_task_t *next = reserve->qnext;
+        reserve->qnext = NULL;
+        if (parla__reserve_or_block(reserve))
+            parla__dispatch(reserve);
+        reserve = next;
+    }
+}
+
+void parla__data_unpin(store_t *s, int device, int count)
+{
+    unpin_store(s, device, count);
+    device_unpinned(s->rt, device, count);
+}
+
+/* Drops the store pins of t's first n accesses on device (the device count
+ * is the caller's). */
+void parla__data_unpin_accesses(parla_task_t *t, int device, int n)
+{
+    for (int i = 0; i < n; i++)
+        unpin_store(t->ext->accesses[i].data->store, device, 1);
+}
+
+void parla__data_pin_locked(store_t *s, int device)
+{
+    s->copies[device].pins++;
+    if (device != 0) {
+        parla__device_t *d = &s->rt->devices[device];
+        pthread_mutex_lock(&d->lock);
+        d->n_pins++;
+        pthread_mutex_unlock(&d->lock);
+    }
+}
+
+void parla__data_release_task(parla_task_t *t)
+{
+    int device = t->n_devices ? t->devices[0] : 0;
+    parla__data_unpin_accesses(t, device, t->ext->n_accesses);
+    device_unpinned(t->rt, device, t->ext->n_accesses);
+}
+
+void parla__data_wait_for_room(parla_task_t *t)
+{
+    parla__device_t *d = &t->rt->devices[t->devices[0]];
+    pthread_mutex_lock(&d->lock);
+    /* Retry at once if copies were unpinned since the attempt, or if none is
+     * pinned at all (the attempt lost a race for a victim's lock). */
+    bool now = d->unpin_epoch != t->ext->data_epoch || d->n_pins == 0;
+    if (!now) {
+        t->qnext = d->data_blocked;
+        d->data_blocked = t;
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (!now)
+        return;
+    /* Retried from the device's engine, not from here: the retry may fail
+     * the same way, and must not recurse on this thread's stack. */
+    if (parla__engine_retry(t))
+        return;
+    sched_yield();
+    parla__task_ready(t);
+}
+
+int parla_data_evict(parla_data_t *d, int device, int keep_one_copy)
+{
+    if (d == NULL)
+        return parla__error(PARLA_EINVAL, "parla_data_evict: data is NULL");
+    store_t *s = d->store;
+    parla_runtime_t *rt = s->rt;
+    if (device < -1 || device >= rt->n_devices)
+        return parla__error(PARLA_ENODEV, "parla_data_evict: no device %d", device);
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    for (int i = 1; i < rt->n_devices && rc == 0; i++) {
+        if (device != -1 && device != i)
+            continue;
+        /* The last valid copy is always written back first, whatever
+         * keep_one_copy says: this runtime never drops data. */
+        (void)keep_one_copy;
+        rc = evict_locked(s, i, false);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (rc == PARLA_EBUSY)
+        return parla__error(rc, "parla_data_evict: the copy is in use by a running task");
+    return rc;
+}

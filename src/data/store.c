@@ -1,0 +1,407 @@
+/* store.c: data objects and their stores: creation, views, references, the
+ * segment map (which devices hold a valid copy of each byte range), holds on
+ * device memory handed out beyond the engine. */
+#include "data/impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void hold_unref(parla_hold_t *h)
+{
+    if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    parla_runtime_t *rt = h->rt;
+    if (h->owned)
+        rt->devices[h->device].ops->free(&rt->devices[h->device], h->buf);
+    parla__free(h);
+    parla__runtime_task_freed(rt); /* the hold counted as a live object */
+}
+
+/* Frees copy c's memory, or leaves it to its holders (the caller owns c: store lock held, or last reference). */
+void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__copy_t *c)
+{
+    parla_hold_t *h = c->hold;
+    c->hold = NULL;
+    if (h)
+        hold_unref(h);
+    else if (c->owned)
+        rt->devices[c->device].ops->free(&rt->devices[c->device], c->buf);
+}
+
+static void store_free(store_t *s)
+{
+    parla_runtime_t *rt = s->rt;
+    pthread_mutex_lock(&rt->stores_lock);
+    if (s->live_prev)
+        s->live_prev->live_next = s->live_next;
+    else
+        rt->stores = s->live_next;
+    if (s->live_next)
+        s->live_next->live_prev = s->live_prev;
+    pthread_mutex_unlock(&rt->stores_lock);
+    for (int i = 0; i < rt->n_devices; i++) {
+        parla__copy_t *c = &s->copies[i];
+        parla__data_arrival_unref(c->arriving);
+        c->arriving = NULL;
+        if (c->buf == NULL)
+            continue;
+        parla__device_t *d = &rt->devices[i];
+        pthread_mutex_lock(&d->lock);
+        parla__data_lru_unlink(d, c);
+        if (i != 0)
+            d->resident -= s->nbytes;
+        pthread_mutex_unlock(&d->lock);
+        parla__data_copy_drop_buf(rt, c);
+    }
+    for (size_t r = 0; r < s->n_records; r++) {
+        record_t *rec = &s->records[r];
+        for (size_t i = 0; i < rec->n_writers; i++)
+            parla_task_release(rec->writers[i]);
+        for (size_t i = 0; i < rec->n_readers; i++)
+            parla_task_release(rec->readers[i]);
+        parla__free(rec->writers);
+        parla__free(rec->readers);
+        parla__free(rec->ranges);
+    }
+    parla__free(s->records);
+    parla__free(s->segs);
+    parla__free(s->copies);
+    pthread_mutex_destroy(&s->lock);
+    parla__free(s);
+    parla__runtime_task_freed(rt); /* the store counted as a live object */
+}
+
+void parla__data_store_release(store_t *s)
+{
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        store_free(s);
+}
+
+int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_data_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (rt == NULL || out == NULL)
+        return parla__error(PARLA_EINVAL, "parla_data_create: NULL argument");
+    if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
+        return parla__error(PARLA_ESTATE, "parla_data_create: the runtime was destroyed");
+    int forked = parla__check_process(rt, "parla_data_create");
+    if (forked)
+        return forked;
+    store_t *s = parla__calloc(rt, 1, sizeof *s);
+    parla_data_t *d = parla__calloc(rt, 1, sizeof *d);
+    uint64_t *range = parla__alloc(rt, 2 * sizeof *range);
+    parla__copy_t *copies = parla__calloc(rt, (size_t)rt->n_devices, sizeof *copies);
+    seg_t *segs = parla__alloc(rt, 4 * sizeof *segs);
+    record_t *recs = parla__calloc(rt, 4, sizeof *recs);
+    uint64_t *rec_range = parla__alloc(rt, 2 * sizeof *rec_range);
+    void *buf = host;
+    if (buf == NULL && s && d && range && copies && segs && recs && rec_range) {
+        buf = parla__calloc(rt, 1, nbytes ? nbytes : 1);
+    }
+    if (!s || !d || !range || !copies || !segs || !recs || !rec_range || !buf) {
+        parla__free(s);
+        parla__free(d);
+        parla__free(range);
+        parla__free(copies);
+        parla__free(segs);
+        parla__free(recs);
+        parla__free(rec_range);
+        if (buf != host)
+            parla__free(buf);
+        return parla__error(PARLA_ENOMEM, "parla_data_create: cannot allocate a data object of %llu bytes",
+                            (unsigned long long)nbytes);
+    }
+    s->rt = rt;
+    atomic_init(&s->refs, 1);
+    s->nbytes = nbytes;
+    pthread_mutex_init(&s->lock, NULL);
+    s->copies = copies;
+    for (int i = 0; i < rt->n_devices; i++) {
+        copies[i].store = s;
+        copies[i].device = i;
+    }
+    copies[0].buf = buf;
+    copies[0].owned = buf != host;
+    s->segs = segs;
+    s->cap_segs = 4;
+    s->n_segs = 1;
+    segs[0] = (seg_t){0, nbytes, bit(0), 0};
+    s->records = recs;
+    s->cap_records = 4;
+    s->n_records = 1;
+    rec_range[0] = 0;
+    rec_range[1] = nbytes;
+    recs[0].ranges = rec_range;
+    recs[0].n_ranges = 1;
+    atomic_fetch_add(&rt->n_live, 1); /* the runtime outlives its stores */
+    pthread_mutex_lock(&rt->stores_lock);
+    s->live_next = rt->stores;
+    if (rt->stores)
+        rt->stores->live_prev = s;
+    rt->stores = s;
+    pthread_mutex_unlock(&rt->stores_lock);
+    atomic_init(&d->refs, 1);
+    d->store = s;
+    range[0] = 0;
+    range[1] = nbytes;
+    d->ranges = range;
+    d->n_ranges = 1;
+    d->nbytes = nbytes;
+    *out = d;
+    return 0;
+}
+
+int parla_data_view(parla_data_t *base, const uint64_t *ranges, size_t n, parla_data_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (base == NULL || out == NULL || (n > 0 && ranges == NULL))
+        return parla__error(PARLA_EINVAL, "parla_data_view: NULL argument");
+    store_t *s = base->store;
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t lo = ranges[2 * i], hi = ranges[2 * i + 1];
+        if (lo > hi || hi > s->nbytes || (i > 0 && lo < ranges[2 * i - 1]))
+            return parla__error(PARLA_EINVAL,
+                                "parla_data_view: range %zu [%llu, %llu) is out of bounds (size %llu) or unsorted", i,
+                                (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)s->nbytes);
+        total += hi - lo;
+    }
+    parla_data_t *d = parla__calloc(s->rt, 1, sizeof *d);
+    uint64_t *copy = parla__alloc(s->rt, (n ? n : 1) * 2 * sizeof *copy);
+    if (!d || !copy) {
+        parla__free(d);
+        parla__free(copy);
+        return parla__error(PARLA_ENOMEM, "parla_data_view: cannot allocate a view of %zu ranges", n);
+    }
+    if (n)
+        memcpy(copy, ranges, n * 2 * sizeof *copy);
+    atomic_init(&d->refs, 1);
+    atomic_fetch_add(&s->refs, 1);
+    d->store = s;
+    d->ranges = copy;
+    d->n_ranges = n;
+    d->nbytes = total;
+    *out = d;
+    return 0;
+}
+
+void parla_data_retain(parla_data_t *d)
+{
+    if (d == NULL)
+        return;
+    atomic_fetch_add_explicit(&d->refs, 1, memory_order_relaxed);
+}
+
+void parla_data_release(parla_data_t *d)
+{
+    if (d == NULL || atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    store_t *s = d->store;
+    parla__free(d->ranges);
+    parla__free(d);
+    parla__data_store_release(s);
+}
+
+uint64_t parla_data_nbytes(const parla_data_t *d)
+{
+    if (d == NULL)
+        return 0;
+    return d->store->nbytes;
+}
+
+/* ------------------------------------------------------------ segment map -- */
+
+/* Index of the segment containing x (x < nbytes), by binary search. */
+size_t parla__data_seg_find(const store_t *s, uint64_t x)
+{
+    size_t lo = 0, hi = s->n_segs;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (s->segs[mid].lo <= x)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Ensures a segment boundary at x. */
+int parla__data_seg_split(store_t *s, uint64_t x)
+{
+    if (x == 0 || x >= s->nbytes)
+        return 0;
+    size_t i = parla__data_seg_find(s, x);
+    if (s->segs[i].lo == x)
+        return 0;
+    if (s->n_segs == s->cap_segs) {
+        size_t cap = 2 * s->cap_segs;
+        seg_t *n = parla__alloc(s->rt, cap * sizeof *n);
+        if (n == NULL)
+            return PARLA_ENOMEM;
+        memcpy(n, s->segs, s->n_segs * sizeof *n);
+        parla__free(s->segs);
+        s->segs = n;
+        s->cap_segs = cap;
+    }
+    memmove(&s->segs[i + 2], &s->segs[i + 1], (s->n_segs - i - 1) * sizeof(seg_t));
+    s->segs[i + 1] = (seg_t){x, s->segs[i].hi, s->segs[i].valid, s->segs[i].arriving};
+    s->segs[i].hi = x;
+    s->n_segs++;
+    return 0;
+}
+
+/* Merges neighbours with the same valid set. */
+void parla__data_seg_merge(store_t *s)
+{
+    size_t w = 0;
+    for (size_t r = 1; r < s->n_segs; r++) {
+        if (s->segs[r].valid == s->segs[w].valid && s->segs[r].arriving == s->segs[w].arriving)
+            s->segs[w].hi = s->segs[r].hi;
+        else
+            s->segs[++w] = s->segs[r];
+    }
+    s->n_segs = w + 1;
+}
+
+static uint64_t valid_bytes_locked(const parla_data_t *d, int device, uint64_t *total, bool planned)
+{
+    const store_t *s = d->store;
+    uint64_t v = 0;
+    /* For mapping, data that tasks already mapped to the device will bring
+     * there counts as local too. */
+    if (planned && (atomic_load_explicit(&s->planned, memory_order_relaxed) & bit(device))) {
+        if (total)
+            *total += d->nbytes;
+        return d->nbytes;
+    }
+    for (size_t r = 0; r < d->n_ranges; r++) {
+        uint64_t lo = d->ranges[2 * r], hi = d->ranges[2 * r + 1];
+        if (lo == hi)
+            continue;
+        for (size_t i = parla__data_seg_find(s, lo); i < s->n_segs && s->segs[i].lo < hi; i++) {
+            if (s->segs[i].valid & bit(device)) {
+                uint64_t a = s->segs[i].lo > lo ? s->segs[i].lo : lo;
+                uint64_t b = s->segs[i].hi < hi ? s->segs[i].hi : hi;
+                v += b - a;
+            }
+        }
+    }
+    if (total)
+        *total += d->nbytes;
+    return v;
+}
+
+uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
+{
+    if (d == NULL)
+        return 0;
+    store_t *s = d->store;
+    if (device < 0 || device >= s->rt->n_devices)
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    uint64_t v = valid_bytes_locked(d, device, NULL, false);
+    pthread_mutex_unlock(&s->lock);
+    return v;
+}
+
+uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
+{
+    uint64_t v = 0;
+    *total = 0;
+    if (t->ext == NULL)
+        return 0;
+    for (int i = 0; i < t->ext->n_accesses; i++) {
+        parla__access_t *a = &t->ext->accesses[i];
+        if (a->mode == PARLA_WRITE) /* nothing to bring in */
+            continue;
+        store_t *s = a->data->store;
+        pthread_mutex_lock(&s->lock);
+        v += valid_bytes_locked(a->data, device, total, true);
+        pthread_mutex_unlock(&s->lock);
+    }
+    return v;
+}
+
+void parla__data_plan(parla_task_t *t, int device)
+{
+    if (t->ext == NULL || device == 0)
+        return;
+    for (int i = 0; i < t->ext->n_accesses; i++)
+        atomic_fetch_or_explicit(&t->ext->accesses[i].data->store->planned, bit(device), memory_order_relaxed);
+}
+
+uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
+{
+    if (d == NULL)
+        return 0;
+    store_t *s = d->store;
+    if (device < 0 || device >= s->rt->n_devices)
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    uint64_t n = s->copies[device].buf ? s->nbytes : 0;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+void *parla_data_device_ptr(parla_data_t *d, int device)
+{
+    if (d == NULL)
+        return NULL;
+    store_t *s = d->store;
+    if (device < 0 || device >= s->rt->n_devices)
+        return NULL;
+    pthread_mutex_lock(&s->lock);
+    void *p = s->copies[device].buf;
+    pthread_mutex_unlock(&s->lock);
+    return p;
+}
+
+int parla_data_hold(parla_data_t *d, int device, parla_hold_t **out, void **ptr)
+{
+    if (d == NULL || out == NULL)
+        return parla__error(PARLA_EINVAL, "parla_data_hold: data or out is NULL");
+    store_t *s = d->store;
+    parla_runtime_t *rt = s->rt;
+    if (device < 0 || device >= rt->n_devices)
+        return parla__error(PARLA_ENODEV, "parla_data_hold: no device %d", device);
+    pthread_mutex_lock(&s->lock);
+    parla__copy_t *c = &s->copies[device];
+    if (c->buf == NULL) {
+        pthread_mutex_unlock(&s->lock);
+        return parla__error(PARLA_ESTATE, "parla_data_hold: the data has no copy on device %d", device);
+    }
+    if (c->hold == NULL) {
+        parla_hold_t *h = parla__alloc(rt, sizeof *h);
+        if (h == NULL) {
+            pthread_mutex_unlock(&s->lock);
+            return parla__error(PARLA_ENOMEM, "parla_data_hold: out of memory");
+        }
+        atomic_init(&h->refs, 1); /* the engine's, while the copy is attached */
+        h->rt = rt;
+        h->device = device;
+        h->owned = c->owned;
+        h->buf = c->buf;
+        atomic_fetch_add(&rt->n_live, 1);
+        c->hold = h;
+    }
+    atomic_fetch_add_explicit(&c->hold->refs, 1, memory_order_relaxed);
+    *out = c->hold;
+    if (ptr)
+        *ptr = c->buf;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+void parla_hold_release(parla_hold_t *hold)
+{
+    if (hold)
+        hold_unref(hold);
+}
+
+parla_runtime_t *parla__data_runtime(const parla_data_t *d)
+{
+    return d->store->rt;
+}

@@ -1,0 +1,569 @@
+/* transfer.c: copies between devices: copy jobs on the device engines,
+ * arrivals that tasks wait for, and the preparation of a task's data before it
+ * runs (parla__data_prepare). */
+#include "data/impl.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct arrival;
+
+/* -------------------------------------------------------------- residency -- */
+
+
+/* Counts a copy of [lo, hi) from device `from` to `to` that started at t0 (ns)
+ * in the devices' totals and the trace. */
+void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial, uint64_t t0)
+{
+    atomic_fetch_add_explicit(&rt->devices[to].bytes_in, hi - lo, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rt->devices[from].bytes_out, hi - lo, memory_order_relaxed);
+    if (rt->trace) {
+        parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .a = hi - lo, .serial = serial,
+                           .kind = PARLA__TEV_COPY, .device = (int16_t)to, .f = {(float)from}};
+        parla__trace_event(rt, &ev);
+    }
+}
+
+/* Copies bytes [lo, hi) of store s from device `from` to device `to`; returns
+ * when done. */
+int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial)
+{
+    parla_runtime_t *rt = s->rt;
+    parla__device_t *dt = &rt->devices[to], *df = &rt->devices[from];
+    /* A CUDA device does the copy when one side is CUDA. */
+    parla__device_t *engine = dt->is_cuda ? dt : df;
+    uint64_t t0 = rt->trace ? parla__now_ns() : 0;
+    int rc = engine->ops->copy(dt, (char *)s->copies[to].buf + lo, df, (char *)s->copies[from].buf + lo, hi - lo);
+    if (rc)
+        return rc;
+    parla__data_copy_done(rt, to, from, lo, hi, serial, t0);
+    return 0;
+}
+
+static arrival_t *arrival_new(parla_runtime_t *rt)
+{
+    arrival_t *a = parla__calloc(rt, 1, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    atomic_init(&a->refs, 1);
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->cond, NULL);
+    return a;
+}
+
+void parla__data_arrival_unref(struct arrival *a)
+{
+    if (a && atomic_fetch_sub(&a->refs, 1) == 1) {
+        pthread_mutex_destroy(&a->lock);
+        pthread_cond_destroy(&a->cond);
+        parla__free(a);
+    }
+}
+
+static bool arrival_pending(arrival_t *a)
+{
+    if (a == NULL)
+        return false;
+    pthread_mutex_lock(&a->lock);
+    bool pending = !a->done;
+    pthread_mutex_unlock(&a->lock);
+    return pending;
+}
+
+/* Blocks the calling thread (outside tasks) until the copies have arrived. */
+void parla__data_arrival_wait(arrival_t *a)
+{
+    pthread_mutex_lock(&a->lock);
+    while (!a->done)
+        pthread_cond_wait(&a->cond, &a->lock);
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* Marks job j's bytes as arrived: exactly [lo, hi), since segments may have
+ * been merged or split since it was planned (a neighbouring range may still be
+ * on its way). Without memory to split, the mark stays (only a preference). */
+static void arrived(store_t *s, copy_job_t *j)
+{
+    pthread_mutex_lock(&s->lock);
+    if (parla__data_seg_split(s, j->lo) == 0 && parla__data_seg_split(s, j->hi) == 0) {
+        for (size_t i = parla__data_seg_find(s, j->lo); i < s->n_segs && s->segs[i].lo < j->hi; i++) {
+            seg_t *g = &s->segs[i];
+            g->arriving &= ~bit(j->to);
+            if (j->error) {
+                /* The copy failed on the device: the destination never got the
+                 * bytes, the source (pinned until now) still has them. */
+                g->valid = (g->valid & ~bit(j->to)) | bit(j->from);
+            }
+        }
+        parla__data_seg_merge(s);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void job_free(copy_job_t *j)
+{
+    for (int i = 0; i < j->n_waits; i++)
+        parla__event_release(j->waits[i]);
+    parla__free(j->waits);
+    parla__event_release(j->event);
+    parla__free(j);
+}
+
+static void job_complete(copy_job_t *j)
+{
+    store_t *s = j->store;
+    parla_runtime_t *rt = s->rt;
+    arrived(s, j);
+    parla__data_unpin(s, j->from, 1); /* the source was pinned while the copy was queued */
+    parla__data_unpin(s, j->to, 1);   /* and so was the destination */
+    arrival_t *a = j->arrival;
+    pthread_mutex_lock(&a->lock);
+    waiter_t *w = NULL;
+    if (j->error && a->error == 0)
+        a->error = j->error;
+    int error = a->error;
+    if (--a->remaining == 0) {
+        a->done = true;
+        w = a->waiters;
+        a->waiters = NULL;
+        pthread_cond_broadcast(&a->cond);
+    }
+    pthread_mutex_unlock(&a->lock);
+    while (w) {
+        /* The record belongs to its task: read it before the count drops. */
+        waiter_t *next = w->next;
+        parla_task_t *t = w->task;
+        if (error) /* the task fails instead of running on data that did not arrive */
+            atomic_store(&t->ext->copy_error, error);
+        if (atomic_fetch_sub(&t->ext->n_waiting, 1) == 1)
+            parla__enqueue(rt, t);
+        w = next;
+    }
+    parla__data_arrival_unref(a);
+    parla__data_store_release(j->store);
+    job_free(j);
+}
+
+/* Starts copy job j on device d's engine. Returns true when it is complete
+ * already (host copies); otherwise its event completes it (job_poll). */
+static bool job_issue(parla__job_t *job, parla__device_t *d)
+{
+    copy_job_t *j = (copy_job_t *)job;
+    store_t *s = j->store;
+    if (parla__device_async(d)) {
+        /* Queued on a copy stream after the work it depends on; the host
+         * does not wait. */
+        parla_runtime_t *rt = s->rt;
+        void *stream = j->to == d->index ? d->copy_in : d->copy_out;
+        int other = j->to == d->index ? j->from : j->to;
+        int rc = 0;
+        for (int i = 0; i < j->n_waits && rc == 0; i++)
+            rc = d->ops->stream_wait_event(d, stream, j->waits[i]->handle);
+        j->t0 = rt->trace ? parla__now_ns() : 0;
+        if (rc == 0)
+            rc = d->ops->copy_async(d, (char *)s->copies[j->to].buf + j->lo, &rt->devices[other],
+                                    (char *)s->copies[j->from].buf + j->lo, j->hi - j->lo, stream);
+        if (rc == 0)
+            rc = parla__event_record(d, stream, &j->event);
+        if (rc == 0)
+            return false;
+        /* The device refused: wait for it, then copy synchronously. */
+        d->ops->stream_synchronize(d, stream);
+        for (int i = 0; i < j->n_waits; i++)
+            if (parla__event_done(j->waits[i]) == 0)
+                d->ops->event_synchronize(d, j->waits[i]->handle);
+    }
+    /* Both copies are pinned, so neither buffer moves meanwhile. */
+    j->error = parla__data_copy_range(s, j->to, j->from, j->lo, j->hi, j->serial);
+    return true;
+}
+
+/* True when copy job j's work is complete, also when its device reported an
+ * error (recorded in j->error). */
+static bool job_poll(parla__job_t *job)
+{
+    copy_job_t *j = (copy_job_t *)job;
+    int rc = parla__event_done(j->event);
+    if (rc < 0)
+        j->error = rc;
+    return rc != 0;
+}
+
+static void job_finish(parla__job_t *job, bool waited)
+{
+    copy_job_t *j = (copy_job_t *)job;
+    if (waited)
+        parla__data_copy_done(j->store->rt, j->to, j->from, j->lo, j->hi, j->serial, j->t0);
+    job_complete(j);
+}
+
+static const parla__job_ops_t copy_job_ops = {job_issue, job_poll, job_finish};
+
+/* The device whose engine does copy job j: the GPU side of the copy (the
+ * destination when both are GPUs). */
+static parla__device_t *copy_job_device(parla_runtime_t *rt, const copy_job_t *j)
+{
+    return &rt->devices[j->to != 0 ? j->to : j->from];
+}
+
+static void copy_job_submit(parla_runtime_t *rt, copy_job_t *j)
+{
+    j->job.ops = &copy_job_ops;
+    parla__engine_submit(copy_job_device(rt, j), &j->job);
+}
+
+/* Registers t as waiting for a (pending) arrival, with its record w. */
+static void arrival_add_waiter(arrival_t *a, parla_task_t *t, waiter_t *w)
+{
+    w->task = t;
+    pthread_mutex_lock(&a->lock);
+    if (!a->done) {
+        atomic_fetch_add(&t->ext->n_waiting, 1);
+        w->next = a->waiters;
+        a->waiters = w;
+    }
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* Makes d's ranges valid on device (copying from the cheapest valid source)
+ * and, for writes, leaves device as the only valid copy. s->lock held. */
+static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan)
+{
+    store_t *s = d->store;
+    parla_runtime_t *rt = s->rt;
+    int rc = parla__data_ensure_copy(s, device, t);
+    if (rc)
+        return rc;
+    for (size_t r = 0; r < d->n_ranges; r++) {
+        if ((rc = parla__data_seg_split(s, d->ranges[2 * r])) || (rc = parla__data_seg_split(s, d->ranges[2 * r + 1])))
+            return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
+    }
+    for (size_t r = 0; r < d->n_ranges; r++) {
+        uint64_t lo = d->ranges[2 * r], hi = d->ranges[2 * r + 1];
+        if (lo == hi)
+            continue;
+        for (size_t i = parla__data_seg_find(s, lo); i < s->n_segs && s->segs[i].lo < hi; i++) {
+            seg_t *g = &s->segs[i];
+            if ((mode & PARLA_READ) && !(g->valid & bit(device))) {
+                /* Cheapest source: the one with the fastest link, preferring
+                 * copies that have arrived over ones still in flight. */
+                int src = -1;
+                bool src_pending = true;
+                for (int k = 0; k < rt->n_devices; k++) {
+                    if (!(g->valid & bit(k)))
+                        continue;
+                    bool pending = (g->arriving & bit(k)) != 0;
+                    if (src < 0 || (src_pending && !pending) ||
+                        (pending == src_pending && rt->devices[k].bandwidth > rt->devices[src].bandwidth)) {
+                        src = k;
+                        src_pending = pending;
+                    }
+                }
+                if (src < 0)
+                    return parla__error(PARLA_EDEVICE, "data range [%llu, %llu) has no valid copy",
+                                        (unsigned long long)g->lo, (unsigned long long)g->hi);
+                copy_job_t *j = plan ? parla__alloc(rt, sizeof *j) : NULL;
+                if (j != NULL) {
+                    /* Queued on a copy engine; the source stays pinned until done. */
+                    atomic_fetch_add(&s->refs, 1);
+                    *j = (copy_job_t){.store = s, .from = src, .to = device, .lo = g->lo, .hi = g->hi,
+                                      .serial = t ? t->serial : UINT64_MAX, .job.next = (parla__job_t *)plan->jobs};
+                    plan->jobs = j;
+                    plan->n_jobs_store++;
+                    parla__data_pin_locked(s, src);
+                    parla__data_pin_locked(s, device);
+                    g->arriving |= bit(device);
+                } else {
+                    if (t)
+                        parla__host_wait_task(t); /* its source may still be being written */
+                    rc = parla__data_copy_range(s, device, src, g->lo, g->hi, t ? t->serial : UINT64_MAX);
+                    if (rc)
+                        return rc;
+                }
+                g->valid |= bit(device);
+            }
+            if (mode & PARLA_WRITE)
+                g->valid = bit(device);
+        }
+    }
+    parla__data_seg_merge(s);
+    return 0;
+}
+
+/* True when access i is the first of the task's accesses to its base data
+ * (views of one base share its copies: count them once). */
+static bool first_use(const parla__task_ext_t *x, int i)
+{
+    for (int j = 0; j < i; j++)
+        if (x->accesses[j].data->store == x->accesses[i].data->store)
+            return false;
+    return true;
+}
+
+/* True when t's data can all be on device d at once: the copies it lacks fit
+ * in the room left after evicting every unpinned copy of other data. Checked
+ * before anything is allocated or copied, so a task that cannot have all its
+ * data takes none (tasks that each took part of the room would keep evicting
+ * each other's copies). d->acquire_lock held; records the device's parla__data_unpin
+ * epoch for parla__data_wait_for_room. */
+static bool room_for(parla_task_t *t, parla__device_t *d)
+{
+    parla__task_ext_t *x = t->ext;
+    int device = d->index;
+    uint64_t need = 0;
+    for (int i = 0; i < x->n_accesses; i++) {
+        store_t *si = x->accesses[i].data->store;
+        if (!first_use(x, i))
+            continue;
+        pthread_mutex_lock(&si->lock);
+        if (si->copies[device].buf == NULL)
+            need += si->nbytes;
+        pthread_mutex_unlock(&si->lock);
+    }
+    pthread_mutex_lock(&d->lock);
+    x->data_epoch = d->unpin_epoch;
+    uint64_t evictable = 0;
+    for (parla__copy_t *c = d->lru_head; c && parla__data_used_locked(d) - evictable + need > d->memory_capacity; c = c->next) {
+        if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
+            continue;
+        bool mine = false;
+        for (int i = 0; i < x->n_accesses && !mine; i++)
+            mine = x->accesses[i].data->store == c->store;
+        if (!mine)
+            evictable += c->store->nbytes;
+    }
+    bool fits = parla__data_used_locked(d) - evictable + need <= d->memory_capacity;
+    pthread_mutex_unlock(&d->lock);
+    return fits;
+}
+
+/* Phase 0 of parla__data_prepare on a GPU: the task's data must fit on the
+ * device at all (PARLA_ERESOURCE), and room must be free now (PARLA_EBUSY).
+ * On success the device's acquire_lock is held. */
+static int check_capacity(parla_task_t *t, parla__device_t *d)
+{
+    parla__task_ext_t *x = t->ext;
+    /* A task whose data cannot fit even on an empty device fails. */
+    uint64_t total = 0;
+    for (int i = 0; i < x->n_accesses; i++)
+        if (first_use(x, i))
+            total += x->accesses[i].data->store->nbytes;
+    if (total + t->memory > d->memory_capacity) /* one account: its reservation too */
+        return parla__error(PARLA_ERESOURCE,
+                            "task %s needs %llu bytes of data and reserves %llu bytes on %s, more than its "
+                            "capacity of %llu bytes", parla_task_name(t), (unsigned long long)total,
+                            (unsigned long long)t->memory, d->name, (unsigned long long)d->memory_capacity);
+    pthread_mutex_lock(&d->acquire_lock);
+    if (!room_for(t, d)) {
+        pthread_mutex_unlock(&d->acquire_lock);
+        return PARLA_EBUSY;
+    }
+    return 0;
+}
+
+/* Gives the copy jobs planned for store s since `before` to s's arrival on
+ * device: joins the copies already on their way, or starts a new batch.
+ * Checked and counted under one lock: a batch whose last copy finishes
+ * meanwhile must not take new copies. s->lock held. */
+static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan, copy_job_t *before)
+{
+    arrival_t *arr = s->copies[device].arriving;
+    bool joined = false;
+    if (arr) {
+        pthread_mutex_lock(&arr->lock);
+        if (!arr->done) {
+            arr->remaining += plan->n_jobs_store;
+            joined = true;
+        }
+        pthread_mutex_unlock(&arr->lock);
+    }
+    if (!joined) {
+        arrival_t *fresh = arrival_new(s->rt);
+        if (fresh == NULL)
+            return parla__error(PARLA_ENOMEM, "task %s: cannot track its copies", parla_task_name(t));
+        fresh->remaining = plan->n_jobs_store;
+        parla__data_arrival_unref(arr);
+        s->copies[device].arriving = arr = fresh;
+    }
+    for (copy_job_t *j = plan->jobs; j != before; j = (copy_job_t *)j->job.next) {
+        atomic_fetch_add(&arr->refs, 1);
+        j->arrival = arr;
+    }
+    return 0;
+}
+
+/* Phase 1: for each access, allocate, queue the copies of what is read (or
+ * copy at once when a job cannot be allocated) and pin; *wait[i] is the
+ * arrival access i waits for (a reference), if any. Returns 0, or the error
+ * with *n_pinned the accesses pinned before the failing one. */
+static int plan_reads(parla_task_t *t, int device, plan_t *plan, arrival_t **waits, int *n_pinned)
+{
+    parla__task_ext_t *x = t->ext;
+    int rc = 0;
+    for (int i = 0; i < x->n_accesses; i++) {
+        parla__access_t *a = &x->accesses[i];
+        store_t *s = a->data->store;
+        pthread_mutex_lock(&s->lock);
+        copy_job_t *before = plan->jobs;
+        plan->n_jobs_store = 0;
+        rc = make_valid_locked(a->data, device, a->mode & PARLA_READ, t, plan);
+        if (rc == 0) {
+            s->copies[device].pins++;
+            if (plan->n_jobs_store > 0)
+                rc = join_arrival(t, s, device, plan, before);
+            arrival_t *arr = s->copies[device].arriving;
+            if (rc == 0 && arrival_pending(arr)) {
+                atomic_fetch_add(&arr->refs, 1);
+                waits[i] = arr;
+            }
+            if (rc != 0)
+                s->copies[device].pins--;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (rc != 0) {
+            *n_pinned = i;
+            return rc;
+        }
+    }
+    *n_pinned = x->n_accesses;
+    return 0;
+}
+
+/* Phase 2: marks the writes (device becomes the only valid copy of what is
+ * written), counts the pins on the device and refreshes the LRU order. Reads
+ * come first so that a range both read (through one declaration) and
+ * written (through another) is copied in. */
+static void mark_writes(parla_task_t *t, int device, parla__device_t *d)
+{
+    parla__task_ext_t *x = t->ext;
+    for (int i = 0; i < x->n_accesses; i++) {
+        parla__access_t *a = &x->accesses[i];
+        if (!(a->mode & PARLA_WRITE))
+            continue;
+        store_t *s = a->data->store;
+        pthread_mutex_lock(&s->lock);
+        make_valid_locked(a->data, device, PARLA_WRITE, t, NULL);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (device != 0) {
+        pthread_mutex_lock(&d->lock);
+        d->n_pins += (uint64_t)x->n_accesses;
+        for (int i = 0; i < x->n_accesses; i++) {
+            parla__copy_t *c = &x->accesses[i].data->store->copies[device];
+            if (c->buf)
+                parla__data_lru_touch(d, c);
+        }
+        pthread_mutex_unlock(&d->lock);
+    }
+}
+
+/* Phase 3, with no lock held: queues the planned copies on the engines. A job
+ * whose arrival could not be made is done here, synchronously. */
+static void queue_jobs(parla_task_t *t, plan_t *plan)
+{
+    parla_runtime_t *rt = t->rt;
+    while (plan->jobs) {
+        copy_job_t *j = plan->jobs;
+        plan->jobs = (copy_job_t *)j->job.next;
+        if (j->arrival && parla__device_async(copy_job_device(rt, j))) {
+            /* The copy waits on the device for the work of the runahead
+             * predecessors that may still be writing its source. */
+            j->n_waits = parla__task_waits(t, &j->waits);
+            if (j->n_waits < 0) {
+                j->n_waits = 0;
+                parla__host_wait_task(t);
+            }
+        }
+        if (j->arrival) {
+            copy_job_submit(rt, j);
+        } else {
+            parla__host_wait_task(t);
+            parla__data_copy_range(j->store, j->to, j->from, j->lo, j->hi, j->serial);
+            arrived(j->store, j);
+            parla__data_unpin(j->store, j->from, 1);
+            parla__data_unpin(j->store, j->to, 1);
+            parla__data_store_release(j->store);
+            job_free(j);
+        }
+    }
+}
+
+/* Phase 4: registers t as a waiter of each pending arrival (when the
+ * preparation succeeded) and drops the references of waits. */
+static void register_waiters(parla_task_t *t, arrival_t **waits, int rc)
+{
+    parla__task_ext_t *x = t->ext;
+    atomic_store(&x->n_waiting, 1); /* the hold while registering */
+    for (int i = 0; waits && i < x->n_accesses; i++) {
+        if (waits[i] == NULL)
+            continue;
+        if (rc == 0)
+            arrival_add_waiter(waits[i], t, &x->wait_nodes[i]);
+        parla__data_arrival_unref(waits[i]);
+    }
+}
+
+int parla__data_prepare(parla_task_t *t)
+{
+    int device = t->n_devices ? t->devices[0] : 0;
+    parla__task_ext_t *x = t->ext;
+    parla_runtime_t *rt = t->rt;
+    parla__device_t *d = &rt->devices[device];
+    int rc;
+    if (device != 0 && (rc = check_capacity(t, d)) != 0)
+        return rc;
+    plan_t plan = {0};
+    arrival_t **waits = parla__calloc(rt, (size_t)x->n_accesses, sizeof *waits);
+    if (x->wait_nodes == NULL)
+        x->wait_nodes = parla__calloc(rt, (size_t)x->n_accesses, sizeof *x->wait_nodes);
+    int n_pinned = 0;
+    if (waits == NULL || x->wait_nodes == NULL)
+        rc = parla__error(PARLA_ENOMEM, "task %s: cannot prepare its data", parla_task_name(t));
+    else
+        rc = plan_reads(t, device, &plan, waits, &n_pinned);
+    if (rc == 0)
+        mark_writes(t, device, d);
+    else
+        /* Undo the pins of the accesses prepared before the failure; their
+         * queued copies still run (the ranges are marked valid there). */
+        parla__data_unpin_accesses(t, device, n_pinned);
+    if (device != 0)
+        pthread_mutex_unlock(&d->acquire_lock);
+    queue_jobs(t, &plan);
+    register_waiters(t, waits, rc);
+    parla__free(waits);
+    if (rc)
+        return rc;
+    x->prepared = true;
+    return atomic_fetch_sub(&x->n_waiting, 1) == 1 ? 0 : PARLA__PENDING;
+}
+
+int parla__data_make_valid_now(parla_data_t *d, int device, int write)
+{
+    store_t *s = d->store;
+    parla_runtime_t *rt = s->rt;
+    /* Copies still on their way to the device are waited for. */
+    pthread_mutex_lock(&s->lock);
+    arrival_t *arr = s->copies[device].arriving;
+    if (arr)
+        atomic_fetch_add(&arr->refs, 1);
+    pthread_mutex_unlock(&s->lock);
+    if (arr) {
+        parla__data_arrival_wait(arr);
+        parla__data_arrival_unref(arr);
+    }
+    parla__device_t *dev = &rt->devices[device];
+    if (device != 0)
+        pthread_mutex_lock(&dev->acquire_lock);
+    pthread_mutex_lock(&s->lock);
+    int rc = make_valid_locked(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
+    pthread_mutex_unlock(&s->lock);
+    if (device != 0)
+        pthread_mutex_unlock(&dev->acquire_lock);
+    if (rc == PARLA_EBUSY)
+        rc = parla__error(PARLA_ERESOURCE, "parla_data_fetch: %s is full of copies in use by running tasks",
+                          dev->name);
+    return rc;
+}

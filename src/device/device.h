@@ -1,0 +1,179 @@
+/*
+ * device/device.h: the device layer: devices (their hardware part: capacity, resource accounting,
+ * residency lists), the operations of a device kind (host memory, CUDA), completion events, and the
+ * per-device engine thread that runs jobs in order (parla__job_t). Uses only util. Not installed.
+ */
+#ifndef PARLA_DEVICE_H
+#define PARLA_DEVICE_H
+
+#include "util/util.h"
+
+/* ---------------------------------------------------------------- devices -- */
+
+/* Fixed point for vcus: 1.0 == PARLA__VCU_ONE, so sums are exact. */
+#define PARLA__VCU_ONE 1000000LL
+#define PARLA__MAX_DEVICES 64 /* valid-device masks are 64-bit */
+
+typedef struct parla__device parla__device_t;
+typedef struct parla__copy parla__copy_t; /* a data copy (data/impl.h): the device only lists them */
+typedef struct parla__job parla__job_t;
+
+/* A completion event of a device (a CUDA event; host devices have none: their
+ * work is complete when the call that did it returns). Reference counted:
+ * the task that recorded it and each successor that must wait on it hold
+ * one; the last release returns it to its device's pool. */
+typedef struct parla__event {
+    void *handle;               /* CUevent */
+    parla__device_t *device;
+    _Atomic int refs;
+    struct parla__event *next;  /* in the pool's free list */
+} parla__event_t;
+
+/* The operations of a device kind (design section 4). Streams and events are
+ * opaque handles (CUstream, CUevent); a kind without them (host memory)
+ * leaves those entries NULL: its copies are complete when copy returns and
+ * its tasks' work when their bodies return. Every function may be called from
+ * any thread, sets the calling thread's device context itself and gives the
+ * caller its own context back (all but activate, which is for bodies). Errors:
+ * PARLA_ENOMEM (alloc), PARLA_EDEVICE with the driver's error name. */
+typedef struct parla__device_ops {
+    const char *name;
+    int (*alloc)(parla__device_t *d, uint64_t nbytes, void **out);
+    void (*free)(parla__device_t *d, void *ptr);
+    /* Copies nbytes from src on device s to dst on device d; returns when done. */
+    int (*copy)(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t nbytes);
+    int (*synchronize)(parla__device_t *d);
+    /* Makes d current for the calling thread's later driver calls. */
+    int (*activate)(parla__device_t *d);
+    /* Streams: in-order queues of work on device d. */
+    int (*stream_create)(parla__device_t *d, void **out);
+    void (*stream_destroy)(parla__device_t *d, void *stream);
+    int (*stream_synchronize)(parla__device_t *d, void *stream);
+    /* Queues a copy on stream (a stream of d, which is the CUDA side). */
+    int (*copy_async)(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t nbytes,
+                      void *stream);
+    int (*event_create)(parla__device_t *d, void **out);
+    void (*event_destroy)(parla__device_t *d, void *event);
+    /* Marks the point of stream the event completes at. */
+    int (*event_record)(parla__device_t *d, void *event, void *stream);
+    /* 1: complete, 0: not yet, < 0: error. */
+    int (*event_query)(parla__device_t *d, void *event);
+    int (*event_synchronize)(parla__device_t *d, void *event);
+    /* Work queued on stream after this call waits for the event (which may be
+     * another device's); the host does not wait. */
+    int (*stream_wait_event)(parla__device_t *d, void *stream, void *event);
+} parla__device_ops_t;
+
+struct parla__device {
+    int index;
+    parla_device_kind_t kind;
+    int kind_index;
+    int is_virtual, is_cuda, cuda_ordinal;
+    const parla__device_ops_t *ops;
+    void *ctx;                /* backend state (CUDA context) */
+    double bandwidth;         /* bytes/s */
+    char name[32];
+
+    pthread_mutex_t acquire_lock; /* serialises data acquisition on the device, so two
+                                     tasks never each hold half of the room they need */
+    pthread_mutex_t lock;     /* protects vcus_free, memory_free, the blocked list,
+                                 resident and the LRU list of copies */
+    int64_t vcus_capacity;    /* fixed point */
+    int64_t vcus_free;
+    uint64_t memory_capacity; /* bytes */
+    uint64_t memory_free;     /* for task reservations */
+    uint64_t resident;        /* bytes of data copies (GPUs) */
+    parla__copy_t *lru_head, *lru_tail; /* unpinned-or-pinned copies, least recent first */
+    uint64_t n_pins;          /* pins of copies on this device by running tasks */
+    uint64_t unpin_epoch;     /* bumped whenever running tasks unpin copies */
+    parla_task_t *data_blocked; /* tasks waiting for room for their data (linked by qnext) */
+    parla_task_t *blocked_head, *blocked_tail; /* tasks waiting for resources, FIFO */
+
+    _Atomic long n_mapped;    /* tasks mapped here, not finished */
+
+    /* The copy engine of a GPU: a thread that makes the copies into (and out
+     * of) this device, in order, while workers run other tasks. */
+    pthread_t engine;
+    bool engine_running;
+    pthread_mutex_t engine_lock; /* protects the job queue and engine_stop */
+    pthread_cond_t engine_cond;
+    parla__job_t *jobs_head, *jobs_tail;
+    bool engine_busy;         /* a job is being done, or work it issued is in flight */
+    bool engine_stop;
+    _Atomic long n_jobs;      /* jobs submitted, not done (so the runtime is not taken for stuck
+                                 while every worker sleeps and copies are under way) */
+    void *copy_in, *copy_out; /* copy streams (CUDA): onto and off the device */
+
+    pthread_mutex_t event_lock; /* protects event_pool */
+    parla__event_t *event_pool;  /* recorded-and-released events, for reuse */
+    _Atomic long n_events;       /* events created on the device, not destroyed */
+    _Atomic uint64_t bytes_in, bytes_out, evictions;
+};
+
+extern const parla__device_ops_t parla__host_ops;
+
+/* Takes an event from d's pool (or creates one) and records it on stream;
+ * one reference for the caller. Errors: PARLA_ENOMEM, PARLA_EDEVICE. */
+int parla__event_record(parla__device_t *d, void *stream, parla__event_t **out);
+void parla__event_retain(parla__event_t *e);
+/* Drops a reference; the last one returns the event to its device's pool. */
+void parla__event_release(parla__event_t *e);
+/* 1: the work before the event is complete, 0: not yet, < 0: device error. */
+int parla__event_done(parla__event_t *e);
+/* Destroys the events in d's pool (at the end of the runtime). */
+void parla__event_pool_destroy(parla__device_t *d);
+/* True when d has streams and events (a CUDA GPU). */
+static inline bool parla__device_async(const parla__device_t *d)
+{
+    return d->ops->event_record != NULL;
+}
+
+/* The device registry (devices[0] is the CPU; GPUs from the CUDA driver or virtual ones), built at
+ * runtime creation and destroyed with the runtime. */
+int parla__devices_init(parla_runtime_t *rt);
+void parla__devices_destroy(parla_runtime_t *rt);
+/* CUDA: number of devices found (0 without a driver), and their setup. */
+int parla__cuda_count(void);
+int parla__cuda_device_init(parla__device_t *d, int ordinal);
+void parla__cuda_device_destroy(parla__device_t *d);
+
+/* ----------------------------------------------------------------- engine -- */
+
+/* A job for a device's engine thread. The engine runs jobs in submission order and knows nothing of
+ * what they do: data/ queues copies, sched/ queues the end-of-work markers of runahead tasks and room
+ * retries. Embed it as the first member of the job's own record. */
+typedef struct parla__job_ops {
+    /* Starts j on device d. True when j is complete already (host copies, markers whose work is
+     * done): done follows at once; false: its work runs on the device, poll tells when it is over. */
+    bool (*issue)(parla__job_t *j, parla__device_t *d);
+    /* True when j's work is complete, also when the device reported an error (the job records it). */
+    bool (*poll)(parla__job_t *j);
+    /* j is over (waited: it completed after issue returned, through poll). Runs on the engine thread
+     * with no engine lock held; frees j. */
+    void (*done)(parla__job_t *j, bool waited);
+} parla__job_ops_t;
+struct parla__job {
+    struct parla__job *next; /* in the engine's queue, then in its in-flight list */
+    const parla__job_ops_t *ops;
+};
+
+/* Starts / stops device d's engine thread (a GPU's: the CPU has none). Stop runs the jobs still queued
+ * first. Errors of start: PARLA_ESYS, PARLA_EDEVICE (copy streams). */
+int parla__engine_start(parla__device_t *d);
+void parla__engine_stop(parla__device_t *d);
+/* Queues j on d's running engine (any thread, no lock held). */
+void parla__engine_submit(parla__device_t *d, parla__job_t *j);
+/* True when d's engine has nothing queued and nothing in flight. */
+bool parla__engine_idle(parla__device_t *d);
+/* Jobs queued on d's engine, not done (read without a lock: the stuck check). */
+static inline long parla__engine_pending(const parla__device_t *d)
+{
+    return atomic_load(&((parla__device_t *)d)->n_jobs);
+}
+/* True when d has an engine thread (a GPU's): tasks there run ahead. */
+static inline bool parla__device_runs_ahead(const parla__device_t *d)
+{
+    return d->engine_running;
+}
+
+#endif

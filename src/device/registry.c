@@ -1,0 +1,133 @@
+/* registry.c: the device registry: the CPU, CUDA GPUs or virtual GPUs, their
+ * capacities and engines; parla_device_info. */
+#include "sched/sched.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --------------------------------------------------------------- registry -- */
+
+static int device_init(parla__device_t *d, int index, uint64_t memory)
+{
+    memset(d, 0, sizeof *d);
+    d->index = index;
+    if (pthread_mutex_init(&d->lock, NULL) != 0 || pthread_mutex_init(&d->acquire_lock, NULL) != 0 ||
+        pthread_mutex_init(&d->event_lock, NULL) != 0)
+        return parla__error(PARLA_ESYS, "pthread_mutex_init failed for device %d", index);
+    d->vcus_capacity = d->vcus_free = PARLA__VCU_ONE;
+    d->memory_capacity = d->memory_free = memory;
+    d->ops = &parla__host_ops;
+    d->bandwidth = 16e9;
+    return 0;
+}
+
+int parla__devices_init(parla_runtime_t *rt)
+{
+    const parla_config_t *c = &rt->config;
+    int n_gpus = 0, use_cuda = 0;
+    if (c->n_virtual_gpus > 0) {
+        n_gpus = c->n_virtual_gpus;
+    } else if (!c->disable_cuda) {
+        n_gpus = parla__cuda_count();
+        use_cuda = n_gpus > 0;
+    }
+    if (n_gpus + 1 > PARLA__MAX_DEVICES)
+        return parla__error(PARLA_EINVAL, "%d GPUs requested; at most %d are supported", n_gpus,
+                            PARLA__MAX_DEVICES - 1);
+    rt->devices = parla__calloc(rt, (size_t)n_gpus + 1, sizeof *rt->devices);
+    if (rt->devices == NULL)
+        return parla__error(PARLA_ENOMEM, "cannot allocate %d devices", n_gpus + 1);
+    int rc = device_init(&rt->devices[0], 0, c->cpu_memory);
+    if (rc)
+        return rc;
+    rt->n_devices = 1;
+    parla__device_t *cpu = &rt->devices[0];
+    cpu->kind = PARLA_DEVICE_CPU;
+    cpu->bandwidth = 1e12; /* local: no transfer */
+    snprintf(cpu->name, sizeof cpu->name, "cpu(0)");
+    for (int i = 0; i < n_gpus; i++) {
+        parla__device_t *d = &rt->devices[i + 1];
+        uint64_t mem = c->virtual_gpu_memory ? c->virtual_gpu_memory : (uint64_t)1 << 30;
+        rc = device_init(d, i + 1, mem);
+        if (rc)
+            return rc;
+        rt->n_devices++;
+        d->kind = PARLA_DEVICE_GPU;
+        d->kind_index = i;
+        snprintf(d->name, sizeof d->name, "gpu(%d)", i);
+        if (use_cuda) {
+            rc = parla__cuda_device_init(d, i);
+            if (rc)
+                return rc;
+        } else {
+            d->is_virtual = 1;
+            d->bandwidth = c->virtual_gpu_bandwidth > 0 ? c->virtual_gpu_bandwidth : 16e9;
+        }
+        rc = parla__engine_start(d);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void parla__devices_destroy(parla_runtime_t *rt)
+{
+    for (int i = 0; i < rt->n_devices; i++) {
+        parla__engine_stop(&rt->devices[i]);
+        /* Workers' streams first (their work is complete: every task finished). */
+        for (int k = 0; k < rt->n_workers && rt->workers; k++) {
+            parla__worker_t *w = &rt->workers[k];
+            if (w->streams && w->streams[i])
+                rt->devices[i].ops->stream_destroy(&rt->devices[i], w->streams[i]);
+        }
+        parla__event_pool_destroy(&rt->devices[i]);
+        if (rt->devices[i].is_cuda)
+            parla__cuda_device_destroy(&rt->devices[i]);
+        pthread_mutex_destroy(&rt->devices[i].lock);
+        pthread_mutex_destroy(&rt->devices[i].acquire_lock);
+        pthread_mutex_destroy(&rt->devices[i].event_lock);
+    }
+    for (int k = 0; k < rt->n_workers && rt->workers; k++) {
+        parla__free(rt->workers[k].streams);
+        rt->workers[k].streams = NULL;
+    }
+    parla__free(rt->devices);
+    rt->devices = NULL;
+}
+
+int parla_runtime_num_devices(const parla_runtime_t *rt)
+{
+    return rt ? rt->n_devices : 0;
+}
+
+int parla_device_info(parla_runtime_t *rt, int index, parla_device_info_t *out)
+{
+    if (rt == NULL || out == NULL)
+        return parla__error(PARLA_EINVAL, "parla_device_info: NULL argument");
+    if (index < 0 || index >= rt->n_devices)
+        return parla__error(PARLA_ENODEV, "parla_device_info: no device %d (the runtime has %d)", index,
+                            rt->n_devices);
+    parla__device_t *d = &rt->devices[index];
+    memset(out, 0, sizeof *out);
+    out->index = index;
+    out->kind = d->kind;
+    out->kind_index = d->kind_index;
+    out->is_virtual = d->is_virtual;
+    out->is_cuda = d->is_cuda;
+    out->cuda_ordinal = d->cuda_ordinal;
+    out->bandwidth = d->bandwidth;
+    snprintf(out->name, sizeof out->name, "%s", d->name);
+    pthread_mutex_lock(&d->lock);
+    out->memory_capacity = d->memory_capacity;
+    out->memory_reserved = d->memory_capacity - d->memory_free;
+    out->memory_resident = d->resident;
+    out->vcus_capacity = (double)d->vcus_capacity / PARLA__VCU_ONE;
+    out->vcus_reserved = (double)(d->vcus_capacity - d->vcus_free) / PARLA__VCU_ONE;
+    pthread_mutex_unlock(&d->lock);
+    out->tasks_mapped = (uint64_t)atomic_load(&d->n_mapped);
+    out->bytes_in = atomic_load(&d->bytes_in);
+    out->bytes_out = atomic_load(&d->bytes_out);
+    out->evictions = atomic_load(&d->evictions);
+    return 0;
+}

@@ -1,0 +1,167 @@
+/*
+ * graph/graph.h: the task graph layer: task objects, dependency edges and the pending counter, final
+ * states and cancellation, never-submitted placeholders, and the runahead release of GPU successors.
+ * Uses util, device (events) and trace. Not installed.
+ */
+#ifndef PARLA_GRAPH_H
+#define PARLA_GRAPH_H
+
+#include "device/device.h"
+#include "trace/trace.h"
+
+#define PARLA__LEVELS 3 /* priority levels: 0 high, 1 normal, 2 low */
+
+/* ------------------------------------------------------------------ tasks -- */
+
+enum {
+    PARLA__EDGE_SOFT = 1,     /* a failure does not cancel the successor (suspend_on) */
+    PARLA__EDGE_NOTIFIED = 2, /* released early by runahead; the finish only frees it */
+    PARLA__EDGE_ORDER = 4,    /* ordering only (write-after-read, write-after-write hazards): a
+                                 failure does not cancel the successor, runahead may release it */
+    PARLA__EDGE_DATA = 8,     /* from a data hazard, not an explicit dependency (traces draw it apart) */
+};
+
+typedef struct parla__edge {
+    parla_task_t *succ; /* holds a reference */
+    struct parla__edge *next;
+    int flags;
+} parla__edge_t;
+
+/* The value of a sealed successor stack: the task has finished. */
+#define PARLA__SEALED ((parla__edge_t *)(uintptr_t)1)
+
+enum {
+    PARLA__F_LISTED = 1,  /* in rt's placeholder list */
+    PARLA__F_CANCEL = 2,  /* a hard dependency failed: cancel instead of run */
+    PARLA__F_WAITED = 4,  /* a thread blocks in parla_task_wait on it */
+    PARLA__F_CLAIMED = 8, /* its cancelled finish is claimed (parla_runtime_cancel_stuck
+                             and the finish worklist race for it: exactly one finishes it) */
+};
+
+typedef struct parla__access {
+    parla_data_t *data; /* holds a reference */
+    int mode;
+} parla__access_t;
+
+typedef struct parla__option {
+    int n;
+    int slots[PARLA_MAX_TASK_DEVICES];
+    int64_t vcus;
+    uint64_t memory;
+} parla__option_t;
+
+/* What only some tasks need: placement options, data accesses, mapping. */
+typedef struct parla__task_ext {
+    parla__option_t *options;
+    int n_options, cap_options;
+    parla__access_t *accesses;
+    int n_accesses, cap_accesses;
+    parla_mapping_t mapping;
+    uint64_t data_epoch; /* the device's unpin_epoch when data was last acquired */
+    bool prepared;       /* data brought to the device and pinned (until the body ends) */
+    _Atomic int n_waiting; /* copies in flight the task waits for, + 1 while preparing */
+    /* CUDA: the events recorded on the task's streams after its body, one per
+     * device (NULL on host devices), held until the task is done. */
+    parla__event_t *events[PARLA_MAX_TASK_DEVICES];
+    /* Events of predecessors that released this task at their runahead: its
+     * streams (and the copy streams bringing its data) wait on them. Pushed
+     * lock-free by the predecessors before they release it. */
+    _Atomic(struct parla__evwait *) waits;
+    uint64_t ran_ns; /* when the body returned (for the trace of its device work) */
+    /* One record per access for waiting on copies in flight, made with the
+     * first preparation (so registering as a waiter never fails). */
+    struct parla__waiter *wait_nodes;
+    /* A copy the task waited for failed on the device (PARLA_E* code): the
+     * task fails instead of running its body. */
+    _Atomic int copy_error;
+} parla__task_ext_t;
+
+typedef struct parla__evwait {
+    parla__event_t *event; /* holds a reference */
+    struct parla__evwait *next;
+} parla__evwait_t;
+
+/* Makes work queued on stream (of device d) wait for every event in t's waits
+ * list (stream_wait_event; the host does not wait). No-op without waits. */
+int parla__stream_wait_task(parla_task_t *t, parla__device_t *d, void *stream);
+/* Blocks the calling thread until every event in t's waits list completed
+ * (queried first: a complete one costs no synchronization). No lock held. */
+void parla__host_wait_task(parla_task_t *t);
+/* A retained snapshot of t's waits (for copies queued for t): returns how
+ * many (0: *out is NULL) or PARLA_ENOMEM. */
+int parla__task_waits(parla_task_t *t, parla__event_t ***out);
+/* Drops t's waits list and its own events. */
+void parla__task_events_release(parla_task_t *t);
+
+struct parla_task {
+    _Atomic int32_t pending; /* unfinished dependencies + 1 while not submitted/suspended */
+    _Atomic int32_t refs;
+    _Atomic int state;       /* parla_task_state_t */
+    _Atomic int flags;       /* PARLA__F_* */
+    _Atomic(parla__edge_t *) succ; /* lock-free stack of successors, or SEALED */
+    parla_runtime_t *rt;
+    parla_task_fn fn;
+    void *arg;
+    void *user;
+    parla_task_t *qnext, *qprev; /* links in a ready queue or a blocked list */
+    _Atomic(parla_task_t *) cause; /* root cause of a cancellation (holds a reference) */
+    int error;
+    int8_t level;
+    int64_t vcus;     /* fixed point, on each device of the task */
+    uint64_t memory;  /* bytes, on each device of the task */
+    int8_t n_devices; /* devices it is mapped to (0 before mapping) */
+    uint8_t devices[PARLA_MAX_TASK_DEVICES];
+    parla__task_ext_t *ext;
+    /* The first edge onto this task's successor stack lives here, so a task
+     * with one dependent (chains, fan-in) allocates no edge. */
+    parla__edge_t first_edge;
+    _Atomic bool first_edge_used;
+    _Atomic(char *) name; /* owned; a default one is made on first use */
+    uint32_t ph_index;    /* position in rt->placeholders while listed */
+    uint64_t serial;  /* creation order, for default names */
+    uint64_t creator; /* serial + 1 of the task whose body created it; 0 outside bodies */
+};
+
+void parla__task_ext_free(parla_task_t *t);
+/* Frees the recycled task memory (at the end of the runtime). */
+void parla__task_pool_free(parla_runtime_t *rt);
+parla__task_ext_t *parla__task_ext(parla_task_t *t);
+/* True when a path of dependency edges leads from `from` (never submitted)
+ * to `to`; false when none does or the search gives up (limit nodes). */
+bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit);
+/* Adds the edge dep -> t (t is held above zero pending). */
+int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags);
+
+/* Runahead (see parla.h): after a GPU task's body, releases its GPU-only
+ * successors and leaves the rest to parla__task_complete_gpu. */
+void parla__task_runahead(parla_task_t *t);
+/* Finishes t as cancelled when it is submitted and waits for dependencies
+ * (for parla_runtime_cancel_stuck); false when it is past that, or another
+ * path claimed its finish. */
+bool parla__task_cancel_stuck(parla_task_t *t);
+/* Finishes t with the given final state and releases its successors. */
+void parla__task_finish(parla_task_t *t, int state, int error);
+/* Drops one count of t's pending counter; makes t ready at zero. */
+void parla__task_dec_pending(parla_task_t *t);
+/* PARLA_EINVAL (NULL) or PARLA_ESTATE (past created) with a message naming fn, else 0. */
+int parla__task_require_created(const parla_task_t *t, const char *fn);
+
+/* Frees an edge of owner's successor stack (unless it is owner's inline one). */
+static inline void parla__edge_free(parla_task_t *owner, parla__edge_t *e)
+{
+    if (e != &owner->first_edge)
+        parla__free(e);
+}
+
+/* The runtime's trace (rt->trace), in trace/buffer.c. */
+int parla__trace_init(parla_runtime_t *rt);
+void parla__trace_free(parla_runtime_t *rt);
+void parla__trace_event(parla_runtime_t *rt, const parla__tev_t *ev);
+void parla__trace_name(parla_runtime_t *rt, parla_task_t *t);
+
+/* Placeholder registry: never-submitted tasks that others depend on (for the stuck diagnosis and
+ * parla_runtime_unsubmitted). */
+int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t);
+void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t);
+
+#endif

@@ -1,0 +1,72 @@
+/* placeholder.c: the registry of never-submitted tasks that others depend on. */
+#include "sched/sched.h"
+
+#include <string.h>
+
+/* ----------------------------------------------------------- placeholders -- */
+
+int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t)
+{
+    int rc = 0;
+    pthread_mutex_lock(&rt->placeholder_lock);
+    if (!(atomic_load(&t->flags) & PARLA__F_LISTED)) {
+        if (rt->n_placeholders == rt->cap_placeholders) {
+            size_t cap = rt->cap_placeholders ? 2 * rt->cap_placeholders : 16;
+            parla_task_t **p = parla__alloc(rt, cap * sizeof *p);
+            if (p == NULL) {
+                rc = parla__error(PARLA_ENOMEM, "cannot record never-submitted task %s", parla_task_name(t));
+                goto out;
+            }
+            if (rt->n_placeholders)
+                memcpy(p, rt->placeholders, rt->n_placeholders * sizeof *p);
+            parla__free(rt->placeholders);
+            rt->placeholders = p;
+            rt->cap_placeholders = cap;
+        }
+        atomic_fetch_or(&t->flags, PARLA__F_LISTED);
+        if (atomic_load(&t->state) != PARLA_TASK_CREATED) {
+            /* Submitted meanwhile (see parla_task_submit). */
+            atomic_fetch_and(&t->flags, ~PARLA__F_LISTED);
+            goto out;
+        }
+        parla_task_retain(t);
+        t->ph_index = (uint32_t)rt->n_placeholders;
+        rt->placeholders[rt->n_placeholders++] = t;
+    }
+out:
+    pthread_mutex_unlock(&rt->placeholder_lock);
+    return rc;
+}
+
+void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t)
+{
+    bool found = false;
+    pthread_mutex_lock(&rt->placeholder_lock);
+    size_t i = t->ph_index;
+    if ((atomic_load(&t->flags) & PARLA__F_LISTED) && i < rt->n_placeholders && rt->placeholders[i] == t) {
+        parla_task_t *last = rt->placeholders[--rt->n_placeholders];
+        rt->placeholders[i] = last;
+        last->ph_index = (uint32_t)i;
+        found = true;
+    }
+    atomic_fetch_and(&t->flags, ~PARLA__F_LISTED);
+    pthread_mutex_unlock(&rt->placeholder_lock);
+    if (found)
+        parla_task_release(t);
+}
+
+size_t parla_runtime_unsubmitted(parla_runtime_t *rt, parla_task_t **out, size_t cap)
+{
+    if (rt == NULL)
+        return 0;
+    if (out == NULL)
+        cap = 0;
+    pthread_mutex_lock(&rt->placeholder_lock);
+    size_t n = rt->n_placeholders;
+    for (size_t i = 0; i < n && i < cap; i++) {
+        parla_task_retain(rt->placeholders[i]);
+        out[i] = rt->placeholders[i];
+    }
+    pthread_mutex_unlock(&rt->placeholder_lock);
+    return n;
+}

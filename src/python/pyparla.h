@@ -1,0 +1,216 @@
+/*
+ * pyparla.h: the private header of parla._core, the CPython binding of libparla (this folder only).
+ *
+ * Thin by design: the engine schedules; the binding turns Python callables into task bodies, drives
+ * coroutines (an await suspends the task on what it awaits: a continuation on the same task), and maps
+ * error codes to Python exceptions. One file per type, as CPython's Modules/_sqlite:
+ *
+ *   module.c       module init and slots, constants, module functions, the error mapper
+ *   gil.c          worker thread states, the engine's hooks, the GIL around blocking calls,
+ *                  deferred decrefs
+ *   body.c         the task body (py_task_body), the coroutine driver, awaited tasks, capture
+ *   spawn.c        checking a spawn's arguments (dependencies, placements, accesses, feasibility)
+ *   task_obj.c     parla._core.Task
+ *   runtime_obj.c  parla._core.Runtime
+ *   data_obj.c     parla._core.Data and parla._core.Hold
+ *
+ * Lower files notify nothing upward: the types call the engine, the engine returns codes, and
+ * pyparla_set_error turns a code into an exception. The binding sees only parla.h.
+ *
+ * Threads and the GIL. Each worker gets its own PyThreadState when it starts (worker_start hook). A
+ * worker takes the GIL only to run a Python body and keeps it across consecutive bodies; it lets go as
+ * soon as it finds no task (worker_idle hook), before it spins or sleeps. The engine never needs the
+ * GIL. Blocking calls made from Python (wait_all, close, fetch, waits) release it.
+ *
+ * Lifetimes. A submitted Task object holds a reference to itself on behalf of the engine, dropped when
+ * the task reaches a final state (task_finished hook). That hook may run on a thread without the GIL;
+ * then the reference is pushed on a lock-free stack and dropped by the next thread that holds the GIL
+ * here (a body, wait_all, close).
+ */
+#ifndef PYPARLA_H
+#define PYPARLA_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdatomic.h>
+
+#include "parla.h"
+
+typedef struct TaskObject TaskObject;
+
+/* parla._core.Runtime: one engine runtime. Its fields other than deferred are read and written with
+ * the GIL held. */
+typedef struct {
+    PyObject_HEAD
+    parla_runtime_t *rt;
+    PyObject *failed;               /* list of Task objects whose body raised, in order */
+    _Atomic(TaskObject *) deferred; /* finished tasks whose reference is still to drop */
+    PyObject *module;               /* the module (for its state) */
+    /* Closing: the context's exit began; only task bodies may still spawn (their tasks are what the
+     * exit waits for). Set by begin_close(). */
+    int closing;
+    /* Inside parla_runtime_destroy (GIL released): no engine call may start. */
+    int destroying;
+    /* Spawns in progress (inside Task._submit, which may release the GIL while it iterates the
+     * dependencies): the exit waits for them before it destroys the engine, so none submits to a
+     * destroyed runtime. */
+    Py_ssize_t spawning;
+    /* Abandoned (a second Ctrl-C while the exit waited for bodies that do not return): the engine and
+     * its workers are left running until the process ends; deallocating the object does not wait. */
+    int abandoned;
+    /* In a child process forked while the runtime ran: the engine (its workers, its locks) belongs to
+     * the parent; no engine call is made. */
+    int forked;
+} RuntimeObject;
+
+/* parla._core.Task: one engine task (the base of parla.tasks.Task). */
+struct TaskObject {
+    PyObject_HEAD
+    parla_task_t *task;        /* owned reference */
+    RuntimeObject *runtime;    /* strong */
+    PyObject *func;            /* the body: a callable, then the coroutine it returned; NULL once finished */
+    PyObject *result;
+    PyObject *exception;
+    PyObject *name;            /* str */
+    PyObject *dict;
+    PyObject *keep;            /* objects kept alive while the body runs (a list, or NULL) */
+    TaskObject *deferred_next; /* link in RuntimeObject.deferred */
+    int submitting;            /* inside _submit: a failure is raised there */
+    int engine_ref;            /* the engine holds a reference (taken at submit) */
+};
+
+/* parla._core.Data: a coherent data object (base or view) of the engine. */
+typedef struct {
+    PyObject_HEAD
+    parla_data_t *data;     /* owned reference */
+    RuntimeObject *runtime; /* strong */
+    PyObject *base;         /* for a view: the base Data object (keeps the buffer alive) */
+    Py_buffer buffer;       /* for a base: the host buffer (CPU copy) */
+    int has_buffer;
+} DataObject;
+
+/* parla._core.Hold: a hold on a device copy (parla_data_hold). */
+typedef struct {
+    PyObject_HEAD
+    parla_hold_t *hold;
+    void *ptr;
+    Py_ssize_t len;
+    int host; /* host memory (cpu, virtual GPU): exported as a writable buffer */
+} HoldObject;
+
+/* The module's state: its heap types, and interned attribute names. */
+typedef struct {
+    PyTypeObject *runtime_type;
+    PyTypeObject *task_type;
+    PyTypeObject *data_type;
+    PyTypeObject *hold_type;
+    PyObject *str_name;     /* "__name__" */
+    PyObject *str_qualname; /* "__qualname__" */
+} pyparla_state;
+
+extern PyModuleDef pyparla_module_def;
+extern PyType_Spec pyparla_runtime_spec, pyparla_task_spec, pyparla_data_spec, pyparla_hold_spec;
+extern const char pyparla_forked_message[];
+
+static inline pyparla_state *pyparla_get_state(PyObject *module)
+{
+    return (pyparla_state *)PyModule_GetState(module);
+}
+
+/* The state of the module that defined tp or one of its bases (a subclass defined in Python, such as
+ * parla.tasks.Task, finds it too). NULL, with TypeError set, for an unrelated type. */
+static inline pyparla_state *pyparla_get_state_by_type(PyTypeObject *tp)
+{
+    PyObject *module = PyType_GetModuleByDef(tp, &pyparla_module_def);
+    return module ? pyparla_get_state(module) : NULL;
+}
+
+/* 0 when the Task object was initialised; -1 with RuntimeError set otherwise. */
+static inline int pyparla_check_task(TaskObject *self)
+{
+    if (self->task == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Task object was not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------------------------------- errors (module.c) -- */
+
+/* Where an engine code is turned into an exception: the same code raises a different exception at a
+ * few places (the table in module.c lists each row). */
+typedef enum {
+    PYPARLA_AT_CALL,        /* an engine call made by a method (the common case) */
+    PYPARLA_AT_TASK_FAILED, /* the engine failed a task (no body ran): the exception stored on it */
+    PYPARLA_AT_FETCH,       /* Data.fetch */
+    PYPARLA_AT_DATA_WAIT,   /* the wait before an outside access (Data.evict) */
+} pyparla_site_t;
+
+/* The exception type (borrowed) that code raises at site. */
+PyObject *pyparla_error_type(pyparla_site_t site, int code);
+/* Raises that exception with msg, or when msg is NULL or empty with this thread's engine message or
+ * the code's text. Returns NULL. The GIL must be held. */
+PyObject *pyparla_set_error(pyparla_site_t site, int code, const char *msg);
+/* The same exception as a new object, not raised (NULL with an exception set if it cannot be made). */
+PyObject *pyparla_new_error(pyparla_site_t site, int code, const char *msg);
+
+/* ------------------------------------------------------------------------------------ gil.c -- */
+
+/* The GIL released around a blocking engine call. On a worker, the call may run other task bodies
+ * (helping), which take the GIL themselves; then the GIL is already held when the call returns. */
+typedef struct {
+    PyThreadState *ts;
+    int was_held;
+} pyparla_gil_t;
+
+pyparla_gil_t pyparla_gil_release(void);
+void pyparla_gil_restore(pyparla_gil_t g);
+/* On a worker about to run a Python body: takes the GIL unless this worker holds it already. */
+void pyparla_worker_take_gil(void);
+/* Drops the references the task_finished hook deferred. GIL held. */
+void pyparla_drain_deferred(RuntimeObject *rt);
+/* Fills the hook fields of cfg for a runtime whose Python object is rt. */
+void pyparla_install_hooks(parla_config_t *cfg, RuntimeObject *rt);
+
+/* ----------------------------------------------------------------------------------- body.c -- */
+
+/* The raised exception as one object (NULL if none). */
+PyObject *pyparla_take_exception(void);
+/* The engine task body of every Python task (arg: the TaskObject). Worker thread, no GIL on entry. */
+int pyparla_task_body(parla_task_t *task, void *arg);
+/* Makes the engine's failure of obj's task (no body ran) obj's exception and lists it in the runtime's
+ * failed list, unless a body or the spawn already raised. GIL held. */
+void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_task_t *task);
+/* The engine tasks of a Task or a tuple or list of Tasks: a new PyMem array of *n borrowed handles, or
+ * NULL with TypeError/MemoryError set. */
+parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded, Py_ssize_t *n);
+/* fn with its closure cells copied (captured by value, as Parla does), or fn itself when it is not a
+ * Python function or has no closure. New reference. */
+PyObject *pyparla_capture(pyparla_state *st, PyObject *fn);
+
+/* ---------------------------------------------------------------------------------- spawn.c -- */
+
+/* "O&" converter for a byte count: any integer (int, numpy integers: via __index__) in [0, 2**64);
+ * others raise ValueError instead of wrapping around. */
+int pyparla_bytes_arg(PyObject *o, void *out);
+/* Appends to out every task found in obj (a Task, or an iterable of Tasks and iterables, nested),
+ * checking each against self; changes nothing in the graph. 0, or -1 with an exception set. */
+int pyparla_collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject *obj, int depth,
+                                 PyObject *out);
+/* Accesses: a sequence of (Data, mode). Returns them as a new list or tuple, each checked; changes
+ * nothing in the graph. */
+PyObject *pyparla_check_accesses(TaskObject *self, PyTypeObject *data_type, PyObject *accesses);
+/* Placement options: None or a sequence of (slots, vcus, memory), slots a tuple of device indices or
+ * PARLA_ANY_CPU / PARLA_ANY_GPU; adds them to the task. */
+int pyparla_add_options(TaskObject *self, PyObject *options);
+/* Refuses (ValueError) a task whose needs no allowed device can ever hold, before the spawn changes the
+ * graph. options were checked by pyparla_add_options. */
+int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, unsigned long long memory);
+
+/* ---------------------------------------------------------------------------- runtime_obj.c -- */
+
+/* 0 when the runtime can take engine calls; -1 with RuntimeError set (closed, or forked). */
+int pyparla_check_open(RuntimeObject *self);
+
+#endif

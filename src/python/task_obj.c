@@ -1,0 +1,451 @@
+/*
+ * task_obj.c: parla._core.Task, one engine task: creation with a name, the spawn (_submit), waits,
+ * state and result getters. parla.tasks.Task subclasses it. See pyparla.h.
+ */
+#include "pyparla.h"
+
+#include <structmember.h>
+
+static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"runtime", "name", NULL};
+    PyObject *rt_obj, *name;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU", kwlist, &rt_obj, &name))
+        return -1;
+    pyparla_state *st = pyparla_get_state_by_type(Py_TYPE(self));
+    if (st == NULL)
+        return -1;
+    if (!PyObject_TypeCheck(rt_obj, st->runtime_type)) {
+        PyErr_SetString(PyExc_TypeError, "Task(runtime, name): runtime must be a parla._core.Runtime");
+        return -1;
+    }
+    RuntimeObject *rt = (RuntimeObject *)rt_obj;
+    if (pyparla_check_open(rt) < 0)
+        return -1;
+    if (self->task) {
+        PyErr_SetString(PyExc_RuntimeError, "Task.__init__ called twice");
+        return -1;
+    }
+    parla_task_t *t;
+    int rc = parla_task_create(rt->rt, NULL, NULL, &t);
+    if (rc)
+        return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL), -1;
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(name, &len);
+    if (utf8 == NULL || (rc = parla_task_set_name(t, utf8)) != 0) {
+        parla_task_release(t);
+        if (rc)
+            pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
+        return -1;
+    }
+    parla_task_set_user(t, self);
+    self->task = t;
+    Py_INCREF(rt);
+    self->runtime = rt;
+    Py_INCREF(name);
+    self->name = name;
+    return 0;
+}
+
+static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->runtime);
+    Py_VISIT(self->func);
+    Py_VISIT(self->result);
+    Py_VISIT(self->exception);
+    Py_VISIT(self->dict);
+    Py_VISIT(self->keep);
+    return 0;
+}
+
+static int Task_clear(TaskObject *self)
+{
+    Py_CLEAR(self->keep);
+    Py_CLEAR(self->func);
+    Py_CLEAR(self->result);
+    Py_CLEAR(self->exception);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void Task_dealloc(TaskObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Task_clear(self);
+    if (self->task && self->runtime && self->runtime->forked) {
+        self->task = NULL; /* the parent's engine: not touched in a forked child */
+    } else if (self->task) {
+        parla_task_set_user(self->task, NULL);
+        parla_task_release(self->task);
+        self->task = NULL;
+    }
+    Py_CLEAR(self->runtime);
+    Py_CLEAR(self->name);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* ------------------------------------------------------------------------------------ spawn -- */
+
+/* Reads priority, vcus and memory (args[2..4]) and sets them on the task. */
+static int set_settings(TaskObject *self, PyObject *const *args, double *vcus, unsigned long long *memory)
+{
+    long priority = PyLong_AsLong(args[2]);
+    if (priority == -1 && PyErr_Occurred())
+        return -1;
+    if (priority < -1000000 || priority > 1000000) {
+        PyErr_Format(PyExc_ValueError, "task %U: priority %ld is out of range", self->name, priority);
+        return -1;
+    }
+    *vcus = PyFloat_AsDouble(args[3]);
+    if (*vcus == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!pyparla_bytes_arg(args[4], memory)) {
+        PyErr_Format(PyExc_ValueError, "task %U: memory=%R must be a whole number of bytes in [0, 2**64)",
+                     self->name, args[4]);
+        return -1;
+    }
+    int rc = parla_task_set_priority(self->task, (int)priority);
+    if (rc == 0)
+        rc = parla_task_set_resources(self->task, *vcus, *memory);
+    return rc ? (pyparla_set_error(PYPARLA_AT_CALL, rc, NULL), -1) : 0;
+}
+
+static int check_unspawned(TaskObject *self)
+{
+    if (parla_task_state(self->task) == PARLA_TASK_CREATED)
+        return 0;
+    PyErr_Format(PyExc_RuntimeError, "task %U was already spawned; a task id can be spawned only once", self->name);
+    return -1;
+}
+
+/* Checks dependencies (args[1]), placement options (args[5]) and accesses (args[6]); sets *deps to a new
+ * list of the dependency Tasks and *accesses to the checked accesses. Adds the placement options to the
+ * task (its own setting); changes nothing else. */
+static int check_arguments(TaskObject *self, PyObject *const *args, double vcus, unsigned long long memory,
+                           PyObject **deps, PyObject **accesses)
+{
+    pyparla_state *st = pyparla_get_state(self->runtime->module);
+    if ((*deps = PyList_New(0)) == NULL)
+        return -1;
+    if (pyparla_collect_dependencies(self, st->task_type, args[1], 0, *deps) < 0)
+        return -1;
+    /* Iterating the dependencies may have run other threads (one may have spawned this task meanwhile). */
+    if (self->runtime->rt == NULL || self->runtime->destroying) {
+        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime closed while its dependencies were read",
+                     self->name);
+        return -1;
+    }
+    if (check_unspawned(self) < 0)
+        return -1;
+    *accesses = pyparla_check_accesses(self, st->data_type, args[6]);
+    if (*accesses == NULL || pyparla_add_options(self, args[5]) < 0 ||
+        pyparla_check_feasible(self, args[5], vcus, memory) < 0)
+        return -1;
+    return 0;
+}
+
+/* attrs: None or a dict of attributes set on the task. */
+static int set_attributes(TaskObject *self, PyObject *attrs)
+{
+    if (attrs == Py_None)
+        return 0;
+    if (!PyDict_Check(attrs)) {
+        PyErr_SetString(PyExc_TypeError, "_submit: attributes must be a dict");
+        return -1;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(attrs, &pos, &key, &value))
+        if (PyObject_GenericSetAttr((PyObject *)self, key, value) < 0)
+            return -1;
+    return 0;
+}
+
+/* Records the dependency edges and the data accesses in the engine; 0 or an engine code (out of
+ * memory: the edges added so far stay). */
+static int add_edges(TaskObject *self, PyObject *deps, PyObject *accesses)
+{
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(deps); i++)
+        rc = parla_task_add_dependency(self->task, ((TaskObject *)PyList_GET_ITEM(deps, i))->task);
+    for (Py_ssize_t i = 0; rc == 0 && i < PySequence_Fast_GET_SIZE(accesses); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(accesses, i);
+        DataObject *d = (DataObject *)PyTuple_GET_ITEM(item, 0);
+        rc = parla_task_add_access(self->task, d->data, (parla_access_mode_t)PyLong_AsLong(PyTuple_GET_ITEM(item, 1)));
+    }
+    return rc;
+}
+
+/* Sets body (stolen) as the task's and submits it to the engine, which holds a reference to the object
+ * until the task finishes. */
+static PyObject *engine_submit(TaskObject *self, PyObject *body)
+{
+    Py_XSETREF(self->func, body);
+    int rc = parla_task_set_body(self->task, pyparla_task_body, self);
+    if (rc)
+        return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
+    Py_INCREF(self); /* the engine's reference, dropped by the task_finished hook */
+    self->engine_ref = 1;
+    self->submitting = 1;
+    rc = parla_task_submit(self->task);
+    self->submitting = 0;
+    if (rc == 0 && parla_task_state(self->task) == PARLA_TASK_FAILED && self->exception == NULL) {
+        /* Failed inside submit (no placement could be mapped): report it at exit. */
+        pyparla_record_engine_failure(self->runtime, self, self->task);
+    }
+    if (rc == 0)
+        Py_RETURN_NONE;
+    pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
+    if (rc == PARLA_ERESOURCE) {
+        /* Submitted as failed: the hook drops the engine's reference. The exception raised here is the
+         * task's, so it is not reported twice. */
+        PyObject *exc = pyparla_take_exception();
+        Py_XSETREF(self->exception, Py_NewRef(exc));
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    } else {
+        self->engine_ref = 0;
+        Py_DECREF(self);
+    }
+    return NULL;
+}
+
+/* Everything is checked before the first change to the graph, so a spawn that raises leaves no trace: no
+ * edge, no access recorded on a PArray, no failed task. Only this task's own settings (priority,
+ * resources, placement options) are set before a check can fail; a later spawn of the same task sets
+ * them again. attrs are set once nothing can refuse the spawn (no other thread runs from there to the
+ * submit: of threads spawning one task at once, exactly one sets them and submits). */
+static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *attrs)
+{
+    if (check_unspawned(self) < 0)
+        return NULL;
+    if (!PyCallable_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "task %U: the body must be callable, not %.100s", self->name,
+                     Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    double vcus;
+    unsigned long long memory = 0;
+    if (set_settings(self, args, &vcus, &memory) < 0)
+        return NULL;
+    PyObject *deps = NULL, *accesses = NULL, *body = NULL;
+    if (check_arguments(self, args, vcus, memory, &deps, &accesses) < 0)
+        goto fail;
+    body = pyparla_capture(pyparla_get_state(self->runtime->module), args[0]);
+    if (body == NULL || set_attributes(self, attrs) < 0)
+        goto fail;
+    int rc = add_edges(self, deps, accesses);
+    Py_CLEAR(deps);
+    Py_CLEAR(accesses);
+    if (rc) {
+        Py_DECREF(body);
+        return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
+    }
+    return engine_submit(self, body);
+fail:
+    Py_XDECREF(body);
+    Py_XDECREF(deps);
+    Py_XDECREF(accesses);
+    return NULL;
+}
+
+/* _submit(func, dependencies, priority, vcus, memory, options, accesses[, attributes]): spawns the task. */
+static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7 && nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_submit(func, dependencies, priority, vcus, memory, options, accesses[, attributes])");
+        return NULL;
+    }
+    if (pyparla_check_task(self) < 0)
+        return NULL;
+    RuntimeObject *rt = self->runtime;
+    if (rt->forked)
+        return PyErr_SetString(PyExc_RuntimeError, pyparla_forked_message), NULL;
+    if (rt->rt == NULL || rt->destroying) {
+        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime is closed (the context has exited)",
+                     self->name);
+        return NULL;
+    }
+    if (rt->closing && parla_task_current() == NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "cannot spawn task %U: its Parla context is closing (its 'with Parla()' block was left, "
+                     "on another thread); only tasks may spawn tasks once the block is left",
+                     self->name);
+        return NULL;
+    }
+    rt->spawning++;
+    PyObject *out = task_submit(self, args, nargs == 8 ? args[7] : Py_None);
+    rt->spawning--;
+    return out;
+}
+
+/* _keep(obj): keeps obj alive until the running segment of the body returns. */
+static PyObject *Task_keep(TaskObject *self, PyObject *obj)
+{
+    if (self->keep == NULL && (self->keep = PyList_New(0)) == NULL)
+        return NULL;
+    if (PyList_Append(self->keep, obj) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (pyparla_check_task(self) < 0)
+        return NULL;
+    int rc = parla_task_cancel(self->task);
+    if (rc)
+        return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Task_wait(TaskObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (pyparla_check_task(self) < 0)
+        return NULL;
+    pyparla_gil_t g = pyparla_gil_release();
+    int rc = parla_task_wait(self->task);
+    pyparla_gil_restore(g);
+    return PyLong_FromLong(rc);
+}
+
+static PyObject *Task_drop_result(TaskObject *self, PyObject *unused)
+{
+    (void)unused;
+    Py_CLEAR(self->result);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Task_get_state(TaskObject *self, void *c)
+{
+    (void)c;
+    if (pyparla_check_task(self) < 0)
+        return NULL;
+    return PyUnicode_FromString(parla_task_state_name(parla_task_state(self->task)));
+}
+
+static PyObject *Task_get_done(TaskObject *self, void *c)
+{
+    (void)c;
+    if (pyparla_check_task(self) < 0)
+        return NULL;
+    return PyBool_FromLong(parla_task_state(self->task) >= PARLA_TASK_DONE);
+}
+
+static PyObject *Task_get_cause(TaskObject *self, void *c)
+{
+    (void)c;
+    if (pyparla_check_task(self) < 0)
+        return NULL;
+    parla_task_t *cause = parla_task_cause(self->task);
+    if (cause == NULL)
+        Py_RETURN_NONE;
+    TaskObject *obj = parla_task_user(cause);
+    if (obj)
+        return Py_NewRef((PyObject *)obj);
+    return PyUnicode_FromString(parla_task_name(cause));
+}
+
+static PyObject *Task_get_result(TaskObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->result ? self->result : Py_None);
+}
+
+static PyObject *Task_get_exception(TaskObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->exception ? self->exception : Py_None);
+}
+
+static PyObject *Task_get_runtime(TaskObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->runtime ? (PyObject *)self->runtime : Py_None);
+}
+
+static PyObject *Task_get_devices(TaskObject *self, void *c)
+{
+    (void)c;
+    if (pyparla_check_task(self) < 0)
+        return NULL;
+    int idx[PARLA_MAX_TASK_DEVICES];
+    int n = parla_task_devices(self->task, idx, PARLA_MAX_TASK_DEVICES);
+    PyObject *t = PyTuple_New(n);
+    for (int i = 0; t && i < n; i++)
+        PyTuple_SET_ITEM(t, i, PyLong_FromLong(idx[i]));
+    return t;
+}
+
+static PyObject *Task_get_mapping(TaskObject *self, void *c)
+{
+    (void)c;
+    if (pyparla_check_task(self) < 0)
+        return NULL;
+    parla_mapping_t m;
+    if (parla_task_mapping(self->task, &m) != 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("{sisdsdsdsd}", "candidates", m.n_candidates, "locality", m.locality, "transfer",
+                         m.transfer, "load", m.load, "score", m.score);
+}
+
+static PyMethodDef Task_methods[] = {
+    {"_submit", (PyCFunction)(void (*)(void))Task_submit, METH_FASTCALL,
+     "_submit(func, dependencies, priority, vcus, memory, options, accesses, attributes=None): spawn this task. "
+     "func: the body (a callable, captured by value); dependencies: Tasks or nested iterables of them; priority: "
+     "int; vcus: float; memory: bytes; options: None or a sequence of (device slots, vcus, memory); accesses: a "
+     "sequence of (Data, READ | WRITE | READWRITE); attributes: None or a dict set on the task just before it is "
+     "submitted. Raises TypeError/ValueError naming the task for bad arguments (the graph is then unchanged), "
+     "RuntimeError if the task was spawned already or the runtime is closed."},
+    {"_cancel", (PyCFunction)Task_cancel, METH_NOARGS, "Cancel a task that was never spawned."},
+    {"_keep", (PyCFunction)Task_keep, METH_O, "_keep(obj): keep obj alive until the body (or its current segment) returns."},
+    {"_wait", (PyCFunction)Task_wait, METH_NOARGS,
+     "Block (GIL released) until the task finishes; returns the engine's code."},
+    {"_drop_result", (PyCFunction)Task_drop_result, METH_NOARGS, "Release the body's return value."},
+    {NULL},
+};
+
+static PyGetSetDef Task_getset[] = {
+    {"state", (getter)Task_get_state, NULL, "created, submitted, ready, running, suspended, done, failed or cancelled", NULL},
+    {"done", (getter)Task_get_done, NULL, "True once the task is done, failed or cancelled", NULL},
+    {"_cause", (getter)Task_get_cause, NULL, "for a cancelled task, the task that caused it", NULL},
+    {"_result", (getter)Task_get_result, NULL, "the body's return value", NULL},
+    {"_exception", (getter)Task_get_exception, NULL, "the exception the body raised, or None", NULL},
+    {"runtime", (getter)Task_get_runtime, NULL, "the runtime the task belongs to", NULL},
+    {"_devices", (getter)Task_get_devices, NULL, "engine indices of the devices the task was mapped to (0: cpu)", NULL},
+    {"_mapping", (getter)Task_get_mapping, NULL, "mapping scores of the chosen devices, or None", NULL},
+    {NULL},
+};
+
+static PyMemberDef Task_members[] = {
+    {"name", T_OBJECT, offsetof(TaskObject, name), READONLY, "the task's name, e.g. 'T[1, 2]'"},
+    {"__dictoffset__", T_PYSSIZET, offsetof(TaskObject, dict), READONLY, NULL},
+    {NULL},
+};
+
+static PyType_Slot Task_slots[] = {
+    {Py_tp_doc, "An engine task (base of parla.tasks.Task)."},
+    {Py_tp_init, Task_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, Task_dealloc},
+    {Py_tp_traverse, Task_traverse},
+    {Py_tp_clear, Task_clear},
+    {Py_tp_methods, Task_methods},
+    {Py_tp_getset, Task_getset},
+    {Py_tp_members, Task_members},
+    {0, NULL},
+};
+
+PyType_Spec pyparla_task_spec = {
+    .name = "parla._core.Task",
+    .basicsize = sizeof(TaskObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = Task_slots,
+};
+

@@ -1,0 +1,266 @@
+/* exec.c: running a task's body on a worker: CUDA stream prologue and
+ * epilogue, the outcome, runahead, and suspension (parla_task_suspend_on). */
+#include "sched/sched.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* True when one of t's devices has streams (a CUDA GPU). */
+static bool uses_streams(const parla_task_t *t)
+{
+    if (t->ext == NULL)
+        return false;
+    for (int k = 0; k < t->n_devices; k++)
+        if (parla__device_async(&t->rt->devices[t->devices[k]]))
+            return true;
+    return false;
+}
+
+/* Before a body on CUDA GPUs: the worker's stream on each device waits for the
+ * events of the predecessors that released the task at their runahead. */
+static int streams_prologue(parla__worker_t *w, parla_task_t *t)
+{
+    /* Last to first, so that the first device is the current one after. */
+    for (int k = t->n_devices - 1; k >= 0; k--) {
+        parla__device_t *d = &t->rt->devices[t->devices[k]];
+        if (!parla__device_async(d))
+            continue;
+        void *stream = parla__worker_stream(w, d->index);
+        if (stream == NULL)
+            return PARLA_EDEVICE; /* the driver's error is in the message */
+        int rc = parla__stream_wait_task(t, d, stream);
+        if (rc == 0)
+            rc = d->ops->activate(d);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* After a body on CUDA GPUs. On success (record): an event after the work the
+ * body queued on each stream; where one cannot be recorded, and after a
+ * failure, the worker waits for the stream instead, so that nothing is still
+ * using the task's data when it is released. */
+static void streams_epilogue(parla__worker_t *w, parla_task_t *t, bool record)
+{
+    for (int k = 0; k < t->n_devices; k++) {
+        parla__device_t *d = &t->rt->devices[t->devices[k]];
+        void *stream = w->streams ? w->streams[d->index] : NULL;
+        if (stream == NULL)
+            continue;
+        if (record && t->ext->events[k] == NULL && parla__event_record(d, stream, &t->ext->events[k]) == 0)
+            continue;
+        d->ops->stream_synchronize(d, stream);
+    }
+}
+
+void *parla_task_stream(const parla_task_t *task, int k)
+{
+    parla__worker_t *w = parla__tls_worker;
+    if (task == NULL || w == NULL || w->current != task || k < 0 || k >= task->n_devices || w->streams == NULL)
+        return NULL;
+    return w->streams[task->devices[k]];
+}
+
+/* The trace record of a body that ran from t0 until now and returned rc. */
+static void trace_body(parla_task_t *t, uint64_t t0, int rc)
+{
+    parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
+                       .device = t->n_devices ? t->devices[0] : 0,
+                       .a = rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED
+                                                                              : PARLA_TASK_FAILED};
+    if (t->ext && t->ext->n_options > 0) {
+        ev.f[0] = (float)t->ext->mapping.locality;
+        ev.f[1] = (float)t->ext->mapping.transfer;
+        ev.f[2] = (float)t->ext->mapping.load;
+        ev.f[3] = (float)t->ext->mapping.score;
+        if (ev.f[3] == 0.0f)
+            ev.f[3] = 1e-9f; /* mark "has scores" */
+    }
+    parla__trace_event(t->rt, &ev);
+}
+
+/* What became of a task given to run_body. */
+enum run_outcome {
+    RUN_SKIPPED,  /* the body did not run: cancelled (rc 0) or failed before it (rc, message set) */
+    RUN_RETURNED, /* the body returned rc (0, PARLA_TASK_SUSPEND or an error) */
+    RUN_AHEAD,    /* a GPU task whose body returned 0: its device's engine finishes it */
+};
+
+/* True when t runs ahead after a successful body: its first device is a GPU
+ * with an engine, which completes it after the work queued there. */
+static bool runs_ahead(const parla_task_t *t)
+{
+    return t->n_devices > 0 && parla__device_runs_ahead(&t->rt->devices[t->devices[0]]);
+}
+
+/* Runs t's body on worker w (unless it must be skipped); *rc as the outcome says. */
+static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
+{
+    *rc = 0;
+    /* After parla_runtime_cancel_all, queued tasks are cancelled, not run. */
+    if (atomic_load_explicit(&t->rt->cancelling, memory_order_relaxed))
+        return RUN_SKIPPED;
+    int err;
+    if (t->ext && (err = atomic_load_explicit(&t->ext->copy_error, memory_order_relaxed)) != 0) {
+        *rc = parla__error(err, "task %s: a copy of its data to %s failed on the device (%s); the data keeps "
+                                "its last good copy", parla_task_name(t), t->rt->devices[t->devices[0]].name,
+                           parla_strerror(err));
+        return RUN_SKIPPED;
+    }
+    bool streams = uses_streams(t);
+    if (streams && (*rc = streams_prologue(w, t)) != 0)
+        return RUN_SKIPPED;
+    parla_task_t *outer = w->current;
+    w->current = t;
+    atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
+    /* Busy accounting, when enabled: the body's time, less the bodies it runs inside itself. */
+    parla__busy_t *busy = atomic_load_explicit(&t->rt->busy, memory_order_acquire);
+    uint64_t busy_outer = busy ? parla__busy_begin(busy, w->index) : 0;
+    uint64_t t0 = t->rt->trace || busy ? parla__now_ns() : 0;
+    *rc = t->fn(t, t->arg);
+    /* Events only when the task will run ahead; otherwise the worker waits. */
+    if (streams)
+        streams_epilogue(w, t, *rc == 0 && runs_ahead(t));
+    if (busy)
+        parla__busy_end(busy, w->index, busy_outer, parla__now_ns() - t0, t->devices, t->n_devices,
+                        (double)t->vcus / PARLA__VCU_ONE);
+    if (t->rt->trace)
+        trace_body(t, t0, *rc);
+    w->current = outer;
+    atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    return *rc == 0 && runs_ahead(t) ? RUN_AHEAD : RUN_RETURNED;
+}
+
+/* Runahead: t's GPU-only successors go now; the device's engine finishes t
+ * after the work queued there before it. */
+static void run_ahead(parla_task_t *t)
+{
+    if (t->rt->trace && t->ext)
+        t->ext->ran_ns = parla__now_ns();
+    parla__task_runahead(t);
+    int mark = parla__engine_mark(t);
+    if (mark == 0)
+        return;
+    /* Complete already, or no memory for a marker: this worker waits. */
+    parla__task_complete_gpu(t, mark < 0 ? parla__task_work_wait(t) : 0);
+}
+
+/* After run_body (not for RUN_AHEAD): releases t's data (when it was
+ * prepared) and resources, then finishes t, or leaves a suspended one to the
+ * tasks it awaits. */
+static void after_body(parla_task_t *t, enum run_outcome o, int rc, bool data)
+{
+    if (data) {
+        t->ext->prepared = false;
+        parla__data_release_task(t);
+    }
+    parla__release_and_dispatch(t);
+    if (o == RUN_SKIPPED) {
+        if (rc != 0)
+            parla__task_finish(t, PARLA_TASK_FAILED, rc);
+        else
+            parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
+        return;
+    }
+    if (rc == PARLA_TASK_SUSPEND) {
+        if (atomic_load_explicit(&t->state, memory_order_relaxed) == PARLA_TASK_SUSPENDED) {
+            /* Drop the hold taken by parla_task_suspend_on; the last awaited
+             * task to finish makes t ready again. */
+            if (atomic_fetch_sub_explicit(&t->pending, 1, memory_order_acq_rel) == 1)
+                parla__task_ready(t);
+            return;
+        }
+        parla__error(PARLA_EINVAL, "task %s returned PARLA_TASK_SUSPEND without parla_task_suspend_on",
+                     parla_task_name(t));
+        rc = PARLA_EINVAL;
+    }
+    parla__task_finish(t, rc == 0 ? PARLA_TASK_DONE : PARLA_TASK_FAILED, rc);
+}
+
+void parla__task_run(parla_task_t *t)
+{
+    /* The task's data was brought to its device when it was dispatched. */
+    bool data = t->ext && t->ext->prepared;
+    int rc;
+    enum run_outcome o = run_body(parla__tls_worker, t, &rc);
+    if (o == RUN_AHEAD)
+        run_ahead(t);
+    else
+        after_body(t, o, rc, data);
+}
+
+int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t n)
+{
+    parla__worker_t *w = parla__tls_worker;
+    if (self == NULL || w == NULL || w->current != self)
+        return parla__error(PARLA_ESTATE, "parla_task_suspend_on: not called from the body of task %s",
+                            self ? parla_task_name(self) : "(null)");
+    if (n > 0 && tasks == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_suspend_on: tasks is NULL");
+    for (size_t i = 0; i < n; i++) {
+        if (tasks[i] == NULL || tasks[i] == self || tasks[i]->rt != self->rt)
+            return parla__error(PARLA_EINVAL, "parla_task_suspend_on: task %s: awaited task %zu is %s",
+                                parla_task_name(self), i,
+                                tasks[i] == NULL ? "NULL" : tasks[i] == self ? "the task itself" : "from another runtime");
+    }
+    /* Allocate every edge first so a failure changes nothing. */
+    parla__edge_t *edges = NULL;
+    for (size_t i = 0; i < n; i++) {
+        parla__edge_t *e = parla__alloc(self->rt, sizeof *e);
+        if (e == NULL) {
+            while (edges) {
+                parla__edge_t *next = edges->next;
+                parla__free(edges);
+                edges = next;
+            }
+            return parla__error(PARLA_ENOMEM, "parla_task_suspend_on: task %s: cannot allocate edges",
+                                parla_task_name(self));
+        }
+        e->next = edges;
+        edges = e;
+    }
+    atomic_store(&self->pending, 1); /* the hold, dropped after the body returns */
+    atomic_store(&self->state, PARLA_TASK_SUSPENDED);
+    for (size_t i = 0; i < n; i++) {
+        parla__edge_t *e = edges;
+        edges = e->next;
+        parla_task_t *dep = tasks[i];
+        if (atomic_load(&dep->state) == PARLA_TASK_CREATED)
+            parla__placeholder_add(self->rt, dep); /* best effort: only for the stuck diagnosis */
+        e->succ = self;
+        e->flags = PARLA__EDGE_SOFT;
+        if (self->rt->trace) {
+            parla__tev_t ev = {.ts = parla__now_ns(), .serial = self->serial, .a = dep->serial,
+                               .b = PARLA__EK_AWAIT, .kind = PARLA__TEV_EDGE};
+            parla__trace_event(self->rt, &ev);
+        }
+        parla_task_retain(self);
+        atomic_fetch_add(&self->pending, 1);
+        parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);
+        for (;;) {
+            if (head == PARLA__SEALED) {
+                atomic_fetch_sub(&self->pending, 1);
+                parla_task_release(self);
+                parla__free(e);
+                break;
+            }
+            e->next = head;
+            if (atomic_compare_exchange_weak_explicit(&dep->succ, &head, e, memory_order_acq_rel,
+                                                      memory_order_acquire))
+                break;
+        }
+    }
+    return 0;
+}
+
+void *parla__worker_stream(parla__worker_t *w, int device)
+{
+    parla__device_t *d = &w->rt->devices[device];
+    if (!parla__device_async(d) || w->streams == NULL)
+        return NULL;
+    if (w->streams[device] == NULL && d->ops->stream_create(d, &w->streams[device]) != 0)
+        return NULL;
+    return w->streams[device];
+}

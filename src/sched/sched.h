@@ -1,0 +1,232 @@
+/*
+ * sched/sched.h: the scheduler layer, the top of the engine: the runtime object, workers and their ready
+ * queues, the ready path (mapping, reservation, data preparation, enqueue), running bodies, waiting and
+ * the stuck diagnosis. Uses every layer below. Not installed.
+ *
+ *
+ * Lock order (a thread holding a lock may only take locks further down):
+ *   1. rt->placeholder_lock   (never-submitted tasks that have dependents)
+ *   1b. device->acquire_lock  (one task at a time brings its data to a GPU)
+ *   1c. store->lock           (a data object's copies and history; see data.c)
+ *   2. device->lock           (resource accounting and blocked list of a device)
+ *   3. queue->lock            (one ready queue)
+ *   4. rt->park_lock          (sleeping workers)
+ *   5. rt->wait_lock          (threads blocked in wait calls, wake_gen)
+ * No lock is held while a task body runs.
+ *
+ * Blocking work under locks (what stays, why, and what it costs):
+ *   - An eviction writes back the ranges only the victim holds with a
+ *     synchronous copy, under the victim store's lock and the device lock
+ *     (evict_for_locked in data.c). It stays there because the bytes must
+ *     not change and the room must not be taken between the write-back and
+ *     the free; victims are idle (unpinned: no task or queued copy uses
+ *     them), so the copy waits for no other work, only for the transfer:
+ *     for its duration (size / link bandwidth) other threads that need that
+ *     device's lock (reservations, pins, other evictions) wait.
+ *   - Synchronous copies and event waits under a store's lock happen only
+ *     when a copy job cannot be allocated (out of memory) in
+ *     make_valid_locked, and in parla_data_fetch / parla_data_evict outside
+ *     tasks (whose writers have finished): the fallback keeps the segment
+ *     map and the bytes consistent; it costs the transfer time for other
+ *     users of that one data object. Copies for tasks are asynchronous jobs
+ *     queued after the lock is released.
+ *   - A hazard edge searches the graph for an explicit path (parla__reaches,
+ *     at most 100,000 tasks visited) under the store's lock, so that the
+ *     history it decides on cannot change meanwhile; only for a task that
+ *     already has dependents (an explicit dependency on a later task), at
+ *     most once per conflicting earlier task: other accesses to that data
+ *     object wait for the search (about a millisecond at the limit).
+ *   - parla__host_wait_task (a task ending without running after a runahead
+ *     release) waits for device events with no lock held.
+ */
+#ifndef PARLA_SCHED_H
+#define PARLA_SCHED_H
+
+#include "data/data.h"
+
+#include <sys/types.h>
+
+/* ----------------------------------------------------------------- queues -- */
+
+/* An intrusive doubly linked queue of tasks. The owner pops at the tail
+ * (LIFO), thieves and shared consumers pop at the head (FIFO). */
+typedef struct parla__queue {
+    _Atomic int lock; /* spinlock: protects head, tail and the links of queued tasks */
+    parla_task_t *head, *tail;
+    _Atomic long size; /* read without the lock to skip empty queues */
+    _Atomic long *total; /* a count shared by several queues (the runtime's), kept with size */
+} parla__queue_t;
+
+void parla__queue_init(parla__queue_t *q, _Atomic long *total);
+void parla__queue_push(parla__queue_t *q, parla_task_t *t);
+parla_task_t *parla__queue_pop_head(parla__queue_t *q);
+parla_task_t *parla__queue_pop_tail(parla__queue_t *q);
+/* Unlinks the first task (from the tail or the head) whose creator is
+ * `creator` (see struct parla_task), or returns NULL. O(queue length). */
+parla_task_t *parla__queue_take_child(parla__queue_t *q, uint64_t creator, bool from_tail);
+
+/* -------------------------------------------------------------- resources -- */
+
+/* Reserves t's needs on all its devices (in index order) or appends t to the
+ * blocked list of the first device where they do not fit. True if reserved. */
+bool parla__reserve_or_block(parla_task_t *t);
+/* Gives back t's needs, then retries the tasks blocked on those devices; the
+ * ones now reserved are returned as a list linked through qnext. */
+parla_task_t *parla__release_resources(parla_task_t *t);
+/* With d's lock held: t's needs fit on d now. */
+bool parla__resources_fit_locked(const parla__device_t *d, const parla_task_t *t);
+
+/* -------------------------------------------------------------- placement -- */
+
+/* Memory capacity (bytes) of the largest device any placement option allows. */
+uint64_t parla__largest_allowed(parla_runtime_t *rt, const parla__task_ext_t *x);
+/* True when some devices can hold the option's needs at all. */
+bool parla__option_feasible(parla_runtime_t *rt, const parla__option_t *o);
+/* Maps a ready task with placement options to devices (sets t->devices). */
+int parla__map_task(parla_task_t *t);
+
+/* --------------------------------------------------------------- dispatch -- */
+
+/* Makes a ready task with reserved resources runnable: prepares its data, then
+ * enqueues it (or leaves that to the copy engines / the room wait). */
+void parla__dispatch(parla_task_t *t);
+/* Gives back t's resources and dispatches the tasks that now fit. */
+void parla__release_and_dispatch(parla_task_t *t);
+/* Queues the end-of-work marker of a runahead task on its device's engine
+ * (0); returns nonzero when the engine has nothing queued before it (its work
+ * is complete) or no marker can be allocated: then complete it at once. */
+int parla__engine_mark(parla_task_t *t);
+/* Queues a retry of t (made ready again) on the engine of its first device; false when no job can be
+ * allocated. */
+bool parla__engine_retry(parla_task_t *t);
+/* Blocks the calling thread until the work of runahead task t is complete
+ * (when no marker could be queued); returns the first device error, or 0. */
+int parla__task_work_wait(parla_task_t *t);
+/* The work of a runahead task is complete: release what it holds, finish it
+ * (failed with error when a device reported one for that work, else done). */
+void parla__task_complete_gpu(parla_task_t *t, int error);
+/* Called by the engine when pending reaches zero. */
+void parla__task_ready(parla_task_t *t);
+/* Runs t's body on the calling worker and finishes it. */
+void parla__task_run(parla_task_t *t);
+
+/* ---------------------------------------------------------------- runtime -- */
+
+typedef struct parla__worker {
+    parla_runtime_t *rt;
+    int index;
+    pthread_t thread;
+    parla__queue_t deque[PARLA__LEVELS];
+    uint64_t rng;
+    parla_task_t *current;
+    parla_task_t *const *waiting_on; /* set under park_lock while sleeping in parla_task_wait(_any): */
+    size_t n_waiting_on;             /* the tasks it waits for (any of them) */
+    bool stuck_woken;                /* under park_lock: woken because the runtime is stuck */
+    _Atomic int finishing;    /* > 0 while in parla__task_finish (written by the owner only) */
+    /* Per-worker counters, summed by parla_runtime_stats. Written by the owner only. */
+    _Atomic uint64_t n_run, n_steals, n_parks;
+    /* CUDA: this worker's compute stream on each device (NULL until its
+     * first task there), created and used by the owner only. */
+    void **streams;
+} parla__worker_t;
+
+struct parla_runtime {
+    parla__alloc_t alloc; /* first: the allocation wrappers of util/ find it from the handle */
+    int n_workers;
+    pid_t pid; /* the creating process (fork() children refuse work: parla_runtime_forked) */
+    parla__worker_t *workers;
+    parla__queue_t shared[PARLA__LEVELS]; /* tasks made ready outside workers */
+    parla__device_t *devices;             /* devices[0] is the CPU */
+    int n_devices;
+    _Atomic uint64_t map_rr;              /* rotates tie-breaking among devices */
+
+    parla_config_t config;
+    parla__trace_t *trace; /* NULL when tracing is off */
+    _Atomic(parla__busy_t *) busy; /* NULL until parla_runtime_busy_enable; then constant */
+
+    _Atomic long n_active;   /* submitted, not finished */
+    _Atomic long n_live;     /* task objects not yet freed */
+    _Atomic uint64_t serial;
+    _Atomic uint64_t n_failed, n_cancelled;
+    _Atomic bool destroyed;  /* destroy succeeded; free with the last task */
+    _Atomic bool cancelling; /* parla_runtime_cancel_all was called */
+    _Atomic bool closing;    /* parla_runtime_destroy is checking for live tasks */
+
+    /* Recycled task memory (see task.c). */
+    _Atomic(parla_task_t *) pool; /* freed tasks, pushed lock-free, linked by qnext */
+    _Atomic long pool_count;      /* about how many are in pool */
+    _Atomic int alloc_lock;       /* spinlock: protects alloc_list */
+    _Atomic(parla_task_t *) alloc_list; /* tasks taken from pool, handed out by create
+                                           (written under alloc_lock; read without it as a hint) */
+
+    pthread_mutex_t park_lock; /* protects n_sleeping transitions and stop */
+    pthread_cond_t park_cond;
+    _Atomic int n_sleeping;
+    _Atomic long n_queued; /* tasks in all ready queues: any_work in O(1), not O(workers) */
+    _Atomic int n_body_waiting; /* workers inside a wait in a body (see wait_any) */
+    _Atomic uint64_t enq_gen;   /* bumped by every enqueue (a body's wait rechecks) */
+    _Atomic bool stop;
+
+    pthread_mutex_t wait_lock; /* protects the wait condition below */
+    pthread_cond_t wait_cond;  /* broadcast when n_active reaches 0, a waited task
+                                  finishes, or the runtime goes quiescent */
+    _Atomic int n_all_waiters;
+    uint64_t wake_gen;         /* bumped by every broadcast of wait_cond */
+
+    pthread_mutex_t stores_lock;   /* protects the list of data stores */
+    struct parla__store *stores;   /* live data stores (see data.c) */
+
+    pthread_mutex_t placeholder_lock; /* protects the placeholder list */
+    parla_task_t **placeholders;      /* never-submitted tasks with dependents */
+    size_t n_placeholders, cap_placeholders;
+};
+
+/* The calling worker's stream on device (created on first use); NULL for host
+ * devices or on error (then the message is set). */
+void *parla__worker_stream(parla__worker_t *w, int device);
+
+/* The calling thread's worker, or NULL. */
+parla__worker_t *parla__current_worker(void);
+/* Enqueues a ready task (resources already reserved) and wakes a sleeper. */
+void parla__enqueue(parla_runtime_t *rt, parla_task_t *t);
+
+/* Wakes threads blocked in wait calls. */
+void parla__wake_waiters(parla_runtime_t *rt);
+/* PARLA_ESTATE with a message naming fn when called in a fork() child of the
+ * process that created rt, else 0. */
+int parla__check_process(const parla_runtime_t *rt, const char *fn);
+/* Called when a task object is freed. */
+void parla__runtime_task_freed(parla_runtime_t *rt);
+/* Placeholder registry. */
+int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t);
+void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t);
+
+/* Workers and waiting (worker.c, wait.c, stuck.c). */
+/* The worker running on this thread, if any (hidden: the library's own). */
+extern _Thread_local parla__worker_t *parla__tls_worker __attribute__((visibility("hidden")));
+void *parla__worker_main(void *arg);
+/* The sleep handshake is Dekker's: a pusher stores the queue size, then reads
+ * n_sleeping; a sleeper increments n_sleeping, then reads the sizes. All four
+ * are sequentially consistent (no fences: ThreadSanitizer does not model
+ * them), so one of the two sees the other. One counter for every ready queue:
+ * idle workers poll it, so its cost must not grow with the number of workers
+ * (startup would be quadratic). */
+static inline bool parla__any_work(parla_runtime_t *rt)
+{
+    return atomic_load(&rt->n_queued) > 0;
+}
+/* Runs one queued task on the calling worker inside a wait in a body: one the waiting body created when
+ * creator != 0, else any. Returns whether it did. */
+bool parla__help_one(parla__worker_t *w, uint64_t creator);
+/* Wakes threads blocked on wait_cond (takes wait_lock; callers may hold park_lock). */
+void parla__wake_wait_cond(parla_runtime_t *rt);
+/* With park_lock held: some worker sleeps in a wait inside a body; no task can make progress. */
+bool parla__body_waiters_locked(parla_runtime_t *rt);
+bool parla__stuck_locked(parla_runtime_t *rt);
+bool parla__quiescent(parla_runtime_t *rt);
+/* Formats the diagnosis of a stuck runtime into the thread's error message; returns PARLA_ESTUCK. */
+int parla__stuck_error(parla_runtime_t *rt);
+/* parla_runtime_wait_all with a timeout in seconds (< 0: none). */
+int parla__wait_all(parla_runtime_t *rt, double timeout);
+
+#endif

@@ -1,0 +1,32 @@
+/* alloc.c: the allocation wrappers, with fault injection for tests. */
+#include "util/util.h"
+
+#include <stdlib.h>
+
+/* Returns true when this allocation must fail (fault injection). */
+static bool inject_failure(parla_runtime_t *rt)
+{
+    parla__alloc_t *a = (parla__alloc_t *)(void *)rt; /* the runtime's first member (util.h) */
+    if (a == NULL || a->fail_at == 0)
+        return false;
+    return atomic_fetch_add_explicit(&a->count, 1, memory_order_relaxed) + 1 == a->fail_at;
+}
+
+void *parla__alloc(parla_runtime_t *rt, size_t size)
+{
+    if (inject_failure(rt))
+        return NULL;
+    return malloc(size);
+}
+
+void *parla__calloc(parla_runtime_t *rt, size_t n, size_t size)
+{
+    if (inject_failure(rt))
+        return NULL;
+    return calloc(n, size);
+}
+
+void parla__free(void *p)
+{
+    free(p);
+}

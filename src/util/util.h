@@ -1,0 +1,44 @@
+/*
+ * util/util.h: the lowest layer of the engine (util -> device -> trace -> graph -> data -> sched): error
+ * messages, allocation with fault injection, spinlocks. Knows no other layer; every engine file may use it.
+ * Not installed.
+ */
+#ifndef PARLA_UTIL_H
+#define PARLA_UTIL_H
+
+#include "parla.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------ allocation -- */
+
+/* The allocation account of a runtime: fault injection makes the fail_at-th allocation fail (0: never).
+ * It is the first member of struct parla_runtime, so the allocation wrappers find it from the runtime
+ * handle without knowing the rest of the runtime (C11 6.7.2.1: a pointer to a structure, converted,
+ * points to its first member). */
+typedef struct parla__alloc {
+    _Atomic uint64_t count; /* allocations made so far (the runtime is number 1) */
+    uint64_t fail_at;
+} parla__alloc_t;
+
+/* Every internal allocation goes through these, so fault injection can make
+ * the N-th one fail. rt may be NULL (no fault injection). Any thread. */
+void *parla__alloc(parla_runtime_t *rt, size_t size);
+void *parla__calloc(parla_runtime_t *rt, size_t n, size_t size);
+void parla__free(void *p);
+
+/* Records a formatted message for parla_last_error_message() and returns code. */
+int parla__error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ------------------------------------------------------------- spinlocks -- */
+
+/* A spinlock for critical sections of a few pointer writes; a waiter that spins too long yields its
+ * core. Leaf locks only: nothing else is taken while one is held. */
+void parla__spin_lock(_Atomic int *lock);
+void parla__spin_unlock(_Atomic int *lock);
+
+#endif

@@ -1,0 +1,165 @@
+"""Distributed programs (parla.mpi) under mpirun with 2 ranks and with 4 (--oversubscribe on small machines).
+
+Each test starts one mpirun of tests/python/mpi/programs.py and reads what every rank printed. Skipped, with
+the reason, when mpirun or mpi4py is missing (make test installs both: Debian's OpenMPI and mpi4py).
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, clean_env
+
+PROGRAMS = REPO / "tests" / "python" / "mpi" / "programs.py"
+MPIRUN = shutil.which("mpirun")
+
+
+def _mpi4py_missing():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+pytestmark = [
+    pytest.mark.skipif(MPIRUN is None, reason="mpirun not found (Debian: apt-get install openmpi-bin libopenmpi-dev)"),
+    pytest.mark.skipif(_mpi4py_missing(), reason="mpi4py is not installed (pip install 'parla-c[mpi]')"),
+]
+
+
+def _env(**extra):
+    # mpirun refuses root without these; the test machines run as root. No BLAS threads: ranks share cores.
+    return clean_env(OMPI_ALLOW_RUN_AS_ROOT=1, OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1, OMPI_MCA_rmaps_base_oversubscribe=1,
+                     OPENBLAS_NUM_THREADS=1, OMP_NUM_THREADS=1, **extra)
+
+
+def mpirun(n, *args, timeout=60, out_dir=None, **env):
+    """Runs the program on n ranks. With out_dir, the ranks write their result lines there
+    (PARLA_MPI_TEST_OUT) and ``.lines`` of the result holds them all (mpirun interleaves stdout)."""
+    cmd = [MPIRUN, "-n", str(n), "--oversubscribe", sys.executable, *map(str, args)]
+    if out_dir is not None:
+        env["PARLA_MPI_TEST_OUT"] = str(out_dir)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(**env), cwd=str(REPO))
+    proc.lines = "".join(p.read_text() for p in sorted(out_dir.glob("rank*.txt"))) if out_dir is not None else ""
+    return proc
+
+
+def results(output):
+    """{(scenario, rank): details or None for FAIL}."""
+    out = {}
+    for m in re.finditer(r"^(OK|FAIL) (\w+) rank=(\d+) ?(.*)$", output, re.M):
+        out[m.group(2), int(m.group(3))] = json.loads(m.group(4)) if m.group(1) == "OK" else m.group(4)
+    return out
+
+
+SUITE = ("basic", "cholesky", "cholesky_equal", "jacobi", "random", "owns_nothing", "nothing_at_all")
+
+
+@pytest.mark.timeout(100)
+@pytest.mark.parametrize("n", [2, 4])
+def test_suite(n, tmp_path):
+    """Owner computes with one send/receive; tiled Cholesky (residual, and bit-equal to one process) and Jacobi
+    (equal to one process) on 2-D block-cyclic tiles; random programs against a sequential model; a rank that
+    owns nothing."""
+    proc = mpirun(n, PROGRAMS, "suite", timeout=90, out_dir=tmp_path)
+    found = results(proc.lines)
+    failed = {k: v for k, v in found.items() if not isinstance(v, dict)}
+    assert not failed, f"{failed}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    missing = [(s, r) for s in SUITE for r in range(n) if (s, r) not in found]
+    assert not missing, f"missing {missing}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Every rank counted the same transfers; what was sent equals what was received.
+    basic = [found["basic", r] for r in range(n)]
+    assert sum(b["messages_sent"] for b in basic) == sum(b["messages_received"] for b in basic) == 3
+    assert {b["transfers_total"] for b in basic} == {3}
+    assert found["cholesky", 0]["residual"] < 1e-12
+    # The rank that owns nothing sent and received nothing, and ran nothing.
+    assert found["nothing_at_all", n - 1]["tasks_run"] == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("n", [2, 4])
+def test_failure_on_one_rank_stops_every_rank(n, tmp_path):
+    proc = mpirun(n, PROGRAMS, "failure", timeout=50, out_dir=tmp_path)
+    caught = dict(re.findall(r"^CAUGHT rank=(\d+) (.*)$", proc.lines, re.M))
+    assert sorted(caught) == [str(r) for r in range(n)], proc.stdout + proc.stderr[-3000:]
+    assert caught["1"].startswith("ValueError boom at 13"), caught
+    assert "on MPI rank 1" in caught["1"], caught
+    for r in range(n):
+        if r != 1:
+            assert caught[str(r)].startswith("RemoteTaskError from=1 rank 1, task T[13]: ValueError: boom at 13"), caught
+    assert proc.returncode != 0  # a job with a failure ends with MPI_Abort
+
+
+@pytest.mark.timeout(60)
+def test_failure_outside_tasks_stops_every_rank(tmp_path):
+    proc = mpirun(2, PROGRAMS, "failure_outside", timeout=50, out_dir=tmp_path)
+    caught = dict(re.findall(r"^CAUGHT rank=(\d+) (.*)$", proc.lines, re.M))
+    assert caught.get("1", "").startswith("KeyError"), proc.stdout + proc.stderr[-2000:]
+    assert caught.get("0", "").startswith("RemoteTaskError from=1 rank 1: the program raised KeyError"), caught
+    assert proc.returncode != 0
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_under_mpirun_stops_every_rank():
+    cmd = [MPIRUN, "-n", "2", "--oversubscribe", sys.executable, str(PROGRAMS), "forever"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            cwd=str(REPO), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        line = ""
+        while "READY" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+        assert "READY" in line, proc.stderr.read() if proc.poll() is not None else "no READY"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    # No rank is left behind.
+    left = subprocess.run(["pgrep", "-f", f"{PROGRAMS} forever"], capture_output=True, text=True).stdout.split()
+    assert not left, left
+
+
+@pytest.mark.timeout(60)
+def test_trace_per_rank_merges_into_one_timeline(tmp_path):
+    base = tmp_path / "run.json"
+    proc = mpirun(2, PROGRAMS, "trace", timeout=50, PARLA_MPI_TEST_TRACE=str(base))
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    for r in range(2):
+        assert (tmp_path / f"run.rank{r}.json").exists()
+        assert (tmp_path / f"run.rank{r}.mpi.json").exists()
+    merged = tmp_path / "merged.json"
+    out = subprocess.run([sys.executable, "-m", "parla.mpi.trace", "merge", str(base), "-o", str(merged)],
+                         capture_output=True, text=True, timeout=30, env=clean_env(), cwd=str(REPO))
+    assert out.returncode == 0, out.stderr
+    events = json.loads(merged.read_text())["traceEvents"]
+    names = {e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
+    assert any(n.startswith("rank 0") for n in names) and any(n.startswith("rank 1") for n in names), names
+    starts = [e for e in events if e.get("ph") == "s" and e.get("cat") == "mpi"]
+    ends = [e for e in events if e.get("ph") == "f" and e.get("cat") == "mpi"]
+    # Rank 0 sends a to rank 1 once: one flow, from a rank-0 process to a rank-1 process.
+    assert len(starts) == len(ends) == 1, (starts, ends)
+    assert starts[0]["id"] == ends[0]["id"]
+    assert starts[0]["pid"] != ends[0]["pid"]
+    assert ends[0]["ts"] >= starts[0]["ts"]
+
+
+@pytest.mark.timeout(60)
+def test_cholesky_example_mpi():
+    proc = mpirun(2, REPO / "examples" / "cholesky.py", "--mpi", "--n", "256", "--block", "64", "--check",
+                  "--workers", "1", timeout=50)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    m = re.search(r"relative residual .* = ([0-9.e+-]+)", proc.stdout)
+    assert m and float(m.group(1)) < 1e-10, proc.stdout
