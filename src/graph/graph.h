@@ -156,8 +156,6 @@ static inline void parla__edge_free(parla_task_t *owner, parla__edge_t *e)
 /* The runtime's trace (rt->trace), in trace/buffer.c. */
 int parla__trace_init(parla_runtime_t *rt);
 void parla__trace_free(parla_runtime_t *rt);
-void parla__trace_event(parla_runtime_t *rt, const parla__tev_t *ev);
-void parla__trace_name(parla_runtime_t *rt, parla_task_t *t);
 
 /* Placeholder registry: never-submitted tasks that others depend on (for the stuck diagnosis and
  * parla_runtime_unsubmitted). */

@@ -65,19 +65,9 @@ void *parla_task_stream(const parla_task_t *task, int k)
 /* The trace record of a body that ran from t0 until now and returned rc. */
 static void trace_body(parla_task_t *t, uint64_t t0, int rc)
 {
-    parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
-                       .device = t->n_devices ? t->devices[0] : 0,
-                       .a = rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED
-                                                                              : PARLA_TASK_FAILED};
-    if (t->ext && t->ext->n_options > 0) {
-        ev.f[0] = (float)t->ext->mapping.locality;
-        ev.f[1] = (float)t->ext->mapping.transfer;
-        ev.f[2] = (float)t->ext->mapping.load;
-        ev.f[3] = (float)t->ext->mapping.score;
-        if (ev.f[3] == 0.0f)
-            ev.f[3] = 1e-9f; /* mark "has scores" */
-    }
-    parla__trace_event(t->rt, &ev);
+    parla__trace_task(t->rt->trace, t->serial, t0, parla__now_ns(), t->n_devices ? t->devices[0] : 0,
+                      rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED : PARLA_TASK_FAILED,
+                      t->ext && t->ext->n_options > 0 ? &t->ext->mapping : NULL);
 }
 
 /* What became of a task given to run_body. */
@@ -231,11 +221,8 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
             parla__placeholder_add(self->rt, dep); /* best effort: only for the stuck diagnosis */
         e->succ = self;
         e->flags = PARLA__EDGE_SOFT;
-        if (self->rt->trace) {
-            parla__tev_t ev = {.ts = parla__now_ns(), .serial = self->serial, .a = dep->serial,
-                               .b = PARLA__EK_AWAIT, .kind = PARLA__TEV_EDGE};
-            parla__trace_event(self->rt, &ev);
-        }
+        if (self->rt->trace)
+            parla__trace_edge(self->rt->trace, parla__now_ns(), dep->serial, self->serial, PARLA__EK_AWAIT);
         parla_task_retain(self);
         atomic_fetch_add(&self->pending, 1);
         parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);

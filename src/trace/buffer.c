@@ -232,21 +232,6 @@ void parla__trace_free(parla_runtime_t *rt)
     rt->trace = NULL;
 }
 
-/* Until the engine's call sites use the typed emitters: a packed event (a
- * TASK event's scores marked by f[3] != 0) and a task's name. */
-void parla__trace_event(parla_runtime_t *rt, const parla__tev_t *ev)
-{
-    parla__tev_t e = *ev;
-    if (e.kind == PARLA__TEV_TASK && e.f[3] != 0.0f)
-        e.flags = PARLA__TEVF_SCORES;
-    emit(rt->trace, e);
-}
-
-void parla__trace_name(parla_runtime_t *rt, parla_task_t *t)
-{
-    parla__trace_task_name(rt->trace, t->serial, parla_task_name(t));
-}
-
 int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *dot_path, char *summary,
                       size_t summary_cap)
 {
