@@ -25,6 +25,7 @@ started, over the time elapsed. A GPU task that runs ahead counts its body, not 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Union
@@ -127,5 +128,4 @@ class _Monitor:
 
 
 def _from_env() -> bool:
-    import os
     return os.environ.get("PARLA_PROGRESS", "").strip().lower() not in ("", "0", "false", "no", "off")
