@@ -19,11 +19,8 @@ void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, u
 {
     atomic_fetch_add_explicit(&parla__devs(rt)->devices[to].bytes_in, hi - lo, memory_order_relaxed);
     atomic_fetch_add_explicit(&parla__devs(rt)->devices[from].bytes_out, hi - lo, memory_order_relaxed);
-    if (parla__graph_rt(rt)->trace) {
-        parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .a = hi - lo, .serial = serial,
-                           .kind = PARLA__TEV_COPY, .device = (int16_t)to, .f = {(float)from}};
-        parla__trace_event(parla__graph_rt(rt)->trace, &ev);
-    }
+    if (parla__graph_rt(rt)->trace)
+        parla__trace_copy(parla__graph_rt(rt)->trace, serial, t0, parla__now_ns(), to, from, hi - lo);
 }
 
 /* Copies bytes [lo, hi) of store s from device `from` to device `to`; returns

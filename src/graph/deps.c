@@ -130,12 +130,11 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
     }
     e->succ = t;
     e->flags = flags;
-    if (parla__graph_rt(t->rt)->trace && !(flags & PARLA__EDGE_SOFT)) {
-        parla__tev_t ev = {.ts = parla__now_ns(), .serial = t->serial, .a = dep->serial, .kind = PARLA__TEV_EDGE,
-                           .b = (flags & PARLA__EDGE_ORDER) ? PARLA__EK_ORDER
-                                : (flags & PARLA__EDGE_DATA) ? PARLA__EK_FLOW : PARLA__EK_EXPLICIT};
-        parla__trace_event(parla__graph_rt(t->rt)->trace, &ev);
-    }
+    if (parla__graph_rt(t->rt)->trace && !(flags & PARLA__EDGE_SOFT))
+        parla__trace_edge(parla__graph_rt(t->rt)->trace, parla__now_ns(), dep->serial, t->serial,
+                          (flags & PARLA__EDGE_ORDER)  ? PARLA__EK_ORDER
+                          : (flags & PARLA__EDGE_DATA) ? PARLA__EK_FLOW
+                                                       : PARLA__EK_EXPLICIT);
     parla_task_retain(t);
     atomic_fetch_add_explicit(&t->pending, 1, memory_order_relaxed);
     if (!parla__edge_push(dep, e)) {

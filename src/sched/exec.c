@@ -65,19 +65,9 @@ void *parla_task_stream(const parla_task_t *task, int k)
 /* The trace record of a body that ran from t0 until now and returned rc. */
 static void trace_body(parla_task_t *t, uint64_t t0, int rc)
 {
-    parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
-                       .device = t->n_devices ? t->devices[0] : 0,
-                       .a = rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED
-                                                                              : PARLA_TASK_FAILED};
-    if (t->ext && t->ext->n_options > 0) {
-        ev.f[0] = (float)t->ext->mapping.locality;
-        ev.f[1] = (float)t->ext->mapping.transfer;
-        ev.f[2] = (float)t->ext->mapping.load;
-        ev.f[3] = (float)t->ext->mapping.score;
-        if (ev.f[3] == 0.0f)
-            ev.f[3] = 1e-9f; /* mark "has scores" */
-    }
-    parla__trace_event(parla__graph_rt(t->rt)->trace, &ev);
+    parla__trace_task(parla__graph_rt(t->rt)->trace, t->serial, t0, parla__now_ns(), t->n_devices ? t->devices[0] : 0,
+                      rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED : PARLA_TASK_FAILED,
+                      t->ext && t->ext->n_options > 0 ? &t->ext->mapping : NULL);
 }
 
 /* What became of a task given to run_body. */
@@ -114,11 +104,17 @@ static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
     parla_task_t *outer = w->current;
     w->current = t;
     atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
-    uint64_t t0 = parla__graph_rt(t->rt)->trace ? parla__now_ns() : 0;
+    /* Busy accounting, when enabled: the body's time, less the bodies it runs inside itself. */
+    parla__busy_t *busy = atomic_load_explicit(&t->rt->busy, memory_order_acquire);
+    uint64_t busy_outer = busy ? parla__busy_begin(busy, w->index) : 0;
+    uint64_t t0 = parla__graph_rt(t->rt)->trace || busy ? parla__now_ns() : 0;
     *rc = t->fn(t, t->arg);
     /* Events only when the task will run ahead; otherwise the worker waits. */
     if (streams)
         streams_epilogue(w, t, *rc == 0 && runs_ahead(t));
+    if (busy)
+        parla__busy_end(busy, w->index, busy_outer, parla__now_ns() - t0, t->devices, t->n_devices,
+                        (double)t->vcus / PARLA__VCU_ONE);
     if (parla__graph_rt(t->rt)->trace)
         trace_body(t, t0, *rc);
     w->current = outer;
@@ -230,11 +226,8 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
             parla__placeholder_add(self->rt, dep); /* best effort: only for the stuck diagnosis */
         e->succ = self;
         e->flags = PARLA__EDGE_SOFT;
-        if (parla__graph_rt(self->rt)->trace) {
-            parla__tev_t ev = {.ts = parla__now_ns(), .serial = self->serial, .a = dep->serial,
-                               .b = PARLA__EK_AWAIT, .kind = PARLA__TEV_EDGE};
-            parla__trace_event(parla__graph_rt(self->rt)->trace, &ev);
-        }
+        if (parla__graph_rt(self->rt)->trace)
+            parla__trace_edge(parla__graph_rt(self->rt)->trace, parla__now_ns(), dep->serial, self->serial, PARLA__EK_AWAIT);
         parla_task_retain(self);
         atomic_fetch_add(&self->pending, 1);
         if (!parla__edge_push(dep, e)) { /* dep has finished */

@@ -185,6 +185,7 @@ struct parla_runtime {
     _Atomic uint64_t map_rr;              /* rotates tie-breaking among devices */
 
     parla_config_t config;
+    _Atomic(parla__busy_t *) busy; /* NULL until parla_runtime_busy_enable; then constant */
     _Atomic bool cancelling; /* parla_runtime_cancel_all was called */
 
     pthread_mutex_t park_lock; /* protects n_sleeping transitions and stop */
@@ -216,11 +217,6 @@ void parla__wake_waiters(parla_runtime_t *rt);
 /* Placeholder registry. */
 int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t);
 void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t);
-
-/* The runtime's trace sink (sched/trace.c): made when parla_config_t.trace
- * is set (PARLA_ENOMEM), freed with the runtime. */
-int parla__trace_init(parla_runtime_t *rt);
-void parla__trace_free(parla_runtime_t *rt);
 
 /* Workers and waiting (worker.c, wait.c, stuck.c). */
 /* The worker running on this thread, if any: its identity (util's

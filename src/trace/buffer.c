@@ -217,13 +217,3 @@ void parla__trace_each_name(const parla__trace_t *tr, void (*fn)(uint64_t serial
             fn(b->names[k].serial, b->names[k].name, arg);
     }
 }
-
-/* Until the engine's call sites use the typed emitters: a packed event (a
- * TASK event's scores marked by f[3] != 0). */
-void parla__trace_event(parla__trace_t *tr, const parla__tev_t *ev)
-{
-    parla__tev_t e = *ev;
-    if (e.kind == PARLA__TEV_TASK && e.f[3] != 0.0f)
-        e.flags = PARLA__TEVF_SCORES;
-    emit(tr, e);
-}

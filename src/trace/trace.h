@@ -104,10 +104,6 @@ int parla__trace_each_event(const parla__trace_t *tr, int (*fn)(const parla__tev
 void parla__trace_each_name(const parla__trace_t *tr, void (*fn)(uint64_t serial, const char *name, void *arg),
                             void *arg);
 
-/* A packed event (for the call sites that do not use a typed emitter yet;
- * a TASK event's f[3] != 0 marks scores). tr must not be NULL. Any thread. */
-void parla__trace_event(parla__trace_t *tr, const parla__tev_t *ev);
-
 /* ---------------------------------------------------------------- export -- */
 
 /* What the exporter knows of the runtime: its workers (tracks 0..n_workers-1
@@ -131,5 +127,33 @@ typedef struct parla__trace_meta {
  * file, with the message set) or PARLA_ENOMEM (message set). */
 int parla__trace_export(const parla__trace_t *tr, const parla__trace_meta_t *meta, const char *chrome,
                         const char *dot, char *summary, size_t cap);
+
+/* ------------------------------------------------------------- busy time -- */
+
+/* Per device, the time task bodies ran there, weighted by the share of the
+ * device each holds (busy.c). Each worker owns one row of counters, written
+ * by it alone and summed by readers, so accounting takes no lock and shares
+ * no cache line between workers. */
+typedef struct parla__busy parla__busy_t;
+
+/* Counters for n_workers workers and n_devices devices, all 0. NULL when out
+ * of memory. */
+parla__busy_t *parla__busy_create(int n_workers, int n_devices);
+void parla__busy_destroy(parla__busy_t *b); /* b may be NULL; no worker may still account */
+
+/* Worker worker starts a body. Returns what parla__busy_end needs to give the
+ * enclosing body (one that waits and runs others inside itself) only its own
+ * time. The owning worker only. */
+uint64_t parla__busy_begin(parla__busy_t *b, int worker);
+/* The body begun with token outer ran for elapsed ns on devices[0..n) (n 0:
+ * the CPU) holding vcus of each (a fraction; 0: no limit, counted as one
+ * worker's share of the CPU, 1 / n_workers, or a whole GPU). Adds its own
+ * time (elapsed less the bodies run inside it) times that share to each
+ * device. The owning worker only. */
+void parla__busy_end(parla__busy_t *b, int worker, uint64_t outer, uint64_t elapsed, const uint8_t *devices, int n,
+                     double vcus);
+/* Device-seconds accounted on device so far. Any thread; bodies still running
+ * count when they return. */
+double parla__busy_seconds(const parla__busy_t *b, int device);
 
 #endif
