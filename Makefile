@@ -9,7 +9,7 @@ MESON := $(VENV)/bin/meson
 CONSTRAINTS := requirements/constraints.txt
 SAN_SCALE ?= 0.05
 
-.PHONY: all build deps venv install wheel docs lint test-versions test test-c test-sanitize test-tsan test-asan test-python bench demo clean
+.PHONY: all build deps venv install wheel docs lint check-layers test-versions test test-c test-sanitize test-tsan test-asan test-python bench demo clean
 
 all: build install
 
@@ -91,6 +91,12 @@ test-versions: venv
 	  (cd tests/python && ../../$$venv/bin/python -m pytest -q -p no:cacheprovider .) || exit 1; \
 	done
 
+
+# The engine's layering (util -> device -> trace -> graph -> data -> sched), derived from the object files'
+# symbols and the includes (docs/architecture.md). Not yet part of `make test`: the layers still call
+# upward in the places it lists.
+check-layers:
+	bash tools/check-layers.sh -v
 
 test-c: build
 	$(MESON) test -C build/c --print-errorlogs

@@ -4,54 +4,27 @@ Only one context is active at a time in a process; spawning needs one.
 """
 from __future__ import annotations
 
+import gc
 import os
-import re
 import sys
 import threading
-import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
-from . import _core
+from . import _blas, _blocking, _config, _context, _core
+from ._config import parse_size as parse_size  # where it was defined before _config
+from ._context import current_runtime
+from ._errors import DependencyCycleError, TaskCancelledError, UnspawnedDependencyError
 from ._logging import configure as _configure_logging, data_logger, logger, trace_logger
+from .progress import _from_env as _progress_from_env, _Monitor as _ProgressMonitor
 
 __all__ = ["Parla", "current_runtime", "UnspawnedDependencyError", "DependencyCycleError", "TaskCancelledError"]
 
 
-class UnspawnedDependencyError(RuntimeError):
-    """Raised when a Parla context exits while spawned tasks wait on tasks that were never spawned.
-
-    The message names the never-spawned tasks and the tasks that depend on them. Parla hangs in this case;
-    this runtime cancels the waiting tasks and reports them instead.
-    """
-
-
-class DependencyCycleError(RuntimeError):
-    """Raised when a Parla context exits while spawned tasks wait on each other in a cycle (explicit
-    dependencies, data hazards or awaits). The waiting tasks are cancelled (they never run) and the
-    runtime's workers end with the context."""
-
-
-class TaskCancelledError(RuntimeError):
-    """A task did not run because a task it depends on failed (``__cause__`` is that failure)."""
-
-
-_current: Optional["Parla"] = None
-
-
-def current_runtime() -> "Parla":
-    """The active :class:`Parla` context. Raises RuntimeError outside one."""
-    if _current is None:
-        raise RuntimeError("no Parla runtime is active: spawn tasks inside a 'with Parla():' block")
-    return _current
-
-
 def _live_tasks(rt: Any, states: Any) -> List[Any]:
     """The Task objects of runtime rt whose state is in states (the engine keeps no list of spawned tasks, so
-    this looks through the live Task objects: for error paths only)."""
-    import gc
-    from .tasks import Task
-    return [o for o in gc.get_objects() if isinstance(o, Task) and o.runtime is rt and o.state in states]
+    this looks through the live engine task objects, ``parla._core.Task``: for error paths only)."""
+    return [o for o in gc.get_objects() if isinstance(o, _core.Task) and o.runtime is rt and o.state in states]
 
 
 def _unfinished_tasks(rt: Any) -> List[Any]:
@@ -110,7 +83,7 @@ def _after_fork_in_child() -> None:
     """os.fork() inside a context: in the child, the engine's workers do not exist and its locks may be held
     by threads that are gone. The context and its runtime are marked so that every later use raises a clear
     RuntimeError (leaving the block included) instead of hanging, and the engine is never touched."""
-    context = _current
+    context = _context.current
     if context is not None and context._rt is not None:
         context._rt._after_fork_child()
         context._forked = True
@@ -129,103 +102,6 @@ def _unfinished_report(rt: Any, limit: int = 8) -> str:
     shown = ", ".join(f"{t.name} ({t.state})" for t in tasks[:limit])
     more = f" and {len(tasks) - limit} more" if len(tasks) > limit else ""
     return f": {len(tasks)} task{'s' if len(tasks) != 1 else ''} unfinished: {shown}{more}"
-
-
-def _env_int(name: str) -> Optional[int]:
-    text = os.environ.get(name)
-    if text is None or text == "":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a positive integer") from None
-    if value <= 0:
-        raise ValueError(f"{name}={text!r} is not a positive integer")
-    return value
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_size(text: Any, what: str) -> int:
-    """Bytes from an int or a string like ``"256MiB"``, ``"1GB"``, ``"4096"``. Raises ValueError naming what."""
-    if isinstance(text, bool) or not isinstance(text, (int, str)):
-        raise ValueError(f"{what}={text!r} is not a size (examples: 268435456, '256MiB', '1GB')")
-    if isinstance(text, int):
-        value = text
-    else:
-        match = _SIZE.match(text)
-        if not match:
-            raise ValueError(f"{what}={text!r} is not a size (examples: 268435456, '256MiB', '1GB')")
-        value = int(float(match.group(1)) * _UNITS[(match.group(2) or "B").lower()])
-    if not 0 < value < 2**63:
-        raise ValueError(f"{what}={text!r} must be between 1 byte and 2**63 bytes")
-    return value
-
-
-def _virtual_gpus_from_env() -> Dict[str, int]:
-    text = os.environ.get("PARLA_VIRTUAL_GPUS", "").strip()
-    if not text:
-        return {}
-    count, _, size = text.partition(":")
-    try:
-        n = int(count)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise ValueError(f"PARLA_VIRTUAL_GPUS={text!r}: expected N or N:SIZE, e.g. 4 or 4:256MiB")
-    out = {"virtual_gpus": n}
-    if size:
-        out["gpu_memory"] = parse_size(size, "PARLA_VIRTUAL_GPUS size")
-    return out
-
-
-def _positive(value: Any, what: str, zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
-        raise ValueError(f"{what}={value!r} must be an integer >= {0 if zero else 1}")
-    return value
-
-
-def _read_dev_config(path: str) -> Dict[str, int]:
-    """Reads a Parla ``dev_config_file`` (YAML: ``CPU: {num_cores, mem_sz}``, ``GPU: {num_devices, mem_sz}``)."""
-    try:
-        import yaml
-    except ImportError:  # pragma: no cover - PyYAML is a declared dependency of the yaml extra
-        raise ImportError("reading dev_config_file needs PyYAML: pip install pyyaml") from None
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"dev_config_file {path!r}: expected a mapping with CPU and GPU sections")
-    out: Dict[str, int] = {}
-    cpu_section = config.get("CPU") or {}
-    gpu_section = config.get("GPU") or {}
-    for name, section in (("CPU", cpu_section), ("GPU", gpu_section)):
-        if not isinstance(section, dict):
-            raise ValueError(f"dev_config_file {path!r}: {name} must be a mapping like "
-                             f"{{num_devices: 2, mem_sz: 1GiB}}, not {section!r}")
-    if "num_cores" in cpu_section:
-        out["n_workers"] = _positive(cpu_section["num_cores"], f"{path}: CPU.num_cores")
-    if "mem_sz" in cpu_section:
-        out["cpu_memory"] = parse_size(cpu_section["mem_sz"], "CPU.mem_sz")
-    if "num_devices" in gpu_section:
-        out["virtual_gpus"] = _positive(gpu_section["num_devices"], f"{path}: GPU.num_devices", zero=True)
-    if "mem_sz" in gpu_section:
-        sizes = gpu_section["mem_sz"]
-        if isinstance(sizes, list):  # parla-experimental: one size per GPU
-            n = out.get("virtual_gpus", len(sizes))
-            if len(sizes) != n or not sizes:
-                raise ValueError(f"dev_config_file {path!r}: GPU.mem_sz lists {len(sizes)} sizes for "
-                                 f"{n} GPUs (num_devices)")
-            parsed = [parse_size(x, f"GPU.mem_sz[{i}]") for i, x in enumerate(sizes)]
-            if len(set(parsed)) > 1:
-                warnings.warn(f"dev_config_file {path!r}: GPU.mem_sz differs per GPU {parsed}; every virtual GPU "
-                              f"gets the smallest, {min(parsed)} bytes", stacklevel=4)
-            out["gpu_memory"] = min(parsed)
-        else:
-            out["gpu_memory"] = parse_size(sizes, "GPU.mem_sz")
-    return out
 
 
 _MAX_FAILURE_NOTES = 50  # notes naming other failed tasks on the re-raised exception; the rest are counted
@@ -371,8 +247,7 @@ class Parla:
         return self._rt
 
     def __enter__(self) -> "Parla":
-        global _current
-        active = _current
+        active = _context.current
         if active is not None:
             if active._thread == threading.get_ident():
                 raise RuntimeError("a Parla context is already active: Parla contexts cannot be nested")
@@ -381,25 +256,12 @@ class Parla:
                 f"one context runs at a time per process (every thread spawns into it); enter this one after "
                 f"that one exits, or spawn into it from this thread")
         _configure_logging()
-        config: Dict[str, Any] = {}
-        if self.options.get("dev_config_file"):
-            config.update(_read_dev_config(self.options["dev_config_file"]))
-        config.update(_virtual_gpus_from_env())
-        if self.options.get("virtual_gpus") is not None:
-            n_gpus = self.options["virtual_gpus"]
-            if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or not 0 <= n_gpus <= 63:
-                raise ValueError(f"Parla(virtual_gpus={n_gpus!r}): expected a number of GPUs from 0 to 63")
-            config["virtual_gpus"] = n_gpus
-        if self.options.get("gpu_memory") is not None:
-            config["gpu_memory"] = parse_size(self.options["gpu_memory"], "gpu_memory")
-        n = self.n_workers or config.pop("n_workers", None) or _env_int("PARLA_NUM_THREADS") or 0
-        config.pop("n_workers", None)
+        n, config = _config.engine_settings(self.n_workers, self.options)
         self.trace_path = self.options.get("trace") or self.options.get("logfile") or \
             os.environ.get("PARLA_TRACE") or None
         self.graph_path = self.options.get("graph") or None
         self.summary: Optional[str] = None
         tracing = bool(self.trace_path or self.graph_path or self.options.get("summary"))
-        from . import _blas
         blas_threads = _blas.resolve(self.options.get("blas_threads", _blas._UNSET))
         self._blas = _blas.limit(blas_threads)
         try:
@@ -412,23 +274,20 @@ class Parla:
         self.has_cuda = any(d["cuda"] for d in self.device_table)
         progress = self.options.get("progress")
         if progress is None:
-            from .progress import _from_env
-            progress = _from_env()
+            progress = _progress_from_env()
         if progress:
-            from .progress import _Monitor
-            self._progress = _Monitor(self._rt, progress)
+            self._progress = _ProgressMonitor(self._rt, progress)
         self._thread = threading.get_ident()
         self._thread_name = threading.current_thread().name
-        _current = self
+        _context.current = self
         if logger.isEnabledFor(10):
             logger.debug("context started: %d workers, devices %s%s", self._rt.num_workers,
                          ", ".join(f"{d['kind']}({d['kind_index']})" for d in self.device_table), ", tracing" if tracing else "")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        global _current
         if self._forked:  # a child forked inside the context: the runtime is the parent's
-            _current = None
+            _context.current = None
             self._rt = None
             if exc_type is None:
                 raise RuntimeError("this Parla context was entered in the parent process: os.fork() was called "
@@ -438,8 +297,7 @@ class Parla:
         try:
             error = self._finish(cancel=exc_type is not None, interrupted=exc_type is KeyboardInterrupt)
         finally:
-            _current = None
-            from . import _blas
+            _context.current = None
             blas, self._blas = self._blas, None
             _blas.restore(blas)
         if error is not None and exc_type is None:
@@ -454,8 +312,6 @@ class Parla:
         the awaiting coroutine cancels the tasks that have not started (as an exception in the block does)."""
         rt = self._rt
         if exc_type is None and rt is not None:
-            import asyncio
-            import threading
             stop = threading.Event()
 
             def wait_quietly() -> None:
@@ -465,7 +321,7 @@ class Parla:
                         return
 
             try:
-                await asyncio.get_running_loop().run_in_executor(None, wait_quietly)
+                await _blocking.running_loop().run_in_executor(None, wait_quietly)
             except BaseException as e:  # cancelled: stop waiting, cancel and drain as on an error in the block
                 stop.set()
                 self.__exit__(type(e), e, e.__traceback__)

@@ -33,104 +33,17 @@ tasks reading it. An unused PArray is freed, with its device copies, when its la
 """
 from __future__ import annotations
 
+import numbers
 import operator
 import weakref
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _core, _runtime
+from . import _context, _core, _cuda, _ranges
 from .devices import Device, cpu, device_of, engine_index
 
 __all__ = ["PArray", "array", "asarray", "asarray_batch", "clone_here", "copy", "get_array_module", "storage_size"]
-
-
-def _as_slice(index: Any, length: int) -> Optional[slice]:
-    """The slice selecting what an int list (or 1-D int array) selects on an axis of `length` elements, when
-    the positions are in bounds and evenly spaced (a view instead of a copy); else None (NumPy then indexes
-    with the list itself, and raises IndexError for a position out of bounds)."""
-    try:
-        arr = np.asarray(index)
-    except (ValueError, TypeError):
-        return None
-    if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.size == 0:
-        return None
-    arr = arr.astype(np.int64)
-    arr[arr < 0] += length
-    if arr.min() < 0 or arr.max() >= length:
-        return None
-    first = int(arr[0])
-    if arr.size == 1:
-        return slice(first, first + 1)
-    step = int(arr[1] - arr[0])
-    if step == 0 or not np.all(np.diff(arr) == step):
-        return None
-    last = int(arr[-1])
-    return slice(first, last + 1, step) if step > 0 else slice(first, last - 1 if last > 0 else None, step)
-
-
-def _is_list_index(i: Any) -> bool:
-    return type(i) is list or (isinstance(i, np.ndarray) and i.ndim > 0)
-
-
-def _normalize(index: Any, shape: Tuple[int, ...]) -> Any:
-    """index, with an evenly spaced int list turned into the equivalent slice where NumPy's result is then the
-    same (the list is the only advanced index, so no broadcasting or moved axis depends on it)."""
-    if type(index) is not tuple:
-        if _is_list_index(index) and shape:
-            s = _as_slice(index, shape[0])
-            if s is not None:
-                return s
-        return index
-    axis = -1
-    for d, i in enumerate(index):
-        if _is_list_index(i):
-            if axis >= 0:
-                return index  # several index lists broadcast together
-            axis = d
-        elif type(i) is not slice:
-            return index  # an integer, None, Ellipsis, a bool or a 0-d array: NumPy's rules decide
-    if axis < 0 or axis >= len(shape):
-        return index
-    s = _as_slice(index[axis], shape[axis])
-    if s is None:
-        return index
-    return index[:axis] + (s,) + index[axis + 1:]
-
-
-def _byte_ranges(view: np.ndarray, base: np.ndarray) -> List[int]:
-    """Sorted, merged byte ranges [lo0, hi0, lo1, hi1, ...] of base covered by view (a NumPy view of base)."""
-    if view.size == 0:
-        return []
-    itemsize = view.itemsize
-    offset = view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-    dims = []
-    for n, stride in zip(view.shape, view.strides):
-        if n == 1:
-            continue
-        if stride < 0:
-            offset += (n - 1) * stride
-            stride = -stride
-        dims.append((n, stride))
-    dims.sort(key=lambda d: d[1], reverse=True)
-    run = itemsize
-    while dims and dims[-1][1] == run:
-        run *= dims.pop()[0]
-    if not dims:
-        return [offset, offset + run]
-    shape = [n for n, _ in dims]
-    strides = np.array([s for _, s in dims], dtype=np.int64)
-    starts = np.indices(shape, dtype=np.int64).reshape(len(shape), -1).T @ strides + offset
-    starts.sort()
-    ends = starts + run
-    # Merge touching runs.
-    breaks = np.nonzero(starts[1:] > ends[:-1])[0]
-    lo = np.concatenate(([starts[0]], starts[breaks + 1]))
-    hi = np.concatenate((ends[breaks], [ends[-1]]))
-    out = np.empty(2 * len(lo), dtype=np.int64)
-    out[0::2] = lo
-    out[1::2] = hi
-    return out.tolist()
 
 
 def _host_array(obj: Any) -> Any:
@@ -216,8 +129,8 @@ class PArray:
             self._flat = None
         else:  # NumPy copied the elements (lists of indices, masks): keep where they come from
             self._flat = parent._flat_map()[index]
-        self._ranges = _byte_ranges(view_np, root._np) if self._flat is None else \
-            _element_ranges(self._flat, root._np.itemsize)
+        self._ranges = _ranges.byte_ranges(view_np, root._np) if self._flat is None else \
+            _ranges.element_ranges(self._flat, root._np.itemsize)
         return self
 
     def _flat_map(self) -> np.ndarray:
@@ -244,12 +157,12 @@ class PArray:
 
     def _engine_data(self) -> _core.Data:
         """This array's engine data in the active runtime (created on first use there)."""
-        context = _runtime._current
+        context = _context.current
         data = self._data
         if context is not None and data is not None and data.runtime is context._rt:
             return data
         self._check_fresh()
-        context = _runtime.current_runtime()
+        context = _context.current_runtime()
         runtime = context.runtime
         root = self._root if self._root is not None else self
         if root._data is None or root._data.runtime is not runtime:
@@ -265,8 +178,8 @@ class PArray:
     def _live_data(self) -> Optional[_core.Data]:
         """The engine data when it belongs to the active runtime, else None."""
         root = self._root if self._root is not None else self
-        if root._data is None or _runtime._current is None or \
-                root._data.runtime is not _runtime._current.runtime:
+        if root._data is None or _context.current is None or \
+                root._data.runtime is not _context.current.runtime:
             return None
         return self._engine_data()
 
@@ -299,7 +212,7 @@ class PArray:
             raise RuntimeError(f"{self._describe()} has no copy on {device_of(device)!r}")
         if info["cuda"]:
             try:
-                import cupy
+                cupy = _cuda.cupy_module()
             except ImportError:
                 raise RuntimeError(f"PArray.array on gpu({info['kind_index']}): the copy on a CUDA GPU is a CuPy array, and "
                                    f"CuPy is not importable (install cupy for your CUDA version)") from None
@@ -317,7 +230,6 @@ class PArray:
         return arr
 
     def _declared_mode(self, task: Any) -> int:
-        from .tasks import _declared
         root = self._root if self._root is not None else self
         mode = 0
         views = []
@@ -330,7 +242,7 @@ class PArray:
             return mode
         # A view made inside the body (A[0:10][2:5]) is covered by a declared view of the same array.
         for declared, m in views:
-            if declared._ranges is not None and _covers(declared._ranges, self._ranges):
+            if declared._ranges is not None and _ranges.covers(declared._ranges, self._ranges):
                 mode |= m
         return mode
 
@@ -338,7 +250,6 @@ class PArray:
         """The access modes task declared for this array (through itself, its base, or views covering it)."""
         modes = task._modes
         if modes is None:
-            from .tasks import _declared
             modes = {}
             for declared, m in _declared(task):
                 modes[id(declared)] = modes.get(id(declared), 0) | m
@@ -354,8 +265,7 @@ class PArray:
         if self._flat is not None:
             flat = self._flat
             if type(base) is not np.ndarray:  # CuPy
-                import cupy
-                flat = cupy.asarray(flat)
+                flat = _cuda.cupy_module().asarray(flat)
             return base.reshape(-1)[flat]
         for index in self._indices:
             base = base[index]
@@ -373,7 +283,7 @@ class PArray:
                                  f"read-only there (declare it in inout= or output= to write it)")
             if device == 0:
                 return root._np
-            return self._device_base(device, _runtime.current_runtime().device_table[device])
+            return self._device_base(device, _context.device_table()[device])
         return self._undeclared_base(task, root, device, write)
 
     def _undeclared_base(self, task: Any, root: "PArray", device: int, write: bool) -> Any:
@@ -381,7 +291,7 @@ class PArray:
         copy, for CPU tasks and for the task that made it); an array the runtime manages may be read where
         the task's device holds a valid copy (read-only), and nothing else."""
         data = root._data
-        context = _runtime._current
+        context = _context.current
         managed = data is not None and context is not None and data.runtime is context._rt
         creator = root._creator
         own = creator is not None and creator() is task
@@ -392,7 +302,6 @@ class PArray:
             raise RuntimeError(f"task {task.name} uses {self._describe()} that it did not declare in input=, "
                                f"output= or inout= (strict access checking is on: Parla(strict_access=True) "
                                f"or PARLA_STRICT_ACCESS=1)")
-        from .tasks import _declared
         parts = [d for d, _ in _declared(task) if getattr(d, "_root", None) is root]
         if parts:
             raise RuntimeError(f"task {task.name} uses {self._describe()}, which it did not declare: it declared "
@@ -416,7 +325,7 @@ class PArray:
                                f"inout=, and {where!r} holds no valid copy of it: it would read stale values "
                                f"(declare it, and the runtime brings the latest values there first)")
         base = root._np if device == 0 else \
-            self._device_base(device, _runtime.current_runtime().device_table[device])
+            self._device_base(device, _context.device_table()[device])
         return _read_only(base)
 
     @property
@@ -450,7 +359,7 @@ class PArray:
         devices = task._devices
         device = devices[0] if devices else 0
         if device != 0:
-            out = self._device_base(device, _runtime.current_runtime().device_table[device], mode == _core.READ)
+            out = self._device_base(device, _context.device_table()[device], mode == _core.READ)
         elif mode == _core.READ:
             # A read-only view of the CPU copy, made once per array (key -1).
             out = root._np
@@ -537,7 +446,7 @@ class PArray:
 
     def __getitem__(self, index: Any) -> Any:
         if type(index) is not int and type(index) is not slice:
-            index = _normalize(index, self._np.shape)
+            index = _ranges.normalize(index, self._np.shape)
         self._check_fresh()
         result = self._np[index]  # NumPy's rules: IndexError out of bounds, broadcasting of index lists
         if isinstance(result, np.ndarray) and result.ndim > 0:
@@ -560,13 +469,12 @@ class PArray:
                 key = index if type(index) is tuple else (index,)
                 target = self._np[key + (Ellipsis,)]
             if np.may_share_memory(target, root._np) or target.size == 0:
-                return _byte_ranges(target, root._np)
-        return _element_ranges(np.asarray(self._flat_map()[index]), root._np.itemsize)
+                return _ranges.byte_ranges(target, root._np)
+        return _ranges.element_ranges(np.asarray(self._flat_map()[index]), root._np.itemsize)
 
     def _region_mode(self, task: Any, index: Any) -> int:
         """The modes declared by task for views covering self[index] (a task that declared A[0] may write it
         through A: ``A[0] = v``)."""
-        from .tasks import _declared
         root = self._root if self._root is not None else self
         views = [(d, m) for d, m in _declared(task) if getattr(d, "_root", None) is root and d._ranges]
         if not views:
@@ -574,7 +482,7 @@ class PArray:
         region = self._region_ranges(index)
         mode = 0
         for m in (_core.READ, _core.WRITE):
-            if _covers(_merge_ranges([d._ranges for d, dm in views if dm & m]), region):
+            if _ranges.covers(_ranges.merge_ranges([d._ranges for d, dm in views if dm & m]), region):
                 mode |= m
         return mode
 
@@ -582,7 +490,7 @@ class PArray:
         if isinstance(value, PArray):
             value = value.array
         if type(index) is not int and type(index) is not slice:
-            index = _normalize(index, self._np.shape)
+            index = _ranges.normalize(index, self._np.shape)
         self._check_fresh()
         task = _core.current_task()
         if task is None:
@@ -604,8 +512,7 @@ class PArray:
         else:
             flat = self._flat[index]
             if type(base) is not np.ndarray:
-                import cupy
-                flat = cupy.asarray(flat)
+                flat = _cuda.cupy_module().asarray(flat)
             base.reshape(-1)[flat] = value
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -633,7 +540,7 @@ class PArray:
         if data is None:
             return [cpu(0)]
         total = self._valid_total()
-        return [device_of(info["index"]) for info in _runtime.current_runtime().device_table
+        return [device_of(info["index"]) for info in _context.device_table()
                 if data.valid_bytes(info["index"]) == total] or [cpu(0)]
 
     # ---------------------------------------------------------- residency --
@@ -641,7 +548,7 @@ class PArray:
         if device is None:
             return -1
         if isinstance(device, Device):
-            if _runtime._current is None:  # after the context only the CPU copy exists
+            if _context.current is None:  # after the context only the CPU copy exists
                 return 0 if device is cpu(0) else -2
             return engine_index(device)
         return int(device)
@@ -683,48 +590,86 @@ class PArray:
         if data is None:
             print("  cpu(0): valid (no active runtime)")
             return
-        for info in _runtime.current_runtime().device_table:
+        for info in _context.device_table():
             i = info["index"]
             print(f"  {device_of(i)!r}: valid {data.valid_bytes(i)}/{self._valid_total()} bytes, "
                   f"resident {data.resident_bytes(i)} bytes")
 
 
-def _covers(outer: List[int], inner: List[int]) -> bool:
-    """True when every byte range of inner lies within the ranges of outer (both sorted, merged)."""
-    j = 0
-    for i in range(0, len(inner), 2):
-        lo, hi = inner[i], inner[i + 1]
-        while j < len(outer) and outer[j + 1] <= lo:
-            j += 2
-        if j == len(outer) or outer[j] > lo or outer[j + 1] < hi:
-            return False
-    return True
+# ------------------------------------------------- task declarations --
+# What spawn's input=/output=/inout= declare, read by spawn (the engine accesses) and by a running task's
+# .array (its modes). Duck-typed on the task: its name, and the _decl and _modes that spawn sets on it.
+
+def _declares(x: Any) -> bool:
+    """Whether an input/output/inout argument declares anything (a PArray, or a non-empty list)."""
+    return x is not None and (type(x) not in (list, tuple) or len(x) > 0)
 
 
-def _merge_ranges(lists: List[List[int]]) -> List[int]:
-    """The union of several sorted, merged range lists [lo0, hi0, ...], sorted and merged."""
-    pairs = sorted((r[i], r[i + 1]) for r in lists for i in range(0, len(r), 2))
-    out: List[int] = []
-    for lo, hi in pairs:
-        if out and lo <= out[-1]:
-            out[-1] = max(out[-1], hi)
-        else:
-            out += [lo, hi]
+def _engine_accesses(task: Any, input: Any, output: Any, inout: Any,
+                     attrs: Dict[str, Any]) -> List[Tuple[_core.Data, int]]:
+    """The engine accesses of a task's input/output/inout declarations (PArrays, or nested lists of them).
+    The declarations go to attrs, for the task (they keep the arrays alive while it runs, and ``.array``
+    reads its access mode from them)."""
+    out: List[Tuple[Any, int]] = []
+    modes: Dict[int, int] = {}  # id(PArray) -> its declared modes, for .array in the body
+    for arg, items, mode in (("input", input, _core.READ), ("output", output, _core.WRITE),
+                             ("inout", inout, _core.READWRITE)):
+        if type(items) is not list and type(items) is not tuple:
+            if items is None:
+                continue
+            items = (items,)
+        elif not items:
+            continue
+        for item in items:
+            if type(item) is PArray:
+                out.append((item._engine_data(), mode))
+                key = id(item)
+                modes[key] = modes.get(key, 0) | mode
+            else:
+                _access_slow(task, arg, item, mode, out, modes)
+    attrs["_decl"] = (input, output, inout)
+    attrs["_modes"] = modes
     return out
 
 
-def _element_ranges(flat: np.ndarray, itemsize: int) -> List[int]:
-    """Sorted, merged byte ranges of the elements with flat indices `flat` (any shape, repeats allowed)."""
-    elements = np.unique(flat.ravel())
-    if elements.size == 0:
-        return []
-    starts = elements * itemsize
-    breaks = np.nonzero(np.diff(elements) != 1)[0]
-    lo = np.concatenate(([starts[0]], starts[breaks + 1]))
-    hi = np.concatenate((starts[breaks] + itemsize, [starts[-1] + itemsize]))
-    out = np.empty(2 * len(lo), dtype=np.int64)
-    out[0::2], out[1::2] = lo, hi
-    return out.tolist()
+def _access_slow(task: Any, arg: str, item: Any, mode: int, out: List[Tuple[_core.Data, int]],
+                 modes: Dict[int, int]) -> None:
+    if type(item) is tuple and len(item) == 2 and isinstance(item[0], PArray) \
+            and not isinstance(item[1], (PArray, list, tuple)):
+        # parla-experimental's (array, k): the array on the task's k-th device.
+        k = item[1]
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+            raise TypeError(f"task {task.name}: {arg}= holds ({type(item[0]).__name__}, {k!r}); the second "
+                            f"element names one of the task's devices by position (0, 1, ...)")
+        if k != 0:
+            raise ValueError(f"task {task.name}: {arg}=[(array, {k})] asks for the array on the task's device "
+                             f"{k}; this runtime brings a task's declared data to its first device (position 0) "
+                             f"only: declare (array, 0) and copy it inside 'with get_current_context()[{k}]:' "
+                             f"with clone_here")
+        item = item[0]
+    if isinstance(item, (list, tuple)):
+        for x in item:
+            _access_slow(task, arg, x, mode, out, modes)
+    elif isinstance(item, PArray):
+        out.append((item._engine_data(), mode))
+        modes[id(item)] = modes.get(id(item), 0) | mode
+    else:
+        raise TypeError(f"task {task.name}: {arg}= holds a {type(item).__name__}; only PArrays can be "
+                        f"declared (wrap NumPy arrays with parla.array.asarray)")
+
+
+def _declared(task: Any) -> Iterator[Tuple[Any, int]]:
+    """(PArray, mode) for each declaration of a task (read from its ``_decl``: input, output, inout)."""
+    for items, mode in zip(task._decl, (_core.READ, _core.WRITE, _core.READWRITE)):
+        if not items:
+            continue
+        stack = [items]
+        while stack:
+            x = stack.pop()
+            if isinstance(x, (list, tuple)):
+                stack.extend(x)
+            else:
+                yield x, mode
 
 
 def _operand(x: Any) -> Any:
@@ -864,8 +809,7 @@ def get_array_module(a: Any) -> Any:
     if isinstance(a, PArray):
         a = a.array
     if type(a).__module__.startswith("cupy"):
-        import cupy
-        return cupy
+        return _cuda.cupy_module()
     return np
 
 
@@ -877,9 +821,9 @@ def clone_here(source: Any, kind: Any = None) -> Any:
     task = _core.current_task()
     devices = task._devices if task is not None else ()
     if devices and devices[0] != 0:
-        info = _runtime.current_runtime().device_table[devices[0]]
+        info = _context.device_table()[devices[0]]
         if info["cuda"]:
-            import cupy
+            cupy = _cuda.cupy_module()
             with cupy.cuda.Device(info["cuda_ordinal"]):
                 return cupy.array(source, copy=True)
     if type(source).__module__.startswith("cupy"):

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _core, _runtime
+from . import _context, _core, _cuda
 from .devices import Device
-from .tasks import _cupy
 
 __all__ = ["sleep_gil", "sleep_nogil", "gpu_sleep_gil", "gpu_sleep_nogil", "GPU_CLOCK_HZ"]
 
@@ -68,7 +67,7 @@ def _ordinal(device: Any) -> int:
 
 def _cuda_ordinal(index: int) -> Any:
     """The CUDA ordinal of gpu(index) in the active runtime, or None for a virtual GPU (or outside one)."""
-    context = _runtime._current
+    context = _context.current
     if context is None or index + 1 >= len(context.device_table):
         return None
     info = context.device_table[index + 1]
@@ -82,7 +81,7 @@ def gpu_sleep_nogil(device: Any, ticks: int, stream: Any = None) -> None:
     if isinstance(ticks, bool) or not isinstance(ticks, (int, float)) or not ticks >= 0:
         raise ValueError(f"gpu_sleep_nogil: ticks={ticks!r} must be a number of clock cycles >= 0")
     ordinal = _cuda_ordinal(_ordinal(device))
-    cupy = _cupy() if ordinal is not None else None
+    cupy = _cuda.cupy_or_none() if ordinal is not None else None
     if cupy is None:
         _core.busy_wait(ticks / GPU_CLOCK_HZ * 1e6, True)
         return
@@ -97,7 +96,7 @@ def gpu_sleep_nogil(device: Any, ticks: int, stream: Any = None) -> None:
 def gpu_sleep_gil(device: Any, ticks: int, stream: Any = None) -> None:
     """:func:`gpu_sleep_nogil`, holding the GIL while a host-side wait lasts."""
     ordinal = _cuda_ordinal(_ordinal(device))
-    if ordinal is None or _cupy() is None:
+    if ordinal is None or _cuda.cupy_or_none() is None:
         if isinstance(ticks, bool) or not isinstance(ticks, (int, float)) or not ticks >= 0:
             raise ValueError(f"gpu_sleep_gil: ticks={ticks!r} must be a number of clock cycles >= 0")
         _core.busy_wait(ticks / GPU_CLOCK_HZ * 1e6, False)

@@ -8,6 +8,7 @@ The wheel carries ``parla/include/parla.h``, ``parla/lib/libparla.so`` and ``par
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import os
 import sys
 from typing import List, Optional, Sequence
@@ -22,7 +23,6 @@ def _installed(*parts: str) -> str:
     path = os.path.join(_HERE, *parts)
     if os.path.exists(path):
         return path
-    import importlib.resources
     try:
         with importlib.resources.as_file(importlib.resources.files("parla").joinpath(*parts)) as p:
             if os.path.exists(p):

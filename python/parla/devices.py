@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _core, _runtime
+from . import _config, _context, _core, _cuda
 
 __all__ = [
     "Architecture", "Device", "Memory", "PlacementRequest", "Cores", "cpu", "gpu", "get_all_devices", "get_all_architectures",
@@ -169,12 +169,12 @@ class Memory:
     def __call__(self, data: Any) -> Any:
         if not (isinstance(data, np.ndarray) or type(data).__module__.startswith("cupy")):
             return data
-        context = _runtime._current
+        context = _context.current
         if self.device.architecture.name == "gpu" and context is not None \
                 and self.device.index + 1 < len(context.device_table):
             info = context.device_table[self.device.index + 1]
             if info["cuda"]:
-                import cupy  # CUDA GPUs come with CuPy for arrays
+                cupy = _cuda.cupy_module()  # CUDA GPUs come with CuPy for arrays
                 with cupy.cuda.Device(info["cuda_ordinal"]):
                     return cupy.asarray(data)
         if type(data).__module__.startswith("cupy"):
@@ -239,16 +239,16 @@ _default_table: List[Dict[str, Any]] = []  # the device table of a default conte
 
 
 def _engine_devices() -> List[Dict[str, Any]]:
-    return _runtime.current_runtime().device_table
+    return _context.device_table()
 
 
 def _known_devices() -> List[Dict[str, Any]]:
     """The active runtime's device table; outside a context, that of a context with default settings."""
-    context = _runtime._current
+    context = _context.current
     if context is not None:
         return context.device_table
     if not _default_table:
-        probe = _core.Runtime(1, **_runtime._virtual_gpus_from_env())
+        probe = _core.Runtime(1, **_config.virtual_gpus_from_env())
         try:
             _default_table.extend(probe.devices())
         finally:
@@ -286,8 +286,7 @@ def engine_index(device: Device) -> int:
 
 
 def _device_info(device: Device) -> Dict[str, Any]:
-    from ._runtime import current_runtime
-    return current_runtime().runtime.devices()[engine_index(device)]
+    return _context.current_runtime().runtime.devices()[engine_index(device)]
 
 
 Device.memory_capacity = property(lambda self: _device_info(self)["memory_capacity"],
@@ -327,7 +326,6 @@ def _check_needs(vcus: Any, memory: Any, task_name: str) -> Tuple[Optional[float
 
 
 def _slot(target: Any, placement: Any, task_name: str) -> int:
-    from . import _core
     if target is cpu:
         return _core.ANY_CPU
     if target is gpu:
@@ -355,8 +353,8 @@ def resolve_placement(placement: Any, vcus: Optional[float], memory: Optional[in
     if placement is None or placement is cpu or (isinstance(placement, Device) and placement == cpu(0)):
         return None, (vcus or 0.0), (memory or 0)
     # Placements made of architectures and devices are resolved once per context.
-    context = _runtime._current
-    cache = (context if context is not None else _runtime.current_runtime())._placement_cache
+    context = _context.current
+    cache = (context if context is not None else _context.current_runtime())._placement_cache
     try:
         key = (tuple(placement) if isinstance(placement, list) else placement, vcus, memory,
                type(placement) is list)

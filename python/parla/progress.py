@@ -20,6 +20,7 @@ background thread about ten times a second and once more when the context has fi
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Union
@@ -112,5 +113,4 @@ class _Monitor:
 
 
 def _from_env() -> bool:
-    import os
     return os.environ.get("PARLA_PROGRESS", "").strip().lower() not in ("", "0", "false", "no", "off")

@@ -19,17 +19,21 @@ the awaited tasks finish.
 """
 from __future__ import annotations
 
+import dis
 import functools
+import inspect
 import itertools
 import numbers
 import threading
+import warnings
 import weakref
 from typing import (Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union,
                     overload)
 
-from . import _core, _runtime
+from . import _blocking, _context, _core, _cuda
+from ._errors import TaskCancelledError, UnspawnedDependencyError
 from ._logging import mapping_logger, spawn_logger
-from ._runtime import TaskCancelledError, UnspawnedDependencyError
+from .array import _declares, _engine_accesses, storage_size as _storage_size
 from .devices import Device, cpu, device_of, resolve_placement
 from .environments import TaskEnvironmentRegistry
 from .function_decorators import specialize
@@ -140,7 +144,7 @@ class Task(_core.Task):
     def __await__(self):
         if not self.done:
             if _core.current_task() is None:  # an asyncio coroutine, not a task body
-                yield from _asyncio_until_done((self,)).__await__()
+                yield from _blocking.until_done_in_asyncio((self,)).__await__()
             else:
                 yield self
         return self.result
@@ -149,8 +153,7 @@ class Task(_core.Task):
         """Blocks until the task has finished (done, failed or cancelled); then ``result`` gives its value or
         raises its error. ``timeout`` in seconds (None: no limit) raises :class:`TimeoutError` when it runs out
         (the task keeps running). GIL released while waiting; any thread (see :mod:`parla.waiting`)."""
-        from .waiting import wait_task
-        wait_task(self, timeout)
+        _blocking.wait_task(self, timeout)
 
     def __repr__(self) -> str:
         return f"<Task {self.name} {self.state}>"
@@ -207,40 +210,6 @@ def _flatten(deps: Any) -> Iterator[Task]:
             yield from _flatten(d)
 
 
-async def _asyncio_until_done(tasks: Tuple[Task, ...]) -> None:
-    """In an asyncio coroutine: waits for every task without blocking the event loop. A daemon thread blocks
-    in the engine (GIL released) and wakes the loop through ``call_soon_threadsafe``."""
-    import asyncio
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        raise RuntimeError(f"'await' on Parla tasks ({', '.join(t.name for t in tasks[:4])}) outside a task body "
-                           f"needs a running asyncio event loop (or use task.wait())") from None
-    future = loop.create_future()
-
-    def settle(error: Optional[BaseException]) -> None:
-        if not future.done():
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-
-    def watch() -> None:
-        from .waiting import wait
-        error: Optional[BaseException] = None
-        try:
-            wait(tasks)
-        except BaseException as e:  # handed to the awaiting coroutine
-            error = e
-        try:
-            loop.call_soon_threadsafe(settle, error)
-        except RuntimeError:  # the loop was closed meanwhile: nobody awaits any more
-            pass
-
-    threading.Thread(target=watch, name="parla-await", daemon=True).start()
-    await future
-
-
 class TaskList(tuple):
     """An immutable collection of tasks (what slicing a TaskSpace gives). Usable as dependencies;
     ``await`` waits for all of them."""
@@ -249,7 +218,7 @@ class TaskList(tuple):
         tasks = tuple(self)
         if any(not t.done for t in tasks):
             if _core.current_task() is None:  # an asyncio coroutine, not a task body
-                yield from _asyncio_until_done(tasks).__await__()
+                yield from _blocking.until_done_in_asyncio(tasks).__await__()
             else:
                 yield tasks
         for t in tasks:
@@ -311,7 +280,7 @@ class TaskSpace:
     def _task(self, key: Tuple, plain: bool = False) -> Optional[Task]:
         """The task named by key (created if new; None for a new key when the space does not create);
         plain: every key is an int. Thread-safe."""
-        context = _runtime._current
+        context = _context.current
         task = self._tasks.get(key)
         if context is None:
             if task is not None or not self._create:
@@ -391,7 +360,7 @@ class TaskSpace:
             task = self._tasks.get(key)
         except TypeError:  # unhashable: a list or (before Python 3.12) a slice in the index
             task = None
-        if task is not None and (_runtime._current is None or task.runtime is _runtime._current._rt):
+        if task is not None and (_context.current is None or task.runtime is _context.current._rt):
             return task  # after the context, a TaskSpace still gives the tasks it named
         for k in key:
             if type(k) is not int:
@@ -505,7 +474,7 @@ class TaskHandle:
 
     def task(self) -> Task:
         """The task this handle names in the active context. Raises RuntimeError outside one."""
-        _runtime.current_runtime()
+        _context.current_runtime()
         task = self.space._task(self.key, all(type(k) is int for k in self.key))
         if task is None or isinstance(task, TaskHandle):
             raise RuntimeError(f"task {self.name}: its TaskSpace does not create tasks")
@@ -526,7 +495,7 @@ def barrier(what: Any) -> None:
     task, or (nested) collections of tasks. This is parla-experimental's ``parla.cython.tasks.wait``; see
     :meth:`TaskSpace.wait` for the errors (for waiting with a timeout or for the first task, see
     :func:`parla.wait`)."""
-    _runtime.current_runtime()
+    _context.current_runtime()
     current = _core.current_task()
     seen: Dict[int, Task] = {}
     while True:
@@ -668,14 +637,13 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
             raise TypeError(f"spawn({getattr(taskid, '__name__', taskid)!r}, ...): the first argument is the "
                             f"task id (T[i]) or None, not the body; decorate with @spawn(...) instead")
         return spawn()(taskid)  # bare @spawn: the body is the argument
-    context = _runtime.current_runtime()
+    context = _context.current_runtime()
     if data is not None:
         if placement is not None or memory is not None:
             raise ValueError("spawn(data=...): data gives the placement and the memory; it cannot be combined "
                              "with placement= or memory=")
-        from .array import storage_size
         data = list(data)
-        placement, memory = data, storage_size(*data)
+        placement, memory = data, _storage_size(*data)
 
     if priority is not None and (type(priority) is not int or not -1000000 <= priority <= 1000000):
         if isinstance(priority, bool) or not isinstance(priority, numbers.Integral) \
@@ -705,7 +673,7 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
             raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
         options, v, m = resolve_placement(placement, vcus, memory, task.name)
         attrs: Dict[str, Any] = {}  # set on the task by _submit once nothing can refuse the spawn
-        accesses = _accesses(task, input, output, inout, attrs) \
+        accesses = _engine_accesses(task, input, output, inout, attrs) \
             if _declares(input) or _declares(output) or _declares(inout) else ()
         deps = dependencies
         if deps is None:
@@ -725,7 +693,7 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
             if watched:
                 body = _warn_rebound_globals(_core.capture(body), watched, task.name)
         if options is not None and context.has_cuda and not _is_async(body):
-            body = _on_cuda_device(_core.capture(body))
+            body = _cuda.on_cuda_device(_core.capture(body))
         if environments or tags:
             body = _in_environment(context, _core.capture(body), frozenset(tags), task.name)
         if spawn_logger.isEnabledFor(10):
@@ -753,7 +721,6 @@ _UNWATCHED = (type(itertools), _FunctionType, type, type(len))  # modules, funct
 @functools.lru_cache(maxsize=4096)
 def _global_reads(code: Any) -> Tuple[str, ...]:
     """Names a code object (and the code nested in it) loads as globals."""
-    import dis
     names = set()
     for ins in dis.get_instructions(code):
         if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(ins.argval, str):
@@ -789,7 +756,6 @@ def _warn_rebound_globals(body: Callable, watched: Tuple[Tuple[str, Any], ...], 
             now = g.get(name, value)
             if now is not value and (body.__code__, name) not in _warned_rebound:
                 _warned_rebound.add((body.__code__, name))
-                import warnings
                 warnings.warn(
                     f"task {task_name} reads the global {name!r}, rebound since the task was spawned (spawned "
                     f"with {_short_repr(value)}, runs with {_short_repr(now)}): a body's globals are read when "
@@ -836,129 +802,7 @@ def _next_key(space: TaskSpace) -> int:
 
 
 def _is_async(body: Callable) -> bool:
-    import inspect
     return inspect.iscoroutinefunction(body)
-
-
-def _cupy() -> Any:
-    """CuPy, or None when it is not importable."""
-    try:
-        import cupy
-    except ImportError:
-        return None
-    return cupy
-
-
-def _cuda_scope(cupy: Any, ordinal: int, position: int) -> Any:
-    """A context manager making CUDA device `ordinal` and the running task's stream on its `position`-th device
-    CuPy's current device and stream."""
-    import contextlib
-    scope = contextlib.ExitStack()
-    scope.enter_context(cupy.cuda.Device(ordinal))
-    ptr = _core.current_stream(position)
-    if ptr is not None:
-        try:
-            stream = cupy.cuda.ExternalStream(ptr, ordinal)
-        except TypeError:  # CuPy < 10 takes the pointer only
-            stream = cupy.cuda.ExternalStream(ptr)
-        scope.enter_context(stream)
-    return scope
-
-
-def _on_cuda_device(body: Callable) -> Callable:
-    """Runs a body with CuPy's current device set to the task's (first) CUDA GPU and the task's stream there
-    current. The body queues its work and returns; the runtime records an event after it (runahead)."""
-    def run() -> Any:
-        devices = _core.current_task()._devices
-        table = _runtime.current_runtime().device_table
-        if devices and table[devices[0]]["cuda"]:
-            cupy = _cupy()
-            if cupy is not None:
-                with _cuda_scope(cupy, table[devices[0]]["cuda_ordinal"], 0):
-                    return body()
-        return body()
-    run.__name__ = getattr(body, "__name__", "task")
-    return run
-
-
-def _declares(x: Any) -> bool:
-    """Whether an input/output/inout argument declares anything (a PArray, or a non-empty list)."""
-    return x is not None and (type(x) not in (list, tuple) or len(x) > 0)
-
-
-_PArray: Any = None  # parla.array.PArray, imported on first use (array imports this module)
-
-
-def _accesses(task: Task, input: Iterable, output: Iterable, inout: Iterable,
-              attrs: Dict[str, Any]) -> List[Tuple[Any, int]]:
-    """The engine accesses of a task's input/output/inout declarations (PArrays, or nested lists of them).
-    The declarations go to attrs, for the task (they keep the arrays alive while it runs, and ``.array``
-    reads its access mode from them)."""
-    global _PArray
-    PArray = _PArray
-    if PArray is None:
-        from .array import PArray
-        _PArray = PArray
-    out: List[Tuple[Any, int]] = []
-    modes: Dict[int, int] = {}  # id(PArray) -> its declared modes, for .array in the body
-    for arg, items, mode in (("input", input, _core.READ), ("output", output, _core.WRITE),
-                             ("inout", inout, _core.READWRITE)):
-        if type(items) is not list and type(items) is not tuple:
-            if items is None:
-                continue
-            items = (items,)
-        elif not items:
-            continue
-        for item in items:
-            if type(item) is PArray:
-                out.append((item._engine_data(), mode))
-                key = id(item)
-                modes[key] = modes.get(key, 0) | mode
-            else:
-                _access_slow(task, arg, item, mode, out, modes, PArray)
-    attrs["_decl"] = (input, output, inout)
-    attrs["_modes"] = modes
-    return out
-
-
-def _access_slow(task: Task, arg: str, item: Any, mode: int, out: List[Tuple[Any, int]], modes: Dict[int, int],
-                 PArray: type) -> None:
-    if type(item) is tuple and len(item) == 2 and isinstance(item[0], PArray) \
-            and not isinstance(item[1], (PArray, list, tuple)):
-        # parla-experimental's (array, k): the array on the task's k-th device.
-        k = item[1]
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
-            raise TypeError(f"task {task.name}: {arg}= holds ({type(item[0]).__name__}, {k!r}); the second "
-                            f"element names one of the task's devices by position (0, 1, ...)")
-        if k != 0:
-            raise ValueError(f"task {task.name}: {arg}=[(array, {k})] asks for the array on the task's device "
-                             f"{k}; this runtime brings a task's declared data to its first device (position 0) "
-                             f"only: declare (array, 0) and copy it inside 'with get_current_context()[{k}]:' "
-                             f"with clone_here")
-        item = item[0]
-    if isinstance(item, (list, tuple)):
-        for x in item:
-            _access_slow(task, arg, x, mode, out, modes, PArray)
-    elif isinstance(item, PArray):
-        out.append((item._engine_data(), mode))
-        modes[id(item)] = modes.get(id(item), 0) | mode
-    else:
-        raise TypeError(f"task {task.name}: {arg}= holds a {type(item).__name__}; only PArrays can be "
-                        f"declared (wrap NumPy arrays with parla.array.asarray)")
-
-
-def _declared(task: Task) -> Iterator[Tuple[Any, int]]:
-    """(PArray, mode) for each declaration of a task."""
-    for items, mode in zip(task._decl, (_core.READ, _core.WRITE, _core.READWRITE)):
-        if not items:
-            continue
-        stack = [items]
-        while stack:
-            x = stack.pop()
-            if isinstance(x, (list, tuple)):
-                stack.extend(x)
-            else:
-                yield x, mode
 
 
 def get_current_task() -> Optional[Task]:
@@ -1007,10 +851,10 @@ class TaskContext:
         scope = None
         _positions.stack = getattr(_positions, "stack", []) + [self._positions[0] if len(self.devices) == 1 else 0]
         if len(self.devices) == 1 and self.devices[0].architecture is not cpu:
-            info = _runtime.current_runtime().device_table[self.devices[0].index + 1]
-            cupy = _cupy() if info["cuda"] else None
+            info = _context.device_table()[self.devices[0].index + 1]
+            cupy = _cuda.cupy_or_none() if info["cuda"] else None
             if cupy is not None:
-                scope = _cuda_scope(cupy, info["cuda_ordinal"], self._positions[0])
+                scope = _cuda.cuda_scope(cupy, info["cuda_ordinal"], self._positions[0])
                 scope.__enter__()
         self._scopes.append(scope)
         return self
@@ -1053,9 +897,9 @@ def get_current_stream() -> Any:
     position = stack[-1] if stack else 0
     if position < len(devices) and devices[position].architecture is not cpu:
         device = devices[position]
-        info = _runtime.current_runtime().device_table[device.index + 1]
+        info = _context.device_table()[device.index + 1]
         if info["cuda"]:
-            cupy = _cupy()
+            cupy = _cuda.cupy_or_none()
             if cupy is not None:
                 return cupy.cuda.get_current_stream()
             ptr = _core.current_stream(position)

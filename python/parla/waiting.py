@@ -21,11 +21,11 @@ coroutines use ``await task`` instead.
 """
 from __future__ import annotations
 
-import threading
 import time
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Set
 
-from . import _core
+from . import _blocking
+from ._blocking import wait_task as wait_task  # the body of Task.wait, also reachable here
 from .tasks import Task, TaskSpace, _flatten
 
 __all__ = ["wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "DoneAndNotDoneTasks"]
@@ -34,9 +34,6 @@ __all__ = ["wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_CO
 FIRST_COMPLETED = "FIRST_COMPLETED"
 FIRST_EXCEPTION = "FIRST_EXCEPTION"
 ALL_COMPLETED = "ALL_COMPLETED"
-
-_SLICE = 0.1  # seconds: how long the main thread blocks before it lets Python handle signals
-
 
 class DoneAndNotDoneTasks(NamedTuple):
     """What :func:`wait` returns: the finished tasks (done, failed or cancelled) and the others."""
@@ -52,41 +49,6 @@ def _tasks(tasks: Iterable[Task], what: str) -> List[Task]:
         if not isinstance(t, Task):
             raise TypeError(f"{what}: expected Parla tasks, got a {type(t).__name__}")
     return out
-
-
-def _stuck(message: str, pending: Sequence[Task]) -> RuntimeError:
-    from ._runtime import DependencyCycleError, UnspawnedDependencyError
-    names = ", ".join(t.name for t in pending[:8]) + (" ..." if len(pending) > 8 else "")
-    if all(t.state == "created" for t in pending):
-        return UnspawnedDependencyError(f"cannot wait for {names}: never spawned")
-    return DependencyCycleError(f"cannot wait for {names}: {message}")
-
-
-def _block(pending: Sequence[Task], deadline: Optional[float]) -> bool:
-    """Blocks until one of pending has finished (True) or the deadline (time.monotonic()) has passed (False)."""
-    main = threading.current_thread() is threading.main_thread()
-    while True:
-        if any(t.done for t in pending):
-            return True
-        if deadline is None:
-            budget = _SLICE if main else -1.0
-        else:
-            budget = deadline - time.monotonic()
-            if budget <= 0:
-                return False
-            if main:
-                budget = min(budget, _SLICE)
-        by_runtime = pending
-        runtime = pending[0].runtime
-        if any(t.runtime is not runtime for t in pending):
-            by_runtime = [t for t in pending if t.runtime is runtime]
-            budget = min(budget, _SLICE) if budget >= 0 else _SLICE  # tasks of several runtimes: take turns
-        code, message = _core.wait_any(by_runtime, budget)
-        if code == 0 or code == _core.ETIMEDOUT:
-            continue
-        if code == _core.ESTUCK:
-            raise _stuck(message, pending)
-        raise ValueError(message)
 
 
 def wait(tasks: Iterable[Task], timeout: Optional[float] = None,
@@ -108,14 +70,14 @@ def wait(tasks: Iterable[Task], timeout: Optional[float] = None,
         raise ValueError(f"wait(return_when={return_when!r}): expected FIRST_COMPLETED, FIRST_EXCEPTION or "
                          f"ALL_COMPLETED")
     items = _tasks(tasks, "wait()")
-    deadline = None if timeout is None else time.monotonic() + _seconds(timeout, "wait")
+    deadline = None if timeout is None else time.monotonic() + _blocking.seconds(timeout, "wait")
     while True:
         done = {t for t in items if t.done}
         pending = [t for t in items if not t.done]
         if not pending or (return_when == FIRST_COMPLETED and done) or \
                 (return_when == FIRST_EXCEPTION and any(t.state in ("failed", "cancelled") for t in done)):
             break
-        if not _block(pending, deadline):
+        if not _blocking.block(pending, deadline):
             break
     done = {t for t in items if t.done}
     return DoneAndNotDoneTasks(done, set(items) - done)
@@ -126,28 +88,14 @@ def as_completed(tasks: Iterable[Task], timeout: Optional[float] = None) -> Iter
     tasks finished already come first. ``timeout`` (seconds, from the call) raises :class:`TimeoutError` naming
     the unfinished tasks when it runs out. Duplicates are yielded once."""
     items = list(dict.fromkeys(_tasks(tasks, "as_completed()")))
-    deadline = None if timeout is None else time.monotonic() + _seconds(timeout, "as_completed")
+    deadline = None if timeout is None else time.monotonic() + _blocking.seconds(timeout, "as_completed")
     pending = items
     while pending:
         finished = [t for t in pending if t.done]
         pending = [t for t in pending if not t.done]
         yield from finished
-        if pending and not _block(pending, deadline):
+        if pending and not _blocking.block(pending, deadline):
             raise TimeoutError(f"as_completed: {len(pending)} of {len(items)} tasks unfinished after {timeout} s "
                                f"({', '.join(t.name for t in pending[:8])}{' ...' if len(pending) > 8 else ''})")
 
-
-def wait_task(task: Task, timeout: Optional[float] = None) -> None:
-    """Body of :meth:`parla.Task.wait`."""
-    if task.done:
-        return
-    deadline = None if timeout is None else time.monotonic() + _seconds(timeout, f"task {task.name}.wait")
-    if not _block([task], deadline):
-        raise TimeoutError(f"task {task.name} did not finish within {timeout} s (state {task.state})")
-
-
-def _seconds(timeout: float, what: str) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
-        raise ValueError(f"{what}(timeout={timeout!r}): timeout must be a number of seconds >= 0 or None")
-    return float(timeout)
 

@@ -138,7 +138,7 @@ static void job_complete(copy_job_t *j)
         if (error) /* the task fails instead of running on data that did not arrive */
             atomic_store(&t->ext->copy_error, error);
         if (atomic_fetch_sub(&t->ext->n_waiting, 1) == 1)
-            parla__enqueue(rt, t);
+            rt->dhooks.arrived(t);
         w = next;
     }
     parla__data_arrival_unref(a);

@@ -221,6 +221,11 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
         parla__edge_t *e = edges;
         edges = e->next;
         parla_task_t *dep = tasks[i];
+        /* A task with one dependent allocates no edge (its inline one). */
+        if (!atomic_exchange_explicit(&dep->first_edge_used, true, memory_order_relaxed)) {
+            parla__free(e);
+            e = &dep->first_edge;
+        }
         if (atomic_load(&dep->state) == PARLA_TASK_CREATED)
             parla__placeholder_add(self->rt, dep); /* best effort: only for the stuck diagnosis */
         e->succ = self;
@@ -232,18 +237,10 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
         }
         parla_task_retain(self);
         atomic_fetch_add(&self->pending, 1);
-        parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);
-        for (;;) {
-            if (head == PARLA__SEALED) {
-                atomic_fetch_sub(&self->pending, 1);
-                parla_task_release(self);
-                parla__free(e);
-                break;
-            }
-            e->next = head;
-            if (atomic_compare_exchange_weak_explicit(&dep->succ, &head, e, memory_order_acq_rel,
-                                                      memory_order_acquire))
-                break;
+        if (!parla__edge_push(dep, e)) { /* dep has finished */
+            atomic_fetch_sub(&self->pending, 1);
+            parla_task_release(self);
+            parla__edge_free(dep, e);
         }
     }
     return 0;

@@ -94,7 +94,7 @@ uint64_t parla__trace_start(const parla__trace_t *tr)
  * must be held). */
 static tbuf_t *my_buffer(parla__trace_t *tr, int *worker)
 {
-    parla__worker_t *w = parla__current_worker();
+    parla__self_t *w = parla__self();
     if (w && tr->owner && (const void *)w->rt == tr->owner && w->index < tr->n_workers) {
         *worker = w->index;
         return &tr->buffers[w->index];

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import parla._core  # noqa: F401  (an editable install rebuilds the extension here, not in every rank at once)
 from conftest import REPO, clean_env
 
 PROGRAMS = REPO / "tests" / "python" / "mpi" / "programs.py"

@@ -5,9 +5,10 @@ parla-experimental's scheduler singletons (``get_scheduler``, ``get_device_manag
 pools, the logging and mapping-policy enums) are internals of its scheduler and do not exist here."""
 import enum
 
-from ..tasks import _cupy, get_current_context, get_current_devices, get_current_stream, get_current_task
+from .._cuda import cupy_or_none as _cupy_or_none
+from ..tasks import get_current_context, get_current_devices, get_current_stream, get_current_task
 
-cupy = _cupy()
+cupy = _cupy_or_none()
 CUPY_ENABLED = cupy is not None
 
 

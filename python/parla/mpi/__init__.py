@@ -53,6 +53,7 @@ libopenmpi-dev). Importing this module does not initialise MPI; :func:`rank`, :f
 from __future__ import annotations
 
 import atexit
+import inspect
 import itertools
 import json
 import os
@@ -62,10 +63,11 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, 
 
 import numpy as np
 
-from .. import _runtime
+from .. import _config, _runtime
 from .. import tasks as _tasks
 from ..array import PArray
 from ..devices import cpu
+from ._comm import Engine
 from .layout import Block, BlockCyclic, Cyclic, process_grid
 
 __all__ = ["Parla", "spawn", "DistArray", "RemoteTaskError", "fetch", "rank", "size", "world",
@@ -314,8 +316,7 @@ class Parla(_runtime.Parla):
         global _active
         if _active is not None:
             raise RuntimeError("a distributed Parla context is already active in this process")
-        from ._comm import Engine
-        compute = self._compute_workers or _runtime._env_int("PARLA_NUM_THREADS") or _default_workers(self.comm)
+        compute = self._compute_workers or _config.env_int("PARLA_NUM_THREADS") or _default_workers(self.comm)
         self.n_workers = compute + 1     # one more worker for the progress task
         self.comm.Barrier()
         sync = time.monotonic_ns()
@@ -500,7 +501,6 @@ def _rank_path(base: str, rank: int, suffix: str = ".json") -> str:
 
 def _reporting(body: Callable, engine: Any, me: int, name: str) -> Callable:
     """body, reporting an exception it raises to every rank before it propagates."""
-    import inspect
     if inspect.iscoroutinefunction(body):
         async def run_async() -> Any:
             try:

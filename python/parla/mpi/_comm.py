@@ -28,6 +28,8 @@ import threading
 import time
 from typing import Any, Deque, List, Optional, Tuple
 
+from ..tasks import Task
+
 __all__ = ["Engine", "Op"]
 
 TAG_FAILURE = 1          # control channel: a rank failed (payload: text)
@@ -111,7 +113,6 @@ class Engine:
         """Queues ``Isend`` (kind "send") or ``Irecv`` ("recv") of ``buf`` with rank ``peer`` for version
         ``version`` of data ``did``; returns the gate task to await (it is spawned when the request completes,
         or at once after a failure). ``buf``: a C-contiguous NumPy array, untouched until the gate."""
-        from ..tasks import Task
         gate = Task(self.runtime, f"{name} done")
         op = Op(kind, buf, peer, self.tag(did, version), gate, did, version, name)
         with self._lock:
