@@ -75,10 +75,8 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
     c->buf = NULL;
     atomic_fetch_and(&s->planned, ~bit(device));
     atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
-    if (rt->trace) {
-        parla__tev_t ev = {.ts = parla__now_ns(), .a = s->nbytes, .kind = PARLA__TEV_EVICT, .device = (int16_t)device};
-        parla__trace_event(rt, &ev);
-    }
+    if (rt->trace)
+        parla__trace_evict(rt->trace, parla__now_ns(), device, s->nbytes);
     return 0;
 }
 

@@ -130,12 +130,11 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
     }
     e->succ = t;
     e->flags = flags;
-    if (t->rt->trace && !(flags & PARLA__EDGE_SOFT)) {
-        parla__tev_t ev = {.ts = parla__now_ns(), .serial = t->serial, .a = dep->serial, .kind = PARLA__TEV_EDGE,
-                           .b = (flags & PARLA__EDGE_ORDER) ? PARLA__EK_ORDER
-                                : (flags & PARLA__EDGE_DATA) ? PARLA__EK_FLOW : PARLA__EK_EXPLICIT};
-        parla__trace_event(t->rt, &ev);
-    }
+    if (t->rt->trace && !(flags & PARLA__EDGE_SOFT))
+        parla__trace_edge(t->rt->trace, parla__now_ns(), dep->serial, t->serial,
+                          (flags & PARLA__EDGE_ORDER)  ? PARLA__EK_ORDER
+                          : (flags & PARLA__EDGE_DATA) ? PARLA__EK_FLOW
+                                                       : PARLA__EK_EXPLICIT);
     parla_task_retain(t);
     atomic_fetch_add_explicit(&t->pending, 1, memory_order_relaxed);
     if (!parla__edge_push(dep, e)) {
@@ -187,7 +186,7 @@ int parla_task_submit(parla_task_t *t)
     if (atomic_load(&t->flags) & PARLA__F_LISTED)
         parla__placeholder_remove(rt, t);
     if (rt->trace)
-        parla__trace_name(rt, t);
+        parla__trace_task_name(rt->trace, t->serial, parla_task_name(t));
     parla_task_retain(t); /* the engine's reference, dropped when t finishes */
     /* Pairs with parla_runtime_destroy: either it sees this task active, or
      * this sees it closing (both sequentially consistent). */

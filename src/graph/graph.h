@@ -155,12 +155,6 @@ static inline void parla__edge_free(parla_task_t *owner, parla__edge_t *e)
         parla__free(e);
 }
 
-/* The runtime's trace (rt->trace), in trace/buffer.c. */
-int parla__trace_init(parla_runtime_t *rt);
-void parla__trace_free(parla_runtime_t *rt);
-void parla__trace_event(parla_runtime_t *rt, const parla__tev_t *ev);
-void parla__trace_name(parla_runtime_t *rt, parla_task_t *t);
-
 /* Pushes edge e onto dep's lock-free successor stack; false when the stack is
  * sealed (dep has finished: e was not pushed and is the caller's again). */
 static inline bool parla__edge_push(parla_task_t *dep, parla__edge_t *e)

@@ -151,11 +151,8 @@ static void marker_done(parla__job_t *job, bool waited)
     task_job_t *j = (task_job_t *)job;
     parla_task_t *t = j->task;
     parla_runtime_t *rt = t->rt;
-    if (rt->trace && t->ext) {
-        parla__tev_t ev = {.ts = t->ext->ran_ns, .b = parla__now_ns(), .serial = t->serial,
-                           .kind = PARLA__TEV_WORK, .device = t->devices[0]};
-        parla__trace_event(rt, &ev);
-    }
+    if (rt->trace && t->ext)
+        parla__trace_work(rt->trace, t->serial, t->ext->ran_ns, parla__now_ns(), t->devices[0]);
     int error = j->error;
     parla__free(j);
     parla__task_complete_gpu(t, error);

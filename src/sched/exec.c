@@ -65,19 +65,41 @@ void *parla_task_stream(const parla_task_t *task, int k)
 /* The trace record of a body that ran from t0 until now and returned rc. */
 static void trace_body(parla_task_t *t, uint64_t t0, int rc)
 {
-    parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
-                       .device = t->n_devices ? t->devices[0] : 0,
-                       .a = rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED
-                                                                              : PARLA_TASK_FAILED};
-    if (t->ext && t->ext->n_options > 0) {
-        ev.f[0] = (float)t->ext->mapping.locality;
-        ev.f[1] = (float)t->ext->mapping.transfer;
-        ev.f[2] = (float)t->ext->mapping.load;
-        ev.f[3] = (float)t->ext->mapping.score;
-        if (ev.f[3] == 0.0f)
-            ev.f[3] = 1e-9f; /* mark "has scores" */
-    }
-    parla__trace_event(t->rt, &ev);
+    parla__trace_task(t->rt->trace, t->serial, t0, parla__now_ns(), t->n_devices ? t->devices[0] : 0,
+                      rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED : PARLA_TASK_FAILED,
+                      t->ext && t->ext->n_options > 0 ? &t->ext->mapping : NULL);
+}
+
+/* True when t runs ahead after a successful body: its first device is a GPU
+ * with an engine, which completes it after the work queued there. */
+static bool runs_ahead(const parla_task_t *t);
+
+/* Calls t's body and returns its result. With streams, after it: events when
+ * the task will run ahead, otherwise the worker waits for the streams. */
+static inline __attribute__((always_inline)) int call_body(parla__worker_t *w, parla_task_t *t,
+                                                           bool streams)
+{
+    int rc = t->fn(t, t->arg);
+    if (streams)
+        streams_epilogue(w, t, rc == 0 && runs_ahead(t));
+    return rc;
+}
+
+/* call_body while tracing or accounting busy time (busy: NULL when off): the
+ * body's trace record, and its busy time less the bodies it runs inside
+ * itself. Out of line, so that the common path stays one branch. */
+static __attribute__((noinline)) int call_body_observed(parla__worker_t *w, parla_task_t *t, bool streams,
+                                                        parla__busy_t *busy)
+{
+    uint64_t busy_outer = busy ? parla__busy_begin(busy, w->index) : 0;
+    uint64_t t0 = parla__now_ns();
+    int rc = call_body(w, t, streams);
+    if (busy)
+        parla__busy_end(busy, w->index, busy_outer, parla__now_ns() - t0, t->devices, t->n_devices,
+                        (double)t->vcus / PARLA__VCU_ONE);
+    if (t->rt->trace)
+        trace_body(t, t0, rc);
+    return rc;
 }
 
 /* What became of a task given to run_body. */
@@ -114,13 +136,11 @@ static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
     parla_task_t *outer = w->current;
     w->current = t;
     atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
-    uint64_t t0 = t->rt->trace ? parla__now_ns() : 0;
-    *rc = t->fn(t, t->arg);
-    /* Events only when the task will run ahead; otherwise the worker waits. */
-    if (streams)
-        streams_epilogue(w, t, *rc == 0 && runs_ahead(t));
-    if (t->rt->trace)
-        trace_body(t, t0, *rc);
+    parla__busy_t *busy = atomic_load_explicit(&t->rt->busy, memory_order_acquire);
+    if (__builtin_expect(t->rt->trace == NULL && busy == NULL, 1))
+        *rc = call_body(w, t, streams);
+    else
+        *rc = call_body_observed(w, t, streams, busy);
     w->current = outer;
     atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
                           memory_order_relaxed);
@@ -230,11 +250,8 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
             parla__placeholder_add(self->rt, dep); /* best effort: only for the stuck diagnosis */
         e->succ = self;
         e->flags = PARLA__EDGE_SOFT;
-        if (self->rt->trace) {
-            parla__tev_t ev = {.ts = parla__now_ns(), .serial = self->serial, .a = dep->serial,
-                               .b = PARLA__EK_AWAIT, .kind = PARLA__TEV_EDGE};
-            parla__trace_event(self->rt, &ev);
-        }
+        if (self->rt->trace)
+            parla__trace_edge(self->rt->trace, parla__now_ns(), dep->serial, self->serial, PARLA__EK_AWAIT);
         parla_task_retain(self);
         atomic_fetch_add(&self->pending, 1);
         if (!parla__edge_push(dep, e)) { /* dep has finished */

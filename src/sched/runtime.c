@@ -94,7 +94,8 @@ static void free_runtime(parla_runtime_t *rt)
     parla__task_pool_free(rt);
     if (rt->devices)
         parla__devices_destroy(rt);
-    parla__trace_free(rt);
+    parla__trace_destroy(rt->trace);
+    parla__busy_destroy(atomic_load(&rt->busy));
     pthread_mutex_destroy(&rt->park_lock);
     pthread_cond_destroy(&rt->park_cond);
     pthread_mutex_destroy(&rt->wait_lock);
@@ -172,7 +173,7 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     for (int l = 0; l < PARLA__LEVELS; l++)
         parla__queue_init(&rt->shared[l], &rt->n_queued);
     int drc = parla__devices_init(rt);
-    if (drc == 0 && cfg.trace && parla__trace_init(rt) != 0)
+    if (drc == 0 && cfg.trace && (rt->trace = parla__trace_create(rt, rt->n_workers)) == NULL)
         drc = parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate trace buffers");
     if (drc) {
         rt->n_workers = 0;

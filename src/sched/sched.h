@@ -184,6 +184,7 @@ struct parla_runtime {
 
     parla_config_t config;
     parla__trace_t *trace; /* NULL when tracing is off */
+    _Atomic(parla__busy_t *) busy; /* NULL until parla_runtime_busy_enable; then constant */
 
     _Atomic long n_active;   /* submitted, not finished */
     _Atomic long n_live;     /* task objects not yet freed */
