@@ -11,7 +11,7 @@ static bool uses_streams(const parla_task_t *t)
     if (t->ext == NULL)
         return false;
     for (int k = 0; k < t->n_devices; k++)
-        if (parla__device_async(&t->rt->devices[t->devices[k]]))
+        if (parla__device_async(&parla__devs(t->rt)->devices[t->devices[k]]))
             return true;
     return false;
 }
@@ -22,7 +22,7 @@ static int streams_prologue(parla__worker_t *w, parla_task_t *t)
 {
     /* Last to first, so that the first device is the current one after. */
     for (int k = t->n_devices - 1; k >= 0; k--) {
-        parla__device_t *d = &t->rt->devices[t->devices[k]];
+        parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[k]];
         if (!parla__device_async(d))
             continue;
         void *stream = parla__worker_stream(w, d->index);
@@ -44,7 +44,7 @@ static int streams_prologue(parla__worker_t *w, parla_task_t *t)
 static void streams_epilogue(parla__worker_t *w, parla_task_t *t, bool record)
 {
     for (int k = 0; k < t->n_devices; k++) {
-        parla__device_t *d = &t->rt->devices[t->devices[k]];
+        parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[k]];
         void *stream = w->streams ? w->streams[d->index] : NULL;
         if (stream == NULL)
             continue;
@@ -65,19 +65,41 @@ void *parla_task_stream(const parla_task_t *task, int k)
 /* The trace record of a body that ran from t0 until now and returned rc. */
 static void trace_body(parla_task_t *t, uint64_t t0, int rc)
 {
-    parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .serial = t->serial, .kind = PARLA__TEV_TASK,
-                       .device = t->n_devices ? t->devices[0] : 0,
-                       .a = rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED
-                                                                              : PARLA_TASK_FAILED};
-    if (t->ext && t->ext->n_options > 0) {
-        ev.f[0] = (float)t->ext->mapping.locality;
-        ev.f[1] = (float)t->ext->mapping.transfer;
-        ev.f[2] = (float)t->ext->mapping.load;
-        ev.f[3] = (float)t->ext->mapping.score;
-        if (ev.f[3] == 0.0f)
-            ev.f[3] = 1e-9f; /* mark "has scores" */
-    }
-    parla__trace_event(t->rt, &ev);
+    parla__trace_task(parla__graph_rt(t->rt)->trace, t->serial, t0, parla__now_ns(), t->n_devices ? t->devices[0] : 0,
+                      rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED : PARLA_TASK_FAILED,
+                      t->ext && t->ext->n_options > 0 ? &t->ext->mapping : NULL);
+}
+
+/* True when t runs ahead after a successful body: its first device is a GPU
+ * with an engine, which completes it after the work queued there. */
+static bool runs_ahead(const parla_task_t *t);
+
+/* Calls t's body and returns its result. With streams, after it: events when
+ * the task will run ahead, otherwise the worker waits for the streams. */
+static inline __attribute__((always_inline)) int call_body(parla__worker_t *w, parla_task_t *t,
+                                                           bool streams)
+{
+    int rc = t->fn(t, t->arg);
+    if (streams)
+        streams_epilogue(w, t, rc == 0 && runs_ahead(t));
+    return rc;
+}
+
+/* call_body while tracing or accounting busy time (busy: NULL when off): the
+ * body's trace record, and its busy time less the bodies it runs inside
+ * itself. Out of line, so that the common path stays one branch. */
+static __attribute__((noinline)) int call_body_observed(parla__worker_t *w, parla_task_t *t, bool streams,
+                                                        parla__busy_t *busy)
+{
+    uint64_t busy_outer = busy ? parla__busy_begin(busy, w->index) : 0;
+    uint64_t t0 = parla__now_ns();
+    int rc = call_body(w, t, streams);
+    if (busy)
+        parla__busy_end(busy, w->index, busy_outer, parla__now_ns() - t0, t->devices, t->n_devices,
+                        (double)t->vcus / PARLA__VCU_ONE);
+    if (parla__graph_rt(t->rt)->trace)
+        trace_body(t, t0, rc);
+    return rc;
 }
 
 /* What became of a task given to run_body. */
@@ -91,7 +113,7 @@ enum run_outcome {
  * with an engine, which completes it after the work queued there. */
 static bool runs_ahead(const parla_task_t *t)
 {
-    return t->n_devices > 0 && parla__device_runs_ahead(&t->rt->devices[t->devices[0]]);
+    return t->n_devices > 0 && parla__device_runs_ahead(&parla__devs(t->rt)->devices[t->devices[0]]);
 }
 
 /* Runs t's body on worker w (unless it must be skipped); *rc as the outcome says. */
@@ -104,7 +126,7 @@ static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
     int err;
     if (t->ext && (err = atomic_load_explicit(&t->ext->copy_error, memory_order_relaxed)) != 0) {
         *rc = parla__error(err, "task %s: a copy of its data to %s failed on the device (%s); the data keeps "
-                                "its last good copy", parla_task_name(t), t->rt->devices[t->devices[0]].name,
+                                "its last good copy", parla_task_name(t), parla__devs(t->rt)->devices[t->devices[0]].name,
                            parla_strerror(err));
         return RUN_SKIPPED;
     }
@@ -114,13 +136,11 @@ static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
     parla_task_t *outer = w->current;
     w->current = t;
     atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
-    uint64_t t0 = t->rt->trace ? parla__now_ns() : 0;
-    *rc = t->fn(t, t->arg);
-    /* Events only when the task will run ahead; otherwise the worker waits. */
-    if (streams)
-        streams_epilogue(w, t, *rc == 0 && runs_ahead(t));
-    if (t->rt->trace)
-        trace_body(t, t0, *rc);
+    parla__busy_t *busy = atomic_load_explicit(&t->rt->busy, memory_order_acquire);
+    if (__builtin_expect(parla__graph_rt(t->rt)->trace == NULL && busy == NULL, 1))
+        *rc = call_body(w, t, streams);
+    else
+        *rc = call_body_observed(w, t, streams, busy);
     w->current = outer;
     atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
                           memory_order_relaxed);
@@ -131,7 +151,7 @@ static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
  * after the work queued there before it. */
 static void run_ahead(parla_task_t *t)
 {
-    if (t->rt->trace && t->ext)
+    if (parla__graph_rt(t->rt)->trace && t->ext)
         t->ext->ran_ns = parla__now_ns();
     parla__task_runahead(t);
     int mark = parla__engine_mark(t);
@@ -230,11 +250,8 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
             parla__placeholder_add(self->rt, dep); /* best effort: only for the stuck diagnosis */
         e->succ = self;
         e->flags = PARLA__EDGE_SOFT;
-        if (self->rt->trace) {
-            parla__tev_t ev = {.ts = parla__now_ns(), .serial = self->serial, .a = dep->serial,
-                               .b = PARLA__EK_AWAIT, .kind = PARLA__TEV_EDGE};
-            parla__trace_event(self->rt, &ev);
-        }
+        if (parla__graph_rt(self->rt)->trace)
+            parla__trace_edge(parla__graph_rt(self->rt)->trace, parla__now_ns(), dep->serial, self->serial, PARLA__EK_AWAIT);
         parla_task_retain(self);
         atomic_fetch_add(&self->pending, 1);
         if (!parla__edge_push(dep, e)) { /* dep has finished */
@@ -248,7 +265,7 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
 
 void *parla__worker_stream(parla__worker_t *w, int device)
 {
-    parla__device_t *d = &w->rt->devices[device];
+    parla__device_t *d = &parla__devs(w->rt)->devices[device];
     if (!parla__device_async(d) || w->streams == NULL)
         return NULL;
     if (w->streams[device] == NULL && d->ops->stream_create(d, &w->streams[device]) != 0)
