@@ -67,7 +67,8 @@ docs: install
 # Lint (ruff) and type checks (mypy --strict and pyright on the modules typed so far, the extension's stub
 # included, and on a sample program).
 TYPED := python/parla/waiting.py python/parla/progress.py python/parla/trace.py python/parla/_logging.py \
-         python/parla/_blas.py python/parla/config.py python/parla/_core.pyi
+         python/parla/_blas.py python/parla/config.py python/parla/_core.pyi \
+         python/parla/mpi/__init__.py python/parla/mpi/_comm.py python/parla/mpi/layout.py python/parla/mpi/trace.py
 lint: venv
 	$(VENV)/bin/ruff check python/parla examples tests/python
 	$(VENV)/bin/mypy --strict --follow-imports=silent $(TYPED)
