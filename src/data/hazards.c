@@ -305,17 +305,17 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
 void parla__data_forget_history(parla_runtime_t *rt)
 {
     /* Take a reference on every store, so none is freed while we walk. */
-    pthread_mutex_lock(&rt->stores_lock);
+    pthread_mutex_lock(&parla__data_rt(rt)->stores_lock);
     size_t n = 0;
-    for (store_t *s = rt->stores; s; s = s->live_next)
+    for (store_t *s = parla__data_rt(rt)->stores; s; s = s->live_next)
         n++;
     store_t **list = malloc((n ? n : 1) * sizeof *list);
     size_t k = 0;
-    for (store_t *s = rt->stores; s && list; s = s->live_next) {
+    for (store_t *s = parla__data_rt(rt)->stores; s && list; s = s->live_next) {
         atomic_fetch_add(&s->refs, 1);
         list[k++] = s;
     }
-    pthread_mutex_unlock(&rt->stores_lock);
+    pthread_mutex_unlock(&parla__data_rt(rt)->stores_lock);
     if (list == NULL)
         return; /* out of memory: the cycles stay (a leak, not an error) */
     for (size_t i = 0; i < k; i++) {
