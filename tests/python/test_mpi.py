@@ -121,6 +121,30 @@ def test_failure_outside_tasks_stops_every_rank(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_ranks_running_different_programs_are_named():
+    """Ranks that disagree on the program wait on a message that never comes: the stall warning says so
+    (PARLA_MPI_STALL_WARN seconds, here 1) instead of a silent hang; the test then ends the job."""
+    cmd = [MPIRUN, "-n", "2", "--oversubscribe", sys.executable, str(PROGRAMS), "mismatch"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(PARLA_MPI_STALL_WARN=1), cwd=str(REPO), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 40
+        line, seen = "", []
+        while "rank 1: task 'recv" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            seen.append(line)
+            if not line and proc.poll() is not None:
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # Rank 1 numbered x one higher than rank 0 did, so its receive of x never matches rank 0's send.
+    assert re.search(r"rank 1: task 'recv x@0 from 0' has waited 1 s for MPI \(the receive from rank 0", line), seen
+    assert "same DistArrays" in line
+
+
+@pytest.mark.timeout(60)
 def test_ctrl_c_under_mpirun_stops_every_rank():
     cmd = [MPIRUN, "-n", "2", "--oversubscribe", sys.executable, str(PROGRAMS), "forever"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),

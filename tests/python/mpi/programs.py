@@ -386,6 +386,20 @@ def failure_outside():
         emit(f"CAUGHT rank={RANK} KeyError {e}")
 
 
+def mismatch():
+    """Rank 1 creates one more DistArray than rank 0 (not the same program): rank 1's receive never matches.
+    The stall warning names it (the test then kills the job)."""
+    with Parla(n_workers=1):
+        if RANK == 1:
+            DistArray(np.zeros(1), owner=1)
+        x = DistArray(lambda: np.ones(4), owner=0, shape=(4,), dtype=float, name="x")
+        y = DistArray(lambda: np.zeros(4), owner=1, shape=(4,), dtype=float, name="y")
+
+        @spawn(input=[x], inout=[y])
+        def add():
+            y.array[...] += x.array
+
+
 def forever():
     """Runs until interrupted (for the Ctrl-C test): rank 0 prints READY once the tasks run."""
     import time
@@ -414,6 +428,8 @@ if __name__ == "__main__":
         failure()
     elif which == "failure_outside":
         failure_outside()
+    elif which == "mismatch":
+        mismatch()
     elif which == "forever":
         forever()
     else:
