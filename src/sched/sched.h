@@ -158,6 +158,9 @@ typedef struct parla__worker {
             _Atomic int finishing; /* > 0 while in parla__task_finish (written by the owner only) */
         };
     };
+    /* The owner writes current and finishing for every task; thieves poll the
+     * deques' sizes and locks: keep them off one cache line. */
+    char self_pad_[64];
     pthread_t thread;
     parla__queue_t deque[PARLA__LEVELS];
     uint64_t rng;
