@@ -9,7 +9,7 @@ MESON := $(VENV)/bin/meson
 CONSTRAINTS := requirements/constraints.txt
 SAN_SCALE ?= 0.05
 
-.PHONY: all build deps venv install wheel docs lint test-versions test test-c test-sanitize test-tsan test-asan test-python bench demo clean
+.PHONY: all build deps venv install wheel docs lint check-layers test-versions test test-c test-sanitize test-tsan test-asan test-python bench demo clean
 
 all: build install
 
@@ -76,7 +76,8 @@ lint: venv
 	else echo "pyright unavailable (it needs node and its npm package, fetched on first use): skipped"; fi
 
 # The Python suite on the other supported Pythons (pyenv), each in its own venv with the package installed
-# from the source tree (a regular, non-editable install). The sanitizer builds run on 3.11 only.
+# from the source tree (a regular, non-editable install). The sanitizer builds run on 3.11 only, and so do the
+# multi-rank MPI tests (PARLA_SKIP_MPI_TESTS: they start mpirun several times; the MPI doc example still runs).
 TEST_PYTHONS ?= 3.12 3.13
 test-versions: venv
 	for v in $(TEST_PYTHONS); do \
@@ -85,12 +86,18 @@ test-versions: venv
 	  venv=build/venv-$$v; \
 	  if [ ! -f $$venv/.stamp ] || [ $(CONSTRAINTS) -nt $$venv/.stamp ]; then \
 	    $$py -m venv $$venv && $$venv/bin/pip install -q -c $(CONSTRAINTS) numpy scipy pytest pytest-timeout \
-	      pyyaml dask tqdm threadpoolctl matplotlib meson meson-python ninja && touch $$venv/.stamp || exit 1; fi; \
+	      pyyaml dask tqdm threadpoolctl matplotlib meson meson-python ninja mpi4py && touch $$venv/.stamp || exit 1; fi; \
 	  PATH=$(abspath .)/$$venv/bin:$$PATH $$venv/bin/pip install -q --no-build-isolation --no-deps \
 	    -c $(CONSTRAINTS) . || exit 1; \
-	  (cd tests/python && ../../$$venv/bin/python -m pytest -q -p no:cacheprovider .) || exit 1; \
+	  (cd tests/python && PARLA_SKIP_MPI_TESTS=1 ../../$$venv/bin/python -m pytest -q -p no:cacheprovider .) || exit 1; \
 	done
 
+
+# The engine's layering (util -> device -> trace -> graph -> data -> sched), derived from the object files'
+# symbols and the includes (docs/architecture.md). Not yet part of `make test`: the layers still call
+# upward in the places it lists.
+check-layers:
+	bash tools/check-layers.sh -v
 
 test-c: build
 	$(MESON) test -C build/c --print-errorlogs
@@ -115,6 +122,8 @@ test-asan: venv
 	  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
 	  $(MESON) test -C build/asan --print-errorlogs --timeout-multiplier 4
 
+# MPI_BENCH_ARGS: e.g. "--n 4096 --ranks 2" for a quick distributed run (default n=8192 on 2 and 4 ranks).
+MPI_BENCH_ARGS ?=
 # Every benchmark runs its peer in the same run and prints the ratio (see docs/performance.md).
 bench: build install
 	$(VPY) benchmarks/run_c.py build/c
@@ -123,6 +132,7 @@ bench: build install
 	$(VPY) benchmarks/python/bench_trace.py
 	$(VPY) benchmarks/python/bench_cuda.py
 	$(VPY) benchmarks/cholesky/run.py
+	$(VPY) benchmarks/mpi/bench_cholesky_mpi.py $(MPI_BENCH_ARGS)
 
 demo: build install
 	$(VPY) examples/demo.py

@@ -455,6 +455,29 @@ void *parla_task_user(const parla_task_t *task);
 int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *dot_path, char *summary,
                       size_t summary_cap);
 
+/* ------------------------------------------------------------- busy time -- */
+
+/* Turns on busy-time accounting: from now on, each task body that starts adds
+ * to its devices' busy time (parla_device_busy). Off, the default, a body
+ * costs one branch; on, two clock reads and a few relaxed stores on the
+ * worker's own counters. Stays on until parla_runtime_destroy. Idempotent and
+ * thread-safe. Errors: PARLA_EINVAL (rt NULL), PARLA_ENOMEM. */
+int parla_runtime_busy_enable(parla_runtime_t *rt);
+
+/* Stores into *seconds the busy time of device index accounted since
+ * parla_runtime_busy_enable (0 before), in device-seconds: each body's own
+ * time (less the bodies a waiting body ran inside itself; a suspended task's
+ * waits not counted) times the share of the device the task holds there: its
+ * vcus, or without a vcu limit one worker's share of the CPU (1/n_workers) or
+ * a whole GPU. Busy time over elapsed time is the fraction of the device in
+ * use, 0..1 (above 1 only when tasks without a vcu limit run beside others
+ * on a device: GPU tasks without vcus sharing a GPU, or CPU tasks beside one
+ * that holds vcus of the CPU).
+ * A GPU task that runs ahead counts its body (which queues the work), not the
+ * queued work; a body still running counts when it returns. Thread-safe.
+ * Errors: PARLA_EINVAL (rt or seconds NULL), PARLA_ENODEV. */
+int parla_device_busy(parla_runtime_t *rt, int index, double *seconds);
+
 /* ------------------------------------------------------------------ data -- */
 
 /* A data object is a block of bytes whose copies the engine keeps coherent

@@ -1,11 +1,11 @@
 """Progress of a running Parla context: ``Parla(progress=True)`` or ``PARLA_PROGRESS=1`` shows a tqdm bar of tasks
-finished over tasks spawned, with the rate and how many tasks each device holds; ``Parla(progress=callback)``
-calls ``callback(Progress)`` instead (for notebooks' own widgets and GUIs).
+finished over tasks spawned, with the rate and how busy each device has been (``cpu(0) 87%``);
+``Parla(progress=callback)`` calls ``callback(Progress)`` instead (for notebooks' own widgets and GUIs).
 
     from parla import Parla, spawn
 
     def report(p):
-        print(f"{p.finished}/{p.spawned} tasks, {p.rate:.0f}/s")
+        print(f"{p.finished}/{p.spawned} tasks, {p.rate:.0f}/s, CPU {p.utilization['cpu(0)']:.0%} busy")
 
     with Parla(progress=report):
         for i in range(100):
@@ -16,6 +16,11 @@ calls ``callback(Progress)`` instead (for notebooks' own widgets and GUIs).
 The bar appears only on runs longer than half a second (tqdm's ``delay``), on stderr; it uses
 ``tqdm.auto``, so in Jupyter it is a widget when ipywidgets is installed. Both forms are updated from a
 background thread about ten times a second and once more when the context has finished waiting.
+
+Busy time is the engine's own accounting (``parla_device_busy``, turned on while a progress display is):
+the time task bodies ran on each device, weighted by the share of the device each holds (its ``vcus``; a
+CPU task without one is one worker's share, a GPU task without one the whole GPU), since the context
+started, over the time elapsed. A GPU task that runs ahead counts its body, not the work it queued.
 """
 from __future__ import annotations
 
@@ -34,7 +39,9 @@ class Progress(NamedTuple):
     """A snapshot: tasks ``spawned`` and ``finished`` (done, failed or cancelled) so far, of which ``failed`` and
     ``cancelled``; ``elapsed`` seconds since the context started; ``rate`` finished tasks per second; ``busy``
     maps each device (``"cpu(0)"``, ``"gpu(1)"``) to the number of tasks mapped to it and not finished;
-    ``final`` is True for the last call, made once every task has finished."""
+    ``final`` is True for the last call, made once every task has finished; ``utilization`` maps each device
+    to the fraction of it that task bodies kept busy since the context started, 0.0 to 1.0 (more only when
+    tasks without vcus share a device with others)."""
     spawned: int
     finished: int
     failed: int
@@ -43,6 +50,7 @@ class Progress(NamedTuple):
     rate: float
     busy: Dict[str, int]
     final: bool
+    utilization: Dict[str, float]
 
 
 ProgressCallback = Callable[[Progress], Any]
@@ -53,6 +61,8 @@ class _Monitor:
 
     def __init__(self, rt: Any, target: Union[bool, ProgressCallback]) -> None:
         self._rt = rt
+        rt.busy_enable()
+        self._busy0 = [d["busy_seconds"] for d in rt.devices()]  # device-seconds before this context's tasks
         self._count = itertools.count(1)
         self._spawned = 0
         self._start = time.monotonic()
@@ -76,19 +86,24 @@ class _Monitor:
     def _sample(self, final: bool) -> None:
         with self._lock:
             stats = self._rt.stats()
-            busy = {f"{d['kind']}({d['kind_index']})": d["tasks_mapped"] for d in self._rt.devices()}
+            devices = self._rt.devices()
+            names = [f"{d['kind']}({d['kind_index']})" for d in devices]
+            busy = {name: d["tasks_mapped"] for name, d in zip(names, devices)}
+            seconds = [d["busy_seconds"] for d in devices]
             finished = stats["tasks_run"] + stats["tasks_cancelled"]
             elapsed = time.monotonic() - self._start
+            utilization = {name: (s - s0) / elapsed if elapsed > 0 else 0.0
+                           for name, s, s0 in zip(names, seconds, self._busy0)}
             snapshot = Progress(max(self._spawned, finished), finished, stats["tasks_failed"],
                                 stats["tasks_cancelled"], elapsed, finished / elapsed if elapsed > 0 else 0.0,
-                                busy, final)
+                                busy, final, utilization)
             if self._callback is not None:
                 self._callback(snapshot)
             else:
                 bar = self._bar
                 bar.total = snapshot.spawned
                 bar.n = snapshot.finished
-                bar.set_postfix_str(" ".join(f"{k}:{v}" for k, v in busy.items() if v), refresh=False)
+                bar.set_postfix_str(" ".join(f"{k} {u:.0%}" for k, u in utilization.items()), refresh=False)
                 bar.refresh()
 
     def _run(self) -> None:

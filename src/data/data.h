@@ -37,6 +37,24 @@ uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d);
  * reference) whose access conflicts with an outside access to d (unfinished writers of its ranges, and
  * with write, their readers), or NULL. */
 parla_task_t *parla__data_conflict(parla_data_t *d, int write);
+/* The data part of a task that is being freed (the graph's dispose hook):
+ * drops its data references and waiter records. */
+void parla__data_task_dispose(parla_task_t *t);
+
+/* How the data layer informs the scheduler (installed in rt->dhooks when the
+ * runtime is created; constant afterwards). Called with no data lock held. */
+typedef struct parla__data_hooks {
+    /* The copies t waited for have all arrived (on an engine thread): enqueue it. */
+    void (*arrived)(parla_task_t *t);
+    /* Copies were unpinned on a device: retry room, the tasks that waited for
+     * room for their data, and reserve, those blocked on its resources (lists
+     * linked by qnext; either may be NULL). */
+    void (*unpinned)(parla_task_t *room, parla_task_t *reserve);
+    /* Queue a retry of t (made ready again) on its first device's engine;
+     * false when no job can be allocated. */
+    bool (*retry)(parla_task_t *t);
+} parla__data_hooks_t;
+
 /* The runtime d belongs to. */
 parla_runtime_t *parla__data_runtime(const parla_data_t *d);
 /* Makes d valid on device now (no conflicting task is left): waits for copies in flight there, then

@@ -139,8 +139,17 @@ static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode, bool dep_wr
         return 0;
     if (st > PARLA_TASK_DONE) /* a failed or cancelled writer: its readers are cancelled with it */
         return flow ? parla__add_edge(t, dep, PARLA__EDGE_DATA) : 0;
-    if (atomic_load(&t->succ) != NULL && parla__reaches(t, dep, 100000))
-        return 1;
+    if (atomic_load(&t->succ) != NULL) {
+        /* Without an answer, an edge might close a cycle (a stuck runtime
+         * later): refuse the access instead. */
+        parla__reach_t r = parla__reaches(t, dep, 100000);
+        if (r == PARLA__REACH_YES)
+            return 1;
+        if (r == PARLA__REACH_UNKNOWN)
+            return parla__error(PARLA_ENOMEM, "task %s: cannot tell whether its access to data that task %s "
+                                "uses would close a dependency cycle (out of memory, or more than 100000 "
+                                "tasks to search)", parla_task_name(t), parla_task_name(dep));
+    }
     return parla__add_edge(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
 }
 

@@ -75,10 +75,8 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
     c->buf = NULL;
     atomic_fetch_and(&s->planned, ~bit(device));
     atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
-    if (rt->trace) {
-        parla__tev_t ev = {.ts = parla__now_ns(), .a = s->nbytes, .kind = PARLA__TEV_EVICT, .device = (int16_t)device};
-        parla__trace_event(rt, &ev);
-    }
+    if (rt->trace)
+        parla__trace_evict(rt->trace, parla__now_ns(), device, s->nbytes);
     return 0;
 }
 
@@ -192,19 +190,8 @@ static void device_unpinned(parla_runtime_t *rt, int device, int count)
     parla_task_t *reserve = d->blocked_head;
     d->blocked_head = d->blocked_tail = NULL;
     pthread_mutex_unlock(&d->lock);
-    while (retry) {
-        parla_task_t *next = retry->qnext;
-        retry->qnext = NULL;
-        parla__task_ready(retry);
-        retry = next;
-    }
-    while (reserve) {
-        parla_task_t *next = reserve->qnext;
-        reserve->qnext = NULL;
-        if (parla__reserve_or_block(reserve))
-            parla__dispatch(reserve);
-        reserve = next;
-    }
+    if (retry || reserve)
+        rt->dhooks.unpinned(retry, reserve);
 }
 
 void parla__data_unpin(store_t *s, int device, int count)
@@ -255,10 +242,10 @@ void parla__data_wait_for_room(parla_task_t *t)
         return;
     /* Retried from the device's engine, not from here: the retry may fail
      * the same way, and must not recurse on this thread's stack. */
-    if (parla__engine_retry(t))
+    if (t->rt->dhooks.retry(t))
         return;
     sched_yield();
-    parla__task_ready(t);
+    t->rt->ghooks.ready(t);
 }
 
 int parla_data_evict(parla_data_t *d, int device, int keep_one_copy)

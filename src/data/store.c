@@ -15,7 +15,7 @@ static void hold_unref(parla_hold_t *h)
     if (h->owned)
         rt->devices[h->device].ops->free(&rt->devices[h->device], h->buf);
     parla__free(h);
-    parla__runtime_task_freed(rt); /* the hold counted as a live object */
+    parla__graph_object_freed(rt); /* the hold counted as a live object */
 }
 
 /* Frees copy c's memory, or leaves it to its holders (the caller owns c: store lock held, or last reference). */
@@ -69,7 +69,7 @@ static void store_free(store_t *s)
     parla__free(s->copies);
     pthread_mutex_destroy(&s->lock);
     parla__free(s);
-    parla__runtime_task_freed(rt); /* the store counted as a live object */
+    parla__graph_object_freed(rt); /* the store counted as a live object */
 }
 
 void parla__data_store_release(store_t *s)
@@ -404,4 +404,16 @@ void parla_hold_release(parla_hold_t *hold)
 parla_runtime_t *parla__data_runtime(const parla_data_t *d)
 {
     return d->store->rt;
+}
+
+void parla__data_task_dispose(parla_task_t *t)
+{
+    parla__task_ext_t *x = t->ext;
+    for (int i = 0; i < x->n_accesses; i++)
+        parla_data_release(x->accesses[i].data);
+    x->n_accesses = 0;
+    parla__free(x->wait_nodes);
+    parla__free(x->accesses);
+    x->wait_nodes = NULL;
+    x->accesses = NULL;
 }

@@ -19,11 +19,8 @@ void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, u
 {
     atomic_fetch_add_explicit(&rt->devices[to].bytes_in, hi - lo, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt->devices[from].bytes_out, hi - lo, memory_order_relaxed);
-    if (rt->trace) {
-        parla__tev_t ev = {.ts = t0, .b = parla__now_ns(), .a = hi - lo, .serial = serial,
-                           .kind = PARLA__TEV_COPY, .device = (int16_t)to, .f = {(float)from}};
-        parla__trace_event(rt, &ev);
-    }
+    if (rt->trace)
+        parla__trace_copy(rt->trace, serial, t0, parla__now_ns(), to, from, hi - lo);
 }
 
 /* Copies bytes [lo, hi) of store s from device `from` to device `to`; returns
@@ -138,7 +135,7 @@ static void job_complete(copy_job_t *j)
         if (error) /* the task fails instead of running on data that did not arrive */
             atomic_store(&t->ext->copy_error, error);
         if (atomic_fetch_sub(&t->ext->n_waiting, 1) == 1)
-            parla__enqueue(rt, t);
+            rt->dhooks.arrived(t);
         w = next;
     }
     parla__data_arrival_unref(a);

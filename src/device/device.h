@@ -76,8 +76,9 @@ struct parla__device {
 
     pthread_mutex_t acquire_lock; /* serialises data acquisition on the device, so two
                                      tasks never each hold half of the room they need */
-    pthread_mutex_t lock;     /* protects vcus_free, memory_free, the blocked list,
-                                 resident and the LRU list of copies */
+    pthread_mutex_t lock;     /* protects vcus_free, memory_free, the blocked lists (blocked_head,
+                                 data_blocked), resident, n_pins, unpin_epoch and the LRU list of
+                                 copies; several only in ascending index (lock order: sched/sched.h) */
     int64_t vcus_capacity;    /* fixed point */
     int64_t vcus_free;
     uint64_t memory_capacity; /* bytes */
@@ -95,7 +96,7 @@ struct parla__device {
      * of) this device, in order, while workers run other tasks. */
     pthread_t engine;
     bool engine_running;
-    pthread_mutex_t engine_lock; /* protects the job queue and engine_stop */
+    pthread_mutex_t engine_lock; /* a leaf: protects the job queue, engine_busy and engine_stop */
     pthread_cond_t engine_cond;
     parla__job_t *jobs_head, *jobs_tail;
     bool engine_busy;         /* a job is being done, or work it issued is in flight */

@@ -11,25 +11,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
+parla__reach_t parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
 {
     /* Depth-first search over successor edges. Every task reachable from a
      * never-submitted task is unfinished, so its edges are not freed while we
      * walk them; pushes may happen concurrently and are harmless. A small
-     * open-addressing set remembers visited tasks. */
+     * open-addressing set remembers visited tasks. Its memory is transient
+     * (freed before returning), so it comes from libc, not parla__alloc: a
+     * failure answers "unknown", which the caller reports as PARLA_ENOMEM. */
     size_t cap = 64, n_seen = 0, top = 0, stack_cap = 64;
     parla_task_t **seen = calloc(cap, sizeof *seen);
     parla_task_t **stack = malloc(stack_cap * sizeof *stack);
-    bool found = false;
+    parla__reach_t found = PARLA__REACH_UNKNOWN;
     if (!seen || !stack)
         goto out;
+    found = PARLA__REACH_NO;
     stack[top++] = from;
-    while (top > 0 && !found && n_seen < limit) {
+    while (top > 0 && found == PARLA__REACH_NO) {
+        if (n_seen >= limit) {
+            found = PARLA__REACH_UNKNOWN;
+            break;
+        }
         parla_task_t *u = stack[--top];
         for (parla__edge_t *e = atomic_load(&u->succ); e && e != PARLA__SEALED; e = e->next) {
             parla_task_t *v = e->succ;
             if (v == to) {
-                found = true;
+                found = PARLA__REACH_YES;
                 break;
             }
             size_t h = ((uintptr_t)v >> 4) & (cap - 1);
@@ -41,8 +48,10 @@ bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
             if (++n_seen * 2 > cap) {
                 size_t ncap = cap * 2;
                 parla_task_t **ns = calloc(ncap, sizeof *ns);
-                if (!ns)
+                if (!ns) {
+                    found = PARLA__REACH_UNKNOWN;
                     goto out;
+                }
                 for (size_t i = 0; i < cap; i++) {
                     if (!seen[i])
                         continue;
@@ -57,8 +66,10 @@ bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
             }
             if (top == stack_cap) {
                 parla_task_t **st = realloc(stack, 2 * stack_cap * sizeof *st);
-                if (!st)
+                if (!st) {
+                    found = PARLA__REACH_UNKNOWN;
                     goto out;
+                }
                 stack = st;
                 stack_cap *= 2;
             }
@@ -94,7 +105,7 @@ static void mark_cancel(parla_task_t *t, parla_task_t *failed_dep)
 void parla__task_dec_pending(parla_task_t *t)
 {
     if (atomic_fetch_sub_explicit(&t->pending, 1, memory_order_acq_rel) == 1)
-        parla__task_ready(t);
+        t->rt->ghooks.ready(t);
 }
 
 /* Adds the edge dep -> t. t's pending count must be held above zero by the
@@ -119,31 +130,23 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
     }
     e->succ = t;
     e->flags = flags;
-    if (t->rt->trace && !(flags & PARLA__EDGE_SOFT)) {
-        parla__tev_t ev = {.ts = parla__now_ns(), .serial = t->serial, .a = dep->serial, .kind = PARLA__TEV_EDGE,
-                           .b = (flags & PARLA__EDGE_ORDER) ? PARLA__EK_ORDER
-                                : (flags & PARLA__EDGE_DATA) ? PARLA__EK_FLOW : PARLA__EK_EXPLICIT};
-        parla__trace_event(t->rt, &ev);
-    }
+    if (t->rt->trace && !(flags & PARLA__EDGE_SOFT))
+        parla__trace_edge(t->rt->trace, parla__now_ns(), dep->serial, t->serial,
+                          (flags & PARLA__EDGE_ORDER)  ? PARLA__EK_ORDER
+                          : (flags & PARLA__EDGE_DATA) ? PARLA__EK_FLOW
+                                                       : PARLA__EK_EXPLICIT);
     parla_task_retain(t);
     atomic_fetch_add_explicit(&t->pending, 1, memory_order_relaxed);
-    parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);
-    for (;;) {
-        if (head == PARLA__SEALED) {
-            /* dep has finished: the edge is moot, except for a failure. */
-            int s = atomic_load_explicit(&dep->state, memory_order_acquire);
-            if (s != PARLA_TASK_DONE && !(flags & (PARLA__EDGE_SOFT | PARLA__EDGE_ORDER)))
-                mark_cancel(t, dep);
-            atomic_fetch_sub_explicit(&t->pending, 1, memory_order_relaxed);
-            parla_task_release(t);
-            parla__edge_free(dep, e);
-            return 0;
-        }
-        e->next = head;
-        if (atomic_compare_exchange_weak_explicit(&dep->succ, &head, e, memory_order_acq_rel,
-                                                  memory_order_acquire))
-            return 0;
+    if (!parla__edge_push(dep, e)) {
+        /* dep has finished: the edge is moot, except for a failure. */
+        int s = atomic_load_explicit(&dep->state, memory_order_acquire);
+        if (s != PARLA_TASK_DONE && !(flags & (PARLA__EDGE_SOFT | PARLA__EDGE_ORDER)))
+            mark_cancel(t, dep);
+        atomic_fetch_sub_explicit(&t->pending, 1, memory_order_relaxed);
+        parla_task_release(t);
+        parla__edge_free(dep, e);
     }
+    return 0;
 }
 
 int parla_task_add_dependency(parla_task_t *t, parla_task_t *dep)
@@ -183,7 +186,7 @@ int parla_task_submit(parla_task_t *t)
     if (atomic_load(&t->flags) & PARLA__F_LISTED)
         parla__placeholder_remove(rt, t);
     if (rt->trace)
-        parla__trace_name(rt, t);
+        parla__trace_task_name(rt->trace, t->serial, parla_task_name(t));
     parla_task_retain(t); /* the engine's reference, dropped when t finishes */
     /* Pairs with parla_runtime_destroy: either it sees this task active, or
      * this sees it closing (both sequentially consistent). */
@@ -196,28 +199,17 @@ int parla_task_submit(parla_task_t *t)
         return parla__error(PARLA_ESTATE, "parla_task_submit: task %s: the runtime is being destroyed",
                             parla_task_name(t));
     }
-    bool feasible;
-    if (t->ext && t->ext->n_options > 0) {
-        feasible = false;
-        for (int o = 0; o < t->ext->n_options && !feasible; o++)
-            feasible = parla__option_feasible(rt, &t->ext->options[o]);
-    } else {
-        feasible = t->vcus <= rt->devices[0].vcus_capacity && t->memory <= rt->devices[0].memory_capacity;
-    }
-    if (!feasible) {
-        if (t->ext && t->ext->n_options > 0) {
-            uint64_t largest = parla__largest_allowed(rt, t->ext);
-            rc = parla__error(PARLA_ERESOURCE,
-                              "task %s: no device allowed by its placement can hold its needs (vcus=%g, "
-                              "memory=%llu bytes; the largest allowed device has a capacity of %llu bytes)",
-                              parla_task_name(t), (double)t->ext->options[0].vcus / PARLA__VCU_ONE,
-                              (unsigned long long)t->ext->options[0].memory, (unsigned long long)largest);
-        } else
-            rc = parla__error(PARLA_ERESOURCE,
+    /* Placement options are the scheduler's to judge; a plain task runs on
+     * the CPU (the fast path: no call). */
+    if (t->ext && t->ext->n_options > 0)
+        rc = rt->ghooks.feasible(t);
+    else if (t->vcus > rt->devices[0].vcus_capacity || t->memory > rt->devices[0].memory_capacity)
+        rc = parla__error(PARLA_ERESOURCE,
                               "task %s needs vcus=%g and memory=%llu bytes, more than the whole cpu device "
                               "(vcus=1, memory=%llu bytes)",
                               parla_task_name(t), (double)t->vcus / PARLA__VCU_ONE, (unsigned long long)t->memory,
                               (unsigned long long)rt->devices[0].memory_capacity);
+    if (rc) {
         /* Wait for the dependencies' notifications to drain through pending:
          * fail it when it would become ready. */
         t->error = PARLA_ERESOURCE;
@@ -256,28 +248,11 @@ bool parla__task_cancel_stuck(parla_task_t *t)
     return true;
 }
 
-/* Engine bookkeeping once t's successors have been notified. */
+/* Once t's successors have been notified: the scheduler's bookkeeping, then
+ * the engine's reference goes. */
 static void finish_bookkeeping(parla_task_t *t)
 {
-    parla_runtime_t *rt = t->rt;
-    if (t->ext && t->ext->n_options > 0)
-        for (int i = 0; i < t->n_devices; i++)
-            atomic_fetch_sub_explicit(&rt->devices[t->devices[i]].n_mapped, 1, memory_order_relaxed);
-    if (rt->config.task_finished)
-        rt->config.task_finished(t, rt->config.hook_user);
-    /* Data references end with the task: its copies are no longer used. Its
-     * events go back to their pools (its dependents hold their own). */
-    parla__task_events_release(t);
-    if (t->ext) {
-        for (int i = 0; i < t->ext->n_accesses; i++)
-            parla_data_release(t->ext->accesses[i].data);
-        t->ext->n_accesses = 0;
-    }
-    if (atomic_load(&t->flags) & PARLA__F_WAITED)
-        parla__wake_waiters(rt);
-    if (atomic_fetch_sub_explicit(&rt->n_active, 1, memory_order_acq_rel) == 1 &&
-        atomic_load(&rt->n_all_waiters) > 0)
-        parla__wake_waiters(rt);
+    t->rt->ghooks.finished(t);
     parla_task_release(t); /* the engine's reference */
 }
 
@@ -286,7 +261,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
     parla_runtime_t *rt = t->rt;
     /* Tells parla_runtime_destroy that this worker is between publishing a
      * final state and its bookkeeping (owner-written, no contention). */
-    parla__worker_t *w = parla__current_worker();
+    parla__self_t *w = parla__self();
     if (w)
         atomic_store(&w->finishing, w->finishing + 1);
     t->error = error;
@@ -352,7 +327,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
                     s->qnext = work;
                     work = s;
                 } else {
-                    parla__task_ready(s);
+                    rt->ghooks.ready(s);
                 }
             }
             parla_task_release(s); /* the edge's reference */

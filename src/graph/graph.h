@@ -126,9 +126,11 @@ void parla__task_ext_free(parla_task_t *t);
 /* Frees the recycled task memory (at the end of the runtime). */
 void parla__task_pool_free(parla_runtime_t *rt);
 parla__task_ext_t *parla__task_ext(parla_task_t *t);
-/* True when a path of dependency edges leads from `from` (never submitted)
- * to `to`; false when none does or the search gives up (limit nodes). */
-bool parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit);
+/* Whether a path of dependency edges leads from `from` (never submitted) to
+ * `to`: yes, no, or unknown (the search visited `limit` tasks, or ran out of
+ * memory), which callers must not take for no. */
+typedef enum { PARLA__REACH_NO = 0, PARLA__REACH_YES = 1, PARLA__REACH_UNKNOWN = -1 } parla__reach_t;
+parla__reach_t parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit);
 /* Adds the edge dep -> t (t is held above zero pending). */
 int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags);
 
@@ -153,11 +155,48 @@ static inline void parla__edge_free(parla_task_t *owner, parla__edge_t *e)
         parla__free(e);
 }
 
-/* The runtime's trace (rt->trace), in trace/buffer.c. */
-int parla__trace_init(parla_runtime_t *rt);
-void parla__trace_free(parla_runtime_t *rt);
-void parla__trace_event(parla_runtime_t *rt, const parla__tev_t *ev);
-void parla__trace_name(parla_runtime_t *rt, parla_task_t *t);
+/* Pushes edge e onto dep's lock-free successor stack; false when the stack is
+ * sealed (dep has finished: e was not pushed and is the caller's again). */
+static inline bool parla__edge_push(parla_task_t *dep, parla__edge_t *e)
+{
+    parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);
+    for (;;) {
+        if (head == PARLA__SEALED)
+            return false;
+        e->next = head;
+        if (atomic_compare_exchange_weak_explicit(&dep->succ, &head, e, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return true;
+    }
+}
+
+/* ------------------------------------------------------------------ hooks -- */
+
+/* How the graph informs the layers above it (the scheduler installs them in
+ * rt->ghooks when it creates the runtime; constant afterwards). The graph
+ * calls up only through these, with no graph lock held. */
+typedef struct parla__graph_hooks {
+    /* t's pending count reached 0: map, reserve, prepare, enqueue (or finish
+     * it, cancelled). One call per ready task. */
+    void (*ready)(parla_task_t *t);
+    /* t's final state is published and its successors are notified: the
+     * engine's bookkeeping (mapping counts, the task_finished hook, data
+     * references, waking waiters). One call per finish; t is still held. */
+    void (*finished)(parla_task_t *t);
+    /* The last reference to a task with an ext part is gone: drop the upper
+     * layers' parts of it (data references, waiter records). */
+    void (*dispose)(parla_task_t *t);
+    /* The runtime's live objects (tasks, stores, holds, its own count)
+     * reached 0: free it. */
+    void (*last_object)(parla_runtime_t *rt);
+    /* At submission of a task with placement options: 0 when some option can
+     * hold its needs, else PARLA_ERESOURCE with the message set. */
+    int (*feasible)(parla_task_t *t);
+} parla__graph_hooks_t;
+
+/* One live object of rt (a task, a store, a hold) is gone; the last one
+ * frees the runtime (its last_object hook). */
+void parla__graph_object_freed(parla_runtime_t *rt);
 
 /* Placeholder registry: never-submitted tasks that others depend on (for the stuck diagnosis and
  * parla_runtime_unsubmitted). */

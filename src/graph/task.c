@@ -7,17 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const state_names[] = {
-    "created", "submitted", "ready", "running", "suspended", "runahead", "done", "failed", "cancelled",
-};
-
-const char *parla_task_state_name(parla_task_state_t s)
-{
-    if ((unsigned)s < sizeof state_names / sizeof state_names[0])
-        return state_names[s];
-    return "invalid";
-}
-
 /* Task memory is recycled through a per-runtime pool: workers free most
  * tasks and the submitting thread creates them, and the allocator's
  * cross-thread frees contend. Freed tasks go on a lock-free stack (pushes
@@ -112,7 +101,7 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
     t->n_devices = 0;
     t->ext = NULL;
     t->serial = atomic_fetch_add_explicit(&rt->serial, 1, memory_order_relaxed);
-    parla__worker_t *cw = parla__current_worker();
+    parla__self_t *cw = parla__self();
     t->creator = cw && cw->rt == rt && cw->current ? cw->current->serial + 1 : 0;
     atomic_fetch_add_explicit(&rt->n_live, 1, memory_order_relaxed);
     *out = t;
@@ -149,7 +138,7 @@ void parla_task_release(parla_task_t *t)
     pool_give(rt, t);
     if (cause)
         parla_task_release(cause);
-    parla__runtime_task_freed(rt);
+    parla__graph_object_freed(rt);
 }
 
 int parla__task_require_created(const parla_task_t *t, const char *fn)
@@ -225,11 +214,8 @@ void parla__task_ext_free(parla_task_t *t)
     parla__task_ext_t *x = t->ext;
     if (x == NULL)
         return;
-    for (int i = 0; i < x->n_accesses; i++)
-        parla_data_release(x->accesses[i].data);
+    t->rt->ghooks.dispose(t); /* the data part: accesses, waiter records */
     parla__task_events_release(t);
-    parla__free(x->wait_nodes);
-    parla__free(x->accesses);
     parla__free(x->options);
     parla__free(x);
     t->ext = NULL;
@@ -297,4 +283,10 @@ parla_task_t *parla_task_cause(const parla_task_t *t)
     if (atomic_load_explicit(&t->state, memory_order_acquire) != PARLA_TASK_CANCELLED)
         return NULL;
     return atomic_load_explicit(&t->cause, memory_order_acquire);
+}
+
+void parla__graph_object_freed(parla_runtime_t *rt)
+{
+    if (atomic_fetch_sub_explicit(&rt->n_live, 1, memory_order_acq_rel) == 1)
+        rt->ghooks.last_object(rt);
 }

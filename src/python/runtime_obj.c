@@ -315,14 +315,16 @@ static PyObject *Runtime_devices(RuntimeObject *self, PyObject *unused)
     for (int i = 0; i < n; i++) {
         parla_device_info_t d;
         parla_device_info(self->rt, i, &d);
+        double busy = 0.0; /* device-seconds since busy_enable() */
+        parla_device_busy(self->rt, i, &busy);
         PyObject *item = Py_BuildValue(
-            "{sisssisisisisKsKsKsdsdsdsKsKsKsK}", "index", d.index, "kind", d.kind == PARLA_DEVICE_CPU ? "cpu" : "gpu",
+            "{sisssisisisisKsKsKsdsdsdsKsKsKsKsd}", "index", d.index, "kind", d.kind == PARLA_DEVICE_CPU ? "cpu" : "gpu",
             "kind_index", d.kind_index, "virtual", d.is_virtual, "cuda", d.is_cuda, "cuda_ordinal", d.cuda_ordinal,
             "memory_capacity", (unsigned long long)d.memory_capacity, "memory_reserved",
             (unsigned long long)d.memory_reserved, "memory_resident", (unsigned long long)d.memory_resident,
             "vcus_capacity", d.vcus_capacity, "vcus_reserved", d.vcus_reserved, "bandwidth", d.bandwidth,
             "tasks_mapped", (unsigned long long)d.tasks_mapped, "bytes_in", (unsigned long long)d.bytes_in,
-            "bytes_out", (unsigned long long)d.bytes_out, "evictions", (unsigned long long)d.evictions);
+            "bytes_out", (unsigned long long)d.bytes_out, "evictions", (unsigned long long)d.evictions, "busy_seconds", busy);
         if (item == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -330,6 +332,17 @@ static PyObject *Runtime_devices(RuntimeObject *self, PyObject *unused)
         PyList_SET_ITEM(list, i, item);
     }
     return list;
+}
+
+static PyObject *Runtime_busy_enable(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (pyparla_check_open(self) < 0)
+        return NULL;
+    int rc = parla_runtime_busy_enable(self->rt);
+    if (rc != 0)
+        return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
+    Py_RETURN_NONE;
 }
 
 static PyObject *Runtime_get_failed(RuntimeObject *self, void *c)
@@ -378,6 +391,9 @@ static PyMethodDef Runtime_methods[] = {
      "Never-spawned tasks that spawned tasks depend on."},
     {"stats", (PyCFunction)Runtime_stats, METH_NOARGS, "Engine counters."},
     {"devices", (PyCFunction)Runtime_devices, METH_NOARGS, "Device descriptions and counters (list of dicts)."},
+    {"busy_enable", (PyCFunction)Runtime_busy_enable, METH_NOARGS,
+     "Turn on busy-time accounting (parla_runtime_busy_enable; devices()' busy_seconds); it stays on. "
+     "MemoryError when out of memory."},
     {"write_trace", (PyCFunction)(void (*)(void))Runtime_write_trace, METH_VARARGS | METH_KEYWORDS,
      "write_trace(chrome_path=None, dot_path=None) -> summary text (the runtime must trace)."},
     {NULL},

@@ -151,11 +151,8 @@ static void marker_done(parla__job_t *job, bool waited)
     task_job_t *j = (task_job_t *)job;
     parla_task_t *t = j->task;
     parla_runtime_t *rt = t->rt;
-    if (rt->trace && t->ext) {
-        parla__tev_t ev = {.ts = t->ext->ran_ns, .b = parla__now_ns(), .serial = t->serial,
-                           .kind = PARLA__TEV_WORK, .device = t->devices[0]};
-        parla__trace_event(rt, &ev);
-    }
+    if (rt->trace && t->ext)
+        parla__trace_work(rt->trace, t->serial, t->ext->ran_ns, parla__now_ns(), t->devices[0]);
     int error = j->error;
     parla__free(j);
     parla__task_complete_gpu(t, error);
@@ -211,4 +208,71 @@ int parla__engine_mark(parla_task_t *t)
     j->task = t;
     parla__engine_submit(d, &j->job);
     return 0;
+}
+
+/* ------------------------------------------------ hooks of lower layers -- */
+
+/* graph's finished hook: the engine's bookkeeping once t's successors have
+ * been notified (t is still held). */
+void parla__task_finished(parla_task_t *t)
+{
+    parla_runtime_t *rt = t->rt;
+    if (t->ext && t->ext->n_options > 0)
+        for (int i = 0; i < t->n_devices; i++)
+            atomic_fetch_sub_explicit(&rt->devices[t->devices[i]].n_mapped, 1, memory_order_relaxed);
+    if (rt->config.task_finished)
+        rt->config.task_finished(t, rt->config.hook_user);
+    /* Data references end with the task: its copies are no longer used. Its
+     * events go back to their pools (its dependents hold their own). */
+    parla__task_events_release(t);
+    if (t->ext) {
+        for (int i = 0; i < t->ext->n_accesses; i++)
+            parla_data_release(t->ext->accesses[i].data);
+        t->ext->n_accesses = 0;
+    }
+    if (atomic_load(&t->flags) & PARLA__F_WAITED)
+        parla__wake_waiters(rt);
+    if (atomic_fetch_sub_explicit(&rt->n_active, 1, memory_order_acq_rel) == 1 &&
+        atomic_load(&rt->n_all_waiters) > 0)
+        parla__wake_waiters(rt);
+}
+
+/* graph's feasible hook: some placement option of t can hold its needs. */
+int parla__task_feasible(parla_task_t *t)
+{
+    parla_runtime_t *rt = t->rt;
+    for (int o = 0; o < t->ext->n_options; o++)
+        if (parla__option_feasible(rt, &t->ext->options[o]))
+            return 0;
+    uint64_t largest = parla__largest_allowed(rt, t->ext);
+    return parla__error(PARLA_ERESOURCE,
+                        "task %s: no device allowed by its placement can hold its needs (vcus=%g, "
+                        "memory=%llu bytes; the largest allowed device has a capacity of %llu bytes)",
+                        parla_task_name(t), (double)t->ext->options[0].vcus / PARLA__VCU_ONE,
+                        (unsigned long long)t->ext->options[0].memory, (unsigned long long)largest);
+}
+
+/* data's arrived hook. */
+void parla__task_arrived(parla_task_t *t)
+{
+    parla__enqueue(t->rt, t);
+}
+
+/* data's unpinned hook: retries the tasks that waited for room for their
+ * data, then those blocked on the device's resources. */
+void parla__tasks_unpinned(parla_task_t *room, parla_task_t *reserve)
+{
+    while (room) {
+        parla_task_t *next = room->qnext;
+        room->qnext = NULL;
+        parla__task_ready(room);
+        room = next;
+    }
+    while (reserve) {
+        parla_task_t *next = reserve->qnext;
+        reserve->qnext = NULL;
+        if (parla__reserve_or_block(reserve))
+            parla__dispatch(reserve);
+        reserve = next;
+    }
 }

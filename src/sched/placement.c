@@ -9,7 +9,7 @@
 /* ---------------------------------------------------------------- mapping -- */
 
 /* Scores device d for t: locality - transfer - load (all unitless). */
-static double score_device(parla_task_t *t, parla__device_t *d, parla_mapping_t *m)
+static double score_device(parla_task_t *t, const parla__option_t *opt, parla__device_t *d, parla_mapping_t *m)
 {
     parla_runtime_t *rt = t->rt;
     uint64_t total = 0, valid = parla__task_data_bytes(t, d->index, &total);
@@ -22,9 +22,9 @@ static double score_device(parla_task_t *t, parla__device_t *d, parla_mapping_t 
     m->load = (double)atomic_load_explicit(&d->n_mapped, memory_order_relaxed) / (double)rt->n_workers;
     m->score = m->locality - m->transfer - m->load;
     /* Prefer a device where the needs fit now over one where the task would wait. */
-    if (t->vcus || t->memory) {
+    if (opt->vcus || opt->memory) {
         pthread_mutex_lock(&d->lock);
-        bool ok = parla__resources_fit_locked(d, t) && d->blocked_head == NULL;
+        bool ok = parla__resources_fit_locked(d, opt->vcus, opt->memory) && d->blocked_head == NULL;
         pthread_mutex_unlock(&d->lock);
         if (!ok)
             m->score -= 1000.0;
@@ -47,7 +47,7 @@ int parla__map_task(parla_task_t *t)
     parla__task_ext_t *x = t->ext;
     double best = -INFINITY;
     parla_mapping_t best_m = {0};
-    int best_n = 0, best_dev[PARLA_MAX_TASK_DEVICES] = {0};
+    int best_n = 0, best_opt = -1, best_dev[PARLA_MAX_TASK_DEVICES] = {0};
     int n_dev = rt->n_devices;
     uint64_t rr = atomic_fetch_add_explicit(&rt->map_rr, 1, memory_order_relaxed);
     int candidates = 0;
@@ -56,8 +56,6 @@ int parla__map_task(parla_task_t *t)
         int chosen[PARLA_MAX_TASK_DEVICES];
         parla_mapping_t sum = {0};
         bool ok = true;
-        t->vcus = opt->vcus;
-        t->memory = opt->memory;
         /* Named devices first, then "any" slots, so an any-slot never takes a
          * device another slot names. */
         int order[PARLA_MAX_TASK_DEVICES], n_order = 0;
@@ -84,7 +82,7 @@ int parla__map_task(parla_task_t *t)
                 if (used)
                     continue;
                 parla_mapping_t m;
-                double sc = score_device(t, d, &m);
+                double sc = score_device(t, opt, d, &m);
                 candidates++;
                 if (sc > bs) {
                     bs = sc;
@@ -114,12 +112,12 @@ int parla__map_task(parla_task_t *t)
             best_m.load = sum.load / opt->n;
             best_m.score = avg;
             best_m.n_candidates = 0;
-            t->n_devices = (int8_t)o; /* remember the option index meanwhile */
+            best_opt = o;
         }
     }
     if (best_n == 0)
         return parla__error(PARLA_ERESOURCE, "task %s: no placement option can be satisfied", parla_task_name(t));
-    parla__option_t *opt = &x->options[t->n_devices];
+    parla__option_t *opt = &x->options[best_opt];
     t->vcus = opt->vcus;
     t->memory = opt->memory;
     best_m.n_candidates = candidates;

@@ -4,14 +4,14 @@
 
 /* -------------------------------------------------------------- resources -- */
 
-bool parla__resources_fit_locked(const parla__device_t *d, const parla_task_t *t)
+bool parla__resources_fit_locked(const parla__device_t *d, int64_t vcus, uint64_t memory)
 {
-    if (t->vcus > d->vcus_free || t->memory > d->memory_free)
+    if (vcus > d->vcus_free || memory > d->memory_free)
         return false;
     /* One account with the data copies: those in use by running tasks
      * cannot make room; the others are evicted once reserved. */
-    if (t->memory > 0 && d->index != 0 &&
-        parla__data_pinned_bytes_locked(d) + (d->memory_capacity - d->memory_free) + t->memory > d->memory_capacity)
+    if (memory > 0 && d->index != 0 &&
+        parla__data_pinned_bytes_locked(d) + (d->memory_capacity - d->memory_free) + memory > d->memory_capacity)
         return false;
     return true;
 }
@@ -42,7 +42,7 @@ bool parla__reserve_or_block(parla_task_t *t)
     for (int i = 0; i < n && fail < 0; i++) {
         parla__device_t *d = &rt->devices[idx[i]];
         /* FIFO fairness: never overtake a task already waiting on a device. */
-        if (d->blocked_head != NULL || !parla__resources_fit_locked(d, t))
+        if (d->blocked_head != NULL || !parla__resources_fit_locked(d, t->vcus, t->memory))
             fail = i;
     }
     if (fail < 0) {

@@ -24,16 +24,7 @@ int parla_runtime_num_workers(const parla_runtime_t *rt)
 
 int parla_runtime_forked(const parla_runtime_t *rt)
 {
-    return rt != NULL && rt->pid != getpid();
-}
-
-int parla__check_process(const parla_runtime_t *rt, const char *fn)
-{
-    if (!parla_runtime_forked(rt))
-        return 0;
-    return parla__error(PARLA_ESTATE,
-                        "%s: the runtime was created by process %d; this process (%d) is a fork() child, where its "
-                        "worker threads do not exist", fn, (int)rt->pid, (int)getpid());
+    return rt != NULL && rt->alloc.pid != (int)getpid();
 }
 
 /* -------------------------------------------------------- create/destroy -- */
@@ -103,7 +94,8 @@ static void free_runtime(parla_runtime_t *rt)
     parla__task_pool_free(rt);
     if (rt->devices)
         parla__devices_destroy(rt);
-    parla__trace_free(rt);
+    parla__trace_destroy(rt->trace);
+    parla__busy_destroy(atomic_load(&rt->busy));
     pthread_mutex_destroy(&rt->park_lock);
     pthread_cond_destroy(&rt->park_cond);
     pthread_mutex_destroy(&rt->wait_lock);
@@ -113,12 +105,6 @@ static void free_runtime(parla_runtime_t *rt)
     parla__free(rt->placeholders);
     parla__free(rt->workers);
     parla__free(rt);
-}
-
-void parla__runtime_task_freed(parla_runtime_t *rt)
-{
-    if (atomic_fetch_sub_explicit(&rt->n_live, 1, memory_order_acq_rel) == 1)
-        free_runtime(rt);
 }
 
 static void stop_workers(parla_runtime_t *rt, int started)
@@ -168,7 +154,12 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     if (rt == NULL)
         return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate the runtime");
     rt->config = cfg;
-    rt->pid = getpid();
+    rt->alloc.pid = (int)getpid();
+    rt->ghooks = (parla__graph_hooks_t){.ready = parla__task_ready, .finished = parla__task_finished,
+                                        .dispose = parla__data_task_dispose, .last_object = free_runtime,
+                                        .feasible = parla__task_feasible};
+    rt->dhooks = (parla__data_hooks_t){.arrived = parla__task_arrived, .unpinned = parla__tasks_unpinned,
+                                       .retry = parla__engine_retry};
     rt->alloc.fail_at = cfg.fail_alloc_at;
     atomic_init(&rt->alloc.count, 1);
     rt->n_workers = cfg.n_workers;
@@ -182,7 +173,7 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     for (int l = 0; l < PARLA__LEVELS; l++)
         parla__queue_init(&rt->shared[l], &rt->n_queued);
     int drc = parla__devices_init(rt);
-    if (drc == 0 && cfg.trace && parla__trace_init(rt) != 0)
+    if (drc == 0 && cfg.trace && (rt->trace = parla__trace_create(rt, rt->n_workers)) == NULL)
         drc = parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate trace buffers");
     if (drc) {
         rt->n_workers = 0;
@@ -274,7 +265,7 @@ int parla_runtime_destroy(parla_runtime_t *rt)
     for (size_t i = 0; i < n; i++)
         parla_task_release(list[i]);
     parla__free(list);
-    parla__runtime_task_freed(rt);
+    parla__graph_object_freed(rt); /* the runtime's own count */
     return 0;
 }
 

@@ -3,21 +3,48 @@
  * queues, the ready path (mapping, reservation, data preparation, enqueue), running bodies, waiting and
  * the stuck diagnosis. Uses every layer below. Not installed.
  *
+ * THE LOCK ORDER of the engine. A thread holding a lock may take only locks
+ * further down this list; nothing is held while a task body runs, nor while
+ * a hook of parla_config_t runs.
  *
- * Lock order (a thread holding a lock may only take locks further down):
- *   1. rt->placeholder_lock   (never-submitted tasks that have dependents)
- *   1b. device->acquire_lock  (one task at a time brings its data to a GPU)
- *   1c. store->lock           (a data object's copies and history; see data.c)
- *   2. device->lock           (resource accounting and blocked list of a device)
- *   3. queue->lock            (one ready queue)
- *   4. rt->park_lock          (sleeping workers)
- *   5. rt->wait_lock          (threads blocked in wait calls, wake_gen)
- * No lock is held while a task body runs.
+ *   1. device->acquire_lock   device/device.h  one task at a time brings its data to a GPU
+ *                                              (data/transfer.c: check_capacity .. the end of
+ *                                              planning; parla__data_make_valid_now)
+ *   2. store->lock            data/impl.h      a data object's segments, copies, records
+ *   3. device->lock           device/device.h  resources, blocked lists, residency and LRU; several
+ *                                              only in ascending device index (sched/resources.c);
+ *                                              while one is held a victim's store->lock is taken
+ *                                              only by try-lock (data/residency.c: evict_for_locked)
+ *      arrival->lock          data/impl.h      copies in flight to one device for one store (taken
+ *                                              under store->lock, never together with device->lock)
+ *   4. rt->park_lock          sched/sched.h    sleeping workers, a body's waiting_on list
+ *   5. rt->wait_lock          sched/sched.h    threads blocked in wait calls, wake_gen
+ *
+ * Leaves (nothing is taken while one is held; each may be taken under any of
+ * the above):
+ *   rt->placeholder_lock  (mutex, graph/placeholder.c; taken under store->lock:
+ *                          data/hazards.c hazard_edge -> parla__add_edge -> parla__placeholder_add)
+ *   rt->stores_lock       (mutex, the list of live stores, data/store.c and hazards.c)
+ *   device->engine_lock   (mutex, an engine's job queue, device/engine.c; jobs run without it)
+ *   device->event_lock    (mutex, an event pool, device/event.c)
+ *   trace buffer lock     (mutex, the shared trace buffer, trace/buffer.c)
+ *   queue->lock           (spinlock, one ready queue, sched/queue.c)
+ *   rt->alloc_lock        (spinlock, the recycled task pool, graph/task.c)
+ * CUDA's driver loading (device/cuda.c) is a pthread_once, taken under none.
+ *
+ * Held across a device call (an ops-> function, which may block for a
+ * transfer or the driver): by design none. Today, the exceptions listed
+ * under "Blocking work under locks" below remain: device->acquire_lock and
+ * store->lock across ops->alloc of a new copy (data/residency.c:
+ * parla__data_ensure_copy) and across the synchronous fallback copies, and
+ * device->lock (with the victim's store->lock) across an eviction's
+ * write-back copy and ops->free. No lock is held across event_create or
+ * event_record (device/event.c), nor across the copies queued on engines.
  *
  * Blocking work under locks (what stays, why, and what it costs):
  *   - An eviction writes back the ranges only the victim holds with a
  *     synchronous copy, under the victim store's lock and the device lock
- *     (evict_for_locked in data.c). It stays there because the bytes must
+ *     (evict_for_locked in data/residency.c). It stays there because the bytes must
  *     not change and the room must not be taken between the write-back and
  *     the free; victims are idle (unpinned: no task or queued copy uses
  *     them), so the copy waits for no other work, only for the transfer:
@@ -73,8 +100,8 @@ bool parla__reserve_or_block(parla_task_t *t);
 /* Gives back t's needs, then retries the tasks blocked on those devices; the
  * ones now reserved are returned as a list linked through qnext. */
 parla_task_t *parla__release_resources(parla_task_t *t);
-/* With d's lock held: t's needs fit on d now. */
-bool parla__resources_fit_locked(const parla__device_t *d, const parla_task_t *t);
+/* With d's lock held: needs of vcus (fixed point) and memory (bytes) fit on d now. */
+bool parla__resources_fit_locked(const parla__device_t *d, int64_t vcus, uint64_t memory);
 
 /* -------------------------------------------------------------- placement -- */
 
@@ -105,24 +132,38 @@ int parla__task_work_wait(parla_task_t *t);
 /* The work of a runahead task is complete: release what it holds, finish it
  * (failed with error when a device reported one for that work, else done). */
 void parla__task_complete_gpu(parla_task_t *t, int error);
-/* Called by the engine when pending reaches zero. */
+/* The hooks the scheduler installs for the layers below (rt->ghooks,
+ * rt->dhooks; see graph/graph.h and data/data.h). */
 void parla__task_ready(parla_task_t *t);
+void parla__task_finished(parla_task_t *t);
+int parla__task_feasible(parla_task_t *t);
+void parla__task_arrived(parla_task_t *t);
+void parla__tasks_unpinned(parla_task_t *room, parla_task_t *reserve);
 /* Runs t's body on the calling worker and finishes it. */
 void parla__task_run(parla_task_t *t);
 
 /* ---------------------------------------------------------------- runtime -- */
 
 typedef struct parla__worker {
-    parla_runtime_t *rt;
-    int index;
+    /* First, the thread identity util/ knows (parla__self_t), also readable
+     * as the worker's own fields w->rt, w->index, w->current, w->finishing
+     * (an anonymous struct with the same members: the common initial sequence
+     * of the union's two views). */
+    union {
+        parla__self_t self;
+        struct {
+            parla_runtime_t *rt;
+            int index;
+            parla_task_t *current;
+            _Atomic int finishing; /* > 0 while in parla__task_finish (written by the owner only) */
+        };
+    };
     pthread_t thread;
     parla__queue_t deque[PARLA__LEVELS];
     uint64_t rng;
-    parla_task_t *current;
     parla_task_t *const *waiting_on; /* set under park_lock while sleeping in parla_task_wait(_any): */
     size_t n_waiting_on;             /* the tasks it waits for (any of them) */
     bool stuck_woken;                /* under park_lock: woken because the runtime is stuck */
-    _Atomic int finishing;    /* > 0 while in parla__task_finish (written by the owner only) */
     /* Per-worker counters, summed by parla_runtime_stats. Written by the owner only. */
     _Atomic uint64_t n_run, n_steals, n_parks;
     /* CUDA: this worker's compute stream on each device (NULL until its
@@ -132,8 +173,9 @@ typedef struct parla__worker {
 
 struct parla_runtime {
     parla__alloc_t alloc; /* first: the allocation wrappers of util/ find it from the handle */
+    parla__graph_hooks_t ghooks; /* how graph/ and data/ call up (set at creation, constant) */
+    parla__data_hooks_t dhooks;
     int n_workers;
-    pid_t pid; /* the creating process (fork() children refuse work: parla_runtime_forked) */
     parla__worker_t *workers;
     parla__queue_t shared[PARLA__LEVELS]; /* tasks made ready outside workers */
     parla__device_t *devices;             /* devices[0] is the CPU */
@@ -142,6 +184,7 @@ struct parla_runtime {
 
     parla_config_t config;
     parla__trace_t *trace; /* NULL when tracing is off */
+    _Atomic(parla__busy_t *) busy; /* NULL until parla_runtime_busy_enable; then constant */
 
     _Atomic long n_active;   /* submitted, not finished */
     _Atomic long n_live;     /* task objects not yet freed */
@@ -184,25 +227,19 @@ struct parla_runtime {
  * devices or on error (then the message is set). */
 void *parla__worker_stream(parla__worker_t *w, int device);
 
-/* The calling thread's worker, or NULL. */
-parla__worker_t *parla__current_worker(void);
 /* Enqueues a ready task (resources already reserved) and wakes a sleeper. */
 void parla__enqueue(parla_runtime_t *rt, parla_task_t *t);
 
 /* Wakes threads blocked in wait calls. */
 void parla__wake_waiters(parla_runtime_t *rt);
-/* PARLA_ESTATE with a message naming fn when called in a fork() child of the
- * process that created rt, else 0. */
-int parla__check_process(const parla_runtime_t *rt, const char *fn);
-/* Called when a task object is freed. */
-void parla__runtime_task_freed(parla_runtime_t *rt);
 /* Placeholder registry. */
 int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t);
 void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t);
 
 /* Workers and waiting (worker.c, wait.c, stuck.c). */
-/* The worker running on this thread, if any (hidden: the library's own). */
-extern _Thread_local parla__worker_t *parla__tls_worker __attribute__((visibility("hidden")));
+/* The worker running on this thread, if any: its identity (util's
+ * parla__self) is the worker record's first member. */
+#define parla__tls_worker ((parla__worker_t *)(void *)parla__self_tls)
 void *parla__worker_main(void *arg);
 /* The sleep handshake is Dekker's: a pusher stores the queue size, then reads
  * n_sleeping; a sleeper increments n_sleeping, then reads the sizes. All four

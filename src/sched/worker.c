@@ -10,17 +10,7 @@
 
 #include <sched.h>
 
-
-
-/* The worker running on this thread, if any. Per-thread by nature. */
-_Thread_local parla__worker_t *parla__tls_worker;
-
 enum { SPIN_ROUNDS = 64 };
-
-parla__worker_t *parla__current_worker(void)
-{
-    return parla__tls_worker;
-}
 
 int parla_worker_index(void)
 {
@@ -132,7 +122,7 @@ void *parla__worker_main(void *arg)
 {
     parla__worker_t *w = arg;
     parla_runtime_t *rt = w->rt;
-    parla__tls_worker = w;
+    parla__self_tls = &w->self;
     if (rt->config.worker_start)
         rt->config.worker_start(w->index, rt->config.hook_user);
     for (;;) {
@@ -184,6 +174,6 @@ void *parla__worker_main(void *arg)
     }
     if (rt->config.worker_stop)
         rt->config.worker_stop(w->index, rt->config.hook_user);
-    parla__tls_worker = NULL;
+    parla__self_tls = NULL;
     return NULL;
 }

@@ -6,7 +6,7 @@
  * emitters are the only place that knows how a kind packs its fields. */
 #include "trace/trace.h"
 
-#include "sched/sched.h" /* thread identity (parla__current_worker), the runtime's glue below */
+#include "util/util.h" /* thread identity (parla__self) */
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -94,7 +94,7 @@ uint64_t parla__trace_start(const parla__trace_t *tr)
  * must be held). */
 static tbuf_t *my_buffer(parla__trace_t *tr, int *worker)
 {
-    parla__worker_t *w = parla__current_worker();
+    parla__self_t *w = parla__self();
     if (w && tr->owner && (const void *)w->rt == tr->owner && w->index < tr->n_workers) {
         *worker = w->index;
         return &tr->buffers[w->index];
@@ -216,53 +216,4 @@ void parla__trace_each_name(const parla__trace_t *tr, void (*fn)(uint64_t serial
         for (size_t k = 0; k < b->n_names; k++)
             fn(b->names[k].serial, b->names[k].name, arg);
     }
-}
-
-/* ------------------------------------------------- the runtime's glue -- */
-
-int parla__trace_init(parla_runtime_t *rt)
-{
-    rt->trace = parla__trace_create(rt, rt->n_workers);
-    return rt->trace ? 0 : PARLA_ENOMEM;
-}
-
-void parla__trace_free(parla_runtime_t *rt)
-{
-    parla__trace_destroy(rt->trace);
-    rt->trace = NULL;
-}
-
-/* Until the engine's call sites use the typed emitters: a packed event (a
- * TASK event's scores marked by f[3] != 0) and a task's name. */
-void parla__trace_event(parla_runtime_t *rt, const parla__tev_t *ev)
-{
-    parla__tev_t e = *ev;
-    if (e.kind == PARLA__TEV_TASK && e.f[3] != 0.0f)
-        e.flags = PARLA__TEVF_SCORES;
-    emit(rt->trace, e);
-}
-
-void parla__trace_name(parla_runtime_t *rt, parla_task_t *t)
-{
-    parla__trace_task_name(rt->trace, t->serial, parla_task_name(t));
-}
-
-int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *dot_path, char *summary,
-                      size_t summary_cap)
-{
-    if (rt == NULL)
-        return parla__error(PARLA_EINVAL, "parla_trace_write: runtime is NULL");
-    if (rt->trace == NULL)
-        return parla__error(PARLA_ESTATE, "parla_trace_write: tracing is off (set parla_config_t.trace)");
-    parla__trace_device_t *devs = calloc((size_t)rt->n_devices, sizeof *devs);
-    if (devs == NULL)
-        return parla__error(PARLA_ENOMEM, "parla_trace_write: out of memory");
-    for (int d = 0; d < rt->n_devices; d++)
-        devs[d] = (parla__trace_device_t){rt->devices[d].name, atomic_load(&rt->devices[d].bytes_in),
-                                          atomic_load(&rt->devices[d].bytes_out),
-                                          atomic_load(&rt->devices[d].evictions)};
-    parla__trace_meta_t meta = {rt->n_workers, rt->n_devices, devs};
-    int rc = parla__trace_export(rt->trace, &meta, chrome_path, dot_path, summary, summary_cap);
-    free(devs);
-    return rc;
 }

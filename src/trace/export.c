@@ -5,7 +5,7 @@
  * parla_runtime_wait_all). */
 #include "trace/analysis.h"
 
-#include "sched/sched.h" /* parla__error */
+#include "util/util.h" /* parla__error */
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -128,4 +128,32 @@ typedef struct parla__trace_meta {
 int parla__trace_export(const parla__trace_t *tr, const parla__trace_meta_t *meta, const char *chrome,
                         const char *dot, char *summary, size_t cap);
 
+/* ------------------------------------------------------------- busy time -- */
+
+/* Per device, the time task bodies ran there, weighted by the share of the
+ * device each holds (busy.c). Each worker owns one row of counters, written
+ * by it alone and summed by readers, so accounting takes no lock and shares
+ * no cache line between workers. */
+typedef struct parla__busy parla__busy_t;
+
+/* Counters for n_workers workers and n_devices devices, all 0. NULL when out
+ * of memory. */
+parla__busy_t *parla__busy_create(int n_workers, int n_devices);
+void parla__busy_destroy(parla__busy_t *b); /* b may be NULL; no worker may still account */
+
+/* Worker worker starts a body. Returns what parla__busy_end needs to give the
+ * enclosing body (one that waits and runs others inside itself) only its own
+ * time. The owning worker only. */
+uint64_t parla__busy_begin(parla__busy_t *b, int worker);
+/* The body begun with token outer ran for elapsed ns on devices[0..n) (n 0:
+ * the CPU) holding vcus of each (a fraction; 0: no limit, counted as one
+ * worker's share of the CPU, 1 / n_workers, or a whole GPU). Adds its own
+ * time (elapsed less the bodies run inside it) times that share to each
+ * device. The owning worker only. */
+void parla__busy_end(parla__busy_t *b, int worker, uint64_t outer, uint64_t elapsed, const uint8_t *devices, int n,
+                     double vcus);
+/* Device-seconds accounted on device so far. Any thread; bodies still running
+ * count when they return. */
+double parla__busy_seconds(const parla__busy_t *b, int device);
+
 #endif

@@ -1,7 +1,21 @@
-/* alloc.c: the allocation wrappers, with fault injection for tests. */
+/* alloc.c: the allocation wrappers, with fault injection for tests; the
+ * runtime's creating process and the calling thread's identity. */
 #include "util/util.h"
 
 #include <stdlib.h>
+#include <unistd.h>
+
+_Thread_local parla__self_t *parla__self_tls;
+
+int parla__check_process(const parla_runtime_t *rt, const char *fn)
+{
+    int pid = rt ? parla__rt_head(rt)->pid : 0;
+    if (rt == NULL || pid == (int)getpid())
+        return 0;
+    return parla__error(PARLA_ESTATE,
+                        "%s: the runtime was created by process %d; this process (%d) is a fork() child, where its "
+                        "worker threads do not exist", fn, pid, (int)getpid());
+}
 
 /* Returns true when this allocation must fail (fault injection). */
 static bool inject_failure(parla_runtime_t *rt)

@@ -1,4 +1,4 @@
-/* error.c: error codes and the per-thread error message. */
+/* error.c: error codes, the per-thread error message, the names of task states. */
 #include "util/util.h"
 
 #include <stdarg.h>
@@ -40,4 +40,15 @@ int parla__error(int code, const char *fmt, ...)
     vsnprintf(last_message, sizeof last_message, fmt, ap);
     va_end(ap);
     return code;
+}
+
+static const char *const state_names[] = {
+    "created", "submitted", "ready", "running", "suspended", "runahead", "done", "failed", "cancelled",
+};
+
+const char *parla_task_state_name(parla_task_state_t s)
+{
+    if ((unsigned)s < sizeof state_names / sizeof state_names[0])
+        return state_names[s];
+    return "invalid";
 }

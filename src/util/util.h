@@ -16,14 +16,42 @@
 
 /* ------------------------------------------------------------ allocation -- */
 
-/* The allocation account of a runtime: fault injection makes the fail_at-th allocation fail (0: never).
- * It is the first member of struct parla_runtime, so the allocation wrappers find it from the runtime
- * handle without knowing the rest of the runtime (C11 6.7.2.1: a pointer to a structure, converted,
- * points to its first member). */
+/* The util part of a runtime: its allocation account (fault injection makes the fail_at-th allocation
+ * fail; 0: never) and the process that created it. It is the first member of struct parla_runtime, so
+ * util finds it from the runtime handle without knowing the rest of the runtime (C11 6.7.2.1: a pointer
+ * to a structure, converted, points to its first member). */
 typedef struct parla__alloc {
     _Atomic uint64_t count; /* allocations made so far (the runtime is number 1) */
     uint64_t fail_at;
+    int pid;                /* the creating process (fork() children refuse work) */
 } parla__alloc_t;
+
+static inline parla__alloc_t *parla__rt_head(const parla_runtime_t *rt)
+{
+    return (parla__alloc_t *)(void *)rt;
+}
+
+/* PARLA_ESTATE with a message naming fn when called in a fork() child of the
+ * process that created rt, else 0. */
+int parla__check_process(const parla_runtime_t *rt, const char *fn);
+
+/* --------------------------------------------------------- thread identity -- */
+
+/* Who the calling thread is: a worker of runtime rt (index, the task whose body it runs), or nobody
+ * (parla__self() is NULL). The scheduler's worker record begins with it; util, graph and trace read it
+ * without knowing workers. Written by its own thread only (finishing is read by others). */
+typedef struct parla__self {
+    parla_runtime_t *rt;
+    int index;
+    parla_task_t *current;
+    _Atomic int finishing; /* > 0 while in parla__task_finish (parla_runtime_destroy waits it out) */
+} parla__self_t;
+
+extern _Thread_local parla__self_t *parla__self_tls __attribute__((visibility("hidden")));
+static inline parla__self_t *parla__self(void)
+{
+    return parla__self_tls;
+}
 
 /* Every internal allocation goes through these, so fault injection can make
  * the N-th one fail. rt may be NULL (no fault injection). Any thread. */

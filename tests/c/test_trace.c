@@ -11,6 +11,13 @@
  * the critical path through dependencies and through an await), the
  * "has scores" flag of the task emitter, the summary's exact lines (busy %,
  * critical path) and its truncation, and the DOT's critical edges.
+ *
+ * Then busy-time accounting (parla_device_busy): bodies that spin for known
+ * times on the CPU and a virtual GPU, with and without vcus, and a body that
+ * waits and runs its child inside itself (counted once). Each device's busy
+ * time is at least what the bodies measured of themselves, weighted by their
+ * share, and at most the run's wall time times the device (never two bodies'
+ * time for one worker).
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -192,9 +199,102 @@ static void check_export(void)
     parla__trace_destroy(tr);
 }
 
+/* A body that spins for *arg seconds and adds what it measured to the total
+ * (doubles: seconds). */
+typedef struct spin {
+    double seconds, *measured;
+    parla_runtime_t *rt;
+    struct spin *child; /* spawned, then waited for, after spinning */
+} spin_t;
+
+static int spin_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    spin_t *sp = arg;
+    double t0 = now_s();
+    spin_for(sp->seconds);
+    *sp->measured += now_s() - t0;
+    if (sp->child) {
+        parla_task_t *kid;
+        CHECK_OK(parla_task_create(sp->rt, spin_body, sp->child, &kid));
+        CHECK_OK(parla_task_submit(kid));
+        CHECK_OK(parla_task_wait(kid));
+        parla_task_release(kid);
+    }
+    return 0;
+}
+
+static void spawn_spin(parla_runtime_t *r, spin_t *sp, int gpu, double vcus)
+{
+    parla_task_t *t;
+    CHECK_OK(parla_task_create(r, spin_body, sp, &t));
+    if (gpu) {
+        int slot = PARLA_ANY_GPU;
+        CHECK_OK(parla_task_add_placement(t, &slot, 1, vcus, 0));
+    } else if (vcus > 0) {
+        CHECK_OK(parla_task_set_resources(t, vcus, 0));
+    }
+    CHECK_OK(parla_task_submit(t));
+    parla_task_release(t);
+}
+
+static void check_busy(void)
+{
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 2;
+    cfg.n_virtual_gpus = 1;
+    parla_runtime_t *r;
+    CHECK_OK(parla_runtime_create(&cfg, &r));
+    double busy = -1;
+    CHECK_OK(parla_device_busy(r, 1, &busy));
+    CHECK(busy == 0.0, "busy before enabling: %g", busy);
+    CHECK_RC(parla_device_busy(r, 2, &busy), PARLA_ENODEV);
+    CHECK_RC(parla_device_busy(NULL, 0, &busy), PARLA_EINVAL);
+    CHECK_RC(parla_runtime_busy_enable(NULL), PARLA_EINVAL);
+    CHECK_OK(parla_runtime_busy_enable(r));
+    CHECK_OK(parla_runtime_busy_enable(r)); /* idempotent */
+    /* One total per task: the two half-GPU tasks may run at once. */
+    double gpu_full = 0, gpu_half = 0, gpu_half2 = 0, cpu_plain = 0, cpu_half = 0;
+    spin_t sp[] = {{0.05, &gpu_full, r, NULL}, {0.02, &gpu_half, r, NULL}, {0.02, &gpu_half2, r, NULL},
+                   {0.03, &cpu_plain, r, NULL}, {0.02, &cpu_half, r, NULL}};
+    double t0 = now_s();
+    spawn_spin(r, &sp[0], 1, 1.0);
+    spawn_spin(r, &sp[1], 1, 0.5);
+    spawn_spin(r, &sp[2], 1, 0.5);
+    spawn_spin(r, &sp[3], 0, 0.0);
+    spawn_spin(r, &sp[4], 0, 0.5);
+    CHECK_OK(parla_runtime_wait_all(r));
+    double wall = now_s() - t0;
+    double cpu, gpu;
+    CHECK_OK(parla_device_busy(r, 0, &cpu));
+    CHECK_OK(parla_device_busy(r, 1, &gpu));
+    double gpu_min = gpu_full + 0.5 * (gpu_half + gpu_half2), cpu_min = cpu_plain / 2 + 0.5 * cpu_half;
+    CHECK(gpu >= gpu_min && gpu <= wall, "gpu busy %.6f s, bodies %.6f s, wall %.6f s", gpu, gpu_min, wall);
+    CHECK(cpu >= cpu_min && cpu <= wall, "cpu busy %.6f s, bodies %.6f s, wall %.6f s", cpu, cpu_min, wall);
+    CHECK_OK(parla_runtime_destroy(r));
+
+    /* One worker: a body that spins, then waits for a child, which the worker
+     * runs inside it. Counted once, the CPU is busy the whole run at most. */
+    cfg.n_workers = 1;
+    cfg.n_virtual_gpus = 0;
+    CHECK_OK(parla_runtime_create(&cfg, &r));
+    CHECK_OK(parla_runtime_busy_enable(r));
+    double measured = 0;
+    spin_t child = {0.04, &measured, r, NULL}, parent = {0.01, &measured, r, &child};
+    t0 = now_s();
+    spawn_spin(r, &parent, 0, 0.0);
+    CHECK_OK(parla_runtime_wait_all(r));
+    wall = now_s() - t0;
+    CHECK_OK(parla_device_busy(r, 0, &cpu));
+    CHECK(cpu >= measured && cpu <= wall, "nested: cpu busy %.6f s, bodies %.6f s, wall %.6f s", cpu, measured, wall);
+    CHECK_OK(parla_runtime_destroy(r));
+}
+
 int main(void)
 {
     check_watchdog(50);
+    check_busy();
     /* A -> B -> D (35 ms) beats F -> E (18 + 1 ms); with F until 40 ms, F -> E
      * through the await (38 + 1 ms) wins. */
     check_analysis(20, "DBA", 35.0);

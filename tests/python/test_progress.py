@@ -3,6 +3,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -72,3 +73,32 @@ def test_tqdm_bar_on_stderr_from_environment():
                        env={"PATH": "/usr/bin:/bin", "PARLA_PROGRESS": "1"})
     assert r.returncode == 0, r.stderr
     assert "parla: 100%" in r.stderr and "40/40" in r.stderr and "task/s" in r.stderr
+
+
+@pytest.mark.timeout(60)
+def test_utilization_counts_the_bodies_busy_time():
+    seen = []
+    measured = {}
+
+    def spin(key, seconds):
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            pass
+        measured[key] = time.perf_counter() - t0
+
+    with Parla(n_workers=2, virtual_gpus=1, progress=seen.append):
+        @spawn(placement=gpu)
+        def on_gpu():
+            spin("gpu", 0.05)
+
+        @spawn()
+        def on_cpu():
+            spin("cpu", 0.05)
+    last = seen[-1]
+    assert last.final and set(last.utilization) == {"cpu(0)", "gpu(0)"}
+    # Device-seconds: a GPU task without vcus holds the whole GPU, a CPU task one worker's share (1/2).
+    gpu_busy = last.utilization["gpu(0)"] * last.elapsed
+    cpu_busy = last.utilization["cpu(0)"] * last.elapsed
+    assert measured["gpu"] <= gpu_busy <= last.elapsed
+    assert measured["cpu"] / 2 <= cpu_busy <= last.elapsed / 2
+    assert all(0.0 <= u <= 1.0 for p in seen for u in p.utilization.values())
