@@ -59,11 +59,11 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Literal, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from .. import _config, _runtime
+from .. import _config, _core, _runtime
 from .. import tasks as _tasks
 from ..array import PArray
 from ..devices import cpu
@@ -92,13 +92,13 @@ def world() -> Any:
 def rank() -> int:
     """This process's rank in the active distributed context's communicator (COMM_WORLD outside one)."""
     ctx = _active
-    return ctx.rank if ctx is not None else world().Get_rank()
+    return ctx.rank if ctx is not None else int(world().Get_rank())
 
 
 def size() -> int:
     """Number of ranks of the active distributed context's communicator (COMM_WORLD outside one)."""
     ctx = _active
-    return ctx.size if ctx is not None else world().Get_size()
+    return ctx.size if ctx is not None else int(world().Get_size())
 
 
 class RemoteTaskError(RuntimeError):
@@ -144,7 +144,7 @@ def _default_workers(comm: Any) -> int:
         node.Free()
     except Exception:
         local = 1
-    return max(1, cores // max(1, local))
+    return max(1, cores // max(1, int(local)))
 
 
 def _arm_abort() -> None:
@@ -241,10 +241,11 @@ class DistArray:
     def array(self) -> Any:
         """Inside a task on this rank: the local copy's array on the task's device (declare the access).
         Outside tasks: :meth:`numpy`."""
-        if _tasks._core.current_task() is None:
+        task = _core.current_task()
+        if task is None:
             return self.numpy()
         if self.local is None:
-            raise RuntimeError(f"task {_tasks._core.current_task().name} uses DistArray {self.name}, which it did "
+            raise RuntimeError(f"task {task.name} uses DistArray {self.name}, which it did "
                                f"not declare (rank {self.rank} has no copy of it)")
         return self.local.array
 
@@ -333,7 +334,7 @@ class Parla(_runtime.Parla):
         self._progress_task = progress
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         global _active
         engine = self.engine
         if exc_type is not None:
@@ -378,8 +379,8 @@ class Parla(_runtime.Parla):
 
     # -- spawning ---------------------------------------------------------------------------------------
     def _spawn(self, taskid: Any, dependencies: Any, rank: Optional[int], input: Any, output: Any, inout: Any,
-               options: Dict[str, Any], body: Callable) -> Any:
-        if _tasks._core.current_task() is not None:
+               options: Dict[str, Any], body: Callable[..., Any]) -> Any:
+        if _core.current_task() is not None:
             raise RuntimeError("parla.mpi.spawn is called by the program on every rank, not from task bodies "
                                "(every rank must spawn the same tasks in the same order)")
         name = taskid.name if isinstance(taskid, (_tasks.Task, _tasks.TaskHandle)) else \
@@ -465,7 +466,7 @@ class Parla(_runtime.Parla):
             self._spawn_comm(name, recv, output=[local])
         d.holders.add(dst)
 
-    def _spawn_comm(self, name: str, body: Callable, **access: Any) -> None:
+    def _spawn_comm(self, name: str, body: Callable[..., Any], **access: Any) -> None:
         engine = self.engine
         with engine._lock:
             engine.expected += 1
@@ -475,10 +476,12 @@ class Parla(_runtime.Parla):
     def _write_messages(self) -> None:
         """Writes this rank's messages next to its trace (``<base>.rank<r>.mpi.json``)."""
         engine = self.engine
-        path = _rank_path(self._trace_base, self.rank, ".mpi.json")
+        base = self._trace_base
+        assert base is not None  # called only when tracing
+        path = _rank_path(base, self.rank, ".mpi.json")
         record = {
             "rank": self.rank, "size": self.size, "sync_mono_ns": engine.sync_mono_ns,
-            "trace": os.path.basename(_rank_path(self._trace_base, self.rank)),
+            "trace": os.path.basename(_rank_path(base, self.rank)),
             "messages": [{"kind": op.kind, "peer": op.peer, "data": op.did, "version": op.version,
                           "bytes": op.nbytes, "task": op.name, "post_ns": op.t_post, "done_ns": op.t_done}
                          for op in engine.log],
@@ -499,7 +502,7 @@ def _rank_path(base: str, rank: int, suffix: str = ".json") -> str:
     return f"{root}.rank{rank}{suffix}"
 
 
-def _reporting(body: Callable, engine: Any, me: int, name: str) -> Callable:
+def _reporting(body: Callable[..., Any], engine: Any, me: int, name: str) -> Callable[..., Any]:
     """body, reporting an exception it raises to every rank before it propagates."""
     if inspect.iscoroutinefunction(body):
         async def run_async() -> Any:
@@ -521,8 +524,9 @@ def _reporting(body: Callable, engine: Any, me: int, name: str) -> Callable:
     return run
 
 
-def spawn(taskid: Any = None, dependencies: Any = (), *, rank: Optional[int] = None, input: Iterable = (),
-          output: Iterable = (), inout: Iterable = (), **options: Any) -> Callable[[Callable], Any]:
+def spawn(taskid: Any = None, dependencies: Any = (), *, rank: Optional[int] = None, input: Iterable[Any] = (),
+          output: Iterable[Any] = (), inout: Iterable[Any] = (),
+          **options: Any) -> Callable[[Callable[..., Any]], Any]:
     """The distributed :func:`parla.spawn`, called by every rank in the same order (inside a
     :class:`parla.mpi.Parla` context). Decides the running rank (``rank=``, else the owner of the first
     DistArray written, else of the first read, else 0), spawns the transfers the running rank needs, and on
@@ -532,7 +536,7 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, rank: Optional[int] = N
     ValueError for bad declarations or ranks (naming the task)."""
     ctx = current_context()
 
-    def decorator(body: Callable) -> Any:
+    def decorator(body: Callable[..., Any]) -> Any:
         return ctx._spawn(taskid, dependencies, rank, input, output, inout, options, body)
     return decorator
 

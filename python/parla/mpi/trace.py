@@ -118,13 +118,13 @@ def merge(base: str, out_path: str) -> Dict[str, Any]:
             recv_slices = slices[dst].get(recv["task"]) or []
             if not send_slices or not recv_slices:
                 continue
-            s, f = send_slices[0], recv_slices[-1]
+            s, e = send_slices[0], recv_slices[-1]
             flow_id = 1_000_000_000 + flows
             args = {"bytes": m["bytes"], "data": m["data"], "version": m["version"]}
             merged.append({"ph": "s", "pid": 100 * r + 1, "tid": s["tid"], "ts": round(s["ts"] + shift[r], 3),
                            "id": flow_id, "name": f"{m['bytes']} B", "cat": "mpi", "args": args})
-            merged.append({"ph": "f", "bp": "e", "pid": 100 * dst + 1, "tid": f["tid"],
-                           "ts": round(max(f["ts"] + shift[dst], s["ts"] + shift[r]), 3), "id": flow_id,
+            merged.append({"ph": "f", "bp": "e", "pid": 100 * dst + 1, "tid": e["tid"],
+                           "ts": round(max(e["ts"] + shift[dst], s["ts"] + shift[r]), 3), "id": flow_id,
                            "name": f"{m['bytes']} B", "cat": "mpi", "args": args})
             flows += 1
     with open(out_path, "w") as f:
@@ -137,7 +137,7 @@ def merge(base: str, out_path: str) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m parla.mpi.trace", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m parla.mpi.trace", description=(__doc__ or "").split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("merge", help="merge run.rank*.json into one timeline")
     m.add_argument("base", help="the trace path given to parla.mpi.Parla(trace=...), e.g. run.json")
