@@ -346,12 +346,14 @@ class TaskSpace:
             return [_key(k) for k in index]
         return [_key(index)]
 
-    # For type checkers: T[i] is a Task (so that @spawn(T[i]) checks), T[a:b] and T[[...]] a TaskList; an index
-    # mixing both in a tuple is either, known only at run time.
+    # For type checkers: T[i] and T[i, j] are Tasks (so that @spawn(T[i]) checks), T[a:b] and T[[...]] a
+    # TaskList; a tuple with a slice or a list in it is either, known only at run time.
     @overload
     def __getitem__(self, index: Union[int, str]) -> Task: ...
     @overload
     def __getitem__(self, index: Union[slice, range, List[Any]]) -> TaskList: ...
+    @overload
+    def __getitem__(self, index: Tuple[Union[int, str], ...]) -> Task: ...
     @overload
     def __getitem__(self, index: Tuple[Any, ...]) -> Any: ...
 
