@@ -63,6 +63,7 @@ class Task:
     def _devices(self) -> Tuple[int, ...]: ...
     @property
     def _mapping(self) -> Optional[Dict[str, Any]]: ...
+    _deps: Tuple[Any, ...]
 
 class Hold:
     """Exports the held memory as a writable buffer when it is host memory (memoryview(hold))."""

@@ -67,7 +67,7 @@ class Task(_core.Task):
         self._drop_result()
 
     # Set at spawn (class defaults keep task creation in C).
-    _deps: Tuple["weakref.ref[Task]", ...] = ()  # weak references to the dependencies, flattened, at spawn
+    _deps: Tuple["weakref.ref[Task]", ...]  # weak references to the dependencies (a parla._core.Task slot)
     _decl: Tuple[Any, Any, Any] = ((), (), ())
     _modes: Optional[Dict[int, int]] = None  # id(PArray) -> declared modes, built at spawn from the declarations
 

@@ -59,8 +59,7 @@ static int record_failure(TaskObject *self)
     PyObject *exc = pyparla_take_exception();
     Py_XSETREF(self->exception, exc);
     Py_CLEAR(self->func);
-    if (PyList_Append(self->runtime->failed, (PyObject *)self) < 0)
-        PyErr_Clear();
+    pyparla_add_failed(self->runtime, self);
     return 1; /* a positive code: the body raised */
 }
 
@@ -78,8 +77,7 @@ void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_tas
     }
     obj->exception = exc;
     Py_CLEAR(obj->func);
-    if (PyList_Append(rt->failed, (PyObject *)obj) < 0)
-        PyErr_Clear();
+    pyparla_add_failed(rt, obj);
 }
 
 /* The coroutine finished with value (a new reference): the task's result. */
@@ -154,7 +152,7 @@ static int run_body(TaskObject *self, parla_task_t *task)
     pyparla_drain_deferred(self->runtime);
     PyObject *func = self->func;
     if (func == NULL) {
-        PyErr_Format(PyExc_RuntimeError, "task %U has no body", self->name);
+        PyErr_Format(PyExc_RuntimeError, "task %s has no body", pyparla_task_name(self));
         return record_failure(self);
     }
     if (PyCoro_CheckExact(func) || PyGen_CheckExact(func))

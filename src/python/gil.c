@@ -37,10 +37,13 @@ void pyparla_drain_deferred(RuntimeObject *rt)
     while (t) {
         TaskObject *next = t->deferred_next;
         t->deferred_next = NULL;
+        pyparla_task_finished(t);
         Py_DECREF(t);
         t = next;
     }
 }
+
+/* ------------------------------------------------------------------------------ engine hooks -- */
 
 static void hook_worker_start(int index, void *user)
 {
@@ -85,11 +88,13 @@ static void hook_task_finished(parla_task_t *task, void *user)
     if (parla_task_state(task) == PARLA_TASK_FAILED && obj->exception == NULL) {
         PyGILState_STATE g = PyGILState_Ensure();
         pyparla_record_engine_failure(rt, obj, task);
+        pyparla_task_finished(obj);
         Py_DECREF(obj);
         PyGILState_Release(g);
         return;
     }
     if (PyGILState_Check()) {
+        pyparla_task_finished(obj);
         Py_DECREF(obj);
         return;
     }

@@ -62,6 +62,11 @@ typedef struct {
     /* In a child process forked while the runtime ran: the engine (its workers, its locks) belongs to
      * the parent; no engine call is made. */
     int forked;
+    /* Finished tasks taken off the cycle collector's lists (see pyparla_task_finished), linked through
+     * TaskObject.untracked_prev/next; all tracked again, and none untracked any more, from the runtime's
+     * first failure (a failed task's traceback can reach any task, and the runtime reaches the failed). */
+    TaskObject *untracked;
+    int failures_seen;
 } RuntimeObject;
 
 /* parla._core.Task: one engine task (the base of parla.tasks.Task). */
@@ -72,12 +77,15 @@ struct TaskObject {
     PyObject *func;            /* the body: a callable, then the coroutine it returned; NULL once finished */
     PyObject *result;
     PyObject *exception;
-    PyObject *name;            /* str */
+    PyObject *name;            /* the name as str when the engine's copy cannot hold it (else NULL) */
     PyObject *dict;
     PyObject *keep;            /* objects kept alive while the body runs (a list, or NULL) */
+    PyObject *deps;            /* _deps: set at spawn by parla.tasks (weak references to the dependencies) */
     TaskObject *deferred_next; /* link in RuntimeObject.deferred */
-    int submitting;            /* inside _submit: a failure is raised there */
-    int engine_ref;            /* the engine holds a reference (taken at submit) */
+    TaskObject *untracked_prev, *untracked_next; /* link in RuntimeObject.untracked while untracked */
+    unsigned char submitting;  /* inside _submit: a failure is raised there */
+    unsigned char engine_ref;  /* the engine holds a reference (taken at submit) */
+    unsigned char gc_off;      /* untracked by pyparla_task_finished, in RuntimeObject.untracked */
 };
 
 /* parla._core.Data: a coherent data object (base or view) of the engine. */
@@ -134,6 +142,18 @@ static inline int pyparla_check_task(TaskObject *self)
         return -1;
     }
     return 0;
+}
+
+/* The task's name in UTF-8, for messages (GIL held). */
+static inline const char *pyparla_task_name(TaskObject *self)
+{
+    if (self->name) {
+        const char *s = PyUnicode_AsUTF8(self->name);
+        if (s == NULL)
+            PyErr_Clear();
+        return s ? s : "?";
+    }
+    return self->task ? parla_task_name(self->task) : "(not initialised)";
 }
 
 /* ----------------------------------------------------------------------------- errors (module.c) -- */
@@ -207,6 +227,15 @@ int pyparla_add_options(TaskObject *self, PyObject *options);
 /* Refuses (ValueError) a task whose needs no allowed device can ever hold, before the spawn changes the
  * graph. options were checked by pyparla_add_options. */
 int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, unsigned long long memory);
+
+/* ------------------------------------------------------------------------------- task_obj.c -- */
+
+/* A task reached its final state (GIL held): its body and closure go now (a cancelled task never ran
+ * them), and a done task that cannot be part of a reference cycle leaves the cycle collector's lists. */
+void pyparla_task_finished(TaskObject *obj);
+/* Appends obj to the runtime's failed list (errors cleared: the failure is recorded, never raised), and
+ * tracks every untracked task of the runtime again. */
+void pyparla_add_failed(RuntimeObject *rt, TaskObject *obj);
 
 /* ---------------------------------------------------------------------------- runtime_obj.c -- */
 

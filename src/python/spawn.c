@@ -14,13 +14,13 @@ int pyparla_collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyOb
         if (pyparla_check_task(dep) < 0)
             return -1;
         if (dep == self) {
-            PyErr_Format(PyExc_ValueError, "task %U cannot depend on itself", self->name);
+            PyErr_Format(PyExc_ValueError, "task %s cannot depend on itself", pyparla_task_name(self));
             return -1;
         }
         if (dep->runtime != self->runtime) {
             PyErr_Format(PyExc_ValueError,
-                         "task %U: dependency %U belongs to another Parla runtime (a finished context?)",
-                         self->name, dep->name);
+                         "task %s: dependency %s belongs to another Parla runtime (a finished context?)",
+                         pyparla_task_name(self), pyparla_task_name(dep));
             return -1;
         }
         return PyList_Append(out, obj);
@@ -28,7 +28,7 @@ int pyparla_collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyOb
     if (obj == Py_None)
         return 0;
     if (depth > 32) {
-        PyErr_Format(PyExc_ValueError, "task %U: dependencies are nested too deeply", self->name);
+        PyErr_Format(PyExc_ValueError, "task %s: dependencies are nested too deeply", pyparla_task_name(self));
         return -1;
     }
     if (PyList_CheckExact(obj) || PyTuple_CheckExact(obj)) {
@@ -47,8 +47,8 @@ int pyparla_collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyOb
     if (it == NULL) {
         PyErr_Clear();
         PyErr_Format(PyExc_TypeError,
-                     "task %U: dependencies must be tasks, TaskSpace slices or iterables of them, not %.100s",
-                     self->name, Py_TYPE(obj)->tp_name);
+                     "task %s: dependencies must be tasks, TaskSpace slices or iterables of them, not %.100s",
+                     pyparla_task_name(self), Py_TYPE(obj)->tp_name);
         return -1;
     }
     PyObject *item;
@@ -106,7 +106,7 @@ int pyparla_add_options(TaskObject *self, PyObject *options)
         Py_ssize_t k = PySequence_Fast_GET_SIZE(slots);
         if (k < 1 || k > PARLA_MAX_TASK_DEVICES) {
             Py_DECREF(slots);
-            PyErr_Format(PyExc_ValueError, "task %U: a placement names 1 to %d devices, not %zd", self->name,
+            PyErr_Format(PyExc_ValueError, "task %s: a placement names 1 to %d devices, not %zd", pyparla_task_name(self),
                          PARLA_MAX_TASK_DEVICES, k);
             goto fail;
         }
@@ -142,7 +142,7 @@ PyObject *pyparla_check_accesses(TaskObject *self, PyTypeObject *data_type, PyOb
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-            PyErr_Format(PyExc_TypeError, "task %U: access %zd must be a (data, mode) tuple", self->name, i);
+            PyErr_Format(PyExc_TypeError, "task %s: access %zd must be a (data, mode) tuple", pyparla_task_name(self), i);
             goto fail;
         }
         PyObject *data = PyTuple_GET_ITEM(item, 0);
@@ -150,18 +150,18 @@ PyObject *pyparla_check_accesses(TaskObject *self, PyTypeObject *data_type, PyOb
         if (mode == -1 && PyErr_Occurred())
             goto fail;
         if (!PyObject_TypeCheck(data, data_type)) {
-            PyErr_Format(PyExc_TypeError, "task %U: access %zd is a %.100s, not engine data", self->name, i,
+            PyErr_Format(PyExc_TypeError, "task %s: access %zd is a %.100s, not engine data", pyparla_task_name(self), i,
                          Py_TYPE(data)->tp_name);
             goto fail;
         }
         DataObject *d = (DataObject *)data;
         if (d->runtime != self->runtime) {
-            PyErr_Format(PyExc_ValueError, "task %U: a PArray belongs to another Parla runtime", self->name);
+            PyErr_Format(PyExc_ValueError, "task %s: a PArray belongs to another Parla runtime", pyparla_task_name(self));
             goto fail;
         }
         if (mode != PARLA_READ && mode != PARLA_WRITE && mode != PARLA_READWRITE) {
-            PyErr_Format(PyExc_ValueError, "task %U: access %zd has mode %d, not read, write or read-write",
-                         self->name, i, mode);
+            PyErr_Format(PyExc_ValueError, "task %s: access %zd has mode %d, not read, write or read-write",
+                         pyparla_task_name(self), i, mode);
             goto fail;
         }
     }
@@ -200,7 +200,7 @@ int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, uns
         PyOS_snprintf(text, sizeof text,
                       "needs vcus=%g and memory=%llu bytes, more than the whole cpu device (vcus=1, memory=%llu "
                       "bytes)", vcus, memory, (unsigned long long)devs[0].memory_capacity);
-        PyErr_Format(PyExc_ValueError, "task %U %s", self->name, text);
+        PyErr_Format(PyExc_ValueError, "task %s %s", pyparla_task_name(self), text);
         return -1;
     }
     Py_ssize_t n = PySequence_Length(options);
@@ -247,6 +247,6 @@ int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, uns
     PyOS_snprintf(text, sizeof text,
                   "no device allowed by its placement can hold its needs (vcus=%g, memory=%llu bytes; the largest "
                   "allowed device has a capacity of %llu bytes)", first_vcus, first_memory, largest);
-    PyErr_Format(PyExc_ValueError, "task %U: %s", self->name, text);
+    PyErr_Format(PyExc_ValueError, "task %s: %s", pyparla_task_name(self), text);
     return -1;
 }

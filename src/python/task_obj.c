@@ -6,6 +6,8 @@
 
 #include <structmember.h>
 
+#include <string.h>
+
 static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"runtime", "name", NULL};
@@ -42,8 +44,9 @@ static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
     self->task = t;
     Py_INCREF(rt);
     self->runtime = rt;
-    Py_INCREF(name);
-    self->name = name;
+    /* The engine's copy is the name, unless it cannot hold all of it (over 255 bytes, or a NUL inside). */
+    if (len > 255 || strlen(utf8) != (size_t)len)
+        self->name = Py_NewRef(name);
     return 0;
 }
 
@@ -56,6 +59,7 @@ static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
     Py_VISIT(self->exception);
     Py_VISIT(self->dict);
     Py_VISIT(self->keep);
+    Py_VISIT(self->deps);
     return 0;
 }
 
@@ -66,12 +70,126 @@ static int Task_clear(TaskObject *self)
     Py_CLEAR(self->result);
     Py_CLEAR(self->exception);
     Py_CLEAR(self->dict);
+    Py_CLEAR(self->deps);
+    return 0;
+}
+
+/* -------------------------------------------------------------- finished tasks and the GC -- */
+
+/* Whether obj (a value a finished task holds) can reach no object that could reach the task back: None,
+ * an object the cycle collector does not manage (int, float, str, bytes), or an untracked tuple. */
+static int is_leaf(PyObject *obj)
+{
+    return obj == NULL || !PyObject_IS_GC(obj) || (PyTuple_CheckExact(obj) && !PyObject_GC_IsTracked(obj));
+}
+
+/* Whether deps (what parla.tasks set as _deps) holds only weak references without callbacks: they keep
+ * nothing alive, so the task reaches no other task through them. */
+static int deps_are_weak(PyObject *deps)
+{
+    if (deps == NULL)
+        return 1;
+    if (!PyTuple_CheckExact(deps))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(deps); i++) {
+        PyObject *ref = PyTuple_GET_ITEM(deps, i);
+        if (!PyWeakref_CheckRefExact(ref) || ((PyWeakReference *)ref)->wr_callback != NULL)
+            return 0;
+    }
+    return 1;
+}
+
+/* Takes t off its runtime's list of untracked tasks. */
+static void unlink_untracked(TaskObject *t)
+{
+    if (t->untracked_prev)
+        t->untracked_prev->untracked_next = t->untracked_next;
+    else
+        t->runtime->untracked = t->untracked_next;
+    if (t->untracked_next)
+        t->untracked_next->untracked_prev = t->untracked_prev;
+    t->untracked_prev = t->untracked_next = NULL;
+    t->gc_off = 0;
+}
+
+/* Tracks t again if pyparla_task_finished untracked it. */
+static void gc_on(TaskObject *t)
+{
+    if (t->gc_off) {
+        unlink_untracked(t);
+        PyObject_GC_Track(t);
+    }
+}
+
+/* A done task references its runtime, its name, its result, weak references to its dependencies and,
+ * once attributes are set on it, its __dict__. While its runtime has recorded no failure the runtime
+ * reaches no task (only failed ones, and the module); so with a leaf result, weak dependencies and no
+ * __dict__ nothing the task reaches can reach it back: it cannot be part of a cycle, and tracking it
+ * would only make every collection visit it (10^6 named tasks: millions of visits per full collection).
+ * Setting an attribute tracks it again (Task_setattro), and so does the runtime's first failure. */
+void pyparla_task_finished(TaskObject *obj)
+{
+    Py_CLEAR(obj->func); /* a cancelled task's body and closure (a run one cleared them already) */
+    RuntimeObject *rt = obj->runtime;
+    if (obj->gc_off || rt == NULL || rt->failures_seen || obj->task == NULL ||
+        parla_task_state(obj->task) != PARLA_TASK_DONE || obj->dict != NULL || obj->keep != NULL ||
+        obj->exception != NULL || !is_leaf(obj->result) || !deps_are_weak(obj->deps) ||
+        !PyObject_GC_IsTracked((PyObject *)obj))
+        return;
+    PyObject_GC_UnTrack(obj);
+    obj->gc_off = 1;
+    obj->untracked_prev = NULL;
+    obj->untracked_next = rt->untracked;
+    if (rt->untracked)
+        rt->untracked->untracked_prev = obj;
+    rt->untracked = obj;
+}
+
+void pyparla_add_failed(RuntimeObject *rt, TaskObject *obj)
+{
+    rt->failures_seen = 1;
+    while (rt->untracked)
+        gc_on(rt->untracked);
+    if (rt->failed == NULL || PyList_Append(rt->failed, (PyObject *)obj) < 0)
+        PyErr_Clear();
+}
+
+/* Setting an attribute may make the task reach anything: it is tracked again first. */
+static int Task_setattro(TaskObject *self, PyObject *name, PyObject *value)
+{
+    gc_on(self);
+    return PyObject_GenericSetAttr((PyObject *)self, name, value);
+}
+
+static PyObject *Task_get_name(TaskObject *self, void *c)
+{
+    (void)c;
+    if (self->name)
+        return Py_NewRef(self->name);
+    if (self->task == NULL)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(parla_task_name(self->task));
+}
+
+static PyObject *Task_get_deps(TaskObject *self, void *c)
+{
+    (void)c;
+    return self->deps ? Py_NewRef(self->deps) : PyTuple_New(0);
+}
+
+static int Task_set_deps(TaskObject *self, PyObject *value, void *c)
+{
+    (void)c;
+    gc_on(self);
+    Py_XSETREF(self->deps, Py_XNewRef(value));
     return 0;
 }
 
 static void Task_dealloc(TaskObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    if (self->gc_off)
+        unlink_untracked(self);
     PyObject_GC_UnTrack(self);
     Task_clear(self);
     if (self->task && self->runtime && self->runtime->forked) {
@@ -96,15 +214,15 @@ static int set_settings(TaskObject *self, PyObject *const *args, double *vcus, u
     if (priority == -1 && PyErr_Occurred())
         return -1;
     if (priority < -1000000 || priority > 1000000) {
-        PyErr_Format(PyExc_ValueError, "task %U: priority %ld is out of range", self->name, priority);
+        PyErr_Format(PyExc_ValueError, "task %s: priority %ld is out of range", pyparla_task_name(self), priority);
         return -1;
     }
     *vcus = PyFloat_AsDouble(args[3]);
     if (*vcus == -1.0 && PyErr_Occurred())
         return -1;
     if (!pyparla_bytes_arg(args[4], memory)) {
-        PyErr_Format(PyExc_ValueError, "task %U: memory=%R must be a whole number of bytes in [0, 2**64)",
-                     self->name, args[4]);
+        PyErr_Format(PyExc_ValueError, "task %s: memory=%R must be a whole number of bytes in [0, 2**64)",
+                     pyparla_task_name(self), args[4]);
         return -1;
     }
     int rc = parla_task_set_priority(self->task, (int)priority);
@@ -117,7 +235,7 @@ static int check_unspawned(TaskObject *self)
 {
     if (parla_task_state(self->task) == PARLA_TASK_CREATED)
         return 0;
-    PyErr_Format(PyExc_RuntimeError, "task %U was already spawned; a task id can be spawned only once", self->name);
+    PyErr_Format(PyExc_RuntimeError, "task %s was already spawned; a task id can be spawned only once", pyparla_task_name(self));
     return -1;
 }
 
@@ -134,8 +252,8 @@ static int check_arguments(TaskObject *self, PyObject *const *args, double vcus,
         return -1;
     /* Iterating the dependencies may have run other threads (one may have spawned this task meanwhile). */
     if (self->runtime->rt == NULL || self->runtime->destroying) {
-        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime closed while its dependencies were read",
-                     self->name);
+        PyErr_Format(PyExc_RuntimeError, "task %s: its Parla runtime closed while its dependencies were read",
+                     pyparla_task_name(self));
         return -1;
     }
     if (check_unspawned(self) < 0)
@@ -223,7 +341,7 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     if (check_unspawned(self) < 0)
         return NULL;
     if (!PyCallable_Check(args[0])) {
-        PyErr_Format(PyExc_TypeError, "task %U: the body must be callable, not %.100s", self->name,
+        PyErr_Format(PyExc_TypeError, "task %s: the body must be callable, not %.100s", pyparla_task_name(self),
                      Py_TYPE(args[0])->tp_name);
         return NULL;
     }
@@ -266,15 +384,15 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
     if (rt->forked)
         return PyErr_SetString(PyExc_RuntimeError, pyparla_forked_message), NULL;
     if (rt->rt == NULL || rt->destroying) {
-        PyErr_Format(PyExc_RuntimeError, "task %U: its Parla runtime is closed (the context has exited)",
-                     self->name);
+        PyErr_Format(PyExc_RuntimeError, "task %s: its Parla runtime is closed (the context has exited)",
+                     pyparla_task_name(self));
         return NULL;
     }
     if (rt->closing && parla_task_current() == NULL) {
         PyErr_Format(PyExc_RuntimeError,
-                     "cannot spawn task %U: its Parla context is closing (its 'with Parla()' block was left, "
+                     "cannot spawn task %s: its Parla context is closing (its 'with Parla()' block was left, "
                      "on another thread); only tasks may spawn tasks once the block is left",
-                     self->name);
+                     pyparla_task_name(self));
         return NULL;
     }
     rt->spawning++;
@@ -412,6 +530,7 @@ static PyMethodDef Task_methods[] = {
 };
 
 static PyGetSetDef Task_getset[] = {
+    {"name", (getter)Task_get_name, NULL, "the task's name, e.g. 'T[1, 2]'", NULL},
     {"state", (getter)Task_get_state, NULL, "created, submitted, ready, running, suspended, done, failed or cancelled", NULL},
     {"done", (getter)Task_get_done, NULL, "True once the task is done, failed or cancelled", NULL},
     {"_cause", (getter)Task_get_cause, NULL, "for a cancelled task, the task that caused it", NULL},
@@ -420,11 +539,12 @@ static PyGetSetDef Task_getset[] = {
     {"runtime", (getter)Task_get_runtime, NULL, "the runtime the task belongs to", NULL},
     {"_devices", (getter)Task_get_devices, NULL, "engine indices of the devices the task was mapped to (0: cpu)", NULL},
     {"_mapping", (getter)Task_get_mapping, NULL, "mapping scores of the chosen devices, or None", NULL},
+    {"_deps", (getter)Task_get_deps, (setter)Task_set_deps,
+     "the dependencies as parla.tasks records them at spawn (a tuple of weak references; () before)", NULL},
     {NULL},
 };
 
 static PyMemberDef Task_members[] = {
-    {"name", T_OBJECT, offsetof(TaskObject, name), READONLY, "the task's name, e.g. 'T[1, 2]'"},
     {"__dictoffset__", T_PYSSIZET, offsetof(TaskObject, dict), READONLY, NULL},
     {NULL},
 };
@@ -434,6 +554,7 @@ static PyType_Slot Task_slots[] = {
     {Py_tp_init, Task_init},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_dealloc, Task_dealloc},
+    {Py_tp_setattro, Task_setattro},
     {Py_tp_traverse, Task_traverse},
     {Py_tp_clear, Task_clear},
     {Py_tp_methods, Task_methods},

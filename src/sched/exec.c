@@ -70,6 +70,38 @@ static void trace_body(parla_task_t *t, uint64_t t0, int rc)
                       t->ext && t->ext->n_options > 0 ? &t->ext->mapping : NULL);
 }
 
+/* True when t runs ahead after a successful body: its first device is a GPU
+ * with an engine, which completes it after the work queued there. */
+static bool runs_ahead(const parla_task_t *t);
+
+/* Calls t's body and returns its result. With streams, after it: events when
+ * the task will run ahead, otherwise the worker waits for the streams. */
+static inline __attribute__((always_inline)) int call_body(parla__worker_t *w, parla_task_t *t,
+                                                           bool streams)
+{
+    int rc = t->fn(t, t->arg);
+    if (streams)
+        streams_epilogue(w, t, rc == 0 && runs_ahead(t));
+    return rc;
+}
+
+/* call_body while tracing or accounting busy time (busy: NULL when off): the
+ * body's trace record, and its busy time less the bodies it runs inside
+ * itself. Out of line, so that the common path stays one branch. */
+static __attribute__((noinline)) int call_body_observed(parla__worker_t *w, parla_task_t *t, bool streams,
+                                                        parla__busy_t *busy)
+{
+    uint64_t busy_outer = busy ? parla__busy_begin(busy, w->index) : 0;
+    uint64_t t0 = parla__now_ns();
+    int rc = call_body(w, t, streams);
+    if (busy)
+        parla__busy_end(busy, w->index, busy_outer, parla__now_ns() - t0, t->devices, t->n_devices,
+                        (double)t->vcus / PARLA__VCU_ONE);
+    if (t->rt->trace)
+        trace_body(t, t0, rc);
+    return rc;
+}
+
 /* What became of a task given to run_body. */
 enum run_outcome {
     RUN_SKIPPED,  /* the body did not run: cancelled (rc 0) or failed before it (rc, message set) */
@@ -104,19 +136,11 @@ static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
     parla_task_t *outer = w->current;
     w->current = t;
     atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
-    /* Busy accounting, when enabled: the body's time, less the bodies it runs inside itself. */
     parla__busy_t *busy = atomic_load_explicit(&t->rt->busy, memory_order_acquire);
-    uint64_t busy_outer = busy ? parla__busy_begin(busy, w->index) : 0;
-    uint64_t t0 = t->rt->trace || busy ? parla__now_ns() : 0;
-    *rc = t->fn(t, t->arg);
-    /* Events only when the task will run ahead; otherwise the worker waits. */
-    if (streams)
-        streams_epilogue(w, t, *rc == 0 && runs_ahead(t));
-    if (busy)
-        parla__busy_end(busy, w->index, busy_outer, parla__now_ns() - t0, t->devices, t->n_devices,
-                        (double)t->vcus / PARLA__VCU_ONE);
-    if (t->rt->trace)
-        trace_body(t, t0, *rc);
+    if (__builtin_expect(t->rt->trace == NULL && busy == NULL, 1))
+        *rc = call_body(w, t, streams);
+    else
+        *rc = call_body_observed(w, t, streams, busy);
     w->current = outer;
     atomic_store_explicit(&w->n_run, atomic_load_explicit(&w->n_run, memory_order_relaxed) + 1,
                           memory_order_relaxed);

@@ -192,7 +192,8 @@ int parla__trace_critical_path(tgraph_t *g)
     for (size_t e = 0; e < g->n_edges; e++) {
         tinfo_t *p = parla__trace_find(g, g->edges[e].pred), *s = parla__trace_find(g, g->edges[e].succ);
         if (p && s)
-            sedges[n_sedges++] = (sedge_t){parla__trace_edge_target(segs, p, s, g->edges[e].kind), p->seg0 + p->nseg - 1};
+            sedges[n_sedges++] = (sedge_t){parla__trace_edge_target(segs, p, s, g->edges[e].kind),
+                                           p->seg0 + p->nseg - 1};
     }
     for (size_t i = 1; i < n_segs; i++)
         if (segs[i].serial == segs[i - 1].serial)

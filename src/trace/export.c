@@ -242,8 +242,8 @@ static void chrome_flows(FILE *f, const tgraph_t *g)
         int ptid = from->worker < 0 ? n_workers : from->worker;
         int stid = to->worker < 0 ? n_workers : to->worker;
         const char *name = edge_names[g->edges[e].kind >= 0 && g->edges[e].kind < 4 ? g->edges[e].kind : 0];
-        fprintf(f, ",\n{\"ph\":\"s\",\"pid\":1,\"tid\":%d,\"ts\":%.3f,\"id\":%zu,\"name\":\"%s\",\"cat\":\"dep\"}", ptid,
-                (double)from->end / 1e3 - 0.001, e, name);
+        fprintf(f, ",\n{\"ph\":\"s\",\"pid\":1,\"tid\":%d,\"ts\":%.3f,\"id\":%zu,\"name\":\"%s\",\"cat\":\"dep\"}",
+                ptid, (double)from->end / 1e3 - 0.001, e, name);
         fprintf(f,
                 ",\n{\"ph\":\"f\",\"bp\":\"e\",\"pid\":1,\"tid\":%d,\"ts\":%.3f,\"id\":%zu,\"name\":\"%s\","
                 "\"cat\":\"dep\"}",

@@ -95,3 +95,16 @@ def test_error_mapping_per_site():
             _core.Task(object(), "T")
     finally:
         rt.close()
+
+
+@pytest.mark.timeout(30)
+def test_task_names_kept_whole():
+    # The engine keeps names of up to 255 bytes; a task's name is whole at any length.
+    rt = _core.Runtime(1)
+    try:
+        for name in ("T[1, 2]", "é" * 100, "x" * 300, "a\0b"):
+            t = _core.Task(rt, name)
+            assert t.name == name
+            t._cancel()
+    finally:
+        rt.close()
