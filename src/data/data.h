@@ -41,7 +41,7 @@ parla_task_t *parla__data_conflict(parla_data_t *d, int write);
  * drops its data references and waiter records. */
 void parla__data_task_dispose(parla_task_t *t);
 
-/* How the data layer informs the scheduler (installed in rt->dhooks when the
+/* How the data layer informs the scheduler (installed in parla__data_rt(rt)->dhooks when the
  * runtime is created; constant afterwards). Called with no data lock held. */
 typedef struct parla__data_hooks {
     /* The copies t waited for have all arrived (on an engine thread): enqueue it. */
@@ -54,6 +54,20 @@ typedef struct parla__data_hooks {
      * false when no job can be allocated. */
     bool (*retry)(parla_task_t *t);
 } parla__data_hooks_t;
+
+/* The data layer's part of a runtime (the first member of struct
+ * parla_runtime, sched/sched.h). */
+typedef struct parla__data_rt {
+    parla__graph_rt_t graph;     /* first */
+    parla__data_hooks_t dhooks;
+    pthread_mutex_t stores_lock; /* protects the list of data stores */
+    struct parla__store *stores; /* live data stores (see data/store.c) */
+} parla__data_rt_t;
+
+static inline parla__data_rt_t *parla__data_rt(const parla_runtime_t *rt)
+{
+    return (parla__data_rt_t *)(void *)rt;
+}
 
 /* The runtime d belongs to. */
 parla_runtime_t *parla__data_runtime(const parla_data_t *d);

@@ -129,6 +129,10 @@ static void record_clear(record_t *r)
 /* Orders t after dep for a hazard, unless dep already waits for t (an explicit
  * dependency on a task spawned later wins). Returns 1 when dep had to be kept
  * after t instead, 0 when the edge was added, < 0 on error. */
+/* hazard_edge could not decide (parla__reaches gave no answer): PARLA_ENOMEM
+ * for the caller, with the message already set. Internal to this file. */
+enum { UNDECIDED = -1000 };
+
 static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode, bool dep_writes)
 {
     /* Only data flows (t reads what dep writes) carry a failure: write-after-
@@ -145,10 +149,12 @@ static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode, bool dep_wr
         parla__reach_t r = parla__reaches(t, dep, 100000);
         if (r == PARLA__REACH_YES)
             return 1;
-        if (r == PARLA__REACH_UNKNOWN)
-            return parla__error(PARLA_ENOMEM, "task %s: cannot tell whether its access to data that task %s "
-                                "uses would close a dependency cycle (out of memory, or more than 100000 "
-                                "tasks to search)", parla_task_name(t), parla_task_name(dep));
+        if (r == PARLA__REACH_UNKNOWN) {
+            parla__error(PARLA_ENOMEM, "task %s: cannot tell whether its access to data that task %s uses "
+                         "would close a dependency cycle (out of memory, or more than 100000 tasks to search)",
+                         parla_task_name(t), parla_task_name(dep));
+            return UNDECIDED;
+        }
     }
     return parla__add_edge(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
 }
@@ -294,7 +300,9 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
     parla__free(kept.v);
     parla__free(ranges);
     if (rc < 0)
-        return rc == PARLA_ENOMEM ? parla__error(rc, "task %s: cannot record an access", parla_task_name(t)) : rc;
+        return rc == UNDECIDED ? PARLA_ENOMEM
+               : rc == PARLA_ENOMEM ? parla__error(rc, "task %s: cannot record an access", parla_task_name(t))
+                                    : rc;
     parla_data_retain(d);
     x->accesses[x->n_accesses].data = d;
     x->accesses[x->n_accesses].mode = mode;
@@ -305,17 +313,17 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
 void parla__data_forget_history(parla_runtime_t *rt)
 {
     /* Take a reference on every store, so none is freed while we walk. */
-    pthread_mutex_lock(&rt->stores_lock);
+    pthread_mutex_lock(&parla__data_rt(rt)->stores_lock);
     size_t n = 0;
-    for (store_t *s = rt->stores; s; s = s->live_next)
+    for (store_t *s = parla__data_rt(rt)->stores; s; s = s->live_next)
         n++;
     store_t **list = malloc((n ? n : 1) * sizeof *list);
     size_t k = 0;
-    for (store_t *s = rt->stores; s && list; s = s->live_next) {
+    for (store_t *s = parla__data_rt(rt)->stores; s && list; s = s->live_next) {
         atomic_fetch_add(&s->refs, 1);
         list[k++] = s;
     }
-    pthread_mutex_unlock(&rt->stores_lock);
+    pthread_mutex_unlock(&parla__data_rt(rt)->stores_lock);
     if (list == NULL)
         return; /* out of memory: the cycles stay (a leak, not an error) */
     for (size_t i = 0; i < k; i++) {

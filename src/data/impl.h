@@ -28,7 +28,7 @@
 #define PARLA_DATA_IMPL_H
 
 #include "data/data.h"
-#include "sched/sched.h" /* the runtime's devices, trace and live count */
+
 
 typedef struct seg {
     uint64_t lo, hi;
@@ -62,7 +62,7 @@ struct parla__copy {
 
 struct parla__store {
     parla_runtime_t *rt;
-    store_t *live_prev, *live_next; /* the runtime's list of stores (under rt->stores_lock) */
+    store_t *live_prev, *live_next; /* the runtime's list of stores (under parla__data_rt(rt)->stores_lock) */
     _Atomic int refs; /* data handles (base and views) */
     uint64_t nbytes;
     pthread_mutex_t lock; /* protects segs, records and copies */

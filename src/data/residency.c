@@ -64,7 +64,7 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
         g->valid &= ~bit(device);
     }
     parla__data_seg_merge(s);
-    parla__device_t *d = &rt->devices[device];
+    parla__device_t *d = &parla__devs(rt)->devices[device];
     if (!dev_locked)
         pthread_mutex_lock(&d->lock);
     parla__data_lru_unlink(d, c);
@@ -75,8 +75,8 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
     c->buf = NULL;
     atomic_fetch_and(&s->planned, ~bit(device));
     atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
-    if (rt->trace)
-        parla__trace_evict(rt->trace, parla__now_ns(), device, s->nbytes);
+    if (parla__graph_rt(rt)->trace)
+        parla__trace_evict(parla__graph_rt(rt)->trace, parla__now_ns(), device, s->nbytes);
     return 0;
 }
 
@@ -129,7 +129,7 @@ int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t)
     if (c->buf)
         return 0;
     parla_runtime_t *rt = s->rt;
-    parla__device_t *d = &rt->devices[device];
+    parla__device_t *d = &parla__devs(rt)->devices[device];
     if (device != 0) {
         pthread_mutex_lock(&d->lock);
         evict_for_locked(d, s, s->nbytes);
@@ -179,7 +179,7 @@ static void device_unpinned(parla_runtime_t *rt, int device, int count)
 {
     if (device == 0)
         return;
-    parla__device_t *d = &rt->devices[device];
+    parla__device_t *d = &parla__devs(rt)->devices[device];
     pthread_mutex_lock(&d->lock);
     d->n_pins -= (uint64_t)count;
     d->unpin_epoch++;
@@ -191,7 +191,7 @@ static void device_unpinned(parla_runtime_t *rt, int device, int count)
     d->blocked_head = d->blocked_tail = NULL;
     pthread_mutex_unlock(&d->lock);
     if (retry || reserve)
-        rt->dhooks.unpinned(retry, reserve);
+        parla__data_rt(rt)->dhooks.unpinned(retry, reserve);
 }
 
 void parla__data_unpin(store_t *s, int device, int count)
@@ -212,7 +212,7 @@ void parla__data_pin_locked(store_t *s, int device)
 {
     s->copies[device].pins++;
     if (device != 0) {
-        parla__device_t *d = &s->rt->devices[device];
+        parla__device_t *d = &parla__devs(s->rt)->devices[device];
         pthread_mutex_lock(&d->lock);
         d->n_pins++;
         pthread_mutex_unlock(&d->lock);
@@ -228,7 +228,7 @@ void parla__data_release_task(parla_task_t *t)
 
 void parla__data_wait_for_room(parla_task_t *t)
 {
-    parla__device_t *d = &t->rt->devices[t->devices[0]];
+    parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[0]];
     pthread_mutex_lock(&d->lock);
     /* Retry at once if copies were unpinned since the attempt, or if none is
      * pinned at all (the attempt lost a race for a victim's lock). */
@@ -242,10 +242,10 @@ void parla__data_wait_for_room(parla_task_t *t)
         return;
     /* Retried from the device's engine, not from here: the retry may fail
      * the same way, and must not recurse on this thread's stack. */
-    if (t->rt->dhooks.retry(t))
+    if (parla__data_rt(t->rt)->dhooks.retry(t))
         return;
     sched_yield();
-    t->rt->ghooks.ready(t);
+    parla__graph_rt(t->rt)->ghooks.ready(t);
 }
 
 int parla_data_evict(parla_data_t *d, int device, int keep_one_copy)
@@ -254,11 +254,11 @@ int parla_data_evict(parla_data_t *d, int device, int keep_one_copy)
         return parla__error(PARLA_EINVAL, "parla_data_evict: data is NULL");
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
-    if (device < -1 || device >= rt->n_devices)
+    if (device < -1 || device >= parla__devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_data_evict: no device %d", device);
     int rc = 0;
     pthread_mutex_lock(&s->lock);
-    for (int i = 1; i < rt->n_devices && rc == 0; i++) {
+    for (int i = 1; i < parla__devs(rt)->n_devices && rc == 0; i++) {
         if (device != -1 && device != i)
             continue;
         /* The last valid copy is always written back first, whatever

@@ -13,7 +13,7 @@ static void hold_unref(parla_hold_t *h)
         return;
     parla_runtime_t *rt = h->rt;
     if (h->owned)
-        rt->devices[h->device].ops->free(&rt->devices[h->device], h->buf);
+        parla__devs(rt)->devices[h->device].ops->free(&parla__devs(rt)->devices[h->device], h->buf);
     parla__free(h);
     parla__graph_object_freed(rt); /* the hold counted as a live object */
 }
@@ -26,27 +26,27 @@ void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__copy_t *c)
     if (h)
         hold_unref(h);
     else if (c->owned)
-        rt->devices[c->device].ops->free(&rt->devices[c->device], c->buf);
+        parla__devs(rt)->devices[c->device].ops->free(&parla__devs(rt)->devices[c->device], c->buf);
 }
 
 static void store_free(store_t *s)
 {
     parla_runtime_t *rt = s->rt;
-    pthread_mutex_lock(&rt->stores_lock);
+    pthread_mutex_lock(&parla__data_rt(rt)->stores_lock);
     if (s->live_prev)
         s->live_prev->live_next = s->live_next;
     else
-        rt->stores = s->live_next;
+        parla__data_rt(rt)->stores = s->live_next;
     if (s->live_next)
         s->live_next->live_prev = s->live_prev;
-    pthread_mutex_unlock(&rt->stores_lock);
-    for (int i = 0; i < rt->n_devices; i++) {
+    pthread_mutex_unlock(&parla__data_rt(rt)->stores_lock);
+    for (int i = 0; i < parla__devs(rt)->n_devices; i++) {
         parla__copy_t *c = &s->copies[i];
         parla__data_arrival_unref(c->arriving);
         c->arriving = NULL;
         if (c->buf == NULL)
             continue;
-        parla__device_t *d = &rt->devices[i];
+        parla__device_t *d = &parla__devs(rt)->devices[i];
         pthread_mutex_lock(&d->lock);
         parla__data_lru_unlink(d, c);
         if (i != 0)
@@ -84,7 +84,7 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
         *out = NULL;
     if (rt == NULL || out == NULL)
         return parla__error(PARLA_EINVAL, "parla_data_create: NULL argument");
-    if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
+    if (atomic_load_explicit(&parla__graph_rt(rt)->destroyed, memory_order_relaxed))
         return parla__error(PARLA_ESTATE, "parla_data_create: the runtime was destroyed");
     int forked = parla__check_process(rt, "parla_data_create");
     if (forked)
@@ -92,7 +92,7 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
     store_t *s = parla__calloc(rt, 1, sizeof *s);
     parla_data_t *d = parla__calloc(rt, 1, sizeof *d);
     uint64_t *range = parla__alloc(rt, 2 * sizeof *range);
-    parla__copy_t *copies = parla__calloc(rt, (size_t)rt->n_devices, sizeof *copies);
+    parla__copy_t *copies = parla__calloc(rt, (size_t)parla__devs(rt)->n_devices, sizeof *copies);
     seg_t *segs = parla__alloc(rt, 4 * sizeof *segs);
     record_t *recs = parla__calloc(rt, 4, sizeof *recs);
     uint64_t *rec_range = parla__alloc(rt, 2 * sizeof *rec_range);
@@ -118,7 +118,7 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
     s->nbytes = nbytes;
     pthread_mutex_init(&s->lock, NULL);
     s->copies = copies;
-    for (int i = 0; i < rt->n_devices; i++) {
+    for (int i = 0; i < parla__devs(rt)->n_devices; i++) {
         copies[i].store = s;
         copies[i].device = i;
     }
@@ -135,13 +135,13 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
     rec_range[1] = nbytes;
     recs[0].ranges = rec_range;
     recs[0].n_ranges = 1;
-    atomic_fetch_add(&rt->n_live, 1); /* the runtime outlives its stores */
-    pthread_mutex_lock(&rt->stores_lock);
-    s->live_next = rt->stores;
-    if (rt->stores)
-        rt->stores->live_prev = s;
-    rt->stores = s;
-    pthread_mutex_unlock(&rt->stores_lock);
+    atomic_fetch_add(&parla__graph_rt(rt)->n_live, 1); /* the runtime outlives its stores */
+    pthread_mutex_lock(&parla__data_rt(rt)->stores_lock);
+    s->live_next = parla__data_rt(rt)->stores;
+    if (parla__data_rt(rt)->stores)
+        parla__data_rt(rt)->stores->live_prev = s;
+    parla__data_rt(rt)->stores = s;
+    pthread_mutex_unlock(&parla__data_rt(rt)->stores_lock);
     atomic_init(&d->refs, 1);
     d->store = s;
     range[0] = 0;
@@ -299,7 +299,7 @@ uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
     if (d == NULL)
         return 0;
     store_t *s = d->store;
-    if (device < 0 || device >= s->rt->n_devices)
+    if (device < 0 || device >= parla__devs(s->rt)->n_devices)
         return 0;
     pthread_mutex_lock(&s->lock);
     uint64_t v = valid_bytes_locked(d, device, NULL, false);
@@ -338,7 +338,7 @@ uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
     if (d == NULL)
         return 0;
     store_t *s = d->store;
-    if (device < 0 || device >= s->rt->n_devices)
+    if (device < 0 || device >= parla__devs(s->rt)->n_devices)
         return 0;
     pthread_mutex_lock(&s->lock);
     uint64_t n = s->copies[device].buf ? s->nbytes : 0;
@@ -351,7 +351,7 @@ void *parla_data_device_ptr(parla_data_t *d, int device)
     if (d == NULL)
         return NULL;
     store_t *s = d->store;
-    if (device < 0 || device >= s->rt->n_devices)
+    if (device < 0 || device >= parla__devs(s->rt)->n_devices)
         return NULL;
     pthread_mutex_lock(&s->lock);
     void *p = s->copies[device].buf;
@@ -365,7 +365,7 @@ int parla_data_hold(parla_data_t *d, int device, parla_hold_t **out, void **ptr)
         return parla__error(PARLA_EINVAL, "parla_data_hold: data or out is NULL");
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
-    if (device < 0 || device >= rt->n_devices)
+    if (device < 0 || device >= parla__devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_data_hold: no device %d", device);
     pthread_mutex_lock(&s->lock);
     parla__copy_t *c = &s->copies[device];
@@ -384,7 +384,7 @@ int parla_data_hold(parla_data_t *d, int device, parla_hold_t **out, void **ptr)
         h->device = device;
         h->owned = c->owned;
         h->buf = c->buf;
-        atomic_fetch_add(&rt->n_live, 1);
+        atomic_fetch_add(&parla__graph_rt(rt)->n_live, 1);
         c->hold = h;
     }
     atomic_fetch_add_explicit(&c->hold->refs, 1, memory_order_relaxed);

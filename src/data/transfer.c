@@ -17,10 +17,10 @@ struct arrival;
  * in the devices' totals and the trace. */
 void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial, uint64_t t0)
 {
-    atomic_fetch_add_explicit(&rt->devices[to].bytes_in, hi - lo, memory_order_relaxed);
-    atomic_fetch_add_explicit(&rt->devices[from].bytes_out, hi - lo, memory_order_relaxed);
-    if (rt->trace)
-        parla__trace_copy(rt->trace, serial, t0, parla__now_ns(), to, from, hi - lo);
+    atomic_fetch_add_explicit(&parla__devs(rt)->devices[to].bytes_in, hi - lo, memory_order_relaxed);
+    atomic_fetch_add_explicit(&parla__devs(rt)->devices[from].bytes_out, hi - lo, memory_order_relaxed);
+    if (parla__graph_rt(rt)->trace)
+        parla__trace_copy(parla__graph_rt(rt)->trace, serial, t0, parla__now_ns(), to, from, hi - lo);
 }
 
 /* Copies bytes [lo, hi) of store s from device `from` to device `to`; returns
@@ -28,10 +28,10 @@ void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, u
 int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial)
 {
     parla_runtime_t *rt = s->rt;
-    parla__device_t *dt = &rt->devices[to], *df = &rt->devices[from];
+    parla__device_t *dt = &parla__devs(rt)->devices[to], *df = &parla__devs(rt)->devices[from];
     /* A CUDA device does the copy when one side is CUDA. */
     parla__device_t *engine = dt->is_cuda ? dt : df;
-    uint64_t t0 = rt->trace ? parla__now_ns() : 0;
+    uint64_t t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
     int rc = engine->ops->copy(dt, (char *)s->copies[to].buf + lo, df, (char *)s->copies[from].buf + lo, hi - lo);
     if (rc)
         return rc;
@@ -135,7 +135,7 @@ static void job_complete(copy_job_t *j)
         if (error) /* the task fails instead of running on data that did not arrive */
             atomic_store(&t->ext->copy_error, error);
         if (atomic_fetch_sub(&t->ext->n_waiting, 1) == 1)
-            rt->dhooks.arrived(t);
+            parla__data_rt(rt)->dhooks.arrived(t);
         w = next;
     }
     parla__data_arrival_unref(a);
@@ -158,9 +158,9 @@ static bool job_issue(parla__job_t *job, parla__device_t *d)
         int rc = 0;
         for (int i = 0; i < j->n_waits && rc == 0; i++)
             rc = d->ops->stream_wait_event(d, stream, j->waits[i]->handle);
-        j->t0 = rt->trace ? parla__now_ns() : 0;
+        j->t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
         if (rc == 0)
-            rc = d->ops->copy_async(d, (char *)s->copies[j->to].buf + j->lo, &rt->devices[other],
+            rc = d->ops->copy_async(d, (char *)s->copies[j->to].buf + j->lo, &parla__devs(rt)->devices[other],
                                     (char *)s->copies[j->from].buf + j->lo, j->hi - j->lo, stream);
         if (rc == 0)
             rc = parla__event_record(d, stream, &j->event);
@@ -202,7 +202,7 @@ static const parla__job_ops_t copy_job_ops = {job_issue, job_poll, job_finish};
  * destination when both are GPUs). */
 static parla__device_t *copy_job_device(parla_runtime_t *rt, const copy_job_t *j)
 {
-    return &rt->devices[j->to != 0 ? j->to : j->from];
+    return &parla__devs(rt)->devices[j->to != 0 ? j->to : j->from];
 }
 
 static void copy_job_submit(parla_runtime_t *rt, copy_job_t *j)
@@ -248,12 +248,12 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
                  * copies that have arrived over ones still in flight. */
                 int src = -1;
                 bool src_pending = true;
-                for (int k = 0; k < rt->n_devices; k++) {
+                for (int k = 0; k < parla__devs(rt)->n_devices; k++) {
                     if (!(g->valid & bit(k)))
                         continue;
                     bool pending = (g->arriving & bit(k)) != 0;
                     if (src < 0 || (src_pending && !pending) ||
-                        (pending == src_pending && rt->devices[k].bandwidth > rt->devices[src].bandwidth)) {
+                        (pending == src_pending && parla__devs(rt)->devices[k].bandwidth > parla__devs(rt)->devices[src].bandwidth)) {
                         src = k;
                         src_pending = pending;
                     }
@@ -507,7 +507,7 @@ int parla__data_prepare(parla_task_t *t)
     int device = t->n_devices ? t->devices[0] : 0;
     parla__task_ext_t *x = t->ext;
     parla_runtime_t *rt = t->rt;
-    parla__device_t *d = &rt->devices[device];
+    parla__device_t *d = &parla__devs(rt)->devices[device];
     int rc;
     if (device != 0 && (rc = check_capacity(t, d)) != 0)
         return rc;
@@ -551,7 +551,7 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
         parla__data_arrival_wait(arr);
         parla__data_arrival_unref(arr);
     }
-    parla__device_t *dev = &rt->devices[device];
+    parla__device_t *dev = &parla__devs(rt)->devices[device];
     if (device != 0)
         pthread_mutex_lock(&dev->acquire_lock);
     pthread_mutex_lock(&s->lock);

@@ -131,12 +131,28 @@ static inline bool parla__device_async(const parla__device_t *d)
 
 /* The device registry (devices[0] is the CPU; GPUs from the CUDA driver or virtual ones), built at
  * runtime creation and destroyed with the runtime. */
-int parla__devices_init(parla_runtime_t *rt);
+/* Builds rt's devices from the configuration c (n_virtual_gpus, virtual_gpu_memory,
+ * virtual_gpu_bandwidth, cpu_memory, disable_cuda) and starts the GPUs' engines. */
+int parla__devices_init(parla_runtime_t *rt, const parla_config_t *c);
+/* Stops the engines and frees the devices (streams made on them by their users first). */
 void parla__devices_destroy(parla_runtime_t *rt);
 /* CUDA: number of devices found (0 without a driver), and their setup. */
 int parla__cuda_count(void);
 int parla__cuda_device_init(parla__device_t *d, int ordinal);
 void parla__cuda_device_destroy(parla__device_t *d);
+
+/* The device layer's part of a runtime: util's part first, then the devices.
+ * The first member of the graph's part (graph/graph.h). */
+typedef struct parla__devs {
+    parla__alloc_t alloc;     /* first */
+    parla__device_t *devices; /* devices[0] is the CPU */
+    int n_devices;
+} parla__devs_t;
+
+static inline parla__devs_t *parla__devs(const parla_runtime_t *rt)
+{
+    return (parla__devs_t *)(void *)rt;
+}
 
 /* ----------------------------------------------------------------- engine -- */
 

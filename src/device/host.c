@@ -1,5 +1,5 @@
 /* host.c: the operations of host-memory devices (the CPU and virtual GPUs). */
-#include "sched/sched.h"
+#include "device/device.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* registry.c: the device registry: the CPU, CUDA GPUs or virtual GPUs, their
  * capacities and engines; parla_device_info. */
-#include "sched/sched.h"
+#include "device/device.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +22,8 @@ static int device_init(parla__device_t *d, int index, uint64_t memory)
     return 0;
 }
 
-int parla__devices_init(parla_runtime_t *rt)
+int parla__devices_init(parla_runtime_t *rt, const parla_config_t *c)
 {
-    const parla_config_t *c = &rt->config;
     int n_gpus = 0, use_cuda = 0;
     if (c->n_virtual_gpus > 0) {
         n_gpus = c->n_virtual_gpus;
@@ -35,24 +34,24 @@ int parla__devices_init(parla_runtime_t *rt)
     if (n_gpus + 1 > PARLA__MAX_DEVICES)
         return parla__error(PARLA_EINVAL, "%d GPUs requested; at most %d are supported", n_gpus,
                             PARLA__MAX_DEVICES - 1);
-    rt->devices = parla__calloc(rt, (size_t)n_gpus + 1, sizeof *rt->devices);
-    if (rt->devices == NULL)
+    parla__devs(rt)->devices = parla__calloc(rt, (size_t)n_gpus + 1, sizeof *parla__devs(rt)->devices);
+    if (parla__devs(rt)->devices == NULL)
         return parla__error(PARLA_ENOMEM, "cannot allocate %d devices", n_gpus + 1);
-    int rc = device_init(&rt->devices[0], 0, c->cpu_memory);
+    int rc = device_init(&parla__devs(rt)->devices[0], 0, c->cpu_memory);
     if (rc)
         return rc;
-    rt->n_devices = 1;
-    parla__device_t *cpu = &rt->devices[0];
+    parla__devs(rt)->n_devices = 1;
+    parla__device_t *cpu = &parla__devs(rt)->devices[0];
     cpu->kind = PARLA_DEVICE_CPU;
     cpu->bandwidth = 1e12; /* local: no transfer */
     snprintf(cpu->name, sizeof cpu->name, "cpu(0)");
     for (int i = 0; i < n_gpus; i++) {
-        parla__device_t *d = &rt->devices[i + 1];
+        parla__device_t *d = &parla__devs(rt)->devices[i + 1];
         uint64_t mem = c->virtual_gpu_memory ? c->virtual_gpu_memory : (uint64_t)1 << 30;
         rc = device_init(d, i + 1, mem);
         if (rc)
             return rc;
-        rt->n_devices++;
+        parla__devs(rt)->n_devices++;
         d->kind = PARLA_DEVICE_GPU;
         d->kind_index = i;
         snprintf(d->name, sizeof d->name, "gpu(%d)", i);
@@ -73,42 +72,32 @@ int parla__devices_init(parla_runtime_t *rt)
 
 void parla__devices_destroy(parla_runtime_t *rt)
 {
-    for (int i = 0; i < rt->n_devices; i++) {
-        parla__engine_stop(&rt->devices[i]);
-        /* Workers' streams first (their work is complete: every task finished). */
-        for (int k = 0; k < rt->n_workers && rt->workers; k++) {
-            parla__worker_t *w = &rt->workers[k];
-            if (w->streams && w->streams[i])
-                rt->devices[i].ops->stream_destroy(&rt->devices[i], w->streams[i]);
-        }
-        parla__event_pool_destroy(&rt->devices[i]);
-        if (rt->devices[i].is_cuda)
-            parla__cuda_device_destroy(&rt->devices[i]);
-        pthread_mutex_destroy(&rt->devices[i].lock);
-        pthread_mutex_destroy(&rt->devices[i].acquire_lock);
-        pthread_mutex_destroy(&rt->devices[i].event_lock);
+    for (int i = 0; i < parla__devs(rt)->n_devices; i++) {
+        parla__engine_stop(&parla__devs(rt)->devices[i]);
+        parla__event_pool_destroy(&parla__devs(rt)->devices[i]);
+        if (parla__devs(rt)->devices[i].is_cuda)
+            parla__cuda_device_destroy(&parla__devs(rt)->devices[i]);
+        pthread_mutex_destroy(&parla__devs(rt)->devices[i].lock);
+        pthread_mutex_destroy(&parla__devs(rt)->devices[i].acquire_lock);
+        pthread_mutex_destroy(&parla__devs(rt)->devices[i].event_lock);
     }
-    for (int k = 0; k < rt->n_workers && rt->workers; k++) {
-        parla__free(rt->workers[k].streams);
-        rt->workers[k].streams = NULL;
-    }
-    parla__free(rt->devices);
-    rt->devices = NULL;
+    parla__free(parla__devs(rt)->devices);
+    parla__devs(rt)->devices = NULL;
 }
 
 int parla_runtime_num_devices(const parla_runtime_t *rt)
 {
-    return rt ? rt->n_devices : 0;
+    return rt ? parla__devs(rt)->n_devices : 0;
 }
 
 int parla_device_info(parla_runtime_t *rt, int index, parla_device_info_t *out)
 {
     if (rt == NULL || out == NULL)
         return parla__error(PARLA_EINVAL, "parla_device_info: NULL argument");
-    if (index < 0 || index >= rt->n_devices)
+    if (index < 0 || index >= parla__devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_device_info: no device %d (the runtime has %d)", index,
-                            rt->n_devices);
-    parla__device_t *d = &rt->devices[index];
+                            parla__devs(rt)->n_devices);
+    parla__device_t *d = &parla__devs(rt)->devices[index];
     memset(out, 0, sizeof *out);
     out->index = index;
     out->kind = d->kind;

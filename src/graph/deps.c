@@ -6,7 +6,7 @@
  * reaches zero. Successors sit on a lock-free stack (a Treiber stack); the
  * finishing task swaps in the SEALED marker, so an edge added afterwards sees
  * that the dependency is over. Each edge delivers exactly one notification. */
-#include "sched/sched.h"
+#include "graph/graph.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -105,7 +105,7 @@ static void mark_cancel(parla_task_t *t, parla_task_t *failed_dep)
 void parla__task_dec_pending(parla_task_t *t)
 {
     if (atomic_fetch_sub_explicit(&t->pending, 1, memory_order_acq_rel) == 1)
-        t->rt->ghooks.ready(t);
+        parla__graph_rt(t->rt)->ghooks.ready(t);
 }
 
 /* Adds the edge dep -> t. t's pending count must be held above zero by the
@@ -130,8 +130,8 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
     }
     e->succ = t;
     e->flags = flags;
-    if (t->rt->trace && !(flags & PARLA__EDGE_SOFT))
-        parla__trace_edge(t->rt->trace, parla__now_ns(), dep->serial, t->serial,
+    if (parla__graph_rt(t->rt)->trace && !(flags & PARLA__EDGE_SOFT))
+        parla__trace_edge(parla__graph_rt(t->rt)->trace, parla__now_ns(), dep->serial, t->serial,
                           (flags & PARLA__EDGE_ORDER)  ? PARLA__EK_ORDER
                           : (flags & PARLA__EDGE_DATA) ? PARLA__EK_FLOW
                                                        : PARLA__EK_EXPLICIT);
@@ -173,7 +173,7 @@ int parla_task_submit(parla_task_t *t)
     parla_runtime_t *rt = t->rt;
     if (t->fn == NULL)
         return parla__error(PARLA_EINVAL, "parla_task_submit: task %s has no body", parla_task_name(t));
-    if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
+    if (atomic_load_explicit(&parla__graph_rt(rt)->destroyed, memory_order_relaxed))
         return parla__error(PARLA_ESTATE, "parla_task_submit: the runtime was destroyed");
     int forked = parla__check_process(rt, "parla_task_submit");
     if (forked)
@@ -185,15 +185,15 @@ int parla_task_submit(parla_task_t *t)
      * the flag (both may happen; removal is idempotent). */
     if (atomic_load(&t->flags) & PARLA__F_LISTED)
         parla__placeholder_remove(rt, t);
-    if (rt->trace)
-        parla__trace_task_name(rt->trace, t->serial, parla_task_name(t));
+    if (parla__graph_rt(rt)->trace)
+        parla__trace_task_name(parla__graph_rt(rt)->trace, t->serial, parla_task_name(t));
     parla_task_retain(t); /* the engine's reference, dropped when t finishes */
     /* Pairs with parla_runtime_destroy: either it sees this task active, or
      * this sees it closing (both sequentially consistent). */
-    atomic_fetch_add(&rt->n_active, 1);
-    if (atomic_load(&rt->closing)) {
+    atomic_fetch_add(&parla__graph_rt(rt)->n_active, 1);
+    if (atomic_load(&parla__graph_rt(rt)->closing)) {
         /* Undo: the task stays never submitted (its hold keeps it from running). */
-        atomic_fetch_sub(&rt->n_active, 1);
+        atomic_fetch_sub(&parla__graph_rt(rt)->n_active, 1);
         atomic_store(&t->state, PARLA_TASK_CREATED);
         parla_task_release(t);
         return parla__error(PARLA_ESTATE, "parla_task_submit: task %s: the runtime is being destroyed",
@@ -202,13 +202,13 @@ int parla_task_submit(parla_task_t *t)
     /* Placement options are the scheduler's to judge; a plain task runs on
      * the CPU (the fast path: no call). */
     if (t->ext && t->ext->n_options > 0)
-        rc = rt->ghooks.feasible(t);
-    else if (t->vcus > rt->devices[0].vcus_capacity || t->memory > rt->devices[0].memory_capacity)
+        rc = parla__graph_rt(rt)->ghooks.feasible(t);
+    else if (t->vcus > parla__devs(rt)->devices[0].vcus_capacity || t->memory > parla__devs(rt)->devices[0].memory_capacity)
         rc = parla__error(PARLA_ERESOURCE,
                               "task %s needs vcus=%g and memory=%llu bytes, more than the whole cpu device "
                               "(vcus=1, memory=%llu bytes)",
                               parla_task_name(t), (double)t->vcus / PARLA__VCU_ONE, (unsigned long long)t->memory,
-                              (unsigned long long)rt->devices[0].memory_capacity);
+                              (unsigned long long)parla__devs(rt)->devices[0].memory_capacity);
     if (rc) {
         /* Wait for the dependencies' notifications to drain through pending:
          * fail it when it would become ready. */
@@ -232,7 +232,7 @@ int parla_task_cancel(parla_task_t *t)
     if (atomic_load(&t->flags) & PARLA__F_LISTED)
         parla__placeholder_remove(t->rt, t);
     parla_task_retain(t);
-    atomic_fetch_add_explicit(&t->rt->n_active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&parla__graph_rt(t->rt)->n_active, 1, memory_order_relaxed);
     parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
     return 0;
 }
@@ -252,7 +252,7 @@ bool parla__task_cancel_stuck(parla_task_t *t)
  * the engine's reference goes. */
 static void finish_bookkeeping(parla_task_t *t)
 {
-    t->rt->ghooks.finished(t);
+    parla__graph_rt(t->rt)->ghooks.finished(t);
     parla_task_release(t); /* the engine's reference */
 }
 
@@ -276,9 +276,9 @@ void parla__task_finish(parla_task_t *t, int state, int error)
     parla__host_wait_task(t);
     atomic_store(&t->state, state);
     if (state == PARLA_TASK_FAILED)
-        atomic_fetch_add_explicit(&rt->n_failed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&parla__graph_rt(rt)->n_failed, 1, memory_order_relaxed);
     else if (state == PARLA_TASK_CANCELLED)
-        atomic_fetch_add_explicit(&rt->n_cancelled, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&parla__graph_rt(rt)->n_cancelled, 1, memory_order_relaxed);
 
     /* Notify successors. A successor that becomes ready while marked for
      * cancellation is finished right here and its own successors are walked
@@ -322,12 +322,12 @@ void parla__task_finish(parla_task_t *t, int state, int error)
                         s->error = PARLA_ECANCELLED;
                     parla__host_wait_task(s); /* as for t above: s never ran */
                     atomic_store(&s->state, fail ? PARLA_TASK_FAILED : PARLA_TASK_CANCELLED);
-                    atomic_fetch_add_explicit(fail ? &rt->n_failed : &rt->n_cancelled, 1, memory_order_relaxed);
+                    atomic_fetch_add_explicit(fail ? &parla__graph_rt(rt)->n_failed : &parla__graph_rt(rt)->n_cancelled, 1, memory_order_relaxed);
                     parla_task_retain(s); /* kept until its bookkeeping below */
                     s->qnext = work;
                     work = s;
                 } else {
-                    rt->ghooks.ready(s);
+                    parla__graph_rt(rt)->ghooks.ready(s);
                 }
             }
             parla_task_release(s); /* the edge's reference */

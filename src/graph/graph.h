@@ -117,7 +117,7 @@ struct parla_task {
     parla__edge_t first_edge;
     _Atomic bool first_edge_used;
     _Atomic(char *) name; /* owned; a default one is made on first use */
-    uint32_t ph_index;    /* position in rt->placeholders while listed */
+    uint32_t ph_index;    /* position in parla__graph_rt(rt)->placeholders while listed */
     uint64_t serial;  /* creation order, for default names */
     uint64_t creator; /* serial + 1 of the task whose body created it; 0 outside bodies */
 };
@@ -173,7 +173,7 @@ static inline bool parla__edge_push(parla_task_t *dep, parla__edge_t *e)
 /* ------------------------------------------------------------------ hooks -- */
 
 /* How the graph informs the layers above it (the scheduler installs them in
- * rt->ghooks when it creates the runtime; constant afterwards). The graph
+ * parla__graph_rt(rt)->ghooks when it creates the runtime; constant afterwards). The graph
  * calls up only through these, with no graph lock held. */
 typedef struct parla__graph_hooks {
     /* t's pending count reached 0: map, reserve, prepare, enqueue (or finish
@@ -193,6 +193,36 @@ typedef struct parla__graph_hooks {
      * hold its needs, else PARLA_ERESOURCE with the message set. */
     int (*feasible)(parla_task_t *t);
 } parla__graph_hooks_t;
+
+/* The graph layer's part of a runtime (the first member of data's part). */
+typedef struct parla__graph_rt {
+    parla__devs_t devs;          /* first */
+    parla__trace_t *trace;       /* NULL when tracing is off */
+    parla__graph_hooks_t ghooks; /* how graph/ and data/ call up (set at creation, constant) */
+
+    _Atomic long n_active;   /* submitted, not finished */
+    _Atomic long n_live;     /* task objects not yet freed (+ stores, holds, the runtime's own) */
+    _Atomic uint64_t serial;
+    _Atomic uint64_t n_failed, n_cancelled;
+    _Atomic bool destroyed;  /* destroy succeeded; free with the last task */
+    _Atomic bool closing;    /* parla_runtime_destroy is checking for live tasks */
+
+    /* Recycled task memory (see task.c). */
+    _Atomic(parla_task_t *) pool; /* freed tasks, pushed lock-free, linked by qnext */
+    _Atomic long pool_count;      /* about how many are in pool */
+    _Atomic int alloc_lock;       /* spinlock: protects alloc_list */
+    _Atomic(parla_task_t *) alloc_list; /* tasks taken from pool, handed out by create
+                                           (written under alloc_lock; read without it as a hint) */
+
+    pthread_mutex_t placeholder_lock; /* protects the placeholder list */
+    parla_task_t **placeholders;      /* never-submitted tasks with dependents */
+    size_t n_placeholders, cap_placeholders;
+} parla__graph_rt_t;
+
+static inline parla__graph_rt_t *parla__graph_rt(const parla_runtime_t *rt)
+{
+    return (parla__graph_rt_t *)(void *)rt;
+}
 
 /* One live object of rt (a task, a store, a hold) is gone; the last one
  * frees the runtime (its last_object hook). */

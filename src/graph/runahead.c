@@ -1,6 +1,6 @@
 /* runahead.c: the runahead release of a GPU task's GPU-only successors, and the
  * device events that order them after its work. */
-#include "sched/sched.h"
+#include "graph/graph.h"
 
 /* True when every placement option of s names GPUs only: s cannot run on the
  * CPU, so it may start on a GPU predecessor's runahead. Only for submitted
@@ -14,7 +14,7 @@ static bool gpu_only(const parla_task_t *s)
     for (int o = 0; o < s->ext->n_options; o++)
         for (int k = 0; k < s->ext->options[o].n; k++) {
             int slot = s->ext->options[o].slots[k];
-            if (slot == PARLA_ANY_CPU || (slot >= 0 && rt->devices[slot].kind != PARLA_DEVICE_GPU))
+            if (slot == PARLA_ANY_CPU || (slot >= 0 && parla__devs(rt)->devices[slot].kind != PARLA_DEVICE_GPU))
                 return false;
         }
     return true;

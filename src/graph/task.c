@@ -1,6 +1,6 @@
 /* task.c: task objects: the recycled pool, creation, references, names, the
  * setters and getters of the public API. */
-#include "sched/sched.h"
+#include "graph/graph.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -21,18 +21,18 @@ static parla_task_t *pool_take(parla_runtime_t *rt)
     (void)rt;
     return NULL;
 #else
-    if (atomic_load_explicit(&rt->alloc_list, memory_order_relaxed) == NULL &&
-        atomic_load_explicit(&rt->pool, memory_order_relaxed) == NULL)
+    if (atomic_load_explicit(&parla__graph_rt(rt)->alloc_list, memory_order_relaxed) == NULL &&
+        atomic_load_explicit(&parla__graph_rt(rt)->pool, memory_order_relaxed) == NULL)
         return NULL;
-    parla__spin_lock(&rt->alloc_lock);
-    parla_task_t *t = atomic_load_explicit(&rt->alloc_list, memory_order_relaxed);
+    parla__spin_lock(&parla__graph_rt(rt)->alloc_lock);
+    parla_task_t *t = atomic_load_explicit(&parla__graph_rt(rt)->alloc_list, memory_order_relaxed);
     if (t == NULL) {
-        t = atomic_exchange_explicit(&rt->pool, NULL, memory_order_acquire);
-        atomic_store_explicit(&rt->pool_count, 0, memory_order_relaxed);
+        t = atomic_exchange_explicit(&parla__graph_rt(rt)->pool, NULL, memory_order_acquire);
+        atomic_store_explicit(&parla__graph_rt(rt)->pool_count, 0, memory_order_relaxed);
     }
     if (t)
-        atomic_store_explicit(&rt->alloc_list, t->qnext, memory_order_relaxed);
-    parla__spin_unlock(&rt->alloc_lock);
+        atomic_store_explicit(&parla__graph_rt(rt)->alloc_list, t->qnext, memory_order_relaxed);
+    parla__spin_unlock(&parla__graph_rt(rt)->alloc_lock);
     return t;
 #endif
 }
@@ -40,12 +40,12 @@ static parla_task_t *pool_take(parla_runtime_t *rt)
 static void pool_give(parla_runtime_t *rt, parla_task_t *t)
 {
 #if !defined(__SANITIZE_ADDRESS__)
-    if (!atomic_load_explicit(&rt->destroyed, memory_order_relaxed) &&
-        atomic_fetch_add_explicit(&rt->pool_count, 1, memory_order_relaxed) < PARLA__POOL_MAX) {
-        parla_task_t *head = atomic_load_explicit(&rt->pool, memory_order_relaxed);
+    if (!atomic_load_explicit(&parla__graph_rt(rt)->destroyed, memory_order_relaxed) &&
+        atomic_fetch_add_explicit(&parla__graph_rt(rt)->pool_count, 1, memory_order_relaxed) < PARLA__POOL_MAX) {
+        parla_task_t *head = atomic_load_explicit(&parla__graph_rt(rt)->pool, memory_order_relaxed);
         do {
             t->qnext = head;
-        } while (!atomic_compare_exchange_weak_explicit(&rt->pool, &head, t, memory_order_release,
+        } while (!atomic_compare_exchange_weak_explicit(&parla__graph_rt(rt)->pool, &head, t, memory_order_release,
                                                         memory_order_relaxed));
         return;
     }
@@ -56,7 +56,7 @@ static void pool_give(parla_runtime_t *rt, parla_task_t *t)
 
 void parla__task_pool_free(parla_runtime_t *rt)
 {
-    parla_task_t *lists[2] = {atomic_exchange(&rt->alloc_list, NULL), atomic_exchange(&rt->pool, NULL)};
+    parla_task_t *lists[2] = {atomic_exchange(&parla__graph_rt(rt)->alloc_list, NULL), atomic_exchange(&parla__graph_rt(rt)->pool, NULL)};
     for (int i = 0; i < 2; i++)
         for (parla_task_t *t = lists[i]; t;) {
             parla_task_t *next = t->qnext;
@@ -71,7 +71,7 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
         *out = NULL;
     if (rt == NULL || out == NULL)
         return parla__error(PARLA_EINVAL, "parla_task_create: %s is NULL", rt ? "out" : "runtime");
-    if (atomic_load_explicit(&rt->destroyed, memory_order_relaxed))
+    if (atomic_load_explicit(&parla__graph_rt(rt)->destroyed, memory_order_relaxed))
         return parla__error(PARLA_ESTATE, "parla_task_create: the runtime was destroyed");
     int forked = parla__check_process(rt, "parla_task_create");
     if (forked)
@@ -100,10 +100,10 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
     atomic_init(&t->first_edge_used, false);
     t->n_devices = 0;
     t->ext = NULL;
-    t->serial = atomic_fetch_add_explicit(&rt->serial, 1, memory_order_relaxed);
+    t->serial = atomic_fetch_add_explicit(&parla__graph_rt(rt)->serial, 1, memory_order_relaxed);
     parla__self_t *cw = parla__self();
     t->creator = cw && cw->rt == rt && cw->current ? cw->current->serial + 1 : 0;
-    atomic_fetch_add_explicit(&rt->n_live, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&parla__graph_rt(rt)->n_live, 1, memory_order_relaxed);
     *out = t;
     return 0;
 }
@@ -214,7 +214,7 @@ void parla__task_ext_free(parla_task_t *t)
     parla__task_ext_t *x = t->ext;
     if (x == NULL)
         return;
-    t->rt->ghooks.dispose(t); /* the data part: accesses, waiter records */
+    parla__graph_rt(t->rt)->ghooks.dispose(t); /* the data part: accesses, waiter records */
     parla__task_events_release(t);
     parla__free(x->options);
     parla__free(x);
@@ -287,6 +287,6 @@ parla_task_t *parla_task_cause(const parla_task_t *t)
 
 void parla__graph_object_freed(parla_runtime_t *rt)
 {
-    if (atomic_fetch_sub_explicit(&rt->n_live, 1, memory_order_acq_rel) == 1)
-        rt->ghooks.last_object(rt);
+    if (atomic_fetch_sub_explicit(&parla__graph_rt(rt)->n_live, 1, memory_order_acq_rel) == 1)
+        parla__graph_rt(rt)->ghooks.last_object(rt);
 }

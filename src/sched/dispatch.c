@@ -28,7 +28,7 @@ void parla__task_complete_gpu(parla_task_t *t, int error)
         char what[256];
         snprintf(what, sizeof what, "%s", parla_last_error_message());
         error = parla__error(error, "task %s: its work on %s failed: %s", parla_task_name(t),
-                             t->rt->devices[t->devices[0]].name, what);
+                             parla__devs(t->rt)->devices[t->devices[0]].name, what);
     }
     if (t->ext && t->ext->prepared) {
         t->ext->prepared = false;
@@ -151,8 +151,8 @@ static void marker_done(parla__job_t *job, bool waited)
     task_job_t *j = (task_job_t *)job;
     parla_task_t *t = j->task;
     parla_runtime_t *rt = t->rt;
-    if (rt->trace && t->ext)
-        parla__trace_work(rt->trace, t->serial, t->ext->ran_ns, parla__now_ns(), t->devices[0]);
+    if (parla__graph_rt(rt)->trace && t->ext)
+        parla__trace_work(parla__graph_rt(rt)->trace, t->serial, t->ext->ran_ns, parla__now_ns(), t->devices[0]);
     int error = j->error;
     parla__free(j);
     parla__task_complete_gpu(t, error);
@@ -190,7 +190,7 @@ bool parla__engine_retry(parla_task_t *t)
         return false;
     j->job.ops = &retry_ops;
     j->task = t;
-    parla__engine_submit(&t->rt->devices[t->devices[0]], &j->job);
+    parla__engine_submit(&parla__devs(t->rt)->devices[t->devices[0]], &j->job);
     return true;
 }
 
@@ -198,7 +198,7 @@ int parla__engine_mark(parla_task_t *t)
 {
     /* Nothing queued on the device before the task: its work is complete
      * now (an event that has already completed), so the caller finishes it. */
-    parla__device_t *d = &t->rt->devices[t->devices[0]];
+    parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[0]];
     if (parla__engine_idle(d) && task_work_done(t) == 1)
         return 1;
     task_job_t *j = parla__calloc(t->rt, 1, sizeof *j);
@@ -219,7 +219,7 @@ void parla__task_finished(parla_task_t *t)
     parla_runtime_t *rt = t->rt;
     if (t->ext && t->ext->n_options > 0)
         for (int i = 0; i < t->n_devices; i++)
-            atomic_fetch_sub_explicit(&rt->devices[t->devices[i]].n_mapped, 1, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&parla__devs(rt)->devices[t->devices[i]].n_mapped, 1, memory_order_relaxed);
     if (rt->config.task_finished)
         rt->config.task_finished(t, rt->config.hook_user);
     /* Data references end with the task: its copies are no longer used. Its
@@ -232,7 +232,7 @@ void parla__task_finished(parla_task_t *t)
     }
     if (atomic_load(&t->flags) & PARLA__F_WAITED)
         parla__wake_waiters(rt);
-    if (atomic_fetch_sub_explicit(&rt->n_active, 1, memory_order_acq_rel) == 1 &&
+    if (atomic_fetch_sub_explicit(&parla__graph_rt(rt)->n_active, 1, memory_order_acq_rel) == 1 &&
         atomic_load(&rt->n_all_waiters) > 0)
         parla__wake_waiters(rt);
 }

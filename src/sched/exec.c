@@ -11,7 +11,7 @@ static bool uses_streams(const parla_task_t *t)
     if (t->ext == NULL)
         return false;
     for (int k = 0; k < t->n_devices; k++)
-        if (parla__device_async(&t->rt->devices[t->devices[k]]))
+        if (parla__device_async(&parla__devs(t->rt)->devices[t->devices[k]]))
             return true;
     return false;
 }
@@ -22,7 +22,7 @@ static int streams_prologue(parla__worker_t *w, parla_task_t *t)
 {
     /* Last to first, so that the first device is the current one after. */
     for (int k = t->n_devices - 1; k >= 0; k--) {
-        parla__device_t *d = &t->rt->devices[t->devices[k]];
+        parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[k]];
         if (!parla__device_async(d))
             continue;
         void *stream = parla__worker_stream(w, d->index);
@@ -44,7 +44,7 @@ static int streams_prologue(parla__worker_t *w, parla_task_t *t)
 static void streams_epilogue(parla__worker_t *w, parla_task_t *t, bool record)
 {
     for (int k = 0; k < t->n_devices; k++) {
-        parla__device_t *d = &t->rt->devices[t->devices[k]];
+        parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[k]];
         void *stream = w->streams ? w->streams[d->index] : NULL;
         if (stream == NULL)
             continue;
@@ -65,7 +65,7 @@ void *parla_task_stream(const parla_task_t *task, int k)
 /* The trace record of a body that ran from t0 until now and returned rc. */
 static void trace_body(parla_task_t *t, uint64_t t0, int rc)
 {
-    parla__trace_task(t->rt->trace, t->serial, t0, parla__now_ns(), t->n_devices ? t->devices[0] : 0,
+    parla__trace_task(parla__graph_rt(t->rt)->trace, t->serial, t0, parla__now_ns(), t->n_devices ? t->devices[0] : 0,
                       rc == 0 ? PARLA_TASK_DONE : rc == PARLA_TASK_SUSPEND ? PARLA_TASK_SUSPENDED : PARLA_TASK_FAILED,
                       t->ext && t->ext->n_options > 0 ? &t->ext->mapping : NULL);
 }
@@ -97,7 +97,7 @@ static __attribute__((noinline)) int call_body_observed(parla__worker_t *w, parl
     if (busy)
         parla__busy_end(busy, w->index, busy_outer, parla__now_ns() - t0, t->devices, t->n_devices,
                         (double)t->vcus / PARLA__VCU_ONE);
-    if (t->rt->trace)
+    if (parla__graph_rt(t->rt)->trace)
         trace_body(t, t0, rc);
     return rc;
 }
@@ -113,7 +113,7 @@ enum run_outcome {
  * with an engine, which completes it after the work queued there. */
 static bool runs_ahead(const parla_task_t *t)
 {
-    return t->n_devices > 0 && parla__device_runs_ahead(&t->rt->devices[t->devices[0]]);
+    return t->n_devices > 0 && parla__device_runs_ahead(&parla__devs(t->rt)->devices[t->devices[0]]);
 }
 
 /* Runs t's body on worker w (unless it must be skipped); *rc as the outcome says. */
@@ -126,7 +126,7 @@ static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
     int err;
     if (t->ext && (err = atomic_load_explicit(&t->ext->copy_error, memory_order_relaxed)) != 0) {
         *rc = parla__error(err, "task %s: a copy of its data to %s failed on the device (%s); the data keeps "
-                                "its last good copy", parla_task_name(t), t->rt->devices[t->devices[0]].name,
+                                "its last good copy", parla_task_name(t), parla__devs(t->rt)->devices[t->devices[0]].name,
                            parla_strerror(err));
         return RUN_SKIPPED;
     }
@@ -137,7 +137,7 @@ static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
     w->current = t;
     atomic_store_explicit(&t->state, PARLA_TASK_RUNNING, memory_order_relaxed);
     parla__busy_t *busy = atomic_load_explicit(&t->rt->busy, memory_order_acquire);
-    if (__builtin_expect(t->rt->trace == NULL && busy == NULL, 1))
+    if (__builtin_expect(parla__graph_rt(t->rt)->trace == NULL && busy == NULL, 1))
         *rc = call_body(w, t, streams);
     else
         *rc = call_body_observed(w, t, streams, busy);
@@ -151,7 +151,7 @@ static enum run_outcome run_body(parla__worker_t *w, parla_task_t *t, int *rc)
  * after the work queued there before it. */
 static void run_ahead(parla_task_t *t)
 {
-    if (t->rt->trace && t->ext)
+    if (parla__graph_rt(t->rt)->trace && t->ext)
         t->ext->ran_ns = parla__now_ns();
     parla__task_runahead(t);
     int mark = parla__engine_mark(t);
@@ -250,8 +250,8 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
             parla__placeholder_add(self->rt, dep); /* best effort: only for the stuck diagnosis */
         e->succ = self;
         e->flags = PARLA__EDGE_SOFT;
-        if (self->rt->trace)
-            parla__trace_edge(self->rt->trace, parla__now_ns(), dep->serial, self->serial, PARLA__EK_AWAIT);
+        if (parla__graph_rt(self->rt)->trace)
+            parla__trace_edge(parla__graph_rt(self->rt)->trace, parla__now_ns(), dep->serial, self->serial, PARLA__EK_AWAIT);
         parla_task_retain(self);
         atomic_fetch_add(&self->pending, 1);
         if (!parla__edge_push(dep, e)) { /* dep has finished */
@@ -265,7 +265,7 @@ int parla_task_suspend_on(parla_task_t *self, parla_task_t *const *tasks, size_t
 
 void *parla__worker_stream(parla__worker_t *w, int device)
 {
-    parla__device_t *d = &w->rt->devices[device];
+    parla__device_t *d = &parla__devs(w->rt)->devices[device];
     if (!parla__device_async(d) || w->streams == NULL)
         return NULL;
     if (w->streams[device] == NULL && d->ops->stream_create(d, &w->streams[device]) != 0)

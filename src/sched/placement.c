@@ -14,9 +14,9 @@ static double score_device(parla_task_t *t, const parla__option_t *opt, parla__d
     parla_runtime_t *rt = t->rt;
     uint64_t total = 0, valid = parla__task_data_bytes(t, d->index, &total);
     double slowest = d->bandwidth;
-    for (int i = 0; i < rt->n_devices; i++)
-        if (rt->devices[i].bandwidth < slowest)
-            slowest = rt->devices[i].bandwidth;
+    for (int i = 0; i < parla__devs(rt)->n_devices; i++)
+        if (parla__devs(rt)->devices[i].bandwidth < slowest)
+            slowest = parla__devs(rt)->devices[i].bandwidth;
     m->locality = total ? (double)valid / (double)total : 0.0;
     m->transfer = total ? (double)(total - valid) / (double)total * (slowest / d->bandwidth) : 0.0;
     m->load = (double)atomic_load_explicit(&d->n_mapped, memory_order_relaxed) / (double)rt->n_workers;
@@ -48,7 +48,7 @@ int parla__map_task(parla_task_t *t)
     double best = -INFINITY;
     parla_mapping_t best_m = {0};
     int best_n = 0, best_opt = -1, best_dev[PARLA_MAX_TASK_DEVICES] = {0};
-    int n_dev = rt->n_devices;
+    int n_dev = parla__devs(rt)->n_devices;
     uint64_t rr = atomic_fetch_add_explicit(&rt->map_rr, 1, memory_order_relaxed);
     int candidates = 0;
     for (int o = 0; o < x->n_options; o++) {
@@ -72,7 +72,7 @@ int parla__map_task(parla_task_t *t)
             int pick = -1;
             for (int k = 0; k < n_dev; k++) {
                 int i = (int)((rr + (uint64_t)k) % (uint64_t)n_dev); /* fair tie-breaking */
-                parla__device_t *d = &rt->devices[i];
+                parla__device_t *d = &parla__devs(rt)->devices[i];
                 if (!slot_matches(d, opt->slots[s]) || d->vcus_capacity < opt->vcus ||
                     d->memory_capacity < opt->memory)
                     continue;
@@ -124,7 +124,7 @@ int parla__map_task(parla_task_t *t)
     x->mapping = best_m;
     for (int i = 0; i < best_n; i++) {
         t->devices[i] = (uint8_t)best_dev[i];
-        atomic_fetch_add_explicit(&rt->devices[best_dev[i]].n_mapped, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&parla__devs(rt)->devices[best_dev[i]].n_mapped, 1, memory_order_relaxed);
     }
     t->n_devices = (int8_t)best_n;
     parla__data_plan(t, best_dev[0]);
@@ -170,8 +170,8 @@ int parla_task_add_placement(parla_task_t *t, const int *slots, int n, double vc
     parla_runtime_t *rt = t->rt;
     /* A need larger than every allowed device is caught at submit (PARLA_ERESOURCE). */
     int n_cpu = 0, n_gpu = 0, need_cpu = 0, need_gpu = 0;
-    for (int i = 0; i < rt->n_devices; i++) {
-        if (rt->devices[i].kind == PARLA_DEVICE_CPU)
+    for (int i = 0; i < parla__devs(rt)->n_devices; i++) {
+        if (parla__devs(rt)->devices[i].kind == PARLA_DEVICE_CPU)
             n_cpu++;
         else
             n_gpu++;
@@ -181,14 +181,14 @@ int parla_task_add_placement(parla_task_t *t, const int *slots, int n, double vc
             need_cpu++;
         } else if (slots[s] == PARLA_ANY_GPU) {
             need_gpu++;
-        } else if (slots[s] < 0 || slots[s] >= rt->n_devices) {
+        } else if (slots[s] < 0 || slots[s] >= parla__devs(rt)->n_devices) {
             return parla__error(PARLA_ENODEV, "task %s: no device %d (the runtime has %d: cpu(0) and %d GPU%s)",
-                                parla_task_name(t), slots[s], rt->n_devices, n_gpu, n_gpu == 1 ? "" : "s");
+                                parla_task_name(t), slots[s], parla__devs(rt)->n_devices, n_gpu, n_gpu == 1 ? "" : "s");
         } else {
             for (int j = 0; j < s; j++)
                 if (slots[j] == slots[s])
                     return parla__error(PARLA_EINVAL, "task %s: device %s named twice in one placement",
-                                        parla_task_name(t), rt->devices[slots[s]].name);
+                                        parla_task_name(t), parla__devs(rt)->devices[slots[s]].name);
         }
     }
     if (need_gpu > n_gpu)
@@ -225,8 +225,8 @@ bool parla__option_feasible(parla_runtime_t *rt, const parla__option_t *o)
 {
     for (int s = 0; s < o->n; s++) {
         bool any = false;
-        for (int i = 0; i < rt->n_devices && !any; i++) {
-            parla__device_t *d = &rt->devices[i];
+        for (int i = 0; i < parla__devs(rt)->n_devices && !any; i++) {
+            parla__device_t *d = &parla__devs(rt)->devices[i];
             any = slot_matches(d, o->slots[s]) && d->vcus_capacity >= o->vcus && d->memory_capacity >= o->memory;
         }
         if (!any)
@@ -240,8 +240,8 @@ uint64_t parla__largest_allowed(parla_runtime_t *rt, const parla__task_ext_t *x)
     uint64_t largest = 0;
     for (int o = 0; o < x->n_options; o++)
         for (int s = 0; s < x->options[o].n; s++)
-            for (int i = 0; i < rt->n_devices; i++)
-                if (slot_matches(&rt->devices[i], x->options[o].slots[s]) && rt->devices[i].memory_capacity > largest)
-                    largest = rt->devices[i].memory_capacity;
+            for (int i = 0; i < parla__devs(rt)->n_devices; i++)
+                if (slot_matches(&parla__devs(rt)->devices[i], x->options[o].slots[s]) && parla__devs(rt)->devices[i].memory_capacity > largest)
+                    largest = parla__devs(rt)->devices[i].memory_capacity;
     return largest;
 }

@@ -37,23 +37,23 @@ bool parla__reserve_or_block(parla_task_t *t)
     int idx[PARLA_MAX_TASK_DEVICES];
     int n = sorted_devices(t, idx);
     for (int i = 0; i < n; i++)
-        pthread_mutex_lock(&rt->devices[idx[i]].lock);
+        pthread_mutex_lock(&parla__devs(rt)->devices[idx[i]].lock);
     int fail = -1;
     for (int i = 0; i < n && fail < 0; i++) {
-        parla__device_t *d = &rt->devices[idx[i]];
+        parla__device_t *d = &parla__devs(rt)->devices[idx[i]];
         /* FIFO fairness: never overtake a task already waiting on a device. */
         if (d->blocked_head != NULL || !parla__resources_fit_locked(d, t->vcus, t->memory))
             fail = i;
     }
     if (fail < 0) {
         for (int i = 0; i < n; i++) {
-            rt->devices[idx[i]].vcus_free -= t->vcus;
-            rt->devices[idx[i]].memory_free -= t->memory;
+            parla__devs(rt)->devices[idx[i]].vcus_free -= t->vcus;
+            parla__devs(rt)->devices[idx[i]].memory_free -= t->memory;
             if (t->memory > 0)
-                parla__data_make_room_locked(&rt->devices[idx[i]]);
+                parla__data_make_room_locked(&parla__devs(rt)->devices[idx[i]]);
         }
     } else {
-        parla__device_t *d = &rt->devices[idx[fail]];
+        parla__device_t *d = &parla__devs(rt)->devices[idx[fail]];
         t->qnext = NULL;
         if (d->blocked_tail)
             d->blocked_tail->qnext = t;
@@ -62,7 +62,7 @@ bool parla__reserve_or_block(parla_task_t *t)
         d->blocked_tail = t;
     }
     for (int i = n - 1; i >= 0; i--)
-        pthread_mutex_unlock(&rt->devices[idx[i]].lock);
+        pthread_mutex_unlock(&parla__devs(rt)->devices[idx[i]].lock);
     return fail < 0;
 }
 
@@ -72,7 +72,7 @@ parla_task_t *parla__release_resources(parla_task_t *t)
     parla_task_t *retry = NULL, **rtail = &retry;
     parla_task_t *room = NULL; /* tasks waiting for room for their data (one account) */
     for (int i = 0; i < t->n_devices; i++) {
-        parla__device_t *d = &rt->devices[t->devices[i]];
+        parla__device_t *d = &parla__devs(rt)->devices[t->devices[i]];
         pthread_mutex_lock(&d->lock);
         d->vcus_free += t->vcus;
         d->memory_free += t->memory;

@@ -10,7 +10,6 @@
 #include <stddef.h>
 #include <unistd.h>
 
-_Static_assert(offsetof(struct parla_runtime, alloc) == 0, "util/alloc.c finds the account at the handle");
 
 void parla_config_init(parla_config_t *c)
 {
@@ -24,7 +23,7 @@ int parla_runtime_num_workers(const parla_runtime_t *rt)
 
 int parla_runtime_forked(const parla_runtime_t *rt)
 {
-    return rt != NULL && rt->alloc.pid != (int)getpid();
+    return rt != NULL && parla__rt_head(rt)->pid != (int)getpid();
 }
 
 /* -------------------------------------------------------- create/destroy -- */
@@ -92,17 +91,28 @@ static int default_workers(int *out)
 static void free_runtime(parla_runtime_t *rt)
 {
     parla__task_pool_free(rt);
-    if (rt->devices)
+    /* The workers' streams first (their work is complete: every task finished). */
+    for (int k = 0; k < rt->n_workers && rt->workers; k++) {
+        parla__worker_t *w = &rt->workers[k];
+        for (int i = 0; w->streams && i < parla__devs(rt)->n_devices; i++) {
+            parla__device_t *d = &parla__devs(rt)->devices[i];
+            if (w->streams[i])
+                d->ops->stream_destroy(d, w->streams[i]);
+        }
+        parla__free(w->streams);
+        w->streams = NULL;
+    }
+    if (parla__devs(rt)->devices)
         parla__devices_destroy(rt);
-    parla__trace_destroy(rt->trace);
+    parla__trace_destroy(parla__graph_rt(rt)->trace);
     parla__busy_destroy(atomic_load(&rt->busy));
     pthread_mutex_destroy(&rt->park_lock);
     pthread_cond_destroy(&rt->park_cond);
     pthread_mutex_destroy(&rt->wait_lock);
     pthread_cond_destroy(&rt->wait_cond);
-    pthread_mutex_destroy(&rt->placeholder_lock);
-    pthread_mutex_destroy(&rt->stores_lock);
-    parla__free(rt->placeholders);
+    pthread_mutex_destroy(&parla__graph_rt(rt)->placeholder_lock);
+    pthread_mutex_destroy(&parla__data_rt(rt)->stores_lock);
+    parla__free(parla__graph_rt(rt)->placeholders);
     parla__free(rt->workers);
     parla__free(rt);
 }
@@ -154,26 +164,26 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     if (rt == NULL)
         return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate the runtime");
     rt->config = cfg;
-    rt->alloc.pid = (int)getpid();
-    rt->ghooks = (parla__graph_hooks_t){.ready = parla__task_ready, .finished = parla__task_finished,
+    parla__rt_head(rt)->pid = (int)getpid();
+    parla__graph_rt(rt)->ghooks = (parla__graph_hooks_t){.ready = parla__task_ready, .finished = parla__task_finished,
                                         .dispose = parla__data_task_dispose, .last_object = free_runtime,
                                         .feasible = parla__task_feasible};
-    rt->dhooks = (parla__data_hooks_t){.arrived = parla__task_arrived, .unpinned = parla__tasks_unpinned,
+    parla__data_rt(rt)->dhooks = (parla__data_hooks_t){.arrived = parla__task_arrived, .unpinned = parla__tasks_unpinned,
                                        .retry = parla__engine_retry};
-    rt->alloc.fail_at = cfg.fail_alloc_at;
-    atomic_init(&rt->alloc.count, 1);
+    parla__rt_head(rt)->fail_at = cfg.fail_alloc_at;
+    atomic_init(&parla__rt_head(rt)->count, 1);
     rt->n_workers = cfg.n_workers;
-    atomic_init(&rt->n_live, 1); /* the runtime's own count, dropped by destroy */
+    atomic_init(&parla__graph_rt(rt)->n_live, 1); /* the runtime's own count, dropped by destroy */
     pthread_mutex_init(&rt->park_lock, NULL);
     pthread_cond_init(&rt->park_cond, NULL);
     pthread_mutex_init(&rt->wait_lock, NULL);
     pthread_cond_init(&rt->wait_cond, NULL);
-    pthread_mutex_init(&rt->placeholder_lock, NULL);
-    pthread_mutex_init(&rt->stores_lock, NULL);
+    pthread_mutex_init(&parla__graph_rt(rt)->placeholder_lock, NULL);
+    pthread_mutex_init(&parla__data_rt(rt)->stores_lock, NULL);
     for (int l = 0; l < PARLA__LEVELS; l++)
         parla__queue_init(&rt->shared[l], &rt->n_queued);
-    int drc = parla__devices_init(rt);
-    if (drc == 0 && cfg.trace && (rt->trace = parla__trace_create(rt, rt->n_workers)) == NULL)
+    int drc = parla__devices_init(rt, &rt->config);
+    if (drc == 0 && cfg.trace && (parla__graph_rt(rt)->trace = parla__trace_create(rt, rt->n_workers)) == NULL)
         drc = parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate trace buffers");
     if (drc) {
         rt->n_workers = 0;
@@ -187,11 +197,11 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
         return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate %d workers", cfg.n_workers);
     }
     bool async = false;
-    for (int d = 0; d < rt->n_devices; d++)
-        async |= parla__device_async(&rt->devices[d]);
+    for (int d = 0; d < parla__devs(rt)->n_devices; d++)
+        async |= parla__device_async(&parla__devs(rt)->devices[d]);
     for (int i = 0; i < rt->n_workers; i++) {
         parla__worker_t *w = &rt->workers[i];
-        if (async && (w->streams = parla__calloc(rt, (size_t)rt->n_devices, sizeof *w->streams)) == NULL) {
+        if (async && (w->streams = parla__calloc(rt, (size_t)parla__devs(rt)->n_devices, sizeof *w->streams)) == NULL) {
             rt->n_workers = i;
             free_runtime(rt);
             return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate the streams of worker %d", i);
@@ -226,14 +236,14 @@ int parla_runtime_destroy(parla_runtime_t *rt)
     /* The runtime's memory lives while task handles or data objects do, so a
      * second destroy reaches it: refuse it (it would drop the runtime's own
      * reference twice and free it under those handles). */
-    if (atomic_load(&rt->destroyed))
+    if (atomic_load(&parla__graph_rt(rt)->destroyed))
         return parla__error(PARLA_ESTATE, "parla_runtime_destroy: the runtime was already destroyed");
     bool open = false;
-    if (!atomic_compare_exchange_strong(&rt->closing, &open, true)) /* from now on submit refuses */
+    if (!atomic_compare_exchange_strong(&parla__graph_rt(rt)->closing, &open, true)) /* from now on submit refuses */
         return parla__error(PARLA_ESTATE, "parla_runtime_destroy: another thread is destroying the runtime");
     /* A task is reported finished (its state) a moment before the engine's
      * bookkeeping for it ends; wait that moment out, briefly. */
-    long active = atomic_load(&rt->n_active);
+    long active = atomic_load(&parla__graph_rt(rt)->n_active);
     for (int spin = 0; active > 0 && spin < 100000; spin++) {
         bool finishing = false;
         for (int i = 0; i < rt->n_workers && !finishing; i++)
@@ -241,27 +251,27 @@ int parla_runtime_destroy(parla_runtime_t *rt)
         if (!finishing)
             break;
         sched_yield();
-        active = atomic_load(&rt->n_active);
+        active = atomic_load(&parla__graph_rt(rt)->n_active);
     }
     if (active > 0) {
-        atomic_store(&rt->closing, false);
+        atomic_store(&parla__graph_rt(rt)->closing, false);
         return parla__error(PARLA_EBUSY, "parla_runtime_destroy: %ld submitted task%s not finished", active,
                             active == 1 ? " has" : "s have");
     }
     stop_workers(rt, rt->n_workers);
-    for (int i = 0; i < rt->n_devices; i++)
-        parla__engine_stop(&rt->devices[i]); /* nothing is queued: no task is live */
-    atomic_store(&rt->destroyed, true);
+    for (int i = 0; i < parla__devs(rt)->n_devices; i++)
+        parla__engine_stop(&parla__devs(rt)->devices[i]); /* nothing is queued: no task is live */
+    atomic_store(&parla__graph_rt(rt)->destroyed, true);
     parla__data_forget_history(rt);
     /* Never-submitted tasks recorded as placeholders: drop the registry's references. */
-    pthread_mutex_lock(&rt->placeholder_lock);
-    size_t n = rt->n_placeholders;
-    parla_task_t **list = rt->placeholders;
-    rt->placeholders = NULL;
-    rt->n_placeholders = rt->cap_placeholders = 0;
+    pthread_mutex_lock(&parla__graph_rt(rt)->placeholder_lock);
+    size_t n = parla__graph_rt(rt)->n_placeholders;
+    parla_task_t **list = parla__graph_rt(rt)->placeholders;
+    parla__graph_rt(rt)->placeholders = NULL;
+    parla__graph_rt(rt)->n_placeholders = parla__graph_rt(rt)->cap_placeholders = 0;
     for (size_t i = 0; i < n; i++)
         atomic_fetch_and(&list[i]->flags, ~PARLA__F_LISTED);
-    pthread_mutex_unlock(&rt->placeholder_lock);
+    pthread_mutex_unlock(&parla__graph_rt(rt)->placeholder_lock);
     for (size_t i = 0; i < n; i++)
         parla_task_release(list[i]);
     parla__free(list);
@@ -278,9 +288,9 @@ void parla_runtime_stats(parla_runtime_t *rt, parla_runtime_stats_t *out)
         return;
     }
     memset(out, 0, sizeof *out);
-    out->tasks_created = atomic_load(&rt->serial);
-    out->tasks_failed = atomic_load(&rt->n_failed);
-    out->tasks_cancelled = atomic_load(&rt->n_cancelled);
+    out->tasks_created = atomic_load(&parla__graph_rt(rt)->serial);
+    out->tasks_failed = atomic_load(&parla__graph_rt(rt)->n_failed);
+    out->tasks_cancelled = atomic_load(&parla__graph_rt(rt)->n_cancelled);
     for (int i = 0; i < rt->n_workers; i++) {
         out->tasks_run += atomic_load(&rt->workers[i].n_run);
         out->steals += atomic_load(&rt->workers[i].n_steals);

@@ -22,14 +22,14 @@
  *
  * Leaves (nothing is taken while one is held; each may be taken under any of
  * the above):
- *   rt->placeholder_lock  (mutex, graph/placeholder.c; taken under store->lock:
+ *   parla__graph_rt(rt)->placeholder_lock  (mutex, graph/placeholder.c; taken under store->lock:
  *                          data/hazards.c hazard_edge -> parla__add_edge -> parla__placeholder_add)
- *   rt->stores_lock       (mutex, the list of live stores, data/store.c and hazards.c)
+ *   parla__data_rt(rt)->stores_lock       (mutex, the list of live stores, data/store.c and hazards.c)
  *   device->engine_lock   (mutex, an engine's job queue, device/engine.c; jobs run without it)
  *   device->event_lock    (mutex, an event pool, device/event.c)
  *   trace buffer lock     (mutex, the shared trace buffer, trace/buffer.c)
  *   queue->lock           (spinlock, one ready queue, sched/queue.c)
- *   rt->alloc_lock        (spinlock, the recycled task pool, graph/task.c)
+ *   parla__graph_rt(rt)->alloc_lock        (spinlock, the recycled task pool, graph/task.c)
  * CUDA's driver loading (device/cuda.c) is a pthread_once, taken under none.
  *
  * Held across a device call (an ops-> function, which may block for a
@@ -132,8 +132,8 @@ int parla__task_work_wait(parla_task_t *t);
 /* The work of a runahead task is complete: release what it holds, finish it
  * (failed with error when a device reported one for that work, else done). */
 void parla__task_complete_gpu(parla_task_t *t, int error);
-/* The hooks the scheduler installs for the layers below (rt->ghooks,
- * rt->dhooks; see graph/graph.h and data/data.h). */
+/* The hooks the scheduler installs for the layers below (parla__graph_rt(rt)->ghooks,
+ * parla__data_rt(rt)->dhooks; see graph/graph.h and data/data.h). */
 void parla__task_ready(parla_task_t *t);
 void parla__task_finished(parla_task_t *t);
 int parla__task_feasible(parla_task_t *t);
@@ -171,35 +171,22 @@ typedef struct parla__worker {
     void **streams;
 } parla__worker_t;
 
+/* The runtime is a composition of per-layer parts, each the first member of
+ * the next: util's (parla__alloc_t) in device's (parla__devs_t) in graph's
+ * (parla__graph_rt_t) in data's (parla__data_rt_t), here. A layer reaches
+ * its part and those below from the handle (parla__devs(rt),
+ * parla__graph_rt(rt), parla__data_rt(rt): a pointer to a structure,
+ * converted, points to its first member) and never the parts above. */
 struct parla_runtime {
-    parla__alloc_t alloc; /* first: the allocation wrappers of util/ find it from the handle */
-    parla__graph_hooks_t ghooks; /* how graph/ and data/ call up (set at creation, constant) */
-    parla__data_hooks_t dhooks;
+    parla__data_rt_t data; /* first: the parts of the layers below */
     int n_workers;
     parla__worker_t *workers;
     parla__queue_t shared[PARLA__LEVELS]; /* tasks made ready outside workers */
-    parla__device_t *devices;             /* devices[0] is the CPU */
-    int n_devices;
     _Atomic uint64_t map_rr;              /* rotates tie-breaking among devices */
 
     parla_config_t config;
-    parla__trace_t *trace; /* NULL when tracing is off */
     _Atomic(parla__busy_t *) busy; /* NULL until parla_runtime_busy_enable; then constant */
-
-    _Atomic long n_active;   /* submitted, not finished */
-    _Atomic long n_live;     /* task objects not yet freed */
-    _Atomic uint64_t serial;
-    _Atomic uint64_t n_failed, n_cancelled;
-    _Atomic bool destroyed;  /* destroy succeeded; free with the last task */
     _Atomic bool cancelling; /* parla_runtime_cancel_all was called */
-    _Atomic bool closing;    /* parla_runtime_destroy is checking for live tasks */
-
-    /* Recycled task memory (see task.c). */
-    _Atomic(parla_task_t *) pool; /* freed tasks, pushed lock-free, linked by qnext */
-    _Atomic long pool_count;      /* about how many are in pool */
-    _Atomic int alloc_lock;       /* spinlock: protects alloc_list */
-    _Atomic(parla_task_t *) alloc_list; /* tasks taken from pool, handed out by create
-                                           (written under alloc_lock; read without it as a hint) */
 
     pthread_mutex_t park_lock; /* protects n_sleeping transitions and stop */
     pthread_cond_t park_cond;
@@ -215,13 +202,8 @@ struct parla_runtime {
     _Atomic int n_all_waiters;
     uint64_t wake_gen;         /* bumped by every broadcast of wait_cond */
 
-    pthread_mutex_t stores_lock;   /* protects the list of data stores */
-    struct parla__store *stores;   /* live data stores (see data.c) */
-
-    pthread_mutex_t placeholder_lock; /* protects the placeholder list */
-    parla_task_t **placeholders;      /* never-submitted tasks with dependents */
-    size_t n_placeholders, cap_placeholders;
 };
+
 
 /* The calling worker's stream on device (created on first use); NULL for host
  * devices or on error (then the message is set). */

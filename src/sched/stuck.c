@@ -23,10 +23,10 @@ bool parla__body_waiters_locked(parla_runtime_t *rt)
 
 bool parla__stuck_locked(parla_runtime_t *rt)
 {
-    if (atomic_load(&rt->n_sleeping) != rt->n_workers || parla__any_work(rt) || atomic_load(&rt->n_active) == 0)
+    if (atomic_load(&rt->n_sleeping) != rt->n_workers || parla__any_work(rt) || atomic_load(&parla__graph_rt(rt)->n_active) == 0)
         return false;
-    for (int d = 0; d < rt->n_devices; d++)
-        if (parla__engine_pending(&rt->devices[d]) > 0)
+    for (int d = 0; d < parla__devs(rt)->n_devices; d++)
+        if (parla__engine_pending(&parla__devs(rt)->devices[d]) > 0)
             return false; /* copies (or the work of runahead tasks) are under way */
     for (int i = 0; i < rt->n_workers; i++) {
         parla__worker_t *w = &rt->workers[i];
@@ -52,11 +52,11 @@ int parla__stuck_error(parla_runtime_t *rt)
 {
     char buf[480];
     size_t len = 0;
-    long active = atomic_load(&rt->n_active);
-    pthread_mutex_lock(&rt->placeholder_lock);
-    size_t np = rt->n_placeholders;
+    long active = atomic_load(&parla__graph_rt(rt)->n_active);
+    pthread_mutex_lock(&parla__graph_rt(rt)->placeholder_lock);
+    size_t np = parla__graph_rt(rt)->n_placeholders;
     for (size_t i = 0; i < np && len < sizeof buf - 64; i++) {
-        parla_task_t *p = rt->placeholders[i];
+        parla_task_t *p = parla__graph_rt(rt)->placeholders[i];
         len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s (needed by", i ? ", " : "", parla_task_name(p));
         int k = 0;
         for (parla__edge_t *e = atomic_load(&p->succ); e && e != PARLA__SEALED && len < sizeof buf - 32;
@@ -64,7 +64,7 @@ int parla__stuck_error(parla_runtime_t *rt)
             len += (size_t)snprintf(buf + len, sizeof buf - len, "%s %s", k ? "," : "", parla_task_name(e->succ));
         len += (size_t)snprintf(buf + len, sizeof buf - len, ")");
     }
-    pthread_mutex_unlock(&rt->placeholder_lock);
+    pthread_mutex_unlock(&parla__graph_rt(rt)->placeholder_lock);
     if (len >= sizeof buf - 64)
         snprintf(buf + sizeof buf - 8, 8, " ...");
     /* Bodies blocked in a wait are running, not ready: name them and what
@@ -152,9 +152,9 @@ int parla_runtime_cancel_stuck(parla_runtime_t *rt, parla_task_t *const *tasks, 
     if (!stuck)
         return parla__error(PARLA_ESTATE, "parla_runtime_cancel_stuck: the runtime is not stuck (a task is ready, "
                                           "running, copying or blocked in a wait, or none is pending)");
-    pthread_mutex_lock(&rt->placeholder_lock);
-    size_t np = rt->n_placeholders;
-    pthread_mutex_unlock(&rt->placeholder_lock);
+    pthread_mutex_lock(&parla__graph_rt(rt)->placeholder_lock);
+    size_t np = parla__graph_rt(rt)->n_placeholders;
+    pthread_mutex_unlock(&parla__graph_rt(rt)->placeholder_lock);
     if (np > 0)
         return parla__error(PARLA_ESTATE,
                             "parla_runtime_cancel_stuck: %zu never-submitted task%s %s depended on: submit or cancel "

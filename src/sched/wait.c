@@ -58,7 +58,7 @@ int parla__wait_all(parla_runtime_t *rt, double timeout)
     int rc = 0;
     pthread_mutex_lock(&rt->wait_lock);
     atomic_fetch_add(&rt->n_all_waiters, 1);
-    while (atomic_load(&rt->n_active) > 0) {
+    while (atomic_load(&parla__graph_rt(rt)->n_active) > 0) {
         /* parla__quiescent() takes park_lock, which comes before wait_lock in the
          * lock order; wake_gen tells whether a wake-up was missed meanwhile. */
         uint64_t gen = rt->wake_gen;
@@ -74,7 +74,7 @@ int parla__wait_all(parla_runtime_t *rt, double timeout)
         if (timeout < 0) {
             pthread_cond_wait(&rt->wait_cond, &rt->wait_lock);
         } else if (pthread_cond_timedwait(&rt->wait_cond, &rt->wait_lock, &deadline) == ETIMEDOUT &&
-                   atomic_load(&rt->n_active) > 0) {
+                   atomic_load(&parla__graph_rt(rt)->n_active) > 0) {
             rc = PARLA_ETIMEDOUT;
             break;
         }
@@ -83,7 +83,7 @@ int parla__wait_all(parla_runtime_t *rt, double timeout)
     pthread_mutex_unlock(&rt->wait_lock);
     if (rc == PARLA_ETIMEDOUT)
         return parla__error(rc, "parla_runtime_wait_all: %ld tasks still running after %g s",
-                            (long)atomic_load(&rt->n_active), timeout);
+                            (long)atomic_load(&parla__graph_rt(rt)->n_active), timeout);
     return rc ? parla__stuck_error(rt) : 0;
 }
 
@@ -329,7 +329,7 @@ int parla_data_fetch(parla_data_t *d, int device, int write)
     if (d == NULL)
         return parla__error(PARLA_EINVAL, "parla_data_fetch: data is NULL");
     parla_runtime_t *rt = parla__data_runtime(d);
-    if (device < 0 || device >= rt->n_devices)
+    if (device < 0 || device >= parla__devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_data_fetch: no device %d", device);
     /* Wait for the tasks whose accesses conflict with this one. */
     int rc = parla_data_wait(d, write, -1.0);

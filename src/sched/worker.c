@@ -153,7 +153,7 @@ void *parla__worker_main(void *arg)
         }
         /* The last worker to go idle while tasks are outstanding lets waiters
          * check whether the runtime is stuck. */
-        if (sleeping == rt->n_workers && atomic_load(&rt->n_active) > 0) {
+        if (sleeping == rt->n_workers && atomic_load(&parla__graph_rt(rt)->n_active) > 0) {
             parla__wake_wait_cond(rt);
             /* Workers waiting inside bodies sleep on park_cond: when this
              * worker's going idle leaves the runtime stuck, they must see it

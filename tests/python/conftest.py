@@ -46,3 +46,22 @@ def keep_alive(*objects):
     for obj in objects:
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
     return objects[0] if len(objects) == 1 else objects
+
+
+def thread_count():
+    """Threads of this process (Python's and the engine's), from /proc/self/task."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def thread_count_settled(expected, timeout=10.0):
+    """The thread count once joined threads have left the kernel's list, or the count that stays above
+    expected for timeout seconds. A thread whose join has returned may still be listed for a moment (the
+    kernel wakes the joiner before it removes the thread), most visibly on a loaded machine; a thread that
+    was never joined stays listed, so a leak still fails."""
+    import time
+    end = time.monotonic() + timeout
+    n = thread_count()
+    while n > expected and time.monotonic() < end:
+        time.sleep(0.01)
+        n = thread_count()
+    return n

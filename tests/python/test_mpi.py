@@ -49,7 +49,17 @@ def mpirun(n, *args, timeout=60, out_dir=None, **env):
     cmd = [MPIRUN, "-n", str(n), "--oversubscribe", sys.executable, *map(str, args)]
     if out_dir is not None:
         env["PARLA_MPI_TEST_OUT"] = str(out_dir)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(**env), cwd=str(REPO))
+    # A session of its own: on a timeout the whole job (mpirun, its daemons, every rank) is killed, not only
+    # mpirun, so no rank outlives the test.
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(**env),
+                             cwd=str(REPO), start_new_session=True)
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        stdout, stderr = child.communicate()
+        pytest.fail(f"{' '.join(cmd)} did not finish within {timeout} s:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     proc.lines = "".join(p.read_text() for p in sorted(out_dir.glob("rank*.txt"))) if out_dir is not None else ""
     return proc
 
@@ -62,16 +72,16 @@ def results(output):
     return out
 
 
-SUITE = ("basic", "cholesky", "cholesky_equal", "jacobi", "random", "owns_nothing", "nothing_at_all")
+SUITE = ("basic", "cholesky", "cholesky_equal", "cholesky_virtual_gpus", "jacobi", "random", "owns_nothing", "nothing_at_all")
 
 
-@pytest.mark.timeout(100)
+@pytest.mark.timeout(200)
 @pytest.mark.parametrize("n", [2, 4])
 def test_suite(n, tmp_path):
     """Owner computes with one send/receive; tiled Cholesky (residual, and bit-equal to one process) and Jacobi
     (equal to one process) on 2-D block-cyclic tiles; random programs against a sequential model; a rank that
     owns nothing."""
-    proc = mpirun(n, PROGRAMS, "suite", timeout=90, out_dir=tmp_path)
+    proc = mpirun(n, PROGRAMS, "suite", timeout=180, out_dir=tmp_path)
     found = results(proc.lines)
     failed = {k: v for k, v in found.items() if not isinstance(v, dict)}
     assert not failed, f"{failed}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -108,6 +118,30 @@ def test_failure_outside_tasks_stops_every_rank(tmp_path):
     assert caught.get("1", "").startswith("KeyError"), proc.stdout + proc.stderr[-2000:]
     assert caught.get("0", "").startswith("RemoteTaskError from=1 rank 1: the program raised KeyError"), caught
     assert proc.returncode != 0
+
+
+@pytest.mark.timeout(60)
+def test_ranks_running_different_programs_are_named():
+    """Ranks that disagree on the program wait on a message that never comes: the stall warning says so
+    (PARLA_MPI_STALL_WARN seconds, here 1) instead of a silent hang; the test then ends the job."""
+    cmd = [MPIRUN, "-n", "2", "--oversubscribe", sys.executable, str(PROGRAMS), "mismatch"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(PARLA_MPI_STALL_WARN=1), cwd=str(REPO), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 40
+        line, seen = "", []
+        while "rank 1: task 'recv" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            seen.append(line)
+            if not line and proc.poll() is not None:
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # Rank 1 numbered x one higher than rank 0 did, so its receive of x never matches rank 0's send.
+    assert re.search(r"rank 1: task 'recv x@0 from 0' has waited 1 s for MPI \(the receive from rank 0", line), seen
+    assert "same DistArrays" in line
 
 
 @pytest.mark.timeout(60)

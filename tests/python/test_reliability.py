@@ -2,28 +2,12 @@
 
 Each test names the fault it guards against; each failed on the runtime before its fix.
 """
-import os
 import threading
 
 import pytest
 
+from conftest import thread_count as _threads, thread_count_settled as _threads_settle
 from parla import Parla, spawn, TaskSpace
-
-
-def _threads():
-    """Threads of this process (Python's and the engine's workers)."""
-    return len(os.listdir("/proc/self/task"))
-
-
-def _threads_settle(expected):
-    """The thread count once joined threads have left the kernel's list (a joined Python thread may still be
-    listed for a moment), or the count that stays above expected."""
-    for _ in range(1000):
-        n = _threads()
-        if n <= expected:
-            return n
-        threading.Event().wait(0.01)
-    return n
 
 
 @pytest.mark.timeout(60)
@@ -364,8 +348,6 @@ def test_cycle_error_leaves_no_threads_behind():
     # Each context left with a DependencyCycleError kept its runtime and its workers for the life of the
     # process. The tasks of the cycle, and a task after it, are cancelled; a task outside it ran.
     from parla import DependencyCycleError
-    def threads():
-        return len(os.listdir("/proc/self/task"))
     # Counted after a first context: a library may start a thread pool of its own once (BLAS).
     before = None
     for round in range(20):
@@ -388,8 +370,8 @@ def test_cycle_error_leaves_no_threads_behind():
         assert "The cycle: T[0] -> T[1] -> T[0]" in str(info.value), str(info.value)
         assert ran == ["d"], ran
         assert [T[i].state for i in range(4)] == ["cancelled", "cancelled", "cancelled", "done"]
-        before = before or threads()
-    assert threads() == before, (before, threads())
+        before = before or _threads()
+    assert _threads_settle(before) == before
 
 
 @pytest.mark.timeout(30)

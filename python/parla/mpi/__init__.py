@@ -140,7 +140,7 @@ def _default_workers(comm: Any) -> int:
         cores = os.cpu_count() or 1
     try:
         node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        local = node.Get_size()
+        local = int(node.Get_size())
         node.Free()
     except Exception:
         local = 1
@@ -420,7 +420,8 @@ class Parla(_runtime.Parla):
             wrapped = _reporting(body, self.engine, me, name)
             deps = [t for t in _tasks._flatten(dependencies) if id(t) not in self._remote] \
                 if dependencies not in ((), [], None) else ()
-            task = _tasks.spawn(taskid, deps, input=[local(x) for x in reads_in],
+            spawn_id: Any = taskid
+            task = _tasks.spawn(spawn_id, deps, input=[local(x) for x in reads_in],
                                 output=[local(x) for x in writes_out], inout=[local(x) for x in writes_inout],
                                 **options)(wrapped)
             self._local += 1
@@ -476,8 +477,7 @@ class Parla(_runtime.Parla):
     def _write_messages(self) -> None:
         """Writes this rank's messages next to its trace (``<base>.rank<r>.mpi.json``)."""
         engine = self.engine
-        base = self._trace_base
-        assert base is not None  # called only when tracing
+        base = str(self._trace_base)
         path = _rank_path(base, self.rank, ".mpi.json")
         record = {
             "rank": self.rank, "size": self.size, "sync_mono_ns": engine.sync_mono_ns,
@@ -525,8 +525,7 @@ def _reporting(body: Callable[..., Any], engine: Any, me: int, name: str) -> Cal
 
 
 def spawn(taskid: Any = None, dependencies: Any = (), *, rank: Optional[int] = None, input: Iterable[Any] = (),
-          output: Iterable[Any] = (), inout: Iterable[Any] = (),
-          **options: Any) -> Callable[[Callable[..., Any]], Any]:
+          output: Iterable[Any] = (), inout: Iterable[Any] = (), **options: Any) -> Callable[[Callable[..., Any]], Any]:
     """The distributed :func:`parla.spawn`, called by every rank in the same order (inside a
     :class:`parla.mpi.Parla` context). Decides the running rank (``rank=``, else the owner of the first
     DistArray written, else of the first read, else 0), spawns the transfers the running rank needs, and on

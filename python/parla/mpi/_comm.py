@@ -23,10 +23,11 @@ not overtake messages of one tag, so equal tags never cross.
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import threading
 import time
-from typing import Any, Deque, List, Optional, Tuple
+from typing import Any, Deque, List, Optional, Set, Tuple
 
 from ..tasks import Task
 
@@ -102,6 +103,14 @@ class Engine:
         self.messages_received = 0
         self.sync_mono_ns = 0                # time.monotonic_ns() when the ranks left the start barrier
         self.error: Optional[BaseException] = None  # what the progress task raised, if anything
+        # A request pending this long (seconds; PARLA_MPI_STALL_WARN, 0 = never) is reported once on stderr:
+        # the usual cause is ranks that did not run the same program (different arrays or tasks).
+        try:
+            self.stall_warn = float(os.environ.get("PARLA_MPI_STALL_WARN", "60"))
+        except ValueError:
+            self.stall_warn = 60.0
+        self._stall_check = 0.0
+        self._warned: Set[int] = set()
 
     # -- tags -----------------------------------------------------------------------------------------
     def tag(self, did: int, version: int) -> int:
@@ -270,11 +279,26 @@ class Engine:
                         return
             if self._failure_sends:
                 self._failure_sends = [r for r in self._failure_sends if not r.Test()]
+            if self.stall_warn > 0 and self._active:
+                self._warn_stalled()
             if busy:
                 delay = 0.0
                 continue
             delay = min(max(delay * 2, 50e-6), 1e-3)
             time.sleep(delay)
+
+    def _warn_stalled(self) -> None:
+        now = time.monotonic_ns()
+        if now < self._stall_check:
+            return
+        self._stall_check = now + 1e9  # at most once a second
+        for _, op in self._active:
+            if id(op) not in self._warned and now - op.t_post > self.stall_warn * 1e9:
+                self._warned.add(id(op))
+                print(f"parla.mpi: rank {self.rank}: task {op.name!r} has waited {self.stall_warn:g} s for MPI "
+                      f"({'the receive from' if op.kind == 'recv' else 'the send to'} rank {op.peer}, tag {op.tag}); "
+                      f"did every rank create the same DistArrays and spawn the same tasks in the same order?",
+                      file=sys.stderr, flush=True)
 
     def end(self) -> None:
         """The program has left its Parla block: the progress task ends once the communication is done."""

@@ -118,13 +118,13 @@ def merge(base: str, out_path: str) -> Dict[str, Any]:
             recv_slices = slices[dst].get(recv["task"]) or []
             if not send_slices or not recv_slices:
                 continue
-            s, e = send_slices[0], recv_slices[-1]
+            s, f_ = send_slices[0], recv_slices[-1]
             flow_id = 1_000_000_000 + flows
             args = {"bytes": m["bytes"], "data": m["data"], "version": m["version"]}
             merged.append({"ph": "s", "pid": 100 * r + 1, "tid": s["tid"], "ts": round(s["ts"] + shift[r], 3),
                            "id": flow_id, "name": f"{m['bytes']} B", "cat": "mpi", "args": args})
-            merged.append({"ph": "f", "bp": "e", "pid": 100 * dst + 1, "tid": e["tid"],
-                           "ts": round(max(e["ts"] + shift[dst], s["ts"] + shift[r]), 3), "id": flow_id,
+            merged.append({"ph": "f", "bp": "e", "pid": 100 * dst + 1, "tid": f_["tid"],
+                           "ts": round(max(f_["ts"] + shift[dst], s["ts"] + shift[r]), 3), "id": flow_id,
                            "name": f"{m['bytes']} B", "cat": "mpi", "args": args})
             flows += 1
     with open(out_path, "w") as f:

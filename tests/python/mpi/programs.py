@@ -127,6 +127,28 @@ def cholesky_equal():
     return {"tasks_run": ctx.stats["tasks_run"], "messages_sent": ctx.stats["messages_sent"]}
 
 
+def cholesky_virtual_gpus():
+    """Each rank with 2 virtual GPUs, tasks placed on [cpu, gpu]: tiles move between a rank's devices (its
+    engine) and between ranks (through host memory); the factor is still bit-equal to one process."""
+    import cholesky as example
+    from parla.devices import cpu, gpu
+    n, block = 256, 64
+    e = list(range(0, n, block)) + [n]
+    nt = len(e) - 1
+    owner = BlockCyclic(*process_grid(SIZE))
+    tiles = [[DistArray(lambda i=i, j=j: example.spd_tile(n, block, i, j, 2), owner=owner(i, j),
+                        shape=(e[i + 1] - e[i], e[j + 1] - e[j]), dtype=float, name=f"A[{i},{j}]")
+              if j <= i else None for j in range(nt)] for i in range(nt)]
+    with Parla(n_workers=1, virtual_gpus=2) as ctx:
+        example.factor(tiles, placement=[cpu, gpu], spawn=spawn)
+        mpi.fetch(tiles, rank=0)
+    if RANK == 0:
+        mine = example.from_tiles([[t.numpy() if t is not None else None for t in row] for row in tiles], n)
+        one, _ = example.run(example.spd_from_tiles(n, block, 2), block, workers=2)
+        assert np.array_equal(mine, one), float(np.abs(mine - one).max())
+    return {"tasks_run": ctx.stats["tasks_run"], "messages_sent": ctx.stats["messages_sent"]}
+
+
 # --- Jacobi on 2-D block-cyclic tiles with halo edges -------------------------------------------------------
 
 def jacobi_reference(grid, iterations):
@@ -364,6 +386,20 @@ def failure_outside():
         emit(f"CAUGHT rank={RANK} KeyError {e}")
 
 
+def mismatch():
+    """Rank 1 creates one more DistArray than rank 0 (not the same program): rank 1's receive never matches.
+    The stall warning names it (the test then kills the job)."""
+    with Parla(n_workers=1):
+        if RANK == 1:
+            DistArray(np.zeros(1), owner=1)
+        x = DistArray(lambda: np.ones(4), owner=0, shape=(4,), dtype=float, name="x")
+        y = DistArray(lambda: np.zeros(4), owner=1, shape=(4,), dtype=float, name="y")
+
+        @spawn(input=[x], inout=[y])
+        def add():
+            y.array[...] += x.array
+
+
 def forever():
     """Runs until interrupted (for the Ctrl-C test): rank 0 prints READY once the tasks run."""
     import time
@@ -379,9 +415,10 @@ def forever():
 
 SCENARIOS = {
     "basic": [("basic", basic)],
-    "jac": [("jacobi", jacobi)], "rand": [("random", randoms)],
-    "suite": [("basic", basic), ("cholesky", cholesky), ("cholesky_equal", cholesky_equal), ("jacobi", jacobi),
-              ("random", randoms), ("owns_nothing", owns_nothing), ("nothing_at_all", nothing_at_all)],
+    "jac": [("jacobi", jacobi)], "rand": [("random", randoms)], "vgpu": [("vgpu", cholesky_virtual_gpus)],
+    "suite": [("basic", basic), ("cholesky", cholesky), ("cholesky_equal", cholesky_equal),
+              ("cholesky_virtual_gpus", cholesky_virtual_gpus), ("jacobi", jacobi), ("random", randoms),
+              ("owns_nothing", owns_nothing), ("nothing_at_all", nothing_at_all)],
     "trace": [("trace", trace)],
 }
 
@@ -391,6 +428,8 @@ if __name__ == "__main__":
         failure()
     elif which == "failure_outside":
         failure_outside()
+    elif which == "mismatch":
+        mismatch()
     elif which == "forever":
         forever()
     else:
