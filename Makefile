@@ -64,16 +64,14 @@ docs: install
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs build/docs
 	@echo "documentation: build/docs/index.html"
 
-# Lint (ruff) and type checks (mypy --strict and pyright on the modules typed so far, the extension's stub
-# included, and on a sample program).
-TYPED := python/parla/waiting.py python/parla/progress.py python/parla/trace.py python/parla/_logging.py \
-         python/parla/_blas.py python/parla/config.py python/parla/_core.pyi \
-         python/parla/mpi/__init__.py python/parla/mpi/_comm.py python/parla/mpi/layout.py python/parla/mpi/trace.py
+# Lint (ruff) and type checks: mypy --strict and pyright on the whole package (the extension's stub
+# _core.pyi included), the examples, the tutorial and a sample program.
+TYPED := python/parla examples tests/python/typing_sample.py
 lint: venv
 	$(VENV)/bin/ruff check python/parla examples tests/python
-	$(VENV)/bin/mypy --strict --follow-imports=silent $(TYPED)
+	$(VENV)/bin/mypy --strict $(TYPED)
 	if $(VENV)/bin/pyright --version >/dev/null 2>&1; then \
-	  $(VENV)/bin/pyright $(filter %.py,$(TYPED)) tests/python/typing_sample.py; \
+	  $(VENV)/bin/pyright $(TYPED); \
 	else echo "pyright unavailable (it needs node and its npm package, fetched on first use): skipped"; fi
 
 # The Python suite on the other supported Pythons (pyenv), each in its own venv with the package installed

@@ -32,7 +32,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,52 +52,56 @@ __all__ = ["factor", "factor_sequential", "run", "run_sequential", "make_spd", "
 # cuBLAS/cuSOLVER do the work on the task's stream.
 
 @specialize
-def potrf(a):
+def potrf(a: Any) -> None:
     kernels.potrf(a)
 
 
 @potrf.variant(gpu)
-def potrf_gpu(a):
+def potrf_gpu(a: Any) -> None:
     if get_array_module(a) is np:
-        return kernels.potrf(a)
-    import cupy
+        kernels.potrf(a)
+        return
+    import cupy  # pyright: ignore[reportMissingImports]
     a[...] = cupy.linalg.cholesky(a)
 
 
 @specialize
-def trsm(l, b):
+def trsm(l: Any, b: Any) -> None:
     kernels.trsm(l, b)
 
 
 @trsm.variant(gpu)
-def trsm_gpu(l, b):
+def trsm_gpu(l: Any, b: Any) -> None:
     if get_array_module(b) is np:
-        return kernels.trsm(l, b)
-    from cupyx.scipy.linalg import solve_triangular
+        kernels.trsm(l, b)
+        return
+    from cupyx.scipy.linalg import solve_triangular  # pyright: ignore[reportMissingImports]
     b[...] = solve_triangular(l, b.T, lower=True).T       # b := b inv(l)^T
 
 
 @specialize
-def syrk(a, c):
+def syrk(a: Any, c: Any) -> None:
     kernels.syrk(a, c)
 
 
 @syrk.variant(gpu)
-def syrk_gpu(a, c):
+def syrk_gpu(a: Any, c: Any) -> None:
     if get_array_module(c) is np:
-        return kernels.syrk(a, c)
+        kernels.syrk(a, c)
+        return
     c -= a @ a.T
 
 
 @specialize
-def gemm(a, b, c):
+def gemm(a: Any, b: Any, c: Any) -> None:
     kernels.gemm(a, b, c)
 
 
 @gemm.variant(gpu)
-def gemm_gpu(a, b, c):
+def gemm_gpu(a: Any, b: Any, c: Any) -> None:
     if get_array_module(c) is np:
-        return kernels.gemm(a, b, c)
+        kernels.gemm(a, b, c)
+        return
     c -= a @ b.T
 
 
@@ -161,9 +165,12 @@ def from_tiles(tiles: Sequence[Sequence[Optional[np.ndarray]]], n: int) -> np.nd
         col = 0
         for j in range(i + 1):
             t = tile_row[j]
+            assert t is not None  # the lower triangle is filled
             out[row:row + t.shape[0], col:col + t.shape[1]] = np.tril(t) if i == j else t
             col += t.shape[1]
-        row += tile_row[0].shape[0]
+        first = tile_row[0]
+        assert first is not None
+        row += first.shape[0]
     return out
 
 
@@ -192,7 +199,7 @@ def _priorities(i: int, j: int, k: int) -> int:
 
 
 def factor(tiles: List[List[Any]], use_parray: bool = True, placement: Any = cpu, explicit_deps: Optional[bool] = None,
-           priorities: bool = True, spawn: Any = spawn) -> None:
+           priorities: bool = True, spawn: Callable[..., Callable[[Callable[[], Any]], Any]] = spawn) -> None:
     """Spawns the tiled Cholesky task graph on ``tiles`` (lower tiles, from :func:`to_tiles`, or PArrays made
     from them) inside the active Parla context; the factor overwrites the tiles. Returns after spawning;
     leaving the Parla context waits for the tasks.
@@ -208,7 +215,7 @@ def factor(tiles: List[List[Any]], use_parray: bool = True, placement: Any = cpu
     SYRK = TaskSpace("SYRK", shape=(nt, nt))
     GEMM = TaskSpace("GEMM", shape=(nt, nt, nt))
 
-    def last_update(i: int, j: int, k: int):
+    def last_update(i: int, j: int, k: int) -> Any:
         """The task that last wrote tile (i, j) before step k (empty at k == 0)."""
         if k == 0:
             return []
@@ -218,10 +225,10 @@ def factor(tiles: List[List[Any]], use_parray: bool = True, placement: Any = cpu
         return _priorities(i, j, k) if priorities else 0
 
     if use_parray:
-        def data(t):
+        def data(t: Any) -> Any:
             return t.array
     else:
-        def data(t):
+        def data(t: Any) -> Any:
             return t
 
     for k in range(nt):
@@ -229,7 +236,7 @@ def factor(tiles: List[List[Any]], use_parray: bool = True, placement: Any = cpu
 
         @spawn(POTRF[k], [last_update(k, k, k)] if explicit_deps else [], placement=placement,
                inout=[akk] if use_parray else [], priority=prio(k, k, k))
-        def potrf_task(akk=akk):
+        def potrf_task(akk: Any = akk) -> None:
             potrf(data(akk))
 
         for i in range(k + 1, nt):
@@ -237,7 +244,7 @@ def factor(tiles: List[List[Any]], use_parray: bool = True, placement: Any = cpu
 
             @spawn(TRSM[i, k], [POTRF[k], last_update(i, k, k)] if explicit_deps else [], placement=placement,
                    input=[akk] if use_parray else [], inout=[aik] if use_parray else [], priority=prio(i, k, k))
-            def trsm_task(akk=akk, aik=aik):
+            def trsm_task(akk: Any = akk, aik: Any = aik) -> None:
                 trsm(data(akk), data(aik))
 
         for i in range(k + 1, nt):
@@ -246,7 +253,7 @@ def factor(tiles: List[List[Any]], use_parray: bool = True, placement: Any = cpu
 
             @spawn(SYRK[i, k], [TRSM[i, k], last_update(i, i, k)] if explicit_deps else [], placement=placement,
                    input=[aik] if use_parray else [], inout=[aii] if use_parray else [], priority=prio(i, i, k))
-            def syrk_task(aik=aik, aii=aii):
+            def syrk_task(aik: Any = aik, aii: Any = aii) -> None:
                 syrk(data(aik), data(aii))
 
             for j in range(k + 1, i):
@@ -256,11 +263,11 @@ def factor(tiles: List[List[Any]], use_parray: bool = True, placement: Any = cpu
                 @spawn(GEMM[i, j, k], [TRSM[i, k], TRSM[j, k], last_update(i, j, k)] if explicit_deps else [],
                        placement=placement, input=[aik, ajk] if use_parray else [],
                        inout=[aij] if use_parray else [], priority=prio(i, j, k))
-                def gemm_task(aik=aik, ajk=ajk, aij=aij):
+                def gemm_task(aik: Any = aik, ajk: Any = ajk, aij: Any = aij) -> None:
                     gemm(data(aik), data(ajk), data(aij))
 
 
-def factor_sequential(tiles: List[List[np.ndarray]]) -> None:
+def factor_sequential(tiles: List[List[Any]]) -> None:
     """The same kernels in the same program order on the calling thread, without the runtime: the
     reference for measuring the runtime's overhead per task (compare with ``--workers 1``)."""
     nt = len(tiles)
@@ -275,7 +282,7 @@ def factor_sequential(tiles: List[List[np.ndarray]]) -> None:
                 kernels.gemm(tiles[i][k], tiles[j][k], tiles[i][j])
 
 
-def run_sequential(a: np.ndarray, block: int):
+def run_sequential(a: np.ndarray, block: int) -> Tuple[np.ndarray, float]:
     """Factors ``a`` with :func:`factor_sequential` (one BLAS thread); returns (L, seconds)."""
     kernels.set_blas_threads(1)
     tiles = to_tiles(a, block)
@@ -292,14 +299,14 @@ def count_tasks(nt: int) -> int:
 
 def run(a: np.ndarray, block: int, workers: Optional[int] = None, use_parray: bool = True, virtual_gpus: int = 0,
         trace: Optional[str] = None, priorities: bool = True, explicit_deps: Optional[bool] = None,
-        graph: Optional[str] = None, summary: bool = False, all_devices: bool = False):
+        graph: Optional[str] = None, summary: bool = False, all_devices: bool = False) -> Tuple[np.ndarray, float]:
     """Factors ``a`` (not modified) with tiles of ``block``; returns (L as a full lower-triangular array,
     seconds). The time covers spawning and running the tasks (``with Parla()`` block, including the wait at
     its exit), not the conversion to and from tiles nor the start of the worker threads."""
     kernels.set_blas_threads(1)
     n = a.shape[0]
     tiles = to_tiles(a, block)
-    options = {}
+    options: Dict[str, Any] = {}
     if virtual_gpus:
         options["virtual_gpus"] = virtual_gpus
     if trace:
@@ -311,7 +318,7 @@ def run(a: np.ndarray, block: int, workers: Optional[int] = None, use_parray: bo
     placement = [cpu, gpu] if (virtual_gpus or all_devices) else cpu
     if use_parray:
         from parla.array import asarray
-        parrays = [[asarray(t) if t is not None else None for t in row] for row in tiles]
+        parrays: List[List[Any]] = [[asarray(t) if t is not None else None for t in row] for row in tiles]
     else:
         parrays = tiles
     ctx = Parla(n_workers=workers, **options)
@@ -327,7 +334,7 @@ def run(a: np.ndarray, block: int, workers: Optional[int] = None, use_parray: bo
 
 
 def run_mpi(n: int, block: int, workers: Optional[int] = None, check: bool = False, seed: int = 0,
-            trace: Optional[str] = None) -> dict:
+            trace: Optional[str] = None) -> Dict[str, Any]:
     """The same factorisation on every rank of MPI_COMM_WORLD (run under ``mpirun -n P``): the tiles are
     DistArrays laid out 2-D block-cyclically over the most square P x Q grid (tile (i, j) on rank
     (i % P) * Q + j % Q), each made by its owner with :func:`spd_tile`, and :func:`factor` runs with
@@ -364,8 +371,8 @@ def gflops(n: int, seconds: float) -> float:
     return n ** 3 / 3.0 / seconds / 1e9
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=4096, help="matrix order (default 4096)")
     parser.add_argument("--block", type=int, default=512, help="tile size (default 512)")
     parser.add_argument("--workers", type=int, default=None, help="worker threads (default: all cores)")
@@ -402,6 +409,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     result = {"n": args.n, "block": args.block, "seconds": median, "gflops": gflops(args.n, median), "times": times}
     print(f"time {median:.3f} s (median of {len(times)}), {result['gflops']:.1f} GFLOP/s (n^3/3 flops)")
     if args.check:
+        assert l is not None  # --repeat is at least 1
         res = residual(a, l)
         result["residual"] = res
         print(f"relative residual ||L L^T - A||_F / ||A||_F = {res:.3e}")
@@ -411,7 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     return result
 
 
-def _main_mpi(args: argparse.Namespace) -> dict:
+def _main_mpi(args: argparse.Namespace) -> Dict[str, Any]:
     from parla import mpi
     nt = -(-args.n // args.block)
     if mpi.rank() == 0:

@@ -16,6 +16,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Callable, Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -36,8 +37,8 @@ def has_cuda() -> bool:
         return p.has_cuda
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--block", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per system (medians)")
@@ -73,12 +74,12 @@ def main(argv=None) -> int:
     # 2. Side by side, interleaved rounds.
     print(f"\n[2] GFLOP/s, {args.rounds} interleaved rounds after a warm-up (medians); "
           f"tiled systems use 1 BLAS thread per task, LAPACK uses {workers} threads")
-    systems = {
+    systems: Dict[str, Callable[[], Tuple[np.ndarray, float]]] = {
         f"Parla (C engine), {workers} workers": lambda: cholesky.run(a, args.block, workers),
         f"Dask threaded, {workers} workers": lambda: dask_cholesky.run(a, args.block, workers),
         f"LAPACK dpotrf, {workers} threads": lambda: lapack_cholesky.run(a, workers),
     }
-    times = {name: [] for name in systems}
+    times: Dict[str, List[float]] = {name: [] for name in systems}
     for round_ in range(args.rounds + 1):
         for name, fn in systems.items():
             time.sleep(0.5)  # let OpenBLAS's idle threads from the previous system stop spinning

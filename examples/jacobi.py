@@ -105,7 +105,7 @@ def jacobi_parla(grid: np.ndarray, iterations: int, partitions: int, placement: 
             band = bands[p]
 
             @spawn(sweep[t, p], placement=where(p), inout=[band])
-            def _sweep():
+            def _sweep() -> str:
                 relax(band.array)
                 return str(get_current_devices()[0])
 
@@ -119,7 +119,7 @@ def jacobi_parla(grid: np.ndarray, iterations: int, partitions: int, placement: 
                 continue
 
             @spawn(halo[t, p], placement=where(p), output=writes, input=reads)
-            def _halo():
+            def _halo() -> None:
                 for dst, src in pairs:
                     dst.array[...] = src.array
 
@@ -136,7 +136,7 @@ def assemble(grid: np.ndarray, bands: Sequence[Any], bounds: Sequence[int]) -> n
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=512, help="grid size N (N x N points, default 512)")
     ap.add_argument("--partitions", type=int, default=4, help="number of row bands (default 4)")

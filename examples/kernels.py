@@ -55,9 +55,9 @@ _PyCapsule_GetPointer.restype = ctypes.c_void_p
 _PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 
-def _capsule_address(module, name: str) -> int:
+def _capsule_address(module: Any, name: str) -> int:
     capsule = module.__pyx_capi__[name]
-    return _PyCapsule_GetPointer(capsule, _PyCapsule_GetName(capsule))
+    return int(_PyCapsule_GetPointer(capsule, _PyCapsule_GetName(capsule)))
 
 
 _P = ctypes.c_void_p  # every Fortran argument is a pointer; passing raw addresses keeps the calls cheap
@@ -72,15 +72,15 @@ _dpotrf = ctypes.CFUNCTYPE(None, *([_P] * 5))(_capsule_address(_cython_lapack, "
 # --- constant arguments ---------------------------------------------------------------------------------------
 # BLAS never writes its scalar/flag arguments, so one shared object per value serves every thread.
 
-def _const(ctype, value):
+def _const(ctype: Any, value: Any) -> Tuple[Any, int]:
     obj = ctype(value)
     return obj, ctypes.addressof(obj)
 
 
-_keep = []
+_keep: List[Any] = []  # the constant objects, alive as long as the module
 
 
-def _addr(ctype, value) -> int:
+def _addr(ctype: Any, value: Any) -> int:
     obj, address = _const(ctype, value)
     _keep.append(obj)
     return address
@@ -112,8 +112,8 @@ def _layout(a: np.ndarray, what: str) -> bool:
     raise ValueError(f"{what}: the tile must be C- or Fortran-contiguous")
 
 
-_from_buffer = ctypes.c_char.from_buffer
-_addressof = ctypes.addressof
+_from_buffer: Callable[[Any], Any] = ctypes.c_char.from_buffer
+_addressof: Callable[[Any], int] = ctypes.addressof
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -122,10 +122,10 @@ def _ptr(a: np.ndarray) -> int:
     path, read-only ones without paying for an exception."""
     if a.flags.writeable:
         try:
-            return _addressof(_from_buffer(a))
+            return int(_addressof(_from_buffer(a)))
         except (TypeError, ValueError, BufferError):
             pass
-    return a.__array_interface__["data"][0]
+    return int(a.__array_interface__["data"][0])
 
 
 # --- kernels -------------------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def _library_of(address: int) -> Optional[str]:
     info = _DlInfo()
     if dladdr(address, ctypes.byref(info)) == 0 or not info.dli_fname:
         return None
-    return os.path.realpath(info.dli_fname.decode())
+    return str(os.path.realpath(info.dli_fname.decode()))
 
 
 def blas_library_path() -> Optional[str]:
@@ -238,7 +238,7 @@ def blas_library_path() -> Optional[str]:
     wrapper = ctypes.CDLL(_cython_blas.__file__)
     for symbol in ("scipy_dgemm_", "dgemm_"):
         # dlsym on the wrapper's handle searches its dependencies, i.e. finds the BLAS it is linked to.
-        address = ctypes.cast(getattr(wrapper, symbol, None), ctypes.c_void_p).value \
+        address = ctypes.cast(getattr(wrapper, symbol), ctypes.c_void_p).value \
             if hasattr(wrapper, symbol) else None
         if address:
             return _library_of(address)
@@ -319,7 +319,7 @@ def measure_speedup(size: int = 512, calls: int = 20, threads: int = 2, kernel: 
         a, b, c = rng.standard_normal((size, size)), rng.standard_normal((size, size)), rng.standard_normal((size, size))
         work.append((a, b, c, spd.copy()))
 
-    def run(item):
+    def run(item: Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
         a, b, c, s = item
         for _ in range(calls):
             if kernel == "gemm":
@@ -358,7 +358,7 @@ def serial_vs_threads(run: Callable[[Any], None], work: List[Any], repeat: int =
 
 def main() -> None:
     import argparse
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
@@ -378,9 +378,9 @@ def main() -> None:
     mats = [(np.asfortranarray(rng.standard_normal((args.size, args.size))),
              np.asfortranarray(rng.standard_normal((args.size, args.size)))) for _ in range(args.threads)]
 
-    def f2py_run(pair):
+    def f2py_run(pair: Tuple[np.ndarray, np.ndarray]) -> None:
         for _ in range(args.calls):
-            fblas.dgemm(1.0, pair[0], pair[1])
+            fblas.dgemm(1.0, pair[0], pair[1])  # pyright: ignore[reportAttributeAccessIssue]
     serial, parallel = serial_vs_threads(f2py_run, mats)
     print(f"(scipy.linalg.blas.dgemm, f2py, for comparison: serial {serial:.3f} s, concurrent {parallel:.3f} s, "
           f"speed-up {serial / parallel:.2f}x)")

@@ -82,7 +82,7 @@ def matmul_parla(A: np.ndarray, B: np.ndarray, block: int, mode: str = "tile",
                 b_col = [Bt[l][j] for l in range(nk)]
 
                 @spawn(T[i, j], placement=where, input=a_row + b_col, output=[c])
-                def _tile():
+                def _tile() -> str:
                     acc = a_row[0].array @ b_col[0].array
                     for a, b in zip(a_row[1:], b_col[1:]):
                         acc += a.array @ b.array
@@ -92,10 +92,10 @@ def matmul_parla(A: np.ndarray, B: np.ndarray, block: int, mode: str = "tile",
                 for l in range(nk):
                     a, b = At[i][l], Bt[l][j]
                     first = l == 0
-                    access = {"output": [c]} if first else {"inout": [c]}
+                    access: Dict[str, Any] = {"output": [c]} if first else {"inout": [c]}
 
                     @spawn(T[i, j, l], placement=where, input=[a, b], **access)
-                    def _product():
+                    def _product() -> str:
                         if first:
                             c.array[...] = a.array @ b.array
                         else:
@@ -107,7 +107,7 @@ def matmul_parla(A: np.ndarray, B: np.ndarray, block: int, mode: str = "tile",
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1024, help="columns of B and C (default 1024)")
     ap.add_argument("--m", type=int, default=None, help="rows of A and C (default: n)")

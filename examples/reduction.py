@@ -72,7 +72,7 @@ def reduce_parla(x: np.ndarray, chunks: int, mode: str = "await", placement: str
             part = slices[i]
 
             @spawn(leaf[i], placement=where(i), input=[part])
-            def _leaf():
+            def _leaf() -> float:
                 return float(np.sum(part.array))
 
         # nodes[i] is the task holding the sum of leaves i .. i + 2^s - 1 at the current level s.
@@ -86,7 +86,7 @@ def reduce_parla(x: np.ndarray, chunks: int, mode: str = "await", placement: str
                 left, right = nodes[j], nodes[j + 1]
 
                 @spawn(combine[s, j])
-                async def _combine():
+                async def _combine() -> Any:
                     return (await left) + (await right)
 
                 nxt.append(_combine)
@@ -101,7 +101,7 @@ def reduce_parla(x: np.ndarray, chunks: int, mode: str = "await", placement: str
             part, slot = slices[i], slots[i]
 
             @spawn(leaf[i], placement=where(i), input=[part], output=[slot])
-            def _leaf():
+            def _leaf() -> str:
                 slot.array[0] = np.sum(part.array)
                 return str(get_current_devices()[0])
 
@@ -113,7 +113,7 @@ def reduce_parla(x: np.ndarray, chunks: int, mode: str = "await", placement: str
                 mine, other = slots[i], slots[i + stride]
 
                 @spawn(combine[s, i], placement=where(i), inout=[mine], input=[other])
-                def _combine():
+                def _combine() -> str:
                     mine.array[0] += other.array[0]
                     return str(get_current_devices()[0])
 
@@ -123,7 +123,7 @@ def reduce_parla(x: np.ndarray, chunks: int, mode: str = "await", placement: str
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000_000, help="vector length (default 10,000,000)")
     ap.add_argument("--chunks", type=int, default=16, help="number of leaves (default 16)")

@@ -13,12 +13,12 @@ import threading
 from parla import Parla, spawn
 
 
-def main():
+def main() -> None:
     main_thread = threading.get_ident()
 
     with Parla():
         @spawn()
-        def hello():
+        def hello() -> bool:
             print("Hello, World! (from a worker thread)")
             # The body runs on a worker, not on the thread that spawned it.
             return threading.get_ident() != main_thread

@@ -16,15 +16,16 @@ body runs. That is why Parla programs keep their code in a function such as `mai
     python examples/tutorial/02_dependencies.py
 """
 import threading
+from typing import Any, Tuple
 
 from parla import Parla, TaskSpace, spawn
 
 
-def main():
+def main() -> None:
     log = []
     lock = threading.Lock()
 
-    def record(event):
+    def record(event: Tuple[Any, ...]) -> None:
         with lock:
             log.append(event)
 
@@ -32,14 +33,14 @@ def main():
         load = TaskSpace("load")
         for i in range(4):
             @spawn(load[i])
-            def _():
+            def _() -> int:
                 record(("load", i))          # the value of i when this task was spawned
                 return i * 10
 
         combine = TaskSpace("combine")
 
         @spawn(combine[0], dependencies=[load[0:4]])
-        def total():
+        def total() -> int:
             record(("combine",))
             # All four loads have finished here, so their results can be read.
             return sum(load[i].result for i in range(4))
@@ -49,7 +50,7 @@ def main():
             # With a shape, step[-1] lies outside the space and means "no task": the first step depends
             # only on combine.
             @spawn(step[i], [step[i - 1], combine[0]])
-            def _():
+            def _() -> None:
                 record(("step", i))
 
     print("execution order:", log)

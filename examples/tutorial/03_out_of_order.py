@@ -10,10 +10,12 @@ missing task.
 
     python examples/tutorial/03_out_of_order.py
 """
+# pyright: reportPossiblyUnboundVariable=false
+# (the tasks are bound inside the try blocks that expect the context's error; the lesson reads them after)
 from parla import Parla, TaskSpace, UnspawnedDependencyError, spawn
 
 
-def main():
+def main() -> None:
     order = []
 
     with Parla(n_workers=2):
@@ -21,16 +23,16 @@ def main():
 
         # Spawned first, but it needs T[1] and T[2], which do not exist yet.
         @spawn(T[3], [T[1], T[2]])
-        def last():
+        def last() -> None:
             order.append(3)
 
         # T[2] needs T[1], also spawned later.
         @spawn(T[2], [T[1]])
-        def middle():
+        def middle() -> None:
             order.append(2)
 
         @spawn(T[1])
-        def first():
+        def first() -> None:
             order.append(1)
 
     print("spawned in the order 3, 2, 1; ran in the order", order)
@@ -42,7 +44,7 @@ def main():
             U = TaskSpace("U")
 
             @spawn(U[0], [U[1]])           # U[1] is never spawned
-            def orphan():
+            def orphan() -> None:
                 print("never printed")
         raise AssertionError("expected UnspawnedDependencyError")
     except UnspawnedDependencyError as error:

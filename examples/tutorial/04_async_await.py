@@ -18,19 +18,19 @@ import time
 from parla import Parla, TaskSpace, spawn
 
 
-async def add_later(a, b):
+async def add_later(a: int, b: int) -> int:
     """An ordinary coroutine: awaited from a task, it runs as part of that task."""
     return a + b
 
 
-def main():
+def main() -> None:
     seen = {}
 
     with Parla(n_workers=1):
         @spawn()
-        async def driver():
+        async def driver() -> int:
             @spawn()
-            def forty():
+            def forty() -> int:
                 time.sleep(0.01)
                 return 40
 
@@ -41,7 +41,7 @@ def main():
             out = {}
             for i in range(5):
                 @spawn(squares[i])
-                def _():
+                def _() -> None:
                     out[i] = i * i
             await squares                        # every task of the space has finished
             seen["squares"] = dict(out)

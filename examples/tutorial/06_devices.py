@@ -19,14 +19,16 @@ whose memory is host memory. The same program runs on real GPUs without change.
 
     python examples/tutorial/06_devices.py
 """
+from typing import List
+
 import threading
 import time
 
 from parla import Parla, get_current_devices, spawn
-from parla.devices import cpu, get_all_devices, gpu
+from parla.devices import Device, cpu, get_all_devices, gpu
 
 
-def main():
+def main() -> None:
     with Parla(n_workers=4, virtual_gpus=2):
         devices = get_all_devices()
         print("devices of this runtime:", devices)
@@ -34,23 +36,23 @@ def main():
         assert all(d.virtual for d in gpu.devices)
 
         @spawn(placement=cpu)
-        def on_cpu():
+        def on_cpu() -> List[Device]:
             return get_current_devices()
 
         @spawn(placement=gpu(1))
-        def on_gpu1():
+        def on_gpu1() -> List[Device]:
             return get_current_devices()
 
         @spawn(placement=gpu)
-        def on_any_gpu():
+        def on_any_gpu() -> List[Device]:
             return get_current_devices()
 
         @spawn(placement=[cpu, gpu])
-        def anywhere():
+        def anywhere() -> List[Device]:
             return get_current_devices()
 
         @spawn(placement=(gpu(0), gpu(1)))
-        def on_both():
+        def on_both() -> List[Device]:
             return get_current_devices()
 
         # vcus: six tasks of half a GPU each, all on gpu(0). Count how many run at the same time.
@@ -58,7 +60,7 @@ def main():
         running = [0]
         peak = [0]
 
-        def half_gpu():
+        def half_gpu() -> List[Device]:
             with lock:
                 running[0] += 1
                 peak[0] = max(peak[0], running[0])

@@ -17,6 +17,8 @@ PARLA_VIRTUAL_GPUS, set before parla is imported (the same as running `PARLA_VIR
 
     python examples/tutorial/07_parray.py
 """
+from typing import Any, Tuple
+
 import os
 
 os.environ["PARLA_VIRTUAL_GPUS"] = "2"
@@ -30,7 +32,7 @@ from parla.devices import cpu, gpu  # noqa: E402
 DEVICES = (cpu(0), gpu(0), gpu(1))
 
 
-def main():
+def main() -> None:
     A = asarray(np.arange(8.0))
     where = {}
 
@@ -38,19 +40,19 @@ def main():
         step = TaskSpace("step")
         look = TaskSpace("look")
 
-        def snapshot(name, after):
+        def snapshot(name: str, after: Any) -> None:
             @spawn(look[name], [after])
-            def _():
+            def _() -> None:
                 where[name] = [str(d) for d in DEVICES if A.exists_on_device(d)]
 
         @spawn(step[1], placement=gpu(0), inout=[A])
-        def double_on_gpu0():
+        def double_on_gpu0() -> Tuple[str, str]:
             A.array[:] *= 2                         # the body changes gpu(0)'s copy
             return str(get_current_devices()[0]), type(A.array).__name__
         snapshot("after gpu(0) wrote", step[1])
 
         @spawn(step[2], [look["after gpu(0) wrote"]], placement=gpu(1), input=[A])
-        def read_on_gpu1():
+        def read_on_gpu1() -> Tuple[float, bool]:
             try:
                 A.array[0] = 123.0                  # declared input only: writing is refused
                 refused = False
@@ -60,12 +62,12 @@ def main():
         snapshot("after gpu(1) read", step[2])
 
         @spawn(step[3], [look["after gpu(1) read"]], placement=cpu, output=[A])
-        def overwrite_on_cpu():
+        def overwrite_on_cpu() -> None:
             A.array[:] = np.full(8, 10.0)           # output: every element is written, nothing copied in
         snapshot("after cpu overwrote", step[3])
 
         @spawn(step[4], [look["after cpu overwrote"]], placement=gpu(1), inout=[A])
-        def add_on_gpu1():
+        def add_on_gpu1() -> None:
             A.array[:] += np.arange(8.0)
 
     print("double_on_gpu0 ran on", double_on_gpu0.result[0], "with a", double_on_gpu0.result[1])

@@ -16,6 +16,7 @@ The two writers below wait for each other at a barrier: that only works because 
     python examples/tutorial/08_subarrays.py
 """
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from parla.array import asarray
 from parla.devices import cpu, gpu
 
 
-def main():
+def main() -> None:
     A = asarray(np.zeros(8))
     left, right = A[0:4], A[4:8]
     M = asarray(np.zeros((4, 4)))
@@ -33,33 +34,33 @@ def main():
 
     with Parla(n_workers=2, virtual_gpus=2):
         @spawn(placement=gpu(0), output=[left])
-        def write_left():
+        def write_left() -> None:
             meet.wait()                       # both halves are being written at the same moment
             left.array[:] = 1.0
 
         @spawn(placement=gpu(1), output=[right])
-        def write_right():
+        def write_right() -> None:
             meet.wait()
             right.array[:] = 2.0
 
         @spawn(placement=cpu, input=[A])       # the whole array: waits for both writers
-        def read_all():
+        def read_all() -> Any:
             return A.array.copy()
 
         @spawn(placement=gpu(0), output=[top])
-        def write_top():
+        def write_top() -> None:
             top.array[:] = np.arange(8.0).reshape(2, 4)
 
         @spawn(placement=gpu(1), output=[bottom])
-        def write_bottom():
+        def write_bottom() -> None:
             bottom.array[:] = 10 + np.arange(8.0).reshape(2, 4)
 
         @spawn(placement=cpu, input=[column])  # a column crosses both row blocks
-        def read_column():
+        def read_column() -> Any:
             return column.array.copy()
 
         @spawn(placement=gpu(0), inout=[A])    # update everything on gpu(0): the right half comes from gpu(1)
-        def scale_all():
+        def scale_all() -> None:
             A.array[:] *= 10
 
     print("whole A read on the cpu after the slice writes:", read_all.result)

@@ -17,6 +17,8 @@ CUDA GPUs and CuPy, `get_array_module(x)` gives `cupy` there.
 
     python examples/tutorial/09_variants.py
 """
+from typing import Any, Tuple
+
 import numpy as np
 
 from parla import Parla, TaskSpace, spawn, specialize
@@ -25,32 +27,32 @@ from parla.devices import cpu, gpu
 
 
 @specialize
-def norm(x):
+def norm(x: Any) -> Tuple[str, float]:
     """CPU body: NumPy's norm."""
     return "cpu variant", float(np.linalg.norm(x))
 
 
 @norm.variant(gpu)
-def norm_gpu(x):
+def norm_gpu(x: Any) -> Tuple[str, float]:
     """GPU body: written with whatever array module the data lives in."""
     xp = get_array_module(x)
     return "gpu variant", float(xp.sqrt((x * x).sum()))
 
 
 @norm.variant((gpu, gpu))
-def norm_two_gpus(x):
+def norm_two_gpus(x: Any) -> Tuple[str, float]:
     """Body for a task that holds two GPUs at once."""
     return "two-gpu variant", float(np.sqrt(np.dot(x, x)))
 
 
-def main():
+def main() -> None:
     v = asarray(np.full(16, 3.0))            # norm = 3 * 4 = 12
     with Parla(n_workers=2, virtual_gpus=2):
         T = TaskSpace("T")
         placements = {"cpu": cpu, "gpu": gpu, "gpu(1)": gpu(1), "(gpu, gpu)": (gpu(0), gpu(1))}
         for i, (label, where) in enumerate(placements.items()):
             @spawn(T[i], placement=where, input=[v])
-            def _():
+            def _() -> Any:
                 return norm(v.array)
         tasks = {label: T[i] for i, label in enumerate(placements)}
 

@@ -18,6 +18,8 @@ every task is in it.
 
     python examples/tutorial/10_tracing.py [--out DIR]      # DIR defaults to a new temporary directory
 """
+from typing import List, Optional
+
 import argparse
 import json
 import os
@@ -30,7 +32,7 @@ from parla.array import asarray
 from parla.devices import cpu, gpu
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description="Lesson 10: tracing")
     ap.add_argument("--out", default=None, help="directory for run.json and run.dot (default: a new temp dir)")
     args = ap.parse_args(argv)
@@ -45,13 +47,13 @@ def main(argv=None):
         total = TaskSpace("total")
         for i, block in enumerate(blocks):
             @spawn(fill[i], placement=[cpu, gpu(0), gpu(1)][i], inout=[block])
-            def _():
+            def _() -> None:
                 block.array[:] += 1.0
 
         # The fills are listed as dependencies too: the data alone orders total[0] after them, but an arrow
         # is drawn only for an edge that ordered something, and a fill may have finished before this spawn.
         @spawn(total[0], [fill[0:3]], placement=cpu, input=blocks)
-        def _():
+        def _() -> float:
             return float(sum(b.array.sum() for b in blocks))
 
         result = total[0]

@@ -16,6 +16,8 @@ Inside the launcher, three ways to wait for what it spawned:
 
     python examples/tutorial/11_sharing_and_barriers.py
 """
+from typing import List, Tuple
+
 import threading
 
 from parla import AtomicTaskSpace, Parla, TaskSpace, sleep_nogil, spawn
@@ -26,7 +28,7 @@ lock = threading.Lock()
 running = [0, 0]  # [now, most at once]
 
 
-def work(us):
+def work(us: float) -> None:
     """A task body standing in for a kernel of `us` microseconds; records how many run at once."""
     with lock:
         running[0] += 1
@@ -36,16 +38,16 @@ def work(us):
         running[0] -= 1
 
 
-def main():
+def main() -> List[Tuple[str, int]]:
     order = []
 
     @spawn(placement=cpu, vcus=0)
-    async def launcher():
+    async def launcher() -> None:
         # 1. Six tasks of half the CPU each: never more than two at once, whatever the worker count.
         T = TaskSpace("T")
         for i in range(6):
             @spawn(T[i], placement=cpu, vcus=0.5)
-            def half():
+            def half() -> None:
                 work(2000)
         await T
         order.append(("shares", running[1]))
@@ -54,16 +56,16 @@ def main():
         C = TaskSpace("C")
         for k in range(5):
             @spawn(C[k], dependencies=[C[k - 1]], vcus=500)
-            def link():
+            def link() -> None:
                 order.append(("link", k))
         await C[4]
 
         # 3. A tree that grows while we wait: wait() covers the tasks named meanwhile.
         R = AtomicTaskSpace("R")
 
-        def node(i, depth):
+        def node(i: int, depth: int) -> None:
             @spawn(R[i], vcus=0.25)
-            def grow():
+            def grow() -> None:
                 if depth:
                     node(2 * i, depth - 1)
                     node(2 * i + 1, depth - 1)
@@ -75,7 +77,7 @@ def main():
         async with finish():
             for i in range(3):
                 @spawn(vcus=0.1)
-                def leaf():
+                def leaf() -> None:
                     work(500)
         order.append(("finished", running[0]))
 

@@ -16,14 +16,16 @@ of overlap from the neighbouring blocks, on four virtual GPUs.
 
     python examples/tutorial/12_partitioning.py
 """
+from typing import Tuple
+
 import numpy as np
 
 from parla import Parla, TaskSpace, get_current_devices, spawn
-from parla.devices import cpu, gpu
+from parla.devices import Device, cpu, gpu
 from parla.ldevice import LDeviceGridBlocked, LDeviceSequenceBlocked
 
 
-def smooth(x, blocks):
+def smooth(x: np.ndarray, blocks: int) -> Tuple[np.ndarray, LDeviceSequenceBlocked, TaskSpace]:
     n = len(x)
     mapper = LDeviceSequenceBlocked(blocks, placement=gpu)
     halo = mapper.partition_tensor(x, overlap=1)  # each block with one neighbour element on each side
@@ -31,7 +33,7 @@ def smooth(x, blocks):
     T = TaskSpace("Smooth")
     for i in range(blocks):
         @spawn(T[i], placement=mapper.device(i))
-        def block():
+        def block() -> Device:
             part = halo[i]  # this block's copy, on this task's device
             padded = np.pad(part, 1, mode="edge")
             averaged = (padded[:-2] + padded[1:-1] + padded[2:]) / 3
@@ -42,7 +44,7 @@ def smooth(x, blocks):
     return out, mapper, T
 
 
-def main():
+def main() -> Tuple[np.ndarray, np.ndarray, LDeviceSequenceBlocked, TaskSpace]:
     x = np.arange(16, dtype=float) ** 2
     out, mapper, T = smooth(x, blocks=8)
     return x, out, mapper, T

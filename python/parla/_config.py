@@ -47,7 +47,7 @@ def parse_size(text: Any, what: str) -> int:
     return value
 
 
-def virtual_gpus_from_env() -> Dict[str, int]:
+def virtual_gpus_from_env() -> Dict[str, Any]:
     text = os.environ.get("PARLA_VIRTUAL_GPUS", "").strip()
     if not text:
         return {}
@@ -58,7 +58,7 @@ def virtual_gpus_from_env() -> Dict[str, int]:
         n = -1
     if n < 0:
         raise ValueError(f"PARLA_VIRTUAL_GPUS={text!r}: expected N or N:SIZE, e.g. 4 or 4:256MiB")
-    out = {"virtual_gpus": n}
+    out: Dict[str, Any] = {"virtual_gpus": n}
     if size:
         out["gpu_memory"] = parse_size(size, "PARLA_VIRTUAL_GPUS size")
     return out

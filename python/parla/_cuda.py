@@ -17,8 +17,9 @@ __all__ = ["cupy_module", "cupy_or_none", "cuda_scope", "on_cuda_device"]
 
 def cupy_module() -> types.ModuleType:
     """The ``cupy`` module. Raises ImportError when it is not importable."""
-    import cupy
-    return cupy
+    import cupy  # pyright: ignore[reportMissingImports]
+    module: types.ModuleType = cupy
+    return module
 
 
 def cupy_or_none() -> Optional[types.ModuleType]:

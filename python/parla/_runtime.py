@@ -9,7 +9,8 @@ import os
 import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
 
 from . import _blas, _blocking, _config, _context, _core
 from ._config import parse_size as parse_size  # where it was defined before _config
@@ -124,7 +125,7 @@ class _Notes:
                     pass
         self.added: List[str] = []
         try:
-            error._parla_notes = self.added
+            setattr(error, "_parla_notes", self.added)
         except (AttributeError, TypeError):  # an exception type without attributes: notes may repeat
             pass
 
@@ -237,7 +238,9 @@ class Parla:
         self.has_cuda = False
         self._placement_cache: Dict[Any, Any] = {}
         # PArrays used in this context, by id (a WeakSet would compare PArrays with ==, which is elementwise).
-        self._parrays: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+        self._parrays: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+        self._thread = 0  # the thread that entered the context (threading.get_ident()), and its name
+        self._thread_name = ""
 
     @property
     def runtime(self) -> _core.Runtime:
@@ -285,7 +288,8 @@ class Parla:
                          ", ".join(f"{d['kind']}({d['kind_index']})" for d in self.device_table), ", tracing" if tracing else "")
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
         if self._forked:  # a child forked inside the context: the runtime is the parent's
             _context.current = None
             self._rt = None
@@ -307,7 +311,8 @@ class Parla:
     async def __aenter__(self) -> "Parla":
         return self.__enter__()
 
-    async def __aexit__(self, exc_type, exc, tb) -> bool:
+    async def __aexit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                        tb: Optional[TracebackType]) -> Literal[False]:
         """``async with Parla():`` waits for the tasks in a thread, so the event loop keeps running; cancelling
         the awaiting coroutine cancels the tasks that have not started (as an exception in the block does)."""
         rt = self._rt
@@ -321,14 +326,14 @@ class Parla:
                         return
 
             try:
-                await _blocking.running_loop().run_in_executor(None, wait_quietly)
+                await _blocking.running_loop().run_in_executor(None, wait_quietly)  # in a coroutine: running
             except BaseException as e:  # cancelled: stop waiting, cancel and drain as on an error in the block
                 stop.set()
                 self.__exit__(type(e), e, e.__traceback__)
                 raise
         return self.__exit__(exc_type, exc, tb)
 
-    def _wait(self, rt: _core.Runtime):
+    def _wait(self, rt: _core.Runtime) -> Tuple[int, str]:
         """Waits for all tasks in short slices, so Ctrl-C is handled while waiting."""
         while True:
             code, message = rt.wait_all(0.05)
@@ -336,7 +341,7 @@ class Parla:
                 return code, message
 
     def _finish(self, cancel: bool, interrupted: bool = False) -> Optional[BaseException]:
-        rt = self._rt
+        rt = self.runtime
         # From here on only task bodies may spawn: a spawn on another thread raises RuntimeError there, and
         # wait_all also waits for spawns already in progress, so none reaches a destroyed engine.
         rt.begin_close()
@@ -358,7 +363,7 @@ class Parla:
                 raise
             self._close_progress()
             raise
-        stuck = None
+        stuck: Optional[RuntimeError] = None
         if code == _core.ESTUCK:
             # The engine speaks of submitting; in Python, tasks are spawned.
             text = message.replace("submitted", "spawned")
@@ -427,6 +432,8 @@ class Parla:
             return error
         first = failed[0]
         error = first._exception
+        if error is None:  # recorded by the engine as failed without a Python exception
+            error = RuntimeError(f"task {first.name} failed in the runtime")
         notes = _Notes(error)
         notes.add(f"raised by Parla task {first.name}")
         seen = {id(error)}
@@ -436,7 +443,8 @@ class Parla:
                 seen.add(id(task._exception))
                 others += 1
                 if others <= _MAX_FAILURE_NOTES:
-                    notes.add(f"task {task.name} also failed: {_describe(task._exception)}")
+                    notes.add(f"task {task.name} also failed: "
+                              f"{_describe(task._exception) if task._exception is not None else 'in the runtime'}")
         if others > _MAX_FAILURE_NOTES:
             notes.add(f"and {others - _MAX_FAILURE_NOTES} more tasks failed ({len(failed)} in all; "
                       f"Parla.failed lists them)")

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numbers
 import operator
 import weakref
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Union
 
 import numpy as np
 
@@ -87,6 +87,62 @@ class PArray:
     __slots__ = ("_root", "_indices", "_np", "_ranges", "_flat", "_data", "_cache", "_generation", "_name",
                  "_creator", "__weakref__")
 
+    if TYPE_CHECKING:  # what the loops after the class define, as type checkers should see it
+        def __add__(self, other: Any) -> PArray: ...
+        def __radd__(self, other: Any) -> PArray: ...
+        def __sub__(self, other: Any) -> PArray: ...
+        def __rsub__(self, other: Any) -> PArray: ...
+        def __mul__(self, other: Any) -> PArray: ...
+        def __rmul__(self, other: Any) -> PArray: ...
+        def __truediv__(self, other: Any) -> PArray: ...
+        def __rtruediv__(self, other: Any) -> PArray: ...
+        def __floordiv__(self, other: Any) -> PArray: ...
+        def __rfloordiv__(self, other: Any) -> PArray: ...
+        def __mod__(self, other: Any) -> PArray: ...
+        def __rmod__(self, other: Any) -> PArray: ...
+        def __pow__(self, other: Any) -> PArray: ...
+        def __rpow__(self, other: Any) -> PArray: ...
+        def __matmul__(self, other: Any) -> PArray: ...
+        def __rmatmul__(self, other: Any) -> PArray: ...
+        def __and__(self, other: Any) -> PArray: ...
+        def __rand__(self, other: Any) -> PArray: ...
+        def __or__(self, other: Any) -> PArray: ...
+        def __ror__(self, other: Any) -> PArray: ...
+        def __xor__(self, other: Any) -> PArray: ...
+        def __rxor__(self, other: Any) -> PArray: ...
+        def __lshift__(self, other: Any) -> PArray: ...
+        def __rlshift__(self, other: Any) -> PArray: ...
+        def __rshift__(self, other: Any) -> PArray: ...
+        def __rrshift__(self, other: Any) -> PArray: ...
+        def __iadd__(self, other: Any) -> PArray: ...
+        def __isub__(self, other: Any) -> PArray: ...
+        def __imul__(self, other: Any) -> PArray: ...
+        def __itruediv__(self, other: Any) -> PArray: ...
+        def __ifloordiv__(self, other: Any) -> PArray: ...
+        def __imod__(self, other: Any) -> PArray: ...
+        def __ipow__(self, other: Any) -> PArray: ...
+        def __imatmul__(self, other: Any) -> PArray: ...
+        def __iand__(self, other: Any) -> PArray: ...
+        def __ior__(self, other: Any) -> PArray: ...
+        def __ixor__(self, other: Any) -> PArray: ...
+        def __ilshift__(self, other: Any) -> PArray: ...
+        def __irshift__(self, other: Any) -> PArray: ...
+        def __lt__(self, other: Any) -> Any: ...
+        def __le__(self, other: Any) -> Any: ...
+        def __gt__(self, other: Any) -> Any: ...
+        def __ge__(self, other: Any) -> Any: ...
+        def __eq__(self, other: Any) -> Any: ...
+        def __ne__(self, other: Any) -> Any: ...
+        def __neg__(self) -> PArray: ...
+        def __pos__(self) -> PArray: ...
+        def __abs__(self) -> PArray: ...
+        def __invert__(self) -> PArray: ...
+        def __divmod__(self, other: Any) -> Tuple[PArray, PArray]: ...
+        def __rdivmod__(self, other: Any) -> Tuple[PArray, PArray]: ...
+        def __hash__(self) -> int: ...
+
+        def __getattr__(self, name: str) -> Any: ...  # the array's own attributes (A.T, A.sum())
+
     def __init__(self, array: Any, name: Optional[str] = None) -> None:
         if isinstance(array, PArray):
             array = array.array
@@ -100,11 +156,12 @@ class PArray:
         # device copies, to the cycle collector).
         self._root: Optional[PArray] = None
         self._generation = 0     # bumped by update(); views made before it are stale
-        self._indices: Tuple = ()
-        self._np = base          # the CPU copy (base) or the CPU view (views)
-        self._ranges = None      # byte ranges of the base (views only)
-        self._flat = None        # for views that NumPy makes as copies: their elements' flat indices in the base
-        self._data = None        # engine data of the current runtime
+        self._indices: Tuple[Any, ...] = ()
+        self._np: np.ndarray = base  # the CPU copy (base) or the CPU view (views)
+        self._ranges: Optional[List[int]] = None  # byte ranges of the base (views only)
+        # For views that NumPy makes as copies: their elements' flat indices in the base.
+        self._flat: Optional[np.ndarray] = None
+        self._data: Optional[_core.Data] = None  # engine data of the current runtime
         self._cache: Dict[int, Tuple[Any, Any]] = {}
         self._name = name
         task = _core.current_task()
@@ -165,15 +222,17 @@ class PArray:
         context = _context.current_runtime()
         runtime = context.runtime
         root = self._root if self._root is not None else self
-        if root._data is None or root._data.runtime is not runtime:
-            root._data = _core.Data(runtime, root._np)
+        base = root._data
+        if base is None or base.runtime is not runtime:
+            base = root._data = _core.Data(runtime, root._np)
             root._cache = {}
             context._parrays[id(root)] = root
         if self is root:
-            return root._data
-        if self._data is None or self._data.runtime is not runtime:
-            self._data = root._data.view(self._ranges)
-        return self._data
+            return base
+        data = self._data
+        if data is None or data.runtime is not runtime:
+            data = self._data = base.view(self._ranges or [])
+        return data
 
     def _live_data(self) -> Optional[_core.Data]:
         """The engine data when it belongs to the active runtime, else None."""
@@ -219,7 +278,8 @@ class PArray:
             memory = cupy.cuda.UnownedMemory(hold.ptr, root._np.nbytes, hold, info["cuda_ordinal"])
             arr = cupy.ndarray(root._np.shape, root._np.dtype, cupy.cuda.MemoryPointer(memory, 0))
         else:
-            arr = np.ndarray(root._np.shape, root._np.dtype, memoryview(hold).toreadonly() if readonly else hold)
+            view = memoryview(hold)  # keeps the hold (and so the device memory) alive as long as the array
+            arr = np.ndarray(root._np.shape, root._np.dtype, view.toreadonly() if readonly else view)
         try:
             root._cache[key] = (hold.ptr, weakref.ref(arr))
         except TypeError:  # an array type without weak references: not cached
@@ -242,7 +302,7 @@ class PArray:
             return mode
         # A view made inside the body (A[0:10][2:5]) is covered by a declared view of the same array.
         for declared, m in views:
-            if declared._ranges is not None and _ranges.covers(declared._ranges, self._ranges):
+            if declared._ranges is not None and _ranges.covers(declared._ranges, self._ranges or []):
                 mode |= m
         return mode
 
@@ -255,7 +315,7 @@ class PArray:
                 modes[id(declared)] = modes.get(id(declared), 0) | m
             task._modes = modes
         root = self._root if self._root is not None else self
-        mode = modes.get(id(self), 0) | modes.get(id(root), 0)
+        mode: int = modes.get(id(self), 0) | modes.get(id(root), 0)
         if mode != _core.READWRITE and root is not self:
             mode |= self._declared_mode(task)  # declared views covering this one add their modes
         return mode
@@ -296,9 +356,10 @@ class PArray:
         creator = root._creator
         own = creator is not None and creator() is task
         where = device_of(device)
-        if not managed and (own or (device == 0 and not context.strict_access)):
+        strict = context is not None and context.strict_access
+        if not managed and (own or (device == 0 and not strict)):
             return root._np
-        if context.strict_access:
+        if strict:
             raise RuntimeError(f"task {task.name} uses {self._describe()} that it did not declare in input=, "
                                f"output= or inout= (strict access checking is on: Parla(strict_access=True) "
                                f"or PARLA_STRICT_ACCESS=1)")
@@ -308,7 +369,7 @@ class PArray:
                                f"only part of that array "
                                f"({'; '.join(v._describe() for v in parts[:3])}): use the declared view's .array, "
                                f"or declare the whole array")
-        if not managed:
+        if data is None or not managed:
             raise RuntimeError(f"task {task.name} on {where!r} uses {self._describe()}, which it did not declare "
                                f"in input=, output= or inout=, and {where!r} has no copy of it: declare it so "
                                f"the runtime copies it there")
@@ -500,8 +561,8 @@ class PArray:
             if self._flat is None:
                 self._np[index] = value
             else:
-                root = self._root
-                root._np.reshape(-1)[self._flat[index]] = value
+                base = self._root._np if self._root is not None else self._np
+                base.reshape(-1)[self._flat[index]] = value
             return
         mode = self._task_mode(task)
         if not mode & _core.WRITE and self._region_mode(task, index) & _core.WRITE:
@@ -571,7 +632,7 @@ class PArray:
     def _valid_total(self) -> int:
         if self._root is None:
             return self.nbytes
-        r = self._ranges
+        r = self._ranges or []
         return sum(r[i + 1] - r[i] for i in range(0, len(r), 2))
 
     def nbytes_at(self, device: Union[Device, int]) -> int:
@@ -676,43 +737,46 @@ def _operand(x: Any) -> Any:
     return x.array if isinstance(x, PArray) else x
 
 
-def _binary(op):
-    def method(self, other):
+_Op = Callable[[Any, Any], Any]
+
+
+def _binary(op: _Op) -> Callable[["PArray", Any], "PArray"]:
+    def method(self: PArray, other: Any) -> PArray:
         return PArray(op(self.array, _operand(other)))
     return method
 
 
-def _reflected(op):
-    def method(self, other):
+def _reflected(op: _Op) -> Callable[["PArray", Any], "PArray"]:
+    def method(self: PArray, other: Any) -> PArray:
         return PArray(op(other, self.array))
     return method
 
 
-def _compare(op):
-    def method(self, other):
+def _compare(op: _Op) -> Callable[["PArray", Any], Any]:
+    def method(self: PArray, other: Any) -> Any:
         return op(self.array, _operand(other))
     return method
 
 
-def _unary(op):
-    def method(self):
+def _unary(op: Callable[[Any], Any]) -> Callable[["PArray"], "PArray"]:
+    def method(self: PArray) -> PArray:
         return PArray(op(self.array))
     return method
 
 
-def _inplace(op):
-    def method(self, other):
+def _inplace(op: _Op) -> Callable[["PArray", Any], "PArray"]:
+    def method(self: PArray, other: Any) -> PArray:
         other = _operand(other)
         if self._flat is not None:  # the elements are a copy: compute, then write them through
             self[...] = op(np.array(self.array) if isinstance(self.array, np.ndarray) else self.array.copy(), other)
             return self
-        if _core.current_task() is None:
+        task = _core.current_task()
+        if task is None:
             data = self._live_data()
             if data is not None:
                 _fetch(data, True)
             op(self._np, other)
         else:
-            task = _core.current_task()
             mode = self._task_mode(task)
             if not mode & _core.WRITE:
                 self[...] = op(self.array.copy(), other)  # checks that a declared view covers it
@@ -722,6 +786,17 @@ def _inplace(op):
     return method
 
 
+def _divmod(self: PArray, other: Any) -> Tuple[PArray, PArray]:
+    q, r = divmod(self.array, _operand(other))
+    return PArray(q), PArray(r)
+
+
+def _rdivmod(self: PArray, other: Any) -> Tuple[PArray, PArray]:
+    q, r = divmod(other, self.array)
+    return PArray(q), PArray(r)
+
+
+# The operators, made here from the operator module (their types are declared in the class for checkers).
 for _name, _op in [("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
                    ("truediv", operator.truediv), ("floordiv", operator.floordiv), ("mod", operator.mod),
                    ("pow", operator.pow), ("matmul", operator.matmul), ("and", operator.and_),
@@ -738,12 +813,13 @@ for _name, _op in [("iadd", operator.iadd), ("isub", operator.isub), ("imul", op
 for _name, _op in [("lt", operator.lt), ("le", operator.le), ("eq", operator.eq), ("ne", operator.ne),
                    ("gt", operator.gt), ("ge", operator.ge)]:
     setattr(PArray, f"__{_name}__", _compare(_op))
-for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs),
-                   ("invert", operator.invert)]:
-    setattr(PArray, f"__{_name}__", _unary(_op))
-PArray.__divmod__ = lambda self, other: tuple(PArray(x) for x in divmod(self.array, _operand(other)))
-PArray.__rdivmod__ = lambda self, other: tuple(PArray(x) for x in divmod(other, self.array))
-PArray.__hash__ = object.__hash__
+_unary_ops: List[Tuple[str, Callable[[Any], Any]]] = [
+    ("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs), ("invert", operator.invert)]
+for _name, _uop in _unary_ops:
+    setattr(PArray, f"__{_name}__", _unary(_uop))
+setattr(PArray, "__divmod__", _divmod)
+setattr(PArray, "__rdivmod__", _rdivmod)
+setattr(PArray, "__hash__", object.__hash__)  # identity: == is elementwise
 
 
 def _forward(name: str) -> property:
@@ -758,7 +834,10 @@ for _name in dir(np.ndarray):
         setattr(PArray, _name, _forward(_name))
 
 
-def asarray(a: Any, dtype: Any = None, order: Optional[str] = None, like: Any = None, on_gpu: bool = False,
+_Order = Literal["K", "A", "C", "F"]  # NumPy's memory orders
+
+
+def asarray(a: Any, dtype: Any = None, order: Optional[_Order] = None, like: Any = None, on_gpu: bool = False,
             name: str = "NA") -> PArray:
     """A PArray over a (a NumPy array, a CuPy array, or anything np.asarray accepts). A PArray is returned as
     it is (when dtype does not change it). A C-contiguous writable NumPy array of the dtype asked is used in
@@ -774,7 +853,7 @@ def asarray(a: Any, dtype: Any = None, order: Optional[str] = None, like: Any = 
     return PArray(np.asarray(_host_array(a), dtype=dtype, order=order, **kwargs), name=name)
 
 
-def array(object: Any, dtype: Any = None, copy: bool = True, order: str = "K", subok: bool = False,
+def array(object: Any, dtype: Any = None, copy: bool = True, order: _Order = "K", subok: bool = False,
           ndmin: int = 0, like: Any = None, on_gpu: bool = False, name: str = "NA") -> PArray:
     """A PArray holding a copy of object (with copy=False, object itself where it can, as asarray). The
     arguments are NumPy's (np.array) plus on_gpu= and name= as in asarray."""

@@ -13,7 +13,7 @@ Errors: ValueError for a negative or non-numeric length. Any thread may call the
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict
 
 from . import _context, _core, _cuda
 from .devices import Device
@@ -45,7 +45,7 @@ extern "C" __global__ void parla_spin(long long ticks) {
     while (clock64() - start < ticks) { }
 }
 """
-_kernels: dict = {}
+_kernels: Dict[str, Any] = {}
 
 
 def _spin_kernel(cupy: Any) -> Any:

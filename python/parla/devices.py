@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
 
@@ -82,6 +82,33 @@ class Device:
         """The device's memory (Parla.py): ``gpu(1).memory()(array)`` gives array in gpu(1)'s memory. One
         memory kind per device; ``kind`` is accepted and ignored."""
         return Memory(self)
+
+    # From the engine, in an active context (RuntimeError outside one).
+    @property
+    def memory_capacity(self) -> int:
+        """Memory capacity in bytes."""
+        return int(_device_info(self)["memory_capacity"])
+
+    @property
+    def memory_reserved(self) -> int:
+        """Bytes reserved by tasks' memory needs."""
+        return int(_device_info(self)["memory_reserved"])
+
+    @property
+    def memory_resident(self) -> int:
+        """Bytes of PArray copies resident on the device."""
+        return int(_device_info(self)["memory_resident"])
+
+    @property
+    def memory_free(self) -> int:
+        """Capacity minus resident bytes."""
+        info = _device_info(self)
+        return int(info["memory_capacity"] - info["memory_resident"])
+
+    @property
+    def virtual(self) -> bool:
+        """True for a virtual GPU."""
+        return bool(_device_info(self)["virtual"])
 
     def __repr__(self) -> str:
         return f"{self.architecture.name}({self.index})"
@@ -178,7 +205,7 @@ class Memory:
                 with cupy.cuda.Device(info["cuda_ordinal"]):
                     return cupy.asarray(data)
         if type(data).__module__.startswith("cupy"):
-            return data.get()
+            return cast(Any, data).get()
         return data
 
     def __repr__(self) -> str:
@@ -289,15 +316,6 @@ def _device_info(device: Device) -> Dict[str, Any]:
     return _context.current_runtime().runtime.devices()[engine_index(device)]
 
 
-Device.memory_capacity = property(lambda self: _device_info(self)["memory_capacity"],
-                                  doc="Memory capacity in bytes.")
-Device.memory_reserved = property(lambda self: _device_info(self)["memory_reserved"],
-                                  doc="Bytes reserved by tasks' memory needs.")
-Device.memory_resident = property(lambda self: _device_info(self)["memory_resident"],
-                                  doc="Bytes of PArray copies resident on the device.")
-Device.memory_free = property(lambda self: _device_info(self)["memory_capacity"] - _device_info(self)["memory_resident"],
-                              doc="Capacity minus resident bytes.")
-Device.virtual = property(lambda self: bool(_device_info(self)["virtual"]), doc="True for a virtual GPU.")
 
 
 def _vcus(vcus: Any, task_name: str) -> float:
@@ -305,9 +323,9 @@ def _vcus(vcus: Any, task_name: str) -> float:
     if type(vcus) is Cores:
         return min(1.0, int(vcus) / vcus.total) if int(vcus) > 0 else 0.0
     if not isinstance(vcus, bool) and isinstance(vcus, numbers.Real):  # NumPy scalars too
-        if 0.0 <= vcus <= 1.0:
+        if 0.0 <= float(vcus) <= 1.0:
             return float(vcus)
-        if isinstance(vcus, numbers.Integral) and 1 < vcus <= 1000:
+        if isinstance(vcus, numbers.Integral) and 1 < int(vcus) <= 1000:
             return int(vcus) / 1000.0
     raise ValueError(f"task {task_name}: vcus={vcus!r} must be a fraction of a device in [0, 1] (0: no need), or "
                      f"an integer number of thousandths of a device up to 1000")
@@ -341,7 +359,12 @@ def _slot(target: Any, placement: Any, task_name: str) -> int:
                     f"(cpu, gpu, gpu(1), ...)")
 
 
-def resolve_placement(placement: Any, vcus: Optional[float], memory: Optional[int], task_name: str):
+# An engine placement option: (engine device indices or ANY_CPU/ANY_GPU, vcus, memory bytes).
+PlacementOption = Tuple[Tuple[int, ...], float, int]
+
+
+def resolve_placement(placement: Any, vcus: Optional[float], memory: Optional[int],
+                      task_name: str) -> Tuple[Optional[List[PlacementOption]], float, int]:
     """Turns a Parla placement into engine placement options.
 
     Returns ``(options, vcus, memory)``: options is None for a plain CPU task (the fast path; vcus and memory
@@ -355,14 +378,17 @@ def resolve_placement(placement: Any, vcus: Optional[float], memory: Optional[in
     # Placements made of architectures and devices are resolved once per context.
     context = _context.current
     cache = (context if context is not None else _context.current_runtime())._placement_cache
+    key: Any
     try:
         key = (tuple(placement) if isinstance(placement, list) else placement, vcus, memory,
                type(placement) is list)
         cached = cache.get(key)
     except TypeError:  # unhashable: resources given as dicts
-        key = cached = None
+        key = None
+        cached = None
     if cached is not None:
-        return cached
+        hit: Tuple[Optional[List[PlacementOption]], float, int] = cached
+        return hit
     by_data = _placement_of_data(placement)
     if by_data is not placement:  # arrays name the devices holding them now: not cached (data moves)
         return _resolve_options(by_data, vcus, memory, task_name)
@@ -393,7 +419,7 @@ def _placement_of_data(placement: Any) -> Any:
     """placement with each array replaced by the devices holding it (alternatives; in a tuple, the first
     one); placement itself when it names no array."""
     alternatives = placement if isinstance(placement, list) else [placement]
-    out = []
+    out: List[Any] = []
     changed = False
     for alt in alternatives:
         devices = _data_devices(alt)
@@ -409,12 +435,13 @@ def _placement_of_data(placement: Any) -> Any:
     return out if changed else placement
 
 
-def _resolve_options(placement: Any, vcus: Optional[float], memory: Optional[int], task_name: str):
+def _resolve_options(placement: Any, vcus: Optional[float], memory: Optional[int],
+                     task_name: str) -> Tuple[List[PlacementOption], float, int]:
     alternatives = placement if isinstance(placement, list) else [placement]
     if not alternatives:
         raise ValueError(f"task {task_name}: placement=[] is empty; give at least one device or architecture")
-    options = []
-    missing = []
+    options: List[PlacementOption] = []
+    missing: List[str] = []
     for alt in alternatives:
         try:
             options.append(_resolve_option(alt, placement, vcus, memory, task_name))
@@ -430,11 +457,12 @@ def _resolve_options(placement: Any, vcus: Optional[float], memory: Optional[int
     return options, 0.0, 0
 
 
-def _resolve_option(alt: Any, placement: Any, vcus: Optional[float], memory: Optional[int], task_name: str):
+def _resolve_option(alt: Any, placement: Any, vcus: Optional[float], memory: Optional[int],
+                    task_name: str) -> PlacementOption:
     members = alt if isinstance(alt, tuple) else (alt,)
     if not members:
         raise ValueError(f"task {task_name}: placement={placement!r} has an empty tuple")
-    slots = []
+    slots: List[int] = []
     v, m = vcus, memory
     for member in members:
         target = member

@@ -18,7 +18,7 @@ environment names runs without one). Without environments (the default), nothing
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Collection, Dict, List, Optional, Sequence
+from typing import Any, Callable, Collection, Dict, FrozenSet, List, Optional, Sequence
 
 from .devices import Architecture, Device, PlacementRequest
 
@@ -38,8 +38,8 @@ class EnvironmentComponentInstance:
     def __enter__(self) -> "EnvironmentComponentInstance":
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        return False
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Optional[bool]:
+        return None  # exceptions propagate
 
 
 class EnvironmentComponentDescriptor:
@@ -110,7 +110,7 @@ class TaskEnvironmentRegistry:
                 raise TypeError(f"Parla(environments): {env!r} is not a TaskEnvironment")
         self.environments = list(environments)
 
-    def choose(self, device: Device, tags: frozenset) -> Optional[TaskEnvironment]:
+    def choose(self, device: Device, tags: FrozenSet[str]) -> Optional[TaskEnvironment]:
         tagged = [e for e in self.environments if tags <= e.tags]
         for env in tagged:
             if device in env:

@@ -17,7 +17,7 @@ then the first device's architecture, then the default body.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Tuple, Union
+from typing import Any, Callable, Dict, Protocol, Tuple, TypeVar, Union, cast
 
 from . import _core
 from .devices import Architecture, cpu, device_of
@@ -25,17 +25,33 @@ from .devices import Architecture, cpu, device_of
 __all__ = ["specialize", "specialized"]
 
 Key = Union[Architecture, Tuple[Architecture, ...]]
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def specialize(func: Callable) -> Callable:
+class Specialized(Protocol):
+    """What :func:`specialize` returns: callable as the function was, with ``variant`` to register bodies and
+    ``variants`` (architecture key -> body)."""
+
+    variants: Dict[Key, Callable[..., Any]]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def variant(self, *keys: Key, override: bool = False, spec_list: Any = None, architecture: Any = None,
+                max_amount: int = 8) -> Callable[[Callable[..., Any]], "Specialized"]: ...
+
+
+def specialize(func: Callable[..., Any]) -> Specialized:
     """Makes func a dispatcher with a ``variant(*architectures, override=False)`` decorator."""
-    variants: Dict[Key, Callable] = {}
+    variants: Dict[Key, Callable[..., Any]] = {}
     # Engine device indices of the calling task -> the body to run (dispatch is on every kernel call).
-    chosen_by_devices: Dict[Tuple[int, ...], Callable] = {}
+    chosen_by_devices: Dict[Tuple[int, ...], Callable[..., Any]] = {}
 
-    def choose(devices: Tuple[int, ...]) -> Callable:
-        archs = tuple(device_of(i).architecture for i in devices) or (cpu,)
-        impl = variants.get(archs if len(archs) > 1 else archs[0]) or variants.get(archs[0]) or func
+    def choose(devices: Tuple[int, ...]) -> Callable[..., Any]:
+        archs: Tuple[Architecture, ...] = tuple(device_of(i).architecture for i in devices)
+        if not archs:
+            archs = (cpu,)
+        first = archs[0]
+        impl = variants.get(archs if len(archs) > 1 else first) or variants.get(first) or func
         chosen_by_devices[devices] = impl
         return impl
 
@@ -51,7 +67,7 @@ def specialize(func: Callable) -> Callable:
         return impl(*args, **kwargs)
 
     def variant(*keys: Key, override: bool = False, spec_list: Any = None, architecture: Any = None,
-                max_amount: int = 8) -> Callable[[Callable], Callable]:
+                max_amount: int = 8) -> Callable[[Callable[..., Any]], Specialized]:
         if spec_list is not None:  # parla-experimental: one key or a list of keys
             keys = keys + (tuple(spec_list) if isinstance(spec_list, list) else (spec_list,))
         if architecture is not None:  # parla-experimental: 1 to max_amount devices of one architecture
@@ -68,7 +84,7 @@ def specialize(func: Callable) -> Callable:
             if not members or not all(isinstance(m, Architecture) for m in members):
                 raise TypeError(f"{func.__name__}.variant({key!r}): expected architectures such as gpu or (gpu, gpu)")
 
-        def register(impl: Callable) -> Callable:
+        def register(impl: Callable[..., Any]) -> Specialized:
             for key in keys:
                 if key in variants and not override:
                     raise ValueError(f"{func.__name__} already has a variant for {key!r}; "
@@ -76,13 +92,14 @@ def specialize(func: Callable) -> Callable:
             for key in keys:
                 variants[key] = impl
             chosen_by_devices.clear()
-            return dispatch
+            return dispatcher
 
         return register
 
-    dispatch.variant = variant  # type: ignore[attr-defined]
-    dispatch.variants = variants  # type: ignore[attr-defined]
-    return dispatch
+    dispatcher = cast(Specialized, dispatch)
+    dispatcher.variant = variant  # type: ignore[method-assign]
+    dispatcher.variants = variants
+    return dispatcher
 
 
 specialized = specialize  # Parla's older name

@@ -34,7 +34,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -84,8 +84,9 @@ def _partition_slice(i: int, n: int, parts: int, step: int = 1, overlap: int = 0
     return slice(max(0, lo - overlap), min(n, hi + overlap), step)
 
 
-def _with_placement(data: Callable) -> Callable:
+def _with_placement(data: Callable[..., Any]) -> Callable[..., Any]:
     """Calls data with the keywords (device=, memory=) it accepts, and places the result in that memory."""
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(data).parameters
     except (TypeError, ValueError):
@@ -120,9 +121,9 @@ class LDeviceCollection:
     def n_ldevices(self) -> int:
         raise NotImplementedError
 
-    def device(self, *index: int) -> Device:
-        """The physical device of a logical device. Raises ValueError for an index out of range."""
-        raise NotImplementedError
+    # device(i) or device(i, j), by the collection's dimensions: the physical device of a logical device.
+    # Raises ValueError for an index out of range. Each kind of collection defines it.
+    device: Callable[..., Device]
 
     def memory(self, *index: int, kind: Any = None) -> Memory:
         """The memory of a logical device's physical device (kind is accepted for Parla.py; one kind here)."""
@@ -164,7 +165,7 @@ class LDeviceSequence(LDeviceCollection):
         self._check(i)
         return _partition_slice(i, n, self._n, step, overlap)
 
-    def partition(self, data: Callable, memory_kind: Any = None) -> "PartitionedTensor":
+    def partition(self, data: Callable[..., Any], memory_kind: Any = None) -> "PartitionedTensor":
         """``data(i)`` for each logical device, placed in its device's memory."""
         call = _with_placement(data)
         return PartitionedTensor([call(i, memory=self.memory(i), device=self.device(i)) for i in range(self._n)])
@@ -205,7 +206,7 @@ class LDeviceGrid(LDeviceCollection):
     def slice_y(self, j: int, n: int, step: int = 1, *, overlap: int = 0) -> slice:
         return _partition_slice(j, n, self.n_ldevices_y, step, overlap)
 
-    def partition(self, data: Callable, memory_kind: Any = None) -> "PartitionedTensor":
+    def partition(self, data: Callable[..., Any], memory_kind: Any = None) -> "PartitionedTensor":
         """``data(i, j)`` for each logical device, placed in its device's memory: a list of rows."""
         call = _with_placement(data)
         return PartitionedTensor([[call(i, j, memory=self.memory(i, j), device=self.device(i, j))
@@ -298,10 +299,11 @@ class PartitionedTensor:
     def _select(self, index: Any) -> List[Tuple[Tuple[int, ...], Any]]:
         """(path, partition) for every partition the index names."""
         index = index if isinstance(index, tuple) else (index,)
-        found = [((), self._parts)]
+        found: List[Tuple[Tuple[int, ...], Any]] = [((), self._parts)]
         for i in index:
-            step = []
+            step: List[Tuple[Tuple[int, ...], Any]] = []
             for path, node in found:
+                picks: Sequence[Any]
                 if isinstance(i, slice):
                     picks = range(*i.indices(len(node)))
                 elif isinstance(i, (list, range)):

@@ -27,7 +27,8 @@ import numbers
 import threading
 import warnings
 import weakref
-from typing import (Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union,
+from typing import (Any, Callable, Dict, FrozenSet, Generator, Hashable, Iterable, Iterator, List, Literal, Optional,
+                    Sequence, Set, Tuple, Union,
                     overload)
 
 from . import _blocking, _context, _core, _cuda
@@ -141,7 +142,7 @@ class Task(_core.Task):
                 out.append(dep)
         return out
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         if not self.done:
             if _core.current_task() is None:  # an asyncio coroutine, not a task body
                 yield from _blocking.until_done_in_asyncio((self,)).__await__()
@@ -210,11 +211,11 @@ def _flatten(deps: Any) -> Iterator[Task]:
             yield from _flatten(d)
 
 
-class TaskList(tuple):
+class TaskList(Tuple[Task, ...]):
     """An immutable collection of tasks (what slicing a TaskSpace gives). Usable as dependencies;
     ``await`` waits for all of them."""
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, None]:
         tasks = tuple(self)
         if any(not t.done for t in tasks):
             if _core.current_task() is None:  # an asyncio coroutine, not a task body
@@ -222,10 +223,8 @@ class TaskList(tuple):
             else:
                 yield tasks
         for t in tasks:
-            if t.state == "failed":
-                raise t._exception
-            if t.state == "cancelled":
-                raise t._cancelled_error()
+            if t.state == "failed" or t.state == "cancelled":
+                t.result  # raises the task's error
         return None
 
     def __add__(self, other: Any) -> "TaskList":
@@ -256,28 +255,30 @@ class TaskSpace:
         self.name = name
         self._create = create
         self._view: Optional["TaskSpace"] = None
-        if isinstance(shape, numbers.Integral):
-            shape = (shape,)
-        if isinstance(start, numbers.Integral):
-            start = (start,)
-        if shape is not None and start is None:
-            start = (0,) * len(shape)
-        if start is not None and shape is not None and len(start) != len(shape):
-            raise ValueError(f"TaskSpace {name!r}: start {start} and shape {shape} differ in length")
+        shape_: Optional[Tuple[Any, ...]] = None
+        start_: Optional[Tuple[Any, ...]] = None
         if shape is not None:
-            shape = tuple(shape)
-            for n in shape:
+            shape_ = (shape,) if isinstance(shape, (int, numbers.Integral)) else tuple(shape)
+        if start is not None:
+            start_ = (start,) if isinstance(start, (int, numbers.Integral)) else tuple(start)
+        if shape_ is not None and start_ is None:
+            start_ = (0,) * len(shape_)
+        if start_ is not None and shape_ is not None and len(start_) != len(shape_):
+            raise ValueError(f"TaskSpace {name!r}: start {start_} and shape {shape_} differ in length")
+        if shape_ is not None:
+            for n in shape_:
                 if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-                    raise ValueError(f"TaskSpace {name!r}: shape={shape!r} must be non-negative integers")
-            shape = tuple(int(n) for n in shape)
-        self.shape: Optional[Tuple[int, ...]] = tuple(shape) if shape is not None else None
-        self.start: Optional[Tuple[int, ...]] = tuple(start) if start is not None else None
-        self._tasks: Dict[Tuple, Task] = {}
+                    raise ValueError(f"TaskSpace {name!r}: shape={shape_!r} must be non-negative integers")
+            shape_ = tuple(int(n) for n in shape_)
+        self.shape: Optional[Tuple[int, ...]] = shape_
+        self.start: Optional[Tuple[int, ...]] = start_
+        # key -> its Task (a TaskHandle for a key named outside a context)
+        self._tasks: Dict[Tuple[Any, ...], Any] = {}
         # Serialises the creation of tasks: threads naming the same new id get the same task (one task runs
         # once; a dependency named on one thread is the task spawned on another).
         self._lock = threading.Lock()
 
-    def _task(self, key: Tuple, plain: bool = False) -> Optional[Task]:
+    def _task(self, key: Tuple[Any, ...], plain: bool = False) -> Any:
         """The task named by key (created if new; None for a new key when the space does not create);
         plain: every key is an int. Thread-safe."""
         context = _context.current
@@ -293,7 +294,7 @@ class TaskSpace:
         with self._lock:
             return self._new_task(key, plain, runtime)
 
-    def _new_task(self, key: Tuple, plain: bool, runtime: Any) -> Optional[Task]:
+    def _new_task(self, key: Tuple[Any, ...], plain: bool, runtime: Any) -> Optional[Task]:
         task = self._tasks.get(key)  # another thread may have created it meanwhile
         if task is None or task.runtime is not runtime:
             if not self._create:
@@ -302,14 +303,14 @@ class TaskSpace:
             self._tasks[key] = task
         return task
 
-    def _key_name(self, key: Tuple, plain: bool) -> str:
+    def _key_name(self, key: Tuple[Any, ...], plain: bool) -> str:
         if len(key) == 1 and type(key[0]) is int:
             return f"{self.name}[{key[0]}]"
         if plain:
             return f"{self.name}[{', '.join(map(str, key))}]"
         return f"{self.name}[{', '.join(map(_key_str, key))}]"
 
-    def _in_bounds(self, key: Tuple) -> bool:
+    def _in_bounds(self, key: Tuple[Any, ...]) -> bool:
         if self.shape is None:
             start = self.start
             for d, k in enumerate(key):
@@ -318,7 +319,7 @@ class TaskSpace:
             return True
         if len(key) != len(self.shape):
             raise IndexError(f"TaskSpace {self.name!r} has {len(self.shape)} dimensions, index {key!r} has {len(key)}")
-        for k, lo, n in zip(key, self.start, self.shape):
+        for k, lo, n in zip(key, self.start or (0,) * len(key), self.shape):
             if not isinstance(k, int) or not lo <= k < lo + n:
                 return False
         return True
@@ -334,7 +335,7 @@ class TaskSpace:
                 if self.shape is None or dim >= len(self.shape):
                     raise ValueError(f"TaskSpace {self.name!r}: the slice {index!r} needs explicit bounds "
                                      f"(or give the TaskSpace a shape)")
-                lo, n = self.start[dim], self.shape[dim]
+                lo, n = (self.start[dim] if self.start is not None else 0), self.shape[dim]
                 # Open bounds mean the shape's bounds; a negative step walks them backwards.
                 step = index.step or 1
                 start = index.start if index.start is not None else (lo if step > 0 else lo + n - 1)
@@ -345,16 +346,18 @@ class TaskSpace:
             return [_key(k) for k in index]
         return [_key(index)]
 
-    # For type checkers: T[i] is a Task (so that @spawn(T[i]) checks), T[a:b] and T[[...]] a TaskList; an index
-    # mixing both in a tuple is either, known only at run time.
+    # For type checkers: T[i] and T[i, j] are Tasks (so that @spawn(T[i]) checks), T[a:b] and T[[...]] a
+    # TaskList; a tuple with a slice or a list in it is either, known only at run time.
     @overload
     def __getitem__(self, index: Union[int, str]) -> Task: ...
     @overload
-    def __getitem__(self, index: Union[slice, range, list]) -> TaskList: ...
+    def __getitem__(self, index: Union[slice, range, List[Any]]) -> TaskList: ...
+    @overload
+    def __getitem__(self, index: Tuple[Union[int, str], ...]) -> Task: ...
     @overload
     def __getitem__(self, index: Tuple[Any, ...]) -> Any: ...
 
-    def __getitem__(self, index: Any) -> Union[Task, TaskList]:
+    def __getitem__(self, index: Any) -> Any:
         key = index if type(index) is tuple else (index,)
         try:
             task = self._tasks.get(key)
@@ -412,7 +415,7 @@ class TaskSpace:
         key = item if isinstance(item, tuple) else (item,)
         return key in self._tasks
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, None]:
         return self.tasks.__await__()
 
     @property
@@ -450,7 +453,7 @@ class CompletedTaskSpace(TaskSpace):
     """A space whose every index names no task (an empty TaskList): a dependency on it is already met
     (Parla's ``CompletedTaskSpace``, e.g. the previous step of the first step)."""
 
-    def __getitem__(self, index: Any) -> TaskList:
+    def __getitem__(self, index: Any) -> Any:
         return TaskList()
 AtomicTaskList = TaskList  # what indexing an AtomicTaskSpace gives in parla-experimental
 
@@ -467,7 +470,7 @@ class TaskHandle:
     state = "created"
     done = False
 
-    def __init__(self, space: TaskSpace, key: Tuple, name: str) -> None:
+    def __init__(self, space: TaskSpace, key: Tuple[Any, ...], name: str) -> None:
         self.space = space
         self.key = key
         self.name = name
@@ -478,12 +481,13 @@ class TaskHandle:
         task = self.space._task(self.key, all(type(k) is int for k in self.key))
         if task is None or isinstance(task, TaskHandle):
             raise RuntimeError(f"task {self.name}: its TaskSpace does not create tasks")
-        return task
+        found: Task = task
+        return found
 
     def __iter__(self) -> Iterator[Task]:  # as a dependency: the task of the active context
         yield self.task()
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         return self.task().__await__()
 
     def __repr__(self) -> str:
@@ -497,7 +501,7 @@ def barrier(what: Any) -> None:
     :func:`parla.wait`)."""
     _context.current_runtime()
     current = _core.current_task()
-    seen: Dict[int, Task] = {}
+    seen: Dict[int, Any] = {}
     while True:
         if isinstance(what, TaskSpace):
             found = [t.task() if isinstance(t, TaskHandle) else t for t in list(what._tasks.values())]
@@ -509,7 +513,7 @@ def barrier(what: Any) -> None:
         for t in fresh:
             seen[id(t)] = t
         for t in fresh:
-            if t is current:
+            if current is not None and t is current:
                 raise RuntimeError(f"task {t.name} waits for itself (wait() on a space it belongs to)")
             if t.state != "created":
                 t._wait()
@@ -556,7 +560,7 @@ class finish:
         self._open()
         return self
 
-    async def __aexit__(self, *exc: Any) -> bool:
+    async def __aexit__(self, *exc: Any) -> Literal[False]:
         spawned = self._close()
         if exc[0] is None:
             await spawned
@@ -566,7 +570,7 @@ class finish:
         self._open()
         return self
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: Any) -> Literal[False]:
         spawned = self._close()
         if exc[0] is None:
             barrier(spawned)
@@ -602,11 +606,25 @@ Tasks = TaskList  # parla-experimental's name for a collection of tasks
 _anonymous = itertools.count()
 
 
-def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: Any = None,
-          vcus: Optional[float] = None, memory: Optional[int] = None, input: Iterable = (),
-          output: Iterable = (), inout: Iterable = (), priority: Optional[int] = None,
-          tags: Iterable = (), ndevices: int = 1,
-          data: Optional[Iterable] = None) -> Callable[[Callable], Task]:
+Body = Callable[[], Any]  # a task body: called with no arguments (a plain or an async function)
+
+
+@overload
+def spawn(taskid: Body, /) -> Task: ...
+
+
+@overload
+def spawn(taskid: Union[Task, "TaskHandle", TaskSpace, None] = None, dependencies: Any = (), *,
+          placement: Any = None, vcus: Optional[float] = None, memory: Optional[int] = None, input: Any = (),
+          output: Any = (), inout: Any = (), priority: Optional[int] = None, tags: Iterable[str] = (),
+          ndevices: int = 1, data: Optional[Iterable[Any]] = None) -> Callable[[Body], Task]: ...
+
+
+def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
+          vcus: Optional[float] = None, memory: Optional[int] = None, input: Any = (),
+          output: Any = (), inout: Any = (), priority: Optional[int] = None,
+          tags: Iterable[str] = (), ndevices: int = 1,
+          data: Optional[Iterable[Any]] = None) -> Union[Task, Callable[[Body], Task]]:
     """Decorator that spawns the decorated function as a task and returns the :class:`Task`.
 
     - ``taskid``: a task named in a TaskSpace (``T[i]``), or None for an anonymous task.
@@ -642,8 +660,8 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         if placement is not None or memory is not None:
             raise ValueError("spawn(data=...): data gives the placement and the memory; it cannot be combined "
                              "with placement= or memory=")
-        data = list(data)
-        placement, memory = data, _storage_size(*data)
+        arrays = list(data)
+        placement, memory = arrays, _storage_size(*arrays)
 
     if priority is not None and (type(priority) is not int or not -1000000 <= priority <= 1000000):
         if isinstance(priority, bool) or not isinstance(priority, numbers.Integral) \
@@ -660,7 +678,7 @@ def spawn(taskid: Optional[Task] = None, dependencies: Any = (), *, placement: A
         raise TypeError(f"spawn(dependencies={dependencies!r}): dependencies must be tasks, TaskSpace slices or "
                         f"lists of them, not a string")
 
-    def decorator(body: Callable) -> Task:
+    def decorator(body: Body) -> Task:
         if taskid is None:
             task = Task(context.runtime, f"{getattr(body, '__name__', 'task')}#{next(_anonymous)}")
         elif isinstance(taskid, Task):
@@ -731,7 +749,7 @@ def _global_reads(code: Any) -> Tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _watched_globals(body: Callable) -> Tuple[Tuple[str, Any], ...]:
+def _watched_globals(body: Callable[..., Any]) -> Tuple[Tuple[str, Any], ...]:
     """(name, value at spawn) of the globals body reads that look like data (not modules, functions,
     classes or builtins): the values a module-level loop rebinds."""
     g = body.__globals__
@@ -743,10 +761,10 @@ def _watched_globals(body: Callable) -> Tuple[Tuple[str, Any], ...]:
     return tuple(out)
 
 
-_warned_rebound: set = set()  # (code, name) already warned about
+_warned_rebound: Set[Tuple[Any, str]] = set()  # (code, name) already warned about
 
 
-def _warn_rebound_globals(body: Callable, watched: Tuple[Tuple[str, Any], ...], task_name: str) -> Callable:
+def _warn_rebound_globals(body: Any, watched: Tuple[Tuple[str, Any], ...], task_name: str) -> Body:
     """body, checking when it starts that the globals it reads still have their values of spawn time; a
     rebound one warns (RuntimeWarning), since the body sees the new value."""
     g = body.__globals__
@@ -776,7 +794,7 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= 40 else f"a {type(value).__name__}"
 
 
-def _in_environment(context: Any, body: Callable, tags: frozenset, name: str) -> Callable:
+def _in_environment(context: Any, body: Body, tags: FrozenSet[str], name: str) -> Body:
     """Runs a body inside the task environment chosen for it (Parla.py's TaskEnvironment components)."""
     if context._environment_registry is None:
         context._environment_registry = TaskEnvironmentRegistry(context.environments)
@@ -801,7 +819,7 @@ def _next_key(space: TaskSpace) -> int:
     return k
 
 
-def _is_async(body: Callable) -> bool:
+def _is_async(body: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(body)
 
 
@@ -859,7 +877,7 @@ class TaskContext:
         self._scopes.append(scope)
         return self
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: Any) -> Literal[False]:
         _positions.stack = _positions.stack[:-1]
         scope = self._scopes.pop()
         if scope is not None:

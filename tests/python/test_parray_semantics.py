@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -293,6 +294,10 @@ def test_undeclared_use_reads_valid_copies_and_refuses_stale_ones():
 
             @spawn(placement=gpu(0), dependencies=[same_device])
             def writes():
+                # The context raises the first failure; other_device's is the one this test is about, so
+                # this one waits for it (a dependency would cancel it instead of letting it fail).
+                while other_device.state not in ("done", "failed", "cancelled"):
+                    time.sleep(0.001)
                 A.array[0] = 0.0
     assert "writes" in str(info.value.__notes__)  # read-only: the write was not declared
     assert reads_plain.result == 29.0

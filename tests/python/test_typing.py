@@ -29,3 +29,8 @@ def test_canonical_program_type_checks(tmp_path):
     bad.write_text("from parla import Parla\nwith Parla(n_workers=2, progess=True):\n    pass\n")
     r = _mypy(str(bad))
     assert r.returncode == 1 and "progess" in r.stdout, r.stdout
+    # The decorated name is a Task, not the function.
+    bad.write_text("from parla import spawn, TaskSpace\nT = TaskSpace('T')\n"
+                   "@spawn(T[0])\ndef f() -> int: ...\nn: int = f()\n")
+    r = _mypy(str(bad))
+    assert r.returncode == 1 and '"Task" not callable' in r.stdout, r.stdout

@@ -1,5 +1,8 @@
 """Checked by mypy in test_typing.py (not collected by pytest): the canonical Parla program type-checks."""
+import numpy as np
+
 from parla import Parla, Task, TaskSpace, spawn
+from parla.array import PArray, asarray
 from parla.devices import cpu
 
 
@@ -20,3 +23,21 @@ def main() -> None:
 def configured() -> None:
     with Parla(n_workers=2, virtual_gpus=1, gpu_memory="64MiB", progress=True, blas_threads=None):
         pass
+
+
+
+def arrays() -> None:
+    A = asarray(np.zeros(4))
+    B: PArray = A + 1          # PArray operators give PArrays
+    C: PArray = -A * B
+    A += C
+    print(A.sum(), A.T)        # the array's own attributes, forwarded
+    with Parla(n_workers=2):
+        T = TaskSpace("T")
+
+        @spawn(T[0, 1], input=[A], output=[B])
+        def step() -> None:
+            B.array[:] = A.array
+
+        done: Task = step
+        done.wait()

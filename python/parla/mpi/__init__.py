@@ -144,7 +144,7 @@ def _default_workers(comm: Any) -> int:
         node.Free()
     except Exception:
         local = 1
-    return max(1, cores // max(1, local))
+    return max(1, cores // max(1, int(local)))
 
 
 def _arm_abort() -> None:

@@ -22,6 +22,7 @@ class Propagate(threading.Thread):
 
     def join(self, timeout: Optional[float] = None) -> Any:
         super().join(timeout)
-        if getattr(self, "exc", None) is not None:
-            raise self.exc
+        exc: Optional[BaseException] = getattr(self, "exc", None)
+        if exc is not None:
+            raise exc
         return getattr(self, "value", None)
