@@ -2,7 +2,6 @@
  * of all or of stuck tasks. */
 #include "sched/sched.h"
 
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -143,22 +142,12 @@ int parla_runtime_cancel_stuck(parla_runtime_t *rt, parla_task_t *const *tasks, 
                                 parla_task_name(tasks[i]));
     }
     /* A worker woken meanwhile (parla_runtime_cancel_all wakes them all)
-     * parks again at once: give the runtime a moment to settle, in steps of
-     * 0.1 s up to 2 s (on a loaded machine a woken worker may not run for a
-     * while; one step was not always enough). Not stuck: nothing is pending,
-     * or it is still not quiescent at the end. */
-    bool stuck = false;
-    for (int step = 0; step < 20 && !stuck; step++) {
-        int rc = parla__wait_all(rt, 0.1);
-        if (rc == 0)
-            break; /* nothing pending */
-        if (rc != PARLA_ESTUCK)
-            continue; /* not quiescent yet */
+     * parks again at once: give the runtime a moment to settle. */
+    bool stuck = parla__wait_all(rt, 0.1) == PARLA_ESTUCK;
+    if (stuck) {
         pthread_mutex_lock(&rt->park_lock);
         stuck = parla__stuck_locked(rt) && !parla__body_waiters_locked(rt);
         pthread_mutex_unlock(&rt->park_lock);
-        if (!stuck)
-            sched_yield();
     }
     if (!stuck)
         return parla__error(PARLA_ESTATE, "parla_runtime_cancel_stuck: the runtime is not stuck (a task is ready, "
