@@ -186,9 +186,10 @@ void parla_runtime_cancel_all(parla_runtime_t *rt);
  * a fork() child). Call it from the thread that owns the runtime, after
  * parla_runtime_wait_all returned PARLA_ESTUCK, with no other thread
  * submitting; concurrent calls with the same tasks finish each at most once.
- * It first waits up to 0.1 s for the runtime to settle (a worker woken by
- * parla_runtime_cancel_all parks again), so on a runtime that is still working
- * it returns PARLA_ESTATE after that wait. */
+ * It first waits up to 2 s for the runtime to settle (a worker woken by
+ * parla_runtime_cancel_all parks again; on a loaded machine that took over
+ * 0.1 s), so on a runtime that is still working it returns PARLA_ESTATE
+ * after that wait. */
 int parla_runtime_cancel_stuck(parla_runtime_t *rt, parla_task_t *const *tasks, size_t n);
 
 /* Stores up to cap never-submitted tasks that submitted tasks depend on into

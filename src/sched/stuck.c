@@ -142,8 +142,11 @@ int parla_runtime_cancel_stuck(parla_runtime_t *rt, parla_task_t *const *tasks, 
                                 parla_task_name(tasks[i]));
     }
     /* A worker woken meanwhile (parla_runtime_cancel_all wakes them all)
-     * parks again at once: give the runtime a moment to settle. */
-    bool stuck = parla__wait_all(rt, 0.1) == PARLA_ESTUCK;
+     * parks again at once: give the runtime a moment to settle. Under load
+     * that moment passed 0.1 s (the cycle's tasks were left pending); the
+     * wait ends as soon as every worker is parked, so a long bound costs
+     * nothing on the path that uses it. */
+    bool stuck = parla__wait_all(rt, 2.0) == PARLA_ESTUCK;
     if (stuck) {
         pthread_mutex_lock(&rt->park_lock);
         stuck = parla__stuck_locked(rt) && !parla__body_waiters_locked(rt);
