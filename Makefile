@@ -9,7 +9,7 @@ MESON := $(VENV)/bin/meson
 CONSTRAINTS := requirements/constraints.txt
 SAN_SCALE ?= 0.05
 
-.PHONY: all build deps venv install wheel docs lint check-layers test-versions test test-c test-sanitize test-tsan test-asan test-python bench demo clean
+.PHONY: all build deps venv install wheel docs lint check-layers test-versions test test-c test-sanitize test-tsan test-asan test-asan-python test-python bench demo clean
 
 all: build install
 
@@ -103,7 +103,7 @@ test-c: build
 test-python: install
 	$(VPY) -m pytest -q tests/python
 
-test-sanitize: test-tsan test-asan
+test-sanitize: test-tsan test-asan test-asan-python
 
 test-tsan: venv
 	test -f build/tsan/build.ninja || $(MESON) setup build/tsan --buildtype=debugoptimized \
@@ -119,6 +119,25 @@ test-asan: venv
 	PARLA_TEST_SCALE=$(SAN_SCALE) ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
 	  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
 	  $(MESON) test -C build/asan --print-errorlogs --timeout-multiplier 4
+
+# The extension and the engine under it built with ASan+UBSan, installed into build/pyasan/root, and the Python
+# tests of threads, lifetimes and memory run against that build (python -S: the editable install's finder stays
+# out, numpy and pytest come from the venv's site-packages). Leak checking is off: CPython keeps objects alive
+# at exit by design.
+ASAN_PY_TESTS = test_reliability.py test_parray_semantics.py test_task_memory.py test_regressions.py \
+  test_errors.py test_await.py test_eviction.py
+test-asan-python: install
+	test -f build/pyasan/build.ninja || $(MESON) setup build/pyasan --buildtype=debugoptimized -Dpython=true \
+	  -Dtests=false -Dbenchmarks=false -Db_sanitize=address,undefined -Db_lundef=false
+	$(VENV)/bin/ninja -C build/pyasan
+	rm -rf build/pyasan/root && DESTDIR=$(CURDIR)/build/pyasan/root $(MESON) install -C build/pyasan --quiet
+	core=$$(find build/pyasan/root -name '_core*.so' | head -1); site=$(CURDIR)/$$(dirname $$(dirname $$core)); \
+	venv_site=$$($(VPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+	cd tests/python && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS="detect_leaks=0:abort_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+	  PYTHONPATH=$$site:$$venv_site:$(CURDIR)/tests/python ../../$(VPY) -S -c \
+	  "import parla._core as c, sys; assert c.__file__.startswith('$$site'), c.__file__; import pytest; \
+	  sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider'] + sys.argv[1:]))" $(ASAN_PY_TESTS)
 
 # MPI_BENCH_ARGS: e.g. "--n 4096 --ranks 2" for a quick distributed run (default n=8192 on 2 and 4 ranks).
 MPI_BENCH_ARGS ?=
