@@ -177,7 +177,8 @@ class Parla:
     https://ui.perfetto.dev or chrome://tracing): a track per worker and per device with tasks, copies and
     evictions, dependencies as arrows, mapping scores in each task's args. ``graph="run.dot"`` writes the task
     graph (Graphviz DOT). ``summary=True`` prints a text summary at exit (tasks and busy % per device, bytes
-    moved, evictions, the critical path); it is also kept in ``self.summary``. Off by default; off, it costs
+    moved, evictions, the critical path); it is also kept in ``self.summary``; ``summary_file="run.txt"`` writes
+    it to that file instead of printing it. Off by default; off, it costs
     nothing measurable.
 
     Progress: ``progress=True`` (or ``PARLA_PROGRESS=1``) shows a tqdm bar of tasks finished over spawned on runs
@@ -264,7 +265,8 @@ class Parla:
             os.environ.get("PARLA_TRACE") or None
         self.graph_path = self.options.get("graph") or None
         self.summary: Optional[str] = None
-        tracing = bool(self.trace_path or self.graph_path or self.options.get("summary"))
+        self.summary_path: Optional[str] = self.options.get("summary_file") or None
+        tracing = bool(self.trace_path or self.graph_path or self.options.get("summary") or self.summary_path)
         blas_threads = _blas.resolve(self.options.get("blas_threads", _blas._UNSET))
         self._blas = _blas.limit(blas_threads)
         try:
@@ -389,11 +391,15 @@ class Parla:
         self.failed = failed
         progress_error = self._close_progress()
         trace_error = None
-        if self.trace_path or self.graph_path or self.options.get("summary"):
+        if self.trace_path or self.graph_path or self.options.get("summary") or self.summary_path:
             try:
                 self.summary = rt.write_trace(self.trace_path, self.graph_path)
                 if self.options.get("summary"):
                     print(self.summary, end="", flush=True)
+                if self.summary_path:
+                    with open(self.summary_path, "w") as f:
+                        f.write(self.summary)
+                    trace_logger.info("summary written to %s", self.summary_path)
                 if self.trace_path:
                     trace_logger.info("trace written to %s", self.trace_path)
                 if self.graph_path:

@@ -109,3 +109,28 @@ def test_no_trace_unless_asked(tmp_path, monkeypatch):
             pass
     assert ctx.summary is None
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(30)
+def test_summary_file_gets_the_summary(tmp_path, capsys):
+    # Parla's summary_file= was accepted and wrote nothing; it writes the summary there, and prints nothing.
+    path = tmp_path / "summary.txt"
+    with Parla(n_workers=2, summary_file=str(path)) as ctx:
+        T = TaskSpace("T")
+        for i in range(3):
+            @spawn(T[i], [T[i - 1]] if i else [])
+            def f():
+                pass
+    text = path.read_text()
+    assert text == ctx.summary
+    assert "3 tasks" in text and "critical path: 3 tasks" in text
+    assert "critical path" not in capsys.readouterr().out
+
+
+@pytest.mark.timeout(30)
+def test_summary_file_that_cannot_be_written_is_an_error(tmp_path):
+    with pytest.raises(OSError):
+        with Parla(n_workers=1, summary_file=str(tmp_path / "no" / "such" / "dir" / "s.txt")):
+            @spawn()
+            def f():
+                pass
