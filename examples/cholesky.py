@@ -333,6 +333,19 @@ def run(a: np.ndarray, block: int, workers: Optional[int] = None, use_parray: bo
     return from_tiles(tiles, n), seconds
 
 
+def distributed_tiles(n: int, block: int, seed: int = 0) -> List[List[Any]]:
+    """The lower triangle of the n x n SPD matrix of :func:`spd_tile` as ``parla.mpi.DistArray`` tiles (None
+    above the diagonal), laid out 2-D block-cyclically over the most square P x Q grid of MPI_COMM_WORLD
+    (tile (i, j) on rank (i % P) * Q + j % Q); each tile is made by its owner only. Collective."""
+    from parla import mpi
+    e = _bounds(n, block)
+    nt = len(e) - 1
+    owner = mpi.BlockCyclic(*mpi.process_grid(mpi.size()))
+    return [[mpi.DistArray(lambda i=i, j=j: spd_tile(n, block, i, j, seed), owner=owner(i, j),
+                           shape=(e[i + 1] - e[i], e[j + 1] - e[j]), dtype=np.float64, name=f"A[{i},{j}]")
+             if j <= i else None for j in range(nt)] for i in range(nt)]
+
+
 def run_mpi(n: int, block: int, workers: Optional[int] = None, check: bool = False, seed: int = 0,
             trace: Optional[str] = None) -> Dict[str, Any]:
     """The same factorisation on every rank of MPI_COMM_WORLD (run under ``mpirun -n P``): the tiles are
@@ -343,14 +356,8 @@ def run_mpi(n: int, block: int, workers: Optional[int] = None, check: bool = Fal
     and this rank's message counts; with ``check``, rank 0 gathers the factor and adds ``residual``."""
     from parla import mpi
     kernels.set_blas_threads(1)
-    e = _bounds(n, block)
-    nt = len(e) - 1
     grid = mpi.process_grid(mpi.size())
-    owner = mpi.BlockCyclic(*grid)
-    tiles: List[List[Any]] = [[mpi.DistArray(lambda i=i, j=j: spd_tile(n, block, i, j, seed), owner=owner(i, j),
-                                             shape=(e[i + 1] - e[i], e[j + 1] - e[j]), dtype=np.float64,
-                                             name=f"A[{i},{j}]") if j <= i else None for j in range(nt)]
-                              for i in range(nt)]
+    tiles = distributed_tiles(n, block, seed)
     ctx = mpi.Parla(n_workers=workers, trace=trace)
     mpi.world().Barrier()
     t0 = time.perf_counter()

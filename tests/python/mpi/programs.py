@@ -111,12 +111,7 @@ def cholesky_equal():
     """The distributed factor equals the one-process factor bit for bit (same kernels, same update order)."""
     import cholesky as example
     n, block = 320, 64
-    e = list(range(0, n, block)) + [n]
-    nt = len(e) - 1
-    owner = BlockCyclic(*process_grid(SIZE))
-    tiles = [[DistArray(lambda i=i, j=j: example.spd_tile(n, block, i, j, 5), owner=owner(i, j),
-                        shape=(e[i + 1] - e[i], e[j + 1] - e[j]), dtype=float, name=f"A[{i},{j}]")
-              if j <= i else None for j in range(nt)] for i in range(nt)]
+    tiles = example.distributed_tiles(n, block, 5)
     with Parla(n_workers=1) as ctx:
         example.factor(tiles, spawn=spawn)
         mpi.fetch(tiles, rank=0)
@@ -133,12 +128,7 @@ def cholesky_virtual_gpus():
     import cholesky as example
     from parla.devices import cpu, gpu
     n, block = 256, 64
-    e = list(range(0, n, block)) + [n]
-    nt = len(e) - 1
-    owner = BlockCyclic(*process_grid(SIZE))
-    tiles = [[DistArray(lambda i=i, j=j: example.spd_tile(n, block, i, j, 2), owner=owner(i, j),
-                        shape=(e[i + 1] - e[i], e[j + 1] - e[j]), dtype=float, name=f"A[{i},{j}]")
-              if j <= i else None for j in range(nt)] for i in range(nt)]
+    tiles = example.distributed_tiles(n, block, 2)
     with Parla(n_workers=1, virtual_gpus=2) as ctx:
         example.factor(tiles, placement=[cpu, gpu], spawn=spawn)
         mpi.fetch(tiles, rank=0)
