@@ -112,6 +112,14 @@ typedef struct parla_config {
      * this runtime (counting from 1, including those made while creating it)
      * fails, as if memory were exhausted. 0 disables fault injection. */
     uint64_t fail_alloc_at;
+    /* CUDA GPUs: when nonzero, host buffers of data are not registered
+     * (pinned) with the driver; copies from and to them then block the
+     * host (the driver stages pageable memory). */
+    int disable_host_pinning;
+    /* GPUs: when nonzero, device memory is not cached by the runtime's pool
+     * (every copy's buffer is a cuMemAlloc, freed with cuMemFree) and the
+     * driver's stream-ordered pool is not used. */
+    int disable_memory_pool;
 } parla_config_t;
 
 /* Fills *config with the defaults (all zero / NULL). */
@@ -248,6 +256,18 @@ int parla_runtime_num_devices(const parla_runtime_t *rt);
 
 /* Fills *out with a snapshot of device index. Errors: PARLA_ENODEV. */
 int parla_device_info(parla_runtime_t *rt, int index, parla_device_info_t *out);
+
+/* Device memory from the runtime's pool on device index (a GPU: CUDA memory
+ * from its caching allocator; a virtual GPU: host memory), counted in the
+ * device's memory account like data copies (memory_resident), so tasks and
+ * copies never oversubscribe it: for buffers an array library allocates
+ * inside tasks. nbytes > 0. Any thread. Errors: PARLA_EINVAL (bad argument,
+ * the CPU), PARLA_ENODEV, PARLA_ERESOURCE (the device's account is full:
+ * nothing was allocated; no copy is evicted for it), PARLA_EDEVICE. */
+int parla_device_alloc(parla_runtime_t *rt, int index, uint64_t nbytes, void **out);
+/* Gives back memory from parla_device_alloc (the same index and nbytes) once
+ * no device work queued on it is pending; it is cached for reuse. */
+void parla_device_free(parla_runtime_t *rt, int index, void *ptr, uint64_t nbytes);
 
 /* ----------------------------------------------------------------- tasks -- */
 

@@ -9,7 +9,7 @@ import re
 import warnings
 from typing import Any, Dict, Optional, Tuple
 
-__all__ = ["parse_size", "engine_settings", "virtual_gpus_from_env", "env_int"]
+__all__ = ["parse_size", "engine_settings", "virtual_gpus_from_env", "env_int", "env_switch"]
 
 
 def env_int(name: str) -> Optional[int]:
@@ -23,6 +23,33 @@ def env_int(name: str) -> Optional[int]:
         raise ValueError(f"{name}={text!r} is not a positive integer") from None
     if value <= 0:
         raise ValueError(f"{name}={text!r} is not a positive integer")
+    return value
+
+
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
+
+
+def env_switch(name: str) -> Optional[bool]:
+    """The on/off value of environment variable name (1/true/yes/on, 0/false/no/off; any case), None when unset
+    or empty. ValueError otherwise."""
+    text = os.environ.get(name, "").strip().lower()
+    if text == "":
+        return None
+    if text in _ON:
+        return True
+    if text in _OFF:
+        return False
+    raise ValueError(f"{name}={os.environ[name]!r}: expected 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _switch(options: Dict[str, Any], key: str, env: str) -> Optional[bool]:
+    """Parla(key=...) (a bool), else the environment variable env, else None (the engine's default: on)."""
+    value = options.get(key)
+    if value is None:
+        return env_switch(env)
+    if not isinstance(value, bool):
+        raise TypeError(f"Parla({key}={value!r}): expected True or False")
     return value
 
 
@@ -114,7 +141,9 @@ def engine_settings(n_workers: Any, options: Dict[str, Any]) -> Tuple[int, Dict[
     """The worker count (0: the engine's default) and the keyword arguments of ``parla._core.Runtime`` for a
     context made with ``Parla(n_workers, **options)``: ``dev_config_file`` first, then ``PARLA_VIRTUAL_GPUS``,
     then the ``virtual_gpus``/``gpu_memory`` arguments; ``n_workers``, else the file's ``CPU.num_cores``,
-    else ``PARLA_NUM_THREADS``. Raises ValueError for a bad value, naming it."""
+    else ``PARLA_NUM_THREADS``. CUDA memory: ``pin_host_memory`` (else ``PARLA_PIN_HOST_MEMORY``) and
+    ``memory_pool`` (else ``PARLA_MEMORY_POOL``), on unless turned off. Raises ValueError for a bad value,
+    naming it; TypeError for a switch that is not a bool."""
     config: Dict[str, Any] = {}
     if options.get("dev_config_file"):
         config.update(_read_dev_config(options["dev_config_file"]))
@@ -126,6 +155,10 @@ def engine_settings(n_workers: Any, options: Dict[str, Any]) -> Tuple[int, Dict[
         config["virtual_gpus"] = n_gpus
     if options.get("gpu_memory") is not None:
         config["gpu_memory"] = parse_size(options["gpu_memory"], "gpu_memory")
+    for key, env in (("pin_host_memory", "PARLA_PIN_HOST_MEMORY"), ("memory_pool", "PARLA_MEMORY_POOL")):
+        value = _switch(options, key, env)
+        if value is not None:
+            config[key] = value
     n = n_workers or config.pop("n_workers", None) or env_int("PARLA_NUM_THREADS") or 0
     config.pop("n_workers", None)
     return n, config

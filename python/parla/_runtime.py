@@ -190,6 +190,12 @@ class Parla:
     restores the previous counts at exit: parallelism comes from the tasks. ``blas_threads=None`` (or
     ``PARLA_BLAS_THREADS=none``) leaves them alone.
 
+    CUDA memory: host buffers of PArrays that take part in GPU copies are pinned (registered with the driver,
+    once per buffer, until the array is freed) so copies do not block; ``pin_host_memory=False`` (or
+    ``PARLA_PIN_HOST_MEMORY=0``) leaves them pageable. Device memory comes from the runtime's caching pool
+    (over the driver's stream-ordered pool); ``memory_pool=False`` (or ``PARLA_MEMORY_POOL=0``) allocates and
+    frees each buffer with the driver instead. See the user guide's GPU section.
+
     ``async with Parla():`` inside an asyncio coroutine waits for the tasks at exit without blocking the loop.
     """
 
@@ -200,7 +206,8 @@ class Parla:
                      graph: Optional[str] = None, summary: bool = False, summary_file: Optional[str] = None,
                      progress: Union[bool, Callable[[Any], Any], None] = None,
                      strict_access: Optional[bool] = None, logfile: Optional[str] = None,
-                     blas_threads: Optional[int] = 1, environments: Optional[Sequence[Any]] = None) -> None: ...
+                     blas_threads: Optional[int] = 1, environments: Optional[Sequence[Any]] = None,
+                     pin_host_memory: Optional[bool] = None, memory_pool: Optional[bool] = None) -> None: ...
     else:
         def __init__(self, n_workers: Optional[int] = None, **options) -> None:
             self._init(n_workers, **options)
@@ -212,7 +219,8 @@ class Parla:
         if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers <= 0):
             raise ValueError(f"Parla(n_workers={n_workers!r}): n_workers must be a positive integer")
         unknown = set(options) - {"virtual_gpus", "gpu_memory", "dev_config_file", "trace", "graph", "summary",
-                                  "summary_file", "progress", "strict_access", "logfile", "blas_threads"}
+                                  "summary_file", "progress", "strict_access", "logfile", "blas_threads",
+                                  "pin_host_memory", "memory_pool"}
         if unknown:
             raise TypeError(f"Parla() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
         if options.get("logfile") is not None and not isinstance(options["logfile"], (str, os.PathLike)):

@@ -14,6 +14,8 @@
 #define PARLA__PENDING 1 /* parla__data_prepare: copies in flight; the engine enqueues the task */
 int parla__data_prepare(parla_task_t *t);
 uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total);
+/* Bytes of t's data to read valid (or planned) on any device of mask (bit i: device i); *total: all. */
+uint64_t parla__task_data_bytes_on(parla_task_t *t, uint64_t mask, uint64_t *total);
 void parla__data_release_task(parla_task_t *t);
 /* After acquire returned PARLA_EBUSY (device full of pinned copies): waits
  * for running tasks to unpin, then makes t ready again. */

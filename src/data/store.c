@@ -47,6 +47,8 @@ static void store_free(store_t *s)
         if (c->buf == NULL)
             continue;
         parla__device_t *d = &parla__devs(rt)->devices[i];
+        if (i == 0) /* registered with the driver when it took part in GPU copies */
+            parla__host_unpin(&parla__devs(rt)->shared, c->buf);
         pthread_mutex_lock(&d->lock);
         parla__data_lru_unlink(d, c);
         if (i != 0)
@@ -266,13 +268,14 @@ void parla__data_seg_merge(store_t *s)
     s->n_segs = w + 1;
 }
 
-static uint64_t valid_bytes_locked(const parla_data_t *d, int device, uint64_t *total, bool planned)
+/* Bytes of d valid on any device of mask. */
+static uint64_t valid_bytes_locked(const parla_data_t *d, uint64_t mask, uint64_t *total, bool planned)
 {
     const store_t *s = d->store;
     uint64_t v = 0;
     /* For mapping, data that tasks already mapped to the device will bring
      * there counts as local too. */
-    if (planned && (atomic_load_explicit(&s->planned, memory_order_relaxed) & bit(device))) {
+    if (planned && (atomic_load_explicit(&s->planned, memory_order_relaxed) & mask)) {
         if (total)
             *total += d->nbytes;
         return d->nbytes;
@@ -282,7 +285,7 @@ static uint64_t valid_bytes_locked(const parla_data_t *d, int device, uint64_t *
         if (lo == hi)
             continue;
         for (size_t i = parla__data_seg_find(s, lo); i < s->n_segs && s->segs[i].lo < hi; i++) {
-            if (s->segs[i].valid & bit(device)) {
+            if (s->segs[i].valid & mask) {
                 uint64_t a = s->segs[i].lo > lo ? s->segs[i].lo : lo;
                 uint64_t b = s->segs[i].hi < hi ? s->segs[i].hi : hi;
                 v += b - a;
@@ -302,12 +305,17 @@ uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
     if (device < 0 || device >= parla__devs(s->rt)->n_devices)
         return 0;
     pthread_mutex_lock(&s->lock);
-    uint64_t v = valid_bytes_locked(d, device, NULL, false);
+    uint64_t v = valid_bytes_locked(d, bit(device), NULL, false);
     pthread_mutex_unlock(&s->lock);
     return v;
 }
 
 uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
+{
+    return parla__task_data_bytes_on(t, bit(device), total);
+}
+
+uint64_t parla__task_data_bytes_on(parla_task_t *t, uint64_t mask, uint64_t *total)
 {
     uint64_t v = 0;
     *total = 0;
@@ -319,7 +327,7 @@ uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
             continue;
         store_t *s = a->data->store;
         pthread_mutex_lock(&s->lock);
-        v += valid_bytes_locked(a->data, device, total, true);
+        v += valid_bytes_locked(a->data, mask, total, true);
         pthread_mutex_unlock(&s->lock);
     }
     return v;

@@ -159,8 +159,11 @@ static bool job_issue(parla__job_t *job, parla__device_t *d)
         for (int i = 0; i < j->n_waits && rc == 0; i++)
             rc = d->ops->stream_wait_event(d, stream, j->waits[i]->handle);
         j->t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
+        if (other == 0) /* the host buffer is registered once, so the copy does not block */
+            parla__host_pin(d, s->copies[0].buf, s->nbytes);
+        parla__device_t *to = &parla__devs(rt)->devices[j->to], *from = &parla__devs(rt)->devices[j->from];
         if (rc == 0)
-            rc = d->ops->copy_async(d, (char *)s->copies[j->to].buf + j->lo, &parla__devs(rt)->devices[other],
+            rc = d->ops->copy_async(to, (char *)s->copies[j->to].buf + j->lo, from,
                                     (char *)s->copies[j->from].buf + j->lo, j->hi - j->lo, stream);
         if (rc == 0)
             rc = parla__event_record(d, stream, &j->event);

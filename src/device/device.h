@@ -18,6 +18,28 @@ typedef struct parla__device parla__device_t;
 typedef struct parla__copy parla__copy_t; /* a data copy (data/impl.h): the device only lists them */
 typedef struct parla__job parla__job_t;
 
+/* The caching allocator of a GPU's memory (pool.c): blocks of a few size classes (8 per power of two, at
+ * least 512 bytes), freed blocks kept per device for reuse, so that in steady state no driver allocation
+ * (a synchronising call) sits on a task's path. Its blocks, in use or cached, are held from the driver
+ * (a stream-ordered memory pool where the driver has one, else cuMemAlloc); cached blocks count in the
+ * device's memory and are released when room is needed. */
+#define PARLA__POOL_CLASSES 448
+typedef struct parla__block {
+    void *ptr;
+    uint64_t size;            /* the class size: bytes held from the driver */
+    struct parla__block *next;
+} parla__block_t;
+typedef struct parla__pool {
+    pthread_mutex_t lock;     /* a leaf (driver calls are made under it, no other lock) */
+    bool on;                  /* false: every alloc and free goes to the driver */
+    parla__block_t *free[PARLA__POOL_CLASSES]; /* cached blocks by class */
+    parla__block_t **used;    /* blocks handed out, hashed by pointer */
+    size_t n_buckets, n_used;
+    uint64_t held;            /* bytes of all blocks (in use and cached) */
+    uint64_t cached;          /* bytes of cached blocks */
+    uint64_t hits, misses, trims; /* allocations served from the cache, from the driver; blocks released */
+} parla__pool_t;
+
 /* A completion event of a device (a CUDA event; host devices have none: their
  * work is complete when the call that did it returns). Reference counted:
  * the task that recorded it and each successor that must wait on it hold
@@ -49,7 +71,8 @@ typedef struct parla__device_ops {
     int (*stream_create)(parla__device_t *d, void **out);
     void (*stream_destroy)(parla__device_t *d, void *stream);
     int (*stream_synchronize)(parla__device_t *d, void *stream);
-    /* Queues a copy on stream (a stream of d, which is the CUDA side). */
+    /* Queues the copy of nbytes from src on device s to dst on device d on stream, a stream of the
+     * CUDA side (d when both are GPUs); call it through that side's ops. */
     int (*copy_async)(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t nbytes,
                       void *stream);
     int (*event_create)(parla__device_t *d, void **out);
@@ -62,7 +85,39 @@ typedef struct parla__device_ops {
     /* Work queued on stream after this call waits for the event (which may be
      * another device's); the host does not wait. */
     int (*stream_wait_event)(parla__device_t *d, void *stream, void *event);
+    /* Runs fn(arg) on a driver thread once the work queued on stream before it is complete (fn makes
+     * no driver call). NULL where the kind has no streams. */
+    int (*launch_host_func)(parla__device_t *d, void *stream, void (*fn)(void *), void *arg);
+    /* The driver's allocation under the pool (raw_alloc: PARLA_ENOMEM when the device is full). */
+    int (*raw_alloc)(parla__device_t *d, uint64_t nbytes, void **out);
+    void (*raw_free)(parla__device_t *d, void *ptr);
+    /* After raw_free under pressure: the driver gives the memory back (its own pool trimmed). */
+    void (*raw_trim)(parla__device_t *d);
 } parla__device_ops_t;
+
+/* A registered (pinned) host buffer. */
+typedef struct parla__pinned {
+    void *ptr;
+    parla__device_t *by;    /* the GPU whose context registered it */
+    struct parla__pinned *next;
+} parla__pinned_t;
+
+/* What the devices of a runtime share (in parla__devs_t; each device points to it). Completion
+ * callbacks (engine.c): a callback wakes every engine of the runtime (a runahead marker on one GPU's
+ * engine may wait for another GPU's event). Pinned host buffers (cuda.c). */
+typedef struct parla__shared {
+    pthread_mutex_t wake_lock; /* before any engine_lock (lock order: sched/sched.h) */
+    pthread_cond_t wake_cond;  /* wake_pending reached zero */
+    long wake_pending;         /* callbacks launched, not yet run */
+    _Atomic bool polling;      /* a callback could not be launched: engines poll (the old way) */
+    _Atomic bool errored;      /* a device reported an error (its driver calls no more host functions) */
+    _Atomic uint64_t woken, timed_out; /* engine waits ended by a callback, by the safety timeout */
+    parla__device_t *devices;
+    int n_devices;
+    pthread_mutex_t pin_lock;  /* a leaf: protects pinned */
+    parla__pinned_t *pinned[64]; /* hashed by pointer */
+    _Atomic long n_pinned;
+} parla__shared_t;
 
 struct parla__device {
     int index;
@@ -73,6 +128,14 @@ struct parla__device {
     void *ctx;                /* backend state (CUDA context) */
     double bandwidth;         /* bytes/s */
     char name[32];
+    uint64_t peers;           /* bit i: direct (peer) access to device i's memory (CUDA) */
+    double peer_bandwidth;    /* bytes/s over a direct link, nominal (cost estimates) */
+    bool pin_host;            /* register host buffers that take part in copies (CUDA) */
+    parla__pool_t pool;       /* the caching allocator (GPUs) */
+    parla__shared_t *shared;  /* what the runtime's devices share */
+    void *alloc_stream;       /* CUDA: the stream of the driver's stream-ordered allocations */
+    void *mempool;            /* CUDA: the device's default memory pool, NULL without one */
+    void *bounce;             /* CUDA: pinned staging buffer of GPU-to-GPU copies without peer access */
 
     pthread_mutex_t acquire_lock; /* serialises data acquisition on the device, so two
                                      tasks never each hold half of the room they need */
@@ -101,6 +164,8 @@ struct parla__device {
     parla__job_t *jobs_head, *jobs_tail;
     bool engine_busy;         /* a job is being done, or work it issued is in flight */
     bool engine_stop;
+    bool engine_wakes;        /* shared->wake_lock: the engine takes callbacks' wakes (running) */
+    uint64_t wakes;           /* engine_lock: completion callbacks seen (bumped by each) */
     _Atomic long n_jobs;      /* jobs submitted, not done (so the runtime is not taken for stuck
                                  while every worker sleeps and copies are under way) */
     void *copy_in, *copy_out; /* copy streams (CUDA): onto and off the device */
@@ -138,7 +203,12 @@ int parla__devices_init(parla_runtime_t *rt, const parla_config_t *c);
 void parla__devices_destroy(parla_runtime_t *rt);
 /* CUDA: number of devices found (0 without a driver), and their setup. */
 int parla__cuda_count(void);
-int parla__cuda_device_init(parla__device_t *d, int ordinal);
+/* Opens CUDA device ordinal as d (its primary context, allocation stream and, when use_mempool and
+ * the driver has them, its default memory pool). */
+int parla__cuda_device_init(parla__device_t *d, int ordinal, bool use_mempool);
+/* Enables peer access for every pair of the CUDA devices among devices[0..n) that allow it (once, at
+ * start; sets their peers masks). Errors: PARLA_EDEVICE. */
+int parla__cuda_peers_init(parla__device_t *devices, int n);
 void parla__cuda_device_destroy(parla__device_t *d);
 
 /* The device layer's part of a runtime: util's part first, then the devices.
@@ -147,12 +217,44 @@ typedef struct parla__devs {
     parla__alloc_t alloc;     /* first */
     parla__device_t *devices; /* devices[0] is the CPU */
     int n_devices;
+    parla__shared_t shared;
 } parla__devs_t;
 
 static inline parla__devs_t *parla__devs(const parla_runtime_t *rt)
 {
     return (parla__devs_t *)(void *)rt;
 }
+
+/* ------------------------------------------------------------------ pool -- */
+
+/* Memory on GPU d from its pool, counted in d's account (d->resident) when `account` is set: the
+ * runtime's own buffers beyond data copies (e.g. an array library's temporaries inside tasks). Takes
+ * a cached block of n's class, else one from the driver, releasing cached blocks first when the device
+ * would be over its capacity. Any thread, no device lock held. Errors: PARLA_ENOMEM (the account or
+ * the device is full; nothing was allocated), PARLA_EDEVICE. */
+int parla__device_mem_alloc(parla__device_t *d, uint64_t nbytes, bool account, void **out);
+/* Gives back memory from parla__device_mem_alloc (nbytes as allocated, account as given): it is cached
+ * for reuse. The caller has made sure no queued device work uses it any more. */
+void parla__device_mem_free(parla__device_t *d, void *ptr, uint64_t nbytes, bool account);
+/* The pool's operations behind a GPU kind's alloc/free (pool.c). */
+void parla__pool_init(parla__device_t *d, bool on);
+int parla__pool_alloc(parla__device_t *d, uint64_t nbytes, void **out);
+void parla__pool_free(parla__device_t *d, void *ptr);
+/* Releases d's cached blocks to the driver until at most keep bytes stay cached; returns bytes released. */
+uint64_t parla__pool_trim(parla__device_t *d, uint64_t keep);
+/* Releases every block (the end of the runtime). */
+void parla__pool_destroy(parla__device_t *d);
+/* Bytes of d held from the driver, of them cached (a snapshot). */
+void parla__pool_bytes(parla__device_t *d, uint64_t *held, uint64_t *cached);
+
+/* --------------------------------------------------------------- pinning -- */
+
+/* Registers host buffer [ptr, ptr + nbytes) with the driver for GPU d (once per buffer: pinned, so
+ * copies from and to it are asynchronous); no-op without CUDA or with pinning off. Best effort: a
+ * buffer the driver refuses stays pageable (copies still work). Any thread. */
+void parla__host_pin(parla__device_t *d, void *ptr, uint64_t nbytes);
+/* Unregisters host buffer ptr if a GPU of the runtime sh pinned it (its store is released). */
+void parla__host_unpin(parla__shared_t *sh, void *ptr);
 
 /* ----------------------------------------------------------------- engine -- */
 
@@ -180,6 +282,13 @@ int parla__engine_start(parla__device_t *d);
 void parla__engine_stop(parla__device_t *d);
 /* Queues j on d's running engine (any thread, no lock held). */
 void parla__engine_submit(parla__device_t *d, parla__job_t *j);
+/* Arranges for every engine of d's runtime to be woken when the work queued on stream (a stream of
+ * d) so far is complete: a host function on the stream (parla__event_record does it for each event).
+ * Where none can be launched the engines go back to polling. Any thread. */
+void parla__engine_watch(parla__device_t *d, void *stream);
+/* Waits for the callbacks still queued on streams to have run (after the streams are destroyed; at
+ * most a short while once a device reported an error: the driver then calls no host function). */
+void parla__engine_callbacks_drain(parla__shared_t *sh);
 /* True when d's engine has nothing queued and nothing in flight. */
 bool parla__engine_idle(parla__device_t *d);
 /* Jobs queued on d's engine, not done (read without a lock: the stuck check). */

@@ -1,34 +1,124 @@
 /* engine.c: the engine of a device: a thread that runs jobs (parla__job_t) in
  * order, so that copies into and out of a GPU and the completion of the work
  * of runahead tasks proceed while workers run other tasks. It knows neither
- * tasks nor data: each job brings its operations (issue, poll, done). */
+ * tasks nor data: each job brings its operations (issue, poll, done). It
+ * learns that device work finished from completion callbacks (host functions
+ * queued after each recorded event), not by polling. */
 #include "device/device.h"
 
 #include <time.h>
 
+/* How long an engine waits for a completion callback before it polls anyway: only a safety net for
+ * device errors, after which the driver calls no host function (completions come by callback). */
+#define SAFETY_NS 100000000L
+
+/* The host function of a completion callback (on a driver thread, no driver call): wakes every
+ * running engine of the runtime. */
+static void wake_engines(void *arg)
+{
+    parla__shared_t *sh = arg;
+    pthread_mutex_lock(&sh->wake_lock);
+    for (int i = 0; i < sh->n_devices; i++) {
+        parla__device_t *g = &sh->devices[i];
+        if (!g->engine_wakes)
+            continue;
+        pthread_mutex_lock(&g->engine_lock);
+        g->wakes++;
+        pthread_cond_signal(&g->engine_cond);
+        pthread_mutex_unlock(&g->engine_lock);
+    }
+    if (--sh->wake_pending == 0)
+        pthread_cond_broadcast(&sh->wake_cond);
+    pthread_mutex_unlock(&sh->wake_lock);
+}
+
+void parla__engine_watch(parla__device_t *d, void *stream)
+{
+    parla__shared_t *sh = d->shared;
+    if (sh == NULL)
+        return;
+    if (d->ops->launch_host_func == NULL) {
+        atomic_store(&sh->polling, true);
+        return;
+    }
+    pthread_mutex_lock(&sh->wake_lock);
+    sh->wake_pending++;
+    pthread_mutex_unlock(&sh->wake_lock);
+    if (d->ops->launch_host_func(d, stream, wake_engines, sh) == 0)
+        return;
+    atomic_store(&sh->polling, true); /* the events still complete: the engines poll them */
+    pthread_mutex_lock(&sh->wake_lock);
+    if (--sh->wake_pending == 0)
+        pthread_cond_broadcast(&sh->wake_cond);
+    pthread_mutex_unlock(&sh->wake_lock);
+}
+
+void parla__engine_callbacks_drain(parla__shared_t *sh)
+{
+    pthread_mutex_lock(&sh->wake_lock);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += atomic_load(&sh->errored) ? 0 : 2;
+    until.tv_nsec += 50000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (sh->wake_pending > 0 && pthread_cond_timedwait(&sh->wake_cond, &sh->wake_lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&sh->wake_lock);
+}
+
+static void deadline_in(struct timespec *until, long ns)
+{
+    clock_gettime(CLOCK_REALTIME, until);
+    until->tv_nsec += ns;
+    while (until->tv_nsec >= 1000000000L) {
+        until->tv_sec++;
+        until->tv_nsec -= 1000000000L;
+    }
+}
+
+/* With jobs in flight and none queued (engine lock held): waits until a completion callback came
+ * since `seen`, a job is queued or the engine stops; after a safety timeout, or where callbacks
+ * cannot be launched (then backing off from 2 us to 0.5 ms), it returns anyway to poll. */
+static void wait_for_completion(parla__device_t *d, uint64_t seen, long *pause_ns)
+{
+    struct timespec until;
+    if (d->shared == NULL || atomic_load_explicit(&d->shared->polling, memory_order_relaxed)) {
+        deadline_in(&until, *pause_ns);
+        pthread_cond_timedwait(&d->engine_cond, &d->engine_lock, &until);
+        return;
+    }
+    deadline_in(&until, SAFETY_NS);
+    while (d->wakes == seen && d->jobs_head == NULL) {
+        if (pthread_cond_timedwait(&d->engine_cond, &d->engine_lock, &until) != 0) {
+            atomic_fetch_add_explicit(&d->shared->timed_out, 1, memory_order_relaxed);
+            return;
+        }
+    }
+    if (d->wakes != seen)
+        atomic_fetch_add_explicit(&d->shared->woken, 1, memory_order_relaxed);
+}
+
 /* Takes jobs in order, issues them, and completes them when their work is
  * done. On a CUDA GPU a job's work runs on the device meanwhile: the engine
- * polls the jobs in flight, backing off from 2 us to 0.5 ms while none
- * completes (no worker waits). */
+ * sleeps until a completion callback (a host function after each recorded
+ * event, parla__engine_watch) wakes it, then checks the jobs in flight. No
+ * worker waits. */
 static void *engine_main(void *arg)
 {
     parla__device_t *d = arg;
     parla__job_t *inflight = NULL;
     long pause_ns = 2000;
+    uint64_t seen = 0;
     for (;;) {
         pthread_mutex_lock(&d->engine_lock);
         while (d->jobs_head == NULL && !d->engine_stop && inflight == NULL)
             pthread_cond_wait(&d->engine_cond, &d->engine_lock);
-        if (d->jobs_head == NULL && inflight != NULL) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += pause_ns;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&d->engine_cond, &d->engine_lock, &until);
-        }
+        if (d->jobs_head == NULL && inflight != NULL)
+            wait_for_completion(d, seen, &pause_ns);
+        seen = d->wakes; /* a completion after this point wakes the next wait */
         parla__job_t *j = d->jobs_head;
         if (j == NULL && inflight == NULL && d->engine_stop) { /* stopping, and nothing is left */
             pthread_mutex_unlock(&d->engine_lock);
@@ -99,6 +189,11 @@ int parla__engine_start(parla__device_t *d)
         return rc;
     }
     d->engine_running = true;
+    if (d->shared) {
+        pthread_mutex_lock(&d->shared->wake_lock);
+        d->engine_wakes = true;
+        pthread_mutex_unlock(&d->shared->wake_lock);
+    }
     return 0;
 }
 
@@ -112,6 +207,11 @@ void parla__engine_stop(parla__device_t *d)
     pthread_mutex_unlock(&d->engine_lock);
     pthread_join(d->engine, NULL);
     d->engine_running = false;
+    if (d->shared) { /* callbacks from now on leave this engine alone */
+        pthread_mutex_lock(&d->shared->wake_lock);
+        d->engine_wakes = false;
+        pthread_mutex_unlock(&d->shared->wake_lock);
+    }
     engine_teardown(d);
 }
 

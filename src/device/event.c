@@ -31,6 +31,7 @@ int parla__event_record(parla__device_t *d, void *stream, parla__event_t **out)
         return rc;
     }
     atomic_init(&e->refs, 1);
+    parla__engine_watch(d, stream); /* the engines learn of its completion without polling */
     *out = e;
     return 0;
 }
@@ -55,7 +56,12 @@ void parla__event_release(parla__event_t *e)
 
 int parla__event_done(parla__event_t *e)
 {
-    return e == NULL ? 1 : e->device->ops->event_query(e->device, e->handle);
+    if (e == NULL)
+        return 1;
+    int rc = e->device->ops->event_query(e->device, e->handle);
+    if (rc < 0 && e->device->shared)
+        atomic_store(&e->device->shared->errored, true);
+    return rc;
 }
 
 void parla__event_pool_destroy(parla__device_t *d)

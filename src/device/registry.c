@@ -37,9 +37,16 @@ int parla__devices_init(parla_runtime_t *rt, const parla_config_t *c)
     parla__devs(rt)->devices = parla__calloc(rt, (size_t)n_gpus + 1, sizeof *parla__devs(rt)->devices);
     if (parla__devs(rt)->devices == NULL)
         return parla__error(PARLA_ENOMEM, "cannot allocate %d devices", n_gpus + 1);
+    parla__shared_t *sh = &parla__devs(rt)->shared;
+    pthread_mutex_init(&sh->wake_lock, NULL);
+    pthread_cond_init(&sh->wake_cond, NULL);
+    pthread_mutex_init(&sh->pin_lock, NULL);
+    sh->devices = parla__devs(rt)->devices;
+    sh->n_devices = n_gpus + 1;
     int rc = device_init(&parla__devs(rt)->devices[0], 0, c->cpu_memory);
     if (rc)
         return rc;
+    parla__devs(rt)->devices[0].shared = sh;
     parla__devs(rt)->n_devices = 1;
     parla__device_t *cpu = &parla__devs(rt)->devices[0];
     cpu->kind = PARLA_DEVICE_CPU;
@@ -52,35 +59,53 @@ int parla__devices_init(parla_runtime_t *rt, const parla_config_t *c)
         if (rc)
             return rc;
         parla__devs(rt)->n_devices++;
+        d->shared = sh;
+        d->pin_host = !c->disable_host_pinning;
+        parla__pool_init(d, use_cuda && !c->disable_memory_pool);
         d->kind = PARLA_DEVICE_GPU;
         d->kind_index = i;
         snprintf(d->name, sizeof d->name, "gpu(%d)", i);
         if (use_cuda) {
-            rc = parla__cuda_device_init(d, i);
+            rc = parla__cuda_device_init(d, i, !c->disable_memory_pool);
             if (rc)
                 return rc;
         } else {
             d->is_virtual = 1;
             d->bandwidth = c->virtual_gpu_bandwidth > 0 ? c->virtual_gpu_bandwidth : 16e9;
         }
-        rc = parla__engine_start(d);
-        if (rc)
-            return rc;
     }
+    if (use_cuda && (rc = parla__cuda_peers_init(parla__devs(rt)->devices, parla__devs(rt)->n_devices)) != 0)
+        return rc;
+    for (int i = 1; i < parla__devs(rt)->n_devices; i++)
+        if ((rc = parla__engine_start(&parla__devs(rt)->devices[i])) != 0)
+            return rc;
     return 0;
 }
 
 void parla__devices_destroy(parla_runtime_t *rt)
 {
-    for (int i = 0; i < parla__devs(rt)->n_devices; i++) {
+    parla__shared_t *sh = &parla__devs(rt)->shared;
+    for (int i = 0; i < parla__devs(rt)->n_devices; i++)
         parla__engine_stop(&parla__devs(rt)->devices[i]);
-        parla__event_pool_destroy(&parla__devs(rt)->devices[i]);
-        if (parla__devs(rt)->devices[i].is_cuda)
-            parla__cuda_device_destroy(&parla__devs(rt)->devices[i]);
-        pthread_mutex_destroy(&parla__devs(rt)->devices[i].lock);
-        pthread_mutex_destroy(&parla__devs(rt)->devices[i].acquire_lock);
-        pthread_mutex_destroy(&parla__devs(rt)->devices[i].event_lock);
+    /* Callbacks still queued on streams (of destroyed worker streams too) run before the devices go. */
+    parla__engine_callbacks_drain(sh);
+    for (int i = 0; i < 64; i++)
+        while (sh->pinned[i]) /* buffers of stores still alive (none normally) */
+            parla__host_unpin(sh, sh->pinned[i]->ptr);
+    for (int i = 0; i < parla__devs(rt)->n_devices; i++) {
+        parla__device_t *d = &parla__devs(rt)->devices[i];
+        parla__event_pool_destroy(d);
+        if (i > 0)
+            parla__pool_destroy(d);
+        if (d->is_cuda)
+            parla__cuda_device_destroy(d);
+        pthread_mutex_destroy(&d->lock);
+        pthread_mutex_destroy(&d->acquire_lock);
+        pthread_mutex_destroy(&d->event_lock);
     }
+    pthread_mutex_destroy(&sh->wake_lock);
+    pthread_cond_destroy(&sh->wake_cond);
+    pthread_mutex_destroy(&sh->pin_lock);
     parla__free(parla__devs(rt)->devices);
     parla__devs(rt)->devices = NULL;
 }
@@ -88,6 +113,32 @@ void parla__devices_destroy(parla_runtime_t *rt)
 int parla_runtime_num_devices(const parla_runtime_t *rt)
 {
     return rt ? parla__devs(rt)->n_devices : 0;
+}
+
+int parla_device_alloc(parla_runtime_t *rt, int index, uint64_t nbytes, void **out)
+{
+    if (rt == NULL || out == NULL || nbytes == 0)
+        return parla__error(PARLA_EINVAL, "parla_device_alloc: %s", rt == NULL ? "rt is NULL"
+                            : out == NULL ? "out is NULL" : "nbytes is 0");
+    *out = NULL;
+    if (index < 0 || index >= parla__devs(rt)->n_devices)
+        return parla__error(PARLA_ENODEV, "parla_device_alloc: no device %d (the runtime has %d)", index,
+                            parla__devs(rt)->n_devices);
+    if (index == 0)
+        return parla__error(PARLA_EINVAL, "parla_device_alloc: device 0 is the CPU, not a GPU");
+    parla__device_t *d = &parla__devs(rt)->devices[index];
+    int rc = parla__device_mem_alloc(d, nbytes, true, out);
+    if (rc == PARLA_ENOMEM)
+        return parla__error(PARLA_ERESOURCE, "parla_device_alloc: %llu bytes do not fit on %s (capacity %llu "
+                            "bytes)", (unsigned long long)nbytes, d->name, (unsigned long long)d->memory_capacity);
+    return rc;
+}
+
+void parla_device_free(parla_runtime_t *rt, int index, void *ptr, uint64_t nbytes)
+{
+    if (rt == NULL || ptr == NULL || index <= 0 || index >= parla__devs(rt)->n_devices)
+        return;
+    parla__device_mem_free(&parla__devs(rt)->devices[index], ptr, nbytes, true);
 }
 
 int parla_device_info(parla_runtime_t *rt, int index, parla_device_info_t *out)

@@ -10,12 +10,13 @@
 static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"n_workers", "virtual_gpus", "gpu_memory", "gpu_bandwidth", "disable_cuda", "cpu_memory",
-                             "trace", NULL};
-    int n_workers = 0, virtual_gpus = 0, disable_cuda = 0, trace = 0;
+                             "trace", "pin_host_memory", "memory_pool", NULL};
+    int n_workers = 0, virtual_gpus = 0, disable_cuda = 0, trace = 0, pin_host = 1, memory_pool = 1;
     unsigned long long gpu_memory = 0, cpu_memory = 0;
     double gpu_bandwidth = 0.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiO&dpO&p", kwlist, &n_workers, &virtual_gpus, pyparla_bytes_arg,
-                                     &gpu_memory, &gpu_bandwidth, &disable_cuda, pyparla_bytes_arg, &cpu_memory, &trace))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiO&dpO&ppp", kwlist, &n_workers, &virtual_gpus, pyparla_bytes_arg,
+                                     &gpu_memory, &gpu_bandwidth, &disable_cuda, pyparla_bytes_arg, &cpu_memory, &trace,
+                                     &pin_host, &memory_pool))
         return NULL;
     if (virtual_gpus < 0) {
         PyErr_Format(PyExc_ValueError, "virtual_gpus=%d must be >= 0", virtual_gpus);
@@ -45,6 +46,8 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     cfg.disable_cuda = disable_cuda;
     cfg.cpu_memory = cpu_memory;
     cfg.trace = trace;
+    cfg.disable_host_pinning = !pin_host;
+    cfg.disable_memory_pool = !memory_pool;
     pyparla_install_hooks(&cfg, self);
     int rc = parla_runtime_create(&cfg, &self->rt);
     if (rc) {

@@ -18,7 +18,14 @@ static double score_device(parla_task_t *t, const parla__option_t *opt, parla__d
         if (parla__devs(rt)->devices[i].bandwidth < slowest)
             slowest = parla__devs(rt)->devices[i].bandwidth;
     m->locality = total ? (double)valid / (double)total : 0.0;
-    m->transfer = total ? (double)(total - valid) / (double)total * (slowest / d->bandwidth) : 0.0;
+    /* Bytes a GPU can take over a direct (peer) link from another GPU cost less than the rest, which
+     * come over its host link (or through the host). */
+    uint64_t near = valid, total_near = 0;
+    if (d->peers && total > valid)
+        near = parla__task_data_bytes_on(t, ((uint64_t)1 << d->index) | d->peers, &total_near);
+    double far = (double)(total - near), direct = (double)(near - valid);
+    double cost = far * (slowest / d->bandwidth) + (direct > 0 ? direct * (slowest / d->peer_bandwidth) : 0.0);
+    m->transfer = total ? cost / (double)total : 0.0;
     m->load = (double)atomic_load_explicit(&d->n_mapped, memory_order_relaxed) / (double)rt->n_workers;
     m->score = m->locality - m->transfer - m->load;
     /* Prefer a device where the needs fit now over one where the task would wait. */

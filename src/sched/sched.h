@@ -25,7 +25,14 @@
  *   parla__graph_rt(rt)->placeholder_lock  (mutex, graph/placeholder.c; taken under store->lock:
  *                          data/hazards.c hazard_edge -> parla__add_edge -> parla__placeholder_add)
  *   parla__data_rt(rt)->stores_lock       (mutex, the list of live stores, data/store.c and hazards.c)
+ *   shared->wake_lock     (mutex, completion callbacks, device/engine.c; takes each running
+ *                          device->engine_lock, nothing else, under it)
  *   device->engine_lock   (mutex, an engine's job queue, device/engine.c; jobs run without it)
+ *   device->pool.lock     (mutex, a GPU's caching allocator, device/pool.c; driver allocations
+ *                          and frees on a pool miss or trim are made under it; taken under
+ *                          store->lock and device->lock: ops->alloc, ops->free)
+ *   shared->pin_lock      (mutex, the registered host buffers, device/cuda.c; cuMemHostRegister
+ *                          is called under it, once per buffer)
  *   device->event_lock    (mutex, an event pool, device/event.c)
  *   trace buffer lock     (mutex, the shared trace buffer, trace/buffer.c)
  *   queue->lock           (spinlock, one ready queue, sched/queue.c)
