@@ -151,14 +151,12 @@ static void cu_load(void)
     OPT(cuMemPoolTrimTo, "cuMemPoolTrimTo");
     OPT(cuMemAllocAsync, "cuMemAllocAsync");
     OPT(cuMemFreeAsync, "cuMemFreeAsync");
-    if (cu.cuMemHostRegister == NULL || cu.cuMemHostUnregister == NULL)
-        cu.cuMemHostRegister = NULL;
-    if (cu.cuMemHostAlloc == NULL || cu.cuMemFreeHost == NULL)
-        cu.cuMemHostAlloc = NULL;
+    /* A feature is used only when all its entry points are there: NULL its first one otherwise. */
+    cu.cuMemHostRegister = cu.cuMemHostUnregister ? cu.cuMemHostRegister : NULL;
+    cu.cuMemHostAlloc = cu.cuMemFreeHost ? cu.cuMemHostAlloc : NULL;
     if (!cu.cuMemAllocAsync || !cu.cuMemFreeAsync || !cu.cuMemPoolSetAttribute || !cu.cuMemPoolTrimTo)
         cu.cuDeviceGetDefaultMemPool = NULL;
-    if (cu.cuDeviceCanAccessPeer == NULL || cu.cuCtxEnablePeerAccess == NULL)
-        cu.cuMemcpyPeerAsync = NULL;
+    cu.cuMemcpyPeerAsync = cu.cuDeviceCanAccessPeer && cu.cuCtxEnablePeerAccess ? cu.cuMemcpyPeerAsync : NULL;
 #undef OPT
 #undef SYM
     if (cu.cuInit(0) != 0 || cu.cuDeviceGetCount(&cu.count) != 0)
@@ -269,7 +267,6 @@ static int cuda_synchronize(parla__device_t *d)
     cu_leave(d, prev);
     return r ? cu_error(r, "cuCtxSynchronize", d) : 0;
 }
-
 
 /* Makes d current on the calling worker for the body about to run (the one
  * call that leaves a context set: bodies launch work in it). */

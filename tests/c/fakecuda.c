@@ -349,6 +349,18 @@ CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n)
     return OK;
 }
 
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n)
+{
+    return cuMemcpy(dst, (CUdeviceptr)(uintptr_t)src, n);
+}
+
+CUresult cuMemcpyPeer(CUdeviceptr dst, ctx_t *dctx, CUdeviceptr src, ctx_t *sctx, size_t n)
+{
+    if (dctx == NULL || sctx == NULL)
+        return ERR_INVALID_CONTEXT;
+    return cuMemcpy(dst, src, n);
+}
+
 static void pause_random(stream_t *s)
 {
     if (delay_us <= 0)
