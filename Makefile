@@ -146,6 +146,8 @@ bench: build install
 	$(VPY) benchmarks/run_c.py build/c
 	$(VPY) benchmarks/python/bench_tasks.py
 	$(VPY) benchmarks/python/bench_data.py
+	$(VPY) benchmarks/python/bench_replay.py
+	build/c/benchmarks/c/bench_replay
 	$(VPY) benchmarks/python/bench_trace.py
 	$(VPY) benchmarks/python/bench_cuda.py
 	$(VPY) benchmarks/cholesky/run.py
