@@ -7,7 +7,9 @@
  * Device memory is host memory (so device pointers can be read in tests), but
  * everything else behaves as the driver specifies, and strictly:
  *   - each stream is a thread that runs its work in order, each copy, memset
- *     and host function after a random delay (FAKECUDA_DELAY_US, default 300),
+ *     and kernel (fakecuda_kernel: a host function run as device work) after a
+ *     random delay (FAKECUDA_DELAY_US, default 300); host functions
+ *     (cuLaunchHostFunc) run when the stream reaches them,
  *     so a consumer that does not wait for its producer's event reads stale
  *     data with high probability;
  *   - events complete when their stream reaches them; cuStreamWaitEvent holds
@@ -388,7 +390,7 @@ static void *stream_main(void *arg)
             return NULL;
         }
         double t0 = now_s();
-        if (o->kind == OP_COPY || o->kind == OP_MEMSET || o->kind == OP_HOST || o->kind == OP_KERNEL)
+        if (o->kind == OP_COPY || o->kind == OP_MEMSET || o->kind == OP_KERNEL) /* device work takes time */
             pause_random(s);
         if (s->failed && o->kind != OP_RECORD && o->kind != OP_WAIT && o->kind != OP_FREE)
             ; /* a failed stream does no more work, and calls no host function */
@@ -593,7 +595,7 @@ CUresult fakecuda_kernel(stream_t *s, void (*fn)(void *), void *arg)
     if (fn == NULL)
         return ERR_INVALID_VALUE;
     op_t o = {.kind = OP_KERNEL, .fn = fn, .arg = arg};
-    return push(s, o, 0);
+    return push(s, o, 1);
 }
 
 /* Blocks until stream s has done all its work (lock not held): a pageable copy. */

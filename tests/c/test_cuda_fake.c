@@ -9,7 +9,7 @@
  * 2. Runahead: a GPU-only dependent's body starts before its predecessor's
  *    queued work has run; a CPU dependent starts after it has.
  * 3. A chain of read-modify-write tasks alternating between the GPUs on one
- *    data object: every "kernel" (a host function queued on the task's stream)
+ *    data object: every "kernel" (fakecuda_kernel, queued on the task's stream)
  *    sees exactly the value the previous one wrote.
  * 4. Random programs over cpu + 2 GPUs (blocks of data, each task reads two and
  *    writes one, as inout or output, placed on cpu, a GPU, any GPU or
@@ -88,7 +88,7 @@ static int try_launch(parla_task_t *t, int device, kernel_t k)
 
 static void launch(parla_task_t *t, kernel_t k)
 {
-    CHECK(try_launch(t, 0, k) == 0, "task %s: no stream, or cuLaunchHostFunc failed", parla_task_name(t));
+    CHECK(try_launch(t, 0, k) == 0, "task %s: no stream, or the kernel launch failed", parla_task_name(t));
 }
 
 /* Slow work: sleeps k->ms, then writes k->k to dst[0..n), stamps the time and
@@ -380,7 +380,7 @@ static int mixed_task(parla_task_t *t, void *arg)
     (void)arg;
     CHECK(parla_task_stream(t, 0) == NULL, "a stream on the CPU");
     CHECK(try_launch(t, 1, (kernel_t){.body = late, .ms = 30, .flag = &mixed_flag}) == 0,
-          "no stream on the task's GPU, or cuLaunchHostFunc failed");
+          "no stream on the task's GPU, or the kernel launch failed");
     return 0;
 }
 
@@ -534,7 +534,7 @@ static int faulting(parla_task_t *t, void *arg)
     (void)arg;
     void *stream = parla_task_stream(t, 0);
     CHECK(fail_stream(stream) == 0, "fakecuda_fail failed");
-    CHECK(launch_host(stream, never, NULL) == 0, "cuLaunchHostFunc failed");
+    CHECK(launch_host(stream, never, NULL) == 0, "the kernel launch failed");
     return 0;
 }
 
@@ -736,7 +736,7 @@ int main(void)
     CHECK(path && *path, "PARLA_CUDA_DRIVER must name the fake driver (meson sets it)");
     void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     CHECK(lib != NULL, "cannot load %s: %s", path, dlerror());
-    *(void **)&launch_host = dlsym(lib, "cuLaunchHostFunc");
+    *(void **)&launch_host = dlsym(lib, "fakecuda_kernel"); /* a kernel launch (delayed as device work) */
     live_fn live;
     *(void **)&live = dlsym(lib, "fakecuda_live");
     *(void **)&fail_stream = dlsym(lib, "fakecuda_fail");
