@@ -336,10 +336,10 @@ class PArray:
         for an array declared for other positions in its devices (``(array, k)``), the device of the innermost
         ``with get_current_context()[i]:`` when the array is declared for position i, else the device of the
         first position it is declared for (where its data was made valid)."""
-        devices = task._devices
+        devices: List[int] = task._devices
         if not devices:
             return 0
-        slots = task._slots
+        slots: Optional[Dict[int, int]] = task._slots
         if slots is None:
             return devices[0]
         mask = slots.get(id(self), 0) | slots.get(id(root), 0)
