@@ -14,15 +14,8 @@ static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
     PyObject *rt_obj, *name;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU", kwlist, &rt_obj, &name))
         return -1;
-    pyparla_state *st = pyparla_get_state_by_type(Py_TYPE(self));
-    if (st == NULL)
-        return -1;
-    if (!PyObject_TypeCheck(rt_obj, st->runtime_type)) {
-        PyErr_SetString(PyExc_TypeError, "Task(runtime, name): runtime must be a parla._core.Runtime");
-        return -1;
-    }
-    RuntimeObject *rt = (RuntimeObject *)rt_obj;
-    if (pyparla_check_open(rt) < 0)
+    RuntimeObject *rt = pyparla_runtime_arg(Py_TYPE(self), rt_obj, "Task(runtime, name)");
+    if (rt == NULL)
         return -1;
     if (self->task) {
         PyErr_SetString(PyExc_RuntimeError, "Task.__init__ called twice");
@@ -358,6 +351,8 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     if (body == NULL || set_attributes(self, attrs) < 0)
         goto fail;
     int rc = add_edges(self, deps, accesses);
+    if (rc == 0 && self->runtime->capture)
+        pyparla_capture_record(self, body, deps, accesses); /* graph capture (graph_obj.c) */
     Py_CLEAR(deps);
     Py_CLEAR(accesses);
     if (rc) {
