@@ -33,6 +33,7 @@ spawn (a tile the task does not declare).
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Dict, Tuple
 
 import numpy as np
@@ -53,18 +54,30 @@ def _fn(name: str) -> Any:
     return fn
 
 
+# id(host array) -> (weak reference to it, (rows, columns, leading dimension)): a tile's layout is looked at once,
+# not at every call (a Cholesky spawns each tile into O(n/b) tasks).
+_layouts: Dict[int, Tuple[Any, Tuple[int, int, int]]] = {}
+
+
 def _tile(a: Any, what: str) -> Tuple[int, int, int]:
     """(rows, columns, leading dimension) of a float64 row-major PArray tile; raises for anything else."""
-    if not isinstance(a, PArray):
+    if type(a) is not PArray and not isinstance(a, PArray):
         raise TypeError(f"{what}: a tile must be a PArray (parla.array.asarray), not {type(a).__name__}")
     v = a._np
+    hit = _layouts.get(id(v))
+    if hit is not None and hit[0]() is v:
+        return hit[1]
     if v.ndim != 2 or v.dtype != _F64:
         raise TypeError(f"{what}: need a 2-D float64 tile, got {v.dtype} with shape {v.shape}")
     r, c = v.shape
     s0, s1 = v.strides
-    if (s1 == 8 or c <= 1) and s0 % 8 == 0 and s0 >= 8 * max(c, 1):
-        return r, c, s0 // 8
-    raise ValueError(f"{what}: the tile's rows must be contiguous, in C order (strides {v.strides})")
+    if not ((s1 == 8 or c <= 1) and s0 % 8 == 0 and s0 >= 8 * max(c, 1)):
+        raise ValueError(f"{what}: the tile's rows must be contiguous, in C order (strides {v.strides})")
+    layout = (r, c, s0 // 8)
+    if len(_layouts) > 100000:
+        _layouts.clear()
+    _layouts[id(v)] = (weakref.ref(v), layout)
+    return layout
 
 
 def potrf(a: PArray) -> native.Call:
