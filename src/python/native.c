@@ -535,6 +535,8 @@ fail_nokeep:
     return NULL;
 }
 
+static PyObject *NativeBody_call(NativeBodyObject *self, PyObject *args, PyObject *kwds);
+
 static int NativeBody_traverse(NativeBodyObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
@@ -581,6 +583,7 @@ static PyGetSetDef NativeBody_getset[] = {
 static PyType_Slot NativeBody_slots[] = {
     {Py_tp_doc, "A native task body: a C function and its packed arguments (made by parla.native.call)."},
     {Py_tp_new, NativeBody_new},
+    {Py_tp_call, NativeBody_call},
     {Py_tp_dealloc, NativeBody_dealloc},
     {Py_tp_traverse, NativeBody_traverse},
     {Py_tp_clear, NativeBody_clear},
@@ -612,13 +615,9 @@ typedef struct {
     int device;
 } native_failure_t;
 
-/* On a worker, after the call failed: takes the GIL and makes the failure the task's exception
- * (parla.native.NativeError), listed in the runtime's failed list like a body's exception. */
-static void record_failure(TaskObject *obj, NativeBodyObject *b, const native_failure_t *f)
+/* The failure as a new NativeError naming the task (GIL held); NULL with an exception set if it cannot be made. */
+static PyObject *failure_exception(pyparla_state *st, const char *task, NativeBodyObject *b, const native_failure_t *f)
 {
-    pyparla_worker_take_gil();
-    pyparla_state *st = pyparla_get_state(obj->runtime->module);
-    const char *task = pyparla_task_name(obj);
     PyObject *msg = NULL;
     switch (f->what) {
     case 1:
@@ -644,41 +643,48 @@ static void record_failure(TaskObject *obj, NativeBodyObject *b, const native_fa
     if (exc) {
         PyObject *code = PyLong_FromLongLong(f->value);
         if (code == NULL || PyObject_SetAttrString(exc, "code", code) < 0)
-            PyErr_Clear();
+            Py_CLEAR(exc);
         Py_XDECREF(code);
-    } else {
-        exc = pyparla_take_exception();
     }
+    return exc;
+}
+
+/* On a worker, after the call failed: takes the GIL and makes the failure the task's exception
+ * (parla.native.NativeError), listed in the runtime's failed list like a body's exception. */
+static void record_failure(TaskObject *obj, NativeBodyObject *b, const native_failure_t *f)
+{
+    pyparla_worker_take_gil();
+    PyObject *exc = failure_exception(pyparla_get_state(obj->runtime->module), pyparla_task_name(obj), b, f);
+    if (exc == NULL)
+        exc = pyparla_take_exception();
     Py_XSETREF(obj->exception, exc);
     Py_CLEAR(obj->func);
     pyparla_add_failed(obj->runtime, obj);
 }
 
 /* Whether the task's device is a CUDA GPU (whose copies a function taking host pointers cannot use). */
-static int on_cuda(TaskObject *obj, int device)
+static int on_cuda(RuntimeObject *rt, int device)
 {
     parla_device_info_t info;
-    return device != 0 && obj->runtime->rt != NULL && parla_device_info(obj->runtime->rt, device, &info) == 0 &&
+    return device != 0 && rt != NULL && rt->rt != NULL && parla_device_info(rt->rt, device, &info) == 0 &&
            info.is_cuda;
 }
 
-int pyparla_native_body(parla_task_t *task, void *arg)
+/* Calls b's function for task (NULL: outside tasks, on the CPU copies) of runtime rt. Needs no GIL and
+ * touches no Python object's reference count. 0, or 1 with *fail filled. */
+static int native_call(NativeBodyObject *b, parla_task_t *task, RuntimeObject *rt, native_failure_t *fail)
 {
-    TaskObject *obj = arg;
-    /* A worker keeps the GIL across consecutive Python bodies: let it go before a native one. */
-    pyparla_worker_release_gil();
-    NativeBodyObject *b = (NativeBodyObject *)obj->func;
     NativeFunctionObject *fn = b->fn;
     int n = (int)Py_SIZE(b);
     int device = 0;
-    if (parla_task_devices(task, &device, 1) < 1)
+    if (task == NULL || parla_task_devices(task, &device, 1) < 1)
         device = 0;
-    native_failure_t fail = {0, 0, 0, device};
-    if (!b->device_pointers && on_cuda(obj, device)) {
-        fail.what = 4;
-        goto failed;
+    *fail = (native_failure_t){0, 0, 0, device};
+    if (!b->device_pointers && on_cuda(rt, device)) {
+        fail->what = 4;
+        return 1;
     }
-    /* Everything the call reads lives on this worker's stack (about 6 KiB at most). */
+    /* Everything the call reads lives on this thread's stack (about 6 KiB at most). */
     native_value_t vals[NATIVE_MAX_ARGS], refs[NATIVE_MAX_ARGS];
     void *avalues[NATIVE_MAX_ARGS];
     pyparla_native_array_t descs[NATIVE_MAX_ARGS];
@@ -698,9 +704,9 @@ int pyparla_native_body(parla_task_t *task, void *arg)
         case ITEM_DESC: {
             char *base = parla_data_device_ptr(it->data, device);
             if (base == NULL) {
-                fail.what = 3;
-                fail.arg = i;
-                goto failed;
+                fail->what = 3;
+                fail->arg = i;
+                return 1;
             }
             if (it->kind == ITEM_ARRAY) {
                 vals[i].p = base + it->offset;
@@ -717,7 +723,7 @@ int pyparla_native_body(parla_task_t *task, void *arg)
             status_arg = i;
             break;
         default: /* ITEM_STREAM */
-            vals[i].p = parla_task_stream(task, 0);
+            vals[i].p = task ? parla_task_stream(task, 0) : NULL;
             break;
         }
         avalues[i] = &vals[i];
@@ -742,21 +748,60 @@ int pyparla_native_body(parla_task_t *task, void *arg)
         default: v = (long long)ret.i; break;
         }
         if (v != 0) {
-            fail.what = 1;
-            fail.value = v;
-            goto failed;
+            fail->what = 1;
+            fail->value = v;
+            return 1;
         }
     }
     if (status_arg >= 0 && status != 0) {
-        fail.what = 2;
-        fail.arg = status_arg;
-        fail.value = status;
-        goto failed;
+        fail->what = 2;
+        fail->arg = status_arg;
+        fail->value = status;
+        return 1;
     }
     return 0;
-failed:
+}
+
+int pyparla_native_body(parla_task_t *task, void *arg)
+{
+    TaskObject *obj = arg;
+    /* A worker keeps the GIL across consecutive Python bodies: let it go before a native one. */
+    pyparla_worker_release_gil();
+    NativeBodyObject *b = (NativeBodyObject *)obj->func;
+    native_failure_t fail;
+    if (native_call(b, task, obj->runtime, &fail) == 0)
+        return 0;
     record_failure(obj, b, &fail);
     return 1;
+}
+
+/* body(): the call made now on the calling thread, with the GIL released during it: inside a task body (a
+ * replayed graph's, or a Python body calling it) on the running task's device, outside tasks on the CPU
+ * copies. Raises NativeError as the task would fail. */
+static PyObject *NativeBody_call(NativeBodyObject *self, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a native body takes no arguments (they were given to parla.native.call)");
+        return NULL;
+    }
+    pyparla_state *st = pyparla_get_state_by_type(Py_TYPE(self));
+    if (st == NULL)
+        return NULL;
+    parla_task_t *task = parla_task_current();
+    TaskObject *obj = task ? parla_task_user(task) : NULL;
+    native_failure_t fail;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = native_call(self, task, obj ? obj->runtime : NULL, &fail);
+    Py_END_ALLOW_THREADS
+    if (rc == 0)
+        Py_RETURN_NONE;
+    PyObject *exc = failure_exception(st, task ? parla_task_name(task) : "(none)", self, &fail);
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
 }
 
 /* ------------------------------------------------------------------------------- module -- */

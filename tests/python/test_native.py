@@ -318,3 +318,32 @@ def test_a_worker_lets_the_gil_go_before_a_native_body():
                 return sum(range(1000))
             spawn(T[i + 1], dependencies=[T[i]])(native.call(gil_check))
     assert all(T[i].state == "done" for i in range(20))
+
+
+@pytest.mark.timeout(60)
+def test_native_bodies_in_a_replayed_graph():
+    """A captured native body is replayed like a Python one: each replay subtracts the identity again."""
+    from parla import capture
+    A, B = asarray(np.eye(16)), asarray(np.eye(16))
+    C = asarray(np.zeros((16, 16)))
+    with Parla(n_workers=2):
+        T = TaskSpace("T")
+        with capture("step") as step:
+            spawn(T[0], input=[A, B], inout=[C])(kernels.gemm(A, B, C))
+        for _ in range(3):
+            step.replay()
+        step.wait(30)
+    np.testing.assert_array_equal(C.array, -4 * np.eye(16))
+
+
+@pytest.mark.timeout(30)
+def test_calling_a_native_body_outside_tasks_uses_the_cpu_copies():
+    X = asarray(np.zeros(8, dtype=np.uint8))
+    with Parla(n_workers=2):
+        T = TaskSpace("T")
+        body = native.call(c_memset, X, 1, 8)._bind(T[0], {"_modes": {id(X): 3}})
+        body()  # on this thread, GIL released; X was never used by a task: its CPU copy is the host array
+        failing = native.call(c_abs, -3)._bind(T[1], {})
+        with pytest.raises(native.NativeError, match=r"task \(none\): native body abs returned 3"):
+            failing()
+    np.testing.assert_array_equal(X.array, np.ones(8, dtype=np.uint8))
