@@ -542,6 +542,18 @@ void parla_data_release(parla_data_t *data);
  * runtime, bad mode), PARLA_ESTATE, PARLA_ENOMEM. */
 int parla_task_add_access(parla_task_t *task, parla_data_t *data, parla_access_mode_t mode);
 
+/* As parla_task_add_access, for the task's device at position slot of the
+ * devices it is mapped to (0 <= slot < PARLA_MAX_TASK_DEVICES; see
+ * parla_task_devices): before the body runs, the data is made valid on that
+ * device and pinned there (parla_task_add_access is slot 0, the first device).
+ * Hazards are the same whatever the slot. A task may declare one data object
+ * for several of its devices; a range it writes through one slot and reads
+ * through another is valid afterwards only on the writing slot's device. When
+ * the task is mapped to slot or fewer devices, it fails before its body with
+ * PARLA_EINVAL (the message names the task and the access). Errors (at the
+ * call): those of parla_task_add_access, PARLA_EINVAL (slot out of range). */
+int parla_task_add_access_at(parla_task_t *task, parla_data_t *data, parla_access_mode_t mode, int slot);
+
 /* The base object's copy on device (NULL when it has none). Borrowed; valid
  * while the data is in use by the calling task, or until the next eviction. */
 void *parla_data_device_ptr(parla_data_t *data, int device);

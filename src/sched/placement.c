@@ -8,11 +8,13 @@
 
 /* ---------------------------------------------------------------- mapping -- */
 
-/* Scores device d for t: locality - transfer - load (all unitless). */
-static double score_device(parla_task_t *t, const parla__option_t *opt, parla__device_t *d, parla_mapping_t *m)
+/* Scores device d for t's device at position slot: locality - transfer - load
+ * (all unitless; the data counted is the data declared for that position). */
+static double score_device(parla_task_t *t, const parla__option_t *opt, parla__device_t *d, int slot,
+                           parla_mapping_t *m)
 {
     parla_runtime_t *rt = t->rt;
-    uint64_t total = 0, valid = parla__task_data_bytes(t, d->index, &total);
+    uint64_t total = 0, valid = parla__task_data_bytes(t, d->index, slot, &total);
     double slowest = d->bandwidth;
     for (int i = 0; i < parla__devs(rt)->n_devices; i++)
         if (parla__devs(rt)->devices[i].bandwidth < slowest)
@@ -22,7 +24,7 @@ static double score_device(parla_task_t *t, const parla__option_t *opt, parla__d
      * come over its host link (or through the host). */
     uint64_t near = valid, total_near = 0;
     if (d->peers && total > valid)
-        near = parla__task_data_bytes_on(t, ((uint64_t)1 << d->index) | d->peers, &total_near);
+        near = parla__task_data_bytes_on(t, ((uint64_t)1 << d->index) | d->peers, slot, &total_near);
     double far = (double)(total - near), direct = (double)(near - valid);
     double cost = far * (slowest / d->bandwidth) + (direct > 0 ? direct * (slowest / d->peer_bandwidth) : 0.0);
     m->transfer = total ? cost / (double)total : 0.0;
@@ -89,7 +91,7 @@ int parla__map_task(parla_task_t *t)
                 if (used)
                     continue;
                 parla_mapping_t m;
-                double sc = score_device(t, opt, d, &m);
+                double sc = score_device(t, opt, d, s, &m);
                 candidates++;
                 if (sc > bs) {
                     bs = sc;
@@ -134,7 +136,7 @@ int parla__map_task(parla_task_t *t)
         atomic_fetch_add_explicit(&parla__devs(rt)->devices[best_dev[i]].n_mapped, 1, memory_order_relaxed);
     }
     t->n_devices = (int8_t)best_n;
-    parla__data_plan(t, best_dev[0]);
+    parla__data_plan(t);
     return 0;
 }
 

@@ -10,8 +10,10 @@
  *   0. graph->issue_lock      sched/replay.c   one replay of a graph at a time (held across the
  *                                              task creations, accesses and submits of the replay)
  *   1. device->acquire_lock   device/device.h  one task at a time brings its data to a GPU
- *                                              (data/transfer.c: check_capacity .. the end of
- *                                              planning; parla__data_make_valid_now)
+ *                                              (data/transfer.c: check_capacities .. the end of
+ *                                              planning; parla__data_make_valid_now); a task with
+ *                                              data for several GPUs takes theirs in ascending
+ *                                              device index
  *   2. store->lock            data/impl.h      a data object's segments, copies, records
  *   3. device->lock           device/device.h  resources, blocked lists, residency and LRU; several
  *                                              only in ascending device index (sched/resources.c);
