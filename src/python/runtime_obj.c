@@ -386,7 +386,46 @@ static PyObject *Runtime_get_closed(RuntimeObject *self, void *c)
     return PyBool_FromLong(self->rt == NULL);
 }
 
+/* device_alloc(device, nbytes) -> int: device memory from the runtime's pool, counted in the device's
+ * account (parla_device_alloc); free it with device_free(device, ptr, nbytes). */
+static PyObject *Runtime_device_alloc(RuntimeObject *self, PyObject *args)
+{
+    int device;
+    unsigned long long nbytes;
+    if (!PyArg_ParseTuple(args, "iK:device_alloc", &device, &nbytes) || pyparla_check_open(self) < 0)
+        return NULL;
+    void *ptr = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = parla_device_alloc(self->rt, device, nbytes, &ptr);
+    Py_END_ALLOW_THREADS
+    if (rc)
+        return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
+    return PyLong_FromVoidPtr(ptr);
+}
+
+static PyObject *Runtime_device_free(RuntimeObject *self, PyObject *args)
+{
+    int device;
+    PyObject *ptr_obj;
+    unsigned long long nbytes;
+    if (!PyArg_ParseTuple(args, "iOK:device_free", &device, &ptr_obj, &nbytes) || pyparla_check_open(self) < 0)
+        return NULL;
+    void *ptr = PyLong_AsVoidPtr(ptr_obj);
+    if (ptr == NULL && PyErr_Occurred())
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    parla_device_free(self->rt, device, ptr, nbytes);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Runtime_methods[] = {
+    {"device_alloc", (PyCFunction)Runtime_device_alloc, METH_VARARGS,
+     "device_alloc(device, nbytes) -> int: nbytes of memory on GPU device (a runtime device index) from the "
+     "runtime's pool, counted in its account. ValueError when it does not fit (nothing is evicted for it), or for a bad device."},
+    {"device_free", (PyCFunction)Runtime_device_free, METH_VARARGS,
+     "device_free(device, ptr, nbytes): gives back memory from device_alloc once no device work uses it."},
     {"wait_all", (PyCFunction)(void (*)(void))Runtime_wait_all, METH_FASTCALL,
      "wait_all(timeout=-1) -> (code, message): wait for every spawned task (GIL released)."},
     {"cancel_all", (PyCFunction)Runtime_cancel_all, METH_NOARGS, "Cancel every task that has not started."},

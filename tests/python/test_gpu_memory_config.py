@@ -36,3 +36,21 @@ def test_a_context_starts_with_them_off():
     # Without a GPU the switches change nothing visible; the engine accepts them and runs tasks.
     with Parla(pin_host_memory=False, memory_pool=False, virtual_gpus=1) as p:
         assert p.runtime is not None
+
+
+def test_device_memory_from_the_pool_is_counted():
+    # Runtime.device_alloc (parla_device_alloc): memory from a GPU's pool, in its account like data copies.
+    from parla import _core
+    rt = _core.Runtime(1, virtual_gpus=1, gpu_memory=1 << 20)
+    try:
+        ptr = rt.device_alloc(1, 4096)
+        assert ptr != 0
+        assert rt.devices()[1]["memory_resident"] == 4096
+        with pytest.raises(ValueError, match="do not fit"):
+            rt.device_alloc(1, 1 << 20)
+        with pytest.raises(ValueError, match="CPU"):
+            rt.device_alloc(0, 64)
+        rt.device_free(1, ptr, 4096)
+        assert rt.devices()[1]["memory_resident"] == 0
+    finally:
+        rt.close()
