@@ -711,7 +711,7 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
             if watched:
                 body = _warn_rebound_globals(_core.capture(body), watched, task.name)
         if options is not None and context.has_cuda and not _is_async(body):
-            body = _cuda.on_cuda_device(_core.capture(body))
+            body = _cuda.on_cuda_device(_core.capture(body), m or 0)
         if environments or tags:
             body = _in_environment(context, _core.capture(body), frozenset(tags), task.name)
         if spawn_logger.isEnabledFor(10):
