@@ -70,6 +70,7 @@ class Task(_core.Task):
     _deps: Tuple["weakref.ref[Task]", ...]  # weak references to the dependencies (a parla._core.Task slot)
     _decl: Tuple[Any, Any, Any] = ((), (), ())
     _modes: Optional[Dict[int, int]] = None  # id(PArray) -> declared modes, built at spawn from the declarations
+    _slots: Optional[Dict[int, int]] = None  # id(PArray) -> positions declared with (array, k), when any k > 0
 
     @property
     def placement_reason(self) -> Optional[Dict[str, Any]]:
@@ -691,7 +692,7 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
             raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
         options, v, m = resolve_placement(placement, vcus, memory, task.name)
         attrs: Dict[str, Any] = {}  # set on the task by _submit once nothing can refuse the spawn
-        accesses = _engine_accesses(task, input, output, inout, attrs) \
+        accesses = _engine_accesses(task, input, output, inout, attrs, options) \
             if _declares(input) or _declares(output) or _declares(inout) else ()
         deps = dependencies
         if deps is None:
@@ -843,7 +844,7 @@ def get_current_devices() -> List[Device]:
     return [device_of(i) for i in task._devices] or [cpu(0)]
 
 
-_positions = threading.local()  # .stack: positions (in the task's device list) entered with `with ctx[i]:`
+_positions = _context.positions  # .stack: positions (in the task's device list) entered with `with ctx[i]:`
 
 
 class TaskContext:

@@ -133,17 +133,18 @@ uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d)
     return n;
 }
 
-/* The extent [*lo, *hi) widened to the extents of all of task t's accesses to store s: what t asks of s
- * on its device, in one piece. So a task's own accesses never wait for one another to merge, and a task's
+/* The extent [*lo, *hi) widened to the extents of all of task t's accesses to store s for device: what t
+ * asks of s there, in one piece. So a task's own accesses never wait for one another to merge, and a task's
  * code finds all it declared of one base in one allocation (parla_data_device_ptr of the base). */
-void parla__data_task_extent(const parla_task_t *t, const store_t *s, uint64_t *lo, uint64_t *hi)
+void parla__data_task_extent(const parla_task_t *t, const store_t *s, int device, uint64_t *lo, uint64_t *hi)
 {
     if (t == NULL || t->ext == NULL || *lo == *hi)
         return;
     for (int i = 0; i < t->ext->n_accesses; i++) {
-        const parla_data_t *a = t->ext->accesses[i].data;
+        const parla__access_t *x = &t->ext->accesses[i];
+        const parla_data_t *a = x->data;
         uint64_t alo, ahi;
-        if (a->store != s)
+        if (a->store != s || x->slot >= t->n_devices || access_device(t, x) != device)
             continue;
         parla__data_extent(a, &alo, &ahi);
         if (alo == ahi)
@@ -336,12 +337,12 @@ void parla__data_unpin(store_t *s, int device, int count)
     device_unpinned(s->rt, device, count);
 }
 
-/* Drops the store pins of t's first n accesses on device (the device count
- * is the caller's). */
-void parla__data_unpin_accesses(parla_task_t *t, int device, int n)
+/* Drops the store pins of t's first n accesses, each on its device (the
+ * devices' pin counts are the caller's). */
+void parla__data_unpin_accesses(parla_task_t *t, int n)
 {
     for (int i = 0; i < n; i++)
-        unpin_store(t->ext->accesses[i].data->store, device, 1);
+        unpin_store(t->ext->accesses[i].data->store, access_device(t, &t->ext->accesses[i]), 1);
 }
 
 void parla__data_pin_locked(store_t *s, int device)
@@ -357,18 +358,28 @@ void parla__data_pin_locked(store_t *s, int device)
 
 void parla__data_release_task(parla_task_t *t)
 {
-    int device = t->n_devices ? t->devices[0] : 0;
-    parla__data_unpin_accesses(t, device, t->ext->n_accesses);
-    device_unpinned(t->rt, device, t->ext->n_accesses);
+    parla__task_ext_t *x = t->ext;
+    parla__data_unpin_accesses(t, x->n_accesses);
+    /* Then each device's count, one device lock at a time, in index order. */
+    uint64_t used = 0;
+    for (int i = 0; i < x->n_accesses; i++)
+        used |= bit(access_device(t, &x->accesses[i]));
+    for (uint64_t m = used & ~bit(0); m; m &= m - 1) {
+        int dev = lowest(m), count = 0;
+        for (int i = 0; i < x->n_accesses; i++)
+            count += access_device(t, &x->accesses[i]) == dev;
+        device_unpinned(t->rt, dev, count);
+    }
 }
 
 void parla__data_wait_for_room(parla_task_t *t)
 {
-    parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[0]];
+    int slot = t->ext->room_slot;
+    parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[slot]];
     pthread_mutex_lock(&d->lock);
     /* Retry at once if copies were unpinned since the attempt, or if none is
      * pinned at all (the attempt lost a race for a victim's lock). */
-    bool now = d->unpin_epoch != t->ext->data_epoch || d->n_pins == 0;
+    bool now = d->unpin_epoch != t->ext->data_epoch[slot] || d->n_pins == 0;
     if (!now) {
         t->qnext = d->data_blocked;
         d->data_blocked = t;

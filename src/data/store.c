@@ -378,7 +378,7 @@ uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
     return v;
 }
 
-uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
+uint64_t parla__task_data_bytes(parla_task_t *t, int device, int slot, uint64_t *total)
 {
     uint64_t v = 0;
     *total = 0;
@@ -386,7 +386,7 @@ uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
         return 0;
     for (int i = 0; i < t->ext->n_accesses; i++) {
         parla__access_t *a = &t->ext->accesses[i];
-        if (a->mode == PARLA_WRITE) /* nothing to bring in */
+        if (a->mode == PARLA_WRITE || a->slot != slot) /* nothing to bring in, or not there */
             continue;
         store_t *s = a->data->store;
         pthread_mutex_lock(&s->lock);
@@ -396,12 +396,15 @@ uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
     return v;
 }
 
-void parla__data_plan(parla_task_t *t, int device)
+void parla__data_plan(parla_task_t *t)
 {
-    if (t->ext == NULL || device == 0)
+    if (t->ext == NULL)
         return;
-    for (int i = 0; i < t->ext->n_accesses; i++)
-        atomic_fetch_or_explicit(&t->ext->accesses[i].data->store->planned, bit(device), memory_order_relaxed);
+    for (int i = 0; i < t->ext->n_accesses; i++) {
+        parla__access_t *a = &t->ext->accesses[i];
+        if (a->slot < t->n_devices && t->devices[a->slot] != 0)
+            atomic_fetch_or_explicit(&a->data->store->planned, bit(t->devices[a->slot]), memory_order_relaxed);
+    }
 }
 
 uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
@@ -433,8 +436,9 @@ static piece_t *piece_of(parla_data_t *d, int device)
     piece_t *p = lo < hi ? parla__data_piece(c, lo, hi) : NULL;
     parla_task_t *t = p ? NULL : parla_task_current();
     for (int i = 0; t && t->ext && i < t->ext->n_accesses && p == NULL; i++) {
-        parla_data_t *a = t->ext->accesses[i].data;
-        if (a->store != s || a == d)
+        const parla__access_t *x = &t->ext->accesses[i];
+        parla_data_t *a = x->data;
+        if (a->store != s || a == d || x->slot >= t->n_devices || access_device(t, x) != device)
             continue;
         parla__data_extent(a, &lo, &hi);
         if (lo < hi)
