@@ -15,7 +15,7 @@ import os
 import types
 from typing import Any, Callable, Iterator, Optional
 
-from . import _context, _core
+from . import _config, _context, _core
 
 __all__ = ["cupy_module", "cupy_or_none", "cuda_scope", "cupy_memory", "on_cuda_device"]
 
@@ -56,25 +56,30 @@ def _headroom() -> Optional[int]:
     text = os.environ.get("PARLA_CUPY_MEMORY", "").strip()
     if not text:
         return None
-    from ._config import parse_size
-    size: int = parse_size(text, "PARLA_CUPY_MEMORY")
+    size: int = _config.parse_size(text, "PARLA_CUPY_MEMORY")
     return size
 
 
 @contextlib.contextmanager
-def cupy_memory(cupy: Any, memory: int, task_name: str) -> Iterator[Any]:
+def cupy_memory(cupy: Any, memory: int) -> Iterator[Any]:
     """A scope in which CuPy allocates (on the current device) from a memory pool of its own, limited to
     ``memory`` bytes when ``memory`` > 0 (the task's reservation, counted in the device's account), else to
     PARLA_CUPY_MEMORY bytes when that is set, else unlimited. CuPy raises its OutOfMemoryError for an
     allocation past the limit. At the end the pool's unused blocks go back to the driver (blocks of arrays
     still alive go back when those arrays are freed). Yields the pool. Worker threads (the allocator is
-    CuPy's context-local one); ValueError when PARLA_CUPY_MEMORY is not a byte count."""
+    CuPy's context-local one); ValueError when PARLA_CUPY_MEMORY is not a byte count. Yields None, and
+    changes nothing, for a CuPy module without MemoryPool or using_allocator."""
     limit = memory if memory > 0 else _headroom()
-    pool = cupy.cuda.MemoryPool()
+    pool_type = getattr(cupy.cuda, "MemoryPool", None)
+    using_allocator = getattr(cupy.cuda, "using_allocator", None)
+    if pool_type is None or using_allocator is None:  # a CuPy without them (before 7): CuPy's own pool
+        yield None
+        return
+    pool = pool_type()
     if limit is not None:
         pool.set_limit(size=limit)
     try:
-        with cupy.cuda.using_allocator(pool.malloc):
+        with using_allocator(pool.malloc):
             yield pool
     finally:
         pool.free_all_blocks()
@@ -92,7 +97,7 @@ def on_cuda_device(body: Callable[[], Any], memory: int = 0) -> Callable[[], Any
             cupy = cupy_or_none()
             if cupy is not None:
                 with cuda_scope(cupy, table[devices[0]]["cuda_ordinal"], 0), \
-                        cupy_memory(cupy, memory, task.name if task is not None else "task"):
+                        cupy_memory(cupy, memory):
                     return body()
         return body()
     run.__name__ = getattr(body, "__name__", "task")

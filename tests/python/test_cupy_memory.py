@@ -67,7 +67,7 @@ def test_a_tasks_cupy_allocations_are_limited_to_its_reservation(monkeypatch):
     monkeypatch.delenv("PARLA_CUPY_MEMORY", raising=False)
     cupy = fake_cupy()
     assert current_allocator(cupy) is None
-    with _cuda.cupy_memory(cupy, 1000, "t") as pool:
+    with _cuda.cupy_memory(cupy, 1000) as pool:
         alloc = current_allocator(cupy)
         assert alloc is not None and pool.limit == 1000
         assert alloc(600) == ("block", 600)
@@ -82,18 +82,18 @@ def test_a_tasks_cupy_allocations_are_limited_to_its_reservation(monkeypatch):
 def test_without_a_reservation_the_headroom_setting_limits_cupy(monkeypatch):
     cupy = fake_cupy()
     monkeypatch.setenv("PARLA_CUPY_MEMORY", "2KiB")
-    with _cuda.cupy_memory(cupy, 0, "t") as pool:
+    with _cuda.cupy_memory(cupy, 0) as pool:
         assert pool.limit == 2048
         current_allocator(cupy)(2048)
         with pytest.raises(_OutOfMemory):
             current_allocator(cupy)(1)
     monkeypatch.setenv("PARLA_CUPY_MEMORY", "")
-    with _cuda.cupy_memory(cupy, 0, "t") as pool:
+    with _cuda.cupy_memory(cupy, 0) as pool:
         assert pool.limit == 0  # not set: no limit
         current_allocator(cupy)(1 << 40)
     monkeypatch.setenv("PARLA_CUPY_MEMORY", "lots")
     with pytest.raises(ValueError, match="PARLA_CUPY_MEMORY"):
-        with _cuda.cupy_memory(cupy, 0, "t"):
+        with _cuda.cupy_memory(cupy, 0):
             pass
 
 
@@ -131,8 +131,16 @@ def test_with_real_cupy_the_pool_is_cupys():
         cupy.cuda.runtime.getDeviceCount()
     except Exception:  # no GPU or no driver
         pytest.skip("CuPy is installed but no CUDA GPU is usable")
-    with _cuda.cupy_memory(cupy, 1 << 20, "t") as pool:
+    with _cuda.cupy_memory(cupy, 1 << 20) as pool:
         a = cupy.zeros(1000)
         assert pool.used_bytes() >= a.nbytes
         with pytest.raises(cupy.cuda.memory.OutOfMemoryError):
             cupy.zeros(1 << 20)
+
+
+@pytest.mark.timeout(30)
+def test_a_cupy_without_pools_keeps_its_own_allocator():
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace()
+    with _cuda.cupy_memory(cupy, 1000) as pool:
+        assert pool is None
