@@ -181,6 +181,8 @@ static int module_exec(PyObject *m)
         add_type(m, &pyparla_task_spec, &st->task_type) < 0 || add_type(m, &pyparla_data_spec, &st->data_type) < 0 ||
         add_type(m, &pyparla_hold_spec, &st->hold_type) < 0)
         return -1;
+    if (pyparla_spawn_init(m, st) < 0 || PyModule_AddFunctions(m, pyparla_spawn_methods) < 0)
+        return -1;
     if ((st->str_name = PyUnicode_InternFromString("__name__")) == NULL ||
         (st->str_qualname = PyUnicode_InternFromString("__qualname__")) == NULL)
         return -1;
@@ -202,7 +204,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->task_type);
     Py_VISIT(st->data_type);
     Py_VISIT(st->hold_type);
-    return 0;
+    return pyparla_spawn_traverse(st, visit, arg);
 }
 
 static int module_clear(PyObject *m)
@@ -214,6 +216,7 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->hold_type);
     Py_CLEAR(st->str_name);
     Py_CLEAR(st->str_qualname);
+    pyparla_spawn_clear(st);
     return 0;
 }
 
