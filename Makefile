@@ -125,7 +125,7 @@ test-asan: venv
 # out, numpy and pytest come from the venv's site-packages). Leak checking is off: CPython keeps objects alive
 # at exit by design.
 ASAN_PY_TESTS = test_reliability.py test_parray_semantics.py test_task_memory.py test_regressions.py \
-  test_errors.py test_await.py test_eviction.py
+  test_errors.py test_await.py test_eviction.py test_graphs.py
 test-asan-python: install
 	test -f build/pyasan/build.ninja || $(MESON) setup build/pyasan --buildtype=debugoptimized -Dpython=true \
 	  -Dtests=false -Dbenchmarks=false -Db_sanitize=address,undefined -Db_lundef=false
@@ -146,6 +146,8 @@ bench: build install
 	$(VPY) benchmarks/run_c.py build/c
 	$(VPY) benchmarks/python/bench_tasks.py
 	$(VPY) benchmarks/python/bench_data.py
+	$(VPY) benchmarks/python/bench_replay.py
+	build/c/benchmarks/c/bench_replay
 	$(VPY) benchmarks/python/bench_trace.py
 	$(VPY) benchmarks/python/bench_cuda.py
 	$(VPY) benchmarks/cholesky/run.py

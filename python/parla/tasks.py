@@ -68,6 +68,7 @@ class Task(_core.Task):
     # Set at spawn (class defaults keep task creation in C).
     _decl: Tuple[Any, Any, Any] = ((), (), ())
     _modes: Optional[Dict[int, int]] = None  # id(PArray) -> declared modes, built at spawn from the declarations
+    _slots: Optional[Dict[int, int]] = None  # id(PArray) -> positions declared with (array, k), when any k > 0
 
     @property
     def placement_reason(self) -> Optional[Dict[str, Any]]:
@@ -671,7 +672,7 @@ def _spawn(taskid: Any = None, dependencies: Any = (), placement: Any = None, vc
             raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
         options, v, m = resolve_placement(placement, vcus, memory, task.name)
         attrs: Dict[str, Any] = {}  # set on the task by _submit once nothing can refuse the spawn
-        accesses = _engine_accesses(task, input, output, inout, attrs) \
+        accesses = _engine_accesses(task, input, output, inout, attrs, options) \
             if _declares(input) or _declares(output) or _declares(inout) else ()
         # _submit reads the dependencies (nested iterables, each read once) and records them; the engine
         # orders the task after them and keeps each one until it has finished; the task references them
@@ -819,7 +820,7 @@ def get_current_devices() -> List[Device]:
     return [device_of(i) for i in task._devices] or [cpu(0)]
 
 
-_positions = threading.local()  # .stack: positions (in the task's device list) entered with `with ctx[i]:`
+_positions = _context.positions  # .stack: positions (in the task's device list) entered with `with ctx[i]:`
 
 
 class TaskContext:

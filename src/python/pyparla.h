@@ -15,6 +15,7 @@
  *   task_obj.c     parla._core.Task
  *   runtime_obj.c  parla._core.Runtime
  *   data_obj.c     parla._core.Data and parla._core.Hold
+ *   graph_obj.c    parla._core.Graph: capture of Python tasks into a parla_graph_t, replay, replayed bodies
  *
  * Lower files notify nothing upward: the types call the engine, the engine returns codes, and
  * pyparla_set_error turns a code into an exception. The binding sees only parla.h.
@@ -69,6 +70,12 @@ typedef struct {
      * first failure (a failed task's traceback can reach any task, and the runtime reaches the failed). */
     TaskObject *untracked;
     int failures_seen;
+    /* The Graph being captured (graph_obj.c; borrowed, cleared when its capture ends or it goes), or NULL:
+     * spawns made by capture_thread while it runs the body of capture_task (NULL: outside bodies) are
+     * recorded in it. */
+    PyObject *capture;
+    unsigned long capture_thread;
+    parla_task_t *capture_task;
 } RuntimeObject;
 
 /* parla._core.Task: one engine task (the base of parla.tasks.Task). */
@@ -126,6 +133,7 @@ typedef struct {
     PyTypeObject *task_type;
     PyTypeObject *data_type;
     PyTypeObject *hold_type;
+    PyTypeObject *graph_type;
     PyTypeObject *spawner_type;
     PyTypeObject *space_type;
     PyTypeObject *spawn_function_type;
@@ -150,7 +158,7 @@ typedef struct {
 } pyparla_state;
 
 extern PyModuleDef pyparla_module_def;
-extern PyType_Spec pyparla_runtime_spec, pyparla_task_spec, pyparla_data_spec, pyparla_hold_spec;
+extern PyType_Spec pyparla_runtime_spec, pyparla_task_spec, pyparla_data_spec, pyparla_hold_spec, pyparla_graph_spec;
 extern PyType_Spec pyparla_spawner_spec, pyparla_space_spec, pyparla_spawn_function_spec;
 extern PyMethodDef pyparla_spawn_methods[];
 extern const char pyparla_forked_message[];
@@ -284,9 +292,23 @@ void pyparla_task_finished(TaskObject *obj);
  * tracks every untracked task of the runtime again. */
 void pyparla_add_failed(RuntimeObject *rt, TaskObject *obj);
 
+/* ---------------------------------------------------------------------------- graph_obj.c -- */
+
+/* Records task in the Graph its runtime captures, when the calling thread is the capturing one (see
+ * RuntimeObject.capture); called by the spawn just before it submits, with the callable it submits, the
+ * list of dependency Tasks and the checked (Data, mode) accesses. Never fails the spawn: a failure to
+ * record makes the capture unusable. GIL held. */
+void pyparla_capture_record(TaskObject *task, PyObject *body, PyObject *deps, PyObject *accesses);
+/* The Task object of t when t is the replayed task whose body runs on this thread (made on first use,
+ * borrowed), else NULL. GIL held. */
+TaskObject *pyparla_replay_current(parla_task_t *t);
+
 /* ---------------------------------------------------------------------------- runtime_obj.c -- */
 
 /* 0 when the runtime can take engine calls; -1 with RuntimeError set (closed, or forked). */
 int pyparla_check_open(RuntimeObject *self);
+/* obj as the runtime argument of a constructor of type tp (call names it in messages): a parla._core.Runtime
+ * that is open (borrowed), or NULL with TypeError / RuntimeError set. */
+RuntimeObject *pyparla_runtime_arg(PyTypeObject *tp, PyObject *obj, const char *call);
 
 #endif

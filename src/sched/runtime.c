@@ -23,7 +23,7 @@ int parla_runtime_num_workers(const parla_runtime_t *rt)
 
 int parla_runtime_forked(const parla_runtime_t *rt)
 {
-    return rt != NULL && parla__rt_head(rt)->pid != parla__getpid();
+    return rt != NULL && parla__rt_head(rt)->pid != (int)getpid();
 }
 
 /* -------------------------------------------------------- create/destroy -- */
@@ -164,7 +164,7 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     if (rt == NULL)
         return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate the runtime");
     rt->config = cfg;
-    parla__rt_head(rt)->pid = parla__getpid();
+    parla__rt_head(rt)->pid = (int)getpid();
     parla__graph_rt(rt)->ghooks = (parla__graph_hooks_t){.ready = parla__task_ready, .finished = parla__task_finished,
                                         .dispose = parla__data_task_dispose, .last_object = free_runtime,
                                         .feasible = parla__task_feasible};

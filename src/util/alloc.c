@@ -2,21 +2,20 @@
  * runtime's creating process and the calling thread's identity. */
 #include "util/util.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 _Thread_local parla__self_t *parla__self_tls;
 
-/* This process's id, cached: getpid() is a system call (glibc caches it no more), and task creation and
- * submission check the process on every call. Process-wide by nature, so a process-wide cache: 0 until
- * read, and reset to 0 in a fork() child by the handler registered once at the first read. */
-static _Atomic int pid_cache;
+/* getpid() is a system call, made at every task creation and submission: each thread keeps the answer,
+ * forgotten in a fork() child (its one thread runs the handler; threads started later begin with 0). The
+ * handler is registered, once per process, before any thread keeps a pid. */
+static _Thread_local int self_pid;
 static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
 
 static void pid_forget(void)
 {
-    atomic_store_explicit(&pid_cache, 0, memory_order_relaxed);
+    self_pid = 0;
 }
 
 static void pid_register(void)
@@ -24,21 +23,19 @@ static void pid_register(void)
     pthread_atfork(NULL, NULL, pid_forget);
 }
 
-int parla__getpid(void)
+static int current_pid(void)
 {
-    int pid = atomic_load_explicit(&pid_cache, memory_order_relaxed);
-    if (pid == 0) {
+    if (self_pid == 0) {
         pthread_once(&pid_once, pid_register);
-        pid = (int)getpid();
-        atomic_store_explicit(&pid_cache, pid, memory_order_relaxed);
+        self_pid = (int)getpid();
     }
-    return pid;
+    return self_pid;
 }
 
 int parla__check_process(const parla_runtime_t *rt, const char *fn)
 {
     int pid = rt ? parla__rt_head(rt)->pid : 0;
-    if (rt == NULL || pid == parla__getpid())
+    if (rt == NULL || pid == current_pid())
         return 0;
     return parla__error(PARLA_ESTATE,
                         "%s: the runtime was created by process %d; this process (%d) is a fork() child, where its "

@@ -34,8 +34,6 @@ static inline parla__alloc_t *parla__rt_head(const parla_runtime_t *rt)
 /* PARLA_ESTATE with a message naming fn when called in a fork() child of the
  * process that created rt, else 0. */
 int parla__check_process(const parla_runtime_t *rt, const char *fn);
-/* getpid(), cached (reset in fork() children). Any thread. */
-int parla__getpid(void);
 
 /* --------------------------------------------------------- thread identity -- */
 
