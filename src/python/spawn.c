@@ -404,6 +404,13 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *taskid, PyObject *deps, 
     RuntimeObject *rt = st->context_rt;
     if (rt == NULL)
         return PyErr_SetString(PyExc_RuntimeError, no_context_message), NULL;
+    if (Py_TYPE(body) == st->native_call_type) { /* a parla.native.Call: bound to the task in Python */
+        PyObject *args[2] = {taskid, deps};
+        PyObject *decorator = PyObject_Vectorcall(st->spawn_general, args, 2, NULL);
+        PyObject *out = decorator ? PyObject_CallOneArg(decorator, body) : NULL;
+        Py_XDECREF(decorator);
+        return out;
+    }
     TaskObject *task = taskid == Py_None ? anonymous_task(st, rt, body) : (TaskObject *)Py_NewRef(taskid);
     if (task == NULL)
         return NULL;
@@ -626,16 +633,18 @@ PyType_Spec pyparla_spawn_function_spec = {
     .slots = SpawnFunction_slots,
 };
 
-/* _spawn_setup(Task, spawn_general, watch_body, global_reads, finish_scopes, record_in_finish, logger). */
+/* _spawn_setup(Task, spawn_general, watch_body, global_reads, finish_scopes, record_in_finish, logger,
+ * native_call). */
 static PyObject *mod_spawn_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     pyparla_state *st = pyparla_get_state(module);
-    if (nargs != 7 || !PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], st->task_type) ||
-        !PyDict_CheckExact(args[4])) {
+    if (nargs != 8 || !PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], st->task_type) ||
+        !PyDict_CheckExact(args[4]) || !PyType_Check(args[7])) {
         PyErr_SetString(PyExc_TypeError, "_spawn_setup(Task, spawn_general, watch_body, global_reads, "
-                                         "finish_scopes: dict, record_in_finish, spawn_logger)");
+                                         "finish_scopes: dict, record_in_finish, spawn_logger, native_call: type)");
         return NULL;
     }
+    Py_XSETREF(st->native_call_type, (PyTypeObject *)Py_NewRef(args[7]));
     Py_XSETREF(st->py_task_type, (PyTypeObject *)Py_NewRef(args[0]));
     Py_XSETREF(st->spawn_general, Py_NewRef(args[1]));
     Py_XSETREF(st->watch_body, Py_NewRef(args[2]));
@@ -834,6 +843,7 @@ int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg)
     Py_VISIT(st->spawner_type);
     Py_VISIT(st->space_type);
     Py_VISIT(st->py_task_type);
+    Py_VISIT(st->native_call_type);
     Py_VISIT(st->spawn_general);
     Py_VISIT(st->watch_body);
     Py_VISIT(st->global_reads);
@@ -856,6 +866,7 @@ void pyparla_spawn_clear(pyparla_state *st)
     Py_CLEAR(st->spawner_type);
     Py_CLEAR(st->space_type);
     Py_CLEAR(st->py_task_type);
+    Py_CLEAR(st->native_call_type);
     Py_CLEAR(st->spawn_general);
     Py_CLEAR(st->watch_body);
     Py_CLEAR(st->global_reads);
