@@ -633,7 +633,7 @@ if not TYPE_CHECKING:
 def _spawn(taskid: Any = None, dependencies: Any = (), placement: Any = None, vcus: Optional[float] = None,
            memory: Optional[int] = None, input: Any = (), output: Any = (), inout: Any = (),
            priority: Optional[int] = None, tags: Iterable[str] = (), ndevices: int = 1,
-           data: Optional[Iterable[Any]] = None) -> Union[Task, Callable[[Body], Task]]:
+           data: Optional[Iterable[Any]] = None) -> Union[Task, Callable[[Union[Body, _native.Call]], Task]]:
     """spawn() for every case (see spawn)."""
     if callable(taskid) and not isinstance(taskid, Task):
         if dependencies != () or placement is not None or vcus is not None or memory is not None \

@@ -98,12 +98,12 @@ struct TaskObject {
         parla_task_t *one;
         parla_task_t **many;
     } deps;
-    Py_ssize_t n_deps;
     TaskObject *deferred_next; /* link in RuntimeObject.deferred */
     TaskObject *untracked_prev, *untracked_next; /* link in RuntimeObject.untracked while untracked */
     unsigned char submitting;  /* inside _submit: a failure is raised there */
     unsigned char engine_ref;  /* the engine holds a reference (taken at submit) */
     unsigned char gc_off;      /* untracked by pyparla_task_finished, in RuntimeObject.untracked */
+    uint32_t n_deps;           /* handles in deps (beside the flags: no word of its own) */
 };
 
 /* parla._core.Data: a coherent data object (base or view) of the engine. */

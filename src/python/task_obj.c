@@ -78,7 +78,7 @@ static parla_task_t **dep_handles(TaskObject *self)
 static void clear_dependencies(TaskObject *self)
 {
     parla_task_t **h = dep_handles(self);
-    for (Py_ssize_t i = 0; i < self->n_deps; i++)
+    for (uint32_t i = 0; i < self->n_deps; i++)
         parla_task_release(h[i]);
     if (self->n_deps > 1)
         PyMem_Free(self->deps.many);
@@ -94,6 +94,8 @@ static int record_dependencies(TaskObject *self, PyObject *deps)
     clear_dependencies(self);
     if (n == 0)
         return 0;
+    if (n > (Py_ssize_t)UINT32_MAX)
+        return PyErr_NoMemory(), -1;
     parla_task_t **h = &self->deps.one;
     if (n > 1) {
         if ((h = PyMem_Malloc((size_t)n * sizeof *h)) == NULL)
@@ -104,7 +106,7 @@ static int record_dependencies(TaskObject *self, PyObject *deps)
         h[i] = ((TaskObject *)PyList_GET_ITEM(deps, i))->task;
         parla_task_retain(h[i]);
     }
-    self->n_deps = n;
+    self->n_deps = (uint32_t)n;
     return 0;
 }
 
@@ -217,7 +219,7 @@ static PyObject *Task_get_dependencies(TaskObject *self, void *c)
     (void)c;
     PyObject *out = PyList_New(0);
     parla_task_t **h = dep_handles(self);
-    for (Py_ssize_t i = 0; out && i < self->n_deps; i++) {
+    for (uint32_t i = 0; out && i < self->n_deps; i++) {
         PyObject *dep = parla_task_user(h[i]);
         if (dep && PyList_Append(out, dep) < 0)
             Py_CLEAR(out);
