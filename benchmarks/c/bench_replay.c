@@ -1,11 +1,11 @@
 /*
  * bench_replay.c: a replayed graph against creating the same tasks again, from C (libparla only).
  *
- *     build/c/benchmarks/c/bench_replay [--reps N] [--workers W]
+ *     build/c/benchmarks/c/bench_replay [--reps N] [--workers W] [--only jacobi_replay]
  *
  * The graph is one iteration of examples/jacobi.py with P = 500 bands: P sweep tasks (read-write of a
  * band) and P halo tasks (write the band's two halo rows, read the neighbours' edge rows; views of the
- * bands), 1,000 tasks and 2,996 accesses, no explicit dependency, empty bodies. 100 iterations:
+ * bands), 1,000 tasks and 2,496 accesses, no explicit dependency, empty bodies. 100 iterations:
  *
  *   respawn  each iteration's tasks created, named, given their accesses and submitted
  *            (parla_task_create / set_name / add_access / submit), as a C program does today
@@ -195,10 +195,12 @@ int main(int argc, char **argv)
     for (with_data = 1; with_data >= 0; with_data--) {
         for (int r = 0; r < reps; r++)
             for (int mode = 0; mode < 2; mode++) /* interleaved: both see the same load */
-                run(a.workers, mode, &us[mode][r], &cpu[mode][r]);
+                if (a.only == NULL || strcmp(a.only, names[with_data][mode]) == 0)
+                    run(a.workers, mode, &us[mode][r], &cpu[mode][r]);
         for (int mode = 0; mode < 2; mode++)
-            printf("RESULT system=parla workload=%s workers=%d us_per_task=%.3f cpu_us_per_task=%.3f\n",
-                   names[with_data][mode], a.workers, median(us[mode], reps), median(cpu[mode], reps));
+            if (a.only == NULL || strcmp(a.only, names[with_data][mode]) == 0)
+                printf("RESULT system=parla workload=%s workers=%d us_per_task=%.3f cpu_us_per_task=%.3f\n",
+                       names[with_data][mode], a.workers, median(us[mode], reps), median(cpu[mode], reps));
     }
     return 0;
 }

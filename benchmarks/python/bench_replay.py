@@ -5,8 +5,8 @@
 
 The workload is examples/jacobi.py's (its code: jacobi_setup): an N x N grid cut into P row bands (P = 500,
 N = 502: one own row per band), each band one PArray with halo rows as PArray views; one iteration is P
-sweep tasks (inout = the band) and P - 1 halo tasks (output = the band's halo rows, input = the neighbours'
-edge rows): 999 tasks with 2,496 declared accesses and no explicit dependency (the accesses order them).
+sweep tasks (inout = the band) and P halo tasks (output = the band's halo rows, input = the neighbours'
+edge rows): 1,000 tasks with 2,496 declared accesses and no explicit dependency (the accesses order them).
 The bodies are the example's NumPy relaxation and halo copies.
 
   respawn   each iteration spawned from Python with @spawn (the peer: examples/jacobi.py without --replay)
@@ -79,7 +79,7 @@ def main(argv: List[str]) -> int:
     args = ap.parse_args(argv)
     reps = args.reps or (3 if args.quick else 5)
     iterations = args.iterations or (30 if args.quick else 100)
-    print(f"bench_replay: {iterations} iterations of a {2 * args.partitions - 1}-task Jacobi sweep, "
+    print(f"bench_replay: {iterations} iterations of a {2 * args.partitions}-task Jacobi sweep, "
           f"{args.workers} workers, medians of {reps} runs (us per task)")
     print(f"{'figure':14} {'respawn':>9} {'replay':>9} {'respawn/replay':>15}")
     keys = ("spawn", "spawn_cpu", "total")
