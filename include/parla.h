@@ -522,6 +522,18 @@ void parla_data_release(parla_data_t *data);
  * runtime, bad mode), PARLA_ESTATE, PARLA_ENOMEM. */
 int parla_task_add_access(parla_task_t *task, parla_data_t *data, parla_access_mode_t mode);
 
+/* As parla_task_add_access, for the task's device at position slot of the
+ * devices it is mapped to (0 <= slot < PARLA_MAX_TASK_DEVICES; see
+ * parla_task_devices): before the body runs, the data is made valid on that
+ * device and pinned there (parla_task_add_access is slot 0, the first device).
+ * Hazards are the same whatever the slot. A task may declare one data object
+ * for several of its devices; a range it writes through one slot and reads
+ * through another is valid afterwards only on the writing slot's device. When
+ * the task is mapped to slot or fewer devices, it fails before its body with
+ * PARLA_EINVAL (the message names the task and the access). Errors (at the
+ * call): those of parla_task_add_access, PARLA_EINVAL (slot out of range). */
+int parla_task_add_access_at(parla_task_t *task, parla_data_t *data, parla_access_mode_t mode, int slot);
+
 /* The base object's copy on device (NULL when it has none). Borrowed; valid
  * while the data is in use by the calling task, or until the next eviction. */
 void *parla_data_device_ptr(parla_data_t *data, int device);
@@ -573,6 +585,107 @@ void parla_hold_release(parla_hold_t *hold);
  * keep_one_copy, ranges valid only there are first copied to the CPU.
  * Copies in use by running tasks are not evicted (PARLA_EBUSY). */
 int parla_data_evict(parla_data_t *data, int device, int keep_one_copy);
+
+/* ---------------------------------------------------------------- graphs -- */
+
+/* A graph is a recorded template of tasks (bodies, names, priorities,
+ * resources, placement options, dependencies among them and on outside
+ * tasks, data accesses) that can be replayed many times: each replay creates
+ * and submits one new task per recorded task in one call, as CUDA graphs and
+ * Legion's traces do, without re-checking what cannot change (placement
+ * options were checked when recorded). Replays are ordered among themselves,
+ * and with every other task, only by their declared data accesses and
+ * dependencies, as if the program had spawned the tasks again: replay k + 1
+ * may overlap replay k where the data allows. Each replay also creates a join
+ * task, named "<graph>#replay<k>" (k from 1), that finishes after every task of
+ * that replay and after the join of the replay before it; it fails (state
+ * FAILED, error PARLA_EFAILED, the message naming the graph, the replay and
+ * the first failed or cancelled task) when a task of its replay or of an
+ * earlier one did not finish DONE. From then on the graph is failed: it
+ * replays no more (PARLA_EFAILED, same message).
+ *
+ * Lifetime: reference counted (create gives one reference); the graph holds
+ * references to the data objects and outside tasks it names, and each replay
+ * in flight holds one to the graph. Thread context: any thread; recording
+ * calls on one graph must not run concurrently with each other or with a
+ * replay of it; replays of one graph from several threads are serialised.
+ * A recorded body is called for every replay with the same arg (the task
+ * handle it receives tells replays apart); the program keeps arg valid while
+ * the graph lives. */
+typedef struct parla_graph parla_graph_t;
+
+/* Creates an empty graph of rt named name (copied; at most 255 bytes kept; NULL:
+ * "graph"). Errors: PARLA_EINVAL, PARLA_ENOMEM. */
+int parla_graph_create(parla_runtime_t *rt, const char *name, parla_graph_t **out);
+void parla_graph_retain(parla_graph_t *graph);
+/* Drops a reference; the last one frees the template (the tasks of replays in
+ * flight keep the graph until they finish). NULL is ignored. */
+void parla_graph_release(parla_graph_t *graph);
+const char *parla_graph_name(const parla_graph_t *graph);
+/* Recorded tasks. */
+size_t parla_graph_num_tasks(const parla_graph_t *graph);
+/* Replays issued so far. */
+uint64_t parla_graph_num_replays(const parla_graph_t *graph);
+
+/* Records a task with body fn(task, arg) and name (copied, at most 255 bytes;
+ * NULL: "<graph>[<index>]"); *node receives its index (0, 1, ... in recording
+ * order, which is the order a replay submits them in). Errors: PARLA_EINVAL
+ * (fn NULL), PARLA_ESTATE (the graph was replayed already: a replayed graph
+ * does not change), PARLA_ENOMEM. The setters below take that index and
+ * return PARLA_EINVAL for an index out of range and PARLA_ESTATE once the
+ * graph was replayed; they check what parla_task_set_priority,
+ * parla_task_set_resources, parla_task_add_placement, parla_task_add_dependency
+ * and parla_task_add_access check, with the same errors. */
+int parla_graph_add_task(parla_graph_t *graph, const char *name, parla_task_fn fn, void *arg, size_t *node);
+int parla_graph_set_priority(parla_graph_t *graph, size_t node, int priority);
+int parla_graph_set_resources(parla_graph_t *graph, size_t node, double vcus, uint64_t memory);
+int parla_graph_add_placement(parla_graph_t *graph, size_t node, const int *slots, int n, double vcus,
+                              uint64_t memory);
+/* node runs after the replay's own task of dependency (an index of this graph,
+ * recorded before or after node; not node itself). */
+int parla_graph_add_dependency(parla_graph_t *graph, size_t node, size_t dependency);
+/* node runs after task, a task outside the graph, in every replay (once task
+ * has finished this orders nothing, unless it failed or was cancelled: then
+ * every replay's task of node is cancelled). The graph keeps a reference. */
+int parla_graph_add_external(parla_graph_t *graph, size_t node, parla_task_t *task);
+/* node accesses data with mode in every replay (hazards as for
+ * parla_task_add_access, against every task spawned or replayed before). The
+ * graph keeps a reference to data. */
+int parla_graph_add_access(parla_graph_t *graph, size_t node, parla_data_t *data, parla_access_mode_t mode);
+/* The user pointer of every task node's replays create (parla_task_user);
+ * NULL by default. */
+int parla_graph_set_user(parla_graph_t *graph, size_t node, void *user);
+
+/* Records a task made with the ordinary API (state CREATED or later, with its
+ * priority, resources, placement options and accesses already set): they
+ * become a new node, with body fn(task, arg) in replays (fn NULL: the task's
+ * own body and arg). deps are the task's explicit dependencies: each one
+ * recorded in this graph before becomes a dependency on that node, any other
+ * an outside dependency (parla_graph_add_external). The graph keeps a
+ * reference to task until its first replay, to tell recorded tasks apart.
+ * *node (when not NULL) receives the index. Errors: PARLA_EINVAL (task of
+ * another runtime, no body), PARLA_ESTATE (graph replayed already),
+ * PARLA_ENOMEM. */
+int parla_graph_record(parla_graph_t *graph, parla_task_t *task, parla_task_fn fn, void *arg,
+                       parla_task_t *const *deps, size_t n_deps, size_t *node);
+
+/* Replays the graph once: creates its tasks, adds their dependencies and
+ * accesses, and submits them, in recording order, then its join task (see
+ * above), with join_user as the join's user pointer (parla_task_user). *join
+ * (when join is not NULL) receives a new reference to the join task. The
+ * first replay freezes the graph. Cost: about that of creating and submitting
+ * the tasks from C, with no per-task check of the recorded settings. Errors:
+ * PARLA_EFAILED (an earlier replay failed; nothing was created), PARLA_EINVAL,
+ * PARLA_ESTATE (runtime destroyed or closing, forked child), PARLA_ENOMEM (the
+ * tasks not yet submitted are cancelled, the graph is failed, *join is still
+ * set). */
+int parla_graph_replay(parla_graph_t *graph, void *join_user, parla_task_t **join);
+
+/* Blocks until every replay issued so far has finished (parla_task_wait on
+ * the latest join: inside a task body it runs other tasks meanwhile).
+ * Returns 0 (also when never replayed), PARLA_EFAILED when a replay failed
+ * (the message names the graph, the replay and the task), PARLA_ESTUCK. */
+int parla_graph_wait(parla_graph_t *graph);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,7 @@ from .function_decorators import specialize, specialized
 from .devices import get_all_devices
 from .environments import TaskEnvironment
 from .busywait import gpu_sleep_gil, gpu_sleep_nogil, sleep_gil, sleep_nogil
+from .graphs import Graph, capture
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from . import array, devices, parray, tasks
 
@@ -34,5 +35,5 @@ __all__ = [
     "DependencyCycleError", "AtomicTaskSpace", "Tasks", "get_all_devices", "TaskEnvironment",
     "sleep_gil", "sleep_nogil", "gpu_sleep_gil", "gpu_sleep_nogil",
     "specialize", "specialized", "array", "devices", "parray", "tasks",
-    "finish", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "parla_num_threads",
+    "finish", "capture", "Graph", "wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "parla_num_threads",
 ]

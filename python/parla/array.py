@@ -331,12 +331,30 @@ class PArray:
             base = base[index]
         return base
 
+    def _task_device(self, task: Any, root: "PArray") -> int:
+        """The engine index of the device whose copy the running task uses for this array: its first device;
+        for an array declared for other positions in its devices (``(array, k)``), the device of the innermost
+        ``with get_current_context()[i]:`` when the array is declared for position i, else the device of the
+        first position it is declared for (where its data was made valid)."""
+        devices: List[int] = task._devices
+        if not devices:
+            return 0
+        slots: Optional[Dict[int, int]] = task._slots
+        if slots is None:
+            return devices[0]
+        mask = slots.get(id(self), 0) | slots.get(id(root), 0)
+        position = _context.current_position()
+        if mask >> position & 1 and position < len(devices):
+            return devices[position]
+        if mask:
+            return devices[(mask & -mask).bit_length() - 1]
+        return devices[0]
+
     def _base_for(self, task: Any, mode: int, write: bool) -> Any:
         """The base array's copy the running task may use for this array, for reading or (write) writing.
         Raises RuntimeError for a use that is not allowed (see the user guide, 'Inside a task')."""
         root = self._root if self._root is not None else self
-        devices = task._devices
-        device = devices[0] if devices else 0
+        device = self._task_device(task, root)
         if mode:
             if write and not mode & _core.WRITE:
                 raise ValueError(f"task {task.name}: {self._describe()} is declared only as input=: it is "
@@ -417,8 +435,7 @@ class PArray:
         if not mode:
             out = self._undeclared_base(task, root, task._devices[0] if task._devices else 0, False)
             return _read_only(self._select(out)) if self._flat is not None else self._select(out)
-        devices = task._devices
-        device = devices[0] if devices else 0
+        device = self._task_device(task, root)
         if device != 0:
             out = self._device_base(device, _context.device_table()[device], mode == _core.READ)
         elif mode == _core.READ:
@@ -666,13 +683,17 @@ def _declares(x: Any) -> bool:
     return x is not None and (type(x) not in (list, tuple) or len(x) > 0)
 
 
-def _engine_accesses(task: Any, input: Any, output: Any, inout: Any,
-                     attrs: Dict[str, Any]) -> List[Tuple[_core.Data, int]]:
-    """The engine accesses of a task's input/output/inout declarations (PArrays, or nested lists of them).
-    The declarations go to attrs, for the task (they keep the arrays alive while it runs, and ``.array``
-    reads its access mode from them)."""
-    out: List[Tuple[Any, int]] = []
+def _engine_accesses(task: Any, input: Any, output: Any, inout: Any, attrs: Dict[str, Any],
+                     options: Any = None) -> List[Tuple[Any, ...]]:
+    """The engine accesses of a task's input/output/inout declarations (PArrays, ``(PArray, k)`` for the
+    task's k-th device, or nested lists of them): ``(Data, mode)``, or ``(Data, mode, k)`` for k > 0.
+    options: the task's placement options (resolve_placement), to check each k against the devices every
+    option gives the task (ValueError naming the task and the argument). The declarations go to attrs, for
+    the task (they keep the arrays alive while it runs, and ``.array`` reads its access mode and device
+    positions from them)."""
+    out: List[Tuple[Any, ...]] = []
     modes: Dict[int, int] = {}  # id(PArray) -> its declared modes, for .array in the body
+    slots: Dict[int, int] = {}  # id(PArray) -> the positions it is declared for (bit k: the k-th device)
     for arg, items, mode in (("input", input, _core.READ), ("output", output, _core.WRITE),
                              ("inout", inout, _core.READWRITE)):
         if type(items) is not list and type(items) is not tuple:
@@ -686,15 +707,35 @@ def _engine_accesses(task: Any, input: Any, output: Any, inout: Any,
                 out.append((item._engine_data(), mode))
                 key = id(item)
                 modes[key] = modes.get(key, 0) | mode
+                slots[key] = slots.get(key, 0) | 1
             else:
-                _access_slow(task, arg, item, mode, out, modes)
+                _access_slow(task, arg, item, mode, 0, out, modes, slots)
+    if any(len(a) == 3 for a in out):
+        _check_positions(task, out, options)
+        attrs["_slots"] = slots
     attrs["_decl"] = (input, output, inout)
     attrs["_modes"] = modes
     return out
 
 
-def _access_slow(task: Any, arg: str, item: Any, mode: int, out: List[Tuple[_core.Data, int]],
-                 modes: Dict[int, int]) -> None:
+_ARGS = {_core.READ: "input", _core.WRITE: "output", _core.READWRITE: "inout"}
+
+
+def _check_positions(task: Any, accesses: List[Tuple[Any, ...]], options: Any) -> None:
+    """Raises ValueError naming the task and the argument when an access is for a device position beyond
+    those a placement option gives the task (a task without options runs on one device)."""
+    counts = [len(o[0]) for o in options] if options else [1]
+    fewest = min(counts)
+    for access in accesses:
+        if len(access) == 3 and access[2] >= fewest:
+            k, n = access[2], fewest
+            raise ValueError(f"task {task.name}: {_ARGS[access[1]]}=[(array, {k})] asks for the array on the "
+                             f"task's device {k} (positions count from 0), but its placement gives it {n} "
+                             f"device{'s' if n != 1 else ''}{'' if len(counts) == 1 else ' in one of its options'}")
+
+
+def _access_slow(task: Any, arg: str, item: Any, mode: int, slot: int, out: List[Tuple[Any, ...]],
+                 modes: Dict[int, int], slots: Dict[int, int]) -> None:
     if type(item) is tuple and len(item) == 2 and isinstance(item[0], PArray) \
             and not isinstance(item[1], (PArray, list, tuple)):
         # parla-experimental's (array, k): the array on the task's k-th device.
@@ -702,18 +743,15 @@ def _access_slow(task: Any, arg: str, item: Any, mode: int, out: List[Tuple[_cor
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
             raise TypeError(f"task {task.name}: {arg}= holds ({type(item[0]).__name__}, {k!r}); the second "
                             f"element names one of the task's devices by position (0, 1, ...)")
-        if k != 0:
-            raise ValueError(f"task {task.name}: {arg}=[(array, {k})] asks for the array on the task's device "
-                             f"{k}; this runtime brings a task's declared data to its first device (position 0) "
-                             f"only: declare (array, 0) and copy it inside 'with get_current_context()[{k}]:' "
-                             f"with clone_here")
+        slot = int(k)
         item = item[0]
     if isinstance(item, (list, tuple)):
         for x in item:
-            _access_slow(task, arg, x, mode, out, modes)
+            _access_slow(task, arg, x, mode, slot, out, modes, slots)
     elif isinstance(item, PArray):
-        out.append((item._engine_data(), mode))
+        out.append((item._engine_data(), mode, slot) if slot else (item._engine_data(), mode))
         modes[id(item)] = modes.get(id(item), 0) | mode
+        slots[id(item)] = slots.get(id(item), 0) | (1 << slot)
     else:
         raise TypeError(f"task {task.name}: {arg}= holds a {type(item).__name__}; only PArrays can be "
                         f"declared (wrap NumPy arrays with parla.array.asarray)")

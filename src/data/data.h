@@ -13,13 +13,15 @@
  * on copy engines), released after the body. */
 #define PARLA__PENDING 1 /* parla__data_prepare: copies in flight; the engine enqueues the task */
 int parla__data_prepare(parla_task_t *t);
-uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total);
+/* Bytes of t's accesses for its device at position slot that are valid (or planned) on device; *total:
+ * their size. For mapping. */
+uint64_t parla__task_data_bytes(parla_task_t *t, int device, int slot, uint64_t *total);
 void parla__data_release_task(parla_task_t *t);
-/* After acquire returned PARLA_EBUSY (device full of pinned copies): waits
- * for running tasks to unpin, then makes t ready again. */
+/* After acquire returned PARLA_EBUSY (a device of t full of pinned copies):
+ * waits for running tasks to unpin there, then makes t ready again. */
 void parla__data_wait_for_room(parla_task_t *t);
-/* Records that t's data will be brought to device (for later mappings). */
-void parla__data_plan(parla_task_t *t, int device);
+/* Records that t's data will be brought to its devices (t mapped; for later mappings). */
+void parla__data_plan(parla_task_t *t);
 /* At parla_runtime_destroy: drops the tasks held by the access histories of
  * the data objects still alive. A task that was given accesses and released
  * without being submitted is held by those histories and holds their data:

@@ -263,8 +263,17 @@ static int replace_records_locked(parla_task_t *t, store_t *s, parla_data_t *d, 
 
 int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t mode)
 {
+    return parla_task_add_access_at(t, d, mode, 0);
+}
+
+int parla_task_add_access_at(parla_task_t *t, parla_data_t *d, parla_access_mode_t mode, int slot)
+{
     if (t == NULL || d == NULL)
         return parla__error(PARLA_EINVAL, "parla_task_add_access: NULL argument");
+    if (slot < 0 || slot >= PARLA_MAX_TASK_DEVICES)
+        return parla__error(PARLA_EINVAL, "task %s: an access for the task's device at position %d: a task has at "
+                            "most %d devices (positions 0..%d)", parla_task_name(t), slot, PARLA_MAX_TASK_DEVICES,
+                            PARLA_MAX_TASK_DEVICES - 1);
     if (mode != PARLA_READ && mode != PARLA_WRITE && mode != PARLA_READWRITE)
         return parla__error(PARLA_EINVAL, "task %s: access mode %d is not read, write or read-write",
                             parla_task_name(t), (int)mode);
@@ -306,6 +315,7 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
     parla_data_retain(d);
     x->accesses[x->n_accesses].data = d;
     x->accesses[x->n_accesses].mode = mode;
+    x->accesses[x->n_accesses].slot = slot;
     x->n_accesses++;
     return 0;
 }

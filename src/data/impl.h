@@ -99,6 +99,21 @@ static inline uint64_t bit(int device)
     return (uint64_t)1 << device;
 }
 
+/* The device (index) access a of task t is for: t's device at the access's
+ * position (t mapped, the slot checked by parla__data_prepare). */
+static inline int access_device(const parla_task_t *t, const parla__access_t *a)
+{
+    return t->devices[a->slot];
+}
+
+/* The lowest device index in a nonempty mask of devices: loops over several
+ * devices take them in ascending index order (the lock order of several device
+ * locks), `for (uint64_t m = mask; m; m &= m - 1) { int dev = lowest(m); ... }`. */
+static inline int lowest(uint64_t mask)
+{
+    return __builtin_ctzll(mask);
+}
+
 /* ---------------------------------------------------------- copy engines -- */
 
 /* Copies in flight to one device for one store. Tasks that need the data
@@ -154,7 +169,7 @@ void parla__data_lru_touch(parla__device_t *dev, parla__copy_t *c);
 uint64_t parla__data_used_locked(const parla__device_t *d);
 int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t);
 void parla__data_unpin(store_t *s, int device, int count);
-void parla__data_unpin_accesses(parla_task_t *t, int device, int n);
+void parla__data_unpin_accesses(parla_task_t *t, int n);
 void parla__data_pin_locked(store_t *s, int device);
 /* transfer.c */
 void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial,

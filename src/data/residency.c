@@ -200,12 +200,12 @@ void parla__data_unpin(store_t *s, int device, int count)
     device_unpinned(s->rt, device, count);
 }
 
-/* Drops the store pins of t's first n accesses on device (the device count
- * is the caller's). */
-void parla__data_unpin_accesses(parla_task_t *t, int device, int n)
+/* Drops the store pins of t's first n accesses, each on its device (the
+ * devices' pin counts are the caller's). */
+void parla__data_unpin_accesses(parla_task_t *t, int n)
 {
     for (int i = 0; i < n; i++)
-        unpin_store(t->ext->accesses[i].data->store, device, 1);
+        unpin_store(t->ext->accesses[i].data->store, access_device(t, &t->ext->accesses[i]), 1);
 }
 
 void parla__data_pin_locked(store_t *s, int device)
@@ -221,18 +221,28 @@ void parla__data_pin_locked(store_t *s, int device)
 
 void parla__data_release_task(parla_task_t *t)
 {
-    int device = t->n_devices ? t->devices[0] : 0;
-    parla__data_unpin_accesses(t, device, t->ext->n_accesses);
-    device_unpinned(t->rt, device, t->ext->n_accesses);
+    parla__task_ext_t *x = t->ext;
+    parla__data_unpin_accesses(t, x->n_accesses);
+    /* Then each device's count, one device lock at a time, in index order. */
+    uint64_t used = 0;
+    for (int i = 0; i < x->n_accesses; i++)
+        used |= bit(access_device(t, &x->accesses[i]));
+    for (uint64_t m = used & ~bit(0); m; m &= m - 1) {
+        int dev = lowest(m), count = 0;
+        for (int i = 0; i < x->n_accesses; i++)
+            count += access_device(t, &x->accesses[i]) == dev;
+        device_unpinned(t->rt, dev, count);
+    }
 }
 
 void parla__data_wait_for_room(parla_task_t *t)
 {
-    parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[0]];
+    int slot = t->ext->room_slot;
+    parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[slot]];
     pthread_mutex_lock(&d->lock);
     /* Retry at once if copies were unpinned since the attempt, or if none is
      * pinned at all (the attempt lost a race for a victim's lock). */
-    bool now = d->unpin_epoch != t->ext->data_epoch || d->n_pins == 0;
+    bool now = d->unpin_epoch != t->ext->data_epoch[slot] || d->n_pins == 0;
     if (!now) {
         t->qnext = d->data_blocked;
         d->data_blocked = t;

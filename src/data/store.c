@@ -307,7 +307,7 @@ uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
     return v;
 }
 
-uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
+uint64_t parla__task_data_bytes(parla_task_t *t, int device, int slot, uint64_t *total)
 {
     uint64_t v = 0;
     *total = 0;
@@ -315,7 +315,7 @@ uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
         return 0;
     for (int i = 0; i < t->ext->n_accesses; i++) {
         parla__access_t *a = &t->ext->accesses[i];
-        if (a->mode == PARLA_WRITE) /* nothing to bring in */
+        if (a->mode == PARLA_WRITE || a->slot != slot) /* nothing to bring in, or not there */
             continue;
         store_t *s = a->data->store;
         pthread_mutex_lock(&s->lock);
@@ -325,12 +325,15 @@ uint64_t parla__task_data_bytes(parla_task_t *t, int device, uint64_t *total)
     return v;
 }
 
-void parla__data_plan(parla_task_t *t, int device)
+void parla__data_plan(parla_task_t *t)
 {
-    if (t->ext == NULL || device == 0)
+    if (t->ext == NULL)
         return;
-    for (int i = 0; i < t->ext->n_accesses; i++)
-        atomic_fetch_or_explicit(&t->ext->accesses[i].data->store->planned, bit(device), memory_order_relaxed);
+    for (int i = 0; i < t->ext->n_accesses; i++) {
+        parla__access_t *a = &t->ext->accesses[i];
+        if (a->slot < t->n_devices && t->devices[a->slot] != 0)
+            atomic_fetch_or_explicit(&a->data->store->planned, bit(t->devices[a->slot]), memory_order_relaxed);
+    }
 }
 
 uint64_t parla_data_resident_bytes(parla_data_t *d, int device)

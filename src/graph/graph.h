@@ -41,6 +41,7 @@ enum {
 typedef struct parla__access {
     parla_data_t *data; /* holds a reference */
     int mode;
+    int slot; /* the position in the task's devices (t->devices[slot]) the data is brought to */
 } parla__access_t;
 
 typedef struct parla__option {
@@ -57,7 +58,10 @@ typedef struct parla__task_ext {
     parla__access_t *accesses;
     int n_accesses, cap_accesses;
     parla_mapping_t mapping;
-    uint64_t data_epoch; /* the device's unpin_epoch when data was last acquired */
+    /* Per position in t->devices: that device's unpin_epoch when data was last
+     * acquired there; room_slot: the position whose device lacked room. */
+    uint64_t data_epoch[PARLA_MAX_TASK_DEVICES];
+    int room_slot;
     bool prepared;       /* data brought to the device and pinned (until the body ends) */
     _Atomic int n_waiting; /* copies in flight the task waits for, + 1 while preparing */
     /* CUDA: the events recorded on the task's streams after its body, one per

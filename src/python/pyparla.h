@@ -13,6 +13,9 @@
  *   task_obj.c     parla._core.Task
  *   runtime_obj.c  parla._core.Runtime
  *   data_obj.c     parla._core.Data and parla._core.Hold
+ *   native.c       native task bodies: parla._core.NativeFunction, NativeBody, NativeError (called through
+ *                  libffi on a worker without the GIL)
+ *   graph_obj.c    parla._core.Graph: capture of Python tasks into a parla_graph_t, replay, replayed bodies
  *
  * Lower files notify nothing upward: the types call the engine, the engine returns codes, and
  * pyparla_set_error turns a code into an exception. The binding sees only parla.h.
@@ -67,6 +70,12 @@ typedef struct {
      * first failure (a failed task's traceback can reach any task, and the runtime reaches the failed). */
     TaskObject *untracked;
     int failures_seen;
+    /* The Graph being captured (graph_obj.c; borrowed, cleared when its capture ends or it goes), or NULL:
+     * spawns made by capture_thread while it runs the body of capture_task (NULL: outside bodies) are
+     * recorded in it. */
+    PyObject *capture;
+    unsigned long capture_thread;
+    parla_task_t *capture_task;
 } RuntimeObject;
 
 /* parla._core.Task: one engine task (the base of parla.tasks.Task). */
@@ -113,12 +122,16 @@ typedef struct {
     PyTypeObject *task_type;
     PyTypeObject *data_type;
     PyTypeObject *hold_type;
+    PyTypeObject *native_function_type;
+    PyTypeObject *native_body_type;
+    PyObject *native_error; /* parla._core.NativeError */
+    PyTypeObject *graph_type;
     PyObject *str_name;     /* "__name__" */
     PyObject *str_qualname; /* "__qualname__" */
 } pyparla_state;
 
 extern PyModuleDef pyparla_module_def;
-extern PyType_Spec pyparla_runtime_spec, pyparla_task_spec, pyparla_data_spec, pyparla_hold_spec;
+extern PyType_Spec pyparla_runtime_spec, pyparla_task_spec, pyparla_data_spec, pyparla_hold_spec, pyparla_graph_spec;
 extern const char pyparla_forked_message[];
 
 static inline pyparla_state *pyparla_get_state(PyObject *module)
@@ -188,6 +201,8 @@ pyparla_gil_t pyparla_gil_release(void);
 void pyparla_gil_restore(pyparla_gil_t g);
 /* On a worker about to run a Python body: takes the GIL unless this worker holds it already. */
 void pyparla_worker_take_gil(void);
+/* On a worker about to run a native body: lets the GIL go if this worker holds it (from a Python body). */
+void pyparla_worker_release_gil(void);
 /* Drops the references the task_finished hook deferred. GIL held. */
 void pyparla_drain_deferred(RuntimeObject *rt);
 /* Fills the hook fields of cfg for a runtime whose Python object is rt. */
@@ -208,6 +223,17 @@ parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded,
 /* fn with its closure cells copied (captured by value, as Parla does), or fn itself when it is not a
  * Python function or has no closure. New reference. */
 PyObject *pyparla_capture(pyparla_state *st, PyObject *fn);
+
+/* --------------------------------------------------------------------------------- native.c -- */
+
+extern PyType_Spec pyparla_native_function_spec, pyparla_native_body_spec;
+/* Adds NativeFunction, NativeBody, NativeError and the NATIVE_* constants to the module. */
+int pyparla_native_init(PyObject *m, pyparla_state *st);
+/* Whether obj is a parla._core.NativeBody. */
+int pyparla_is_native_body(pyparla_state *st, PyObject *obj);
+/* The engine task body of a task whose body is a NativeBody (arg: the TaskObject, whose func it is). Worker
+ * thread; takes the GIL only when the call fails (to attach the exception). */
+int pyparla_native_body(parla_task_t *task, void *arg);
 
 /* ---------------------------------------------------------------------------------- spawn.c -- */
 
@@ -237,9 +263,23 @@ void pyparla_task_finished(TaskObject *obj);
  * tracks every untracked task of the runtime again. */
 void pyparla_add_failed(RuntimeObject *rt, TaskObject *obj);
 
+/* ---------------------------------------------------------------------------- graph_obj.c -- */
+
+/* Records task in the Graph its runtime captures, when the calling thread is the capturing one (see
+ * RuntimeObject.capture); called by the spawn just before it submits, with the callable it submits, the
+ * list of dependency Tasks and the checked (Data, mode) accesses. Never fails the spawn: a failure to
+ * record makes the capture unusable. GIL held. */
+void pyparla_capture_record(TaskObject *task, PyObject *body, PyObject *deps, PyObject *accesses);
+/* The Task object of t when t is the replayed task whose body runs on this thread (made on first use,
+ * borrowed), else NULL. GIL held. */
+TaskObject *pyparla_replay_current(parla_task_t *t);
+
 /* ---------------------------------------------------------------------------- runtime_obj.c -- */
 
 /* 0 when the runtime can take engine calls; -1 with RuntimeError set (closed, or forked). */
 int pyparla_check_open(RuntimeObject *self);
+/* obj as the runtime argument of a constructor of type tp (call names it in messages): a parla._core.Runtime
+ * that is open (borrowed), or NULL with TypeError / RuntimeError set. */
+RuntimeObject *pyparla_runtime_arg(PyTypeObject *tp, PyObject *obj, const char *call);
 
 #endif

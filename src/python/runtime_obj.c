@@ -111,6 +111,18 @@ static void Runtime_dealloc(RuntimeObject *self)
     Py_DECREF(tp);
 }
 
+RuntimeObject *pyparla_runtime_arg(PyTypeObject *tp, PyObject *obj, const char *call)
+{
+    pyparla_state *st = pyparla_get_state_by_type(tp);
+    if (st == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(obj, st->runtime_type)) {
+        PyErr_Format(PyExc_TypeError, "%s: runtime must be a parla._core.Runtime", call);
+        return NULL;
+    }
+    return pyparla_check_open((RuntimeObject *)obj) < 0 ? NULL : (RuntimeObject *)obj;
+}
+
 int pyparla_check_open(RuntimeObject *self)
 {
     if (self->forked) {

@@ -131,8 +131,9 @@ fail:
     return -1;
 }
 
-/* Accesses: a sequence of (Data, mode). Returns them as a new list or tuple,
- * each checked; changes nothing in the graph. */
+/* Accesses: a sequence of (Data, mode) or (Data, mode, slot), slot the position
+ * in the task's devices the data is for (0 when absent). Returns them as a new
+ * list or tuple, each checked; changes nothing in the graph. */
 PyObject *pyparla_check_accesses(TaskObject *self, PyTypeObject *data_type, PyObject *accesses)
 {
     PyObject *seq = PySequence_Fast(accesses, "accesses must be a sequence");
@@ -141,9 +142,20 @@ PyObject *pyparla_check_accesses(TaskObject *self, PyTypeObject *data_type, PyOb
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-            PyErr_Format(PyExc_TypeError, "task %s: access %zd must be a (data, mode) tuple", pyparla_task_name(self), i);
+        if (!PyTuple_Check(item) || (PyTuple_GET_SIZE(item) != 2 && PyTuple_GET_SIZE(item) != 3)) {
+            PyErr_Format(PyExc_TypeError, "task %s: access %zd must be a (data, mode) or (data, mode, slot) tuple",
+                         pyparla_task_name(self), i);
             goto fail;
+        }
+        if (PyTuple_GET_SIZE(item) == 3) {
+            long slot = PyLong_AsLong(PyTuple_GET_ITEM(item, 2));
+            if (slot == -1 && PyErr_Occurred())
+                goto fail;
+            if (slot < 0 || slot >= PARLA_MAX_TASK_DEVICES) {
+                PyErr_Format(PyExc_ValueError, "task %s: access %zd is for the task's device at position %ld, "
+                             "not one of 0..%d", pyparla_task_name(self), i, slot, PARLA_MAX_TASK_DEVICES - 1);
+                goto fail;
+            }
         }
         PyObject *data = PyTuple_GET_ITEM(item, 0);
         int mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 1));

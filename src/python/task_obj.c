@@ -14,15 +14,8 @@ static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
     PyObject *rt_obj, *name;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU", kwlist, &rt_obj, &name))
         return -1;
-    pyparla_state *st = pyparla_get_state_by_type(Py_TYPE(self));
-    if (st == NULL)
-        return -1;
-    if (!PyObject_TypeCheck(rt_obj, st->runtime_type)) {
-        PyErr_SetString(PyExc_TypeError, "Task(runtime, name): runtime must be a parla._core.Runtime");
-        return -1;
-    }
-    RuntimeObject *rt = (RuntimeObject *)rt_obj;
-    if (pyparla_check_open(rt) < 0)
+    RuntimeObject *rt = pyparla_runtime_arg(Py_TYPE(self), rt_obj, "Task(runtime, name)");
+    if (rt == NULL)
         return -1;
     if (self->task) {
         PyErr_SetString(PyExc_RuntimeError, "Task.__init__ called twice");
@@ -292,7 +285,9 @@ static int add_edges(TaskObject *self, PyObject *deps, PyObject *accesses)
     for (Py_ssize_t i = 0; rc == 0 && i < PySequence_Fast_GET_SIZE(accesses); i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(accesses, i);
         DataObject *d = (DataObject *)PyTuple_GET_ITEM(item, 0);
-        rc = parla_task_add_access(self->task, d->data, (parla_access_mode_t)PyLong_AsLong(PyTuple_GET_ITEM(item, 1)));
+        int slot = PyTuple_GET_SIZE(item) == 3 ? (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 2)) : 0;
+        rc = parla_task_add_access_at(self->task, d->data, (parla_access_mode_t)PyLong_AsLong(PyTuple_GET_ITEM(item, 1)),
+                                      slot);
     }
     return rc;
 }
@@ -302,7 +297,8 @@ static int add_edges(TaskObject *self, PyObject *deps, PyObject *accesses)
 static PyObject *engine_submit(TaskObject *self, PyObject *body)
 {
     Py_XSETREF(self->func, body);
-    int rc = parla_task_set_body(self->task, pyparla_task_body, self);
+    int native = pyparla_is_native_body(pyparla_get_state(self->runtime->module), body);
+    int rc = parla_task_set_body(self->task, native ? pyparla_native_body : pyparla_task_body, self);
     if (rc)
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
     Py_INCREF(self); /* the engine's reference, dropped by the task_finished hook */
@@ -356,6 +352,8 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     if (body == NULL || set_attributes(self, attrs) < 0)
         goto fail;
     int rc = add_edges(self, deps, accesses);
+    if (rc == 0 && self->runtime->capture)
+        pyparla_capture_record(self, body, deps, accesses); /* graph capture (graph_obj.c) */
     Py_CLEAR(deps);
     Py_CLEAR(accesses);
     if (rc) {
@@ -518,7 +516,8 @@ static PyMethodDef Task_methods[] = {
      "_submit(func, dependencies, priority, vcus, memory, options, accesses, attributes=None): spawn this task. "
      "func: the body (a callable, captured by value); dependencies: Tasks or nested iterables of them; priority: "
      "int; vcus: float; memory: bytes; options: None or a sequence of (device slots, vcus, memory); accesses: a "
-     "sequence of (Data, READ | WRITE | READWRITE); attributes: None or a dict set on the task just before it is "
+     "sequence of (Data, READ | WRITE | READWRITE[, slot]), slot the position in the task's devices the data is for "
+     "(0 when absent); attributes: None or a dict set on the task just before it is "
      "submitted. Raises TypeError/ValueError naming the task for bad arguments (the graph is then unchanged), "
      "RuntimeError if the task was spawned already or the runtime is closed."},
     {"_cancel", (PyCFunction)Task_cancel, METH_NOARGS, "Cancel a task that was never spawned."},

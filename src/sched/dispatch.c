@@ -232,6 +232,7 @@ void parla__task_finished(parla_task_t *t)
     }
     if (atomic_load(&t->flags) & PARLA__F_WAITED)
         parla__wake_waiters(rt);
+    parla__graph_join_finished(t);
     if (atomic_fetch_sub_explicit(&parla__graph_rt(rt)->n_active, 1, memory_order_acq_rel) == 1 &&
         atomic_load(&rt->n_all_waiters) > 0)
         parla__wake_waiters(rt);

@@ -8,11 +8,13 @@
 
 /* ---------------------------------------------------------------- mapping -- */
 
-/* Scores device d for t: locality - transfer - load (all unitless). */
-static double score_device(parla_task_t *t, const parla__option_t *opt, parla__device_t *d, parla_mapping_t *m)
+/* Scores device d for t's device at position slot: locality - transfer - load
+ * (all unitless; the data counted is the data declared for that position). */
+static double score_device(parla_task_t *t, const parla__option_t *opt, parla__device_t *d, int slot,
+                           parla_mapping_t *m)
 {
     parla_runtime_t *rt = t->rt;
-    uint64_t total = 0, valid = parla__task_data_bytes(t, d->index, &total);
+    uint64_t total = 0, valid = parla__task_data_bytes(t, d->index, slot, &total);
     double slowest = d->bandwidth;
     for (int i = 0; i < parla__devs(rt)->n_devices; i++)
         if (parla__devs(rt)->devices[i].bandwidth < slowest)
@@ -82,7 +84,7 @@ int parla__map_task(parla_task_t *t)
                 if (used)
                     continue;
                 parla_mapping_t m;
-                double sc = score_device(t, opt, d, &m);
+                double sc = score_device(t, opt, d, s, &m);
                 candidates++;
                 if (sc > bs) {
                     bs = sc;
@@ -127,7 +129,7 @@ int parla__map_task(parla_task_t *t)
         atomic_fetch_add_explicit(&parla__devs(rt)->devices[best_dev[i]].n_mapped, 1, memory_order_relaxed);
     }
     t->n_devices = (int8_t)best_n;
-    parla__data_plan(t, best_dev[0]);
+    parla__data_plan(t);
     return 0;
 }
 
@@ -155,19 +157,14 @@ int parla_task_mapping(const parla_task_t *t, parla_mapping_t *out)
     return 0;
 }
 
-int parla_task_add_placement(parla_task_t *t, const int *slots, int n, double vcus, uint64_t memory)
+int parla__option_make(parla_runtime_t *rt, const char *who, const int *slots, int n, double vcus, uint64_t memory,
+                       parla__option_t *out)
 {
-    if (t == NULL || slots == NULL)
-        return parla__error(PARLA_EINVAL, "parla_task_add_placement: NULL argument");
-    if (parla_task_state(t) != PARLA_TASK_CREATED)
-        return parla__error(PARLA_ESTATE, "parla_task_add_placement: task %s was already submitted",
-                            parla_task_name(t));
     if (n < 1 || n > PARLA_MAX_TASK_DEVICES)
         return parla__error(PARLA_EINVAL, "task %s: a placement option names 1 to %d devices, not %d",
-                            parla_task_name(t), PARLA_MAX_TASK_DEVICES, n);
+                            who, PARLA_MAX_TASK_DEVICES, n);
     if (!(vcus >= 0.0 && vcus <= 1.0))
-        return parla__error(PARLA_EINVAL, "task %s: vcus=%g is outside (0, 1]", parla_task_name(t), vcus);
-    parla_runtime_t *rt = t->rt;
+        return parla__error(PARLA_EINVAL, "task %s: vcus=%g is outside (0, 1]", who, vcus);
     /* A need larger than every allowed device is caught at submit (PARLA_ERESOURCE). */
     int n_cpu = 0, n_gpu = 0, need_cpu = 0, need_gpu = 0;
     for (int i = 0; i < parla__devs(rt)->n_devices; i++) {
@@ -183,20 +180,40 @@ int parla_task_add_placement(parla_task_t *t, const int *slots, int n, double vc
             need_gpu++;
         } else if (slots[s] < 0 || slots[s] >= parla__devs(rt)->n_devices) {
             return parla__error(PARLA_ENODEV, "task %s: no device %d (the runtime has %d: cpu(0) and %d GPU%s)",
-                                parla_task_name(t), slots[s], parla__devs(rt)->n_devices, n_gpu, n_gpu == 1 ? "" : "s");
+                                who, slots[s], parla__devs(rt)->n_devices, n_gpu, n_gpu == 1 ? "" : "s");
         } else {
             for (int j = 0; j < s; j++)
                 if (slots[j] == slots[s])
                     return parla__error(PARLA_EINVAL, "task %s: device %s named twice in one placement",
-                                        parla_task_name(t), parla__devs(rt)->devices[slots[s]].name);
+                                        who, parla__devs(rt)->devices[slots[s]].name);
         }
     }
     if (need_gpu > n_gpu)
         return parla__error(PARLA_ENODEV, "task %s: placement needs %d GPU%s, the runtime has %d",
-                            parla_task_name(t), need_gpu, need_gpu == 1 ? "" : "s", n_gpu);
+                            who, need_gpu, need_gpu == 1 ? "" : "s", n_gpu);
     if (need_cpu > n_cpu)
         return parla__error(PARLA_ENODEV, "task %s: placement needs %d CPU devices, the runtime has %d",
-                            parla_task_name(t), need_cpu, n_cpu);
+                            who, need_cpu, n_cpu);
+    memset(out, 0, sizeof *out);
+    out->n = n;
+    memcpy(out->slots, slots, (size_t)n * sizeof *slots);
+    out->vcus = (int64_t)llround(vcus * (double)PARLA__VCU_ONE);
+    out->memory = memory;
+    return 0;
+}
+
+int parla_task_add_placement(parla_task_t *t, const int *slots, int n, double vcus, uint64_t memory)
+{
+    if (t == NULL || slots == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_add_placement: NULL argument");
+    if (parla_task_state(t) != PARLA_TASK_CREATED)
+        return parla__error(PARLA_ESTATE, "parla_task_add_placement: task %s was already submitted",
+                            parla_task_name(t));
+    parla_runtime_t *rt = t->rt;
+    parla__option_t opt;
+    int rc = parla__option_make(rt, parla_task_name(t), slots, n, vcus, memory, &opt);
+    if (rc)
+        return rc;
     parla__task_ext_t *x = parla__task_ext(t);
     if (x == NULL)
         return parla__error(PARLA_ENOMEM, "task %s: cannot allocate placement", parla_task_name(t));
@@ -211,12 +228,7 @@ int parla_task_add_placement(parla_task_t *t, const int *slots, int n, double vc
         x->options = o;
         x->cap_options = cap;
     }
-    parla__option_t *o = &x->options[x->n_options++];
-    memset(o, 0, sizeof *o);
-    o->n = n;
-    memcpy(o->slots, slots, (size_t)n * sizeof *slots);
-    o->vcus = (int64_t)llround(vcus * (double)PARLA__VCU_ONE);
-    o->memory = memory;
+    x->options[x->n_options++] = opt;
     return 0;
 }
 

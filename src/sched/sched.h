@@ -7,9 +7,13 @@
  * further down this list; nothing is held while a task body runs, nor while
  * a hook of parla_config_t runs.
  *
+ *   0. graph->issue_lock      sched/replay.c   one replay of a graph at a time (held across the
+ *                                              task creations, accesses and submits of the replay)
  *   1. device->acquire_lock   device/device.h  one task at a time brings its data to a GPU
- *                                              (data/transfer.c: check_capacity .. the end of
- *                                              planning; parla__data_make_valid_now)
+ *                                              (data/transfer.c: check_capacities .. the end of
+ *                                              planning; parla__data_make_valid_now); a task with
+ *                                              data for several GPUs takes theirs in ascending
+ *                                              device index
  *   2. store->lock            data/impl.h      a data object's segments, copies, records
  *   3. device->lock           device/device.h  resources, blocked lists, residency and LRU; several
  *                                              only in ascending device index (sched/resources.c);
@@ -25,6 +29,7 @@
  *   parla__graph_rt(rt)->placeholder_lock  (mutex, graph/placeholder.c; taken under store->lock:
  *                          data/hazards.c hazard_edge -> parla__add_edge -> parla__placeholder_add)
  *   parla__data_rt(rt)->stores_lock       (mutex, the list of live stores, data/store.c and hazards.c)
+ *   graph->lock           (mutex, a graph's latest join and failure, sched/replay.c)
  *   device->engine_lock   (mutex, an engine's job queue, device/engine.c; jobs run without it)
  *   device->event_lock    (mutex, an event pool, device/event.c)
  *   trace buffer lock     (mutex, the shared trace buffer, trace/buffer.c)
@@ -103,10 +108,20 @@ parla_task_t *parla__release_resources(parla_task_t *t);
 /* With d's lock held: needs of vcus (fixed point) and memory (bytes) fit on d now. */
 bool parla__resources_fit_locked(const parla__device_t *d, int64_t vcus, uint64_t memory);
 
+/* ---------------------------------------------------------------- graphs -- */
+
+/* From the finished hook, for every task: when t is the join task of a graph's replay (sched/replay.c),
+ * records a cancelled replay as the graph's failure and drops the replay's reference to the graph. */
+void parla__graph_join_finished(parla_task_t *t);
+
 /* -------------------------------------------------------------- placement -- */
 
 /* Memory capacity (bytes) of the largest device any placement option allows. */
 uint64_t parla__largest_allowed(parla_runtime_t *rt, const parla__task_ext_t *x);
+/* Checks one placement option against rt's devices (the checks and errors of parla_task_add_placement; who
+ * names the task in messages) and fills *out. 0 or PARLA_EINVAL / PARLA_ENODEV with the message set. */
+int parla__option_make(parla_runtime_t *rt, const char *who, const int *slots, int n, double vcus, uint64_t memory,
+                       parla__option_t *out);
 /* True when some devices can hold the option's needs at all. */
 bool parla__option_feasible(parla_runtime_t *rt, const parla__option_t *o);
 /* Maps a ready task with placement options to devices (sets t->devices). */

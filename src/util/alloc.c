@@ -7,10 +7,35 @@
 
 _Thread_local parla__self_t *parla__self_tls;
 
+/* getpid() is a system call, made at every task creation and submission: each thread keeps the answer,
+ * forgotten in a fork() child (its one thread runs the handler; threads started later begin with 0). The
+ * handler is registered, once per process, before any thread keeps a pid. */
+static _Thread_local int self_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void pid_forget(void)
+{
+    self_pid = 0;
+}
+
+static void pid_register(void)
+{
+    pthread_atfork(NULL, NULL, pid_forget);
+}
+
+static int current_pid(void)
+{
+    if (self_pid == 0) {
+        pthread_once(&pid_once, pid_register);
+        self_pid = (int)getpid();
+    }
+    return self_pid;
+}
+
 int parla__check_process(const parla_runtime_t *rt, const char *fn)
 {
     int pid = rt ? parla__rt_head(rt)->pid : 0;
-    if (rt == NULL || pid == (int)getpid())
+    if (rt == NULL || pid == current_pid())
         return 0;
     return parla__error(PARLA_ESTATE,
                         "%s: the runtime was created by process %d; this process (%d) is a fork() child, where its "

@@ -96,6 +96,23 @@ def test_jacobi(jacobi, gpus, placement, partitions):
         assert all(len(devices) == 1 for devices in out["devices"].values())
 
 
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("gpus,placement,partitions", [(0, "round-robin", 4), (2, "round-robin", 5), (2, "any", 6)])
+def test_jacobi_replayed_equals_spawned(jacobi, gpus, placement, partitions):
+    # The replayed variant (iteration 0 captured, the others replayed) gives the spawned variant's grid to
+    # the last bit, and both the NumPy reference's.
+    grid = jacobi.make_grid(34, seed=3)
+    results = []
+    for replay in (False, True):
+        with jacobi.Parla(n_workers=2, virtual_gpus=gpus):
+            state = jacobi.jacobi_parla(grid, 9, partitions, placement, replay=replay)
+        results.append(jacobi.assemble(grid, state["bands"], state["bounds"]))
+        assert len(state["sweep"]) == (1 if replay else 9) * partitions   # replays are not named in TaskSpaces
+    assert jacobi.np.array_equal(results[0], results[1])
+    assert jacobi.np.allclose(results[1], jacobi.jacobi_reference(grid, 9), rtol=0.0, atol=1e-12)
+    assert not jacobi.np.array_equal(results[1], grid)
+
+
 @pytest.mark.timeout(10)
 def test_jacobi_reference_changes_the_grid(jacobi):
     # Guards the check itself: the reference must actually relax the interior (a no-op would compare equal

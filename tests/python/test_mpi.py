@@ -72,7 +72,8 @@ def results(output):
     return out
 
 
-SUITE = ("basic", "cholesky", "cholesky_equal", "cholesky_virtual_gpus", "jacobi", "random", "owns_nothing", "nothing_at_all")
+SUITE = ("basic", "cholesky", "cholesky_equal", "cholesky_virtual_gpus", "jacobi", "random", "owns_nothing", "nothing_at_all",
+         "remote_deps", "two_contexts", "nested")
 
 
 @pytest.mark.timeout(200)
@@ -80,7 +81,8 @@ SUITE = ("basic", "cholesky", "cholesky_equal", "cholesky_virtual_gpus", "jacobi
 def test_suite(n, tmp_path):
     """Owner computes with one send/receive; tiled Cholesky (residual, and bit-equal to one process) and Jacobi
     (equal to one process) on 2-D block-cyclic tiles; random programs against a sequential model; a rank that
-    owns nothing."""
+    owns nothing; explicit dependencies across ranks (order checked on rank 0); two contexts in a row; task
+    bodies cannot spawn distributed tasks (but can spawn local ones)."""
     proc = mpirun(n, PROGRAMS, "suite", timeout=180, out_dir=tmp_path)
     found = results(proc.lines)
     failed = {k: v for k, v in found.items() if not isinstance(v, dict)}
@@ -95,6 +97,12 @@ def test_suite(n, tmp_path):
     assert found["cholesky", 0]["residual"] < 1e-12
     # The rank that owns nothing sent and received nothing, and ran nothing.
     assert found["nothing_at_all", n - 1]["tasks_run"] == 0
+    # One signal per (remote dependency, rank): every one sent was received.
+    deps = [found["remote_deps", r] for r in range(n)]
+    assert sum(d["signals_sent"] for d in deps) == sum(d["signals_received"] for d in deps) == \
+        deps[0]["expected_signals"] > 0, deps
+    assert found["nested", 0]["errors"] == 3
+    assert [found["two_contexts", r]["second"] for r in range(n)] == [1] + [0] * (n - 1)
 
 
 @pytest.mark.timeout(60)
@@ -108,6 +116,12 @@ def test_failure_on_one_rank_stops_every_rank(n, tmp_path):
     for r in range(n):
         if r != 1:
             assert caught[str(r)].startswith("RemoteTaskError from=1 rank 1, task T[13]: ValueError: boom at 13"), caught
+    # No distributed context can start after a failed one: a clear error on every rank, not a hang.
+    second = dict(re.findall(r"^SECOND rank=(\d+) (.*)$", proc.lines, re.M))
+    assert sorted(second) == [str(r) for r in range(n)], proc.lines
+    for r in range(n):
+        assert second[str(r)].startswith("RuntimeError no distributed context can start after a failed one (rank 1, "
+                                         "task T[13]"), second
     assert proc.returncode != 0  # a job with a failure ends with MPI_Abort
 
 
@@ -120,28 +134,49 @@ def test_failure_outside_tasks_stops_every_rank(tmp_path):
     assert proc.returncode != 0
 
 
+MISMATCHES = {
+    # scenario: (step, what the odd rank runs, what the others run) for n ranks (programs.py's mismatch_*)
+    "mismatch_wait": lambda n: (5, n - 1, f"task T[2] on rank {n - 1} (input x)", f"task T[3] on rank {n - 1} (inout y)"),
+    "mismatch_order": lambda n: (3, 1, f"task T[1] on rank {n - 1} (inout q)", "task T[0] on rank 0 (inout p)"),
+    "mismatch_count": lambda n: (7, n - 1, f"task one_more on rank {n - 1} (inout z)", "the end of the Parla block"),
+    "mismatch_array": lambda n: (1, 1, "DistArray D0 (id 0, owner 1, shape (1,), dtype <f8)",
+                                 "DistArray x (id 0, owner 0, shape (4,), dtype <f8)"),
+}
+
+
 @pytest.mark.timeout(60)
-def test_ranks_running_different_programs_are_named():
-    """Ranks that disagree on the program wait on a message that never comes: the stall warning says so
-    (PARLA_MPI_STALL_WARN seconds, here 1) instead of a silent hang; the test then ends the job."""
-    cmd = [MPIRUN, "-n", "2", "--oversubscribe", sys.executable, str(PROGRAMS), "mismatch"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(PARLA_MPI_STALL_WARN=1), cwd=str(REPO), start_new_session=True)
-    try:
-        deadline = time.monotonic() + 40
-        line, seen = "", []
-        while "rank 1: task 'recv" not in line and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            seen.append(line)
-            if not line and proc.poll() is not None:
-                break
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    # Rank 1 numbered x one higher than rank 0 did, so its receive of x never matches rank 0's send.
-    assert re.search(r"rank 1: task 'recv x@0 from 0' has waited 1 s for MPI \(the receive from rank 0", line), seen
-    assert "same DistArrays" in line
+@pytest.mark.parametrize("scenario,n", [("mismatch_wait", 2), ("mismatch_wait", 4), ("mismatch_order", 4),
+                                        ("mismatch_count", 2), ("mismatch_array", 4)])
+def test_ranks_running_different_programs_stop_with_an_error(scenario, n, tmp_path):
+    """Ranks that do not run the same program (a task more in the middle, waited for: it would wait for ever;
+    two tasks in another order; one task more at the end; one DistArray more) all stop, each with the same
+    ProgramMismatchError naming the first differing step and what it is on which ranks."""
+    proc = mpirun(n, PROGRAMS, scenario, timeout=50, out_dir=tmp_path)
+    caught = dict(re.findall(r"^CAUGHT rank=(\d+) (.*)$", proc.lines, re.M))
+    assert sorted(caught) == [str(r) for r in range(n)], proc.stdout + proc.stderr[-3000:]
+    assert len(set(caught.values())) == 1, caught   # the same error on every rank
+    step, odd, odd_step, other_step = MISMATCHES[scenario](n)
+    others = [r for r in range(n) if r != odd]
+    label = f"rank {others[0]}" if len(others) == 1 else f"ranks {', '.join(map(str, others))}"
+    text = caught["0"]
+    assert text.startswith(f"ProgramMismatchError step={step} the ranks do not run the same distributed program: "
+                           f"step {step} "), text
+    assert f"rank {odd}: {odd_step}" in text, text
+    assert f"{label}: {other_step}" in text, text
+    assert proc.returncode != 0
+
+
+@pytest.mark.timeout(60)
+def test_long_task_is_a_stall_not_a_divergence(tmp_path):
+    """A long task before a send (2.5 s, with PARLA_MPI_STALL_WARN=1): the waiting rank names the request on
+    stderr, and the program completes with the right values (long tasks are never taken for a divergence)."""
+    proc = mpirun(2, PROGRAMS, "slow_peer", timeout=50, out_dir=tmp_path, PARLA_MPI_STALL_WARN=1)
+    found = results(proc.lines)
+    assert found.get(("slow_peer", 0)) == {"y": 2.0} and found.get(("slow_peer", 1)) == {"y": 2.0}, \
+        proc.lines + proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"rank 1: task 'recv x@1 from 0' has waited 1 s for MPI \(the receive from rank 0", proc.stderr), \
+        proc.stderr[-3000:]
 
 
 @pytest.mark.timeout(60)

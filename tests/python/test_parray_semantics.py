@@ -479,7 +479,7 @@ def test_placement_by_data_runs_where_the_data_is():
 # ------------------------------------------------- data for a device of the task, by position --
 
 @pytest.mark.timeout(30)
-def test_data_for_the_first_device_by_position_and_a_clear_error_beyond():
+def test_data_for_the_first_device_by_position_and_a_clear_error_beyond_the_devices():
     from parla import get_current_devices
     with Parla(n_workers=2, virtual_gpus=2):
         A = asarray(np.arange(4.0))
@@ -493,8 +493,8 @@ def test_data_for_the_first_device_by_position_and_a_clear_error_beyond():
         @spawn(placement=gpu(1), input=[(A, 0)], dependencies=[two])
         def one():
             return A.array.sum()
-        with pytest.raises(ValueError, match=r"task t3#\d+: input=\[\(array, 1\)\].*first device"):
-            @spawn(placement=(gpu(0), gpu(1)), input=[(A, 1)])
+        with pytest.raises(ValueError, match=r"task t3#\d+: input=\[\(array, 2\)\].*2 devices"):
+            @spawn(placement=(gpu(0), gpu(1)), input=[(A, 2)])
             def t3():
                 pass
         with pytest.raises(TypeError, match="position"):

@@ -32,13 +32,23 @@ Model (as StarPU-MPI's sequential task flow, in this runtime's terms):
   received copy is reused by later readers on this rank until the data is written again (coherence across
   ranks: each version is sent to a rank at most once). Data written on a rank other than its owner stays
   there (the owner receives it when it reads it).
-- Plain PArrays are private to each rank (passed through as they are); explicit dependencies on tasks that
-  ran on other ranks are dropped: ordering across ranks comes from the data the tasks declare.
+- Plain PArrays are private to each rank (passed through as they are). Explicit dependencies are honoured
+  across ranks: a task depending on a task that runs on another rank waits for it (a signal message from
+  that rank; see :mod:`parla.mpi._comm`). Name such tasks in a TaskSpace (``spawn`` returns None on the
+  ranks that do not run a task).
+- Every rank checks that the others run the same program (:mod:`parla.mpi._check`): ranks that create
+  different DistArrays or spawn different tasks (other accesses, dependencies, order or number) are all
+  stopped with :class:`ProgramMismatchError` naming the first step that differs, instead of waiting for ever
+  on a message that never comes.
+- Distributed tasks are spawned by the program, not from task bodies (RuntimeError naming the task); a body
+  may spawn tasks of its own rank with :func:`parla.spawn`.
 
 Failure: an exception in a task (or in the program inside the block) on one rank is sent to every rank; every
 rank cancels its tasks, and every rank's ``with Parla():`` raises: the failing rank its exception, the others
 :class:`RemoteTaskError` naming the rank and the task. A job that had a failure ends with MPI_Abort at
-interpreter exit (after every rank has printed its error), so no rank waits forever in MPI_Finalize.
+interpreter exit (after every rank has printed its error), so no rank waits forever in MPI_Finalize, and no
+further distributed context can start in the process (RuntimeError). After a successful context, another
+may follow (the DistArrays keep their values and versions).
 Ctrl-C under ``mpirun`` stops every rank (mpirun signals them all; a rank interrupted alone reports it as a
 failure).
 
@@ -54,12 +64,12 @@ from __future__ import annotations
 
 import atexit
 import inspect
-import itertools
 import json
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, Literal, Optional, Sequence, Set, Tuple
+import weakref
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -67,11 +77,12 @@ from .. import _config, _core, _runtime
 from .. import tasks as _tasks
 from ..array import PArray
 from ..devices import cpu
-from ._comm import Engine
+from ._check import ProgramMismatchError
+from ._comm import Engine, stall_warn_seconds
 from .layout import Block, BlockCyclic, Cyclic, process_grid
 
-__all__ = ["Parla", "spawn", "DistArray", "RemoteTaskError", "fetch", "rank", "size", "world",
-           "BlockCyclic", "Block", "Cyclic", "process_grid", "current_context"]
+__all__ = ["Parla", "spawn", "DistArray", "RemoteTaskError", "ProgramMismatchError", "fetch", "rank", "size",
+           "world", "BlockCyclic", "Block", "Cyclic", "process_grid", "current_context"]
 
 
 def _mpi() -> Any:
@@ -119,8 +130,20 @@ class RemoteTaskError(RuntimeError):
 
 
 _active: Optional["Parla"] = None
-_ids = itertools.count()           # DistArray ids: creation order, the same on every rank
+_next_id = 0                       # the next DistArray id: creation order, the same on every rank
+_contexts = 0                      # distributed contexts entered so far in this process
+_failed: Optional[str] = None      # the failure that ended an earlier context (no new one can start)
 _abort_armed = False
+
+
+def _not_in_task(what: str) -> None:
+    """Raises RuntimeError naming the running task when called from a task body inside a distributed context
+    (``what``: the call, for the message)."""
+    task = _core.current_task()
+    if task is not None:
+        raise RuntimeError(f"task {task.name} calls {what} from its body: the distributed program is spawned by "
+                           f"the program itself, identically on every rank, not from task bodies (which run on "
+                           f"one rank); inside a task, spawn tasks of this rank with parla.spawn on PArrays")
 
 
 def current_context() -> "Parla":
@@ -190,13 +213,17 @@ class DistArray:
 
     def __init__(self, init: Any, owner: int = 0, shape: Optional[Sequence[int]] = None, dtype: Any = None,
                  name: Optional[str] = None, comm: Any = None) -> None:
+        global _next_id
+        if _active is not None:
+            _not_in_task(f"parla.mpi.DistArray({name!r})" if name is not None else "parla.mpi.DistArray")
         if comm is None:
             comm = _active.comm if _active is not None else world()
         self.rank = comm.Get_rank()
         n_ranks = comm.Get_size()
         if isinstance(owner, bool) or not isinstance(owner, (int, np.integer)) or not 0 <= owner < n_ranks:
             raise ValueError(f"DistArray(owner={owner!r}): the owner must be a rank from 0 to {n_ranks - 1}")
-        self.id = next(_ids)
+        self.id = _next_id
+        _next_id += 1
         self.name = name if name is not None else f"D{self.id}"
         self.owner = int(owner)
         self.local: Optional[PArray] = None     # this rank's copy (any version), once it has one
@@ -230,6 +257,8 @@ class DistArray:
         self.writer = self.owner                # the rank that wrote the current version
         self.holders: Set[int] = {self.owner}   # ranks with the current version (after the spawned tasks)
         self._local_version = 0 if self.local is not None else -1
+        if _active is not None:
+            _active._step(("array", self.id, self.name, self.owner, self.shape, self.dtype.str))
 
     def _storage(self) -> PArray:
         """This rank's PArray for the array (allocated, uninitialised, on first need)."""
@@ -286,10 +315,13 @@ class Parla(_runtime.Parla):
     ``run.rank<r>.mpi.json`` per rank (see :mod:`parla.mpi.trace`). ``failure_timeout`` (seconds, default 30):
     after a failure, how long the ranks wait for each other at the end of the block before MPI_Abort.
 
-    Entering is collective (every rank of comm enters); leaving is collective too: it waits for the local
-    tasks, then meets the other ranks, and raises if any rank failed (see the module docstring). One
-    distributed context at a time per process. After exit, ``stats`` holds this rank's counts (see
-    :attr:`stats`)."""
+    Entering is collective (every rank of comm enters; a rank waiting longer than PARLA_MPI_STALL_WARN
+    seconds for the others says so on stderr); leaving is collective too: it waits for the local tasks, then
+    meets the other ranks, and raises if any rank failed or the ranks' programs differ
+    (:class:`ProgramMismatchError`; see the module docstring). One distributed context at a time per process;
+    contexts may follow each other, but none after a failed one (RuntimeError). After exit, ``stats`` holds
+    this rank's counts: tasks run and skipped, data messages and bytes sent and received, signals sent and
+    received, transfers of the whole program."""
 
     def __init__(self, n_workers: Optional[int] = None, *, comm: Any = None, failure_timeout: float = 30.0,
                  **options: Any) -> None:
@@ -306,7 +338,13 @@ class Parla(_runtime.Parla):
         super().__init__(n_workers, **options)
         self.engine: Any = None
         self.stats: Dict[str, int] = {}
-        self._remote: Set[int] = set()   # id() of TaskSpace tasks that run on other ranks
+        # id(task) -> (weak reference to the task, rank running it, its step) for the distributed tasks spawned
+        # so far (on every rank for TaskSpace tasks; anonymous ones only where they run). Weak: a finished
+        # anonymous task the program dropped is not kept (nor its result).
+        self._where: Dict[int, Tuple[Any, int, int]] = {}
+        self._forward: Dict[int, Tuple[Any, Set[int]]] = {}  # not yet spawned dependency -> ranks waiting for it
+        self._links: Set[Tuple[int, int]] = set()          # (id(task), rank) already signalled
+        self._signal_count = 0
         self._local = 0
         self._skipped = 0
         self._transfers = 0              # transfers spawned by the whole program (every rank counts all)
@@ -314,12 +352,18 @@ class Parla(_runtime.Parla):
         self._sent_model: Dict[int, int] = {}
 
     def __enter__(self) -> "Parla":
-        global _active
+        global _active, _contexts
         if _active is not None:
             raise RuntimeError("a distributed Parla context is already active in this process")
+        if _failed is not None:
+            raise RuntimeError(f"no distributed context can start after a failed one ({_failed}): the job ends "
+                               f"with MPI_Abort when the program exits")
+        _not_in_task("parla.mpi.Parla()")
         compute = self._compute_workers or _config.env_int("PARLA_NUM_THREADS") or _default_workers(self.comm)
         self.n_workers = compute + 1     # one more worker for the progress task
-        self.comm.Barrier()
+        _enter_barrier(self.comm, _contexts)
+        number = _contexts
+        _contexts += 1
         sync = time.monotonic_ns()
         super().__enter__()
         try:
@@ -328,6 +372,7 @@ class Parla(_runtime.Parla):
             super().__exit__(*sys.exc_info())
             raise
         self.engine.sync_mono_ns = sync
+        self.engine.program.add(("enter", number, _next_id, self.size))
         _active = self
         progress = _tasks.Task(self.runtime, "mpi progress")
         _tasks.spawn(progress, placement=cpu, priority=1000000)(self.engine.run)
@@ -341,7 +386,7 @@ class Parla(_runtime.Parla):
             what = "was interrupted (KeyboardInterrupt)" if exc_type is KeyboardInterrupt else \
                 f"raised {exc_type.__name__}: {exc}"
             engine.report_failure(f"rank {self.rank}: the program {what} in its Parla block, outside tasks")
-        engine.end()
+        engine.end(final=exc_type is None)
         local_error: Optional[BaseException] = None
         try:
             super().__exit__(exc_type, exc, tb)
@@ -349,16 +394,26 @@ class Parla(_runtime.Parla):
             local_error = e
         finally:
             _active = None
-        failures = engine.agree(self.failure_timeout)
+        failures, mismatch = engine.agree(self.failure_timeout)
         self.stats = {
             "rank": self.rank, "size": self.size, "tasks_run": self._local, "tasks_skipped": self._skipped,
             "messages_sent": engine.messages_sent, "bytes_sent": engine.bytes_sent,
             "messages_received": engine.messages_received, "bytes_received": engine.bytes_received,
+            "signals_sent": engine.signals_sent, "signals_received": engine.signals_received,
             "transfers_total": self._transfers, "transfer_bytes_total": self._transfer_bytes,
+            "steps": engine.program.count,
         }
         if self._trace_base:
             self._write_messages()
+        if mismatch is not None:
+            global _failed
+            error = ProgramMismatchError(*mismatch)
+            _failed = f"rank {self.rank}: {error}"
+            _arm_abort()
+            print(f"parla.mpi: rank {self.rank}: {error}", file=sys.stderr, flush=True)
+            raise error from (exc if exc_type is not None else local_error)
         if failures:
+            _failed = failures[0]
             _arm_abort()
             note = (f"on MPI rank {self.rank} of {self.size}; every rank stopped" +
                     (f" (failures: {'; '.join(failures)})" if len(failures) > 1 else ""))
@@ -378,13 +433,26 @@ class Parla(_runtime.Parla):
         return False
 
     # -- spawning ---------------------------------------------------------------------------------------
+    def _step(self, record: Tuple[Any, ...]) -> None:
+        """Adds one step of the distributed program (see parla.mpi._check)."""
+        self.engine.program.add(record)
+
     def _spawn(self, taskid: Any, dependencies: Any, rank: Optional[int], input: Any, output: Any, inout: Any,
                options: Dict[str, Any], body: Callable[..., Any]) -> Any:
-        if _core.current_task() is not None:
-            raise RuntimeError("parla.mpi.spawn is called by the program on every rank, not from task bodies "
-                               "(every rank must spawn the same tasks in the same order)")
-        name = taskid.name if isinstance(taskid, (_tasks.Task, _tasks.TaskHandle)) else \
+        label = taskid.name if isinstance(taskid, (_tasks.Task, _tasks.TaskHandle)) else \
             getattr(body, "__name__", "task")
+        _not_in_task(f"parla.mpi.spawn (task {label})")
+        # The task object, the same TaskSpace entry on every rank (None for an anonymous task).
+        task_obj: Any
+        if taskid is None or isinstance(taskid, _tasks.Task):
+            task_obj = taskid
+        elif isinstance(taskid, _tasks.TaskHandle):
+            task_obj = taskid.task()
+        elif isinstance(taskid, _tasks.TaskSpace):
+            task_obj = taskid[_tasks._next_key(taskid)]
+        else:
+            raise TypeError(f"spawn(taskid={taskid!r}): taskid must be a task from a TaskSpace, e.g. T[0]")
+        name = task_obj.name if task_obj is not None else getattr(body, "__name__", "task")
         reads_in = list(_flatten(input))
         writes_out = list(_flatten(output))
         writes_inout = list(_flatten(inout))
@@ -406,6 +474,27 @@ class Parla(_runtime.Parla):
         else:
             where = 0
         me = self.rank
+        # Dependencies: on a task of this rank as they are; on a task of another rank through a signal (its
+        # proxy here); on a task not spawned yet, linked when it is.
+        dep_steps: List[Tuple[Any, ...]] = []
+        deps: List[Any] = []
+        if dependencies not in ((), [], None):
+            for t in _tasks._flatten(dependencies):
+                known = self._where.get(id(t))
+                if known is not None and known[0]() is not t:
+                    known = None         # another object that had the same id
+                if known is not None:
+                    dep_steps.append(("step", known[2], t.name))
+                    if known[1] != where:
+                        self._link(t, known[1], where)
+                elif isinstance(t, _tasks.Task) and t.state == "created":
+                    dep_steps.append(("later", t.name))
+                    self._forward.setdefault(id(t), (t, set()))[1].add(where)
+                deps.append(t)
+        step = self.engine.program.count
+        self._step(("task", name, where, tuple((d.id, d.name) for d in reads_in if isinstance(d, DistArray)),
+                    tuple((d.id, d.name) for d in writes_out if isinstance(d, DistArray)),
+                    tuple((d.id, d.name) for d in writes_inout if isinstance(d, DistArray)), tuple(dep_steps)))
         seen: Set[int] = set()
         for d in dist_reads:
             if id(d) in seen:
@@ -418,17 +507,21 @@ class Parla(_runtime.Parla):
             def local(x: Any) -> Any:
                 return x._storage() if isinstance(x, DistArray) else x
             wrapped = _reporting(body, self.engine, me, name)
-            deps = [t for t in _tasks._flatten(dependencies) if id(t) not in self._remote] \
-                if dependencies not in ((), [], None) else ()
-            spawn_id: Any = taskid
-            task = _tasks.spawn(spawn_id, deps, input=[local(x) for x in reads_in],
+            task = _tasks.spawn(task_obj, deps, input=[local(x) for x in reads_in],
                                 output=[local(x) for x in writes_out], inout=[local(x) for x in writes_inout],
                                 **options)(wrapped)
             self._local += 1
+            self._where[id(task)] = (weakref.ref(task), where, step)
         else:
-            if isinstance(taskid, _tasks.Task):
-                self._remote.add(id(taskid))
             self._skipped += 1
+            if task_obj is not None:
+                self._where[id(task_obj)] = (weakref.ref(task_obj), where, step)
+        if task_obj is not None:
+            waiting = self._forward.pop(id(task_obj), None)
+            if waiting is not None:
+                for r in sorted(waiting[1]):
+                    if r != where:
+                        self._link(task_obj, where, r)
         for d in dist_reads:
             if where == me:
                 d._local_version = d.version
@@ -467,12 +560,39 @@ class Parla(_runtime.Parla):
             self._spawn_comm(name, recv, output=[local])
         d.holders.add(dst)
 
-    def _spawn_comm(self, name: str, body: Callable[..., Any], **access: Any) -> None:
+    def _link(self, t: Any, src: int, dst: int) -> None:
+        """Makes task t (running on rank src) a dependency rank dst can use: src signals dst when t has
+        finished, and on dst the local entry of t becomes a proxy task that completes on that signal. Once per
+        (task, rank); on every rank, in program order (the signal's number is its tag)."""
+        key = (id(t), dst)
+        if key in self._links:
+            return
+        self._links.add(key)
+        number = self._signal_count
+        self._signal_count += 1
+        engine = self.engine
+        if self.rank == src:
+            name = f"notify {t.name} to {dst}"
+
+            async def notify() -> None:
+                await engine.signal("send", dst, number, name)
+            self._spawn_comm(name, notify, dependencies=[t])
+        elif self.rank == dst:
+            what = f"wait for {t.name} on rank {src}"
+
+            async def proxy() -> None:
+                await engine.signal("recv", src, number, what)
+            self._spawn_comm(what, proxy, task=t)
+
+    def _spawn_comm(self, name: str, body: Callable[..., Any], task: Any = None, dependencies: Any = (),
+                    **access: Any) -> None:
         engine = self.engine
         with engine._lock:
             engine.expected += 1
-        task = _tasks.Task(self.runtime, name)
-        _tasks.spawn(task, placement=cpu, priority=1, **access)(_reporting(body, engine, self.rank, name))
+        if task is None:
+            task = _tasks.Task(self.runtime, name)
+        _tasks.spawn(task, dependencies, placement=cpu, priority=1, **access)(
+            _reporting(body, engine, self.rank, name))
 
     def _write_messages(self) -> None:
         """Writes this rank's messages next to its trace (``<base>.rank<r>.mpi.json``)."""
@@ -500,6 +620,23 @@ def _rank_path(base: str, rank: int, suffix: str = ".json") -> str:
     if ext.lower() != ".json":
         root = str(base)
     return f"{root}.rank{rank}{suffix}"
+
+
+def _enter_barrier(comm: Any, number: int) -> None:
+    """The collective entry of a context: waits for every rank (polling, so a rank left waiting longer than
+    PARLA_MPI_STALL_WARN seconds, default 60, says so on stderr once)."""
+    req = comm.Ibarrier()
+    warn = stall_warn_seconds()
+    start = time.monotonic()
+    delay = 0.0
+    while not req.Test():
+        delay = min(max(delay * 2, 50e-6), 1e-3)
+        time.sleep(delay)
+        if warn > 0 and time.monotonic() - start > warn:
+            print(f"parla.mpi: rank {comm.Get_rank()} has waited {warn:g} s for the other ranks to enter "
+                  f"distributed context #{number} (does every rank open the same contexts?)",
+                  file=sys.stderr, flush=True)
+            warn = 0.0
 
 
 def _reporting(body: Callable[..., Any], engine: Any, me: int, name: str) -> Callable[..., Any]:
@@ -530,10 +667,12 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, rank: Optional[int] = N
     :class:`parla.mpi.Parla` context). Decides the running rank (``rank=``, else the owner of the first
     DistArray written, else of the first read, else 0), spawns the transfers the running rank needs, and on
     that rank spawns the task with ``parla.spawn`` (its DistArrays replaced by the local copies; the other
-    options, ``placement``, ``priority``, ``vcus``, ... passed on). Returns the Task on the running rank and
-    None on the others. Raises RuntimeError outside a distributed context or from a task body; TypeError and
+    options, ``placement``, ``priority``, ``vcus``, ... passed on). ``dependencies`` are honoured across
+    ranks (a task on another rank is waited for through a signal; name such tasks in a TaskSpace). Returns
+    the Task on the running rank and None on the others. Raises RuntimeError outside a distributed context or from a task body; TypeError and
     ValueError for bad declarations or ranks (naming the task)."""
     ctx = current_context()
+    _not_in_task("parla.mpi.spawn")
 
     def decorator(body: Callable[..., Any]) -> Any:
         return ctx._spawn(taskid, dependencies, rank, input, output, inout, options, body)
@@ -545,6 +684,7 @@ def fetch(arrays: Any, rank: Optional[int] = None) -> None:
     (every rank when None), spawning the transfers needed; collective like :func:`spawn`. After the context,
     :meth:`DistArray.numpy` gives the values there."""
     ctx = current_context()
+    _not_in_task("parla.mpi.fetch")
     targets = range(ctx.size) if rank is None else [rank]
     for r in targets:
         if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 0 <= r < ctx.size:
@@ -552,6 +692,7 @@ def fetch(arrays: Any, rank: Optional[int] = None) -> None:
     for d in _flatten(arrays):
         if not isinstance(d, DistArray):
             raise TypeError(f"fetch: expected DistArrays, got a {type(d).__name__}")
+        ctx._step(("fetch", d.id, d.name, tuple(int(r) for r in targets)))
         for r in targets:
             if r not in d.holders:
                 ctx._transfer(d, d.writer, int(r))

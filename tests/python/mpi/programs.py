@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "examples"))
 
 from parla import TaskSpace  # noqa: E402
 from parla import mpi  # noqa: E402
-from parla.mpi import BlockCyclic, DistArray, Parla, RemoteTaskError, process_grid, spawn  # noqa: E402
+from parla.mpi import (BlockCyclic, DistArray, Parla, ProgramMismatchError, RemoteTaskError,  # noqa: E402
+                       process_grid, spawn)
 
 RANK = mpi.rank()
 SIZE = mpi.size()
@@ -337,6 +338,231 @@ def trace():
     return {"messages_sent": ctx.stats["messages_sent"], "messages_received": ctx.stats["messages_received"]}
 
 
+# --- explicit dependencies across ranks ----------------------------------------------------------------------
+
+def _order_file(name):
+    out = os.environ.get("PARLA_MPI_TEST_OUT")
+    if not out:
+        raise RuntimeError("this scenario needs PARLA_MPI_TEST_OUT (a directory every rank can write)")
+    return os.path.join(out, name)
+
+
+def remote_deps():
+    """Tasks on different ranks ordered only by dependencies= (no data between them): a chain across the ranks
+    (each task sleeps less than the one before, so without the dependencies they would finish out of order),
+    a dependency named before its task is spawned (on another rank), and a TaskSpace slice spanning every rank.
+    Each task appends its name to a file every rank shares; rank 0 checks the order afterwards."""
+    import time
+    path = _order_file("order.txt")
+    last = SIZE - 1
+
+    def note(what):
+        with open(path, "a") as f:
+            f.write(what + "\n")
+    k_max = 3 * SIZE
+    with Parla(n_workers=1) as ctx:
+        T, U, V = TaskSpace("T"), TaskSpace("U"), TaskSpace("V")
+        for k in range(k_max):
+            @spawn(T[k], [T[k - 1]], rank=k % SIZE)
+            def chain(k=k):
+                time.sleep(0.004 * (k_max - k))
+                note(f"T{k}")
+
+        @spawn(U[0], [U[1]], rank=last)     # U[1] is spawned below, on rank 0
+        def after():
+            note("U0")
+
+        @spawn(U[1], [T[k_max - 1]], rank=0)
+        def before():
+            time.sleep(0.05)
+            note("U1")
+
+        for i in range(SIZE):
+            @spawn(V[i], [U[0]], rank=i)
+            def part(i=i):
+                time.sleep(0.003 * (SIZE - i))
+                note(f"V{i}")
+
+        @spawn(V[SIZE], [V[0:SIZE]], rank=last)
+        def join():
+            note("V*")
+    # Signals: the chain's k_max - 1 cross-rank edges, U[1] -> U[0] and T[last] -> U[1] when they are on
+    # different ranks, U[0] -> V[i] off the last rank, and V[i] -> V* off the last rank.
+    expected = (k_max - 1 + (last != 0) + ((k_max - 1) % SIZE != 0) + 2 * last) if SIZE > 1 else 0
+    if RANK == 0:
+        with open(path) as f:
+            order = f.read().split()
+        assert order[:k_max] == [f"T{k}" for k in range(k_max)], order
+        assert order[k_max:k_max + 2] == ["U1", "U0"], order
+        assert sorted(order[k_max + 2:k_max + 2 + SIZE]) == sorted(f"V{i}" for i in range(SIZE)), order
+        assert order[k_max + 2 + SIZE:] == ["V*"], order
+    return {"signals_sent": ctx.stats["signals_sent"], "signals_received": ctx.stats["signals_received"],
+            "expected_signals": expected}
+
+
+def two_contexts():
+    """A successful context followed by a second one: the DistArrays of the first keep their values, owners
+    and versions, and the second moves them as the first would have."""
+    last = SIZE - 1
+    with Parla(n_workers=1) as first:
+        a = DistArray(lambda: np.arange(3.0), owner=0, shape=(3,), dtype=float, name="a")
+        b = DistArray(np.zeros(3), owner=last, name="b")
+
+        @spawn(input=[a], inout=[b])
+        def add():
+            b.array[...] += a.array
+    with Parla(n_workers=1) as second:
+        @spawn(input=[b], inout=[a])        # on rank 0: receives b's version 1 from the last rank
+        def add_back():
+            a.array[...] += 2 * b.array
+        mpi.fetch(a)
+    np.testing.assert_array_equal(a.numpy(), 3 * np.arange(3.0))
+    assert a.version == 1 and b.version == 1, (a, b)
+    if SIZE > 1 and RANK == 0:
+        assert first.stats["messages_sent"] == 1 and second.stats["messages_received"] == 1, \
+            (first.stats, second.stats)
+    return {"first": first.stats["tasks_run"], "second": second.stats["tasks_run"]}
+
+
+def nested():
+    """A task body cannot spawn distributed tasks, create DistArrays or fetch (RuntimeError naming the task); it
+    can spawn tasks of its own rank with parla.spawn and await them."""
+    import parla
+    errors = []
+    with Parla(n_workers=2) as ctx:
+        x = DistArray(lambda: np.ones(2), owner=0, shape=(2,), dtype=float, name="x")
+        N = TaskSpace("N")
+
+        @spawn(N[0], inout=[x])
+        async def outer():
+            for attempt in (lambda: mpi.spawn(input=[x])(lambda: None), lambda: DistArray(np.zeros(1)),
+                            lambda: mpi.fetch(x)):
+                try:
+                    attempt()
+                except RuntimeError as e:
+                    errors.append(str(e))
+            inner = parla.spawn()(lambda: 41.0)
+            x.array[...] += await inner
+        mpi.fetch(x)
+    np.testing.assert_array_equal(x.numpy(), np.full(2, 42.0))
+    if RANK == 0:
+        assert len(errors) == 3, errors
+        for e in errors:
+            assert e.startswith("task N[0] calls parla.mpi."), e
+            assert "parla.spawn" in e, e
+    return {"errors": len(errors), "tasks_run": ctx.stats["tasks_run"]}
+
+
+# --- ranks running different programs ---------------------------------------------------------------------------
+
+def mismatch_catch(program):
+    """Runs program(); every rank must raise ProgramMismatchError (printed as a CAUGHT line)."""
+    try:
+        program()
+    except ProgramMismatchError as e:
+        emit(f"CAUGHT rank={RANK} ProgramMismatchError step={e.step} {e}")
+    except BaseException as e:
+        emit(f"CAUGHT rank={RANK} {type(e).__name__} {e}")
+    else:
+        emit(f"CAUGHT rank={RANK} nothing")
+
+
+def mismatch_wait():
+    """The last rank spawns one task more than the others in the middle of the program, a task that needs a
+    message no rank sends, and waits for it: it would wait for ever; every rank stops instead."""
+    last = SIZE - 1
+    with Parla(n_workers=1):
+        x = DistArray(lambda: np.ones(4), owner=0, shape=(4,), dtype=float, name="x")
+        y = DistArray(lambda: np.zeros(4), owner=last, shape=(4,), dtype=float, name="y")
+        T = TaskSpace("T")
+
+        @spawn(T[0], input=[x], inout=[y])
+        def first():
+            y.array[...] += x.array
+
+        @spawn(T[1], inout=[x])
+        def bump():
+            x.array[...] += 1
+        if RANK == last:
+            @spawn(T[2], input=[x], rank=last)
+            def extra():
+                pass
+            T[2].wait()
+
+        @spawn(T[3], inout=[y])
+        def again():
+            y.array[...] += 1
+
+
+def mismatch_order():
+    """Rank 1 spawns two independent tasks in the other order."""
+    with Parla(n_workers=1):
+        p = DistArray(np.zeros(2), owner=0, name="p")
+        q = DistArray(np.zeros(2), owner=SIZE - 1, name="q")
+        T = TaskSpace("T")
+
+        def on_p():
+            @spawn(T[0], inout=[p])
+            def a():
+                p.array[...] += 1
+
+        def on_q():
+            @spawn(T[1], inout=[q])
+            def b():
+                q.array[...] += 1
+        for f in ((on_q, on_p) if RANK == 1 else (on_p, on_q)):
+            f()
+
+
+def mismatch_count():
+    """The last rank spawns one more task, at the end, that concerns no other rank."""
+    with Parla(n_workers=1):
+        z = DistArray(np.zeros(2), owner=SIZE - 1, name="z")
+        for k in range(5):
+            @spawn(inout=[z])
+            def step():
+                z.array[...] += 1
+        if RANK == SIZE - 1:
+            @spawn(inout=[z])
+            def one_more():
+                z.array[...] += 1
+
+
+def mismatch_array():
+    """Rank 1 creates one DistArray more than the others before the shared ones."""
+    with Parla(n_workers=1):
+        if RANK == 1:
+            DistArray(np.zeros(1), owner=1)
+        x = DistArray(lambda: np.ones(4), owner=0, shape=(4,), dtype=float, name="x")
+        y = DistArray(lambda: np.zeros(4), owner=1, shape=(4,), dtype=float, name="y")
+
+        @spawn(input=[x], inout=[y])
+        def add():
+            y.array[...] += x.array
+
+
+def slow_peer():
+    """A long task on rank 0 (2.5 s) before the send rank 1 waits for: a stall, not a divergence. With
+    PARLA_MPI_STALL_WARN=1 rank 1 says so on stderr, and the program completes."""
+    import time
+    with Parla(n_workers=1):
+        x = DistArray(lambda: np.zeros(3), owner=0, shape=(3,), dtype=float, name="x")
+        y = DistArray(lambda: np.zeros(3), owner=1, shape=(3,), dtype=float, name="y")
+
+        @spawn(inout=[x])
+        def long():
+            time.sleep(2.5)
+            x.array[...] += 1
+
+        @spawn(input=[x], inout=[y])
+        def use():
+            y.array[...] += 2 * x.array
+        mpi.fetch(y, rank=0)
+    if RANK in (0, 1):
+        np.testing.assert_array_equal(y.numpy(), np.full(3, 2.0))
+    return {"y": float(y.numpy()[0]) if RANK in (0, 1) else None}
+
+
 # --- failure ----------------------------------------------------------------------------------------------------
 
 def failure():
@@ -357,6 +583,13 @@ def failure():
         emit(f"CAUGHT rank={RANK} ValueError {e} notes={e.__notes__}")
     else:
         emit(f"CAUGHT rank={RANK} nothing")
+    try:   # no distributed context after a failed one
+        with Parla(n_workers=1):
+            pass
+    except RuntimeError as e:
+        emit(f"SECOND rank={RANK} RuntimeError {e}")
+    else:
+        emit(f"SECOND rank={RANK} nothing")
 
 
 def failure_outside():
@@ -374,20 +607,6 @@ def failure_outside():
         emit(f"CAUGHT rank={RANK} RemoteTaskError from={e.rank} {e}")
     except KeyError as e:
         emit(f"CAUGHT rank={RANK} KeyError {e}")
-
-
-def mismatch():
-    """Rank 1 creates one more DistArray than rank 0 (not the same program): rank 1's receive never matches.
-    The stall warning names it (the test then kills the job)."""
-    with Parla(n_workers=1):
-        if RANK == 1:
-            DistArray(np.zeros(1), owner=1)
-        x = DistArray(lambda: np.ones(4), owner=0, shape=(4,), dtype=float, name="x")
-        y = DistArray(lambda: np.zeros(4), owner=1, shape=(4,), dtype=float, name="y")
-
-        @spawn(input=[x], inout=[y])
-        def add():
-            y.array[...] += x.array
 
 
 def forever():
@@ -408,9 +627,14 @@ SCENARIOS = {
     "jac": [("jacobi", jacobi)], "rand": [("random", randoms)], "vgpu": [("vgpu", cholesky_virtual_gpus)],
     "suite": [("basic", basic), ("cholesky", cholesky), ("cholesky_equal", cholesky_equal),
               ("cholesky_virtual_gpus", cholesky_virtual_gpus), ("jacobi", jacobi), ("random", randoms),
-              ("owns_nothing", owns_nothing), ("nothing_at_all", nothing_at_all)],
+              ("owns_nothing", owns_nothing), ("nothing_at_all", nothing_at_all), ("remote_deps", remote_deps),
+              ("two_contexts", two_contexts), ("nested", nested)],
+    "deps": [("remote_deps", remote_deps)], "two": [("two_contexts", two_contexts)], "nested": [("nested", nested)],
     "trace": [("trace", trace)],
+    "slow_peer": [("slow_peer", slow_peer)],
 }
+MISMATCHES = {"mismatch_wait": mismatch_wait, "mismatch_order": mismatch_order, "mismatch_count": mismatch_count,
+              "mismatch_array": mismatch_array}
 
 if __name__ == "__main__":
     which = sys.argv[1]
@@ -418,8 +642,8 @@ if __name__ == "__main__":
         failure()
     elif which == "failure_outside":
         failure_outside()
-    elif which == "mismatch":
-        mismatch()
+    elif which in MISMATCHES:
+        mismatch_catch(MISMATCHES[which])
     elif which == "forever":
         forever()
     else:

@@ -1,0 +1,396 @@
+/*
+ * test_graph.c: recorded graphs and their replay (parla_graph_*).
+ *
+ *  - A stencil-like graph on blocks of one array (each block incremented, then a sum reading every block
+ *    into an accumulator), replayed many times without waiting in between: replays overlap only as the
+ *    data allows, and every value equals the sequential program's.
+ *  - Dependencies among nodes (one on a node recorded later) order each replay's tasks.
+ *  - parla_graph_record turns ordinary tasks (accesses, placement, a dependency) into a graph.
+ *  - Failures: a body failing in one replay fails the graph (wait and later replays report the graph and
+ *    the task); a failed outside dependency cancels every replay's task; a frozen graph refuses changes;
+ *    bad arguments are refused with their errors.
+ *  - Releasing the graph while replays run, and replaying from inside a task body.
+ */
+#include "check.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+enum { BLOCKS = 8, ELEMS = 64 };
+
+static double values[BLOCKS * ELEMS];
+static double acc[1];
+static parla_data_t *base, *acc_data;
+
+static int inc_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    int p = (int)(intptr_t)arg;
+    double *v = parla_data_device_ptr(base, 0);
+    for (int i = p * ELEMS; i < (p + 1) * ELEMS; i++)
+        v[i] += 1.0 + p;
+    return 0;
+}
+
+static int sum_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    double *v = parla_data_device_ptr(base, 0), *a = parla_data_device_ptr(acc_data, 0);
+    double s = 0;
+    for (int i = 0; i < BLOCKS * ELEMS; i++)
+        s += v[i];
+    a[0] = a[0] * 0.5 + s;
+    return 0;
+}
+
+static void test_stencil(parla_runtime_t *rt)
+{
+    check_set_phase("stencil");
+    memset(values, 0, sizeof values);
+    acc[0] = 0;
+    CHECK_OK(parla_data_create(rt, sizeof values, values, &base));
+    CHECK_OK(parla_data_create(rt, sizeof acc, acc, &acc_data));
+    parla_graph_t *g;
+    CHECK_OK(parla_graph_create(rt, "stencil", &g));
+    parla_data_t *views[BLOCKS];
+    for (int p = 0; p < BLOCKS; p++) {
+        uint64_t r[2] = {(uint64_t)p * ELEMS * sizeof(double), (uint64_t)(p + 1) * ELEMS * sizeof(double)};
+        CHECK_OK(parla_data_view(base, r, 1, &views[p]));
+        size_t node;
+        char name[32];
+        snprintf(name, sizeof name, "inc[%d]", p);
+        CHECK_OK(parla_graph_add_task(g, name, inc_body, (void *)(intptr_t)p, &node));
+        CHECK(node == (size_t)p, "node %zu, expected %d", node, p);
+        CHECK_OK(parla_graph_add_access(g, node, views[p], PARLA_READWRITE));
+    }
+    size_t sum;
+    CHECK_OK(parla_graph_add_task(g, NULL, sum_body, NULL, &sum));
+    CHECK_OK(parla_graph_add_access(g, sum, base, PARLA_READ));
+    CHECK_OK(parla_graph_add_access(g, sum, acc_data, PARLA_READWRITE));
+    CHECK(parla_graph_num_tasks(g) == BLOCKS + 1, "%zu tasks", parla_graph_num_tasks(g));
+    CHECK(strcmp(parla_graph_name(g), "stencil") == 0, "name %s", parla_graph_name(g));
+
+    int replays = (int)scaled(200, 20);
+    int marker = 7;
+    for (int k = 0; k < replays; k++) {
+        parla_task_t *join = NULL;
+        CHECK_OK(parla_graph_replay(g, k == 0 ? &marker : NULL, k == 0 ? &join : NULL));
+        if (k == 0) {
+            CHECK(join != NULL && parla_task_user(join) == &marker, "join user");
+            CHECK(strcmp(parla_task_name(join), "stencil#replay1") == 0, "join name %s", parla_task_name(join));
+            parla_task_release(join);
+        }
+    }
+    CHECK(parla_graph_num_replays(g) == (uint64_t)replays, "%llu replays", (unsigned long long)parla_graph_num_replays(g));
+    /* Frozen: no more changes. */
+    size_t extra;
+    CHECK_RC(parla_graph_add_task(g, "late", inc_body, NULL, &extra), PARLA_ESTATE);
+    CHECK(strstr(parla_last_error_message(), "stencil") != NULL, "message %s", parla_last_error_message());
+    CHECK_RC(parla_graph_add_access(g, 0, base, PARLA_READ), PARLA_ESTATE);
+    CHECK_OK(parla_graph_wait(g));
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK_OK(parla_data_fetch(base, 0, 0));
+    CHECK_OK(parla_data_fetch(acc_data, 0, 0));
+    /* The sequential program. */
+    double model[BLOCKS * ELEMS] = {0}, macc = 0;
+    for (int k = 0; k < replays; k++) {
+        double s = 0;
+        for (int i = 0; i < BLOCKS * ELEMS; i++) {
+            model[i] += 1.0 + i / ELEMS;
+            s += model[i];
+        }
+        macc = macc * 0.5 + s;
+    }
+    for (int i = 0; i < BLOCKS * ELEMS; i++)
+        CHECK(values[i] == model[i], "values[%d] = %g, expected %g", i, values[i], model[i]);
+    CHECK(acc[0] == macc, "acc = %.17g, expected %.17g", acc[0], macc);
+    for (int p = 0; p < BLOCKS; p++)
+        parla_data_release(views[p]);
+    parla_graph_release(g);
+    parla_data_release(base);
+    parla_data_release(acc_data);
+}
+
+/* ------------------------------------------------------------------ order -- */
+
+static _Atomic int seq;
+static int order_seen[3][64];
+
+static int order_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    int *slot = arg;
+    *slot = atomic_fetch_add(&seq, 1);
+    return 0;
+}
+
+/* Three nodes c -> b -> a, where b was recorded before a (its dependency). One replay at a time is waited
+ * for, so each replay's three sequence numbers are consecutive. */
+static void test_order(parla_runtime_t *rt)
+{
+    check_set_phase("order");
+    parla_graph_t *g;
+    CHECK_OK(parla_graph_create(rt, "order", &g));
+    int slots[3];
+    size_t c, b, a;
+    CHECK_OK(parla_graph_add_task(g, "c", order_body, &slots[2], &c));
+    CHECK_OK(parla_graph_add_task(g, "b", order_body, &slots[1], &b));
+    CHECK_OK(parla_graph_add_task(g, "a", order_body, &slots[0], &a));
+    CHECK_OK(parla_graph_add_dependency(g, b, c));
+    CHECK_OK(parla_graph_add_dependency(g, a, b));
+    CHECK_RC(parla_graph_add_dependency(g, a, a), PARLA_EINVAL);
+    CHECK_RC(parla_graph_add_dependency(g, a, 99), PARLA_EINVAL);
+    CHECK_RC(parla_graph_add_dependency(g, 99, a), PARLA_EINVAL);
+    CHECK_RC(parla_graph_set_resources(g, a, 2.0, 0), PARLA_EINVAL);
+    int bad_slot = 42;
+    CHECK_RC(parla_graph_add_placement(g, a, &bad_slot, 1, 0.0, 0), PARLA_ENODEV);
+    CHECK_OK(parla_graph_set_priority(g, a, 1));
+    for (int k = 0; k < 64; k++) {
+        CHECK_OK(parla_graph_replay(g, NULL, NULL));
+        CHECK_OK(parla_graph_wait(g));
+        for (int i = 0; i < 3; i++)
+            order_seen[i][k] = slots[i];
+    }
+    for (int k = 0; k < 64; k++)
+        CHECK(order_seen[2][k] < order_seen[1][k] && order_seen[1][k] < order_seen[0][k] &&
+                  order_seen[0][k] - order_seen[2][k] == 2,
+              "replay %d ran c=%d b=%d a=%d", k, order_seen[2][k], order_seen[1][k], order_seen[0][k]);
+    parla_graph_release(g);
+}
+
+/* ----------------------------------------------------------------- record -- */
+
+static double rec_values[2][16];
+static parla_data_t *rec_data[2];
+
+static int copy_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    double *src = parla_data_device_ptr(rec_data[0], 0), *dst = parla_data_device_ptr(rec_data[1], 0);
+    for (int i = 0; i < 16; i++)
+        dst[i] += src[i];
+    return 0;
+}
+
+static int scale_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    double *v = parla_data_device_ptr(rec_data[0], 0);
+    for (int i = 0; i < 16; i++)
+        v[i] = v[i] * 2.0 + 1.0;
+    return 0;
+}
+
+static int noop_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    return 0;
+}
+
+static void test_record(parla_runtime_t *rt)
+{
+    check_set_phase("record");
+    memset(rec_values, 0, sizeof rec_values);
+    for (int i = 0; i < 2; i++)
+        CHECK_OK(parla_data_create(rt, sizeof rec_values[i], rec_values[i], &rec_data[i]));
+    parla_task_t *outside, *scale, *copy;
+    CHECK_OK(parla_task_create(rt, noop_body, NULL, &outside));
+    CHECK_OK(parla_task_submit(outside));
+    CHECK_OK(parla_task_create(rt, scale_body, NULL, &scale));
+    CHECK_OK(parla_task_set_name(scale, "scale"));
+    CHECK_OK(parla_task_add_access(scale, rec_data[0], PARLA_READWRITE));
+    int any_cpu = PARLA_ANY_CPU;
+    CHECK_OK(parla_task_add_placement(scale, &any_cpu, 1, 0.5, 0));
+    CHECK_OK(parla_task_create(rt, copy_body, NULL, &copy));
+    CHECK_OK(parla_task_set_name(copy, "copy"));
+    CHECK_OK(parla_task_add_access(copy, rec_data[0], PARLA_READ));
+    CHECK_OK(parla_task_add_access(copy, rec_data[1], PARLA_READWRITE));
+    CHECK_OK(parla_task_add_dependency(copy, scale));
+    CHECK_OK(parla_task_add_dependency(copy, outside));
+
+    parla_graph_t *g;
+    CHECK_OK(parla_graph_create(rt, NULL, &g));
+    CHECK(strcmp(parla_graph_name(g), "graph") == 0, "default name %s", parla_graph_name(g));
+    size_t n0, n1;
+    CHECK_OK(parla_graph_record(g, scale, NULL, NULL, NULL, 0, &n0));
+    parla_task_t *deps[2] = {scale, outside};
+    CHECK_OK(parla_graph_record(g, copy, NULL, NULL, deps, 2, &n1));
+    CHECK_RC(parla_graph_record(g, copy, NULL, NULL, NULL, 0, NULL), PARLA_EINVAL); /* recorded already */
+    CHECK(n0 == 0 && n1 == 1, "nodes %zu %zu", n0, n1);
+    CHECK_OK(parla_task_submit(scale));
+    CHECK_OK(parla_task_submit(copy));
+    parla_task_release(scale);
+    parla_task_release(copy);
+    parla_task_release(outside);
+    int replays = 10;
+    for (int k = 0; k < replays; k++)
+        CHECK_OK(parla_graph_replay(g, NULL, NULL));
+    CHECK_OK(parla_graph_wait(g));
+    CHECK_OK(parla_runtime_wait_all(rt));
+    double v = 0, d = 0;
+    for (int k = 0; k < replays + 1; k++) {
+        v = v * 2.0 + 1.0;
+        d += v;
+    }
+    CHECK_OK(parla_data_fetch(rec_data[1], 0, 0));
+    for (int i = 0; i < 16; i++)
+        CHECK(rec_values[0][i] == v && rec_values[1][i] == d, "values %g %g, expected %g %g", rec_values[0][i],
+              rec_values[1][i], v, d);
+    parla_graph_release(g);
+    parla_data_release(rec_data[0]);
+    parla_data_release(rec_data[1]);
+}
+
+/* --------------------------------------------------------------- failures -- */
+
+static _Atomic int fail_calls;
+static int fail_at = 3;
+
+static int failing_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    return atomic_fetch_add(&fail_calls, 1) + 1 == fail_at ? 17 : 0;
+}
+
+static void test_failures(parla_runtime_t *rt)
+{
+    check_set_phase("failures");
+    parla_graph_t *g;
+    CHECK_OK(parla_graph_create(rt, "flaky", &g));
+    size_t f, after;
+    CHECK_OK(parla_graph_add_task(g, "step", failing_body, NULL, &f));
+    CHECK_OK(parla_graph_add_task(g, "after", noop_body, NULL, &after));
+    CHECK_OK(parla_graph_add_dependency(g, after, f));
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(parla_graph_replay(g, NULL, NULL));
+        CHECK_OK(parla_graph_wait(g));
+    }
+    parla_task_t *join;
+    CHECK_OK(parla_graph_replay(g, NULL, &join)); /* the third call of the body fails */
+    CHECK_RC(parla_graph_wait(g), PARLA_EFAILED);
+    const char *msg = parla_last_error_message();
+    CHECK(strstr(msg, "flaky") && strstr(msg, "step") && strstr(msg, "flaky#replay3"), "message: %s", msg);
+    CHECK(parla_task_state(join) == PARLA_TASK_FAILED, "join %s", parla_task_state_name(parla_task_state(join)));
+    parla_task_release(join);
+    CHECK_RC(parla_graph_replay(g, NULL, NULL), PARLA_EFAILED);
+    CHECK(strstr(parla_last_error_message(), "step") != NULL, "message: %s", parla_last_error_message());
+    CHECK(parla_graph_num_replays(g) == 3, "%llu replays", (unsigned long long)parla_graph_num_replays(g));
+    parla_graph_release(g);
+
+    /* A failed outside dependency cancels the task in every replay. */
+    parla_task_t *bad;
+    fail_at = 1;
+    atomic_store(&fail_calls, 0);
+    CHECK_OK(parla_task_create(rt, failing_body, NULL, &bad));
+    CHECK_OK(parla_task_set_name(bad, "bad"));
+    CHECK_OK(parla_task_submit(bad));
+    CHECK_RC(parla_task_wait(bad), PARLA_EFAILED);
+    CHECK_OK(parla_graph_create(rt, "downstream", &g));
+    size_t n;
+    CHECK_OK(parla_graph_add_task(g, "user", noop_body, NULL, &n));
+    CHECK_OK(parla_graph_add_external(g, n, bad));
+    CHECK_RC(parla_graph_add_external(g, n, NULL), PARLA_EINVAL);
+    parla_task_release(bad);
+    CHECK_OK(parla_graph_replay(g, NULL, NULL));
+    CHECK_RC(parla_graph_wait(g), PARLA_EFAILED);
+    msg = parla_last_error_message();
+    CHECK(strstr(msg, "downstream") && strstr(msg, "bad"), "message: %s", msg);
+    parla_graph_release(g);
+    CHECK_OK(parla_runtime_wait_all(rt));
+}
+
+/* -------------------------------------------------------------- lifetimes -- */
+
+static _Atomic int counted;
+
+static int count_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    atomic_fetch_add(&counted, 1);
+    return 0;
+}
+
+static parla_graph_t *inner_graph;
+
+/* A task body that replays a graph and waits for it (the wait runs the replay's tasks meanwhile). */
+static int replaying_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    for (int k = 0; k < 5; k++) {
+        int rc = parla_graph_replay(inner_graph, NULL, NULL);
+        if (rc)
+            return rc;
+    }
+    return parla_graph_wait(inner_graph);
+}
+
+static void test_lifetimes(parla_runtime_t *rt)
+{
+    check_set_phase("lifetimes");
+    parla_graph_t *g;
+    CHECK_OK(parla_graph_create(rt, "short-lived", &g));
+    for (int i = 0; i < 50; i++) {
+        size_t n;
+        CHECK_OK(parla_graph_add_task(g, NULL, count_body, NULL, &n));
+        if (i)
+            CHECK_OK(parla_graph_add_dependency(g, n, n - 1));
+    }
+    atomic_store(&counted, 0);
+    int replays = (int)scaled(100, 10);
+    for (int k = 0; k < replays; k++)
+        CHECK_OK(parla_graph_replay(g, NULL, NULL));
+    parla_graph_release(g); /* the replays in flight keep it */
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK(atomic_load(&counted) == 50 * replays, "%d bodies ran, expected %d", atomic_load(&counted), 50 * replays);
+
+    check_set_phase("replay in a task");
+    CHECK_OK(parla_graph_create(rt, "inner", &inner_graph));
+    for (int i = 0; i < 20; i++) {
+        size_t n;
+        CHECK_OK(parla_graph_add_task(inner_graph, NULL, count_body, NULL, &n));
+    }
+    atomic_store(&counted, 0);
+    parla_task_t *outer;
+    CHECK_OK(parla_task_create(rt, replaying_body, NULL, &outer));
+    CHECK_OK(parla_task_submit(outer));
+    CHECK_OK(parla_task_wait(outer));
+    CHECK(atomic_load(&counted) == 100, "%d bodies ran, expected 100", atomic_load(&counted));
+    parla_task_release(outer);
+    parla_graph_release(inner_graph);
+    CHECK_OK(parla_runtime_wait_all(rt));
+
+    /* Never replayed: waiting returns at once; NULL handles are refused. */
+    CHECK_OK(parla_graph_create(rt, "idle", &g));
+    CHECK_OK(parla_graph_wait(g));
+    parla_graph_release(g);
+    CHECK_RC(parla_graph_replay(NULL, NULL, NULL), PARLA_EINVAL);
+    CHECK_RC(parla_graph_add_task(NULL, "x", noop_body, NULL, NULL), PARLA_EINVAL);
+    CHECK_RC(parla_graph_create(NULL, "x", &g), PARLA_EINVAL);
+    parla_graph_release(NULL);
+}
+
+int main(void)
+{
+    check_watchdog(50);
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 3;
+    parla_runtime_t *rt;
+    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    test_stencil(rt);
+    test_order(rt);
+    test_record(rt);
+    test_failures(rt);
+    test_lifetimes(rt);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK_OK(parla_runtime_destroy(rt));
+    printf("test_graph: ok\n");
+    return 0;
+}

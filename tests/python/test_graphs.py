@@ -1,0 +1,199 @@
+"""Graph capture and replay (parla.capture, parla.Graph): values, ordering, names, and the errors."""
+import threading
+
+import numpy as np
+import pytest
+
+from parla import Parla, TaskSpace, capture, get_current_task, spawn
+from parla.array import asarray
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def test_replays_give_the_values_of_spawning_again():
+    with Parla(n_workers=2):
+        x = asarray(np.zeros(16))
+        y = asarray(np.ones(16))
+        T = TaskSpace("T")
+        with capture("step") as g:
+            @spawn(T[0], inout=[x])
+            def scale():
+                x.array[:] = x.array * 2.0 + 1.0
+
+            @spawn(T[1], input=[x], inout=[y])
+            def add():
+                y.array[:] += x.array
+        assert g.tasks == 2 and g.replays == 0 and g.name == "step"
+        joins = [g.replay() for _ in range(20)]   # no wait in between: the data orders the replays
+        assert g.replays == 20
+        assert [j.name for j in joins[:2]] == ["step#replay1", "step#replay2"]
+        g.wait()
+        assert all(j.state == "done" for j in joins)
+        assert len(T) == 2 and T[0].state == "done"   # the TaskSpace keeps the capture's tasks only
+    v, total = 0.0, 1.0
+    for _ in range(21):
+        v = v * 2.0 + 1.0
+        total += v
+    assert np.array_equal(x.array, np.full(16, v))
+    assert np.array_equal(y.array, np.full(16, total))
+
+
+def test_explicit_dependencies_order_each_replay():
+    log = []
+    with Parla(n_workers=2):
+        T = TaskSpace("T")
+        before = TaskSpace("before")
+
+        @spawn(before[0])
+        def outside():
+            log.append("outside")
+
+        with capture("chain") as g:
+            for i in range(4):
+                @spawn(T[i], dependencies=[T[i - 1]] if i else [before[0]])
+                def step(i=i):
+                    log.append(i)
+        for _ in range(5):
+            g.replay().wait()
+    assert log == ["outside"] + [0, 1, 2, 3] * 6
+
+
+def test_a_replayed_body_sees_its_own_task():
+    seen = []
+    with Parla(n_workers=2):
+        a = asarray(np.zeros(4))
+        T = TaskSpace("T")
+        with capture("named") as g:
+            @spawn(T[0], inout=[a])
+            def body():
+                task = get_current_task()
+                seen.append(task.name)
+                a.array[:] += 1
+        g.replay()
+        g.replay()
+        g.wait()
+    assert seen == ["T[0]", "T[0] (replay of graph 'named')", "T[0] (replay of graph 'named')"]
+    assert np.array_equal(a.array, np.full(4, 3.0))
+
+
+def test_tasks_spawned_by_bodies_are_spawned_again_not_recorded():
+    count = [0]
+    lock = threading.Lock()
+    with Parla(n_workers=2):
+        with capture("parent") as g:
+            @spawn()
+            def parent():
+                @spawn()
+                def child():
+                    with lock:
+                        count[0] += 1
+        assert g.tasks == 1
+        for _ in range(3):
+            g.replay()
+        g.wait()
+    assert count[0] == 4
+
+
+def test_await_a_replay_inside_a_task():
+    with Parla(n_workers=2):
+        a = asarray(np.zeros(8))
+        with capture("inner") as g:
+            @spawn(inout=[a])
+            def inc():
+                a.array[:] += 1
+
+        @spawn()
+        async def driver():
+            for _ in range(4):
+                await g.replay()
+            return float(a.array[0])
+
+        driver.wait()
+        assert driver.result == 5.0
+
+
+def test_replay_after_update_is_refused_naming_graph_and_task():
+    with Parla(n_workers=1):
+        a = asarray(np.zeros(4), name="a")
+        with capture("resized") as g:
+            @spawn(TaskSpace("W")[0], inout=[a])
+            def work():
+                a.array[:] += 1
+        g.replay()
+        g.wait()
+        a.update(np.zeros(8))
+        with pytest.raises(RuntimeError, match=r"graph 'resized'.*W\[0\].*update\(\)"):
+            g.replay()
+    assert a.shape == (8,)
+
+
+def test_a_failed_replay_fails_the_graph():
+    calls = [0]
+    with pytest.raises(ValueError, match="third call"):
+        with Parla(n_workers=1):
+            with capture("flaky") as g:
+                @spawn(TaskSpace("F")[0])
+                def step():
+                    calls[0] += 1
+                    if calls[0] == 3:
+                        raise ValueError("third call")
+            g.replay().wait()
+            g.replay().wait()   # the body's third call raises
+            with pytest.raises(RuntimeError, match=r"graph 'flaky'.*F\[0\].*ValueError: third call"):
+                g.wait()
+            with pytest.raises(RuntimeError, match=r"graph 'flaky'.*F\[0\]"):
+                g.replay()
+            assert g.replays == 2
+    assert calls[0] == 3
+
+
+def test_misuse_is_refused():
+    with Parla(n_workers=1) as ctx:
+        with capture("outer") as g:
+            with pytest.raises(RuntimeError, match="being captured"):
+                g.replay()
+            with pytest.raises(RuntimeError, match="captures do not nest"):
+                with capture("inner"):
+                    pass
+        with pytest.raises(RuntimeError, match="captured once"):
+            with g:
+                pass
+        with pytest.raises(RuntimeError, match="async"):
+            with capture("async"):
+                @spawn()
+                async def coroutine():
+                    return 1
+        with pytest.raises(KeyError):
+            with capture("raised") as broken:
+                raise KeyError("in the block")
+        with pytest.raises(RuntimeError, match="capture failed"):
+            broken.replay()
+    assert ctx.failed == []
+    with pytest.raises(RuntimeError, match="exited"):
+        g.replay()
+    with pytest.raises(RuntimeError, match="no Parla runtime"):
+        capture("outside")
+
+
+def test_only_the_capturing_thread_is_recorded():
+    with Parla(n_workers=2):
+        done = threading.Event()
+        ran = []
+
+        def other():
+            @spawn()
+            def elsewhere():
+                ran.append("other")
+            done.set()
+
+        with capture("mine") as g:
+            thread = threading.Thread(target=other)
+            thread.start()
+            thread.join(10)
+
+            @spawn()
+            def mine():
+                ran.append("mine")
+        assert done.is_set() and g.tasks == 1
+        g.replay().wait()
+    assert sorted(ran) == ["mine", "mine", "other"]
