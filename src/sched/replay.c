@@ -327,6 +327,7 @@ int parla_graph_add_access(parla_graph_t *g, size_t index, parla_data_t *data, p
     parla_data_retain(data);
     nd->accesses[nd->n_accesses].data = data;
     nd->accesses[nd->n_accesses].mode = mode;
+    nd->accesses[nd->n_accesses].slot = 0;
     nd->n_accesses++;
     return 0;
 }
@@ -583,7 +584,8 @@ static int issue_task(parla_graph_t *g, size_t i, parla_task_t *const *tasks, pa
     for (int k = 0; rc == 0 && k < nd->n_externals; k++)
         rc = parla__add_edge(t, nd->externals[k], 0);
     for (int k = 0; rc == 0 && k < nd->n_accesses; k++)
-        rc = parla_task_add_access(t, nd->accesses[k].data, (parla_access_mode_t)nd->accesses[k].mode);
+        rc = parla_task_add_access_at(t, nd->accesses[k].data, (parla_access_mode_t)nd->accesses[k].mode,
+                                      nd->accesses[k].slot);
     if (rc == 0)
         rc = join_edge(join, t);
     if (rc)
