@@ -18,15 +18,15 @@ typedef struct parla__device parla__device_t;
 typedef struct parla__copy parla__copy_t; /* a data copy (data/impl.h): the device only lists them */
 typedef struct parla__job parla__job_t;
 
-/* The caching allocator of a GPU's memory (pool.c): blocks of a few size classes (8 per power of two, at
- * least 512 bytes), freed blocks kept per device for reuse, so that in steady state no driver allocation
- * (a synchronising call) sits on a task's path. Its blocks, in use or cached, are held from the driver
- * (a stream-ordered memory pool where the driver has one, else cuMemAlloc); cached blocks count in the
- * device's memory and are released when room is needed. */
+/* The caching allocator of a GPU's memory (pool.c): freed blocks kept per device (listed by size, 8
+ * lists per power of two) for the next allocation of the same size, so that in steady state no driver
+ * allocation (a synchronising call) sits on a task's path. Its blocks, in use or cached, are held from
+ * the driver (a stream-ordered memory pool where the driver has one, else cuMemAlloc); cached blocks
+ * count in the device's memory and are released when room is needed. */
 #define PARLA__POOL_CLASSES 448
 typedef struct parla__block {
     void *ptr;
-    uint64_t size;            /* the class size: bytes held from the driver */
+    uint64_t size;            /* bytes held from the driver */
     struct parla__block *next;
 } parla__block_t;
 typedef struct parla__pool {

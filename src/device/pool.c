@@ -1,6 +1,6 @@
-/* pool.c: the caching allocator of GPU memory. Sizes are rounded up to a class (512 bytes, then 8
- * classes per power of two: at most 12.5% more than asked); a freed block goes to its class's list
- * and the next allocation of that class takes it without a driver call. Blocks come from the kind's
+/* pool.c: the caching allocator of GPU memory. A freed block is kept (listed by size, 8 lists per power
+ * of two) and the next allocation of the same size takes it without a driver call; sizes are not
+ * rounded, so what the pool hands out is exactly what the device's account counts. Blocks come from the kind's
  * raw_alloc (cuda.c: the driver's stream-ordered pool, else cuMemAlloc). The bytes held, in use or
  * cached, never exceed the device's capacity: cached blocks are released first when they would, and
  * all of them when the driver runs out of memory. */
@@ -10,18 +10,16 @@
 
 enum { MIN_SIZE = 512 };
 
-/* The class of n bytes (0: up to 512), and its size. */
-static int size_class(uint64_t n, uint64_t *size)
+/* The list of cached blocks of n bytes: 8 per power of two (a block is reused for the same size only,
+ * so the pool holds exactly what is asked and the device's account is the memory in use). */
+static int size_class(uint64_t n)
 {
-    if (n <= MIN_SIZE) {
-        *size = MIN_SIZE;
+    if (n <= MIN_SIZE)
         return 0;
-    }
     int k = 63 - __builtin_clzll(n - 1); /* 2^k < n <= 2^(k+1), k >= 9 */
     uint64_t step = (uint64_t)1 << (k - 3);
     uint64_t m = (n + step - 1) / step; /* 9..16 */
-    *size = m * step;
-    return (k - 9) * 8 + (int)(m - 9) + 1;
+    return 1 + (k - 9) * 8 + (int)(m - 9);
 }
 
 static size_t bucket_of(const parla__pool_t *p, const void *ptr)
@@ -112,22 +110,19 @@ uint64_t parla__pool_trim(parla__device_t *d, uint64_t keep)
     return n;
 }
 
-/* A block of `size` bytes from the driver, making room first (pool lock held). Under pressure the
- * cached blocks go back, then the exact size n is tried (such a block is not cached when freed). */
-static int fresh_locked(parla__device_t *d, uint64_t n, uint64_t *size, void **ptr)
+/* A block of n bytes from the driver, making room first (pool lock held): cached blocks go back
+ * when the pool would hold more than the device's capacity, all of them when the driver is out of
+ * memory. */
+static int fresh_locked(parla__device_t *d, uint64_t n, void **ptr)
 {
     parla__pool_t *p = &d->pool;
-    if (p->held + *size > d->memory_capacity) {
-        uint64_t over = p->held + *size - d->memory_capacity;
+    if (p->held + n > d->memory_capacity) {
+        uint64_t over = p->held + n - d->memory_capacity;
         trim_locked(d, p->cached > over ? p->cached - over : 0);
     }
-    int rc = d->ops->raw_alloc(d, *size, ptr);
+    int rc = d->ops->raw_alloc(d, n, ptr);
     if (rc == PARLA_ENOMEM && p->cached) {
         trim_locked(d, 0);
-        rc = d->ops->raw_alloc(d, *size, ptr);
-    }
-    if (rc == PARLA_ENOMEM && *size > n) {
-        *size = n;
         rc = d->ops->raw_alloc(d, n, ptr);
     }
     return rc;
@@ -138,25 +133,27 @@ int parla__pool_alloc(parla__device_t *d, uint64_t n, void **out)
     parla__pool_t *p = &d->pool;
     if (!p->on)
         return d->ops->raw_alloc(d, n, out);
-    uint64_t size;
-    int c = size_class(n, &size);
+    int c = size_class(n);
     parla__block_t *b = calloc(1, sizeof *b);
     if (b == NULL)
         return PARLA_ENOMEM;
     pthread_mutex_lock(&p->lock);
-    parla__block_t *hit = p->free[c];
+    parla__block_t **q = &p->free[c];
+    while (*q && (*q)->size != n)
+        q = &(*q)->next;
+    parla__block_t *hit = *q;
     int rc = 0;
     if (hit) {
-        p->free[c] = hit->next;
+        *q = hit->next;
         p->cached -= hit->size;
         p->hits++;
         free(b);
         b = hit;
     } else {
-        rc = fresh_locked(d, n, &size, &b->ptr);
+        rc = fresh_locked(d, n, &b->ptr);
         if (rc == 0) {
-            b->size = size;
-            p->held += size;
+            b->size = n;
+            p->held += n;
             p->misses++;
         }
     }
@@ -187,17 +184,10 @@ void parla__pool_free(parla__device_t *d, void *ptr)
         d->ops->raw_free(d, ptr); /* pool off: the driver's */
         return;
     }
-    uint64_t size;
-    int c = size_class(b->size, &size);
-    if (size == b->size) {
-        b->next = p->free[c];
-        p->free[c] = b;
-        p->cached += b->size;
-    } else { /* an exact-size block made under pressure */
-        d->ops->raw_free(d, b->ptr);
-        p->held -= b->size;
-        free(b);
-    }
+    int c = size_class(b->size);
+    b->next = p->free[c];
+    p->free[c] = b;
+    p->cached += b->size;
     pthread_mutex_unlock(&p->lock);
 }
 

@@ -90,7 +90,7 @@ typedef struct event {
     int failed;              /* the completed recording followed failed work */
 } event_t;
 
-enum { OP_COPY, OP_MEMSET, OP_HOST, OP_RECORD, OP_WAIT, OP_STOP, OP_FAIL, OP_KERNEL, OP_FREE };
+enum { OP_COPY, OP_MEMSET, OP_HOST, OP_RECORD, OP_WAIT, OP_STOP, OP_FAIL, OP_KERNEL };
 
 typedef struct op {
     int kind;
@@ -392,7 +392,7 @@ static void *stream_main(void *arg)
         double t0 = now_s();
         if (o->kind == OP_COPY || o->kind == OP_MEMSET || o->kind == OP_KERNEL) /* device work takes time */
             pause_random(s);
-        if (s->failed && o->kind != OP_RECORD && o->kind != OP_WAIT && o->kind != OP_FREE)
+        if (s->failed && o->kind != OP_RECORD && o->kind != OP_WAIT)
             ; /* a failed stream does no more work, and calls no host function */
         else if (o->kind == OP_COPY)
             memcpy(o->dst, o->src, o->n);
@@ -404,18 +404,6 @@ static void *stream_main(void *arg)
         pthread_mutex_lock(&lock);
         if ((o->kind == OP_COPY || o->kind == OP_KERNEL) && n_spans < TIMELINE)
             timeline[n_spans++] = (span_t){t0, t1, s, o->kind == OP_KERNEL};
-        if (o->kind == OP_FREE) { /* into the pool, within its release threshold */
-            mempool_t *mp = &pools[s->device];
-            size_t n = 0;
-            for (alloc_t *a = allocs; a; a = a->next)
-                if (a->p == o->dst)
-                    n = a->n;
-            free_locked((CUdeviceptr)(uintptr_t)o->dst);
-            if (mp->reserved + n <= mp->threshold && contexts[s->device].allocated + n <= capacity) {
-                mp->reserved += n;
-                contexts[s->device].allocated += n;
-            }
-        }
         if (o->kind == OP_FAIL)
             s->failed = 1;
         if (o->kind == OP_RECORD && o->event->done < o->gen) {
@@ -837,8 +825,21 @@ CUresult cuMemFreeAsync(CUdeviceptr p, stream_t *s)
     pthread_mutex_unlock(&lock);
     if (!known)
         return ERR_INVALID_VALUE;
-    op_t o = {.kind = OP_FREE, .dst = (void *)(uintptr_t)p};
-    return push(s, o, 0);
+    /* Into the pool at once: allocations later in the stream's order may reuse it (the runtime frees
+     * only memory no queued work uses). */
+    pthread_mutex_lock(&lock);
+    mempool_t *mp = &pools[s->device];
+    size_t n = 0;
+    for (alloc_t *a = allocs; a; a = a->next)
+        if (a->p == (void *)(uintptr_t)p)
+            n = a->n;
+    free_locked(p);
+    if (mp->reserved + n <= mp->threshold) {
+        mp->reserved += n;
+        contexts[s->device].allocated += n;
+    }
+    pthread_mutex_unlock(&lock);
+    return OK;
 }
 
 CUresult cuEventCreate(event_t **out, unsigned flags)

@@ -82,9 +82,9 @@ static void test_pool_api(parla_runtime_t *rt)
     counters(&c, 1);
     CHECK(c.allocs == 1, "%ld driver allocations for the first block", c.allocs);
     CHECK(c.pool_allocs == (driver_pools ? 1 : 0), "%ld from the driver's pool", c.pool_allocs);
-    CHECK_OK(parla_device_alloc(rt, 1, (1 << 20) - 100, &q)); /* the same class */
+    CHECK_OK(parla_device_alloc(rt, 1, 1 << 20, &q)); /* the same size */
     CHECK(q == p, "the cached block was not reused");
-    parla_device_free(rt, 1, q, (1 << 20) - 100);
+    parla_device_free(rt, 1, q, 1 << 20);
     counters(&c, 1);
     CHECK(c.allocs == 0 && c.frees == 0 && c.syncs == 0, "reusing a cached block made %ld allocations, %ld frees, "
           "%ld synchronising calls", c.allocs, c.frees, c.syncs);
@@ -95,7 +95,8 @@ static void test_pool_api(parla_runtime_t *rt)
     CHECK_RC(parla_device_alloc(rt, 9, 64, &p), PARLA_ENODEV);
     CHECK_RC(parla_device_alloc(rt, 1, 0, &p), PARLA_EINVAL);
 
-    /* Pressure: 40 MiB cached, then 52 MiB wanted of 64: the cache goes first. */
+    /* Pressure: 40 MiB cached, then 52 MiB wanted of 64: the cache goes first (exactly what is asked is
+     * held: sizes are not rounded). */
     uint64_t big = cap * 5 / 8, bigger = cap * 13 / 16;
     CHECK_OK(parla_device_alloc(rt, 2, big, &p));
     parla_device_free(rt, 2, p, big);
@@ -105,7 +106,7 @@ static void test_pool_api(parla_runtime_t *rt)
           (unsigned long long)cached, (unsigned long long)big);
     CHECK_OK(parla_device_alloc(rt, 2, bigger, &q));
     parla__pool_bytes(dev(rt, 2), &held, &cached);
-    CHECK(cached == 0 && held >= bigger && held <= cap, "held %llu, cached %llu: the cache was not released "
+    CHECK(cached == 0 && held == bigger, "held %llu, cached %llu: the cache was not released "
           "under pressure", (unsigned long long)held, (unsigned long long)cached);
     CHECK(dev(rt, 2)->pool.trims >= 1, "no block released");
     parla_device_free(rt, 2, q, bigger);
