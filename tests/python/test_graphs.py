@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 
-from parla import Parla, TaskSpace, capture, get_current_task, spawn
+from parla import Parla, TaskSpace, capture, get_current_context, get_current_task, spawn
 from parla.array import asarray
 
 pytestmark = pytest.mark.timeout(20)
@@ -197,3 +197,21 @@ def test_only_the_capturing_thread_is_recorded():
         assert done.is_set() and g.tasks == 1
         g.replay().wait()
     assert sorted(ran) == ["mine", "mine", "other"]
+
+
+def test_data_for_the_kth_device_is_replayed_there():
+    from parla.devices import gpu
+    with Parla(n_workers=2, virtual_gpus=2):
+        A = asarray(np.zeros(8))
+        seen = []
+        with capture("pair") as g:
+            @spawn(placement=[(gpu(1), gpu(0))], inout=[(A, 1)])
+            def two():
+                seen.append(A.exists_on_device(gpu(0)) and not A.exists_on_device(gpu(1)))
+                with get_current_context()[1]:
+                    A.array[:] += 1
+        for _ in range(3):
+            g.replay()
+        g.wait()
+        assert seen == [True] * 4
+        np.testing.assert_array_equal(A.array, np.full(8, 4.0))
