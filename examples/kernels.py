@@ -37,6 +37,8 @@ import numpy as np
 import scipy.linalg.cython_blas as _cython_blas
 import scipy.linalg.cython_lapack as _cython_lapack
 
+from parla import native
+
 __all__ = ["potrf", "trsm", "syrk", "gemm", "set_blas_threads", "get_blas_threads", "blas_library_path",
            "KernelError"]
 
@@ -47,17 +49,9 @@ class KernelError(RuntimeError):
 
 # --- function pointers from SciPy's capsules ---------------------------------------------------------------
 
-_PyCapsule_GetName = ctypes.pythonapi.PyCapsule_GetName
-_PyCapsule_GetName.restype = ctypes.c_char_p
-_PyCapsule_GetName.argtypes = [ctypes.py_object]
-_PyCapsule_GetPointer = ctypes.pythonapi.PyCapsule_GetPointer
-_PyCapsule_GetPointer.restype = ctypes.c_void_p
-_PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-
-
 def _capsule_address(module: Any, name: str) -> int:
-    capsule = module.__pyx_capi__[name]
-    return int(_PyCapsule_GetPointer(capsule, _PyCapsule_GetName(capsule)))
+    # parla.native reads the capsule (its name is the C signature, its pointer the function).
+    return int(native.function(module.__pyx_capi__[name], name=name).address)
 
 
 _P = ctypes.c_void_p  # every Fortran argument is a pointer; passing raw addresses keeps the calls cheap

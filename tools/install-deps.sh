@@ -2,8 +2,9 @@
 # Installs the Debian packages the build, the tests and the benchmarks need, when they are missing.
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -euo pipefail
-packages=(build-essential pkg-config python3-venv libstarpu-dev
+packages=(build-essential pkg-config python3-venv libffi-dev libstarpu-dev
           openmpi-bin libopenmpi-dev libscalapack-openmpi-dev libopenblas0-pthread)
+# libffi-dev: the extension calls native task bodies through libffi (parla.native).
 # Needed only by the StarPU benchmark (libstarpu-dev) and by the MPI tests and benchmark (OpenMPI for mpi4py
 # and mpirun, ScaLAPACK with OpenBLAS for the pdpotrf peer): without them those are skipped.
 optional=(libstarpu-dev openmpi-bin libopenmpi-dev libscalapack-openmpi-dev libopenblas0-pthread)

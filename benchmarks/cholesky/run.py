@@ -3,6 +3,12 @@
     python benchmarks/cholesky/run.py                              # n=8192/b=512 and n=4096/b=128
     python benchmarks/cholesky/run.py --sizes 4096:512 --repeat 5
     python benchmarks/cholesky/run.py --systems parla,dask --no-parray
+    python benchmarks/cholesky/run.py --systems parla,parla-native,starpu,dgemm --repeat 5
+
+Systems: parla (Python task bodies), parla-native (native task bodies: parla.kernels, examples/cholesky.py
+--native), dask, lapack, starpu, and dgemm: the machine's DGEMM rate on block x block tiles with --workers
+threads, each calling the same OpenBLAS dgemm (one BLAS thread) in a loop for about a second, no runtime;
+its GFLOP/s column is that rate (its "seconds" are n^3/3 over the rate), the ceiling of a tiled Cholesky.
 
 Every system uses the same OpenBLAS: SciPy's bundled libscipy_openblas, called through SciPy's Cython
 function pointers from Python (examples/kernels.py) and opened with dlopen by the StarPU program. Tiled runs
@@ -95,6 +101,35 @@ def starpu_runner(binary: str, n: int, block: int, workers: int, sched: str,
     return run
 
 
+def dgemm_seconds(n: int, block: int, workers: int, seconds: float = 1.0) -> float:
+    """n^3/3 divided by the rate of `workers` threads each running block x block dgemm (c -= a b^T) in a loop
+    for about `seconds` (examples/kernels.py: GIL released, one BLAS thread each)."""
+    import threading
+    rng = np.random.default_rng(0)
+    work = [tuple(rng.standard_normal((block, block)) for _ in range(3)) for _ in range(workers)]
+    kernels.gemm(*work[0])  # warm up
+    t1 = time.perf_counter()
+    kernels.gemm(*work[0])
+    calls = max(1, int(seconds / max(time.perf_counter() - t1, 1e-6)))
+    counts = [0] * workers
+
+    def run(i: int) -> None:
+        a, b, c = work[i]
+        for _ in range(calls):
+            kernels.gemm(a, b, c)
+            c *= 0.0  # keep the values bounded
+        counts[i] = calls
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    rate = sum(counts) * 2.0 * block ** 3 / elapsed
+    return n ** 3 / 3.0 / rate
+
+
 def parla_mode(requested: str) -> bool:
     """True to run the PArray version."""
     if requested == "parray":
@@ -125,6 +160,10 @@ def bench_size(n: int, block: int, systems: List[str], workers: int, repeat: int
     for system in systems:
         if system == "parla":
             runners["parla"] = py_runner(lambda: cholesky.run(a, block, workers, use_parray=use_parray))
+        elif system == "parla-native":
+            runners["parla-native"] = py_runner(lambda: cholesky.run(a, block, workers, native=True))
+        elif system == "dgemm":
+            runners["dgemm"] = lambda with_check: (dgemm_seconds(n, block, workers), None)
         elif system == "dask":
             runners["dask"] = py_runner(lambda: dask_cholesky.run(a, block, workers))
         elif system == "lapack":
@@ -137,7 +176,8 @@ def bench_size(n: int, block: int, systems: List[str], workers: int, repeat: int
             if starpu_bin:
                 runners["starpu"] = starpu_runner(starpu_bin, n, block, workers, starpu_sched, check)
         else:
-            raise SystemExit(f"unknown system {system!r} (known: parla, dask, lapack, starpu, sequential, parla1)")
+            raise SystemExit(f"unknown system {system!r} (known: parla, parla-native, dask, lapack, starpu, dgemm, "
+                             f"sequential, parla1)")
     times: Dict[str, List[float]] = {s: [] for s in runners}
     for round_ in range(warmup + repeat):
         for system, runner in runners.items():
@@ -161,13 +201,15 @@ def report(n: int, block: int, times: Dict[str, List[float]], label: Dict[str, s
     for s in times:
         print(f"{label[s]:34s} {med[s]:9.3f} {rate[s]:8.1f} {cholesky.gflops(n, min(times[s])):6.1f}  "
               f"{' '.join(f'{t:.3f}' for t in times[s])}")
-    if "parla" in rate:
-        ratios = [f"{rate['parla'] / rate[s]:.2f}x {s}" for s in rate if s != "parla"]
+    best = {s: cholesky.gflops(n, min(t)) for s, t in times.items()}
+    for ours in ("parla", "parla-native"):
+        if ours not in rate:
+            continue
+        ratios = [f"{rate[ours] / rate[s]:.2f}x {s}" for s in rate if s != ours]
         if ratios:
-            print("parla / others (GFLOP/s ratio of medians): " + ", ".join(ratios))
-        best = {s: cholesky.gflops(n, min(t)) for s, t in times.items()}
-        print("parla / others (ratio of best runs):         " +
-              ", ".join(f"{best['parla'] / best[s]:.2f}x {s}" for s in best if s != "parla"))
+            print(f"{ours} / others (GFLOP/s ratio of medians): " + ", ".join(ratios))
+            print(f"{ours} / others (ratio of best runs):         " +
+                  ", ".join(f"{best[ours] / best[s]:.2f}x {s}" for s in best if s != ours))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -175,8 +217,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--sizes", default="8192:512,4096:128", help="comma-separated n:block pairs")
     p.add_argument("--n", type=int, help="one size (with --block), instead of --sizes")
     p.add_argument("--block", type=int, default=512)
-    p.add_argument("--systems", default="parla,dask,lapack,starpu",
-                   help="comma-separated: parla, dask, lapack, starpu; also sequential (kernels in order on one "
+    p.add_argument("--systems", default="parla,parla-native,dask,lapack,starpu,dgemm",
+                   help="comma-separated: parla, parla-native, dask, lapack, starpu, dgemm; also sequential (kernels in order on one "
                         "thread, no runtime) and parla1 (parla with one worker), to measure runtime overhead")
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--repeat", type=int, default=3)
@@ -197,6 +239,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"cores: {os.cpu_count()}, workers: {args.workers}; parla: "
           f"{'PArray tiles' if use_parray else 'NumPy tiles, explicit dependencies'}")
     label = {"parla": f"parla ({'PArray' if use_parray else 'no PArray'})",
+             "parla-native": "parla, native bodies (PArray)",
+             "dgemm": f"DGEMM rate, {args.workers} threads",
              "dask": "dask threaded, same kernels", "lapack": f"LAPACK dpotrf ({args.workers} threads)",
              "starpu": f"StarPU C ({args.starpu_sched})", "sequential": "kernels in order, 1 thread, no runtime",
              "parla1": "parla, 1 worker"}

@@ -100,6 +100,37 @@ class Data:
     @property
     def runtime(self) -> Runtime: ...
 
+# Native task bodies (src/python/native.c; built by parla.native).
+NATIVE_REF: int
+NATIVE_ARRAY: int
+NATIVE_DESC: int
+NATIVE_STATUS: int
+NATIVE_STREAM: int
+NATIVE_MAX_ARGS: int
+NATIVE_MAX_DIMS: int
+
+class NativeError(RuntimeError):
+    """Each instance has ``code``: the nonzero value the function returned or set its status to."""
+
+class NativeFunction:
+    def __init__(self, address: Optional[int], restype: str, argtypes: str, pointees: str, name: str,
+                 owner: Any) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def address(self) -> int: ...
+    @property
+    def argtypes(self) -> str: ...
+    @property
+    def pointees(self) -> str: ...
+    @property
+    def restype(self) -> str: ...
+
+class NativeBody:
+    def __init__(self, function: NativeFunction, items: Tuple[Any, ...], device_pointers: bool = False) -> None: ...
+    @property
+    def function(self) -> NativeFunction: ...
+
 def busy_wait(microseconds: float, release_gil: bool) -> None: ...
 def wait_any(tasks: Sequence[Task], timeout: float) -> Tuple[int, str]: ...
 # The running task: a parla.tasks.Task (a subclass of Task with Python attributes), hence Any.

@@ -32,6 +32,7 @@ from typing import (Any, Callable, Dict, FrozenSet, Generator, Hashable, Iterabl
                     overload)
 
 from . import _blocking, _context, _core, _cuda
+from . import native as _native
 from ._errors import TaskCancelledError, UnspawnedDependencyError
 from ._logging import mapping_logger, spawn_logger
 from .array import _declares, _engine_accesses, storage_size as _storage_size
@@ -618,14 +619,14 @@ def spawn(taskid: Body, /) -> Task: ...
 def spawn(taskid: Union[Task, "TaskHandle", TaskSpace, None] = None, dependencies: Any = (), *,
           placement: Any = None, vcus: Optional[float] = None, memory: Optional[int] = None, input: Any = (),
           output: Any = (), inout: Any = (), priority: Optional[int] = None, tags: Iterable[str] = (),
-          ndevices: int = 1, data: Optional[Iterable[Any]] = None) -> Callable[[Body], Task]: ...
+          ndevices: int = 1, data: Optional[Iterable[Any]] = None) -> Callable[[Union[Body, _native.Call]], Task]: ...
 
 
 def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
           vcus: Optional[float] = None, memory: Optional[int] = None, input: Any = (),
           output: Any = (), inout: Any = (), priority: Optional[int] = None,
           tags: Iterable[str] = (), ndevices: int = 1,
-          data: Optional[Iterable[Any]] = None) -> Union[Task, Callable[[Body], Task]]:
+          data: Optional[Iterable[Any]] = None) -> Union[Task, Callable[[Union[Body, _native.Call]], Task]]:
     """Decorator that spawns the decorated function as a task and returns the :class:`Task`.
 
     - ``taskid``: a task named in a TaskSpace (``T[i]``), or None for an anonymous task.
@@ -642,6 +643,10 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
       combined with placement= or memory=.
 
     ``@spawn`` without parentheses is ``@spawn()``: an anonymous task with no dependencies.
+
+    ``spawn(...)(parla.native.call(fn, *args))`` spawns a native body instead: the C function ``fn``, called
+    with ``args`` on a worker without the GIL (PArray arguments become the addresses of their copies on the
+    task's device; see :mod:`parla.native`).
 
     The body's closure variables (locals of the enclosing function) are captured by value at spawn. Globals
     (a loop at module level or in a notebook cell) are read when the body runs, as in Parla: a body that
@@ -679,7 +684,7 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
         raise TypeError(f"spawn(dependencies={dependencies!r}): dependencies must be tasks, TaskSpace slices or "
                         f"lists of them, not a string")
 
-    def decorator(body: Body) -> Task:
+    def decorator(body: Any) -> Task:  # a Body, or a parla.native.Call
         if taskid is None:
             task = Task(context.runtime, f"{getattr(body, '__name__', 'task')}#{next(_anonymous)}")
         elif isinstance(taskid, Task):
@@ -707,13 +712,16 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
         # task itself references them weakly (see Task.dependencies).
         deps = _flat_dependencies(task, deps)
         attrs["_deps"] = tuple(map(weakref.ref, deps)) if deps else ()
+        native = type(body) is _native.Call  # a C function: runs on a worker without Python (parla.native)
+        if native:
+            body = body._bind(task, attrs)
         if type(body) is _FunctionType and not _is_async(body):
             watched = _watched_globals(body)
             if watched:
                 body = _warn_rebound_globals(_core.capture(body), watched, task.name)
-        if options is not None and context.has_cuda and not _is_async(body):
+        if options is not None and context.has_cuda and not native and not _is_async(body):
             body = _cuda.on_cuda_device(_core.capture(body))
-        if environments or tags:
+        if (environments or tags) and not native:
             body = _in_environment(context, _core.capture(body), frozenset(tags), task.name)
         if spawn_logger.isEnabledFor(10):
             spawn_logger.debug("spawn %s: body %s, dependencies [%s], priority %d", task.name,

@@ -31,6 +31,14 @@ void pyparla_worker_take_gil(void)
     }
 }
 
+void pyparla_worker_release_gil(void)
+{
+    if (worker_holds_gil) {
+        worker_holds_gil = 0;
+        PyEval_SaveThread();
+    }
+}
+
 void pyparla_drain_deferred(RuntimeObject *rt)
 {
     TaskObject *t = atomic_exchange(&rt->deferred, NULL);

@@ -181,7 +181,8 @@ static int module_exec(PyObject *m)
     pyparla_state *st = pyparla_get_state(m);
     if (add_type(m, &pyparla_runtime_spec, &st->runtime_type) < 0 ||
         add_type(m, &pyparla_task_spec, &st->task_type) < 0 || add_type(m, &pyparla_data_spec, &st->data_type) < 0 ||
-        add_type(m, &pyparla_hold_spec, &st->hold_type) < 0 || add_type(m, &pyparla_graph_spec, &st->graph_type) < 0)
+        add_type(m, &pyparla_hold_spec, &st->hold_type) < 0 || add_type(m, &pyparla_graph_spec, &st->graph_type) < 0 ||
+        pyparla_native_init(m, st) < 0)
         return -1;
     if ((st->str_name = PyUnicode_InternFromString("__name__")) == NULL ||
         (st->str_qualname = PyUnicode_InternFromString("__qualname__")) == NULL)
@@ -204,6 +205,9 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->task_type);
     Py_VISIT(st->data_type);
     Py_VISIT(st->hold_type);
+    Py_VISIT(st->native_function_type);
+    Py_VISIT(st->native_body_type);
+    Py_VISIT(st->native_error);
     Py_VISIT(st->graph_type);
     return 0;
 }
@@ -215,6 +219,9 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->task_type);
     Py_CLEAR(st->data_type);
     Py_CLEAR(st->hold_type);
+    Py_CLEAR(st->native_function_type);
+    Py_CLEAR(st->native_body_type);
+    Py_CLEAR(st->native_error);
     Py_CLEAR(st->graph_type);
     Py_CLEAR(st->str_name);
     Py_CLEAR(st->str_qualname);

@@ -13,6 +13,8 @@
  *   task_obj.c     parla._core.Task
  *   runtime_obj.c  parla._core.Runtime
  *   data_obj.c     parla._core.Data and parla._core.Hold
+ *   native.c       native task bodies: parla._core.NativeFunction, NativeBody, NativeError (called through
+ *                  libffi on a worker without the GIL)
  *   graph_obj.c    parla._core.Graph: capture of Python tasks into a parla_graph_t, replay, replayed bodies
  *
  * Lower files notify nothing upward: the types call the engine, the engine returns codes, and
@@ -120,6 +122,9 @@ typedef struct {
     PyTypeObject *task_type;
     PyTypeObject *data_type;
     PyTypeObject *hold_type;
+    PyTypeObject *native_function_type;
+    PyTypeObject *native_body_type;
+    PyObject *native_error; /* parla._core.NativeError */
     PyTypeObject *graph_type;
     PyObject *str_name;     /* "__name__" */
     PyObject *str_qualname; /* "__qualname__" */
@@ -196,6 +201,8 @@ pyparla_gil_t pyparla_gil_release(void);
 void pyparla_gil_restore(pyparla_gil_t g);
 /* On a worker about to run a Python body: takes the GIL unless this worker holds it already. */
 void pyparla_worker_take_gil(void);
+/* On a worker about to run a native body: lets the GIL go if this worker holds it (from a Python body). */
+void pyparla_worker_release_gil(void);
 /* Drops the references the task_finished hook deferred. GIL held. */
 void pyparla_drain_deferred(RuntimeObject *rt);
 /* Fills the hook fields of cfg for a runtime whose Python object is rt. */
@@ -216,6 +223,17 @@ parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded,
 /* fn with its closure cells copied (captured by value, as Parla does), or fn itself when it is not a
  * Python function or has no closure. New reference. */
 PyObject *pyparla_capture(pyparla_state *st, PyObject *fn);
+
+/* --------------------------------------------------------------------------------- native.c -- */
+
+extern PyType_Spec pyparla_native_function_spec, pyparla_native_body_spec;
+/* Adds NativeFunction, NativeBody, NativeError and the NATIVE_* constants to the module. */
+int pyparla_native_init(PyObject *m, pyparla_state *st);
+/* Whether obj is a parla._core.NativeBody. */
+int pyparla_is_native_body(pyparla_state *st, PyObject *obj);
+/* The engine task body of a task whose body is a NativeBody (arg: the TaskObject, whose func it is). Worker
+ * thread; takes the GIL only when the call fails (to attach the exception). */
+int pyparla_native_body(parla_task_t *task, void *arg);
 
 /* ---------------------------------------------------------------------------------- spawn.c -- */
 

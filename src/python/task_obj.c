@@ -297,7 +297,8 @@ static int add_edges(TaskObject *self, PyObject *deps, PyObject *accesses)
 static PyObject *engine_submit(TaskObject *self, PyObject *body)
 {
     Py_XSETREF(self->func, body);
-    int rc = parla_task_set_body(self->task, pyparla_task_body, self);
+    int native = pyparla_is_native_body(pyparla_get_state(self->runtime->module), body);
+    int rc = parla_task_set_body(self->task, native ? pyparla_native_body : pyparla_task_body, self);
     if (rc)
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
     Py_INCREF(self); /* the engine's reference, dropped by the task_finished hook */

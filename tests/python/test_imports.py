@@ -71,7 +71,9 @@ def test_spawn_has_type_hints():
 # Imports a module of the package may make inside functions: optional dependencies (absent on some machines)
 # and heavy ones only some programs use.
 _LAZY_IMPORTS = {"cupy", "mpi4py", "yaml", "tqdm", "tqdm.auto", "threadpoolctl", "matplotlib", "matplotlib.figure",
-                 "matplotlib.patches", "matplotlib.lines"}
+                 "matplotlib.patches", "matplotlib.lines",
+                 # parla.native: SciPy's Cython BLAS/LAPACK and cffi are optional (native.blas, cffi pointers)
+                 "scipy.linalg.cython_blas", "scipy.linalg.cython_lapack", "_cffi_backend"}
 
 
 def _package_imports():

@@ -1,0 +1,832 @@
+/*
+ * native.c: native task bodies. A task body may be a C function (a ctypes, cffi or Numba function pointer,
+ * or one of SciPy's Cython BLAS/LAPACK functions) called with arguments packed at spawn; the worker calls
+ * it through libffi without taking the GIL. parla.native builds them; see pyparla.h and
+ * python/parla/native.py for the Python side.
+ *
+ *   parla._core.NativeFunction(address, restype, argtypes, pointees, name, owner)
+ *       a C function and its signature (an ffi_cif prepared once), shared by every body that calls it;
+ *   parla._core.NativeBody(function, items)
+ *       one call: the function and one item per argument, converted and checked here, at spawn.
+ *
+ * Type codes (one character each): 'b' int8, 'B' uint8, 'h' int16, 'H' uint16, 'i' int32, 'I' uint32,
+ * 'l' int64, 'L' uint64, 'f' float, 'd' double, 'p' pointer, and for the return type 'v' void. pointees
+ * gives, per argument of type 'p', the type it points to ('?' unknown, e.g. void *): a number given for an
+ * argument that points to a scalar is passed by reference (a copy held by the body: Fortran's convention).
+ *
+ * Items: a number, None (a NULL pointer) or a bytes/str of one character (a char passed by reference),
+ * converted to the argument's C type; or a tuple (kind, ...) made by parla.native:
+ *   (ITEM_ARRAY, data, offset)                         the address of a PArray's copy on the task's device
+ *   (ITEM_DESC, data, offset, itemsize, mode, shape, strides)   the address of a pyparla_native_array_t
+ *   (ITEM_STATUS,)                                     the address of an int32, 0 before the call; nonzero
+ *                                                      after it fails the task (LAPACK's info)
+ *   (ITEM_STREAM,)                                     the task's CUDA stream on its first device (or NULL)
+ *
+ * Threads. A NativeBody is immutable once made: the worker copies its values to its own stack, fills in
+ * the device addresses (parla_data_device_ptr, valid while the task runs) and calls the function, so one
+ * body may be spawned as several tasks that run at once. The GIL is taken only when the call fails, to
+ * attach the exception to the task.
+ */
+#include "pyparla.h"
+
+#include <ffi.h>
+#include <string.h>
+
+#define NATIVE_MAX_ARGS 32
+#define NATIVE_MAX_DIMS 8
+
+enum { ITEM_VALUE = 0, ITEM_REF = 1, ITEM_ARRAY = 2, ITEM_DESC = 3, ITEM_STATUS = 4, ITEM_STREAM = 5 };
+
+/* What a PArray described by an ITEM_DESC argument looks like to the function (python/parla/native.py
+ * mirrors it as ArrayDesc). shape in elements, strides in bytes; mode 1 input, 2 output, 3 inout. */
+typedef struct {
+    void *data;
+    int64_t ndim;
+    int64_t itemsize;
+    int64_t device;
+    int64_t mode;
+    int64_t shape[NATIVE_MAX_DIMS];
+    int64_t strides[NATIVE_MAX_DIMS];
+} pyparla_native_array_t;
+
+typedef union {
+    int8_t i8;
+    uint8_t u8;
+    int16_t i16;
+    uint16_t u16;
+    int32_t i32;
+    uint32_t u32;
+    int64_t i64;
+    uint64_t u64;
+    float f;
+    double d;
+    void *p;
+} native_value_t;
+
+typedef struct {
+    PyObject_HEAD
+    void (*address)(void);
+    ffi_cif cif;
+    ffi_type *args[NATIVE_MAX_ARGS];
+    int nargs;
+    char restype;
+    char argtypes[NATIVE_MAX_ARGS + 1];
+    char pointees[NATIVE_MAX_ARGS + 1];
+    PyObject *name;  /* str */
+    PyObject *owner; /* what keeps the function's code loaded (a ctypes object, a capsule, ...) */
+} NativeFunctionObject;
+
+typedef struct {
+    unsigned char kind;
+    char code;              /* ITEM_VALUE/ITEM_REF: the value's type */
+    native_value_t value;   /* ITEM_VALUE/ITEM_REF */
+    parla_data_t *data;     /* ITEM_ARRAY/ITEM_DESC: borrowed from a Data in NativeBody.keep */
+    int64_t offset;         /* bytes from the start of the base object */
+    pyparla_native_array_t *desc; /* ITEM_DESC: the shape part (PyMem) */
+} native_item_t;
+
+typedef struct {
+    PyObject_VAR_HEAD
+    NativeFunctionObject *fn;
+    PyObject *keep;      /* the Data objects the items point into (a tuple) */
+    int device_pointers; /* the function takes device pointers: it may run on a CUDA GPU */
+    native_item_t items[1];
+} NativeBodyObject;
+
+/* ------------------------------------------------------------------------------- types -- */
+
+static ffi_type *ffi_of(char code)
+{
+    switch (code) {
+    case 'b': return &ffi_type_sint8;
+    case 'B': return &ffi_type_uint8;
+    case 'h': return &ffi_type_sint16;
+    case 'H': return &ffi_type_uint16;
+    case 'i': return &ffi_type_sint32;
+    case 'I': return &ffi_type_uint32;
+    case 'l': return &ffi_type_sint64;
+    case 'L': return &ffi_type_uint64;
+    case 'f': return &ffi_type_float;
+    case 'd': return &ffi_type_double;
+    case 'p': return &ffi_type_pointer;
+    case 'v': return &ffi_type_void;
+    default: return NULL;
+    }
+}
+
+static const char *c_name(char code)
+{
+    switch (code) {
+    case 'b': return "int8";
+    case 'B': return "uint8";
+    case 'h': return "int16";
+    case 'H': return "uint16";
+    case 'i': return "int32";
+    case 'I': return "uint32";
+    case 'l': return "int64";
+    case 'L': return "uint64";
+    case 'f': return "float";
+    case 'd': return "double";
+    case 'p': return "pointer";
+    default: return "void";
+    }
+}
+
+static int is_integer_code(char code)
+{
+    return strchr("bBhHiIlL", code) != NULL && code != '\0';
+}
+
+/* ----------------------------------------------------------------------- NativeFunction -- */
+
+static PyObject *NativeFunction_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"address", "restype", "argtypes", "pointees", "name", "owner", NULL};
+    PyObject *addr_obj, *name, *owner;
+    const char *restype, *argtypes, *pointees;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OsssUO", kwlist, &addr_obj, &restype, &argtypes, &pointees, &name,
+                                     &owner))
+        return NULL;
+    void *address = PyLong_AsVoidPtr(addr_obj);
+    if (address == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "native function %U: its address is NULL", name);
+        return NULL;
+    }
+    size_t n = strlen(argtypes);
+    if (n > NATIVE_MAX_ARGS) {
+        PyErr_Format(PyExc_ValueError, "native function %U takes %zu arguments; at most %d are supported", name, n,
+                     NATIVE_MAX_ARGS);
+        return NULL;
+    }
+    if (strlen(pointees) != n || strlen(restype) != 1 || ffi_of(restype[0]) == NULL) {
+        PyErr_Format(PyExc_ValueError, "native function %U: bad signature codes (%s, %s, %s)", name, restype,
+                     argtypes, pointees);
+        return NULL;
+    }
+    NativeFunctionObject *self = (NativeFunctionObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        self->args[i] = argtypes[i] == 'v' ? NULL : ffi_of(argtypes[i]);
+        if (self->args[i] == NULL) {
+            PyErr_Format(PyExc_ValueError, "native function %U: argument %zu has the unknown type code %c", name, i,
+                         argtypes[i]);
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    self->address = (void (*)(void))address;
+    self->nargs = (int)n;
+    self->restype = restype[0];
+    memcpy(self->argtypes, argtypes, n + 1);
+    memcpy(self->pointees, pointees, n + 1);
+    self->name = Py_NewRef(name);
+    self->owner = Py_NewRef(owner);
+    if (ffi_prep_cif(&self->cif, FFI_DEFAULT_ABI, (unsigned)n, ffi_of(self->restype), self->args) != FFI_OK) {
+        PyErr_Format(PyExc_ValueError, "native function %U: libffi cannot call this signature", name);
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int NativeFunction_traverse(NativeFunctionObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->owner);
+    return 0;
+}
+
+static int NativeFunction_clear(NativeFunctionObject *self)
+{
+    Py_CLEAR(self->owner);
+    return 0;
+}
+
+static void NativeFunction_dealloc(NativeFunctionObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    NativeFunction_clear(self);
+    Py_CLEAR(self->name);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *NativeFunction_repr(NativeFunctionObject *self)
+{
+    return PyUnicode_FromFormat("<native function %U at %p (%s) -> %s>", self->name, (void *)self->address,
+                                self->argtypes, c_name(self->restype));
+}
+
+static PyObject *NativeFunction_get_name(NativeFunctionObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->name);
+}
+
+static PyObject *NativeFunction_get_address(NativeFunctionObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromVoidPtr((void *)self->address);
+}
+
+static PyObject *NativeFunction_get_argtypes(NativeFunctionObject *self, void *c)
+{
+    (void)c;
+    return PyUnicode_FromString(self->argtypes);
+}
+
+static PyObject *NativeFunction_get_pointees(NativeFunctionObject *self, void *c)
+{
+    (void)c;
+    return PyUnicode_FromString(self->pointees);
+}
+
+static PyObject *NativeFunction_get_restype(NativeFunctionObject *self, void *c)
+{
+    (void)c;
+    return PyUnicode_FromStringAndSize(&self->restype, 1);
+}
+
+static PyGetSetDef NativeFunction_getset[] = {
+    {"name", (getter)NativeFunction_get_name, NULL, "the function's name, for messages", NULL},
+    {"address", (getter)NativeFunction_get_address, NULL, "the function's address", NULL},
+    {"argtypes", (getter)NativeFunction_get_argtypes, NULL, "one type code per argument", NULL},
+    {"pointees", (getter)NativeFunction_get_pointees, NULL, "per pointer argument, what it points to ('?': unknown)", NULL},
+    {"restype", (getter)NativeFunction_get_restype, NULL, "the return type's code ('v': void)", NULL},
+    {NULL},
+};
+
+static PyType_Slot NativeFunction_slots[] = {
+    {Py_tp_doc, "A C function and its signature, called by native task bodies (made by parla.native)."},
+    {Py_tp_new, NativeFunction_new},
+    {Py_tp_dealloc, NativeFunction_dealloc},
+    {Py_tp_traverse, NativeFunction_traverse},
+    {Py_tp_clear, NativeFunction_clear},
+    {Py_tp_repr, NativeFunction_repr},
+    {Py_tp_getset, NativeFunction_getset},
+    {0, NULL},
+};
+
+PyType_Spec pyparla_native_function_spec = {
+    .name = "parla._core.NativeFunction",
+    .basicsize = sizeof(NativeFunctionObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = NativeFunction_slots,
+};
+
+/* --------------------------------------------------------------------------- NativeBody -- */
+
+/* Converts a Python number to code's C type in *out; -1 with an exception naming argument i on failure. */
+static int convert_number(NativeFunctionObject *fn, int i, char code, PyObject *obj, native_value_t *out)
+{
+    if (code == 'f' || code == 'd') {
+        double v = PyFloat_AsDouble(obj);
+        if (v == -1.0 && PyErr_Occurred())
+            goto bad;
+        if (code == 'f')
+            out->f = (float)v;
+        else
+            out->d = v;
+        return 0;
+    }
+    if (!is_integer_code(code) && code != 'p')
+        goto bad;
+    if (PyFloat_Check(obj))
+        goto bad; /* no silent truncation of 2.5 to 2 */
+    PyObject *index = PyNumber_Index(obj);
+    if (index == NULL)
+        goto bad;
+    int overflow = 0;
+    if (code == 'L' || code == 'p') {
+        unsigned long long v = PyLong_AsUnsignedLongLong(index);
+        Py_DECREF(index);
+        if (v == (unsigned long long)-1 && PyErr_Occurred())
+            goto range;
+        if (code == 'p')
+            out->p = (void *)(uintptr_t)v;
+        else
+            out->u64 = v;
+        return 0;
+    }
+    long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
+    Py_DECREF(index);
+    if (v == -1 && PyErr_Occurred())
+        goto bad;
+    switch (code) {
+    case 'b': overflow |= v < INT8_MIN || v > INT8_MAX; out->i8 = (int8_t)v; break;
+    case 'B': overflow |= v < 0 || v > UINT8_MAX; out->u8 = (uint8_t)v; break;
+    case 'h': overflow |= v < INT16_MIN || v > INT16_MAX; out->i16 = (int16_t)v; break;
+    case 'H': overflow |= v < 0 || v > UINT16_MAX; out->u16 = (uint16_t)v; break;
+    case 'i': overflow |= v < INT32_MIN || v > INT32_MAX; out->i32 = (int32_t)v; break;
+    case 'I': overflow |= v < 0 || v > UINT32_MAX; out->u32 = (uint32_t)v; break;
+    default: out->i64 = v; break;
+    }
+    if (overflow)
+        goto range;
+    return 0;
+range:
+    PyErr_Clear();
+    PyErr_Format(PyExc_OverflowError, "argument %d of native body %U: %R does not fit its C type %s", i, fn->name,
+                 obj, c_name(code));
+    return -1;
+bad:
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "argument %d of native body %U: its C type is %s%s, not a %.100s", i, fn->name,
+                 c_name(code), fn->argtypes[i] == 'p' && code != 'p' ? " *" : "", Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
+/* Fills item from a plain value (not a tuple made by parla.native). */
+static int convert_plain(NativeFunctionObject *fn, int i, PyObject *obj, native_item_t *item)
+{
+    char type = fn->argtypes[i], pointee = fn->pointees[i];
+    if (type == 'p') {
+        if (obj == Py_None) {
+            item->kind = ITEM_VALUE;
+            item->code = 'p';
+            item->value.p = NULL;
+            return 0;
+        }
+        if ((PyBytes_Check(obj) && PyBytes_GET_SIZE(obj) == 1) ||
+            (PyUnicode_Check(obj) && PyUnicode_GET_LENGTH(obj) == 1 && PyUnicode_READ_CHAR(obj, 0) < 128)) {
+            if (pointee != 'b' && pointee != 'B' && pointee != '?') {
+                PyErr_Format(PyExc_TypeError, "argument %d of native body %U: a character for a %s * argument", i,
+                             fn->name, c_name(pointee));
+                return -1;
+            }
+            item->kind = ITEM_REF;
+            item->code = 'b';
+            item->value.i8 = (int8_t)(PyBytes_Check(obj) ? PyBytes_AS_STRING(obj)[0] : (char)PyUnicode_READ_CHAR(obj, 0));
+            return 0;
+        }
+        if (pointee != '?') {
+            /* A number for a pointer to a scalar: by reference. */
+            item->kind = ITEM_REF;
+            item->code = pointee;
+            return convert_number(fn, i, pointee, obj, &item->value);
+        }
+        if (PyBool_Check(obj)) {
+            PyErr_Format(PyExc_TypeError, "argument %d of native body %U: a bool for a pointer", i, fn->name);
+            return -1;
+        }
+        item->kind = ITEM_VALUE;
+        item->code = 'p';
+        return convert_number(fn, i, 'p', obj, &item->value);
+    }
+    item->kind = ITEM_VALUE;
+    item->code = type;
+    return convert_number(fn, i, type, obj, &item->value);
+}
+
+static int tuple_int64(PyObject *t, int64_t *out, Py_ssize_t n)
+{
+    for (Py_ssize_t k = 0; k < n; k++) {
+        long long v = PyLong_AsLongLong(PyTuple_GET_ITEM(t, k));
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        out[k] = v;
+    }
+    return 0;
+}
+
+/* Fills item from a (kind, ...) tuple made by parla.native; Data objects it references go to keep. */
+static int convert_tuple(pyparla_state *st, NativeFunctionObject *fn, int i, PyObject *t, native_item_t *item,
+                         PyObject *keep)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(t);
+    long kind = n > 0 ? PyLong_AsLong(PyTuple_GET_ITEM(t, 0)) : -1;
+    if (kind == -1 && PyErr_Occurred())
+        return -1;
+    if (kind != ITEM_REF && fn->argtypes[i] != 'p') {
+        PyErr_Format(PyExc_TypeError, "argument %d of native body %U: its C type is %s, not a pointer", i, fn->name,
+                     c_name(fn->argtypes[i]));
+        return -1;
+    }
+    item->kind = (unsigned char)kind;
+    switch (kind) {
+    case ITEM_REF: { /* (ITEM_REF, code, value) */
+        const char *code = n == 3 && PyUnicode_Check(PyTuple_GET_ITEM(t, 1)) ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(t, 1)) : NULL;
+        if (code == NULL || strlen(code) != 1 || ffi_of(code[0]) == NULL || code[0] == 'v' || fn->argtypes[i] != 'p')
+            break;
+        item->code = code[0];
+        return convert_number(fn, i, code[0], PyTuple_GET_ITEM(t, 2), &item->value);
+    }
+    case ITEM_ARRAY:
+    case ITEM_DESC: {
+        if ((kind == ITEM_ARRAY && n != 3) || (kind == ITEM_DESC && n != 7) ||
+            !PyObject_TypeCheck(PyTuple_GET_ITEM(t, 1), st->data_type))
+            break;
+        DataObject *d = (DataObject *)PyTuple_GET_ITEM(t, 1);
+        if (d->data == NULL)
+            break;
+        item->data = d->data;
+        item->offset = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 2));
+        if (item->offset == -1 && PyErr_Occurred())
+            return -1;
+        if (PyList_Append(keep, (PyObject *)d) < 0)
+            return -1;
+        if (kind == ITEM_ARRAY)
+            return 0;
+        PyObject *shape = PyTuple_GET_ITEM(t, 5), *strides = PyTuple_GET_ITEM(t, 6);
+        if (!PyTuple_Check(shape) || !PyTuple_Check(strides) || PyTuple_GET_SIZE(shape) != PyTuple_GET_SIZE(strides))
+            break;
+        Py_ssize_t ndim = PyTuple_GET_SIZE(shape);
+        if (ndim > NATIVE_MAX_DIMS) {
+            PyErr_Format(PyExc_ValueError, "argument %d of native body %U: %zd dimensions; at most %d are supported", i,
+                         fn->name, ndim, NATIVE_MAX_DIMS);
+            return -1;
+        }
+        item->desc = PyMem_Calloc(1, sizeof *item->desc);
+        if (item->desc == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        item->desc->ndim = ndim;
+        item->desc->itemsize = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 3));
+        item->desc->mode = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 4));
+        if (PyErr_Occurred() || tuple_int64(shape, item->desc->shape, ndim) < 0 ||
+            tuple_int64(strides, item->desc->strides, ndim) < 0)
+            return -1;
+        return 0;
+    }
+    case ITEM_STATUS:
+        if (fn->pointees[i] != '?' && fn->pointees[i] != 'i' && fn->pointees[i] != 'I')
+            break;
+        return n == 1 ? 0 : -2;
+    case ITEM_STREAM:
+        return n == 1 ? 0 : -2;
+    default:
+        break;
+    }
+    if (!PyErr_Occurred())
+        PyErr_Format(PyExc_TypeError, "argument %d of native body %U: %R is not an argument parla.native made for a "
+                     "%s%s argument", i, fn->name, t, c_name(fn->argtypes[i] == 'p' ? fn->pointees[i] : fn->argtypes[i]),
+                     fn->argtypes[i] == 'p' ? " *" : "");
+    return -1;
+}
+
+static void NativeBody_free_items(NativeBodyObject *self)
+{
+    for (Py_ssize_t i = 0; i < Py_SIZE(self); i++) {
+        PyMem_Free(self->items[i].desc);
+        self->items[i].desc = NULL;
+    }
+}
+
+static PyObject *NativeBody_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"function", "items", "device_pointers", NULL};
+    PyObject *fn_obj, *items;
+    int device_pointers = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!|p", kwlist, &fn_obj, &PyTuple_Type, &items, &device_pointers))
+        return NULL;
+    pyparla_state *st = pyparla_get_state_by_type(type);
+    if (st == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(fn_obj, st->native_function_type)) {
+        PyErr_SetString(PyExc_TypeError, "NativeBody(function, items): function must be a parla._core.NativeFunction");
+        return NULL;
+    }
+    NativeFunctionObject *fn = (NativeFunctionObject *)fn_obj;
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    if (n != fn->nargs) {
+        PyErr_Format(PyExc_TypeError, "native body %U takes %d arguments, %zd given", fn->name, fn->nargs, n);
+        return NULL;
+    }
+    NativeBodyObject *self = PyObject_GC_NewVar(NativeBodyObject, type, n ? n : 1);
+    if (self == NULL)
+        return NULL;
+    Py_SET_SIZE(self, n);
+    memset(self->items, 0, (size_t)(n ? n : 1) * sizeof self->items[0]);
+    self->fn = (NativeFunctionObject *)Py_NewRef(fn_obj);
+    self->keep = NULL;
+    self->device_pointers = device_pointers;
+    PyObject *keep = PyList_New(0);
+    if (keep == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(items, i);
+        int rc = PyTuple_Check(item) ? convert_tuple(st, fn, (int)i, item, &self->items[i], keep)
+                                     : convert_plain(fn, (int)i, item, &self->items[i]);
+        if (rc == -2) {
+            PyErr_Format(PyExc_TypeError, "argument %zd of native body %U: malformed %R", i, fn->name, item);
+            rc = -1;
+        }
+        if (rc < 0)
+            goto fail;
+    }
+    self->keep = PyList_AsTuple(keep);
+    Py_DECREF(keep);
+    if (self->keep == NULL)
+        goto fail_nokeep;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+fail:
+    Py_XDECREF(keep);
+fail_nokeep:
+    NativeBody_free_items(self);
+    Py_CLEAR(self->fn);
+    Py_CLEAR(self->keep);
+    PyObject_GC_Del(self);
+    Py_DECREF(type);
+    return NULL;
+}
+
+static PyObject *NativeBody_call(NativeBodyObject *self, PyObject *args, PyObject *kwds);
+
+static int NativeBody_traverse(NativeBodyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->fn);
+    Py_VISIT(self->keep);
+    return 0;
+}
+
+static int NativeBody_clear(NativeBodyObject *self)
+{
+    /* The items borrow from keep: they are never used once a body is being cleared (a task keeps its body
+     * until it has run). */
+    Py_CLEAR(self->keep);
+    Py_CLEAR(self->fn);
+    return 0;
+}
+
+static void NativeBody_dealloc(NativeBodyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    NativeBody_free_items(self);
+    NativeBody_clear(self);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *NativeBody_repr(NativeBodyObject *self)
+{
+    return PyUnicode_FromFormat("<native body %U (%zd arguments)>", self->fn ? self->fn->name : Py_None, Py_SIZE(self));
+}
+
+static PyObject *NativeBody_get_function(NativeBodyObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->fn ? (PyObject *)self->fn : Py_None);
+}
+
+static PyGetSetDef NativeBody_getset[] = {
+    {"function", (getter)NativeBody_get_function, NULL, "the NativeFunction it calls", NULL},
+    {NULL},
+};
+
+static PyType_Slot NativeBody_slots[] = {
+    {Py_tp_doc, "A native task body: a C function and its packed arguments (made by parla.native.call)."},
+    {Py_tp_new, NativeBody_new},
+    {Py_tp_call, NativeBody_call},
+    {Py_tp_dealloc, NativeBody_dealloc},
+    {Py_tp_traverse, NativeBody_traverse},
+    {Py_tp_clear, NativeBody_clear},
+    {Py_tp_repr, NativeBody_repr},
+    {Py_tp_getset, NativeBody_getset},
+    {0, NULL},
+};
+
+PyType_Spec pyparla_native_body_spec = {
+    .name = "parla._core.NativeBody",
+    .basicsize = offsetof(NativeBodyObject, items),
+    .itemsize = sizeof(native_item_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = NativeBody_slots,
+};
+
+int pyparla_is_native_body(pyparla_state *st, PyObject *obj)
+{
+    return Py_TYPE(obj) == st->native_body_type;
+}
+
+/* ------------------------------------------------------------------------------ the call -- */
+
+/* Why a call failed, filled without the GIL and turned into the task's exception with it. */
+typedef struct {
+    int what; /* 1: nonzero return, 2: nonzero status, 3: no copy on the device, 4: CUDA device */
+    int arg;
+    long long value;
+    int device;
+} native_failure_t;
+
+/* The failure as a new NativeError naming the task (GIL held); NULL with an exception set if it cannot be made. */
+static PyObject *failure_exception(pyparla_state *st, const char *task, NativeBodyObject *b, const native_failure_t *f)
+{
+    PyObject *msg = NULL;
+    switch (f->what) {
+    case 1:
+        msg = PyUnicode_FromFormat("task %s: native body %U returned %lld (nonzero: failure)", task, b->fn->name,
+                                   f->value);
+        break;
+    case 2:
+        msg = PyUnicode_FromFormat("task %s: native body %U set its status argument (argument %d) to %lld "
+                                   "(nonzero: failure)", task, b->fn->name, f->arg, f->value);
+        break;
+    case 3:
+        msg = PyUnicode_FromFormat("task %s: native body %U: argument %d has no copy on device %d (the PArray was "
+                                   "not made valid there)", task, b->fn->name, f->arg, f->device);
+        break;
+    default:
+        msg = PyUnicode_FromFormat("task %s: native body %U takes host pointers, and the task was mapped to the CUDA "
+                                   "device %d (give device_pointers=True to parla.native.call for a function that "
+                                   "takes device pointers, or place the task on cpu)", task, b->fn->name, f->device);
+        break;
+    }
+    PyObject *exc = msg ? PyObject_CallOneArg(st->native_error, msg) : NULL;
+    Py_XDECREF(msg);
+    if (exc) {
+        PyObject *code = PyLong_FromLongLong(f->value);
+        if (code == NULL || PyObject_SetAttrString(exc, "code", code) < 0)
+            Py_CLEAR(exc);
+        Py_XDECREF(code);
+    }
+    return exc;
+}
+
+/* On a worker, after the call failed: takes the GIL and makes the failure the task's exception
+ * (parla.native.NativeError), listed in the runtime's failed list like a body's exception. */
+static void record_failure(TaskObject *obj, NativeBodyObject *b, const native_failure_t *f)
+{
+    pyparla_worker_take_gil();
+    PyObject *exc = failure_exception(pyparla_get_state(obj->runtime->module), pyparla_task_name(obj), b, f);
+    if (exc == NULL)
+        exc = pyparla_take_exception();
+    Py_XSETREF(obj->exception, exc);
+    Py_CLEAR(obj->func);
+    pyparla_add_failed(obj->runtime, obj);
+}
+
+/* Whether the task's device is a CUDA GPU (whose copies a function taking host pointers cannot use). */
+static int on_cuda(RuntimeObject *rt, int device)
+{
+    parla_device_info_t info;
+    return device != 0 && rt != NULL && rt->rt != NULL && parla_device_info(rt->rt, device, &info) == 0 &&
+           info.is_cuda;
+}
+
+/* Calls b's function for task (NULL: outside tasks, on the CPU copies) of runtime rt. Needs no GIL and
+ * touches no Python object's reference count. 0, or 1 with *fail filled. */
+static int native_call(NativeBodyObject *b, parla_task_t *task, RuntimeObject *rt, native_failure_t *fail)
+{
+    NativeFunctionObject *fn = b->fn;
+    int n = (int)Py_SIZE(b);
+    int device = 0;
+    if (task == NULL || parla_task_devices(task, &device, 1) < 1)
+        device = 0;
+    *fail = (native_failure_t){0, 0, 0, device};
+    if (!b->device_pointers && on_cuda(rt, device)) {
+        fail->what = 4;
+        return 1;
+    }
+    /* Everything the call reads lives on this thread's stack (about 6 KiB at most). */
+    native_value_t vals[NATIVE_MAX_ARGS], refs[NATIVE_MAX_ARGS];
+    void *avalues[NATIVE_MAX_ARGS];
+    pyparla_native_array_t descs[NATIVE_MAX_ARGS];
+    int32_t status = 0;
+    int status_arg = -1;
+    for (int i = 0; i < n; i++) {
+        const native_item_t *it = &b->items[i];
+        switch (it->kind) {
+        case ITEM_VALUE:
+            vals[i] = it->value;
+            break;
+        case ITEM_REF:
+            refs[i] = it->value;
+            vals[i].p = &refs[i];
+            break;
+        case ITEM_ARRAY:
+        case ITEM_DESC: {
+            char *base = parla_data_device_ptr(it->data, device);
+            if (base == NULL) {
+                fail->what = 3;
+                fail->arg = i;
+                return 1;
+            }
+            if (it->kind == ITEM_ARRAY) {
+                vals[i].p = base + it->offset;
+            } else {
+                descs[i] = *it->desc;
+                descs[i].data = base + it->offset;
+                descs[i].device = device;
+                vals[i].p = &descs[i];
+            }
+            break;
+        }
+        case ITEM_STATUS:
+            vals[i].p = &status;
+            status_arg = i;
+            break;
+        default: /* ITEM_STREAM */
+            vals[i].p = task ? parla_task_stream(task, 0) : NULL;
+            break;
+        }
+        avalues[i] = &vals[i];
+    }
+    union {
+        ffi_arg i;
+        double d;
+        float f;
+        void *p;
+    } ret = {0};
+    ffi_call(&fn->cif, fn->address, &ret, avalues);
+    if (is_integer_code(fn->restype)) {
+        /* libffi widens an integer return to ffi_arg; narrow it back with its own signedness. */
+        long long v;
+        switch (fn->restype) {
+        case 'b': v = (int8_t)ret.i; break;
+        case 'B': v = (uint8_t)ret.i; break;
+        case 'h': v = (int16_t)ret.i; break;
+        case 'H': v = (uint16_t)ret.i; break;
+        case 'i': v = (int32_t)ret.i; break;
+        case 'I': v = (uint32_t)ret.i; break;
+        default: v = (long long)ret.i; break;
+        }
+        if (v != 0) {
+            fail->what = 1;
+            fail->value = v;
+            return 1;
+        }
+    }
+    if (status_arg >= 0 && status != 0) {
+        fail->what = 2;
+        fail->arg = status_arg;
+        fail->value = status;
+        return 1;
+    }
+    return 0;
+}
+
+int pyparla_native_body(parla_task_t *task, void *arg)
+{
+    TaskObject *obj = arg;
+    /* A worker keeps the GIL across consecutive Python bodies: let it go before a native one. */
+    pyparla_worker_release_gil();
+    NativeBodyObject *b = (NativeBodyObject *)obj->func;
+    native_failure_t fail;
+    if (native_call(b, task, obj->runtime, &fail) == 0)
+        return 0;
+    record_failure(obj, b, &fail);
+    return 1;
+}
+
+/* body(): the call made now on the calling thread, with the GIL released during it: inside a task body (a
+ * replayed graph's, or a Python body calling it) on the running task's device, outside tasks on the CPU
+ * copies. Raises NativeError as the task would fail. */
+static PyObject *NativeBody_call(NativeBodyObject *self, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a native body takes no arguments (they were given to parla.native.call)");
+        return NULL;
+    }
+    pyparla_state *st = pyparla_get_state_by_type(Py_TYPE(self));
+    if (st == NULL)
+        return NULL;
+    parla_task_t *task = parla_task_current();
+    TaskObject *obj = task ? parla_task_user(task) : NULL;
+    native_failure_t fail;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = native_call(self, task, obj ? obj->runtime : NULL, &fail);
+    Py_END_ALLOW_THREADS
+    if (rc == 0)
+        Py_RETURN_NONE;
+    PyObject *exc = failure_exception(st, task ? parla_task_name(task) : "(none)", self, &fail);
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------- module -- */
+
+int pyparla_native_init(PyObject *m, pyparla_state *st)
+{
+    st->native_function_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_native_function_spec, NULL);
+    if (st->native_function_type == NULL || PyModule_AddType(m, st->native_function_type) < 0)
+        return -1;
+    st->native_body_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_native_body_spec, NULL);
+    if (st->native_body_type == NULL || PyModule_AddType(m, st->native_body_type) < 0)
+        return -1;
+    st->native_error = PyErr_NewExceptionWithDoc(
+        "parla._core.NativeError",
+        "A native task body failed: it returned nonzero, or set its status argument to nonzero. Attributes: code "
+        "(the value).",
+        PyExc_RuntimeError, NULL);
+    if (st->native_error == NULL || PyModule_AddObjectRef(m, "NativeError", st->native_error) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "NATIVE_REF", ITEM_REF) < 0 || PyModule_AddIntConstant(m, "NATIVE_ARRAY", ITEM_ARRAY) < 0 ||
+        PyModule_AddIntConstant(m, "NATIVE_DESC", ITEM_DESC) < 0 ||
+        PyModule_AddIntConstant(m, "NATIVE_STATUS", ITEM_STATUS) < 0 ||
+        PyModule_AddIntConstant(m, "NATIVE_STREAM", ITEM_STREAM) < 0 ||
+        PyModule_AddIntConstant(m, "NATIVE_MAX_ARGS", NATIVE_MAX_ARGS) < 0 ||
+        PyModule_AddIntConstant(m, "NATIVE_MAX_DIMS", NATIVE_MAX_DIMS) < 0)
+        return -1;
+    return 0;
+}
