@@ -120,8 +120,9 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     parla_hold_t *hold;
-    void *ptr;
-    Py_ssize_t len;
+    void *ptr;              /* the held memory */
+    Py_ssize_t len;         /* its size in bytes */
+    unsigned long long lo;  /* the base byte it starts at */
     int host; /* host memory (cpu, virtual GPU): exported as a writable buffer */
 } HoldObject;
 
