@@ -86,3 +86,20 @@ def test_a_position_beyond_the_tasks_devices_is_a_clear_error():
         # Nothing of the refused spawns moved the data.
         assert A.nbytes_at(gpu(0)) == 0 and A.nbytes_at(gpu(1)) == 0
         np.testing.assert_array_equal(A.array, np.arange(4.0))
+
+
+def test_a_replayed_graph_keeps_each_arrays_device():
+    from parla import capture
+    with Parla(n_workers=2, virtual_gpus=2):
+        A = asarray(np.arange(4.0))
+        B = asarray(np.zeros(4))
+        with capture("pair") as g:
+            @spawn(placement=[(gpu(0), gpu(1))], input=[(A, 0)], inout=[(B, 1)])
+            def add():
+                B.array[:] += A.array
+        for _ in range(3):
+            g.replay()
+        g.wait()
+        # The replays, like the captured spawn, wrote B on the task's second device only.
+        assert B.exists_on_device(gpu(1)) and not B.exists_on_device(gpu(0)) and B.nbytes_at(gpu(0)) == 0
+        np.testing.assert_array_equal(B.array, 4 * np.arange(4.0))
