@@ -689,7 +689,7 @@ def _spawn(taskid: Any = None, dependencies: Any = (), placement: Any = None, vc
         if type(body) is _FunctionType and not _is_async(body):
             body = _watch_body(body, task)
         if options is not None and context.has_cuda and not native and not _is_async(body):
-            body = _cuda.on_cuda_device(_core.capture(body))
+            body = _cuda.on_cuda_device(_core.capture(body), m or 0)
         if (environments or tags) and not native:
             body = _in_environment(context, _core.capture(body), frozenset(tags), task.name)
         if options is not None and mapping_logger.isEnabledFor(10):

@@ -23,18 +23,35 @@ void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, u
         parla__trace_copy(parla__graph_rt(rt)->trace, serial, t0, parla__now_ns(), to, from, hi - lo);
 }
 
-/* Copies bytes [lo, hi) of store s from device `from` to device `to`; returns
- * when done. */
-int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial)
+/* Copies n bytes from src on device `from` to dst on device `to`; returns when done. */
+int parla__data_copy_addrs(parla_runtime_t *rt, int to, void *dst, int from, const void *src, uint64_t n)
 {
-    parla_runtime_t *rt = s->rt;
     parla__device_t *dt = &parla__devs(rt)->devices[to], *df = &parla__devs(rt)->devices[from];
     /* A CUDA device does the copy when one side is CUDA. */
     parla__device_t *engine = dt->is_cuda ? dt : df;
+    return engine->ops->copy(dt, dst, df, src, n);
+}
+
+/* Copies bytes [lo, hi) of store s from device `from` to device `to` (one copy per pair of pieces the range
+ * spans); returns when done. s->lock held. */
+int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial)
+{
+    parla_runtime_t *rt = s->rt;
     uint64_t t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
-    int rc = engine->ops->copy(dt, (char *)s->copies[to].buf + lo, df, (char *)s->copies[from].buf + lo, hi - lo);
-    if (rc)
-        return rc;
+    for (uint64_t x = lo; x < hi;) {
+        uint64_t dend = 0, send = 0;
+        void *dst = parla__data_addr(&s->copies[to], x, &dend);
+        const void *src = parla__data_addr(&s->copies[from], x, &send);
+        if (dst == NULL || src == NULL)
+            return parla__error(PARLA_EDEVICE, "byte %llu of a data object has no allocation on %s",
+                                (unsigned long long)x, parla__devs(rt)->devices[dst ? from : to].name);
+        uint64_t end = hi < dend ? hi : dend;
+        end = end < send ? end : send;
+        int rc = parla__data_copy_addrs(rt, to, dst, from, src, end - x);
+        if (rc)
+            return rc;
+        x = end;
+    }
     parla__data_copy_done(rt, to, from, lo, hi, serial, t0);
     return 0;
 }
@@ -160,8 +177,7 @@ static bool job_issue(parla__job_t *job, parla__device_t *d)
             rc = d->ops->stream_wait_event(d, stream, j->waits[i]->handle);
         j->t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
         if (rc == 0)
-            rc = d->ops->copy_async(d, (char *)s->copies[j->to].buf + j->lo, &parla__devs(rt)->devices[other],
-                                    (char *)s->copies[j->from].buf + j->lo, j->hi - j->lo, stream);
+            rc = d->ops->copy_async(d, j->dst, &parla__devs(rt)->devices[other], j->src, j->hi - j->lo, stream);
         if (rc == 0)
             rc = parla__event_record(d, stream, &j->event);
         if (rc == 0)
@@ -172,8 +188,11 @@ static bool job_issue(parla__job_t *job, parla__device_t *d)
             if (parla__event_done(j->waits[i]) == 0)
                 d->ops->event_synchronize(d, j->waits[i]->handle);
     }
-    /* Both copies are pinned, so neither buffer moves meanwhile. */
-    j->error = parla__data_copy_range(s, j->to, j->from, j->lo, j->hi, j->serial);
+    /* Both copies are pinned, so neither piece moves meanwhile. */
+    uint64_t t0 = parla__graph_rt(s->rt)->trace ? parla__now_ns() : 0;
+    j->error = parla__data_copy_addrs(s->rt, j->to, j->dst, j->from, j->src, j->hi - j->lo);
+    if (j->error == 0)
+        parla__data_copy_done(s->rt, j->to, j->from, j->lo, j->hi, j->serial, t0);
     return true;
 }
 
@@ -230,7 +249,10 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
 {
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
-    int rc = parla__data_ensure_copy(s, device, t);
+    uint64_t elo, ehi;
+    parla__data_extent(d, &elo, &ehi);
+    parla__data_task_extent(t, s, device, &elo, &ehi);
+    int rc = parla__data_ensure_copy(s, device, t, elo, ehi);
     if (rc)
         return rc;
     for (size_t r = 0; r < d->n_ranges; r++) {
@@ -261,23 +283,36 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
                 if (src < 0)
                     return parla__error(PARLA_EDEVICE, "data range [%llu, %llu) has no valid copy",
                                         (unsigned long long)g->lo, (unsigned long long)g->hi);
-                copy_job_t *j = plan ? parla__alloc(rt, sizeof *j) : NULL;
-                if (j != NULL) {
-                    /* Queued on a copy engine; the source stays pinned until done. */
-                    atomic_fetch_add(&s->refs, 1);
-                    *j = (copy_job_t){.store = s, .from = src, .to = device, .lo = g->lo, .hi = g->hi,
-                                      .serial = t ? t->serial : UINT64_MAX, .job.next = (parla__job_t *)plan->jobs};
-                    plan->jobs = j;
-                    plan->n_jobs_store++;
-                    parla__data_pin_locked(s, src);
-                    parla__data_pin_locked(s, device);
-                    g->arriving |= bit(device);
-                } else {
-                    if (t)
-                        parla__host_wait_task(t); /* its source may still be being written */
-                    rc = parla__data_copy_range(s, device, src, g->lo, g->hi, t ? t->serial : UINT64_MAX);
-                    if (rc)
-                        return rc;
+                /* One job per pair of pieces the segment spans on the source and here. */
+                for (uint64_t x = g->lo; x < g->hi;) {
+                    uint64_t dend = 0, send = 0;
+                    void *dst = parla__data_addr(&s->copies[device], x, &dend);
+                    void *from = parla__data_addr(&s->copies[src], x, &send);
+                    if (dst == NULL || from == NULL)
+                        return parla__error(PARLA_EDEVICE, "byte %llu of a data object has no allocation on %s",
+                                            (unsigned long long)x, parla__devs(rt)->devices[dst ? src : device].name);
+                    uint64_t end = g->hi < dend ? g->hi : dend;
+                    end = end < send ? end : send;
+                    copy_job_t *j = plan ? parla__alloc(rt, sizeof *j) : NULL;
+                    if (j != NULL) {
+                        /* Queued on a copy engine; the source stays pinned until done. */
+                        atomic_fetch_add(&s->refs, 1);
+                        *j = (copy_job_t){.store = s, .from = src, .to = device, .lo = x, .hi = end, .dst = dst,
+                                          .src = from, .serial = t ? t->serial : UINT64_MAX,
+                                          .job.next = (parla__job_t *)plan->jobs};
+                        plan->jobs = j;
+                        plan->n_jobs_store++;
+                        parla__data_pin_locked(s, src);
+                        parla__data_pin_locked(s, device);
+                        g->arriving |= bit(device);
+                    } else {
+                        if (t)
+                            parla__host_wait_task(t); /* its source may still be being written */
+                        rc = parla__data_copy_range(s, device, src, x, end, t ? t->serial : UINT64_MAX);
+                        if (rc)
+                            return rc;
+                    }
+                    x = end;
                 }
                 g->valid |= bit(device);
             }
@@ -289,13 +324,26 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
     return 0;
 }
 
-/* True when access i is the first of the task's accesses to its base data on
- * its device (views of one base share its copies: count them once). */
-static bool first_use(const parla__task_ext_t *x, int i)
+/* The piece access i of t asks for on its device (the extent of the task's accesses to that store for
+ * that device, parla__data_task_extent) in [*lo, *hi); true when i is the first access asking for it
+ * (accesses sharing a piece count it once). */
+static bool first_use(const parla_task_t *t, int i, uint64_t *lo, uint64_t *hi)
 {
-    for (int j = 0; j < i; j++)
-        if (x->accesses[j].data->store == x->accesses[i].data->store && x->accesses[j].slot == x->accesses[i].slot)
+    const parla__task_ext_t *x = t->ext;
+    const store_t *s = x->accesses[i].data->store;
+    int device = access_device(t, &x->accesses[i]);
+    parla__data_extent(x->accesses[i].data, lo, hi);
+    if (*lo == *hi)
+        return false;
+    parla__data_task_extent(t, s, device, lo, hi);
+    for (int j = 0; j < i; j++) {
+        uint64_t a, b;
+        if (x->accesses[j].data->store != s || access_device(t, &x->accesses[j]) != device)
+            continue;
+        parla__data_extent(x->accesses[j].data, &a, &b);
+        if (a < b && a >= *lo && b <= *hi)
             return false;
+    }
     return true;
 }
 
@@ -344,11 +392,11 @@ static bool room_for(parla_task_t *t, parla__device_t *d)
     uint64_t need = 0;
     for (int i = 0; i < x->n_accesses; i++) {
         store_t *si = x->accesses[i].data->store;
-        if (access_device(t, &x->accesses[i]) != device || !first_use(x, i))
+        uint64_t lo, hi;
+        if (access_device(t, &x->accesses[i]) != device || !first_use(t, i, &lo, &hi))
             continue;
         pthread_mutex_lock(&si->lock);
-        if (si->copies[device].buf == NULL)
-            need += si->nbytes;
+        need += parla__data_piece_need(&si->copies[device], lo, hi);
         pthread_mutex_unlock(&si->lock);
     }
     pthread_mutex_lock(&d->lock);
@@ -361,7 +409,7 @@ static bool room_for(parla_task_t *t, parla__device_t *d)
         for (int i = 0; i < x->n_accesses && !mine; i++)
             mine = x->accesses[i].data->store == c->store && access_device(t, &x->accesses[i]) == device;
         if (!mine)
-            evictable += c->store->nbytes;
+            evictable += c->bytes;
     }
     bool fits = parla__data_used_locked(d) - evictable + need <= d->memory_capacity;
     pthread_mutex_unlock(&d->lock);
@@ -376,9 +424,11 @@ static int check_capacity(parla_task_t *t, parla__device_t *d)
     parla__task_ext_t *x = t->ext;
     /* A task whose data cannot fit even on an empty device fails. */
     uint64_t total = 0;
-    for (int i = 0; i < x->n_accesses; i++)
-        if (access_device(t, &x->accesses[i]) == d->index && first_use(x, i))
-            total += x->accesses[i].data->store->nbytes;
+    for (int i = 0; i < x->n_accesses; i++) {
+        uint64_t lo, hi;
+        if (access_device(t, &x->accesses[i]) == d->index && first_use(t, i, &lo, &hi))
+            total += hi - lo;
+    }
     if (total + t->memory > d->memory_capacity) /* one account: its reservation too */
         return parla__error(PARLA_ERESOURCE,
                             "task %s needs %llu bytes of data and reserves %llu bytes on %s, more than its "
@@ -509,7 +559,7 @@ static void mark_writes(parla_task_t *t, uint64_t gpus)
                 continue;
             d->n_pins++;
             parla__copy_t *c = &x->accesses[i].data->store->copies[dev];
-            if (c->buf)
+            if (c->n_pieces > 0)
                 parla__data_lru_touch(d, c);
         }
         pthread_mutex_unlock(&d->lock);
@@ -537,7 +587,10 @@ static void queue_jobs(parla_task_t *t, plan_t *plan)
             copy_job_submit(rt, j);
         } else {
             parla__host_wait_task(t);
-            parla__data_copy_range(j->store, j->to, j->from, j->lo, j->hi, j->serial);
+            uint64_t t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
+            j->error = parla__data_copy_addrs(rt, j->to, j->dst, j->from, j->src, j->hi - j->lo);
+            if (j->error == 0)
+                parla__data_copy_done(rt, j->to, j->from, j->lo, j->hi, j->serial, t0);
             arrived(j->store, j);
             parla__data_unpin(j->store, j->from, 1);
             parla__data_unpin(j->store, j->to, 1);
@@ -622,7 +675,8 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
     if (device != 0)
         pthread_mutex_unlock(&dev->acquire_lock);
     if (rc == PARLA_EBUSY)
-        rc = parla__error(PARLA_ERESOURCE, "parla_data_fetch: %s is full of copies in use by running tasks",
+        rc = parla__error(PARLA_ERESOURCE, "parla_data_fetch: %s is full of copies in use by running tasks, or "
+                          "a running task uses an allocation of this data there that the fetch would merge with",
                           dev->name);
     return rc;
 }
