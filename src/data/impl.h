@@ -72,6 +72,8 @@ struct parla__store {
     size_t n_records, cap_records;
     parla__copy_t *copies; /* one per device */
     _Atomic uint64_t planned; /* devices that mapped tasks will bring this data to */
+    uint64_t writes; /* accesses marked as writes so far (under lock): a copy made with the lock
+                        dropped marks its bytes valid only if none came meanwhile */
 };
 
 struct parla_data {

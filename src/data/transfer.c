@@ -224,9 +224,23 @@ static void arrival_add_waiter(arrival_t *a, parla_task_t *t, waiter_t *w)
     pthread_mutex_unlock(&a->lock);
 }
 
-/* Makes d's ranges valid on device (copying from the cheapest valid source)
- * and, for writes, leaves device as the only valid copy. s->lock held. */
-static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan)
+/* A copy make_valid_locked could not queue as a job (no plan, or no memory
+ * for one): made by its caller after dropping the store's lock, with both
+ * copies pinned meanwhile (see make_valid). */
+typedef struct copy_now {
+    int from, to;
+    uint64_t lo, hi;
+    uint64_t writes; /* the store's write count when it was planned */
+} copy_now_t;
+
+#define COPY_NOW 1 /* make_valid_locked: *now is to be copied, then call again */
+
+/* Makes d's ranges valid on device (queueing copies from the cheapest valid
+ * source on plan) and, for writes, leaves device as the only valid copy.
+ * s->lock held. A copy it cannot queue is returned in *now (COPY_NOW) with
+ * both copies pinned, before anything else is marked; the caller copies and
+ * calls again. With mode WRITE only, nothing is copied (now may be NULL). */
+static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan, copy_now_t *now)
 {
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
@@ -273,11 +287,12 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
                     parla__data_pin_locked(s, device);
                     g->arriving |= bit(device);
                 } else {
-                    if (t)
-                        parla__host_wait_task(t); /* its source may still be being written */
-                    rc = parla__data_copy_range(s, device, src, g->lo, g->hi, t ? t->serial : UINT64_MAX);
-                    if (rc)
-                        return rc;
+                    /* Copied by the caller with the lock dropped; the pins keep both copies. */
+                    s->copies[src].pins++;
+                    s->copies[device].pins++;
+                    *now = (copy_now_t){.from = src, .to = device, .lo = g->lo, .hi = g->hi, .writes = s->writes};
+                    parla__data_seg_merge(s);
+                    return COPY_NOW;
                 }
                 g->valid |= bit(device);
             }
@@ -285,8 +300,48 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
                 g->valid = bit(device);
         }
     }
+    if (mode & PARLA_WRITE)
+        s->writes++;
     parla__data_seg_merge(s);
     return 0;
+}
+
+/* Makes the copy *now (see make_valid_locked) with s->lock dropped, then marks
+ * its bytes valid on the destination, unless the store was written meanwhile
+ * (then the next call plans the range again). Entered and left with s->lock
+ * held; unpins both copies. */
+static int copy_now(store_t *s, const copy_now_t *now, parla_task_t *t)
+{
+    pthread_mutex_unlock(&s->lock);
+    if (t)
+        parla__host_wait_task(t); /* its source may still be being written */
+    int rc = parla__data_copy_range(s, now->to, now->from, now->lo, now->hi, t ? t->serial : UINT64_MAX);
+    pthread_mutex_lock(&s->lock);
+    s->copies[now->from].pins--;
+    s->copies[now->to].pins--;
+    if (rc || s->writes != now->writes)
+        return rc;
+    if (parla__data_seg_split(s, now->lo) || parla__data_seg_split(s, now->hi))
+        return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
+    for (size_t i = parla__data_seg_find(s, now->lo); i < s->n_segs && s->segs[i].lo < now->hi; i++)
+        if (s->segs[i].valid & bit(now->from))
+            s->segs[i].valid |= bit(now->to);
+    parla__data_seg_merge(s);
+    return 0;
+}
+
+/* make_valid_locked, doing the copies it cannot queue (s->lock held on entry
+ * and exit, dropped while one copies). */
+static int make_valid(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan)
+{
+    for (;;) {
+        copy_now_t now;
+        int rc = make_valid_locked(d, device, mode, t, plan, &now);
+        if (rc != COPY_NOW)
+            return rc;
+        if ((rc = copy_now(d->store, &now, t)) != 0)
+            return rc;
+    }
 }
 
 /* True when access i is the first of the task's accesses to its base data on
@@ -460,7 +515,7 @@ static int plan_reads(parla_task_t *t, plan_t *plan, arrival_t **waits, int *n_p
         pthread_mutex_lock(&s->lock);
         copy_job_t *before = plan->jobs;
         plan->n_jobs_store = 0;
-        rc = make_valid_locked(a->data, device, a->mode & PARLA_READ, t, plan);
+        rc = make_valid(a->data, device, a->mode & PARLA_READ, t, plan);
         if (rc == 0) {
             s->copies[device].pins++;
             if (plan->n_jobs_store > 0)
@@ -497,7 +552,7 @@ static void mark_writes(parla_task_t *t, uint64_t gpus)
             continue;
         store_t *s = a->data->store;
         pthread_mutex_lock(&s->lock);
-        make_valid_locked(a->data, access_device(t, a), PARLA_WRITE, t, NULL);
+        make_valid_locked(a->data, access_device(t, a), PARLA_WRITE, t, NULL, NULL);
         pthread_mutex_unlock(&s->lock);
     }
     for (uint64_t m = gpus; m; m &= m - 1) {
@@ -614,13 +669,24 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
         parla__data_arrival_unref(arr);
     }
     parla__device_t *dev = &parla__devs(rt)->devices[device];
+    /* The copy is made (room made for it) as a task's would be, and pinned;
+     * the bytes are then copied with no device lock held and the store's lock
+     * dropped during each copy (make_valid). */
     if (device != 0)
         pthread_mutex_lock(&dev->acquire_lock);
     pthread_mutex_lock(&s->lock);
-    int rc = make_valid_locked(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
+    int rc = parla__data_ensure_copy(s, device, NULL);
+    if (rc == 0)
+        s->copies[device].pins++;
     pthread_mutex_unlock(&s->lock);
     if (device != 0)
         pthread_mutex_unlock(&dev->acquire_lock);
+    if (rc == 0) {
+        pthread_mutex_lock(&s->lock);
+        rc = make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
+        s->copies[device].pins--;
+        pthread_mutex_unlock(&s->lock);
+    }
     if (rc == PARLA_EBUSY)
         rc = parla__error(PARLA_ERESOURCE, "parla_data_fetch: %s is full of copies in use by running tasks",
                           dev->name);
