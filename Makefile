@@ -107,14 +107,14 @@ test-sanitize: test-tsan test-asan test-asan-python
 
 test-tsan: venv
 	test -f build/tsan/build.ninja || $(MESON) setup build/tsan --buildtype=debugoptimized \
-	  -Db_sanitize=thread -Dbenchmarks=false
+	  -Db_sanitize=thread -Db_lto=false -Dbenchmarks=false
 	$(VENV)/bin/ninja -C build/tsan
 	PARLA_TEST_SCALE=$(SAN_SCALE) TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 	  $(MESON) test -C build/tsan --print-errorlogs --timeout-multiplier 4
 
 test-asan: venv
 	test -f build/asan/build.ninja || $(MESON) setup build/asan --buildtype=debugoptimized \
-	  -Db_sanitize=address,undefined -Db_lundef=false -Dbenchmarks=false
+	  -Db_sanitize=address,undefined -Db_lundef=false -Db_lto=false -Dbenchmarks=false
 	$(VENV)/bin/ninja -C build/asan
 	PARLA_TEST_SCALE=$(SAN_SCALE) ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" \
 	  UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
@@ -128,7 +128,7 @@ ASAN_PY_TESTS = test_reliability.py test_parray_semantics.py test_task_memory.py
   test_errors.py test_await.py test_eviction.py test_graphs.py test_native.py
 test-asan-python: install
 	test -f build/pyasan/build.ninja || $(MESON) setup build/pyasan --buildtype=debugoptimized -Dpython=true \
-	  -Dtests=false -Dbenchmarks=false -Db_sanitize=address,undefined -Db_lundef=false
+	  -Dtests=false -Dbenchmarks=false -Db_sanitize=address,undefined -Db_lundef=false -Db_lto=false
 	$(VENV)/bin/ninja -C build/pyasan
 	rm -rf build/pyasan/root && DESTDIR=$(CURDIR)/build/pyasan/root $(MESON) install -C build/pyasan --quiet
 	core=$$(find build/pyasan/root -name '_core*.so' | head -1); site=$(CURDIR)/$$(dirname $$(dirname $$core)); \

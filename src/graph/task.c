@@ -143,8 +143,12 @@ void parla_task_release(parla_task_t *t)
 
 int parla__task_require_created(const parla_task_t *t, const char *fn)
 {
-    if (t == NULL)
-        return parla__error(PARLA_EINVAL, "%s: task is NULL", fn);
+    if (t == NULL) {
+        /* The constant return (not parla__error's) lets the compiler see that
+         * no caller goes on with t == NULL. */
+        parla__error(PARLA_EINVAL, "%s: task is NULL", fn);
+        return PARLA_EINVAL;
+    }
     int s = atomic_load_explicit(&t->state, memory_order_acquire);
     if (s != PARLA_TASK_CREATED)
         return parla__error(PARLA_ESTATE, "%s: task %s is %s, not created", fn, parla_task_name(t),

@@ -167,6 +167,19 @@ def test_ranks_running_different_programs_stop_with_an_error(scenario, n, tmp_pa
 
 
 @pytest.mark.timeout(60)
+def test_rank_opening_fewer_contexts_is_named(tmp_path):
+    """The last rank opens one distributed context fewer and ends: the others, waiting at that context's entry,
+    raise an error naming it (its departure message at exit), and the job ends."""
+    proc = mpirun(4, PROGRAMS, "mismatch_contexts", timeout=50, out_dir=tmp_path)
+    caught = dict(re.findall(r"^CAUGHT rank=(\d+) (.*)$", proc.lines, re.M))
+    assert sorted(caught) == ["0", "1", "2"], proc.stdout + proc.stderr[-3000:]
+    for r, text in caught.items():
+        assert text == (f"RuntimeError rank 3 ended its program after 1 distributed context(s); rank {r} is entering "
+                        f"context #1: the ranks do not run the same program"), caught
+    assert proc.returncode != 0
+
+
+@pytest.mark.timeout(60)
 def test_long_task_is_a_stall_not_a_divergence(tmp_path):
     """A long task before a send (2.5 s, with PARLA_MPI_STALL_WARN=1): the waiting rank names the request on
     stderr, and the program completes with the right values (long tasks are never taken for a divergence)."""

@@ -48,7 +48,9 @@ rank cancels its tasks, and every rank's ``with Parla():`` raises: the failing r
 :class:`RemoteTaskError` naming the rank and the task. A job that had a failure ends with MPI_Abort at
 interpreter exit (after every rank has printed its error), so no rank waits forever in MPI_Finalize, and no
 further distributed context can start in the process (RuntimeError). After a successful context, another
-may follow (the DistArrays keep their values and versions).
+may follow (the DistArrays keep their values and versions). At exit every rank tells the others how many
+contexts it entered (COMM_WORLD, tag 32000), so ranks waiting to enter a context it never opened stop with
+RuntimeError instead of waiting for ever.
 Ctrl-C under ``mpirun`` stops every rank (mpirun signals them all; a rank interrupted alone reports it as a
 failure).
 
@@ -134,6 +136,8 @@ _next_id = 0                       # the next DistArray id: creation order, the 
 _contexts = 0                      # distributed contexts entered so far in this process
 _failed: Optional[str] = None      # the failure that ended an earlier context (no new one can start)
 _abort_armed = False
+_TAG_DEPART = 32000                # COMM_WORLD tag: a rank's program has ended (payload: contexts it entered)
+_depart_armed = False
 
 
 def _not_in_task(what: str) -> None:
@@ -622,9 +626,55 @@ def _rank_path(base: str, rank: int, suffix: str = ".json") -> str:
     return f"{root}.rank{rank}{suffix}"
 
 
+def _arm_depart() -> None:
+    """At interpreter exit, tells every rank of COMM_WORLD how many distributed contexts this process entered
+    (tag _TAG_DEPART): a rank still waiting to enter a context this one never opened then stops with an
+    error instead of waiting for ever (see :func:`_enter_barrier`)."""
+    global _depart_armed
+    if _depart_armed:
+        return
+    _depart_armed = True
+
+    def depart() -> None:
+        comm = world()
+        payload = np.array([_contexts], dtype=np.int64)
+        reqs = [comm.Isend([payload, _mpi().INT64_T], dest=r, tag=_TAG_DEPART)
+                for r in range(comm.Get_size()) if r != comm.Get_rank()]
+        deadline = time.monotonic() + 5.0
+        while reqs and time.monotonic() < deadline:   # small messages: sent at once (eager); never blocks long
+            reqs = [q for q in reqs if not q.Test()]
+            time.sleep(1e-3)
+    atexit.register(depart)
+
+
+def _departed(comm: Any, number: int) -> Optional[str]:
+    """A rank of comm whose program ended before entering context #number (from its departure message), as
+    text; None if none (so far)."""
+    MPI = _mpi()
+    w = world()
+    status = MPI.Status()
+    while w.Iprobe(source=MPI.ANY_SOURCE, tag=_TAG_DEPART, status=status):
+        source = status.Get_source()
+        buf = np.zeros(1, dtype=np.int64)
+        w.Recv([buf, MPI.INT64_T], source=source, tag=_TAG_DEPART)
+        entered = int(buf[0])
+        if comm is w or comm == w:
+            member: Optional[int] = source
+        else:
+            member = MPI.Group.Translate_ranks(w.Get_group(), [source], comm.Get_group())[0]
+            member = None if member == MPI.UNDEFINED else member
+        if member is not None and entered <= number:
+            return (f"rank {member} ended its program after {entered} distributed context(s); rank "
+                    f"{comm.Get_rank()} is entering context #{number}: the ranks do not run the same program")
+    return None
+
+
 def _enter_barrier(comm: Any, number: int) -> None:
     """The collective entry of a context: waits for every rank (polling, so a rank left waiting longer than
-    PARLA_MPI_STALL_WARN seconds, default 60, says so on stderr once)."""
+    PARLA_MPI_STALL_WARN seconds, default 60, says so on stderr once). Raises RuntimeError when a rank's
+    program ended without entering this context (the job then ends with MPI_Abort at exit)."""
+    global _failed
+    _arm_depart()
     req = comm.Ibarrier()
     warn = stall_warn_seconds()
     start = time.monotonic()
@@ -632,6 +682,12 @@ def _enter_barrier(comm: Any, number: int) -> None:
     while not req.Test():
         delay = min(max(delay * 2, 50e-6), 1e-3)
         time.sleep(delay)
+        gone = _departed(comm, number)
+        if gone is not None:
+            _failed = gone
+            _arm_abort()
+            print(f"parla.mpi: {gone}", file=sys.stderr, flush=True)
+            raise RuntimeError(gone)
         if warn > 0 and time.monotonic() - start > warn:
             print(f"parla.mpi: rank {comm.Get_rank()} has waited {warn:g} s for the other ranks to enter "
                   f"distributed context #{number} (does every rank open the same contexts?)",

@@ -541,6 +541,22 @@ def mismatch_array():
             y.array[...] += x.array
 
 
+def mismatch_contexts():
+    """The last rank opens one distributed context fewer than the others and ends its program: the others,
+    waiting for it to enter, stop with an error naming it."""
+    with Parla(n_workers=1):
+        pass
+    if RANK == SIZE - 1:
+        return
+    try:
+        with Parla(n_workers=1):
+            pass
+    except RuntimeError as e:
+        emit(f"CAUGHT rank={RANK} RuntimeError {e}")
+    else:
+        emit(f"CAUGHT rank={RANK} nothing")
+
+
 def slow_peer():
     """A long task on rank 0 (2.5 s) before the send rank 1 waits for: a stall, not a divergence. With
     PARLA_MPI_STALL_WARN=1 rank 1 says so on stderr, and the program completes."""
@@ -642,6 +658,8 @@ if __name__ == "__main__":
         failure()
     elif which == "failure_outside":
         failure_outside()
+    elif which == "mismatch_contexts":
+        mismatch_contexts()
     elif which in MISMATCHES:
         mismatch_catch(MISMATCHES[which])
     elif which == "forever":
