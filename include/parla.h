@@ -534,8 +534,16 @@ int parla_task_add_access(parla_task_t *task, parla_data_t *data, parla_access_m
  * call): those of parla_task_add_access, PARLA_EINVAL (slot out of range). */
 int parla_task_add_access_at(parla_task_t *task, parla_data_t *data, parla_access_mode_t mode, int slot);
 
-/* The base object's copy on device (NULL when it has none). Borrowed; valid
- * while the data is in use by the calling task, or until the next eviction. */
+/* Where data lives on device, as the address of its base's byte 0: byte x of
+ * the base is at ptr + x, for the bytes of the allocation holding data's
+ * ranges. On the CPU the copy is the whole base. On a GPU a view allocates
+ * only the smallest byte range covering its ranges (views whose ranges
+ * overlap or touch share one allocation), so ptr itself may lie outside the
+ * allocation: use it only with the offsets of data's bytes. For a base of
+ * which only views are on device, inside a task: the allocation holding what
+ * the calling task declared of that base. NULL when device has no allocation
+ * holding data. Borrowed; valid while the data is in use by the calling task,
+ * or until the next eviction. */
 void *parla_data_device_ptr(parla_data_t *data, int device);
 
 /* Size in bytes of the base object. */
@@ -544,7 +552,8 @@ uint64_t parla_data_nbytes(const parla_data_t *data);
 /* Bytes of data's ranges valid on device. */
 uint64_t parla_data_valid_bytes(parla_data_t *data, int device);
 
-/* Bytes of the base allocated on device (0 if it has no copy there). */
+/* Bytes of the base allocated on device (0 if it has no copy there; on a GPU,
+ * the sizes of the allocations the views brought there). */
 uint64_t parla_data_resident_bytes(parla_data_t *data, int device);
 
 /* Outside tasks: blocks until every spawned task that writes data's ranges
@@ -571,17 +580,23 @@ int parla_data_fetch(parla_data_t *data, int device, int write);
  * not reach it. The runtime's memory (devices included) lives until then too. */
 typedef struct parla_hold parla_hold_t;
 
-/* Holds data's base copy on device: *out receives the hold, *ptr (when not
- * NULL) the copy's address (valid until the hold is released). Any thread.
- * Errors: PARLA_EINVAL, PARLA_ENODEV, PARLA_ESTATE (no copy on device),
- * PARLA_ENOMEM. */
+/* Holds the allocation on device holding data (the one parla_data_device_ptr
+ * finds): *out receives the hold, *ptr (when not NULL) the address of the
+ * base's byte 0 as parla_data_device_ptr gives it (valid until the hold is
+ * released). Any thread. Errors: PARLA_EINVAL, PARLA_ENODEV, PARLA_ESTATE (no
+ * allocation on device holds data), PARLA_ENOMEM. */
 int parla_data_hold(parla_data_t *data, int device, parla_hold_t **out, void **ptr);
+
+/* The held memory: its address, the base byte it starts at (*lo) and its
+ * size in bytes (*nbytes); either pointer may be NULL. A NULL hold gives
+ * NULL and zeros. Any thread. */
+void *parla_hold_memory(const parla_hold_t *hold, uint64_t *lo, uint64_t *nbytes);
 
 /* Releases a hold (NULL is ignored); the last release of memory the engine
  * has dropped frees it. Any thread. */
 void parla_hold_release(parla_hold_t *hold);
 
-/* Drops data's base copy on device (device -1: every non-CPU device). With
+/* Drops data's base copy on device, all its allocations (device -1: every non-CPU device). With
  * keep_one_copy, ranges valid only there are first copied to the CPU.
  * Copies in use by running tasks are not evicted (PARLA_EBUSY). */
 int parla_data_evict(parla_data_t *data, int device, int keep_one_copy);

@@ -7,7 +7,9 @@ concurrent.futures.ThreadPoolExecutor, in one run, with the same number of worke
 Workloads (time = from the first spawn/submit, including Python-side spawning, until every task is done;
 the time to start the Parla context / executor / Dask pool is included, it is tens of microseconds):
 
-  (a) independent   N independent empty tasks (N = 100,000; Dask: --dask-tasks, default 20,000)
+  (a) independent   N independent empty tasks (N = 100,000; Dask: --dask-tasks, default 20,000), each
+                    named in a TaskSpace (Parla; the others name them their own way)
+  (a) anonymous     the same with anonymous Parla tasks (@spawn()); the peers run (a) again
   (b) chain         a chain of N empty tasks, each depending on the previous one
   (c) waves         1,000 waves of 100 empty tasks, each wave joined by a barrier task that the next
                     wave depends on (Dask: --dask-waves, default 200 waves)
@@ -73,6 +75,16 @@ def parla_independent(n, workers):
         T = TaskSpace("T")
         for i in range(n):
             @spawn(T[i])
+            def task():
+                pass
+    return time.perf_counter() - t0
+
+
+def parla_anonymous(n, workers):
+    t0 = time.perf_counter()
+    with Parla(n_workers=workers):
+        for _ in range(n):
+            @spawn()
             def task():
                 pass
     return time.perf_counter() - t0
@@ -336,6 +348,8 @@ def main(argv=None):
         print(f"  measured {name}", flush=True)
 
     overhead("(a) independent", parla_independent, tpe_independent, dask_independent,
+             (args.tasks,), (args.dask_tasks,), lambda n: n)
+    overhead("(a) anonymous", parla_anonymous, tpe_independent, dask_independent,
              (args.tasks,), (args.dask_tasks,), lambda n: n)
     overhead("(b) chain", parla_chain, tpe_chain, dask_chain, (args.tasks,), (args.dask_tasks,), lambda n: n)
     overhead("(c) waves", parla_waves, tpe_waves, dask_waves, (args.waves, args.width),

@@ -2,17 +2,22 @@
 
 CuPy is an optional dependency: this is the one module that imports it, at call time (never at import, so
 ``import parla`` works without it and a program may install or fake it later). A task on a CUDA GPU runs
-with CuPy's current device set to that GPU and the task's engine stream (a ``CUstream``) current there.
+with CuPy's current device set to that GPU and the task's engine stream (a ``CUstream``) current there, and
+with CuPy's allocator set (context-locally, ``cupy.cuda.using_allocator``) to a memory pool of the runtime's
+for that task: CuPy's temporaries are limited to the task's ``memory=`` reservation, which the runtime
+counts in the GPU's account, and its cached blocks are given back to the driver when the body returns, so
+CuPy never holds memory on the GPU behind the runtime's accounting (see the user guide, "CuPy's memory").
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import types
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
-from . import _context, _core
+from . import _config, _context, _core
 
-__all__ = ["cupy_module", "cupy_or_none", "cuda_scope", "on_cuda_device"]
+__all__ = ["cupy_module", "cupy_or_none", "cuda_scope", "cupy_memory", "on_cuda_device"]
 
 
 def cupy_module() -> types.ModuleType:
@@ -45,9 +50,45 @@ def cuda_scope(cupy: Any, ordinal: int, position: int) -> contextlib.ExitStack:
     return scope
 
 
-def on_cuda_device(body: Callable[[], Any]) -> Callable[[], Any]:
-    """body, run with CuPy's current device set to the task's (first) CUDA GPU and the task's stream there
-    current. The body queues its work and returns; the runtime records an event after it (runahead)."""
+def _headroom() -> Optional[int]:
+    """PARLA_CUPY_MEMORY: the bytes CuPy may take in a task that reserved no memory= (unset or empty: no
+    limit, CuPy's temporaries are then outside the runtime's account). ValueError when not a byte count."""
+    text = os.environ.get("PARLA_CUPY_MEMORY", "").strip()
+    if not text:
+        return None
+    size: int = _config.parse_size(text, "PARLA_CUPY_MEMORY")
+    return size
+
+
+@contextlib.contextmanager
+def cupy_memory(cupy: Any, memory: int) -> Iterator[Any]:
+    """A scope in which CuPy allocates (on the current device) from a memory pool of its own, limited to
+    ``memory`` bytes when ``memory`` > 0 (the task's reservation, counted in the device's account), else to
+    PARLA_CUPY_MEMORY bytes when that is set, else unlimited. CuPy raises its OutOfMemoryError for an
+    allocation past the limit. At the end the pool's unused blocks go back to the driver (blocks of arrays
+    still alive go back when those arrays are freed). Yields the pool. Worker threads (the allocator is
+    CuPy's context-local one); ValueError when PARLA_CUPY_MEMORY is not a byte count. Yields None, and
+    changes nothing, for a CuPy module without MemoryPool or using_allocator."""
+    limit = memory if memory > 0 else _headroom()
+    pool_type = getattr(cupy.cuda, "MemoryPool", None)
+    using_allocator = getattr(cupy.cuda, "using_allocator", None)
+    if pool_type is None or using_allocator is None:  # a CuPy without them (before 7): CuPy's own pool
+        yield None
+        return
+    pool = pool_type()
+    if limit is not None:
+        pool.set_limit(size=limit)
+    try:
+        with using_allocator(pool.malloc):
+            yield pool
+    finally:
+        pool.free_all_blocks()
+
+
+def on_cuda_device(body: Callable[[], Any], memory: int = 0) -> Callable[[], Any]:
+    """body, run with CuPy's current device set to the task's (first) CUDA GPU, the task's stream there
+    current, and CuPy's allocations limited to the task's reservation of ``memory`` bytes (cupy_memory).
+    The body queues its work and returns; the runtime records an event after it (runahead)."""
     def run() -> Any:
         task = _core.current_task()
         devices = task._devices if task is not None else ()
@@ -55,7 +96,8 @@ def on_cuda_device(body: Callable[[], Any]) -> Callable[[], Any]:
         if devices and table[devices[0]]["cuda"]:
             cupy = cupy_or_none()
             if cupy is not None:
-                with cuda_scope(cupy, table[devices[0]]["cuda_ordinal"], 0):
+                with cuda_scope(cupy, table[devices[0]]["cuda_ordinal"], 0), \
+                        cupy_memory(cupy, memory):
                     return body()
         return body()
     run.__name__ = getattr(body, "__name__", "task")

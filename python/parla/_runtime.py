@@ -285,6 +285,7 @@ class Parla:
         self._thread = threading.get_ident()
         self._thread_name = threading.current_thread().name
         _context.current = self
+        _core._set_context(self)  # what the spawn path in C reads
         if logger.isEnabledFor(10):
             logger.debug("context started: %d workers, devices %s%s", self._rt.num_workers,
                          ", ".join(f"{d['kind']}({d['kind_index']})" for d in self.device_table), ", tracing" if tracing else "")
@@ -294,6 +295,7 @@ class Parla:
                  tb: Optional[TracebackType]) -> Literal[False]:
         if self._forked:  # a child forked inside the context: the runtime is the parent's
             _context.current = None
+            _core._set_context(None)
             self._rt = None
             if exc_type is None:
                 raise RuntimeError("this Parla context was entered in the parent process: os.fork() was called "
@@ -304,6 +306,7 @@ class Parla:
             error = self._finish(cancel=exc_type is not None, interrupted=exc_type is KeyboardInterrupt)
         finally:
             _context.current = None
+            _core._set_context(None)
             blas, self._blas = self._blas, None
             _blas.restore(blas)
         if error is not None and exc_type is None:

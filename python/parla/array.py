@@ -54,7 +54,10 @@ def _host_array(obj: Any) -> Any:
 
 
 def _read_only(arr: Any) -> Any:
-    """A read-only NumPy view of arr (CuPy arrays have no read-only flag and are returned as they are)."""
+    """A read-only NumPy view of arr (CuPy arrays have no read-only flag and are returned as they are; a
+    _Window, over a read-only view of its memory)."""
+    if type(arr) is _Window:
+        return _Window(_read_only(arr.array), arr.lo, arr.hi, arr.root)
     if type(arr) is np.ndarray:
         arr = arr.view()
         arr.flags.writeable = False
@@ -67,6 +70,54 @@ def _fetch(data: _core.Data, write: bool) -> None:
     while data.wait(write, 0.1) == _core.ETIMEDOUT:
         pass
     data.fetch(0, write)
+
+
+class _Window:
+    """The part of a base array that one allocation on a GPU holds: bytes [lo, hi) of the base, as a flat
+    array (NumPy or CuPy) of the base's dtype. A view on a GPU allocates only the byte range covering it
+    (see the user guide, 'GPUs'); its arrays are made over that allocation with the view's own strides."""
+
+    __slots__ = ("array", "lo", "hi", "first", "root", "__weakref__")
+
+    def __init__(self, array: Any, lo: int, hi: int, root: "PArray") -> None:
+        self.array = array
+        self.lo, self.hi = lo, hi
+        self.first = lo // root._np.itemsize  # the base's flat index of array[0]
+        self.root = root
+
+    def holds(self, part: "PArray") -> bool:
+        """True when this allocation holds all the bytes of part (a view of the same base, or the base)."""
+        if part._np.size == 0:
+            return True
+        ranges = part._ranges if part._root is not None else [0, self.root._np.nbytes]
+        if not ranges:
+            return True
+        return self.lo <= ranges[0] and ranges[-1] <= self.hi
+
+    def select(self, part: "PArray") -> Any:
+        """part's elements in this allocation: a view with part's shape and strides (a gathered copy for
+        views of index lists or masks)."""
+        if part._flat is not None:
+            flat = part._flat - self.first
+            if type(self.array) is not np.ndarray:  # CuPy
+                flat = _cuda.cupy_module().asarray(flat)
+            return self.array[flat]
+        if not self.holds(part):
+            raise RuntimeError(f"{part._describe()}: the allocation on this GPU holds only bytes "
+                               f"[{self.lo}, {self.hi}) of its base array (declare it, or a view covering it)")
+        return self.view_of(part._np)
+
+    def view_of(self, target: np.ndarray) -> Any:
+        """The counterpart here of target, a NumPy view of the base's CPU copy whose bytes this allocation
+        holds (ValueError from NumPy when it does not)."""
+        if target.size == 0:
+            return self.array[:0].reshape(target.shape)
+        root = self.root
+        offset = target.__array_interface__["data"][0] - root._np.__array_interface__["data"][0] - self.lo
+        if type(self.array) is np.ndarray:
+            return np.ndarray(target.shape, target.dtype, buffer=self.array, offset=offset, strides=target.strides)
+        cupy = _cuda.cupy_module()
+        return cupy.ndarray(target.shape, target.dtype, self.array.data + offset, strides=target.strides)
 
 
 class PArray:
@@ -232,6 +283,7 @@ class PArray:
         data = self._data
         if data is None or data.runtime is not runtime:
             data = self._data = base.view(self._ranges or [])
+            self._cache = {}
         return data
 
     def _live_data(self) -> Optional[_core.Data]:
@@ -254,34 +306,46 @@ class PArray:
     # ------------------------------------------------------------ arrays --
     def _device_base(self, device: int, info: Dict[str, Any], readonly: bool = False) -> Any:
         """The base array's copy on a GPU, as an array over its memory (read-only when asked, on host-memory
-        devices). The array holds that memory (a Hold), so an array that leaves its task (returned, kept)
+        devices); where the GPU holds only part of the base (views allocate only the byte range they
+        cover), a _Window over that part. Inside a task it is the allocation holding what the task declared
+        of the base. The array holds that memory (a Hold), so an array that leaves its task (returned, kept)
         stays readable after the copy is evicted or the context ends, with the values it had then. The cache
         keeps arrays weakly: a copy the engine evicts is freed once nobody uses an array over it."""
         root = self._root if self._root is not None else self
         data = root._engine_data()
         ptr = data.ptr(device)
+        if not ptr and root is not self:  # outside what the task declared of the base: this view's allocation
+            data = self._engine_data()
+            ptr = data.ptr(device)
         key = -1 - device if readonly else device
         cached = root._cache.get(key)
         if cached is not None and cached[0] == ptr:
             arr = cached[1]()
-            if arr is not None:
+            # The same address of byte 0 and the bytes wanted inside the cached memory: the same allocation
+            # (two live allocations never overlap).
+            if arr is not None and (type(arr) is not _Window or arr.holds(self)):
                 return arr
         hold = data.hold(device)
         if hold is None:
             raise RuntimeError(f"{self._describe()} has no copy on {device_of(device)!r}")
+        itemsize = root._np.itemsize
+        full = hold.lo == 0 and hold.nbytes == root._np.nbytes
+        shape = root._np.shape if full else (hold.nbytes // itemsize,)
         if info["cuda"]:
             try:
                 cupy = _cuda.cupy_module()
             except ImportError:
                 raise RuntimeError(f"PArray.array on gpu({info['kind_index']}): the copy on a CUDA GPU is a CuPy array, and "
                                    f"CuPy is not importable (install cupy for your CUDA version)") from None
-            memory = cupy.cuda.UnownedMemory(hold.ptr, root._np.nbytes, hold, info["cuda_ordinal"])
-            arr = cupy.ndarray(root._np.shape, root._np.dtype, cupy.cuda.MemoryPointer(memory, 0))
+            memory = cupy.cuda.UnownedMemory(hold.ptr, hold.nbytes, hold, info["cuda_ordinal"])
+            arr = cupy.ndarray(shape, root._np.dtype, cupy.cuda.MemoryPointer(memory, 0))
         else:
             view = memoryview(hold)  # keeps the hold (and so the device memory) alive as long as the array
-            arr = np.ndarray(root._np.shape, root._np.dtype, view.toreadonly() if readonly else view)
+            arr = np.ndarray(shape, root._np.dtype, view.toreadonly() if readonly else view)
+        if not full:
+            arr = _Window(arr, hold.lo, hold.lo + hold.nbytes, root)
         try:
-            root._cache[key] = (hold.ptr, weakref.ref(arr))
+            root._cache[key] = (ptr, weakref.ref(arr))
         except TypeError:  # an array type without weak references: not cached
             return arr
         task = _core.current_task()
@@ -322,6 +386,8 @@ class PArray:
 
     def _select(self, base: Any) -> Any:
         """This array's elements out of its base array's copy `base` (a view, or a gathered copy)."""
+        if type(base) is _Window:
+            return base.select(self)
         if self._flat is not None:
             flat = self._flat
             if type(base) is not np.ndarray:  # CuPy
@@ -453,6 +519,8 @@ class PArray:
             out = root._np
         if self._flat is not None:
             return _read_only(self._select(out))
+        if type(out) is _Window:
+            return out.select(self)
         for index in self._indices:
             out = out[index]
         return out
@@ -470,7 +538,7 @@ class PArray:
             raise ValueError("update() replaces a whole PArray; it cannot be called on a slice")
         task = _core.current_task()
         if task is not None:
-            target = self._base_for(task, self._task_mode(task), True)
+            target = self._select(self._base_for(task, self._task_mode(task), True))
             new = np.asarray(_host_array(new_array)) if isinstance(target, np.ndarray) else new_array
             if getattr(new, "shape", None) != target.shape or new.dtype != target.dtype:
                 raise ValueError(f"task {task.name}: update() inside a task keeps shape and dtype "
@@ -536,16 +604,23 @@ class PArray:
         if mode or not self._region_mode(task, index):
             return self.array[index]
         base = self._base_for(task, _core.READ, False)  # an element within a declared view
+        if type(base) is _Window and self._flat is None:
+            return base.view_of(self._region_np(index))[()]
         return self._select(base)[index]
+
+    def _region_np(self, index: Any) -> np.ndarray:
+        """self[index] as a NumPy view of the base's CPU copy (0-d for one element)."""
+        target: np.ndarray = self._np[index]
+        if not isinstance(target, np.ndarray):
+            key = index if type(index) is tuple else (index,)
+            target = self._np[key + (Ellipsis,)]
+        return target
 
     def _region_ranges(self, index: Any) -> List[int]:
         """Byte ranges (in the base array) of the elements self[index] selects."""
         root = self._root if self._root is not None else self
         if self._flat is None:
-            target = self._np[index]
-            if not isinstance(target, np.ndarray):  # one element: a 0-d view of it
-                key = index if type(index) is tuple else (index,)
-                target = self._np[key + (Ellipsis,)]
+            target = self._region_np(index)  # one element: a 0-d view of it
             if np.may_share_memory(target, root._np) or target.size == 0:
                 return _ranges.byte_ranges(target, root._np)
         return _ranges.element_ranges(np.asarray(self._flat_map()[index]), root._np.itemsize)
@@ -585,13 +660,18 @@ class PArray:
         if not mode & _core.WRITE and self._region_mode(task, index) & _core.WRITE:
             mode = _core.READWRITE  # the task declared a view covering what it writes
         base = self._base_for(task, mode, True)
-        if self._flat is None:
+        if type(base) is _Window and self._flat is None:
+            base.view_of(self._region_np(index))[...] = value
+        elif self._flat is None:
             self._select(base)[index] = value
         else:
             flat = self._flat[index]
-            if type(base) is not np.ndarray:
+            target: Any = base
+            if type(base) is _Window:
+                target, flat = base.array, flat - base.first
+            if type(target) is not np.ndarray:
                 flat = _cuda.cupy_module().asarray(flat)
-            base.reshape(-1)[flat] = value
+            target.reshape(-1)[flat] = value
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return np.asarray(_host_array(self.array), dtype=dtype)

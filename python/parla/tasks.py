@@ -26,9 +26,8 @@ import itertools
 import numbers
 import threading
 import warnings
-import weakref
-from typing import (Any, Callable, Dict, FrozenSet, Generator, Hashable, Iterable, Iterator, List, Literal, Optional,
-                    Sequence, Set, Tuple, Union,
+from typing import (TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Generator, Hashable, Iterable, Iterator, List,
+                    Literal, Optional, Sequence, Set, Tuple, Union,
                     overload)
 
 from . import _blocking, _context, _core, _cuda
@@ -68,7 +67,6 @@ class Task(_core.Task):
         self._drop_result()
 
     # Set at spawn (class defaults keep task creation in C).
-    _deps: Tuple["weakref.ref[Task]", ...]  # weak references to the dependencies (a parla._core.Task slot)
     _decl: Tuple[Any, Any, Any] = ((), (), ())
     _modes: Optional[Dict[int, int]] = None  # id(PArray) -> declared modes, built at spawn from the declarations
     _slots: Optional[Dict[int, int]] = None  # id(PArray) -> positions declared with (array, k), when any k > 0
@@ -137,12 +135,7 @@ class Task(_core.Task):
         has finished the engine keeps it (and a TaskSpace keeps the tasks it names); a finished dependency
         that nothing else references any more (no TaskSpace, no variable) is freed with its result and is
         left out of this list."""
-        out = []
-        for ref in self._deps:
-            dep = ref()
-            if dep is not None:
-                out.append(dep)
-        return out
+        return self._dependencies  # the engine handles of the dependencies whose Task objects are alive
 
     def __await__(self) -> Generator[Any, None, Any]:
         if not self.done:
@@ -166,41 +159,6 @@ class Task(_core.Task):
 
     def __eq__(self, other: object) -> bool:
         return self is other
-
-
-def _flat_dependencies(task: Task, deps: Any) -> Sequence[Any]:
-    """The tasks in deps (a task, None, or nested iterables of them) as one flat sequence, each iterable read
-    once. Raises TypeError for an item that is neither a task nor iterable and ValueError for nesting deeper
-    than 32 levels, naming the task (as the engine's own check does)."""
-    if type(deps) is list or type(deps) is tuple or type(deps) is TaskList:
-        for d in deps:
-            if not isinstance(d, _core.Task):
-                break
-        else:
-            return deps  # already flat (the common case): no copy
-    elif isinstance(deps, _core.Task):
-        return (deps,)
-    out: List[Any] = []
-    _collect_dependencies(task, deps, 0, out)
-    return out
-
-
-def _collect_dependencies(task: Task, deps: Any, depth: int, out: List[Any]) -> None:
-    if isinstance(deps, _core.Task):
-        out.append(deps)
-        return
-    if deps is None:
-        return
-    if depth > 32:
-        raise ValueError(f"task {task.name}: dependencies are nested too deeply")
-    if type(deps) is not list and type(deps) is not tuple:
-        try:
-            deps = iter(deps)
-        except TypeError:
-            raise TypeError(f"task {task.name}: dependencies must be tasks, TaskSpace slices or iterables of "
-                            f"them, not {type(deps).__name__}") from None
-    for d in deps:
-        _collect_dependencies(task, d, depth + 1, out)
 
 
 def _flatten(deps: Any) -> Iterator[Task]:
@@ -236,7 +194,7 @@ class TaskList(Tuple[Task, ...]):
         return f"TaskList({list(self)!r})"
 
 
-class TaskSpace:
+class TaskSpace(_core.TaskSpaceBase):
     """A named space of tasks indexed by any hashable keys, in any number of dimensions.
 
     ``T[i]``, ``T[i, j]``, ``T[0, "a"]`` name one task (created as a placeholder the first time, so a task
@@ -301,8 +259,11 @@ class TaskSpace:
         if task is None or task.runtime is not runtime:
             if not self._create:
                 return None
-            task = Task(runtime, self._key_name(key, plain))
-            self._tasks[key] = task
+            new = Task(runtime, self._key_name(key, plain))
+            # T[i] in C records a new key without this lock: the first task recorded for a key is its task.
+            task = self._tasks.setdefault(key, new)
+            if task is not new and task.runtime is not runtime:
+                task = self._tasks[key] = new
         return task
 
     def _key_name(self, key: Tuple[Any, ...], plain: bool) -> str:
@@ -349,17 +310,22 @@ class TaskSpace:
         return [_key(index)]
 
     # For type checkers: T[i] and T[i, j] are Tasks (so that @spawn(T[i]) checks), T[a:b] and T[[...]] a
-    # TaskList; a tuple with a slice or a list in it is either, known only at run time.
-    @overload
-    def __getitem__(self, index: Union[int, str]) -> Task: ...
-    @overload
-    def __getitem__(self, index: Union[slice, range, List[Any]]) -> TaskList: ...
-    @overload
-    def __getitem__(self, index: Tuple[Union[int, str], ...]) -> Task: ...
-    @overload
-    def __getitem__(self, index: Tuple[Any, ...]) -> Any: ...
+    # TaskList; a tuple with a slice or a list in it is either, known only at run time. At run time T[...]
+    # is parla._core.TaskSpaceBase's: ints in C (a named task, or a new one in a space without shape or
+    # start), everything else in _getitem.
+    if TYPE_CHECKING:
+        @overload
+        def __getitem__(self, index: Union[int, str]) -> Task: ...
+        @overload
+        def __getitem__(self, index: Union[slice, range, List[Any]]) -> TaskList: ...
+        @overload
+        def __getitem__(self, index: Tuple[Union[int, str], ...]) -> Task: ...
+        @overload
+        def __getitem__(self, index: Tuple[Any, ...]) -> Any: ...
 
-    def __getitem__(self, index: Any) -> Any:
+        def __getitem__(self, index: Any) -> Any: ...
+
+    def _getitem(self, index: Any) -> Any:
         key = index if type(index) is tuple else (index,)
         try:
             task = self._tasks.get(key)
@@ -605,9 +571,6 @@ def _key_str(k: Any) -> str:
 TaskID = Task  # Parla's older name for a task handle
 Tasks = TaskList  # parla-experimental's name for a collection of tasks
 
-_anonymous = itertools.count()
-
-
 Body = Callable[[], Any]  # a task body: called with no arguments (a plain or an async function)
 
 
@@ -655,6 +618,23 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
     context or when ``taskid`` was already spawned; ValueError/TypeError for invalid arguments (naming
     the task and the argument).
     """
+    return _spawn(taskid, dependencies, placement, vcus, memory, input, output, inout, priority, tags, ndevices,
+                  data)
+
+
+if not TYPE_CHECKING:
+    # The same spawn, with its common case in C: spawn(), spawn(taskid) and spawn(taskid, dependencies) with
+    # taskid a Task or None make their decorator in parla._core, which spawns in one call; every other call,
+    # and what the decorator does not take (other task ids, task environments, progress, debug logging),
+    # comes here.
+    spawn = functools.update_wrapper(_core.SpawnFunction(spawn), spawn)
+
+
+def _spawn(taskid: Any = None, dependencies: Any = (), placement: Any = None, vcus: Optional[float] = None,
+           memory: Optional[int] = None, input: Any = (), output: Any = (), inout: Any = (),
+           priority: Optional[int] = None, tags: Iterable[str] = (), ndevices: int = 1,
+           data: Optional[Iterable[Any]] = None) -> Union[Task, Callable[[Union[Body, _native.Call]], Task]]:
+    """spawn() for every case (see spawn)."""
     if callable(taskid) and not isinstance(taskid, Task):
         if dependencies != () or placement is not None or vcus is not None or memory is not None \
                 or input != () or output != () or inout != () or priority is not None or data is not None:
@@ -686,7 +666,7 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
 
     def decorator(body: Any) -> Task:  # a Body, or a parla.native.Call
         if taskid is None:
-            task = Task(context.runtime, f"{getattr(body, '__name__', 'task')}#{next(_anonymous)}")
+            task = Task(context.runtime, f"{getattr(body, '__name__', 'task')}#{_core.next_anonymous()}")
         elif isinstance(taskid, Task):
             task = taskid
         elif isinstance(taskid, TaskHandle):
@@ -699,39 +679,28 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
         attrs: Dict[str, Any] = {}  # set on the task by _submit once nothing can refuse the spawn
         accesses = _engine_accesses(task, input, output, inout, attrs, options) \
             if _declares(input) or _declares(output) or _declares(inout) else ()
+        # _submit reads the dependencies (nested iterables, each read once) and records them; the engine
+        # orders the task after them and keeps each one until it has finished; the task references them
+        # weakly (see Task.dependencies).
         deps = dependencies
-        if deps is None:
-            deps = ()
-        elif not isinstance(deps, (list, tuple, Task)):
-            try:
-                deps = list(deps)  # a generator or a TaskSpace: read once
-            except TypeError:
-                raise TypeError(f"task {task.name}: dependencies={deps!r} must be tasks, TaskSpace slices or "
-                                f"iterables of them, not {type(deps).__name__}") from None
-        # The engine orders the task after its dependencies and keeps each one until it has finished; the
-        # task itself references them weakly (see Task.dependencies).
-        deps = _flat_dependencies(task, deps)
-        attrs["_deps"] = tuple(map(weakref.ref, deps)) if deps else ()
         native = type(body) is _native.Call  # a C function: runs on a worker without Python (parla.native)
         if native:
             body = body._bind(task, attrs)
         if type(body) is _FunctionType and not _is_async(body):
-            watched = _watched_globals(body)
-            if watched:
-                body = _warn_rebound_globals(_core.capture(body), watched, task.name)
+            body = _watch_body(body, task)
         if options is not None and context.has_cuda and not native and not _is_async(body):
-            body = _cuda.on_cuda_device(_core.capture(body))
+            body = _cuda.on_cuda_device(_core.capture(body), m or 0)
         if (environments or tags) and not native:
             body = _in_environment(context, _core.capture(body), frozenset(tags), task.name)
-        if spawn_logger.isEnabledFor(10):
-            spawn_logger.debug("spawn %s: body %s, dependencies [%s], priority %d", task.name,
-                               getattr(body, "__qualname__", body), ", ".join(t.name for t in deps),
-                               priority or 0)
         if options is not None and mapping_logger.isEnabledFor(10):
             mapping_logger.debug("task %s: placement options %s (vcus %s, memory %s)", task.name, options, v, m)
         # A refused spawn leaves no trace (the task stays never spawned, without dependencies); of threads
         # spawning the same task at once, one spawns it and the others get RuntimeError.
         task._submit(body, deps, priority or 0, v, m, options, accesses, attrs)
+        if spawn_logger.isEnabledFor(10):
+            spawn_logger.debug("spawn %s: body %s, dependencies [%s], priority %d", task.name,
+                               getattr(body, "__qualname__", body), ", ".join(t.name for t in task.dependencies),
+                               priority or 0)
         if context._progress is not None:
             context._progress.spawned()
         if _finish_scopes:
@@ -771,6 +740,13 @@ def _watched_globals(body: Callable[..., Any]) -> Tuple[Tuple[str, Any], ...]:
 
 
 _warned_rebound: Set[Tuple[Any, str]] = set()  # (code, name) already warned about
+
+
+def _watch_body(body: Any, task: Task) -> Body:
+    """body (a plain function), wrapped to warn when a global it reads that holds data is rebound between the
+    spawn of task and its run; body itself when it reads none."""
+    watched = _watched_globals(body)
+    return _warn_rebound_globals(_core.capture(body), watched, task.name) if watched else body
 
 
 def _warn_rebound_globals(body: Any, watched: Tuple[Tuple[str, Any], ...], task_name: str) -> Body:
@@ -932,3 +908,7 @@ def get_current_stream() -> Any:
             ptr = _core.current_stream(position)
             return Stream(ptr, device) if ptr is not None else None
     return None
+
+
+_core._spawn_setup(Task, _spawn, _watch_body, _global_reads, _finish_scopes, _record_in_finish, spawn_logger,
+                   _native.Call)

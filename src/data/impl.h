@@ -47,16 +47,37 @@ typedef struct record {
 
 typedef struct parla__store store_t;
 
+/* One allocation of a copy: bytes [lo, hi) of the store, at buf (store byte x is at buf + (x - lo)). */
+typedef struct piece {
+    uint64_t lo, hi;
+    void *buf;
+    int owned;          /* allocated by the engine (else the caller's host buffer) */
+    parla_hold_t *hold; /* the hold on buf taken through parla_data_hold, or NULL (under the store's lock) */
+} piece_t;
+
+/* A store's copy on one device: the allocations (pieces) holding the byte ranges that tasks and fetches
+ * brought there. The CPU's copy is one piece, the whole store. On other devices a view allocates only
+ * the smallest range covering its ranges (its extent), so a slice of an array larger than a GPU fits it.
+ *
+ * Pieces are disjoint, sorted by lo: every byte of the store has at most one place on a device, so the
+ * segment map's valid bit for the device means what it always meant (MSI per range, unchanged). A view
+ * whose extent overlaps (or touches) pieces already there gets one piece covering them all: their
+ * contents are copied into it on the device and they are freed (a merge). Allocating overlapping pieces
+ * instead would put two places for one byte on one device, and a write through one would leave the
+ * other stale with the segment map unable to say so. A merge moves memory, so it waits until no running
+ * task and no copy in flight uses the copy (pins == 0); tasks of one view, or of disjoint views, share
+ * or add pieces without waiting. All the accesses of one task to one store ask for one piece together
+ * (the smallest range covering them, parla__data_task_extent), so a task never waits for itself. */
 struct parla__copy {
     store_t *store;
     int device;
-    void *buf;
+    piece_t *pieces; /* sorted, disjoint (under the store's lock) */
+    size_t n_pieces, cap_pieces;
+    uint64_t bytes;  /* the pieces' sizes: what the copy counts in the device's account */
     _Atomic int pins;  /* running tasks using it; pinned copies are never evicted (changed
                           under the store's lock; read without it only as an estimate) */
-    int owned;         /* allocated by the engine (else the caller's host buffer) */
     struct arrival *arriving; /* the latest copies queued to this device (a reference), or NULL */
     int listed;        /* in the device's LRU list */
-    parla_hold_t *hold; /* the hold on buf taken through parla_data_hold, or NULL (under the store's lock) */
     parla__copy_t *prev, *next; /* LRU links, under the device lock */
 };
 
@@ -94,6 +115,7 @@ struct parla_hold {
     int device;
     int owned; /* the engine allocated buf (else it is the caller's host buffer, never freed here) */
     void *buf;
+    uint64_t lo, nbytes; /* buf holds the store's bytes [lo, lo + nbytes) (one piece of the copy) */
 };
 
 static inline uint64_t bit(int device)
@@ -142,6 +164,8 @@ typedef struct parla__copy_job {
     arrival_t *arrival; /* holds an arrival reference */
     int from, to;
     uint64_t lo, hi;
+    void *dst, *src;    /* the addresses of byte lo on `to` and on `from` (resolved when planned: both
+                           copies are pinned until the job is done, so their pieces stay) */
     uint64_t serial;    /* the task that asked for it, for the trace */
     /* On a CUDA engine: the events the copy waits for (runahead predecessors
      * of the task it is for; held), and the event recorded after it. */
@@ -154,13 +178,19 @@ typedef struct parla__copy_job {
 /* What one task's preparation queues: copy jobs, and the arrivals it waits for. */
 typedef struct plan {
     copy_job_t *jobs;
-    int n_jobs_store; /* jobs made for the store being planned */
+    copy_job_t *mark; /* jobs before it were given to an arrival already */
+    int n_jobs_store; /* jobs made for the store being planned since mark */
 } plan_t;
 
 /* ------------------------------------------------ shared within data/ -- */
 
 /* store.c */
 void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__copy_t *c);
+void parla__data_pieces_drop(parla_runtime_t *rt, parla__copy_t *c, size_t a, size_t b);
+size_t parla__data_piece_index(const parla__copy_t *c, uint64_t x, bool touching);
+piece_t *parla__data_piece(const parla__copy_t *c, uint64_t lo, uint64_t hi);
+void *parla__data_addr(const parla__copy_t *c, uint64_t x, uint64_t *end);
+void parla__data_extent(const parla_data_t *d, uint64_t *lo, uint64_t *hi);
 void parla__data_store_release(store_t *s);
 size_t parla__data_seg_find(const store_t *s, uint64_t x);
 int parla__data_seg_split(store_t *s, uint64_t x);
@@ -169,7 +199,9 @@ void parla__data_seg_merge(store_t *s);
 void parla__data_lru_unlink(parla__device_t *dev, parla__copy_t *c);
 void parla__data_lru_touch(parla__device_t *dev, parla__copy_t *c);
 uint64_t parla__data_used_locked(const parla__device_t *d);
-int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t);
+int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo, uint64_t hi);
+uint64_t parla__data_piece_need(const parla__copy_t *c, uint64_t lo, uint64_t hi);
+void parla__data_task_extent(const parla_task_t *t, const store_t *s, int device, uint64_t *lo, uint64_t *hi);
 void parla__data_unpin(store_t *s, int device, int count);
 void parla__data_unpin_accesses(parla_task_t *t, int n);
 void parla__data_pin_locked(store_t *s, int device);
@@ -177,6 +209,7 @@ void parla__data_pin_locked(store_t *s, int device);
 void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial,
                            uint64_t t0);
 int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial);
+int parla__data_copy_addrs(parla_runtime_t *rt, int to, void *dst, int from, const void *src, uint64_t n);
 void parla__data_arrival_unref(struct arrival *a);
 void parla__data_arrival_wait(arrival_t *a);
 

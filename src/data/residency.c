@@ -42,6 +42,25 @@ void parla__data_lru_touch(parla__device_t *dev, parla__copy_t *c)
     c->listed = 1;
 }
 
+/* Writes back to the CPU what only `device` holds of bytes [lo, hi) (segment boundaries there), and marks
+ * them invalid on device. s->lock held. */
+static int write_back_locked(store_t *s, int device, uint64_t lo, uint64_t hi)
+{
+    size_t first = lo < s->nbytes ? parla__data_seg_find(s, lo) : s->n_segs;
+    for (size_t i = first; i < s->n_segs && s->segs[i].lo < hi; i++) {
+        seg_t *g = &s->segs[i];
+        if (g->valid == bit(device)) {
+            int rc = parla__data_copy_range(s, 0, device, g->lo, g->hi, UINT64_MAX);
+            if (rc)
+                return rc;
+            g->valid |= bit(0);
+        }
+        g->valid &= ~bit(device);
+    }
+    parla__data_seg_merge(s);
+    return 0;
+}
+
 /* True when some range of s is valid only on device (dropping that copy
  * would lose it: it is written back first). s->lock held. */
 static bool dirty_locked(const store_t *s, int device)
@@ -61,34 +80,27 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
 {
     parla_runtime_t *rt = s->rt;
     parla__copy_t *c = &s->copies[device];
-    if (c->buf == NULL || device == 0)
+    if (c->n_pieces == 0 || device == 0)
         return 0;
     if (c->pins > 0)
         return PARLA_EBUSY;
-    for (size_t i = 0; i < s->n_segs; i++) {
-        seg_t *g = &s->segs[i];
-        if (g->valid == bit(device)) {
-            int rc = parla__data_copy_range(s, 0, device, g->lo, g->hi, UINT64_MAX);
-            if (rc)
-                return rc;
-            g->valid |= bit(0);
-        }
-        g->valid &= ~bit(device);
-    }
-    parla__data_seg_merge(s);
+    int rc = write_back_locked(s, device, 0, s->nbytes);
+    if (rc)
+        return rc;
     parla__device_t *d = &parla__devs(rt)->devices[device];
     if (!dev_locked)
         pthread_mutex_lock(&d->lock);
     parla__data_lru_unlink(d, c);
-    d->resident -= s->nbytes;
+    uint64_t bytes = c->bytes;
+    d->resident -= bytes;
+    c->bytes = 0;
     if (!dev_locked)
         pthread_mutex_unlock(&d->lock);
     parla__data_copy_drop_buf(rt, c);
-    c->buf = NULL;
     atomic_fetch_and(&s->planned, ~bit(device));
     atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
     if (parla__graph_rt(rt)->trace)
-        parla__trace_evict(parla__graph_rt(rt)->trace, parla__now_ns(), device, s->nbytes);
+        parla__trace_evict(parla__graph_rt(rt)->trace, parla__now_ns(), device, bytes);
     return 0;
 }
 
@@ -103,8 +115,9 @@ uint64_t parla__data_used_locked(const parla__device_t *d)
  * stores other than `keep` (NULL: any) until `need` more bytes fit in d's
  * account. Device lock held throughout; victims' store locks are only
  * try-locked (store locks come first in the lock order). Returns an idle
- * dirty victim it passed over, its store locked (the caller writes it back and
- * unlocks it), or NULL: either room was made, or the list ended. */
+ * dirty victim it passed over, its store locked and referenced (the caller
+ * writes it back, unlocks and releases it), or NULL: either room was made, or
+ * the list ended. */
 static parla__copy_t *evict_clean_locked(parla__device_t *d, store_t *keep, uint64_t need)
 {
     parla__copy_t *v = d->lru_head;
@@ -116,11 +129,9 @@ static parla__copy_t *evict_clean_locked(parla__device_t *d, store_t *keep, uint
             store_t *vs = v->store;
             int refs = atomic_load(&vs->refs);
             if (v->pins == 0 && refs > 0 && dirty_locked(vs, d->index)) {
-                /* Kept alive across the write-back (refs cannot grow from 0 meanwhile: they are
-                 * taken from a live handle). */
-                while (!atomic_compare_exchange_weak(&vs->refs, &refs, refs + 1))
-                    if (refs == 0)
-                        break;
+                /* Kept alive across the write-back. */
+                while (refs > 0 && !atomic_compare_exchange_weak(&vs->refs, &refs, refs + 1))
+                    ;
                 if (refs > 0)
                     return v;
             } else if (v->pins == 0 && refs > 0) {
@@ -138,7 +149,7 @@ static parla__copy_t *evict_clean_locked(parla__device_t *d, store_t *keep, uint
  * list). Entered and left with d's lock held, which it drops while it writes
  * a victim back: the victim is picked under the device lock with its store
  * lock taken (try-lock), which it keeps across the copy (so nothing uses or
- * changes the idle copy meanwhile), and dropped once the device lock is
+ * changes the idle copy meanwhile), and frees once the device lock is
  * retaken. The caller holds no other device lock (it may hold keep's lock and
  * d's acquire_lock). */
 static void evict_for_locked(parla__device_t *d, store_t *keep, uint64_t need)
@@ -150,12 +161,7 @@ static void evict_for_locked(parla__device_t *d, store_t *keep, uint64_t need)
             return;
         store_t *vs = v->store;
         pthread_mutex_unlock(&d->lock);
-        int rc = 0;
-        for (size_t i = 0; i < vs->n_segs && rc == 0; i++) {
-            seg_t *g = &vs->segs[i];
-            if (g->valid == bit(d->index) && (rc = parla__data_copy_range(vs, 0, d->index, g->lo, g->hi, UINT64_MAX)) == 0)
-                g->valid |= bit(0);
-        }
+        int rc = write_back_locked(vs, d->index, 0, vs->nbytes);
         pthread_mutex_lock(&d->lock);
         if (rc == 0)
             evict_locked(vs, d->index, true); /* clean now */
@@ -184,51 +190,176 @@ uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d)
     uint64_t n = 0;
     for (const parla__copy_t *c = d->lru_head; c; c = c->next)
         if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
-            n += c->store->nbytes;
+            n += c->bytes;
     return n;
 }
 
-/* Gives store s (locked by the caller) a copy on device, evicting other
- * stores' least-recently-used unpinned copies to make room. */
-int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t)
+/* The extent [*lo, *hi) widened to the extents of all of task t's accesses to store s for device: what t
+ * asks of s there, in one piece. So a task's own accesses never wait for one another to merge, and a task's
+ * code finds all it declared of one base in one allocation (parla_data_device_ptr of the base). */
+void parla__data_task_extent(const parla_task_t *t, const store_t *s, int device, uint64_t *lo, uint64_t *hi)
+{
+    if (t == NULL || t->ext == NULL || *lo == *hi)
+        return;
+    for (int i = 0; i < t->ext->n_accesses; i++) {
+        const parla__access_t *x = &t->ext->accesses[i];
+        const parla_data_t *a = x->data;
+        uint64_t alo, ahi;
+        if (a->store != s || x->slot >= t->n_devices || access_device(t, x) != device)
+            continue;
+        parla__data_extent(a, &alo, &ahi);
+        if (alo == ahi)
+            continue;
+        *lo = alo < *lo ? alo : *lo;
+        *hi = ahi > *hi ? ahi : *hi;
+    }
+}
+
+/* The pieces [*a, *b) of c that [lo, hi) overlaps or touches, the range one piece replacing them and
+ * covering [lo, hi) spans, and their bytes (*old). */
+static void merge_span(const parla__copy_t *c, uint64_t lo, uint64_t hi, size_t *a, size_t *b, uint64_t *nlo,
+                       uint64_t *nhi, uint64_t *old)
+{
+    size_t i = parla__data_piece_index(c, lo, true), j = i;
+    *old = 0;
+    *nlo = lo;
+    *nhi = hi;
+    while (j < c->n_pieces && c->pieces[j].lo <= hi) {
+        *old += c->pieces[j].hi - c->pieces[j].lo;
+        j++;
+    }
+    if (j > i) {
+        *nlo = c->pieces[i].lo < lo ? c->pieces[i].lo : lo;
+        *nhi = c->pieces[j - 1].hi > hi ? c->pieces[j - 1].hi : hi;
+    }
+    *a = i;
+    *b = j;
+}
+
+/* The bytes that giving copy c a piece holding [lo, hi) adds to its device's account (0 when one holds it
+ * already). Store lock held. */
+uint64_t parla__data_piece_need(const parla__copy_t *c, uint64_t lo, uint64_t hi)
+{
+    if (lo >= hi || parla__data_piece(c, lo, hi))
+        return 0;
+    size_t a, b;
+    uint64_t nlo, nhi, old;
+    merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old);
+    return nhi - nlo - old;
+}
+
+/* Writes back to the CPU what only pieces [a, b) of s's copy on device hold, then drops them (a merge
+ * without room for both the old pieces and the new one). s->lock held, nothing uses the copy. */
+static int writeback_pieces(store_t *s, int device, size_t a, size_t b)
 {
     parla__copy_t *c = &s->copies[device];
-    if (c->buf)
+    uint64_t freed = 0;
+    for (size_t k = a; k < b; k++) {
+        uint64_t plo = c->pieces[k].lo, phi = c->pieces[k].hi;
+        if (parla__data_seg_split(s, plo) || parla__data_seg_split(s, phi))
+            return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
+        int rc = write_back_locked(s, device, plo, phi);
+        if (rc)
+            return rc;
+        freed += phi - plo;
+    }
+    parla__device_t *d = &parla__devs(s->rt)->devices[device];
+    parla__data_pieces_drop(s->rt, c, a, b);
+    memmove(&c->pieces[a], &c->pieces[b], (c->n_pieces - b) * sizeof *c->pieces);
+    c->n_pieces -= b - a;
+    pthread_mutex_lock(&d->lock);
+    d->resident -= freed;
+    c->bytes -= freed;
+    pthread_mutex_unlock(&d->lock);
+    return 0;
+}
+
+/* Gives store s (locked by the caller) a piece holding bytes [lo, hi) on device, evicting other stores'
+ * least-recently-used unpinned copies to make room. Pieces that [lo, hi) overlaps or touches are merged
+ * into the new one (see parla__copy in impl.h): their contents are copied into it on the device, then
+ * they are freed; only when nothing uses the copy (PARLA_EBUSY otherwise: the caller waits for unpins,
+ * as for room). The account counts the difference; while the merge copies, the device holds both. */
+int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo, uint64_t hi)
+{
+    parla__copy_t *c = &s->copies[device];
+    if (device == 0 || lo >= hi || parla__data_piece(c, lo, hi))
         return 0;
     parla_runtime_t *rt = s->rt;
     parla__device_t *d = &parla__devs(rt)->devices[device];
-    if (device != 0) {
-        pthread_mutex_lock(&d->lock);
-        evict_for_locked(d, s, s->nbytes);
-        if (parla__data_used_locked(d) + s->nbytes > d->memory_capacity) {
-            /* What is resident is in use by running tasks: wait for them. */
-            pthread_mutex_unlock(&d->lock);
-            return PARLA_EBUSY;
-        }
-        d->resident += s->nbytes; /* claimed before allocating, so no one overcommits */
-        pthread_mutex_unlock(&d->lock);
+    size_t a, b;
+    uint64_t nlo, nhi, old;
+    merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old);
+    if (b > a && atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
+        return PARLA_EBUSY; /* a running task or a copy in flight uses a piece to merge */
+    if (b == a && c->n_pieces == c->cap_pieces) {
+        size_t cap = c->cap_pieces ? 2 * c->cap_pieces : 2;
+        piece_t *n = parla__alloc(rt, cap * sizeof *n);
+        if (n == NULL)
+            return parla__error(PARLA_ENOMEM, "task %s: cannot track the allocations of a data object on %s",
+                                t ? parla_task_name(t) : "(none)", d->name);
+        if (c->n_pieces)
+            memcpy(n, c->pieces, c->n_pieces * sizeof *n);
+        parla__free(c->pieces);
+        c->pieces = n;
+        c->cap_pieces = cap;
     }
+    uint64_t size = nhi - nlo, add = size - old;
+    pthread_mutex_lock(&d->lock);
+    /* A merge copies on the device when the old pieces and the new one fit at once (after the eviction
+     * the merge needs anyway); otherwise the old
+     * pieces are written back (what only they hold) and dropped first, and the new piece holds
+     * [lo, hi) only: more copying, no more memory than the result. */
+    evict_for_locked(d, s, add);
+    bool on_device = b == a || parla__data_used_locked(d) + size <= d->memory_capacity;
+    pthread_mutex_unlock(&d->lock);
+    if (!on_device) {
+        int wb = writeback_pieces(s, device, a, b);
+        if (wb)
+            return wb;
+        merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old); /* [lo, hi) alone now */
+        size = nhi - nlo;
+        add = size;
+    }
+    pthread_mutex_lock(&d->lock);
+    evict_for_locked(d, s, add);
+    if (parla__data_used_locked(d) + add > d->memory_capacity) {
+        /* What is resident is in use by running tasks: wait for them. */
+        pthread_mutex_unlock(&d->lock);
+        return PARLA_EBUSY;
+    }
+    d->resident += add; /* claimed before allocating, so no one overcommits */
+    pthread_mutex_unlock(&d->lock);
     void *buf = NULL;
-    int rc = d->ops->alloc(d, s->nbytes, &buf);
+    int rc = d->ops->alloc(d, size, &buf);
+    /* A merge on the device: the old pieces' bytes move into the new one (what is invalid in them is
+     * copied too, and stays invalid). Nothing uses them (pins == 0), so the copy is the only access. */
+    for (size_t i = a; rc == 0 && i < b; i++) {
+        piece_t *p = &c->pieces[i];
+        rc = d->ops->copy(d, (char *)buf + (p->lo - nlo), d, p->buf, p->hi - p->lo);
+        if (rc)
+            d->ops->free(d, buf);
+    }
     if (rc) {
-        if (device != 0) {
-            pthread_mutex_lock(&d->lock);
-            d->resident -= s->nbytes;
-            pthread_mutex_unlock(&d->lock);
-        }
+        pthread_mutex_lock(&d->lock);
+        d->resident -= add;
+        pthread_mutex_unlock(&d->lock);
         return parla__error(rc == PARLA_ENOMEM ? PARLA_ERESOURCE : rc,
                             "task %s: cannot allocate %llu bytes on %s", t ? parla_task_name(t) : "(none)",
-                            (unsigned long long)s->nbytes, d->name);
+                            (unsigned long long)size, d->name);
     }
-    c->buf = buf;
-    c->owned = 1;
-    if (device != 0) {
-        /* Listed at once: a copy that its maker does not end up using (a
-         * preparation that fails, a fetch) can still be evicted. */
-        pthread_mutex_lock(&d->lock);
-        parla__data_lru_touch(d, c);
-        pthread_mutex_unlock(&d->lock);
-    }
+    parla__data_pieces_drop(rt, c, a, b);
+    if (b > a + 1)
+        memmove(&c->pieces[a + 1], &c->pieces[b], (c->n_pieces - b) * sizeof *c->pieces);
+    else if (b == a)
+        memmove(&c->pieces[a + 1], &c->pieces[a], (c->n_pieces - a) * sizeof *c->pieces);
+    c->n_pieces = c->n_pieces - (b - a) + 1;
+    c->pieces[a] = (piece_t){.lo = nlo, .hi = nhi, .buf = buf, .owned = 1};
+    /* Listed at once: a copy that its maker does not end up using (a
+     * preparation that fails, a fetch) can still be evicted. */
+    pthread_mutex_lock(&d->lock);
+    c->bytes += add;
+    parla__data_lru_touch(d, c);
+    pthread_mutex_unlock(&d->lock);
     return 0;
 }
 

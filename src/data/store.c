@@ -18,15 +18,79 @@ static void hold_unref(parla_hold_t *h)
     parla__graph_object_freed(rt); /* the hold counted as a live object */
 }
 
-/* Frees copy c's memory, or leaves it to its holders (the caller owns c: store lock held, or last reference). */
-void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__copy_t *c)
+/* Frees piece p's memory, or leaves it to its holders (store lock held, or last reference). */
+static void piece_drop(parla_runtime_t *rt, int device, piece_t *p)
 {
-    parla_hold_t *h = c->hold;
-    c->hold = NULL;
+    parla_hold_t *h = p->hold;
+    p->hold = NULL;
     if (h)
         hold_unref(h);
-    else if (c->owned)
-        parla__devs(rt)->devices[c->device].ops->free(&parla__devs(rt)->devices[c->device], c->buf);
+    else if (p->owned)
+        parla__devs(rt)->devices[device].ops->free(&parla__devs(rt)->devices[device], p->buf);
+    p->buf = NULL;
+}
+
+/* Frees copy c's memory (all its pieces), or leaves it to its holders (the caller owns c: store lock held,
+ * or last reference). The device's account and c->bytes (changed under the device lock too: the device's
+ * LRU walks read it) are the caller's. */
+void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__copy_t *c)
+{
+    for (size_t i = 0; i < c->n_pieces; i++)
+        piece_drop(rt, c->device, &c->pieces[i]);
+    c->n_pieces = 0;
+}
+
+/* Drops pieces [a, b) of c (merged into another); the device's account is the caller's. Store lock held. */
+void parla__data_pieces_drop(parla_runtime_t *rt, parla__copy_t *c, size_t a, size_t b)
+{
+    for (size_t i = a; i < b; i++)
+        piece_drop(rt, c->device, &c->pieces[i]);
+}
+
+/* Index of the first piece of c that ends after x (at or after x when touching is true), by binary search. */
+size_t parla__data_piece_index(const parla__copy_t *c, uint64_t x, bool touching)
+{
+    size_t lo = 0, hi = c->n_pieces;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c->pieces[mid].hi > x || (touching && c->pieces[mid].hi == x))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* The piece of c holding all of [lo, hi), or NULL (store lock held). */
+piece_t *parla__data_piece(const parla__copy_t *c, uint64_t lo, uint64_t hi)
+{
+    size_t i = parla__data_piece_index(c, lo, lo == hi);
+    if (i < c->n_pieces && c->pieces[i].lo <= lo && hi <= c->pieces[i].hi)
+        return &c->pieces[i];
+    return NULL;
+}
+
+/* Where store byte x is in copy c, with *end the end of its piece; NULL when no piece holds x (store lock
+ * held). */
+void *parla__data_addr(const parla__copy_t *c, uint64_t x, uint64_t *end)
+{
+    size_t i = parla__data_piece_index(c, x, false);
+    if (i == c->n_pieces || c->pieces[i].lo > x)
+        return NULL;
+    *end = c->pieces[i].hi;
+    return (char *)c->pieces[i].buf + (x - c->pieces[i].lo);
+}
+
+/* The smallest range of the store's bytes covering d's ranges ([0, 0) when they are all empty). */
+void parla__data_extent(const parla_data_t *d, uint64_t *lo, uint64_t *hi)
+{
+    size_t a = 0, b = d->n_ranges;
+    while (a < b && d->ranges[2 * a] == d->ranges[2 * a + 1])
+        a++;
+    while (b > a && d->ranges[2 * b - 2] == d->ranges[2 * b - 1])
+        b--;
+    *lo = a < b ? d->ranges[2 * a] : 0;
+    *hi = a < b ? d->ranges[2 * b - 1] : 0;
 }
 
 static void store_free(store_t *s)
@@ -44,15 +108,17 @@ static void store_free(store_t *s)
         parla__copy_t *c = &s->copies[i];
         parla__data_arrival_unref(c->arriving);
         c->arriving = NULL;
-        if (c->buf == NULL)
-            continue;
-        parla__device_t *d = &parla__devs(rt)->devices[i];
-        pthread_mutex_lock(&d->lock);
-        parla__data_lru_unlink(d, c);
-        if (i != 0)
-            d->resident -= s->nbytes;
-        pthread_mutex_unlock(&d->lock);
-        parla__data_copy_drop_buf(rt, c);
+        if (c->n_pieces > 0) {
+            parla__device_t *d = &parla__devs(rt)->devices[i];
+            pthread_mutex_lock(&d->lock);
+            parla__data_lru_unlink(d, c);
+            if (i != 0)
+                d->resident -= c->bytes;
+            c->bytes = 0;
+            pthread_mutex_unlock(&d->lock);
+            parla__data_copy_drop_buf(rt, c);
+        }
+        parla__free(c->pieces);
     }
     for (size_t r = 0; r < s->n_records; r++) {
         record_t *rec = &s->records[r];
@@ -96,11 +162,13 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
     seg_t *segs = parla__alloc(rt, 4 * sizeof *segs);
     record_t *recs = parla__calloc(rt, 4, sizeof *recs);
     uint64_t *rec_range = parla__alloc(rt, 2 * sizeof *rec_range);
+    piece_t *cpu = parla__calloc(rt, 1, sizeof *cpu);
     void *buf = host;
-    if (buf == NULL && s && d && range && copies && segs && recs && rec_range) {
+    if (buf == NULL && s && d && range && copies && segs && recs && rec_range && cpu) {
         buf = parla__calloc(rt, 1, nbytes ? nbytes : 1);
     }
-    if (!s || !d || !range || !copies || !segs || !recs || !rec_range || !buf) {
+    if (!s || !d || !range || !copies || !segs || !recs || !rec_range || !cpu || !buf) {
+        parla__free(cpu);
         parla__free(s);
         parla__free(d);
         parla__free(range);
@@ -122,8 +190,11 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
         copies[i].store = s;
         copies[i].device = i;
     }
-    copies[0].buf = buf;
-    copies[0].owned = buf != host;
+    /* The CPU's copy: one piece, the whole store. */
+    *cpu = (piece_t){.lo = 0, .hi = nbytes, .buf = buf, .owned = buf != host};
+    copies[0].pieces = cpu;
+    copies[0].n_pieces = copies[0].cap_pieces = 1;
+    copies[0].bytes = nbytes;
     s->segs = segs;
     s->cap_segs = 4;
     s->n_segs = 1;
@@ -344,9 +415,43 @@ uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
     if (device < 0 || device >= parla__devs(s->rt)->n_devices)
         return 0;
     pthread_mutex_lock(&s->lock);
-    uint64_t n = s->copies[device].buf ? s->nbytes : 0;
+    uint64_t n = s->copies[device].bytes;
     pthread_mutex_unlock(&s->lock);
     return n;
+}
+
+/* The piece of d's store on device that holds d's extent; for data whose extent no one piece holds (a
+ * base of which tasks brought only views there), inside a task, the piece holding the extent of what the
+ * running task declared of the store. NULL when there is none. Store lock held. */
+static piece_t *piece_of(parla_data_t *d, int device)
+{
+    store_t *s = d->store;
+    parla__copy_t *c = &s->copies[device];
+    if (c->n_pieces == 0)
+        return NULL;
+    uint64_t lo, hi;
+    parla__data_extent(d, &lo, &hi);
+    if (lo == hi && device == 0)
+        return &c->pieces[0];
+    piece_t *p = lo < hi ? parla__data_piece(c, lo, hi) : NULL;
+    parla_task_t *t = p ? NULL : parla_task_current();
+    for (int i = 0; t && t->ext && i < t->ext->n_accesses && p == NULL; i++) {
+        const parla__access_t *x = &t->ext->accesses[i];
+        parla_data_t *a = x->data;
+        if (a->store != s || a == d || x->slot >= t->n_devices || access_device(t, x) != device)
+            continue;
+        parla__data_extent(a, &lo, &hi);
+        if (lo < hi)
+            p = parla__data_piece(c, lo, hi);
+    }
+    return p;
+}
+
+/* The address at which the store's byte 0 would be if piece p started there: byte x of p is at that
+ * address + x (integer arithmetic: the address may lie outside the allocation; only bytes of p are used). */
+static void *virtual_base(const piece_t *p)
+{
+    return (void *)((uintptr_t)p->buf - (uintptr_t)p->lo);
 }
 
 void *parla_data_device_ptr(parla_data_t *d, int device)
@@ -357,9 +462,10 @@ void *parla_data_device_ptr(parla_data_t *d, int device)
     if (device < 0 || device >= parla__devs(s->rt)->n_devices)
         return NULL;
     pthread_mutex_lock(&s->lock);
-    void *p = s->copies[device].buf;
+    piece_t *p = piece_of(d, device);
+    void *v = p ? virtual_base(p) : NULL;
     pthread_mutex_unlock(&s->lock);
-    return p;
+    return v;
 }
 
 int parla_data_hold(parla_data_t *d, int device, parla_hold_t **out, void **ptr)
@@ -371,31 +477,49 @@ int parla_data_hold(parla_data_t *d, int device, parla_hold_t **out, void **ptr)
     if (device < 0 || device >= parla__devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_data_hold: no device %d", device);
     pthread_mutex_lock(&s->lock);
-    parla__copy_t *c = &s->copies[device];
-    if (c->buf == NULL) {
+    piece_t *p = piece_of(d, device);
+    if (p == NULL) {
         pthread_mutex_unlock(&s->lock);
         return parla__error(PARLA_ESTATE, "parla_data_hold: the data has no copy on device %d", device);
     }
-    if (c->hold == NULL) {
+    if (p->hold == NULL) {
         parla_hold_t *h = parla__alloc(rt, sizeof *h);
         if (h == NULL) {
             pthread_mutex_unlock(&s->lock);
             return parla__error(PARLA_ENOMEM, "parla_data_hold: out of memory");
         }
-        atomic_init(&h->refs, 1); /* the engine's, while the copy is attached */
+        atomic_init(&h->refs, 1); /* the engine's, while the piece is attached */
         h->rt = rt;
         h->device = device;
-        h->owned = c->owned;
-        h->buf = c->buf;
+        h->owned = p->owned;
+        h->buf = p->buf;
+        h->lo = p->lo;
+        h->nbytes = p->hi - p->lo;
         atomic_fetch_add(&parla__graph_rt(rt)->n_live, 1);
-        c->hold = h;
+        p->hold = h;
     }
-    atomic_fetch_add_explicit(&c->hold->refs, 1, memory_order_relaxed);
-    *out = c->hold;
+    atomic_fetch_add_explicit(&p->hold->refs, 1, memory_order_relaxed);
+    *out = p->hold;
     if (ptr)
-        *ptr = c->buf;
+        *ptr = virtual_base(p);
     pthread_mutex_unlock(&s->lock);
     return 0;
+}
+
+void *parla_hold_memory(const parla_hold_t *hold, uint64_t *lo, uint64_t *nbytes)
+{
+    if (hold == NULL) {
+        if (lo)
+            *lo = 0;
+        if (nbytes)
+            *nbytes = 0;
+        return NULL;
+    }
+    if (lo)
+        *lo = hold->lo;
+    if (nbytes)
+        *nbytes = hold->nbytes;
+    return hold->buf;
 }
 
 void parla_hold_release(parla_hold_t *hold)

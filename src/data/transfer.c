@@ -23,18 +23,35 @@ void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, u
         parla__trace_copy(parla__graph_rt(rt)->trace, serial, t0, parla__now_ns(), to, from, hi - lo);
 }
 
-/* Copies bytes [lo, hi) of store s from device `from` to device `to`; returns
- * when done. */
-int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial)
+/* Copies n bytes from src on device `from` to dst on device `to`; returns when done. */
+int parla__data_copy_addrs(parla_runtime_t *rt, int to, void *dst, int from, const void *src, uint64_t n)
 {
-    parla_runtime_t *rt = s->rt;
     parla__device_t *dt = &parla__devs(rt)->devices[to], *df = &parla__devs(rt)->devices[from];
     /* A CUDA device does the copy when one side is CUDA. */
     parla__device_t *engine = dt->is_cuda ? dt : df;
+    return engine->ops->copy(dt, dst, df, src, n);
+}
+
+/* Copies bytes [lo, hi) of store s from device `from` to device `to` (one copy per pair of pieces the range
+ * spans); returns when done. s->lock held. */
+int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial)
+{
+    parla_runtime_t *rt = s->rt;
     uint64_t t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
-    int rc = engine->ops->copy(dt, (char *)s->copies[to].buf + lo, df, (char *)s->copies[from].buf + lo, hi - lo);
-    if (rc)
-        return rc;
+    for (uint64_t x = lo; x < hi;) {
+        uint64_t dend = 0, send = 0;
+        void *dst = parla__data_addr(&s->copies[to], x, &dend);
+        const void *src = parla__data_addr(&s->copies[from], x, &send);
+        if (dst == NULL || src == NULL)
+            return parla__error(PARLA_EDEVICE, "byte %llu of a data object has no allocation on %s",
+                                (unsigned long long)x, parla__devs(rt)->devices[dst ? from : to].name);
+        uint64_t end = hi < dend ? hi : dend;
+        end = end < send ? end : send;
+        int rc = parla__data_copy_addrs(rt, to, dst, from, src, end - x);
+        if (rc)
+            return rc;
+        x = end;
+    }
     parla__data_copy_done(rt, to, from, lo, hi, serial, t0);
     return 0;
 }
@@ -160,8 +177,7 @@ static bool job_issue(parla__job_t *job, parla__device_t *d)
             rc = d->ops->stream_wait_event(d, stream, j->waits[i]->handle);
         j->t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
         if (rc == 0)
-            rc = d->ops->copy_async(d, (char *)s->copies[j->to].buf + j->lo, &parla__devs(rt)->devices[other],
-                                    (char *)s->copies[j->from].buf + j->lo, j->hi - j->lo, stream);
+            rc = d->ops->copy_async(d, j->dst, &parla__devs(rt)->devices[other], j->src, j->hi - j->lo, stream);
         if (rc == 0)
             rc = parla__event_record(d, stream, &j->event);
         if (rc == 0)
@@ -172,8 +188,11 @@ static bool job_issue(parla__job_t *job, parla__device_t *d)
             if (parla__event_done(j->waits[i]) == 0)
                 d->ops->event_synchronize(d, j->waits[i]->handle);
     }
-    /* Both copies are pinned, so neither buffer moves meanwhile. */
-    j->error = parla__data_copy_range(s, j->to, j->from, j->lo, j->hi, j->serial);
+    /* Both copies are pinned, so neither piece moves meanwhile. */
+    uint64_t t0 = parla__graph_rt(s->rt)->trace ? parla__now_ns() : 0;
+    j->error = parla__data_copy_addrs(s->rt, j->to, j->dst, j->from, j->src, j->hi - j->lo);
+    if (j->error == 0)
+        parla__data_copy_done(s->rt, j->to, j->from, j->lo, j->hi, j->serial, t0);
     return true;
 }
 
@@ -238,13 +257,17 @@ typedef struct copy_now {
 /* Makes d's ranges valid on device (queueing copies from the cheapest valid
  * source on plan) and, for writes, leaves device as the only valid copy.
  * s->lock held. A copy it cannot queue is returned in *now (COPY_NOW) with
- * both copies pinned, before anything else is marked; the caller copies and
- * calls again. With mode WRITE only, nothing is copied (now may be NULL). */
+ * both copies pinned (so neither piece moves), before its range is marked;
+ * the caller copies and calls again. With mode WRITE only, nothing is copied
+ * (now may be NULL). */
 static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan, copy_now_t *now)
 {
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
-    int rc = parla__data_ensure_copy(s, device, t);
+    uint64_t elo, ehi;
+    parla__data_extent(d, &elo, &ehi);
+    parla__data_task_extent(t, s, device, &elo, &ehi);
+    int rc = parla__data_ensure_copy(s, device, t, elo, ehi);
     if (rc)
         return rc;
     for (size_t r = 0; r < d->n_ranges; r++) {
@@ -275,24 +298,37 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
                 if (src < 0)
                     return parla__error(PARLA_EDEVICE, "data range [%llu, %llu) has no valid copy",
                                         (unsigned long long)g->lo, (unsigned long long)g->hi);
-                copy_job_t *j = plan ? parla__alloc(rt, sizeof *j) : NULL;
-                if (j != NULL) {
-                    /* Queued on a copy engine; the source stays pinned until done. */
-                    atomic_fetch_add(&s->refs, 1);
-                    *j = (copy_job_t){.store = s, .from = src, .to = device, .lo = g->lo, .hi = g->hi,
-                                      .serial = t ? t->serial : UINT64_MAX, .job.next = (parla__job_t *)plan->jobs};
-                    plan->jobs = j;
-                    plan->n_jobs_store++;
-                    parla__data_pin_locked(s, src);
-                    parla__data_pin_locked(s, device);
-                    g->arriving |= bit(device);
-                } else {
-                    /* Copied by the caller with the lock dropped; the pins keep both copies. */
-                    s->copies[src].pins++;
-                    s->copies[device].pins++;
-                    *now = (copy_now_t){.from = src, .to = device, .lo = g->lo, .hi = g->hi, .writes = s->writes};
-                    parla__data_seg_merge(s);
-                    return COPY_NOW;
+                /* One job per pair of pieces the segment spans on the source and here. */
+                for (uint64_t x = g->lo; x < g->hi;) {
+                    uint64_t dend = 0, send = 0;
+                    void *dst = parla__data_addr(&s->copies[device], x, &dend);
+                    void *from = parla__data_addr(&s->copies[src], x, &send);
+                    if (dst == NULL || from == NULL)
+                        return parla__error(PARLA_EDEVICE, "byte %llu of a data object has no allocation on %s",
+                                            (unsigned long long)x, parla__devs(rt)->devices[dst ? src : device].name);
+                    uint64_t end = g->hi < dend ? g->hi : dend;
+                    end = end < send ? end : send;
+                    copy_job_t *j = plan ? parla__alloc(rt, sizeof *j) : NULL;
+                    if (j != NULL) {
+                        /* Queued on a copy engine; the source stays pinned until done. */
+                        atomic_fetch_add(&s->refs, 1);
+                        *j = (copy_job_t){.store = s, .from = src, .to = device, .lo = x, .hi = end, .dst = dst,
+                                          .src = from, .serial = t ? t->serial : UINT64_MAX,
+                                          .job.next = (parla__job_t *)plan->jobs};
+                        plan->jobs = j;
+                        plan->n_jobs_store++;
+                        parla__data_pin_locked(s, src);
+                        parla__data_pin_locked(s, device);
+                        g->arriving |= bit(device);
+                    } else {
+                        /* Copied by the caller with the lock dropped; the pins keep both pieces. */
+                        s->copies[src].pins++;
+                        s->copies[device].pins++;
+                        *now = (copy_now_t){.from = src, .to = device, .lo = x, .hi = end, .writes = s->writes};
+                        parla__data_seg_merge(s);
+                        return COPY_NOW;
+                    }
+                    x = end;
                 }
                 g->valid |= bit(device);
             }
@@ -330,8 +366,12 @@ static int copy_now(store_t *s, const copy_now_t *now, parla_task_t *t)
     return 0;
 }
 
+static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan);
+
 /* make_valid_locked, doing the copies it cannot queue (s->lock held on entry
- * and exit, dropped while one copies). */
+ * and exit, dropped while one copies). The jobs planned before such a copy are
+ * given to the store's arrival first: a task that finds their ranges valid
+ * meanwhile waits for them. */
 static int make_valid(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan)
 {
     for (;;) {
@@ -339,18 +379,36 @@ static int make_valid(parla_data_t *d, int device, int mode, parla_task_t *t, pl
         int rc = make_valid_locked(d, device, mode, t, plan, &now);
         if (rc != COPY_NOW)
             return rc;
+        if (plan && plan->n_jobs_store > 0 && (rc = join_arrival(t, d->store, device, plan)) != 0) {
+            d->store->copies[now.from].pins--;
+            d->store->copies[now.to].pins--;
+            return rc;
+        }
         if ((rc = copy_now(d->store, &now, t)) != 0)
             return rc;
     }
 }
 
-/* True when access i is the first of the task's accesses to its base data on
- * its device (views of one base share its copies: count them once). */
-static bool first_use(const parla__task_ext_t *x, int i)
+/* The piece access i of t asks for on its device (the extent of the task's accesses to that store for
+ * that device, parla__data_task_extent) in [*lo, *hi); true when i is the first access asking for it
+ * (accesses sharing a piece count it once). */
+static bool first_use(const parla_task_t *t, int i, uint64_t *lo, uint64_t *hi)
 {
-    for (int j = 0; j < i; j++)
-        if (x->accesses[j].data->store == x->accesses[i].data->store && x->accesses[j].slot == x->accesses[i].slot)
+    const parla__task_ext_t *x = t->ext;
+    const store_t *s = x->accesses[i].data->store;
+    int device = access_device(t, &x->accesses[i]);
+    parla__data_extent(x->accesses[i].data, lo, hi);
+    if (*lo == *hi)
+        return false;
+    parla__data_task_extent(t, s, device, lo, hi);
+    for (int j = 0; j < i; j++) {
+        uint64_t a, b;
+        if (x->accesses[j].data->store != s || access_device(t, &x->accesses[j]) != device)
+            continue;
+        parla__data_extent(x->accesses[j].data, &a, &b);
+        if (a < b && a >= *lo && b <= *hi)
             return false;
+    }
     return true;
 }
 
@@ -399,11 +457,11 @@ static bool room_for(parla_task_t *t, parla__device_t *d)
     uint64_t need = 0;
     for (int i = 0; i < x->n_accesses; i++) {
         store_t *si = x->accesses[i].data->store;
-        if (access_device(t, &x->accesses[i]) != device || !first_use(x, i))
+        uint64_t lo, hi;
+        if (access_device(t, &x->accesses[i]) != device || !first_use(t, i, &lo, &hi))
             continue;
         pthread_mutex_lock(&si->lock);
-        if (si->copies[device].buf == NULL)
-            need += si->nbytes;
+        need += parla__data_piece_need(&si->copies[device], lo, hi);
         pthread_mutex_unlock(&si->lock);
     }
     pthread_mutex_lock(&d->lock);
@@ -416,7 +474,7 @@ static bool room_for(parla_task_t *t, parla__device_t *d)
         for (int i = 0; i < x->n_accesses && !mine; i++)
             mine = x->accesses[i].data->store == c->store && access_device(t, &x->accesses[i]) == device;
         if (!mine)
-            evictable += c->store->nbytes;
+            evictable += c->bytes;
     }
     bool fits = parla__data_used_locked(d) - evictable + need <= d->memory_capacity;
     pthread_mutex_unlock(&d->lock);
@@ -431,9 +489,11 @@ static int check_capacity(parla_task_t *t, parla__device_t *d)
     parla__task_ext_t *x = t->ext;
     /* A task whose data cannot fit even on an empty device fails. */
     uint64_t total = 0;
-    for (int i = 0; i < x->n_accesses; i++)
-        if (access_device(t, &x->accesses[i]) == d->index && first_use(x, i))
-            total += x->accesses[i].data->store->nbytes;
+    for (int i = 0; i < x->n_accesses; i++) {
+        uint64_t lo, hi;
+        if (access_device(t, &x->accesses[i]) == d->index && first_use(t, i, &lo, &hi))
+            total += hi - lo;
+    }
     if (total + t->memory > d->memory_capacity) /* one account: its reservation too */
         return parla__error(PARLA_ERESOURCE,
                             "task %s needs %llu bytes of data and reserves %llu bytes on %s, more than its "
@@ -468,12 +528,13 @@ static int check_capacities(parla_task_t *t, uint64_t gpus)
     return 0;
 }
 
-/* Gives the copy jobs planned for store s since `before` to s's arrival on
+/* Gives the copy jobs planned for store s since plan->mark to s's arrival on
  * device: joins the copies already on their way, or starts a new batch.
  * Checked and counted under one lock: a batch whose last copy finishes
  * meanwhile must not take new copies. s->lock held. */
-static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan, copy_job_t *before)
+static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan)
 {
+    copy_job_t *before = plan->mark;
     arrival_t *arr = s->copies[device].arriving;
     bool joined = false;
     if (arr) {
@@ -496,6 +557,8 @@ static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan, c
         atomic_fetch_add(&arr->refs, 1);
         j->arrival = arr;
     }
+    plan->mark = plan->jobs;
+    plan->n_jobs_store = 0;
     return 0;
 }
 
@@ -513,13 +576,13 @@ static int plan_reads(parla_task_t *t, plan_t *plan, arrival_t **waits, int *n_p
         store_t *s = a->data->store;
         int device = access_device(t, a);
         pthread_mutex_lock(&s->lock);
-        copy_job_t *before = plan->jobs;
+        plan->mark = plan->jobs;
         plan->n_jobs_store = 0;
         rc = make_valid(a->data, device, a->mode & PARLA_READ, t, plan);
         if (rc == 0) {
             s->copies[device].pins++;
             if (plan->n_jobs_store > 0)
-                rc = join_arrival(t, s, device, plan, before);
+                rc = join_arrival(t, s, device, plan);
             arrival_t *arr = s->copies[device].arriving;
             if (rc == 0 && arrival_pending(arr)) {
                 atomic_fetch_add(&arr->refs, 1);
@@ -564,7 +627,7 @@ static void mark_writes(parla_task_t *t, uint64_t gpus)
                 continue;
             d->n_pins++;
             parla__copy_t *c = &x->accesses[i].data->store->copies[dev];
-            if (c->buf)
+            if (c->n_pieces > 0)
                 parla__data_lru_touch(d, c);
         }
         pthread_mutex_unlock(&d->lock);
@@ -592,7 +655,10 @@ static void queue_jobs(parla_task_t *t, plan_t *plan)
             copy_job_submit(rt, j);
         } else {
             parla__host_wait_task(t);
-            parla__data_copy_range(j->store, j->to, j->from, j->lo, j->hi, j->serial);
+            uint64_t t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
+            j->error = parla__data_copy_addrs(rt, j->to, j->dst, j->from, j->src, j->hi - j->lo);
+            if (j->error == 0)
+                parla__data_copy_done(rt, j->to, j->from, j->lo, j->hi, j->serial, t0);
             arrived(j->store, j);
             parla__data_unpin(j->store, j->from, 1);
             parla__data_unpin(j->store, j->to, 1);
@@ -669,26 +735,17 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
         parla__data_arrival_unref(arr);
     }
     parla__device_t *dev = &parla__devs(rt)->devices[device];
-    /* The copy is made (room made for it) as a task's would be, and pinned;
-     * the bytes are then copied with no device lock held and the store's lock
-     * dropped during each copy (make_valid). */
     if (device != 0)
         pthread_mutex_lock(&dev->acquire_lock);
     pthread_mutex_lock(&s->lock);
-    int rc = parla__data_ensure_copy(s, device, NULL);
-    if (rc == 0)
-        s->copies[device].pins++;
+    /* Its copies are made with the store's lock dropped (make_valid). */
+    int rc = make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
     pthread_mutex_unlock(&s->lock);
     if (device != 0)
         pthread_mutex_unlock(&dev->acquire_lock);
-    if (rc == 0) {
-        pthread_mutex_lock(&s->lock);
-        rc = make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
-        s->copies[device].pins--;
-        pthread_mutex_unlock(&s->lock);
-    }
     if (rc == PARLA_EBUSY)
-        rc = parla__error(PARLA_ERESOURCE, "parla_data_fetch: %s is full of copies in use by running tasks",
+        rc = parla__error(PARLA_ERESOURCE, "parla_data_fetch: %s is full of copies in use by running tasks, or "
+                          "a running task uses an allocation of this data there that the fetch would merge with",
                           dev->name);
     return rc;
 }

@@ -145,8 +145,22 @@ static PyObject *Hold_get_ptr(HoldObject *self, void *c)
     return PyLong_FromVoidPtr(self->ptr);
 }
 
+static PyObject *Hold_get_lo(HoldObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromUnsignedLongLong(self->lo);
+}
+
+static PyObject *Hold_get_nbytes(HoldObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromSsize_t(self->len);
+}
+
 static PyGetSetDef Hold_getset[] = {
     {"ptr", (getter)Hold_get_ptr, NULL, "address of the held memory", NULL},
+    {"lo", (getter)Hold_get_lo, NULL, "the base array's byte at which the held memory starts", NULL},
+    {"nbytes", (getter)Hold_get_nbytes, NULL, "size of the held memory in bytes", NULL},
     {NULL},
 };
 
@@ -165,7 +179,8 @@ PyType_Spec pyparla_hold_spec = {
     .slots = Hold_slots,
 };
 
-/* hold(device): a Hold on the base's copy on device, or None when it has none. */
+/* hold(device): a Hold on the allocation on device holding this data (the base, or a view: its extent),
+ * or None when there is none. */
 static PyObject *Data_hold(DataObject *self, PyObject *arg)
 {
     if (self->runtime->forked)
@@ -183,8 +198,7 @@ static PyObject *Data_hold(DataObject *self, PyObject *arg)
         return NULL;
     obj->hold = NULL;
     obj->host = !info.is_cuda;
-    obj->len = (Py_ssize_t)parla_data_nbytes(self->data);
-    int rc = parla_data_hold(self->data, dev, &obj->hold, &obj->ptr);
+    int rc = parla_data_hold(self->data, dev, &obj->hold, NULL);
     if (rc == PARLA_ESTATE) {
         Py_DECREF(obj);
         Py_RETURN_NONE;
@@ -193,6 +207,10 @@ static PyObject *Data_hold(DataObject *self, PyObject *arg)
         Py_DECREF(obj);
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
     }
+    uint64_t lo, nbytes;
+    obj->ptr = parla_hold_memory(obj->hold, &lo, &nbytes);
+    obj->lo = (unsigned long long)lo;
+    obj->len = (Py_ssize_t)nbytes;
     return (PyObject *)obj;
 }
 

@@ -184,6 +184,8 @@ static int module_exec(PyObject *m)
         add_type(m, &pyparla_hold_spec, &st->hold_type) < 0 || add_type(m, &pyparla_graph_spec, &st->graph_type) < 0 ||
         pyparla_native_init(m, st) < 0)
         return -1;
+    if (pyparla_spawn_init(m, st) < 0 || PyModule_AddFunctions(m, pyparla_spawn_methods) < 0)
+        return -1;
     if ((st->str_name = PyUnicode_InternFromString("__name__")) == NULL ||
         (st->str_qualname = PyUnicode_InternFromString("__qualname__")) == NULL)
         return -1;
@@ -209,7 +211,7 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->native_body_type);
     Py_VISIT(st->native_error);
     Py_VISIT(st->graph_type);
-    return 0;
+    return pyparla_spawn_traverse(st, visit, arg);
 }
 
 static int module_clear(PyObject *m)
@@ -225,6 +227,7 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->graph_type);
     Py_CLEAR(st->str_name);
     Py_CLEAR(st->str_qualname);
+    pyparla_spawn_clear(st);
     return 0;
 }
 

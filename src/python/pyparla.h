@@ -9,7 +9,9 @@
  *   gil.c          worker thread states, the engine's hooks, the GIL around blocking calls,
  *                  deferred decrefs
  *   body.c         the task body (py_task_body), the coroutine driver, awaited tasks, capture
- *   spawn.c        checking a spawn's arguments (dependencies, placements, accesses, feasibility)
+ *   spawn.c        checking a spawn's arguments (dependencies, placements, accesses, feasibility); the
+ *                  spawn path in C (parla._core.Spawner: what @spawn(taskid, dependencies) returns) and
+ *                  TaskSpace indexing (parla._core.TaskSpaceBase)
  *   task_obj.c     parla._core.Task
  *   runtime_obj.c  parla._core.Runtime
  *   data_obj.c     parla._core.Data and parla._core.Hold
@@ -89,12 +91,19 @@ struct TaskObject {
     PyObject *name;            /* the name as str when the engine's copy cannot hold it (else NULL) */
     PyObject *dict;
     PyObject *keep;            /* objects kept alive while the body runs (a list, or NULL) */
-    PyObject *deps;            /* _deps: set at spawn by parla.tasks (weak references to the dependencies) */
+    /* The dependencies given at spawn, as engine handles (held; released with the object): weak for the
+     * Python side, since a dependency's Task object and result are freed when nothing else holds them
+     * (its engine task's user pointer is then NULL). One handle inline, more in a PyMem array. */
+    union {
+        parla_task_t *one;
+        parla_task_t **many;
+    } deps;
     TaskObject *deferred_next; /* link in RuntimeObject.deferred */
     TaskObject *untracked_prev, *untracked_next; /* link in RuntimeObject.untracked while untracked */
     unsigned char submitting;  /* inside _submit: a failure is raised there */
     unsigned char engine_ref;  /* the engine holds a reference (taken at submit) */
     unsigned char gc_off;      /* untracked by pyparla_task_finished, in RuntimeObject.untracked */
+    uint32_t n_deps;           /* handles in deps (beside the flags: no word of its own) */
 };
 
 /* parla._core.Data: a coherent data object (base or view) of the engine. */
@@ -111,12 +120,17 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     parla_hold_t *hold;
-    void *ptr;
-    Py_ssize_t len;
+    void *ptr;              /* the held memory */
+    Py_ssize_t len;         /* its size in bytes */
+    unsigned long long lo;  /* the base byte it starts at */
     int host; /* host memory (cpu, virtual GPU): exported as a writable buffer */
 } HoldObject;
 
-/* The module's state: its heap types, and interned attribute names. */
+/* Entries of the cache of the global names a body's code reads (spawn.c). */
+#define PYPARLA_GLOBALS_CACHE 64
+
+/* The module's state: its heap types, interned attribute names, and what the spawn path in C needs from
+ * parla.tasks (registered once by _spawn_setup) and from the active context (_set_context). */
 typedef struct {
     PyTypeObject *runtime_type;
     PyTypeObject *task_type;
@@ -126,12 +140,35 @@ typedef struct {
     PyTypeObject *native_body_type;
     PyObject *native_error; /* parla._core.NativeError */
     PyTypeObject *graph_type;
+    PyTypeObject *spawner_type;
+    PyTypeObject *space_type;
+    PyTypeObject *spawn_function_type;
     PyObject *str_name;     /* "__name__" */
     PyObject *str_qualname; /* "__qualname__" */
+    PyObject *str_tasks, *str_shape, *str_start, *str_create, *str_name_attr, *str_getitem, *str_enabled,
+        *str_dependencies;
+    PyObject *ten, *zero, *zero_float, *empty_tuple; /* 10 (logging.DEBUG), 0, 0.0, () */
+    /* From parla.tasks (_spawn_setup): the Task class, the general spawn (taskid, dependencies) -> decorator,
+     * the body wrapper for watched globals (body, task) -> body, the global names a code object reads,
+     * the open finish() blocks (a dict), what records a task in them, the spawn logger, and the type of
+     * native calls. */
+    PyTypeObject *py_task_type;
+    PyTypeObject *native_call_type; /* parla.native.Call: a native body, bound to its task in Python */
+    PyObject *spawn_general, *watch_body, *global_reads, *finish_scopes, *record_in_finish, *spawn_logger;
+    PyObject *spawn_log_cache; /* the spawn logger's _cache dict (isEnabledFor answers), or NULL */
+    /* The active parla.Parla context and its runtime (both NULL outside one), and whether spawns into it
+     * may take the fast path (no task environments, no progress monitor). */
+    PyObject *context;
+    RuntimeObject *context_rt;
+    int context_plain;
+    unsigned long long anonymous; /* the counter of anonymous task names */
+    PyObject *globals_code[PYPARLA_GLOBALS_CACHE], *globals_names[PYPARLA_GLOBALS_CACHE];
 } pyparla_state;
 
 extern PyModuleDef pyparla_module_def;
 extern PyType_Spec pyparla_runtime_spec, pyparla_task_spec, pyparla_data_spec, pyparla_hold_spec, pyparla_graph_spec;
+extern PyType_Spec pyparla_spawner_spec, pyparla_space_spec, pyparla_spawn_function_spec;
+extern PyMethodDef pyparla_spawn_methods[];
 extern const char pyparla_forked_message[];
 
 static inline pyparla_state *pyparla_get_state(PyObject *module)
@@ -253,8 +290,21 @@ int pyparla_add_options(TaskObject *self, PyObject *options);
 /* Refuses (ValueError) a task whose needs no allowed device can ever hold, before the spawn changes the
  * graph. options were checked by pyparla_add_options. */
 int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, unsigned long long memory);
+/* Module state traversal and clearing of what the spawn path holds. */
+int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg);
+void pyparla_spawn_clear(pyparla_state *st);
+/* Creates the Spawner and TaskSpaceBase types and the constants of the spawn path. */
+int pyparla_spawn_init(PyObject *m, pyparla_state *st);
 
 /* ------------------------------------------------------------------------------- task_obj.c -- */
+
+/* A new Task object of type tp (parla._core.Task or a subclass) with a new engine task named name (UTF-8,
+ * len bytes; name_obj, when not NULL, is the same name as str). RuntimeError if rt is closed. GIL held. */
+TaskObject *pyparla_task_new(PyTypeObject *tp, RuntimeObject *rt, const char *name, Py_ssize_t len,
+                             PyObject *name_obj);
+/* Spawns self: args are _submit's (func, dependencies, priority, vcus, memory, options, accesses), attrs
+ * None or a dict. Returns None, or NULL with the exception set. */
+PyObject *pyparla_task_spawn(TaskObject *self, PyObject *const *args, PyObject *attrs);
 
 /* A task reached its final state (GIL held): its body and closure go now (a cancelled task never ran
  * them), and a done task that cannot be part of a reference cycle leaves the cycle collector's lists. */

@@ -5,6 +5,10 @@
  */
 #include "pyparla.h"
 
+#include <structmember.h>
+
+#include <string.h>
+
 /* Appends to out every task found in obj (a Task, or an iterable of Tasks
  * and iterables, nested), checking each; changes nothing in the graph. */
 int pyparla_collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject *obj, int depth, PyObject *out)
@@ -43,12 +47,23 @@ int pyparla_collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyOb
         }
         return 0;
     }
+    if (depth == 0 && (PyUnicode_Check(obj) || PyBytes_Check(obj))) {
+        PyErr_Format(PyExc_TypeError,
+                     "spawn(dependencies=%R): dependencies must be tasks, TaskSpace slices or lists of them, not "
+                     "a string", obj);
+        return -1;
+    }
     PyObject *it = PyObject_GetIter(obj);
     if (it == NULL) {
         PyErr_Clear();
-        PyErr_Format(PyExc_TypeError,
-                     "task %s: dependencies must be tasks, TaskSpace slices or iterables of them, not %.100s",
-                     pyparla_task_name(self), Py_TYPE(obj)->tp_name);
+        if (depth == 0)
+            PyErr_Format(PyExc_TypeError,
+                         "task %s: dependencies=%R must be tasks, TaskSpace slices or iterables of them, not %.100s",
+                         pyparla_task_name(self), obj, Py_TYPE(obj)->tp_name);
+        else
+            PyErr_Format(PyExc_TypeError,
+                         "task %s: dependencies must be tasks, TaskSpace slices or iterables of them, not %.100s",
+                         pyparla_task_name(self), Py_TYPE(obj)->tp_name);
         return -1;
     }
     PyObject *item;
@@ -203,7 +218,9 @@ int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, uns
     parla_device_info_t devs[64];
     if (n_dev > 64)
         return 0; /* more than Parla() allows: the engine checks at submit */
-    for (int i = 0; i < n_dev; i++)
+    if (options == Py_None && vcus <= 1.0 && memory == 0)
+        return 0; /* fits the cpu device, whose vcus capacity is 1 (the common case: nothing asked) */
+    for (int i = 0; i < (options == Py_None ? 1 : n_dev); i++)
         parla_device_info(rt, i, &devs[i]);
     if (options == Py_None) {
         if (vcus <= devs[0].vcus_capacity && memory <= devs[0].memory_capacity)
@@ -261,4 +278,641 @@ int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, uns
                   "allowed device has a capacity of %llu bytes)", first_vcus, first_memory, largest);
     PyErr_Format(PyExc_ValueError, "task %s: %s", pyparla_task_name(self), text);
     return -1;
+}
+
+/* ========================================================================= the spawn path in C == */
+/*
+ * @spawn(taskid, dependencies) with nothing else asked (no placement, resources, data, priority, tags)
+ * is the common spawn: parla.tasks.spawn gives it to spawner(), which returns a Spawner, the decorator;
+ * calling it with the body names (or creates) the task, checks and records the dependencies and submits
+ * it, in one call with no Python code run, unless the body reads globals that look like data (then
+ * parla.tasks wraps it, to warn when they are rebound). Everything else goes to parla.tasks's general
+ * spawn, which ends in the same Task._submit.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *taskid; /* a Task, or None (anonymous) */
+    PyObject *deps;   /* the dependencies argument, as given */
+} SpawnerObject;
+
+static const char no_context_message[] = "no Parla runtime is active: spawn tasks inside a 'with Parla():' block";
+
+/* The global names code reads (a tuple, borrowed), from a small cache in front of parla.tasks's
+ * _global_reads. NULL with an exception set. */
+static PyObject *global_names(pyparla_state *st, PyObject *code)
+{
+    size_t i = ((uintptr_t)code >> 4) % PYPARLA_GLOBALS_CACHE;
+    if (st->globals_code[i] == code)
+        return st->globals_names[i];
+    PyObject *names = PyObject_CallOneArg(st->global_reads, code);
+    if (names == NULL)
+        return NULL;
+    if (!PyTuple_CheckExact(names)) {
+        Py_DECREF(names);
+        PyErr_SetString(PyExc_TypeError, "_global_reads must return a tuple");
+        return NULL;
+    }
+    /* The cache holds the code object, so its address names no other code while it is cached. */
+    Py_XSETREF(st->globals_code[i], Py_NewRef(code));
+    Py_XSETREF(st->globals_names[i], names);
+    return names;
+}
+
+/* Whether fn (a Python function) is a plain function reading a global that holds data (not a module,
+ * function, class or builtin) now: 1, 0, or -1 with an exception set. */
+static int reads_data_globals(pyparla_state *st, PyObject *fn)
+{
+    PyObject *code = PyFunction_GET_CODE(fn);
+    if (((PyCodeObject *)code)->co_flags & CO_COROUTINE)
+        return 0;
+    PyObject *names = global_names(st, code);
+    if (names == NULL)
+        return -1;
+    PyObject *g = PyFunction_GET_GLOBALS(fn);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *v = PyDict_GetItemWithError(g, PyTuple_GET_ITEM(names, i));
+        if (v == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            continue;
+        }
+        if (!PyModule_Check(v) && !PyFunction_Check(v) && !PyType_Check(v) && !PyCFunction_Check(v))
+            return 1;
+    }
+    return 0;
+}
+
+/* Writes the decimal digits of v at buf (room for 20) and returns their number (snprintf's formatting
+ * costs more than the rest of naming a task). */
+static size_t put_decimal(char *buf, unsigned long long v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* A new anonymous task of rt named after body: "<body.__name__>#<n>" ("task#<n>" without a name). */
+static TaskObject *anonymous_task(pyparla_state *st, RuntimeObject *rt, PyObject *body)
+{
+    PyObject *name;
+    if (PyFunction_Check(body)) {
+        name = Py_NewRef(((PyFunctionObject *)body)->func_name);
+    } else if ((name = PyObject_GetAttr(body, st->str_name)) == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+        name = PyUnicode_FromString("task");
+    }
+    if (name != NULL && !PyUnicode_Check(name))
+        Py_SETREF(name, PyObject_Str(name));
+    if (name == NULL)
+        return NULL;
+    unsigned long long n = st->anonymous++;
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(name, &len);
+    TaskObject *task = NULL;
+    if (utf8 != NULL && len < 200 && strlen(utf8) == (size_t)len) {
+        char buf[256];
+        memcpy(buf, utf8, (size_t)len);
+        buf[len] = '#';
+        size_t k = (size_t)len + 1 + put_decimal(buf + len + 1, n);
+        buf[k] = '\0';
+        task = pyparla_task_new(st->py_task_type, rt, buf, (Py_ssize_t)k, NULL);
+    } else if (utf8 != NULL) {
+        PyObject *full = PyUnicode_FromFormat("%U#%llu", name, n);
+        const char *u = full ? PyUnicode_AsUTF8AndSize(full, &len) : NULL;
+        if (u != NULL)
+            task = pyparla_task_new(st->py_task_type, rt, u, len, full);
+        Py_XDECREF(full);
+    }
+    Py_DECREF(name);
+    return task;
+}
+
+/* Spawns body as taskid (a Task, or None: anonymous) after deps, with the default settings. Returns the
+ * task, or NULL with the exception set (the graph then unchanged, as Task._submit promises). */
+static PyObject *spawn_now(pyparla_state *st, PyObject *taskid, PyObject *deps, PyObject *body)
+{
+    RuntimeObject *rt = st->context_rt;
+    if (rt == NULL)
+        return PyErr_SetString(PyExc_RuntimeError, no_context_message), NULL;
+    if (Py_TYPE(body) == st->native_call_type) { /* a parla.native.Call: bound to the task in Python */
+        PyObject *args[2] = {taskid, deps};
+        PyObject *decorator = PyObject_Vectorcall(st->spawn_general, args, 2, NULL);
+        PyObject *out = decorator ? PyObject_CallOneArg(decorator, body) : NULL;
+        Py_XDECREF(decorator);
+        return out;
+    }
+    TaskObject *task = taskid == Py_None ? anonymous_task(st, rt, body) : (TaskObject *)Py_NewRef(taskid);
+    if (task == NULL)
+        return NULL;
+    PyObject *func = Py_NewRef(body);
+    if (PyFunction_Check(body)) {
+        int r = reads_data_globals(st, body);
+        if (r > 0)
+            Py_SETREF(func, PyObject_CallFunctionObjArgs(st->watch_body, body, (PyObject *)task, NULL));
+        if (r < 0 || func == NULL)
+            goto fail;
+    }
+    PyObject *args[7] = {func, deps, st->zero, st->zero_float, st->zero, Py_None, st->empty_tuple};
+    PyObject *r = pyparla_task_spawn(task, args, Py_None);
+    Py_CLEAR(func);
+    if (r == NULL)
+        goto fail;
+    Py_DECREF(r);
+    if (PyDict_GET_SIZE(st->finish_scopes) > 0) { /* inside finish() blocks: recorded there */
+        r = PyObject_CallOneArg(st->record_in_finish, (PyObject *)task);
+        if (r == NULL)
+            goto fail;
+        Py_DECREF(r);
+    }
+    return (PyObject *)task;
+fail:
+    Py_XDECREF(func);
+    Py_DECREF(task);
+    return NULL;
+}
+
+static PyObject *Spawner_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    SpawnerObject *sp = (SpawnerObject *)self;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "the decorator spawn(...) returns takes one argument, the task body");
+        return NULL;
+    }
+    return spawn_now(PyType_GetModuleState(Py_TYPE(self)), sp->taskid, sp->deps, args[0]);
+}
+
+static void Spawner_dealloc(SpawnerObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_XDECREF(self->taskid);
+    Py_XDECREF(self->deps);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef Spawner_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(SpawnerObject, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyType_Slot Spawner_slots[] = {
+    {Py_tp_doc, "The decorator @spawn(taskid, dependencies) returns: call it with the body to spawn it."},
+    {Py_tp_dealloc, Spawner_dealloc},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_members, Spawner_members},
+    {0, NULL},
+};
+
+PyType_Spec pyparla_spawner_spec = {
+    .name = "parla._core.Spawner",
+    .basicsize = sizeof(SpawnerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Spawner_slots,
+};
+
+/* Whether the spawn logger logs debug messages (then the general spawn logs each spawn). The logger's own
+ * cache of isEnabledFor answers (logging clears it in place whenever a level changes) is read first. */
+static int spawn_logged(pyparla_state *st)
+{
+    if (st->spawn_log_cache) {
+        PyObject *hit = PyDict_GetItemWithError(st->spawn_log_cache, st->ten);
+        if (hit == Py_False)
+            return 0;
+        if (hit == NULL && PyErr_Occurred())
+            return -1;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(st->spawn_logger, st->str_enabled, st->ten);
+    if (r == NULL)
+        return -1;
+    int on = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return on;
+}
+
+/* The decorator of @spawn(taskid, dependencies), or what the general spawn returns for them. */
+static PyObject *make_spawner(pyparla_state *st, PyObject *taskid, PyObject *deps)
+{
+    int general = st->context_rt == NULL || !st->context_plain ||
+                  (taskid != Py_None && !PyObject_TypeCheck(taskid, st->task_type)) || PyUnicode_Check(deps) ||
+                  PyBytes_Check(deps);
+    if (!general && (general = spawn_logged(st)) < 0)
+        return NULL;
+    if (general) { /* its checks and errors, its slower paths: the general spawn */
+        PyObject *args[2] = {taskid, deps};
+        return PyObject_Vectorcall(st->spawn_general, args, 2, NULL);
+    }
+    SpawnerObject *sp = PyObject_New(SpawnerObject, st->spawner_type);
+    if (sp == NULL)
+        return NULL;
+    sp->vectorcall = Spawner_vectorcall;
+    sp->taskid = Py_NewRef(taskid);
+    sp->deps = Py_NewRef(deps);
+    return (PyObject *)sp;
+}
+
+/* spawner(taskid, dependencies): the decorator of @spawn(taskid, dependencies). */
+static PyObject *mod_spawner(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pyparla_state *st = pyparla_get_state(module);
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "spawner(taskid, dependencies) takes 2 arguments");
+        return NULL;
+    }
+    if (st->spawn_general == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "spawner(): parla.tasks has not called _spawn_setup");
+        return NULL;
+    }
+    return make_spawner(st, args[0], args[1]);
+}
+
+/* parla._core.SpawnFunction: parla.tasks.spawn. spawn(), spawn(taskid), spawn(taskid, dependencies) and
+ * spawn(taskid, dependencies=...) make their decorator here; every other call goes to the Python function
+ * it wraps (the definition, with its signature and documentation, in parla/tasks.py). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *function; /* the Python spawn */
+    PyObject *dict;     /* __doc__, __wrapped__, ... (functools.update_wrapper) */
+} SpawnFunctionObject;
+
+static PyObject *SpawnFunction_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    SpawnFunctionObject *sf = (SpawnFunctionObject *)self;
+    pyparla_state *st = PyType_GetModuleState(Py_TYPE(self));
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (st->spawn_general != NULL && nargs <= 2 && nkw <= 1) {
+        PyObject *taskid = nargs > 0 ? args[0] : Py_None;
+        PyObject *deps = nargs > 1 ? args[1] : st->empty_tuple;
+        int common = nkw == 0;
+        if (nkw == 1 && nargs < 2) {
+            PyObject *kw = PyTuple_GET_ITEM(kwnames, 0);
+            common = kw == st->str_dependencies || PyUnicode_Compare(kw, st->str_dependencies) == 0;
+            deps = args[nargs];
+        }
+        if (common)
+            return make_spawner(st, taskid, deps);
+    }
+    return PyObject_Vectorcall(sf->function, args, nargsf, kwnames);
+}
+
+static PyObject *SpawnFunction_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    PyObject *function;
+    if ((kwds && PyDict_GET_SIZE(kwds)) || !PyArg_ParseTuple(args, "O:SpawnFunction", &function))
+        return NULL;
+    SpawnFunctionObject *sf = (SpawnFunctionObject *)tp->tp_alloc(tp, 0);
+    if (sf == NULL)
+        return NULL;
+    sf->vectorcall = SpawnFunction_vectorcall;
+    sf->function = Py_NewRef(function);
+    return (PyObject *)sf;
+}
+
+static int SpawnFunction_traverse(SpawnFunctionObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->function);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int SpawnFunction_clear(SpawnFunctionObject *self)
+{
+    Py_CLEAR(self->function);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void SpawnFunction_dealloc(SpawnFunctionObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    SpawnFunction_clear(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef SpawnFunction_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(SpawnFunctionObject, vectorcall), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(SpawnFunctionObject, dict), READONLY, NULL},
+    {NULL},
+};
+
+static PyGetSetDef SpawnFunction_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL},
+};
+
+static PyType_Slot SpawnFunction_slots[] = {
+    {Py_tp_getset, SpawnFunction_getset},
+    {Py_tp_doc, "SpawnFunction(spawn): spawn with its common case in C (see parla.tasks.spawn)."},
+    {Py_tp_new, SpawnFunction_new},
+    {Py_tp_dealloc, SpawnFunction_dealloc},
+    {Py_tp_traverse, SpawnFunction_traverse},
+    {Py_tp_clear, SpawnFunction_clear},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_members, SpawnFunction_members},
+    {0, NULL},
+};
+
+PyType_Spec pyparla_spawn_function_spec = {
+    .name = "parla._core.SpawnFunction",
+    .basicsize = sizeof(SpawnFunctionObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_HAVE_GC,
+    .slots = SpawnFunction_slots,
+};
+
+/* _spawn_setup(Task, spawn_general, watch_body, global_reads, finish_scopes, record_in_finish, logger,
+ * native_call). */
+static PyObject *mod_spawn_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pyparla_state *st = pyparla_get_state(module);
+    if (nargs != 8 || !PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], st->task_type) ||
+        !PyDict_CheckExact(args[4]) || !PyType_Check(args[7])) {
+        PyErr_SetString(PyExc_TypeError, "_spawn_setup(Task, spawn_general, watch_body, global_reads, "
+                                         "finish_scopes: dict, record_in_finish, spawn_logger, native_call: type)");
+        return NULL;
+    }
+    Py_XSETREF(st->native_call_type, (PyTypeObject *)Py_NewRef(args[7]));
+    Py_XSETREF(st->py_task_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_XSETREF(st->spawn_general, Py_NewRef(args[1]));
+    Py_XSETREF(st->watch_body, Py_NewRef(args[2]));
+    Py_XSETREF(st->global_reads, Py_NewRef(args[3]));
+    Py_XSETREF(st->finish_scopes, Py_NewRef(args[4]));
+    Py_XSETREF(st->record_in_finish, Py_NewRef(args[5]));
+    Py_XSETREF(st->spawn_logger, Py_NewRef(args[6]));
+    /* The logger's cache of isEnabledFor (a dict; absent in other logging implementations: then asked). */
+    PyObject *cache = PyObject_GetAttrString(args[6], "_cache");
+    if (cache == NULL)
+        PyErr_Clear();
+    else if (!PyDict_CheckExact(cache))
+        Py_CLEAR(cache);
+    Py_XSETREF(st->spawn_log_cache, cache);
+    Py_RETURN_NONE;
+}
+
+/* _set_context(context): the parla.Parla context just made active (None: none is). */
+static PyObject *mod_set_context(PyObject *module, PyObject *context)
+{
+    pyparla_state *st = pyparla_get_state(module);
+    if (context == Py_None) {
+        Py_CLEAR(st->context);
+        Py_CLEAR(st->context_rt);
+        st->context_plain = 0;
+        Py_RETURN_NONE;
+    }
+    PyObject *rt = PyObject_GetAttrString(context, "_rt");
+    PyObject *envs = rt ? PyObject_GetAttrString(context, "environments") : NULL;
+    PyObject *progress = envs ? PyObject_GetAttrString(context, "_progress") : NULL;
+    int has_envs = progress ? PyObject_IsTrue(envs) : -1;
+    PyObject *out = NULL;
+    if (has_envs >= 0) {
+        if (!PyObject_TypeCheck(rt, st->runtime_type)) {
+            PyErr_SetString(PyExc_TypeError, "_set_context: the context's _rt is not a parla._core.Runtime");
+        } else {
+            Py_XSETREF(st->context, Py_NewRef(context));
+            Py_XSETREF(st->context_rt, (RuntimeObject *)Py_NewRef(rt));
+            st->context_plain = !has_envs && progress == Py_None;
+            out = Py_NewRef(Py_None);
+        }
+    }
+    Py_XDECREF(rt);
+    Py_XDECREF(envs);
+    Py_XDECREF(progress);
+    return out;
+}
+
+static PyObject *mod_next_anonymous(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    return PyLong_FromUnsignedLongLong(pyparla_get_state(module)->anonymous++);
+}
+
+/* ---------------------------------------------------------------------------------- TaskSpace -- */
+/*
+ * parla._core.TaskSpaceBase: the base of parla.tasks.TaskSpace; T[i] and T[i, j] with int indices go
+ * here. A named task of the active context is returned from the space's _tasks dict; a new one, in a
+ * space without shape or start that creates tasks, is made and recorded here. Every other index (slices,
+ * lists, other key types, bounds, tasks of an earlier context, handles outside a context) goes to the
+ * space's _getitem, in Python. Instance attributes read: _tasks, shape, start, _create, name.
+ */
+
+static PyObject *space_general(pyparla_state *st, PyObject *self, PyObject *index)
+{
+    return PyObject_CallMethodOneArg(self, st->str_getitem, index);
+}
+
+/* Writes "name[k0, k1, ...]" (Python's str of each int) to buf; the length, or -1 if it does not fit or
+ * an index is negative or beyond 64 bits (no exception set). */
+static int space_key_name(const char *name, PyObject *key, char *buf, size_t cap)
+{
+    size_t at = strlen(name);
+    if (at + 2 >= cap)
+        return -1;
+    memcpy(buf, name, at);
+    buf[at++] = '[';
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(key, i), &overflow);
+        if (overflow || v < 0 || at + 24 >= cap)
+            return -1;
+        if (i) {
+            buf[at++] = ',';
+            buf[at++] = ' ';
+        }
+        at += put_decimal(buf + at, (unsigned long long)v);
+    }
+    buf[at++] = ']';
+    buf[at] = '\0';
+    return (int)at;
+}
+
+static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, PyObject *tasks, PyObject *key,
+                                PyObject *index)
+{
+    PyObject *shape = PyDict_GetItemWithError(d, st->str_shape);
+    PyObject *start = shape ? PyDict_GetItemWithError(d, st->str_start) : NULL;
+    PyObject *create = start ? PyDict_GetItemWithError(d, st->str_create) : NULL;
+    PyObject *name = create ? PyDict_GetItemWithError(d, st->str_name_attr) : NULL;
+    if (PyErr_Occurred())
+        return NULL;
+    const char *utf8 = name && PyUnicode_CheckExact(name) ? PyUnicode_AsUTF8(name) : NULL;
+    if (utf8 == NULL)
+        PyErr_Clear();
+    char buf[256];
+    int len = -1;
+    if (utf8 && shape == Py_None && start == Py_None && create == Py_True)
+        len = space_key_name(utf8, key, buf, sizeof buf);
+    if (len < 0 || (size_t)len != strlen(buf))
+        return space_general(st, self, index);
+    PyObject *task = (PyObject *)pyparla_task_new(st->py_task_type, st->context_rt, buf, len, NULL);
+    if (task == NULL)
+        return NULL;
+    /* Allocating may have run other threads (a collection running finalizers): whoever recorded the key
+     * first wins; a later one leaves the choice to the general path (it serialises creation). */
+    PyObject *found = PyDict_SetDefault(tasks, key, task);
+    if (found == task)
+        return task;
+    Py_DECREF(task);
+    return found ? space_general(st, self, index) : NULL;
+}
+
+static PyObject *Space_subscript(PyObject *self, PyObject *index)
+{
+    PyObject *module = PyType_GetModuleByDef(Py_TYPE(self), &pyparla_module_def);
+    if (module == NULL)
+        return NULL;
+    pyparla_state *st = pyparla_get_state(module);
+    PyObject *key;
+    if (PyLong_CheckExact(index)) {
+        if ((key = PyTuple_Pack(1, index)) == NULL)
+            return NULL;
+        PyObject_GC_UnTrack(key); /* ints only: in no cycle (the collector would untrack it later) */
+    } else if (PyTuple_CheckExact(index) && PyTuple_GET_SIZE(index) > 0) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(index); i++)
+            if (!PyLong_CheckExact(PyTuple_GET_ITEM(index, i)))
+                return space_general(st, self, index);
+        key = Py_NewRef(index);
+    } else {
+        return space_general(st, self, index);
+    }
+    PyObject *out = NULL, *d = PyObject_GenericGetDict(self, NULL);
+    PyObject *tasks = d ? PyDict_GetItemWithError(d, st->str_tasks) : NULL;
+    if (tasks == NULL || !PyDict_CheckExact(tasks)) {
+        out = PyErr_Occurred() ? NULL : space_general(st, self, index);
+        goto done;
+    }
+    PyObject *task = PyDict_GetItemWithError(tasks, key);
+    RuntimeObject *rt = st->context_rt;
+    if (task != NULL) {
+        if (rt == NULL || (PyObject_TypeCheck(task, st->task_type) && ((TaskObject *)task)->runtime == rt))
+            out = Py_NewRef(task);
+        else
+            out = space_general(st, self, index);
+    } else if (!PyErr_Occurred()) {
+        out = rt == NULL ? space_general(st, self, index) : space_new_task(st, self, d, tasks, key, index);
+    }
+done:
+    Py_XDECREF(d);
+    Py_DECREF(key);
+    return out;
+}
+
+static PyType_Slot Space_slots[] = {
+    {Py_tp_doc, "The base of parla.tasks.TaskSpace: indexing with ints in C."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_mp_subscript, Space_subscript},
+    {0, NULL},
+};
+
+PyType_Spec pyparla_space_spec = {
+    .name = "parla._core.TaskSpaceBase",
+    .basicsize = sizeof(PyObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = Space_slots,
+};
+
+/* ------------------------------------------------------------------------------ module state -- */
+
+PyMethodDef pyparla_spawn_methods[] = {
+    {"spawner", (PyCFunction)(void (*)(void))mod_spawner, METH_FASTCALL,
+     "spawner(taskid, dependencies): the decorator of @spawn(taskid, dependencies) (taskid a Task or None); "
+     "calling it with the body spawns it and returns the Task. Spawns that need more go to parla.tasks."},
+    {"_spawn_setup", (PyCFunction)(void (*)(void))mod_spawn_setup, METH_FASTCALL,
+     "_spawn_setup(Task, spawn_general, watch_body, global_reads, finish_scopes, record_in_finish, logger): "
+     "what the spawn path needs from parla.tasks (called once, at its import)."},
+    {"_set_context", mod_set_context, METH_O,
+     "_set_context(context): the parla.Parla context made active, or None when it is left."},
+    {"next_anonymous", mod_next_anonymous, METH_NOARGS, "The next number of an anonymous task's name."},
+    {NULL},
+};
+
+int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->spawner_type);
+    Py_VISIT(st->space_type);
+    Py_VISIT(st->py_task_type);
+    Py_VISIT(st->native_call_type);
+    Py_VISIT(st->spawn_general);
+    Py_VISIT(st->watch_body);
+    Py_VISIT(st->global_reads);
+    Py_VISIT(st->finish_scopes);
+    Py_VISIT(st->record_in_finish);
+    Py_VISIT(st->spawn_logger);
+    Py_VISIT(st->spawn_log_cache);
+    Py_VISIT(st->spawn_function_type);
+    Py_VISIT(st->context);
+    Py_VISIT(st->context_rt);
+    for (int i = 0; i < PYPARLA_GLOBALS_CACHE; i++) {
+        Py_VISIT(st->globals_code[i]);
+        Py_VISIT(st->globals_names[i]);
+    }
+    return 0;
+}
+
+void pyparla_spawn_clear(pyparla_state *st)
+{
+    Py_CLEAR(st->spawner_type);
+    Py_CLEAR(st->space_type);
+    Py_CLEAR(st->py_task_type);
+    Py_CLEAR(st->native_call_type);
+    Py_CLEAR(st->spawn_general);
+    Py_CLEAR(st->watch_body);
+    Py_CLEAR(st->global_reads);
+    Py_CLEAR(st->finish_scopes);
+    Py_CLEAR(st->record_in_finish);
+    Py_CLEAR(st->spawn_logger);
+    Py_CLEAR(st->spawn_log_cache);
+    Py_CLEAR(st->spawn_function_type);
+    Py_CLEAR(st->context);
+    Py_CLEAR(st->context_rt);
+    for (int i = 0; i < PYPARLA_GLOBALS_CACHE; i++) {
+        Py_CLEAR(st->globals_code[i]);
+        Py_CLEAR(st->globals_names[i]);
+    }
+    Py_CLEAR(st->str_tasks);
+    Py_CLEAR(st->str_shape);
+    Py_CLEAR(st->str_start);
+    Py_CLEAR(st->str_create);
+    Py_CLEAR(st->str_name_attr);
+    Py_CLEAR(st->str_getitem);
+    Py_CLEAR(st->str_enabled);
+    Py_CLEAR(st->str_dependencies);
+    Py_CLEAR(st->ten);
+    Py_CLEAR(st->zero);
+    Py_CLEAR(st->zero_float);
+    Py_CLEAR(st->empty_tuple);
+}
+
+int pyparla_spawn_init(PyObject *m, pyparla_state *st)
+{
+    st->spawner_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_spawner_spec, NULL);
+    st->space_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_space_spec, NULL);
+    st->spawn_function_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_spawn_function_spec, NULL);
+    if (st->spawner_type == NULL || st->space_type == NULL || st->spawn_function_type == NULL ||
+        PyModule_AddType(m, st->space_type) < 0 || PyModule_AddType(m, st->spawn_function_type) < 0)
+        return -1;
+    if (!(st->str_tasks = PyUnicode_InternFromString("_tasks")) ||
+        !(st->str_shape = PyUnicode_InternFromString("shape")) ||
+        !(st->str_start = PyUnicode_InternFromString("start")) ||
+        !(st->str_create = PyUnicode_InternFromString("_create")) ||
+        !(st->str_name_attr = PyUnicode_InternFromString("name")) ||
+        !(st->str_getitem = PyUnicode_InternFromString("_getitem")) ||
+        !(st->str_enabled = PyUnicode_InternFromString("isEnabledFor")) ||
+        !(st->str_dependencies = PyUnicode_InternFromString("dependencies")) || !(st->ten = PyLong_FromLong(10)) ||
+        !(st->zero = PyLong_FromLong(0)) || !(st->zero_float = PyFloat_FromDouble(0.0)) ||
+        !(st->empty_tuple = PyTuple_New(0)))
+        return -1;
+    return 0;
 }

@@ -8,6 +8,46 @@
 
 #include <string.h>
 
+/* Gives self (not initialised) a new engine task of rt named name (UTF-8, len bytes; name_obj the same as
+ * str, or NULL: made only when the engine's copy cannot hold the name). */
+static int task_setup(TaskObject *self, RuntimeObject *rt, const char *utf8, Py_ssize_t len, PyObject *name_obj)
+{
+    parla_task_t *t;
+    int rc = parla_task_create(rt->rt, NULL, NULL, &t);
+    if (rc)
+        return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL), -1;
+    if ((rc = parla_task_set_name(t, utf8)) != 0) {
+        parla_task_release(t);
+        return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL), -1;
+    }
+    parla_task_set_user(t, self);
+    self->task = t;
+    Py_INCREF(rt);
+    self->runtime = rt;
+    /* The engine's copy is the name, unless it cannot hold all of it (over 255 bytes, or a NUL inside). */
+    if (len > 255 || strlen(utf8) != (size_t)len) {
+        self->name = name_obj ? Py_NewRef(name_obj) : PyUnicode_FromStringAndSize(utf8, len);
+        if (self->name == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+TaskObject *pyparla_task_new(PyTypeObject *tp, RuntimeObject *rt, const char *name, Py_ssize_t len,
+                             PyObject *name_obj)
+{
+    if (pyparla_check_open(rt) < 0)
+        return NULL;
+    TaskObject *self = (TaskObject *)tp->tp_alloc(tp, 0);
+    if (self == NULL)
+        return NULL;
+    if (task_setup(self, rt, name, len, name_obj) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return self;
+}
+
 static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"runtime", "name", NULL};
@@ -21,25 +61,52 @@ static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "Task.__init__ called twice");
         return -1;
     }
-    parla_task_t *t;
-    int rc = parla_task_create(rt->rt, NULL, NULL, &t);
-    if (rc)
-        return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL), -1;
     Py_ssize_t len;
     const char *utf8 = PyUnicode_AsUTF8AndSize(name, &len);
-    if (utf8 == NULL || (rc = parla_task_set_name(t, utf8)) != 0) {
-        parla_task_release(t);
-        if (rc)
-            pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
+    if (utf8 == NULL)
         return -1;
+    return task_setup(self, rt, utf8, len, name);
+}
+
+/* The engine handles of the recorded dependencies. */
+static parla_task_t **dep_handles(TaskObject *self)
+{
+    return self->n_deps == 1 ? &self->deps.one : self->deps.many;
+}
+
+/* Releases the recorded dependencies. */
+static void clear_dependencies(TaskObject *self)
+{
+    parla_task_t **h = dep_handles(self);
+    for (uint32_t i = 0; i < self->n_deps; i++)
+        parla_task_release(h[i]);
+    if (self->n_deps > 1)
+        PyMem_Free(self->deps.many);
+    self->n_deps = 0;
+    self->deps.one = NULL;
+}
+
+/* Records deps (a list of dependency Tasks) as the task's dependencies: their engine handles, held. 0, or
+ * -1 with MemoryError (nothing recorded). */
+static int record_dependencies(TaskObject *self, PyObject *deps)
+{
+    Py_ssize_t n = PyList_GET_SIZE(deps);
+    clear_dependencies(self);
+    if (n == 0)
+        return 0;
+    if (n > (Py_ssize_t)UINT32_MAX)
+        return PyErr_NoMemory(), -1;
+    parla_task_t **h = &self->deps.one;
+    if (n > 1) {
+        if ((h = PyMem_Malloc((size_t)n * sizeof *h)) == NULL)
+            return PyErr_NoMemory(), -1;
+        self->deps.many = h;
     }
-    parla_task_set_user(t, self);
-    self->task = t;
-    Py_INCREF(rt);
-    self->runtime = rt;
-    /* The engine's copy is the name, unless it cannot hold all of it (over 255 bytes, or a NUL inside). */
-    if (len > 255 || strlen(utf8) != (size_t)len)
-        self->name = Py_NewRef(name);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h[i] = ((TaskObject *)PyList_GET_ITEM(deps, i))->task;
+        parla_task_retain(h[i]);
+    }
+    self->n_deps = (uint32_t)n;
     return 0;
 }
 
@@ -52,7 +119,6 @@ static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
     Py_VISIT(self->exception);
     Py_VISIT(self->dict);
     Py_VISIT(self->keep);
-    Py_VISIT(self->deps);
     return 0;
 }
 
@@ -63,7 +129,6 @@ static int Task_clear(TaskObject *self)
     Py_CLEAR(self->result);
     Py_CLEAR(self->exception);
     Py_CLEAR(self->dict);
-    Py_CLEAR(self->deps);
     return 0;
 }
 
@@ -74,22 +139,6 @@ static int Task_clear(TaskObject *self)
 static int is_leaf(PyObject *obj)
 {
     return obj == NULL || !PyObject_IS_GC(obj) || (PyTuple_CheckExact(obj) && !PyObject_GC_IsTracked(obj));
-}
-
-/* Whether deps (what parla.tasks set as _deps) holds only weak references without callbacks: they keep
- * nothing alive, so the task reaches no other task through them. */
-static int deps_are_weak(PyObject *deps)
-{
-    if (deps == NULL)
-        return 1;
-    if (!PyTuple_CheckExact(deps))
-        return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(deps); i++) {
-        PyObject *ref = PyTuple_GET_ITEM(deps, i);
-        if (!PyWeakref_CheckRefExact(ref) || ((PyWeakReference *)ref)->wr_callback != NULL)
-            return 0;
-    }
-    return 1;
 }
 
 /* Takes t off its runtime's list of untracked tasks. */
@@ -114,9 +163,9 @@ static void gc_on(TaskObject *t)
     }
 }
 
-/* A done task references its runtime, its name, its result, weak references to its dependencies and,
- * once attributes are set on it, its __dict__. While its runtime has recorded no failure the runtime
- * reaches no task (only failed ones, and the module); so with a leaf result, weak dependencies and no
+/* A done task references its runtime, its name, its result and, once attributes are set on it, its
+ * __dict__ (its dependencies are engine handles, no Python references). While its runtime has recorded
+ * no failure the runtime reaches no task (only failed ones, and the module); so with a leaf result and no
  * __dict__ nothing the task reaches can reach it back: it cannot be part of a cycle, and tracking it
  * would only make every collection visit it (10^6 named tasks: millions of visits per full collection).
  * Setting an attribute tracks it again (Task_setattro), and so does the runtime's first failure. */
@@ -126,7 +175,7 @@ void pyparla_task_finished(TaskObject *obj)
     RuntimeObject *rt = obj->runtime;
     if (obj->gc_off || rt == NULL || rt->failures_seen || obj->task == NULL ||
         parla_task_state(obj->task) != PARLA_TASK_DONE || obj->dict != NULL || obj->keep != NULL ||
-        obj->exception != NULL || !is_leaf(obj->result) || !deps_are_weak(obj->deps) ||
+        obj->exception != NULL || !is_leaf(obj->result) ||
         !PyObject_GC_IsTracked((PyObject *)obj))
         return;
     PyObject_GC_UnTrack(obj);
@@ -164,18 +213,18 @@ static PyObject *Task_get_name(TaskObject *self, void *c)
     return PyUnicode_FromString(parla_task_name(self->task));
 }
 
-static PyObject *Task_get_deps(TaskObject *self, void *c)
+/* The dependencies given at spawn whose Task objects are alive, in order. */
+static PyObject *Task_get_dependencies(TaskObject *self, void *c)
 {
     (void)c;
-    return self->deps ? Py_NewRef(self->deps) : PyTuple_New(0);
-}
-
-static int Task_set_deps(TaskObject *self, PyObject *value, void *c)
-{
-    (void)c;
-    gc_on(self);
-    Py_XSETREF(self->deps, Py_XNewRef(value));
-    return 0;
+    PyObject *out = PyList_New(0);
+    parla_task_t **h = dep_handles(self);
+    for (uint32_t i = 0; out && i < self->n_deps; i++) {
+        PyObject *dep = parla_task_user(h[i]);
+        if (dep && PyList_Append(out, dep) < 0)
+            Py_CLEAR(out);
+    }
+    return out;
 }
 
 static void Task_dealloc(TaskObject *self)
@@ -187,7 +236,10 @@ static void Task_dealloc(TaskObject *self)
     Task_clear(self);
     if (self->task && self->runtime && self->runtime->forked) {
         self->task = NULL; /* the parent's engine: not touched in a forked child */
+        if (self->n_deps > 1)
+            PyMem_Free(self->deps.many);
     } else if (self->task) {
+        clear_dependencies(self);
         parla_task_set_user(self->task, NULL);
         parla_task_release(self->task);
         self->task = NULL;
@@ -279,6 +331,8 @@ static int set_attributes(TaskObject *self, PyObject *attrs)
  * memory: the edges added so far stay). */
 static int add_edges(TaskObject *self, PyObject *deps, PyObject *accesses)
 {
+    if (record_dependencies(self, deps) < 0)
+        return PARLA_ENOMEM;
     int rc = 0;
     for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(deps); i++)
         rc = parla_task_add_dependency(self->task, ((TaskObject *)PyList_GET_ITEM(deps, i))->task);
@@ -357,6 +411,7 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     Py_CLEAR(deps);
     Py_CLEAR(accesses);
     if (rc) {
+        clear_dependencies(self);
         Py_DECREF(body);
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
     }
@@ -368,14 +423,8 @@ fail:
     return NULL;
 }
 
-/* _submit(func, dependencies, priority, vcus, memory, options, accesses[, attributes]): spawns the task. */
-static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t nargs)
+PyObject *pyparla_task_spawn(TaskObject *self, PyObject *const *args, PyObject *attrs)
 {
-    if (nargs != 7 && nargs != 8) {
-        PyErr_SetString(PyExc_TypeError,
-                        "_submit(func, dependencies, priority, vcus, memory, options, accesses[, attributes])");
-        return NULL;
-    }
     if (pyparla_check_task(self) < 0)
         return NULL;
     RuntimeObject *rt = self->runtime;
@@ -394,9 +443,20 @@ static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     rt->spawning++;
-    PyObject *out = task_submit(self, args, nargs == 8 ? args[7] : Py_None);
+    PyObject *out = task_submit(self, args, attrs);
     rt->spawning--;
     return out;
+}
+
+/* _submit(func, dependencies, priority, vcus, memory, options, accesses[, attributes]): spawns the task. */
+static PyObject *Task_submit(TaskObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7 && nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_submit(func, dependencies, priority, vcus, memory, options, accesses[, attributes])");
+        return NULL;
+    }
+    return pyparla_task_spawn(self, args, nargs == 8 ? args[7] : Py_None);
 }
 
 /* _keep(obj): keeps obj alive until the running segment of the body returns. */
@@ -538,8 +598,8 @@ static PyGetSetDef Task_getset[] = {
     {"runtime", (getter)Task_get_runtime, NULL, "the runtime the task belongs to", NULL},
     {"_devices", (getter)Task_get_devices, NULL, "engine indices of the devices the task was mapped to (0: cpu)", NULL},
     {"_mapping", (getter)Task_get_mapping, NULL, "mapping scores of the chosen devices, or None", NULL},
-    {"_deps", (getter)Task_get_deps, (setter)Task_set_deps,
-     "the dependencies as parla.tasks records them at spawn (a tuple of weak references; () before)", NULL},
+    {"_dependencies", (getter)Task_get_dependencies, NULL,
+     "the dependencies given at spawn whose Task objects are alive (a new list; [] before the spawn)", NULL},
     {NULL},
 };
 
