@@ -264,12 +264,15 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
 {
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
-    uint64_t elo, ehi;
-    parla__data_extent(d, &elo, &ehi);
-    parla__data_task_extent(t, s, device, &elo, &ehi);
-    int rc = parla__data_ensure_copy(s, device, t, elo, ehi);
-    if (rc)
-        return rc;
+    int rc = 0;
+    if (device != 0) { /* the CPU's copy is always the whole store */
+        uint64_t elo, ehi;
+        parla__data_extent(d, &elo, &ehi);
+        parla__data_task_extent(t, s, device, &elo, &ehi);
+        rc = parla__data_ensure_copy(s, device, t, elo, ehi);
+        if (rc)
+            return rc;
+    }
     for (size_t r = 0; r < d->n_ranges; r++) {
         if ((rc = parla__data_seg_split(s, d->ranges[2 * r])) || (rc = parla__data_seg_split(s, d->ranges[2 * r + 1])))
             return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
