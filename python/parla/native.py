@@ -1,4 +1,4 @@
-"""Native task bodies: a C function and its arguments, called by a worker without the GIL.
+"""Native task bodies: a C function and its arguments, called by a worker without the GIL. For example::
 
     import ctypes
     from parla import Parla, TaskSpace, spawn, native
