@@ -687,6 +687,10 @@ int parla_graph_add_external(parla_graph_t *graph, size_t node, parla_task_t *ta
  * parla_task_add_access, against every task spawned or replayed before). The
  * graph keeps a reference to data. */
 int parla_graph_add_access(parla_graph_t *graph, size_t node, parla_data_t *data, parla_access_mode_t mode);
+/* As parla_graph_add_access, for the task's device at position slot (see
+ * parla_task_add_access_at); parla_graph_add_access is slot 0. */
+int parla_graph_add_access_at(parla_graph_t *graph, size_t node, parla_data_t *data, parla_access_mode_t mode,
+                              int slot);
 /* The user pointer of every task node's replays create (parla_task_user);
  * NULL by default. */
 int parla_graph_set_user(parla_graph_t *graph, size_t node, void *user);

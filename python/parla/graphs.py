@@ -25,7 +25,8 @@ very task in every replay (once it has finished it orders nothing). Async bodies
 
 What a replay does: :meth:`Graph.replay` creates and submits one new task per recorded task, in recording
 order, in one call into the C engine with the GIL released: there is no Python code per task on the
-spawning side (the bodies still take the GIL to run, as every Python body does). It checks nothing that
+spawning side (Python bodies still take the GIL to run, as every Python body does; native bodies,
+:mod:`parla.native`, are called without it). It checks nothing that
 cannot change (placements were checked at capture) and refuses what can: a PArray of the graph replaced by
 ``update()`` since the capture, a graph whose earlier replay failed, a context that has exited. Replays are
 ordered like spawns, by their declared data: replay k + 1 may start where the data of replay k allows (a

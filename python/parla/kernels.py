@@ -1,4 +1,4 @@
-"""CPU tile kernels as native task bodies: SciPy's OpenBLAS, called by a worker without the GIL.
+"""CPU tile kernels as native task bodies: SciPy's OpenBLAS, called by a worker without the GIL. For example::
 
     from parla import Parla, TaskSpace, spawn, kernels
     from parla.array import asarray
@@ -11,7 +11,8 @@ Each function takes float64 PArray tiles and returns a :class:`parla.native.Call
 BLAS/LAPACK routine (``scipy.linalg.cython_blas`` / ``cython_lapack``, the OpenBLAS SciPy bundles), which
 ``spawn(...)`` turns into the task's body: the worker calls the routine directly, without Python and
 without the GIL, on the tiles' copies on the task's device. The task must declare the tiles (``input=`` for
-those read, ``inout=`` for the one written); placement on the CPU or on virtual GPUs (host memory).
+those read, ``inout=`` for the one written); placement on the CPU or on virtual GPUs (host memory). The
+kernels::
 
     potrf(a)           a := L, the lower Cholesky factor (lower triangle; the strict upper triangle is left as
                        it was, as LAPACK does). A tile that is not positive definite fails the task with

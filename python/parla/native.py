@@ -1,4 +1,4 @@
-"""Native task bodies: a C function and its arguments, called by a worker without the GIL.
+"""Native task bodies: a C function and its arguments, called by a worker without the GIL. For example::
 
     import ctypes
     from parla import Parla, TaskSpace, spawn, native
@@ -363,18 +363,21 @@ class Call:
         items = list(args)
         modes = attrs.get("_modes") or _NO_MODES
         fn = self.function
+        dtypes = None
         for i in (self.slots if self.slots is not None else range(len(args))):
             x = args[i]
             t = type(x)
             if t is PArray:
-                root = x._root
-                mode = modes.get(id(x), 0)
-                if root is None and mode and x._flat is None:  # a declared base array: the common case
-                    dtype = _expected_dtype(task, fn, i)
-                    if dtype is not None and x._np.dtype != dtype:
-                        raise TypeError(f"task {task.name}: argument {i} of native body {fn.name} is "
-                                        f"{x._describe()}, the function takes a pointer to {dtype}")
-                    items[i] = (_core.NATIVE_ARRAY, x._engine_data(), 0)
+                data = x._data
+                if x._root is None and data is not None and modes.get(id(x), 0):
+                    # A declared base array (the common case): spawn's declarations made its engine data in
+                    # this runtime just now.
+                    if dtypes is None:
+                        dtypes = _expected_dtypes(fn)
+                    dtype = dtypes[i]
+                    if dtype is None or x._np.dtype != dtype:
+                        _check_dtype(task, fn, i, x, dtype)
+                    items[i] = (_core.NATIVE_ARRAY, data, 0)
                 else:
                     items[i] = _array_item(task, fn, i, x, modes, attrs, False)
             elif t is _Marker:
@@ -401,23 +404,32 @@ def _arg_error(task: Any, fn: Any, i: int, x: Any) -> str:
     return f"task {task.name}: argument {i} of native body {fn.name}: a {type(x).__name__} cannot be passed"
 
 
-_dtypes: Dict[Tuple[int, int], Tuple[Any, Any]] = {}  # (id(fn), i) -> (fn, expected dtype or None)
+_dtypes: Dict[int, Tuple[Any, Tuple[Any, ...]]] = {}  # id(fn) -> (fn, per argument: dtype, _ANY or None)
+_ANY = np.dtype(np.void)  # a pointer of unknown type: any array
 
 
-def _expected_dtype(task: Any, fn: Any, i: int) -> Any:
-    """The dtype a PArray passed as argument i of fn must have (None: any), from the pointer's type."""
-    hit = _dtypes.get((id(fn), i))
+def _expected_dtypes(fn: Any) -> Tuple[Any, ...]:
+    """Per argument of fn, the dtype a PArray passed there must have: _ANY for an untyped pointer, None for an
+    argument that is not a pointer."""
+    hit = _dtypes.get(id(fn))
     if hit is not None and hit[0] is fn:
         return hit[1]
-    if fn.argtypes[i] != "p":
+    out = tuple((np.dtype(_POINTEE_DTYPES[p]) if p in _POINTEE_DTYPES else _ANY) if t == "p" else None
+                for t, p in zip(fn.argtypes, fn.pointees))
+    if len(_dtypes) > 4096:
+        _dtypes.clear()
+    _dtypes[id(fn)] = (fn, out)
+    return out
+
+
+def _check_dtype(task: Any, fn: Any, i: int, a: PArray, dtype: Any) -> None:
+    """Raises TypeError unless a PArray may be argument i of fn (expected: from _expected_dtypes)."""
+    if dtype is None:
         raise TypeError(f"task {task.name}: argument {i} of native body {fn.name} is a PArray; its C type is not "
                         f"a pointer")
-    pointee = fn.pointees[i]
-    dtype = np.dtype(_POINTEE_DTYPES[pointee]) if pointee in _POINTEE_DTYPES else None
-    if len(_dtypes) > 65536:
-        _dtypes.clear()
-    _dtypes[(id(fn), i)] = (fn, dtype)
-    return dtype
+    if dtype is not _ANY and a._np.dtype != dtype:
+        raise TypeError(f"task {task.name}: argument {i} of native body {fn.name} is {a._describe()}, the "
+                        f"function takes a pointer to {dtype}")
 
 
 def _array_item(task: Any, fn: Any, i: int, a: PArray, modes: Dict[int, int], attrs: Dict[str, Any],
@@ -435,10 +447,7 @@ def _array_item(task: Any, fn: Any, i: int, a: PArray, modes: Dict[int, int], at
     view = a._np
     offset = 0 if a is root else view.__array_interface__["data"][0] - root._np.__array_interface__["data"][0]
     if not desc:
-        dtype = _expected_dtype(task, fn, i)
-        if dtype is not None and view.dtype != dtype:
-            raise TypeError(f"task {task.name}: argument {i} of native body {fn.name} is {a._describe()}, the "
-                            f"function takes a pointer to {dtype}")
+        _check_dtype(task, fn, i, a, _expected_dtypes(fn)[i])
         return (_core.NATIVE_ARRAY, data, offset)
     if fn.argtypes[i] != "p":
         raise TypeError(f"task {task.name}: argument {i} of native body {fn.name} is native.array(...); its C type "

@@ -31,10 +31,12 @@ void parla__data_plan(parla_task_t *t);
 void parla__data_forget_history(parla_runtime_t *rt);
 
 /* One account per GPU: data copies (resident) and task reservations
- * (memory=) share its capacity. With the device lock held: evicts unpinned
- * copies until resident + reserved fits (best effort), and the bytes of the
- * copies pinned by running tasks (which cannot be evicted). */
-void parla__data_make_room_locked(parla__device_t *d);
+ * (memory=) share its capacity. parla__data_make_room, with no device lock
+ * held: evicts unpinned copies (writing back what only they hold) until
+ * resident + reserved fits (best effort). parla__data_pinned_bytes_locked,
+ * with the device lock held: the bytes of the copies pinned by running tasks
+ * (which cannot be evicted). */
+void parla__data_make_room(parla__device_t *d);
 uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d);
 
 /* For parla_data_wait / parla_data_fetch (outside the access declarations of tasks): a task (a

@@ -93,6 +93,8 @@ struct parla__store {
     size_t n_records, cap_records;
     parla__copy_t *copies; /* one per device */
     _Atomic uint64_t planned; /* devices that mapped tasks will bring this data to */
+    uint64_t writes; /* accesses marked as writes so far (under lock): a copy made with the lock
+                        dropped marks its bytes valid only if none came meanwhile */
 };
 
 struct parla_data {
@@ -176,7 +178,8 @@ typedef struct parla__copy_job {
 /* What one task's preparation queues: copy jobs, and the arrivals it waits for. */
 typedef struct plan {
     copy_job_t *jobs;
-    int n_jobs_store; /* jobs made for the store being planned */
+    copy_job_t *mark; /* jobs before it were given to an arrival already */
+    int n_jobs_store; /* jobs made for the store being planned since mark */
 } plan_t;
 
 /* ------------------------------------------------ shared within data/ -- */

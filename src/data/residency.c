@@ -61,9 +61,21 @@ static int write_back_locked(store_t *s, int device, uint64_t lo, uint64_t hi)
     return 0;
 }
 
-/* Writes back to the CPU what only `device` holds, then drops its copy.
- * Called with s->lock held; takes the device lock for the LRU list only when
- * dev_locked is false. */
+/* True when some range of s is valid only on device (dropping that copy
+ * would lose it: it is written back first). s->lock held. */
+static bool dirty_locked(const store_t *s, int device)
+{
+    for (size_t i = 0; i < s->n_segs; i++)
+        if (s->segs[i].valid == bit(device))
+            return true;
+    return false;
+}
+
+/* Writes back to the CPU what only `device` holds (a synchronous copy), then
+ * drops its copy. Called with s->lock held; takes the device lock for the LRU
+ * list only when dev_locked is false (then the write-back runs under no
+ * device lock). With dev_locked the copy must be clean (dirty_locked false):
+ * no copy is made under the device lock. */
 static int evict_locked(store_t *s, int device, bool dev_locked)
 {
     parla_runtime_t *rt = s->rt;
@@ -99,29 +111,78 @@ uint64_t parla__data_used_locked(const parla__device_t *d)
     return d->resident + (d->memory_capacity - d->memory_free);
 }
 
-/* Evicts least-recently-used unpinned copies of stores other than `keep`
- * (NULL: any) until `need` more bytes fit in d's account. Device lock held;
- * victims' store locks are only try-locked (store locks come first in the
- * lock order). Best effort: stops at the end of the list. */
-static void evict_for_locked(parla__device_t *d, store_t *keep, uint64_t need)
+/* Evicts least-recently-used unpinned clean copies (nothing to write back) of
+ * stores other than `keep` (NULL: any) until `need` more bytes fit in d's
+ * account. Device lock held throughout; victims' store locks are only
+ * try-locked (store locks come first in the lock order). Returns an idle
+ * dirty victim it passed over, its store locked and referenced (the caller
+ * writes it back, unlocks and releases it), or NULL: either room was made, or
+ * the list ended. */
+static parla__copy_t *evict_clean_locked(parla__device_t *d, store_t *keep, uint64_t need)
 {
     parla__copy_t *v = d->lru_head;
     while (parla__data_used_locked(d) + need > d->memory_capacity && v) {
         parla__copy_t *next = v->next;
         if (v->store != keep && pthread_mutex_trylock(&v->store->lock) == 0) {
-            /* The victim's lock is held (pins are read under it); the device lock too. */
-            if (v->pins == 0)
-                evict_locked(v->store, d->index, true);
-            pthread_mutex_unlock(&v->store->lock);
+            /* The victim's lock is held (pins are read under it); the device lock too. A store
+             * whose last reference is gone is being freed (store_free): left to it. */
+            store_t *vs = v->store;
+            int refs = atomic_load(&vs->refs);
+            if (v->pins == 0 && refs > 0 && dirty_locked(vs, d->index)) {
+                /* Kept alive across the write-back. */
+                while (refs > 0 && !atomic_compare_exchange_weak(&vs->refs, &refs, refs + 1))
+                    ;
+                if (refs > 0)
+                    return v;
+            } else if (v->pins == 0 && refs > 0) {
+                evict_locked(vs, d->index, true);
+            }
+            pthread_mutex_unlock(&vs->lock);
         }
         v = next;
     }
+    return NULL;
 }
 
-void parla__data_make_room_locked(parla__device_t *d)
+/* Evicts least-recently-used unpinned copies of stores other than `keep` until
+ * `need` more bytes fit in d's account (best effort: stops at the end of the
+ * list). Entered and left with d's lock held, which it drops while it writes
+ * a victim back: the victim is picked under the device lock with its store
+ * lock taken (try-lock), which it keeps across the copy (so nothing uses or
+ * changes the idle copy meanwhile), and frees once the device lock is
+ * retaken. The caller holds no other device lock (it may hold keep's lock and
+ * d's acquire_lock). */
+static void evict_for_locked(parla__device_t *d, store_t *keep, uint64_t need)
 {
-    if (d->index != 0)
-        evict_for_locked(d, NULL, 0);
+    /* Bounded: a write-back is retried only while copies keep becoming dirty. */
+    for (int writebacks = 0; writebacks < 64; writebacks++) {
+        parla__copy_t *v = evict_clean_locked(d, keep, need);
+        if (v == NULL)
+            return;
+        store_t *vs = v->store;
+        pthread_mutex_unlock(&d->lock);
+        int rc = write_back_locked(vs, d->index, 0, vs->nbytes);
+        pthread_mutex_lock(&d->lock);
+        if (rc == 0)
+            evict_locked(vs, d->index, true); /* clean now */
+        pthread_mutex_unlock(&vs->lock);
+        /* The reference is dropped with no device lock held (the last one frees the store, which
+         * takes the device locks). */
+        pthread_mutex_unlock(&d->lock);
+        parla__data_store_release(vs);
+        pthread_mutex_lock(&d->lock);
+        if (rc != 0)
+            return; /* the device failed the copy: the copy stays, nothing is lost */
+    }
+}
+
+void parla__data_make_room(parla__device_t *d)
+{
+    if (d->index == 0)
+        return;
+    pthread_mutex_lock(&d->lock);
+    evict_for_locked(d, NULL, 0);
+    pthread_mutex_unlock(&d->lock);
 }
 
 uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d)

@@ -246,18 +246,36 @@ static void arrival_add_waiter(arrival_t *a, parla_task_t *t, waiter_t *w)
     pthread_mutex_unlock(&a->lock);
 }
 
-/* Makes d's ranges valid on device (copying from the cheapest valid source)
- * and, for writes, leaves device as the only valid copy. s->lock held. */
-static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan)
+/* A copy make_valid_locked could not queue as a job (no plan, or no memory
+ * for one): made by its caller after dropping the store's lock, with both
+ * copies pinned meanwhile (see make_valid). */
+typedef struct copy_now {
+    int from, to;
+    uint64_t lo, hi;
+    uint64_t writes; /* the store's write count when it was planned */
+} copy_now_t;
+
+#define COPY_NOW 1 /* make_valid_locked: *now is to be copied, then call again */
+
+/* Makes d's ranges valid on device (queueing copies from the cheapest valid
+ * source on plan) and, for writes, leaves device as the only valid copy.
+ * s->lock held. A copy it cannot queue is returned in *now (COPY_NOW) with
+ * both copies pinned (so neither piece moves), before its range is marked;
+ * the caller copies and calls again. With mode WRITE only, nothing is copied
+ * (now may be NULL). */
+static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan, copy_now_t *now)
 {
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
-    uint64_t elo, ehi;
-    parla__data_extent(d, &elo, &ehi);
-    parla__data_task_extent(t, s, device, &elo, &ehi);
-    int rc = parla__data_ensure_copy(s, device, t, elo, ehi);
-    if (rc)
-        return rc;
+    int rc = 0;
+    if (device != 0) { /* the CPU's copy is always the whole store */
+        uint64_t elo, ehi;
+        parla__data_extent(d, &elo, &ehi);
+        parla__data_task_extent(t, s, device, &elo, &ehi);
+        rc = parla__data_ensure_copy(s, device, t, elo, ehi);
+        if (rc)
+            return rc;
+    }
     for (size_t r = 0; r < d->n_ranges; r++) {
         if ((rc = parla__data_seg_split(s, d->ranges[2 * r])) || (rc = parla__data_seg_split(s, d->ranges[2 * r + 1])))
             return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
@@ -309,11 +327,12 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
                         parla__data_pin_locked(s, device);
                         g->arriving |= bit(device);
                     } else {
-                        if (t)
-                            parla__host_wait_task(t); /* its source may still be being written */
-                        rc = parla__data_copy_range(s, device, src, x, end, t ? t->serial : UINT64_MAX);
-                        if (rc)
-                            return rc;
+                        /* Copied by the caller with the lock dropped; the pins keep both pieces. */
+                        s->copies[src].pins++;
+                        s->copies[device].pins++;
+                        *now = (copy_now_t){.from = src, .to = device, .lo = x, .hi = end, .writes = s->writes};
+                        parla__data_seg_merge(s);
+                        return COPY_NOW;
                     }
                     x = end;
                 }
@@ -323,8 +342,57 @@ static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t
                 g->valid = bit(device);
         }
     }
+    if (mode & PARLA_WRITE)
+        s->writes++;
     parla__data_seg_merge(s);
     return 0;
+}
+
+/* Makes the copy *now (see make_valid_locked) with s->lock dropped, then marks
+ * its bytes valid on the destination, unless the store was written meanwhile
+ * (then the next call plans the range again). Entered and left with s->lock
+ * held; unpins both copies. */
+static int copy_now(store_t *s, const copy_now_t *now, parla_task_t *t)
+{
+    pthread_mutex_unlock(&s->lock);
+    if (t)
+        parla__host_wait_task(t); /* its source may still be being written */
+    int rc = parla__data_copy_range(s, now->to, now->from, now->lo, now->hi, t ? t->serial : UINT64_MAX);
+    pthread_mutex_lock(&s->lock);
+    s->copies[now->from].pins--;
+    s->copies[now->to].pins--;
+    if (rc || s->writes != now->writes)
+        return rc;
+    if (parla__data_seg_split(s, now->lo) || parla__data_seg_split(s, now->hi))
+        return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
+    for (size_t i = parla__data_seg_find(s, now->lo); i < s->n_segs && s->segs[i].lo < now->hi; i++)
+        if (s->segs[i].valid & bit(now->from))
+            s->segs[i].valid |= bit(now->to);
+    parla__data_seg_merge(s);
+    return 0;
+}
+
+static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan);
+
+/* make_valid_locked, doing the copies it cannot queue (s->lock held on entry
+ * and exit, dropped while one copies). The jobs planned before such a copy are
+ * given to the store's arrival first: a task that finds their ranges valid
+ * meanwhile waits for them. */
+static int make_valid(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan)
+{
+    for (;;) {
+        copy_now_t now;
+        int rc = make_valid_locked(d, device, mode, t, plan, &now);
+        if (rc != COPY_NOW)
+            return rc;
+        if (plan && plan->n_jobs_store > 0 && (rc = join_arrival(t, d->store, device, plan)) != 0) {
+            d->store->copies[now.from].pins--;
+            d->store->copies[now.to].pins--;
+            return rc;
+        }
+        if ((rc = copy_now(d->store, &now, t)) != 0)
+            return rc;
+    }
 }
 
 /* The piece access i of t asks for on its device (the extent of the task's accesses to that store for
@@ -466,12 +534,13 @@ static int check_capacities(parla_task_t *t, uint64_t gpus)
     return 0;
 }
 
-/* Gives the copy jobs planned for store s since `before` to s's arrival on
+/* Gives the copy jobs planned for store s since plan->mark to s's arrival on
  * device: joins the copies already on their way, or starts a new batch.
  * Checked and counted under one lock: a batch whose last copy finishes
  * meanwhile must not take new copies. s->lock held. */
-static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan, copy_job_t *before)
+static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan)
 {
+    copy_job_t *before = plan->mark;
     arrival_t *arr = s->copies[device].arriving;
     bool joined = false;
     if (arr) {
@@ -494,6 +563,8 @@ static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan, c
         atomic_fetch_add(&arr->refs, 1);
         j->arrival = arr;
     }
+    plan->mark = plan->jobs;
+    plan->n_jobs_store = 0;
     return 0;
 }
 
@@ -511,13 +582,13 @@ static int plan_reads(parla_task_t *t, plan_t *plan, arrival_t **waits, int *n_p
         store_t *s = a->data->store;
         int device = access_device(t, a);
         pthread_mutex_lock(&s->lock);
-        copy_job_t *before = plan->jobs;
+        plan->mark = plan->jobs;
         plan->n_jobs_store = 0;
-        rc = make_valid_locked(a->data, device, a->mode & PARLA_READ, t, plan);
+        rc = make_valid(a->data, device, a->mode & PARLA_READ, t, plan);
         if (rc == 0) {
             s->copies[device].pins++;
             if (plan->n_jobs_store > 0)
-                rc = join_arrival(t, s, device, plan, before);
+                rc = join_arrival(t, s, device, plan);
             arrival_t *arr = s->copies[device].arriving;
             if (rc == 0 && arrival_pending(arr)) {
                 atomic_fetch_add(&arr->refs, 1);
@@ -550,7 +621,7 @@ static void mark_writes(parla_task_t *t, uint64_t gpus)
             continue;
         store_t *s = a->data->store;
         pthread_mutex_lock(&s->lock);
-        make_valid_locked(a->data, access_device(t, a), PARLA_WRITE, t, NULL);
+        make_valid_locked(a->data, access_device(t, a), PARLA_WRITE, t, NULL, NULL);
         pthread_mutex_unlock(&s->lock);
     }
     for (uint64_t m = gpus; m; m &= m - 1) {
@@ -673,7 +744,8 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
     if (device != 0)
         pthread_mutex_lock(&dev->acquire_lock);
     pthread_mutex_lock(&s->lock);
-    int rc = make_valid_locked(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
+    /* Its copies are made with the store's lock dropped (make_valid). */
+    int rc = make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
     pthread_mutex_unlock(&s->lock);
     if (device != 0)
         pthread_mutex_unlock(&dev->acquire_lock);

@@ -9,7 +9,8 @@
  * callable (closure captured by value at that spawn) and its template the spawned Task object.
  *
  * Replay. Graph.replay() releases the GIL and replays in the engine (no Python per task). Each replayed
- * task runs pyparla_replay_body, which takes the GIL only to call the node's callable. When that body asks
+ * Python task runs replay_body, which takes the GIL only to call the node's callable; a native body
+ * (parla.native) runs replay_native_body, which calls the C function without the GIL. When that body asks
  * for its current task (get_current_task(), a PArray's .array), it gets a Task object made then for the
  * replayed engine task, with the template's declarations (its __dict__ copied) and the replay's devices;
  * it is dropped when the body returns unless the body kept it. A body that raises makes one too, holding
@@ -102,6 +103,17 @@ static int replay_failed(parla_task_t *task, pynode_t *n, GraphObject *g)
     return 1;
 }
 
+/* Drops the Task object a replayed body made for task (GIL held). */
+static void drop_proxy(parla_task_t *task)
+{
+    TaskObject *obj = parla_task_user(task);
+    if (obj) {
+        parla_task_set_user(task, NULL);
+        Py_CLEAR(obj->keep);
+        Py_DECREF(obj);
+    }
+}
+
 /* The engine body of every replayed Python task (arg: its pynode_t). Worker thread, no GIL on entry. */
 static int replay_body(parla_task_t *task, void *arg)
 {
@@ -128,12 +140,19 @@ static int replay_body(parla_task_t *task, void *arg)
     }
     replay_task = prev_task;
     replay_node = prev_node;
-    TaskObject *obj = parla_task_user(task);
-    if (obj) {
-        parla_task_set_user(task, NULL);
-        Py_CLEAR(obj->keep);
-        Py_DECREF(obj);
-    }
+    drop_proxy(task);
+    return rc;
+}
+
+/* The engine body of a replayed native task (arg: its pynode_t): the C function is called without the GIL;
+ * only a failure takes it, to record the exception. */
+static int replay_native_body(parla_task_t *task, void *arg)
+{
+    pynode_t *n = arg;
+    if (pyparla_native_replay(n->body, task, n->tmpl->runtime) == 0)
+        return 0;
+    int rc = replay_failed(task, n, n->graph);
+    drop_proxy(task);
     return rc;
 }
 
@@ -197,7 +216,9 @@ void pyparla_capture_record(TaskObject *task, PyObject *body, PyObject *deps, Py
     node->body = Py_NewRef(body);
     node->tmpl = (TaskObject *)Py_NewRef(task);
     node->graph = g;
-    int rc = parla_graph_record(g->graph, task->task, replay_body, node, handles, (size_t)n, NULL);
+    int native = pyparla_is_native_body(pyparla_get_state(rt->module), body);
+    int rc = parla_graph_record(g->graph, task->task, native ? replay_native_body : replay_body, node, handles,
+                                (size_t)n, NULL);
     PyMem_Free(handles);
     if (rc) {
         Py_DECREF(node->body);

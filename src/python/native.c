@@ -775,6 +775,22 @@ int pyparla_native_body(parla_task_t *task, void *arg)
     return 1;
 }
 
+int pyparla_native_replay(PyObject *body, parla_task_t *task, RuntimeObject *rt)
+{
+    pyparla_worker_release_gil();
+    NativeBodyObject *b = (NativeBodyObject *)body;
+    native_failure_t fail;
+    if (native_call(b, task, rt, &fail) == 0)
+        return 0;
+    pyparla_worker_take_gil();
+    PyObject *exc = failure_exception(pyparla_get_state(rt->module), parla_task_name(task), b, &fail);
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return 1;
+}
+
 /* body(): the call made now on the calling thread, with the GIL released during it: inside a task body (a
  * replayed graph's, or a Python body calling it) on the running task's device, outside tasks on the CPU
  * copies. Raises NativeError as the task would fail. */

@@ -271,6 +271,9 @@ int pyparla_is_native_body(pyparla_state *st, PyObject *obj);
 /* The engine task body of a task whose body is a NativeBody (arg: the TaskObject, whose func it is). Worker
  * thread; takes the GIL only when the call fails (to attach the exception). */
 int pyparla_native_body(parla_task_t *task, void *arg);
+/* A replayed graph's native task (graph_obj.c): calls body (a NativeBody) for task on a worker, without the
+ * GIL. 0, or 1 with the GIL taken and the failure raised (NativeError naming the task). */
+int pyparla_native_replay(PyObject *body, parla_task_t *task, RuntimeObject *rt);
 
 /* ---------------------------------------------------------------------------------- spawn.c -- */
 

@@ -310,12 +310,21 @@ int parla_graph_add_external(parla_graph_t *g, size_t index, parla_task_t *task)
 
 int parla_graph_add_access(parla_graph_t *g, size_t index, parla_data_t *data, parla_access_mode_t mode)
 {
+    return parla_graph_add_access_at(g, index, data, mode, 0);
+}
+
+int parla_graph_add_access_at(parla_graph_t *g, size_t index, parla_data_t *data, parla_access_mode_t mode,
+                              int slot)
+{
     int rc;
     node_t *nd = editable(g, index, "parla_graph_add_access", &rc);
     if (nd == NULL)
         return rc;
     if (data == NULL)
         return parla__error(PARLA_EINVAL, "parla_graph_add_access: data is NULL");
+    if (slot < 0 || slot >= PARLA_MAX_TASK_DEVICES)
+        return parla__error(PARLA_EINVAL, "task %s of graph '%s': an access for the task's device at position %d: "
+                            "a task has at most %d devices", nd->name, g->name, slot, PARLA_MAX_TASK_DEVICES);
     if (mode != PARLA_READ && mode != PARLA_WRITE && mode != PARLA_READWRITE)
         return parla__error(PARLA_EINVAL, "task %s of graph '%s': access mode %d is not read, write or read-write",
                             nd->name, g->name, (int)mode);
@@ -327,7 +336,7 @@ int parla_graph_add_access(parla_graph_t *g, size_t index, parla_data_t *data, p
     parla_data_retain(data);
     nd->accesses[nd->n_accesses].data = data;
     nd->accesses[nd->n_accesses].mode = mode;
-    nd->accesses[nd->n_accesses].slot = 0;
+    nd->accesses[nd->n_accesses].slot = slot;
     nd->n_accesses++;
     return 0;
 }

@@ -49,8 +49,6 @@ bool parla__reserve_or_block(parla_task_t *t)
         for (int i = 0; i < n; i++) {
             parla__devs(rt)->devices[idx[i]].vcus_free -= t->vcus;
             parla__devs(rt)->devices[idx[i]].memory_free -= t->memory;
-            if (t->memory > 0)
-                parla__data_make_room_locked(&parla__devs(rt)->devices[idx[i]]);
         }
     } else {
         parla__device_t *d = &parla__devs(rt)->devices[idx[fail]];
@@ -63,6 +61,10 @@ bool parla__reserve_or_block(parla_task_t *t)
     }
     for (int i = n - 1; i >= 0; i--)
         pthread_mutex_unlock(&parla__devs(rt)->devices[idx[i]].lock);
+    /* The reserved memory shares the account with data copies: evict for it, with no device lock
+     * held (a write-back drops the device's lock while it copies). */
+    for (int i = 0; fail < 0 && t->memory > 0 && i < n; i++)
+        parla__data_make_room(&parla__devs(rt)->devices[idx[i]]);
     return fail < 0;
 }
 

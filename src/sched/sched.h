@@ -46,29 +46,39 @@
  *
  * Held across a device call (an ops-> function, which may block for a
  * transfer or the driver): by design none. Today, the exceptions listed
- * under "Blocking work under locks" below remain: device->acquire_lock and
- * store->lock across ops->alloc of a new copy (data/residency.c:
- * parla__data_ensure_copy) and across the synchronous fallback copies, and
- * device->lock (with the victim's store->lock) across an eviction's
- * write-back copy and ops->free. No lock is held across event_create or
- * event_record (device/event.c), nor across the copies queued on engines.
+ * under "Blocking work under locks" below remain: device->acquire_lock (of
+ * the task's GPUs) and store->lock across ops->alloc of a new copy
+ * (data/residency.c: parla__data_ensure_copy); device->lock (with the
+ * victim's store->lock) across ops->free of an evicted copy. No device lock
+ * is held across a copy: an eviction's write-back drops the device lock, and
+ * copies made at once drop the store's lock. No lock is held across
+ * event_create or event_record (device/event.c), nor across the copies
+ * queued on engines.
  *
  * Blocking work under locks (what stays, why, and what it costs):
- *   - An eviction writes back the ranges only the victim holds with a
- *     synchronous copy, under the victim store's lock and the device lock
- *     (evict_for_locked in data/residency.c). It stays there because the bytes must
- *     not change and the room must not be taken between the write-back and
- *     the free; victims are idle (unpinned: no task or queued copy uses
- *     them), so the copy waits for no other work, only for the transfer:
- *     for its duration (size / link bandwidth) other threads that need that
- *     device's lock (reservations, pins, other evictions) wait.
- *   - Synchronous copies and event waits under a store's lock happen only
- *     when a copy job cannot be allocated (out of memory) in
- *     make_valid_locked, and in parla_data_fetch / parla_data_evict outside
- *     tasks (whose writers have finished): the fallback keeps the segment
- *     map and the bytes consistent; it costs the transfer time for other
- *     users of that one data object. Copies for tasks are asynchronous jobs
- *     queued after the lock is released.
+ *   - An eviction that must write back what only the victim holds picks the
+ *     victim under the device lock, try-locking its store (an idle copy: no
+ *     task or queued copy pins it), then drops the device lock, copies with
+ *     the victim store's lock kept (so the bytes and the segment map cannot
+ *     change meanwhile), retakes the device lock and frees the copy
+ *     (data/residency.c: evict_for_locked). Reservations, pins and other
+ *     evictions on that device go on meanwhile; only users of the idle
+ *     victim wait (for size / link bandwidth). The thread evicting for a new
+ *     copy (parla__data_ensure_copy) still holds that copy's store lock and
+ *     the device's acquire_lock across the write-back: other tasks bringing
+ *     data to that device wait for it (they need the room it makes).
+ *     Reservations (memory=) evict after releasing the device locks
+ *     (sched/resources.c -> parla__data_make_room).
+ *   - A copy that cannot be queued as a job (no memory for one, in
+ *     make_valid_locked) and the copies of parla_data_fetch are made by the
+ *     calling thread after dropping the store's lock, with both copies pinned
+ *     (data/transfer.c: copy_now); their bytes are marked valid only if no
+ *     write was marked meanwhile. parla_data_fetch makes (and pins) its copy
+ *     under the device's acquire_lock, then copies with no device lock held.
+ *     The out-of-memory fallback of a task's preparation still holds the
+ *     acquire_locks of the task's GPUs across its copy.
+ *   - parla_data_evict writes back under the store's lock (no device lock):
+ *     the caller asked for that data object; its other users wait.
  *   - A hazard edge searches the graph for an explicit path (parla__reaches,
  *     at most 100,000 tasks visited) under the store's lock, so that the
  *     history it decides on cannot change meanwhile; only for a task that

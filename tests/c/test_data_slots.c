@@ -14,6 +14,10 @@
  *    made room for on both devices (eviction with write-back), the values are
  *    those of a sequential run, and nothing deadlocks (several acquire and
  *    device locks are taken in ascending device index, whatever the slots).
+ * 4. The N-th internal allocation fails, for N = 1, 2, ...: a copy that cannot
+ *    be queued as a job is made at once (with the store's lock dropped), so a
+ *    task that runs sees the right values; every call succeeds or returns
+ *    PARLA_ENOMEM, and the data's values survive (ASan: no leak).
  */
 #include "check.h"
 
@@ -72,15 +76,23 @@ static int both_body(parla_task_t *task, void *arg)
     return 0;
 }
 
-static parla_runtime_t *runtime(uint64_t gpu_memory)
+/* Two virtual GPUs of gpu_memory bytes each (0: the default); fail_alloc_at as in parla_config_t. */
+static int runtime_with(uint64_t gpu_memory, uint64_t fail_alloc_at, parla_runtime_t **rt)
 {
     parla_config_t cfg;
     parla_config_init(&cfg);
     cfg.n_workers = 4;
     cfg.n_virtual_gpus = 2;
-    cfg.virtual_gpu_memory = gpu_memory;
+    if (gpu_memory)
+        cfg.virtual_gpu_memory = gpu_memory;
+    cfg.fail_alloc_at = fail_alloc_at;
+    return parla_runtime_create(&cfg, rt);
+}
+
+static parla_runtime_t *runtime(uint64_t gpu_memory)
+{
     parla_runtime_t *rt;
-    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    CHECK_OK(runtime_with(gpu_memory, 0, &rt));
     return rt;
 }
 
@@ -225,11 +237,70 @@ static void test_many_two_device_tasks(void)
     parla_runtime_destroy(rt);
 }
 
+static void test_allocation_failures(void)
+{
+    check_set_phase("allocation failures");
+    int done = 0;
+    for (uint64_t n = 1; n < 400 && done < 20; n++) {
+        parla_runtime_t *rt;
+        if (runtime_with(0, n, &rt) != 0)
+            continue;
+        static double a[N], b[N];
+        for (int i = 0; i < N; i++) {
+            a[i] = i;
+            b[i] = 0;
+        }
+        parla_data_t *A = NULL, *B = NULL;
+        int rc = parla_data_create(rt, sizeof a, a, &A);
+        if (rc == 0)
+            rc = parla_data_create(rt, sizeof b, b, &B);
+        parla_task_t *t = NULL;
+        pair_t p = {A, B, 2.0, 0};
+        if (rc == 0)
+            rc = parla_task_create(rt, scale_body, &p, &t);
+        int slots[2] = {GPU1, GPU2};
+        if (rc == 0)
+            rc = parla_task_add_placement(t, slots, 2, 0.0, 0);
+        if (rc == 0)
+            rc = parla_task_add_access_at(t, A, PARLA_READ, 0);
+        if (rc == 0)
+            rc = parla_task_add_access_at(t, B, PARLA_READWRITE, 1);
+        if (rc == 0)
+            rc = parla_task_submit(t);
+        CHECK(rc == 0 || rc == PARLA_ENOMEM, "allocation %llu failed: %d (%s)", (unsigned long long)n, rc,
+              parla_last_error_message());
+        if (rc != 0 && t != NULL && parla_task_state(t) == PARLA_TASK_CREATED)
+            parla_task_cancel(t);
+        parla_runtime_wait_all(rt);
+        if (rc == 0 && parla_task_state(t) == PARLA_TASK_DONE) {
+            CHECK(p.err == 0, "allocation %llu: body error %d", (unsigned long long)n, p.err);
+            if (parla_data_fetch(B, 0, 0) == 0) {
+                for (int i = 0; i < N; i++)
+                    CHECK(b[i] == 2.0 * i, "allocation %llu: B[%d] = %g", (unsigned long long)n, i, b[i]);
+                done++;
+            }
+        } else if (rc == 0) {
+            CHECK(parla_task_error(t) == PARLA_ENOMEM || parla_task_state(t) == PARLA_TASK_FAILED,
+                  "allocation %llu: state %d, error %d", (unsigned long long)n, (int)parla_task_state(t),
+                  parla_task_error(t));
+        }
+        if (A != NULL && parla_data_fetch(A, 0, 0) == 0)
+            for (int i = 0; i < N; i++)
+                CHECK(a[i] == i, "allocation %llu: A[%d] = %g", (unsigned long long)n, i, a[i]);
+        parla_task_release(t);
+        parla_data_release(A);
+        parla_data_release(B);
+        parla_runtime_destroy(rt);
+    }
+    CHECK(done > 0, "no run got past the allocation failures");
+}
+
 int main(void)
 {
     check_watchdog(55);
     test_slots_place_data();
     test_slot_errors();
+    test_allocation_failures();
     for (long r = 0; r < scaled(20, 3); r++)
         test_many_two_device_tasks();
     return 0;

@@ -376,6 +376,52 @@ static void test_lifetimes(parla_runtime_t *rt)
     parla_graph_release(NULL);
 }
 
+/* ------------------------------------------------------------------ slots -- */
+
+static parla_data_t *slot_data;
+static _Atomic int slot_ok;
+
+/* A two-GPU task whose access is for its second device: the data is valid there when the body runs. */
+static int slot_body(parla_task_t *task, void *arg)
+{
+    (void)arg;
+    int dev[PARLA_MAX_TASK_DEVICES];
+    int n = parla_task_devices(task, dev, PARLA_MAX_TASK_DEVICES);
+    if (n != 2 || parla_data_valid_bytes(slot_data, dev[1]) != parla_data_nbytes(slot_data))
+        return 99;
+    atomic_fetch_add(&slot_ok, 1);
+    return 0;
+}
+
+static void test_slots(void)
+{
+    check_set_phase("slots");
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 2;
+    cfg.n_virtual_gpus = 2;
+    parla_runtime_t *rt;
+    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    CHECK_OK(parla_data_create(rt, 4096, NULL, &slot_data));
+    parla_graph_t *g;
+    CHECK_OK(parla_graph_create(rt, "slots", &g));
+    size_t n;
+    CHECK_OK(parla_graph_add_task(g, "pair", slot_body, NULL, &n));
+    int gpus[2] = {1, 2};
+    CHECK_OK(parla_graph_add_placement(g, n, gpus, 2, 0.0, 0));
+    CHECK_RC(parla_graph_add_access_at(g, n, slot_data, PARLA_READ, PARLA_MAX_TASK_DEVICES), PARLA_EINVAL);
+    CHECK_OK(parla_graph_add_access_at(g, n, slot_data, PARLA_READ, 1));
+    atomic_store(&slot_ok, 0);
+    for (int k = 0; k < 4; k++)
+        CHECK_OK(parla_graph_replay(g, NULL, NULL));
+    CHECK_OK(parla_graph_wait(g));
+    CHECK(atomic_load(&slot_ok) == 4, "%d of 4 bodies saw the data on their second device", atomic_load(&slot_ok));
+    parla_graph_release(g);
+    parla_data_release(slot_data);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 int main(void)
 {
     check_watchdog(50);
@@ -391,6 +437,7 @@ int main(void)
     test_lifetimes(rt);
     CHECK_OK(parla_runtime_wait_all(rt));
     CHECK_OK(parla_runtime_destroy(rt));
+    test_slots();
     printf("test_graph: ok\n");
     return 0;
 }

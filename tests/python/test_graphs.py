@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 
-from parla import Parla, TaskSpace, capture, get_current_task, spawn
+from parla import Parla, TaskSpace, capture, get_current_context, get_current_task, spawn
 from parla.array import asarray
 
 pytestmark = pytest.mark.timeout(20)
@@ -197,3 +197,61 @@ def test_only_the_capturing_thread_is_recorded():
         assert done.is_set() and g.tasks == 1
         g.replay().wait()
     assert sorted(ran) == ["mine", "mine", "other"]
+
+
+def test_data_for_the_kth_device_is_replayed_there():
+    from parla.devices import gpu
+    with Parla(n_workers=2, virtual_gpus=2):
+        A = asarray(np.zeros(8))
+        seen = []
+        with capture("pair") as g:
+            @spawn(placement=[(gpu(1), gpu(0))], inout=[(A, 1)])
+            def two():
+                seen.append(A.exists_on_device(gpu(0)) and not A.exists_on_device(gpu(1)))
+                with get_current_context()[1]:
+                    A.array[:] += 1
+        for _ in range(3):
+            g.replay()
+        g.wait()
+        assert seen == [True] * 4
+        np.testing.assert_array_equal(A.array, np.full(8, 4.0))
+
+
+@pytest.mark.timeout(60)
+def test_native_bodies_replay_without_the_gil():
+    """A replayed graph of native bodies (a GEMM, then sem_post) runs while the main thread holds the GIL
+    (waiting on the semaphore through ctypes.PyDLL); the GEMM's values are those of every replay."""
+    import ctypes
+    import time
+    from parla import kernels, native
+
+    class Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    libc = ctypes.CDLL(None)
+    sem = ctypes.create_string_buffer(64)
+    assert libc.sem_init(sem, 0, 0) == 0
+    sem_post = libc.sem_post
+    sem_post.restype, sem_post.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    holding = ctypes.PyDLL(None).sem_timedwait  # the GIL stays held during the call
+    holding.argtypes = [ctypes.c_void_p, ctypes.POINTER(Timespec)]
+    holding.restype = ctypes.c_int
+    rng = np.random.default_rng(5)
+    a, b, c = rng.standard_normal((16, 8)), rng.standard_normal((12, 8)), rng.standard_normal((16, 12))
+    A, B, C = asarray(a.copy()), asarray(b.copy()), asarray(c.copy())
+    with Parla(n_workers=2):
+        T = TaskSpace("T")
+        with capture("native") as g:
+            spawn(T[0], input=[A, B], inout=[C])(kernels.gemm(A, B, C))
+            spawn(T[1], dependencies=[T[0]])(native.call(sem_post, ctypes.addressof(sem)))
+        T[1].wait(10)
+        assert libc.sem_wait(sem) == 0   # the captured run's post
+        for _ in range(3):
+            g.replay()
+        for _ in range(3):
+            deadline = time.time() + 10
+            ts = Timespec(int(deadline), int((deadline % 1) * 1e9))
+            assert holding(ctypes.addressof(sem), ctypes.byref(ts)) == 0, "a replayed native body needed the GIL"
+        g.wait()
+    libc.sem_destroy(sem)
+    np.testing.assert_allclose(C.array, c - 4 * a @ b.T, rtol=1e-12, atol=1e-12)
