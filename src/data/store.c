@@ -441,7 +441,8 @@ static piece_t *piece_of(parla_data_t *d, int device)
     if (lo == hi && device == 0)
         return &c->pieces[0];
     piece_t *p = lo < hi ? parla__data_piece(c, lo, hi) : NULL;
-    parla_task_t *t = p ? NULL : parla_task_current();
+    const parla__self_t *me = p ? NULL : parla__self(); /* the task whose body runs on this thread */
+    parla_task_t *t = me ? me->current : NULL;
     for (int i = 0; t && t->ext && i < t->ext->n_accesses && p == NULL; i++) {
         const parla__access_t *x = &t->ext->accesses[i];
         parla_data_t *a = x->data;
