@@ -212,5 +212,15 @@ int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t h
 int parla__data_copy_addrs(parla_runtime_t *rt, int to, void *dst, int from, const void *src, uint64_t n);
 void parla__data_arrival_unref(struct arrival *a);
 void parla__data_arrival_wait(arrival_t *a);
+/* transfer.c, for the phases of parla__data_prepare (prepare.c); their contracts are at their definitions. */
+struct copy_now; /* a copy to make at once, with the store's lock dropped (transfer.c) */
+bool parla__data_arrival_pending(arrival_t *a);                                  /* takes a->lock */
+void parla__data_arrival_add_waiter(arrival_t *a, parla_task_t *t, waiter_t *w); /* takes a->lock */
+int parla__data_join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan); /* s->lock held */
+int parla__data_make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan,
+                                  struct copy_now *now); /* s->lock held */
+int parla__data_make_valid(parla_data_t *d, int device, int mode, parla_task_t *t,
+                           plan_t *plan); /* s->lock held, dropped while it copies */
+void parla__data_queue_jobs(parla_task_t *t, plan_t *plan); /* no lock held */
 
 #endif

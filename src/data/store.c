@@ -368,14 +368,24 @@ static uint64_t valid_bytes_locked(const parla_data_t *d, uint64_t mask, uint64_
     return v;
 }
 
-uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
+/* For the getters below: d's store, locked, when d is not NULL and device is one of its runtime's
+ * devices; NULL otherwise (the getters then answer 0 or NULL). */
+static store_t *lock_store_for(const parla_data_t *d, int device)
 {
     if (d == NULL)
-        return 0;
+        return NULL;
     store_t *s = d->store;
     if (device < 0 || device >= parla__devs(s->rt)->n_devices)
-        return 0;
+        return NULL;
     pthread_mutex_lock(&s->lock);
+    return s;
+}
+
+uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
+{
+    store_t *s = lock_store_for(d, device);
+    if (s == NULL)
+        return 0;
     uint64_t v = valid_bytes_locked(d, bit(device), NULL, false);
     pthread_mutex_unlock(&s->lock);
     return v;
@@ -417,12 +427,9 @@ void parla__data_plan(parla_task_t *t)
 
 uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
 {
-    if (d == NULL)
+    store_t *s = lock_store_for(d, device);
+    if (s == NULL)
         return 0;
-    store_t *s = d->store;
-    if (device < 0 || device >= parla__devs(s->rt)->n_devices)
-        return 0;
-    pthread_mutex_lock(&s->lock);
     uint64_t n = s->copies[device].bytes;
     pthread_mutex_unlock(&s->lock);
     return n;
@@ -465,12 +472,9 @@ static void *virtual_base(const piece_t *p)
 
 void *parla_data_device_ptr(parla_data_t *d, int device)
 {
-    if (d == NULL)
+    store_t *s = lock_store_for(d, device);
+    if (s == NULL)
         return NULL;
-    store_t *s = d->store;
-    if (device < 0 || device >= parla__devs(s->rt)->n_devices)
-        return NULL;
-    pthread_mutex_lock(&s->lock);
     piece_t *p = piece_of(d, device);
     void *v = p ? virtual_base(p) : NULL;
     pthread_mutex_unlock(&s->lock);

@@ -1,6 +1,7 @@
-/* transfer.c: copies between devices: copy jobs on the device engines,
- * arrivals that tasks wait for, and the preparation of a task's data before it
- * runs (parla__data_prepare). */
+/* transfer.c: copies between devices: making a data object's ranges valid on a
+ * device (planning copy jobs, or copying at once), copy jobs on the device
+ * engines and their queueing, and the arrivals that tasks wait for. The phases
+ * of a task's preparation that use them are in prepare.c. */
 #include "data/impl.h"
 
 #include <sched.h>
@@ -10,8 +11,7 @@
 
 struct arrival;
 
-/* -------------------------------------------------------------- residency -- */
-
+/* ----------------------------------------------------------------- copies -- */
 
 /* Counts a copy of [lo, hi) from device `from` to `to` that started at t0 (ns)
  * in the devices' totals and the trace. */
@@ -76,7 +76,8 @@ void parla__data_arrival_unref(struct arrival *a)
     }
 }
 
-static bool arrival_pending(arrival_t *a)
+/* True when copies to a (NULL: none) are still on their way. */
+bool parla__data_arrival_pending(arrival_t *a)
 {
     if (a == NULL)
         return false;
@@ -234,7 +235,7 @@ static void copy_job_submit(parla_runtime_t *rt, copy_job_t *j)
 }
 
 /* Registers t as waiting for a (pending) arrival, with its record w. */
-static void arrival_add_waiter(arrival_t *a, parla_task_t *t, waiter_t *w)
+void parla__data_arrival_add_waiter(arrival_t *a, parla_task_t *t, waiter_t *w)
 {
     w->task = t;
     pthread_mutex_lock(&a->lock);
@@ -244,6 +245,40 @@ static void arrival_add_waiter(arrival_t *a, parla_task_t *t, waiter_t *w)
         a->waiters = w;
     }
     pthread_mutex_unlock(&a->lock);
+}
+
+/* Gives the copy jobs planned for store s since plan->mark to s's arrival on
+ * device: joins the copies already on their way, or starts a new batch.
+ * Checked and counted under one lock: a batch whose last copy finishes
+ * meanwhile must not take new copies. s->lock held. */
+int parla__data_join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan)
+{
+    copy_job_t *before = plan->mark;
+    arrival_t *arr = s->copies[device].arriving;
+    bool joined = false;
+    if (arr) {
+        pthread_mutex_lock(&arr->lock);
+        if (!arr->done) {
+            arr->remaining += plan->n_jobs_store;
+            joined = true;
+        }
+        pthread_mutex_unlock(&arr->lock);
+    }
+    if (!joined) {
+        arrival_t *fresh = arrival_new(s->rt);
+        if (fresh == NULL)
+            return parla__error(PARLA_ENOMEM, "task %s: cannot track its copies", parla_task_name(t));
+        fresh->remaining = plan->n_jobs_store;
+        parla__data_arrival_unref(arr);
+        s->copies[device].arriving = arr = fresh;
+    }
+    for (copy_job_t *j = plan->jobs; j != before; j = (copy_job_t *)j->job.next) {
+        atomic_fetch_add(&arr->refs, 1);
+        j->arrival = arr;
+    }
+    plan->mark = plan->jobs;
+    plan->n_jobs_store = 0;
+    return 0;
 }
 
 /* A copy make_valid_locked could not queue as a job (no plan, or no memory
@@ -263,7 +298,7 @@ typedef struct copy_now {
  * both copies pinned (so neither piece moves), before its range is marked;
  * the caller copies and calls again. With mode WRITE only, nothing is copied
  * (now may be NULL). */
-static int make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan, copy_now_t *now)
+int parla__data_make_valid_locked(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan, copy_now_t *now)
 {
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
@@ -372,20 +407,18 @@ static int copy_now(store_t *s, const copy_now_t *now, parla_task_t *t)
     return 0;
 }
 
-static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan);
-
 /* make_valid_locked, doing the copies it cannot queue (s->lock held on entry
  * and exit, dropped while one copies). The jobs planned before such a copy are
  * given to the store's arrival first: a task that finds their ranges valid
  * meanwhile waits for them. */
-static int make_valid(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan)
+int parla__data_make_valid(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan)
 {
     for (;;) {
         copy_now_t now;
-        int rc = make_valid_locked(d, device, mode, t, plan, &now);
+        int rc = parla__data_make_valid_locked(d, device, mode, t, plan, &now);
         if (rc != COPY_NOW)
             return rc;
-        if (plan && plan->n_jobs_store > 0 && (rc = join_arrival(t, d->store, device, plan)) != 0) {
+        if (plan && plan->n_jobs_store > 0 && (rc = parla__data_join_arrival(t, d->store, device, plan)) != 0) {
             d->store->copies[now.from].pins--;
             d->store->copies[now.to].pins--;
             return rc;
@@ -395,254 +428,9 @@ static int make_valid(parla_data_t *d, int device, int mode, parla_task_t *t, pl
     }
 }
 
-/* The piece access i of t asks for on its device (the extent of the task's accesses to that store for
- * that device, parla__data_task_extent) in [*lo, *hi); true when i is the first access asking for it
- * (accesses sharing a piece count it once). */
-static bool first_use(const parla_task_t *t, int i, uint64_t *lo, uint64_t *hi)
-{
-    const parla__task_ext_t *x = t->ext;
-    const store_t *s = x->accesses[i].data->store;
-    int device = access_device(t, &x->accesses[i]);
-    parla__data_extent(x->accesses[i].data, lo, hi);
-    if (*lo == *hi)
-        return false;
-    parla__data_task_extent(t, s, device, lo, hi);
-    for (int j = 0; j < i; j++) {
-        uint64_t a, b;
-        if (x->accesses[j].data->store != s || access_device(t, &x->accesses[j]) != device)
-            continue;
-        parla__data_extent(x->accesses[j].data, &a, &b);
-        if (a < b && a >= *lo && b <= *hi)
-            return false;
-    }
-    return true;
-}
-
-static const char *mode_name(int mode)
-{
-    return mode == PARLA_READ ? "read" : mode == PARLA_WRITE ? "write" : "read-write";
-}
-
-/* The devices t's accesses are for (a mask of device indices). An access for a
- * position beyond the devices t is mapped to fails the task (PARLA_EINVAL). */
-static int access_devices(parla_task_t *t, uint64_t *mask)
-{
-    parla__task_ext_t *x = t->ext;
-    *mask = 0;
-    for (int i = 0; i < x->n_accesses; i++) {
-        parla__access_t *a = &x->accesses[i];
-        if (a->slot >= t->n_devices)
-            return parla__error(PARLA_EINVAL,
-                                "task %s: access %d (%s) is for the task's device at position %d, but the task "
-                                "runs on %d device%s (positions 0..%d)", parla_task_name(t), i, mode_name(a->mode),
-                                a->slot, t->n_devices, t->n_devices == 1 ? "" : "s", t->n_devices - 1);
-        *mask |= bit(access_device(t, a));
-    }
-    return 0;
-}
-
-/* The position of device in t's devices (the device is one of them). */
-static int slot_of(const parla_task_t *t, int device)
-{
-    int k = 0;
-    while (k < t->n_devices - 1 && t->devices[k] != device)
-        k++;
-    return k;
-}
-
-/* True when t's data for device d can all be there at once: the copies it
- * lacks fit in the room left after evicting every unpinned copy of other data.
- * Checked before anything is allocated or copied, so a task that cannot have
- * all its data takes none (tasks that each took part of the room would keep
- * evicting each other's copies). d->acquire_lock held; records the device's
- * unpin epoch for parla__data_wait_for_room. */
-static bool room_for(parla_task_t *t, parla__device_t *d)
-{
-    parla__task_ext_t *x = t->ext;
-    int device = d->index;
-    uint64_t need = 0;
-    for (int i = 0; i < x->n_accesses; i++) {
-        store_t *si = x->accesses[i].data->store;
-        uint64_t lo, hi;
-        if (access_device(t, &x->accesses[i]) != device || !first_use(t, i, &lo, &hi))
-            continue;
-        pthread_mutex_lock(&si->lock);
-        need += parla__data_piece_need(&si->copies[device], lo, hi);
-        pthread_mutex_unlock(&si->lock);
-    }
-    pthread_mutex_lock(&d->lock);
-    x->data_epoch[slot_of(t, device)] = d->unpin_epoch;
-    uint64_t evictable = 0;
-    for (parla__copy_t *c = d->lru_head; c && parla__data_used_locked(d) - evictable + need > d->memory_capacity; c = c->next) {
-        if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
-            continue;
-        bool mine = false;
-        for (int i = 0; i < x->n_accesses && !mine; i++)
-            mine = x->accesses[i].data->store == c->store && access_device(t, &x->accesses[i]) == device;
-        if (!mine)
-            evictable += c->bytes;
-    }
-    bool fits = parla__data_used_locked(d) - evictable + need <= d->memory_capacity;
-    pthread_mutex_unlock(&d->lock);
-    return fits;
-}
-
-/* Phase 0 of parla__data_prepare on one GPU of the task: its data there must
- * fit on the device at all (PARLA_ERESOURCE), and room must be free now
- * (PARLA_EBUSY). On success the device's acquire_lock is held. */
-static int check_capacity(parla_task_t *t, parla__device_t *d)
-{
-    parla__task_ext_t *x = t->ext;
-    /* A task whose data cannot fit even on an empty device fails. */
-    uint64_t total = 0;
-    for (int i = 0; i < x->n_accesses; i++) {
-        uint64_t lo, hi;
-        if (access_device(t, &x->accesses[i]) == d->index && first_use(t, i, &lo, &hi))
-            total += hi - lo;
-    }
-    if (total + t->memory > d->memory_capacity) /* one account: its reservation too */
-        return parla__error(PARLA_ERESOURCE,
-                            "task %s needs %llu bytes of data and reserves %llu bytes on %s, more than its "
-                            "capacity of %llu bytes", parla_task_name(t), (unsigned long long)total,
-                            (unsigned long long)t->memory, d->name, (unsigned long long)d->memory_capacity);
-    pthread_mutex_lock(&d->acquire_lock);
-    if (!room_for(t, d)) {
-        pthread_mutex_unlock(&d->acquire_lock);
-        return PARLA_EBUSY;
-    }
-    return 0;
-}
-
-/* Phase 0 on every GPU in gpus, in ascending index order (the order of
- * several acquire_locks). On success their acquire_locks are held; on failure
- * none is, and t->ext->room_slot names the device that lacked room. */
-static int check_capacities(parla_task_t *t, uint64_t gpus)
-{
-    parla__devs_t *devs = parla__devs(t->rt);
-    uint64_t held = 0;
-    for (uint64_t m = gpus; m; m &= m - 1) {
-        int dev = lowest(m);
-        int rc = check_capacity(t, &devs->devices[dev]);
-        if (rc) {
-            t->ext->room_slot = slot_of(t, dev);
-            for (uint64_t h = held; h; h &= h - 1)
-                pthread_mutex_unlock(&devs->devices[lowest(h)].acquire_lock);
-            return rc;
-        }
-        held |= bit(dev);
-    }
-    return 0;
-}
-
-/* Gives the copy jobs planned for store s since plan->mark to s's arrival on
- * device: joins the copies already on their way, or starts a new batch.
- * Checked and counted under one lock: a batch whose last copy finishes
- * meanwhile must not take new copies. s->lock held. */
-static int join_arrival(parla_task_t *t, store_t *s, int device, plan_t *plan)
-{
-    copy_job_t *before = plan->mark;
-    arrival_t *arr = s->copies[device].arriving;
-    bool joined = false;
-    if (arr) {
-        pthread_mutex_lock(&arr->lock);
-        if (!arr->done) {
-            arr->remaining += plan->n_jobs_store;
-            joined = true;
-        }
-        pthread_mutex_unlock(&arr->lock);
-    }
-    if (!joined) {
-        arrival_t *fresh = arrival_new(s->rt);
-        if (fresh == NULL)
-            return parla__error(PARLA_ENOMEM, "task %s: cannot track its copies", parla_task_name(t));
-        fresh->remaining = plan->n_jobs_store;
-        parla__data_arrival_unref(arr);
-        s->copies[device].arriving = arr = fresh;
-    }
-    for (copy_job_t *j = plan->jobs; j != before; j = (copy_job_t *)j->job.next) {
-        atomic_fetch_add(&arr->refs, 1);
-        j->arrival = arr;
-    }
-    plan->mark = plan->jobs;
-    plan->n_jobs_store = 0;
-    return 0;
-}
-
-/* Phase 1: for each access, on its device: allocate, queue the copies of what
- * is read (or copy at once when a job cannot be allocated) and pin; *wait[i]
- * is the arrival access i waits for (a reference), if any. Returns 0, or the
- * error with *n_pinned the accesses pinned before the failing one (and
- * room_slot its device's position). */
-static int plan_reads(parla_task_t *t, plan_t *plan, arrival_t **waits, int *n_pinned)
-{
-    parla__task_ext_t *x = t->ext;
-    int rc = 0;
-    for (int i = 0; i < x->n_accesses; i++) {
-        parla__access_t *a = &x->accesses[i];
-        store_t *s = a->data->store;
-        int device = access_device(t, a);
-        pthread_mutex_lock(&s->lock);
-        plan->mark = plan->jobs;
-        plan->n_jobs_store = 0;
-        rc = make_valid(a->data, device, a->mode & PARLA_READ, t, plan);
-        if (rc == 0) {
-            s->copies[device].pins++;
-            if (plan->n_jobs_store > 0)
-                rc = join_arrival(t, s, device, plan);
-            arrival_t *arr = s->copies[device].arriving;
-            if (rc == 0 && arrival_pending(arr)) {
-                atomic_fetch_add(&arr->refs, 1);
-                waits[i] = arr;
-            }
-            if (rc != 0)
-                s->copies[device].pins--;
-        }
-        pthread_mutex_unlock(&s->lock);
-        if (rc != 0) {
-            *n_pinned = i;
-            x->room_slot = a->slot;
-            return rc;
-        }
-    }
-    *n_pinned = x->n_accesses;
-    return 0;
-}
-
-/* Phase 2: marks the writes (the access's device becomes the only valid copy
- * of what is written), counts the pins on each GPU and refreshes their LRU
- * order (one device lock at a time). Reads come first so that a range both
- * read (through one declaration) and written (through another) is copied in. */
-static void mark_writes(parla_task_t *t, uint64_t gpus)
-{
-    parla__task_ext_t *x = t->ext;
-    for (int i = 0; i < x->n_accesses; i++) {
-        parla__access_t *a = &x->accesses[i];
-        if (!(a->mode & PARLA_WRITE))
-            continue;
-        store_t *s = a->data->store;
-        pthread_mutex_lock(&s->lock);
-        make_valid_locked(a->data, access_device(t, a), PARLA_WRITE, t, NULL, NULL);
-        pthread_mutex_unlock(&s->lock);
-    }
-    for (uint64_t m = gpus; m; m &= m - 1) {
-        int dev = lowest(m);
-        parla__device_t *d = &parla__devs(t->rt)->devices[dev];
-        pthread_mutex_lock(&d->lock);
-        for (int i = 0; i < x->n_accesses; i++) {
-            if (access_device(t, &x->accesses[i]) != dev)
-                continue;
-            d->n_pins++;
-            parla__copy_t *c = &x->accesses[i].data->store->copies[dev];
-            if (c->n_pieces > 0)
-                parla__data_lru_touch(d, c);
-        }
-        pthread_mutex_unlock(&d->lock);
-    }
-}
-
-/* Phase 3, with no lock held: queues the planned copies on the engines. A job
+/* Phase 3 of parla__data_prepare (prepare.c), with no lock held: queues the planned copies on the engines. A job
  * whose arrival could not be made is done here, synchronously. */
-static void queue_jobs(parla_task_t *t, plan_t *plan)
+void parla__data_queue_jobs(parla_task_t *t, plan_t *plan)
 {
     parla_runtime_t *rt = t->rt;
     while (plan->jobs) {
@@ -674,58 +462,6 @@ static void queue_jobs(parla_task_t *t, plan_t *plan)
     }
 }
 
-/* Phase 4: registers t as a waiter of each pending arrival (when the
- * preparation succeeded) and drops the references of waits. */
-static void register_waiters(parla_task_t *t, arrival_t **waits, int rc)
-{
-    parla__task_ext_t *x = t->ext;
-    atomic_store(&x->n_waiting, 1); /* the hold while registering */
-    for (int i = 0; waits && i < x->n_accesses; i++) {
-        if (waits[i] == NULL)
-            continue;
-        if (rc == 0)
-            arrival_add_waiter(waits[i], t, &x->wait_nodes[i]);
-        parla__data_arrival_unref(waits[i]);
-    }
-}
-
-int parla__data_prepare(parla_task_t *t)
-{
-    parla__task_ext_t *x = t->ext;
-    parla_runtime_t *rt = t->rt;
-    uint64_t used;
-    int rc = access_devices(t, &used);
-    if (rc)
-        return rc;
-    uint64_t gpus = used & ~bit(0);
-    if ((rc = check_capacities(t, gpus)) != 0)
-        return rc;
-    plan_t plan = {0};
-    arrival_t **waits = parla__calloc(rt, (size_t)x->n_accesses, sizeof *waits);
-    if (x->wait_nodes == NULL)
-        x->wait_nodes = parla__calloc(rt, (size_t)x->n_accesses, sizeof *x->wait_nodes);
-    int n_pinned = 0;
-    if (waits == NULL || x->wait_nodes == NULL)
-        rc = parla__error(PARLA_ENOMEM, "task %s: cannot prepare its data", parla_task_name(t));
-    else
-        rc = plan_reads(t, &plan, waits, &n_pinned);
-    if (rc == 0)
-        mark_writes(t, gpus);
-    else
-        /* Undo the pins of the accesses prepared before the failure; their
-         * queued copies still run (the ranges are marked valid there). */
-        parla__data_unpin_accesses(t, n_pinned);
-    for (uint64_t m = gpus; m; m &= m - 1)
-        pthread_mutex_unlock(&parla__devs(rt)->devices[lowest(m)].acquire_lock);
-    queue_jobs(t, &plan);
-    register_waiters(t, waits, rc);
-    parla__free(waits);
-    if (rc)
-        return rc;
-    x->prepared = true;
-    return atomic_fetch_sub(&x->n_waiting, 1) == 1 ? 0 : PARLA__PENDING;
-}
-
 int parla__data_make_valid_now(parla_data_t *d, int device, int write)
 {
     store_t *s = d->store;
@@ -745,7 +481,7 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
         pthread_mutex_lock(&dev->acquire_lock);
     pthread_mutex_lock(&s->lock);
     /* Its copies are made with the store's lock dropped (make_valid). */
-    int rc = make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
+    int rc = parla__data_make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
     pthread_mutex_unlock(&s->lock);
     if (device != 0)
         pthread_mutex_unlock(&dev->acquire_lock);

@@ -10,7 +10,7 @@
  *   0. graph->issue_lock      sched/replay.c   one replay of a graph at a time (held across the
  *                                              task creations, accesses and submits of the replay)
  *   1. device->acquire_lock   device/device.h  one task at a time brings its data to a GPU
- *                                              (data/transfer.c: check_capacities .. the end of
+ *                                              (data/prepare.c: check_capacities .. the end of
  *                                              planning; parla__data_make_valid_now); a task with
  *                                              data for several GPUs takes theirs in ascending
  *                                              device index

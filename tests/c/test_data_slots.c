@@ -8,7 +8,8 @@
  *    device 2. One data object declared for both devices is valid on both.
  * 2. A slot out of range at the call is PARLA_EINVAL; a slot beyond the devices
  *    the task is mapped to fails the task with PARLA_EINVAL before its body, and
- *    the data stays as it was.
+ *    the data stays as it was. The data getters answer 0 / NULL for no data and
+ *    for devices out of range.
  * 3. Many two-device tasks, half with their devices in one order and half in
  *    the other, on GPUs with room for two objects each: every task's data is
  *    made room for on both devices (eviction with write-back), the values are
@@ -176,6 +177,12 @@ static void test_slot_errors(void)
           parla_task_error(t), ran);
     CHECK(parla_data_valid_bytes(A, 0) == N * sizeof(double) && parla_data_resident_bytes(A, GPU1) == 0,
           "the data moved for a task that failed before preparing it");
+    /* The getters answer 0 / NULL for no data and for a device the runtime lacks. */
+    CHECK(parla_data_valid_bytes(NULL, 0) == 0 && parla_data_resident_bytes(NULL, 0) == 0 &&
+              parla_data_device_ptr(NULL, 0) == NULL, "getters of NULL data");
+    CHECK(parla_data_valid_bytes(A, 3) == 0 && parla_data_resident_bytes(A, -1) == 0 &&
+              parla_data_device_ptr(A, 3) == NULL && parla_data_device_ptr(A, 0) != NULL,
+          "getters of devices out of range");
     parla_task_release(t);
     parla_data_release(A);
     CHECK_OK(parla_runtime_wait_all(rt));

@@ -109,11 +109,14 @@ except KeyboardInterrupt:
 FOREVER = r"""
 import sys, threading
 from parla import Parla, spawn
+started = threading.Event()
 try:
     with Parla(n_workers=2):
         @spawn()
         def forever():
+            started.set()
             threading.Event().wait()
+        started.wait()  # the body runs before the first Ctrl-C (under load it had not yet started)
         print("spawned", flush=True)
 except KeyboardInterrupt as e:
     print("interrupted", flush=True)

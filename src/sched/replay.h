@@ -1,0 +1,58 @@
+/*
+ * sched/replay.h: recorded task graphs (parla_graph_*, include/parla.h), shared by sched/record.c (the
+ * template: lifetime, recording) and sched/replay.c (replaying it). Not installed.
+ *
+ * A graph is a template: one node per recorded task (body, name, priority, resources, placement options,
+ * data accesses, dependencies on other nodes and on outside tasks). Recording adds nodes (parla_graph_add_*,
+ * or parla_graph_record from a task made with the ordinary API); the first replay freezes the template.
+ *
+ * Locks: graph->issue_lock serialises replays and is held across the engine calls of one replay (it
+ * comes before every engine lock); graph->lock is a leaf (the failure message and the latest join).
+ */
+#ifndef PARLA_SCHED_REPLAY_H
+#define PARLA_SCHED_REPLAY_H
+
+#include "sched/sched.h"
+
+typedef struct node {
+    char *name;
+    parla_task_fn fn;
+    void *arg;
+    void *user;
+    int8_t level;
+    int64_t vcus;
+    uint64_t memory;
+    parla__option_t *options;
+    int n_options, cap_options;
+    parla__access_t *accesses; /* each holds a reference to its data */
+    int n_accesses, cap_accesses;
+    size_t *deps; /* node indices */
+    int n_deps, cap_deps;
+    parla_task_t **externals; /* outside tasks, each held */
+    int n_externals, cap_externals;
+} node_t;
+
+struct parla_graph {
+    parla_runtime_t *rt;
+    _Atomic long refs;
+    char *name;
+    node_t *nodes;
+    size_t n_nodes, cap_nodes;
+    /* Recording: tasks taken by parla_graph_record (held until the first replay) and their nodes, an
+     * open-addressing map (keys NULL when free). */
+    parla_task_t **rec_keys;
+    size_t *rec_nodes;
+    size_t rec_cap, rec_n;
+    bool frozen;                /* replayed once: the template no longer changes */
+    pthread_mutex_t issue_lock; /* serialises replays; protects scratch, frozen and the template once frozen */
+    parla_task_t **scratch;     /* the tasks of the replay being issued */
+    pthread_mutex_t lock;       /* a leaf: protects last_join and failure */
+    parla_task_t *last_join;    /* held */
+    char *failure;              /* the first failure's message, or NULL */
+    _Atomic uint64_t replays;
+};
+
+/* A copy of name (at most 255 bytes kept), allocated with parla__alloc, or NULL when out of memory. */
+char *parla__sched_copy_name(parla_runtime_t *rt, const char *name);
+
+#endif
