@@ -15,9 +15,9 @@
 int parla__data_prepare(parla_task_t *t);
 /* Bytes of t's accesses for its device at position slot that are valid (or planned) on device; *total:
  * their size. For mapping. */
-uint64_t parla__task_data_bytes(parla_task_t *t, int device, int slot, uint64_t *total);
+uint64_t parla__data_task_data_bytes(parla_task_t *t, int device, int slot, uint64_t *total);
 /* The same, valid (or planned) on any device of mask (bit i: device i). */
-uint64_t parla__task_data_bytes_on(parla_task_t *t, uint64_t mask, int slot, uint64_t *total);
+uint64_t parla__data_task_data_bytes_on(parla_task_t *t, uint64_t mask, int slot, uint64_t *total);
 void parla__data_release_task(parla_task_t *t);
 /* After acquire returned PARLA_EBUSY (a device of t full of pinned copies):
  * waits for running tasks to unpin there, then makes t ready again. */
@@ -36,8 +36,8 @@ void parla__data_forget_history(parla_runtime_t *rt);
  * resident + reserved fits (best effort). parla__data_pinned_bytes_locked,
  * with the device lock held: the bytes of the copies pinned by running tasks
  * (which cannot be evicted). */
-void parla__data_make_room(parla__device_t *d);
-uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d);
+void parla__data_make_room(parla__dev_t *d);
+uint64_t parla__data_pinned_bytes_locked(const parla__dev_t *d);
 
 /* For parla_data_wait / parla_data_fetch (outside the access declarations of tasks): a task (a
  * reference) whose access conflicts with an outside access to d (unfinished writers of its ranges, and
@@ -67,7 +67,7 @@ typedef struct parla__data_rt {
     parla__graph_rt_t graph;     /* first */
     parla__data_hooks_t dhooks;
     pthread_mutex_t stores_lock; /* protects the list of data stores */
-    struct parla__store *stores; /* live data stores (see data/store.c) */
+    struct parla__data_store *stores; /* live data stores (see data/store.c) */
 } parla__data_rt_t;
 
 static inline parla__data_rt_t *parla__data_rt(const parla_runtime_t *rt)

@@ -129,7 +129,7 @@ static void record_clear(record_t *r)
 /* Orders t after dep for a hazard, unless dep already waits for t (an explicit
  * dependency on a task spawned later wins). Returns 1 when dep had to be kept
  * after t instead, 0 when the edge was added, < 0 on error. */
-/* hazard_edge could not decide (parla__reaches gave no answer): PARLA_ENOMEM
+/* hazard_edge could not decide (parla__graph_reaches gave no answer): PARLA_ENOMEM
  * for the caller, with the message already set. Internal to this file. */
 enum { UNDECIDED = -1000 };
 
@@ -142,11 +142,11 @@ static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode, bool dep_wr
     if (dep == t || st == PARLA_TASK_DONE)
         return 0;
     if (st > PARLA_TASK_DONE) /* a failed or cancelled writer: its readers are cancelled with it */
-        return flow ? parla__add_edge(t, dep, PARLA__EDGE_DATA) : 0;
+        return flow ? parla__graph_add_edge(t, dep, PARLA__EDGE_DATA) : 0;
     if (atomic_load(&t->succ) != NULL) {
         /* Without an answer, an edge might close a cycle (a stuck runtime
          * later): refuse the access instead. */
-        parla__reach_t r = parla__reaches(t, dep, 100000);
+        parla__graph_reach_t r = parla__graph_reaches(t, dep, 100000);
         if (r == PARLA__REACH_YES)
             return 1;
         if (r == PARLA__REACH_UNKNOWN) {
@@ -156,16 +156,16 @@ static int hazard_edge(parla_task_t *t, parla_task_t *dep, int mode, bool dep_wr
             return UNDECIDED;
         }
     }
-    return parla__add_edge(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
+    return parla__graph_add_edge(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
 }
 
 /* Room for one more access in t's list (x = t's ext). */
-static int reserve_access(parla_task_t *t, parla__task_ext_t *x)
+static int reserve_access(parla_task_t *t, parla__graph_task_ext_t *x)
 {
     if (x->n_accesses < x->cap_accesses)
         return 0;
     int cap = x->cap_accesses ? 2 * x->cap_accesses : 4;
-    parla__access_t *a = parla__alloc(t->rt, (size_t)cap * sizeof *a);
+    parla__graph_access_t *a = parla__alloc(t->rt, (size_t)cap * sizeof *a);
     if (a == NULL)
         return parla__error(PARLA_ENOMEM, "task %s: cannot record an access", parla_task_name(t));
     if (x->n_accesses)
@@ -282,7 +282,7 @@ int parla_task_add_access_at(parla_task_t *t, parla_data_t *d, parla_access_mode
         return parla__error(PARLA_EINVAL, "task %s: the data object belongs to another runtime", parla_task_name(t));
     if (parla_task_state(t) != PARLA_TASK_CREATED)
         return parla__error(PARLA_ESTATE, "task %s: accesses are declared before it is submitted", parla_task_name(t));
-    parla__task_ext_t *x = parla__task_ext(t);
+    parla__graph_task_ext_t *x = parla__graph_task_ext(t);
     if (x == NULL)
         return parla__error(PARLA_ENOMEM, "task %s: cannot record an access", parla_task_name(t));
     int rc = reserve_access(t, x);

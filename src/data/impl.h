@@ -45,7 +45,7 @@ typedef struct record {
     size_t n_readers, cap_readers;
 } record_t;
 
-typedef struct parla__store store_t;
+typedef struct parla__data_store store_t;
 
 /* One allocation of a copy: bytes [lo, hi) of the store, at buf (store byte x is at buf + (x - lo)). */
 typedef struct piece {
@@ -68,7 +68,7 @@ typedef struct piece {
  * task and no copy in flight uses the copy (pins == 0); tasks of one view, or of disjoint views, share
  * or add pieces without waiting. All the accesses of one task to one store ask for one piece together
  * (the smallest range covering them, parla__data_task_extent), so a task never waits for itself. */
-struct parla__copy {
+struct parla__dev_copy {
     store_t *store;
     int device;
     piece_t *pieces; /* sorted, disjoint (under the store's lock) */
@@ -78,10 +78,10 @@ struct parla__copy {
                           under the store's lock; read without it only as an estimate) */
     struct arrival *arriving; /* the latest copies queued to this device (a reference), or NULL */
     int listed;        /* in the device's LRU list */
-    parla__copy_t *prev, *next; /* LRU links, under the device lock */
+    parla__dev_copy_t *prev, *next; /* LRU links, under the device lock */
 };
 
-struct parla__store {
+struct parla__data_store {
     parla_runtime_t *rt;
     store_t *live_prev, *live_next; /* the runtime's list of stores (under parla__data_rt(rt)->stores_lock) */
     _Atomic int refs; /* data handles (base and views) */
@@ -91,7 +91,7 @@ struct parla__store {
     size_t n_segs, cap_segs;
     record_t *records;
     size_t n_records, cap_records;
-    parla__copy_t *copies; /* one per device */
+    parla__dev_copy_t *copies; /* one per device */
     _Atomic uint64_t planned; /* devices that mapped tasks will bring this data to */
     uint64_t writes; /* accesses marked as writes so far (under lock): a copy made with the lock
                         dropped marks its bytes valid only if none came meanwhile */
@@ -125,7 +125,7 @@ static inline uint64_t bit(int device)
 
 /* The device (index) access a of task t is for: t's device at the access's
  * position (t mapped, the slot checked by parla__data_prepare). */
-static inline int access_device(const parla_task_t *t, const parla__access_t *a)
+static inline int access_device(const parla_task_t *t, const parla__graph_access_t *a)
 {
     return t->devices[a->slot];
 }
@@ -142,9 +142,9 @@ static inline int lowest(uint64_t mask)
 
 /* Copies in flight to one device for one store. Tasks that need the data
  * there wait for it to arrive; the last copy to finish enqueues them. */
-typedef struct parla__waiter {
+typedef struct parla__graph_waiter {
     parla_task_t *task;
-    struct parla__waiter *next;
+    struct parla__graph_waiter *next;
 } waiter_t;
 
 typedef struct arrival {
@@ -157,8 +157,8 @@ typedef struct arrival {
     waiter_t *waiters;
 } arrival_t;
 
-typedef struct parla__copy_job {
-    parla__job_t job;   /* first: the engine's part */
+typedef struct parla__data_copy_job {
+    parla__dev_job_t job;   /* first: the engine's part */
     int error;          /* the device's error for the copy or the marked task's work, or 0 */
     store_t *store;     /* holds a store reference */
     arrival_t *arrival; /* holds an arrival reference */
@@ -169,9 +169,9 @@ typedef struct parla__copy_job {
     uint64_t serial;    /* the task that asked for it, for the trace */
     /* On a CUDA engine: the events the copy waits for (runahead predecessors
      * of the task it is for; held), and the event recorded after it. */
-    parla__event_t **waits;
+    parla__dev_event_t **waits;
     int n_waits;
-    parla__event_t *event;
+    parla__dev_event_t *event;
     uint64_t t0;        /* when it was issued (ns), for the trace */
 } copy_job_t;
 
@@ -185,22 +185,22 @@ typedef struct plan {
 /* ------------------------------------------------ shared within data/ -- */
 
 /* store.c */
-void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__copy_t *c);
-void parla__data_pieces_drop(parla_runtime_t *rt, parla__copy_t *c, size_t a, size_t b);
-size_t parla__data_piece_index(const parla__copy_t *c, uint64_t x, bool touching);
-piece_t *parla__data_piece(const parla__copy_t *c, uint64_t lo, uint64_t hi);
-void *parla__data_addr(const parla__copy_t *c, uint64_t x, uint64_t *end);
+void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__dev_copy_t *c);
+void parla__data_pieces_drop(parla_runtime_t *rt, parla__dev_copy_t *c, size_t a, size_t b);
+size_t parla__data_piece_index(const parla__dev_copy_t *c, uint64_t x, bool touching);
+piece_t *parla__data_piece(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi);
+void *parla__data_addr(const parla__dev_copy_t *c, uint64_t x, uint64_t *end);
 void parla__data_extent(const parla_data_t *d, uint64_t *lo, uint64_t *hi);
 void parla__data_store_release(store_t *s);
 size_t parla__data_seg_find(const store_t *s, uint64_t x);
 int parla__data_seg_split(store_t *s, uint64_t x);
 void parla__data_seg_merge(store_t *s);
 /* residency.c (d's lock held for the _locked ones and the LRU list) */
-void parla__data_lru_unlink(parla__device_t *dev, parla__copy_t *c);
-void parla__data_lru_touch(parla__device_t *dev, parla__copy_t *c);
-uint64_t parla__data_used_locked(const parla__device_t *d);
+void parla__data_lru_unlink(parla__dev_t *dev, parla__dev_copy_t *c);
+void parla__data_lru_touch(parla__dev_t *dev, parla__dev_copy_t *c);
+uint64_t parla__data_used_locked(const parla__dev_t *d);
 int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo, uint64_t hi);
-uint64_t parla__data_piece_need(const parla__copy_t *c, uint64_t lo, uint64_t hi);
+uint64_t parla__data_piece_need(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi);
 void parla__data_task_extent(const parla_task_t *t, const store_t *s, int device, uint64_t *lo, uint64_t *hi);
 void parla__data_unpin(store_t *s, int device, int count);
 void parla__data_unpin_accesses(parla_task_t *t, int n);

@@ -10,7 +10,7 @@
  * (accesses sharing a piece count it once). */
 static bool first_use(const parla_task_t *t, int i, uint64_t *lo, uint64_t *hi)
 {
-    const parla__task_ext_t *x = t->ext;
+    const parla__graph_task_ext_t *x = t->ext;
     const store_t *s = x->accesses[i].data->store;
     int device = access_device(t, &x->accesses[i]);
     parla__data_extent(x->accesses[i].data, lo, hi);
@@ -37,10 +37,10 @@ static const char *mode_name(int mode)
  * position beyond the devices t is mapped to fails the task (PARLA_EINVAL). */
 static int access_devices(parla_task_t *t, uint64_t *mask)
 {
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     *mask = 0;
     for (int i = 0; i < x->n_accesses; i++) {
-        parla__access_t *a = &x->accesses[i];
+        parla__graph_access_t *a = &x->accesses[i];
         if (a->slot >= t->n_devices)
             return parla__error(PARLA_EINVAL,
                                 "task %s: access %d (%s) is for the task's device at position %d, but the task "
@@ -66,9 +66,9 @@ static int slot_of(const parla_task_t *t, int device)
  * all its data takes none (tasks that each took part of the room would keep
  * evicting each other's copies). d->acquire_lock held; records the device's
  * unpin epoch for parla__data_wait_for_room. */
-static bool room_for(parla_task_t *t, parla__device_t *d)
+static bool room_for(parla_task_t *t, parla__dev_t *d)
 {
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     int device = d->index;
     uint64_t need = 0;
     for (int i = 0; i < x->n_accesses; i++) {
@@ -83,7 +83,7 @@ static bool room_for(parla_task_t *t, parla__device_t *d)
     pthread_mutex_lock(&d->lock);
     x->data_epoch[slot_of(t, device)] = d->unpin_epoch;
     uint64_t evictable = 0;
-    for (parla__copy_t *c = d->lru_head; c && parla__data_used_locked(d) - evictable + need > d->memory_capacity; c = c->next) {
+    for (parla__dev_copy_t *c = d->lru_head; c && parla__data_used_locked(d) - evictable + need > d->memory_capacity; c = c->next) {
         if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
             continue;
         bool mine = false;
@@ -100,9 +100,9 @@ static bool room_for(parla_task_t *t, parla__device_t *d)
 /* Phase 0 of parla__data_prepare on one GPU of the task: its data there must
  * fit on the device at all (PARLA_ERESOURCE), and room must be free now
  * (PARLA_EBUSY). On success the device's acquire_lock is held. */
-static int check_capacity(parla_task_t *t, parla__device_t *d)
+static int check_capacity(parla_task_t *t, parla__dev_t *d)
 {
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     /* A task whose data cannot fit even on an empty device fails. */
     uint64_t total = 0;
     for (int i = 0; i < x->n_accesses; i++) {
@@ -128,7 +128,7 @@ static int check_capacity(parla_task_t *t, parla__device_t *d)
  * none is, and t->ext->room_slot names the device that lacked room. */
 static int check_capacities(parla_task_t *t, uint64_t gpus)
 {
-    parla__devs_t *devs = parla__devs(t->rt);
+    parla__dev_devs_t *devs = parla__dev_devs(t->rt);
     uint64_t held = 0;
     for (uint64_t m = gpus; m; m &= m - 1) {
         int dev = lowest(m);
@@ -151,10 +151,10 @@ static int check_capacities(parla_task_t *t, uint64_t gpus)
  * room_slot its device's position). */
 static int plan_reads(parla_task_t *t, plan_t *plan, arrival_t **waits, int *n_pinned)
 {
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     int rc = 0;
     for (int i = 0; i < x->n_accesses; i++) {
-        parla__access_t *a = &x->accesses[i];
+        parla__graph_access_t *a = &x->accesses[i];
         store_t *s = a->data->store;
         int device = access_device(t, a);
         pthread_mutex_lock(&s->lock);
@@ -190,9 +190,9 @@ static int plan_reads(parla_task_t *t, plan_t *plan, arrival_t **waits, int *n_p
  * read (through one declaration) and written (through another) is copied in. */
 static void mark_writes(parla_task_t *t, uint64_t gpus)
 {
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     for (int i = 0; i < x->n_accesses; i++) {
-        parla__access_t *a = &x->accesses[i];
+        parla__graph_access_t *a = &x->accesses[i];
         if (!(a->mode & PARLA_WRITE))
             continue;
         store_t *s = a->data->store;
@@ -202,13 +202,13 @@ static void mark_writes(parla_task_t *t, uint64_t gpus)
     }
     for (uint64_t m = gpus; m; m &= m - 1) {
         int dev = lowest(m);
-        parla__device_t *d = &parla__devs(t->rt)->devices[dev];
+        parla__dev_t *d = &parla__dev_devs(t->rt)->devices[dev];
         pthread_mutex_lock(&d->lock);
         for (int i = 0; i < x->n_accesses; i++) {
             if (access_device(t, &x->accesses[i]) != dev)
                 continue;
             d->n_pins++;
-            parla__copy_t *c = &x->accesses[i].data->store->copies[dev];
+            parla__dev_copy_t *c = &x->accesses[i].data->store->copies[dev];
             if (c->n_pieces > 0)
                 parla__data_lru_touch(d, c);
         }
@@ -220,7 +220,7 @@ static void mark_writes(parla_task_t *t, uint64_t gpus)
  * preparation succeeded) and drops the references of waits. */
 static void register_waiters(parla_task_t *t, arrival_t **waits, int rc)
 {
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     atomic_store(&x->n_waiting, 1); /* the hold while registering */
     for (int i = 0; waits && i < x->n_accesses; i++) {
         if (waits[i] == NULL)
@@ -233,7 +233,7 @@ static void register_waiters(parla_task_t *t, arrival_t **waits, int rc)
 
 int parla__data_prepare(parla_task_t *t)
 {
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     parla_runtime_t *rt = t->rt;
     uint64_t used;
     int rc = access_devices(t, &used);
@@ -258,7 +258,7 @@ int parla__data_prepare(parla_task_t *t)
          * queued copies still run (the ranges are marked valid there). */
         parla__data_unpin_accesses(t, n_pinned);
     for (uint64_t m = gpus; m; m &= m - 1)
-        pthread_mutex_unlock(&parla__devs(rt)->devices[lowest(m)].acquire_lock);
+        pthread_mutex_unlock(&parla__dev_devs(rt)->devices[lowest(m)].acquire_lock);
     parla__data_queue_jobs(t, &plan);
     register_waiters(t, waits, rc);
     parla__free(waits);

@@ -10,7 +10,7 @@
 /* ------------------------------------------------------------- lifecycle -- */
 
 /* Removes copy c from its device's LRU list (device lock held). */
-void parla__data_lru_unlink(parla__device_t *dev, parla__copy_t *c)
+void parla__data_lru_unlink(parla__dev_t *dev, parla__dev_copy_t *c)
 {
     if (!c->listed)
         return;
@@ -27,7 +27,7 @@ void parla__data_lru_unlink(parla__device_t *dev, parla__copy_t *c)
 }
 
 /* Moves copy c to the most-recently-used end of its device's list. */
-void parla__data_lru_touch(parla__device_t *dev, parla__copy_t *c)
+void parla__data_lru_touch(parla__dev_t *dev, parla__dev_copy_t *c)
 {
     if (c->listed && dev->lru_tail == c)
         return;
@@ -79,7 +79,7 @@ static bool dirty_locked(const store_t *s, int device)
 static int evict_locked(store_t *s, int device, bool dev_locked)
 {
     parla_runtime_t *rt = s->rt;
-    parla__copy_t *c = &s->copies[device];
+    parla__dev_copy_t *c = &s->copies[device];
     if (c->n_pieces == 0 || device == 0)
         return 0;
     if (c->pins > 0)
@@ -87,7 +87,7 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
     int rc = write_back_locked(s, device, 0, s->nbytes);
     if (rc)
         return rc;
-    parla__device_t *d = &parla__devs(rt)->devices[device];
+    parla__dev_t *d = &parla__dev_devs(rt)->devices[device];
     if (!dev_locked)
         pthread_mutex_lock(&d->lock);
     parla__data_lru_unlink(d, c);
@@ -100,13 +100,13 @@ static int evict_locked(store_t *s, int device, bool dev_locked)
     atomic_fetch_and(&s->planned, ~bit(device));
     atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
     if (parla__graph_rt(rt)->trace)
-        parla__trace_evict(parla__graph_rt(rt)->trace, parla__now_ns(), device, bytes);
+        parla__trace_evict(parla__graph_rt(rt)->trace, parla__trace_now_ns(), device, bytes);
     return 0;
 }
 
 /* One account per device: data copies and the memory tasks reserved
  * (memory=) share its capacity. Device lock held. */
-uint64_t parla__data_used_locked(const parla__device_t *d)
+uint64_t parla__data_used_locked(const parla__dev_t *d)
 {
     return d->resident + (d->memory_capacity - d->memory_free);
 }
@@ -118,11 +118,11 @@ uint64_t parla__data_used_locked(const parla__device_t *d)
  * dirty victim it passed over, its store locked and referenced (the caller
  * writes it back, unlocks and releases it), or NULL: either room was made, or
  * the list ended. */
-static parla__copy_t *evict_clean_locked(parla__device_t *d, store_t *keep, uint64_t need)
+static parla__dev_copy_t *evict_clean_locked(parla__dev_t *d, store_t *keep, uint64_t need)
 {
-    parla__copy_t *v = d->lru_head;
+    parla__dev_copy_t *v = d->lru_head;
     while (parla__data_used_locked(d) + need > d->memory_capacity && v) {
-        parla__copy_t *next = v->next;
+        parla__dev_copy_t *next = v->next;
         if (v->store != keep && pthread_mutex_trylock(&v->store->lock) == 0) {
             /* The victim's lock is held (pins are read under it); the device lock too. A store
              * whose last reference is gone is being freed (store_free): left to it. */
@@ -152,11 +152,11 @@ static parla__copy_t *evict_clean_locked(parla__device_t *d, store_t *keep, uint
  * changes the idle copy meanwhile), and frees once the device lock is
  * retaken. The caller holds no other device lock (it may hold keep's lock and
  * d's acquire_lock). */
-static void evict_for_locked(parla__device_t *d, store_t *keep, uint64_t need)
+static void evict_for_locked(parla__dev_t *d, store_t *keep, uint64_t need)
 {
     /* Bounded: a write-back is retried only while copies keep becoming dirty. */
     for (int writebacks = 0; writebacks < 64; writebacks++) {
-        parla__copy_t *v = evict_clean_locked(d, keep, need);
+        parla__dev_copy_t *v = evict_clean_locked(d, keep, need);
         if (v == NULL)
             return;
         store_t *vs = v->store;
@@ -176,7 +176,7 @@ static void evict_for_locked(parla__device_t *d, store_t *keep, uint64_t need)
     }
 }
 
-void parla__data_make_room(parla__device_t *d)
+void parla__data_make_room(parla__dev_t *d)
 {
     if (d->index == 0)
         return;
@@ -185,10 +185,10 @@ void parla__data_make_room(parla__device_t *d)
     pthread_mutex_unlock(&d->lock);
 }
 
-uint64_t parla__data_pinned_bytes_locked(const parla__device_t *d)
+uint64_t parla__data_pinned_bytes_locked(const parla__dev_t *d)
 {
     uint64_t n = 0;
-    for (const parla__copy_t *c = d->lru_head; c; c = c->next)
+    for (const parla__dev_copy_t *c = d->lru_head; c; c = c->next)
         if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
             n += c->bytes;
     return n;
@@ -202,7 +202,7 @@ void parla__data_task_extent(const parla_task_t *t, const store_t *s, int device
     if (t == NULL || t->ext == NULL || *lo == *hi)
         return;
     for (int i = 0; i < t->ext->n_accesses; i++) {
-        const parla__access_t *x = &t->ext->accesses[i];
+        const parla__graph_access_t *x = &t->ext->accesses[i];
         const parla_data_t *a = x->data;
         uint64_t alo, ahi;
         if (a->store != s || x->slot >= t->n_devices || access_device(t, x) != device)
@@ -217,7 +217,7 @@ void parla__data_task_extent(const parla_task_t *t, const store_t *s, int device
 
 /* The pieces [*a, *b) of c that [lo, hi) overlaps or touches, the range one piece replacing them and
  * covering [lo, hi) spans, and their bytes (*old). */
-static void merge_span(const parla__copy_t *c, uint64_t lo, uint64_t hi, size_t *a, size_t *b, uint64_t *nlo,
+static void merge_span(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi, size_t *a, size_t *b, uint64_t *nlo,
                        uint64_t *nhi, uint64_t *old)
 {
     size_t i = parla__data_piece_index(c, lo, true), j = i;
@@ -238,7 +238,7 @@ static void merge_span(const parla__copy_t *c, uint64_t lo, uint64_t hi, size_t 
 
 /* The bytes that giving copy c a piece holding [lo, hi) adds to its device's account (0 when one holds it
  * already). Store lock held. */
-uint64_t parla__data_piece_need(const parla__copy_t *c, uint64_t lo, uint64_t hi)
+uint64_t parla__data_piece_need(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi)
 {
     if (lo >= hi || parla__data_piece(c, lo, hi))
         return 0;
@@ -252,7 +252,7 @@ uint64_t parla__data_piece_need(const parla__copy_t *c, uint64_t lo, uint64_t hi
  * without room for both the old pieces and the new one). s->lock held, nothing uses the copy. */
 static int writeback_pieces(store_t *s, int device, size_t a, size_t b)
 {
-    parla__copy_t *c = &s->copies[device];
+    parla__dev_copy_t *c = &s->copies[device];
     uint64_t freed = 0;
     for (size_t k = a; k < b; k++) {
         uint64_t plo = c->pieces[k].lo, phi = c->pieces[k].hi;
@@ -263,7 +263,7 @@ static int writeback_pieces(store_t *s, int device, size_t a, size_t b)
             return rc;
         freed += phi - plo;
     }
-    parla__device_t *d = &parla__devs(s->rt)->devices[device];
+    parla__dev_t *d = &parla__dev_devs(s->rt)->devices[device];
     parla__data_pieces_drop(s->rt, c, a, b);
     memmove(&c->pieces[a], &c->pieces[b], (c->n_pieces - b) * sizeof *c->pieces);
     c->n_pieces -= b - a;
@@ -276,16 +276,16 @@ static int writeback_pieces(store_t *s, int device, size_t a, size_t b)
 
 /* Gives store s (locked by the caller) a piece holding bytes [lo, hi) on device, evicting other stores'
  * least-recently-used unpinned copies to make room. Pieces that [lo, hi) overlaps or touches are merged
- * into the new one (see parla__copy in impl.h): their contents are copied into it on the device, then
+ * into the new one (see parla__dev_copy in impl.h): their contents are copied into it on the device, then
  * they are freed; only when nothing uses the copy (PARLA_EBUSY otherwise: the caller waits for unpins,
  * as for room). The account counts the difference; while the merge copies, the device holds both. */
 int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo, uint64_t hi)
 {
-    parla__copy_t *c = &s->copies[device];
+    parla__dev_copy_t *c = &s->copies[device];
     if (device == 0 || lo >= hi || parla__data_piece(c, lo, hi))
         return 0;
     parla_runtime_t *rt = s->rt;
-    parla__device_t *d = &parla__devs(rt)->devices[device];
+    parla__dev_t *d = &parla__dev_devs(rt)->devices[device];
     size_t a, b;
     uint64_t nlo, nhi, old;
     merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old);
@@ -377,7 +377,7 @@ static void device_unpinned(parla_runtime_t *rt, int device, int count)
 {
     if (device == 0)
         return;
-    parla__device_t *d = &parla__devs(rt)->devices[device];
+    parla__dev_t *d = &parla__dev_devs(rt)->devices[device];
     pthread_mutex_lock(&d->lock);
     d->n_pins -= (uint64_t)count;
     d->unpin_epoch++;
@@ -410,7 +410,7 @@ void parla__data_pin_locked(store_t *s, int device)
 {
     s->copies[device].pins++;
     if (device != 0) {
-        parla__device_t *d = &parla__devs(s->rt)->devices[device];
+        parla__dev_t *d = &parla__dev_devs(s->rt)->devices[device];
         pthread_mutex_lock(&d->lock);
         d->n_pins++;
         pthread_mutex_unlock(&d->lock);
@@ -419,7 +419,7 @@ void parla__data_pin_locked(store_t *s, int device)
 
 void parla__data_release_task(parla_task_t *t)
 {
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     parla__data_unpin_accesses(t, x->n_accesses);
     /* Then each device's count, one device lock at a time, in index order. */
     uint64_t used = 0;
@@ -436,7 +436,7 @@ void parla__data_release_task(parla_task_t *t)
 void parla__data_wait_for_room(parla_task_t *t)
 {
     int slot = t->ext->room_slot;
-    parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[slot]];
+    parla__dev_t *d = &parla__dev_devs(t->rt)->devices[t->devices[slot]];
     pthread_mutex_lock(&d->lock);
     /* Retry at once if copies were unpinned since the attempt, or if none is
      * pinned at all (the attempt lost a race for a victim's lock). */
@@ -462,11 +462,11 @@ int parla_data_evict(parla_data_t *d, int device, int keep_one_copy)
         return parla__error(PARLA_EINVAL, "parla_data_evict: data is NULL");
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
-    if (device < -1 || device >= parla__devs(rt)->n_devices)
+    if (device < -1 || device >= parla__dev_devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_data_evict: no device %d", device);
     int rc = 0;
     pthread_mutex_lock(&s->lock);
-    for (int i = 1; i < parla__devs(rt)->n_devices && rc == 0; i++) {
+    for (int i = 1; i < parla__dev_devs(rt)->n_devices && rc == 0; i++) {
         if (device != -1 && device != i)
             continue;
         /* The last valid copy is always written back first, whatever

@@ -13,7 +13,7 @@ static void hold_unref(parla_hold_t *h)
         return;
     parla_runtime_t *rt = h->rt;
     if (h->owned)
-        parla__devs(rt)->devices[h->device].ops->free(&parla__devs(rt)->devices[h->device], h->buf);
+        parla__dev_devs(rt)->devices[h->device].ops->free(&parla__dev_devs(rt)->devices[h->device], h->buf);
     parla__free(h);
     parla__graph_object_freed(rt); /* the hold counted as a live object */
 }
@@ -26,14 +26,14 @@ static void piece_drop(parla_runtime_t *rt, int device, piece_t *p)
     if (h)
         hold_unref(h);
     else if (p->owned)
-        parla__devs(rt)->devices[device].ops->free(&parla__devs(rt)->devices[device], p->buf);
+        parla__dev_devs(rt)->devices[device].ops->free(&parla__dev_devs(rt)->devices[device], p->buf);
     p->buf = NULL;
 }
 
 /* Frees copy c's memory (all its pieces), or leaves it to its holders (the caller owns c: store lock held,
  * or last reference). The device's account and c->bytes (changed under the device lock too: the device's
  * LRU walks read it) are the caller's. */
-void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__copy_t *c)
+void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__dev_copy_t *c)
 {
     for (size_t i = 0; i < c->n_pieces; i++)
         piece_drop(rt, c->device, &c->pieces[i]);
@@ -41,14 +41,14 @@ void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__copy_t *c)
 }
 
 /* Drops pieces [a, b) of c (merged into another); the device's account is the caller's. Store lock held. */
-void parla__data_pieces_drop(parla_runtime_t *rt, parla__copy_t *c, size_t a, size_t b)
+void parla__data_pieces_drop(parla_runtime_t *rt, parla__dev_copy_t *c, size_t a, size_t b)
 {
     for (size_t i = a; i < b; i++)
         piece_drop(rt, c->device, &c->pieces[i]);
 }
 
 /* Index of the first piece of c that ends after x (at or after x when touching is true), by binary search. */
-size_t parla__data_piece_index(const parla__copy_t *c, uint64_t x, bool touching)
+size_t parla__data_piece_index(const parla__dev_copy_t *c, uint64_t x, bool touching)
 {
     size_t lo = 0, hi = c->n_pieces;
     while (lo < hi) {
@@ -62,7 +62,7 @@ size_t parla__data_piece_index(const parla__copy_t *c, uint64_t x, bool touching
 }
 
 /* The piece of c holding all of [lo, hi), or NULL (store lock held). */
-piece_t *parla__data_piece(const parla__copy_t *c, uint64_t lo, uint64_t hi)
+piece_t *parla__data_piece(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi)
 {
     size_t i = parla__data_piece_index(c, lo, lo == hi);
     if (i < c->n_pieces && c->pieces[i].lo <= lo && hi <= c->pieces[i].hi)
@@ -72,7 +72,7 @@ piece_t *parla__data_piece(const parla__copy_t *c, uint64_t lo, uint64_t hi)
 
 /* Where store byte x is in copy c, with *end the end of its piece; NULL when no piece holds x (store lock
  * held). */
-void *parla__data_addr(const parla__copy_t *c, uint64_t x, uint64_t *end)
+void *parla__data_addr(const parla__dev_copy_t *c, uint64_t x, uint64_t *end)
 {
     size_t i = parla__data_piece_index(c, x, false);
     if (i == c->n_pieces || c->pieces[i].lo > x)
@@ -104,14 +104,14 @@ static void store_free(store_t *s)
     if (s->live_next)
         s->live_next->live_prev = s->live_prev;
     pthread_mutex_unlock(&parla__data_rt(rt)->stores_lock);
-    for (int i = 0; i < parla__devs(rt)->n_devices; i++) {
-        parla__copy_t *c = &s->copies[i];
+    for (int i = 0; i < parla__dev_devs(rt)->n_devices; i++) {
+        parla__dev_copy_t *c = &s->copies[i];
         parla__data_arrival_unref(c->arriving);
         c->arriving = NULL;
         if (c->n_pieces > 0) {
-            parla__device_t *d = &parla__devs(rt)->devices[i];
+            parla__dev_t *d = &parla__dev_devs(rt)->devices[i];
             if (i == 0) /* registered with the driver when it took part in GPU copies */
-                parla__host_unpin(&parla__devs(rt)->shared, c->pieces[0].buf);
+                parla__dev_host_unpin(&parla__dev_devs(rt)->shared, c->pieces[0].buf);
             pthread_mutex_lock(&d->lock);
             parla__data_lru_unlink(d, c);
             if (i != 0)
@@ -160,7 +160,7 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
     store_t *s = parla__calloc(rt, 1, sizeof *s);
     parla_data_t *d = parla__calloc(rt, 1, sizeof *d);
     uint64_t *range = parla__alloc(rt, 2 * sizeof *range);
-    parla__copy_t *copies = parla__calloc(rt, (size_t)parla__devs(rt)->n_devices, sizeof *copies);
+    parla__dev_copy_t *copies = parla__calloc(rt, (size_t)parla__dev_devs(rt)->n_devices, sizeof *copies);
     seg_t *segs = parla__alloc(rt, 4 * sizeof *segs);
     record_t *recs = parla__calloc(rt, 4, sizeof *recs);
     uint64_t *rec_range = parla__alloc(rt, 2 * sizeof *rec_range);
@@ -188,7 +188,7 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
     s->nbytes = nbytes;
     pthread_mutex_init(&s->lock, NULL);
     s->copies = copies;
-    for (int i = 0; i < parla__devs(rt)->n_devices; i++) {
+    for (int i = 0; i < parla__dev_devs(rt)->n_devices; i++) {
         copies[i].store = s;
         copies[i].device = i;
     }
@@ -375,7 +375,7 @@ static store_t *lock_store_for(const parla_data_t *d, int device)
     if (d == NULL)
         return NULL;
     store_t *s = d->store;
-    if (device < 0 || device >= parla__devs(s->rt)->n_devices)
+    if (device < 0 || device >= parla__dev_devs(s->rt)->n_devices)
         return NULL;
     pthread_mutex_lock(&s->lock);
     return s;
@@ -391,19 +391,19 @@ uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
     return v;
 }
 
-uint64_t parla__task_data_bytes(parla_task_t *t, int device, int slot, uint64_t *total)
+uint64_t parla__data_task_data_bytes(parla_task_t *t, int device, int slot, uint64_t *total)
 {
-    return parla__task_data_bytes_on(t, bit(device), slot, total);
+    return parla__data_task_data_bytes_on(t, bit(device), slot, total);
 }
 
-uint64_t parla__task_data_bytes_on(parla_task_t *t, uint64_t mask, int slot, uint64_t *total)
+uint64_t parla__data_task_data_bytes_on(parla_task_t *t, uint64_t mask, int slot, uint64_t *total)
 {
     uint64_t v = 0;
     *total = 0;
     if (t->ext == NULL)
         return 0;
     for (int i = 0; i < t->ext->n_accesses; i++) {
-        parla__access_t *a = &t->ext->accesses[i];
+        parla__graph_access_t *a = &t->ext->accesses[i];
         if (a->mode == PARLA_WRITE || a->slot != slot) /* nothing to bring in, or not there */
             continue;
         store_t *s = a->data->store;
@@ -419,7 +419,7 @@ void parla__data_plan(parla_task_t *t)
     if (t->ext == NULL)
         return;
     for (int i = 0; i < t->ext->n_accesses; i++) {
-        parla__access_t *a = &t->ext->accesses[i];
+        parla__graph_access_t *a = &t->ext->accesses[i];
         if (a->slot < t->n_devices && t->devices[a->slot] != 0)
             atomic_fetch_or_explicit(&a->data->store->planned, bit(t->devices[a->slot]), memory_order_relaxed);
     }
@@ -441,7 +441,7 @@ uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
 static piece_t *piece_of(parla_data_t *d, int device)
 {
     store_t *s = d->store;
-    parla__copy_t *c = &s->copies[device];
+    parla__dev_copy_t *c = &s->copies[device];
     if (c->n_pieces == 0)
         return NULL;
     uint64_t lo, hi;
@@ -452,7 +452,7 @@ static piece_t *piece_of(parla_data_t *d, int device)
     const parla__self_t *me = p ? NULL : parla__self(); /* the task whose body runs on this thread */
     parla_task_t *t = me ? me->current : NULL;
     for (int i = 0; t && t->ext && i < t->ext->n_accesses && p == NULL; i++) {
-        const parla__access_t *x = &t->ext->accesses[i];
+        const parla__graph_access_t *x = &t->ext->accesses[i];
         parla_data_t *a = x->data;
         if (a->store != s || a == d || x->slot >= t->n_devices || access_device(t, x) != device)
             continue;
@@ -487,7 +487,7 @@ int parla_data_hold(parla_data_t *d, int device, parla_hold_t **out, void **ptr)
         return parla__error(PARLA_EINVAL, "parla_data_hold: data or out is NULL");
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
-    if (device < 0 || device >= parla__devs(rt)->n_devices)
+    if (device < 0 || device >= parla__dev_devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_data_hold: no device %d", device);
     pthread_mutex_lock(&s->lock);
     piece_t *p = piece_of(d, device);
@@ -548,7 +548,7 @@ parla_runtime_t *parla__data_runtime(const parla_data_t *d)
 
 void parla__data_task_dispose(parla_task_t *t)
 {
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     for (int i = 0; i < x->n_accesses; i++)
         parla_data_release(x->accesses[i].data);
     x->n_accesses = 0;

@@ -17,18 +17,18 @@ struct arrival;
  * in the devices' totals and the trace. */
 void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial, uint64_t t0)
 {
-    atomic_fetch_add_explicit(&parla__devs(rt)->devices[to].bytes_in, hi - lo, memory_order_relaxed);
-    atomic_fetch_add_explicit(&parla__devs(rt)->devices[from].bytes_out, hi - lo, memory_order_relaxed);
+    atomic_fetch_add_explicit(&parla__dev_devs(rt)->devices[to].bytes_in, hi - lo, memory_order_relaxed);
+    atomic_fetch_add_explicit(&parla__dev_devs(rt)->devices[from].bytes_out, hi - lo, memory_order_relaxed);
     if (parla__graph_rt(rt)->trace)
-        parla__trace_copy(parla__graph_rt(rt)->trace, serial, t0, parla__now_ns(), to, from, hi - lo);
+        parla__trace_copy(parla__graph_rt(rt)->trace, serial, t0, parla__trace_now_ns(), to, from, hi - lo);
 }
 
 /* Copies n bytes from src on device `from` to dst on device `to`; returns when done. */
 int parla__data_copy_addrs(parla_runtime_t *rt, int to, void *dst, int from, const void *src, uint64_t n)
 {
-    parla__device_t *dt = &parla__devs(rt)->devices[to], *df = &parla__devs(rt)->devices[from];
+    parla__dev_t *dt = &parla__dev_devs(rt)->devices[to], *df = &parla__dev_devs(rt)->devices[from];
     /* A CUDA device does the copy when one side is CUDA. */
-    parla__device_t *engine = dt->is_cuda ? dt : df;
+    parla__dev_t *engine = dt->is_cuda ? dt : df;
     return engine->ops->copy(dt, dst, df, src, n);
 }
 
@@ -37,14 +37,14 @@ int parla__data_copy_addrs(parla_runtime_t *rt, int to, void *dst, int from, con
 int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial)
 {
     parla_runtime_t *rt = s->rt;
-    uint64_t t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
+    uint64_t t0 = parla__graph_rt(rt)->trace ? parla__trace_now_ns() : 0;
     for (uint64_t x = lo; x < hi;) {
         uint64_t dend = 0, send = 0;
         void *dst = parla__data_addr(&s->copies[to], x, &dend);
         const void *src = parla__data_addr(&s->copies[from], x, &send);
         if (dst == NULL || src == NULL)
             return parla__error(PARLA_EDEVICE, "byte %llu of a data object has no allocation on %s",
-                                (unsigned long long)x, parla__devs(rt)->devices[dst ? from : to].name);
+                                (unsigned long long)x, parla__dev_devs(rt)->devices[dst ? from : to].name);
         uint64_t end = hi < dend ? hi : dend;
         end = end < send ? end : send;
         int rc = parla__data_copy_addrs(rt, to, dst, from, src, end - x);
@@ -120,9 +120,9 @@ static void arrived(store_t *s, copy_job_t *j)
 static void job_free(copy_job_t *j)
 {
     for (int i = 0; i < j->n_waits; i++)
-        parla__event_release(j->waits[i]);
+        parla__dev_event_release(j->waits[i]);
     parla__free(j->waits);
-    parla__event_release(j->event);
+    parla__dev_event_release(j->event);
     parla__free(j);
 }
 
@@ -163,11 +163,11 @@ static void job_complete(copy_job_t *j)
 
 /* Starts copy job j on device d's engine. Returns true when it is complete
  * already (host copies); otherwise its event completes it (job_poll). */
-static bool job_issue(parla__job_t *job, parla__device_t *d)
+static bool job_issue(parla__dev_job_t *job, parla__dev_t *d)
 {
     copy_job_t *j = (copy_job_t *)job;
     store_t *s = j->store;
-    if (parla__device_async(d)) {
+    if (parla__dev_async(d)) {
         /* Queued on a copy stream after the work it depends on; the host
          * does not wait. */
         parla_runtime_t *rt = s->rt;
@@ -176,24 +176,24 @@ static bool job_issue(parla__job_t *job, parla__device_t *d)
         int rc = 0;
         for (int i = 0; i < j->n_waits && rc == 0; i++)
             rc = d->ops->stream_wait_event(d, stream, j->waits[i]->handle);
-        j->t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
+        j->t0 = parla__graph_rt(rt)->trace ? parla__trace_now_ns() : 0;
         if (other == 0) /* the host buffer is registered once, so the copy does not block */
-            parla__host_pin(d, s->copies[0].pieces[0].buf, s->nbytes); /* the CPU's copy: one piece */
-        parla__device_t *to = &parla__devs(rt)->devices[j->to], *from = &parla__devs(rt)->devices[j->from];
+            parla__dev_host_pin(d, s->copies[0].pieces[0].buf, s->nbytes); /* the CPU's copy: one piece */
+        parla__dev_t *to = &parla__dev_devs(rt)->devices[j->to], *from = &parla__dev_devs(rt)->devices[j->from];
         if (rc == 0)
             rc = d->ops->copy_async(to, j->dst, from, j->src, j->hi - j->lo, stream);
         if (rc == 0)
-            rc = parla__event_record(d, stream, &j->event);
+            rc = parla__dev_event_record(d, stream, &j->event);
         if (rc == 0)
             return false;
         /* The device refused: wait for it, then copy synchronously. */
         d->ops->stream_synchronize(d, stream);
         for (int i = 0; i < j->n_waits; i++)
-            if (parla__event_done(j->waits[i]) == 0)
+            if (parla__dev_event_done(j->waits[i]) == 0)
                 d->ops->event_synchronize(d, j->waits[i]->handle);
     }
     /* Both copies are pinned, so neither piece moves meanwhile. */
-    uint64_t t0 = parla__graph_rt(s->rt)->trace ? parla__now_ns() : 0;
+    uint64_t t0 = parla__graph_rt(s->rt)->trace ? parla__trace_now_ns() : 0;
     j->error = parla__data_copy_addrs(s->rt, j->to, j->dst, j->from, j->src, j->hi - j->lo);
     if (j->error == 0)
         parla__data_copy_done(s->rt, j->to, j->from, j->lo, j->hi, j->serial, t0);
@@ -202,16 +202,16 @@ static bool job_issue(parla__job_t *job, parla__device_t *d)
 
 /* True when copy job j's work is complete, also when its device reported an
  * error (recorded in j->error). */
-static bool job_poll(parla__job_t *job)
+static bool job_poll(parla__dev_job_t *job)
 {
     copy_job_t *j = (copy_job_t *)job;
-    int rc = parla__event_done(j->event);
+    int rc = parla__dev_event_done(j->event);
     if (rc < 0)
         j->error = rc;
     return rc != 0;
 }
 
-static void job_finish(parla__job_t *job, bool waited)
+static void job_finish(parla__dev_job_t *job, bool waited)
 {
     copy_job_t *j = (copy_job_t *)job;
     if (waited)
@@ -219,19 +219,19 @@ static void job_finish(parla__job_t *job, bool waited)
     job_complete(j);
 }
 
-static const parla__job_ops_t copy_job_ops = {job_issue, job_poll, job_finish};
+static const parla__dev_job_ops_t copy_job_ops = {job_issue, job_poll, job_finish};
 
 /* The device whose engine does copy job j: the GPU side of the copy (the
  * destination when both are GPUs). */
-static parla__device_t *copy_job_device(parla_runtime_t *rt, const copy_job_t *j)
+static parla__dev_t *copy_job_device(parla_runtime_t *rt, const copy_job_t *j)
 {
-    return &parla__devs(rt)->devices[j->to != 0 ? j->to : j->from];
+    return &parla__dev_devs(rt)->devices[j->to != 0 ? j->to : j->from];
 }
 
 static void copy_job_submit(parla_runtime_t *rt, copy_job_t *j)
 {
     j->job.ops = &copy_job_ops;
-    parla__engine_submit(copy_job_device(rt, j), &j->job);
+    parla__dev_engine_submit(copy_job_device(rt, j), &j->job);
 }
 
 /* Registers t as waiting for a (pending) arrival, with its record w. */
@@ -326,12 +326,12 @@ int parla__data_make_valid_locked(parla_data_t *d, int device, int mode, parla_t
                  * copies that have arrived over ones still in flight. */
                 int src = -1;
                 bool src_pending = true;
-                for (int k = 0; k < parla__devs(rt)->n_devices; k++) {
+                for (int k = 0; k < parla__dev_devs(rt)->n_devices; k++) {
                     if (!(g->valid & bit(k)))
                         continue;
                     bool pending = (g->arriving & bit(k)) != 0;
                     if (src < 0 || (src_pending && !pending) ||
-                        (pending == src_pending && parla__devs(rt)->devices[k].bandwidth > parla__devs(rt)->devices[src].bandwidth)) {
+                        (pending == src_pending && parla__dev_devs(rt)->devices[k].bandwidth > parla__dev_devs(rt)->devices[src].bandwidth)) {
                         src = k;
                         src_pending = pending;
                     }
@@ -346,7 +346,7 @@ int parla__data_make_valid_locked(parla_data_t *d, int device, int mode, parla_t
                     void *from = parla__data_addr(&s->copies[src], x, &send);
                     if (dst == NULL || from == NULL)
                         return parla__error(PARLA_EDEVICE, "byte %llu of a data object has no allocation on %s",
-                                            (unsigned long long)x, parla__devs(rt)->devices[dst ? src : device].name);
+                                            (unsigned long long)x, parla__dev_devs(rt)->devices[dst ? src : device].name);
                     uint64_t end = g->hi < dend ? g->hi : dend;
                     end = end < send ? end : send;
                     copy_job_t *j = plan ? parla__alloc(rt, sizeof *j) : NULL;
@@ -355,7 +355,7 @@ int parla__data_make_valid_locked(parla_data_t *d, int device, int mode, parla_t
                         atomic_fetch_add(&s->refs, 1);
                         *j = (copy_job_t){.store = s, .from = src, .to = device, .lo = x, .hi = end, .dst = dst,
                                           .src = from, .serial = t ? t->serial : UINT64_MAX,
-                                          .job.next = (parla__job_t *)plan->jobs};
+                                          .job.next = (parla__dev_job_t *)plan->jobs};
                         plan->jobs = j;
                         plan->n_jobs_store++;
                         parla__data_pin_locked(s, src);
@@ -391,7 +391,7 @@ static int copy_now(store_t *s, const copy_now_t *now, parla_task_t *t)
 {
     pthread_mutex_unlock(&s->lock);
     if (t)
-        parla__host_wait_task(t); /* its source may still be being written */
+        parla__graph_host_wait_task(t); /* its source may still be being written */
     int rc = parla__data_copy_range(s, now->to, now->from, now->lo, now->hi, t ? t->serial : UINT64_MAX);
     pthread_mutex_lock(&s->lock);
     s->copies[now->from].pins--;
@@ -436,20 +436,20 @@ void parla__data_queue_jobs(parla_task_t *t, plan_t *plan)
     while (plan->jobs) {
         copy_job_t *j = plan->jobs;
         plan->jobs = (copy_job_t *)j->job.next;
-        if (j->arrival && parla__device_async(copy_job_device(rt, j))) {
+        if (j->arrival && parla__dev_async(copy_job_device(rt, j))) {
             /* The copy waits on the device for the work of the runahead
              * predecessors that may still be writing its source. */
-            j->n_waits = parla__task_waits(t, &j->waits);
+            j->n_waits = parla__graph_task_waits(t, &j->waits);
             if (j->n_waits < 0) {
                 j->n_waits = 0;
-                parla__host_wait_task(t);
+                parla__graph_host_wait_task(t);
             }
         }
         if (j->arrival) {
             copy_job_submit(rt, j);
         } else {
-            parla__host_wait_task(t);
-            uint64_t t0 = parla__graph_rt(rt)->trace ? parla__now_ns() : 0;
+            parla__graph_host_wait_task(t);
+            uint64_t t0 = parla__graph_rt(rt)->trace ? parla__trace_now_ns() : 0;
             j->error = parla__data_copy_addrs(rt, j->to, j->dst, j->from, j->src, j->hi - j->lo);
             if (j->error == 0)
                 parla__data_copy_done(rt, j->to, j->from, j->lo, j->hi, j->serial, t0);
@@ -476,7 +476,7 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
         parla__data_arrival_wait(arr);
         parla__data_arrival_unref(arr);
     }
-    parla__device_t *dev = &parla__devs(rt)->devices[device];
+    parla__dev_t *dev = &parla__dev_devs(rt)->devices[device];
     if (device != 0)
         pthread_mutex_lock(&dev->acquire_lock);
     pthread_mutex_lock(&s->lock);

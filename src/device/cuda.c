@@ -11,7 +11,7 @@
  * over the driver's stream-ordered pool (cuMemAllocAsync on the device's
  * default pool, where the driver has memory pools) or cuMemAlloc. Host
  * buffers that take part in copies are registered once (cuMemHostRegister,
- * parla__host_pin), so cuMemcpyHtoDAsync / cuMemcpyDtoHAsync on the copy
+ * parla__dev_host_pin), so cuMemcpyHtoDAsync / cuMemcpyDtoHAsync on the copy
  * streams do not block the host. GPU-to-GPU copies use cuMemcpyPeerAsync where
  * the devices have peer access (enabled once per pair at start), and go
  * through a pinned staging buffer of the destination otherwise. Entry points
@@ -166,13 +166,13 @@ fail:
     cu.count = 0;
 }
 
-int parla__cuda_count(void)
+int parla__dev_cuda_count(void)
 {
     pthread_once(&cu_once, cu_load);
     return cu.count;
 }
 
-static int cu_error(CUresult r, const char *what, const parla__device_t *d)
+static int cu_error(CUresult r, const char *what, const parla__dev_t *d)
 {
     const char *name = "unknown";
     if (cu.cuGetErrorName)
@@ -184,7 +184,7 @@ static int cu_error(CUresult r, const char *what, const parla__device_t *d)
  * back the context it had (the main thread's CUDA context, or a body's, is
  * not changed behind its back): cu_enter makes d's current and returns the
  * caller's, cu_leave restores it. Both are thread-local in the driver. */
-static CUcontext cu_enter(const parla__device_t *d, CUresult *r)
+static CUcontext cu_enter(const parla__dev_t *d, CUresult *r)
 {
     CUcontext prev = NULL;
     if (cu.cuCtxGetCurrent(&prev) != 0)
@@ -193,7 +193,7 @@ static CUcontext cu_enter(const parla__device_t *d, CUresult *r)
     return prev;
 }
 
-static void cu_leave(const parla__device_t *d, CUcontext prev)
+static void cu_leave(const parla__dev_t *d, CUcontext prev)
 {
     if (prev != (CUcontext)d->ctx)
         cu.cuCtxSetCurrent(prev);
@@ -202,7 +202,7 @@ static void cu_leave(const parla__device_t *d, CUcontext prev)
 /* The driver's allocation under the pool (only on a pool miss): from the device's stream-ordered
  * memory pool where it has one (on the allocation stream, waited for there, so the memory is usable
  * on every stream), else cuMemAlloc. */
-static int cuda_raw_alloc(parla__device_t *d, uint64_t nbytes, void **out)
+static int cuda_raw_alloc(parla__dev_t *d, uint64_t nbytes, void **out)
 {
     CUdeviceptr p = 0;
     CUresult r;
@@ -224,7 +224,7 @@ static int cuda_raw_alloc(parla__device_t *d, uint64_t nbytes, void **out)
     return 0;
 }
 
-static void cuda_raw_free(parla__device_t *d, void *p)
+static void cuda_raw_free(parla__dev_t *d, void *p)
 {
     CUresult r;
     CUcontext prev = cu_enter(d, &r);
@@ -236,7 +236,7 @@ static void cuda_raw_free(parla__device_t *d, void *p)
 }
 
 /* Under pressure, after raw frees: the driver's pool gives the memory back to the device. */
-static void cuda_raw_trim(parla__device_t *d)
+static void cuda_raw_trim(parla__dev_t *d)
 {
     if (d->mempool == NULL)
         return;
@@ -247,9 +247,9 @@ static void cuda_raw_trim(parla__device_t *d)
     cu_leave(d, prev);
 }
 
-static int cuda_copy(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t n)
+static int cuda_copy(parla__dev_t *d, void *dst, parla__dev_t *s, const void *src, uint64_t n)
 {
-    parla__device_t *g = d->is_cuda ? d : s;
+    parla__dev_t *g = d->is_cuda ? d : s;
     CUresult r;
     CUcontext prev = cu_enter(g, &r);
     if (r == 0)
@@ -258,7 +258,7 @@ static int cuda_copy(parla__device_t *d, void *dst, parla__device_t *s, const vo
     return r ? cu_error(r, "cuMemcpy", g) : 0;
 }
 
-static int cuda_synchronize(parla__device_t *d)
+static int cuda_synchronize(parla__dev_t *d)
 {
     CUresult r;
     CUcontext prev = cu_enter(d, &r);
@@ -270,13 +270,13 @@ static int cuda_synchronize(parla__device_t *d)
 
 /* Makes d current on the calling worker for the body about to run (the one
  * call that leaves a context set: bodies launch work in it). */
-static int cuda_activate(parla__device_t *d)
+static int cuda_activate(parla__dev_t *d)
 {
     CUresult r = cu.cuCtxSetCurrent((CUcontext)d->ctx);
     return r ? cu_error(r, "cuCtxSetCurrent", d) : 0;
 }
 
-static int cuda_stream_create(parla__device_t *d, void **out)
+static int cuda_stream_create(parla__dev_t *d, void **out)
 {
     CUstream s = NULL;
     CUresult r;
@@ -290,7 +290,7 @@ static int cuda_stream_create(parla__device_t *d, void **out)
     return 0;
 }
 
-static void cuda_stream_destroy(parla__device_t *d, void *stream)
+static void cuda_stream_destroy(parla__dev_t *d, void *stream)
 {
     CUresult r;
     CUcontext prev = cu_enter(d, &r);
@@ -299,7 +299,7 @@ static void cuda_stream_destroy(parla__device_t *d, void *stream)
     cu_leave(d, prev);
 }
 
-static int cuda_stream_synchronize(parla__device_t *d, void *stream)
+static int cuda_stream_synchronize(parla__dev_t *d, void *stream)
 {
     CUresult r;
     CUcontext prev = cu_enter(d, &r);
@@ -311,7 +311,7 @@ static int cuda_stream_synchronize(parla__device_t *d, void *stream)
 
 /* GPU to GPU through the host: in chunks, device to the staging buffer of g, then to the device, all
  * on one stream of g (in order, so a chunk is not overwritten before it has gone on). */
-static CUresult copy_staged(parla__device_t *g, CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream st)
+static CUresult copy_staged(parla__dev_t *g, CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream st)
 {
     if (g->bounce == NULL && cu.cuMemHostAlloc && cu.cuMemcpyHtoDAsync && cu.cuMemcpyDtoHAsync) {
         void *b = NULL;
@@ -333,10 +333,10 @@ static CUresult copy_staged(parla__device_t *g, CUdeviceptr dst, CUdeviceptr src
 /* Queues the copy of n bytes from src on device s to dst on device d on stream, a stream of the GPU
  * side (d when both are GPUs). Host to device and back with the explicit calls (asynchronous when the
  * host buffer is pinned), GPU to GPU over the peer link where there is one, else through the host. */
-static int cuda_copy_async(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t n,
+static int cuda_copy_async(parla__dev_t *d, void *dst, parla__dev_t *s, const void *src, uint64_t n,
                            void *stream)
 {
-    parla__device_t *g = d->is_cuda ? d : s;
+    parla__dev_t *g = d->is_cuda ? d : s;
     CUdeviceptr to = (CUdeviceptr)(uintptr_t)dst, from = (CUdeviceptr)(uintptr_t)src;
     CUstream st = (CUstream)stream;
     const char *what = "cuMemcpyAsync";
@@ -365,7 +365,7 @@ static int cuda_copy_async(parla__device_t *d, void *dst, parla__device_t *s, co
     return r ? cu_error(r, what, g) : 0;
 }
 
-static int cuda_launch_host_func(parla__device_t *d, void *stream, void (*fn)(void *), void *arg)
+static int cuda_launch_host_func(parla__dev_t *d, void *stream, void (*fn)(void *), void *arg)
 {
     if (cu.cuLaunchHostFunc == NULL)
         return PARLA_EDEVICE;
@@ -377,7 +377,7 @@ static int cuda_launch_host_func(parla__device_t *d, void *stream, void (*fn)(vo
     return r ? cu_error(r, "cuLaunchHostFunc", d) : 0;
 }
 
-static int cuda_event_create(parla__device_t *d, void **out)
+static int cuda_event_create(parla__dev_t *d, void **out)
 {
     CUevent e = NULL;
     CUresult r;
@@ -391,7 +391,7 @@ static int cuda_event_create(parla__device_t *d, void **out)
     return 0;
 }
 
-static void cuda_event_destroy(parla__device_t *d, void *event)
+static void cuda_event_destroy(parla__dev_t *d, void *event)
 {
     CUresult r;
     CUcontext prev = cu_enter(d, &r);
@@ -400,7 +400,7 @@ static void cuda_event_destroy(parla__device_t *d, void *event)
     cu_leave(d, prev);
 }
 
-static int cuda_event_record(parla__device_t *d, void *event, void *stream)
+static int cuda_event_record(parla__dev_t *d, void *event, void *stream)
 {
     CUresult r;
     CUcontext prev = cu_enter(d, &r);
@@ -410,7 +410,7 @@ static int cuda_event_record(parla__device_t *d, void *event, void *stream)
     return r ? cu_error(r, "cuEventRecord", d) : 0;
 }
 
-static int cuda_event_query(parla__device_t *d, void *event)
+static int cuda_event_query(parla__dev_t *d, void *event)
 {
     CUresult r;
     CUcontext prev = cu_enter(d, &r);
@@ -422,7 +422,7 @@ static int cuda_event_query(parla__device_t *d, void *event)
     return r == CUDA_ERROR_NOT_READY ? 0 : cu_error(r, "cuEventQuery", d);
 }
 
-static int cuda_event_synchronize(parla__device_t *d, void *event)
+static int cuda_event_synchronize(parla__dev_t *d, void *event)
 {
     CUresult r;
     CUcontext prev = cu_enter(d, &r);
@@ -432,7 +432,7 @@ static int cuda_event_synchronize(parla__device_t *d, void *event)
     return r ? cu_error(r, "cuEventSynchronize", d) : 0;
 }
 
-static int cuda_stream_wait_event(parla__device_t *d, void *stream, void *event)
+static int cuda_stream_wait_event(parla__dev_t *d, void *stream, void *event)
 {
     CUresult r;
     CUcontext prev = cu_enter(d, &r);
@@ -442,10 +442,10 @@ static int cuda_stream_wait_event(parla__device_t *d, void *stream, void *event)
     return r ? cu_error(r, "cuStreamWaitEvent", d) : 0;
 }
 
-static const parla__device_ops_t cuda_ops = {
+static const parla__dev_ops_t cuda_ops = {
     .name = "cuda",
-    .alloc = parla__pool_alloc,
-    .free = parla__pool_free,
+    .alloc = parla__dev_pool_alloc,
+    .free = parla__dev_pool_free,
     .copy = cuda_copy,
     .synchronize = cuda_synchronize,
     .activate = cuda_activate,
@@ -465,7 +465,7 @@ static const parla__device_ops_t cuda_ops = {
     .raw_trim = cuda_raw_trim,
 };
 
-int parla__cuda_device_init(parla__device_t *d, int ordinal, bool use_mempool)
+int parla__dev_cuda_device_init(parla__dev_t *d, int ordinal, bool use_mempool)
 {
     CUdevice dev;
     CUcontext ctx;
@@ -501,14 +501,14 @@ int parla__cuda_device_init(parla__device_t *d, int ordinal, bool use_mempool)
     return 0;
 }
 
-int parla__cuda_peers_init(parla__device_t *devices, int n)
+int parla__dev_cuda_peers_init(parla__dev_t *devices, int n)
 {
     if (cu.cuMemcpyPeerAsync == NULL)
         return 0;
     for (int i = 0; i < n; i++) {
-        parla__device_t *a = &devices[i];
+        parla__dev_t *a = &devices[i];
         for (int j = 0; j < n && a->is_cuda; j++) {
-            parla__device_t *b = &devices[j];
+            parla__dev_t *b = &devices[j];
             int can = 0;
             if (i == j || !b->is_cuda || cu.cuDeviceCanAccessPeer(&can, a->cuda_ordinal, b->cuda_ordinal) || !can)
                 continue;
@@ -528,14 +528,14 @@ int parla__cuda_peers_init(parla__device_t *devices, int n)
     return 0;
 }
 
-void parla__host_pin(parla__device_t *d, void *ptr, uint64_t nbytes)
+void parla__dev_host_pin(parla__dev_t *d, void *ptr, uint64_t nbytes)
 {
-    parla__shared_t *sh = d->shared;
+    parla__dev_shared_t *sh = d->shared;
     if (!d->is_cuda || !d->pin_host || ptr == NULL || nbytes == 0 || cu.cuMemHostRegister == NULL || sh == NULL)
         return;
     size_t k = ((uintptr_t)ptr >> 6) % 64;
     pthread_mutex_lock(&sh->pin_lock);
-    parla__pinned_t *p = sh->pinned[k];
+    parla__dev_pinned_t *p = sh->pinned[k];
     while (p && p->ptr != ptr)
         p = p->next;
     if (p == NULL && (p = calloc(1, sizeof *p)) != NULL) {
@@ -555,14 +555,14 @@ void parla__host_pin(parla__device_t *d, void *ptr, uint64_t nbytes)
     pthread_mutex_unlock(&sh->pin_lock);
 }
 
-void parla__host_unpin(parla__shared_t *sh, void *ptr)
+void parla__dev_host_unpin(parla__dev_shared_t *sh, void *ptr)
 {
     if (atomic_load(&sh->n_pinned) == 0 || ptr == NULL)
         return;
     size_t k = ((uintptr_t)ptr >> 6) % 64;
     pthread_mutex_lock(&sh->pin_lock);
-    parla__pinned_t *p = NULL;
-    for (parla__pinned_t **q = &sh->pinned[k]; *q; q = &(*q)->next) {
+    parla__dev_pinned_t *p = NULL;
+    for (parla__dev_pinned_t **q = &sh->pinned[k]; *q; q = &(*q)->next) {
         if ((*q)->ptr == ptr) {
             p = *q;
             *q = p->next;
@@ -580,7 +580,7 @@ void parla__host_unpin(parla__shared_t *sh, void *ptr)
     free(p);
 }
 
-void parla__cuda_device_destroy(parla__device_t *d)
+void parla__dev_cuda_device_destroy(parla__dev_t *d)
 {
     if (d->is_cuda && d->ctx) {
         CUresult r;

@@ -1,4 +1,4 @@
-/* engine.c: the engine of a device: a thread that runs jobs (parla__job_t) in
+/* engine.c: the engine of a device: a thread that runs jobs (parla__dev_job_t) in
  * order, so that copies into and out of a GPU and the completion of the work
  * of runahead tasks proceed while workers run other tasks. It knows neither
  * tasks nor data: each job brings its operations (issue, poll, done). It
@@ -16,10 +16,10 @@
  * running engine of the runtime. */
 static void wake_engines(void *arg)
 {
-    parla__shared_t *sh = arg;
+    parla__dev_shared_t *sh = arg;
     pthread_mutex_lock(&sh->wake_lock);
     for (int i = 0; i < sh->n_devices; i++) {
-        parla__device_t *g = &sh->devices[i];
+        parla__dev_t *g = &sh->devices[i];
         if (!g->engine_wakes)
             continue;
         pthread_mutex_lock(&g->engine_lock);
@@ -32,9 +32,9 @@ static void wake_engines(void *arg)
     pthread_mutex_unlock(&sh->wake_lock);
 }
 
-void parla__engine_watch(parla__device_t *d, void *stream)
+void parla__dev_engine_watch(parla__dev_t *d, void *stream)
 {
-    parla__shared_t *sh = d->shared;
+    parla__dev_shared_t *sh = d->shared;
     if (sh == NULL)
         return;
     if (d->ops->launch_host_func == NULL) {
@@ -53,7 +53,7 @@ void parla__engine_watch(parla__device_t *d, void *stream)
     pthread_mutex_unlock(&sh->wake_lock);
 }
 
-void parla__engine_callbacks_drain(parla__shared_t *sh)
+void parla__dev_engine_callbacks_drain(parla__dev_shared_t *sh)
 {
     pthread_mutex_lock(&sh->wake_lock);
     struct timespec until;
@@ -82,7 +82,7 @@ static void deadline_in(struct timespec *until, long ns)
 /* With jobs in flight and none queued (engine lock held): waits until a completion callback came
  * since `seen`, a job is queued or the engine stops; after a safety timeout, or where callbacks
  * cannot be launched (then backing off from 2 us to 0.5 ms), it returns anyway to poll. */
-static void wait_for_completion(parla__device_t *d, uint64_t seen, long *pause_ns)
+static void wait_for_completion(parla__dev_t *d, uint64_t seen, long *pause_ns)
 {
     struct timespec until;
     if (d->shared == NULL || atomic_load_explicit(&d->shared->polling, memory_order_relaxed)) {
@@ -104,12 +104,12 @@ static void wait_for_completion(parla__device_t *d, uint64_t seen, long *pause_n
 /* Takes jobs in order, issues them, and completes them when their work is
  * done. On a CUDA GPU a job's work runs on the device meanwhile: the engine
  * sleeps until a completion callback (a host function after each recorded
- * event, parla__engine_watch) wakes it, then checks the jobs in flight. No
+ * event, parla__dev_engine_watch) wakes it, then checks the jobs in flight. No
  * worker waits. */
 static void *engine_main(void *arg)
 {
-    parla__device_t *d = arg;
-    parla__job_t *inflight = NULL;
+    parla__dev_t *d = arg;
+    parla__dev_job_t *inflight = NULL;
     long pause_ns = 2000;
     uint64_t seen = 0;
     for (;;) {
@@ -119,7 +119,7 @@ static void *engine_main(void *arg)
         if (d->jobs_head == NULL && inflight != NULL)
             wait_for_completion(d, seen, &pause_ns);
         seen = d->wakes; /* a completion after this point wakes the next wait */
-        parla__job_t *j = d->jobs_head;
+        parla__dev_job_t *j = d->jobs_head;
         if (j == NULL && inflight == NULL && d->engine_stop) { /* stopping, and nothing is left */
             pthread_mutex_unlock(&d->engine_lock);
             return NULL;
@@ -142,8 +142,8 @@ static void *engine_main(void *arg)
                 inflight = j;
             }
         }
-        for (parla__job_t **p = &inflight; *p;) {
-            parla__job_t *x = *p;
+        for (parla__dev_job_t **p = &inflight; *p;) {
+            parla__dev_job_t *x = *p;
             if (x->ops->poll(x)) {
                 *p = x->next;
                 x->ops->done(x, true);
@@ -160,8 +160,8 @@ static void *engine_main(void *arg)
     }
 }
 
-/* Frees what parla__engine_start made besides the thread. */
-static void engine_teardown(parla__device_t *d)
+/* Frees what parla__dev_engine_start made besides the thread. */
+static void engine_teardown(parla__dev_t *d)
 {
     if (d->copy_in)
         d->ops->stream_destroy(d, d->copy_in);
@@ -172,7 +172,7 @@ static void engine_teardown(parla__device_t *d)
     pthread_cond_destroy(&d->engine_cond);
 }
 
-int parla__engine_start(parla__device_t *d)
+int parla__dev_engine_start(parla__dev_t *d)
 {
     pthread_mutex_init(&d->engine_lock, NULL);
     pthread_cond_init(&d->engine_cond, NULL);
@@ -180,7 +180,7 @@ int parla__engine_start(parla__device_t *d)
     d->engine_stop = false;
     atomic_init(&d->n_jobs, 0);
     int rc = 0;
-    if (parla__device_async(d) && (rc = d->ops->stream_create(d, &d->copy_in)) == 0)
+    if (parla__dev_async(d) && (rc = d->ops->stream_create(d, &d->copy_in)) == 0)
         rc = d->ops->stream_create(d, &d->copy_out);
     if (rc == 0 && pthread_create(&d->engine, NULL, engine_main, d) != 0)
         rc = parla__error(PARLA_ESYS, "cannot start the copy engine of %s", d->name);
@@ -197,7 +197,7 @@ int parla__engine_start(parla__device_t *d)
     return 0;
 }
 
-void parla__engine_stop(parla__device_t *d)
+void parla__dev_engine_stop(parla__dev_t *d)
 {
     if (!d->engine_running)
         return;
@@ -215,7 +215,7 @@ void parla__engine_stop(parla__device_t *d)
     engine_teardown(d);
 }
 
-void parla__engine_submit(parla__device_t *d, parla__job_t *j)
+void parla__dev_engine_submit(parla__dev_t *d, parla__dev_job_t *j)
 {
     /* Counted until done, so the runtime is not taken for stuck while every
      * worker sleeps and copies are under way. */
@@ -231,7 +231,7 @@ void parla__engine_submit(parla__device_t *d, parla__job_t *j)
     pthread_mutex_unlock(&d->engine_lock);
 }
 
-bool parla__engine_idle(parla__device_t *d)
+bool parla__dev_engine_idle(parla__dev_t *d)
 {
     pthread_mutex_lock(&d->engine_lock);
     bool idle = d->jobs_head == NULL && !d->engine_busy;

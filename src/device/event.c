@@ -5,10 +5,10 @@
 
 /* ----------------------------------------------------------------- events -- */
 
-int parla__event_record(parla__device_t *d, void *stream, parla__event_t **out)
+int parla__dev_event_record(parla__dev_t *d, void *stream, parla__dev_event_t **out)
 {
     pthread_mutex_lock(&d->event_lock);
-    parla__event_t *e = d->event_pool;
+    parla__dev_event_t *e = d->event_pool;
     if (e)
         d->event_pool = e->next;
     pthread_mutex_unlock(&d->event_lock);
@@ -27,34 +27,34 @@ int parla__event_record(parla__device_t *d, void *stream, parla__event_t **out)
     int rc = d->ops->event_record(d, e->handle, stream);
     if (rc) {
         atomic_init(&e->refs, 1);
-        parla__event_release(e);
+        parla__dev_event_release(e);
         return rc;
     }
     atomic_init(&e->refs, 1);
-    parla__engine_watch(d, stream); /* the engines learn of its completion without polling */
+    parla__dev_engine_watch(d, stream); /* the engines learn of its completion without polling */
     *out = e;
     return 0;
 }
 
-void parla__event_retain(parla__event_t *e)
+void parla__dev_event_retain(parla__dev_event_t *e)
 {
     atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
 }
 
-void parla__event_release(parla__event_t *e)
+void parla__dev_event_release(parla__dev_event_t *e)
 {
     if (e == NULL || atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1)
         return;
     /* Back to the pool: re-recording a CUDA event is allowed once nobody will
      * wait on its old recording (stream waits capture it when issued). */
-    parla__device_t *d = e->device;
+    parla__dev_t *d = e->device;
     pthread_mutex_lock(&d->event_lock);
     e->next = d->event_pool;
     d->event_pool = e;
     pthread_mutex_unlock(&d->event_lock);
 }
 
-int parla__event_done(parla__event_t *e)
+int parla__dev_event_done(parla__dev_event_t *e)
 {
     if (e == NULL)
         return 1;
@@ -64,10 +64,10 @@ int parla__event_done(parla__event_t *e)
     return rc;
 }
 
-void parla__event_pool_destroy(parla__device_t *d)
+void parla__dev_event_pool_destroy(parla__dev_t *d)
 {
     while (d->event_pool) {
-        parla__event_t *e = d->event_pool;
+        parla__dev_event_t *e = d->event_pool;
         d->event_pool = e->next;
         d->ops->event_destroy(d, e->handle);
         atomic_fetch_sub_explicit(&d->n_events, 1, memory_order_relaxed);

@@ -6,7 +6,7 @@
 
 /* ------------------------------------------------------- host operations -- */
 
-static int host_alloc(parla__device_t *d, uint64_t nbytes, void **out)
+static int host_alloc(parla__dev_t *d, uint64_t nbytes, void **out)
 {
     (void)d;
     /* 64-byte alignment, as device allocators give, so views vectorise. */
@@ -17,13 +17,13 @@ static int host_alloc(parla__device_t *d, uint64_t nbytes, void **out)
     return 0;
 }
 
-static void host_free(parla__device_t *d, void *p)
+static void host_free(parla__dev_t *d, void *p)
 {
     (void)d;
     free(p);
 }
 
-static int host_copy(parla__device_t *d, void *dst, parla__device_t *s, const void *src, uint64_t n)
+static int host_copy(parla__dev_t *d, void *dst, parla__dev_t *s, const void *src, uint64_t n)
 {
     (void)d;
     (void)s;
@@ -31,13 +31,13 @@ static int host_copy(parla__device_t *d, void *dst, parla__device_t *s, const vo
     return 0;
 }
 
-static int host_synchronize(parla__device_t *d)
+static int host_synchronize(parla__dev_t *d)
 {
     (void)d;
     return 0;
 }
 
-const parla__device_ops_t parla__host_ops = {
+const parla__dev_ops_t parla__dev_host_ops = {
     .name = "host",
     .alloc = host_alloc,
     .free = host_free,

@@ -22,27 +22,27 @@ static int size_class(uint64_t n)
     return 1 + (k - 9) * 8 + (int)(m - 9);
 }
 
-static size_t bucket_of(const parla__pool_t *p, const void *ptr)
+static size_t bucket_of(const parla__dev_pool_t *p, const void *ptr)
 {
     uint64_t h = ((uint64_t)(uintptr_t)ptr >> 9) * 0x9E3779B97F4A7C15ull;
     return (size_t)(h >> 32) & (p->n_buckets - 1);
 }
 
 /* Lists block b as in use (pool lock held); false without memory for a bigger table. */
-static bool used_insert(parla__pool_t *p, parla__block_t *b)
+static bool used_insert(parla__dev_pool_t *p, parla__dev_block_t *b)
 {
     if (p->n_used + 1 > p->n_buckets) {
         size_t n = p->n_buckets ? p->n_buckets * 2 : 64;
-        parla__block_t **t = calloc(n, sizeof *t);
+        parla__dev_block_t **t = calloc(n, sizeof *t);
         if (t == NULL)
             return false;
-        parla__block_t **old = p->used;
+        parla__dev_block_t **old = p->used;
         size_t old_n = p->n_buckets;
         p->used = t;
         p->n_buckets = n;
         for (size_t i = 0; i < old_n; i++) {
             while (old[i]) {
-                parla__block_t *x = old[i];
+                parla__dev_block_t *x = old[i];
                 old[i] = x->next;
                 size_t k = bucket_of(p, x->ptr);
                 x->next = t[k];
@@ -58,13 +58,13 @@ static bool used_insert(parla__pool_t *p, parla__block_t *b)
     return true;
 }
 
-static parla__block_t *used_remove(parla__pool_t *p, const void *ptr)
+static parla__dev_block_t *used_remove(parla__dev_pool_t *p, const void *ptr)
 {
     if (p->n_buckets == 0)
         return NULL;
-    for (parla__block_t **q = &p->used[bucket_of(p, ptr)]; *q; q = &(*q)->next) {
+    for (parla__dev_block_t **q = &p->used[bucket_of(p, ptr)]; *q; q = &(*q)->next) {
         if ((*q)->ptr == ptr) {
-            parla__block_t *b = *q;
+            parla__dev_block_t *b = *q;
             *q = b->next;
             p->n_used--;
             return b;
@@ -73,21 +73,21 @@ static parla__block_t *used_remove(parla__pool_t *p, const void *ptr)
     return NULL;
 }
 
-void parla__pool_init(parla__device_t *d, bool on)
+void parla__dev_pool_init(parla__dev_t *d, bool on)
 {
-    parla__pool_t *p = &d->pool;
+    parla__dev_pool_t *p = &d->pool;
     pthread_mutex_init(&p->lock, NULL);
     p->on = on;
 }
 
 /* Releases cached blocks, largest classes first, until at most keep bytes stay cached. Pool lock held. */
-static uint64_t trim_locked(parla__device_t *d, uint64_t keep)
+static uint64_t trim_locked(parla__dev_t *d, uint64_t keep)
 {
-    parla__pool_t *p = &d->pool;
+    parla__dev_pool_t *p = &d->pool;
     uint64_t released = 0;
     for (int c = PARLA__POOL_CLASSES - 1; c >= 0 && p->cached > keep; c--) {
         while (p->free[c] && p->cached > keep) {
-            parla__block_t *b = p->free[c];
+            parla__dev_block_t *b = p->free[c];
             p->free[c] = b->next;
             d->ops->raw_free(d, b->ptr);
             p->cached -= b->size;
@@ -102,7 +102,7 @@ static uint64_t trim_locked(parla__device_t *d, uint64_t keep)
     return released;
 }
 
-uint64_t parla__pool_trim(parla__device_t *d, uint64_t keep)
+uint64_t parla__dev_pool_trim(parla__dev_t *d, uint64_t keep)
 {
     pthread_mutex_lock(&d->pool.lock);
     uint64_t n = trim_locked(d, keep);
@@ -113,9 +113,9 @@ uint64_t parla__pool_trim(parla__device_t *d, uint64_t keep)
 /* A block of n bytes from the driver, making room first (pool lock held): cached blocks go back
  * when the pool would hold more than the device's capacity, all of them when the driver is out of
  * memory. */
-static int fresh_locked(parla__device_t *d, uint64_t n, void **ptr)
+static int fresh_locked(parla__dev_t *d, uint64_t n, void **ptr)
 {
-    parla__pool_t *p = &d->pool;
+    parla__dev_pool_t *p = &d->pool;
     if (p->held + n > d->memory_capacity) {
         uint64_t over = p->held + n - d->memory_capacity;
         trim_locked(d, p->cached > over ? p->cached - over : 0);
@@ -128,20 +128,20 @@ static int fresh_locked(parla__device_t *d, uint64_t n, void **ptr)
     return rc;
 }
 
-int parla__pool_alloc(parla__device_t *d, uint64_t n, void **out)
+int parla__dev_pool_alloc(parla__dev_t *d, uint64_t n, void **out)
 {
-    parla__pool_t *p = &d->pool;
+    parla__dev_pool_t *p = &d->pool;
     if (!p->on)
         return d->ops->raw_alloc(d, n, out);
     int c = size_class(n);
-    parla__block_t *b = calloc(1, sizeof *b);
+    parla__dev_block_t *b = calloc(1, sizeof *b);
     if (b == NULL)
         return PARLA_ENOMEM;
     pthread_mutex_lock(&p->lock);
-    parla__block_t **q = &p->free[c];
+    parla__dev_block_t **q = &p->free[c];
     while (*q && (*q)->size != n)
         q = &(*q)->next;
-    parla__block_t *hit = *q;
+    parla__dev_block_t *hit = *q;
     int rc = 0;
     if (hit) {
         *q = hit->next;
@@ -172,13 +172,13 @@ int parla__pool_alloc(parla__device_t *d, uint64_t n, void **out)
     return 0;
 }
 
-void parla__pool_free(parla__device_t *d, void *ptr)
+void parla__dev_pool_free(parla__dev_t *d, void *ptr)
 {
-    parla__pool_t *p = &d->pool;
+    parla__dev_pool_t *p = &d->pool;
     if (ptr == NULL)
         return;
     pthread_mutex_lock(&p->lock);
-    parla__block_t *b = p->on ? used_remove(p, ptr) : NULL;
+    parla__dev_block_t *b = p->on ? used_remove(p, ptr) : NULL;
     if (b == NULL) {
         pthread_mutex_unlock(&p->lock);
         d->ops->raw_free(d, ptr); /* pool off: the driver's */
@@ -191,7 +191,7 @@ void parla__pool_free(parla__device_t *d, void *ptr)
     pthread_mutex_unlock(&p->lock);
 }
 
-void parla__pool_bytes(parla__device_t *d, uint64_t *held, uint64_t *cached)
+void parla__dev_pool_bytes(parla__dev_t *d, uint64_t *held, uint64_t *cached)
 {
     pthread_mutex_lock(&d->pool.lock);
     *held = d->pool.held;
@@ -199,13 +199,13 @@ void parla__pool_bytes(parla__device_t *d, uint64_t *held, uint64_t *cached)
     pthread_mutex_unlock(&d->pool.lock);
 }
 
-void parla__pool_destroy(parla__device_t *d)
+void parla__dev_pool_destroy(parla__dev_t *d)
 {
-    parla__pool_t *p = &d->pool;
+    parla__dev_pool_t *p = &d->pool;
     trim_locked(d, 0);
     for (size_t i = 0; i < p->n_buckets; i++) {
         while (p->used[i]) { /* blocks their users never gave back */
-            parla__block_t *b = p->used[i];
+            parla__dev_block_t *b = p->used[i];
             p->used[i] = b->next;
             d->ops->raw_free(d, b->ptr);
             free(b);
@@ -220,7 +220,7 @@ void parla__pool_destroy(parla__device_t *d)
     pthread_mutex_destroy(&p->lock);
 }
 
-int parla__device_mem_alloc(parla__device_t *d, uint64_t n, bool account, void **out)
+int parla__dev_mem_alloc(parla__dev_t *d, uint64_t n, bool account, void **out)
 {
     if (account && d->index != 0) {
         pthread_mutex_lock(&d->lock);
@@ -240,7 +240,7 @@ int parla__device_mem_alloc(parla__device_t *d, uint64_t n, bool account, void *
     return rc;
 }
 
-void parla__device_mem_free(parla__device_t *d, void *ptr, uint64_t n, bool account)
+void parla__dev_mem_free(parla__dev_t *d, void *ptr, uint64_t n, bool account)
 {
     if (ptr == NULL)
         return;

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-parla__reach_t parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit)
+parla__graph_reach_t parla__graph_reaches(parla_task_t *from, parla_task_t *to, size_t limit)
 {
     /* Depth-first search over successor edges. Every task reachable from a
      * never-submitted task is unfinished, so its edges are not freed while we
@@ -22,7 +22,7 @@ parla__reach_t parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit
     size_t cap = 64, n_seen = 0, top = 0, stack_cap = 64;
     parla_task_t **seen = calloc(cap, sizeof *seen);
     parla_task_t **stack = malloc(stack_cap * sizeof *stack);
-    parla__reach_t found = PARLA__REACH_UNKNOWN;
+    parla__graph_reach_t found = PARLA__REACH_UNKNOWN;
     if (!seen || !stack)
         goto out;
     found = PARLA__REACH_NO;
@@ -33,7 +33,7 @@ parla__reach_t parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit
             break;
         }
         parla_task_t *u = stack[--top];
-        for (parla__edge_t *e = atomic_load(&u->succ); e && e != PARLA__SEALED; e = e->next) {
+        for (parla__graph_edge_t *e = atomic_load(&u->succ); e && e != PARLA__SEALED; e = e->next) {
             parla_task_t *v = e->succ;
             if (v == to) {
                 found = PARLA__REACH_YES;
@@ -102,7 +102,7 @@ static void mark_cancel(parla_task_t *t, parla_task_t *failed_dep)
 }
 
 /* Drops one count of t's pending counter; makes t ready at zero. */
-void parla__task_dec_pending(parla_task_t *t)
+void parla__graph_task_dec_pending(parla_task_t *t)
 {
     if (atomic_fetch_sub_explicit(&t->pending, 1, memory_order_acq_rel) == 1)
         parla__graph_rt(t->rt)->ghooks.ready(t);
@@ -110,16 +110,16 @@ void parla__task_dec_pending(parla_task_t *t)
 
 /* Adds the edge dep -> t. t's pending count must be held above zero by the
  * caller (not submitted, or suspended with its hold). */
-int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
+int parla__graph_add_edge(parla_task_t *t, parla_task_t *dep, int flags)
 {
-    parla__edge_t *e = !atomic_exchange_explicit(&dep->first_edge_used, true, memory_order_relaxed)
+    parla__graph_edge_t *e = !atomic_exchange_explicit(&dep->first_edge_used, true, memory_order_relaxed)
                            ? &dep->first_edge
                            : parla__alloc(t->rt, sizeof *e);
     if (e == NULL)
         return parla__error(PARLA_ENOMEM, "cannot allocate a dependency edge %s -> %s", parla_task_name(dep),
                             parla_task_name(t));
     if (atomic_load_explicit(&dep->state, memory_order_acquire) == PARLA_TASK_CREATED) {
-        int rc = parla__placeholder_add(t->rt, dep);
+        int rc = parla__graph_placeholder_add(t->rt, dep);
         if (rc) {
             if (e == &dep->first_edge)
                 atomic_store(&dep->first_edge_used, false);
@@ -131,20 +131,20 @@ int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags)
     e->succ = t;
     e->flags = flags;
     if (parla__graph_rt(t->rt)->trace && !(flags & PARLA__EDGE_SOFT))
-        parla__trace_edge(parla__graph_rt(t->rt)->trace, parla__now_ns(), dep->serial, t->serial,
+        parla__trace_edge(parla__graph_rt(t->rt)->trace, parla__trace_now_ns(), dep->serial, t->serial,
                           (flags & PARLA__EDGE_ORDER)  ? PARLA__EK_ORDER
                           : (flags & PARLA__EDGE_DATA) ? PARLA__EK_FLOW
                                                        : PARLA__EK_EXPLICIT);
     parla_task_retain(t);
     atomic_fetch_add_explicit(&t->pending, 1, memory_order_relaxed);
-    if (!parla__edge_push(dep, e)) {
+    if (!parla__graph_edge_push(dep, e)) {
         /* dep has finished: the edge is moot, except for a failure. */
         int s = atomic_load_explicit(&dep->state, memory_order_acquire);
         if (s != PARLA_TASK_DONE && !(flags & (PARLA__EDGE_SOFT | PARLA__EDGE_ORDER)))
             mark_cancel(t, dep);
         atomic_fetch_sub_explicit(&t->pending, 1, memory_order_relaxed);
         parla_task_release(t);
-        parla__edge_free(dep, e);
+        parla__graph_edge_free(dep, e);
     }
     return 0;
 }
@@ -159,15 +159,15 @@ int parla_task_add_dependency(parla_task_t *t, parla_task_t *dep)
     if (t->rt != dep->rt)
         return parla__error(PARLA_EINVAL, "parla_task_add_dependency: tasks %s and %s belong to different runtimes",
                             parla_task_name(t), parla_task_name(dep));
-    int rc = parla__task_require_created(t, "parla_task_add_dependency");
+    int rc = parla__graph_task_require_created(t, "parla_task_add_dependency");
     if (rc)
         return rc;
-    return parla__add_edge(t, dep, 0);
+    return parla__graph_add_edge(t, dep, 0);
 }
 
 int parla_task_submit(parla_task_t *t)
 {
-    int rc = parla__task_require_created(t, "parla_task_submit");
+    int rc = parla__graph_task_require_created(t, "parla_task_submit");
     if (rc)
         return rc;
     parla_runtime_t *rt = t->rt;
@@ -181,10 +181,10 @@ int parla_task_submit(parla_task_t *t)
     int expected = PARLA_TASK_CREATED;
     if (!atomic_compare_exchange_strong(&t->state, &expected, PARLA_TASK_SUBMITTED))
         return parla__error(PARLA_ESTATE, "parla_task_submit: task %s was already submitted", parla_task_name(t));
-    /* Pairs with parla__placeholder_add: either it sees SUBMITTED, or we see
+    /* Pairs with parla__graph_placeholder_add: either it sees SUBMITTED, or we see
      * the flag (both may happen; removal is idempotent). */
     if (atomic_load(&t->flags) & PARLA__F_LISTED)
-        parla__placeholder_remove(rt, t);
+        parla__graph_placeholder_remove(rt, t);
     if (parla__graph_rt(rt)->trace)
         parla__trace_task_name(parla__graph_rt(rt)->trace, t->serial, parla_task_name(t));
     parla_task_retain(t); /* the engine's reference, dropped when t finishes */
@@ -203,48 +203,48 @@ int parla_task_submit(parla_task_t *t)
      * the CPU (the fast path: no call). */
     if (t->ext && t->ext->n_options > 0)
         rc = parla__graph_rt(rt)->ghooks.feasible(t);
-    else if (t->vcus > parla__devs(rt)->devices[0].vcus_capacity || t->memory > parla__devs(rt)->devices[0].memory_capacity)
+    else if (t->vcus > parla__dev_devs(rt)->devices[0].vcus_capacity || t->memory > parla__dev_devs(rt)->devices[0].memory_capacity)
         rc = parla__error(PARLA_ERESOURCE,
                               "task %s needs vcus=%g and memory=%llu bytes, more than the whole cpu device "
                               "(vcus=1, memory=%llu bytes)",
                               parla_task_name(t), (double)t->vcus / PARLA__VCU_ONE, (unsigned long long)t->memory,
-                              (unsigned long long)parla__devs(rt)->devices[0].memory_capacity);
+                              (unsigned long long)parla__dev_devs(rt)->devices[0].memory_capacity);
     if (rc) {
         /* Wait for the dependencies' notifications to drain through pending:
          * fail it when it would become ready. */
         t->error = PARLA_ERESOURCE;
         atomic_fetch_or(&t->flags, PARLA__F_CANCEL);
-        parla__task_dec_pending(t);
+        parla__graph_task_dec_pending(t);
         return rc;
     }
-    parla__task_dec_pending(t);
+    parla__graph_task_dec_pending(t);
     return 0;
 }
 
 int parla_task_cancel(parla_task_t *t)
 {
-    int rc = parla__task_require_created(t, "parla_task_cancel");
+    int rc = parla__graph_task_require_created(t, "parla_task_cancel");
     if (rc)
         return rc;
     int expected = PARLA_TASK_CREATED;
     if (!atomic_compare_exchange_strong(&t->state, &expected, PARLA_TASK_SUBMITTED))
         return parla__error(PARLA_ESTATE, "parla_task_cancel: task %s was already submitted", parla_task_name(t));
     if (atomic_load(&t->flags) & PARLA__F_LISTED)
-        parla__placeholder_remove(t->rt, t);
+        parla__graph_placeholder_remove(t->rt, t);
     parla_task_retain(t);
     atomic_fetch_add_explicit(&parla__graph_rt(t->rt)->n_active, 1, memory_order_relaxed);
-    parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
+    parla__graph_task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
     return 0;
 }
 
-bool parla__task_cancel_stuck(parla_task_t *t)
+bool parla__graph_task_cancel_stuck(parla_task_t *t)
 {
     if (atomic_load_explicit(&t->state, memory_order_acquire) != PARLA_TASK_SUBMITTED ||
         atomic_load_explicit(&t->pending, memory_order_acquire) <= 0)
         return false;
     if (atomic_fetch_or(&t->flags, PARLA__F_CLAIMED | PARLA__F_CANCEL) & PARLA__F_CLAIMED)
         return false; /* finished (or being finished) by another path */
-    parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
+    parla__graph_task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
     return true;
 }
 
@@ -256,14 +256,18 @@ static void finish_bookkeeping(parla_task_t *t)
     parla_task_release(t); /* the engine's reference */
 }
 
-void parla__task_finish(parla_task_t *t, int state, int error)
+void parla__graph_task_finish(parla_task_t *t, int state, int error)
 {
     parla_runtime_t *rt = t->rt;
     /* Tells parla_runtime_destroy that this worker is between publishing a
      * final state and its bookkeeping (owner-written, no contention). */
     parla__self_t *w = parla__self();
+    if (w && w->rt != rt)
+        w = NULL; /* a worker of another runtime: counted as another thread */
     if (w)
         atomic_store(&w->finishing, w->finishing + 1);
+    else
+        atomic_fetch_add(&parla__graph_rt(rt)->n_finishing_other, 1);
     t->error = error;
     /* A task released at a predecessor's runahead is ordered after that
      * predecessor's queued work through its streams. One that ends without
@@ -273,7 +277,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
      * write-after-read edge passes through a cancelled task) or read what it
      * writes. For a task whose streams did wait, the events are complete and
      * this is one query each. */
-    parla__host_wait_task(t);
+    parla__graph_host_wait_task(t);
     atomic_store(&t->state, state);
     if (state == PARLA_TASK_FAILED)
         atomic_fetch_add_explicit(&parla__graph_rt(rt)->n_failed, 1, memory_order_relaxed);
@@ -291,13 +295,13 @@ void parla__task_finish(parla_task_t *t, int state, int error)
         work = c->qnext;
         c->qnext = NULL;
         bool ok = atomic_load_explicit(&c->state, memory_order_relaxed) == PARLA_TASK_DONE;
-        parla__edge_t *e = atomic_exchange_explicit(&c->succ, PARLA__SEALED, memory_order_acq_rel);
+        parla__graph_edge_t *e = atomic_exchange_explicit(&c->succ, PARLA__SEALED, memory_order_acq_rel);
         while (e) {
-            parla__edge_t *next = e->next;
+            parla__graph_edge_t *next = e->next;
             parla_task_t *s = e->succ;
             if (e->flags & PARLA__EDGE_NOTIFIED) {
                 /* Released at runahead already. */
-                parla__edge_free(c, e);
+                parla__graph_edge_free(c, e);
                 parla_task_release(s);
                 e = next;
                 continue;
@@ -311,7 +315,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
                 mark_cancel(s, c);
             else if (!claimed && !ok && (e->flags & PARLA__EDGE_SOFT))
                 record_cause(s, c); /* an awaited task failed: kept for diagnosis, not a cancellation */
-            parla__edge_free(c, e);
+            parla__graph_edge_free(c, e);
             if (atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel) == 1 && !claimed) {
                 if ((atomic_load_explicit(&s->flags, memory_order_acquire) & PARLA__F_CANCEL) &&
                     (atomic_fetch_or(&s->flags, PARLA__F_CLAIMED) & PARLA__F_CLAIMED)) {
@@ -320,7 +324,7 @@ void parla__task_finish(parla_task_t *t, int state, int error)
                     bool fail = s->error == PARLA_ERESOURCE;
                     if (!fail)
                         s->error = PARLA_ECANCELLED;
-                    parla__host_wait_task(s); /* as for t above: s never ran */
+                    parla__graph_host_wait_task(s); /* as for t above: s never ran */
                     atomic_store(&s->state, fail ? PARLA_TASK_FAILED : PARLA_TASK_CANCELLED);
                     atomic_fetch_add_explicit(fail ? &parla__graph_rt(rt)->n_failed : &parla__graph_rt(rt)->n_cancelled, 1, memory_order_relaxed);
                     parla_task_retain(s); /* kept until its bookkeeping below */
@@ -339,4 +343,6 @@ void parla__task_finish(parla_task_t *t, int state, int error)
     }
     if (w)
         atomic_store_explicit(&w->finishing, w->finishing - 1, memory_order_release);
+    else
+        atomic_fetch_sub_explicit(&parla__graph_rt(rt)->n_finishing_other, 1, memory_order_release);
 }

@@ -21,14 +21,14 @@ enum {
     PARLA__EDGE_DATA = 8,     /* from a data hazard, not an explicit dependency (traces draw it apart) */
 };
 
-typedef struct parla__edge {
+typedef struct parla__graph_edge {
     parla_task_t *succ; /* holds a reference */
-    struct parla__edge *next;
+    struct parla__graph_edge *next;
     int flags;
-} parla__edge_t;
+} parla__graph_edge_t;
 
 /* The value of a sealed successor stack: the task has finished. */
-#define PARLA__SEALED ((parla__edge_t *)(uintptr_t)1)
+#define PARLA__SEALED ((parla__graph_edge_t *)(uintptr_t)1)
 
 enum {
     PARLA__F_LISTED = 1,  /* in rt's placeholder list */
@@ -38,24 +38,24 @@ enum {
                              and the finish worklist race for it: exactly one finishes it) */
 };
 
-typedef struct parla__access {
+typedef struct parla__graph_access {
     parla_data_t *data; /* holds a reference */
     int mode;
     int slot; /* the position in the task's devices (t->devices[slot]) the data is brought to */
-} parla__access_t;
+} parla__graph_access_t;
 
-typedef struct parla__option {
+typedef struct parla__graph_option {
     int n;
     int slots[PARLA_MAX_TASK_DEVICES];
     int64_t vcus;
     uint64_t memory;
-} parla__option_t;
+} parla__graph_option_t;
 
 /* What only some tasks need: placement options, data accesses, mapping. */
-typedef struct parla__task_ext {
-    parla__option_t *options;
+typedef struct parla__graph_task_ext {
+    parla__graph_option_t *options;
     int n_options, cap_options;
-    parla__access_t *accesses;
+    parla__graph_access_t *accesses;
     int n_accesses, cap_accesses;
     parla_mapping_t mapping;
     /* Per position in t->devices: that device's unpin_epoch when data was last
@@ -66,43 +66,43 @@ typedef struct parla__task_ext {
     _Atomic int n_waiting; /* copies in flight the task waits for, + 1 while preparing */
     /* CUDA: the events recorded on the task's streams after its body, one per
      * device (NULL on host devices), held until the task is done. */
-    parla__event_t *events[PARLA_MAX_TASK_DEVICES];
+    parla__dev_event_t *events[PARLA_MAX_TASK_DEVICES];
     /* Events of predecessors that released this task at their runahead: its
      * streams (and the copy streams bringing its data) wait on them. Pushed
      * lock-free by the predecessors before they release it. */
-    _Atomic(struct parla__evwait *) waits;
+    _Atomic(struct parla__graph_evwait *) waits;
     uint64_t ran_ns; /* when the body returned (for the trace of its device work) */
     /* One record per access for waiting on copies in flight, made with the
      * first preparation (so registering as a waiter never fails). */
-    struct parla__waiter *wait_nodes;
+    struct parla__graph_waiter *wait_nodes;
     /* A copy the task waited for failed on the device (PARLA_E* code): the
      * task fails instead of running its body. */
     _Atomic int copy_error;
-} parla__task_ext_t;
+} parla__graph_task_ext_t;
 
-typedef struct parla__evwait {
-    parla__event_t *event; /* holds a reference */
-    struct parla__evwait *next;
-} parla__evwait_t;
+typedef struct parla__graph_evwait {
+    parla__dev_event_t *event; /* holds a reference */
+    struct parla__graph_evwait *next;
+} parla__graph_evwait_t;
 
 /* Makes work queued on stream (of device d) wait for every event in t's waits
  * list (stream_wait_event; the host does not wait). No-op without waits. */
-int parla__stream_wait_task(parla_task_t *t, parla__device_t *d, void *stream);
+int parla__graph_stream_wait_task(parla_task_t *t, parla__dev_t *d, void *stream);
 /* Blocks the calling thread until every event in t's waits list completed
  * (queried first: a complete one costs no synchronization). No lock held. */
-void parla__host_wait_task(parla_task_t *t);
+void parla__graph_host_wait_task(parla_task_t *t);
 /* A retained snapshot of t's waits (for copies queued for t): returns how
  * many (0: *out is NULL) or PARLA_ENOMEM. */
-int parla__task_waits(parla_task_t *t, parla__event_t ***out);
+int parla__graph_task_waits(parla_task_t *t, parla__dev_event_t ***out);
 /* Drops t's waits list and its own events. */
-void parla__task_events_release(parla_task_t *t);
+void parla__graph_task_events_release(parla_task_t *t);
 
 struct parla_task {
     _Atomic int32_t pending; /* unfinished dependencies + 1 while not submitted/suspended */
     _Atomic int32_t refs;
     _Atomic int state;       /* parla_task_state_t */
     _Atomic int flags;       /* PARLA__F_* */
-    _Atomic(parla__edge_t *) succ; /* lock-free stack of successors, or SEALED */
+    _Atomic(parla__graph_edge_t *) succ; /* lock-free stack of successors, or SEALED */
     parla_runtime_t *rt;
     parla_task_fn fn;
     void *arg;
@@ -115,10 +115,10 @@ struct parla_task {
     uint64_t memory;  /* bytes, on each device of the task */
     int8_t n_devices; /* devices it is mapped to (0 before mapping) */
     uint8_t devices[PARLA_MAX_TASK_DEVICES];
-    parla__task_ext_t *ext;
+    parla__graph_task_ext_t *ext;
     /* The first edge onto this task's successor stack lives here, so a task
      * with one dependent (chains, fan-in) allocates no edge. */
-    parla__edge_t first_edge;
+    parla__graph_edge_t first_edge;
     _Atomic bool first_edge_used;
     _Atomic(char *) name; /* owned; a default one is made on first use */
     uint32_t ph_index;    /* position in parla__graph_rt(rt)->placeholders while listed */
@@ -126,34 +126,34 @@ struct parla_task {
     uint64_t creator; /* serial + 1 of the task whose body created it; 0 outside bodies */
 };
 
-void parla__task_ext_free(parla_task_t *t);
+void parla__graph_task_ext_free(parla_task_t *t);
 /* Frees the recycled task memory (at the end of the runtime). */
-void parla__task_pool_free(parla_runtime_t *rt);
-parla__task_ext_t *parla__task_ext(parla_task_t *t);
+void parla__graph_task_pool_free(parla_runtime_t *rt);
+parla__graph_task_ext_t *parla__graph_task_ext(parla_task_t *t);
 /* Whether a path of dependency edges leads from `from` (never submitted) to
  * `to`: yes, no, or unknown (the search visited `limit` tasks, or ran out of
  * memory), which callers must not take for no. */
-typedef enum { PARLA__REACH_NO = 0, PARLA__REACH_YES = 1, PARLA__REACH_UNKNOWN = -1 } parla__reach_t;
-parla__reach_t parla__reaches(parla_task_t *from, parla_task_t *to, size_t limit);
+typedef enum { PARLA__REACH_NO = 0, PARLA__REACH_YES = 1, PARLA__REACH_UNKNOWN = -1 } parla__graph_reach_t;
+parla__graph_reach_t parla__graph_reaches(parla_task_t *from, parla_task_t *to, size_t limit);
 /* Adds the edge dep -> t (t is held above zero pending). */
-int parla__add_edge(parla_task_t *t, parla_task_t *dep, int flags);
+int parla__graph_add_edge(parla_task_t *t, parla_task_t *dep, int flags);
 
 /* Runahead (see parla.h): after a GPU task's body, releases its GPU-only
- * successors and leaves the rest to parla__task_complete_gpu. */
-void parla__task_runahead(parla_task_t *t);
+ * successors and leaves the rest to parla__sched_task_complete_gpu. */
+void parla__graph_task_runahead(parla_task_t *t);
 /* Finishes t as cancelled when it is submitted and waits for dependencies
  * (for parla_runtime_cancel_stuck); false when it is past that, or another
  * path claimed its finish. */
-bool parla__task_cancel_stuck(parla_task_t *t);
+bool parla__graph_task_cancel_stuck(parla_task_t *t);
 /* Finishes t with the given final state and releases its successors. */
-void parla__task_finish(parla_task_t *t, int state, int error);
+void parla__graph_task_finish(parla_task_t *t, int state, int error);
 /* Drops one count of t's pending counter; makes t ready at zero. */
-void parla__task_dec_pending(parla_task_t *t);
+void parla__graph_task_dec_pending(parla_task_t *t);
 /* PARLA_EINVAL (NULL) or PARLA_ESTATE (past created) with a message naming fn, else 0. */
-int parla__task_require_created(const parla_task_t *t, const char *fn);
+int parla__graph_task_require_created(const parla_task_t *t, const char *fn);
 
 /* Frees an edge of owner's successor stack (unless it is owner's inline one). */
-static inline void parla__edge_free(parla_task_t *owner, parla__edge_t *e)
+static inline void parla__graph_edge_free(parla_task_t *owner, parla__graph_edge_t *e)
 {
     if (e != &owner->first_edge)
         parla__free(e);
@@ -161,9 +161,9 @@ static inline void parla__edge_free(parla_task_t *owner, parla__edge_t *e)
 
 /* Pushes edge e onto dep's lock-free successor stack; false when the stack is
  * sealed (dep has finished: e was not pushed and is the caller's again). */
-static inline bool parla__edge_push(parla_task_t *dep, parla__edge_t *e)
+static inline bool parla__graph_edge_push(parla_task_t *dep, parla__graph_edge_t *e)
 {
-    parla__edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);
+    parla__graph_edge_t *head = atomic_load_explicit(&dep->succ, memory_order_acquire);
     for (;;) {
         if (head == PARLA__SEALED)
             return false;
@@ -200,7 +200,7 @@ typedef struct parla__graph_hooks {
 
 /* The graph layer's part of a runtime (the first member of data's part). */
 typedef struct parla__graph_rt {
-    parla__devs_t devs;          /* first */
+    parla__dev_devs_t devs;          /* first */
     parla__trace_t *trace;       /* NULL when tracing is off */
     parla__graph_hooks_t ghooks; /* how graph/ and data/ call up (set at creation, constant) */
 
@@ -209,6 +209,8 @@ typedef struct parla__graph_rt {
     _Atomic uint64_t serial;
     _Atomic uint64_t n_failed, n_cancelled;
     _Atomic bool destroyed;  /* destroy succeeded; free with the last task */
+    _Atomic int n_finishing_other; /* threads other than this runtime's workers (device engines, cancels)
+                                    * inside parla__graph_task_finish: parla_runtime_destroy waits them out */
     _Atomic bool closing;    /* parla_runtime_destroy is checking for live tasks */
 
     /* Recycled task memory (see task.c). */
@@ -234,7 +236,7 @@ void parla__graph_object_freed(parla_runtime_t *rt);
 
 /* Placeholder registry: never-submitted tasks that others depend on (for the stuck diagnosis and
  * parla_runtime_unsubmitted). */
-int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t);
-void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t);
+int parla__graph_placeholder_add(parla_runtime_t *rt, parla_task_t *t);
+void parla__graph_placeholder_remove(parla_runtime_t *rt, parla_task_t *t);
 
 #endif

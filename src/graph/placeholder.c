@@ -5,7 +5,7 @@
 
 /* ----------------------------------------------------------- placeholders -- */
 
-int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t)
+int parla__graph_placeholder_add(parla_runtime_t *rt, parla_task_t *t)
 {
     int rc = 0;
     pthread_mutex_lock(&parla__graph_rt(rt)->placeholder_lock);
@@ -38,7 +38,7 @@ out:
     return rc;
 }
 
-void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t)
+void parla__graph_placeholder_remove(parla_runtime_t *rt, parla_task_t *t)
 {
     bool found = false;
     pthread_mutex_lock(&parla__graph_rt(rt)->placeholder_lock);

@@ -54,7 +54,7 @@ static void pool_give(parla_runtime_t *rt, parla_task_t *t)
     parla__free(t);
 }
 
-void parla__task_pool_free(parla_runtime_t *rt)
+void parla__graph_task_pool_free(parla_runtime_t *rt)
 {
     parla_task_t *lists[2] = {atomic_exchange(&parla__graph_rt(rt)->alloc_list, NULL), atomic_exchange(&parla__graph_rt(rt)->pool, NULL)};
     for (int i = 0; i < 2; i++)
@@ -124,16 +124,16 @@ void parla_task_release(parla_task_t *t)
     /* Last reference. A task that was never finished can still have edges
      * (its dependents hold references to it through their own pending edges,
      * so this only happens when nobody can be notified any more). */
-    parla__edge_t *e = atomic_load_explicit(&t->succ, memory_order_acquire);
+    parla__graph_edge_t *e = atomic_load_explicit(&t->succ, memory_order_acquire);
     while (e && e != PARLA__SEALED) {
-        parla__edge_t *next = e->next;
+        parla__graph_edge_t *next = e->next;
         parla_task_release(e->succ);
-        parla__edge_free(t, e);
+        parla__graph_edge_free(t, e);
         e = next;
     }
     parla_task_t *cause = atomic_load_explicit(&t->cause, memory_order_acquire);
     parla_runtime_t *rt = t->rt;
-    parla__task_ext_free(t);
+    parla__graph_task_ext_free(t);
     parla__free(atomic_load(&t->name));
     pool_give(rt, t);
     if (cause)
@@ -141,7 +141,7 @@ void parla_task_release(parla_task_t *t)
     parla__graph_object_freed(rt);
 }
 
-int parla__task_require_created(const parla_task_t *t, const char *fn)
+int parla__graph_task_require_created(const parla_task_t *t, const char *fn)
 {
     if (t == NULL) {
         /* The constant return (not parla__error's) lets the compiler see that
@@ -158,7 +158,7 @@ int parla__task_require_created(const parla_task_t *t, const char *fn)
 
 int parla_task_set_body(parla_task_t *t, parla_task_fn fn, void *arg)
 {
-    int rc = parla__task_require_created(t, "parla_task_set_body");
+    int rc = parla__graph_task_require_created(t, "parla_task_set_body");
     if (rc)
         return rc;
     t->fn = fn;
@@ -168,7 +168,7 @@ int parla_task_set_body(parla_task_t *t, parla_task_fn fn, void *arg)
 
 int parla_task_set_name(parla_task_t *t, const char *name)
 {
-    int rc = parla__task_require_created(t, "parla_task_set_name");
+    int rc = parla__graph_task_require_created(t, "parla_task_set_name");
     if (rc)
         return rc;
     char *copy = NULL;
@@ -206,20 +206,20 @@ const char *parla_task_name(const parla_task_t *t)
     return copy;
 }
 
-parla__task_ext_t *parla__task_ext(parla_task_t *t)
+parla__graph_task_ext_t *parla__graph_task_ext(parla_task_t *t)
 {
     if (t->ext == NULL)
         t->ext = parla__calloc(t->rt, 1, sizeof *t->ext);
     return t->ext;
 }
 
-void parla__task_ext_free(parla_task_t *t)
+void parla__graph_task_ext_free(parla_task_t *t)
 {
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     if (x == NULL)
         return;
     parla__graph_rt(t->rt)->ghooks.dispose(t); /* the data part: accesses, waiter records */
-    parla__task_events_release(t);
+    parla__graph_task_events_release(t);
     parla__free(x->options);
     parla__free(x);
     t->ext = NULL;
@@ -227,7 +227,7 @@ void parla__task_ext_free(parla_task_t *t)
 
 int parla_task_set_priority(parla_task_t *t, int priority)
 {
-    int rc = parla__task_require_created(t, "parla_task_set_priority");
+    int rc = parla__graph_task_require_created(t, "parla_task_set_priority");
     if (rc)
         return rc;
     t->level = priority > 0 ? 0 : priority == 0 ? 1 : 2;
@@ -236,7 +236,7 @@ int parla_task_set_priority(parla_task_t *t, int priority)
 
 int parla_task_set_resources(parla_task_t *t, double vcus, uint64_t memory)
 {
-    int rc = parla__task_require_created(t, "parla_task_set_resources");
+    int rc = parla__graph_task_require_created(t, "parla_task_set_resources");
     if (rc)
         return rc;
     if (!(vcus >= 0.0 && vcus <= 1.0))

@@ -8,57 +8,57 @@
 #include <stdlib.h>
 
 /* Gives back t's resources and dispatches the tasks that now fit. */
-void parla__release_and_dispatch(parla_task_t *t)
+void parla__sched_release_and_dispatch(parla_task_t *t)
 {
     if ((t->vcus | (int64_t)t->memory) == 0)
         return;
-    parla_task_t *r = parla__release_resources(t);
+    parla_task_t *r = parla__sched_release_resources(t);
     while (r) {
         parla_task_t *next = r->qnext;
         r->qnext = NULL;
-        parla__dispatch(r);
+        parla__sched_dispatch(r);
         r = next;
     }
 }
 
-void parla__task_complete_gpu(parla_task_t *t, int error)
+void parla__sched_task_complete_gpu(parla_task_t *t, int error)
 {
     if (error) {
         /* The driver's words are in this thread's message: prefix the task. */
         char what[256];
         snprintf(what, sizeof what, "%s", parla_last_error_message());
         error = parla__error(error, "task %s: its work on %s failed: %s", parla_task_name(t),
-                             parla__devs(t->rt)->devices[t->devices[0]].name, what);
+                             parla__dev_devs(t->rt)->devices[t->devices[0]].name, what);
     }
     if (t->ext && t->ext->prepared) {
         t->ext->prepared = false;
         parla__data_release_task(t);
     }
-    parla__release_and_dispatch(t);
-    parla__task_finish(t, error ? PARLA_TASK_FAILED : PARLA_TASK_DONE, error);
+    parla__sched_release_and_dispatch(t);
+    parla__graph_task_finish(t, error ? PARLA_TASK_FAILED : PARLA_TASK_DONE, error);
 }
 
-void parla__dispatch(parla_task_t *t)
+void parla__sched_dispatch(parla_task_t *t)
 {
     if (t->ext && t->ext->n_accesses > 0 && !atomic_load_explicit(&t->rt->cancelling, memory_order_relaxed)) {
         int rc = parla__data_prepare(t);
         if (rc == PARLA__PENDING)
             return; /* the copy engine that finishes last enqueues it */
         if (rc != 0) {
-            parla__release_and_dispatch(t);
+            parla__sched_release_and_dispatch(t);
             if (rc == PARLA_EBUSY) {
                 /* The device is full of copies in use: wait for them. */
                 parla__data_wait_for_room(t);
                 return;
             }
-            parla__task_finish(t, PARLA_TASK_FAILED, rc); /* which task, device and bytes: in the message */
+            parla__graph_task_finish(t, PARLA_TASK_FAILED, rc); /* which task, device and bytes: in the message */
             return;
         }
     }
-    parla__enqueue(t->rt, t);
+    parla__sched_enqueue(t->rt, t);
 }
 
-void parla__task_ready(parla_task_t *t)
+void parla__sched_task_ready(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
     if (atomic_load_explicit(&t->flags, memory_order_acquire) & PARLA__F_CLAIMED)
@@ -68,18 +68,18 @@ void parla__task_ready(parla_task_t *t)
     }
     if (atomic_load_explicit(&t->flags, memory_order_acquire) & PARLA__F_CANCEL) {
         if (t->error == PARLA_ERESOURCE)
-            parla__task_finish(t, PARLA_TASK_FAILED, PARLA_ERESOURCE);
+            parla__graph_task_finish(t, PARLA_TASK_FAILED, PARLA_ERESOURCE);
         else
-            parla__task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
+            parla__graph_task_finish(t, PARLA_TASK_CANCELLED, PARLA_ECANCELLED);
         return;
     }
     atomic_store_explicit(&t->state, PARLA_TASK_READY, memory_order_relaxed);
     if (t->n_devices == 0) {
         /* Map once (a resumed continuation keeps its devices). */
         if (t->ext && t->ext->n_options > 0) {
-            if (parla__map_task(t) != 0) {
+            if (parla__sched_map_task(t) != 0) {
                 t->error = PARLA_ERESOURCE;
-                parla__task_finish(t, PARLA_TASK_FAILED, PARLA_ERESOURCE);
+                parla__graph_task_finish(t, PARLA_TASK_FAILED, PARLA_ERESOURCE);
                 return;
             }
         } else {
@@ -87,9 +87,9 @@ void parla__task_ready(parla_task_t *t)
             t->devices[0] = 0;
         }
     }
-    if ((t->vcus | (int64_t)t->memory) != 0 && !parla__reserve_or_block(t))
+    if ((t->vcus | (int64_t)t->memory) != 0 && !parla__sched_reserve_or_block(t))
         return; /* queued on a device's blocked list; released tasks retry it */
-    parla__dispatch(t);
+    parla__sched_dispatch(t);
 }
 
 /* 1 when the work of runahead task t is complete on all its devices, 0 when
@@ -99,7 +99,7 @@ static int task_work_done(parla_task_t *t)
 {
     int done = 1;
     for (int k = 0; t->ext && k < t->n_devices; k++) {
-        int rc = parla__event_done(t->ext->events[k]);
+        int rc = parla__dev_event_done(t->ext->events[k]);
         if (rc < 0)
             return rc;
         if (rc == 0)
@@ -108,11 +108,11 @@ static int task_work_done(parla_task_t *t)
     return done;
 }
 
-int parla__task_work_wait(parla_task_t *t)
+int parla__sched_task_work_wait(parla_task_t *t)
 {
     int error = 0;
     for (int k = 0; t->ext && k < t->n_devices; k++) {
-        parla__event_t *e = t->ext->events[k];
+        parla__dev_event_t *e = t->ext->events[k];
         int rc = e ? e->device->ops->event_synchronize(e->device, e->handle) : 0;
         if (rc && error == 0)
             error = rc;
@@ -124,12 +124,12 @@ int parla__task_work_wait(parla_task_t *t)
  * (complete when the task's events are; done finishes the task) and the retry
  * of a task that waited for room (done makes it ready again). */
 typedef struct task_job {
-    parla__job_t job; /* first: the engine's part */
+    parla__dev_job_t job; /* first: the engine's part */
     parla_task_t *task;
     int error; /* the device's error for the marked task's work, or 0 */
 } task_job_t;
 
-static bool marker_poll(parla__job_t *job)
+static bool marker_poll(parla__dev_job_t *job)
 {
     task_job_t *j = (task_job_t *)job;
     int rc = task_work_done(j->task);
@@ -138,75 +138,75 @@ static bool marker_poll(parla__job_t *job)
     return rc != 0;
 }
 
-static bool marker_issue(parla__job_t *job, parla__device_t *d)
+static bool marker_issue(parla__dev_job_t *job, parla__dev_t *d)
 {
     (void)d;
     return marker_poll(job);
 }
 
 /* The device has done the task's work: finish it. */
-static void marker_done(parla__job_t *job, bool waited)
+static void marker_done(parla__dev_job_t *job, bool waited)
 {
     (void)waited;
     task_job_t *j = (task_job_t *)job;
     parla_task_t *t = j->task;
     parla_runtime_t *rt = t->rt;
     if (parla__graph_rt(rt)->trace && t->ext)
-        parla__trace_work(parla__graph_rt(rt)->trace, t->serial, t->ext->ran_ns, parla__now_ns(), t->devices[0]);
+        parla__trace_work(parla__graph_rt(rt)->trace, t->serial, t->ext->ran_ns, parla__trace_now_ns(), t->devices[0]);
     int error = j->error;
     parla__free(j);
-    parla__task_complete_gpu(t, error);
+    parla__sched_task_complete_gpu(t, error);
 }
 
-static const parla__job_ops_t marker_ops = {marker_issue, marker_poll, marker_done};
+static const parla__dev_job_ops_t marker_ops = {marker_issue, marker_poll, marker_done};
 
-static bool retry_issue(parla__job_t *job, parla__device_t *d)
+static bool retry_issue(parla__dev_job_t *job, parla__dev_t *d)
 {
     (void)job;
     (void)d;
     return true;
 }
 
-static bool retry_poll(parla__job_t *job)
+static bool retry_poll(parla__dev_job_t *job)
 {
     (void)job;
     return true;
 }
 
-static void retry_done(parla__job_t *job, bool waited)
+static void retry_done(parla__dev_job_t *job, bool waited)
 {
     (void)waited;
     parla_task_t *t = ((task_job_t *)job)->task;
     parla__free(job);
-    parla__task_ready(t);
+    parla__sched_task_ready(t);
 }
 
-static const parla__job_ops_t retry_ops = {retry_issue, retry_poll, retry_done};
+static const parla__dev_job_ops_t retry_ops = {retry_issue, retry_poll, retry_done};
 
-bool parla__engine_retry(parla_task_t *t)
+bool parla__sched_engine_retry(parla_task_t *t)
 {
     task_job_t *j = parla__calloc(t->rt, 1, sizeof *j);
     if (j == NULL)
         return false;
     j->job.ops = &retry_ops;
     j->task = t;
-    parla__engine_submit(&parla__devs(t->rt)->devices[t->devices[0]], &j->job);
+    parla__dev_engine_submit(&parla__dev_devs(t->rt)->devices[t->devices[0]], &j->job);
     return true;
 }
 
-int parla__engine_mark(parla_task_t *t)
+int parla__sched_engine_mark(parla_task_t *t)
 {
     /* Nothing queued on the device before the task: its work is complete
      * now (an event that has already completed), so the caller finishes it. */
-    parla__device_t *d = &parla__devs(t->rt)->devices[t->devices[0]];
-    if (parla__engine_idle(d) && task_work_done(t) == 1)
+    parla__dev_t *d = &parla__dev_devs(t->rt)->devices[t->devices[0]];
+    if (parla__dev_engine_idle(d) && task_work_done(t) == 1)
         return 1;
     task_job_t *j = parla__calloc(t->rt, 1, sizeof *j);
     if (j == NULL)
         return PARLA_ENOMEM;
     j->job.ops = &marker_ops;
     j->task = t;
-    parla__engine_submit(d, &j->job);
+    parla__dev_engine_submit(d, &j->job);
     return 0;
 }
 
@@ -214,38 +214,38 @@ int parla__engine_mark(parla_task_t *t)
 
 /* graph's finished hook: the engine's bookkeeping once t's successors have
  * been notified (t is still held). */
-void parla__task_finished(parla_task_t *t)
+void parla__sched_task_finished(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
     if (t->ext && t->ext->n_options > 0)
         for (int i = 0; i < t->n_devices; i++)
-            atomic_fetch_sub_explicit(&parla__devs(rt)->devices[t->devices[i]].n_mapped, 1, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&parla__dev_devs(rt)->devices[t->devices[i]].n_mapped, 1, memory_order_relaxed);
     if (rt->config.task_finished)
         rt->config.task_finished(t, rt->config.hook_user);
     /* Data references end with the task: its copies are no longer used. Its
      * events go back to their pools (its dependents hold their own). */
-    parla__task_events_release(t);
+    parla__graph_task_events_release(t);
     if (t->ext) {
         for (int i = 0; i < t->ext->n_accesses; i++)
             parla_data_release(t->ext->accesses[i].data);
         t->ext->n_accesses = 0;
     }
     if (atomic_load(&t->flags) & PARLA__F_WAITED)
-        parla__wake_waiters(rt);
-    parla__graph_join_finished(t);
+        parla__sched_wake_waiters(rt);
+    parla__sched_graph_join_finished(t);
     if (atomic_fetch_sub_explicit(&parla__graph_rt(rt)->n_active, 1, memory_order_acq_rel) == 1 &&
         atomic_load(&rt->n_all_waiters) > 0)
-        parla__wake_waiters(rt);
+        parla__sched_wake_waiters(rt);
 }
 
 /* graph's feasible hook: some placement option of t can hold its needs. */
-int parla__task_feasible(parla_task_t *t)
+int parla__sched_task_feasible(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
     for (int o = 0; o < t->ext->n_options; o++)
-        if (parla__option_feasible(rt, &t->ext->options[o]))
+        if (parla__sched_option_feasible(rt, &t->ext->options[o]))
             return 0;
-    uint64_t largest = parla__largest_allowed(rt, t->ext);
+    uint64_t largest = parla__sched_largest_allowed(rt, t->ext);
     return parla__error(PARLA_ERESOURCE,
                         "task %s: no device allowed by its placement can hold its needs (vcus=%g, "
                         "memory=%llu bytes; the largest allowed device has a capacity of %llu bytes)",
@@ -254,26 +254,26 @@ int parla__task_feasible(parla_task_t *t)
 }
 
 /* data's arrived hook. */
-void parla__task_arrived(parla_task_t *t)
+void parla__sched_task_arrived(parla_task_t *t)
 {
-    parla__enqueue(t->rt, t);
+    parla__sched_enqueue(t->rt, t);
 }
 
 /* data's unpinned hook: retries the tasks that waited for room for their
  * data, then those blocked on the device's resources. */
-void parla__tasks_unpinned(parla_task_t *room, parla_task_t *reserve)
+void parla__sched_tasks_unpinned(parla_task_t *room, parla_task_t *reserve)
 {
     while (room) {
         parla_task_t *next = room->qnext;
         room->qnext = NULL;
-        parla__task_ready(room);
+        parla__sched_task_ready(room);
         room = next;
     }
     while (reserve) {
         parla_task_t *next = reserve->qnext;
         reserve->qnext = NULL;
-        if (parla__reserve_or_block(reserve))
-            parla__dispatch(reserve);
+        if (parla__sched_reserve_or_block(reserve))
+            parla__sched_dispatch(reserve);
         reserve = next;
     }
 }

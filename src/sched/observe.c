@@ -13,14 +13,14 @@ int parla_trace_write(parla_runtime_t *rt, const char *chrome_path, const char *
         return parla__error(PARLA_EINVAL, "parla_trace_write: runtime is NULL");
     if (parla__graph_rt(rt)->trace == NULL)
         return parla__error(PARLA_ESTATE, "parla_trace_write: tracing is off (set parla_config_t.trace)");
-    parla__trace_device_t *devs = calloc((size_t)parla__devs(rt)->n_devices, sizeof *devs);
+    parla__trace_device_t *devs = calloc((size_t)parla__dev_devs(rt)->n_devices, sizeof *devs);
     if (devs == NULL)
         return parla__error(PARLA_ENOMEM, "parla_trace_write: out of memory");
-    for (int d = 0; d < parla__devs(rt)->n_devices; d++)
-        devs[d] = (parla__trace_device_t){parla__devs(rt)->devices[d].name, atomic_load(&parla__devs(rt)->devices[d].bytes_in),
-                                          atomic_load(&parla__devs(rt)->devices[d].bytes_out),
-                                          atomic_load(&parla__devs(rt)->devices[d].evictions)};
-    parla__trace_meta_t meta = {rt->n_workers, parla__devs(rt)->n_devices, devs};
+    for (int d = 0; d < parla__dev_devs(rt)->n_devices; d++)
+        devs[d] = (parla__trace_device_t){parla__dev_devs(rt)->devices[d].name, atomic_load(&parla__dev_devs(rt)->devices[d].bytes_in),
+                                          atomic_load(&parla__dev_devs(rt)->devices[d].bytes_out),
+                                          atomic_load(&parla__dev_devs(rt)->devices[d].evictions)};
+    parla__trace_meta_t meta = {rt->n_workers, parla__dev_devs(rt)->n_devices, devs};
     int rc = parla__trace_export(parla__graph_rt(rt)->trace, &meta, chrome_path, dot_path, summary, summary_cap);
     free(devs);
     return rc;
@@ -32,12 +32,12 @@ int parla_runtime_busy_enable(parla_runtime_t *rt)
         return parla__error(PARLA_EINVAL, "parla_runtime_busy_enable: runtime is NULL");
     if (atomic_load_explicit(&rt->busy, memory_order_acquire) != NULL)
         return 0;
-    parla__busy_t *b = parla__busy_create(rt->n_workers, parla__devs(rt)->n_devices);
+    parla__trace_busy_t *b = parla__trace_busy_create(rt->n_workers, parla__dev_devs(rt)->n_devices);
     if (b == NULL)
         return parla__error(PARLA_ENOMEM, "parla_runtime_busy_enable: out of memory");
-    parla__busy_t *none = NULL;
+    parla__trace_busy_t *none = NULL;
     if (!atomic_compare_exchange_strong_explicit(&rt->busy, &none, b, memory_order_acq_rel, memory_order_acquire))
-        parla__busy_destroy(b); /* another thread enabled it first */
+        parla__trace_busy_destroy(b); /* another thread enabled it first */
     return 0;
 }
 
@@ -45,10 +45,10 @@ int parla_device_busy(parla_runtime_t *rt, int index, double *seconds)
 {
     if (rt == NULL || seconds == NULL)
         return parla__error(PARLA_EINVAL, "parla_device_busy: NULL argument");
-    if (index < 0 || index >= parla__devs(rt)->n_devices)
+    if (index < 0 || index >= parla__dev_devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_device_busy: no device %d (the runtime has %d)", index,
-                            parla__devs(rt)->n_devices);
-    parla__busy_t *b = atomic_load_explicit(&rt->busy, memory_order_acquire);
-    *seconds = b ? parla__busy_seconds(b, index) : 0.0;
+                            parla__dev_devs(rt)->n_devices);
+    parla__trace_busy_t *b = atomic_load_explicit(&rt->busy, memory_order_acquire);
+    *seconds = b ? parla__trace_busy_seconds(b, index) : 0.0;
     return 0;
 }

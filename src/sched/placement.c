@@ -10,21 +10,21 @@
 
 /* Scores device d for t's device at position slot: locality - transfer - load
  * (all unitless; the data counted is the data declared for that position). */
-static double score_device(parla_task_t *t, const parla__option_t *opt, parla__device_t *d, int slot,
+static double score_device(parla_task_t *t, const parla__graph_option_t *opt, parla__dev_t *d, int slot,
                            parla_mapping_t *m)
 {
     parla_runtime_t *rt = t->rt;
-    uint64_t total = 0, valid = parla__task_data_bytes(t, d->index, slot, &total);
+    uint64_t total = 0, valid = parla__data_task_data_bytes(t, d->index, slot, &total);
     double slowest = d->bandwidth;
-    for (int i = 0; i < parla__devs(rt)->n_devices; i++)
-        if (parla__devs(rt)->devices[i].bandwidth < slowest)
-            slowest = parla__devs(rt)->devices[i].bandwidth;
+    for (int i = 0; i < parla__dev_devs(rt)->n_devices; i++)
+        if (parla__dev_devs(rt)->devices[i].bandwidth < slowest)
+            slowest = parla__dev_devs(rt)->devices[i].bandwidth;
     m->locality = total ? (double)valid / (double)total : 0.0;
     /* Bytes a GPU can take over a direct (peer) link from another GPU cost less than the rest, which
      * come over its host link (or through the host). */
     uint64_t near = valid, total_near = 0;
     if (d->peers && total > valid)
-        near = parla__task_data_bytes_on(t, ((uint64_t)1 << d->index) | d->peers, slot, &total_near);
+        near = parla__data_task_data_bytes_on(t, ((uint64_t)1 << d->index) | d->peers, slot, &total_near);
     double far = (double)(total - near), direct = (double)(near - valid);
     double cost = far * (slowest / d->bandwidth) + (direct > 0 ? direct * (slowest / d->peer_bandwidth) : 0.0);
     m->transfer = total ? cost / (double)total : 0.0;
@@ -33,7 +33,7 @@ static double score_device(parla_task_t *t, const parla__option_t *opt, parla__d
     /* Prefer a device where the needs fit now over one where the task would wait. */
     if (opt->vcus || opt->memory) {
         pthread_mutex_lock(&d->lock);
-        bool ok = parla__resources_fit_locked(d, opt->vcus, opt->memory) && d->blocked_head == NULL;
+        bool ok = parla__sched_resources_fit_locked(d, opt->vcus, opt->memory) && d->blocked_head == NULL;
         pthread_mutex_unlock(&d->lock);
         if (!ok)
             m->score -= 1000.0;
@@ -41,7 +41,7 @@ static double score_device(parla_task_t *t, const parla__option_t *opt, parla__d
     return m->score;
 }
 
-static bool slot_matches(const parla__device_t *d, int slot)
+static bool slot_matches(const parla__dev_t *d, int slot)
 {
     if (slot == PARLA_ANY_CPU)
         return d->kind == PARLA_DEVICE_CPU;
@@ -50,18 +50,18 @@ static bool slot_matches(const parla__device_t *d, int slot)
     return d->index == slot;
 }
 
-int parla__map_task(parla_task_t *t)
+int parla__sched_map_task(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     double best = -INFINITY;
     parla_mapping_t best_m = {0};
     int best_n = 0, best_opt = -1, best_dev[PARLA_MAX_TASK_DEVICES] = {0};
-    int n_dev = parla__devs(rt)->n_devices;
+    int n_dev = parla__dev_devs(rt)->n_devices;
     uint64_t rr = atomic_fetch_add_explicit(&rt->map_rr, 1, memory_order_relaxed);
     int candidates = 0;
     for (int o = 0; o < x->n_options; o++) {
-        parla__option_t *opt = &x->options[o];
+        parla__graph_option_t *opt = &x->options[o];
         int chosen[PARLA_MAX_TASK_DEVICES];
         parla_mapping_t sum = {0};
         bool ok = true;
@@ -81,7 +81,7 @@ int parla__map_task(parla_task_t *t)
             int pick = -1;
             for (int k = 0; k < n_dev; k++) {
                 int i = (int)((rr + (uint64_t)k) % (uint64_t)n_dev); /* fair tie-breaking */
-                parla__device_t *d = &parla__devs(rt)->devices[i];
+                parla__dev_t *d = &parla__dev_devs(rt)->devices[i];
                 if (!slot_matches(d, opt->slots[s]) || d->vcus_capacity < opt->vcus ||
                     d->memory_capacity < opt->memory)
                     continue;
@@ -126,14 +126,14 @@ int parla__map_task(parla_task_t *t)
     }
     if (best_n == 0)
         return parla__error(PARLA_ERESOURCE, "task %s: no placement option can be satisfied", parla_task_name(t));
-    parla__option_t *opt = &x->options[best_opt];
+    parla__graph_option_t *opt = &x->options[best_opt];
     t->vcus = opt->vcus;
     t->memory = opt->memory;
     best_m.n_candidates = candidates;
     x->mapping = best_m;
     for (int i = 0; i < best_n; i++) {
         t->devices[i] = (uint8_t)best_dev[i];
-        atomic_fetch_add_explicit(&parla__devs(rt)->devices[best_dev[i]].n_mapped, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&parla__dev_devs(rt)->devices[best_dev[i]].n_mapped, 1, memory_order_relaxed);
     }
     t->n_devices = (int8_t)best_n;
     parla__data_plan(t);
@@ -164,8 +164,8 @@ int parla_task_mapping(const parla_task_t *t, parla_mapping_t *out)
     return 0;
 }
 
-int parla__option_make(parla_runtime_t *rt, const char *who, const int *slots, int n, double vcus, uint64_t memory,
-                       parla__option_t *out)
+int parla__sched_option_make(parla_runtime_t *rt, const char *who, const int *slots, int n, double vcus, uint64_t memory,
+                       parla__graph_option_t *out)
 {
     if (n < 1 || n > PARLA_MAX_TASK_DEVICES)
         return parla__error(PARLA_EINVAL, "task %s: a placement option names 1 to %d devices, not %d",
@@ -174,8 +174,8 @@ int parla__option_make(parla_runtime_t *rt, const char *who, const int *slots, i
         return parla__error(PARLA_EINVAL, "task %s: vcus=%g is outside (0, 1]", who, vcus);
     /* A need larger than every allowed device is caught at submit (PARLA_ERESOURCE). */
     int n_cpu = 0, n_gpu = 0, need_cpu = 0, need_gpu = 0;
-    for (int i = 0; i < parla__devs(rt)->n_devices; i++) {
-        if (parla__devs(rt)->devices[i].kind == PARLA_DEVICE_CPU)
+    for (int i = 0; i < parla__dev_devs(rt)->n_devices; i++) {
+        if (parla__dev_devs(rt)->devices[i].kind == PARLA_DEVICE_CPU)
             n_cpu++;
         else
             n_gpu++;
@@ -185,14 +185,14 @@ int parla__option_make(parla_runtime_t *rt, const char *who, const int *slots, i
             need_cpu++;
         } else if (slots[s] == PARLA_ANY_GPU) {
             need_gpu++;
-        } else if (slots[s] < 0 || slots[s] >= parla__devs(rt)->n_devices) {
+        } else if (slots[s] < 0 || slots[s] >= parla__dev_devs(rt)->n_devices) {
             return parla__error(PARLA_ENODEV, "task %s: no device %d (the runtime has %d: cpu(0) and %d GPU%s)",
-                                who, slots[s], parla__devs(rt)->n_devices, n_gpu, n_gpu == 1 ? "" : "s");
+                                who, slots[s], parla__dev_devs(rt)->n_devices, n_gpu, n_gpu == 1 ? "" : "s");
         } else {
             for (int j = 0; j < s; j++)
                 if (slots[j] == slots[s])
                     return parla__error(PARLA_EINVAL, "task %s: device %s named twice in one placement",
-                                        who, parla__devs(rt)->devices[slots[s]].name);
+                                        who, parla__dev_devs(rt)->devices[slots[s]].name);
         }
     }
     if (need_gpu > n_gpu)
@@ -217,16 +217,16 @@ int parla_task_add_placement(parla_task_t *t, const int *slots, int n, double vc
         return parla__error(PARLA_ESTATE, "parla_task_add_placement: task %s was already submitted",
                             parla_task_name(t));
     parla_runtime_t *rt = t->rt;
-    parla__option_t opt;
-    int rc = parla__option_make(rt, parla_task_name(t), slots, n, vcus, memory, &opt);
+    parla__graph_option_t opt;
+    int rc = parla__sched_option_make(rt, parla_task_name(t), slots, n, vcus, memory, &opt);
     if (rc)
         return rc;
-    parla__task_ext_t *x = parla__task_ext(t);
+    parla__graph_task_ext_t *x = parla__graph_task_ext(t);
     if (x == NULL)
         return parla__error(PARLA_ENOMEM, "task %s: cannot allocate placement", parla_task_name(t));
     if (x->n_options == x->cap_options) {
         int cap = x->cap_options ? 2 * x->cap_options : 4;
-        parla__option_t *o = parla__alloc(rt, (size_t)cap * sizeof *o);
+        parla__graph_option_t *o = parla__alloc(rt, (size_t)cap * sizeof *o);
         if (o == NULL)
             return parla__error(PARLA_ENOMEM, "task %s: cannot allocate placement", parla_task_name(t));
         if (x->n_options)
@@ -240,12 +240,12 @@ int parla_task_add_placement(parla_task_t *t, const int *slots, int n, double vc
 }
 
 /* True when some assignment of devices to the option's slots can hold its needs. */
-bool parla__option_feasible(parla_runtime_t *rt, const parla__option_t *o)
+bool parla__sched_option_feasible(parla_runtime_t *rt, const parla__graph_option_t *o)
 {
     for (int s = 0; s < o->n; s++) {
         bool any = false;
-        for (int i = 0; i < parla__devs(rt)->n_devices && !any; i++) {
-            parla__device_t *d = &parla__devs(rt)->devices[i];
+        for (int i = 0; i < parla__dev_devs(rt)->n_devices && !any; i++) {
+            parla__dev_t *d = &parla__dev_devs(rt)->devices[i];
             any = slot_matches(d, o->slots[s]) && d->vcus_capacity >= o->vcus && d->memory_capacity >= o->memory;
         }
         if (!any)
@@ -254,13 +254,13 @@ bool parla__option_feasible(parla_runtime_t *rt, const parla__option_t *o)
     return true;
 }
 
-uint64_t parla__largest_allowed(parla_runtime_t *rt, const parla__task_ext_t *x)
+uint64_t parla__sched_largest_allowed(parla_runtime_t *rt, const parla__graph_task_ext_t *x)
 {
     uint64_t largest = 0;
     for (int o = 0; o < x->n_options; o++)
         for (int s = 0; s < x->options[o].n; s++)
-            for (int i = 0; i < parla__devs(rt)->n_devices; i++)
-                if (slot_matches(&parla__devs(rt)->devices[i], x->options[o].slots[s]) && parla__devs(rt)->devices[i].memory_capacity > largest)
-                    largest = parla__devs(rt)->devices[i].memory_capacity;
+            for (int i = 0; i < parla__dev_devs(rt)->n_devices; i++)
+                if (slot_matches(&parla__dev_devs(rt)->devices[i], x->options[o].slots[s]) && parla__dev_devs(rt)->devices[i].memory_capacity > largest)
+                    largest = parla__dev_devs(rt)->devices[i].memory_capacity;
     return largest;
 }

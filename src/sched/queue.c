@@ -4,7 +4,7 @@
  * atomically so that consumers skip empty queues without taking the lock. */
 #include "sched/sched.h"
 
-void parla__queue_init(parla__queue_t *q, _Atomic long *total)
+void parla__sched_queue_init(parla__sched_queue_t *q, _Atomic long *total)
 {
     q->total = total;
     atomic_init(&q->lock, 0);
@@ -13,7 +13,7 @@ void parla__queue_init(parla__queue_t *q, _Atomic long *total)
 }
 
 
-void parla__queue_push(parla__queue_t *q, parla_task_t *t)
+void parla__sched_queue_push(parla__sched_queue_t *q, parla_task_t *t)
 {
     parla__spin_lock(&q->lock);
     t->qnext = NULL;
@@ -29,7 +29,7 @@ void parla__queue_push(parla__queue_t *q, parla_task_t *t)
     parla__spin_unlock(&q->lock);
 }
 
-static void unlink_locked(parla__queue_t *q, parla_task_t *t)
+static void unlink_locked(parla__sched_queue_t *q, parla_task_t *t)
 {
     if (t->qprev)
         t->qprev->qnext = t->qnext;
@@ -45,7 +45,7 @@ static void unlink_locked(parla__queue_t *q, parla_task_t *t)
     atomic_fetch_sub_explicit(q->total, 1, memory_order_relaxed);
 }
 
-parla_task_t *parla__queue_pop_head(parla__queue_t *q)
+parla_task_t *parla__sched_queue_pop_head(parla__sched_queue_t *q)
 {
     if (atomic_load_explicit(&q->size, memory_order_relaxed) == 0)
         return NULL;
@@ -57,7 +57,7 @@ parla_task_t *parla__queue_pop_head(parla__queue_t *q)
     return t;
 }
 
-parla_task_t *parla__queue_pop_tail(parla__queue_t *q)
+parla_task_t *parla__sched_queue_pop_tail(parla__sched_queue_t *q)
 {
     if (atomic_load_explicit(&q->size, memory_order_relaxed) == 0)
         return NULL;
@@ -69,7 +69,7 @@ parla_task_t *parla__queue_pop_tail(parla__queue_t *q)
     return t;
 }
 
-parla_task_t *parla__queue_take_child(parla__queue_t *q, uint64_t creator, bool from_tail)
+parla_task_t *parla__sched_queue_take_child(parla__sched_queue_t *q, uint64_t creator, bool from_tail)
 {
     if (atomic_load_explicit(&q->size, memory_order_relaxed) == 0)
         return NULL;

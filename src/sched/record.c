@@ -217,8 +217,8 @@ int parla_graph_add_placement(parla_graph_t *g, size_t index, const int *slots, 
         return rc;
     if (slots == NULL)
         return parla__error(PARLA_EINVAL, "parla_graph_add_placement: slots is NULL");
-    parla__option_t opt;
-    if ((rc = parla__option_make(g->rt, nd->name, slots, n, vcus, memory, &opt)) != 0)
+    parla__graph_option_t opt;
+    if ((rc = parla__sched_option_make(g->rt, nd->name, slots, n, vcus, memory, &opt)) != 0)
         return rc;
     if (grow(g->rt, (void **)&nd->options, nd->n_options, &nd->cap_options, sizeof opt))
         return parla__error(PARLA_ENOMEM, "graph '%s': task %s: cannot record a placement", g->name, nd->name);
@@ -342,7 +342,7 @@ static int record_settings(parla_graph_t *g, node_t *nd, parla_task_t *t, parla_
     nd->level = t->level;
     nd->vcus = t->vcus;
     nd->memory = t->memory;
-    parla__task_ext_t *x = t->ext;
+    parla__graph_task_ext_t *x = t->ext;
     if (x && x->n_options) {
         nd->options = parla__alloc(g->rt, (size_t)x->n_options * sizeof *nd->options);
         if (nd->options == NULL)

@@ -61,7 +61,7 @@ static int join_body(parla_task_t *join, void *arg)
     return failure_code(g);
 }
 
-void parla__graph_join_finished(parla_task_t *join)
+void parla__sched_graph_join_finished(parla_task_t *join)
 {
     if (join->fn != join_body)
         return;
@@ -80,7 +80,7 @@ void parla__graph_join_finished(parla_task_t *join)
  * after, before the join. */
 static int join_edge(parla_task_t *join, parla_task_t *t)
 {
-    parla__edge_t *e = !atomic_exchange_explicit(&t->first_edge_used, true, memory_order_relaxed)
+    parla__graph_edge_t *e = !atomic_exchange_explicit(&t->first_edge_used, true, memory_order_relaxed)
                            ? &t->first_edge
                            : parla__alloc(t->rt, sizeof *e);
     if (e == NULL)
@@ -89,7 +89,7 @@ static int join_edge(parla_task_t *join, parla_task_t *t)
     e->flags = PARLA__EDGE_SOFT;
     parla_task_retain(join);
     atomic_fetch_add_explicit(&join->pending, 1, memory_order_relaxed);
-    parla__edge_push(t, e);
+    parla__graph_edge_push(t, e);
     return 0;
 }
 
@@ -109,8 +109,8 @@ static int make_task(parla_graph_t *g, size_t i, parla_task_t **out)
     atomic_store_explicit(&t->name, name, memory_order_relaxed);
     rc = name ? 0 : PARLA_ENOMEM;
     if (rc == 0 && nd->n_options) {
-        parla__task_ext_t *x = parla__task_ext(t);
-        parla__option_t *o = x ? parla__alloc(g->rt, (size_t)nd->n_options * sizeof *o) : NULL;
+        parla__graph_task_ext_t *x = parla__graph_task_ext(t);
+        parla__graph_option_t *o = x ? parla__alloc(g->rt, (size_t)nd->n_options * sizeof *o) : NULL;
         if (o) {
             memcpy(o, nd->options, (size_t)nd->n_options * sizeof *o);
             x->options = o;
@@ -136,9 +136,9 @@ static int issue_task(parla_graph_t *g, size_t i, parla_task_t *const *tasks, pa
     parla_task_t *t = tasks[i];
     int rc = 0;
     for (int k = 0; rc == 0 && k < nd->n_deps; k++)
-        rc = parla__add_edge(t, tasks[nd->deps[k]], 0);
+        rc = parla__graph_add_edge(t, tasks[nd->deps[k]], 0);
     for (int k = 0; rc == 0 && k < nd->n_externals; k++)
-        rc = parla__add_edge(t, nd->externals[k], 0);
+        rc = parla__graph_add_edge(t, nd->externals[k], 0);
     for (int k = 0; rc == 0 && k < nd->n_accesses; k++)
         rc = parla_task_add_access_at(t, nd->accesses[k].data, (parla_access_mode_t)nd->accesses[k].mode,
                                       nd->accesses[k].slot);
@@ -196,7 +196,7 @@ static int replay_locked(parla_graph_t *g, void *join_user, parla_task_t **join_
         parla_task_retain(prev);
     pthread_mutex_unlock(&g->lock);
     if (prev) {
-        rc = parla__add_edge(join, prev, PARLA__EDGE_SOFT);
+        rc = parla__graph_add_edge(join, prev, PARLA__EDGE_SOFT);
         parla_task_release(prev);
         if (rc) {
             parla_task_release(join);

@@ -22,9 +22,9 @@ typedef struct node {
     int8_t level;
     int64_t vcus;
     uint64_t memory;
-    parla__option_t *options;
+    parla__graph_option_t *options;
     int n_options, cap_options;
-    parla__access_t *accesses; /* each holds a reference to its data */
+    parla__graph_access_t *accesses; /* each holds a reference to its data */
     int n_accesses, cap_accesses;
     size_t *deps; /* node indices */
     int n_deps, cap_deps;

@@ -4,7 +4,7 @@
 
 /* -------------------------------------------------------------- resources -- */
 
-bool parla__resources_fit_locked(const parla__device_t *d, int64_t vcus, uint64_t memory)
+bool parla__sched_resources_fit_locked(const parla__dev_t *d, int64_t vcus, uint64_t memory)
 {
     if (vcus > d->vcus_free || memory > d->memory_free)
         return false;
@@ -31,27 +31,27 @@ static int sorted_devices(const parla_task_t *t, int *out)
     return n;
 }
 
-bool parla__reserve_or_block(parla_task_t *t)
+bool parla__sched_reserve_or_block(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
     int idx[PARLA_MAX_TASK_DEVICES];
     int n = sorted_devices(t, idx);
     for (int i = 0; i < n; i++)
-        pthread_mutex_lock(&parla__devs(rt)->devices[idx[i]].lock);
+        pthread_mutex_lock(&parla__dev_devs(rt)->devices[idx[i]].lock);
     int fail = -1;
     for (int i = 0; i < n && fail < 0; i++) {
-        parla__device_t *d = &parla__devs(rt)->devices[idx[i]];
+        parla__dev_t *d = &parla__dev_devs(rt)->devices[idx[i]];
         /* FIFO fairness: never overtake a task already waiting on a device. */
-        if (d->blocked_head != NULL || !parla__resources_fit_locked(d, t->vcus, t->memory))
+        if (d->blocked_head != NULL || !parla__sched_resources_fit_locked(d, t->vcus, t->memory))
             fail = i;
     }
     if (fail < 0) {
         for (int i = 0; i < n; i++) {
-            parla__devs(rt)->devices[idx[i]].vcus_free -= t->vcus;
-            parla__devs(rt)->devices[idx[i]].memory_free -= t->memory;
+            parla__dev_devs(rt)->devices[idx[i]].vcus_free -= t->vcus;
+            parla__dev_devs(rt)->devices[idx[i]].memory_free -= t->memory;
         }
     } else {
-        parla__device_t *d = &parla__devs(rt)->devices[idx[fail]];
+        parla__dev_t *d = &parla__dev_devs(rt)->devices[idx[fail]];
         t->qnext = NULL;
         if (d->blocked_tail)
             d->blocked_tail->qnext = t;
@@ -60,21 +60,21 @@ bool parla__reserve_or_block(parla_task_t *t)
         d->blocked_tail = t;
     }
     for (int i = n - 1; i >= 0; i--)
-        pthread_mutex_unlock(&parla__devs(rt)->devices[idx[i]].lock);
+        pthread_mutex_unlock(&parla__dev_devs(rt)->devices[idx[i]].lock);
     /* The reserved memory shares the account with data copies: evict for it, with no device lock
      * held (a write-back drops the device's lock while it copies). */
     for (int i = 0; fail < 0 && t->memory > 0 && i < n; i++)
-        parla__data_make_room(&parla__devs(rt)->devices[idx[i]]);
+        parla__data_make_room(&parla__dev_devs(rt)->devices[idx[i]]);
     return fail < 0;
 }
 
-parla_task_t *parla__release_resources(parla_task_t *t)
+parla_task_t *parla__sched_release_resources(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
     parla_task_t *retry = NULL, **rtail = &retry;
     parla_task_t *room = NULL; /* tasks waiting for room for their data (one account) */
     for (int i = 0; i < t->n_devices; i++) {
-        parla__device_t *d = &parla__devs(rt)->devices[t->devices[i]];
+        parla__dev_t *d = &parla__dev_devs(rt)->devices[t->devices[i]];
         pthread_mutex_lock(&d->lock);
         d->vcus_free += t->vcus;
         d->memory_free += t->memory;
@@ -100,14 +100,14 @@ parla_task_t *parla__release_resources(parla_task_t *t)
         parla_task_t *b = room;
         room = b->qnext;
         b->qnext = NULL;
-        parla__task_ready(b);
+        parla__sched_task_ready(b);
     }
     parla_task_t *ready = NULL, **tail = &ready;
     while (retry) {
         parla_task_t *b = retry;
         retry = b->qnext;
         b->qnext = NULL;
-        if (parla__reserve_or_block(b)) {
+        if (parla__sched_reserve_or_block(b)) {
             *tail = b;
             tail = &b->qnext;
         }

@@ -90,22 +90,22 @@ static int default_workers(int *out)
 
 static void free_runtime(parla_runtime_t *rt)
 {
-    parla__task_pool_free(rt);
+    parla__graph_task_pool_free(rt);
     /* The workers' streams first (their work is complete: every task finished). */
     for (int k = 0; k < rt->n_workers && rt->workers; k++) {
-        parla__worker_t *w = &rt->workers[k];
-        for (int i = 0; w->streams && i < parla__devs(rt)->n_devices; i++) {
-            parla__device_t *d = &parla__devs(rt)->devices[i];
+        parla__sched_worker_t *w = &rt->workers[k];
+        for (int i = 0; w->streams && i < parla__dev_devs(rt)->n_devices; i++) {
+            parla__dev_t *d = &parla__dev_devs(rt)->devices[i];
             if (w->streams[i])
                 d->ops->stream_destroy(d, w->streams[i]);
         }
         parla__free(w->streams);
         w->streams = NULL;
     }
-    if (parla__devs(rt)->devices)
-        parla__devices_destroy(rt);
+    if (parla__dev_devs(rt)->devices)
+        parla__dev_devices_destroy(rt);
     parla__trace_destroy(parla__graph_rt(rt)->trace);
-    parla__busy_destroy(atomic_load(&rt->busy));
+    parla__trace_busy_destroy(atomic_load(&rt->busy));
     pthread_mutex_destroy(&rt->park_lock);
     pthread_cond_destroy(&rt->park_cond);
     pthread_mutex_destroy(&rt->wait_lock);
@@ -165,11 +165,11 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
         return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate the runtime");
     rt->config = cfg;
     parla__rt_head(rt)->pid = (int)getpid();
-    parla__graph_rt(rt)->ghooks = (parla__graph_hooks_t){.ready = parla__task_ready, .finished = parla__task_finished,
+    parla__graph_rt(rt)->ghooks = (parla__graph_hooks_t){.ready = parla__sched_task_ready, .finished = parla__sched_task_finished,
                                         .dispose = parla__data_task_dispose, .last_object = free_runtime,
-                                        .feasible = parla__task_feasible};
-    parla__data_rt(rt)->dhooks = (parla__data_hooks_t){.arrived = parla__task_arrived, .unpinned = parla__tasks_unpinned,
-                                       .retry = parla__engine_retry};
+                                        .feasible = parla__sched_task_feasible};
+    parla__data_rt(rt)->dhooks = (parla__data_hooks_t){.arrived = parla__sched_task_arrived, .unpinned = parla__sched_tasks_unpinned,
+                                       .retry = parla__sched_engine_retry};
     parla__rt_head(rt)->fail_at = cfg.fail_alloc_at;
     atomic_init(&parla__rt_head(rt)->count, 1);
     rt->n_workers = cfg.n_workers;
@@ -181,8 +181,8 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     pthread_mutex_init(&parla__graph_rt(rt)->placeholder_lock, NULL);
     pthread_mutex_init(&parla__data_rt(rt)->stores_lock, NULL);
     for (int l = 0; l < PARLA__LEVELS; l++)
-        parla__queue_init(&rt->shared[l], &rt->n_queued);
-    int drc = parla__devices_init(rt, &rt->config);
+        parla__sched_queue_init(&rt->shared[l], &rt->n_queued);
+    int drc = parla__dev_devices_init(rt, &rt->config);
     if (drc == 0 && cfg.trace && (parla__graph_rt(rt)->trace = parla__trace_create(rt, rt->n_workers)) == NULL)
         drc = parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate trace buffers");
     if (drc) {
@@ -197,11 +197,11 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
         return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate %d workers", cfg.n_workers);
     }
     bool async = false;
-    for (int d = 0; d < parla__devs(rt)->n_devices; d++)
-        async |= parla__device_async(&parla__devs(rt)->devices[d]);
+    for (int d = 0; d < parla__dev_devs(rt)->n_devices; d++)
+        async |= parla__dev_async(&parla__dev_devs(rt)->devices[d]);
     for (int i = 0; i < rt->n_workers; i++) {
-        parla__worker_t *w = &rt->workers[i];
-        if (async && (w->streams = parla__calloc(rt, (size_t)parla__devs(rt)->n_devices, sizeof *w->streams)) == NULL) {
+        parla__sched_worker_t *w = &rt->workers[i];
+        if (async && (w->streams = parla__calloc(rt, (size_t)parla__dev_devs(rt)->n_devices, sizeof *w->streams)) == NULL) {
             rt->n_workers = i;
             free_runtime(rt);
             return parla__error(PARLA_ENOMEM, "parla_runtime_create: cannot allocate the streams of worker %d", i);
@@ -210,10 +210,10 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
         w->index = i;
         w->rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
         for (int l = 0; l < PARLA__LEVELS; l++)
-            parla__queue_init(&w->deque[l], &rt->n_queued);
+            parla__sched_queue_init(&w->deque[l], &rt->n_queued);
     }
     for (int i = 0; i < rt->n_workers; i++) {
-        if (pthread_create(&rt->workers[i].thread, NULL, parla__worker_main, &rt->workers[i]) != 0) {
+        if (pthread_create(&rt->workers[i].thread, NULL, parla__sched_worker_main, &rt->workers[i]) != 0) {
             stop_workers(rt, i);
             free_runtime(rt);
             return parla__error(PARLA_ESYS, "parla_runtime_create: cannot start worker thread %d", i);
@@ -227,9 +227,9 @@ int parla_runtime_destroy(parla_runtime_t *rt)
 {
     if (rt == NULL)
         return 0;
-    if (parla__tls_worker && parla__tls_worker->rt == rt)
+    if (parla__sched_tls_worker && parla__sched_tls_worker->rt == rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_destroy: called from task %s",
-                            parla_task_name(parla__tls_worker->current));
+                            parla_task_name(parla__sched_tls_worker->current));
     int forked = parla__check_process(rt, "parla_runtime_destroy");
     if (forked)
         return forked;
@@ -245,7 +245,7 @@ int parla_runtime_destroy(parla_runtime_t *rt)
      * bookkeeping for it ends; wait that moment out, briefly. */
     long active = atomic_load(&parla__graph_rt(rt)->n_active);
     for (int spin = 0; active > 0 && spin < 100000; spin++) {
-        bool finishing = false;
+        bool finishing = atomic_load(&parla__graph_rt(rt)->n_finishing_other) > 0;
         for (int i = 0; i < rt->n_workers && !finishing; i++)
             finishing = atomic_load(&rt->workers[i].finishing) > 0;
         if (!finishing)
@@ -259,8 +259,8 @@ int parla_runtime_destroy(parla_runtime_t *rt)
                             active == 1 ? " has" : "s have");
     }
     stop_workers(rt, rt->n_workers);
-    for (int i = 0; i < parla__devs(rt)->n_devices; i++)
-        parla__engine_stop(&parla__devs(rt)->devices[i]); /* nothing is queued: no task is live */
+    for (int i = 0; i < parla__dev_devs(rt)->n_devices; i++)
+        parla__dev_engine_stop(&parla__dev_devs(rt)->devices[i]); /* nothing is queued: no task is live */
     atomic_store(&parla__graph_rt(rt)->destroyed, true);
     parla__data_forget_history(rt);
     /* Never-submitted tasks recorded as placeholders: drop the registry's references. */

@@ -27,7 +27,7 @@
  * Leaves (nothing is taken while one is held; each may be taken under any of
  * the above):
  *   parla__graph_rt(rt)->placeholder_lock  (mutex, graph/placeholder.c; taken under store->lock:
- *                          data/hazards.c hazard_edge -> parla__add_edge -> parla__placeholder_add)
+ *                          data/hazards.c hazard_edge -> parla__graph_add_edge -> parla__graph_placeholder_add)
  *   parla__data_rt(rt)->stores_lock       (mutex, the list of live stores, data/store.c and hazards.c)
  *   graph->lock           (mutex, a graph's latest join and failure, sched/replay.c)
  *   shared->wake_lock     (mutex, completion callbacks, device/engine.c; takes each running
@@ -79,13 +79,13 @@
  *     acquire_locks of the task's GPUs across its copy.
  *   - parla_data_evict writes back under the store's lock (no device lock):
  *     the caller asked for that data object; its other users wait.
- *   - A hazard edge searches the graph for an explicit path (parla__reaches,
+ *   - A hazard edge searches the graph for an explicit path (parla__graph_reaches,
  *     at most 100,000 tasks visited) under the store's lock, so that the
  *     history it decides on cannot change meanwhile; only for a task that
  *     already has dependents (an explicit dependency on a later task), at
  *     most once per conflicting earlier task: other accesses to that data
  *     object wait for the search (about a millisecond at the limit).
- *   - parla__host_wait_task (a task ending without running after a runahead
+ *   - parla__graph_host_wait_task (a task ending without running after a runahead
  *     release) waits for device events with no lock held.
  */
 #ifndef PARLA_SCHED_H
@@ -99,84 +99,84 @@
 
 /* An intrusive doubly linked queue of tasks. The owner pops at the tail
  * (LIFO), thieves and shared consumers pop at the head (FIFO). */
-typedef struct parla__queue {
+typedef struct parla__sched_queue {
     _Atomic int lock; /* spinlock: protects head, tail and the links of queued tasks */
     parla_task_t *head, *tail;
     _Atomic long size; /* read without the lock to skip empty queues */
     _Atomic long *total; /* a count shared by several queues (the runtime's), kept with size */
-} parla__queue_t;
+} parla__sched_queue_t;
 
-void parla__queue_init(parla__queue_t *q, _Atomic long *total);
-void parla__queue_push(parla__queue_t *q, parla_task_t *t);
-parla_task_t *parla__queue_pop_head(parla__queue_t *q);
-parla_task_t *parla__queue_pop_tail(parla__queue_t *q);
+void parla__sched_queue_init(parla__sched_queue_t *q, _Atomic long *total);
+void parla__sched_queue_push(parla__sched_queue_t *q, parla_task_t *t);
+parla_task_t *parla__sched_queue_pop_head(parla__sched_queue_t *q);
+parla_task_t *parla__sched_queue_pop_tail(parla__sched_queue_t *q);
 /* Unlinks the first task (from the tail or the head) whose creator is
  * `creator` (see struct parla_task), or returns NULL. O(queue length). */
-parla_task_t *parla__queue_take_child(parla__queue_t *q, uint64_t creator, bool from_tail);
+parla_task_t *parla__sched_queue_take_child(parla__sched_queue_t *q, uint64_t creator, bool from_tail);
 
 /* -------------------------------------------------------------- resources -- */
 
 /* Reserves t's needs on all its devices (in index order) or appends t to the
  * blocked list of the first device where they do not fit. True if reserved. */
-bool parla__reserve_or_block(parla_task_t *t);
+bool parla__sched_reserve_or_block(parla_task_t *t);
 /* Gives back t's needs, then retries the tasks blocked on those devices; the
  * ones now reserved are returned as a list linked through qnext. */
-parla_task_t *parla__release_resources(parla_task_t *t);
+parla_task_t *parla__sched_release_resources(parla_task_t *t);
 /* With d's lock held: needs of vcus (fixed point) and memory (bytes) fit on d now. */
-bool parla__resources_fit_locked(const parla__device_t *d, int64_t vcus, uint64_t memory);
+bool parla__sched_resources_fit_locked(const parla__dev_t *d, int64_t vcus, uint64_t memory);
 
 /* ---------------------------------------------------------------- graphs -- */
 
 /* From the finished hook, for every task: when t is the join task of a graph's replay (sched/replay.c),
  * records a cancelled replay as the graph's failure and drops the replay's reference to the graph. */
-void parla__graph_join_finished(parla_task_t *t);
+void parla__sched_graph_join_finished(parla_task_t *t);
 
 /* -------------------------------------------------------------- placement -- */
 
 /* Memory capacity (bytes) of the largest device any placement option allows. */
-uint64_t parla__largest_allowed(parla_runtime_t *rt, const parla__task_ext_t *x);
+uint64_t parla__sched_largest_allowed(parla_runtime_t *rt, const parla__graph_task_ext_t *x);
 /* Checks one placement option against rt's devices (the checks and errors of parla_task_add_placement; who
  * names the task in messages) and fills *out. 0 or PARLA_EINVAL / PARLA_ENODEV with the message set. */
-int parla__option_make(parla_runtime_t *rt, const char *who, const int *slots, int n, double vcus, uint64_t memory,
-                       parla__option_t *out);
+int parla__sched_option_make(parla_runtime_t *rt, const char *who, const int *slots, int n, double vcus, uint64_t memory,
+                       parla__graph_option_t *out);
 /* True when some devices can hold the option's needs at all. */
-bool parla__option_feasible(parla_runtime_t *rt, const parla__option_t *o);
+bool parla__sched_option_feasible(parla_runtime_t *rt, const parla__graph_option_t *o);
 /* Maps a ready task with placement options to devices (sets t->devices). */
-int parla__map_task(parla_task_t *t);
+int parla__sched_map_task(parla_task_t *t);
 
 /* --------------------------------------------------------------- dispatch -- */
 
 /* Makes a ready task with reserved resources runnable: prepares its data, then
  * enqueues it (or leaves that to the copy engines / the room wait). */
-void parla__dispatch(parla_task_t *t);
+void parla__sched_dispatch(parla_task_t *t);
 /* Gives back t's resources and dispatches the tasks that now fit. */
-void parla__release_and_dispatch(parla_task_t *t);
+void parla__sched_release_and_dispatch(parla_task_t *t);
 /* Queues the end-of-work marker of a runahead task on its device's engine
  * (0); returns nonzero when the engine has nothing queued before it (its work
  * is complete) or no marker can be allocated: then complete it at once. */
-int parla__engine_mark(parla_task_t *t);
+int parla__sched_engine_mark(parla_task_t *t);
 /* Queues a retry of t (made ready again) on the engine of its first device; false when no job can be
  * allocated. */
-bool parla__engine_retry(parla_task_t *t);
+bool parla__sched_engine_retry(parla_task_t *t);
 /* Blocks the calling thread until the work of runahead task t is complete
  * (when no marker could be queued); returns the first device error, or 0. */
-int parla__task_work_wait(parla_task_t *t);
+int parla__sched_task_work_wait(parla_task_t *t);
 /* The work of a runahead task is complete: release what it holds, finish it
  * (failed with error when a device reported one for that work, else done). */
-void parla__task_complete_gpu(parla_task_t *t, int error);
+void parla__sched_task_complete_gpu(parla_task_t *t, int error);
 /* The hooks the scheduler installs for the layers below (parla__graph_rt(rt)->ghooks,
  * parla__data_rt(rt)->dhooks; see graph/graph.h and data/data.h). */
-void parla__task_ready(parla_task_t *t);
-void parla__task_finished(parla_task_t *t);
-int parla__task_feasible(parla_task_t *t);
-void parla__task_arrived(parla_task_t *t);
-void parla__tasks_unpinned(parla_task_t *room, parla_task_t *reserve);
+void parla__sched_task_ready(parla_task_t *t);
+void parla__sched_task_finished(parla_task_t *t);
+int parla__sched_task_feasible(parla_task_t *t);
+void parla__sched_task_arrived(parla_task_t *t);
+void parla__sched_tasks_unpinned(parla_task_t *room, parla_task_t *reserve);
 /* Runs t's body on the calling worker and finishes it. */
-void parla__task_run(parla_task_t *t);
+void parla__sched_task_run(parla_task_t *t);
 
 /* ---------------------------------------------------------------- runtime -- */
 
-typedef struct parla__worker {
+typedef struct parla__sched_worker {
     /* First, the thread identity util/ knows (parla__self_t), also readable
      * as the worker's own fields w->rt, w->index, w->current, w->finishing
      * (an anonymous struct with the same members: the common initial sequence
@@ -187,14 +187,14 @@ typedef struct parla__worker {
             parla_runtime_t *rt;
             int index;
             parla_task_t *current;
-            _Atomic int finishing; /* > 0 while in parla__task_finish (written by the owner only) */
+            _Atomic int finishing; /* > 0 while in parla__graph_task_finish (written by the owner only) */
         };
     };
     /* The owner writes current and finishing for every task; thieves poll the
      * deques' sizes and locks: keep them off one cache line. */
     char self_pad_[64];
     pthread_t thread;
-    parla__queue_t deque[PARLA__LEVELS];
+    parla__sched_queue_t deque[PARLA__LEVELS];
     uint64_t rng;
     parla_task_t *const *waiting_on; /* set under park_lock while sleeping in parla_task_wait(_any): */
     size_t n_waiting_on;             /* the tasks it waits for (any of them) */
@@ -204,23 +204,23 @@ typedef struct parla__worker {
     /* CUDA: this worker's compute stream on each device (NULL until its
      * first task there), created and used by the owner only. */
     void **streams;
-} parla__worker_t;
+} parla__sched_worker_t;
 
 /* The runtime is a composition of per-layer parts, each the first member of
- * the next: util's (parla__alloc_t) in device's (parla__devs_t) in graph's
+ * the next: util's (parla__alloc_t) in device's (parla__dev_devs_t) in graph's
  * (parla__graph_rt_t) in data's (parla__data_rt_t), here. A layer reaches
- * its part and those below from the handle (parla__devs(rt),
+ * its part and those below from the handle (parla__dev_devs(rt),
  * parla__graph_rt(rt), parla__data_rt(rt): a pointer to a structure,
  * converted, points to its first member) and never the parts above. */
 struct parla_runtime {
     parla__data_rt_t data; /* first: the parts of the layers below */
     int n_workers;
-    parla__worker_t *workers;
-    parla__queue_t shared[PARLA__LEVELS]; /* tasks made ready outside workers */
+    parla__sched_worker_t *workers;
+    parla__sched_queue_t shared[PARLA__LEVELS]; /* tasks made ready outside workers */
     _Atomic uint64_t map_rr;              /* rotates tie-breaking among devices */
 
     parla_config_t config;
-    _Atomic(parla__busy_t *) busy; /* NULL until parla_runtime_busy_enable; then constant */
+    _Atomic(parla__trace_busy_t *) busy; /* NULL until parla_runtime_busy_enable; then constant */
     _Atomic bool cancelling; /* parla_runtime_cancel_all was called */
 
     pthread_mutex_t park_lock; /* protects n_sleeping transitions and stop */
@@ -242,44 +242,44 @@ struct parla_runtime {
 
 /* The calling worker's stream on device (created on first use); NULL for host
  * devices or on error (then the message is set). */
-void *parla__worker_stream(parla__worker_t *w, int device);
+void *parla__sched_worker_stream(parla__sched_worker_t *w, int device);
 
 /* Enqueues a ready task (resources already reserved) and wakes a sleeper. */
-void parla__enqueue(parla_runtime_t *rt, parla_task_t *t);
+void parla__sched_enqueue(parla_runtime_t *rt, parla_task_t *t);
 
 /* Wakes threads blocked in wait calls. */
-void parla__wake_waiters(parla_runtime_t *rt);
+void parla__sched_wake_waiters(parla_runtime_t *rt);
 /* Placeholder registry. */
-int parla__placeholder_add(parla_runtime_t *rt, parla_task_t *t);
-void parla__placeholder_remove(parla_runtime_t *rt, parla_task_t *t);
+int parla__graph_placeholder_add(parla_runtime_t *rt, parla_task_t *t);
+void parla__graph_placeholder_remove(parla_runtime_t *rt, parla_task_t *t);
 
 /* Workers and waiting (worker.c, wait.c, stuck.c). */
 /* The worker running on this thread, if any: its identity (util's
  * parla__self) is the worker record's first member. */
-#define parla__tls_worker ((parla__worker_t *)(void *)parla__self_tls)
-void *parla__worker_main(void *arg);
+#define parla__sched_tls_worker ((parla__sched_worker_t *)(void *)parla__self_tls)
+void *parla__sched_worker_main(void *arg);
 /* The sleep handshake is Dekker's: a pusher stores the queue size, then reads
  * n_sleeping; a sleeper increments n_sleeping, then reads the sizes. All four
  * are sequentially consistent (no fences: ThreadSanitizer does not model
  * them), so one of the two sees the other. One counter for every ready queue:
  * idle workers poll it, so its cost must not grow with the number of workers
  * (startup would be quadratic). */
-static inline bool parla__any_work(parla_runtime_t *rt)
+static inline bool parla__sched_any_work(parla_runtime_t *rt)
 {
     return atomic_load(&rt->n_queued) > 0;
 }
 /* Runs one queued task on the calling worker inside a wait in a body: one the waiting body created when
  * creator != 0, else any. Returns whether it did. */
-bool parla__help_one(parla__worker_t *w, uint64_t creator);
+bool parla__sched_help_one(parla__sched_worker_t *w, uint64_t creator);
 /* Wakes threads blocked on wait_cond (takes wait_lock; callers may hold park_lock). */
-void parla__wake_wait_cond(parla_runtime_t *rt);
+void parla__sched_wake_wait_cond(parla_runtime_t *rt);
 /* With park_lock held: some worker sleeps in a wait inside a body; no task can make progress. */
-bool parla__body_waiters_locked(parla_runtime_t *rt);
-bool parla__stuck_locked(parla_runtime_t *rt);
-bool parla__quiescent(parla_runtime_t *rt);
+bool parla__sched_body_waiters_locked(parla_runtime_t *rt);
+bool parla__sched_stuck_locked(parla_runtime_t *rt);
+bool parla__sched_quiescent(parla_runtime_t *rt);
 /* Formats the diagnosis of a stuck runtime into the thread's error message; returns PARLA_ESTUCK. */
-int parla__stuck_error(parla_runtime_t *rt);
+int parla__sched_stuck_error(parla_runtime_t *rt);
 /* parla_runtime_wait_all with a timeout in seconds (< 0: none). */
-int parla__wait_all(parla_runtime_t *rt, double timeout);
+int parla__sched_wait_all(parla_runtime_t *rt, double timeout);
 
 #endif

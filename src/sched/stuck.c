@@ -5,15 +5,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-bool parla__body_waiters_locked(parla_runtime_t *rt);
-bool parla__stuck_locked(parla_runtime_t *rt);
+bool parla__sched_body_waiters_locked(parla_runtime_t *rt);
+bool parla__sched_stuck_locked(parla_runtime_t *rt);
 
 /* With park_lock held: true when no task can make progress. Every worker
  * sleeps, nothing is queued, tasks are outstanding, and no worker waiting
  * inside a body has had its awaited task finish (such a worker was woken, or
  * is about to be, and will carry on). */
 /* With park_lock held: true when some worker sleeps in a wait inside a body. */
-bool parla__body_waiters_locked(parla_runtime_t *rt)
+bool parla__sched_body_waiters_locked(parla_runtime_t *rt)
 {
     for (int i = 0; i < rt->n_workers; i++)
         if (rt->workers[i].waiting_on)
@@ -21,15 +21,15 @@ bool parla__body_waiters_locked(parla_runtime_t *rt)
     return false;
 }
 
-bool parla__stuck_locked(parla_runtime_t *rt)
+bool parla__sched_stuck_locked(parla_runtime_t *rt)
 {
-    if (atomic_load(&rt->n_sleeping) != rt->n_workers || parla__any_work(rt) || atomic_load(&parla__graph_rt(rt)->n_active) == 0)
+    if (atomic_load(&rt->n_sleeping) != rt->n_workers || parla__sched_any_work(rt) || atomic_load(&parla__graph_rt(rt)->n_active) == 0)
         return false;
-    for (int d = 0; d < parla__devs(rt)->n_devices; d++)
-        if (parla__engine_pending(&parla__devs(rt)->devices[d]) > 0)
+    for (int d = 0; d < parla__dev_devs(rt)->n_devices; d++)
+        if (parla__dev_engine_pending(&parla__dev_devs(rt)->devices[d]) > 0)
             return false; /* copies (or the work of runahead tasks) are under way */
     for (int i = 0; i < rt->n_workers; i++) {
-        parla__worker_t *w = &rt->workers[i];
+        parla__sched_worker_t *w = &rt->workers[i];
         if (w->waiting_on && w->stuck_woken)
             return false; /* told it is stuck: its body carries on */
         for (size_t k = 0; w->waiting_on && k < w->n_waiting_on; k++)
@@ -39,16 +39,16 @@ bool parla__stuck_locked(parla_runtime_t *rt)
     return true;
 }
 
-bool parla__quiescent(parla_runtime_t *rt)
+bool parla__sched_quiescent(parla_runtime_t *rt)
 {
     pthread_mutex_lock(&rt->park_lock);
-    bool q = parla__stuck_locked(rt);
+    bool q = parla__sched_stuck_locked(rt);
     pthread_mutex_unlock(&rt->park_lock);
     return q;
 }
 
 /* Formats the diagnosis of a stuck runtime into the thread's error message. */
-int parla__stuck_error(parla_runtime_t *rt)
+int parla__sched_stuck_error(parla_runtime_t *rt)
 {
     char buf[480];
     size_t len = 0;
@@ -59,7 +59,7 @@ int parla__stuck_error(parla_runtime_t *rt)
         parla_task_t *p = parla__graph_rt(rt)->placeholders[i];
         len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s (needed by", i ? ", " : "", parla_task_name(p));
         int k = 0;
-        for (parla__edge_t *e = atomic_load(&p->succ); e && e != PARLA__SEALED && len < sizeof buf - 32;
+        for (parla__graph_edge_t *e = atomic_load(&p->succ); e && e != PARLA__SEALED && len < sizeof buf - 32;
              e = e->next, k++)
             len += (size_t)snprintf(buf + len, sizeof buf - len, "%s %s", k ? "," : "", parla_task_name(e->succ));
         len += (size_t)snprintf(buf + len, sizeof buf - len, ")");
@@ -75,7 +75,7 @@ int parla__stuck_error(parla_runtime_t *rt)
     int nb = 0;
     pthread_mutex_lock(&rt->park_lock);
     for (int i = 0; i < rt->n_workers; i++) {
-        parla__worker_t *w = &rt->workers[i];
+        parla__sched_worker_t *w = &rt->workers[i];
         if (w->waiting_on == NULL || w->current == NULL || lb >= sizeof bodies - 64)
             continue;
         parla_task_t *x = w->waiting_on[0];
@@ -119,7 +119,7 @@ void parla_runtime_cancel_all(parla_runtime_t *rt)
         if (rc != 0)
             break;
     }
-    parla__wake_waiters(rt);
+    parla__sched_wake_waiters(rt);
 }
 
 int parla_runtime_cancel_stuck(parla_runtime_t *rt, parla_task_t *const *tasks, size_t n)
@@ -131,9 +131,9 @@ int parla_runtime_cancel_stuck(parla_runtime_t *rt, parla_task_t *const *tasks, 
     int forked = parla__check_process(rt, "parla_runtime_cancel_stuck");
     if (forked)
         return forked;
-    if (parla__tls_worker && parla__tls_worker->rt == rt)
+    if (parla__sched_tls_worker && parla__sched_tls_worker->rt == rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_cancel_stuck: called from task %s",
-                            parla_task_name(parla__tls_worker->current));
+                            parla_task_name(parla__sched_tls_worker->current));
     for (size_t i = 0; i < n; i++) {
         if (tasks[i] == NULL)
             return parla__error(PARLA_EINVAL, "parla_runtime_cancel_stuck: tasks[%zu] is NULL", i);
@@ -146,10 +146,10 @@ int parla_runtime_cancel_stuck(parla_runtime_t *rt, parla_task_t *const *tasks, 
      * that moment passed 0.1 s (the cycle's tasks were left pending); the
      * wait ends as soon as every worker is parked, so a long bound costs
      * nothing on the path that uses it. */
-    bool stuck = parla__wait_all(rt, 2.0) == PARLA_ESTUCK;
+    bool stuck = parla__sched_wait_all(rt, 2.0) == PARLA_ESTUCK;
     if (stuck) {
         pthread_mutex_lock(&rt->park_lock);
-        stuck = parla__stuck_locked(rt) && !parla__body_waiters_locked(rt);
+        stuck = parla__sched_stuck_locked(rt) && !parla__sched_body_waiters_locked(rt);
         pthread_mutex_unlock(&rt->park_lock);
     }
     if (!stuck)
@@ -165,8 +165,8 @@ int parla_runtime_cancel_stuck(parla_runtime_t *rt, parla_task_t *const *tasks, 
                             np, np == 1 ? "" : "s", np == 1 ? "is" : "are", np == 1 ? "it" : "them");
     int cancelled = 0;
     for (size_t i = 0; i < n; i++)
-        if (parla__task_cancel_stuck(tasks[i]))
+        if (parla__graph_task_cancel_stuck(tasks[i]))
             cancelled++;
-    parla__wake_waiters(rt);
+    parla__sched_wake_waiters(rt);
     return cancelled;
 }

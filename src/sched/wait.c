@@ -7,13 +7,13 @@
 #include <stdlib.h>
 #include <time.h>
 
-void parla__wake_wait_cond(parla_runtime_t *rt);
+void parla__sched_wake_wait_cond(parla_runtime_t *rt);
 
 /* ---------------------------------------------------------------- waiting -- */
 
 /* Wakes threads blocked on wait_cond. Takes wait_lock: callers may hold
  * park_lock (lock order), but not wait_lock. */
-void parla__wake_wait_cond(parla_runtime_t *rt)
+void parla__sched_wake_wait_cond(parla_runtime_t *rt)
 {
     pthread_mutex_lock(&rt->wait_lock);
     rt->wake_gen++;
@@ -21,9 +21,9 @@ void parla__wake_wait_cond(parla_runtime_t *rt)
     pthread_mutex_unlock(&rt->wait_lock);
 }
 
-void parla__wake_waiters(parla_runtime_t *rt)
+void parla__sched_wake_waiters(parla_runtime_t *rt)
 {
-    parla__wake_wait_cond(rt);
+    parla__sched_wake_wait_cond(rt);
     /* Workers waiting inside task bodies sleep on park_cond. */
     pthread_mutex_lock(&rt->park_lock);
     pthread_cond_broadcast(&rt->park_cond);
@@ -42,16 +42,16 @@ static void deadline_after(struct timespec *ts, double seconds)
     }
 }
 
-int parla__wait_all(parla_runtime_t *rt, double timeout)
+int parla__sched_wait_all(parla_runtime_t *rt, double timeout)
 {
     if (rt == NULL)
         return parla__error(PARLA_EINVAL, "parla_runtime_wait_all: runtime is NULL");
     int forked = parla__check_process(rt, "parla_runtime_wait_all");
     if (forked)
         return forked;
-    if (parla__tls_worker && parla__tls_worker->rt == rt)
+    if (parla__sched_tls_worker && parla__sched_tls_worker->rt == rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_wait_all: called from task %s, which cannot wait for itself",
-                            parla_task_name(parla__tls_worker->current));
+                            parla_task_name(parla__sched_tls_worker->current));
     struct timespec deadline;
     if (timeout >= 0)
         deadline_after(&deadline, timeout);
@@ -59,11 +59,11 @@ int parla__wait_all(parla_runtime_t *rt, double timeout)
     pthread_mutex_lock(&rt->wait_lock);
     atomic_fetch_add(&rt->n_all_waiters, 1);
     while (atomic_load(&parla__graph_rt(rt)->n_active) > 0) {
-        /* parla__quiescent() takes park_lock, which comes before wait_lock in the
+        /* parla__sched_quiescent() takes park_lock, which comes before wait_lock in the
          * lock order; wake_gen tells whether a wake-up was missed meanwhile. */
         uint64_t gen = rt->wake_gen;
         pthread_mutex_unlock(&rt->wait_lock);
-        bool q = parla__quiescent(rt);
+        bool q = parla__sched_quiescent(rt);
         pthread_mutex_lock(&rt->wait_lock);
         if (q) {
             rc = PARLA_ESTUCK;
@@ -84,19 +84,19 @@ int parla__wait_all(parla_runtime_t *rt, double timeout)
     if (rc == PARLA_ETIMEDOUT)
         return parla__error(rc, "parla_runtime_wait_all: %ld tasks still running after %g s",
                             (long)atomic_load(&parla__graph_rt(rt)->n_active), timeout);
-    return rc ? parla__stuck_error(rt) : 0;
+    return rc ? parla__sched_stuck_error(rt) : 0;
 }
 
 int parla_runtime_wait_all(parla_runtime_t *rt)
 {
-    return parla__wait_all(rt, -1.0);
+    return parla__sched_wait_all(rt, -1.0);
 }
 
 int parla_runtime_wait_all_timeout(parla_runtime_t *rt, double timeout)
 {
     if (!(timeout >= 0))
         return parla__error(PARLA_EINVAL, "parla_runtime_wait_all_timeout: timeout %g is not >= 0", timeout);
-    return parla__wait_all(rt, timeout);
+    return parla__sched_wait_all(rt, timeout);
 }
 
 static int outcome(const parla_task_t *t)
@@ -148,7 +148,7 @@ static int body_sleepers_locked(parla_runtime_t *rt)
  * every worker is inside such a wait, none is free to run them, so the
  * waiter runs any ready task (else nothing could run at all). Sleeps like an
  * idle worker when there is nothing it may run. */
-static int body_wait(parla__worker_t *w, parla_task_t *const *ts, size_t n, const struct timespec *deadline)
+static int body_wait(parla__sched_worker_t *w, parla_task_t *const *ts, size_t n, const struct timespec *deadline)
 {
     parla_runtime_t *rt = w->rt;
     uint64_t key = w->current ? w->current->serial + 1 : 0;
@@ -163,13 +163,13 @@ static int body_wait(parla__worker_t *w, parla_task_t *const *ts, size_t n, cons
         }
         bool all_blocked = atomic_load(&rt->n_body_waiting) >= rt->n_workers;
         uint64_t gen = atomic_load(&rt->enq_gen);
-        if (parla__help_one(w, all_blocked ? 0 : key))
+        if (parla__sched_help_one(w, all_blocked ? 0 : key))
             continue;
         pthread_mutex_lock(&rt->park_lock);
         atomic_fetch_add(&rt->n_sleeping, 1);
         w->waiting_on = ts;
         w->n_waiting_on = n;
-        bool work = parla__any_work(rt);
+        bool work = parla__sched_any_work(rt);
         /* Something was enqueued since the search (it may be a child), or
          * every worker now waits in a body: search again. */
         bool retry = atomic_load(&rt->enq_gen) != gen ||
@@ -179,7 +179,7 @@ static int body_wait(parla__worker_t *w, parla_task_t *const *ts, size_t n, cons
              * pass it on, so the work it leaves is taken. */
             if (work && atomic_load(&rt->n_sleeping) > body_sleepers_locked(rt))
                 pthread_cond_broadcast(&rt->park_cond);
-            if (!work && parla__stuck_locked(rt)) {
+            if (!work && parla__sched_stuck_locked(rt)) {
                 rc = PARLA_ESTUCK;
             } else if (deadline == NULL) {
                 pthread_cond_wait(&rt->park_cond, &rt->park_lock);
@@ -196,8 +196,8 @@ static int body_wait(parla__worker_t *w, parla_task_t *const *ts, size_t n, cons
         atomic_fetch_sub(&rt->n_sleeping, 1);
         pthread_mutex_unlock(&rt->park_lock);
         if (rc == PARLA_ESTUCK) {
-            parla__wake_wait_cond(rt);
-            rc = parla__stuck_error(rt);
+            parla__sched_wake_wait_cond(rt);
+            rc = parla__sched_stuck_error(rt);
         }
     }
     atomic_fetch_sub(&rt->n_body_waiting, 1);
@@ -208,7 +208,7 @@ static int body_wait(parla__worker_t *w, parla_task_t *const *ts, size_t n, cons
  * seconds (timeout >= 0), or PARLA_ESTUCK (message set) when none can finish. */
 static int wait_any(parla_runtime_t *rt, parla_task_t *const *ts, size_t n, double timeout)
 {
-    parla__worker_t *w = parla__tls_worker;
+    parla__sched_worker_t *w = parla__sched_tls_worker;
     struct timespec deadline;
     if (timeout >= 0)
         deadline_after(&deadline, timeout);
@@ -226,7 +226,7 @@ static int wait_any(parla_runtime_t *rt, parla_task_t *const *ts, size_t n, doub
         }
         uint64_t gen = rt->wake_gen;
         pthread_mutex_unlock(&rt->wait_lock);
-        bool q = parla__quiescent(rt);
+        bool q = parla__sched_quiescent(rt);
         pthread_mutex_lock(&rt->wait_lock);
         if (q && !any_finished(ts, n)) {
             rc = PARLA_ESTUCK;
@@ -246,7 +246,7 @@ static int wait_any(parla_runtime_t *rt, parla_task_t *const *ts, size_t n, doub
     if (rc == PARLA_ESTUCK) {
         if (all_created(ts, n))
             return parla__error(PARLA_ESTUCK, "parla_task_wait: task %s was never submitted", parla_task_name(ts[0]));
-        return parla__stuck_error(rt);
+        return parla__sched_stuck_error(rt);
     }
     return rc;
 }
@@ -261,7 +261,7 @@ static int check_waited(const char *fn, parla_task_t *const *ts, size_t n)
         if (forked)
             return forked;
     }
-    parla__worker_t *w = parla__tls_worker;
+    parla__sched_worker_t *w = parla__sched_tls_worker;
     for (size_t i = 0; i < n; i++) {
         if (ts[i] == NULL)
             return parla__error(PARLA_EINVAL, "%s: task %zu is NULL", fn, i);
@@ -302,7 +302,7 @@ int parla_data_wait(parla_data_t *d, int write, double timeout)
 {
     if (d == NULL)
         return parla__error(PARLA_EINVAL, "parla_data_wait: data is NULL");
-    double deadline = timeout >= 0 ? (double)parla__now_ns() * 1e-9 + timeout : 0.0;
+    double deadline = timeout >= 0 ? (double)parla__trace_now_ns() * 1e-9 + timeout : 0.0;
     for (;;) {
         parla_task_t *wait = parla__data_conflict(d, write);
         if (wait != NULL && wait == parla_task_current()) {
@@ -315,7 +315,7 @@ int parla_data_wait(parla_data_t *d, int write, double timeout)
         if (timeout < 0) {
             rc = parla_task_wait(wait);
         } else {
-            double left = deadline - (double)parla__now_ns() * 1e-9;
+            double left = deadline - (double)parla__trace_now_ns() * 1e-9;
             rc = parla_task_wait_any(&wait, 1, left > 0 ? left : 0.0);
         }
         parla_task_release(wait);
@@ -329,7 +329,7 @@ int parla_data_fetch(parla_data_t *d, int device, int write)
     if (d == NULL)
         return parla__error(PARLA_EINVAL, "parla_data_fetch: data is NULL");
     parla_runtime_t *rt = parla__data_runtime(d);
-    if (device < 0 || device >= parla__devs(rt)->n_devices)
+    if (device < 0 || device >= parla__dev_devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_data_fetch: no device %d", device);
     /* Wait for the tasks whose accesses conflict with this one. */
     int rc = parla_data_wait(d, write, -1.0);

@@ -14,12 +14,12 @@ enum { SPIN_ROUNDS = 64 };
 
 int parla_worker_index(void)
 {
-    return parla__tls_worker ? parla__tls_worker->index : -1;
+    return parla__sched_tls_worker ? parla__sched_tls_worker->index : -1;
 }
 
 parla_task_t *parla_task_current(void)
 {
-    return parla__tls_worker ? parla__tls_worker->current : NULL;
+    return parla__sched_tls_worker ? parla__sched_tls_worker->current : NULL;
 }
 
 /* ------------------------------------------------------------ ready work -- */
@@ -34,19 +34,19 @@ static void wake_one(parla_runtime_t *rt)
     }
 }
 
-void parla__enqueue(parla_runtime_t *rt, parla_task_t *t)
+void parla__sched_enqueue(parla_runtime_t *rt, parla_task_t *t)
 {
-    parla__worker_t *w = parla__tls_worker;
+    parla__sched_worker_t *w = parla__sched_tls_worker;
     if (w && w->rt == rt) {
-        parla__queue_push(&w->deque[t->level], t);
+        parla__sched_queue_push(&w->deque[t->level], t);
     } else {
-        parla__queue_push(&rt->shared[t->level], t);
+        parla__sched_queue_push(&rt->shared[t->level], t);
     }
     atomic_fetch_add(&rt->enq_gen, 1);
     wake_one(rt);
 }
 
-static uint64_t next_rand(parla__worker_t *w)
+static uint64_t next_rand(parla__sched_worker_t *w)
 {
     /* xorshift64: cheap victim selection for stealing. */
     uint64_t x = w->rng;
@@ -58,15 +58,15 @@ static uint64_t next_rand(parla__worker_t *w)
 
 /* Highest priority first; within a level: own deque (LIFO, cache-warm), the
  * shared queue (FIFO), then steal from a random victim (FIFO). */
-static parla_task_t *find_task(parla__worker_t *w)
+static parla_task_t *find_task(parla__sched_worker_t *w)
 {
     parla_runtime_t *rt = w->rt;
     int n = rt->n_workers;
     for (int l = 0; l < PARLA__LEVELS; l++) {
-        parla_task_t *t = parla__queue_pop_tail(&w->deque[l]);
+        parla_task_t *t = parla__sched_queue_pop_tail(&w->deque[l]);
         if (t)
             return t;
-        t = parla__queue_pop_head(&rt->shared[l]);
+        t = parla__sched_queue_pop_head(&rt->shared[l]);
         if (t)
             return t;
         if (n > 1) {
@@ -75,7 +75,7 @@ static parla_task_t *find_task(parla__worker_t *w)
                 int v = (start + k) % n;
                 if (v == w->index)
                     continue;
-                t = parla__queue_pop_head(&rt->workers[v].deque[l]);
+                t = parla__sched_queue_pop_head(&rt->workers[v].deque[l]);
                 if (t) {
                     atomic_store_explicit(&w->n_steals, atomic_load_explicit(&w->n_steals, memory_order_relaxed) + 1,
                                           memory_order_relaxed);
@@ -89,16 +89,16 @@ static parla_task_t *find_task(parla__worker_t *w)
 
 /* A ready task that the body with key `creator` created: from the worker's
  * own deque (newest first), the shared queue, then the other deques. */
-static parla_task_t *find_child(parla__worker_t *w, uint64_t creator)
+static parla_task_t *find_child(parla__sched_worker_t *w, uint64_t creator)
 {
     parla_runtime_t *rt = w->rt;
     for (int l = 0; l < PARLA__LEVELS; l++) {
-        parla_task_t *t = parla__queue_take_child(&w->deque[l], creator, true);
+        parla_task_t *t = parla__sched_queue_take_child(&w->deque[l], creator, true);
         if (t == NULL)
-            t = parla__queue_take_child(&rt->shared[l], creator, false);
+            t = parla__sched_queue_take_child(&rt->shared[l], creator, false);
         for (int v = 0; t == NULL && v < rt->n_workers; v++)
             if (v != w->index)
-                t = parla__queue_take_child(&rt->workers[v].deque[l], creator, false);
+                t = parla__sched_queue_take_child(&rt->workers[v].deque[l], creator, false);
         if (t)
             return t;
     }
@@ -107,20 +107,20 @@ static parla_task_t *find_child(parla__worker_t *w, uint64_t creator)
 
 /* Runs one queued task on the calling worker, inside a wait in a body: one
  * the waiting body created when creator != 0, else any. Returns whether it did. */
-bool parla__help_one(parla__worker_t *w, uint64_t creator)
+bool parla__sched_help_one(parla__sched_worker_t *w, uint64_t creator)
 {
     parla_task_t *t = creator ? find_child(w, creator) : find_task(w);
     if (t == NULL)
         return false;
-    parla__task_run(t);
+    parla__sched_task_run(t);
     return true;
 }
 
 /* ---------------------------------------------------------------- workers -- */
 
-void *parla__worker_main(void *arg)
+void *parla__sched_worker_main(void *arg)
 {
-    parla__worker_t *w = arg;
+    parla__sched_worker_t *w = arg;
     parla_runtime_t *rt = w->rt;
     parla__self_tls = &w->self;
     if (rt->config.worker_start)
@@ -128,7 +128,7 @@ void *parla__worker_main(void *arg)
     for (;;) {
         parla_task_t *t = find_task(w);
         if (t) {
-            parla__task_run(t);
+            parla__sched_task_run(t);
             continue;
         }
         if (rt->config.worker_idle)
@@ -136,7 +136,7 @@ void *parla__worker_main(void *arg)
         bool found = false;
         for (int i = 0; i < SPIN_ROUNDS && !found; i++) {
             sched_yield();
-            found = parla__any_work(rt) || atomic_load_explicit(&rt->stop, memory_order_relaxed);
+            found = parla__sched_any_work(rt) || atomic_load_explicit(&rt->stop, memory_order_relaxed);
         }
         if (found && !atomic_load(&rt->stop))
             continue;
@@ -146,7 +146,7 @@ void *parla__worker_main(void *arg)
             break;
         }
         int sleeping = atomic_fetch_add(&rt->n_sleeping, 1) + 1;
-        if (parla__any_work(rt)) {
+        if (parla__sched_any_work(rt)) {
             atomic_fetch_sub(&rt->n_sleeping, 1);
             pthread_mutex_unlock(&rt->park_lock);
             continue;
@@ -154,12 +154,12 @@ void *parla__worker_main(void *arg)
         /* The last worker to go idle while tasks are outstanding lets waiters
          * check whether the runtime is stuck. */
         if (sleeping == rt->n_workers && atomic_load(&parla__graph_rt(rt)->n_active) > 0) {
-            parla__wake_wait_cond(rt);
+            parla__sched_wake_wait_cond(rt);
             /* Workers waiting inside bodies sleep on park_cond: when this
              * worker's going idle leaves the runtime stuck, they must see it
              * (else a body waiting on work that can never finish sleeps for
              * ever). Only then, so idle workers do not wake each other. */
-            if (parla__body_waiters_locked(rt) && parla__stuck_locked(rt)) {
+            if (parla__sched_body_waiters_locked(rt) && parla__sched_stuck_locked(rt)) {
                 for (int i = 0; i < rt->n_workers; i++)
                     if (rt->workers[i].waiting_on)
                         rt->workers[i].stuck_woken = true;

@@ -74,7 +74,7 @@ void parla__trace_graph_free(tgraph_t *g)
     free(g->tasks);
 }
 
-static int gather_one(const parla__tev_t *e, void *arg)
+static int gather_one(const parla__trace_tev_t *e, void *arg)
 {
     tgraph_t *g = arg;
     if (e->kind == PARLA__TEV_TASK) {

@@ -35,7 +35,7 @@ typedef struct tinfo {
 
 typedef struct tedge {
     uint64_t pred, succ;
-    int kind; /* enum parla__edge_kind */
+    int kind; /* enum parla__trace_edge_kind */
 } tedge_t;
 
 /* An edge of the segment graph: from's end precedes to's start. */
@@ -47,7 +47,7 @@ typedef struct sedge {
 typedef struct ditem {
     uint64_t start, end;
     int device, lane;
-    const parla__tev_t *ev; /* the event (work, copy) or NULL for a segment */
+    const parla__trace_tev_t *ev; /* the event (work, copy) or NULL for a segment */
     size_t seg;
 } ditem_t;
 

@@ -18,7 +18,7 @@
 typedef struct tchunk {
     struct tchunk *next;
     size_t n;
-    parla__tev_t ev[CHUNK_EVENTS];
+    parla__trace_tev_t ev[CHUNK_EVENTS];
 } tchunk_t;
 
 typedef struct tname {
@@ -40,7 +40,7 @@ struct parla__trace {
     tbuf_t *buffers; /* [0, n_workers) per worker, [n_workers] shared */
 };
 
-uint64_t parla__now_ns(void)
+uint64_t parla__trace_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -61,7 +61,7 @@ parla__trace_t *parla__trace_create(const void *owner, int n_workers)
     }
     for (int i = 0; i <= tr->n_workers; i++)
         pthread_mutex_init(&tr->buffers[i].lock, NULL);
-    tr->t0 = parla__now_ns();
+    tr->t0 = parla__trace_now_ns();
     return tr;
 }
 
@@ -103,7 +103,7 @@ static tbuf_t *my_buffer(parla__trace_t *tr, int *worker)
     return &tr->buffers[tr->n_workers];
 }
 
-static parla__tev_t *append(tbuf_t *b)
+static parla__trace_tev_t *append(tbuf_t *b)
 {
     if (b->tail == NULL || b->tail->n == CHUNK_EVENTS) {
         tchunk_t *c = malloc(sizeof *c);
@@ -121,13 +121,13 @@ static parla__tev_t *append(tbuf_t *b)
 }
 
 /* Appends ev (its worker field set here) to the calling thread's buffer. */
-static void emit(parla__trace_t *tr, parla__tev_t ev)
+static void emit(parla__trace_t *tr, parla__trace_tev_t ev)
 {
     int worker;
     tbuf_t *b = my_buffer(tr, &worker);
     if (worker < 0)
         pthread_mutex_lock(&b->lock);
-    parla__tev_t *e = append(b);
+    parla__trace_tev_t *e = append(b);
     if (e) {
         *e = ev;
         e->worker = (int16_t)worker;
@@ -139,7 +139,7 @@ static void emit(parla__trace_t *tr, parla__tev_t ev)
 void parla__trace_task(parla__trace_t *tr, uint64_t serial, uint64_t t0, uint64_t t1, int device, int state,
                        const parla_mapping_t *m)
 {
-    parla__tev_t ev = {.kind = PARLA__TEV_TASK, .ts = t0, .b = t1, .serial = serial, .a = (uint64_t)state,
+    parla__trace_tev_t ev = {.kind = PARLA__TEV_TASK, .ts = t0, .b = t1, .serial = serial, .a = (uint64_t)state,
                        .device = (int16_t)device};
     if (m) {
         ev.flags = PARLA__TEVF_SCORES;
@@ -154,23 +154,23 @@ void parla__trace_task(parla__trace_t *tr, uint64_t serial, uint64_t t0, uint64_
 void parla__trace_copy(parla__trace_t *tr, uint64_t serial, uint64_t t0, uint64_t t1, int to, int from,
                        uint64_t bytes)
 {
-    emit(tr, (parla__tev_t){.kind = PARLA__TEV_COPY, .ts = t0, .b = t1, .serial = serial, .a = bytes,
+    emit(tr, (parla__trace_tev_t){.kind = PARLA__TEV_COPY, .ts = t0, .b = t1, .serial = serial, .a = bytes,
                             .device = (int16_t)to, .f = {(float)from}});
 }
 
 void parla__trace_edge(parla__trace_t *tr, uint64_t ts, uint64_t pred, uint64_t succ, int kind)
 {
-    emit(tr, (parla__tev_t){.kind = PARLA__TEV_EDGE, .ts = ts, .serial = succ, .a = pred, .b = (uint64_t)kind});
+    emit(tr, (parla__trace_tev_t){.kind = PARLA__TEV_EDGE, .ts = ts, .serial = succ, .a = pred, .b = (uint64_t)kind});
 }
 
 void parla__trace_evict(parla__trace_t *tr, uint64_t ts, int device, uint64_t bytes)
 {
-    emit(tr, (parla__tev_t){.kind = PARLA__TEV_EVICT, .ts = ts, .a = bytes, .device = (int16_t)device});
+    emit(tr, (parla__trace_tev_t){.kind = PARLA__TEV_EVICT, .ts = ts, .a = bytes, .device = (int16_t)device});
 }
 
 void parla__trace_work(parla__trace_t *tr, uint64_t serial, uint64_t t0, uint64_t t1, int device)
 {
-    emit(tr, (parla__tev_t){.kind = PARLA__TEV_WORK, .ts = t0, .b = t1, .serial = serial,
+    emit(tr, (parla__trace_tev_t){.kind = PARLA__TEV_WORK, .ts = t0, .b = t1, .serial = serial,
                             .device = (int16_t)device});
 }
 
@@ -196,7 +196,7 @@ out:
         pthread_mutex_unlock(&b->lock);
 }
 
-int parla__trace_each_event(const parla__trace_t *tr, int (*fn)(const parla__tev_t *e, void *arg), void *arg)
+int parla__trace_each_event(const parla__trace_t *tr, int (*fn)(const parla__trace_tev_t *e, void *arg), void *arg)
 {
     for (int i = 0; i <= tr->n_workers; i++)
         for (const tchunk_t *c = tr->buffers[i].head; c; c = c->next)

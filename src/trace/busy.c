@@ -16,22 +16,22 @@ typedef struct row {
     _Atomic uint64_t dev[];  /* device-ns per device */
 } row_t;
 
-struct parla__busy {
+struct parla__trace_busy {
     int n_workers, n_devices;
     size_t stride; /* bytes per row, a multiple of LINE */
     unsigned char *rows;
 };
 
-static row_t *row(const parla__busy_t *b, int worker)
+static row_t *row(const parla__trace_busy_t *b, int worker)
 {
     return (row_t *)(b->rows + (size_t)worker * b->stride);
 }
 
-parla__busy_t *parla__busy_create(int n_workers, int n_devices)
+parla__trace_busy_t *parla__trace_busy_create(int n_workers, int n_devices)
 {
     if (n_workers < 1 || n_devices < 1)
         return NULL;
-    parla__busy_t *b = malloc(sizeof *b);
+    parla__trace_busy_t *b = malloc(sizeof *b);
     if (b == NULL)
         return NULL;
     size_t bytes = sizeof(row_t) + (size_t)n_devices * sizeof(_Atomic uint64_t);
@@ -51,7 +51,7 @@ parla__busy_t *parla__busy_create(int n_workers, int n_devices)
     return b;
 }
 
-void parla__busy_destroy(parla__busy_t *b)
+void parla__trace_busy_destroy(parla__trace_busy_t *b)
 {
     if (b == NULL)
         return;
@@ -59,7 +59,7 @@ void parla__busy_destroy(parla__busy_t *b)
     free(b);
 }
 
-uint64_t parla__busy_begin(parla__busy_t *b, int worker)
+uint64_t parla__trace_busy_begin(parla__trace_busy_t *b, int worker)
 {
     row_t *r = row(b, worker);
     uint64_t outer = r->inner;
@@ -73,7 +73,7 @@ static void add(row_t *r, int device, uint64_t ns)
                           memory_order_relaxed);
 }
 
-void parla__busy_end(parla__busy_t *b, int worker, uint64_t outer, uint64_t elapsed, const uint8_t *devices, int n,
+void parla__trace_busy_end(parla__trace_busy_t *b, int worker, uint64_t outer, uint64_t elapsed, const uint8_t *devices, int n,
                      double vcus)
 {
     row_t *r = row(b, worker);
@@ -93,7 +93,7 @@ void parla__busy_end(parla__busy_t *b, int worker, uint64_t outer, uint64_t elap
     }
 }
 
-double parla__busy_seconds(const parla__busy_t *b, int device)
+double parla__trace_busy_seconds(const parla__trace_busy_t *b, int device)
 {
     if (device < 0 || device >= b->n_devices)
         return 0.0;

@@ -205,7 +205,7 @@ static void chrome_device_items(FILE *f, const tgraph_t *g, const lanes_t *ln)
         int tid = ln->base[it->device] + it->lane;
         fprintf(f, ",\n{\"ph\":\"X\",\"pid\":2,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,\"name\":", tid,
                 (double)it->start / 1e3, (double)(it->end - it->start) / 1e3);
-        const parla__tev_t *e = it->ev;
+        const parla__trace_tev_t *e = it->ev;
         if (e == NULL) {
             const tseg_t *s = &g->segs[it->seg];
             json_string(f, g->tasks[s->task].name);
@@ -258,7 +258,7 @@ typedef struct evict_out {
 } evict_out_t;
 
 /* Evictions as instant events on their device's first lane. */
-static int chrome_evict(const parla__tev_t *e, void *arg)
+static int chrome_evict(const parla__trace_tev_t *e, void *arg)
 {
     const evict_out_t *o = arg;
     if (e->kind == PARLA__TEV_EVICT && e->device >= 0 && e->device < o->g->meta->n_devices)

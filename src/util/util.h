@@ -44,7 +44,7 @@ typedef struct parla__self {
     parla_runtime_t *rt;
     int index;
     parla_task_t *current;
-    _Atomic int finishing; /* > 0 while in parla__task_finish (parla_runtime_destroy waits it out) */
+    _Atomic int finishing; /* > 0 while in parla__graph_task_finish (parla_runtime_destroy waits it out) */
 } parla__self_t;
 
 extern _Thread_local parla__self_t *parla__self_tls __attribute__((visibility("hidden")));

@@ -54,9 +54,9 @@ static parla_runtime_t *start(int pin, int pool)
     return rt;
 }
 
-static parla__device_t *dev(parla_runtime_t *rt, int i)
+static parla__dev_t *dev(parla_runtime_t *rt, int i)
 {
-    return &parla__devs(rt)->devices[i];
+    return &parla__dev_devs(rt)->devices[i];
 }
 
 /* ------------------------------------------------------------ 1. pool ---- */
@@ -101,11 +101,11 @@ static void test_pool_api(parla_runtime_t *rt)
     CHECK_OK(parla_device_alloc(rt, 2, big, &p));
     parla_device_free(rt, 2, p, big);
     uint64_t held, cached;
-    parla__pool_bytes(dev(rt, 2), &held, &cached);
+    parla__dev_pool_bytes(dev(rt, 2), &held, &cached);
     CHECK(cached == big && held == big, "held %llu, cached %llu after freeing %llu", (unsigned long long)held,
           (unsigned long long)cached, (unsigned long long)big);
     CHECK_OK(parla_device_alloc(rt, 2, bigger, &q));
-    parla__pool_bytes(dev(rt, 2), &held, &cached);
+    parla__dev_pool_bytes(dev(rt, 2), &held, &cached);
     CHECK(cached == 0 && held == bigger, "held %llu, cached %llu: the cache was not released "
           "under pressure", (unsigned long long)held, (unsigned long long)cached);
     CHECK(dev(rt, 2)->pool.trims >= 1, "no block released");
@@ -201,7 +201,7 @@ static void submit(parla_runtime_t *rt, parla_task_fn fn, job_t *j, int device, 
 static void wait_unpinned(parla_runtime_t *rt, long left)
 {
     double until = now_s() + 10;
-    while (atomic_load(&parla__devs(rt)->shared.n_pinned) != left && now_s() < until) {
+    while (atomic_load(&parla__dev_devs(rt)->shared.n_pinned) != left && now_s() < until) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
@@ -274,8 +274,8 @@ static figures_t copy_path(parla_runtime_t *rt, int warm, int iters)
     CHECK_OK(parla_runtime_wait_all(rt));
     counters(&f.c, 1);
     overlap(&f.both, &f.copies, &f.kernels);
-    f.woken = atomic_load(&parla__devs(rt)->shared.woken);
-    f.timed_out = atomic_load(&parla__devs(rt)->shared.timed_out);
+    f.woken = atomic_load(&parla__dev_devs(rt)->shared.woken);
+    f.timed_out = atomic_load(&parla__dev_devs(rt)->shared.timed_out);
     for (int k = 0; k < K; k++) {
         CHECK_OK(parla_data_fetch(data[k], CPU, 0));
         for (size_t i = 0; i < N; i++)
@@ -285,8 +285,8 @@ static figures_t copy_path(parla_runtime_t *rt, int warm, int iters)
     }
     CHECK_OK(parla_runtime_wait_all(rt));
     wait_unpinned(rt, 0);
-    CHECK(atomic_load(&parla__devs(rt)->shared.n_pinned) == 0, "%ld host buffers still pinned after their data "
-          "objects were released", (long)atomic_load(&parla__devs(rt)->shared.n_pinned));
+    CHECK(atomic_load(&parla__dev_devs(rt)->shared.n_pinned) == 0, "%ld host buffers still pinned after their data "
+          "objects were released", (long)atomic_load(&parla__dev_devs(rt)->shared.n_pinned));
     for (int k = 0; k < K; k++)
         free(host[k]);
     free(jobs);
@@ -324,7 +324,7 @@ static void test_steady_state(void)
     CHECK(f.c.registers == 0, "%ld host buffers registered again in steady state", f.c.registers);
     CHECK(f.c.pageable_copies == 0 && f.c.pinned_copies >= 2L * K * iters,
           "%ld pinned and %ld pageable copies for %d round trips", f.c.pinned_copies, f.c.pageable_copies, K * iters);
-    CHECK(!atomic_load(&parla__devs(rt)->shared.polling), "the copy engines fell back to polling");
+    CHECK(!atomic_load(&parla__dev_devs(rt)->shared.polling), "the copy engines fell back to polling");
     CHECK(f.woken > 0, "no copy engine was woken by a completion callback");
     CHECK(f.both > 0, "no copy ran while a kernel ran on another stream (copies %.4f s, kernels %.4f s)", f.copies,
           f.kernels);
