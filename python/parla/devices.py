@@ -355,8 +355,10 @@ def _slot(target: Any, placement: Any, task_name: str) -> int:
             return engine_index(target)
         except ValueError as e:
             raise ValueError(f"task {task_name}: placement={placement!r}: {e}") from None
-    raise TypeError(f"task {task_name}: placement={placement!r}: {target!r} is not a device or an architecture "
-                    f"(cpu, gpu, gpu(1), ...)")
+    hint = (" (a string: use the objects cpu, gpu, gpu(1), ... from parla.devices)" if isinstance(target, str)
+            else " (cpu, gpu, gpu(1), ... from parla.devices)")
+    raise TypeError(f"task {task_name}: placement={placement!r}: {target!r} is not a device or an architecture"
+                    f"{hint}")
 
 
 # An engine placement option: (engine device indices or ANY_CPU/ANY_GPU, vcus, memory bytes).
