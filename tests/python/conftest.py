@@ -53,6 +53,23 @@ def thread_count():
     return len(os.listdir("/proc/self/task"))
 
 
+def thread_count_steady(window=0.3, timeout=5.0):
+    """The thread count once it has not changed for window seconds (or the lowest seen in timeout seconds):
+    a baseline taken right after a context may still list its joined workers, which would let a later leak of
+    as many threads pass, or fail a later count that has settled below it."""
+    import time
+    end = time.monotonic() + timeout
+    n = low = thread_count()
+    since = time.monotonic()
+    while time.monotonic() < end and time.monotonic() - since < window:
+        time.sleep(0.01)
+        m = thread_count()
+        low = min(low, m)
+        if m != n:
+            n, since = m, time.monotonic()
+    return n if time.monotonic() - since >= window else low
+
+
 def thread_count_settled(expected, timeout=10.0):
     """The thread count once joined threads have left the kernel's list, or the count that stays above
     expected for timeout seconds. A thread whose join has returned may still be listed for a moment (the

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from conftest import thread_count as _threads, thread_count_settled as _threads_settle
+from conftest import thread_count as _threads, thread_count_settled as _threads_settle, thread_count_steady
 from parla import Parla, spawn, TaskSpace
 
 
@@ -370,7 +370,7 @@ def test_cycle_error_leaves_no_threads_behind():
         assert "The cycle: T[0] -> T[1] -> T[0]" in str(info.value), str(info.value)
         assert ran == ["d"], ran
         assert [T[i].state for i in range(4)] == ["cancelled", "cancelled", "cancelled", "done"]
-        before = before or _threads()
+        before = before or thread_count_steady()
     assert _threads_settle(before) == before
 
 
