@@ -18,11 +18,6 @@ from parla.devices import cpu, get_all_devices, gpu
 GPU_COUNTS = [1, 2, 4]
 
 
-@pytest.fixture(autouse=True)
-def no_env_gpus(monkeypatch):
-    monkeypatch.delenv("PARLA_VIRTUAL_GPUS", raising=False)
-    monkeypatch.delenv("PARLA_NUM_THREADS", raising=False)
-
 
 def _record():
     """Body helper: what the running task sees about its devices."""

@@ -16,11 +16,6 @@ from parla.devices import cpu, gpu
 MiB = 2**20
 
 
-@pytest.fixture(autouse=True)
-def no_env_gpus(monkeypatch):
-    monkeypatch.delenv("PARLA_VIRTUAL_GPUS", raising=False)
-    monkeypatch.delenv("PARLA_NUM_THREADS", raising=False)
-
 
 def _sample(rt, peaks, lock):
     table = rt.devices()

@@ -18,11 +18,6 @@ from parla.array import PArray, asarray, asarray_batch, clone_here, copy
 from parla.devices import cpu, gpu
 
 
-@pytest.fixture(autouse=True)
-def no_env_gpus(monkeypatch):
-    monkeypatch.delenv("PARLA_VIRTUAL_GPUS", raising=False)
-    monkeypatch.delenv("PARLA_NUM_THREADS", raising=False)
-
 
 # ------------------------------------------------------------ tutorial programs --
 

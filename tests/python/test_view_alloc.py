@@ -13,11 +13,6 @@ from parla.devices import gpu
 MiB = 2**20
 
 
-@pytest.fixture(autouse=True)
-def no_env_gpus(monkeypatch):
-    monkeypatch.delenv("PARLA_VIRTUAL_GPUS", raising=False)
-    monkeypatch.delenv("PARLA_NUM_THREADS", raising=False)
-
 
 @pytest.mark.timeout(120)
 def test_four_64mib_gpus_update_quarters_of_a_192mib_array_in_place():
