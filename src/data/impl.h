@@ -22,7 +22,9 @@
  * the CPU. Nothing is lost.
  *
  * Locks: store->lock, then device->lock (the LRU list and residency). An
- * eviction holding a device lock only try-locks victim stores.
+ * eviction holding a device lock only try-locks victim stores. No lock is held
+ * across a device call (see sched/sched.h): allocations, merges, write-backs
+ * and frees run with the locks dropped, the copies they change pinned or busy.
  */
 #ifndef PARLA_DATA_IMPL_H
 #define PARLA_DATA_IMPL_H
@@ -68,6 +70,8 @@ typedef struct piece {
  * task and no copy in flight uses the copy (pins == 0); tasks of one view, or of disjoint views, share
  * or add pieces without waiting. All the accesses of one task to one store ask for one piece together
  * (the smallest range covering them, parla__data_task_extent), so a task never waits for itself. */
+#define PARLA__COPY_ADDING 1  /* a piece is being allocated: other new pieces wait */
+#define PARLA__COPY_MERGING 2 /* pieces are being merged: every use of the copy waits */
 struct parla__dev_copy {
     store_t *store;
     int device;
@@ -77,6 +81,8 @@ struct parla__dev_copy {
     _Atomic int pins;  /* running tasks using it; pinned copies are never evicted (changed
                           under the store's lock; read without it only as an estimate) */
     struct arrival *arriving; /* the latest copies queued to this device (a reference), or NULL */
+    int busy;          /* PARLA__COPY_ADDING / _MERGING while parla__data_ensure_copy works on the pieces
+                          with the store's lock dropped (else 0; under the store's lock) */
     int listed;        /* in the device's LRU list */
     parla__dev_copy_t *prev, *next; /* LRU links, under the device lock */
 };
@@ -87,6 +93,7 @@ struct parla__data_store {
     _Atomic int refs; /* data handles (base and views) */
     uint64_t nbytes;
     pthread_mutex_t lock; /* protects segs, records and copies */
+    pthread_cond_t cond;  /* with lock: a busy copy is done (see parla__dev_copy's busy) */
     seg_t *segs;
     size_t n_segs, cap_segs;
     record_t *records;
@@ -180,13 +187,19 @@ typedef struct plan {
     copy_job_t *jobs;
     copy_job_t *mark; /* jobs before it were given to an arrival already */
     int n_jobs_store; /* jobs made for the store being planned since mark */
+    /* Room claimed on the task's GPUs by the capacity check (counted in the device's account, resident,
+     * before anything is allocated): parla__data_ensure_copy allocates from it first; what is left is
+     * given back when the preparation ends. */
+    int n_claims;
+    int claim_dev[PARLA_MAX_TASK_DEVICES];
+    uint64_t claim[PARLA_MAX_TASK_DEVICES];
 } plan_t;
 
 /* ------------------------------------------------ shared within data/ -- */
 
 /* store.c */
 void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__dev_copy_t *c);
-void parla__data_pieces_drop(parla_runtime_t *rt, parla__dev_copy_t *c, size_t a, size_t b);
+void parla__data_pieces_free(parla_runtime_t *rt, int device, piece_t *pieces, size_t n);
 size_t parla__data_piece_index(const parla__dev_copy_t *c, uint64_t x, bool touching);
 piece_t *parla__data_piece(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi);
 void *parla__data_addr(const parla__dev_copy_t *c, uint64_t x, uint64_t *end);
@@ -199,18 +212,35 @@ void parla__data_seg_merge(store_t *s);
 void parla__data_lru_unlink(parla__dev_t *dev, parla__dev_copy_t *c);
 void parla__data_lru_touch(parla__dev_t *dev, parla__dev_copy_t *c);
 uint64_t parla__data_used_locked(const parla__dev_t *d);
-int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo, uint64_t hi);
+int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo, uint64_t hi, struct plan *plan);
 uint64_t parla__data_piece_need(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi);
 void parla__data_task_extent(const parla_task_t *t, const store_t *s, int device, uint64_t *lo, uint64_t *hi);
 void parla__data_unpin(store_t *s, int device, int count);
 void parla__data_unpin_accesses(parla_task_t *t, int n);
 void parla__data_pin_locked(store_t *s, int device);
+void parla__data_device_unpinned(parla_runtime_t *rt, int device, int count);
+/* The same, from inside an entry point of the data layer: the tasks it wakes are handed to the scheduler
+ * by parla__data_wake_deferred, which each entry point that may evict calls last (no lock held). */
+void parla__data_device_unpinned_deferred(parla_runtime_t *rt, int device, int count);
+void parla__data_wake_deferred(void);
+/* Gives back bytes of room claimed on device (resident), deferred like the above; *epoch (or NULL): the
+ * giver's record of the device's unpin epoch, moved past its own event when no other came between. */
+void parla__data_room_given_back(parla_runtime_t *rt, int device, uint64_t bytes, uint64_t *epoch);
+/* evict.c */
+bool parla__data_dirty_locked(const store_t *s, int device);
+int parla__data_writeback_range(store_t *s, int device, uint64_t lo, uint64_t hi);
+void parla__data_evict_for_locked(parla__dev_t *d, store_t *keep, uint64_t need);
+/* Around parla_data_evict / parla_data_fetch: outside tasks, their write-backs run on the engines. */
+bool parla__data_outside_begin(void);
+void parla__data_outside_end(bool was);
 /* transfer.c */
 void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial,
                            uint64_t t0);
 int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial);
 int parla__data_copy_addrs(parla_runtime_t *rt, int to, void *dst, int from, const void *src, uint64_t n);
 void parla__data_arrival_unref(struct arrival *a);
+struct arrival *parla__data_arrival_new(parla_runtime_t *rt);
+void parla__data_arrival_finish(parla_runtime_t *rt, struct arrival *a, int error);
 void parla__data_arrival_wait(arrival_t *a);
 /* transfer.c, for the phases of parla__data_prepare (prepare.c); their contracts are at their definitions. */
 struct copy_now; /* a copy to make at once, with the store's lock dropped (transfer.c) */

@@ -64,9 +64,12 @@ static int slot_of(const parla_task_t *t, int device)
  * lacks fit in the room left after evicting every unpinned copy of other data.
  * Checked before anything is allocated or copied, so a task that cannot have
  * all its data takes none (tasks that each took part of the room would keep
- * evicting each other's copies). d->acquire_lock held; records the device's
- * unpin epoch for parla__data_wait_for_room. */
-static bool room_for(parla_task_t *t, parla__dev_t *d)
+ * evicting each other's copies). The room it lacks is then claimed at once, in
+ * the device's account (resident), under the device lock that the check holds:
+ * later checks count it, and the allocations of plan_reads take from it
+ * (plan->claim), with no lock held across them. Records the device's unpin
+ * epoch for parla__data_wait_for_room (a claim given back bumps it). */
+static bool room_for(parla_task_t *t, parla__dev_t *d, plan_t *plan)
 {
     parla__graph_task_ext_t *x = t->ext;
     int device = d->index;
@@ -76,11 +79,11 @@ static bool room_for(parla_task_t *t, parla__dev_t *d)
         uint64_t lo, hi;
         if (access_device(t, &x->accesses[i]) != device || !first_use(t, i, &lo, &hi))
             continue;
-        pthread_mutex_lock(&si->lock);
+        parla__lock(&si->lock);
         need += parla__data_piece_need(&si->copies[device], lo, hi);
-        pthread_mutex_unlock(&si->lock);
+        parla__unlock(&si->lock);
     }
-    pthread_mutex_lock(&d->lock);
+    parla__lock(&d->lock);
     x->data_epoch[slot_of(t, device)] = d->unpin_epoch;
     uint64_t evictable = 0;
     for (parla__dev_copy_t *c = d->lru_head; c && parla__data_used_locked(d) - evictable + need > d->memory_capacity; c = c->next) {
@@ -93,14 +96,32 @@ static bool room_for(parla_task_t *t, parla__dev_t *d)
             evictable += c->bytes;
     }
     bool fits = parla__data_used_locked(d) - evictable + need <= d->memory_capacity;
-    pthread_mutex_unlock(&d->lock);
+    if (fits && need > 0) {
+        d->resident += need;
+        plan->claim_dev[plan->n_claims] = device;
+        plan->claim[plan->n_claims++] = need;
+    }
+    parla__unlock(&d->lock);
     return fits;
 }
 
+/* Gives back the room plan claimed and did not use; tasks waiting for room there retry (once the
+ * preparation ends: parla__data_wake_deferred), t itself only when something else freed room since its
+ * check. */
+static void release_claims(parla_task_t *t, plan_t *plan)
+{
+    for (int i = 0; i < plan->n_claims; i++) {
+        if (plan->claim[i] > 0)
+            parla__data_room_given_back(t->rt, plan->claim_dev[i], plan->claim[i],
+                                        &t->ext->data_epoch[slot_of(t, plan->claim_dev[i])]);
+        plan->claim[i] = 0;
+    }
+    plan->n_claims = 0;
+}
 /* Phase 0 of parla__data_prepare on one GPU of the task: its data there must
  * fit on the device at all (PARLA_ERESOURCE), and room must be free now
- * (PARLA_EBUSY). On success the device's acquire_lock is held. */
-static int check_capacity(parla_task_t *t, parla__dev_t *d)
+ * (PARLA_EBUSY). On success the room it lacks is claimed (plan->claim). */
+static int check_capacity(parla_task_t *t, parla__dev_t *d, plan_t *plan)
 {
     parla__graph_task_ext_t *x = t->ext;
     /* A task whose data cannot fit even on an empty device fails. */
@@ -115,31 +136,23 @@ static int check_capacity(parla_task_t *t, parla__dev_t *d)
                             "task %s needs %llu bytes of data and reserves %llu bytes on %s, more than its "
                             "capacity of %llu bytes", parla_task_name(t), (unsigned long long)total,
                             (unsigned long long)t->memory, d->name, (unsigned long long)d->memory_capacity);
-    pthread_mutex_lock(&d->acquire_lock);
-    if (!room_for(t, d)) {
-        pthread_mutex_unlock(&d->acquire_lock);
-        return PARLA_EBUSY;
-    }
-    return 0;
+    return room_for(t, d, plan) ? 0 : PARLA_EBUSY;
 }
 
-/* Phase 0 on every GPU in gpus, in ascending index order (the order of
- * several acquire_locks). On success their acquire_locks are held; on failure
- * none is, and t->ext->room_slot names the device that lacked room. */
-static int check_capacities(parla_task_t *t, uint64_t gpus)
+/* Phase 0 on every GPU in gpus, in ascending index order. On success the room
+ * the task lacks on each is claimed; on failure none is (the claims made are
+ * given back), and t->ext->room_slot names the device that lacked room. */
+static int check_capacities(parla_task_t *t, uint64_t gpus, plan_t *plan)
 {
     parla__dev_devs_t *devs = parla__dev_devs(t->rt);
-    uint64_t held = 0;
     for (uint64_t m = gpus; m; m &= m - 1) {
         int dev = lowest(m);
-        int rc = check_capacity(t, &devs->devices[dev]);
+        int rc = check_capacity(t, &devs->devices[dev], plan);
         if (rc) {
             t->ext->room_slot = slot_of(t, dev);
-            for (uint64_t h = held; h; h &= h - 1)
-                pthread_mutex_unlock(&devs->devices[lowest(h)].acquire_lock);
+            release_claims(t, plan);
             return rc;
         }
-        held |= bit(dev);
     }
     return 0;
 }
@@ -157,7 +170,7 @@ static int plan_reads(parla_task_t *t, plan_t *plan, arrival_t **waits, int *n_p
         parla__graph_access_t *a = &x->accesses[i];
         store_t *s = a->data->store;
         int device = access_device(t, a);
-        pthread_mutex_lock(&s->lock);
+        parla__lock(&s->lock);
         plan->mark = plan->jobs;
         plan->n_jobs_store = 0;
         rc = parla__data_make_valid(a->data, device, a->mode & PARLA_READ, t, plan);
@@ -173,7 +186,7 @@ static int plan_reads(parla_task_t *t, plan_t *plan, arrival_t **waits, int *n_p
             if (rc != 0)
                 s->copies[device].pins--;
         }
-        pthread_mutex_unlock(&s->lock);
+        parla__unlock(&s->lock);
         if (rc != 0) {
             *n_pinned = i;
             x->room_slot = a->slot;
@@ -196,14 +209,14 @@ static void mark_writes(parla_task_t *t, uint64_t gpus)
         if (!(a->mode & PARLA_WRITE))
             continue;
         store_t *s = a->data->store;
-        pthread_mutex_lock(&s->lock);
+        parla__lock(&s->lock);
         parla__data_make_valid_locked(a->data, access_device(t, a), PARLA_WRITE, t, NULL, NULL);
-        pthread_mutex_unlock(&s->lock);
+        parla__unlock(&s->lock);
     }
     for (uint64_t m = gpus; m; m &= m - 1) {
         int dev = lowest(m);
         parla__dev_t *d = &parla__dev_devs(t->rt)->devices[dev];
-        pthread_mutex_lock(&d->lock);
+        parla__lock(&d->lock);
         for (int i = 0; i < x->n_accesses; i++) {
             if (access_device(t, &x->accesses[i]) != dev)
                 continue;
@@ -212,7 +225,7 @@ static void mark_writes(parla_task_t *t, uint64_t gpus)
             if (c->n_pieces > 0)
                 parla__data_lru_touch(d, c);
         }
-        pthread_mutex_unlock(&d->lock);
+        parla__unlock(&d->lock);
     }
 }
 
@@ -240,9 +253,11 @@ int parla__data_prepare(parla_task_t *t)
     if (rc)
         return rc;
     uint64_t gpus = used & ~bit(0);
-    if ((rc = check_capacities(t, gpus)) != 0)
-        return rc;
     plan_t plan = {0};
+    if ((rc = check_capacities(t, gpus, &plan)) != 0) {
+        parla__data_wake_deferred();
+        return rc;
+    }
     arrival_t **waits = parla__calloc(rt, (size_t)x->n_accesses, sizeof *waits);
     if (x->wait_nodes == NULL)
         x->wait_nodes = parla__calloc(rt, (size_t)x->n_accesses, sizeof *x->wait_nodes);
@@ -257,8 +272,8 @@ int parla__data_prepare(parla_task_t *t)
         /* Undo the pins of the accesses prepared before the failure; their
          * queued copies still run (the ranges are marked valid there). */
         parla__data_unpin_accesses(t, n_pinned);
-    for (uint64_t m = gpus; m; m &= m - 1)
-        pthread_mutex_unlock(&parla__dev_devs(rt)->devices[lowest(m)].acquire_lock);
+    release_claims(t, &plan);
+    parla__data_wake_deferred(); /* tasks that evictions and given-back claims made room for */
     parla__data_queue_jobs(t, &plan);
     register_waiters(t, waits, rc);
     parla__free(waits);

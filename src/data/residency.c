@@ -42,147 +42,11 @@ void parla__data_lru_touch(parla__dev_t *dev, parla__dev_copy_t *c)
     c->listed = 1;
 }
 
-/* Writes back to the CPU what only `device` holds of bytes [lo, hi) (segment boundaries there), and marks
- * them invalid on device. s->lock held. */
-static int write_back_locked(store_t *s, int device, uint64_t lo, uint64_t hi)
-{
-    size_t first = lo < s->nbytes ? parla__data_seg_find(s, lo) : s->n_segs;
-    for (size_t i = first; i < s->n_segs && s->segs[i].lo < hi; i++) {
-        seg_t *g = &s->segs[i];
-        if (g->valid == bit(device)) {
-            int rc = parla__data_copy_range(s, 0, device, g->lo, g->hi, UINT64_MAX);
-            if (rc)
-                return rc;
-            g->valid |= bit(0);
-        }
-        g->valid &= ~bit(device);
-    }
-    parla__data_seg_merge(s);
-    return 0;
-}
-
-/* True when some range of s is valid only on device (dropping that copy
- * would lose it: it is written back first). s->lock held. */
-static bool dirty_locked(const store_t *s, int device)
-{
-    for (size_t i = 0; i < s->n_segs; i++)
-        if (s->segs[i].valid == bit(device))
-            return true;
-    return false;
-}
-
-/* Writes back to the CPU what only `device` holds (a synchronous copy), then
- * drops its copy. Called with s->lock held; takes the device lock for the LRU
- * list only when dev_locked is false (then the write-back runs under no
- * device lock). With dev_locked the copy must be clean (dirty_locked false):
- * no copy is made under the device lock. */
-static int evict_locked(store_t *s, int device, bool dev_locked)
-{
-    parla_runtime_t *rt = s->rt;
-    parla__dev_copy_t *c = &s->copies[device];
-    if (c->n_pieces == 0 || device == 0)
-        return 0;
-    if (c->pins > 0)
-        return PARLA_EBUSY;
-    int rc = write_back_locked(s, device, 0, s->nbytes);
-    if (rc)
-        return rc;
-    parla__dev_t *d = &parla__dev_devs(rt)->devices[device];
-    if (!dev_locked)
-        pthread_mutex_lock(&d->lock);
-    parla__data_lru_unlink(d, c);
-    uint64_t bytes = c->bytes;
-    d->resident -= bytes;
-    c->bytes = 0;
-    if (!dev_locked)
-        pthread_mutex_unlock(&d->lock);
-    parla__data_copy_drop_buf(rt, c);
-    atomic_fetch_and(&s->planned, ~bit(device));
-    atomic_fetch_add_explicit(&d->evictions, 1, memory_order_relaxed);
-    if (parla__graph_rt(rt)->trace)
-        parla__trace_evict(parla__graph_rt(rt)->trace, parla__trace_now_ns(), device, bytes);
-    return 0;
-}
-
 /* One account per device: data copies and the memory tasks reserved
  * (memory=) share its capacity. Device lock held. */
 uint64_t parla__data_used_locked(const parla__dev_t *d)
 {
     return d->resident + (d->memory_capacity - d->memory_free);
-}
-
-/* Evicts least-recently-used unpinned clean copies (nothing to write back) of
- * stores other than `keep` (NULL: any) until `need` more bytes fit in d's
- * account. Device lock held throughout; victims' store locks are only
- * try-locked (store locks come first in the lock order). Returns an idle
- * dirty victim it passed over, its store locked and referenced (the caller
- * writes it back, unlocks and releases it), or NULL: either room was made, or
- * the list ended. */
-static parla__dev_copy_t *evict_clean_locked(parla__dev_t *d, store_t *keep, uint64_t need)
-{
-    parla__dev_copy_t *v = d->lru_head;
-    while (parla__data_used_locked(d) + need > d->memory_capacity && v) {
-        parla__dev_copy_t *next = v->next;
-        if (v->store != keep && pthread_mutex_trylock(&v->store->lock) == 0) {
-            /* The victim's lock is held (pins are read under it); the device lock too. A store
-             * whose last reference is gone is being freed (store_free): left to it. */
-            store_t *vs = v->store;
-            int refs = atomic_load(&vs->refs);
-            if (v->pins == 0 && refs > 0 && dirty_locked(vs, d->index)) {
-                /* Kept alive across the write-back. */
-                while (refs > 0 && !atomic_compare_exchange_weak(&vs->refs, &refs, refs + 1))
-                    ;
-                if (refs > 0)
-                    return v;
-            } else if (v->pins == 0 && refs > 0) {
-                evict_locked(vs, d->index, true);
-            }
-            pthread_mutex_unlock(&vs->lock);
-        }
-        v = next;
-    }
-    return NULL;
-}
-
-/* Evicts least-recently-used unpinned copies of stores other than `keep` until
- * `need` more bytes fit in d's account (best effort: stops at the end of the
- * list). Entered and left with d's lock held, which it drops while it writes
- * a victim back: the victim is picked under the device lock with its store
- * lock taken (try-lock), which it keeps across the copy (so nothing uses or
- * changes the idle copy meanwhile), and frees once the device lock is
- * retaken. The caller holds no other device lock (it may hold keep's lock and
- * d's acquire_lock). */
-static void evict_for_locked(parla__dev_t *d, store_t *keep, uint64_t need)
-{
-    /* Bounded: a write-back is retried only while copies keep becoming dirty. */
-    for (int writebacks = 0; writebacks < 64; writebacks++) {
-        parla__dev_copy_t *v = evict_clean_locked(d, keep, need);
-        if (v == NULL)
-            return;
-        store_t *vs = v->store;
-        pthread_mutex_unlock(&d->lock);
-        int rc = write_back_locked(vs, d->index, 0, vs->nbytes);
-        pthread_mutex_lock(&d->lock);
-        if (rc == 0)
-            evict_locked(vs, d->index, true); /* clean now */
-        pthread_mutex_unlock(&vs->lock);
-        /* The reference is dropped with no device lock held (the last one frees the store, which
-         * takes the device locks). */
-        pthread_mutex_unlock(&d->lock);
-        parla__data_store_release(vs);
-        pthread_mutex_lock(&d->lock);
-        if (rc != 0)
-            return; /* the device failed the copy: the copy stays, nothing is lost */
-    }
-}
-
-void parla__data_make_room(parla__dev_t *d)
-{
-    if (d->index == 0)
-        return;
-    pthread_mutex_lock(&d->lock);
-    evict_for_locked(d, NULL, 0);
-    pthread_mutex_unlock(&d->lock);
 }
 
 uint64_t parla__data_pinned_bytes_locked(const parla__dev_t *d)
@@ -248,154 +112,354 @@ uint64_t parla__data_piece_need(const parla__dev_copy_t *c, uint64_t lo, uint64_
     return nhi - nlo - old;
 }
 
-/* Writes back to the CPU what only pieces [a, b) of s's copy on device hold, then drops them (a merge
- * without room for both the old pieces and the new one). s->lock held, nothing uses the copy. */
-static int writeback_pieces(store_t *s, int device, size_t a, size_t b)
+/* Takes pieces [a, b) out of copy c into gone (room for b - a pieces), to be freed with no lock held;
+ * with account, their bytes leave the device's account. s->lock held; nothing uses them. */
+static void take_pieces(store_t *s, parla__dev_copy_t *c, size_t a, size_t b, piece_t *gone, bool account)
 {
-    parla__dev_copy_t *c = &s->copies[device];
+    parla__dev_t *d = &parla__dev_devs(s->rt)->devices[c->device];
     uint64_t freed = 0;
+    for (size_t k = a; k < b; k++) {
+        gone[k - a] = c->pieces[k];
+        freed += c->pieces[k].hi - c->pieces[k].lo;
+    }
+    memmove(&c->pieces[a], &c->pieces[b], (c->n_pieces - b) * sizeof *c->pieces);
+    c->n_pieces -= b - a;
+    if (!account)
+        return;
+    parla__lock(&d->lock);
+    d->resident -= freed;
+    c->bytes -= freed;
+    parla__unlock(&d->lock);
+}
+
+/* A merge without room for both the old pieces [a, b) and the new one: writes back to the CPU what only
+ * they hold (with s->lock dropped while it copies), marks them invalid on the device and takes them out
+ * into gone (freed by the caller with no lock held). Entered and left with s->lock held, the copy busy
+ * merging. PARLA_EBUSY when a copy in flight reads them meanwhile. */
+static int writeback_pieces(store_t *s, parla__dev_copy_t *c, size_t a, size_t b, piece_t *gone)
+{
+    int device = c->device;
+    for (size_t k = a; k < b; k++) {
+        int rc = parla__data_writeback_range(s, device, c->pieces[k].lo, c->pieces[k].hi);
+        if (rc)
+            return rc;
+    }
+    if (c->pins > 0)
+        return PARLA_EBUSY;
     for (size_t k = a; k < b; k++) {
         uint64_t plo = c->pieces[k].lo, phi = c->pieces[k].hi;
         if (parla__data_seg_split(s, plo) || parla__data_seg_split(s, phi))
             return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
-        int rc = write_back_locked(s, device, plo, phi);
-        if (rc)
-            return rc;
-        freed += phi - plo;
+        for (size_t i = parla__data_seg_find(s, plo); i < s->n_segs && s->segs[i].lo < phi; i++)
+            s->segs[i].valid &= ~bit(device);
     }
-    parla__dev_t *d = &parla__dev_devs(s->rt)->devices[device];
-    parla__data_pieces_drop(s->rt, c, a, b);
-    memmove(&c->pieces[a], &c->pieces[b], (c->n_pieces - b) * sizeof *c->pieces);
-    c->n_pieces -= b - a;
-    pthread_mutex_lock(&d->lock);
-    d->resident -= freed;
-    c->bytes -= freed;
-    pthread_mutex_unlock(&d->lock);
+    parla__data_seg_merge(s);
+    take_pieces(s, c, a, b, gone, true);
     return 0;
 }
 
-/* Gives store s (locked by the caller) a piece holding bytes [lo, hi) on device, evicting other stores'
- * least-recently-used unpinned copies to make room. Pieces that [lo, hi) overlaps or touches are merged
- * into the new one (see parla__dev_copy in impl.h): their contents are copied into it on the device, then
- * they are freed; only when nothing uses the copy (PARLA_EBUSY otherwise: the caller waits for unpins,
- * as for room). The account counts the difference; while the merge copies, the device holds both. */
-int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo, uint64_t hi)
+/* Gives store s a piece holding bytes [lo, hi) on device, evicting other stores' least-recently-used idle
+ * copies to make room. Pieces that [lo, hi) overlaps or touches are merged into the new one (see
+ * parla__dev_copy in impl.h): their contents are copied into it on the device, then they are freed; only
+ * when nothing uses the copy (PARLA_EBUSY otherwise: the caller waits for unpins, as for room). The
+ * account counts the difference; while the merge copies, the device holds both.
+ *
+ * Entered and left with s->lock held, which it drops while it evicts, allocates, copies and frees (no
+ * lock is held across those device calls): meanwhile the copy is busy (c->busy), and other threads that
+ * need a new piece of it, or any piece of it while pieces merge, wait on s->cond; evictions pass it over.
+ * A copy from the merged pieces to another device queued meanwhile (it pins the copy) makes the merge
+ * give up (PARLA_EBUSY). With plan (a task's preparation), the room its capacity check claimed on device
+ * is used first. */
+/* The room a task's preparation claimed on device and has not used (plan->claim), or NULL. */
+static uint64_t *claim_of(plan_t *plan, int device)
+{
+    for (int i = 0; plan && i < plan->n_claims; i++)
+        if (plan->claim_dev[i] == device)
+            return &plan->claim[i];
+    return NULL;
+}
+
+int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo, uint64_t hi, plan_t *plan)
 {
     parla__dev_copy_t *c = &s->copies[device];
-    if (device == 0 || lo >= hi || parla__data_piece(c, lo, hi))
+    if (device == 0 || lo >= hi)
         return 0;
     parla_runtime_t *rt = s->rt;
     parla__dev_t *d = &parla__dev_devs(rt)->devices[device];
-    size_t a, b;
-    uint64_t nlo, nhi, old;
-    merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old);
-    if (b > a && atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
-        return PARLA_EBUSY; /* a running task or a copy in flight uses a piece to merge */
-    if (b == a && c->n_pieces == c->cap_pieces) {
-        size_t cap = c->cap_pieces ? 2 * c->cap_pieces : 2;
-        piece_t *n = parla__alloc(rt, cap * sizeof *n);
-        if (n == NULL)
-            return parla__error(PARLA_ENOMEM, "task %s: cannot track the allocations of a data object on %s",
-                                t ? parla_task_name(t) : "(none)", d->name);
-        if (c->n_pieces)
-            memcpy(n, c->pieces, c->n_pieces * sizeof *n);
-        parla__free(c->pieces);
-        c->pieces = n;
-        c->cap_pieces = cap;
-    }
-    uint64_t size = nhi - nlo, add = size - old;
-    pthread_mutex_lock(&d->lock);
-    /* A merge copies on the device when the old pieces and the new one fit at once (after the eviction
-     * the merge needs anyway); otherwise the old
-     * pieces are written back (what only they hold) and dropped first, and the new piece holds
-     * [lo, hi) only: more copying, no more memory than the result. */
-    evict_for_locked(d, s, add);
-    bool on_device = b == a || parla__data_used_locked(d) + size <= d->memory_capacity;
-    pthread_mutex_unlock(&d->lock);
-    if (!on_device) {
-        int wb = writeback_pieces(s, device, a, b);
-        if (wb)
-            return wb;
-        merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old); /* [lo, hi) alone now */
-        size = nhi - nlo;
-        add = size;
-    }
-    pthread_mutex_lock(&d->lock);
-    evict_for_locked(d, s, add);
-    if (parla__data_used_locked(d) + add > d->memory_capacity) {
-        /* What is resident is in use by running tasks: wait for them. */
-        pthread_mutex_unlock(&d->lock);
-        return PARLA_EBUSY;
-    }
-    d->resident += add; /* claimed before allocating, so no one overcommits */
-    pthread_mutex_unlock(&d->lock);
-    void *buf = NULL;
-    int rc = d->ops->alloc(d, size, &buf);
-    /* A merge on the device: the old pieces' bytes move into the new one (what is invalid in them is
-     * copied too, and stays invalid). Nothing uses them (pins == 0), so the copy is the only access. */
-    for (size_t i = a; rc == 0 && i < b; i++) {
-        piece_t *p = &c->pieces[i];
-        rc = d->ops->copy(d, (char *)buf + (p->lo - nlo), d, p->buf, p->hi - p->lo);
-        if (rc)
+    const char *who = t ? parla_task_name(t) : "(none)";
+    /* Bounded: a new piece is made again only when an eviction took it before its maker came back. */
+    for (int tries = 0; tries < 16; tries++) {
+        bool has = parla__data_piece(c, lo, hi) != NULL;
+        if (c->busy == PARLA__COPY_MERGING || (c->busy && !has)) {
+            pthread_cond_wait(&s->cond, &s->lock);
+            tries--;
+            continue;
+        }
+        if (has)
+            return 0;
+        size_t a, b;
+        uint64_t nlo, nhi, old;
+        merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old);
+        if (b > a && atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
+            return PARLA_EBUSY; /* a running task or a copy in flight uses a piece to merge */
+        if (b == a && c->n_pieces == c->cap_pieces) {
+            size_t cap = c->cap_pieces ? 2 * c->cap_pieces : 2;
+            piece_t *n = parla__alloc(rt, cap * sizeof *n);
+            if (n == NULL)
+                return parla__error(PARLA_ENOMEM, "task %s: cannot track the allocations of a data object on %s",
+                                    who, d->name);
+            if (c->n_pieces)
+                memcpy(n, c->pieces, c->n_pieces * sizeof *n);
+            parla__free(c->pieces);
+            c->pieces = n;
+            c->cap_pieces = cap;
+        }
+        piece_t *gone = b > a ? parla__alloc(rt, (b - a) * sizeof *gone) : NULL;
+        if (b > a && gone == NULL)
+            return parla__error(PARLA_ENOMEM, "task %s: cannot merge the allocations of a data object on %s", who,
+                                d->name);
+        size_t n_gone = 0;
+        c->busy = b > a ? PARLA__COPY_MERGING : PARLA__COPY_ADDING;
+        uint64_t size = nhi - nlo, add = size - old;
+        parla__unlock(&s->lock);
+
+        int rc = 0;
+        void *buf = NULL;
+        uint64_t *claim = claim_of(plan, device), mine = 0;
+        parla__lock(&d->lock);
+        mine = claim ? (*claim < add ? *claim : add) : 0; /* counted in the account already */
+        /* A merge copies on the device when the old pieces and the new one fit at once (after the
+         * eviction the merge needs anyway); otherwise the old pieces are written back (what only they
+         * hold) and dropped first, and the new piece holds [lo, hi) only: more copying, no more memory
+         * than the result. */
+        parla__data_evict_for_locked(d, s, add - mine);
+        bool on_device = b == a || parla__data_used_locked(d) - mine + size <= d->memory_capacity;
+        parla__unlock(&d->lock);
+        if (!on_device) {
+            parla__lock(&s->lock);
+            rc = writeback_pieces(s, c, a, b, gone);
+            if (rc == 0) {
+                n_gone = b - a;
+                merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old); /* [lo, hi) alone now */
+                size = add = nhi - nlo;
+            }
+            parla__unlock(&s->lock);
+            parla__data_pieces_free(rt, device, gone, n_gone); /* frees gone too */
+            gone = NULL;
+            n_gone = 0;
+        }
+        bool claimed = false;
+        if (rc == 0) {
+            parla__lock(&d->lock);
+            mine = claim ? (*claim < add ? *claim : add) : 0;
+            parla__data_evict_for_locked(d, s, add - mine);
+            if (parla__data_used_locked(d) + (add - mine) > d->memory_capacity) {
+                rc = PARLA_EBUSY; /* what is resident is in use by running tasks: wait for them */
+            } else {
+                d->resident += add - mine; /* claimed before allocating, so no one overcommits */
+                if (claim)
+                    *claim -= mine;
+                claimed = true;
+            }
+            parla__unlock(&d->lock);
+        }
+        if (rc == 0) {
+            rc = d->ops->alloc(d, size, &buf);
+            if (rc) {
+                buf = NULL;
+                rc = parla__error(rc == PARLA_ENOMEM ? PARLA_ERESOURCE : rc, "task %s: cannot allocate %llu bytes on %s",
+                                  who, (unsigned long long)size, d->name);
+            }
+        }
+        /* A merge on the device: the old pieces' bytes move into the new one (what is invalid in them is
+         * copied too, and stays invalid). No task uses them (pins was 0, and the copy is busy merging);
+         * the pieces stay meanwhile (only their maker changes a busy copy's pieces). */
+        for (size_t i = a; rc == 0 && i < b; i++) {
+            piece_t *p = &c->pieces[i];
+            rc = d->ops->copy(d, (char *)buf + (p->lo - nlo), d, p->buf, p->hi - p->lo);
+            if (rc)
+                rc = parla__error(rc, "task %s: cannot merge the allocations of a data object on %s", who, d->name);
+        }
+
+        parla__lock(&s->lock);
+        if (rc == 0 && b > a && c->pins > 0)
+            rc = PARLA_EBUSY; /* a copy in flight reads a merged piece: it stays */
+        if (rc == 0) {
+            if (b > a) {
+                n_gone = b - a;
+                take_pieces(s, c, a, b, gone, false); /* the account counts the difference: add */
+            }
+            memmove(&c->pieces[a + 1], &c->pieces[a], (c->n_pieces - a) * sizeof *c->pieces);
+            c->n_pieces++;
+            c->pieces[a] = (piece_t){.lo = nlo, .hi = nhi, .buf = buf, .owned = 1};
+            buf = NULL;
+            /* Listed at once: a copy that its maker does not end up using (a preparation that fails, a
+             * fetch) can still be evicted. */
+            parla__lock(&d->lock);
+            c->bytes += add;
+            parla__data_lru_touch(d, c);
+            parla__unlock(&d->lock);
+        } else if (claimed) {
+            /* Given back: what came from the task's claim stays claimed (given back with the rest). */
+            parla__lock(&d->lock);
+            d->resident -= add - mine;
+            parla__unlock(&d->lock);
+            if (claim)
+                *claim += mine;
+        }
+        c->busy = 0;
+        pthread_cond_broadcast(&s->cond);
+        parla__unlock(&s->lock);
+        if (buf)
             d->ops->free(d, buf);
+        if (gone)
+            parla__data_pieces_free(rt, device, gone, n_gone);
+        parla__lock(&s->lock);
+        if (rc)
+            return rc;
+        /* Checked again: an eviction may have taken the new piece while the lock was dropped. */
     }
-    if (rc) {
-        pthread_mutex_lock(&d->lock);
-        d->resident -= add;
-        pthread_mutex_unlock(&d->lock);
-        return parla__error(rc == PARLA_ENOMEM ? PARLA_ERESOURCE : rc,
-                            "task %s: cannot allocate %llu bytes on %s", t ? parla_task_name(t) : "(none)",
-                            (unsigned long long)size, d->name);
-    }
-    parla__data_pieces_drop(rt, c, a, b);
-    if (b > a + 1)
-        memmove(&c->pieces[a + 1], &c->pieces[b], (c->n_pieces - b) * sizeof *c->pieces);
-    else if (b == a)
-        memmove(&c->pieces[a + 1], &c->pieces[a], (c->n_pieces - a) * sizeof *c->pieces);
-    c->n_pieces = c->n_pieces - (b - a) + 1;
-    c->pieces[a] = (piece_t){.lo = nlo, .hi = nhi, .buf = buf, .owned = 1};
-    /* Listed at once: a copy that its maker does not end up using (a
-     * preparation that fails, a fetch) can still be evicted. */
-    pthread_mutex_lock(&d->lock);
-    c->bytes += add;
-    parla__data_lru_touch(d, c);
-    pthread_mutex_unlock(&d->lock);
-    return 0;
+    return PARLA_EBUSY;
 }
 
 /* Drops pins of store s on device: the copies may be evicted again, and
  * tasks waiting for room on the device retry. */
 static void unpin_store(store_t *s, int device, int count)
 {
-    pthread_mutex_lock(&s->lock);
+    parla__lock(&s->lock);
     s->copies[device].pins -= count;
-    pthread_mutex_unlock(&s->lock);
+    parla__unlock(&s->lock);
 }
 
 /* count pins on device were dropped: tasks waiting for room there retry. */
-static void device_unpinned(parla_runtime_t *rt, int device, int count)
+/* The tasks an unpin woke inside an entry point of the data layer (it may be in the middle of a
+ * preparation, and the hooks may prepare other tasks), when no engine job could take them (wake_job_t):
+ * handed to the scheduler when that entry point ends (parla__data_wake_deferred), by the same thread. */
+static _Thread_local struct {
+    parla_runtime_t *rt;
+    parla_task_t *room, *reserve;
+} deferred;
+
+/* A wake handed to a device's engine: the engine thread gives the tasks to the scheduler (as it does
+ * when its copies complete), so the thread that woke them goes on at once, whatever it holds, and the
+ * stuck check sees work under way until they are back in its hands. */
+typedef struct wake_job {
+    parla__dev_job_t job; /* first */
+    parla_runtime_t *rt;
+    parla_task_t *room, *reserve;
+} wake_job_t;
+
+static bool wake_issue(parla__dev_job_t *j, parla__dev_t *d)
+{
+    (void)j;
+    (void)d;
+    return true;
+}
+
+static bool wake_poll(parla__dev_job_t *j)
+{
+    (void)j;
+    return true;
+}
+
+static void wake_done(parla__dev_job_t *j, bool waited)
+{
+    (void)waited;
+    wake_job_t *w = (wake_job_t *)j;
+    parla_runtime_t *rt = w->rt;
+    parla_task_t *room = w->room, *reserve = w->reserve;
+    parla__free(w);
+    parla__data_rt(rt)->dhooks.unpinned(room, reserve);
+}
+
+static const parla__dev_job_ops_t wake_ops = {wake_issue, wake_poll, wake_done};
+
+/* Queues the wake of those tasks on d's engine; false when d has none or no job can be allocated. */
+static bool wake_on_engine(parla_runtime_t *rt, parla__dev_t *d, parla_task_t *room, parla_task_t *reserve)
+{
+    if (!d->engine_running)
+        return false;
+    wake_job_t *w = parla__alloc(rt, sizeof *w);
+    if (w == NULL)
+        return false;
+    *w = (wake_job_t){.job.ops = &wake_ops, .rt = rt, .room = room, .reserve = reserve};
+    parla__dev_engine_submit(d, &w->job);
+    return true;
+}
+
+static parla_task_t *list_append(parla_task_t *a, parla_task_t *b)
+{
+    if (a == NULL)
+        return b;
+    parla_task_t *t = a;
+    while (t->qnext)
+        t = t->qnext;
+    t->qnext = b;
+    return a;
+}
+
+/* count pins on device were dropped, or `back` bytes of claimed room given back: tasks waiting for room
+ * there retry (at once, or deferred). With epoch (the giver's own record of the unpin epoch, see
+ * parla__data_wait_for_room), the giver does not count its own event: when nothing else happened since
+ * it read the epoch, its record moves with it. */
+static void unpinned(parla_runtime_t *rt, int device, int count, uint64_t back, uint64_t *epoch, bool defer)
 {
     if (device == 0)
         return;
     parla__dev_t *d = &parla__dev_devs(rt)->devices[device];
-    pthread_mutex_lock(&d->lock);
+    parla__lock(&d->lock);
     d->n_pins -= (uint64_t)count;
+    d->resident -= back;
+    bool own = epoch && *epoch == d->unpin_epoch;
     d->unpin_epoch++;
+    if (own)
+        *epoch = d->unpin_epoch;
     parla_task_t *retry = d->data_blocked;
     d->data_blocked = NULL;
     /* Reservations count the pinned copies (one account): tasks blocked on
      * them may fit now. */
     parla_task_t *reserve = d->blocked_head;
     d->blocked_head = d->blocked_tail = NULL;
-    pthread_mutex_unlock(&d->lock);
-    if (retry || reserve)
+    parla__unlock(&d->lock);
+    if (defer && (retry || reserve) && wake_on_engine(rt, d, retry, reserve))
+        return;
+    if (defer && (retry || reserve)) {
+        deferred.rt = rt;
+        deferred.room = list_append(deferred.room, retry);
+        deferred.reserve = list_append(deferred.reserve, reserve);
+    } else if (retry || reserve) {
         parla__data_rt(rt)->dhooks.unpinned(retry, reserve);
+    }
+}
+
+void parla__data_device_unpinned(parla_runtime_t *rt, int device, int count)
+{
+    unpinned(rt, device, count, 0, NULL, false);
+}
+
+void parla__data_device_unpinned_deferred(parla_runtime_t *rt, int device, int count)
+{
+    unpinned(rt, device, count, 0, NULL, true);
+}
+
+void parla__data_room_given_back(parla_runtime_t *rt, int device, uint64_t bytes, uint64_t *epoch)
+{
+    unpinned(rt, device, 0, bytes, epoch, true);
+}
+
+void parla__data_wake_deferred(void)
+{
+    parla_task_t *room = deferred.room, *reserve = deferred.reserve;
+    parla_runtime_t *rt = deferred.rt;
+    deferred.room = deferred.reserve = NULL;
+    if (room || reserve)
+        parla__data_rt(rt)->dhooks.unpinned(room, reserve);
 }
 
 void parla__data_unpin(store_t *s, int device, int count)
 {
     unpin_store(s, device, count);
-    device_unpinned(s->rt, device, count);
+    parla__data_device_unpinned(s->rt, device, count);
 }
 
 /* Drops the store pins of t's first n accesses, each on its device (the
@@ -411,9 +475,9 @@ void parla__data_pin_locked(store_t *s, int device)
     s->copies[device].pins++;
     if (device != 0) {
         parla__dev_t *d = &parla__dev_devs(s->rt)->devices[device];
-        pthread_mutex_lock(&d->lock);
+        parla__lock(&d->lock);
         d->n_pins++;
-        pthread_mutex_unlock(&d->lock);
+        parla__unlock(&d->lock);
     }
 }
 
@@ -429,7 +493,7 @@ void parla__data_release_task(parla_task_t *t)
         int dev = lowest(m), count = 0;
         for (int i = 0; i < x->n_accesses; i++)
             count += access_device(t, &x->accesses[i]) == dev;
-        device_unpinned(t->rt, dev, count);
+        parla__data_device_unpinned(t->rt, dev, count);
     }
 }
 
@@ -437,7 +501,7 @@ void parla__data_wait_for_room(parla_task_t *t)
 {
     int slot = t->ext->room_slot;
     parla__dev_t *d = &parla__dev_devs(t->rt)->devices[t->devices[slot]];
-    pthread_mutex_lock(&d->lock);
+    parla__lock(&d->lock);
     /* Retry at once if copies were unpinned since the attempt, or if none is
      * pinned at all (the attempt lost a race for a victim's lock). */
     bool now = d->unpin_epoch != t->ext->data_epoch[slot] || d->n_pins == 0;
@@ -445,7 +509,7 @@ void parla__data_wait_for_room(parla_task_t *t)
         t->qnext = d->data_blocked;
         d->data_blocked = t;
     }
-    pthread_mutex_unlock(&d->lock);
+    parla__unlock(&d->lock);
     if (!now)
         return;
     /* Retried from the device's engine, not from here: the retry may fail
@@ -454,28 +518,4 @@ void parla__data_wait_for_room(parla_task_t *t)
         return;
     sched_yield();
     parla__graph_rt(t->rt)->ghooks.ready(t);
-}
-
-int parla_data_evict(parla_data_t *d, int device, int keep_one_copy)
-{
-    if (d == NULL)
-        return parla__error(PARLA_EINVAL, "parla_data_evict: data is NULL");
-    store_t *s = d->store;
-    parla_runtime_t *rt = s->rt;
-    if (device < -1 || device >= parla__dev_devs(rt)->n_devices)
-        return parla__error(PARLA_ENODEV, "parla_data_evict: no device %d", device);
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
-    for (int i = 1; i < parla__dev_devs(rt)->n_devices && rc == 0; i++) {
-        if (device != -1 && device != i)
-            continue;
-        /* The last valid copy is always written back first, whatever
-         * keep_one_copy says: this runtime never drops data. */
-        (void)keep_one_copy;
-        rc = evict_locked(s, i, false);
-    }
-    pthread_mutex_unlock(&s->lock);
-    if (rc == PARLA_EBUSY)
-        return parla__error(rc, "parla_data_evict: the copy is in use by a running task");
-    return rc;
 }

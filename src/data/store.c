@@ -18,7 +18,8 @@ static void hold_unref(parla_hold_t *h)
     parla__graph_object_freed(rt); /* the hold counted as a live object */
 }
 
-/* Frees piece p's memory, or leaves it to its holders (store lock held, or last reference). */
+/* Frees piece p's memory, or leaves it to its holders (a piece taken out of its copy, or the last
+ * reference: no lock held). */
 static void piece_drop(parla_runtime_t *rt, int device, piece_t *p)
 {
     parla_hold_t *h = p->hold;
@@ -30,8 +31,8 @@ static void piece_drop(parla_runtime_t *rt, int device, piece_t *p)
     p->buf = NULL;
 }
 
-/* Frees copy c's memory (all its pieces), or leaves it to its holders (the caller owns c: store lock held,
- * or last reference). The device's account and c->bytes (changed under the device lock too: the device's
+/* Frees copy c's memory (all its pieces), or leaves it to its holders (the caller owns c: the store's last
+ * reference, no lock held). The device's account and c->bytes (changed under the device lock too: the device's
  * LRU walks read it) are the caller's. */
 void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__dev_copy_t *c)
 {
@@ -40,11 +41,13 @@ void parla__data_copy_drop_buf(parla_runtime_t *rt, parla__dev_copy_t *c)
     c->n_pieces = 0;
 }
 
-/* Drops pieces [a, b) of c (merged into another); the device's account is the caller's. Store lock held. */
-void parla__data_pieces_drop(parla_runtime_t *rt, parla__dev_copy_t *c, size_t a, size_t b)
+/* Frees n pieces taken out of a copy on device (their memory, or leaves it to its holders), then the
+ * array holding them (NULL: none). No lock held: ops->free may block. */
+void parla__data_pieces_free(parla_runtime_t *rt, int device, piece_t *pieces, size_t n)
 {
-    for (size_t i = a; i < b; i++)
-        piece_drop(rt, c->device, &c->pieces[i]);
+    for (size_t i = 0; i < n; i++)
+        piece_drop(rt, device, &pieces[i]);
+    parla__free(pieces);
 }
 
 /* Index of the first piece of c that ends after x (at or after x when touching is true), by binary search. */
@@ -96,14 +99,14 @@ void parla__data_extent(const parla_data_t *d, uint64_t *lo, uint64_t *hi)
 static void store_free(store_t *s)
 {
     parla_runtime_t *rt = s->rt;
-    pthread_mutex_lock(&parla__data_rt(rt)->stores_lock);
+    parla__lock(&parla__data_rt(rt)->stores_lock);
     if (s->live_prev)
         s->live_prev->live_next = s->live_next;
     else
         parla__data_rt(rt)->stores = s->live_next;
     if (s->live_next)
         s->live_next->live_prev = s->live_prev;
-    pthread_mutex_unlock(&parla__data_rt(rt)->stores_lock);
+    parla__unlock(&parla__data_rt(rt)->stores_lock);
     for (int i = 0; i < parla__dev_devs(rt)->n_devices; i++) {
         parla__dev_copy_t *c = &s->copies[i];
         parla__data_arrival_unref(c->arriving);
@@ -112,12 +115,12 @@ static void store_free(store_t *s)
             parla__dev_t *d = &parla__dev_devs(rt)->devices[i];
             if (i == 0) /* registered with the driver when it took part in GPU copies */
                 parla__dev_host_unpin(&parla__dev_devs(rt)->shared, c->pieces[0].buf);
-            pthread_mutex_lock(&d->lock);
+            parla__lock(&d->lock);
             parla__data_lru_unlink(d, c);
             if (i != 0)
                 d->resident -= c->bytes;
             c->bytes = 0;
-            pthread_mutex_unlock(&d->lock);
+            parla__unlock(&d->lock);
             parla__data_copy_drop_buf(rt, c);
         }
         parla__free(c->pieces);
@@ -136,6 +139,7 @@ static void store_free(store_t *s)
     parla__free(s->segs);
     parla__free(s->copies);
     pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
     parla__free(s);
     parla__graph_object_freed(rt); /* the store counted as a live object */
 }
@@ -187,6 +191,7 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
     atomic_init(&s->refs, 1);
     s->nbytes = nbytes;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
     s->copies = copies;
     for (int i = 0; i < parla__dev_devs(rt)->n_devices; i++) {
         copies[i].store = s;
@@ -209,12 +214,12 @@ int parla_data_create(parla_runtime_t *rt, uint64_t nbytes, void *host, parla_da
     recs[0].ranges = rec_range;
     recs[0].n_ranges = 1;
     atomic_fetch_add(&parla__graph_rt(rt)->n_live, 1); /* the runtime outlives its stores */
-    pthread_mutex_lock(&parla__data_rt(rt)->stores_lock);
+    parla__lock(&parla__data_rt(rt)->stores_lock);
     s->live_next = parla__data_rt(rt)->stores;
     if (parla__data_rt(rt)->stores)
         parla__data_rt(rt)->stores->live_prev = s;
     parla__data_rt(rt)->stores = s;
-    pthread_mutex_unlock(&parla__data_rt(rt)->stores_lock);
+    parla__unlock(&parla__data_rt(rt)->stores_lock);
     atomic_init(&d->refs, 1);
     d->store = s;
     range[0] = 0;
@@ -377,7 +382,7 @@ static store_t *lock_store_for(const parla_data_t *d, int device)
     store_t *s = d->store;
     if (device < 0 || device >= parla__dev_devs(s->rt)->n_devices)
         return NULL;
-    pthread_mutex_lock(&s->lock);
+    parla__lock(&s->lock);
     return s;
 }
 
@@ -387,7 +392,7 @@ uint64_t parla_data_valid_bytes(parla_data_t *d, int device)
     if (s == NULL)
         return 0;
     uint64_t v = valid_bytes_locked(d, bit(device), NULL, false);
-    pthread_mutex_unlock(&s->lock);
+    parla__unlock(&s->lock);
     return v;
 }
 
@@ -407,9 +412,9 @@ uint64_t parla__data_task_data_bytes_on(parla_task_t *t, uint64_t mask, int slot
         if (a->mode == PARLA_WRITE || a->slot != slot) /* nothing to bring in, or not there */
             continue;
         store_t *s = a->data->store;
-        pthread_mutex_lock(&s->lock);
+        parla__lock(&s->lock);
         v += valid_bytes_locked(a->data, mask, total, true);
-        pthread_mutex_unlock(&s->lock);
+        parla__unlock(&s->lock);
     }
     return v;
 }
@@ -431,7 +436,7 @@ uint64_t parla_data_resident_bytes(parla_data_t *d, int device)
     if (s == NULL)
         return 0;
     uint64_t n = s->copies[device].bytes;
-    pthread_mutex_unlock(&s->lock);
+    parla__unlock(&s->lock);
     return n;
 }
 
@@ -477,7 +482,7 @@ void *parla_data_device_ptr(parla_data_t *d, int device)
         return NULL;
     piece_t *p = piece_of(d, device);
     void *v = p ? virtual_base(p) : NULL;
-    pthread_mutex_unlock(&s->lock);
+    parla__unlock(&s->lock);
     return v;
 }
 
@@ -489,16 +494,16 @@ int parla_data_hold(parla_data_t *d, int device, parla_hold_t **out, void **ptr)
     parla_runtime_t *rt = s->rt;
     if (device < 0 || device >= parla__dev_devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_data_hold: no device %d", device);
-    pthread_mutex_lock(&s->lock);
+    parla__lock(&s->lock);
     piece_t *p = piece_of(d, device);
     if (p == NULL) {
-        pthread_mutex_unlock(&s->lock);
+        parla__unlock(&s->lock);
         return parla__error(PARLA_ESTATE, "parla_data_hold: the data has no copy on device %d", device);
     }
     if (p->hold == NULL) {
         parla_hold_t *h = parla__alloc(rt, sizeof *h);
         if (h == NULL) {
-            pthread_mutex_unlock(&s->lock);
+            parla__unlock(&s->lock);
             return parla__error(PARLA_ENOMEM, "parla_data_hold: out of memory");
         }
         atomic_init(&h->refs, 1); /* the engine's, while the piece is attached */
@@ -515,7 +520,7 @@ int parla_data_hold(parla_data_t *d, int device, parla_hold_t **out, void **ptr)
     *out = p->hold;
     if (ptr)
         *ptr = virtual_base(p);
-    pthread_mutex_unlock(&s->lock);
+    parla__unlock(&s->lock);
     return 0;
 }
 

@@ -56,7 +56,7 @@ int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t h
     return 0;
 }
 
-static arrival_t *arrival_new(parla_runtime_t *rt)
+arrival_t *parla__data_arrival_new(parla_runtime_t *rt)
 {
     arrival_t *a = parla__calloc(rt, 1, sizeof *a);
     if (a == NULL)
@@ -81,19 +81,19 @@ bool parla__data_arrival_pending(arrival_t *a)
 {
     if (a == NULL)
         return false;
-    pthread_mutex_lock(&a->lock);
+    parla__lock(&a->lock);
     bool pending = !a->done;
-    pthread_mutex_unlock(&a->lock);
+    parla__unlock(&a->lock);
     return pending;
 }
 
 /* Blocks the calling thread (outside tasks) until the copies have arrived. */
 void parla__data_arrival_wait(arrival_t *a)
 {
-    pthread_mutex_lock(&a->lock);
+    parla__lock(&a->lock);
     while (!a->done)
         pthread_cond_wait(&a->cond, &a->lock);
-    pthread_mutex_unlock(&a->lock);
+    parla__unlock(&a->lock);
 }
 
 /* Marks job j's bytes as arrived: exactly [lo, hi), since segments may have
@@ -101,7 +101,7 @@ void parla__data_arrival_wait(arrival_t *a)
  * on its way). Without memory to split, the mark stays (only a preference). */
 static void arrived(store_t *s, copy_job_t *j)
 {
-    pthread_mutex_lock(&s->lock);
+    parla__lock(&s->lock);
     if (parla__data_seg_split(s, j->lo) == 0 && parla__data_seg_split(s, j->hi) == 0) {
         for (size_t i = parla__data_seg_find(s, j->lo); i < s->n_segs && s->segs[i].lo < j->hi; i++) {
             seg_t *g = &s->segs[i];
@@ -114,7 +114,7 @@ static void arrived(store_t *s, copy_job_t *j)
         }
         parla__data_seg_merge(s);
     }
-    pthread_mutex_unlock(&s->lock);
+    parla__unlock(&s->lock);
 }
 
 static void job_free(copy_job_t *j)
@@ -126,26 +126,23 @@ static void job_free(copy_job_t *j)
     parla__free(j);
 }
 
-static void job_complete(copy_job_t *j)
+/* One copy of arrival a is done (error: the device's error for it, or 0): the last one enqueues the tasks
+ * that wait for a (failing them when a copy failed) and wakes threads in parla__data_arrival_wait. No
+ * data lock held (the hooks run here). The caller's reference stays. */
+void parla__data_arrival_finish(parla_runtime_t *rt, arrival_t *a, int error)
 {
-    store_t *s = j->store;
-    parla_runtime_t *rt = s->rt;
-    arrived(s, j);
-    parla__data_unpin(s, j->from, 1); /* the source was pinned while the copy was queued */
-    parla__data_unpin(s, j->to, 1);   /* and so was the destination */
-    arrival_t *a = j->arrival;
-    pthread_mutex_lock(&a->lock);
+    parla__lock(&a->lock);
     waiter_t *w = NULL;
-    if (j->error && a->error == 0)
-        a->error = j->error;
-    int error = a->error;
+    if (error && a->error == 0)
+        a->error = error;
+    error = a->error;
     if (--a->remaining == 0) {
         a->done = true;
         w = a->waiters;
         a->waiters = NULL;
         pthread_cond_broadcast(&a->cond);
     }
-    pthread_mutex_unlock(&a->lock);
+    parla__unlock(&a->lock);
     while (w) {
         /* The record belongs to its task: read it before the count drops. */
         waiter_t *next = w->next;
@@ -156,7 +153,17 @@ static void job_complete(copy_job_t *j)
             parla__data_rt(rt)->dhooks.arrived(t);
         w = next;
     }
-    parla__data_arrival_unref(a);
+}
+
+static void job_complete(copy_job_t *j)
+{
+    store_t *s = j->store;
+    parla_runtime_t *rt = s->rt;
+    arrived(s, j);
+    parla__data_unpin(s, j->from, 1); /* the source was pinned while the copy was queued */
+    parla__data_unpin(s, j->to, 1);   /* and so was the destination */
+    parla__data_arrival_finish(rt, j->arrival, j->error);
+    parla__data_arrival_unref(j->arrival);
     parla__data_store_release(j->store);
     job_free(j);
 }
@@ -238,13 +245,13 @@ static void copy_job_submit(parla_runtime_t *rt, copy_job_t *j)
 void parla__data_arrival_add_waiter(arrival_t *a, parla_task_t *t, waiter_t *w)
 {
     w->task = t;
-    pthread_mutex_lock(&a->lock);
+    parla__lock(&a->lock);
     if (!a->done) {
         atomic_fetch_add(&t->ext->n_waiting, 1);
         w->next = a->waiters;
         a->waiters = w;
     }
-    pthread_mutex_unlock(&a->lock);
+    parla__unlock(&a->lock);
 }
 
 /* Gives the copy jobs planned for store s since plan->mark to s's arrival on
@@ -257,15 +264,15 @@ int parla__data_join_arrival(parla_task_t *t, store_t *s, int device, plan_t *pl
     arrival_t *arr = s->copies[device].arriving;
     bool joined = false;
     if (arr) {
-        pthread_mutex_lock(&arr->lock);
+        parla__lock(&arr->lock);
         if (!arr->done) {
             arr->remaining += plan->n_jobs_store;
             joined = true;
         }
-        pthread_mutex_unlock(&arr->lock);
+        parla__unlock(&arr->lock);
     }
     if (!joined) {
-        arrival_t *fresh = arrival_new(s->rt);
+        arrival_t *fresh = parla__data_arrival_new(s->rt);
         if (fresh == NULL)
             return parla__error(PARLA_ENOMEM, "task %s: cannot track its copies", parla_task_name(t));
         fresh->remaining = plan->n_jobs_store;
@@ -307,7 +314,7 @@ int parla__data_make_valid_locked(parla_data_t *d, int device, int mode, parla_t
         uint64_t elo, ehi;
         parla__data_extent(d, &elo, &ehi);
         parla__data_task_extent(t, s, device, &elo, &ehi);
-        rc = parla__data_ensure_copy(s, device, t, elo, ehi);
+        rc = parla__data_ensure_copy(s, device, t, elo, ehi, plan);
         if (rc)
             return rc;
     }
@@ -362,7 +369,9 @@ int parla__data_make_valid_locked(parla_data_t *d, int device, int mode, parla_t
                         parla__data_pin_locked(s, device);
                         g->arriving |= bit(device);
                     } else {
-                        /* Copied by the caller with the lock dropped; the pins keep both pieces. */
+                        /* Copied by the caller with the lock dropped; the pins keep both pieces
+                         * (store pins only, as a write-back's: see evict.c; tasks waiting for room
+                         * retry when they go). */
                         s->copies[src].pins++;
                         s->copies[device].pins++;
                         *now = (copy_now_t){.from = src, .to = device, .lo = x, .hi = end, .writes = s->writes};
@@ -387,15 +396,24 @@ int parla__data_make_valid_locked(parla_data_t *d, int device, int mode, parla_t
  * its bytes valid on the destination, unless the store was written meanwhile
  * (then the next call plans the range again). Entered and left with s->lock
  * held; unpins both copies. */
+/* Drops the pins of copy *now (s->lock held); tasks waiting for room on its devices retry when the entry
+ * point ends (parla__data_wake_deferred). */
+static void unpin_now(store_t *s, const copy_now_t *now)
+{
+    s->copies[now->from].pins--;
+    s->copies[now->to].pins--;
+    parla__data_device_unpinned_deferred(s->rt, now->from, 0);
+    parla__data_device_unpinned_deferred(s->rt, now->to, 0);
+}
+
 static int copy_now(store_t *s, const copy_now_t *now, parla_task_t *t)
 {
-    pthread_mutex_unlock(&s->lock);
+    parla__unlock(&s->lock);
     if (t)
         parla__graph_host_wait_task(t); /* its source may still be being written */
     int rc = parla__data_copy_range(s, now->to, now->from, now->lo, now->hi, t ? t->serial : UINT64_MAX);
-    pthread_mutex_lock(&s->lock);
-    s->copies[now->from].pins--;
-    s->copies[now->to].pins--;
+    parla__lock(&s->lock);
+    unpin_now(s, now);
     if (rc || s->writes != now->writes)
         return rc;
     if (parla__data_seg_split(s, now->lo) || parla__data_seg_split(s, now->hi))
@@ -419,8 +437,7 @@ int parla__data_make_valid(parla_data_t *d, int device, int mode, parla_task_t *
         if (rc != COPY_NOW)
             return rc;
         if (plan && plan->n_jobs_store > 0 && (rc = parla__data_join_arrival(t, d->store, device, plan)) != 0) {
-            d->store->copies[now.from].pins--;
-            d->store->copies[now.to].pins--;
+            unpin_now(d->store, &now);
             return rc;
         }
         if ((rc = copy_now(d->store, &now, t)) != 0)
@@ -467,24 +484,36 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
     store_t *s = d->store;
     parla_runtime_t *rt = s->rt;
     /* Copies still on their way to the device are waited for. */
-    pthread_mutex_lock(&s->lock);
+    parla__lock(&s->lock);
     arrival_t *arr = s->copies[device].arriving;
     if (arr)
         atomic_fetch_add(&arr->refs, 1);
-    pthread_mutex_unlock(&s->lock);
+    parla__unlock(&s->lock);
     if (arr) {
         parla__data_arrival_wait(arr);
         parla__data_arrival_unref(arr);
     }
     parla__dev_t *dev = &parla__dev_devs(rt)->devices[device];
-    if (device != 0)
-        pthread_mutex_lock(&dev->acquire_lock);
-    pthread_mutex_lock(&s->lock);
-    /* Its copies are made with the store's lock dropped (make_valid). */
-    int rc = parla__data_make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
-    pthread_mutex_unlock(&s->lock);
-    if (device != 0)
-        pthread_mutex_unlock(&dev->acquire_lock);
+    bool was = parla__data_outside_begin();
+    parla__lock(&s->lock);
+    /* Its copies, allocations and evictions are made with the store's lock dropped (make_valid,
+     * parla__data_ensure_copy); no other lock is held. Copies that arrive meanwhile (an eviction's
+     * write-back to the CPU, copies queued for tasks) are waited for before it returns. */
+    int rc;
+    for (;;) {
+        rc = parla__data_make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
+        arr = s->copies[device].arriving;
+        if (rc || !parla__data_arrival_pending(arr))
+            break;
+        atomic_fetch_add(&arr->refs, 1);
+        parla__unlock(&s->lock);
+        parla__data_arrival_wait(arr);
+        parla__data_arrival_unref(arr);
+        parla__lock(&s->lock);
+    }
+    parla__unlock(&s->lock);
+    parla__data_outside_end(was);
+    parla__data_wake_deferred();
     if (rc == PARLA_EBUSY)
         rc = parla__error(PARLA_ERESOURCE, "parla_data_fetch: %s is full of copies in use by running tasks, or "
                           "a running task uses an allocation of this data there that the fetch would merge with",

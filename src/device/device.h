@@ -137,8 +137,6 @@ struct parla__dev {
     void *mempool;            /* CUDA: the device's default memory pool, NULL without one */
     void *bounce;             /* CUDA: pinned staging buffer of GPU-to-GPU copies without peer access */
 
-    pthread_mutex_t acquire_lock; /* serialises data acquisition on the device, so two
-                                     tasks never each hold half of the room they need */
     pthread_mutex_t lock;     /* protects vcus_free, memory_free, the blocked lists (blocked_head,
                                  data_blocked), resident, n_pins, unpin_epoch and the LRU list of
                                  copies; several only in ascending index (lock order: sched/sched.h) */

@@ -12,7 +12,7 @@ static int device_init(parla__dev_t *d, int index, uint64_t memory)
 {
     memset(d, 0, sizeof *d);
     d->index = index;
-    if (pthread_mutex_init(&d->lock, NULL) != 0 || pthread_mutex_init(&d->acquire_lock, NULL) != 0 ||
+    if (pthread_mutex_init(&d->lock, NULL) != 0 ||
         pthread_mutex_init(&d->event_lock, NULL) != 0)
         return parla__error(PARLA_ESYS, "pthread_mutex_init failed for device %d", index);
     d->vcus_capacity = d->vcus_free = PARLA__VCU_ONE;
@@ -100,7 +100,6 @@ void parla__dev_devices_destroy(parla_runtime_t *rt)
         if (d->is_cuda)
             parla__dev_cuda_device_destroy(d);
         pthread_mutex_destroy(&d->lock);
-        pthread_mutex_destroy(&d->acquire_lock);
         pthread_mutex_destroy(&d->event_lock);
     }
     pthread_mutex_destroy(&sh->wake_lock);

@@ -9,20 +9,17 @@
  *
  *   0. graph->issue_lock      sched/replay.c   one replay of a graph at a time (held across the
  *                                              task creations, accesses and submits of the replay)
- *   1. device->acquire_lock   device/device.h  one task at a time brings its data to a GPU
- *                                              (data/prepare.c: check_capacities .. the end of
- *                                              planning; parla__data_make_valid_now); a task with
- *                                              data for several GPUs takes theirs in ascending
- *                                              device index
- *   2. store->lock            data/impl.h      a data object's segments, copies, records
- *   3. device->lock           device/device.h  resources, blocked lists, residency and LRU; several
- *                                              only in ascending device index (sched/resources.c);
- *                                              while one is held a victim's store->lock is taken
- *                                              only by try-lock (data/residency.c: evict_for_locked)
+ *   1. store->lock            data/impl.h      a data object's segments, copies, records (with
+ *                                              store->cond: a copy busy being allocated or merged)
+ *   2. device->lock           device/device.h  resources, blocked lists, residency (and claimed
+ *                                              room) and LRU; several only in ascending device index
+ *                                              (sched/resources.c); while one is held a victim's
+ *                                              store->lock is taken only by try-lock
+ *                                              (data/evict.c: pick_victim_locked)
  *      arrival->lock          data/impl.h      copies in flight to one device for one store (taken
  *                                              under store->lock, never together with device->lock)
- *   4. rt->park_lock          sched/sched.h    sleeping workers, a body's waiting_on list
- *   5. rt->wait_lock          sched/sched.h    threads blocked in wait calls, wake_gen
+ *   3. rt->park_lock          sched/sched.h    sleeping workers, a body's waiting_on list
+ *   4. rt->wait_lock          sched/sched.h    threads blocked in wait calls, wake_gen
  *
  * Leaves (nothing is taken while one is held; each may be taken under any of
  * the above):
@@ -34,59 +31,66 @@
  *                          device->engine_lock, nothing else, under it)
  *   device->engine_lock   (mutex, an engine's job queue, device/engine.c; jobs run without it)
  *   device->pool.lock     (mutex, a GPU's caching allocator, device/pool.c; driver allocations
- *                          and frees on a pool miss or trim are made under it; taken under
- *                          store->lock and device->lock: ops->alloc, ops->free)
+ *                          and frees on a pool miss or trim are made under it; taken by ops->alloc
+ *                          and ops->free of CUDA GPUs, which data/ calls with no lock held)
  *   shared->pin_lock      (mutex, the registered host buffers, device/cuda.c; cuMemHostRegister
  *                          is called under it, once per buffer)
  *   device->event_lock    (mutex, an event pool, device/event.c)
+ *   the lock of a write-back job (mutex, data/evict.c: wb_run; its caller waits for the engine)
  *   trace buffer lock     (mutex, the shared trace buffer, trace/buffer.c)
  *   queue->lock           (spinlock, one ready queue, sched/queue.c)
  *   parla__graph_rt(rt)->alloc_lock        (spinlock, the recycled task pool, graph/task.c)
  * CUDA's driver loading (device/cuda.c) is a pthread_once, taken under none.
  *
- * Held across a device call (an ops-> function, which may block for a
- * transfer or the driver): by design none. Today, the exceptions listed
- * under "Blocking work under locks" below remain: device->acquire_lock (of
- * the task's GPUs) and store->lock across ops->alloc of a new copy
- * (data/residency.c: parla__data_ensure_copy); device->lock (with the
- * victim's store->lock) across ops->free of an evicted copy. No device lock
- * is held across a copy: an eviction's write-back drops the device lock, and
- * copies made at once drop the store's lock. No lock is held across
- * event_create or event_record (device/event.c), nor across the copies
- * queued on engines.
+ * Held across a device call (an ops-> function: alloc, free, copy, copy_async,
+ * synchronisation, which may block for a transfer or the driver): none of the
+ * engine's locks above. The only locks held across driver calls are the two
+ * device-layer leaves that exist to serialise them: device->pool.lock (a pool
+ * miss or trim inside ops->alloc / ops->free) and shared->pin_lock (host
+ * registration, once per buffer). The data layer takes its mutexes through
+ * parla__lock (util/util.h), which counts them per thread; tests/c/
+ * test_data_locks.c checks that the count is 0 at every device call.
  *
- * Blocking work under locks (what stays, why, and what it costs):
- *   - An eviction that must write back what only the victim holds picks the
- *     victim under the device lock, try-locking its store (an idle copy: no
- *     task or queued copy pins it), then drops the device lock, copies with
- *     the victim store's lock kept (so the bytes and the segment map cannot
- *     change meanwhile), retakes the device lock and frees the copy
- *     (data/residency.c: evict_for_locked). Reservations, pins and other
- *     evictions on that device go on meanwhile; only users of the idle
- *     victim wait (for size / link bandwidth). The thread evicting for a new
- *     copy (parla__data_ensure_copy) still holds that copy's store lock and
- *     the device's acquire_lock across the write-back: other tasks bringing
- *     data to that device wait for it (they need the room it makes).
- *     Reservations (memory=) evict after releasing the device locks
- *     (sched/resources.c -> parla__data_make_room).
- *   - A copy that cannot be queued as a job (no memory for one, in
- *     make_valid_locked) and the copies of parla_data_fetch are made by the
- *     calling thread after dropping the store's lock, with both copies pinned
- *     (data/transfer.c: copy_now); their bytes are marked valid only if no
- *     write was marked meanwhile. parla_data_fetch makes (and pins) its copy
- *     under the device's acquire_lock, then copies with no device lock held.
- *     The out-of-memory fallback of a task's preparation still holds the
- *     acquire_locks of the task's GPUs across its copy.
- *   - parla_data_evict writes back under the store's lock (no device lock):
- *     the caller asked for that data object; its other users wait.
- *   - A hazard edge searches the graph for an explicit path (parla__graph_reaches,
- *     at most 100,000 tasks visited) under the store's lock, so that the
- *     history it decides on cannot change meanwhile; only for a task that
- *     already has dependents (an explicit dependency on a later task), at
- *     most once per conflicting earlier task: other accesses to that data
- *     object wait for the search (about a millisecond at the limit).
- *   - parla__graph_host_wait_task (a task ending without running after a runahead
- *     release) waits for device events with no lock held.
+ * How the data layer keeps its blocking work out from under its locks (the
+ * state that stands in for a held lock, and who waits on it):
+ *   - Room: a task's preparation checks that its data fits on each of its GPUs
+ *     and claims the room it lacks in the device's account, under the device
+ *     lock (data/prepare.c: room_for), before allocating anything; so a task
+ *     that cannot have all its data takes none, without a lock held across the
+ *     allocations (the former per-device acquire_lock is gone). Later checks
+ *     count the claim; the allocations take from it (plan->claim); what is
+ *     left is given back at the end, waking the tasks waiting for room.
+ *   - Allocation and merge (data/residency.c: parla__data_ensure_copy): the
+ *     copy is marked busy (adding / merging) under the store's lock, which is
+ *     then dropped while it evicts, calls ops->alloc, copies merged pieces and
+ *     frees them; other threads that need a new piece of it (any piece while
+ *     merging) wait on store->cond; evictions pass a busy copy over.
+ *   - Eviction (data/evict.c): the victim is picked under the device lock with
+ *     its store try-locked; a clean victim's pieces are taken out under the
+ *     locks and freed (ops->free) after both are dropped. A dirty one is
+ *     pinned, its bytes marked valid-but-arriving on the CPU, and the CPU's
+ *     arrival (also the victim's) takes one more copy; the write-back runs
+ *     with no lock, and tasks that use that data on the CPU or on that GPU
+ *     meanwhile wait for the arrival through the data waiter callback. The
+ *     copy is dropped after if nothing pinned it meanwhile. parla_data_evict
+ *     does the same for the copy it is asked to drop; outside tasks (and in
+ *     parla_data_fetch) the write-back runs on the device's engine, the caller
+ *     waiting, so the stuck check sees it under way.
+ *   - Copies made at once (the out-of-memory fallback of a preparation, all of
+ *     parla_data_fetch's) run with no lock, both copies pinned; their bytes are
+ *     marked valid only if no write was marked meanwhile (data/transfer.c:
+ *     copy_now).
+ *   - Unpins from inside the data layer hand the tasks they wake to a device
+ *     engine job (data/residency.c: wake_on_engine), never running the
+ *     scheduler's hooks under a caller's state.
+ *   - What remains under a lock is memory work on the host: a hazard edge
+ *     searches the graph for an explicit path (parla__graph_reaches, at most
+ *     100,000 tasks visited) under the store's lock, so that the history it
+ *     decides on cannot change meanwhile; only for a task that already has
+ *     dependents, at most once per conflicting earlier task (about a
+ *     millisecond at the limit).
+ *   - parla__graph_host_wait_task (a task ending without running after a
+ *     runahead release) waits for device events with no lock held.
  */
 #ifndef PARLA_SCHED_H
 #define PARLA_SCHED_H

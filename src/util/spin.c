@@ -1,4 +1,4 @@
-/* spin.c: spinlocks. Critical sections are a few pointer
+/* spin.c: spinlocks, and the count of data locks a thread holds (util.h). Critical sections are a few pointer
  * writes, so a spinlock guards each queue (a contended mutex would sleep in
  * the kernel); a waiter that spins too long yields its core, since workers
  * may outnumber cores. */
@@ -26,4 +26,11 @@ void parla__spin_lock(_Atomic int *lock)
 void parla__spin_unlock(_Atomic int *lock)
 {
     atomic_store_explicit(lock, 0, memory_order_release);
+}
+
+_Thread_local int parla__locks_held_tls;
+
+int parla__locks_held(void)
+{
+    return parla__locks_held_tls;
 }

@@ -62,6 +62,35 @@ void parla__free(void *p);
 /* Records a formatted message for parla_last_error_message() and returns code. */
 int parla__error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ----------------------------------------------------------- data locks -- */
+
+/* The mutexes of the data layer (store->lock, arrival->lock, and device->lock
+ * where data/ takes them) are taken through these, which count per thread the locks it holds: the rule
+ * that no device call (an ops-> function: alloc, free, copy, synchronisation) is made while one is held
+ * (sched/sched.h) is then checkable: parla__locks_held() is 0 at every device call of data/. A counter of
+ * the calling thread only (no atomics); a pthread_cond_wait on one of these locks leaves it counted (the
+ * thread sleeps meanwhile). */
+extern _Thread_local int parla__locks_held_tls __attribute__((visibility("hidden")));
+static inline void parla__lock(pthread_mutex_t *m)
+{
+    pthread_mutex_lock(m);
+    parla__locks_held_tls++;
+}
+static inline int parla__trylock(pthread_mutex_t *m)
+{
+    int rc = pthread_mutex_trylock(m);
+    if (rc == 0)
+        parla__locks_held_tls++;
+    return rc;
+}
+static inline void parla__unlock(pthread_mutex_t *m)
+{
+    parla__locks_held_tls--;
+    pthread_mutex_unlock(m);
+}
+/* The data-layer locks the calling thread holds now (for tests of internals and assertions). */
+int parla__locks_held(void);
+
 /* ------------------------------------------------------------- spinlocks -- */
 
 /* A spinlock for critical sections of a few pointer writes; a waiter that spins too long yields its
