@@ -127,6 +127,9 @@ typedef struct {
     int host; /* host memory (cpu, virtual GPU): exported as a writable buffer */
 } HoldObject;
 
+/* The most devices the spawn's feasibility check reads (spawn.c; more than Parla() allows). */
+#define PYPARLA_MAX_DEVICES 64
+
 /* Entries of the cache of the global names a body's code reads (spawn.c). */
 #define PYPARLA_GLOBALS_CACHE 64
 
@@ -173,6 +176,13 @@ typedef struct {
     int context_plain;
     int context_cuda;           /* the context has CUDA GPUs (a placed body then runs on_cuda_device) */
     PyObject *placement_cache;  /* the context's _placement_cache (a dict), or NULL */
+    /* The capacities of the devices of caps_rt (the context's runtime once read; NULL: not read in this
+     * context), for the spawn's feasibility check: a runtime's devices and capacities are fixed once made. */
+    RuntimeObject *caps_rt;
+    parla_device_info_t caps[PYPARLA_MAX_DEVICES];
+    /* The placement, vcus and memory objects of the last placed spawn found in the context's cache, and
+     * what the cache gave for them (spawn_decl.c; cleared with the context). */
+    PyObject *last_placement, *last_vcus, *last_memory, *last_resolved;
     unsigned long long anonymous; /* the counter of anonymous task names */
     PyObject *globals_code[PYPARLA_GLOBALS_CACHE], *globals_names[PYPARLA_GLOBALS_CACHE];
 } pyparla_state;
@@ -313,6 +323,8 @@ int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, uns
  * resolve_placement's. 0, or -1 with its exception set. GIL held. */
 int pyparla_spawn_placement(pyparla_state *st, TaskObject *task, PyObject *placement, PyObject *vcus,
                             PyObject *memory, PyObject *out[3]);
+/* Forgets the last placement remembered by pyparla_spawn_placement (when the context changes). */
+void pyparla_spawn_forget_placement(pyparla_state *st);
 /* The engine accesses of a spawn's input, output and inout (decl[0..2]) for task, as
  * parla.array._engine_accesses reads them: a new list of (Data, mode) and (Data, mode, slot) (the empty
  * tuple when nothing is declared), *attrs a new dict of the attributes set on the task at submit (_decl,

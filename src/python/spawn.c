@@ -98,6 +98,23 @@ int pyparla_bytes_arg(PyObject *o, void *out)
     return 1;
 }
 
+/* The parts of one placement option (slots, vcus, memory): read directly from the tuple of a float and an int
+ * that resolve_placement makes, else parsed (with its errors). 1, or 0 with an exception set. */
+static int option_parts(PyObject *item, PyObject **slots, double *vcus, unsigned long long *memory)
+{
+    if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 3 && PyFloat_CheckExact(PyTuple_GET_ITEM(item, 1)) &&
+        PyLong_CheckExact(PyTuple_GET_ITEM(item, 2))) {
+        *memory = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 2));
+        if (!(*memory == (unsigned long long)-1 && PyErr_Occurred())) {
+            *slots = PyTuple_GET_ITEM(item, 0);
+            *vcus = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(item, 1));
+            return 1;
+        }
+        PyErr_Clear(); /* out of range: the parse below says so */
+    }
+    return PyArg_ParseTuple(item, "OdO&", slots, vcus, pyparla_bytes_arg, memory);
+}
+
 /* Placement options: None or a sequence of (slots, vcus, memory), slots a
  * tuple of device indices or PARLA_ANY_CPU / PARLA_ANY_GPU. */
 int pyparla_add_options(TaskObject *self, PyObject *options)
@@ -112,7 +129,7 @@ int pyparla_add_options(TaskObject *self, PyObject *options)
         PyObject *slots_obj;
         double vcus;
         unsigned long long memory;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OdO&", &slots_obj, &vcus, pyparla_bytes_arg, &memory))
+        if (!option_parts(PySequence_Fast_GET_ITEM(seq, i), &slots_obj, &vcus, &memory))
             goto fail;
         PyObject *slots = PySequence_Fast(slots_obj, "slots must be a sequence");
         if (slots == NULL)
@@ -215,13 +232,22 @@ int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, uns
 {
     parla_runtime_t *rt = self->runtime->rt;
     int n_dev = parla_runtime_num_devices(rt);
-    parla_device_info_t devs[64];
-    if (n_dev > 64)
+    parla_device_info_t own[PYPARLA_MAX_DEVICES], *devs = own;
+    if (n_dev > PYPARLA_MAX_DEVICES)
         return 0; /* more than Parla() allows: the engine checks at submit */
     if (options == Py_None && vcus <= 1.0 && memory == 0)
         return 0; /* fits the cpu device, whose vcus capacity is 1 (the common case: nothing asked) */
-    for (int i = 0; i < (options == Py_None ? 1 : n_dev); i++)
-        parla_device_info(rt, i, &devs[i]);
+    /* The capacities of the context's devices, read once per context (a runtime's are fixed once made). */
+    pyparla_state *st = pyparla_get_state(self->runtime->module);
+    int cached = self->runtime == st->context_rt;
+    if (cached)
+        devs = st->caps;
+    if (!cached || st->caps_rt != self->runtime) {
+        for (int i = 0; i < n_dev; i++)
+            parla_device_info(rt, i, &devs[i]);
+        if (cached)
+            st->caps_rt = self->runtime;
+    }
     if (options == Py_None) {
         if (vcus <= devs[0].vcus_capacity && memory <= devs[0].memory_capacity)
             return 0;
@@ -240,7 +266,7 @@ int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, uns
         PyObject *opt = PySequence_GetItem(options, o), *slots = NULL;
         double ov;
         unsigned long long om;
-        if (opt == NULL || !PyArg_ParseTuple(opt, "OdK", &slots, &ov, &om)) {
+        if (opt == NULL || !option_parts(opt, &slots, &ov, &om)) {
             Py_XDECREF(opt);
             return -1;
         }
@@ -769,6 +795,8 @@ static PyObject *mod_set_context(PyObject *module, PyObject *context)
         Py_CLEAR(st->placement_cache);
         st->context_plain = 0;
         st->context_cuda = 0;
+        st->caps_rt = NULL;
+        pyparla_spawn_forget_placement(st);
         Py_RETURN_NONE;
     }
     PyObject *rt = PyObject_GetAttrString(context, "_rt");
@@ -789,6 +817,8 @@ static PyObject *mod_set_context(PyObject *module, PyObject *context)
             Py_XSETREF(st->placement_cache, Py_NewRef(cache));
             st->context_plain = !has_envs && progress == Py_None;
             st->context_cuda = has_cuda;
+            st->caps_rt = NULL;
+            pyparla_spawn_forget_placement(st);
             out = Py_NewRef(Py_None);
         }
     }
@@ -973,6 +1003,10 @@ int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg)
     Py_VISIT(st->on_cuda_device);
     Py_VISIT(st->mapping_logger);
     Py_VISIT(st->mapping_log_cache);
+    Py_VISIT(st->last_placement);
+    Py_VISIT(st->last_vcus);
+    Py_VISIT(st->last_memory);
+    Py_VISIT(st->last_resolved);
     for (int i = 0; i < PYPARLA_GLOBALS_CACHE; i++) {
         Py_VISIT(st->globals_code[i]);
         Py_VISIT(st->globals_names[i]);
@@ -1005,6 +1039,7 @@ void pyparla_spawn_clear(pyparla_state *st)
     Py_CLEAR(st->on_cuda_device);
     Py_CLEAR(st->mapping_logger);
     Py_CLEAR(st->mapping_log_cache);
+    pyparla_spawn_forget_placement(st);
     for (int i = 0; i < PYPARLA_GLOBALS_CACHE; i++) {
         Py_CLEAR(st->globals_code[i]);
         Py_CLEAR(st->globals_names[i]);

@@ -7,7 +7,17 @@
  */
 #include "pyparla.h"
 
+#include <string.h>
+
 /* -------------------------------------------------------------------------------- placement -- */
+
+void pyparla_spawn_forget_placement(pyparla_state *st)
+{
+    Py_CLEAR(st->last_placement);
+    Py_CLEAR(st->last_vcus);
+    Py_CLEAR(st->last_memory);
+    Py_CLEAR(st->last_resolved);
+}
 
 /* Whether vcus and memory are values resolve_placement's checks leave as they are (None, a float in
  * (0, 1], an int in [0, 2**64)); then *v and *m are their values (0 for None). */
@@ -56,6 +66,8 @@ int pyparla_spawn_placement(pyparla_state *st, TaskObject *task, PyObject *place
     double v;
     unsigned long long m;
     if (plain_needs(vcus, memory, &v, &m)) {
+        if (placement == st->last_placement && vcus == st->last_vcus && memory == st->last_memory)
+            return unpack_resolved(Py_NewRef(st->last_resolved), out); /* the same objects as the last spawn */
         if (placement == Py_None || placement == st->cpu_arch || placement == st->cpu0) {
             /* A plain CPU task: no options, its needs on the CPU. */
             out[0] = Py_NewRef(Py_None);
@@ -73,8 +85,17 @@ int pyparla_spawn_placement(pyparla_state *st, TaskObject *task, PyObject *place
         PyObject *hit = key && cache ? Py_XNewRef(PyDict_GetItemWithError(cache, key)) : NULL;
         Py_XDECREF(key);
         Py_XDECREF(cache);
-        if (hit != NULL)
+        if (hit != NULL) {
+            /* Remembered by identity for the next spawn: a placement that is not a list cannot change (a
+             * list can, in place), so the same objects have the same key in the context's cache. */
+            if (!PyList_Check(placement)) {
+                Py_XSETREF(st->last_placement, Py_NewRef(placement));
+                Py_XSETREF(st->last_vcus, Py_NewRef(vcus));
+                Py_XSETREF(st->last_memory, Py_NewRef(memory));
+                Py_XSETREF(st->last_resolved, Py_NewRef(hit));
+            }
             return unpack_resolved(hit, out);
+        }
         PyErr_Clear(); /* not cached, or unhashable (resources given as dicts): resolve_placement decides */
     }
     PyObject *name = PyObject_GetAttr((PyObject *)task, st->str_name_attr);
@@ -88,12 +109,18 @@ int pyparla_spawn_placement(pyparla_state *st, TaskObject *task, PyObject *place
 
 /* ------------------------------------------------------------------------- access declarations -- */
 
-/* What reading the declarations found: the engine accesses and the task's modes and slots of each array. */
+/* One declared array: the PArray (held), its mode and the position among the task's devices. */
+typedef struct {
+    PyObject *array;
+    int mode, slot;
+} decl_entry_t;
+
+/* What reading the declarations found: the engine accesses, and each declaration in order. */
 typedef struct {
     pyparla_state *st;
-    PyObject *out;   /* list of (Data, mode) and (Data, mode, slot) */
-    PyObject *modes; /* id(PArray) -> declared modes */
-    PyObject *slots; /* id(PArray) -> bit k: declared for the task's k-th device */
+    PyObject *out; /* list of (Data, mode) and (Data, mode, slot) */
+    decl_entry_t *entries, inline_entries[8];
+    Py_ssize_t n, cap;
     int max_slot;
 } decl_t;
 
@@ -101,23 +128,35 @@ typedef struct {
  * that is not a small int, nesting too deep): it gives the answer or the error. */
 #define DECL_GENERAL 1
 
-/* d[key] |= bits (key: id(obj)); 0 or -1. */
-static int or_into(PyObject *d, PyObject *obj, long bits)
+/* d[id(obj)] |= bits, key the int id(obj); 0 or -1. */
+static int or_into(PyObject *d, PyObject *key, long bits)
 {
-    PyObject *key = PyLong_FromVoidPtr(obj);
-    if (key == NULL)
-        return -1;
-    PyObject *old = PyDict_GetItemWithError(d, key);
-    long now = bits;
-    if (old != NULL)
-        now |= PyLong_AsLong(old);
-    else if (PyErr_Occurred())
-        now = -1;
-    PyObject *val = now == -1 && PyErr_Occurred() ? NULL : PyLong_FromLong(now);
-    int r = val ? PyDict_SetItem(d, key, val) : -1;
+    PyObject *val = PyLong_FromLong(bits);
+    PyObject *old = val ? PyDict_SetDefault(d, key, val) : NULL;
+    int r = old ? 0 : -1;
+    if (old != NULL && old != val) { /* declared before: the modes (positions) add up */
+        long now = PyLong_AsLong(old) | bits;
+        Py_SETREF(val, now == -1 && PyErr_Occurred() ? NULL : PyLong_FromLong(now));
+        r = val ? PyDict_SetItem(d, key, val) : -1;
+    }
     Py_XDECREF(val);
-    Py_DECREF(key);
     return r;
+}
+
+/* The task's _modes (id(PArray) -> its declared modes) and, when a declaration names a position k > 0, its
+ * _slots (id(PArray) -> bit k set for each position declared), from the entries; 0 or -1. */
+static int modes_and_slots(decl_t *d, PyObject *modes, PyObject *slots)
+{
+    for (Py_ssize_t i = 0; i < d->n; i++) {
+        PyObject *key = PyLong_FromVoidPtr(d->entries[i].array);
+        int r = key ? or_into(modes, key, d->entries[i].mode) : -1;
+        if (r == 0 && slots)
+            r = or_into(slots, key, 1L << d->entries[i].slot);
+        Py_XDECREF(key);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* The engine data of a PArray in the active runtime: its _data when it belongs there, else what its
@@ -136,16 +175,32 @@ static PyObject *engine_data(pyparla_state *st, PyObject *array)
 /* Records one declared PArray (exactly a parla.array.PArray) with mode for the task's device slot. */
 static int declare_array(decl_t *d, PyObject *array, int mode, int slot)
 {
+    if (d->n == d->cap) {
+        Py_ssize_t cap = d->cap * 2;
+        decl_entry_t *more = PyMem_Malloc((size_t)cap * sizeof *more);
+        if (more == NULL)
+            return PyErr_NoMemory(), -1;
+        memcpy(more, d->entries, (size_t)d->n * sizeof *more);
+        if (d->entries != d->inline_entries)
+            PyMem_Free(d->entries);
+        d->entries = more;
+        d->cap = cap;
+    }
     PyObject *data = engine_data(d->st, array);
     if (data == NULL)
         return -1;
-    PyObject *access = slot ? Py_BuildValue("(Nii)", data, mode, slot) : Py_BuildValue("(Ni)", data, mode);
+    PyObject *m = PyLong_FromLong(mode), *k = slot ? PyLong_FromLong(slot) : NULL;
+    PyObject *access = m && (k || !slot) ? (slot ? PyTuple_Pack(3, data, m, k) : PyTuple_Pack(2, data, m)) : NULL;
+    Py_DECREF(data);
+    Py_XDECREF(m);
+    Py_XDECREF(k);
     if (access == NULL)
         return -1;
     int r = PyList_Append(d->out, access);
     Py_DECREF(access);
-    if (r < 0 || or_into(d->modes, array, mode) < 0 || or_into(d->slots, array, 1L << slot) < 0)
+    if (r < 0)
         return -1;
+    d->entries[d->n++] = (decl_entry_t){Py_NewRef(array), mode, slot};
     if (slot > d->max_slot)
         d->max_slot = slot;
     return 0;
@@ -247,27 +302,37 @@ PyObject *pyparla_spawn_accesses(pyparla_state *st, TaskObject *task, PyObject *
     *attrs = NULL;
     if (!declares(decl[0]) && !declares(decl[1]) && !declares(decl[2]))
         return Py_NewRef(st->empty_tuple);
-    decl_t d = {st, PyList_New(0), PyDict_New(), PyDict_New(), 0};
-    PyObject *out = NULL, *at = PyDict_New(), *triple = PyTuple_Pack(3, decl[0], decl[1], decl[2]);
-    int r = d.out && d.modes && d.slots && at && triple ? declare_all(&d, decl) : -1;
+    decl_t d = {.st = st, .out = PyList_New(0), .cap = 8};
+    d.entries = d.inline_entries;
+    PyObject *out = NULL, *modes = NULL, *slots = NULL, *at = PyDict_New();
+    PyObject *triple = PyTuple_Pack(3, decl[0], decl[1], decl[2]);
+    int r = d.out && at && triple ? declare_all(&d, decl) : -1;
     if (r == 0 && d.max_slot > 0) {
         Py_ssize_t fewest = fewest_devices(options);
         if (fewest < 0 || d.max_slot >= fewest)
             r = DECL_GENERAL; /* a position beyond the placement's devices: the general reading raises */
     }
-    if (r == 0 && ((d.max_slot > 0 && PyDict_SetItem(at, st->str_slots, d.slots) < 0) ||
-                   PyDict_SetItem(at, st->str_decl, triple) < 0 || PyDict_SetItem(at, st->str_modes, d.modes) < 0))
-        r = -1;
+    if (r == 0) {
+        modes = PyDict_New();
+        slots = d.max_slot > 0 ? PyDict_New() : NULL;
+        if (modes == NULL || (d.max_slot > 0 && slots == NULL) || modes_and_slots(&d, modes, slots) < 0 ||
+            (slots && PyDict_SetItem(at, st->str_slots, slots) < 0) || PyDict_SetItem(at, st->str_decl, triple) < 0 ||
+            PyDict_SetItem(at, st->str_modes, modes) < 0)
+            r = -1;
+    }
     if (r == 0) {
         out = Py_NewRef(d.out);
     } else if (r == DECL_GENERAL) {
-        PyDict_Clear(at);
         PyObject *args[6] = {(PyObject *)task, decl[0], decl[1], decl[2], at, options};
         out = PyObject_Vectorcall(st->engine_accesses, args, 6, NULL);
     }
+    for (Py_ssize_t i = 0; i < d.n; i++)
+        Py_DECREF(d.entries[i].array);
+    if (d.entries != d.inline_entries)
+        PyMem_Free(d.entries);
     Py_XDECREF(d.out);
-    Py_XDECREF(d.modes);
-    Py_XDECREF(d.slots);
+    Py_XDECREF(modes);
+    Py_XDECREF(slots);
     Py_XDECREF(triple);
     if (out == NULL)
         Py_CLEAR(at);
