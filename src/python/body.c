@@ -26,10 +26,12 @@ parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded,
         parla_task_t **out = PyMem_Malloc(sizeof *out);
         if (!out)
             return (parla_task_t **)PyErr_NoMemory();
-        if ((out[0] = ((TaskObject *)yielded)->task) != NULL)
+        if ((out[0] = ((TaskObject *)yielded)->task) != NULL) {
+            parla_task_retain(out[0]);
             *n = 1;
-        else
+        } else {
             *n_done = 1;
+        }
         return out;
     }
     if (!PyTuple_Check(yielded) && !PyList_Check(yielded)) {
@@ -47,18 +49,25 @@ parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded,
     for (Py_ssize_t i = 0; i < len; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(yielded, i);
         if (!PyObject_TypeCheck(item, task_type)) {
-            PyMem_Free(out);
+            pyparla_free_handles(out, k);
             PyErr_Format(PyExc_TypeError, "awaited collection holds a %.100s, not a Parla task",
                          Py_TYPE(item)->tp_name);
             return NULL;
         }
         if ((out[k] = ((TaskObject *)item)->task) != NULL)
-            k++;
+            parla_task_retain(out[k++]);
         else
             (*n_done)++;
     }
     *n = k;
     return out;
+}
+
+void pyparla_free_handles(parla_task_t **tasks, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        parla_task_release(tasks[i]);
+    PyMem_Free(tasks);
 }
 
 /* The body raised: the exception becomes the task's, listed in the runtime's failed list. */
@@ -145,7 +154,7 @@ static int drive_coroutine(TaskObject *self, parla_task_t *task)
             continue;
         }
         int rc = parla_task_suspend_on(task, tasks, (size_t)n);
-        PyMem_Free(tasks);
+        pyparla_free_handles(tasks, n);
         if (rc != 0) {
             pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
             throw_exc = pyparla_take_exception();

@@ -146,14 +146,14 @@ static PyObject *mod_wait_any(PyObject *module, PyObject *const *args, Py_ssize_
     if (tasks == NULL)
         return NULL;
     if (n_done) { /* one of them has finished already (released) */
-        PyMem_Free(tasks);
+        pyparla_free_handles(tasks, n);
         return Py_BuildValue("(is)", 0, "");
     }
     pyparla_gil_t g = pyparla_gil_release();
     int rc = parla_task_wait_any(tasks, (size_t)n, timeout);
     const char *msg = rc ? parla_last_error_message() : "";
     pyparla_gil_restore(g);
-    PyMem_Free(tasks);
+    pyparla_free_handles(tasks, n);
     return Py_BuildValue("(is)", rc, msg);
 }
 

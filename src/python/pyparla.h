@@ -275,11 +275,13 @@ int pyparla_task_body(parla_task_t *task, void *arg);
 /* Makes the engine's failure of obj's task (no body ran) obj's exception and lists it in the runtime's
  * failed list, unless a body or the spawn already raised. GIL held. */
 void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_task_t *task);
-/* The engine tasks of a Task or a tuple or list of Tasks: a new PyMem array of *n borrowed handles, or
- * NULL with TypeError/MemoryError set. Released tasks (done) have no handle: they are left out, and
- * *n_done counts them. */
+/* The engine tasks of a Task or a tuple or list of Tasks: a new PyMem array of *n held handles (a
+ * finished task may release its own while the GIL is let go), freed with pyparla_free_handles, or NULL
+ * with TypeError/MemoryError set. Released tasks (done) have no handle: they are left out, and *n_done
+ * counts them. */
 parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded, Py_ssize_t *n,
                                      Py_ssize_t *n_done);
+void pyparla_free_handles(parla_task_t **tasks, Py_ssize_t n);
 /* fn with its closure cells copied (captured by value, as Parla does), or fn itself when it is not a
  * Python function or has no closure. New reference. */
 PyObject *pyparla_capture(pyparla_state *st, PyObject *fn);

@@ -196,7 +196,7 @@ static PyObject *Runtime_cancel_stuck(RuntimeObject *self, PyObject *tasks_arg)
     if (tasks == NULL)
         return NULL;
     int rc = parla_runtime_cancel_stuck(self->rt, tasks, (size_t)n);
-    PyMem_Free(tasks);
+    pyparla_free_handles(tasks, n);
     pyparla_drain_deferred(self);
     if (rc < 0)
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);

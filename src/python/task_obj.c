@@ -552,11 +552,14 @@ static PyObject *Task_wait(TaskObject *self, PyObject *unused)
     (void)unused;
     if (pyparla_check_task(self) < 0)
         return NULL;
-    if (self->task == NULL) /* released: done */
+    parla_task_t *t = self->task;
+    if (t == NULL) /* released: done */
         return PyLong_FromLong(0);
+    parla_task_retain(t); /* the task may release its own once it finishes (GIL let go meanwhile) */
     pyparla_gil_t g = pyparla_gil_release();
-    int rc = parla_task_wait(self->task);
+    int rc = parla_task_wait(t);
     pyparla_gil_restore(g);
+    parla_task_release(t);
     return PyLong_FromLong(rc);
 }
 
