@@ -34,7 +34,7 @@ from . import _blocking, _context, _core, _cuda
 from . import native as _native
 from ._errors import TaskCancelledError, UnspawnedDependencyError
 from ._logging import mapping_logger, spawn_logger
-from .array import _declares, _engine_accesses, storage_size as _storage_size
+from .array import PArray as _PArray, _declares, _engine_accesses, storage_size as _storage_size
 from .devices import Device, cpu, device_of, resolve_placement
 from .environments import TaskEnvironmentRegistry
 from .function_decorators import specialize
@@ -625,10 +625,13 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
 
 
 if not TYPE_CHECKING:
-    # The same spawn, with its common case in C: spawn(), spawn(taskid) and spawn(taskid, dependencies) with
-    # taskid a Task or None make their decorator in parla._core, which spawns in one call; every other call,
-    # and what the decorator does not take (other task ids, task environments, progress, debug logging),
-    # comes here.
+    # The same spawn, with its common case in C: spawn(taskid, dependencies) with taskid a Task or None and
+    # the keywords placement, vcus, memory, input, output, inout and priority (an int) make their decorator
+    # in parla._core, which spawns in one call (placements cached in the context, and declarations of
+    # PArrays, views, (PArray, k) pairs and lists of them, read in C; other forms, and every error, by
+    # resolve_placement and _engine_accesses, as here); every other call, and what the decorator does not
+    # take (other task ids, tags, ndevices, data, task environments, progress, debug logging, native
+    # bodies), comes here.
     spawn = functools.update_wrapper(_core.SpawnFunction(spawn), spawn)
 
 
@@ -914,3 +917,5 @@ def get_current_stream() -> Any:
 
 _core._spawn_setup(Task, _spawn, _watch_body, _global_reads, _finish_scopes, _record_in_finish, spawn_logger,
                    _native.Call)
+_core._spawn_setup_data(resolve_placement, _engine_accesses, cpu, cpu(0), _PArray, _cuda.on_cuda_device,
+                        mapping_logger)

@@ -12,6 +12,7 @@
  *   spawn.c        checking a spawn's arguments (dependencies, placements, accesses, feasibility); the
  *                  spawn path in C (parla._core.Spawner: what @spawn(taskid, dependencies) returns) and
  *                  TaskSpace indexing (parla._core.TaskSpaceBase)
+ *   spawn_decl.c   a spawn's placement and data access declarations, read in C for the spawn path
  *   space.c        parla._core.TaskTable: a TaskSpace's tasks by key, integer keys stored compactly
  *   task_obj.c     parla._core.Task
  *   runtime_obj.c  parla._core.Runtime
@@ -144,6 +145,9 @@ typedef struct {
     int host; /* host memory (cpu, virtual GPU): exported as a writable buffer */
 } HoldObject;
 
+/* The most devices the spawn's feasibility check reads (spawn.c; more than Parla() allows). */
+#define PYPARLA_MAX_DEVICES 64
+
 /* Entries of the cache of the global names a body's code reads (spawn.c). */
 #define PYPARLA_GLOBALS_CACHE 64
 
@@ -164,9 +168,12 @@ typedef struct {
     PyTypeObject *spawn_function_type;
     PyObject *str_name;     /* "__name__" */
     PyObject *str_qualname; /* "__qualname__" */
-    PyObject *str_tasks, *str_shape, *str_start, *str_create, *str_name_attr, *str_getitem, *str_enabled,
-        *str_dependencies;
+    PyObject *str_tasks, *str_shape, *str_start, *str_create, *str_name_attr, *str_getitem, *str_enabled;
     PyObject *ten, *zero, *zero_float, *empty_tuple; /* 10 (logging.DEBUG), 0, 0.0, () */
+    /* The keywords of spawn the spawn path takes, in the order of parla.tasks._spawn's parameters (taskid,
+     * dependencies, placement, vcus, memory, input, output, inout, priority). */
+    PyObject *spawn_kw[9];
+    PyObject *str_data_attr, *str_engine_data, *str_decl, *str_modes, *str_slots; /* _data, _engine_data, ... */
     /* From parla.tasks (_spawn_setup): the Task class, the general spawn (taskid, dependencies) -> decorator,
      * the body wrapper for watched globals (body, task) -> body, the global names a code object reads,
      * the open finish() blocks (a dict), what records a task in them, the spawn logger, and the type of
@@ -175,11 +182,26 @@ typedef struct {
     PyTypeObject *native_call_type; /* parla.native.Call: a native body, bound to its task in Python */
     PyObject *spawn_general, *watch_body, *global_reads, *finish_scopes, *record_in_finish, *spawn_logger;
     PyObject *spawn_log_cache; /* the spawn logger's _cache dict (isEnabledFor answers), or NULL */
+    /* From parla.tasks (_spawn_setup_data): what placements and access declarations need (spawn_decl.c):
+     * parla.devices.resolve_placement, parla.array._engine_accesses, the objects cpu and cpu(0), the
+     * PArray class, parla._cuda.on_cuda_device, the mapping logger and its _cache dict (or NULL). */
+    PyObject *resolve_placement, *engine_accesses, *cpu_arch, *cpu0, *on_cuda_device, *mapping_logger,
+        *mapping_log_cache;
+    PyTypeObject *parray_type;
     /* The active parla.Parla context and its runtime (both NULL outside one), and whether spawns into it
      * may take the fast path (no task environments, no progress monitor). */
     PyObject *context;
     RuntimeObject *context_rt;
     int context_plain;
+    int context_cuda;           /* the context has CUDA GPUs (a placed body then runs on_cuda_device) */
+    PyObject *placement_cache;  /* the context's _placement_cache (a dict), or NULL */
+    /* The capacities of the devices of caps_rt (the context's runtime once read; NULL: not read in this
+     * context), for the spawn's feasibility check: a runtime's devices and capacities are fixed once made. */
+    RuntimeObject *caps_rt;
+    parla_device_info_t caps[PYPARLA_MAX_DEVICES];
+    /* The placement, vcus and memory objects of the last placed spawn found in the context's cache, and
+     * what the cache gave for them (spawn_decl.c; cleared with the context). */
+    PyObject *last_placement, *last_vcus, *last_memory, *last_resolved;
     unsigned long long anonymous; /* the counter of anonymous task names */
     PyObject *globals_code[PYPARLA_GLOBALS_CACHE], *globals_names[PYPARLA_GLOBALS_CACHE];
 } pyparla_state;
@@ -318,6 +340,24 @@ int pyparla_add_options(TaskObject *self, PyObject *options);
 /* Refuses (ValueError) a task whose needs no allowed device can ever hold, before the spawn changes the
  * graph. options were checked by pyparla_add_options. */
 int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, unsigned long long memory);
+/* ---------------------------------------------------------------------------- spawn_decl.c -- */
+
+/* A spawn's placement, vcus and memory for task, as parla.devices.resolve_placement resolves them: out
+ * gets new references to the options (None, or a list of (slots, vcus, memory)), the vcus (float) and the
+ * memory (int). Placements cached in the context are read in C; the rest (and every error) are
+ * resolve_placement's. 0, or -1 with its exception set. GIL held. */
+int pyparla_spawn_placement(pyparla_state *st, TaskObject *task, PyObject *placement, PyObject *vcus,
+                            PyObject *memory, PyObject *out[3]);
+/* Forgets the last placement remembered by pyparla_spawn_placement (when the context changes). */
+void pyparla_spawn_forget_placement(pyparla_state *st);
+/* The engine accesses of a spawn's input, output and inout (decl[0..2]) for task, as
+ * parla.array._engine_accesses reads them: a new list of (Data, mode) and (Data, mode, slot) (the empty
+ * tuple when nothing is declared), *attrs a new dict of the attributes set on the task at submit (_decl,
+ * _modes, _slots; NULL when nothing is declared). PArrays, (PArray, k) and lists and tuples of them are
+ * read in C; other forms and every error are _engine_accesses's (TypeError/ValueError naming the task and
+ * the argument). options: the resolved placement options. NULL with the exception set. GIL held. */
+PyObject *pyparla_spawn_accesses(pyparla_state *st, TaskObject *task, PyObject *const *decl, PyObject *options,
+                                 PyObject **attrs);
 /* Module state traversal and clearing of what the spawn path holds. */
 int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg);
 void pyparla_spawn_clear(pyparla_state *st);
