@@ -232,8 +232,10 @@ class TaskSpace(_core.TaskSpaceBase):
             shape_ = tuple(int(n) for n in shape_)
         self.shape: Optional[Tuple[int, ...]] = shape_
         self.start: Optional[Tuple[int, ...]] = start_
-        # key -> its Task (a TaskHandle for a key named outside a context)
-        self._tasks: Dict[Tuple[Any, ...], Any] = {}
+        # key -> its Task (a TaskHandle for a key named outside a context), in the order the keys came: a
+        # dict's get, setdefault, [key], [key] = task, values(), len and in, with T[i]'s keys stored as
+        # 64-bit integers (a dict of 1-tuples took about 120 bytes a key)
+        self._tasks: Any = _core.TaskTable()
         # Serialises the creation of tasks: threads naming the same new id get the same task (one task runs
         # once; a dependency named on one thread is the task spawned on another).
         self._lock = threading.Lock()

@@ -13,6 +13,7 @@
  *                  spawn path in C (parla._core.Spawner: what @spawn(taskid, dependencies) returns) and
  *                  TaskSpace indexing (parla._core.TaskSpaceBase)
  *   spawn_decl.c   a spawn's placement and data access declarations, read in C for the spawn path
+ *   space.c        parla._core.TaskTable: a TaskSpace's tasks by key, integer keys stored compactly
  *   task_obj.c     parla._core.Task
  *   runtime_obj.c  parla._core.Runtime
  *   data_obj.c     parla._core.Data and parla._core.Hold
@@ -81,10 +82,20 @@ typedef struct {
     parla_task_t *capture_task;
 } RuntimeObject;
 
-/* parla._core.Task: one engine task (the base of parla.tasks.Task). */
+/* A weak link to a Task object, for its dependents' Task.dependencies: the task's own reference and one
+ * per dependent that lists it; obj is cleared when the Task object is freed. PyMem memory, GIL held. */
+typedef struct pyparla_anchor {
+    Py_ssize_t refs;
+    TaskObject *obj;
+} pyparla_anchor_t;
+
+/* parla._core.Task: one engine task (the base of parla.tasks.Task).
+ *
+ * A finished plain task (parla_task_is_plain_done) releases its engine task (pyparla_task_finished):
+ * released is then 1, task NULL, the state "done", the devices (0,), and the name is name or cname. */
 struct TaskObject {
     PyObject_HEAD
-    parla_task_t *task;        /* owned reference */
+    parla_task_t *task;        /* owned reference; NULL once released */
     RuntimeObject *runtime;    /* strong */
     PyObject *func;            /* the body: a callable, then the coroutine it returned; NULL once finished */
     PyObject *result;
@@ -92,19 +103,26 @@ struct TaskObject {
     PyObject *name;            /* the name as str when the engine's copy cannot hold it (else NULL) */
     PyObject *dict;
     PyObject *keep;            /* objects kept alive while the body runs (a list, or NULL) */
-    /* The dependencies given at spawn, as engine handles (held; released with the object): weak for the
-     * Python side, since a dependency's Task object and result are freed when nothing else holds them
-     * (its engine task's user pointer is then NULL). One handle inline, more in a PyMem array. */
+    /* The dependencies given at spawn, as anchors (held): weak for the Python side, since a dependency's
+     * Task object and result are freed when nothing else holds them (its anchor's obj is then NULL). One
+     * inline, more in a PyMem array. */
     union {
-        parla_task_t *one;
-        parla_task_t **many;
+        pyparla_anchor_t *one;
+        pyparla_anchor_t **many;
     } deps;
-    TaskObject *deferred_next; /* link in RuntimeObject.deferred */
+    pyparla_anchor_t *anchor;  /* this task's anchor, made when a dependent first lists it (or NULL) */
+    union {
+        TaskObject *deferred_next; /* link in RuntimeObject.deferred, until its finish is handled */
+        char *cname; /* once released with name NULL: the engine's name, copied (PyMem) */
+    };
     TaskObject *untracked_prev, *untracked_next; /* link in RuntimeObject.untracked while untracked */
-    unsigned char submitting;  /* inside _submit: a failure is raised there */
-    unsigned char engine_ref;  /* the engine holds a reference (taken at submit) */
-    unsigned char gc_off;      /* untracked by pyparla_task_finished, in RuntimeObject.untracked */
-    uint32_t n_deps;           /* handles in deps (beside the flags: no word of its own) */
+    unsigned char engine_ref;  /* the engine holds a reference (taken at submit; cleared by its finish) */
+    /* Written with the GIL held (never by the engine's threads, unlike engine_ref). */
+    unsigned int submitting : 1; /* inside _submit: a failure is raised there */
+    unsigned int gc_off : 1;      /* untracked by pyparla_task_finished, in RuntimeObject.untracked */
+    unsigned int released : 1;    /* finished plain: the engine task was released (task is NULL) */
+    unsigned int captured : 1;    /* spawned while a graph was captured: its engine task is kept */
+    uint32_t n_deps;           /* anchors in deps (beside the flags: no word of its own) */
 };
 
 /* parla._core.Data: a coherent data object (base or view) of the engine. */
@@ -146,6 +164,7 @@ typedef struct {
     PyTypeObject *graph_type;
     PyTypeObject *spawner_type;
     PyTypeObject *space_type;
+    PyTypeObject *table_type;
     PyTypeObject *spawn_function_type;
     PyObject *str_name;     /* "__name__" */
     PyObject *str_qualname; /* "__qualname__" */
@@ -189,7 +208,7 @@ typedef struct {
 
 extern PyModuleDef pyparla_module_def;
 extern PyType_Spec pyparla_runtime_spec, pyparla_task_spec, pyparla_data_spec, pyparla_hold_spec, pyparla_graph_spec;
-extern PyType_Spec pyparla_spawner_spec, pyparla_space_spec, pyparla_spawn_function_spec;
+extern PyType_Spec pyparla_spawner_spec, pyparla_space_spec, pyparla_spawn_function_spec, pyparla_table_spec;
 extern PyMethodDef pyparla_spawn_methods[];
 extern const char pyparla_forked_message[];
 
@@ -209,7 +228,7 @@ static inline pyparla_state *pyparla_get_state_by_type(PyTypeObject *tp)
 /* 0 when the Task object was initialised; -1 with RuntimeError set otherwise. */
 static inline int pyparla_check_task(TaskObject *self)
 {
-    if (self->task == NULL) {
+    if (self->task == NULL && !self->released) {
         PyErr_SetString(PyExc_RuntimeError, "Task object was not initialised");
         return -1;
     }
@@ -225,7 +244,9 @@ static inline const char *pyparla_task_name(TaskObject *self)
             PyErr_Clear();
         return s ? s : "?";
     }
-    return self->task ? parla_task_name(self->task) : "(not initialised)";
+    if (self->task)
+        return parla_task_name(self->task);
+    return self->released && self->cname ? self->cname : "(not initialised)";
 }
 
 /* ----------------------------------------------------------------------------- errors (module.c) -- */
@@ -276,9 +297,13 @@ int pyparla_task_body(parla_task_t *task, void *arg);
 /* Makes the engine's failure of obj's task (no body ran) obj's exception and lists it in the runtime's
  * failed list, unless a body or the spawn already raised. GIL held. */
 void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_task_t *task);
-/* The engine tasks of a Task or a tuple or list of Tasks: a new PyMem array of *n borrowed handles, or
- * NULL with TypeError/MemoryError set. */
-parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded, Py_ssize_t *n);
+/* The engine tasks of a Task or a tuple or list of Tasks: a new PyMem array of *n held handles (a
+ * finished task may release its own while the GIL is let go), freed with pyparla_free_handles, or NULL
+ * with TypeError/MemoryError set. Released tasks (done) have no handle: they are left out, and *n_done
+ * counts them. */
+parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded, Py_ssize_t *n,
+                                     Py_ssize_t *n_done);
+void pyparla_free_handles(parla_task_t **tasks, Py_ssize_t n);
 /* fn with its closure cells copied (captured by value, as Parla does), or fn itself when it is not a
  * Python function or has no closure. New reference. */
 PyObject *pyparla_capture(pyparla_state *st, PyObject *fn);
@@ -336,8 +361,21 @@ PyObject *pyparla_spawn_accesses(pyparla_state *st, TaskObject *task, PyObject *
 /* Module state traversal and clearing of what the spawn path holds. */
 int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg);
 void pyparla_spawn_clear(pyparla_state *st);
-/* Creates the Spawner and TaskSpaceBase types and the constants of the spawn path. */
+/* Creates the Spawner, TaskSpaceBase and TaskTable types and the constants of the spawn path. */
 int pyparla_spawn_init(PyObject *m, pyparla_state *st);
+
+/* ---------------------------------------------------------------------------------- space.c -- */
+
+/* The task of key (a tuple) in table (a TaskTable), borrowed, or NULL (with an exception if the lookup
+ * raised: an unhashable key). */
+PyObject *pyparla_table_get(PyObject *table, PyObject *key);
+/* The task of key in table, recorded as value when the key is new (borrowed), or NULL with an exception. */
+PyObject *pyparla_table_setdefault(PyObject *table, PyObject *key, PyObject *value);
+/* The task of key (k,) in table (a TaskTable), borrowed, or NULL (no exception). */
+PyObject *pyparla_table_get_int(PyObject *table, int64_t k);
+/* The task of key (k,) in table, recorded as value when the key is new (borrowed), or NULL with
+ * MemoryError. k must not be INT64_MIN (stored as a generic key). */
+PyObject *pyparla_table_setdefault_int(PyObject *table, int64_t k, PyObject *value);
 
 /* ------------------------------------------------------------------------------- task_obj.c -- */
 

@@ -7,6 +7,7 @@
 
 #include <structmember.h>
 
+#include <limits.h>
 #include <string.h>
 
 /* Appends to out every task found in obj (a Task, or an iterable of Tasks
@@ -866,18 +867,19 @@ static PyObject *space_general(pyparla_state *st, PyObject *self, PyObject *inde
     return PyObject_CallMethodOneArg(self, st->str_getitem, index);
 }
 
-/* Writes "name[k0, k1, ...]" (Python's str of each int) to buf; the length, or -1 if it does not fit or
- * an index is negative or beyond 64 bits (no exception set). */
-static int space_key_name(const char *name, PyObject *key, char *buf, size_t cap)
+/* Writes "name[k0, k1, ...]" (Python's str of each int: the n ints of key, or k when key is NULL) to buf;
+ * the length, or -1 if it does not fit or an index is negative or beyond 64 bits (no exception set). */
+static int space_key_name(const char *name, PyObject *key, long long k, char *buf, size_t cap)
 {
     size_t at = strlen(name);
     if (at + 2 >= cap)
         return -1;
     memcpy(buf, name, at);
     buf[at++] = '[';
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(key, i), &overflow);
+    Py_ssize_t n = key ? PyTuple_GET_SIZE(key) : 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int overflow = 0;
+        long long v = key ? PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(key, i), &overflow) : k;
         if (overflow || v < 0 || at + 24 >= cap)
             return -1;
         if (i) {
@@ -891,8 +893,10 @@ static int space_key_name(const char *name, PyObject *key, char *buf, size_t cap
     return (int)at;
 }
 
+/* A new task for key (a tuple of ints; NULL: the one int k), recorded in tasks (the space's TaskTable),
+ * or the general path's answer. New reference. */
 static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, PyObject *tasks, PyObject *key,
-                                PyObject *index)
+                                long long k, PyObject *index)
 {
     PyObject *shape = PyDict_GetItemWithError(d, st->str_shape);
     PyObject *start = shape ? PyDict_GetItemWithError(d, st->str_start) : NULL;
@@ -906,7 +910,7 @@ static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, 
     char buf[256];
     int len = -1;
     if (utf8 && shape == Py_None && start == Py_None && create == Py_True)
-        len = space_key_name(utf8, key, buf, sizeof buf);
+        len = space_key_name(utf8, key, k, buf, sizeof buf);
     if (len < 0 || (size_t)len != strlen(buf))
         return space_general(st, self, index);
     PyObject *task = (PyObject *)pyparla_task_new(st->py_task_type, st->context_rt, buf, len, NULL);
@@ -914,7 +918,7 @@ static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, 
         return NULL;
     /* Allocating may have run other threads (a collection running finalizers): whoever recorded the key
      * first wins; a later one leaves the choice to the general path (it serialises creation). */
-    PyObject *found = PyDict_SetDefault(tasks, key, task);
+    PyObject *found = key ? pyparla_table_setdefault(tasks, key, task) : pyparla_table_setdefault_int(tasks, k, task);
     if (found == task)
         return task;
     Py_DECREF(task);
@@ -927,26 +931,31 @@ static PyObject *Space_subscript(PyObject *self, PyObject *index)
     if (module == NULL)
         return NULL;
     pyparla_state *st = pyparla_get_state(module);
-    PyObject *key;
-    if (PyLong_CheckExact(index)) {
-        if ((key = PyTuple_Pack(1, index)) == NULL)
-            return NULL;
-        PyObject_GC_UnTrack(key); /* ints only: in no cycle (the collector would untrack it later) */
-    } else if (PyTuple_CheckExact(index) && PyTuple_GET_SIZE(index) > 0) {
+    PyObject *key = NULL; /* a tuple of ints; NULL: one int, k */
+    long long k = 0;
+    PyObject *one = PyLong_CheckExact(index) ? index
+                    : PyTuple_CheckExact(index) && PyTuple_GET_SIZE(index) == 1 ? PyTuple_GET_ITEM(index, 0)
+                                                                               : NULL;
+    if (one && PyLong_CheckExact(one)) {
+        int overflow;
+        k = PyLong_AsLongLongAndOverflow(one, &overflow);
+        if (overflow || k == LLONG_MIN)
+            return space_general(st, self, index);
+    } else if (PyTuple_CheckExact(index) && PyTuple_GET_SIZE(index) > 1) {
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(index); i++)
             if (!PyLong_CheckExact(PyTuple_GET_ITEM(index, i)))
                 return space_general(st, self, index);
-        key = Py_NewRef(index);
+        key = index;
     } else {
         return space_general(st, self, index);
     }
     PyObject *out = NULL, *d = PyObject_GenericGetDict(self, NULL);
     PyObject *tasks = d ? PyDict_GetItemWithError(d, st->str_tasks) : NULL;
-    if (tasks == NULL || !PyDict_CheckExact(tasks)) {
+    if (tasks == NULL || !Py_IS_TYPE(tasks, st->table_type)) {
         out = PyErr_Occurred() ? NULL : space_general(st, self, index);
         goto done;
     }
-    PyObject *task = PyDict_GetItemWithError(tasks, key);
+    PyObject *task = key ? pyparla_table_get(tasks, key) : pyparla_table_get_int(tasks, k);
     RuntimeObject *rt = st->context_rt;
     if (task != NULL) {
         if (rt == NULL || (PyObject_TypeCheck(task, st->task_type) && ((TaskObject *)task)->runtime == rt))
@@ -954,11 +963,10 @@ static PyObject *Space_subscript(PyObject *self, PyObject *index)
         else
             out = space_general(st, self, index);
     } else if (!PyErr_Occurred()) {
-        out = rt == NULL ? space_general(st, self, index) : space_new_task(st, self, d, tasks, key, index);
+        out = rt == NULL ? space_general(st, self, index) : space_new_task(st, self, d, tasks, key, k, index);
     }
 done:
     Py_XDECREF(d);
-    Py_DECREF(key);
     return out;
 }
 
@@ -998,6 +1006,7 @@ int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->spawner_type);
     Py_VISIT(st->space_type);
+    Py_VISIT(st->table_type);
     Py_VISIT(st->py_task_type);
     Py_VISIT(st->native_call_type);
     Py_VISIT(st->spawn_general);
@@ -1034,6 +1043,7 @@ void pyparla_spawn_clear(pyparla_state *st)
 {
     Py_CLEAR(st->spawner_type);
     Py_CLEAR(st->space_type);
+    Py_CLEAR(st->table_type);
     Py_CLEAR(st->py_task_type);
     Py_CLEAR(st->native_call_type);
     Py_CLEAR(st->spawn_general);
@@ -1085,8 +1095,10 @@ int pyparla_spawn_init(PyObject *m, pyparla_state *st)
     st->spawner_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_spawner_spec, NULL);
     st->space_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_space_spec, NULL);
     st->spawn_function_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_spawn_function_spec, NULL);
+    st->table_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_table_spec, NULL);
     if (st->spawner_type == NULL || st->space_type == NULL || st->spawn_function_type == NULL ||
-        PyModule_AddType(m, st->space_type) < 0 || PyModule_AddType(m, st->spawn_function_type) < 0)
+        st->table_type == NULL || PyModule_AddType(m, st->space_type) < 0 ||
+        PyModule_AddType(m, st->spawn_function_type) < 0 || PyModule_AddType(m, st->table_type) < 0)
         return -1;
     if (!(st->str_tasks = PyUnicode_InternFromString("_tasks")) ||
         !(st->str_shape = PyUnicode_InternFromString("shape")) ||

@@ -68,26 +68,46 @@ static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
     return task_setup(self, rt, utf8, len, name);
 }
 
-/* The engine handles of the recorded dependencies. */
-static parla_task_t **dep_handles(TaskObject *self)
+/* The anchors of the recorded dependencies. */
+static pyparla_anchor_t **dep_anchors(TaskObject *self)
 {
     return self->n_deps == 1 ? &self->deps.one : self->deps.many;
+}
+
+static void anchor_drop(pyparla_anchor_t *a)
+{
+    if (--a->refs == 0)
+        PyMem_Free(a);
+}
+
+/* t's anchor (made on first use; t holds one count of it), or NULL with MemoryError. */
+static pyparla_anchor_t *task_anchor(TaskObject *t)
+{
+    if (t->anchor == NULL) {
+        pyparla_anchor_t *a = PyMem_Malloc(sizeof *a);
+        if (a == NULL)
+            return (pyparla_anchor_t *)PyErr_NoMemory();
+        a->refs = 1;
+        a->obj = t;
+        t->anchor = a;
+    }
+    return t->anchor;
 }
 
 /* Releases the recorded dependencies. */
 static void clear_dependencies(TaskObject *self)
 {
-    parla_task_t **h = dep_handles(self);
+    pyparla_anchor_t **h = dep_anchors(self);
     for (uint32_t i = 0; i < self->n_deps; i++)
-        parla_task_release(h[i]);
+        anchor_drop(h[i]);
     if (self->n_deps > 1)
         PyMem_Free(self->deps.many);
     self->n_deps = 0;
     self->deps.one = NULL;
 }
 
-/* Records deps (a list of dependency Tasks) as the task's dependencies: their engine handles, held. 0, or
- * -1 with MemoryError (nothing recorded). */
+/* Records deps (a list of dependency Tasks) as the task's dependencies: their anchors, held. 0, or -1
+ * with MemoryError (nothing recorded). */
 static int record_dependencies(TaskObject *self, PyObject *deps)
 {
     Py_ssize_t n = PyList_GET_SIZE(deps);
@@ -96,15 +116,18 @@ static int record_dependencies(TaskObject *self, PyObject *deps)
         return 0;
     if (n > (Py_ssize_t)UINT32_MAX)
         return PyErr_NoMemory(), -1;
-    parla_task_t **h = &self->deps.one;
+    for (Py_ssize_t i = 0; i < n; i++) /* first, so that nothing is held on failure */
+        if (task_anchor((TaskObject *)PyList_GET_ITEM(deps, i)) == NULL)
+            return -1;
+    pyparla_anchor_t **h = &self->deps.one;
     if (n > 1) {
         if ((h = PyMem_Malloc((size_t)n * sizeof *h)) == NULL)
             return PyErr_NoMemory(), -1;
         self->deps.many = h;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        h[i] = ((TaskObject *)PyList_GET_ITEM(deps, i))->task;
-        parla_task_retain(h[i]);
+        h[i] = ((TaskObject *)PyList_GET_ITEM(deps, i))->anchor;
+        h[i]->refs++;
     }
     self->n_deps = (uint32_t)n;
     return 0;
@@ -163,6 +186,30 @@ static void gc_on(TaskObject *t)
     }
 }
 
+/* Releases the engine task of obj, finished plain (parla_task_is_plain_done): its state and devices are
+ * known from then on, and its name is copied unless obj has its own. Kept when the copy cannot be made.
+ * Others holding the engine task (the engine until its finish is complete, a graph's record) keep it
+ * alive; its user pointer no longer names obj. */
+static void release_engine_task(TaskObject *obj)
+{
+    parla_task_t *t = obj->task;
+    if (obj->runtime->forked || obj->captured || obj->exception != NULL || !parla_task_is_plain_done(t))
+        return;
+    char *cname = NULL;
+    if (obj->name == NULL) {
+        const char *name = parla_task_name(t);
+        size_t len = strlen(name);
+        if ((cname = PyMem_Malloc(len + 1)) == NULL)
+            return;
+        memcpy(cname, name, len + 1);
+    }
+    obj->cname = cname; /* deferred_next is unused once the finish is handled */
+    obj->released = 1;
+    obj->task = NULL;
+    parla_task_set_user(t, NULL);
+    parla_task_release(t);
+}
+
 /* A done task references its runtime, its name, its result and, once attributes are set on it, its
  * __dict__ (its dependencies are engine handles, no Python references). While its runtime has recorded
  * no failure the runtime reaches no task (only failed ones, and the module); so with a leaf result and no
@@ -173,8 +220,11 @@ void pyparla_task_finished(TaskObject *obj)
 {
     Py_CLEAR(obj->func); /* a cancelled task's body and closure (a run one cleared them already) */
     RuntimeObject *rt = obj->runtime;
-    if (obj->gc_off || rt == NULL || rt->failures_seen || obj->task == NULL ||
-        parla_task_state(obj->task) != PARLA_TASK_DONE || obj->dict != NULL || obj->keep != NULL ||
+    if (obj->task != NULL && rt != NULL)
+        release_engine_task(obj);
+    if (obj->gc_off || rt == NULL || rt->failures_seen ||
+        (obj->task == NULL ? !obj->released : parla_task_state(obj->task) != PARLA_TASK_DONE) ||
+        obj->dict != NULL || obj->keep != NULL ||
         obj->exception != NULL || !is_leaf(obj->result) ||
         !PyObject_GC_IsTracked((PyObject *)obj))
         return;
@@ -208,9 +258,9 @@ static PyObject *Task_get_name(TaskObject *self, void *c)
     (void)c;
     if (self->name)
         return Py_NewRef(self->name);
-    if (self->task == NULL)
+    if (self->task == NULL && !self->released)
         Py_RETURN_NONE;
-    return PyUnicode_FromString(parla_task_name(self->task));
+    return PyUnicode_FromString(pyparla_task_name(self));
 }
 
 /* The dependencies given at spawn whose Task objects are alive, in order. */
@@ -218,9 +268,9 @@ static PyObject *Task_get_dependencies(TaskObject *self, void *c)
 {
     (void)c;
     PyObject *out = PyList_New(0);
-    parla_task_t **h = dep_handles(self);
+    pyparla_anchor_t **h = dep_anchors(self);
     for (uint32_t i = 0; out && i < self->n_deps; i++) {
-        PyObject *dep = parla_task_user(h[i]);
+        PyObject *dep = (PyObject *)h[i]->obj;
         if (dep && PyList_Append(out, dep) < 0)
             Py_CLEAR(out);
     }
@@ -234,12 +284,19 @@ static void Task_dealloc(TaskObject *self)
         unlink_untracked(self);
     PyObject_GC_UnTrack(self);
     Task_clear(self);
+    clear_dependencies(self);
+    if (self->anchor) {
+        self->anchor->obj = NULL;
+        anchor_drop(self->anchor);
+        self->anchor = NULL;
+    }
+    if (self->released) {
+        PyMem_Free(self->cname);
+        self->cname = NULL;
+    }
     if (self->task && self->runtime && self->runtime->forked) {
         self->task = NULL; /* the parent's engine: not touched in a forked child */
-        if (self->n_deps > 1)
-            PyMem_Free(self->deps.many);
     } else if (self->task) {
-        clear_dependencies(self);
         parla_task_set_user(self->task, NULL);
         parla_task_release(self->task);
         self->task = NULL;
@@ -278,7 +335,7 @@ static int set_settings(TaskObject *self, PyObject *const *args, double *vcus, u
 
 static int check_unspawned(TaskObject *self)
 {
-    if (parla_task_state(self->task) == PARLA_TASK_CREATED)
+    if (self->task && parla_task_state(self->task) == PARLA_TASK_CREATED)
         return 0;
     PyErr_Format(PyExc_RuntimeError, "task %s was already spawned; a task id can be spawned only once", pyparla_task_name(self));
     return -1;
@@ -334,8 +391,11 @@ static int add_edges(TaskObject *self, PyObject *deps, PyObject *accesses)
     if (record_dependencies(self, deps) < 0)
         return PARLA_ENOMEM;
     int rc = 0;
-    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(deps); i++)
-        rc = parla_task_add_dependency(self->task, ((TaskObject *)PyList_GET_ITEM(deps, i))->task);
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(deps); i++) {
+        parla_task_t *dep = ((TaskObject *)PyList_GET_ITEM(deps, i))->task;
+        if (dep) /* NULL: released, done */
+            rc = parla_task_add_dependency(self->task, dep);
+    }
     for (Py_ssize_t i = 0; rc == 0 && i < PySequence_Fast_GET_SIZE(accesses); i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(accesses, i);
         DataObject *d = (DataObject *)PyTuple_GET_ITEM(item, 0);
@@ -360,7 +420,7 @@ static PyObject *engine_submit(TaskObject *self, PyObject *body)
     self->submitting = 1;
     rc = parla_task_submit(self->task);
     self->submitting = 0;
-    if (rc == 0 && parla_task_state(self->task) == PARLA_TASK_FAILED && self->exception == NULL) {
+    if (rc == 0 && self->task && parla_task_state(self->task) == PARLA_TASK_FAILED && self->exception == NULL) {
         /* Failed inside submit (no placement could be mapped): report it at exit. */
         pyparla_record_engine_failure(self->runtime, self, self->task);
     }
@@ -406,8 +466,10 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     if (body == NULL || set_attributes(self, attrs) < 0)
         goto fail;
     int rc = add_edges(self, deps, accesses);
-    if (rc == 0 && self->runtime->capture)
+    if (rc == 0 && self->runtime->capture) {
         pyparla_capture_record(self, body, deps, accesses); /* graph capture (graph_obj.c) */
+        self->captured = 1; /* later captured spawns name its engine task */
+    }
     Py_CLEAR(deps);
     Py_CLEAR(accesses);
     if (rc) {
@@ -474,6 +536,11 @@ static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
     (void)unused;
     if (pyparla_check_task(self) < 0)
         return NULL;
+    if (self->task == NULL) { /* released: the engine's answer for a done task */
+        char msg[320];
+        PyOS_snprintf(msg, sizeof msg, "parla_task_cancel: task %s is done, not created", pyparla_task_name(self));
+        return pyparla_set_error(PYPARLA_AT_CALL, PARLA_ESTATE, msg);
+    }
     int rc = parla_task_cancel(self->task);
     if (rc)
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
@@ -485,9 +552,14 @@ static PyObject *Task_wait(TaskObject *self, PyObject *unused)
     (void)unused;
     if (pyparla_check_task(self) < 0)
         return NULL;
+    parla_task_t *t = self->task;
+    if (t == NULL) /* released: done */
+        return PyLong_FromLong(0);
+    parla_task_retain(t); /* the task may release its own once it finishes (GIL let go meanwhile) */
     pyparla_gil_t g = pyparla_gil_release();
-    int rc = parla_task_wait(self->task);
+    int rc = parla_task_wait(t);
     pyparla_gil_restore(g);
+    parla_task_release(t);
     return PyLong_FromLong(rc);
 }
 
@@ -503,7 +575,7 @@ static PyObject *Task_get_state(TaskObject *self, void *c)
     (void)c;
     if (pyparla_check_task(self) < 0)
         return NULL;
-    return PyUnicode_FromString(parla_task_state_name(parla_task_state(self->task)));
+    return PyUnicode_FromString(parla_task_state_name(self->task ? parla_task_state(self->task) : PARLA_TASK_DONE));
 }
 
 static PyObject *Task_get_done(TaskObject *self, void *c)
@@ -511,7 +583,7 @@ static PyObject *Task_get_done(TaskObject *self, void *c)
     (void)c;
     if (pyparla_check_task(self) < 0)
         return NULL;
-    return PyBool_FromLong(parla_task_state(self->task) >= PARLA_TASK_DONE);
+    return PyBool_FromLong(self->task == NULL || parla_task_state(self->task) >= PARLA_TASK_DONE);
 }
 
 static PyObject *Task_get_cause(TaskObject *self, void *c)
@@ -519,7 +591,7 @@ static PyObject *Task_get_cause(TaskObject *self, void *c)
     (void)c;
     if (pyparla_check_task(self) < 0)
         return NULL;
-    parla_task_t *cause = parla_task_cause(self->task);
+    parla_task_t *cause = self->task ? parla_task_cause(self->task) : NULL;
     if (cause == NULL)
         Py_RETURN_NONE;
     TaskObject *obj = parla_task_user(cause);
@@ -551,12 +623,18 @@ static PyObject *Task_get_devices(TaskObject *self, void *c)
     (void)c;
     if (pyparla_check_task(self) < 0)
         return NULL;
-    int idx[PARLA_MAX_TASK_DEVICES];
-    int n = parla_task_devices(self->task, idx, PARLA_MAX_TASK_DEVICES);
+    int idx[PARLA_MAX_TASK_DEVICES] = {0};
+    int n = self->task ? parla_task_devices(self->task, idx, PARLA_MAX_TASK_DEVICES) : 1; /* released: cpu */
     PyObject *t = PyTuple_New(n);
     for (int i = 0; t && i < n; i++)
         PyTuple_SET_ITEM(t, i, PyLong_FromLong(idx[i]));
     return t;
+}
+
+static PyObject *Task_get_released(TaskObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->released);
 }
 
 static PyObject *Task_get_mapping(TaskObject *self, void *c)
@@ -565,7 +643,7 @@ static PyObject *Task_get_mapping(TaskObject *self, void *c)
     if (pyparla_check_task(self) < 0)
         return NULL;
     parla_mapping_t m;
-    if (parla_task_mapping(self->task, &m) != 0)
+    if (self->task == NULL || parla_task_mapping(self->task, &m) != 0)
         Py_RETURN_NONE;
     return Py_BuildValue("{sisdsdsdsd}", "candidates", m.n_candidates, "locality", m.locality, "transfer",
                          m.transfer, "load", m.load, "score", m.score);
@@ -598,6 +676,9 @@ static PyGetSetDef Task_getset[] = {
     {"runtime", (getter)Task_get_runtime, NULL, "the runtime the task belongs to", NULL},
     {"_devices", (getter)Task_get_devices, NULL, "engine indices of the devices the task was mapped to (0: cpu)", NULL},
     {"_mapping", (getter)Task_get_mapping, NULL, "mapping scores of the chosen devices, or None", NULL},
+    {"_released", (getter)Task_get_released, NULL,
+     "True once the task finished as a plain task and its engine task was released (it keeps its name, state "
+     "and result)", NULL},
     {"_dependencies", (getter)Task_get_dependencies, NULL,
      "the dependencies given at spawn whose Task objects are alive (a new list; [] before the spawn)", NULL},
     {NULL},
