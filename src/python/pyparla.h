@@ -127,6 +127,7 @@ struct TaskObject {
     unsigned int captured : 1;    /* spawned while a graph was captured: its engine task is kept */
     unsigned int has_exc : 1;     /* result holds the exception the task failed with */
     unsigned int name_is_c : 1;   /* the name is cname */
+    unsigned int dropped : 1;     /* _drop_result() was called */
     uint32_t n_deps;           /* anchors in deps (beside the flags: no word of its own) */
 };
 

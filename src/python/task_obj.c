@@ -596,6 +596,7 @@ static PyObject *Task_wait(TaskObject *self, PyObject *unused)
 static PyObject *Task_drop_result(TaskObject *self, PyObject *unused)
 {
     (void)unused;
+    self->dropped = 1;
     if (!self->has_exc)
         Py_CLEAR(self->result);
     Py_RETURN_NONE;
@@ -662,6 +663,12 @@ static PyObject *Task_get_devices(TaskObject *self, void *c)
     return t;
 }
 
+static PyObject *Task_get_dropped(TaskObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->dropped);
+}
+
 static PyObject *Task_get_released(TaskObject *self, void *c)
 {
     (void)c;
@@ -693,7 +700,8 @@ static PyMethodDef Task_methods[] = {
     {"_keep", (PyCFunction)Task_keep, METH_O, "_keep(obj): keep obj alive until the body (or its current segment) returns."},
     {"_wait", (PyCFunction)Task_wait, METH_NOARGS,
      "Block (GIL released) until the task finishes; returns the engine's code."},
-    {"_drop_result", (PyCFunction)Task_drop_result, METH_NOARGS, "Release the body's return value."},
+    {"_drop_result", (PyCFunction)Task_drop_result, METH_NOARGS,
+     "Release the body's return value (not a failed task's exception); _dropped is True from then on."},
     {NULL},
 };
 
@@ -707,6 +715,7 @@ static PyGetSetDef Task_getset[] = {
     {"runtime", (getter)Task_get_runtime, NULL, "the runtime the task belongs to", NULL},
     {"_devices", (getter)Task_get_devices, NULL, "engine indices of the devices the task was mapped to (0: cpu)", NULL},
     {"_mapping", (getter)Task_get_mapping, NULL, "mapping scores of the chosen devices, or None", NULL},
+    {"_dropped", (getter)Task_get_dropped, NULL, "True once _drop_result() was called", NULL},
     {"_released", (getter)Task_get_released, NULL,
      "True once the task finished as a plain task and its engine task was released (it keeps its name, state "
      "and result)", NULL},

@@ -158,6 +158,11 @@ def test_a_finished_plain_task_keeps_its_name_state_and_result_only():
             def again():
                 pass
     assert T[0].result == 5 and repr(T[0]) == "<Task T[0] done>"
+    assert not gc.is_tracked(T[0]) and T.drop_results() == 3
+    # Dropping is a flag in the object: no __dict__ is made, the task stays off the collector's lists.
+    assert T[0]._dropped and not gc.is_tracked(T[0]) and "_dropped" not in getattr(T[0], "__dict__", {})
+    with pytest.raises(RuntimeError, match=r"result of task T\[0\] was dropped"):
+        T[0].result
 
 
 
