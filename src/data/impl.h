@@ -187,7 +187,7 @@ typedef struct plan {
     copy_job_t *jobs;
     copy_job_t *mark; /* jobs before it were given to an arrival already */
     int n_jobs_store; /* jobs made for the store being planned since mark */
-    /* Room claimed on the task's GPUs by the capacity check (counted in the device's account, resident,
+    /* Room claimed on the task's GPUs by the capacity check (counted in the device's account, claimed,
      * before anything is allocated): parla__data_ensure_copy allocates from it first; what is left is
      * given back when the preparation ends. */
     int n_claims;
@@ -223,7 +223,7 @@ void parla__data_device_unpinned(parla_runtime_t *rt, int device, int count);
  * by parla__data_wake_deferred, which each entry point that may evict calls last (no lock held). */
 void parla__data_device_unpinned_deferred(parla_runtime_t *rt, int device, int count);
 void parla__data_wake_deferred(void);
-/* Gives back bytes of room claimed on device (resident), deferred like the above; *epoch (or NULL): the
+/* Gives back bytes of room claimed on device (claimed), deferred like the above; *epoch (or NULL): the
  * giver's record of the device's unpin epoch, moved past its own event when no other came between. */
 void parla__data_room_given_back(parla_runtime_t *rt, int device, uint64_t bytes, uint64_t *epoch);
 /* evict.c */

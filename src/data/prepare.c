@@ -65,7 +65,7 @@ static int slot_of(const parla_task_t *t, int device)
  * Checked before anything is allocated or copied, so a task that cannot have
  * all its data takes none (tasks that each took part of the room would keep
  * evicting each other's copies). The room it lacks is then claimed at once, in
- * the device's account (resident), under the device lock that the check holds:
+ * the device's account (claimed), under the device lock that the check holds:
  * later checks count it, and the allocations of plan_reads take from it
  * (plan->claim), with no lock held across them. Records the device's unpin
  * epoch for parla__data_wait_for_room (a claim given back bumps it). */
@@ -97,7 +97,7 @@ static bool room_for(parla_task_t *t, parla__dev_t *d, plan_t *plan)
     }
     bool fits = parla__data_used_locked(d) - evictable + need <= d->memory_capacity;
     if (fits && need > 0) {
-        d->resident += need;
+        d->claimed += need;
         plan->claim_dev[plan->n_claims] = device;
         plan->claim[plan->n_claims++] = need;
     }

@@ -42,11 +42,12 @@ void parla__data_lru_touch(parla__dev_t *dev, parla__dev_copy_t *c)
     c->listed = 1;
 }
 
-/* One account per device: data copies and the memory tasks reserved
- * (memory=) share its capacity. Device lock held. */
+/* One account per device: data copies, the room preparations claimed for
+ * copies not allocated yet, and the memory tasks reserved (memory=) share its
+ * capacity. Device lock held. */
 uint64_t parla__data_used_locked(const parla__dev_t *d)
 {
-    return d->resident + (d->memory_capacity - d->memory_free);
+    return d->resident + d->claimed + (d->memory_capacity - d->memory_free);
 }
 
 uint64_t parla__data_pinned_bytes_locked(const parla__dev_t *d)
@@ -256,7 +257,8 @@ int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo
             if (parla__data_used_locked(d) + (add - mine) > d->memory_capacity) {
                 rc = PARLA_EBUSY; /* what is resident is in use by running tasks: wait for them */
             } else {
-                d->resident += add - mine; /* claimed before allocating, so no one overcommits */
+                d->resident += add; /* counted before allocating, so no one overcommits */
+                d->claimed -= mine;
                 if (claim)
                     *claim -= mine;
                 claimed = true;
@@ -302,7 +304,8 @@ int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo
         } else if (claimed) {
             /* Given back: what came from the task's claim stays claimed (given back with the rest). */
             parla__lock(&d->lock);
-            d->resident -= add - mine;
+            d->resident -= add;
+            d->claimed += mine;
             parla__unlock(&d->lock);
             if (claim)
                 *claim += mine;
@@ -409,7 +412,7 @@ static void unpinned(parla_runtime_t *rt, int device, int count, uint64_t back, 
     parla__dev_t *d = &parla__dev_devs(rt)->devices[device];
     parla__lock(&d->lock);
     d->n_pins -= (uint64_t)count;
-    d->resident -= back;
+    d->claimed -= back;
     bool own = epoch && *epoch == d->unpin_epoch;
     d->unpin_epoch++;
     if (own)

@@ -138,13 +138,14 @@ struct parla__dev {
     void *bounce;             /* CUDA: pinned staging buffer of GPU-to-GPU copies without peer access */
 
     pthread_mutex_t lock;     /* protects vcus_free, memory_free, the blocked lists (blocked_head,
-                                 data_blocked), resident, n_pins, unpin_epoch and the LRU list of
+                                 data_blocked), resident, claimed, n_pins, unpin_epoch and the LRU list of
                                  copies; several only in ascending index (lock order: sched/sched.h) */
     int64_t vcus_capacity;    /* fixed point */
     int64_t vcus_free;
     uint64_t memory_capacity; /* bytes */
     uint64_t memory_free;     /* for task reservations */
     uint64_t resident;        /* bytes of data copies (GPUs) */
+    uint64_t claimed;         /* bytes of room task preparations claimed, not allocated yet (data/) */
     parla__dev_copy_t *lru_head, *lru_tail; /* unpinned-or-pinned copies, least recent first */
     uint64_t n_pins;          /* pins of copies on this device by running tasks */
     uint64_t unpin_epoch;     /* bumped whenever running tasks unpin copies */

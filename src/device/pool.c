@@ -224,7 +224,7 @@ int parla__dev_mem_alloc(parla__dev_t *d, uint64_t n, bool account, void **out)
 {
     if (account && d->index != 0) {
         pthread_mutex_lock(&d->lock);
-        bool fits = d->resident + (d->memory_capacity - d->memory_free) + n <= d->memory_capacity;
+        bool fits = d->resident + d->claimed + (d->memory_capacity - d->memory_free) + n <= d->memory_capacity;
         if (fits)
             d->resident += n;
         pthread_mutex_unlock(&d->lock);
