@@ -54,8 +54,6 @@ class Task(_core.Task):
     ``exception``, ``dependencies``. ``await task`` inside an async task gives its result.
     """
 
-    _dropped = False  # drop_result() was called
-
     def drop_result(self) -> None:
         """Releases the body's return value, so the task no longer keeps it alive (a Task, or a TaskSpace
         naming it, lives as long as the program keeps it). Afterwards ``result`` raises RuntimeError. Only on
@@ -63,8 +61,7 @@ class Task(_core.Task):
         if not self.done:
             raise RuntimeError(f"task {self.name} has not finished (state {self.state}): its result cannot be "
                                f"dropped yet")
-        self._dropped = True
-        self._drop_result()
+        self._drop_result()  # sets _dropped (a flag in the object: no __dict__ made for it)
 
     # Set at spawn (class defaults keep task creation in C).
     _decl: Tuple[Any, Any, Any] = ((), (), ())

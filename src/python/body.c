@@ -73,8 +73,7 @@ void pyparla_free_handles(parla_task_t **tasks, Py_ssize_t n)
 /* The body raised: the exception becomes the task's, listed in the runtime's failed list. */
 static int record_failure(TaskObject *self)
 {
-    PyObject *exc = pyparla_take_exception();
-    Py_XSETREF(self->exception, exc);
+    pyparla_task_set_exception(self, pyparla_take_exception());
     Py_CLEAR(self->func);
     pyparla_add_failed(self->runtime, self);
     return 1; /* a positive code: the body raised */
@@ -85,14 +84,14 @@ static int record_failure(TaskObject *self)
  * context exit reports it like a body's exception. */
 void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_task_t *task)
 {
-    if (obj->exception != NULL || obj->submitting)
+    if (pyparla_task_exception(obj) != NULL || obj->submitting)
         return; /* the body raised (recorded already), or spawn raises it */
     PyObject *exc = pyparla_new_error(PYPARLA_AT_TASK_FAILED, parla_task_error(task), NULL);
     if (exc == NULL) {
         PyErr_Clear();
         return;
     }
-    obj->exception = exc;
+    pyparla_task_set_exception(obj, exc);
     Py_CLEAR(obj->func);
     pyparla_add_failed(rt, obj);
 }

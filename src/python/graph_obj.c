@@ -94,7 +94,7 @@ static int replay_failed(parla_task_t *task, pynode_t *n, GraphObject *g)
         PyErr_Clear();
         PyErr_WriteUnraisable(exc);
     } else {
-        Py_XSETREF(obj->exception, Py_XNewRef(exc));
+        pyparla_task_set_exception(obj, Py_XNewRef(exc));
         pyparla_add_failed(obj->runtime, obj);
     }
     if (g && g->error == NULL && exc && (g->error = Py_BuildValue("(sO)", parla_task_name(task), exc)) == NULL)

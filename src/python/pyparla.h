@@ -69,10 +69,12 @@ typedef struct {
     /* In a child process forked while the runtime ran: the engine (its workers, its locks) belongs to
      * the parent; no engine call is made. */
     int forked;
-    /* Finished tasks taken off the cycle collector's lists (see pyparla_task_finished), linked through
-     * TaskObject.untracked_prev/next; all tracked again, and none untracked any more, from the runtime's
-     * first failure (a failed task's traceback can reach any task, and the runtime reaches the failed). */
-    TaskObject *untracked;
+    /* Finished tasks taken off the cycle collector's lists (see pyparla_task_finished): a PyMem array of
+     * n_untracked (cap_untracked allocated), each at its TaskObject.untracked_at; all tracked again, and
+     * none untracked any more, from the runtime's first failure (a failed task's traceback can reach any
+     * task, and the runtime reaches the failed). */
+    TaskObject **untracked;
+    Py_ssize_t n_untracked, cap_untracked;
     int failures_seen;
     /* The Graph being captured (graph_obj.c; borrowed, cleared when its capture ends or it goes), or NULL:
      * spawns made by capture_thread while it runs the body of capture_task (NULL: outside bodies) are
@@ -98,9 +100,11 @@ struct TaskObject {
     parla_task_t *task;        /* owned reference; NULL once released */
     RuntimeObject *runtime;    /* strong */
     PyObject *func;            /* the body: a callable, then the coroutine it returned; NULL once finished */
-    PyObject *result;
-    PyObject *exception;
-    PyObject *name;            /* the name as str when the engine's copy cannot hold it (else NULL) */
+    PyObject *result;          /* the body's return value, or (has_exc) its exception */
+    union {
+        PyObject *name; /* the name as str when the engine's copy cannot hold it (else NULL) */
+        char *cname;    /* name_is_c (once released with name NULL): the engine's name, copied (PyMem) */
+    };
     PyObject *dict;
     PyObject *keep;            /* objects kept alive while the body runs (a list, or NULL) */
     /* The dependencies given at spawn, as anchors (held): weak for the Python side, since a dependency's
@@ -113,15 +117,17 @@ struct TaskObject {
     pyparla_anchor_t *anchor;  /* this task's anchor, made when a dependent first lists it (or NULL) */
     union {
         TaskObject *deferred_next; /* link in RuntimeObject.deferred, until its finish is handled */
-        char *cname; /* once released with name NULL: the engine's name, copied (PyMem) */
+        Py_ssize_t untracked_at;   /* gc_off (after the finish): the position in RuntimeObject.untracked */
     };
-    TaskObject *untracked_prev, *untracked_next; /* link in RuntimeObject.untracked while untracked */
     unsigned char engine_ref;  /* the engine holds a reference (taken at submit; cleared by its finish) */
     /* Written with the GIL held (never by the engine's threads, unlike engine_ref). */
     unsigned int submitting : 1; /* inside _submit: a failure is raised there */
     unsigned int gc_off : 1;      /* untracked by pyparla_task_finished, in RuntimeObject.untracked */
     unsigned int released : 1;    /* finished plain: the engine task was released (task is NULL) */
     unsigned int captured : 1;    /* spawned while a graph was captured: its engine task is kept */
+    unsigned int has_exc : 1;     /* result holds the exception the task failed with */
+    unsigned int name_is_c : 1;   /* the name is cname */
+    unsigned int dropped : 1;     /* _drop_result() was called */
     uint32_t n_deps;           /* anchors in deps (beside the flags: no word of its own) */
 };
 
@@ -238,6 +244,8 @@ static inline int pyparla_check_task(TaskObject *self)
 /* The task's name in UTF-8, for messages (GIL held). */
 static inline const char *pyparla_task_name(TaskObject *self)
 {
+    if (self->name_is_c)
+        return self->cname;
     if (self->name) {
         const char *s = PyUnicode_AsUTF8(self->name);
         if (s == NULL)
@@ -246,7 +254,7 @@ static inline const char *pyparla_task_name(TaskObject *self)
     }
     if (self->task)
         return parla_task_name(self->task);
-    return self->released && self->cname ? self->cname : "(not initialised)";
+    return "(not initialised)";
 }
 
 /* ----------------------------------------------------------------------------- errors (module.c) -- */
@@ -379,6 +387,13 @@ PyObject *pyparla_table_setdefault_int(PyObject *table, int64_t k, PyObject *val
 
 /* ------------------------------------------------------------------------------- task_obj.c -- */
 
+/* The exception t failed with (borrowed), or NULL. GIL held. */
+static inline PyObject *pyparla_task_exception(TaskObject *t)
+{
+    return t->has_exc ? t->result : NULL;
+}
+/* Makes exc (stolen; NULL: none) the exception t failed with, in place of its result. GIL held. */
+void pyparla_task_set_exception(TaskObject *t, PyObject *exc);
 /* A new Task object of type tp (parla._core.Task or a subclass) with a new engine task named name (UTF-8,
  * len bytes; name_obj, when not NULL, is the same name as str). RuntimeError if rt is closed. GIL held. */
 TaskObject *pyparla_task_new(PyTypeObject *tp, RuntimeObject *rt, const char *name, Py_ssize_t len,

@@ -110,6 +110,7 @@ static void Runtime_dealloc(RuntimeObject *self)
     }
     Runtime_clear(self);
     Py_CLEAR(self->module);
+    PyMem_Free(self->untracked); /* empty: every task holds its runtime */
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }

@@ -325,6 +325,7 @@ enum { A_TASKID, A_DEPS, A_PLACEMENT, A_VCUS, A_MEMORY, A_INPUT, A_OUTPUT, A_INO
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
+    Py_ssize_t n;             /* arguments held: 2 (taskid, dependencies; the rest are the defaults), or all */
     PyObject *a[SPAWN_NARGS]; /* the arguments, as given (taskid: a Task, or None: anonymous) */
 } SpawnerObject;
 
@@ -437,10 +438,10 @@ static TaskObject *anonymous_task(pyparla_state *st, RuntimeObject *rt, PyObject
     return task;
 }
 
-/* The general spawn of a[] (parla.tasks._spawn) applied to body. */
-static PyObject *general_spawn(pyparla_state *st, PyObject *const *a, PyObject *body)
+/* The general spawn of a[0..n) (parla.tasks._spawn; its defaults for the rest) applied to body. */
+static PyObject *general_spawn(pyparla_state *st, PyObject *const *a, Py_ssize_t n, PyObject *body)
 {
-    PyObject *decorator = PyObject_Vectorcall(st->spawn_general, a, SPAWN_NARGS, NULL);
+    PyObject *decorator = PyObject_Vectorcall(st->spawn_general, a, n, NULL);
     PyObject *out = decorator ? PyObject_CallOneArg(decorator, body) : NULL;
     Py_XDECREF(decorator);
     return out;
@@ -465,15 +466,16 @@ static int logger_on(pyparla_state *st, PyObject *logger, PyObject *cache)
     return on;
 }
 
-/* Spawns body with the arguments a[] (taskid a Task, or None: anonymous). Returns the task, or NULL with
- * the exception set (the graph then unchanged, as Task._submit promises). The steps, and the order in
- * which they can refuse the spawn, are parla.tasks._spawn's decorator's. */
-static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, PyObject *body)
+/* Spawns body with the arguments a[0..n) (taskid a Task, or None: anonymous; n == 2: the rest are the
+ * defaults). Returns the task, or NULL with the exception set (the graph then unchanged,
+ * as Task._submit promises). The steps, and the order in which they can refuse the spawn, are
+ * parla.tasks._spawn's decorator's. */
+static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, Py_ssize_t n, PyObject *body)
 {
     RuntimeObject *rt = st->context_rt;
     if (rt == NULL)
         return PyErr_SetString(PyExc_RuntimeError, no_context_message), NULL;
-    int placed = a[A_PLACEMENT] != Py_None;
+    int plain = n < SPAWN_NARGS, placed = !plain && a[A_PLACEMENT] != Py_None;
     /* A native body (a parla.native.Call) is bound to its task in Python; a placed body in a context with
      * CUDA GPUs runs on_cuda_device unless it is async, which Python decides for callables that are not
      * plain functions; a placement with the mapping logger on is logged there. */
@@ -482,17 +484,26 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, PyObject *body
         (general = logger_on(st, st->mapping_logger, st->mapping_log_cache)) < 0)
         return NULL;
     if (general)
-        return general_spawn(st, a, body);
+        return general_spawn(st, a, n, body);
     PyObject *taskid = a[A_TASKID];
     TaskObject *task = taskid == Py_None ? anonymous_task(st, rt, body) : (TaskObject *)Py_NewRef(taskid);
     if (task == NULL)
         return NULL;
-    PyObject *placement[3] = {NULL, NULL, NULL}, *accesses = NULL, *attrs = NULL, *func = NULL, *out = NULL;
-    if (pyparla_spawn_placement(st, task, a[A_PLACEMENT], a[A_VCUS], a[A_MEMORY], placement) < 0)
-        goto done;
-    PyObject *options = placement[0];
-    if ((accesses = pyparla_spawn_accesses(st, task, a + A_INPUT, options, &attrs)) == NULL)
-        goto done;
+    /* The resolved placement (options, vcus, memory) and the accesses: borrowed defaults, or owned[]. */
+    PyObject *owned[4] = {NULL, NULL, NULL, NULL}, *attrs = NULL, *func = NULL, *out = NULL;
+    PyObject *options = Py_None, *vcus = st->zero_float, *memory = st->zero, *accesses = st->empty_tuple;
+    if (!plain) {
+        if (placed || a[A_VCUS] != Py_None || a[A_MEMORY] != Py_None) {
+            if (pyparla_spawn_placement(st, task, a[A_PLACEMENT], a[A_VCUS], a[A_MEMORY], owned) < 0)
+                goto done;
+            options = owned[0], vcus = owned[1], memory = owned[2];
+        }
+        if (a[A_INPUT] != st->empty_tuple || a[A_OUTPUT] != st->empty_tuple || a[A_INOUT] != st->empty_tuple) {
+            if ((owned[3] = pyparla_spawn_accesses(st, task, a + A_INPUT, options, &attrs)) == NULL)
+                goto done;
+            accesses = owned[3];
+        }
+    }
     func = Py_NewRef(body);
     int coroutine = 0;
     if (PyFunction_Check(body)) {
@@ -507,12 +518,12 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, PyObject *body
         Py_SETREF(func, pyparla_capture(st, func));
         if (func == NULL)
             goto done;
-        Py_SETREF(func, PyObject_CallFunctionObjArgs(st->on_cuda_device, func, placement[2], NULL));
+        Py_SETREF(func, PyObject_CallFunctionObjArgs(st->on_cuda_device, func, memory, NULL));
         if (func == NULL)
             goto done;
     }
-    PyObject *priority = a[A_PRIORITY] == Py_None ? st->zero : a[A_PRIORITY];
-    PyObject *args[7] = {func, a[A_DEPS], priority, placement[1], placement[2], options, accesses};
+    PyObject *priority = plain || a[A_PRIORITY] == Py_None ? st->zero : a[A_PRIORITY];
+    PyObject *args[7] = {func, a[A_DEPS], priority, vcus, memory, options, accesses};
     PyObject *r = pyparla_task_spawn(task, args, attrs ? attrs : Py_None);
     if (r == NULL)
         goto done;
@@ -525,9 +536,9 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, PyObject *body
     }
     out = Py_NewRef((PyObject *)task);
 done:
-    for (int i = 0; i < 3; i++)
-        Py_XDECREF(placement[i]);
-    Py_XDECREF(accesses);
+    if (!plain)
+        for (int i = 0; i < 4; i++)
+            Py_XDECREF(owned[i]);
     Py_XDECREF(attrs);
     Py_XDECREF(func);
     Py_DECREF(task);
@@ -541,14 +552,14 @@ static PyObject *Spawner_vectorcall(PyObject *self, PyObject *const *args, size_
         PyErr_SetString(PyExc_TypeError, "the decorator spawn(...) returns takes one argument, the task body");
         return NULL;
     }
-    return spawn_now(PyType_GetModuleState(Py_TYPE(self)), sp->a, args[0]);
+    return spawn_now(PyType_GetModuleState(Py_TYPE(self)), sp->a, sp->n, args[0]);
 }
 
 static void Spawner_dealloc(SpawnerObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    for (int i = 0; i < SPAWN_NARGS; i++)
-        Py_XDECREF(self->a[i]);
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        Py_DECREF(self->a[i]);
     PyObject_Free(self);
     Py_DECREF(tp);
 }
@@ -573,8 +584,9 @@ PyType_Spec pyparla_spawner_spec = {
     .slots = Spawner_slots,
 };
 
-/* The decorator of @spawn(*a), or what the general spawn returns for a. */
-static PyObject *make_spawner(pyparla_state *st, PyObject *const *a)
+/* The decorator of @spawn(*a[0..n)) (n: 2, taskid and dependencies, or SPAWN_NARGS), or what the general
+ * spawn returns for them. */
+static PyObject *make_spawner(pyparla_state *st, PyObject *const *a, Py_ssize_t n)
 {
     PyObject *taskid = a[A_TASKID], *deps = a[A_DEPS];
     int general = st->context_rt == NULL || !st->context_plain ||
@@ -584,12 +596,13 @@ static PyObject *make_spawner(pyparla_state *st, PyObject *const *a)
     if (!general && (general = logger_on(st, st->spawn_logger, st->spawn_log_cache)) < 0)
         return NULL;
     if (general) /* its checks and errors, its slower paths: the general spawn */
-        return PyObject_Vectorcall(st->spawn_general, a, SPAWN_NARGS, NULL);
+        return PyObject_Vectorcall(st->spawn_general, a, n, NULL);
     SpawnerObject *sp = PyObject_New(SpawnerObject, st->spawner_type);
     if (sp == NULL)
         return NULL;
     sp->vectorcall = Spawner_vectorcall;
-    for (int i = 0; i < SPAWN_NARGS; i++)
+    sp->n = n;
+    for (Py_ssize_t i = 0; i < n; i++)
         sp->a[i] = Py_NewRef(a[i]);
     return (PyObject *)sp;
 }
@@ -606,11 +619,7 @@ static PyObject *mod_spawner(PyObject *module, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_RuntimeError, "spawner(): parla.tasks has not called _spawn_setup");
         return NULL;
     }
-    PyObject *a[SPAWN_NARGS];
-    spawn_defaults(st, a);
-    a[A_TASKID] = args[0];
-    a[A_DEPS] = args[1];
-    return make_spawner(st, a);
+    return make_spawner(st, args, 2);
 }
 
 /* parla._core.SpawnFunction: parla.tasks.spawn. A call with at most taskid and dependencies by position
@@ -645,6 +654,8 @@ static PyObject *SpawnFunction_vectorcall(PyObject *self, PyObject *const *args,
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (st->spawn_general == NULL || nargs > 2)
         return PyObject_Vectorcall(sf->function, args, nargsf, kwnames);
+    if (nkw == 0 && nargs == 2) /* spawn(taskid, dependencies): the common call */
+        return make_spawner(st, args, 2);
     PyObject *a[SPAWN_NARGS];
     spawn_defaults(st, a);
     for (Py_ssize_t i = 0; i < nargs; i++)
@@ -655,6 +666,11 @@ static PyObject *SpawnFunction_vectorcall(PyObject *self, PyObject *const *args,
             return PyObject_Vectorcall(sf->function, args, nargsf, kwnames);
         a[i] = args[nargs + k];
     }
+    int plain = 1; /* only taskid and dependencies given */
+    for (int i = A_PLACEMENT; i < SPAWN_NARGS; i++)
+        plain &= a[i] == (i >= A_INPUT && i <= A_INOUT ? st->empty_tuple : Py_None);
+    if (plain)
+        return make_spawner(st, a, 2);
     PyObject *priority = a[A_PRIORITY];
     if (priority != Py_None) { /* an int in range is taken as it is; others are checked (or converted) there */
         int overflow;
@@ -662,7 +678,7 @@ static PyObject *SpawnFunction_vectorcall(PyObject *self, PyObject *const *args,
         if (!PyLong_CheckExact(priority) || overflow || p < -1000000 || p > 1000000)
             return PyObject_Vectorcall(sf->function, args, nargsf, kwnames);
     }
-    return make_spawner(st, a);
+    return make_spawner(st, a, SPAWN_NARGS);
 }
 
 static PyObject *SpawnFunction_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)

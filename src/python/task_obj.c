@@ -139,7 +139,6 @@ static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
     Py_VISIT(self->runtime);
     Py_VISIT(self->func);
     Py_VISIT(self->result);
-    Py_VISIT(self->exception);
     Py_VISIT(self->dict);
     Py_VISIT(self->keep);
     return 0;
@@ -150,9 +149,17 @@ static int Task_clear(TaskObject *self)
     Py_CLEAR(self->keep);
     Py_CLEAR(self->func);
     Py_CLEAR(self->result);
-    Py_CLEAR(self->exception);
+    self->has_exc = 0;
     Py_CLEAR(self->dict);
     return 0;
+}
+
+void pyparla_task_set_exception(TaskObject *t, PyObject *exc)
+{
+    PyObject *old = t->result;
+    t->result = exc;
+    t->has_exc = exc != NULL;
+    Py_XDECREF(old); /* last: may run code */
 }
 
 /* -------------------------------------------------------------- finished tasks and the GC -- */
@@ -164,17 +171,40 @@ static int is_leaf(PyObject *obj)
     return obj == NULL || !PyObject_IS_GC(obj) || (PyTuple_CheckExact(obj) && !PyObject_GC_IsTracked(obj));
 }
 
-/* Takes t off its runtime's list of untracked tasks. */
+/* Takes t off its runtime's array of untracked tasks (the last one takes its place; the array shrinks
+ * when a quarter of it is used). */
 static void unlink_untracked(TaskObject *t)
 {
-    if (t->untracked_prev)
-        t->untracked_prev->untracked_next = t->untracked_next;
-    else
-        t->runtime->untracked = t->untracked_next;
-    if (t->untracked_next)
-        t->untracked_next->untracked_prev = t->untracked_prev;
-    t->untracked_prev = t->untracked_next = NULL;
+    RuntimeObject *rt = t->runtime;
+    Py_ssize_t at = t->untracked_at;
+    TaskObject *last = rt->untracked[--rt->n_untracked];
+    rt->untracked[at] = last;
+    last->untracked_at = at;
+    t->untracked_at = 0;
     t->gc_off = 0;
+    if (rt->cap_untracked > 1024 && rt->n_untracked < rt->cap_untracked / 4) {
+        TaskObject **a = PyMem_Realloc(rt->untracked, (size_t)(rt->cap_untracked / 2) * sizeof *a);
+        if (a) {
+            rt->untracked = a;
+            rt->cap_untracked /= 2;
+        }
+    }
+}
+
+/* Appends t to rt's untracked tasks; 0, or -1 when the array cannot grow (no exception set). */
+static int link_untracked(RuntimeObject *rt, TaskObject *t)
+{
+    if (rt->n_untracked == rt->cap_untracked) {
+        Py_ssize_t cap = rt->cap_untracked ? 2 * rt->cap_untracked : 256;
+        TaskObject **a = PyMem_Realloc(rt->untracked, (size_t)cap * sizeof *a);
+        if (a == NULL)
+            return -1;
+        rt->untracked = a;
+        rt->cap_untracked = cap;
+    }
+    t->untracked_at = rt->n_untracked;
+    rt->untracked[rt->n_untracked++] = t;
+    return 0;
 }
 
 /* Tracks t again if pyparla_task_finished untracked it. */
@@ -193,17 +223,18 @@ static void gc_on(TaskObject *t)
 static void release_engine_task(TaskObject *obj)
 {
     parla_task_t *t = obj->task;
-    if (obj->runtime->forked || obj->captured || obj->exception != NULL || !parla_task_is_plain_done(t))
+    if (obj->runtime->forked || obj->captured || obj->has_exc || !parla_task_is_plain_done(t))
         return;
-    char *cname = NULL;
     if (obj->name == NULL) {
         const char *name = parla_task_name(t);
         size_t len = strlen(name);
-        if ((cname = PyMem_Malloc(len + 1)) == NULL)
+        char *cname = PyMem_Malloc(len + 1);
+        if (cname == NULL)
             return;
         memcpy(cname, name, len + 1);
+        obj->cname = cname;
+        obj->name_is_c = 1;
     }
-    obj->cname = cname; /* deferred_next is unused once the finish is handled */
     obj->released = 1;
     obj->task = NULL;
     parla_task_set_user(t, NULL);
@@ -224,24 +255,21 @@ void pyparla_task_finished(TaskObject *obj)
         release_engine_task(obj);
     if (obj->gc_off || rt == NULL || rt->failures_seen ||
         (obj->task == NULL ? !obj->released : parla_task_state(obj->task) != PARLA_TASK_DONE) ||
-        obj->dict != NULL || obj->keep != NULL ||
-        obj->exception != NULL || !is_leaf(obj->result) ||
-        !PyObject_GC_IsTracked((PyObject *)obj))
+        obj->dict != NULL || obj->keep != NULL || obj->has_exc || !is_leaf(obj->result) ||
+        !PyObject_GC_IsTracked((PyObject *)obj) || link_untracked(rt, obj) < 0)
         return;
     PyObject_GC_UnTrack(obj);
     obj->gc_off = 1;
-    obj->untracked_prev = NULL;
-    obj->untracked_next = rt->untracked;
-    if (rt->untracked)
-        rt->untracked->untracked_prev = obj;
-    rt->untracked = obj;
 }
 
 void pyparla_add_failed(RuntimeObject *rt, TaskObject *obj)
 {
     rt->failures_seen = 1;
-    while (rt->untracked)
-        gc_on(rt->untracked);
+    while (rt->n_untracked)
+        gc_on(rt->untracked[rt->n_untracked - 1]);
+    PyMem_Free(rt->untracked); /* none is untracked any more */
+    rt->untracked = NULL;
+    rt->cap_untracked = 0;
     if (rt->failed == NULL || PyList_Append(rt->failed, (PyObject *)obj) < 0)
         PyErr_Clear();
 }
@@ -256,11 +284,13 @@ static int Task_setattro(TaskObject *self, PyObject *name, PyObject *value)
 static PyObject *Task_get_name(TaskObject *self, void *c)
 {
     (void)c;
+    if (self->name_is_c)
+        return PyUnicode_FromString(self->cname);
     if (self->name)
         return Py_NewRef(self->name);
-    if (self->task == NULL && !self->released)
+    if (self->task == NULL)
         Py_RETURN_NONE;
-    return PyUnicode_FromString(pyparla_task_name(self));
+    return PyUnicode_FromString(parla_task_name(self->task));
 }
 
 /* The dependencies given at spawn whose Task objects are alive, in order. */
@@ -290,10 +320,6 @@ static void Task_dealloc(TaskObject *self)
         anchor_drop(self->anchor);
         self->anchor = NULL;
     }
-    if (self->released) {
-        PyMem_Free(self->cname);
-        self->cname = NULL;
-    }
     if (self->task && self->runtime && self->runtime->forked) {
         self->task = NULL; /* the parent's engine: not touched in a forked child */
     } else if (self->task) {
@@ -302,7 +328,11 @@ static void Task_dealloc(TaskObject *self)
         self->task = NULL;
     }
     Py_CLEAR(self->runtime);
-    Py_CLEAR(self->name);
+    if (self->name_is_c)
+        PyMem_Free(self->cname);
+    else
+        Py_CLEAR(self->name);
+    self->name = NULL;
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -420,7 +450,7 @@ static PyObject *engine_submit(TaskObject *self, PyObject *body)
     self->submitting = 1;
     rc = parla_task_submit(self->task);
     self->submitting = 0;
-    if (rc == 0 && self->task && parla_task_state(self->task) == PARLA_TASK_FAILED && self->exception == NULL) {
+    if (rc == 0 && self->task && parla_task_state(self->task) == PARLA_TASK_FAILED && !self->has_exc) {
         /* Failed inside submit (no placement could be mapped): report it at exit. */
         pyparla_record_engine_failure(self->runtime, self, self->task);
     }
@@ -431,7 +461,7 @@ static PyObject *engine_submit(TaskObject *self, PyObject *body)
         /* Submitted as failed: the hook drops the engine's reference. The exception raised here is the
          * task's, so it is not reported twice. */
         PyObject *exc = pyparla_take_exception();
-        Py_XSETREF(self->exception, Py_NewRef(exc));
+        pyparla_task_set_exception(self, Py_NewRef(exc));
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
     } else {
@@ -566,7 +596,9 @@ static PyObject *Task_wait(TaskObject *self, PyObject *unused)
 static PyObject *Task_drop_result(TaskObject *self, PyObject *unused)
 {
     (void)unused;
-    Py_CLEAR(self->result);
+    self->dropped = 1;
+    if (!self->has_exc)
+        Py_CLEAR(self->result);
     Py_RETURN_NONE;
 }
 
@@ -603,13 +635,13 @@ static PyObject *Task_get_cause(TaskObject *self, void *c)
 static PyObject *Task_get_result(TaskObject *self, void *c)
 {
     (void)c;
-    return Py_NewRef(self->result ? self->result : Py_None);
+    return Py_NewRef(self->result && !self->has_exc ? self->result : Py_None);
 }
 
 static PyObject *Task_get_exception(TaskObject *self, void *c)
 {
     (void)c;
-    return Py_NewRef(self->exception ? self->exception : Py_None);
+    return Py_NewRef(self->has_exc && self->result ? self->result : Py_None);
 }
 
 static PyObject *Task_get_runtime(TaskObject *self, void *c)
@@ -629,6 +661,12 @@ static PyObject *Task_get_devices(TaskObject *self, void *c)
     for (int i = 0; t && i < n; i++)
         PyTuple_SET_ITEM(t, i, PyLong_FromLong(idx[i]));
     return t;
+}
+
+static PyObject *Task_get_dropped(TaskObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->dropped);
 }
 
 static PyObject *Task_get_released(TaskObject *self, void *c)
@@ -662,7 +700,8 @@ static PyMethodDef Task_methods[] = {
     {"_keep", (PyCFunction)Task_keep, METH_O, "_keep(obj): keep obj alive until the body (or its current segment) returns."},
     {"_wait", (PyCFunction)Task_wait, METH_NOARGS,
      "Block (GIL released) until the task finishes; returns the engine's code."},
-    {"_drop_result", (PyCFunction)Task_drop_result, METH_NOARGS, "Release the body's return value."},
+    {"_drop_result", (PyCFunction)Task_drop_result, METH_NOARGS,
+     "Release the body's return value (not a failed task's exception); _dropped is True from then on."},
     {NULL},
 };
 
@@ -676,6 +715,7 @@ static PyGetSetDef Task_getset[] = {
     {"runtime", (getter)Task_get_runtime, NULL, "the runtime the task belongs to", NULL},
     {"_devices", (getter)Task_get_devices, NULL, "engine indices of the devices the task was mapped to (0: cpu)", NULL},
     {"_mapping", (getter)Task_get_mapping, NULL, "mapping scores of the chosen devices, or None", NULL},
+    {"_dropped", (getter)Task_get_dropped, NULL, "True once _drop_result() was called", NULL},
     {"_released", (getter)Task_get_released, NULL,
      "True once the task finished as a plain task and its engine task was released (it keeps its name, state "
      "and result)", NULL},
