@@ -31,12 +31,18 @@ typedef struct dropped {
     piece_t *pieces;
     size_t n;
     int device;
+    uint64_t bytes; /* still in the device's account until freed (the driver holds them until then) */
 } dropped_t;
 
 static void dropped_free(dropped_t *dr)
 {
-    if (dr->rt)
+    if (dr->rt) {
         parla__data_pieces_free(dr->rt, dr->device, dr->pieces, dr->n);
+        parla__dev_t *d = &parla__dev_devs(dr->rt)->devices[dr->device];
+        parla__lock(&d->lock);
+        d->resident -= dr->bytes;
+        parla__unlock(&d->lock);
+    }
     *dr = (dropped_t){0};
 }
 
@@ -55,11 +61,10 @@ static void detach_copy(store_t *s, int device, bool dev_locked, dropped_t *out)
         parla__lock(&d->lock);
     parla__data_lru_unlink(d, c);
     uint64_t bytes = c->bytes;
-    d->resident -= bytes;
     c->bytes = 0;
     if (!dev_locked)
         parla__unlock(&d->lock);
-    *out = (dropped_t){.rt = rt, .pieces = c->pieces, .n = c->n_pieces, .device = device};
+    *out = (dropped_t){.rt = rt, .pieces = c->pieces, .n = c->n_pieces, .device = device, .bytes = bytes};
     c->pieces = NULL;
     c->n_pieces = c->cap_pieces = 0;
     atomic_fetch_and(&s->planned, ~bit(device));
