@@ -22,10 +22,23 @@ _SLICE = 0.1  # seconds: how long the main thread blocks before it lets Python h
 
 
 def _stuck(message: str, pending: Sequence[Any]) -> RuntimeError:
+    """The error for a wait that can never end: UnspawnedDependencyError when the tasks waited for, or tasks
+    they depend on, were never spawned (as at the context's exit), else DependencyCycleError."""
     names = ", ".join(t.name for t in pending[:8]) + (" ..." if len(pending) > 8 else "")
     if all(t.state == "created" for t in pending):
         return UnspawnedDependencyError(f"cannot wait for {names}: never spawned")
-    return DependencyCycleError(f"cannot wait for {names}: {message}")
+    # The engine speaks of submitting; in Python, tasks are spawned.
+    text = f"cannot wait for {names}: {message.replace('submitted', 'spawned')}"
+    if any(_has_unspawned(runtime) for runtime in {id(t.runtime): t.runtime for t in pending}.values()):
+        return UnspawnedDependencyError(text)
+    return DependencyCycleError(text)
+
+
+def _has_unspawned(runtime: Any) -> bool:
+    try:
+        return bool(runtime.unsubmitted())
+    except RuntimeError:  # the runtime has closed meanwhile
+        return False
 
 
 def block(pending: Sequence[Any], deadline: Optional[float]) -> bool:

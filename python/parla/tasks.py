@@ -114,8 +114,8 @@ class Task(_core.Task):
     def _cancelled_error(self) -> TaskCancelledError:
         cause = self._cause
         if isinstance(cause, Task):
-            error = TaskCancelledError(f"task {self.name} was cancelled because task {cause.name} "
-                                       f"{'failed' if cause.state == 'failed' else 'was never spawned'}")
+            what = {"failed": "failed", "cancelled": "was cancelled"}.get(cause.state, "was never spawned")
+            error = TaskCancelledError(f"task {self.name} was cancelled because task {cause.name} {what}")
             if cause.state == "failed":
                 error.__cause__ = cause._exception
             return error

@@ -4,6 +4,7 @@ import threading
 import numpy as np
 import pytest
 
+import parla
 from parla import Parla, TaskSpace, capture, get_current_context, get_current_task, spawn
 from parla.array import asarray
 
@@ -255,3 +256,15 @@ def test_native_bodies_replay_without_the_gil():
         g.wait()
     libc.sem_destroy(sem)
     np.testing.assert_allclose(C.array, c - 4 * a @ b.T, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.timeout(30)
+def test_an_empty_graph_replays_to_a_parla_task():
+    with Parla(n_workers=2):
+        with capture("empty") as g:
+            pass
+        join = g.replay()
+        assert isinstance(join, parla.Task)
+        g.wait(timeout=10)
+        assert join.state == "done"
+        assert g.replays == 1

@@ -269,3 +269,29 @@ def test_recursive_spawn_and_wait_finishes(workers):
     r = run_python(RECURSIVE_WAITS.replace("sys.argv[1]", str(workers)), timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["fib", "610"]
+
+
+@pytest.mark.timeout(60)
+def test_waiting_for_a_task_with_a_never_spawned_dependency_names_it():
+    # As at the context's exit: UnspawnedDependencyError (no cycle), the never-spawned task named.
+    with pytest.raises(parla.UnspawnedDependencyError):
+        with Parla(n_workers=2):
+            T = TaskSpace("T")
+            spawn(T[0], [T[5]])(lambda: None)
+            for wait in (lambda: T[0].wait(timeout=10), lambda: parla.wait([T[0]], timeout=10)):
+                with pytest.raises(parla.UnspawnedDependencyError, match=r"T\[5\] \(needed by T\[0\]\)"):
+                    wait()
+
+
+@pytest.mark.timeout(60)
+def test_waiting_for_a_replay_with_a_never_spawned_dependency():
+    with pytest.raises(parla.UnspawnedDependencyError):
+        with Parla(n_workers=2):
+            T = TaskSpace("T")
+            with parla.capture("g") as g:
+                spawn(T[0], [T[5]])(lambda: None)
+            join = g.replay()
+            with pytest.raises(parla.UnspawnedDependencyError) as info:
+                join.wait(timeout=10)
+            # The captured task and its replay share a name: named once.
+            assert r"T[5] (needed by T[0])" in str(info.value), str(info.value)
