@@ -266,6 +266,11 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
     return parla_task_add_access_at(t, d, mode, 0);
 }
 
+int parla_data_overlaps(const parla_data_t *a, const parla_data_t *b)
+{
+    return a && b && a->store == b->store && ranges_overlap(a->ranges, a->n_ranges, b->ranges, b->n_ranges);
+}
+
 int parla_task_add_access_at(parla_task_t *t, parla_data_t *d, parla_access_mode_t mode, int slot)
 {
     if (t == NULL || d == NULL)
@@ -285,6 +290,17 @@ int parla_task_add_access_at(parla_task_t *t, parla_data_t *d, parla_access_mode
     parla__graph_task_ext_t *x = parla__graph_task_ext(t);
     if (x == NULL)
         return parla__error(PARLA_ENOMEM, "task %s: cannot record an access", parla_task_name(t));
+    /* Each device position gets its own copy: bytes written through two positions would be written back
+     * from one copy only, and the other position's writes lost. */
+    for (int i = 0; i < x->n_accesses; i++) {
+        const parla_data_t *o = x->accesses[i].data;
+        if (x->accesses[i].slot != slot && (mode & PARLA_WRITE) && (x->accesses[i].mode & PARLA_WRITE) &&
+            parla_data_overlaps(o, d))
+            return parla__error(PARLA_EINVAL, "task %s: the same bytes of a data object are written through its "
+                                "devices at positions %d and %d: each position has its own copy, so one "
+                                "position's writes would be lost (declare disjoint views, or write at one "
+                                "position)", parla_task_name(t), x->accesses[i].slot, slot);
+    }
     int rc = reserve_access(t, x);
     if (rc)
         return rc;
