@@ -125,7 +125,7 @@ test-asan: venv
 # out, numpy and pytest come from the venv's site-packages). Leak checking is off: CPython keeps objects alive
 # at exit by design.
 ASAN_PY_TESTS = test_reliability.py test_parray_semantics.py test_task_memory.py test_regressions.py \
-  test_errors.py test_await.py test_eviction.py test_graphs.py test_native.py test_spawn.py test_taskspace.py
+  test_errors.py test_await.py test_eviction.py test_graphs.py test_native.py test_spawn.py test_taskspace.py test_spawn_paths.py
 test-asan-python: install
 	test -f build/pyasan/build.ninja || $(MESON) setup build/pyasan --buildtype=debugoptimized -Dpython=true \
 	  -Dtests=false -Dbenchmarks=false -Db_sanitize=address,undefined -Db_lundef=false -Db_lto=false

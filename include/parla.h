@@ -448,6 +448,13 @@ int parla_task_error(const parla_task_t *task);
  * caused it; NULL otherwise. Borrowed: valid while task lives. */
 parla_task_t *parla_task_cause(const parla_task_t *task);
 
+/* 1 when task finished DONE as a plain task: it ran on device 0 (the CPU)
+ * and had no placement options, data accesses or mapping scores, so its
+ * name and state are all that later queries of it can return. A binding may
+ * then keep those two and release its handle (10^6 finished tasks then hold
+ * no engine memory); 0 for NULL and for every other task. Any thread. */
+int parla_task_is_plain_done(const parla_task_t *task);
+
 /* The task running on the calling thread, or NULL outside task bodies.
  * Borrowed. */
 parla_task_t *parla_task_current(void);

@@ -3,6 +3,7 @@ concurrent.futures.ThreadPoolExecutor, in one run, with the same number of worke
 
     .venv/bin/python benchmarks/python/bench_tasks.py            # full run, medians of 5
     .venv/bin/python benchmarks/python/bench_tasks.py --quick    # a short run (smaller sizes, 3 reps)
+    .venv/bin/python benchmarks/python/bench_tasks.py --rss-only # (e) alone: 10^6 tasks, peak RSS
 
 Workloads (time = from the first spawn/submit, including Python-side spawning, until every task is done;
 the time to start the Parla context / executor / Dask pool is included, it is tens of microseconds):
@@ -20,7 +21,7 @@ the time to start the Parla context / executor / Dask pool is included, it is te
   (e) rss           10^6 tasks spawned and run by one program (a subprocess, so the peak RSS is its own):
                     time per task and peak RSS (resource.getrusage ru_maxrss, and VmHWM from /proc, since
                     Linux starts a child's ru_maxrss at its parent's RSS), with and without keeping the
-                    tasks in a TaskSpace
+                    tasks in a TaskSpace; bytes per task = (VmHWM - VmHWM before spawning) / tasks
 
 How each system expresses dependencies:
 
@@ -268,6 +269,13 @@ import resource, sys, time
 from parla import Parla, TaskSpace, spawn
 n, mode, workers = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def vmhwm():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+hwm0 = vmhwm()
 t0 = time.perf_counter()
 with Parla(n_workers=workers):
     if mode == "taskspace":
@@ -283,12 +291,7 @@ with Parla(n_workers=workers):
                 pass
 elapsed = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-hwm = 0
-with open("/proc/self/status") as f:
-    for line in f:
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1])
-print(f"{elapsed} {base} {peak} {hwm}")
+print(f"{elapsed} {base} {peak} {vmhwm()} {hwm0}")
 """
 
 
@@ -297,8 +300,8 @@ def measure_rss(n, mode, workers):
                        text=True, timeout=600)
     if r.returncode != 0:
         return None, r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
-    elapsed, base, peak, hwm = r.stdout.split()
-    return (float(elapsed), int(base) * 1024, int(peak) * 1024, int(hwm) * 1024), None
+    elapsed, base, peak, hwm, hwm0 = r.stdout.split()
+    return (float(elapsed), int(base) * 1024, int(peak) * 1024, int(hwm) * 1024, int(hwm0) * 1024), None
 
 
 # ------------------------------------------------------------------------------------------ main ---
@@ -321,6 +324,7 @@ def main(argv=None):
     ap.add_argument("--busy-seconds", type=float, default=0.5,
                     help="ideal wall time of each (d) run; sets the number of busy tasks")
     ap.add_argument("--rss-tasks", type=int, default=1_000_000, help="tasks in (e); 0 skips it")
+    ap.add_argument("--rss-only", action="store_true", help="run (e) alone")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     if args.quick:
@@ -347,16 +351,17 @@ def main(argv=None):
                          "dask_tasks": count(*n_dask)}
         print(f"  measured {name}", flush=True)
 
-    overhead("(a) independent", parla_independent, tpe_independent, dask_independent,
-             (args.tasks,), (args.dask_tasks,), lambda n: n)
-    overhead("(a) anonymous", parla_anonymous, tpe_independent, dask_independent,
-             (args.tasks,), (args.dask_tasks,), lambda n: n)
-    overhead("(b) chain", parla_chain, tpe_chain, dask_chain, (args.tasks,), (args.dask_tasks,), lambda n: n)
-    overhead("(c) waves", parla_waves, tpe_waves, dask_waves, (args.waves, args.width),
-             (args.dask_waves, args.width), lambda k, w: k * (w + 1))
+    if not args.rss_only:
+        overhead("(a) independent", parla_independent, tpe_independent, dask_independent,
+                 (args.tasks,), (args.dask_tasks,), lambda n: n)
+        overhead("(a) anonymous", parla_anonymous, tpe_independent, dask_independent,
+                 (args.tasks,), (args.dask_tasks,), lambda n: n)
+        overhead("(b) chain", parla_chain, tpe_chain, dask_chain, (args.tasks,), (args.dask_tasks,), lambda n: n)
+        overhead("(c) waves", parla_waves, tpe_waves, dask_waves, (args.waves, args.width),
+                 (args.dask_waves, args.width), lambda k, w: k * (w + 1))
 
     eff_rows = []
-    for label, target in (("100 us", 100e-6), ("1 ms", 1e-3)):
+    for label, target in () if args.rss_only else (("100 us", 100e-6), ("1 ms", 1e-3)):
         size, kernel, t_task = calibrate(target)
         n = max(10 * W, int(round(args.busy_seconds * W / t_task)))
         ideal = n * t_task / W
@@ -379,22 +384,25 @@ def main(argv=None):
             if out:
                 results[f"(e) rss {mode}"] = {"tasks": args.rss_tasks, "seconds": out[0],
                                               "base_maxrss_bytes": out[1], "maxrss_bytes": out[2],
-                                              "vmhwm_bytes": out[3]}
+                                              "vmhwm_bytes": out[3], "base_vmhwm_bytes": out[4],
+                                              "bytes_per_task": (out[3] - out[4]) / args.rss_tasks}
         print("  measured (e) rss", flush=True)
 
     # ---- the table
-    print()
-    print(f"Task overhead, us per task (spawn + run + wait), {W} workers, median of {args.reps}")
-    print(f"{'workload':<17} {'parla':>9} {'dask':>9} {'tpe':>9} {'dask/parla':>11} {'tpe/parla':>10}   tasks")
-    for name, p, d, t, rd, rt, n, nd in rows:
-        tasks = f"{n:,}" + (f" (dask {nd:,})" if nd != n else "")
-        print(f"{name:<17} {p:9.2f} {d:9.2f} {t:9.2f} {rd:10.1f}x {rt:9.1f}x   {tasks}")
-    print()
-    print(f"Parallel efficiency of GIL-releasing busy tasks (np.dot, single-threaded BLAS), {W} workers")
-    print(f"{'task':<8} {'matrix':>7} {'measured':>10} {'tasks':>7} {'parla':>7} {'dask':>7} {'tpe':>7}")
-    for label, size, t_task, n, effs in eff_rows:
-        print(f"{label:<8} {size:>5}^2 {t_task * 1e6:8.1f}us {n:7d} {effs['parla']:7.3f} {effs['dask']:7.3f} "
-              f"{effs['tpe']:7.3f}")
+    if rows:
+        print()
+        print(f"Task overhead, us per task (spawn + run + wait), {W} workers, median of {args.reps}")
+        print(f"{'workload':<17} {'parla':>9} {'dask':>9} {'tpe':>9} {'dask/parla':>11} {'tpe/parla':>10}   tasks")
+        for name, p, d, t, rd, rt, n, nd in rows:
+            tasks = f"{n:,}" + (f" (dask {nd:,})" if nd != n else "")
+            print(f"{name:<17} {p:9.2f} {d:9.2f} {t:9.2f} {rd:10.1f}x {rt:9.1f}x   {tasks}")
+    if eff_rows:
+        print()
+        print(f"Parallel efficiency of GIL-releasing busy tasks (np.dot, single-threaded BLAS), {W} workers")
+        print(f"{'task':<8} {'matrix':>7} {'measured':>10} {'tasks':>7} {'parla':>7} {'dask':>7} {'tpe':>7}")
+        for label, size, t_task, n, effs in eff_rows:
+            print(f"{label:<8} {size:>5}^2 {t_task * 1e6:8.1f}us {n:7d} {effs['parla']:7.3f} {effs['dask']:7.3f} "
+                  f"{effs['tpe']:7.3f}")
     if rss_rows:
         print()
         print(f"{args.rss_tasks:,} tasks in one program (subprocess), {W} workers")
@@ -402,16 +410,18 @@ def main(argv=None):
             if out is None:
                 print(f"  {mode:<10} failed: {err}")
                 continue
-            elapsed, base, peak, hwm = out
+            elapsed, base, peak, hwm, hwm0 = out
             print(f"  {mode:<10} {elapsed:7.2f} s = {elapsed / args.rss_tasks * 1e6:5.2f} us/task, "
                   f"peak RSS: ru_maxrss {peak / 2**20:7.1f} MiB, VmHWM {hwm / 2**20:7.1f} MiB "
-                  f"(ru_maxrss before spawning: {base / 2**20:.1f} MiB)")
+                  f"(before spawning: ru_maxrss {base / 2**20:.1f} MiB, VmHWM {hwm0 / 2**20:.1f} MiB; "
+                  f"{(hwm - hwm0) / args.rss_tasks:.0f} bytes/task)")
         print("  (Linux carries the parent's RSS at fork into the child's ru_maxrss, so ru_maxrss is at least the "
               "benchmark process's size;\n   VmHWM from /proc/self/status is the child's own high-water mark.)")
-    print()
-    print(f"Dask runs smaller graphs (its per-task cost is ~10x higher): (a), (b) with {args.dask_tasks:,} tasks, "
-          f"(c) with {args.dask_waves} waves; figures are per task. ThreadPoolExecutor expresses dependencies "
-          f"by .result() calls at the start of each task body (see the module docstring).")
+    if rows:
+        print()
+        print(f"Dask runs smaller graphs (its per-task cost is ~10x higher): (a), (b) with {args.dask_tasks:,} tasks, "
+              f"(c) with {args.dask_waves} waves; figures are per task. ThreadPoolExecutor expresses dependencies "
+              f"by .result() calls at the start of each task body (see the module docstring).")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -34,7 +34,7 @@ from . import _blocking, _context, _core, _cuda
 from . import native as _native
 from ._errors import TaskCancelledError, UnspawnedDependencyError
 from ._logging import mapping_logger, spawn_logger
-from .array import _declares, _engine_accesses, storage_size as _storage_size
+from .array import PArray as _PArray, _declares, _engine_accesses, storage_size as _storage_size
 from .devices import Device, cpu, device_of, resolve_placement
 from .environments import TaskEnvironmentRegistry
 from .function_decorators import specialize
@@ -54,8 +54,6 @@ class Task(_core.Task):
     ``exception``, ``dependencies``. ``await task`` inside an async task gives its result.
     """
 
-    _dropped = False  # drop_result() was called
-
     def drop_result(self) -> None:
         """Releases the body's return value, so the task no longer keeps it alive (a Task, or a TaskSpace
         naming it, lives as long as the program keeps it). Afterwards ``result`` raises RuntimeError. Only on
@@ -63,8 +61,7 @@ class Task(_core.Task):
         if not self.done:
             raise RuntimeError(f"task {self.name} has not finished (state {self.state}): its result cannot be "
                                f"dropped yet")
-        self._dropped = True
-        self._drop_result()
+        self._drop_result()  # sets _dropped (a flag in the object: no __dict__ made for it)
 
     # Set at spawn (class defaults keep task creation in C).
     _decl: Tuple[Any, Any, Any] = ((), (), ())
@@ -232,8 +229,10 @@ class TaskSpace(_core.TaskSpaceBase):
             shape_ = tuple(int(n) for n in shape_)
         self.shape: Optional[Tuple[int, ...]] = shape_
         self.start: Optional[Tuple[int, ...]] = start_
-        # key -> its Task (a TaskHandle for a key named outside a context)
-        self._tasks: Dict[Tuple[Any, ...], Any] = {}
+        # key -> its Task (a TaskHandle for a key named outside a context), in the order the keys came: a
+        # dict's get, setdefault, [key], [key] = task, values(), len and in, with T[i]'s keys stored as
+        # 64-bit integers (a dict of 1-tuples took about 120 bytes a key)
+        self._tasks: Any = _core.TaskTable()
         # Serialises the creation of tasks: threads naming the same new id get the same task (one task runs
         # once; a dependency named on one thread is the task spawned on another).
         self._lock = threading.Lock()
@@ -623,10 +622,13 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
 
 
 if not TYPE_CHECKING:
-    # The same spawn, with its common case in C: spawn(), spawn(taskid) and spawn(taskid, dependencies) with
-    # taskid a Task or None make their decorator in parla._core, which spawns in one call; every other call,
-    # and what the decorator does not take (other task ids, task environments, progress, debug logging),
-    # comes here.
+    # The same spawn, with its common case in C: spawn(taskid, dependencies) with taskid a Task or None and
+    # the keywords placement, vcus, memory, input, output, inout and priority (an int) make their decorator
+    # in parla._core, which spawns in one call (placements cached in the context, and declarations of
+    # PArrays, views, (PArray, k) pairs and lists of them, read in C; other forms, and every error, by
+    # resolve_placement and _engine_accesses, as here); every other call, and what the decorator does not
+    # take (other task ids, tags, ndevices, data, task environments, progress, debug logging, native
+    # bodies), comes here.
     spawn = functools.update_wrapper(_core.SpawnFunction(spawn), spawn)
 
 
@@ -912,3 +914,5 @@ def get_current_stream() -> Any:
 
 _core._spawn_setup(Task, _spawn, _watch_body, _global_reads, _finish_scopes, _record_in_finish, spawn_logger,
                    _native.Call)
+_core._spawn_setup_data(resolve_placement, _engine_accesses, cpu, cpu(0), _PArray, _cuda.on_cuda_device,
+                        mapping_logger)

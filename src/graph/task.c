@@ -289,6 +289,13 @@ parla_task_t *parla_task_cause(const parla_task_t *t)
     return atomic_load_explicit(&t->cause, memory_order_acquire);
 }
 
+int parla_task_is_plain_done(const parla_task_t *t)
+{
+    /* The final state is published (release) after devices and ext were last written. */
+    return t != NULL && atomic_load_explicit(&t->state, memory_order_acquire) == PARLA_TASK_DONE &&
+           t->ext == NULL && t->n_devices == 1 && t->devices[0] == 0;
+}
+
 void parla__graph_object_freed(parla_runtime_t *rt)
 {
     if (atomic_fetch_sub_explicit(&parla__graph_rt(rt)->n_live, 1, memory_order_acq_rel) == 1)

@@ -18,14 +18,20 @@ PyObject *pyparla_take_exception(void)
     return value;
 }
 
-parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded, Py_ssize_t *n)
+parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded, Py_ssize_t *n,
+                                     Py_ssize_t *n_done)
 {
+    *n = *n_done = 0;
     if (PyObject_TypeCheck(yielded, task_type)) {
         parla_task_t **out = PyMem_Malloc(sizeof *out);
         if (!out)
             return (parla_task_t **)PyErr_NoMemory();
-        out[0] = ((TaskObject *)yielded)->task;
-        *n = 1;
+        if ((out[0] = ((TaskObject *)yielded)->task) != NULL) {
+            parla_task_retain(out[0]);
+            *n = 1;
+        } else {
+            *n_done = 1;
+        }
         return out;
     }
     if (!PyTuple_Check(yielded) && !PyList_Check(yielded)) {
@@ -39,25 +45,35 @@ parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded,
     parla_task_t **out = PyMem_Malloc((size_t)(len ? len : 1) * sizeof *out);
     if (!out)
         return (parla_task_t **)PyErr_NoMemory();
+    Py_ssize_t k = 0;
     for (Py_ssize_t i = 0; i < len; i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(yielded, i);
         if (!PyObject_TypeCheck(item, task_type)) {
-            PyMem_Free(out);
+            pyparla_free_handles(out, k);
             PyErr_Format(PyExc_TypeError, "awaited collection holds a %.100s, not a Parla task",
                          Py_TYPE(item)->tp_name);
             return NULL;
         }
-        out[i] = ((TaskObject *)item)->task;
+        if ((out[k] = ((TaskObject *)item)->task) != NULL)
+            parla_task_retain(out[k++]);
+        else
+            (*n_done)++;
     }
-    *n = len;
+    *n = k;
     return out;
+}
+
+void pyparla_free_handles(parla_task_t **tasks, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        parla_task_release(tasks[i]);
+    PyMem_Free(tasks);
 }
 
 /* The body raised: the exception becomes the task's, listed in the runtime's failed list. */
 static int record_failure(TaskObject *self)
 {
-    PyObject *exc = pyparla_take_exception();
-    Py_XSETREF(self->exception, exc);
+    pyparla_task_set_exception(self, pyparla_take_exception());
     Py_CLEAR(self->func);
     pyparla_add_failed(self->runtime, self);
     return 1; /* a positive code: the body raised */
@@ -68,14 +84,14 @@ static int record_failure(TaskObject *self)
  * context exit reports it like a body's exception. */
 void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_task_t *task)
 {
-    if (obj->exception != NULL || obj->submitting)
+    if (pyparla_task_exception(obj) != NULL || obj->submitting)
         return; /* the body raised (recorded already), or spawn raises it */
     PyObject *exc = pyparla_new_error(PYPARLA_AT_TASK_FAILED, parla_task_error(task), NULL);
     if (exc == NULL) {
         PyErr_Clear();
         return;
     }
-    obj->exception = exc;
+    pyparla_task_set_exception(obj, exc);
     Py_CLEAR(obj->func);
     pyparla_add_failed(rt, obj);
 }
@@ -128,15 +144,16 @@ static int drive_coroutine(TaskObject *self, parla_task_t *task)
                 return record_failure(self);
         }
         /* Yielded: what it awaits. */
-        Py_ssize_t n = 0;
-        parla_task_t **tasks = pyparla_awaited_tasks(pyparla_get_state(self->runtime->module)->task_type, out, &n);
+        Py_ssize_t n = 0, n_done;
+        parla_task_t **tasks = pyparla_awaited_tasks(pyparla_get_state(self->runtime->module)->task_type, out, &n,
+                                                     &n_done);
         Py_DECREF(out);
         if (tasks == NULL) {
             throw_exc = pyparla_take_exception();
             continue;
         }
         int rc = parla_task_suspend_on(task, tasks, (size_t)n);
-        PyMem_Free(tasks);
+        pyparla_free_handles(tasks, n);
         if (rc != 0) {
             pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
             throw_exc = pyparla_take_exception();

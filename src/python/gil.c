@@ -93,7 +93,7 @@ static void hook_task_finished(parla_task_t *task, void *user)
     if (obj == NULL || !obj->engine_ref)
         return;
     obj->engine_ref = 0;
-    if (parla_task_state(task) == PARLA_TASK_FAILED && obj->exception == NULL) {
+    if (parla_task_state(task) == PARLA_TASK_FAILED) { /* its exception is read with the GIL held */
         PyGILState_STATE g = PyGILState_Ensure();
         pyparla_record_engine_failure(rt, obj, task);
         pyparla_task_finished(obj);

@@ -94,7 +94,7 @@ static int replay_failed(parla_task_t *task, pynode_t *n, GraphObject *g)
         PyErr_Clear();
         PyErr_WriteUnraisable(exc);
     } else {
-        Py_XSETREF(obj->exception, Py_XNewRef(exc));
+        pyparla_task_set_exception(obj, Py_XNewRef(exc));
         pyparla_add_failed(obj->runtime, obj);
     }
     if (g && g->error == NULL && exc && (g->error = Py_BuildValue("(sO)", parla_task_name(task), exc)) == NULL)
@@ -211,8 +211,11 @@ void pyparla_capture_record(TaskObject *task, PyObject *body, PyObject *deps, Py
         set_broken(g);
         return;
     }
-    for (Py_ssize_t i = 0; i < n; i++)
-        handles[i] = ((TaskObject *)PyList_GET_ITEM(deps, i))->task;
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) /* a released dependency (done, not captured) is no edge */
+        if ((handles[k] = ((TaskObject *)PyList_GET_ITEM(deps, i))->task) != NULL)
+            k++;
+    n = k;
     node->body = Py_NewRef(body);
     node->tmpl = (TaskObject *)Py_NewRef(task);
     node->graph = g;

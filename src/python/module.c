@@ -141,15 +141,19 @@ static PyObject *mod_wait_any(PyObject *module, PyObject *const *args, Py_ssize_
     double timeout = PyFloat_AsDouble(args[1]);
     if (timeout == -1.0 && PyErr_Occurred())
         return NULL;
-    Py_ssize_t n = 0;
-    parla_task_t **tasks = pyparla_awaited_tasks(pyparla_get_state(module)->task_type, args[0], &n);
+    Py_ssize_t n = 0, n_done;
+    parla_task_t **tasks = pyparla_awaited_tasks(pyparla_get_state(module)->task_type, args[0], &n, &n_done);
     if (tasks == NULL)
         return NULL;
+    if (n_done) { /* one of them has finished already (released) */
+        pyparla_free_handles(tasks, n);
+        return Py_BuildValue("(is)", 0, "");
+    }
     pyparla_gil_t g = pyparla_gil_release();
     int rc = parla_task_wait_any(tasks, (size_t)n, timeout);
     const char *msg = rc ? parla_last_error_message() : "";
     pyparla_gil_restore(g);
-    PyMem_Free(tasks);
+    pyparla_free_handles(tasks, n);
     return Py_BuildValue("(is)", rc, msg);
 }
 

@@ -657,7 +657,7 @@ static void record_failure(TaskObject *obj, NativeBodyObject *b, const native_fa
     PyObject *exc = failure_exception(pyparla_get_state(obj->runtime->module), pyparla_task_name(obj), b, f);
     if (exc == NULL)
         exc = pyparla_take_exception();
-    Py_XSETREF(obj->exception, exc);
+    pyparla_task_set_exception(obj, exc);
     Py_CLEAR(obj->func);
     pyparla_add_failed(obj->runtime, obj);
 }

@@ -12,6 +12,8 @@
  *   spawn.c        checking a spawn's arguments (dependencies, placements, accesses, feasibility); the
  *                  spawn path in C (parla._core.Spawner: what @spawn(taskid, dependencies) returns) and
  *                  TaskSpace indexing (parla._core.TaskSpaceBase)
+ *   spawn_decl.c   a spawn's placement and data access declarations, read in C for the spawn path
+ *   space.c        parla._core.TaskTable: a TaskSpace's tasks by key, integer keys stored compactly
  *   task_obj.c     parla._core.Task
  *   runtime_obj.c  parla._core.Runtime
  *   data_obj.c     parla._core.Data and parla._core.Hold
@@ -67,10 +69,12 @@ typedef struct {
     /* In a child process forked while the runtime ran: the engine (its workers, its locks) belongs to
      * the parent; no engine call is made. */
     int forked;
-    /* Finished tasks taken off the cycle collector's lists (see pyparla_task_finished), linked through
-     * TaskObject.untracked_prev/next; all tracked again, and none untracked any more, from the runtime's
-     * first failure (a failed task's traceback can reach any task, and the runtime reaches the failed). */
-    TaskObject *untracked;
+    /* Finished tasks taken off the cycle collector's lists (see pyparla_task_finished): a PyMem array of
+     * n_untracked (cap_untracked allocated), each at its TaskObject.untracked_at; all tracked again, and
+     * none untracked any more, from the runtime's first failure (a failed task's traceback can reach any
+     * task, and the runtime reaches the failed). */
+    TaskObject **untracked;
+    Py_ssize_t n_untracked, cap_untracked;
     int failures_seen;
     /* The Graph being captured (graph_obj.c; borrowed, cleared when its capture ends or it goes), or NULL:
      * spawns made by capture_thread while it runs the body of capture_task (NULL: outside bodies) are
@@ -80,30 +84,51 @@ typedef struct {
     parla_task_t *capture_task;
 } RuntimeObject;
 
-/* parla._core.Task: one engine task (the base of parla.tasks.Task). */
+/* A weak link to a Task object, for its dependents' Task.dependencies: the task's own reference and one
+ * per dependent that lists it; obj is cleared when the Task object is freed. PyMem memory, GIL held. */
+typedef struct pyparla_anchor {
+    Py_ssize_t refs;
+    TaskObject *obj;
+} pyparla_anchor_t;
+
+/* parla._core.Task: one engine task (the base of parla.tasks.Task).
+ *
+ * A finished plain task (parla_task_is_plain_done) releases its engine task (pyparla_task_finished):
+ * released is then 1, task NULL, the state "done", the devices (0,), and the name is name or cname. */
 struct TaskObject {
     PyObject_HEAD
-    parla_task_t *task;        /* owned reference */
+    parla_task_t *task;        /* owned reference; NULL once released */
     RuntimeObject *runtime;    /* strong */
     PyObject *func;            /* the body: a callable, then the coroutine it returned; NULL once finished */
-    PyObject *result;
-    PyObject *exception;
-    PyObject *name;            /* the name as str when the engine's copy cannot hold it (else NULL) */
+    PyObject *result;          /* the body's return value, or (has_exc) its exception */
+    union {
+        PyObject *name; /* the name as str when the engine's copy cannot hold it (else NULL) */
+        char *cname;    /* name_is_c (once released with name NULL): the engine's name, copied (PyMem) */
+    };
     PyObject *dict;
     PyObject *keep;            /* objects kept alive while the body runs (a list, or NULL) */
-    /* The dependencies given at spawn, as engine handles (held; released with the object): weak for the
-     * Python side, since a dependency's Task object and result are freed when nothing else holds them
-     * (its engine task's user pointer is then NULL). One handle inline, more in a PyMem array. */
+    /* The dependencies given at spawn, as anchors (held): weak for the Python side, since a dependency's
+     * Task object and result are freed when nothing else holds them (its anchor's obj is then NULL). One
+     * inline, more in a PyMem array. */
     union {
-        parla_task_t *one;
-        parla_task_t **many;
+        pyparla_anchor_t *one;
+        pyparla_anchor_t **many;
     } deps;
-    TaskObject *deferred_next; /* link in RuntimeObject.deferred */
-    TaskObject *untracked_prev, *untracked_next; /* link in RuntimeObject.untracked while untracked */
-    unsigned char submitting;  /* inside _submit: a failure is raised there */
-    unsigned char engine_ref;  /* the engine holds a reference (taken at submit) */
-    unsigned char gc_off;      /* untracked by pyparla_task_finished, in RuntimeObject.untracked */
-    uint32_t n_deps;           /* handles in deps (beside the flags: no word of its own) */
+    pyparla_anchor_t *anchor;  /* this task's anchor, made when a dependent first lists it (or NULL) */
+    union {
+        TaskObject *deferred_next; /* link in RuntimeObject.deferred, until its finish is handled */
+        Py_ssize_t untracked_at;   /* gc_off (after the finish): the position in RuntimeObject.untracked */
+    };
+    unsigned char engine_ref;  /* the engine holds a reference (taken at submit; cleared by its finish) */
+    /* Written with the GIL held (never by the engine's threads, unlike engine_ref). */
+    unsigned int submitting : 1; /* inside _submit: a failure is raised there */
+    unsigned int gc_off : 1;      /* untracked by pyparla_task_finished, in RuntimeObject.untracked */
+    unsigned int released : 1;    /* finished plain: the engine task was released (task is NULL) */
+    unsigned int captured : 1;    /* spawned while a graph was captured: its engine task is kept */
+    unsigned int has_exc : 1;     /* result holds the exception the task failed with */
+    unsigned int name_is_c : 1;   /* the name is cname */
+    unsigned int dropped : 1;     /* _drop_result() was called */
+    uint32_t n_deps;           /* anchors in deps (beside the flags: no word of its own) */
 };
 
 /* parla._core.Data: a coherent data object (base or view) of the engine. */
@@ -126,6 +151,9 @@ typedef struct {
     int host; /* host memory (cpu, virtual GPU): exported as a writable buffer */
 } HoldObject;
 
+/* The most devices the spawn's feasibility check reads (spawn.c; more than Parla() allows). */
+#define PYPARLA_MAX_DEVICES 64
+
 /* Entries of the cache of the global names a body's code reads (spawn.c). */
 #define PYPARLA_GLOBALS_CACHE 64
 
@@ -142,12 +170,16 @@ typedef struct {
     PyTypeObject *graph_type;
     PyTypeObject *spawner_type;
     PyTypeObject *space_type;
+    PyTypeObject *table_type;
     PyTypeObject *spawn_function_type;
     PyObject *str_name;     /* "__name__" */
     PyObject *str_qualname; /* "__qualname__" */
-    PyObject *str_tasks, *str_shape, *str_start, *str_create, *str_name_attr, *str_getitem, *str_enabled,
-        *str_dependencies;
+    PyObject *str_tasks, *str_shape, *str_start, *str_create, *str_name_attr, *str_getitem, *str_enabled;
     PyObject *ten, *zero, *zero_float, *empty_tuple; /* 10 (logging.DEBUG), 0, 0.0, () */
+    /* The keywords of spawn the spawn path takes, in the order of parla.tasks._spawn's parameters (taskid,
+     * dependencies, placement, vcus, memory, input, output, inout, priority). */
+    PyObject *spawn_kw[9];
+    PyObject *str_data_attr, *str_engine_data, *str_decl, *str_modes, *str_slots; /* _data, _engine_data, ... */
     /* From parla.tasks (_spawn_setup): the Task class, the general spawn (taskid, dependencies) -> decorator,
      * the body wrapper for watched globals (body, task) -> body, the global names a code object reads,
      * the open finish() blocks (a dict), what records a task in them, the spawn logger, and the type of
@@ -156,18 +188,33 @@ typedef struct {
     PyTypeObject *native_call_type; /* parla.native.Call: a native body, bound to its task in Python */
     PyObject *spawn_general, *watch_body, *global_reads, *finish_scopes, *record_in_finish, *spawn_logger;
     PyObject *spawn_log_cache; /* the spawn logger's _cache dict (isEnabledFor answers), or NULL */
+    /* From parla.tasks (_spawn_setup_data): what placements and access declarations need (spawn_decl.c):
+     * parla.devices.resolve_placement, parla.array._engine_accesses, the objects cpu and cpu(0), the
+     * PArray class, parla._cuda.on_cuda_device, the mapping logger and its _cache dict (or NULL). */
+    PyObject *resolve_placement, *engine_accesses, *cpu_arch, *cpu0, *on_cuda_device, *mapping_logger,
+        *mapping_log_cache;
+    PyTypeObject *parray_type;
     /* The active parla.Parla context and its runtime (both NULL outside one), and whether spawns into it
      * may take the fast path (no task environments, no progress monitor). */
     PyObject *context;
     RuntimeObject *context_rt;
     int context_plain;
+    int context_cuda;           /* the context has CUDA GPUs (a placed body then runs on_cuda_device) */
+    PyObject *placement_cache;  /* the context's _placement_cache (a dict), or NULL */
+    /* The capacities of the devices of caps_rt (the context's runtime once read; NULL: not read in this
+     * context), for the spawn's feasibility check: a runtime's devices and capacities are fixed once made. */
+    RuntimeObject *caps_rt;
+    parla_device_info_t caps[PYPARLA_MAX_DEVICES];
+    /* The placement, vcus and memory objects of the last placed spawn found in the context's cache, and
+     * what the cache gave for them (spawn_decl.c; cleared with the context). */
+    PyObject *last_placement, *last_vcus, *last_memory, *last_resolved;
     unsigned long long anonymous; /* the counter of anonymous task names */
     PyObject *globals_code[PYPARLA_GLOBALS_CACHE], *globals_names[PYPARLA_GLOBALS_CACHE];
 } pyparla_state;
 
 extern PyModuleDef pyparla_module_def;
 extern PyType_Spec pyparla_runtime_spec, pyparla_task_spec, pyparla_data_spec, pyparla_hold_spec, pyparla_graph_spec;
-extern PyType_Spec pyparla_spawner_spec, pyparla_space_spec, pyparla_spawn_function_spec;
+extern PyType_Spec pyparla_spawner_spec, pyparla_space_spec, pyparla_spawn_function_spec, pyparla_table_spec;
 extern PyMethodDef pyparla_spawn_methods[];
 extern const char pyparla_forked_message[];
 
@@ -187,7 +234,7 @@ static inline pyparla_state *pyparla_get_state_by_type(PyTypeObject *tp)
 /* 0 when the Task object was initialised; -1 with RuntimeError set otherwise. */
 static inline int pyparla_check_task(TaskObject *self)
 {
-    if (self->task == NULL) {
+    if (self->task == NULL && !self->released) {
         PyErr_SetString(PyExc_RuntimeError, "Task object was not initialised");
         return -1;
     }
@@ -197,13 +244,17 @@ static inline int pyparla_check_task(TaskObject *self)
 /* The task's name in UTF-8, for messages (GIL held). */
 static inline const char *pyparla_task_name(TaskObject *self)
 {
+    if (self->name_is_c)
+        return self->cname;
     if (self->name) {
         const char *s = PyUnicode_AsUTF8(self->name);
         if (s == NULL)
             PyErr_Clear();
         return s ? s : "?";
     }
-    return self->task ? parla_task_name(self->task) : "(not initialised)";
+    if (self->task)
+        return parla_task_name(self->task);
+    return "(not initialised)";
 }
 
 /* ----------------------------------------------------------------------------- errors (module.c) -- */
@@ -254,9 +305,13 @@ int pyparla_task_body(parla_task_t *task, void *arg);
 /* Makes the engine's failure of obj's task (no body ran) obj's exception and lists it in the runtime's
  * failed list, unless a body or the spawn already raised. GIL held. */
 void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_task_t *task);
-/* The engine tasks of a Task or a tuple or list of Tasks: a new PyMem array of *n borrowed handles, or
- * NULL with TypeError/MemoryError set. */
-parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded, Py_ssize_t *n);
+/* The engine tasks of a Task or a tuple or list of Tasks: a new PyMem array of *n held handles (a
+ * finished task may release its own while the GIL is let go), freed with pyparla_free_handles, or NULL
+ * with TypeError/MemoryError set. Released tasks (done) have no handle: they are left out, and *n_done
+ * counts them. */
+parla_task_t **pyparla_awaited_tasks(PyTypeObject *task_type, PyObject *yielded, Py_ssize_t *n,
+                                     Py_ssize_t *n_done);
+void pyparla_free_handles(parla_task_t **tasks, Py_ssize_t n);
 /* fn with its closure cells copied (captured by value, as Parla does), or fn itself when it is not a
  * Python function or has no closure. New reference. */
 PyObject *pyparla_capture(pyparla_state *st, PyObject *fn);
@@ -293,14 +348,52 @@ int pyparla_add_options(TaskObject *self, PyObject *options);
 /* Refuses (ValueError) a task whose needs no allowed device can ever hold, before the spawn changes the
  * graph. options were checked by pyparla_add_options. */
 int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, unsigned long long memory);
+/* ---------------------------------------------------------------------------- spawn_decl.c -- */
+
+/* A spawn's placement, vcus and memory for task, as parla.devices.resolve_placement resolves them: out
+ * gets new references to the options (None, or a list of (slots, vcus, memory)), the vcus (float) and the
+ * memory (int). Placements cached in the context are read in C; the rest (and every error) are
+ * resolve_placement's. 0, or -1 with its exception set. GIL held. */
+int pyparla_spawn_placement(pyparla_state *st, TaskObject *task, PyObject *placement, PyObject *vcus,
+                            PyObject *memory, PyObject *out[3]);
+/* Forgets the last placement remembered by pyparla_spawn_placement (when the context changes). */
+void pyparla_spawn_forget_placement(pyparla_state *st);
+/* The engine accesses of a spawn's input, output and inout (decl[0..2]) for task, as
+ * parla.array._engine_accesses reads them: a new list of (Data, mode) and (Data, mode, slot) (the empty
+ * tuple when nothing is declared), *attrs a new dict of the attributes set on the task at submit (_decl,
+ * _modes, _slots; NULL when nothing is declared). PArrays, (PArray, k) and lists and tuples of them are
+ * read in C; other forms and every error are _engine_accesses's (TypeError/ValueError naming the task and
+ * the argument). options: the resolved placement options. NULL with the exception set. GIL held. */
+PyObject *pyparla_spawn_accesses(pyparla_state *st, TaskObject *task, PyObject *const *decl, PyObject *options,
+                                 PyObject **attrs);
 /* Module state traversal and clearing of what the spawn path holds. */
 int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg);
 void pyparla_spawn_clear(pyparla_state *st);
-/* Creates the Spawner and TaskSpaceBase types and the constants of the spawn path. */
+/* Creates the Spawner, TaskSpaceBase and TaskTable types and the constants of the spawn path. */
 int pyparla_spawn_init(PyObject *m, pyparla_state *st);
+
+/* ---------------------------------------------------------------------------------- space.c -- */
+
+/* The task of key (a tuple) in table (a TaskTable), borrowed, or NULL (with an exception if the lookup
+ * raised: an unhashable key). */
+PyObject *pyparla_table_get(PyObject *table, PyObject *key);
+/* The task of key in table, recorded as value when the key is new (borrowed), or NULL with an exception. */
+PyObject *pyparla_table_setdefault(PyObject *table, PyObject *key, PyObject *value);
+/* The task of key (k,) in table (a TaskTable), borrowed, or NULL (no exception). */
+PyObject *pyparla_table_get_int(PyObject *table, int64_t k);
+/* The task of key (k,) in table, recorded as value when the key is new (borrowed), or NULL with
+ * MemoryError. k must not be INT64_MIN (stored as a generic key). */
+PyObject *pyparla_table_setdefault_int(PyObject *table, int64_t k, PyObject *value);
 
 /* ------------------------------------------------------------------------------- task_obj.c -- */
 
+/* The exception t failed with (borrowed), or NULL. GIL held. */
+static inline PyObject *pyparla_task_exception(TaskObject *t)
+{
+    return t->has_exc ? t->result : NULL;
+}
+/* Makes exc (stolen; NULL: none) the exception t failed with, in place of its result. GIL held. */
+void pyparla_task_set_exception(TaskObject *t, PyObject *exc);
 /* A new Task object of type tp (parla._core.Task or a subclass) with a new engine task named name (UTF-8,
  * len bytes; name_obj, when not NULL, is the same name as str). RuntimeError if rt is closed. GIL held. */
 TaskObject *pyparla_task_new(PyTypeObject *tp, RuntimeObject *rt, const char *name, Py_ssize_t len,

@@ -110,6 +110,7 @@ static void Runtime_dealloc(RuntimeObject *self)
     }
     Runtime_clear(self);
     Py_CLEAR(self->module);
+    PyMem_Free(self->untracked); /* empty: every task holds its runtime */
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -191,11 +192,12 @@ static PyObject *Runtime_cancel_stuck(RuntimeObject *self, PyObject *tasks_arg)
     if (pyparla_check_open(self) < 0)
         return NULL;
     Py_ssize_t n = 0;
-    parla_task_t **tasks = pyparla_awaited_tasks(pyparla_get_state(self->module)->task_type, tasks_arg, &n);
+    Py_ssize_t n_done; /* finished: not stuck */
+    parla_task_t **tasks = pyparla_awaited_tasks(pyparla_get_state(self->module)->task_type, tasks_arg, &n, &n_done);
     if (tasks == NULL)
         return NULL;
     int rc = parla_runtime_cancel_stuck(self->rt, tasks, (size_t)n);
-    PyMem_Free(tasks);
+    pyparla_free_handles(tasks, n);
     pyparla_drain_deferred(self);
     if (rc < 0)
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);

@@ -7,6 +7,7 @@
 
 #include <structmember.h>
 
+#include <limits.h>
 #include <string.h>
 
 /* Appends to out every task found in obj (a Task, or an iterable of Tasks
@@ -98,6 +99,23 @@ int pyparla_bytes_arg(PyObject *o, void *out)
     return 1;
 }
 
+/* The parts of one placement option (slots, vcus, memory): read directly from the tuple of a float and an int
+ * that resolve_placement makes, else parsed (with its errors). 1, or 0 with an exception set. */
+static int option_parts(PyObject *item, PyObject **slots, double *vcus, unsigned long long *memory)
+{
+    if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 3 && PyFloat_CheckExact(PyTuple_GET_ITEM(item, 1)) &&
+        PyLong_CheckExact(PyTuple_GET_ITEM(item, 2))) {
+        *memory = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 2));
+        if (!(*memory == (unsigned long long)-1 && PyErr_Occurred())) {
+            *slots = PyTuple_GET_ITEM(item, 0);
+            *vcus = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(item, 1));
+            return 1;
+        }
+        PyErr_Clear(); /* out of range: the parse below says so */
+    }
+    return PyArg_ParseTuple(item, "OdO&", slots, vcus, pyparla_bytes_arg, memory);
+}
+
 /* Placement options: None or a sequence of (slots, vcus, memory), slots a
  * tuple of device indices or PARLA_ANY_CPU / PARLA_ANY_GPU. */
 int pyparla_add_options(TaskObject *self, PyObject *options)
@@ -112,7 +130,7 @@ int pyparla_add_options(TaskObject *self, PyObject *options)
         PyObject *slots_obj;
         double vcus;
         unsigned long long memory;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "OdO&", &slots_obj, &vcus, pyparla_bytes_arg, &memory))
+        if (!option_parts(PySequence_Fast_GET_ITEM(seq, i), &slots_obj, &vcus, &memory))
             goto fail;
         PyObject *slots = PySequence_Fast(slots_obj, "slots must be a sequence");
         if (slots == NULL)
@@ -215,13 +233,22 @@ int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, uns
 {
     parla_runtime_t *rt = self->runtime->rt;
     int n_dev = parla_runtime_num_devices(rt);
-    parla_device_info_t devs[64];
-    if (n_dev > 64)
+    parla_device_info_t own[PYPARLA_MAX_DEVICES], *devs = own;
+    if (n_dev > PYPARLA_MAX_DEVICES)
         return 0; /* more than Parla() allows: the engine checks at submit */
     if (options == Py_None && vcus <= 1.0 && memory == 0)
         return 0; /* fits the cpu device, whose vcus capacity is 1 (the common case: nothing asked) */
-    for (int i = 0; i < (options == Py_None ? 1 : n_dev); i++)
-        parla_device_info(rt, i, &devs[i]);
+    /* The capacities of the context's devices, read once per context (a runtime's are fixed once made). */
+    pyparla_state *st = pyparla_get_state(self->runtime->module);
+    int cached = self->runtime == st->context_rt;
+    if (cached)
+        devs = st->caps;
+    if (!cached || st->caps_rt != self->runtime) {
+        for (int i = 0; i < n_dev; i++)
+            parla_device_info(rt, i, &devs[i]);
+        if (cached)
+            st->caps_rt = self->runtime;
+    }
     if (options == Py_None) {
         if (vcus <= devs[0].vcus_capacity && memory <= devs[0].memory_capacity)
             return 0;
@@ -240,7 +267,7 @@ int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, uns
         PyObject *opt = PySequence_GetItem(options, o), *slots = NULL;
         double ov;
         unsigned long long om;
-        if (opt == NULL || !PyArg_ParseTuple(opt, "OdK", &slots, &ov, &om)) {
+        if (opt == NULL || !option_parts(opt, &slots, &ov, &om)) {
             Py_XDECREF(opt);
             return -1;
         }
@@ -282,22 +309,36 @@ int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, uns
 
 /* ========================================================================= the spawn path in C == */
 /*
- * @spawn(taskid, dependencies) with nothing else asked (no placement, resources, data, priority, tags)
- * is the common spawn: parla.tasks.spawn gives it to spawner(), which returns a Spawner, the decorator;
- * calling it with the body names (or creates) the task, checks and records the dependencies and submits
- * it, in one call with no Python code run, unless the body reads globals that look like data (then
- * parla.tasks wraps it, to warn when they are rebound). Everything else goes to parla.tasks's general
- * spawn, which ends in the same Task._submit.
+ * @spawn(taskid, dependencies, placement=, vcus=, memory=, input=, output=, inout=, priority=) is the
+ * common spawn: parla.tasks.spawn (a SpawnFunction) gives it to make_spawner, which returns a Spawner, the
+ * decorator; calling it with the body names (or creates) the task, resolves its placement, reads its
+ * access declarations (spawn_decl.c), checks and records the dependencies and submits it, in one call
+ * with no Python code run for the common forms (a body reading globals that look like data is wrapped by
+ * parla.tasks, to warn when they are rebound). Everything else (other keywords and task ids, task
+ * environments, progress, debug logging, native bodies) goes to parla.tasks's general spawn, which ends in
+ * the same Task._submit.
  */
+
+/* A spawn's arguments, in the order of parla.tasks._spawn's parameters. */
+enum { A_TASKID, A_DEPS, A_PLACEMENT, A_VCUS, A_MEMORY, A_INPUT, A_OUTPUT, A_INOUT, A_PRIORITY, SPAWN_NARGS };
 
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *taskid; /* a Task, or None (anonymous) */
-    PyObject *deps;   /* the dependencies argument, as given */
+    Py_ssize_t n;             /* arguments held: 2 (taskid, dependencies; the rest are the defaults), or all */
+    PyObject *a[SPAWN_NARGS]; /* the arguments, as given (taskid: a Task, or None: anonymous) */
 } SpawnerObject;
 
 static const char no_context_message[] = "no Parla runtime is active: spawn tasks inside a 'with Parla():' block";
+
+/* a[] with spawn's defaults (borrowed). */
+static void spawn_defaults(pyparla_state *st, PyObject *a[SPAWN_NARGS])
+{
+    for (int i = 0; i < SPAWN_NARGS; i++)
+        a[i] = Py_None;
+    a[A_DEPS] = a[A_INPUT] = a[A_OUTPUT] = a[A_INOUT] = st->empty_tuple;
+}
+
 
 /* The global names code reads (a tuple, borrowed), from a small cache in front of parla.tasks's
  * _global_reads. NULL with an exception set. */
@@ -397,48 +438,111 @@ static TaskObject *anonymous_task(pyparla_state *st, RuntimeObject *rt, PyObject
     return task;
 }
 
-/* Spawns body as taskid (a Task, or None: anonymous) after deps, with the default settings. Returns the
- * task, or NULL with the exception set (the graph then unchanged, as Task._submit promises). */
-static PyObject *spawn_now(pyparla_state *st, PyObject *taskid, PyObject *deps, PyObject *body)
+/* The general spawn of a[0..n) (parla.tasks._spawn; its defaults for the rest) applied to body. */
+static PyObject *general_spawn(pyparla_state *st, PyObject *const *a, Py_ssize_t n, PyObject *body)
+{
+    PyObject *decorator = PyObject_Vectorcall(st->spawn_general, a, n, NULL);
+    PyObject *out = decorator ? PyObject_CallOneArg(decorator, body) : NULL;
+    Py_XDECREF(decorator);
+    return out;
+}
+
+/* Whether logger logs debug messages. The logger's own cache of isEnabledFor answers (a dict; logging
+ * clears it in place whenever a level changes) is read first. 1, 0, or -1 with an exception set. */
+static int logger_on(pyparla_state *st, PyObject *logger, PyObject *cache)
+{
+    if (cache) {
+        PyObject *hit = PyDict_GetItemWithError(cache, st->ten);
+        if (hit == Py_False)
+            return 0;
+        if (hit == NULL && PyErr_Occurred())
+            return -1;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(logger, st->str_enabled, st->ten);
+    if (r == NULL)
+        return -1;
+    int on = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return on;
+}
+
+/* Spawns body with the arguments a[0..n) (taskid a Task, or None: anonymous; n == 2: the rest are the
+ * defaults). Returns the task, or NULL with the exception set (the graph then unchanged,
+ * as Task._submit promises). The steps, and the order in which they can refuse the spawn, are
+ * parla.tasks._spawn's decorator's. */
+static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, Py_ssize_t n, PyObject *body)
 {
     RuntimeObject *rt = st->context_rt;
     if (rt == NULL)
         return PyErr_SetString(PyExc_RuntimeError, no_context_message), NULL;
-    if (Py_TYPE(body) == st->native_call_type) { /* a parla.native.Call: bound to the task in Python */
-        PyObject *args[2] = {taskid, deps};
-        PyObject *decorator = PyObject_Vectorcall(st->spawn_general, args, 2, NULL);
-        PyObject *out = decorator ? PyObject_CallOneArg(decorator, body) : NULL;
-        Py_XDECREF(decorator);
-        return out;
-    }
+    int plain = n < SPAWN_NARGS, placed = !plain && a[A_PLACEMENT] != Py_None;
+    /* A native body (a parla.native.Call) is bound to its task in Python; a placed body in a context with
+     * CUDA GPUs runs on_cuda_device unless it is async, which Python decides for callables that are not
+     * plain functions; a placement with the mapping logger on is logged there. */
+    int general = Py_TYPE(body) == st->native_call_type || (placed && st->context_cuda && !PyFunction_Check(body));
+    if (!general && placed && st->mapping_logger != NULL &&
+        (general = logger_on(st, st->mapping_logger, st->mapping_log_cache)) < 0)
+        return NULL;
+    if (general)
+        return general_spawn(st, a, n, body);
+    PyObject *taskid = a[A_TASKID];
     TaskObject *task = taskid == Py_None ? anonymous_task(st, rt, body) : (TaskObject *)Py_NewRef(taskid);
     if (task == NULL)
         return NULL;
-    PyObject *func = Py_NewRef(body);
+    /* The resolved placement (options, vcus, memory) and the accesses: borrowed defaults, or owned[]. */
+    PyObject *owned[4] = {NULL, NULL, NULL, NULL}, *attrs = NULL, *func = NULL, *out = NULL;
+    PyObject *options = Py_None, *vcus = st->zero_float, *memory = st->zero, *accesses = st->empty_tuple;
+    if (!plain) {
+        if (placed || a[A_VCUS] != Py_None || a[A_MEMORY] != Py_None) {
+            if (pyparla_spawn_placement(st, task, a[A_PLACEMENT], a[A_VCUS], a[A_MEMORY], owned) < 0)
+                goto done;
+            options = owned[0], vcus = owned[1], memory = owned[2];
+        }
+        if (a[A_INPUT] != st->empty_tuple || a[A_OUTPUT] != st->empty_tuple || a[A_INOUT] != st->empty_tuple) {
+            if ((owned[3] = pyparla_spawn_accesses(st, task, a + A_INPUT, options, &attrs)) == NULL)
+                goto done;
+            accesses = owned[3];
+        }
+    }
+    func = Py_NewRef(body);
+    int coroutine = 0;
     if (PyFunction_Check(body)) {
-        int r = reads_data_globals(st, body);
+        coroutine = (((PyCodeObject *)PyFunction_GET_CODE(body))->co_flags & CO_COROUTINE) != 0;
+        int r = coroutine ? 0 : reads_data_globals(st, body);
         if (r > 0)
             Py_SETREF(func, PyObject_CallFunctionObjArgs(st->watch_body, body, (PyObject *)task, NULL));
         if (r < 0 || func == NULL)
-            goto fail;
+            goto done;
     }
-    PyObject *args[7] = {func, deps, st->zero, st->zero_float, st->zero, Py_None, st->empty_tuple};
-    PyObject *r = pyparla_task_spawn(task, args, Py_None);
-    Py_CLEAR(func);
+    if (options != Py_None && st->context_cuda && !coroutine) {
+        Py_SETREF(func, pyparla_capture(st, func));
+        if (func == NULL)
+            goto done;
+        Py_SETREF(func, PyObject_CallFunctionObjArgs(st->on_cuda_device, func, memory, NULL));
+        if (func == NULL)
+            goto done;
+    }
+    PyObject *priority = plain || a[A_PRIORITY] == Py_None ? st->zero : a[A_PRIORITY];
+    PyObject *args[7] = {func, a[A_DEPS], priority, vcus, memory, options, accesses};
+    PyObject *r = pyparla_task_spawn(task, args, attrs ? attrs : Py_None);
     if (r == NULL)
-        goto fail;
+        goto done;
     Py_DECREF(r);
     if (PyDict_GET_SIZE(st->finish_scopes) > 0) { /* inside finish() blocks: recorded there */
         r = PyObject_CallOneArg(st->record_in_finish, (PyObject *)task);
         if (r == NULL)
-            goto fail;
+            goto done;
         Py_DECREF(r);
     }
-    return (PyObject *)task;
-fail:
+    out = Py_NewRef((PyObject *)task);
+done:
+    if (!plain)
+        for (int i = 0; i < 4; i++)
+            Py_XDECREF(owned[i]);
+    Py_XDECREF(attrs);
     Py_XDECREF(func);
     Py_DECREF(task);
-    return NULL;
+    return out;
 }
 
 static PyObject *Spawner_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -448,14 +552,14 @@ static PyObject *Spawner_vectorcall(PyObject *self, PyObject *const *args, size_
         PyErr_SetString(PyExc_TypeError, "the decorator spawn(...) returns takes one argument, the task body");
         return NULL;
     }
-    return spawn_now(PyType_GetModuleState(Py_TYPE(self)), sp->taskid, sp->deps, args[0]);
+    return spawn_now(PyType_GetModuleState(Py_TYPE(self)), sp->a, sp->n, args[0]);
 }
 
 static void Spawner_dealloc(SpawnerObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    Py_XDECREF(self->taskid);
-    Py_XDECREF(self->deps);
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        Py_DECREF(self->a[i]);
     PyObject_Free(self);
     Py_DECREF(tp);
 }
@@ -466,7 +570,7 @@ static PyMemberDef Spawner_members[] = {
 };
 
 static PyType_Slot Spawner_slots[] = {
-    {Py_tp_doc, "The decorator @spawn(taskid, dependencies) returns: call it with the body to spawn it."},
+    {Py_tp_doc, "The decorator @spawn(...) returns: call it with the body to spawn it."},
     {Py_tp_dealloc, Spawner_dealloc},
     {Py_tp_call, PyVectorcall_Call},
     {Py_tp_members, Spawner_members},
@@ -480,43 +584,26 @@ PyType_Spec pyparla_spawner_spec = {
     .slots = Spawner_slots,
 };
 
-/* Whether the spawn logger logs debug messages (then the general spawn logs each spawn). The logger's own
- * cache of isEnabledFor answers (logging clears it in place whenever a level changes) is read first. */
-static int spawn_logged(pyparla_state *st)
+/* The decorator of @spawn(*a[0..n)) (n: 2, taskid and dependencies, or SPAWN_NARGS), or what the general
+ * spawn returns for them. */
+static PyObject *make_spawner(pyparla_state *st, PyObject *const *a, Py_ssize_t n)
 {
-    if (st->spawn_log_cache) {
-        PyObject *hit = PyDict_GetItemWithError(st->spawn_log_cache, st->ten);
-        if (hit == Py_False)
-            return 0;
-        if (hit == NULL && PyErr_Occurred())
-            return -1;
-    }
-    PyObject *r = PyObject_CallMethodOneArg(st->spawn_logger, st->str_enabled, st->ten);
-    if (r == NULL)
-        return -1;
-    int on = PyObject_IsTrue(r);
-    Py_DECREF(r);
-    return on;
-}
-
-/* The decorator of @spawn(taskid, dependencies), or what the general spawn returns for them. */
-static PyObject *make_spawner(pyparla_state *st, PyObject *taskid, PyObject *deps)
-{
+    PyObject *taskid = a[A_TASKID], *deps = a[A_DEPS];
     int general = st->context_rt == NULL || !st->context_plain ||
                   (taskid != Py_None && !PyObject_TypeCheck(taskid, st->task_type)) || PyUnicode_Check(deps) ||
                   PyBytes_Check(deps);
-    if (!general && (general = spawn_logged(st)) < 0)
+    /* With the spawn logger on, the general spawn logs each spawn. */
+    if (!general && (general = logger_on(st, st->spawn_logger, st->spawn_log_cache)) < 0)
         return NULL;
-    if (general) { /* its checks and errors, its slower paths: the general spawn */
-        PyObject *args[2] = {taskid, deps};
-        return PyObject_Vectorcall(st->spawn_general, args, 2, NULL);
-    }
+    if (general) /* its checks and errors, its slower paths: the general spawn */
+        return PyObject_Vectorcall(st->spawn_general, a, n, NULL);
     SpawnerObject *sp = PyObject_New(SpawnerObject, st->spawner_type);
     if (sp == NULL)
         return NULL;
     sp->vectorcall = Spawner_vectorcall;
-    sp->taskid = Py_NewRef(taskid);
-    sp->deps = Py_NewRef(deps);
+    sp->n = n;
+    for (Py_ssize_t i = 0; i < n; i++)
+        sp->a[i] = Py_NewRef(a[i]);
     return (PyObject *)sp;
 }
 
@@ -532,12 +619,13 @@ static PyObject *mod_spawner(PyObject *module, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_RuntimeError, "spawner(): parla.tasks has not called _spawn_setup");
         return NULL;
     }
-    return make_spawner(st, args[0], args[1]);
+    return make_spawner(st, args, 2);
 }
 
-/* parla._core.SpawnFunction: parla.tasks.spawn. spawn(), spawn(taskid), spawn(taskid, dependencies) and
- * spawn(taskid, dependencies=...) make their decorator here; every other call goes to the Python function
- * it wraps (the definition, with its signature and documentation, in parla/tasks.py). */
+/* parla._core.SpawnFunction: parla.tasks.spawn. A call with at most taskid and dependencies by position
+ * and otherwise only the keywords in st->spawn_kw (a priority, when given, an int in [-10^6, 10^6]) makes
+ * its decorator here; every other call goes to the Python function it wraps (the definition, with its
+ * signature and documentation, in parla/tasks.py). */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -545,25 +633,52 @@ typedef struct {
     PyObject *dict;     /* __doc__, __wrapped__, ... (functools.update_wrapper) */
 } SpawnFunctionObject;
 
+/* The position of keyword kw among spawn's parameters (st->spawn_kw), or -1. */
+static int spawn_keyword(pyparla_state *st, PyObject *kw)
+{
+    for (int i = 0; i < SPAWN_NARGS; i++)
+        if (st->spawn_kw[i] == kw)
+            return i;
+    for (int i = 0; i < SPAWN_NARGS; i++)
+        if (PyUnicode_Compare(st->spawn_kw[i], kw) == 0)
+            return i;
+    PyErr_Clear();
+    return -1;
+}
+
 static PyObject *SpawnFunction_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     SpawnFunctionObject *sf = (SpawnFunctionObject *)self;
     pyparla_state *st = PyType_GetModuleState(Py_TYPE(self));
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (st->spawn_general != NULL && nargs <= 2 && nkw <= 1) {
-        PyObject *taskid = nargs > 0 ? args[0] : Py_None;
-        PyObject *deps = nargs > 1 ? args[1] : st->empty_tuple;
-        int common = nkw == 0;
-        if (nkw == 1 && nargs < 2) {
-            PyObject *kw = PyTuple_GET_ITEM(kwnames, 0);
-            common = kw == st->str_dependencies || PyUnicode_Compare(kw, st->str_dependencies) == 0;
-            deps = args[nargs];
-        }
-        if (common)
-            return make_spawner(st, taskid, deps);
+    if (st->spawn_general == NULL || nargs > 2)
+        return PyObject_Vectorcall(sf->function, args, nargsf, kwnames);
+    if (nkw == 0 && nargs == 2) /* spawn(taskid, dependencies): the common call */
+        return make_spawner(st, args, 2);
+    PyObject *a[SPAWN_NARGS];
+    spawn_defaults(st, a);
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        a[i] = args[i];
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        int i = spawn_keyword(st, PyTuple_GET_ITEM(kwnames, k));
+        if (i < nargs) /* another keyword, or one given by position too: Python's error */
+            return PyObject_Vectorcall(sf->function, args, nargsf, kwnames);
+        a[i] = args[nargs + k];
     }
-    return PyObject_Vectorcall(sf->function, args, nargsf, kwnames);
+    int plain = 1; /* only taskid and dependencies given */
+    for (int i = A_PLACEMENT; i < SPAWN_NARGS; i++)
+        plain &= a[i] == (i >= A_INPUT && i <= A_INOUT ? st->empty_tuple : Py_None);
+    if (plain)
+        return make_spawner(st, a, 2);
+    PyObject *priority = a[A_PRIORITY];
+    if (priority != Py_None) { /* an int in range is taken as it is; others are checked (or converted) there */
+        int overflow;
+        long p = PyLong_CheckExact(priority) ? PyLong_AsLongAndOverflow(priority, &overflow) : 0;
+        if (!PyLong_CheckExact(priority) || overflow || p < -1000000 || p > 1000000)
+            return PyObject_Vectorcall(sf->function, args, nargsf, kwnames);
+    }
+    return make_spawner(st, a, SPAWN_NARGS);
 }
 
 static PyObject *SpawnFunction_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
@@ -633,6 +748,17 @@ PyType_Spec pyparla_spawn_function_spec = {
     .slots = SpawnFunction_slots,
 };
 
+/* A logger's cache of isEnabledFor answers (a dict; NULL in other logging implementations: then asked). */
+static PyObject *logger_cache(PyObject *logger)
+{
+    PyObject *cache = PyObject_GetAttrString(logger, "_cache");
+    if (cache == NULL)
+        PyErr_Clear();
+    else if (!PyDict_CheckExact(cache))
+        Py_CLEAR(cache);
+    return cache;
+}
+
 /* _spawn_setup(Task, spawn_general, watch_body, global_reads, finish_scopes, record_in_finish, logger,
  * native_call). */
 static PyObject *mod_spawn_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -652,13 +778,27 @@ static PyObject *mod_spawn_setup(PyObject *module, PyObject *const *args, Py_ssi
     Py_XSETREF(st->finish_scopes, Py_NewRef(args[4]));
     Py_XSETREF(st->record_in_finish, Py_NewRef(args[5]));
     Py_XSETREF(st->spawn_logger, Py_NewRef(args[6]));
-    /* The logger's cache of isEnabledFor (a dict; absent in other logging implementations: then asked). */
-    PyObject *cache = PyObject_GetAttrString(args[6], "_cache");
-    if (cache == NULL)
-        PyErr_Clear();
-    else if (!PyDict_CheckExact(cache))
-        Py_CLEAR(cache);
-    Py_XSETREF(st->spawn_log_cache, cache);
+    Py_XSETREF(st->spawn_log_cache, logger_cache(args[6]));
+    Py_RETURN_NONE;
+}
+
+/* _spawn_setup_data(resolve_placement, engine_accesses, cpu, cpu0, PArray, on_cuda_device, mapping_logger). */
+static PyObject *mod_spawn_setup_data(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pyparla_state *st = pyparla_get_state(module);
+    if (nargs != 7 || !PyType_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "_spawn_setup_data(resolve_placement, engine_accesses, cpu, cpu0, "
+                                         "PArray: type, on_cuda_device, mapping_logger)");
+        return NULL;
+    }
+    Py_XSETREF(st->resolve_placement, Py_NewRef(args[0]));
+    Py_XSETREF(st->engine_accesses, Py_NewRef(args[1]));
+    Py_XSETREF(st->cpu_arch, Py_NewRef(args[2]));
+    Py_XSETREF(st->cpu0, Py_NewRef(args[3]));
+    Py_XSETREF(st->parray_type, (PyTypeObject *)Py_NewRef(args[4]));
+    Py_XSETREF(st->on_cuda_device, Py_NewRef(args[5]));
+    Py_XSETREF(st->mapping_logger, Py_NewRef(args[6]));
+    Py_XSETREF(st->mapping_log_cache, logger_cache(args[6]));
     Py_RETURN_NONE;
 }
 
@@ -669,27 +809,41 @@ static PyObject *mod_set_context(PyObject *module, PyObject *context)
     if (context == Py_None) {
         Py_CLEAR(st->context);
         Py_CLEAR(st->context_rt);
+        Py_CLEAR(st->placement_cache);
         st->context_plain = 0;
+        st->context_cuda = 0;
+        st->caps_rt = NULL;
+        pyparla_spawn_forget_placement(st);
         Py_RETURN_NONE;
     }
     PyObject *rt = PyObject_GetAttrString(context, "_rt");
     PyObject *envs = rt ? PyObject_GetAttrString(context, "environments") : NULL;
     PyObject *progress = envs ? PyObject_GetAttrString(context, "_progress") : NULL;
-    int has_envs = progress ? PyObject_IsTrue(envs) : -1;
+    PyObject *cuda = progress ? PyObject_GetAttrString(context, "has_cuda") : NULL;
+    PyObject *cache = cuda ? PyObject_GetAttrString(context, "_placement_cache") : NULL;
+    int has_envs = cache ? PyObject_IsTrue(envs) : -1;
+    int has_cuda = has_envs >= 0 ? PyObject_IsTrue(cuda) : -1;
     PyObject *out = NULL;
-    if (has_envs >= 0) {
-        if (!PyObject_TypeCheck(rt, st->runtime_type)) {
-            PyErr_SetString(PyExc_TypeError, "_set_context: the context's _rt is not a parla._core.Runtime");
+    if (has_cuda >= 0) {
+        if (!PyObject_TypeCheck(rt, st->runtime_type) || !PyDict_CheckExact(cache)) {
+            PyErr_SetString(PyExc_TypeError, "_set_context: the context's _rt is not a parla._core.Runtime, or "
+                                             "its _placement_cache not a dict");
         } else {
             Py_XSETREF(st->context, Py_NewRef(context));
             Py_XSETREF(st->context_rt, (RuntimeObject *)Py_NewRef(rt));
+            Py_XSETREF(st->placement_cache, Py_NewRef(cache));
             st->context_plain = !has_envs && progress == Py_None;
+            st->context_cuda = has_cuda;
+            st->caps_rt = NULL;
+            pyparla_spawn_forget_placement(st);
             out = Py_NewRef(Py_None);
         }
     }
     Py_XDECREF(rt);
     Py_XDECREF(envs);
     Py_XDECREF(progress);
+    Py_XDECREF(cuda);
+    Py_XDECREF(cache);
     return out;
 }
 
@@ -713,18 +867,19 @@ static PyObject *space_general(pyparla_state *st, PyObject *self, PyObject *inde
     return PyObject_CallMethodOneArg(self, st->str_getitem, index);
 }
 
-/* Writes "name[k0, k1, ...]" (Python's str of each int) to buf; the length, or -1 if it does not fit or
- * an index is negative or beyond 64 bits (no exception set). */
-static int space_key_name(const char *name, PyObject *key, char *buf, size_t cap)
+/* Writes "name[k0, k1, ...]" (Python's str of each int: the n ints of key, or k when key is NULL) to buf;
+ * the length, or -1 if it does not fit or an index is negative or beyond 64 bits (no exception set). */
+static int space_key_name(const char *name, PyObject *key, long long k, char *buf, size_t cap)
 {
     size_t at = strlen(name);
     if (at + 2 >= cap)
         return -1;
     memcpy(buf, name, at);
     buf[at++] = '[';
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(key); i++) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(key, i), &overflow);
+    Py_ssize_t n = key ? PyTuple_GET_SIZE(key) : 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int overflow = 0;
+        long long v = key ? PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(key, i), &overflow) : k;
         if (overflow || v < 0 || at + 24 >= cap)
             return -1;
         if (i) {
@@ -738,8 +893,10 @@ static int space_key_name(const char *name, PyObject *key, char *buf, size_t cap
     return (int)at;
 }
 
+/* A new task for key (a tuple of ints; NULL: the one int k), recorded in tasks (the space's TaskTable),
+ * or the general path's answer. New reference. */
 static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, PyObject *tasks, PyObject *key,
-                                PyObject *index)
+                                long long k, PyObject *index)
 {
     PyObject *shape = PyDict_GetItemWithError(d, st->str_shape);
     PyObject *start = shape ? PyDict_GetItemWithError(d, st->str_start) : NULL;
@@ -753,7 +910,7 @@ static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, 
     char buf[256];
     int len = -1;
     if (utf8 && shape == Py_None && start == Py_None && create == Py_True)
-        len = space_key_name(utf8, key, buf, sizeof buf);
+        len = space_key_name(utf8, key, k, buf, sizeof buf);
     if (len < 0 || (size_t)len != strlen(buf))
         return space_general(st, self, index);
     PyObject *task = (PyObject *)pyparla_task_new(st->py_task_type, st->context_rt, buf, len, NULL);
@@ -761,7 +918,7 @@ static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, 
         return NULL;
     /* Allocating may have run other threads (a collection running finalizers): whoever recorded the key
      * first wins; a later one leaves the choice to the general path (it serialises creation). */
-    PyObject *found = PyDict_SetDefault(tasks, key, task);
+    PyObject *found = key ? pyparla_table_setdefault(tasks, key, task) : pyparla_table_setdefault_int(tasks, k, task);
     if (found == task)
         return task;
     Py_DECREF(task);
@@ -774,26 +931,31 @@ static PyObject *Space_subscript(PyObject *self, PyObject *index)
     if (module == NULL)
         return NULL;
     pyparla_state *st = pyparla_get_state(module);
-    PyObject *key;
-    if (PyLong_CheckExact(index)) {
-        if ((key = PyTuple_Pack(1, index)) == NULL)
-            return NULL;
-        PyObject_GC_UnTrack(key); /* ints only: in no cycle (the collector would untrack it later) */
-    } else if (PyTuple_CheckExact(index) && PyTuple_GET_SIZE(index) > 0) {
+    PyObject *key = NULL; /* a tuple of ints; NULL: one int, k */
+    long long k = 0;
+    PyObject *one = PyLong_CheckExact(index) ? index
+                    : PyTuple_CheckExact(index) && PyTuple_GET_SIZE(index) == 1 ? PyTuple_GET_ITEM(index, 0)
+                                                                               : NULL;
+    if (one && PyLong_CheckExact(one)) {
+        int overflow;
+        k = PyLong_AsLongLongAndOverflow(one, &overflow);
+        if (overflow || k == LLONG_MIN)
+            return space_general(st, self, index);
+    } else if (PyTuple_CheckExact(index) && PyTuple_GET_SIZE(index) > 1) {
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(index); i++)
             if (!PyLong_CheckExact(PyTuple_GET_ITEM(index, i)))
                 return space_general(st, self, index);
-        key = Py_NewRef(index);
+        key = index;
     } else {
         return space_general(st, self, index);
     }
     PyObject *out = NULL, *d = PyObject_GenericGetDict(self, NULL);
     PyObject *tasks = d ? PyDict_GetItemWithError(d, st->str_tasks) : NULL;
-    if (tasks == NULL || !PyDict_CheckExact(tasks)) {
+    if (tasks == NULL || !Py_IS_TYPE(tasks, st->table_type)) {
         out = PyErr_Occurred() ? NULL : space_general(st, self, index);
         goto done;
     }
-    PyObject *task = PyDict_GetItemWithError(tasks, key);
+    PyObject *task = key ? pyparla_table_get(tasks, key) : pyparla_table_get_int(tasks, k);
     RuntimeObject *rt = st->context_rt;
     if (task != NULL) {
         if (rt == NULL || (PyObject_TypeCheck(task, st->task_type) && ((TaskObject *)task)->runtime == rt))
@@ -801,11 +963,10 @@ static PyObject *Space_subscript(PyObject *self, PyObject *index)
         else
             out = space_general(st, self, index);
     } else if (!PyErr_Occurred()) {
-        out = rt == NULL ? space_general(st, self, index) : space_new_task(st, self, d, tasks, key, index);
+        out = rt == NULL ? space_general(st, self, index) : space_new_task(st, self, d, tasks, key, k, index);
     }
 done:
     Py_XDECREF(d);
-    Py_DECREF(key);
     return out;
 }
 
@@ -832,6 +993,9 @@ PyMethodDef pyparla_spawn_methods[] = {
     {"_spawn_setup", (PyCFunction)(void (*)(void))mod_spawn_setup, METH_FASTCALL,
      "_spawn_setup(Task, spawn_general, watch_body, global_reads, finish_scopes, record_in_finish, logger): "
      "what the spawn path needs from parla.tasks (called once, at its import)."},
+    {"_spawn_setup_data", (PyCFunction)(void (*)(void))mod_spawn_setup_data, METH_FASTCALL,
+     "_spawn_setup_data(resolve_placement, engine_accesses, cpu, cpu0, PArray, on_cuda_device, mapping_logger): "
+     "what the spawn path needs for placements and access declarations (called once, at parla.tasks's import)."},
     {"_set_context", mod_set_context, METH_O,
      "_set_context(context): the parla.Parla context made active, or None when it is left."},
     {"next_anonymous", mod_next_anonymous, METH_NOARGS, "The next number of an anonymous task's name."},
@@ -842,6 +1006,7 @@ int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->spawner_type);
     Py_VISIT(st->space_type);
+    Py_VISIT(st->table_type);
     Py_VISIT(st->py_task_type);
     Py_VISIT(st->native_call_type);
     Py_VISIT(st->spawn_general);
@@ -854,6 +1019,19 @@ int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg)
     Py_VISIT(st->spawn_function_type);
     Py_VISIT(st->context);
     Py_VISIT(st->context_rt);
+    Py_VISIT(st->placement_cache);
+    Py_VISIT(st->resolve_placement);
+    Py_VISIT(st->engine_accesses);
+    Py_VISIT(st->cpu_arch);
+    Py_VISIT(st->cpu0);
+    Py_VISIT(st->parray_type);
+    Py_VISIT(st->on_cuda_device);
+    Py_VISIT(st->mapping_logger);
+    Py_VISIT(st->mapping_log_cache);
+    Py_VISIT(st->last_placement);
+    Py_VISIT(st->last_vcus);
+    Py_VISIT(st->last_memory);
+    Py_VISIT(st->last_resolved);
     for (int i = 0; i < PYPARLA_GLOBALS_CACHE; i++) {
         Py_VISIT(st->globals_code[i]);
         Py_VISIT(st->globals_names[i]);
@@ -865,6 +1043,7 @@ void pyparla_spawn_clear(pyparla_state *st)
 {
     Py_CLEAR(st->spawner_type);
     Py_CLEAR(st->space_type);
+    Py_CLEAR(st->table_type);
     Py_CLEAR(st->py_task_type);
     Py_CLEAR(st->native_call_type);
     Py_CLEAR(st->spawn_general);
@@ -877,6 +1056,16 @@ void pyparla_spawn_clear(pyparla_state *st)
     Py_CLEAR(st->spawn_function_type);
     Py_CLEAR(st->context);
     Py_CLEAR(st->context_rt);
+    Py_CLEAR(st->placement_cache);
+    Py_CLEAR(st->resolve_placement);
+    Py_CLEAR(st->engine_accesses);
+    Py_CLEAR(st->cpu_arch);
+    Py_CLEAR(st->cpu0);
+    Py_CLEAR(st->parray_type);
+    Py_CLEAR(st->on_cuda_device);
+    Py_CLEAR(st->mapping_logger);
+    Py_CLEAR(st->mapping_log_cache);
+    pyparla_spawn_forget_placement(st);
     for (int i = 0; i < PYPARLA_GLOBALS_CACHE; i++) {
         Py_CLEAR(st->globals_code[i]);
         Py_CLEAR(st->globals_names[i]);
@@ -888,11 +1077,17 @@ void pyparla_spawn_clear(pyparla_state *st)
     Py_CLEAR(st->str_name_attr);
     Py_CLEAR(st->str_getitem);
     Py_CLEAR(st->str_enabled);
-    Py_CLEAR(st->str_dependencies);
     Py_CLEAR(st->ten);
     Py_CLEAR(st->zero);
     Py_CLEAR(st->zero_float);
     Py_CLEAR(st->empty_tuple);
+    for (int i = 0; i < SPAWN_NARGS; i++)
+        Py_CLEAR(st->spawn_kw[i]);
+    Py_CLEAR(st->str_data_attr);
+    Py_CLEAR(st->str_engine_data);
+    Py_CLEAR(st->str_decl);
+    Py_CLEAR(st->str_modes);
+    Py_CLEAR(st->str_slots);
 }
 
 int pyparla_spawn_init(PyObject *m, pyparla_state *st)
@@ -900,8 +1095,10 @@ int pyparla_spawn_init(PyObject *m, pyparla_state *st)
     st->spawner_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_spawner_spec, NULL);
     st->space_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_space_spec, NULL);
     st->spawn_function_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_spawn_function_spec, NULL);
+    st->table_type = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pyparla_table_spec, NULL);
     if (st->spawner_type == NULL || st->space_type == NULL || st->spawn_function_type == NULL ||
-        PyModule_AddType(m, st->space_type) < 0 || PyModule_AddType(m, st->spawn_function_type) < 0)
+        st->table_type == NULL || PyModule_AddType(m, st->space_type) < 0 ||
+        PyModule_AddType(m, st->spawn_function_type) < 0 || PyModule_AddType(m, st->table_type) < 0)
         return -1;
     if (!(st->str_tasks = PyUnicode_InternFromString("_tasks")) ||
         !(st->str_shape = PyUnicode_InternFromString("shape")) ||
@@ -910,9 +1107,20 @@ int pyparla_spawn_init(PyObject *m, pyparla_state *st)
         !(st->str_name_attr = PyUnicode_InternFromString("name")) ||
         !(st->str_getitem = PyUnicode_InternFromString("_getitem")) ||
         !(st->str_enabled = PyUnicode_InternFromString("isEnabledFor")) ||
-        !(st->str_dependencies = PyUnicode_InternFromString("dependencies")) || !(st->ten = PyLong_FromLong(10)) ||
+        !(st->ten = PyLong_FromLong(10)) ||
         !(st->zero = PyLong_FromLong(0)) || !(st->zero_float = PyFloat_FromDouble(0.0)) ||
         !(st->empty_tuple = PyTuple_New(0)))
+        return -1;
+    static const char *const keywords[SPAWN_NARGS] = {"taskid", "dependencies", "placement", "vcus", "memory",
+                                                      "input", "output", "inout", "priority"};
+    for (int i = 0; i < SPAWN_NARGS; i++)
+        if (!(st->spawn_kw[i] = PyUnicode_InternFromString(keywords[i])))
+            return -1;
+    if (!(st->str_data_attr = PyUnicode_InternFromString("_data")) ||
+        !(st->str_engine_data = PyUnicode_InternFromString("_engine_data")) ||
+        !(st->str_decl = PyUnicode_InternFromString("_decl")) ||
+        !(st->str_modes = PyUnicode_InternFromString("_modes")) ||
+        !(st->str_slots = PyUnicode_InternFromString("_slots")))
         return -1;
     return 0;
 }

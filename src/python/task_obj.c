@@ -68,26 +68,46 @@ static int Task_init(TaskObject *self, PyObject *args, PyObject *kwds)
     return task_setup(self, rt, utf8, len, name);
 }
 
-/* The engine handles of the recorded dependencies. */
-static parla_task_t **dep_handles(TaskObject *self)
+/* The anchors of the recorded dependencies. */
+static pyparla_anchor_t **dep_anchors(TaskObject *self)
 {
     return self->n_deps == 1 ? &self->deps.one : self->deps.many;
+}
+
+static void anchor_drop(pyparla_anchor_t *a)
+{
+    if (--a->refs == 0)
+        PyMem_Free(a);
+}
+
+/* t's anchor (made on first use; t holds one count of it), or NULL with MemoryError. */
+static pyparla_anchor_t *task_anchor(TaskObject *t)
+{
+    if (t->anchor == NULL) {
+        pyparla_anchor_t *a = PyMem_Malloc(sizeof *a);
+        if (a == NULL)
+            return (pyparla_anchor_t *)PyErr_NoMemory();
+        a->refs = 1;
+        a->obj = t;
+        t->anchor = a;
+    }
+    return t->anchor;
 }
 
 /* Releases the recorded dependencies. */
 static void clear_dependencies(TaskObject *self)
 {
-    parla_task_t **h = dep_handles(self);
+    pyparla_anchor_t **h = dep_anchors(self);
     for (uint32_t i = 0; i < self->n_deps; i++)
-        parla_task_release(h[i]);
+        anchor_drop(h[i]);
     if (self->n_deps > 1)
         PyMem_Free(self->deps.many);
     self->n_deps = 0;
     self->deps.one = NULL;
 }
 
-/* Records deps (a list of dependency Tasks) as the task's dependencies: their engine handles, held. 0, or
- * -1 with MemoryError (nothing recorded). */
+/* Records deps (a list of dependency Tasks) as the task's dependencies: their anchors, held. 0, or -1
+ * with MemoryError (nothing recorded). */
 static int record_dependencies(TaskObject *self, PyObject *deps)
 {
     Py_ssize_t n = PyList_GET_SIZE(deps);
@@ -96,15 +116,18 @@ static int record_dependencies(TaskObject *self, PyObject *deps)
         return 0;
     if (n > (Py_ssize_t)UINT32_MAX)
         return PyErr_NoMemory(), -1;
-    parla_task_t **h = &self->deps.one;
+    for (Py_ssize_t i = 0; i < n; i++) /* first, so that nothing is held on failure */
+        if (task_anchor((TaskObject *)PyList_GET_ITEM(deps, i)) == NULL)
+            return -1;
+    pyparla_anchor_t **h = &self->deps.one;
     if (n > 1) {
         if ((h = PyMem_Malloc((size_t)n * sizeof *h)) == NULL)
             return PyErr_NoMemory(), -1;
         self->deps.many = h;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        h[i] = ((TaskObject *)PyList_GET_ITEM(deps, i))->task;
-        parla_task_retain(h[i]);
+        h[i] = ((TaskObject *)PyList_GET_ITEM(deps, i))->anchor;
+        h[i]->refs++;
     }
     self->n_deps = (uint32_t)n;
     return 0;
@@ -116,7 +139,6 @@ static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
     Py_VISIT(self->runtime);
     Py_VISIT(self->func);
     Py_VISIT(self->result);
-    Py_VISIT(self->exception);
     Py_VISIT(self->dict);
     Py_VISIT(self->keep);
     return 0;
@@ -127,9 +149,17 @@ static int Task_clear(TaskObject *self)
     Py_CLEAR(self->keep);
     Py_CLEAR(self->func);
     Py_CLEAR(self->result);
-    Py_CLEAR(self->exception);
+    self->has_exc = 0;
     Py_CLEAR(self->dict);
     return 0;
+}
+
+void pyparla_task_set_exception(TaskObject *t, PyObject *exc)
+{
+    PyObject *old = t->result;
+    t->result = exc;
+    t->has_exc = exc != NULL;
+    Py_XDECREF(old); /* last: may run code */
 }
 
 /* -------------------------------------------------------------- finished tasks and the GC -- */
@@ -141,17 +171,40 @@ static int is_leaf(PyObject *obj)
     return obj == NULL || !PyObject_IS_GC(obj) || (PyTuple_CheckExact(obj) && !PyObject_GC_IsTracked(obj));
 }
 
-/* Takes t off its runtime's list of untracked tasks. */
+/* Takes t off its runtime's array of untracked tasks (the last one takes its place; the array shrinks
+ * when a quarter of it is used). */
 static void unlink_untracked(TaskObject *t)
 {
-    if (t->untracked_prev)
-        t->untracked_prev->untracked_next = t->untracked_next;
-    else
-        t->runtime->untracked = t->untracked_next;
-    if (t->untracked_next)
-        t->untracked_next->untracked_prev = t->untracked_prev;
-    t->untracked_prev = t->untracked_next = NULL;
+    RuntimeObject *rt = t->runtime;
+    Py_ssize_t at = t->untracked_at;
+    TaskObject *last = rt->untracked[--rt->n_untracked];
+    rt->untracked[at] = last;
+    last->untracked_at = at;
+    t->untracked_at = 0;
     t->gc_off = 0;
+    if (rt->cap_untracked > 1024 && rt->n_untracked < rt->cap_untracked / 4) {
+        TaskObject **a = PyMem_Realloc(rt->untracked, (size_t)(rt->cap_untracked / 2) * sizeof *a);
+        if (a) {
+            rt->untracked = a;
+            rt->cap_untracked /= 2;
+        }
+    }
+}
+
+/* Appends t to rt's untracked tasks; 0, or -1 when the array cannot grow (no exception set). */
+static int link_untracked(RuntimeObject *rt, TaskObject *t)
+{
+    if (rt->n_untracked == rt->cap_untracked) {
+        Py_ssize_t cap = rt->cap_untracked ? 2 * rt->cap_untracked : 256;
+        TaskObject **a = PyMem_Realloc(rt->untracked, (size_t)cap * sizeof *a);
+        if (a == NULL)
+            return -1;
+        rt->untracked = a;
+        rt->cap_untracked = cap;
+    }
+    t->untracked_at = rt->n_untracked;
+    rt->untracked[rt->n_untracked++] = t;
+    return 0;
 }
 
 /* Tracks t again if pyparla_task_finished untracked it. */
@@ -161,6 +214,31 @@ static void gc_on(TaskObject *t)
         unlink_untracked(t);
         PyObject_GC_Track(t);
     }
+}
+
+/* Releases the engine task of obj, finished plain (parla_task_is_plain_done): its state and devices are
+ * known from then on, and its name is copied unless obj has its own. Kept when the copy cannot be made.
+ * Others holding the engine task (the engine until its finish is complete, a graph's record) keep it
+ * alive; its user pointer no longer names obj. */
+static void release_engine_task(TaskObject *obj)
+{
+    parla_task_t *t = obj->task;
+    if (obj->runtime->forked || obj->captured || obj->has_exc || !parla_task_is_plain_done(t))
+        return;
+    if (obj->name == NULL) {
+        const char *name = parla_task_name(t);
+        size_t len = strlen(name);
+        char *cname = PyMem_Malloc(len + 1);
+        if (cname == NULL)
+            return;
+        memcpy(cname, name, len + 1);
+        obj->cname = cname;
+        obj->name_is_c = 1;
+    }
+    obj->released = 1;
+    obj->task = NULL;
+    parla_task_set_user(t, NULL);
+    parla_task_release(t);
 }
 
 /* A done task references its runtime, its name, its result and, once attributes are set on it, its
@@ -173,25 +251,25 @@ void pyparla_task_finished(TaskObject *obj)
 {
     Py_CLEAR(obj->func); /* a cancelled task's body and closure (a run one cleared them already) */
     RuntimeObject *rt = obj->runtime;
-    if (obj->gc_off || rt == NULL || rt->failures_seen || obj->task == NULL ||
-        parla_task_state(obj->task) != PARLA_TASK_DONE || obj->dict != NULL || obj->keep != NULL ||
-        obj->exception != NULL || !is_leaf(obj->result) ||
-        !PyObject_GC_IsTracked((PyObject *)obj))
+    if (obj->task != NULL && rt != NULL)
+        release_engine_task(obj);
+    if (obj->gc_off || rt == NULL || rt->failures_seen ||
+        (obj->task == NULL ? !obj->released : parla_task_state(obj->task) != PARLA_TASK_DONE) ||
+        obj->dict != NULL || obj->keep != NULL || obj->has_exc || !is_leaf(obj->result) ||
+        !PyObject_GC_IsTracked((PyObject *)obj) || link_untracked(rt, obj) < 0)
         return;
     PyObject_GC_UnTrack(obj);
     obj->gc_off = 1;
-    obj->untracked_prev = NULL;
-    obj->untracked_next = rt->untracked;
-    if (rt->untracked)
-        rt->untracked->untracked_prev = obj;
-    rt->untracked = obj;
 }
 
 void pyparla_add_failed(RuntimeObject *rt, TaskObject *obj)
 {
     rt->failures_seen = 1;
-    while (rt->untracked)
-        gc_on(rt->untracked);
+    while (rt->n_untracked)
+        gc_on(rt->untracked[rt->n_untracked - 1]);
+    PyMem_Free(rt->untracked); /* none is untracked any more */
+    rt->untracked = NULL;
+    rt->cap_untracked = 0;
     if (rt->failed == NULL || PyList_Append(rt->failed, (PyObject *)obj) < 0)
         PyErr_Clear();
 }
@@ -206,6 +284,8 @@ static int Task_setattro(TaskObject *self, PyObject *name, PyObject *value)
 static PyObject *Task_get_name(TaskObject *self, void *c)
 {
     (void)c;
+    if (self->name_is_c)
+        return PyUnicode_FromString(self->cname);
     if (self->name)
         return Py_NewRef(self->name);
     if (self->task == NULL)
@@ -218,9 +298,9 @@ static PyObject *Task_get_dependencies(TaskObject *self, void *c)
 {
     (void)c;
     PyObject *out = PyList_New(0);
-    parla_task_t **h = dep_handles(self);
+    pyparla_anchor_t **h = dep_anchors(self);
     for (uint32_t i = 0; out && i < self->n_deps; i++) {
-        PyObject *dep = parla_task_user(h[i]);
+        PyObject *dep = (PyObject *)h[i]->obj;
         if (dep && PyList_Append(out, dep) < 0)
             Py_CLEAR(out);
     }
@@ -234,18 +314,25 @@ static void Task_dealloc(TaskObject *self)
         unlink_untracked(self);
     PyObject_GC_UnTrack(self);
     Task_clear(self);
+    clear_dependencies(self);
+    if (self->anchor) {
+        self->anchor->obj = NULL;
+        anchor_drop(self->anchor);
+        self->anchor = NULL;
+    }
     if (self->task && self->runtime && self->runtime->forked) {
         self->task = NULL; /* the parent's engine: not touched in a forked child */
-        if (self->n_deps > 1)
-            PyMem_Free(self->deps.many);
     } else if (self->task) {
-        clear_dependencies(self);
         parla_task_set_user(self->task, NULL);
         parla_task_release(self->task);
         self->task = NULL;
     }
     Py_CLEAR(self->runtime);
-    Py_CLEAR(self->name);
+    if (self->name_is_c)
+        PyMem_Free(self->cname);
+    else
+        Py_CLEAR(self->name);
+    self->name = NULL;
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -278,7 +365,7 @@ static int set_settings(TaskObject *self, PyObject *const *args, double *vcus, u
 
 static int check_unspawned(TaskObject *self)
 {
-    if (parla_task_state(self->task) == PARLA_TASK_CREATED)
+    if (self->task && parla_task_state(self->task) == PARLA_TASK_CREATED)
         return 0;
     PyErr_Format(PyExc_RuntimeError, "task %s was already spawned; a task id can be spawned only once", pyparla_task_name(self));
     return -1;
@@ -334,8 +421,11 @@ static int add_edges(TaskObject *self, PyObject *deps, PyObject *accesses)
     if (record_dependencies(self, deps) < 0)
         return PARLA_ENOMEM;
     int rc = 0;
-    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(deps); i++)
-        rc = parla_task_add_dependency(self->task, ((TaskObject *)PyList_GET_ITEM(deps, i))->task);
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(deps); i++) {
+        parla_task_t *dep = ((TaskObject *)PyList_GET_ITEM(deps, i))->task;
+        if (dep) /* NULL: released, done */
+            rc = parla_task_add_dependency(self->task, dep);
+    }
     for (Py_ssize_t i = 0; rc == 0 && i < PySequence_Fast_GET_SIZE(accesses); i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(accesses, i);
         DataObject *d = (DataObject *)PyTuple_GET_ITEM(item, 0);
@@ -360,7 +450,7 @@ static PyObject *engine_submit(TaskObject *self, PyObject *body)
     self->submitting = 1;
     rc = parla_task_submit(self->task);
     self->submitting = 0;
-    if (rc == 0 && parla_task_state(self->task) == PARLA_TASK_FAILED && self->exception == NULL) {
+    if (rc == 0 && self->task && parla_task_state(self->task) == PARLA_TASK_FAILED && !self->has_exc) {
         /* Failed inside submit (no placement could be mapped): report it at exit. */
         pyparla_record_engine_failure(self->runtime, self, self->task);
     }
@@ -371,7 +461,7 @@ static PyObject *engine_submit(TaskObject *self, PyObject *body)
         /* Submitted as failed: the hook drops the engine's reference. The exception raised here is the
          * task's, so it is not reported twice. */
         PyObject *exc = pyparla_take_exception();
-        Py_XSETREF(self->exception, Py_NewRef(exc));
+        pyparla_task_set_exception(self, Py_NewRef(exc));
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
     } else {
@@ -406,8 +496,10 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     if (body == NULL || set_attributes(self, attrs) < 0)
         goto fail;
     int rc = add_edges(self, deps, accesses);
-    if (rc == 0 && self->runtime->capture)
+    if (rc == 0 && self->runtime->capture) {
         pyparla_capture_record(self, body, deps, accesses); /* graph capture (graph_obj.c) */
+        self->captured = 1; /* later captured spawns name its engine task */
+    }
     Py_CLEAR(deps);
     Py_CLEAR(accesses);
     if (rc) {
@@ -474,6 +566,11 @@ static PyObject *Task_cancel(TaskObject *self, PyObject *unused)
     (void)unused;
     if (pyparla_check_task(self) < 0)
         return NULL;
+    if (self->task == NULL) { /* released: the engine's answer for a done task */
+        char msg[320];
+        PyOS_snprintf(msg, sizeof msg, "parla_task_cancel: task %s is done, not created", pyparla_task_name(self));
+        return pyparla_set_error(PYPARLA_AT_CALL, PARLA_ESTATE, msg);
+    }
     int rc = parla_task_cancel(self->task);
     if (rc)
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
@@ -485,16 +582,23 @@ static PyObject *Task_wait(TaskObject *self, PyObject *unused)
     (void)unused;
     if (pyparla_check_task(self) < 0)
         return NULL;
+    parla_task_t *t = self->task;
+    if (t == NULL) /* released: done */
+        return PyLong_FromLong(0);
+    parla_task_retain(t); /* the task may release its own once it finishes (GIL let go meanwhile) */
     pyparla_gil_t g = pyparla_gil_release();
-    int rc = parla_task_wait(self->task);
+    int rc = parla_task_wait(t);
     pyparla_gil_restore(g);
+    parla_task_release(t);
     return PyLong_FromLong(rc);
 }
 
 static PyObject *Task_drop_result(TaskObject *self, PyObject *unused)
 {
     (void)unused;
-    Py_CLEAR(self->result);
+    self->dropped = 1;
+    if (!self->has_exc)
+        Py_CLEAR(self->result);
     Py_RETURN_NONE;
 }
 
@@ -503,7 +607,7 @@ static PyObject *Task_get_state(TaskObject *self, void *c)
     (void)c;
     if (pyparla_check_task(self) < 0)
         return NULL;
-    return PyUnicode_FromString(parla_task_state_name(parla_task_state(self->task)));
+    return PyUnicode_FromString(parla_task_state_name(self->task ? parla_task_state(self->task) : PARLA_TASK_DONE));
 }
 
 static PyObject *Task_get_done(TaskObject *self, void *c)
@@ -511,7 +615,7 @@ static PyObject *Task_get_done(TaskObject *self, void *c)
     (void)c;
     if (pyparla_check_task(self) < 0)
         return NULL;
-    return PyBool_FromLong(parla_task_state(self->task) >= PARLA_TASK_DONE);
+    return PyBool_FromLong(self->task == NULL || parla_task_state(self->task) >= PARLA_TASK_DONE);
 }
 
 static PyObject *Task_get_cause(TaskObject *self, void *c)
@@ -519,7 +623,7 @@ static PyObject *Task_get_cause(TaskObject *self, void *c)
     (void)c;
     if (pyparla_check_task(self) < 0)
         return NULL;
-    parla_task_t *cause = parla_task_cause(self->task);
+    parla_task_t *cause = self->task ? parla_task_cause(self->task) : NULL;
     if (cause == NULL)
         Py_RETURN_NONE;
     TaskObject *obj = parla_task_user(cause);
@@ -531,13 +635,13 @@ static PyObject *Task_get_cause(TaskObject *self, void *c)
 static PyObject *Task_get_result(TaskObject *self, void *c)
 {
     (void)c;
-    return Py_NewRef(self->result ? self->result : Py_None);
+    return Py_NewRef(self->result && !self->has_exc ? self->result : Py_None);
 }
 
 static PyObject *Task_get_exception(TaskObject *self, void *c)
 {
     (void)c;
-    return Py_NewRef(self->exception ? self->exception : Py_None);
+    return Py_NewRef(self->has_exc && self->result ? self->result : Py_None);
 }
 
 static PyObject *Task_get_runtime(TaskObject *self, void *c)
@@ -551,12 +655,24 @@ static PyObject *Task_get_devices(TaskObject *self, void *c)
     (void)c;
     if (pyparla_check_task(self) < 0)
         return NULL;
-    int idx[PARLA_MAX_TASK_DEVICES];
-    int n = parla_task_devices(self->task, idx, PARLA_MAX_TASK_DEVICES);
+    int idx[PARLA_MAX_TASK_DEVICES] = {0};
+    int n = self->task ? parla_task_devices(self->task, idx, PARLA_MAX_TASK_DEVICES) : 1; /* released: cpu */
     PyObject *t = PyTuple_New(n);
     for (int i = 0; t && i < n; i++)
         PyTuple_SET_ITEM(t, i, PyLong_FromLong(idx[i]));
     return t;
+}
+
+static PyObject *Task_get_dropped(TaskObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->dropped);
+}
+
+static PyObject *Task_get_released(TaskObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->released);
 }
 
 static PyObject *Task_get_mapping(TaskObject *self, void *c)
@@ -565,7 +681,7 @@ static PyObject *Task_get_mapping(TaskObject *self, void *c)
     if (pyparla_check_task(self) < 0)
         return NULL;
     parla_mapping_t m;
-    if (parla_task_mapping(self->task, &m) != 0)
+    if (self->task == NULL || parla_task_mapping(self->task, &m) != 0)
         Py_RETURN_NONE;
     return Py_BuildValue("{sisdsdsdsd}", "candidates", m.n_candidates, "locality", m.locality, "transfer",
                          m.transfer, "load", m.load, "score", m.score);
@@ -584,7 +700,8 @@ static PyMethodDef Task_methods[] = {
     {"_keep", (PyCFunction)Task_keep, METH_O, "_keep(obj): keep obj alive until the body (or its current segment) returns."},
     {"_wait", (PyCFunction)Task_wait, METH_NOARGS,
      "Block (GIL released) until the task finishes; returns the engine's code."},
-    {"_drop_result", (PyCFunction)Task_drop_result, METH_NOARGS, "Release the body's return value."},
+    {"_drop_result", (PyCFunction)Task_drop_result, METH_NOARGS,
+     "Release the body's return value (not a failed task's exception); _dropped is True from then on."},
     {NULL},
 };
 
@@ -598,6 +715,10 @@ static PyGetSetDef Task_getset[] = {
     {"runtime", (getter)Task_get_runtime, NULL, "the runtime the task belongs to", NULL},
     {"_devices", (getter)Task_get_devices, NULL, "engine indices of the devices the task was mapped to (0: cpu)", NULL},
     {"_mapping", (getter)Task_get_mapping, NULL, "mapping scores of the chosen devices, or None", NULL},
+    {"_dropped", (getter)Task_get_dropped, NULL, "True once _drop_result() was called", NULL},
+    {"_released", (getter)Task_get_released, NULL,
+     "True once the task finished as a plain task and its engine task was released (it keeps its name, state "
+     "and result)", NULL},
     {"_dependencies", (getter)Task_get_dependencies, NULL,
      "the dependencies given at spawn whose Task objects are alive (a new list; [] before the spawn)", NULL},
     {NULL},

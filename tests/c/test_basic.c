@@ -508,6 +508,44 @@ static void test_fork(void)
     CHECK_OK(parla_runtime_destroy(rt));
 }
 
+/* parla_task_is_plain_done: 1 only for a task that finished DONE on the CPU without placement options,
+ * accesses or mapping (what a binding may then forget). */
+static void test_plain_done(void)
+{
+    check_set_phase("plain done");
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 1;
+    parla_runtime_t *rt;
+    CHECK_OK(parla_runtime_create(&cfg, &rt));
+    parla_task_t *plain, *placed, *failing;
+    CHECK_OK(parla_task_create(rt, body_count, NULL, &plain));
+    CHECK_OK(parla_task_create(rt, body_count, NULL, &placed));
+    CHECK_OK(parla_task_create(rt, body_return_arg, (void *)(intptr_t)3, &failing));
+    int cpu = PARLA_ANY_CPU;
+    CHECK_OK(parla_task_add_placement(placed, &cpu, 1, 0.0, 0));
+    CHECK(parla_task_is_plain_done(NULL) == 0, "NULL is plain done");
+    CHECK(parla_task_is_plain_done(plain) == 0, "a created task is plain done");
+    CHECK_OK(parla_task_submit(plain));
+    CHECK_OK(parla_task_submit(placed));
+    CHECK_OK(parla_task_submit(failing));
+    CHECK_OK(parla_task_wait(plain));
+    CHECK_OK(parla_task_wait(placed));
+    CHECK_RC(parla_task_wait(failing), PARLA_EFAILED);
+    CHECK(parla_task_state(plain) == PARLA_TASK_DONE && parla_task_is_plain_done(plain) == 1,
+          "a done plain task: state %d, plain done %d", (int)parla_task_state(plain), parla_task_is_plain_done(plain));
+    CHECK(parla_task_state(placed) == PARLA_TASK_DONE && parla_task_is_plain_done(placed) == 0,
+          "a done task with a placement option: state %d, plain done %d", (int)parla_task_state(placed),
+          parla_task_is_plain_done(placed));
+    CHECK(parla_task_state(failing) == PARLA_TASK_FAILED && parla_task_is_plain_done(failing) == 0,
+          "a failed task: state %d, plain done %d", (int)parla_task_state(failing),
+          parla_task_is_plain_done(failing));
+    parla_task_release(plain);
+    parla_task_release(placed);
+    parla_task_release(failing);
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 int main(void)
 {
     check_watchdog(50);
@@ -515,6 +553,7 @@ int main(void)
     test_config_and_create();
     test_tasks();
     test_fork();
+    test_plain_done();
     printf("test_basic: ok\n");
     return 0;
 }
