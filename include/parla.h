@@ -71,7 +71,9 @@ typedef struct parla_task parla_task_t;
 typedef void (*parla_worker_hook_fn)(int index, void *user);
 
 /* Called on a worker thread when it finds no task to run, before it spins or
- * sleeps. Lets a language binding release a lock held across tasks. */
+ * sleeps: in its loop, and inside a wait in a body (parla_task_wait*) after
+ * the tasks the wait ran itself. Lets a language binding release a lock held
+ * across tasks. */
 typedef void (*parla_idle_hook_fn)(int index, void *user);
 
 /* Called once when a task reaches a final state (done, failed, cancelled),

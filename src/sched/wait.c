@@ -147,7 +147,8 @@ static int body_sleepers_locked(parla_runtime_t *rt)
  * (Taskflow issue 647). Other ready tasks are left to the other workers. When
  * every worker is inside such a wait, none is free to run them, so the
  * waiter runs any ready task (else nothing could run at all). Sleeps like an
- * idle worker when there is nothing it may run. */
+ * idle worker when there is nothing it may run, calling the worker_idle hook
+ * first. */
 static int body_wait(parla__sched_worker_t *w, parla_task_t *const *ts, size_t n, const struct timespec *deadline)
 {
     parla_runtime_t *rt = w->rt;
@@ -165,6 +166,10 @@ static int body_wait(parla__sched_worker_t *w, parla_task_t *const *ts, size_t n
         uint64_t gen = atomic_load(&rt->enq_gen);
         if (parla__sched_help_one(w, all_blocked ? 0 : key))
             continue;
+        /* As an idle worker: a binding lets go of what it kept across the bodies this wait ran (the GIL);
+         * sleeping with it would stop every body that needs it, the awaited ones included. */
+        if (rt->config.worker_idle)
+            rt->config.worker_idle(w->index, rt->config.hook_user);
         pthread_mutex_lock(&rt->park_lock);
         atomic_fetch_add(&rt->n_sleeping, 1);
         w->waiting_on = ts;

@@ -6,6 +6,8 @@
  * body is called again once the awaited tasks have finished, the task is
  * SUSPENDED meanwhile, its dependents wait for its final completion, a failed
  * awaited task does not cancel it, and several rounds of suspension work.
+ * Last, a binding lock kept across bodies (the GIL) is let go through the
+ * worker_idle hook before a body's wait sleeps.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -525,6 +527,101 @@ static int nest_body(parla_task_t *task, void *arg)
     return rc;
 }
 
+/* ---- A binding lock kept across bodies (as a Python binding keeps the GIL): taken by a body when the
+ * worker does not hold it, let go by the worker_idle hook, released around a wait as a binding releases
+ * it around any blocking call. A body's wait that runs a child itself (which takes the lock) must call
+ * the idle hook before it sleeps: else it sleeps holding the lock the awaited child needs to finish. */
+
+static pthread_mutex_t binding_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local int binding_held;
+static atomic_int binding_idle_calls, far_child_started, near_child_ran;
+
+static void binding_take(void)
+{
+    if (!binding_held) {
+        pthread_mutex_lock(&binding_lock);
+        binding_held = 1;
+    }
+}
+
+static void binding_idle(int index, void *user)
+{
+    (void)index;
+    (void)user;
+    atomic_fetch_add(&binding_idle_calls, 1);
+    if (binding_held) {
+        binding_held = 0;
+        pthread_mutex_unlock(&binding_lock);
+    }
+}
+
+static int far_child(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    atomic_store(&far_child_started, 1);
+    sleep_ms(100); /* the parent's wait has run near_child by now and waits for this one */
+    binding_take(); /* this child's Python part, once its GIL-free kernel is done */
+    return 0;
+}
+
+static int near_child(parla_task_t *task, void *arg)
+{
+    (void)task;
+    (void)arg;
+    binding_take();
+    atomic_store(&near_child_ran, 1);
+    return 0;
+}
+
+static int binding_parent(parla_task_t *task, void *arg)
+{
+    (void)task;
+    parla_runtime_t *r = arg;
+    binding_take();
+    parla_task_t *far, *near;
+    int rc = parla_task_create(r, far_child, NULL, &far);
+    if (rc || (rc = parla_task_submit(far)) != 0)
+        return rc;
+    while (!atomic_load(&far_child_started))
+        sleep_ms(1);
+    if ((rc = parla_task_create(r, near_child, NULL, &near)) != 0 || (rc = parla_task_submit(near)) != 0)
+        return rc;
+    /* A blocking call: the binding lets go of its lock, and takes it back after. */
+    int was_held = binding_held;
+    if (binding_held) {
+        binding_held = 0;
+        pthread_mutex_unlock(&binding_lock);
+    }
+    int ra = parla_task_wait(far), rb = parla_task_wait(near);
+    if (was_held)
+        binding_take();
+    parla_task_release(far);
+    parla_task_release(near);
+    return ra ? ra : rb;
+}
+
+static void wait_with_binding_lock(void)
+{
+    check_set_phase("a body's wait runs a child that takes a binding lock, then sleeps");
+    parla_config_t cfg;
+    parla_config_init(&cfg);
+    cfg.n_workers = 2;
+    cfg.worker_idle = binding_idle;
+    parla_runtime_t *r;
+    CHECK_OK(parla_runtime_create(&cfg, &r));
+    atomic_store(&binding_idle_calls, 0);
+    parla_task_t *p;
+    CHECK_OK(parla_task_create(r, binding_parent, r, &p));
+    CHECK_OK(parla_task_submit(p));
+    CHECK_OK(parla_task_wait(p)); /* the watchdog fails the test if the parent sleeps holding the lock */
+    CHECK(parla_task_state(p) == PARLA_TASK_DONE, "parent %s", parla_task_state_name(parla_task_state(p)));
+    CHECK(atomic_load(&near_child_ran) == 1, "the near child did not run");
+    CHECK(atomic_load(&binding_idle_calls) > 0, "the idle hook was never called");
+    parla_task_release(p);
+    CHECK_OK(parla_runtime_destroy(r));
+}
+
 int main(void)
 {
     check_watchdog(80);
@@ -565,6 +662,7 @@ int main(void)
         CHECK_OK(parla_runtime_destroy(rt));
     }
     wait_with_lock_held();
+    wait_with_binding_lock();
     printf("test_wait_in_task: ok\n");
     return 0;
 }

@@ -7,6 +7,7 @@ import pytest
 
 import parla
 from parla import Parla, TaskSpace, spawn
+from conftest import run_python
 
 
 def _gate_task(T, i, gate, value):
@@ -216,3 +217,55 @@ def test_wait_on_main_thread_is_interruptible():
             finally:
                 gate.set()
                 timer.join()
+
+
+# A wait inside a body runs the body's own ready children on its worker; a Python child leaves that worker
+# holding the GIL. The wait must let go of it before it sleeps: else the child the other worker runs (which
+# needs the GIL to finish) and every Python thread stop, and Ctrl-C with them. Subprocesses: a hang holds
+# the GIL, which no in-process timeout can take back.
+WAIT_AFTER_INLINE_CHILD = """
+import time
+from parla import Parla, spawn
+with Parla(2):
+    @spawn()
+    def parent():
+        a = spawn()(lambda: (time.sleep(0.2), 1)[1])   # the idle worker takes it
+        time.sleep(0.05)
+        b = spawn()(lambda: 2)                        # the parent's wait runs this one itself
+        a.wait()
+        b.wait()
+        return a.result, b.result
+print("done", *parent.result)
+"""
+
+RECURSIVE_WAITS = """
+import sys
+from parla import Parla, spawn
+def fib(n):
+    if n < 2:
+        return n
+    a = spawn()(lambda: fib(n - 1))
+    b = spawn()(lambda: fib(n - 2))
+    a.wait()
+    b.wait()
+    return a.result + b.result
+with Parla(int(sys.argv[1])):
+    r = spawn()(lambda: fib(15))
+print("fib", r.result)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_wait_in_body_lets_go_of_the_gil_after_running_a_child():
+    for _ in range(3):
+        r = run_python(WAIT_AFTER_INLINE_CHILD, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["done", "1", "2"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [2, 4])
+def test_recursive_spawn_and_wait_finishes(workers):
+    r = run_python(RECURSIVE_WAITS.replace("sys.argv[1]", str(workers)), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["fib", "610"]
