@@ -232,7 +232,7 @@ class TaskSpace(_core.TaskSpaceBase):
         # key -> its Task (a TaskHandle for a key named outside a context), in the order the keys came: a
         # dict's get, setdefault, [key], [key] = task, values(), len and in, with T[i]'s keys stored as
         # 64-bit integers (a dict of 1-tuples took about 120 bytes a key)
-        self._tasks: Any = _core.TaskTable()
+        self._tasks = _core.TaskTable()
         # Serialises the creation of tasks: threads naming the same new id get the same task (one task runs
         # once; a dependency named on one thread is the task spawned on another).
         self._lock = threading.Lock()
@@ -254,15 +254,16 @@ class TaskSpace(_core.TaskSpaceBase):
             return self._new_task(key, plain, runtime)
 
     def _new_task(self, key: Tuple[Any, ...], plain: bool, runtime: Any) -> Optional[Task]:
-        task = self._tasks.get(key)  # another thread may have created it meanwhile
+        task: Optional[Task] = self._tasks.get(key)  # another thread may have created it meanwhile
         if task is None or task.runtime is not runtime:
             if not self._create:
                 return None
             new = Task(runtime, self._key_name(key, plain))
             # T[i] in C records a new key without this lock: the first task recorded for a key is its task.
-            task = self._tasks.setdefault(key, new)
-            if task is not new and task.runtime is not runtime:
-                task = self._tasks[key] = new
+            found: Task = self._tasks.setdefault(key, new)
+            if found is not new and found.runtime is not runtime:
+                found = self._tasks[key] = new
+            return found
         return task
 
     def _key_name(self, key: Tuple[Any, ...], plain: bool) -> str:
