@@ -39,6 +39,47 @@ def test_replays_give_the_values_of_spawning_again():
     assert np.array_equal(y.array, np.full(16, total))
 
 
+def test_replays_and_spawned_tasks_are_ordered_by_their_data():
+    """Tasks spawned between replays (writing what the graph only reads, or all of it while slow) and replays
+    back to back: the values are those of running everything in issue order."""
+    import time
+    with Parla(n_workers=2):
+        x = asarray(np.arange(8, dtype=float))
+        y = asarray(np.zeros(8))
+        left, right = x[0:4], x[4:8]
+        with capture("mix") as g:
+            @spawn(input=[x], inout=[y])
+            def mix():
+                time.sleep(0.001)             # an unordered writer of x would get in first
+                y.array[:] = y.array * 0.5 + x.array
+
+            @spawn(inout=[left])
+            def bump():
+                left.array[:] += 1.0
+        mx, my = np.arange(8, dtype=float), np.zeros(8)
+        my = my * 0.5 + mx
+        mx[0:4] += 1.0
+        for k in range(6):
+            if k % 3 == 0:
+                @spawn(inout=[x])
+                def slow_all():
+                    time.sleep(0.002)         # the replay below is issued while this still writes x
+                    x.array[:] += 0.25
+                mx += 0.25
+            for _ in range(2 if k % 3 == 1 else 1):
+                g.replay()
+                my = my * 0.5 + mx
+                mx[0:4] += 1.0
+
+            @spawn(inout=[right])
+            def fast_right():                 # writes what the graph only reads, after its read
+                right.array[:] += 10.0
+            mx[4:8] += 10.0
+        g.wait()
+    assert np.array_equal(np.asarray(x.array), mx)
+    assert np.array_equal(np.asarray(y.array), my)
+
+
 def test_explicit_dependencies_order_each_replay():
     log = []
     with Parla(n_workers=2):
