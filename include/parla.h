@@ -715,8 +715,9 @@ int parla_graph_set_user(parla_graph_t *graph, size_t node, void *user);
  * priority, resources, placement options and accesses already set): they
  * become a new node, with body fn(task, arg) in replays (fn NULL: the task's
  * own body and arg). deps are the task's explicit dependencies: each one
- * recorded in this graph before becomes a dependency on that node, any other
- * an outside dependency (parla_graph_add_external). The graph keeps a
+ * recorded in this graph (before this task, or after it but before the first
+ * replay) becomes a dependency on that node, any other an outside dependency
+ * (parla_graph_add_external). The graph keeps a
  * reference to task until its first replay, to tell recorded tasks apart.
  * *node (when not NULL) receives the index. Errors: PARLA_EINVAL (task of
  * another runtime, no body), PARLA_ESTATE (graph replayed already),

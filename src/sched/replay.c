@@ -273,7 +273,9 @@ static int freeze(parla_graph_t *g)
     g->scratch = parla__alloc(g->rt, (g->n_nodes ? g->n_nodes : 1) * sizeof *g->scratch);
     if (g->scratch == NULL)
         return parla__error(PARLA_ENOMEM, "replay of graph '%s': cannot allocate it", g->name);
-    int rc = plan(g);
+    int rc = parla__sched_graph_link_forward(g);
+    if (rc == 0)
+        rc = plan(g);
     if (rc) {
         parla__free(g->scratch);
         g->scratch = NULL;

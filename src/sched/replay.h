@@ -61,5 +61,9 @@ struct parla_graph {
 
 /* A copy of name (at most 255 bytes kept), allocated with parla__alloc, or NULL when out of memory. */
 char *parla__sched_copy_name(parla_runtime_t *rt, const char *name);
+/* Before the first replay (recording map still there): a node's outside dependency on a task recorded in
+ * the graph after it (spawned later in the capture) becomes a dependency on that task's node, as one on a
+ * task recorded before it already is. 0 or PARLA_ENOMEM (message set). */
+int parla__sched_graph_link_forward(parla_graph_t *g);
 
 #endif

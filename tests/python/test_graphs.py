@@ -309,3 +309,28 @@ def test_an_empty_graph_replays_to_a_parla_task():
         g.wait(timeout=10)
         assert join.state == "done"
         assert g.replays == 1
+
+
+@pytest.mark.timeout(30)
+def test_a_dependency_on_a_task_spawned_later_in_the_capture_is_replayed_as_one():
+    # T[0] names T[1] before T[1] is spawned (both in the capture): each replay's T[0] runs after that
+    # replay's T[1]; it depended on the captured T[1], done already, so replays ran a before b.
+    import time
+    order = []
+    with Parla(n_workers=2):
+        T = TaskSpace("T")
+        with capture("forward") as g:
+            @spawn(T[0], [T[1]])
+            def a():
+                order.append("a")
+
+            @spawn(T[1])
+            def b():
+                time.sleep(0.05)
+                order.append("b")
+        g.wait()
+        T[0].wait()
+        for _ in range(3):
+            g.replay()
+            g.wait(timeout=10)
+    assert order == ["b", "a"] * 4
