@@ -337,7 +337,7 @@ class TaskSpace(_core.TaskSpaceBase):
             if type(k) is not int:
                 break
         else:  # plain integers: one task (the common case of a new task)
-            if (self.shape is not None or key[0] < 0 or self.start is not None) and not self._in_bounds(key):
+            if (self.shape is not None or min(key) < 0 or self.start is not None) and not self._in_bounds(key):
                 return TaskList()
             task = self._task(key, True)
             return task if task is not None else TaskList()

@@ -278,7 +278,7 @@ def test_waiting_for_a_task_with_a_never_spawned_dependency_names_it():
         with Parla(n_workers=2):
             T = TaskSpace("T")
             spawn(T[0], [T[5]])(lambda: None)
-            for wait in (lambda: T[0].wait(timeout=10), lambda: parla.wait([T[0]], timeout=10)):
+            for wait in (lambda: T[0].wait(), lambda: parla.wait([T[0]]), lambda: T[0].wait(timeout=0.3)):
                 with pytest.raises(parla.UnspawnedDependencyError, match=r"T\[5\] \(needed by T\[0\]\)"):
                     wait()
 
@@ -292,6 +292,36 @@ def test_waiting_for_a_replay_with_a_never_spawned_dependency():
                 spawn(T[0], [T[5]])(lambda: None)
             join = g.replay()
             with pytest.raises(parla.UnspawnedDependencyError) as info:
-                join.wait(timeout=10)
+                join.wait()
             # The captured task and its replay share a name: named once.
             assert r"T[5] (needed by T[0])" in str(info.value), str(info.value)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["body", "thread"])
+def test_a_wait_with_a_timeout_waits_for_a_task_spawned_later(where):
+    # The guide: a dependency may be a task spawned later. A wait given a timeout raised at once that the
+    # task was never spawned, although the main thread (or another thread) spawned it a moment later.
+    import time
+    with Parla(n_workers=2):
+        T = TaskSpace("T")
+        if where == "body":
+            @spawn(T[0])
+            def parent():
+                T[1].wait(timeout=20)
+                return T[1].result
+        else:
+            box = []
+
+            def waiter():
+                T[1].wait(timeout=20)
+                box.append(T[1].result)
+            th = threading.Thread(target=waiter)
+            th.start()
+        time.sleep(0.3)
+        spawn(T[1])(lambda: 42)
+    if where == "body":
+        assert T[0].result == 42
+    else:
+        th.join(20)
+        assert box == [42]
