@@ -539,6 +539,10 @@ int parla_data_view(parla_data_t *base, const uint64_t *ranges, size_t n, parla_
 void parla_data_retain(parla_data_t *data);
 void parla_data_release(parla_data_t *data);
 
+/* 1 when a and b (data objects or views) share a byte of one base object,
+ * else 0 (also for NULL). Any thread. */
+int parla_data_overlaps(const parla_data_t *a, const parla_data_t *b);
+
 /* Declares that task accesses data with mode (state CREATED only). Adds the
  * hazard dependencies on earlier-spawned tasks whose accesses overlap; when an
  * earlier task already depends (explicitly) on this one, that explicit order
@@ -560,7 +564,10 @@ int parla_task_add_access(parla_task_t *task, parla_data_t *data, parla_access_m
  * through another is valid afterwards only on the writing slot's device. When
  * the task is mapped to slot or fewer devices, it fails before its body with
  * PARLA_EINVAL (the message names the task and the access). Errors (at the
- * call): those of parla_task_add_access, PARLA_EINVAL (slot out of range). */
+ * call): those of parla_task_add_access, PARLA_EINVAL (slot out of range; or
+ * bytes this task already writes through another slot, which this access
+ * writes too: one slot's writes would be lost; parla_data_overlaps tells
+ * beforehand). */
 int parla_task_add_access_at(parla_task_t *task, parla_data_t *data, parla_access_mode_t mode, int slot);
 
 /* Where data lives on device, as the address of its base's byte 0: byte x of
@@ -708,8 +715,9 @@ int parla_graph_set_user(parla_graph_t *graph, size_t node, void *user);
  * priority, resources, placement options and accesses already set): they
  * become a new node, with body fn(task, arg) in replays (fn NULL: the task's
  * own body and arg). deps are the task's explicit dependencies: each one
- * recorded in this graph before becomes a dependency on that node, any other
- * an outside dependency (parla_graph_add_external). The graph keeps a
+ * recorded in this graph (before this task, or after it but before the first
+ * replay) becomes a dependency on that node, any other an outside dependency
+ * (parla_graph_add_external). The graph keeps a
  * reference to task until its first replay, to tell recorded tasks apart.
  * *node (when not NULL) receives the index. Errors: PARLA_EINVAL (task of
  * another runtime, no body), PARLA_ESTATE (graph replayed already),

@@ -182,6 +182,25 @@ def tpe_busy(n, workers, kernel):
     return time.perf_counter() - t0
 
 
+# ---------------------------------------------------------------------------------------- threads --
+
+def threads_busy(n, workers, kernel):
+    """The bound for (d): `workers` plain threads calling the kernel n / workers times each, no runtime."""
+    import threading
+    per = [n // workers + (1 if i < n % workers else 0) for i in range(workers)]
+
+    def loop(k):
+        for _ in range(k):
+            kernel()
+    threads = [threading.Thread(target=loop, args=(k,)) for k in per]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 # ------------------------------------------------------------------------------------------- Dask --
 
 def dask_independent(n, workers):
@@ -366,7 +385,8 @@ def main(argv=None):
         n = max(10 * W, int(round(args.busy_seconds * W / t_task)))
         ideal = n * t_task / W
         effs = {}
-        for sysname, fn in (("parla", parla_busy), ("dask", dask_busy), ("tpe", tpe_busy)):
+        for sysname, fn in (("parla", parla_busy), ("dask", dask_busy), ("tpe", tpe_busy),
+                            ("threads", threads_busy)):
             if sysname == "dask" and not have_dask:
                 effs[sysname] = float("nan")
                 continue
@@ -399,10 +419,12 @@ def main(argv=None):
     if eff_rows:
         print()
         print(f"Parallel efficiency of GIL-releasing busy tasks (np.dot, single-threaded BLAS), {W} workers")
-        print(f"{'task':<8} {'matrix':>7} {'measured':>10} {'tasks':>7} {'parla':>7} {'dask':>7} {'tpe':>7}")
+        print(f"{'task':<8} {'matrix':>7} {'measured':>10} {'tasks':>7} {'parla':>7} {'dask':>7} {'tpe':>7} "
+              f"{'threads':>8} {'parla/threads':>14}")
         for label, size, t_task, n, effs in eff_rows:
             print(f"{label:<8} {size:>5}^2 {t_task * 1e6:8.1f}us {n:7d} {effs['parla']:7.3f} {effs['dask']:7.3f} "
-                  f"{effs['tpe']:7.3f}")
+                  f"{effs['tpe']:7.3f} {effs['threads']:8.3f} {effs['parla'] / effs['threads']:14.3f}")
+        print("  threads: plain Python threads calling the kernel in a loop, no runtime: the bound on this machine")
     if rss_rows:
         print()
         print(f"{args.rss_tasks:,} tasks in one program (subprocess), {W} workers")

@@ -19,19 +19,40 @@ from ._errors import DependencyCycleError, UnspawnedDependencyError
 __all__ = ["block", "wait_all", "wait_task", "seconds", "running_loop", "until_done_in_asyncio"]
 
 _SLICE = 0.1  # seconds: how long the main thread blocks before it lets Python handle signals
+_POLL = 0.01  # seconds between looks at never-spawned tasks that a wait with a timeout waits for
 
 
 def _stuck(message: str, pending: Sequence[Any]) -> RuntimeError:
+    """The error for a wait that can never end: UnspawnedDependencyError when the tasks waited for, or tasks
+    they depend on, were never spawned (as at the context's exit), else DependencyCycleError."""
     names = ", ".join(t.name for t in pending[:8]) + (" ..." if len(pending) > 8 else "")
     if all(t.state == "created" for t in pending):
         return UnspawnedDependencyError(f"cannot wait for {names}: never spawned")
-    return DependencyCycleError(f"cannot wait for {names}: {message}")
+    # The engine speaks of submitting; in Python, tasks are spawned.
+    text = f"cannot wait for {names}: {message.replace('submitted', 'spawned')}"
+    if _unspawned_involved(pending):
+        return UnspawnedDependencyError(text)
+    return DependencyCycleError(text)
+
+
+def _unspawned_involved(pending: Sequence[Any]) -> bool:
+    """Whether the tasks waited for were never spawned, or wait on tasks that were never spawned."""
+    return all(t.state == "created" for t in pending) or \
+        any(_has_unspawned(runtime) for runtime in {id(t.runtime): t.runtime for t in pending}.values())
+
+
+def _has_unspawned(runtime: Any) -> bool:
+    try:
+        return bool(runtime.unsubmitted())
+    except RuntimeError:  # the runtime has closed meanwhile
+        return False
 
 
 def block(pending: Sequence[Any], deadline: Optional[float]) -> bool:
     """Blocks until one of pending (unfinished tasks) has finished (True) or the deadline (time.monotonic())
-    has passed (False). Raises UnspawnedDependencyError when every pending task was never spawned,
-    DependencyCycleError when none can ever finish, ValueError for an engine refusal."""
+    has passed (False). Raises UnspawnedDependencyError when the pending tasks were never spawned or wait on
+    tasks never spawned (at once without a deadline, else once it has passed: another thread may still spawn
+    them), DependencyCycleError when none can ever finish, ValueError for an engine refusal."""
     main = threading.current_thread() is threading.main_thread()
     while True:
         if any(t.done for t in pending):
@@ -53,6 +74,15 @@ def block(pending: Sequence[Any], deadline: Optional[float]) -> bool:
         if code == 0 or code == _core.ETIMEDOUT:
             continue
         if code == _core.ESTUCK:
+            # Never-spawned tasks may still be spawned by another thread (or, inside a body, by the main
+            # thread): a wait given a timeout waits for that until its deadline; without one it cannot wait
+            # for ever on that chance, and says why at once.
+            if deadline is not None and _unspawned_involved(pending):
+                left = deadline - time.monotonic()
+                if left > 0:
+                    time.sleep(min(_POLL, left))
+                    if any(t.done for t in pending) or deadline > time.monotonic():
+                        continue
             raise _stuck(message, pending)
         raise ValueError(message)
 

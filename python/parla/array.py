@@ -409,6 +409,12 @@ class PArray:
         if slots is None:
             return devices[0]
         mask = slots.get(id(self), 0) | slots.get(id(root), 0)
+        if root is not self:
+            # A view made inside the body (A[5:]) goes where the declared views covering it were declared.
+            for declared, _ in _declared(task):
+                if (getattr(declared, "_root", None) is root and declared._ranges is not None
+                        and _ranges.covers(declared._ranges, self._ranges or [])):
+                    mask |= slots.get(id(declared), 0)
         position = _context.current_position()
         if mask >> position & 1 and position < len(devices):
             return devices[position]

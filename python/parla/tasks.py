@@ -114,8 +114,8 @@ class Task(_core.Task):
     def _cancelled_error(self) -> TaskCancelledError:
         cause = self._cause
         if isinstance(cause, Task):
-            error = TaskCancelledError(f"task {self.name} was cancelled because task {cause.name} "
-                                       f"{'failed' if cause.state == 'failed' else 'was never spawned'}")
+            what = {"failed": "failed", "cancelled": "was cancelled"}.get(cause.state, "was never spawned")
+            error = TaskCancelledError(f"task {self.name} was cancelled because task {cause.name} {what}")
             if cause.state == "failed":
                 error.__cause__ = cause._exception
             return error
@@ -337,7 +337,7 @@ class TaskSpace(_core.TaskSpaceBase):
             if type(k) is not int:
                 break
         else:  # plain integers: one task (the common case of a new task)
-            if (self.shape is not None or key[0] < 0 or self.start is not None) and not self._in_bounds(key):
+            if (self.shape is not None or min(key) < 0 or self.start is not None) and not self._in_bounds(key):
                 return TaskList()
             task = self._task(key, True)
             return task if task is not None else TaskList()

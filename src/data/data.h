@@ -43,6 +43,37 @@ uint64_t parla__data_pinned_bytes_locked(const parla__dev_t *d);
  * reference) whose access conflicts with an outside access to d (unfinished writers of its ranges, and
  * with write, their readers), or NULL. */
 parla_task_t *parla__data_conflict(parla_data_t *d, int write);
+/* Replayed graphs (sched/replay.c): the hazards among the accesses of a recorded graph, resolved once, when
+ * the graph is first replayed, byte range by byte range, into edges between its tasks; a replay then adds
+ * only those edges, and consults and updates each store's access history once (parla__data_replay_apply)
+ * instead of once per access. What the history learns is what the graph's accesses one by one would have
+ * left there for the bytes they touch: each byte's last writer in the graph and its readers since (or, for
+ * bytes the graph only reads, its readers added to the history's). So tasks spawned after a replay, and
+ * the next replay, are ordered after it exactly as after spawned tasks. */
+typedef struct parla__data_replay_access {
+    size_t node;        /* the task's index in the graph; the list in the order the accesses are made */
+    parla_data_t *data; /* borrowed (the graph holds it for the plan's lifetime) */
+    int mode;           /* PARLA_READ, PARLA_WRITE or PARLA_READWRITE */
+} parla__data_replay_access_t;
+typedef struct parla__data_replay_edge {
+    size_t node, pred; /* node waits for pred, whose access came first in the list */
+    int flags;         /* PARLA__EDGE_DATA, with PARLA__EDGE_ORDER unless node reads what pred wrote */
+} parla__data_replay_edge_t;
+typedef struct parla__data_replay parla__data_replay_t;
+/* The plan of the n accesses acc (in the order they are made: each task's accesses together): 0, or
+ * PARLA_ENOMEM with the message set. */
+int parla__data_replay_plan(parla_runtime_t *rt, const parla__data_replay_access_t *acc, size_t n,
+                            parla__data_replay_t **out);
+/* The edges between the graph's tasks (sorted by node, then pred; one per pair); *n: how many. */
+const parla__data_replay_edge_t *parla__data_replay_edges(const parla__data_replay_t *p, size_t *n);
+/* For one replay whose task for node i is tasks[i] (created, not submitted, with no successor yet): adds
+ * the edges from the tasks in the histories (spawned before, earlier replays) to the replay's tasks whose
+ * accesses meet them, and leaves the replay's tasks in the histories. Each store's history changes under
+ * its lock in one step. 0, or PARLA_ENOMEM with the message set (a store whose history could not be
+ * updated is left as it was; the caller cancels the replay). Serialised by the caller (the plan's
+ * scratch space is used); no data lock held. */
+int parla__data_replay_apply(parla__data_replay_t *p, parla_task_t *const *tasks);
+void parla__data_replay_free(parla__data_replay_t *p);
 /* The data part of a task that is being freed (the graph's dispose hook):
  * drops its data references and waiter records. */
 void parla__data_task_dispose(parla_task_t *t);

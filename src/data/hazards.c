@@ -183,11 +183,14 @@ typedef struct kept {
 } kept_t;
 
 /* With s->lock held: the hazard edges of t's access (d, mode) from the
- * overlapping records; a read joins their readers. 0 or a negative code. */
-static int add_hazards_locked(parla_task_t *t, store_t *s, parla_data_t *d, int mode, kept_t *kept)
+ * overlapping records; a read joins their readers, unless kept is NULL (a
+ * replay's task, whose records are installed after: it has no successor yet,
+ * so no edge can close a cycle and hazard_edge never keeps a task after it).
+ * 0 or a negative code. */
+static int add_hazards_locked(parla_task_t *t, store_t *s, const parla_data_t *d, int mode, kept_t *kept)
 {
     int rc = 0;
-    for (size_t r = 0; r < s->n_records && rc == 0; r++) {
+    for (size_t r = 0; r < s->n_records && rc >= 0; r++) {
         record_t *rec = &s->records[r];
         if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
             continue;
@@ -198,20 +201,36 @@ static int add_hazards_locked(parla_task_t *t, store_t *s, parla_data_t *d, int 
             prune(rec->readers, &rec->n_readers, false);
         for (size_t i = 0; i < rec->n_writers && rc >= 0; i++) {
             rc = hazard_edge(t, rec->writers[i], mode, true);
-            if (rc == 1)
+            if (rc == 1 && kept)
                 rc = push_task(t->rt, &kept->v, &kept->n, &kept->cap, rec->writers[i]);
         }
         if (mode & PARLA_WRITE) {
             for (size_t i = 0; i < rec->n_readers && rc >= 0; i++) {
                 rc = hazard_edge(t, rec->readers[i], mode, false);
-                if (rc == 1)
+                if (rc == 1 && kept)
                     rc = push_task(t->rt, &kept->v, &kept->n, &kept->cap, rec->readers[i]);
             }
-        } else if (rc >= 0) {
+        } else if (rc >= 0 && kept) {
             rc = push_task(t->rt, &rec->readers, &rec->n_readers, &rec->cap_readers, t);
         }
     }
-    return rc;
+    return rc < 0 ? rc : 0;
+}
+
+/* With s->lock held: room for need records in s. 0 or PARLA_ENOMEM (unchanged). */
+static int reserve_records(parla_runtime_t *rt, store_t *s, size_t need)
+{
+    if (need <= s->cap_records)
+        return 0;
+    size_t cap = 2 * need;
+    record_t *n = parla__calloc(rt, cap, sizeof *n);
+    if (n == NULL)
+        return PARLA_ENOMEM;
+    memcpy(n, s->records, s->n_records * sizeof *n);
+    parla__free(s->records);
+    s->records = n;
+    s->cap_records = cap;
+    return 0;
 }
 
 /* With s->lock held: replaces the records t's write of d covers whole by one
@@ -219,16 +238,8 @@ static int add_hazards_locked(parla_task_t *t, store_t *s, parla_data_t *d, int 
 static int replace_records_locked(parla_task_t *t, store_t *s, parla_data_t *d, uint64_t **ranges,
                                   const kept_t *kept)
 {
-    if (s->n_records == s->cap_records) {
-        size_t cap = 2 * s->cap_records;
-        record_t *n = parla__calloc(t->rt, cap, sizeof *n);
-        if (n == NULL)
-            return PARLA_ENOMEM;
-        memcpy(n, s->records, s->n_records * sizeof *n);
-        parla__free(s->records);
-        s->records = n;
-        s->cap_records = cap;
-    }
+    if (reserve_records(t->rt, s, s->n_records + 1))
+        return PARLA_ENOMEM;
     record_t nr = {0};
     nr.ranges = *ranges;
     nr.n_ranges = d->n_ranges;
@@ -266,6 +277,11 @@ int parla_task_add_access(parla_task_t *t, parla_data_t *d, parla_access_mode_t 
     return parla_task_add_access_at(t, d, mode, 0);
 }
 
+int parla_data_overlaps(const parla_data_t *a, const parla_data_t *b)
+{
+    return a && b && a->store == b->store && ranges_overlap(a->ranges, a->n_ranges, b->ranges, b->n_ranges);
+}
+
 int parla_task_add_access_at(parla_task_t *t, parla_data_t *d, parla_access_mode_t mode, int slot)
 {
     if (t == NULL || d == NULL)
@@ -285,6 +301,17 @@ int parla_task_add_access_at(parla_task_t *t, parla_data_t *d, parla_access_mode
     parla__graph_task_ext_t *x = parla__graph_task_ext(t);
     if (x == NULL)
         return parla__error(PARLA_ENOMEM, "task %s: cannot record an access", parla_task_name(t));
+    /* Each device position gets its own copy: bytes written through two positions would be written back
+     * from one copy only, and the other position's writes lost. */
+    for (int i = 0; i < x->n_accesses; i++) {
+        const parla_data_t *o = x->accesses[i].data;
+        if (x->accesses[i].slot != slot && (mode & PARLA_WRITE) && (x->accesses[i].mode & PARLA_WRITE) &&
+            parla_data_overlaps(o, d))
+            return parla__error(PARLA_EINVAL, "task %s: the same bytes of a data object are written through its "
+                                "devices at positions %d and %d: each position has its own copy, so one "
+                                "position's writes would be lost (declare disjoint views, or write at one "
+                                "position)", parla_task_name(t), x->accesses[i].slot, slot);
+    }
     int rc = reserve_access(t, x);
     if (rc)
         return rc;
@@ -387,4 +414,37 @@ parla_task_t *parla__data_conflict(parla_data_t *d, int write)
         parla_task_retain(wait);
     pthread_mutex_unlock(&s->lock);
     return wait;
+}
+
+/* ------------------------------------ for replay plans (data/replay.c) -- */
+
+bool parla__data_ranges_overlap(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
+{
+    return ranges_overlap(a, na, b, nb);
+}
+
+bool parla__data_ranges_cover(const uint64_t *a, size_t na, const uint64_t *b, size_t nb)
+{
+    return ranges_cover(a, na, b, nb);
+}
+
+void parla__data_ranges_subtract(parla_runtime_t *rt, record_t *rec, const uint64_t *b, size_t nb)
+{
+    ranges_subtract(rt, rec, b, nb);
+}
+
+void parla__data_prune(parla_task_t **arr, size_t *n, bool keep_failed)
+{
+    prune(arr, n, keep_failed);
+}
+
+int parla__data_reserve_records(parla_runtime_t *rt, store_t *s, size_t need)
+{
+    return reserve_records(rt, s, need);
+}
+
+int parla__data_hazards_in_locked(parla_task_t *t, store_t *s, const parla_data_t *d, int mode)
+{
+    int rc = add_hazards_locked(t, s, d, mode, NULL);
+    return rc == UNDECIDED ? PARLA_ENOMEM : rc;
 }

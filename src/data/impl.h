@@ -242,6 +242,15 @@ void parla__data_arrival_unref(struct arrival *a);
 struct arrival *parla__data_arrival_new(parla_runtime_t *rt);
 void parla__data_arrival_finish(parla_runtime_t *rt, struct arrival *a, int error);
 void parla__data_arrival_wait(arrival_t *a);
+/* hazards.c, for data/replay.c (s->lock held for the _locked one): the range helpers of the access
+ * history, and the hazard edges of a replay task's access from s's records without joining them
+ * (t has no successor yet). */
+bool parla__data_ranges_overlap(const uint64_t *a, size_t na, const uint64_t *b, size_t nb);
+bool parla__data_ranges_cover(const uint64_t *a, size_t na, const uint64_t *b, size_t nb);
+void parla__data_ranges_subtract(parla_runtime_t *rt, record_t *rec, const uint64_t *b, size_t nb);
+void parla__data_prune(parla_task_t **arr, size_t *n, bool keep_failed);
+int parla__data_reserve_records(parla_runtime_t *rt, store_t *s, size_t need);
+int parla__data_hazards_in_locked(parla_task_t *t, store_t *s, const parla_data_t *d, int mode);
 /* transfer.c, for the phases of parla__data_prepare (prepare.c); their contracts are at their definitions. */
 struct copy_now; /* a copy to make at once, with the store's lock dropped (transfer.c) */
 bool parla__data_arrival_pending(arrival_t *a);                                  /* takes a->lock */

@@ -375,7 +375,9 @@ static PyObject *Graph_replay(GraphObject *self, PyObject *unused)
         return NULL;
     }
     pyparla_state *st = pyparla_get_state(self->runtime->module);
-    PyTypeObject *tp = self->n_nodes ? Py_TYPE(self->nodes[0]->tmpl) : st->task_type;
+    /* parla.Task (wait, result, ...) even when nothing was recorded. */
+    PyTypeObject *tp = self->n_nodes ? Py_TYPE(self->nodes[0]->tmpl)
+                       : st->py_task_type ? st->py_task_type : st->task_type;
     TaskObject *join = (TaskObject *)tp->tp_alloc(tp, 0);
     if (join == NULL)
         return NULL;

@@ -414,6 +414,32 @@ static int set_attributes(TaskObject *self, PyObject *attrs)
     return 0;
 }
 
+/* 0, or -1 with ValueError when two of accesses write the same bytes through different device positions
+ * (the engine refuses the second; checked here first, so that no access of the spawn is recorded). */
+static int check_slot_writes(TaskObject *self, PyObject *accesses)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(accesses);
+    PyObject **items = PySequence_Fast_ITEMS(accesses);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyTuple_GET_SIZE(items[i]) != 3 || !(PyLong_AsLong(PyTuple_GET_ITEM(items[i], 1)) & PARLA_WRITE))
+            continue;
+        long si = PyLong_AsLong(PyTuple_GET_ITEM(items[i], 2));
+        for (Py_ssize_t j = 0; j < n; j++) {
+            long sj = PyTuple_GET_SIZE(items[j]) == 3 ? PyLong_AsLong(PyTuple_GET_ITEM(items[j], 2)) : 0;
+            if (sj == si || !(PyLong_AsLong(PyTuple_GET_ITEM(items[j], 1)) & PARLA_WRITE) ||
+                !parla_data_overlaps(((DataObject *)PyTuple_GET_ITEM(items[i], 0))->data,
+                                     ((DataObject *)PyTuple_GET_ITEM(items[j], 0))->data))
+                continue;
+            PyErr_Format(PyExc_ValueError, "task %s: the same bytes of a PArray are written (output/inout) through "
+                         "its devices at positions %ld and %ld: each position has its own copy, so one "
+                         "position's writes would be lost (declare disjoint views, or write at one position)",
+                         pyparla_task_name(self), sj < si ? sj : si, sj < si ? si : sj);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Records the dependency edges and the data accesses in the engine; 0 or an engine code (out of
  * memory: the edges added so far stay). */
 static int add_edges(TaskObject *self, PyObject *deps, PyObject *accesses)
@@ -490,7 +516,7 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     if (set_settings(self, args, &vcus, &memory) < 0)
         return NULL;
     PyObject *deps = NULL, *accesses = NULL, *body = NULL;
-    if (check_arguments(self, args, vcus, memory, &deps, &accesses) < 0)
+    if (check_arguments(self, args, vcus, memory, &deps, &accesses) < 0 || check_slot_writes(self, accesses) < 0)
         goto fail;
     body = pyparla_capture(pyparla_get_state(self->runtime->module), args[0]);
     if (body == NULL || set_attributes(self, attrs) < 0)

@@ -87,6 +87,9 @@ static void graph_free(parla_graph_t *g)
     parla__free(g->rec_keys);
     parla__free(g->rec_nodes);
     parla__free(g->scratch);
+    parla__data_replay_free(g->plan);
+    parla__free(g->plan_start);
+    parla__free(g->order);
     parla__free(g->failure);
     parla__free(g->name);
     pthread_mutex_destroy(&g->issue_lock);
@@ -378,6 +381,27 @@ static int record_settings(parla_graph_t *g, node_t *nd, parla_task_t *t, parla_
         }
     }
     return rec_reserve(g);
+}
+
+int parla__sched_graph_link_forward(parla_graph_t *g)
+{
+    for (size_t i = 0; g->rec_cap && i < g->n_nodes; i++) {
+        node_t *nd = &g->nodes[i];
+        for (int k = 0; k < nd->n_externals;) {
+            parla_task_t *e = nd->externals[k];
+            size_t s = rec_slot(g, e);
+            if (g->rec_keys[s] != e || g->rec_nodes[s] == i) {
+                k++;
+                continue;
+            }
+            if (grow(g->rt, (void **)&nd->deps, nd->n_deps, &nd->cap_deps, sizeof *nd->deps))
+                return parla__error(PARLA_ENOMEM, "replay of graph '%s': cannot allocate it", g->name);
+            nd->deps[nd->n_deps++] = g->rec_nodes[s];
+            nd->externals[k] = nd->externals[--nd->n_externals];
+            parla_task_release(e);
+        }
+    }
+    return 0;
 }
 
 int parla_graph_record(parla_graph_t *g, parla_task_t *t, parla_task_fn fn, void *arg, parla_task_t *const *deps,

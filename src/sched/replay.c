@@ -3,10 +3,15 @@
  * template and its recording are in record.c, sched/replay.h).
  *
  * A replay turns the template into tasks in one call: it creates every node's task with the recorded
- * settings copied in (nothing is checked again: the options were checked when recorded and the devices do
- * not change), then, in recording order, adds each task's dependencies and accesses (the accesses go through
- * the ordinary hazard path, so replays are ordered with each other and with every other task by their data,
- * like spawns) and submits it. A join task per replay, with soft edges from every task of the replay and from
+ * settings and accesses copied in (nothing is checked again: the options were checked when recorded and the
+ * devices do not change), orders them after the tasks already in the data's access histories and leaves
+ * them there (one step per store, parla__data_replay_apply), then, in recording order, adds each task's
+ * dependencies and the hazard edges between the graph's own tasks, which the first replay resolved once
+ * (parla__data_replay_plan), and submits it. So replays are ordered with each other and with every other
+ * task by their data, like spawns, without tracking each access again. "Recording order" puts a task after
+ * the tasks it depends on, one recorded later included (an explicit dependency decides the order of two
+ * accesses, as for spawned tasks). A graph whose dependencies form a cycle (it cannot finish) replays
+ * through the ordinary hazard path, each access added in turn. A join task per replay, with soft edges from every task of the replay and from
  * the join of the replay before, tells when a replay (and all before it) has finished and whether one of
  * its tasks did not end DONE; the first such failure fails the graph.
  */
@@ -108,6 +113,20 @@ static int make_task(parla_graph_t *g, size_t i, parla_task_t **out)
     char *name = parla__sched_copy_name(g->rt, nd->name);
     atomic_store_explicit(&t->name, name, memory_order_relaxed);
     rc = name ? 0 : PARLA_ENOMEM;
+    if (rc == 0 && g->plan && nd->n_accesses) {
+        /* What the task's data preparation reads (its hazards are the plan's). */
+        parla__graph_task_ext_t *x = parla__graph_task_ext(t);
+        parla__graph_access_t *a = x ? parla__alloc(g->rt, (size_t)nd->n_accesses * sizeof *a) : NULL;
+        if (a) {
+            memcpy(a, nd->accesses, (size_t)nd->n_accesses * sizeof *a);
+            for (int k = 0; k < nd->n_accesses; k++)
+                parla_data_retain(a[k].data);
+            x->accesses = a;
+            x->n_accesses = x->cap_accesses = nd->n_accesses;
+        } else {
+            rc = PARLA_ENOMEM;
+        }
+    }
     if (rc == 0 && nd->n_options) {
         parla__graph_task_ext_t *x = parla__graph_task_ext(t);
         parla__graph_option_t *o = x ? parla__alloc(g->rt, (size_t)nd->n_options * sizeof *o) : NULL;
@@ -139,9 +158,21 @@ static int issue_task(parla_graph_t *g, size_t i, parla_task_t *const *tasks, pa
         rc = parla__graph_add_edge(t, tasks[nd->deps[k]], 0);
     for (int k = 0; rc == 0 && k < nd->n_externals; k++)
         rc = parla__graph_add_edge(t, nd->externals[k], 0);
-    for (int k = 0; rc == 0 && k < nd->n_accesses; k++)
-        rc = parla_task_add_access_at(t, nd->accesses[k].data, (parla_access_mode_t)nd->accesses[k].mode,
-                                      nd->accesses[k].slot);
+    if (g->plan) {
+        size_t n_edges;
+        const parla__data_replay_edge_t *edges = parla__data_replay_edges(g->plan, &n_edges);
+        for (size_t k = g->plan_start[i]; rc == 0 && k < g->plan_start[i + 1]; k++) {
+            bool explicit_dep = false; /* a hard edge to the same task says more already */
+            for (int j = 0; j < nd->n_deps && !explicit_dep; j++)
+                explicit_dep = nd->deps[j] == edges[k].pred;
+            if (!explicit_dep)
+                rc = parla__graph_add_edge(t, tasks[edges[k].pred], edges[k].flags);
+        }
+    } else {
+        for (int k = 0; rc == 0 && k < nd->n_accesses; k++)
+            rc = parla_task_add_access_at(t, nd->accesses[k].data, (parla_access_mode_t)nd->accesses[k].mode,
+                                          nd->accesses[k].slot);
+    }
     if (rc == 0)
         rc = join_edge(join, t);
     if (rc)
@@ -153,12 +184,103 @@ static int issue_task(parla_graph_t *g, size_t i, parla_task_t *const *tasks, pa
     return rc == PARLA_ERESOURCE ? 0 : rc;
 }
 
+/* g->order: the nodes in recording order, except that a node comes after the nodes it depends on (one
+ * recorded later included: an explicit dependency decides, as for spawned tasks). 1 when the dependencies
+ * form a cycle (no such order), 0, or PARLA_ENOMEM. */
+static int order_nodes(parla_graph_t *g)
+{
+    size_t n = g->n_nodes;
+    g->order = parla__alloc(g->rt, (n ? n : 1) * sizeof *g->order);
+    unsigned char *mark = parla__calloc(g->rt, n ? n : 1, 1); /* 1: on the path, 2: placed */
+    size_t *stack = parla__alloc(g->rt, (n ? n : 1) * sizeof *stack), *next = parla__calloc(g->rt, n ? n : 1, sizeof *next);
+    int rc = g->order && mark && stack && next ? 0 : PARLA_ENOMEM;
+    size_t placed = 0;
+    for (size_t root = 0; rc == 0 && root < n; root++) {
+        if (mark[root])
+            continue;
+        size_t depth = 0;
+        stack[depth++] = root;
+        mark[root] = 1;
+        while (depth && rc == 0) {
+            size_t i = stack[depth - 1];
+            if (next[i] < (size_t)g->nodes[i].n_deps) {
+                size_t d = g->nodes[i].deps[next[i]++];
+                if (mark[d] == 1)
+                    rc = 1; /* a cycle */
+                else if (mark[d] == 0) {
+                    mark[d] = 1;
+                    stack[depth++] = d;
+                }
+            } else {
+                mark[i] = 2;
+                g->order[placed++] = i;
+                depth--;
+            }
+        }
+    }
+    parla__free(mark);
+    parla__free(stack);
+    parla__free(next);
+    if (rc) {
+        parla__free(g->order);
+        g->order = NULL;
+    }
+    return rc;
+}
+
+/* The data plan of the template (g->plan, g->plan_start, g->order), unless its dependencies form a cycle. */
+static int plan(parla_graph_t *g)
+{
+    int rc = order_nodes(g);
+    if (rc == 1)
+        return 0;
+    if (rc)
+        return parla__error(PARLA_ENOMEM, "replay of graph '%s': cannot allocate it", g->name);
+    size_t n_acc = 0;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        n_acc += (size_t)g->nodes[i].n_accesses;
+    parla__data_replay_access_t *acc = parla__alloc(g->rt, (n_acc ? n_acc : 1) * sizeof *acc);
+    g->plan_start = parla__calloc(g->rt, g->n_nodes + 1, sizeof *g->plan_start);
+    rc = acc && g->plan_start ? 0 : parla__error(PARLA_ENOMEM, "replay of graph '%s': cannot allocate it",
+                                                 g->name);
+    size_t m = 0;
+    for (size_t pos = 0; rc == 0 && pos < g->n_nodes; pos++)
+        for (size_t i = g->order[pos], k = 0; k < (size_t)g->nodes[i].n_accesses; k++)
+            acc[m++] = (parla__data_replay_access_t){
+                .node = i, .data = g->nodes[i].accesses[k].data, .mode = g->nodes[i].accesses[k].mode};
+    if (rc == 0)
+        rc = parla__data_replay_plan(g->rt, acc, n_acc, &g->plan);
+    parla__free(acc);
+    if (rc) {
+        parla__free(g->plan_start);
+        parla__free(g->order);
+        g->plan_start = NULL;
+        g->order = NULL;
+        return rc;
+    }
+    size_t n_edges;
+    const parla__data_replay_edge_t *edges = parla__data_replay_edges(g->plan, &n_edges);
+    for (size_t k = 0; k < n_edges; k++)
+        g->plan_start[edges[k].node + 1]++;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        g->plan_start[i + 1] += g->plan_start[i];
+    return 0;
+}
+
 /* The first replay: the recorded tasks are no longer needed to tell nodes apart. */
 static int freeze(parla_graph_t *g)
 {
     g->scratch = parla__alloc(g->rt, (g->n_nodes ? g->n_nodes : 1) * sizeof *g->scratch);
     if (g->scratch == NULL)
         return parla__error(PARLA_ENOMEM, "replay of graph '%s': cannot allocate it", g->name);
+    int rc = parla__sched_graph_link_forward(g);
+    if (rc == 0)
+        rc = plan(g);
+    if (rc) {
+        parla__free(g->scratch);
+        g->scratch = NULL;
+        return rc;
+    }
     for (size_t i = 0; i < g->rec_cap; i++)
         if (g->rec_keys[i])
             parla_task_release(g->rec_keys[i]);
@@ -210,8 +332,11 @@ static int replay_locked(parla_graph_t *g, void *join_user, parla_task_t **join_
         rc = make_task(g, made, &g->scratch[made]);
         made += rc == 0;
     }
+    if (rc == 0 && g->plan)
+        rc = parla__data_replay_apply(g->plan, g->scratch);
+    /* In the plan's order (every node after its dependencies), else in recording order. */
     while (rc == 0 && issued < made) {
-        rc = issue_task(g, issued, g->scratch, join);
+        rc = issue_task(g, g->plan ? g->order[issued] : issued, g->scratch, join);
         issued += rc == 0;
     }
     char msg[768];
@@ -221,7 +346,7 @@ static int replay_locked(parla_graph_t *g, void *join_user, parla_task_t **join_
         snprintf(msg, sizeof msg, "replay %s of graph '%s' failed: %s", name, g->name, parla_last_error_message());
         set_failure(g, msg);
         for (size_t i = issued; i < made; i++)
-            parla_task_cancel(g->scratch[i]);
+            parla_task_cancel(g->scratch[g->plan && made == g->n_nodes ? g->order[i] : i]);
     }
     for (size_t i = 0; i < made; i++)
         parla_task_release(g->scratch[i]);

@@ -46,6 +46,13 @@ struct parla_graph {
     bool frozen;                /* replayed once: the template no longer changes */
     pthread_mutex_t issue_lock; /* serialises replays; protects scratch, frozen and the template once frozen */
     parla_task_t **scratch;     /* the tasks of the replay being issued */
+    /* Made by the first replay, unless the dependencies form a cycle (then every replay adds its accesses
+     * one by one, as spawning does): the data hazards between the graph's tasks, resolved once
+     * (data/data.h), where each node's edges begin in the plan's list (n_nodes + 1 entries), and the order
+     * replays issue the nodes in (recording order, each node after its dependencies). */
+    parla__data_replay_t *plan;
+    size_t *plan_start;
+    size_t *order;
     pthread_mutex_t lock;       /* a leaf: protects last_join and failure */
     parla_task_t *last_join;    /* held */
     char *failure;              /* the first failure's message, or NULL */
@@ -54,5 +61,9 @@ struct parla_graph {
 
 /* A copy of name (at most 255 bytes kept), allocated with parla__alloc, or NULL when out of memory. */
 char *parla__sched_copy_name(parla_runtime_t *rt, const char *name);
+/* Before the first replay (recording map still there): a node's outside dependency on a task recorded in
+ * the graph after it (spawned later in the capture) becomes a dependency on that task's node, as one on a
+ * task recorded before it already is. 0 or PARLA_ENOMEM (message set). */
+int parla__sched_graph_link_forward(parla_graph_t *g);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 bool parla__sched_body_waiters_locked(parla_runtime_t *rt);
 bool parla__sched_stuck_locked(parla_runtime_t *rt);
@@ -59,9 +60,15 @@ int parla__sched_stuck_error(parla_runtime_t *rt)
         parla_task_t *p = parla__graph_rt(rt)->placeholders[i];
         len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s (needed by", i ? ", " : "", parla_task_name(p));
         int k = 0;
+        const char *last = NULL; /* a graph's replays repeat their template's names: each name once in a row */
         for (parla__graph_edge_t *e = atomic_load(&p->succ); e && e != PARLA__SEALED && len < sizeof buf - 32;
-             e = e->next, k++)
-            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s %s", k ? "," : "", parla_task_name(e->succ));
+             e = e->next) {
+            const char *name = parla_task_name(e->succ);
+            if (last && strcmp(last, name) == 0)
+                continue;
+            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s %s", k++ ? "," : "", name);
+            last = name;
+        }
         len += (size_t)snprintf(buf + len, sizeof buf - len, ")");
     }
     pthread_mutex_unlock(&parla__graph_rt(rt)->placeholder_lock);

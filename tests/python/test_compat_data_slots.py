@@ -103,3 +103,44 @@ def test_a_replayed_graph_keeps_each_arrays_device():
         # The replays, like the captured spawn, wrote B on the task's second device only.
         assert B.exists_on_device(gpu(1)) and not B.exists_on_device(gpu(0)) and B.nbytes_at(gpu(0)) == 0
         np.testing.assert_array_equal(B.array, 4 * np.arange(4.0))
+
+
+@pytest.mark.timeout(30)
+def test_writing_the_same_bytes_through_two_positions_is_refused_and_records_nothing():
+    # Each position gets its own copy: one position's writes were lost without a word.
+    A = asarray(np.zeros(10))
+    with Parla(n_workers=2, virtual_gpus=2):
+        for decl in ({"inout": [(A, 0), (A, 1)]}, {"output": [(A, 1)], "inout": [(A[2:6], 0)]}):
+            with pytest.raises(ValueError, match=r"written \(output/inout\) through its devices at positions 0 "
+                                                 r"and 1: .*one position's writes would be lost"):
+                spawn(placement=(gpu, gpu), **decl)(lambda: None)
+        # Nothing of the refused spawns was recorded: a later task on A runs (no hazard on them).
+        later = spawn(placement=gpu(0), inout=[A])(lambda: A.array.__iadd__(1))
+        # Disjoint views, and a read through one position of what the other writes, stay allowed.
+        @spawn(placement=(gpu, gpu), inout=[(A[:5], 0), (A[5:], 1)], dependencies=[later])
+        def halves():
+            ctx = get_current_context()
+            with ctx[0]:
+                A[:5].array[:] += 100
+            with ctx[1]:
+                A[5:].array[:] += 1000
+
+        @spawn(placement=(gpu, gpu), input=[(A, 0)], inout=[(A, 1)], dependencies=[halves])
+        def read_and_write():
+            with get_current_context()[1]:
+                A.array[:] *= 2
+    assert later.state == "done"
+    assert A.array.tolist() == [202.0] * 5 + [2002.0] * 5
+
+
+@pytest.mark.timeout(30)
+def test_a_view_made_in_the_body_uses_the_copy_of_the_position_its_declared_view_is_for():
+    # A[5:] made inside the body resolved to the first device's copy (stale, or not holding those bytes).
+    A = asarray(np.zeros(10))
+    with Parla(n_workers=2, virtual_gpus=2):
+        @spawn(placement=(gpu, gpu), inout=[(A[5:], 1)])
+        def body():
+            with get_current_context()[1]:
+                A[5:].array[:] += 1000
+            A[6:8].array[:] += 1  # outside any `with ctx[i]`: the position the covering view is declared for
+    assert A.array.tolist() == [0.0] * 5 + [1000.0, 1001.0, 1001.0, 1000.0, 1000.0]

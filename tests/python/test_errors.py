@@ -294,3 +294,36 @@ print("ok")
 """
     r = run_python(code, timeout=25)
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
+
+
+@pytest.mark.timeout(30)
+def test_cancelled_by_leaving_the_block_says_so_down_the_chain():
+    # Tasks cancelled because a predecessor was cancelled (an exception left the block) said that the
+    # predecessor "was never spawned".
+    import threading
+    gate = threading.Event()
+    started = threading.Event()
+    T = TaskSpace("T")
+
+    def first():
+        started.set()
+        gate.wait(30)
+
+    with pytest.raises(ValueError):
+        with Parla(n_workers=2):
+            spawn(T[0])(first)
+            for i in range(1, 10):
+                spawn(T[i], [T[i - 1]])(lambda: None)
+            # The exit cancels only tasks that have not started: T[0] must be running when the error leaves
+            # the block (on a loaded machine a worker may take longer than the spawns to pick it up).
+            assert started.wait(20)
+            # T[0]'s body is let go once the exit has cancelled the tasks that have not started.
+            threading.Timer(0.5, gate.set).start()
+            raise ValueError("user error")
+    assert T[0].state == "done"
+    assert T[1].state == "cancelled"
+    for i in range(2, 10):
+        message = str(T[i].exception)
+        assert T[i].state == "cancelled", (i, T[i].state)
+        assert "was never spawned" not in message, message
+        assert message.endswith("was cancelled"), message

@@ -4,6 +4,7 @@ import threading
 import numpy as np
 import pytest
 
+import parla
 from parla import Parla, TaskSpace, capture, get_current_context, get_current_task, spawn
 from parla.array import asarray
 
@@ -36,6 +37,47 @@ def test_replays_give_the_values_of_spawning_again():
         total += v
     assert np.array_equal(x.array, np.full(16, v))
     assert np.array_equal(y.array, np.full(16, total))
+
+
+def test_replays_and_spawned_tasks_are_ordered_by_their_data():
+    """Tasks spawned between replays (writing what the graph only reads, or all of it while slow) and replays
+    back to back: the values are those of running everything in issue order."""
+    import time
+    with Parla(n_workers=2):
+        x = asarray(np.arange(8, dtype=float))
+        y = asarray(np.zeros(8))
+        left, right = x[0:4], x[4:8]
+        with capture("mix") as g:
+            @spawn(input=[x], inout=[y])
+            def mix():
+                time.sleep(0.001)             # an unordered writer of x would get in first
+                y.array[:] = y.array * 0.5 + x.array
+
+            @spawn(inout=[left])
+            def bump():
+                left.array[:] += 1.0
+        mx, my = np.arange(8, dtype=float), np.zeros(8)
+        my = my * 0.5 + mx
+        mx[0:4] += 1.0
+        for k in range(6):
+            if k % 3 == 0:
+                @spawn(inout=[x])
+                def slow_all():
+                    time.sleep(0.002)         # the replay below is issued while this still writes x
+                    x.array[:] += 0.25
+                mx += 0.25
+            for _ in range(2 if k % 3 == 1 else 1):
+                g.replay()
+                my = my * 0.5 + mx
+                mx[0:4] += 1.0
+
+            @spawn(inout=[right])
+            def fast_right():                 # writes what the graph only reads, after its read
+                right.array[:] += 10.0
+            mx[4:8] += 10.0
+        g.wait()
+    assert np.array_equal(np.asarray(x.array), mx)
+    assert np.array_equal(np.asarray(y.array), my)
 
 
 def test_explicit_dependencies_order_each_replay():
@@ -255,3 +297,40 @@ def test_native_bodies_replay_without_the_gil():
         g.wait()
     libc.sem_destroy(sem)
     np.testing.assert_allclose(C.array, c - 4 * a @ b.T, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.timeout(30)
+def test_an_empty_graph_replays_to_a_parla_task():
+    with Parla(n_workers=2):
+        with capture("empty") as g:
+            pass
+        join = g.replay()
+        assert isinstance(join, parla.Task)
+        g.wait(timeout=10)
+        assert join.state == "done"
+        assert g.replays == 1
+
+
+@pytest.mark.timeout(30)
+def test_a_dependency_on_a_task_spawned_later_in_the_capture_is_replayed_as_one():
+    # T[0] names T[1] before T[1] is spawned (both in the capture): each replay's T[0] runs after that
+    # replay's T[1]; it depended on the captured T[1], done already, so replays ran a before b.
+    import time
+    order = []
+    with Parla(n_workers=2):
+        T = TaskSpace("T")
+        with capture("forward") as g:
+            @spawn(T[0], [T[1]])
+            def a():
+                order.append("a")
+
+            @spawn(T[1])
+            def b():
+                time.sleep(0.05)
+                order.append("b")
+        g.wait()
+        T[0].wait()
+        for _ in range(3):
+            g.replay()
+            g.wait(timeout=10)
+    assert order == ["b", "a"] * 4

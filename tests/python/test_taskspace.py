@@ -145,3 +145,17 @@ def test_repr(ctx):
     assert "R" in repr(T)
     assert "TaskList" in repr(T[0:1])
     spawn(T[0])(lambda: None)
+
+
+@pytest.mark.timeout(30)
+def test_a_negative_key_in_any_position_is_an_empty_tasklist():
+    # Without a shape, T[-1, 0] gave an empty TaskList but T[0, -1] made a task that never runs.
+    from parla.tasks import TaskList
+    with Parla(n_workers=2):
+        D = TaskSpace("D")
+        for key in ((0, -1), (-1, 0), (3, 2, -5)):
+            assert isinstance(D[key], TaskList) and len(D[key]) == 0, key
+        for i in range(3):
+            for j in range(3):
+                spawn(D[i, j], [D[i - 1, j], D[i, j - 1]])(lambda i=i, j=j: i + j)
+    assert [D[i, j].result for i in range(3) for j in range(3)] == [i + j for i in range(3) for j in range(3)]

@@ -269,3 +269,59 @@ def test_recursive_spawn_and_wait_finishes(workers):
     r = run_python(RECURSIVE_WAITS.replace("sys.argv[1]", str(workers)), timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["fib", "610"]
+
+
+@pytest.mark.timeout(60)
+def test_waiting_for_a_task_with_a_never_spawned_dependency_names_it():
+    # As at the context's exit: UnspawnedDependencyError (no cycle), the never-spawned task named.
+    with pytest.raises(parla.UnspawnedDependencyError):
+        with Parla(n_workers=2):
+            T = TaskSpace("T")
+            spawn(T[0], [T[5]])(lambda: None)
+            for wait in (lambda: T[0].wait(), lambda: parla.wait([T[0]]), lambda: T[0].wait(timeout=0.3)):
+                with pytest.raises(parla.UnspawnedDependencyError, match=r"T\[5\] \(needed by T\[0\]\)"):
+                    wait()
+
+
+@pytest.mark.timeout(60)
+def test_waiting_for_a_replay_with_a_never_spawned_dependency():
+    with pytest.raises(parla.UnspawnedDependencyError):
+        with Parla(n_workers=2):
+            T = TaskSpace("T")
+            with parla.capture("g") as g:
+                spawn(T[0], [T[5]])(lambda: None)
+            join = g.replay()
+            with pytest.raises(parla.UnspawnedDependencyError) as info:
+                join.wait()
+            # The captured task and its replay share a name: named once.
+            assert r"T[5] (needed by T[0])" in str(info.value), str(info.value)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["body", "thread"])
+def test_a_wait_with_a_timeout_waits_for_a_task_spawned_later(where):
+    # The guide: a dependency may be a task spawned later. A wait given a timeout raised at once that the
+    # task was never spawned, although the main thread (or another thread) spawned it a moment later.
+    import time
+    with Parla(n_workers=2):
+        T = TaskSpace("T")
+        if where == "body":
+            @spawn(T[0])
+            def parent():
+                T[1].wait(timeout=20)
+                return T[1].result
+        else:
+            box = []
+
+            def waiter():
+                T[1].wait(timeout=20)
+                box.append(T[1].result)
+            th = threading.Thread(target=waiter)
+            th.start()
+        time.sleep(0.3)
+        spawn(T[1])(lambda: 42)
+    if where == "body":
+        assert T[0].result == 42
+    else:
+        th.join(20)
+        assert box == [42]
