@@ -6,23 +6,32 @@
  * (wb_begin_locked), it pins the copy on dev (no eviction, no merge meanwhile: both need pins == 0),
  * resolves the addresses of the bytes to copy (the pieces stay while pinned), and marks those bytes valid
  * on the CPU but still arriving there, as a queued copy does: the CPU's arrival (and dev's, which it also
- * becomes) takes one more copy. Tasks that use the store on the CPU or on dev meanwhile wait for that
- * arrival through the data waiter callback (prepare.c phase 4), parla_data_fetch waits on its condition,
- * and copies from dev to other devices may still read it (a read). The copy runs with no lock
+ * becomes) takes one more copy. Tasks that use the store on the CPU or on dev meanwhile, and tasks that
+ * write those bytes on another GPU (a copy to the CPU planned after their write must land after this
+ * one), wait for that arrival through the data waiter callback (prepare.c phases 2 and 4),
+ * parla_data_fetch waits on its condition, and copies from dev to other devices may still read it (a
+ * read). Outside tasks the write-back is queued on dev's engine before any lock is dropped, so the
+ * stuck check sees it under way as soon as a task can wait for it. The copy runs with no lock
  * (wb_copy); wb_end marks the bytes arrived, unpins, drops the copy when asked and nothing uses it, and
  * completes the arrival. */
 #include "data/impl.h"
 
 #include <string.h>
 
-/* True when some range of s is valid only on device (dropping that copy would lose it: it is written
- * back first). s->lock held. */
-bool parla__data_dirty_locked(const store_t *s, int device)
+/* True when some byte of s in [lo, hi) is valid only on device (dropping it there would lose it: it is
+ * written back first). s->lock held. */
+bool parla__data_dirty_in_locked(const store_t *s, int device, uint64_t lo, uint64_t hi)
 {
-    for (size_t i = 0; i < s->n_segs; i++)
+    size_t i = lo < s->nbytes ? parla__data_seg_find(s, lo) : s->n_segs;
+    for (; i < s->n_segs && s->segs[i].lo < hi; i++)
         if (s->segs[i].valid == bit(device))
             return true;
     return false;
+}
+
+bool parla__data_dirty_locked(const store_t *s, int device)
+{
+    return parla__data_dirty_in_locked(s, device, 0, s->nbytes);
 }
 
 /* Pieces taken from a copy under the locks, freed with none held (parla__data_pieces_free). */
@@ -81,13 +90,29 @@ typedef struct wb_range {
     const void *src; /* on dev */
 } wb_range_t;
 
+struct wb;
+/* A write-back outside tasks, run on the device's engine while its caller waits (see outside below). */
+typedef struct wb_job {
+    parla__dev_job_t job; /* first */
+    struct wb *wb;
+    bool gone, done;
+    int rc;
+    pthread_mutex_t lock; /* a leaf: done, between the engine thread and the waiting caller */
+    pthread_cond_t cond;
+} wb_job_t;
+
 typedef struct wb {
     store_t *s;
     int dev;
     arrival_t *arr; /* a reference */
     wb_range_t *r;
     size_t n, cap;
+    bool drop;   /* the copy is dropped at the end when nothing uses it */
+    bool queued; /* on the engine (j) */
+    wb_job_t j;
 } wb_t;
+
+static void wb_queue_locked(wb_t *wb);
 
 static int wb_add(wb_t *wb, uint64_t lo, uint64_t hi, void *dst, const void *src)
 {
@@ -106,12 +131,14 @@ static int wb_add(wb_t *wb, uint64_t lo, uint64_t hi, void *dst, const void *src
     return 0;
 }
 
-/* Begins the write-back of what only dev holds of s's bytes [lo, hi) (see above). s->lock held; d's lock
- * too when dev_locked; the copy is not busy. On success with wb->n == 0 nothing is to be copied and
- * nothing was changed; otherwise the caller drops its locks, calls wb_copy, then wb_end. */
-static int wb_begin_locked(wb_t *wb, store_t *s, int dev, uint64_t lo, uint64_t hi, bool dev_locked)
+/* Begins the write-back of what only dev holds of s's bytes [lo, hi) (see above), to drop the copy at
+ * its end when drop. s->lock held (and maybe d's lock); the copy is not busy. On success with wb->n == 0
+ * nothing is to be copied and nothing was changed; otherwise the caller drops its locks and calls wb_run
+ * (wb stays where it is until then). Outside tasks the write-back is queued on the engine here, before
+ * the store's lock is dropped: no task sees its arrival before the scheduler sees it under way. */
+static int wb_begin_locked(wb_t *wb, store_t *s, int dev, uint64_t lo, uint64_t hi, bool drop)
 {
-    *wb = (wb_t){.s = s, .dev = dev};
+    *wb = (wb_t){.s = s, .dev = dev, .drop = drop};
     parla__dev_copy_t *c = &s->copies[dev], *cpu = &s->copies[0];
     if (parla__data_seg_split(s, lo) || parla__data_seg_split(s, hi))
         return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
@@ -180,7 +207,7 @@ static int wb_begin_locked(wb_t *wb, store_t *s, int dev, uint64_t lo, uint64_t 
      * (parla_data_evict) must not leave the scheduler seeing it wait on nothing running; its end wakes
      * the waiting tasks all the same (the unpin epoch moves). */
     c->pins++;
-    (void)dev_locked;
+    wb_queue_locked(wb);
     return 0;
 }
 
@@ -220,7 +247,9 @@ static bool wb_end(wb_t *wb, int rc, bool drop)
         for (size_t i = parla__data_seg_find(s, lo); i < s->n_segs && s->segs[i].lo < hi; i++) {
             seg_t *g = &s->segs[i];
             g->arriving &= ~bit(0);
-            if (rc)
+            /* Failed: dev's bytes are the data again, unless a write elsewhere (on a GPU) replaced them
+             * meanwhile (a write on the CPU waited for this arrival, and fails with it). */
+            if (rc && (g->valid & bit(0)))
                 g->valid = (g->valid & ~bit(0)) | bit(dev);
         }
     }
@@ -257,15 +286,6 @@ void parla__data_outside_end(bool was)
     outside = was;
 }
 
-typedef struct wb_job {
-    parla__dev_job_t job; /* first */
-    wb_t *wb;
-    bool drop, gone, done;
-    int rc;
-    pthread_mutex_t lock; /* a leaf: done, between the engine thread and the waiting caller */
-    pthread_cond_t cond;
-} wb_job_t;
-
 static bool wbj_issue(parla__dev_job_t *j, parla__dev_t *d)
 {
     (void)d;
@@ -284,7 +304,7 @@ static void wbj_done(parla__dev_job_t *j, bool waited)
 {
     (void)waited;
     wb_job_t *w = (wb_job_t *)j;
-    w->gone = wb_end(w->wb, w->rc, w->drop);
+    w->gone = wb_end(w->wb, w->rc, w->wb->drop);
     parla__data_wake_deferred();
     pthread_mutex_lock(&w->lock);
     w->done = true;
@@ -294,28 +314,36 @@ static void wbj_done(parla__dev_job_t *j, bool waited)
 
 static const parla__dev_job_ops_t wbj_ops = {wbj_issue, wbj_poll, wbj_done};
 
-/* Runs a begun write-back (wb_copy, then wb_end with drop; no lock held): on the device's engine when
- * the thread is outside tasks (see outside), else here. *rc: the copies' result; true when the copy was
- * dropped. */
-static bool wb_run(wb_t *wb, bool drop, int *rc)
+/* Queues a begun write-back on the device's engine when the thread is outside tasks (see outside). */
+static void wb_queue_locked(wb_t *wb)
 {
     parla__dev_t *d = &parla__dev_devs(wb->s->rt)->devices[wb->dev];
-    if (outside && d->engine_running) {
-        wb_job_t j = {.job.ops = &wbj_ops, .wb = wb, .drop = drop};
-        pthread_mutex_init(&j.lock, NULL);
-        pthread_cond_init(&j.cond, NULL);
-        parla__dev_engine_submit(d, &j.job);
-        pthread_mutex_lock(&j.lock);
-        while (!j.done)
-            pthread_cond_wait(&j.cond, &j.lock);
-        pthread_mutex_unlock(&j.lock);
-        pthread_mutex_destroy(&j.lock);
-        pthread_cond_destroy(&j.cond);
-        *rc = j.rc;
-        return j.gone;
+    if (!outside || !d->engine_running)
+        return;
+    wb->j = (wb_job_t){.job.ops = &wbj_ops, .wb = wb};
+    pthread_mutex_init(&wb->j.lock, NULL);
+    pthread_cond_init(&wb->j.cond, NULL);
+    wb->queued = true;
+    parla__dev_engine_submit(d, &wb->j.job);
+}
+
+/* Runs a begun write-back (wb_copy, then wb_end; no lock held): waits for it on the engine when it was
+ * queued there, else makes it here. *rc: the copies' result; true when the copy was dropped. */
+static bool wb_run(wb_t *wb, int *rc)
+{
+    if (wb->queued) {
+        wb_job_t *j = &wb->j;
+        pthread_mutex_lock(&j->lock);
+        while (!j->done)
+            pthread_cond_wait(&j->cond, &j->lock);
+        pthread_mutex_unlock(&j->lock);
+        pthread_mutex_destroy(&j->lock);
+        pthread_cond_destroy(&j->cond);
+        *rc = j->rc;
+        return j->gone;
     }
     *rc = wb_copy(wb);
-    return wb_end(wb, *rc, drop);
+    return wb_end(wb, *rc, wb->drop);
 }
 
 /* Writes back to the CPU what only device holds of s's bytes [lo, hi). Entered and left with s->lock
@@ -328,7 +356,7 @@ int parla__data_writeback_range(store_t *s, int device, uint64_t lo, uint64_t hi
     if (rc || wb.n == 0)
         return rc;
     parla__unlock(&s->lock);
-    wb_run(&wb, false, &rc);
+    wb_run(&wb, &rc);
     parla__lock(&s->lock);
     return rc;
 }
@@ -385,7 +413,7 @@ void parla__data_evict_for_locked(parla__dev_t *d, store_t *keep, uint64_t need)
             dropped_free(&dr);
         } else {
             int rc;
-            wb_run(&wb, true, &rc);
+            wb_run(&wb, &rc);
             writebacks++;
             if (rc) {
                 parla__lock(&d->lock);
@@ -440,11 +468,11 @@ static int evict_copy(store_t *s, int device)
             return 0;
         }
         wb_t wb;
-        int rc = wb_begin_locked(&wb, s, device, 0, s->nbytes, false);
+        int rc = wb_begin_locked(&wb, s, device, 0, s->nbytes, true);
         parla__unlock(&s->lock);
         if (rc)
             return rc;
-        bool gone = wb_run(&wb, true, &rc);
+        bool gone = wb_run(&wb, &rc);
         if (rc || gone)
             return rc;
     }

@@ -228,6 +228,7 @@ void parla__data_wake_deferred(void);
 void parla__data_room_given_back(parla_runtime_t *rt, int device, uint64_t bytes, uint64_t *epoch);
 /* evict.c */
 bool parla__data_dirty_locked(const store_t *s, int device);
+bool parla__data_dirty_in_locked(const store_t *s, int device, uint64_t lo, uint64_t hi);
 int parla__data_writeback_range(store_t *s, int device, uint64_t lo, uint64_t hi);
 void parla__data_evict_for_locked(parla__dev_t *d, store_t *keep, uint64_t need);
 /* Around parla_data_evict / parla_data_fetch: outside tasks, their write-backs run on the engines. */
@@ -236,7 +237,6 @@ void parla__data_outside_end(bool was);
 /* transfer.c */
 void parla__data_copy_done(parla_runtime_t *rt, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial,
                            uint64_t t0);
-int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial);
 int parla__data_copy_addrs(parla_runtime_t *rt, int to, void *dst, int from, const void *src, uint64_t n);
 void parla__data_arrival_unref(struct arrival *a);
 struct arrival *parla__data_arrival_new(parla_runtime_t *rt);

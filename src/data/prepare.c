@@ -197,11 +197,29 @@ static int plan_reads(parla_task_t *t, plan_t *plan, arrival_t **waits, int *n_p
     return 0;
 }
 
+/* True when some of d's bytes are arriving on the CPU (a write-back to it, or copies for readers there,
+ * in flight). s->lock held. */
+static bool arriving_on_cpu(const parla_data_t *d)
+{
+    const store_t *s = d->store;
+    for (size_t r = 0; r < d->n_ranges; r++) {
+        uint64_t lo = d->ranges[2 * r], hi = d->ranges[2 * r + 1];
+        for (size_t i = lo < hi ? parla__data_seg_find(s, lo) : s->n_segs; i < s->n_segs && s->segs[i].lo < hi; i++)
+            if (s->segs[i].arriving & bit(0))
+                return true;
+    }
+    return false;
+}
+
 /* Phase 2: marks the writes (the access's device becomes the only valid copy
  * of what is written), counts the pins on each GPU and refreshes their LRU
  * order (one device lock at a time). Reads come first so that a range both
- * read (through one declaration) and written (through another) is copied in. */
-static void mark_writes(parla_task_t *t, uint64_t gpus)
+ * read (through one declaration) and written (through another) is copied in.
+ * A write on a GPU of bytes still arriving on the CPU (an eviction's write-back
+ * runs with no lock held) also waits for the CPU's arrival (waits[n + i], a
+ * reference): a copy to the CPU that a later task plans after this write must
+ * not land before the write-back's older bytes. */
+static void mark_writes(parla_task_t *t, uint64_t gpus, arrival_t **waits)
 {
     parla__graph_task_ext_t *x = t->ext;
     for (int i = 0; i < x->n_accesses; i++) {
@@ -209,8 +227,14 @@ static void mark_writes(parla_task_t *t, uint64_t gpus)
         if (!(a->mode & PARLA_WRITE))
             continue;
         store_t *s = a->data->store;
+        int device = access_device(t, a);
         parla__lock(&s->lock);
-        parla__data_make_valid_locked(a->data, access_device(t, a), PARLA_WRITE, t, NULL, NULL);
+        arrival_t *cpu = s->copies[0].arriving;
+        if (device != 0 && cpu != waits[i] && arriving_on_cpu(a->data) && parla__data_arrival_pending(cpu)) {
+            atomic_fetch_add(&cpu->refs, 1);
+            waits[x->n_accesses + i] = cpu;
+        }
+        parla__data_make_valid_locked(a->data, device, PARLA_WRITE, t, NULL, NULL);
         parla__unlock(&s->lock);
     }
     for (uint64_t m = gpus; m; m &= m - 1) {
@@ -230,12 +254,12 @@ static void mark_writes(parla_task_t *t, uint64_t gpus)
 }
 
 /* Phase 4: registers t as a waiter of each pending arrival (when the
- * preparation succeeded) and drops the references of waits. */
+ * preparation succeeded) and drops the references of waits (2 per access). */
 static void register_waiters(parla_task_t *t, arrival_t **waits, int rc)
 {
     parla__graph_task_ext_t *x = t->ext;
     atomic_store(&x->n_waiting, 1); /* the hold while registering */
-    for (int i = 0; waits && i < x->n_accesses; i++) {
+    for (int i = 0; waits && i < 2 * x->n_accesses; i++) {
         if (waits[i] == NULL)
             continue;
         if (rc == 0)
@@ -258,16 +282,16 @@ int parla__data_prepare(parla_task_t *t)
         parla__data_wake_deferred();
         return rc;
     }
-    arrival_t **waits = parla__calloc(rt, (size_t)x->n_accesses, sizeof *waits);
+    arrival_t **waits = parla__calloc(rt, 2 * (size_t)x->n_accesses, sizeof *waits);
     if (x->wait_nodes == NULL)
-        x->wait_nodes = parla__calloc(rt, (size_t)x->n_accesses, sizeof *x->wait_nodes);
+        x->wait_nodes = parla__calloc(rt, 2 * (size_t)x->n_accesses, sizeof *x->wait_nodes);
     int n_pinned = 0;
     if (waits == NULL || x->wait_nodes == NULL)
         rc = parla__error(PARLA_ENOMEM, "task %s: cannot prepare its data", parla_task_name(t));
     else
         rc = plan_reads(t, &plan, waits, &n_pinned);
     if (rc == 0)
-        mark_writes(t, gpus);
+        mark_writes(t, gpus, waits);
     else
         /* Undo the pins of the accesses prepared before the failure; their
          * queued copies still run (the ranges are marked valid there). */

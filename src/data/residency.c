@@ -136,27 +136,220 @@ static void take_pieces(store_t *s, parla__dev_copy_t *c, size_t a, size_t b, pi
 /* A merge without room for both the old pieces [a, b) and the new one: writes back to the CPU what only
  * they hold (with s->lock dropped while it copies), marks them invalid on the device and takes them out
  * into gone (freed by the caller with no lock held). Entered and left with s->lock held, the copy busy
- * merging. PARLA_EBUSY when a copy in flight reads them meanwhile. */
+ * merging. PARLA_EBUSY when a copy in flight reads them meanwhile, or when their bytes keep becoming
+ * valid only here.
+ *
+ * The pieces are marked invalid only once, under one hold of the lock, none of their bytes is valid only
+ * on the device: while the lock is dropped for one write-back, an eviction of another device's clean copy
+ * may leave bytes written back earlier, or never dirty, valid only here (they were valid on both), and
+ * marking those invalid would lose them. */
 static int writeback_pieces(store_t *s, parla__dev_copy_t *c, size_t a, size_t b, piece_t *gone)
 {
     int device = c->device;
-    for (size_t k = a; k < b; k++) {
+    /* Bounded: a piece is written back again only when bytes of it became valid only here meanwhile. */
+    size_t writebacks = 0, most = 4 * (b - a) + 16;
+    for (;;) {
+        size_t k = a;
+        while (k < b && !parla__data_dirty_in_locked(s, device, c->pieces[k].lo, c->pieces[k].hi))
+            k++;
+        if (k == b)
+            break;
+        if (writebacks++ == most)
+            return PARLA_EBUSY;
         int rc = parla__data_writeback_range(s, device, c->pieces[k].lo, c->pieces[k].hi);
         if (rc)
             return rc;
     }
     if (c->pins > 0)
         return PARLA_EBUSY;
-    for (size_t k = a; k < b; k++) {
-        uint64_t plo = c->pieces[k].lo, phi = c->pieces[k].hi;
-        if (parla__data_seg_split(s, plo) || parla__data_seg_split(s, phi))
+    for (size_t k = a; k < b; k++)
+        if (parla__data_seg_split(s, c->pieces[k].lo) || parla__data_seg_split(s, c->pieces[k].hi))
             return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
-        for (size_t i = parla__data_seg_find(s, plo); i < s->n_segs && s->segs[i].lo < phi; i++)
+    for (size_t k = a; k < b; k++)
+        for (size_t i = parla__data_seg_find(s, c->pieces[k].lo); i < s->n_segs && s->segs[i].lo < c->pieces[k].hi; i++)
             s->segs[i].valid &= ~bit(device);
-    }
     parla__data_seg_merge(s);
     take_pieces(s, c, a, b, gone, true);
     return 0;
+}
+
+/* The room a task's preparation claimed on device and has not used (plan->claim), or NULL. */
+static uint64_t *claim_of(plan_t *plan, int device)
+{
+    for (int i = 0; plan && i < plan->n_claims; i++)
+        if (plan->claim_dev[i] == device)
+            return &plan->claim[i];
+    return NULL;
+}
+
+/* One new piece of a copy being made by parla__data_ensure_copy (the copy busy meanwhile). */
+typedef struct grow {
+    store_t *s;
+    parla__dev_copy_t *c;
+    parla__dev_t *d;
+    const char *who;       /* the task's name, for errors */
+    uint64_t lo, hi;       /* the bytes asked for */
+    size_t a, b;           /* the pieces merged into the new one */
+    uint64_t nlo, nhi;     /* the new piece's bytes */
+    uint64_t size, add;    /* its size, and what it adds to the device's account */
+    uint64_t *claim, mine; /* the preparation's claim (or NULL), and the part of add taken from it */
+    bool claimed;          /* add is counted in the account */
+    piece_t *gone;         /* room for the merged pieces, freed with them once no lock is held */
+    size_t n_gone;
+    void *buf;             /* the new allocation, until installed */
+} grow_t;
+
+/* Plans g's piece for [g->lo, g->hi) and marks the copy busy. s->lock held; the copy is not busy and
+ * has no piece holding those bytes. PARLA_EBUSY when a piece to merge is in use. */
+static int grow_begin_locked(grow_t *g)
+{
+    parla__dev_copy_t *c = g->c;
+    uint64_t old;
+    merge_span(c, g->lo, g->hi, &g->a, &g->b, &g->nlo, &g->nhi, &old);
+    if (g->b > g->a && atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
+        return PARLA_EBUSY; /* a running task or a copy in flight uses a piece to merge */
+    if (g->b == g->a && c->n_pieces == c->cap_pieces) {
+        size_t cap = c->cap_pieces ? 2 * c->cap_pieces : 2;
+        piece_t *n = parla__alloc(g->s->rt, cap * sizeof *n);
+        if (n == NULL)
+            return parla__error(PARLA_ENOMEM, "task %s: cannot track the allocations of a data object on %s",
+                                g->who, g->d->name);
+        if (c->n_pieces)
+            memcpy(n, c->pieces, c->n_pieces * sizeof *n);
+        parla__free(c->pieces);
+        c->pieces = n;
+        c->cap_pieces = cap;
+    }
+    g->gone = g->b > g->a ? parla__alloc(g->s->rt, (g->b - g->a) * sizeof *g->gone) : NULL;
+    if (g->b > g->a && g->gone == NULL)
+        return parla__error(PARLA_ENOMEM, "task %s: cannot merge the allocations of a data object on %s", g->who,
+                            g->d->name);
+    c->busy = g->b > g->a ? PARLA__COPY_MERGING : PARLA__COPY_ADDING;
+    g->size = g->nhi - g->nlo;
+    g->add = g->size - old;
+    return 0;
+}
+
+/* Evicts for g's piece (what the claim does not cover), d's lock held; returns the part of add taken
+ * from the claim. */
+static uint64_t grow_evict_locked(grow_t *g)
+{
+    uint64_t mine = g->claim ? (*g->claim < g->add ? *g->claim : g->add) : 0; /* counted already */
+    parla__data_evict_for_locked(g->d, g->s, g->add - mine);
+    return mine;
+}
+
+/* Makes room for g's piece and counts it in the device's account (g->claimed). No lock held. A merge
+ * copies on the device when the old pieces and the new one fit at once (after the eviction the merge
+ * needs anyway); otherwise the old pieces are written back (what only they hold) and dropped first, and
+ * the new piece holds [lo, hi) only: more copying, no more memory than the result. PARLA_EBUSY when what
+ * is resident is in use by running tasks (the caller waits for them). */
+static int grow_room(grow_t *g)
+{
+    store_t *s = g->s;
+    parla__dev_t *d = g->d;
+    parla__lock(&d->lock);
+    uint64_t mine = grow_evict_locked(g);
+    bool on_device = g->b == g->a || parla__data_used_locked(d) - mine + g->size <= d->memory_capacity;
+    parla__unlock(&d->lock);
+    if (!on_device) {
+        uint64_t old;
+        parla__lock(&s->lock);
+        int rc = writeback_pieces(s, g->c, g->a, g->b, g->gone);
+        if (rc == 0) {
+            g->n_gone = g->b - g->a;
+            merge_span(g->c, g->lo, g->hi, &g->a, &g->b, &g->nlo, &g->nhi, &old); /* [lo, hi) alone now */
+            g->size = g->add = g->nhi - g->nlo;
+        }
+        parla__unlock(&s->lock);
+        parla__data_pieces_free(s->rt, d->index, g->gone, g->n_gone); /* frees gone too */
+        g->gone = NULL;
+        g->n_gone = 0;
+        if (rc)
+            return rc;
+    }
+    parla__lock(&d->lock);
+    g->mine = grow_evict_locked(g);
+    int rc = 0;
+    if (parla__data_used_locked(d) + (g->add - g->mine) > d->memory_capacity) {
+        rc = PARLA_EBUSY;
+    } else {
+        d->resident += g->add; /* counted before allocating, so no one overcommits */
+        d->claimed -= g->mine;
+        if (g->claim)
+            *g->claim -= g->mine;
+        g->claimed = true;
+    }
+    parla__unlock(&d->lock);
+    return rc;
+}
+
+/* Allocates g's piece and, for a merge on the device, copies the old pieces' bytes into it (what is
+ * invalid in them is copied too, and stays invalid). No lock held: no task uses the old pieces (pins was
+ * 0, and the copy is busy merging), and they stay meanwhile (only their maker changes a busy copy's
+ * pieces). */
+static int grow_fill(grow_t *g)
+{
+    parla__dev_t *d = g->d;
+    int rc = d->ops->alloc(d, g->size, &g->buf);
+    if (rc) {
+        g->buf = NULL;
+        return parla__error(rc == PARLA_ENOMEM ? PARLA_ERESOURCE : rc, "task %s: cannot allocate %llu bytes on %s",
+                            g->who, (unsigned long long)g->size, d->name);
+    }
+    for (size_t i = g->a; i < g->b; i++) {
+        piece_t *p = &g->c->pieces[i];
+        rc = d->ops->copy(d, (char *)g->buf + (p->lo - g->nlo), d, p->buf, p->hi - p->lo);
+        if (rc)
+            return parla__error(rc, "task %s: cannot merge the allocations of a data object on %s", g->who, d->name);
+    }
+    return 0;
+}
+
+/* Ends g (the copies' result rc): under s->lock, installs the new piece in place of the merged ones, or
+ * gives back what was counted; the copy is no longer busy; frees what is left with no lock held. Returns
+ * with s->lock held, and rc (PARLA_EBUSY when a copy in flight read a merged piece meanwhile: it stays). */
+static int grow_end(grow_t *g, int rc)
+{
+    store_t *s = g->s;
+    parla__dev_copy_t *c = g->c;
+    parla__dev_t *d = g->d;
+    parla__lock(&s->lock);
+    if (rc == 0 && g->b > g->a && c->pins > 0)
+        rc = PARLA_EBUSY;
+    if (rc == 0) {
+        if (g->b > g->a) {
+            g->n_gone = g->b - g->a;
+            take_pieces(s, c, g->a, g->b, g->gone, false); /* the account counts the difference: add */
+        }
+        memmove(&c->pieces[g->a + 1], &c->pieces[g->a], (c->n_pieces - g->a) * sizeof *c->pieces);
+        c->n_pieces++;
+        c->pieces[g->a] = (piece_t){.lo = g->nlo, .hi = g->nhi, .buf = g->buf, .owned = 1};
+        g->buf = NULL;
+        /* Listed at once: a copy that its maker does not end up using (a preparation that fails, a
+         * fetch) can still be evicted. */
+        parla__lock(&d->lock);
+        c->bytes += g->add;
+        parla__data_lru_touch(d, c);
+        parla__unlock(&d->lock);
+    } else if (g->claimed) {
+        /* Given back: what came from the task's claim stays claimed (given back with the rest). */
+        parla__lock(&d->lock);
+        d->resident -= g->add;
+        d->claimed += g->mine;
+        parla__unlock(&d->lock);
+        if (g->claim)
+            *g->claim += g->mine;
+    }
+    c->busy = 0;
+    pthread_cond_broadcast(&s->cond);
+    parla__unlock(&s->lock);
+    if (g->buf)
+        d->ops->free(d, g->buf);
+    if (g->gone)
+        parla__data_pieces_free(s->rt, d->index, g->gone, g->n_gone);
+    parla__lock(&s->lock);
+    return rc;
 }
 
 /* Gives store s a piece holding bytes [lo, hi) on device, evicting other stores' least-recently-used idle
@@ -171,23 +364,12 @@ static int writeback_pieces(store_t *s, parla__dev_copy_t *c, size_t a, size_t b
  * A copy from the merged pieces to another device queued meanwhile (it pins the copy) makes the merge
  * give up (PARLA_EBUSY). With plan (a task's preparation), the room its capacity check claimed on device
  * is used first. */
-/* The room a task's preparation claimed on device and has not used (plan->claim), or NULL. */
-static uint64_t *claim_of(plan_t *plan, int device)
-{
-    for (int i = 0; plan && i < plan->n_claims; i++)
-        if (plan->claim_dev[i] == device)
-            return &plan->claim[i];
-    return NULL;
-}
-
 int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo, uint64_t hi, plan_t *plan)
 {
     parla__dev_copy_t *c = &s->copies[device];
     if (device == 0 || lo >= hi)
         return 0;
-    parla_runtime_t *rt = s->rt;
-    parla__dev_t *d = &parla__dev_devs(rt)->devices[device];
-    const char *who = t ? parla_task_name(t) : "(none)";
+    parla__dev_t *d = &parla__dev_devs(s->rt)->devices[device];
     /* Bounded: a new piece is made again only when an eviction took it before its maker came back. */
     for (int tries = 0; tries < 16; tries++) {
         bool has = parla__data_piece(c, lo, hi) != NULL;
@@ -198,127 +380,16 @@ int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo
         }
         if (has)
             return 0;
-        size_t a, b;
-        uint64_t nlo, nhi, old;
-        merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old);
-        if (b > a && atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
-            return PARLA_EBUSY; /* a running task or a copy in flight uses a piece to merge */
-        if (b == a && c->n_pieces == c->cap_pieces) {
-            size_t cap = c->cap_pieces ? 2 * c->cap_pieces : 2;
-            piece_t *n = parla__alloc(rt, cap * sizeof *n);
-            if (n == NULL)
-                return parla__error(PARLA_ENOMEM, "task %s: cannot track the allocations of a data object on %s",
-                                    who, d->name);
-            if (c->n_pieces)
-                memcpy(n, c->pieces, c->n_pieces * sizeof *n);
-            parla__free(c->pieces);
-            c->pieces = n;
-            c->cap_pieces = cap;
-        }
-        piece_t *gone = b > a ? parla__alloc(rt, (b - a) * sizeof *gone) : NULL;
-        if (b > a && gone == NULL)
-            return parla__error(PARLA_ENOMEM, "task %s: cannot merge the allocations of a data object on %s", who,
-                                d->name);
-        size_t n_gone = 0;
-        c->busy = b > a ? PARLA__COPY_MERGING : PARLA__COPY_ADDING;
-        uint64_t size = nhi - nlo, add = size - old;
-        parla__unlock(&s->lock);
-
-        int rc = 0;
-        void *buf = NULL;
-        uint64_t *claim = claim_of(plan, device), mine = 0;
-        parla__lock(&d->lock);
-        mine = claim ? (*claim < add ? *claim : add) : 0; /* counted in the account already */
-        /* A merge copies on the device when the old pieces and the new one fit at once (after the
-         * eviction the merge needs anyway); otherwise the old pieces are written back (what only they
-         * hold) and dropped first, and the new piece holds [lo, hi) only: more copying, no more memory
-         * than the result. */
-        parla__data_evict_for_locked(d, s, add - mine);
-        bool on_device = b == a || parla__data_used_locked(d) - mine + size <= d->memory_capacity;
-        parla__unlock(&d->lock);
-        if (!on_device) {
-            parla__lock(&s->lock);
-            rc = writeback_pieces(s, c, a, b, gone);
-            if (rc == 0) {
-                n_gone = b - a;
-                merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old); /* [lo, hi) alone now */
-                size = add = nhi - nlo;
-            }
-            parla__unlock(&s->lock);
-            parla__data_pieces_free(rt, device, gone, n_gone); /* frees gone too */
-            gone = NULL;
-            n_gone = 0;
-        }
-        bool claimed = false;
-        if (rc == 0) {
-            parla__lock(&d->lock);
-            mine = claim ? (*claim < add ? *claim : add) : 0;
-            parla__data_evict_for_locked(d, s, add - mine);
-            if (parla__data_used_locked(d) + (add - mine) > d->memory_capacity) {
-                rc = PARLA_EBUSY; /* what is resident is in use by running tasks: wait for them */
-            } else {
-                d->resident += add; /* counted before allocating, so no one overcommits */
-                d->claimed -= mine;
-                if (claim)
-                    *claim -= mine;
-                claimed = true;
-            }
-            parla__unlock(&d->lock);
-        }
-        if (rc == 0) {
-            rc = d->ops->alloc(d, size, &buf);
-            if (rc) {
-                buf = NULL;
-                rc = parla__error(rc == PARLA_ENOMEM ? PARLA_ERESOURCE : rc, "task %s: cannot allocate %llu bytes on %s",
-                                  who, (unsigned long long)size, d->name);
-            }
-        }
-        /* A merge on the device: the old pieces' bytes move into the new one (what is invalid in them is
-         * copied too, and stays invalid). No task uses them (pins was 0, and the copy is busy merging);
-         * the pieces stay meanwhile (only their maker changes a busy copy's pieces). */
-        for (size_t i = a; rc == 0 && i < b; i++) {
-            piece_t *p = &c->pieces[i];
-            rc = d->ops->copy(d, (char *)buf + (p->lo - nlo), d, p->buf, p->hi - p->lo);
-            if (rc)
-                rc = parla__error(rc, "task %s: cannot merge the allocations of a data object on %s", who, d->name);
-        }
-
-        parla__lock(&s->lock);
-        if (rc == 0 && b > a && c->pins > 0)
-            rc = PARLA_EBUSY; /* a copy in flight reads a merged piece: it stays */
-        if (rc == 0) {
-            if (b > a) {
-                n_gone = b - a;
-                take_pieces(s, c, a, b, gone, false); /* the account counts the difference: add */
-            }
-            memmove(&c->pieces[a + 1], &c->pieces[a], (c->n_pieces - a) * sizeof *c->pieces);
-            c->n_pieces++;
-            c->pieces[a] = (piece_t){.lo = nlo, .hi = nhi, .buf = buf, .owned = 1};
-            buf = NULL;
-            /* Listed at once: a copy that its maker does not end up using (a preparation that fails, a
-             * fetch) can still be evicted. */
-            parla__lock(&d->lock);
-            c->bytes += add;
-            parla__data_lru_touch(d, c);
-            parla__unlock(&d->lock);
-        } else if (claimed) {
-            /* Given back: what came from the task's claim stays claimed (given back with the rest). */
-            parla__lock(&d->lock);
-            d->resident -= add;
-            d->claimed += mine;
-            parla__unlock(&d->lock);
-            if (claim)
-                *claim += mine;
-        }
-        c->busy = 0;
-        pthread_cond_broadcast(&s->cond);
-        parla__unlock(&s->lock);
-        if (buf)
-            d->ops->free(d, buf);
-        if (gone)
-            parla__data_pieces_free(rt, device, gone, n_gone);
-        parla__lock(&s->lock);
+        grow_t g = {.s = s, .c = c, .d = d, .who = t ? parla_task_name(t) : "(none)", .lo = lo, .hi = hi,
+                    .claim = claim_of(plan, device)};
+        int rc = grow_begin_locked(&g);
         if (rc)
+            return rc;
+        parla__unlock(&s->lock);
+        rc = grow_room(&g);
+        if (rc == 0)
+            rc = grow_fill(&g);
+        if ((rc = grow_end(&g, rc)) != 0)
             return rc;
         /* Checked again: an eviction may have taken the new piece while the lock was dropped. */
     }

@@ -32,30 +32,6 @@ int parla__data_copy_addrs(parla_runtime_t *rt, int to, void *dst, int from, con
     return engine->ops->copy(dt, dst, df, src, n);
 }
 
-/* Copies bytes [lo, hi) of store s from device `from` to device `to` (one copy per pair of pieces the range
- * spans); returns when done. s->lock held. */
-int parla__data_copy_range(store_t *s, int to, int from, uint64_t lo, uint64_t hi, uint64_t serial)
-{
-    parla_runtime_t *rt = s->rt;
-    uint64_t t0 = parla__graph_rt(rt)->trace ? parla__trace_now_ns() : 0;
-    for (uint64_t x = lo; x < hi;) {
-        uint64_t dend = 0, send = 0;
-        void *dst = parla__data_addr(&s->copies[to], x, &dend);
-        const void *src = parla__data_addr(&s->copies[from], x, &send);
-        if (dst == NULL || src == NULL)
-            return parla__error(PARLA_EDEVICE, "byte %llu of a data object has no allocation on %s",
-                                (unsigned long long)x, parla__dev_devs(rt)->devices[dst ? from : to].name);
-        uint64_t end = hi < dend ? hi : dend;
-        end = end < send ? end : send;
-        int rc = parla__data_copy_addrs(rt, to, dst, from, src, end - x);
-        if (rc)
-            return rc;
-        x = end;
-    }
-    parla__data_copy_done(rt, to, from, lo, hi, serial, t0);
-    return 0;
-}
-
 arrival_t *parla__data_arrival_new(parla_runtime_t *rt)
 {
     arrival_t *a = parla__calloc(rt, 1, sizeof *a);
@@ -294,6 +270,8 @@ int parla__data_join_arrival(parla_task_t *t, store_t *s, int device, plan_t *pl
 typedef struct copy_now {
     int from, to;
     uint64_t lo, hi;
+    void *dst;       /* byte lo on `to`, and on `from`: resolved under the lock (the pieces stay while */
+    const void *src; /* pinned; the lists of pieces do not, another piece may be added meanwhile) */
     uint64_t writes; /* the store's write count when it was planned */
 } copy_now_t;
 
@@ -374,7 +352,8 @@ int parla__data_make_valid_locked(parla_data_t *d, int device, int mode, parla_t
                          * retry when they go). */
                         s->copies[src].pins++;
                         s->copies[device].pins++;
-                        *now = (copy_now_t){.from = src, .to = device, .lo = x, .hi = end, .writes = s->writes};
+                        *now = (copy_now_t){.from = src, .to = device, .lo = x, .hi = end, .dst = dst, .src = from,
+                                        .writes = s->writes};
                         parla__data_seg_merge(s);
                         return COPY_NOW;
                     }
@@ -411,7 +390,10 @@ static int copy_now(store_t *s, const copy_now_t *now, parla_task_t *t)
     parla__unlock(&s->lock);
     if (t)
         parla__graph_host_wait_task(t); /* its source may still be being written */
-    int rc = parla__data_copy_range(s, now->to, now->from, now->lo, now->hi, t ? t->serial : UINT64_MAX);
+    uint64_t t0 = parla__graph_rt(s->rt)->trace ? parla__trace_now_ns() : 0;
+    int rc = parla__data_copy_addrs(s->rt, now->to, now->dst, now->from, now->src, now->hi - now->lo);
+    if (rc == 0)
+        parla__data_copy_done(s->rt, now->to, now->from, now->lo, now->hi, t ? t->serial : UINT64_MAX, t0);
     parla__lock(&s->lock);
     unpin_now(s, now);
     if (rc || s->writes != now->writes)
@@ -503,6 +485,9 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
     for (;;) {
         rc = parla__data_make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
         arr = s->copies[device].arriving;
+        /* A write on a GPU also waits for a write-back to the CPU in flight (see prepare.c mark_writes). */
+        if (!parla__data_arrival_pending(arr) && write && device != 0)
+            arr = s->copies[0].arriving;
         if (rc || !parla__data_arrival_pending(arr))
             break;
         atomic_fetch_add(&arr->refs, 1);

@@ -71,11 +71,14 @@
  *     pinned, its bytes marked valid-but-arriving on the CPU, and the CPU's
  *     arrival (also the victim's) takes one more copy; the write-back runs
  *     with no lock, and tasks that use that data on the CPU or on that GPU
- *     meanwhile wait for the arrival through the data waiter callback. The
- *     copy is dropped after if nothing pinned it meanwhile. parla_data_evict
- *     does the same for the copy it is asked to drop; outside tasks (and in
- *     parla_data_fetch) the write-back runs on the device's engine, the caller
- *     waiting, so the stuck check sees it under way.
+ *     meanwhile, or write it on another GPU, wait for the arrival through the
+ *     data waiter callback. The copy is dropped after if nothing pinned it
+ *     meanwhile. parla_data_evict does the same for the copy it is asked to
+ *     drop; outside tasks (and in parla_data_fetch) the write-back is queued on
+ *     the device's engine before the store's lock is dropped, the caller
+ *     waiting, so the stuck check sees it under way. A merge that writes old
+ *     pieces back marks them invalid only when, under one hold of the store's
+ *     lock, none of their bytes is valid only on that GPU.
  *   - Copies made at once (the out-of-memory fallback of a preparation, all of
  *     parla_data_fetch's) run with no lock, both copies pinned; their bytes are
  *     marked valid only if no write was marked meanwhile (data/transfer.c:
