@@ -77,7 +77,8 @@ struct parla__dev_copy {
     int device;
     piece_t *pieces; /* sorted, disjoint (under the store's lock) */
     size_t n_pieces, cap_pieces;
-    uint64_t bytes;  /* the pieces' sizes: what the copy counts in the device's account */
+    uint64_t bytes;  /* the pieces' sizes: what the copy counts in the device's account (changed under the
+                        store's lock and the device lock) */
     _Atomic int pins;  /* running tasks using it; pinned copies are never evicted (changed
                           under the store's lock; read without it only as an estimate) */
     struct arrival *arriving; /* the latest copies queued to this device (a reference), or NULL */

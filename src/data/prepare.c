@@ -246,7 +246,7 @@ static void mark_writes(parla_task_t *t, uint64_t gpus, arrival_t **waits)
                 continue;
             d->n_pins++;
             parla__dev_copy_t *c = &x->accesses[i].data->store->copies[dev];
-            if (c->n_pieces > 0)
+            if (c->bytes > 0) /* it has pieces (bytes changes under the device lock; n_pieces does not) */
                 parla__data_lru_touch(d, c);
         }
         parla__unlock(&d->lock);
