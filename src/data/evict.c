@@ -7,8 +7,8 @@
  * resolves the addresses of the bytes to copy (the pieces stay while pinned), and marks those bytes valid
  * on the CPU but still arriving there, as a queued copy does: the CPU's arrival (and dev's, which it also
  * becomes) takes one more copy. Tasks that use the store on the CPU or on dev meanwhile, and tasks that
- * write those bytes on another GPU (a copy to the CPU planned after their write must land after this
- * one), wait for that arrival through the data waiter callback (prepare.c phases 2 and 4),
+ * write those bytes anywhere (on the CPU the write-back must not land on their write; on another GPU a
+ * copy to the CPU planned after their write must land after this one), wait for that arrival through the data waiter callback (prepare.c phases 2 and 4),
  * parla_data_fetch waits on its condition, and copies from dev to other devices may still read it (a
  * read). Outside tasks the write-back is queued on dev's engine before any lock is dropped, so the
  * stuck check sees it under way as soon as a task can wait for it. The copy runs with no lock

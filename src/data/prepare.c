@@ -215,10 +215,12 @@ static bool arriving_on_cpu(const parla_data_t *d)
  * of what is written), counts the pins on each GPU and refreshes their LRU
  * order (one device lock at a time). Reads come first so that a range both
  * read (through one declaration) and written (through another) is copied in.
- * A write on a GPU of bytes still arriving on the CPU (an eviction's write-back
- * runs with no lock held) also waits for the CPU's arrival (waits[n + i], a
- * reference): a copy to the CPU that a later task plans after this write must
- * not land before the write-back's older bytes. */
+ * A write of bytes still arriving on the CPU (an eviction's write-back runs
+ * with no lock held, and may have begun since phase 1) also waits for the
+ * CPU's arrival (waits[n + i], a reference): on the CPU, so that the write-back
+ * does not land on the task's write; on a GPU, so that a copy to the CPU that a
+ * later task plans after this write does not land before the write-back's
+ * older bytes. */
 static void mark_writes(parla_task_t *t, uint64_t gpus, arrival_t **waits)
 {
     parla__graph_task_ext_t *x = t->ext;
@@ -230,7 +232,7 @@ static void mark_writes(parla_task_t *t, uint64_t gpus, arrival_t **waits)
         int device = access_device(t, a);
         parla__lock(&s->lock);
         arrival_t *cpu = s->copies[0].arriving;
-        if (device != 0 && cpu != waits[i] && arriving_on_cpu(a->data) && parla__data_arrival_pending(cpu)) {
+        if (cpu != waits[i] && arriving_on_cpu(a->data) && parla__data_arrival_pending(cpu)) {
             atomic_fetch_add(&cpu->refs, 1);
             waits[x->n_accesses + i] = cpu;
         }

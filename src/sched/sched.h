@@ -71,7 +71,7 @@
  *     pinned, its bytes marked valid-but-arriving on the CPU, and the CPU's
  *     arrival (also the victim's) takes one more copy; the write-back runs
  *     with no lock, and tasks that use that data on the CPU or on that GPU
- *     meanwhile, or write it on another GPU, wait for the arrival through the
+ *     meanwhile, or write it anywhere, wait for the arrival through the
  *     data waiter callback. The copy is dropped after if nothing pinned it
  *     meanwhile. parla_data_evict does the same for the copy it is asked to
  *     drop; outside tasks (and in parla_data_fetch) the write-back is queued on
