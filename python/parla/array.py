@@ -840,7 +840,8 @@ def _access_slow(task: Any, arg: str, item: Any, mode: int, slot: int, out: List
     elif isinstance(item, PArray):
         out.append((item._engine_data(), mode, slot) if slot else (item._engine_data(), mode))
         modes[id(item)] = modes.get(id(item), 0) | mode
-        slots[id(item)] = slots.get(id(item), 0) | (1 << slot)
+        # (a position beyond any placement's devices, 2**70 included, is refused by _check_positions)
+        slots[id(item)] = slots.get(id(item), 0) | (1 << min(slot, 63))
     else:
         raise TypeError(f"task {task.name}: {arg}= holds a {type(item).__name__}; only PArrays can be "
                         f"declared (wrap NumPy arrays with parla.array.asarray)")
