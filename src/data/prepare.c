@@ -104,9 +104,10 @@ static int room_for(parla_task_t *t, parla__dev_t *d)
     if (never)
         return parla__error(PARLA_ERESOURCE,
                             "task %s needs %lld more bytes for its data on %s, and %llu of its capacity of %llu bytes "
-                            "stay held by allocations of the same arrays there (which the task does not evict) "
-                            "and its reservation: its data cannot fit there", parla_task_name(t), (long long)need,
-                            d->name, (unsigned long long)held, (unsigned long long)d->memory_capacity);
+                            "stay held by other allocations of the same arrays there (which the task does not "
+                            "evict)%s: its data cannot fit there", parla_task_name(t), (long long)need, d->name,
+                            (unsigned long long)held, (unsigned long long)d->memory_capacity,
+                            t->memory ? " and by the memory it reserves" : "");
     return fits ? 0 : PARLA_EBUSY;
 }
 
