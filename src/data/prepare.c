@@ -60,20 +60,53 @@ static int slot_of(const parla_task_t *t, int device)
     return k;
 }
 
-/* True when t's data for device d can all be there at once: the copies it
- * lacks fit in the room left after evicting every unpinned copy of other data.
+/* True when copy c (on device) is of a store t accesses there (its preparation does not evict it). */
+static bool own_copy(const parla_task_t *t, const parla__dev_copy_t *c, int device)
+{
+    const parla__graph_task_ext_t *x = t->ext;
+    for (int i = 0; i < x->n_accesses; i++)
+        if (x->accesses[i].data->store == c->store && access_device(t, &x->accesses[i]) == device)
+            return true;
+    return false;
+}
+
+/* For room_for when t's data does not fit on d after evicting `evictable` bytes (every unpinned copy of
+ * other data), d's lock held: true when no unpin, release or given-back claim can free room. Nothing on
+ * d is pinned (by tasks, write-backs or copies made at once) or claimed, no other task reserves memory
+ * there, and every resident byte not evictable is in t's own copies (none allocated or freed meanwhile). */
+static bool never_fits_locked(const parla_task_t *t, const parla__dev_t *d, uint64_t evictable)
+{
+    if (d->n_pins != 0 || d->claimed != 0 || d->memory_capacity - d->memory_free > t->memory)
+        return false;
+    uint64_t own = 0;
+    for (const parla__dev_copy_t *c = d->lru_head; c; c = c->next) {
+        if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
+            return false;
+        if (own_copy(t, c, d->index))
+            own += c->bytes;
+    }
+    return d->resident == evictable + own;
+}
+
+/* 0 when t's data for device d can all be there at once: the copies it lacks
+ * fit in the room left after evicting every unpinned copy of other data.
  * Checked before anything is allocated or copied, so a task that cannot have
  * all its data takes none (tasks that each took part of the room would keep
  * evicting each other's copies). The room it lacks is then claimed at once, in
  * the device's account (claimed), under the device lock that the check holds:
  * later checks count it, and the allocations of plan_reads take from it
- * (plan->claim), with no lock held across them. Records the device's unpin
- * epoch for parla__data_wait_for_room (a claim given back bumps it). */
-static bool room_for(parla_task_t *t, parla__dev_t *d, plan_t *plan)
+ * (plan->claim), with no lock held across them. Else PARLA_EBUSY (wait for
+ * room), or PARLA_ERESOURCE when waiting cannot help: what fills d besides the
+ * evictable copies is t's own data (allocations of the same arrays, which its
+ * preparation does not evict) and its own reservation, nothing on d is pinned
+ * or claimed and no other task reserves memory there, so no unpin, release or
+ * given-back claim will free room. Records the device's unpin epoch for
+ * parla__data_wait_for_room (a claim given back bumps it). */
+static int room_for(parla_task_t *t, parla__dev_t *d, plan_t *plan)
 {
     parla__graph_task_ext_t *x = t->ext;
     int device = d->index;
-    uint64_t need = 0;
+    int64_t need = 0; /* may be negative: a merge that writes back and drops pieces (parla__data_piece_need) */
     for (int i = 0; i < x->n_accesses; i++) {
         store_t *si = x->accesses[i].data->store;
         uint64_t lo, hi;
@@ -86,23 +119,30 @@ static bool room_for(parla_task_t *t, parla__dev_t *d, plan_t *plan)
     parla__lock(&d->lock);
     x->data_epoch[slot_of(t, device)] = d->unpin_epoch;
     uint64_t evictable = 0;
-    for (parla__dev_copy_t *c = d->lru_head; c && parla__data_used_locked(d) - evictable + need > d->memory_capacity; c = c->next) {
+    int64_t cap = (int64_t)d->memory_capacity;
+    for (parla__dev_copy_t *c = d->lru_head; c && (int64_t)(parla__data_used_locked(d) - evictable) + need > cap; c = c->next) {
         if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
             continue;
-        bool mine = false;
-        for (int i = 0; i < x->n_accesses && !mine; i++)
-            mine = x->accesses[i].data->store == c->store && access_device(t, &x->accesses[i]) == device;
-        if (!mine)
+        if (!own_copy(t, c, device))
             evictable += c->bytes;
     }
-    bool fits = parla__data_used_locked(d) - evictable + need <= d->memory_capacity;
+    uint64_t held = parla__data_used_locked(d) - evictable;
+    bool fits = (int64_t)held + need <= cap;
     if (fits && need > 0) {
-        d->claimed += need;
+        d->claimed += (uint64_t)need;
         plan->claim_dev[plan->n_claims] = device;
-        plan->claim[plan->n_claims++] = need;
+        plan->claim[plan->n_claims++] = (uint64_t)need;
     }
+    bool never = !fits && never_fits_locked(t, d, evictable);
     parla__unlock(&d->lock);
-    return fits;
+    if (never)
+        return parla__error(PARLA_ERESOURCE,
+                            "task %s needs %lld more bytes for its data on %s, and %llu of its capacity of %llu bytes "
+                            "stay held by other allocations of the same arrays there (which the task does not "
+                            "evict)%s: its data cannot fit there", parla_task_name(t), (long long)need, d->name,
+                            (unsigned long long)held, (unsigned long long)d->memory_capacity,
+                            t->memory ? " and by the memory it reserves" : "");
+    return fits ? 0 : PARLA_EBUSY;
 }
 
 /* Gives back the room plan claimed and did not use; tasks waiting for room there retry (once the
@@ -119,8 +159,9 @@ static void release_claims(parla_task_t *t, plan_t *plan)
     plan->n_claims = 0;
 }
 /* Phase 0 of parla__data_prepare on one GPU of the task: its data there must
- * fit on the device at all (PARLA_ERESOURCE), and room must be free now
- * (PARLA_EBUSY). On success the room it lacks is claimed (plan->claim). */
+ * fit on the device at all (PARLA_ERESOURCE, also when room_for finds that
+ * waiting cannot free room), and room must be free now (PARLA_EBUSY). On
+ * success the room it lacks is claimed (plan->claim). */
 static int check_capacity(parla_task_t *t, parla__dev_t *d, plan_t *plan)
 {
     parla__graph_task_ext_t *x = t->ext;
@@ -136,7 +177,7 @@ static int check_capacity(parla_task_t *t, parla__dev_t *d, plan_t *plan)
                             "task %s needs %llu bytes of data and reserves %llu bytes on %s, more than its "
                             "capacity of %llu bytes", parla_task_name(t), (unsigned long long)total,
                             (unsigned long long)t->memory, d->name, (unsigned long long)d->memory_capacity);
-    return room_for(t, d, plan) ? 0 : PARLA_EBUSY;
+    return room_for(t, d, plan);
 }
 
 /* Phase 0 on every GPU in gpus, in ascending index order. On success the room
