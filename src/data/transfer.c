@@ -429,13 +429,12 @@ int parla__data_make_valid(parla_data_t *d, int device, int mode, parla_task_t *
 
 /* Phase 3 of parla__data_prepare (prepare.c), with no lock held: queues the planned copies on the engines. A job
  * whose arrival could not be made is done here, synchronously. */
-void parla__data_queue_jobs(parla_task_t *t, plan_t *plan)
+static void queue_jobs(parla_runtime_t *rt, parla_task_t *t, plan_t *plan)
 {
-    parla_runtime_t *rt = t->rt;
     while (plan->jobs) {
         copy_job_t *j = plan->jobs;
         plan->jobs = (copy_job_t *)j->job.next;
-        if (j->arrival && parla__dev_async(copy_job_device(rt, j))) {
+        if (t && j->arrival && parla__dev_async(copy_job_device(rt, j))) {
             /* The copy waits on the device for the work of the runahead
              * predecessors that may still be writing its source. */
             j->n_waits = parla__graph_task_waits(t, &j->waits);
@@ -447,7 +446,8 @@ void parla__data_queue_jobs(parla_task_t *t, plan_t *plan)
         if (j->arrival) {
             copy_job_submit(rt, j);
         } else {
-            parla__graph_host_wait_task(t);
+            if (t)
+                parla__graph_host_wait_task(t);
             uint64_t t0 = parla__graph_rt(rt)->trace ? parla__trace_now_ns() : 0;
             j->error = parla__data_copy_addrs(rt, j->to, j->dst, j->from, j->src, j->hi - j->lo);
             if (j->error == 0)
@@ -459,6 +459,31 @@ void parla__data_queue_jobs(parla_task_t *t, plan_t *plan)
             job_free(j);
         }
     }
+}
+
+void parla__data_queue_jobs(parla_task_t *t, plan_t *plan)
+{
+    queue_jobs(t->rt, t, plan);
+}
+
+/* make_valid for parla_data_fetch (s->lock held, dropped while it queues): its copies are copy jobs
+ * given to the store's arrival on device, as a task's are, so that tasks preparing meanwhile find those
+ * bytes arriving and wait for them instead of copying into them too; the caller waits for the arrival. */
+static int fetch_valid(parla_data_t *d, int device, int write)
+{
+    store_t *s = d->store;
+    plan_t plan = {0};
+    int rc = parla__data_make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, &plan);
+    if (plan.n_jobs_store > 0) {
+        int jr = parla__data_join_arrival(NULL, s, device, &plan); /* else queue_jobs copies at once */
+        rc = rc ? rc : jr;
+    }
+    if (plan.jobs) {
+        parla__unlock(&s->lock);
+        queue_jobs(s->rt, NULL, &plan);
+        parla__lock(&s->lock);
+    }
+    return rc;
 }
 
 int parla__data_make_valid_now(parla_data_t *d, int device, int write)
@@ -483,7 +508,7 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
      * write-back to the CPU, copies queued for tasks) are waited for before it returns. */
     int rc;
     for (;;) {
-        rc = parla__data_make_valid(d, device, write ? PARLA_READWRITE : PARLA_READ, NULL, NULL);
+        rc = fetch_valid(d, device, write);
         arr = s->copies[device].arriving;
         /* A write on a GPU also waits for a write-back to the CPU in flight (see prepare.c mark_writes). */
         if (!parla__data_arrival_pending(arr) && write && device != 0)

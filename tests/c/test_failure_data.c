@@ -231,10 +231,11 @@ static void run_program(uint64_t seed, int n_tasks)
     CHECK_OK(parla_runtime_wait_all_timeout(rt, 60.0));
     for (int i = 0; i < n_tasks; i++) {
         int st = parla_task_state(tasks[i]);
-        CHECK(st == expect[i], "program %llu: task %d (%s%s, writes %d[%d,%d) %s) is %s, the model says %s",
+        CHECK(st == expect[i], "program %llu: task %d (%s%s, writes %d[%d,%d) %s) is %s (error %d: %s), the model says %s",
               (unsigned long long)seed, i, progs[i].fails ? "failing" : "ok", "", progs[i].write.data,
               progs[i].write.lo, progs[i].write.hi, progs[i].write_mode == PARLA_WRITE ? "output" : "inout",
-              parla_task_state_name((parla_task_state_t)st), parla_task_state_name((parla_task_state_t)expect[i]));
+              parla_task_state_name((parla_task_state_t)st), parla_task_error(tasks[i]),
+              parla_strerror(parla_task_error(tasks[i])), parla_task_state_name((parla_task_state_t)expect[i]));
         totals[st]++;
         parla_task_release(tasks[i]);
     }
