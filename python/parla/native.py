@@ -39,7 +39,8 @@ OverflowError naming the task and the argument's position, and the spawn changes
 - :func:`array` ``(A)``: the address of an :class:`ArrayDesc` (data pointer, ndim, itemsize, device, mode,
   shape, strides), for C code that wants the whole description;
 - a number (int, float, NumPy scalar) for a scalar parameter, range-checked for its C type (no float is
-  truncated to an int); for a parameter that points to a scalar (``int *``, ``double *``: Fortran's
+  truncated to an int, and a bool is refused: ``True`` is not taken for ``1``); a bool (or 0, 1) for a C
+  ``bool`` parameter (``ctypes.c_bool``, ``_Bool``); for a parameter that points to a scalar (``int *``, ``double *``: Fortran's
   convention), the number is passed by reference (a copy the body holds); :func:`ref` passes one explicitly
   for an untyped pointer;
 - a one-character ``bytes`` or ``str`` for a ``char *`` parameter (BLAS's flags ``b"N"``, ``"T"``), by reference;
@@ -124,7 +125,7 @@ def array(a: PArray) -> Any:
 
 
 _CODES = {"b": "b", "B": "B", "h": "h", "H": "H", "i": "i", "I": "I", "l": "l", "L": "L", "q": "l", "Q": "L",
-          "f": "f", "d": "d", "?": "B", "c": "b"}
+          "f": "f", "d": "d", "?": "o", "c": "b"}
 
 
 def _ctype_code(t: Any) -> Tuple[str, str]:
@@ -152,6 +153,8 @@ def _ctype_code(t: Any) -> Tuple[str, str]:
 def _sized(t: Any, letter: str) -> str:
     if letter in ("f", "d"):
         return letter
+    if letter == "?" and ctypes.sizeof(t) == 1:
+        return "o"  # C's bool
     size = ctypes.sizeof(t)
     signed = letter.islower() and letter not in ("?",)
     codes = {1: "b", 2: "h", 4: "i", 8: "l"} if signed else {1: "B", 2: "H", 4: "I", 8: "L"}
@@ -179,8 +182,10 @@ def _cffi_code(ct: Any) -> Tuple[str, str]:
         if name in ("long double",):
             raise TypeError("long double cannot be passed to a native body")
         size = backend.sizeof(ct)
-        if name in ("char", "_Bool", "bool"):
-            signed = name == "char"
+        if name in ("_Bool", "bool") and size == 1:
+            return "o", "?"
+        if name == "char":
+            signed = True
         else:
             signed = int(backend.cast(ct, -1)) < 0  # pyright: ignore[reportArgumentType]
         codes = {1: "b", 2: "h", 4: "i", 8: "l"} if signed else {1: "B", 2: "H", 4: "I", 8: "L"}
@@ -325,7 +330,7 @@ def lapack(name: str) -> Any:
 
 _REF_CODES = {ctypes.c_int8: "b", ctypes.c_uint8: "B", ctypes.c_int16: "h", ctypes.c_uint16: "H",
               ctypes.c_int32: "i", ctypes.c_uint32: "I", ctypes.c_int64: "l", ctypes.c_uint64: "L",
-              ctypes.c_float: "f", ctypes.c_double: "d", ctypes.c_char: "b"}
+              ctypes.c_float: "f", ctypes.c_double: "d", ctypes.c_char: "b", ctypes.c_bool: "o"}
 
 
 def ref(value: Any, ctype: Any = ctypes.c_int) -> Tuple[Any, ...]:
@@ -338,20 +343,16 @@ def ref(value: Any, ctype: Any = ctypes.c_int) -> Tuple[Any, ...]:
     return (_core.NATIVE_REF, code, value)
 
 
-class Call:
-    """A native call made by :func:`call`, spawned with ``spawn(...)(call)``. At spawn it becomes a
-    :class:`parla._core.NativeBody` (its arguments converted and checked against the task's declarations).
-    ``slots``, when given, lists the positions of the arguments that are PArrays, markers or :func:`array`
-    descriptions (the others being plain values), which saves looking at every argument at spawn."""
+class Call(_core.NativeCall):
+    """``Call(function, args, device_pointers=False, slots=None)``: a native call made by :func:`call`, spawned
+    with ``spawn(...)(call)``; ``function`` a NativeFunction, ``args`` a tuple (TypeError otherwise). At spawn
+    it becomes a :class:`parla._core.NativeBody` (its arguments converted and checked against the task's
+    declarations): in C for numbers, characters, None, declared PArrays (not views) of the parameter's dtype,
+    :data:`status` and :data:`stream`, here (:meth:`_bind`) for the other forms and every error. ``slots``, when
+    given, lists the positions of the arguments that are PArrays, markers or :func:`array` descriptions (the
+    others being plain values), which saves looking at every argument at spawn. Immutable."""
 
-    __slots__ = ("function", "args", "device_pointers", "slots")
-
-    def __init__(self, function: Any, args: Tuple[Any, ...], device_pointers: bool = False,
-                 slots: Optional[Tuple[int, ...]] = None) -> None:
-        self.function = function
-        self.args = args
-        self.device_pointers = device_pointers
-        self.slots = slots
+    __slots__ = ()
 
     def __repr__(self) -> str:
         return f"native.call({self.function.name}, {len(self.args)} arguments)"
@@ -459,7 +460,7 @@ def _array_item(task: Any, fn: Any, i: int, a: PArray, modes: Dict[int, int], at
 
 
 _POINTEE_DTYPES = {"b": np.int8, "B": np.uint8, "h": np.int16, "H": np.uint16, "i": np.int32, "I": np.uint32,
-                   "l": np.int64, "L": np.uint64, "f": np.float32, "d": np.float64}
+                   "l": np.int64, "L": np.uint64, "f": np.float32, "d": np.float64, "o": np.bool_}
 
 
 def _mode(a: PArray, root: PArray, modes: Dict[int, int], attrs: Dict[str, Any]) -> int:
@@ -490,3 +491,6 @@ def call(fn: Any, *args: Any, argtypes: Optional[Iterable[Any]] = None, restype:
     the function takes device pointers and may run on a CUDA GPU. Raises TypeError for a function that cannot
     be a native body; the arguments are checked at spawn."""
     return Call(function(fn, list(argtypes) if argtypes is not None else None, restype), args, device_pointers)
+
+
+_core._native_setup(status, stream, {code: np.dtype(t) for code, t in _POINTEE_DTYPES.items()})

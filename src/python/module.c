@@ -215,6 +215,9 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->native_body_type);
     Py_VISIT(st->native_error);
     Py_VISIT(st->graph_type);
+    int r = pyparla_native_traverse(st, visit, arg);
+    if (r != 0)
+        return r;
     return pyparla_spawn_traverse(st, visit, arg);
 }
 
@@ -231,6 +234,7 @@ static int module_clear(PyObject *m)
     Py_CLEAR(st->graph_type);
     Py_CLEAR(st->str_name);
     Py_CLEAR(st->str_qualname);
+    pyparla_native_clear(st);
     pyparla_spawn_clear(st);
     return 0;
 }

@@ -10,7 +10,8 @@
  *       one call: the function and one item per argument, converted and checked here, at spawn.
  *
  * Type codes (one character each): 'b' int8, 'B' uint8, 'h' int16, 'H' uint16, 'i' int32, 'I' uint32,
- * 'l' int64, 'L' uint64, 'f' float, 'd' double, 'p' pointer, and for the return type 'v' void. pointees
+ * 'l' int64, 'L' uint64, 'o' bool (C's _Bool, one byte), 'f' float, 'd' double, 'p' pointer, and for the
+ * return type 'v' void. A Python bool is taken only for 'o' (for a number it is refused: True is not 1). pointees
  * gives, per argument of type 'p', the type it points to ('?' unknown, e.g. void *): a number given for an
  * argument that points to a scalar is passed by reference (a copy held by the body: Fortran's convention).
  *
@@ -31,6 +32,7 @@
 
 #include <ffi.h>
 #include <string.h>
+#include <structmember.h>
 
 #define NATIVE_MAX_ARGS 32
 #define NATIVE_MAX_DIMS 8
@@ -100,6 +102,7 @@ static ffi_type *ffi_of(char code)
     switch (code) {
     case 'b': return &ffi_type_sint8;
     case 'B': return &ffi_type_uint8;
+    case 'o': return &ffi_type_uint8;
     case 'h': return &ffi_type_sint16;
     case 'H': return &ffi_type_uint16;
     case 'i': return &ffi_type_sint32;
@@ -119,6 +122,7 @@ static const char *c_name(char code)
     switch (code) {
     case 'b': return "int8";
     case 'B': return "uint8";
+    case 'o': return "bool";
     case 'h': return "int16";
     case 'H': return "uint16";
     case 'i': return "int32";
@@ -134,7 +138,7 @@ static const char *c_name(char code)
 
 static int is_integer_code(char code)
 {
-    return strchr("bBhHiIlL", code) != NULL && code != '\0';
+    return strchr("bBhHiIlLo", code) != NULL && code != '\0';
 }
 
 /* ----------------------------------------------------------------------- NativeFunction -- */
@@ -282,6 +286,33 @@ PyType_Spec pyparla_native_function_spec = {
 /* Converts a Python number to code's C type in *out; -1 with an exception naming argument i on failure. */
 static int convert_number(NativeFunctionObject *fn, int i, char code, PyObject *obj, native_value_t *out)
 {
+    if (code == 'o') { /* a C bool: True, False, or an integer 0 or 1 */
+        if (PyBool_Check(obj)) {
+            out->u8 = obj == Py_True;
+            return 0;
+        }
+        if (PyFloat_Check(obj))
+            goto bad;
+        PyObject *index = PyNumber_Index(obj);
+        if (index == NULL)
+            goto bad;
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
+        Py_DECREF(index);
+        if (v == -1 && PyErr_Occurred())
+            goto bad;
+        if (overflow || v < 0 || v > 1)
+            goto range;
+        out->u8 = (uint8_t)v;
+        return 0;
+    }
+    if (PyBool_Check(obj)) {
+        /* True is an int to Python, but a bool given for a number is a mistake far more often than a 1. */
+        PyErr_Format(PyExc_TypeError, "argument %d of native body %U: %R is a bool, and its C type is %s%s (give "
+                     "an int or a float; bools are taken only for C bool parameters)", i, fn->name, obj,
+                     c_name(code), fn->argtypes[i] == 'p' && code != 'p' ? " *" : "");
+        return -1;
+    }
     if (code == 'f' || code == 'd') {
         double v = PyFloat_AsDouble(obj);
         if (v == -1.0 && PyErr_Occurred())
@@ -476,6 +507,31 @@ static void NativeBody_free_items(NativeBodyObject *self)
     }
 }
 
+/* A new NativeBody of fn with n items, zeroed, not tracked by the GC (its keep not set yet). */
+static NativeBodyObject *body_alloc(PyTypeObject *type, NativeFunctionObject *fn, Py_ssize_t n, int device_pointers)
+{
+    NativeBodyObject *self = PyObject_GC_NewVar(NativeBodyObject, type, n ? n : 1);
+    if (self == NULL)
+        return NULL;
+    Py_SET_SIZE(self, n);
+    memset(self->items, 0, (size_t)(n ? n : 1) * sizeof self->items[0]);
+    self->fn = (NativeFunctionObject *)Py_NewRef((PyObject *)fn);
+    self->keep = NULL;
+    self->device_pointers = device_pointers;
+    return self;
+}
+
+/* Frees a body body_alloc made that never became a full object. */
+static void body_discard(NativeBodyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    NativeBody_free_items(self);
+    Py_CLEAR(self->fn);
+    Py_CLEAR(self->keep);
+    PyObject_GC_Del(self);
+    Py_DECREF(type);
+}
+
 static PyObject *NativeBody_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"function", "items", "device_pointers", NULL};
@@ -496,14 +552,9 @@ static PyObject *NativeBody_new(PyTypeObject *type, PyObject *args, PyObject *kw
         PyErr_Format(PyExc_TypeError, "native body %U takes %d arguments, %zd given", fn->name, fn->nargs, n);
         return NULL;
     }
-    NativeBodyObject *self = PyObject_GC_NewVar(NativeBodyObject, type, n ? n : 1);
+    NativeBodyObject *self = body_alloc(type, fn, n, device_pointers);
     if (self == NULL)
         return NULL;
-    Py_SET_SIZE(self, n);
-    memset(self->items, 0, (size_t)(n ? n : 1) * sizeof self->items[0]);
-    self->fn = (NativeFunctionObject *)Py_NewRef(fn_obj);
-    self->keep = NULL;
-    self->device_pointers = device_pointers;
     PyObject *keep = PyList_New(0);
     if (keep == NULL)
         goto fail;
@@ -527,11 +578,7 @@ static PyObject *NativeBody_new(PyTypeObject *type, PyObject *args, PyObject *kw
 fail:
     Py_XDECREF(keep);
 fail_nokeep:
-    NativeBody_free_items(self);
-    Py_CLEAR(self->fn);
-    Py_CLEAR(self->keep);
-    PyObject_GC_Del(self);
-    Py_DECREF(type);
+    body_discard(self);
     return NULL;
 }
 
@@ -820,6 +867,266 @@ static PyObject *NativeBody_call(NativeBodyObject *self, PyObject *args, PyObjec
     return NULL;
 }
 
+/* ----------------------------------------------------------------------------- NativeCall -- */
+
+/* A native call not yet bound to a task: parla.native.Call (a subclass defined in Python, which adds the
+ * general binding, _bind) made by parla.native.call and parla.kernels. Immutable. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *function;  /* a NativeFunction (checked when bound) */
+    PyObject *args;      /* the arguments (a tuple) */
+    PyObject *slots;     /* None, or the positions of the arguments that are PArrays or markers (a tuple) */
+    int device_pointers; /* the function takes device pointers */
+} NativeCallObject;
+
+static PyObject *NativeCall_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"function", "args", "device_pointers", "slots", NULL};
+    PyObject *function, *call_args, *slots = Py_None;
+    int device_pointers = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!|pO:Call", kwlist, &function, &PyTuple_Type, &call_args,
+                                     &device_pointers, &slots))
+        return NULL;
+    NativeCallObject *self = (NativeCallObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->function = Py_NewRef(function);
+    self->args = Py_NewRef(call_args);
+    self->slots = Py_NewRef(slots);
+    self->device_pointers = device_pointers;
+    return (PyObject *)self;
+}
+
+static int NativeCall_traverse(NativeCallObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->function);
+    Py_VISIT(self->args);
+    Py_VISIT(self->slots);
+    return 0;
+}
+
+static int NativeCall_clear(NativeCallObject *self)
+{
+    Py_CLEAR(self->function);
+    Py_CLEAR(self->args);
+    Py_CLEAR(self->slots);
+    return 0;
+}
+
+static void NativeCall_dealloc(NativeCallObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    NativeCall_clear(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef NativeCall_members[] = {
+    {"function", T_OBJECT, offsetof(NativeCallObject, function), READONLY, "the NativeFunction called"},
+    {"args", T_OBJECT, offsetof(NativeCallObject, args), READONLY, "its arguments (a tuple)"},
+    {"slots", T_OBJECT, offsetof(NativeCallObject, slots), READONLY,
+     "None, or the positions of the arguments that are PArrays or markers"},
+    {"device_pointers", T_BOOL, offsetof(NativeCallObject, device_pointers), READONLY,
+     "whether the function takes device pointers"},
+    {NULL},
+};
+
+static PyType_Slot NativeCall_slots[] = {
+    {Py_tp_doc, "NativeCall(function, args, device_pointers=False, slots=None): a native call, bound to its task at "
+                "spawn (the base of parla.native.Call)."},
+    {Py_tp_new, NativeCall_new},
+    {Py_tp_dealloc, NativeCall_dealloc},
+    {Py_tp_traverse, NativeCall_traverse},
+    {Py_tp_clear, NativeCall_clear},
+    {Py_tp_members, NativeCall_members},
+    {0, NULL},
+};
+
+static PyType_Spec native_call_spec = {
+    .name = "parla._core.NativeCall",
+    .basicsize = sizeof(NativeCallObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = NativeCall_slots,
+};
+
+int pyparla_is_native_call(pyparla_state *st, PyObject *obj)
+{
+    return st->native_call_base != NULL && PyObject_TypeCheck(obj, st->native_call_base);
+}
+
+/* The engine data of a declared base PArray x (borrowed from x), or NULL (no exception) when x is not one the
+ * C binding takes as it is: a view, no engine data, not declared by the task (modes), or a dtype that is not
+ * the one the parameter points to (pointee; '?': any). */
+static DataObject *declared_base(pyparla_state *st, PyObject *x, PyObject *modes, char pointee)
+{
+    PyObject *root = PyObject_GetAttr(x, st->str_root);
+    if (root == NULL)
+        return NULL;
+    Py_DECREF(root); /* a slot of x: it stays alive */
+    if (root != Py_None || modes == NULL)
+        return NULL;
+    PyObject *data = PyObject_GetAttr(x, st->str_data_attr);
+    if (data == NULL)
+        return NULL;
+    Py_DECREF(data); /* held by x */
+    if (!PyObject_TypeCheck(data, st->data_type) || ((DataObject *)data)->data == NULL)
+        return NULL;
+    PyObject *key = PyLong_FromVoidPtr(x);
+    PyObject *mode = key ? PyDict_GetItemWithError(modes, key) : NULL;
+    Py_XDECREF(key);
+    if (mode == NULL || !PyLong_CheckExact(mode) || PyLong_AsLong(mode) <= 0)
+        return NULL;
+    if (pointee != '?') {
+        PyObject *expected = st->native_dtypes[(unsigned char)pointee & 127];
+        PyObject *np = expected ? PyObject_GetAttr(x, st->str_np) : NULL;
+        PyObject *dtype = np ? PyObject_GetAttr(np, st->str_dtype) : NULL;
+        Py_XDECREF(np);
+        Py_XDECREF(dtype);
+        if (dtype == NULL || dtype != expected) /* equal dtypes that are other objects: Python compares them */
+            return NULL;
+    }
+    return (DataObject *)data;
+}
+
+/* The NativeBody of call for the task, made in C, or NULL (an exception may be set) for Python to make. */
+static PyObject *bind_in_c(pyparla_state *st, NativeCallObject *call, PyObject *attrs)
+{
+    if (Py_TYPE(call->function) != st->native_function_type || !PyTuple_CheckExact(call->args) ||
+        st->native_status == NULL)
+        return NULL;
+    NativeFunctionObject *fn = (NativeFunctionObject *)call->function;
+    Py_ssize_t n = PyTuple_GET_SIZE(call->args);
+    if (n != fn->nargs)
+        return NULL; /* the error is NativeBody's, with the task's name */
+    /* The positions _bind looks at for PArrays and markers: slots, or every argument. */
+    uint64_t special = n ? ~0ull >> (64 - n) : 0;
+    if (call->slots != Py_None) {
+        if (!PyTuple_CheckExact(call->slots))
+            return NULL;
+        special = 0;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(call->slots); k++) {
+            PyObject *p = PyTuple_GET_ITEM(call->slots, k);
+            long i = PyLong_CheckExact(p) ? PyLong_AsLong(p) : -1;
+            if (i < 0 || i >= n)
+                return NULL;
+            special |= 1ull << i;
+        }
+    }
+    PyObject *modes = attrs ? PyDict_GetItemWithError(attrs, st->str_modes) : NULL;
+    if (modes != NULL && !PyDict_CheckExact(modes))
+        return NULL;
+    NativeBodyObject *self = body_alloc(st->native_body_type, fn, n, call->device_pointers);
+    if (self == NULL)
+        return NULL;
+    PyObject *keep[NATIVE_MAX_ARGS];
+    Py_ssize_t nkeep = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = PyTuple_GET_ITEM(call->args, i);
+        native_item_t *item = &self->items[i];
+        int ok, slot = special >> i & 1;
+        if (slot && Py_TYPE(x) == st->parray_type) {
+            DataObject *d = fn->argtypes[i] == 'p' ? declared_base(st, x, modes, fn->pointees[i]) : NULL;
+            ok = d != NULL;
+            if (ok) {
+                item->kind = ITEM_ARRAY;
+                item->data = d->data;
+                item->offset = 0;
+                keep[nkeep++] = (PyObject *)d;
+            }
+        } else if (slot && x == st->native_status) {
+            ok = fn->argtypes[i] == 'p' && strchr("?iI", fn->pointees[i]) != NULL;
+            item->kind = ITEM_STATUS;
+        } else if (slot && x == st->native_stream) {
+            ok = fn->argtypes[i] == 'p';
+            item->kind = ITEM_STREAM;
+        } else {
+            /* What _bind leaves as it is: a number, a character, None. A tuple (native.ref's), and everything
+             * convert_plain refuses (native.array(A), a view, a NumPy array...), are bound or refused in Python. */
+            ok = !PyTuple_Check(x) && convert_plain(fn, (int)i, x, item) == 0;
+        }
+        if (!ok) {
+            body_discard(self);
+            return NULL;
+        }
+    }
+    self->keep = PyTuple_New(nkeep);
+    if (self->keep == NULL) {
+        body_discard(self);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < nkeep; k++)
+        PyTuple_SET_ITEM(self->keep, k, Py_NewRef(keep[k]));
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+PyObject *pyparla_native_bind(pyparla_state *st, TaskObject *task, PyObject *call, PyObject *attrs)
+{
+    PyObject *body = bind_in_c(st, (NativeCallObject *)call, attrs);
+    if (body != NULL)
+        return body;
+    /* Any other form, or an error: the general binding, whose result or error it is. */
+    PyErr_Clear();
+    PyObject *empty = attrs ? NULL : PyDict_New();
+    PyObject *a = attrs ? attrs : empty;
+    body = a ? PyObject_CallMethodObjArgs(call, st->str_bind, (PyObject *)task, a, NULL) : NULL;
+    Py_XDECREF(empty);
+    return body;
+}
+
+/* _native_setup(status, stream, dtypes): parla.native's markers, and the dict of pointee code -> NumPy dtype. */
+static PyObject *mod_native_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pyparla_state *st = pyparla_get_state(module);
+    if (nargs != 3 || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "_native_setup(status, stream, dtypes: dict)");
+        return NULL;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(args[2], &pos, &key, &value)) {
+        if (!PyUnicode_Check(key) || PyUnicode_GET_LENGTH(key) != 1 || PyUnicode_READ_CHAR(key, 0) >= 128) {
+            PyErr_SetString(PyExc_TypeError, "_native_setup: dtypes' keys are type codes (one character)");
+            return NULL;
+        }
+        Py_XSETREF(st->native_dtypes[PyUnicode_READ_CHAR(key, 0)], Py_NewRef(value));
+    }
+    Py_XSETREF(st->native_status, Py_NewRef(args[0]));
+    Py_XSETREF(st->native_stream, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef native_methods[] = {
+    {"_native_setup", (PyCFunction)(void (*)(void))mod_native_setup, METH_FASTCALL,
+     "_native_setup(status, stream, dtypes): what the spawn path needs from parla.native to bind calls in C."},
+    {NULL, NULL, 0, NULL},
+};
+
+int pyparla_native_traverse(pyparla_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->native_call_base);
+    Py_VISIT(st->native_status);
+    Py_VISIT(st->native_stream);
+    for (int i = 0; i < 128; i++)
+        Py_VISIT(st->native_dtypes[i]);
+    return 0;
+}
+
+void pyparla_native_clear(pyparla_state *st)
+{
+    Py_CLEAR(st->native_call_base);
+    Py_CLEAR(st->native_status);
+    Py_CLEAR(st->native_stream);
+    for (int i = 0; i < 128; i++)
+        Py_CLEAR(st->native_dtypes[i]);
+    Py_CLEAR(st->str_root);
+    Py_CLEAR(st->str_np);
+    Py_CLEAR(st->str_dtype);
+    Py_CLEAR(st->str_bind);
+}
+
 /* ------------------------------------------------------------------------------- module -- */
 
 int pyparla_native_init(PyObject *m, pyparla_state *st)
@@ -836,6 +1143,13 @@ int pyparla_native_init(PyObject *m, pyparla_state *st)
         "(the value).",
         PyExc_RuntimeError, NULL);
     if (st->native_error == NULL || PyModule_AddObjectRef(m, "NativeError", st->native_error) < 0)
+        return -1;
+    st->native_call_base = (PyTypeObject *)PyType_FromModuleAndSpec(m, &native_call_spec, NULL);
+    if (st->native_call_base == NULL || PyModule_AddType(m, st->native_call_base) < 0 ||
+        PyModule_AddFunctions(m, native_methods) < 0)
+        return -1;
+    if (!(st->str_root = PyUnicode_InternFromString("_root")) || !(st->str_np = PyUnicode_InternFromString("_np")) ||
+        !(st->str_dtype = PyUnicode_InternFromString("dtype")) || !(st->str_bind = PyUnicode_InternFromString("_bind")))
         return -1;
     if (PyModule_AddIntConstant(m, "NATIVE_REF", ITEM_REF) < 0 || PyModule_AddIntConstant(m, "NATIVE_ARRAY", ITEM_ARRAY) < 0 ||
         PyModule_AddIntConstant(m, "NATIVE_DESC", ITEM_DESC) < 0 ||

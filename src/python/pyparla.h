@@ -167,6 +167,12 @@ typedef struct {
     PyTypeObject *native_function_type;
     PyTypeObject *native_body_type;
     PyObject *native_error; /* parla._core.NativeError */
+    /* native.c: parla._core.NativeCall (the base of parla.native.Call); from parla.native (_native_setup) its
+     * markers status and stream and, per pointee type code, the NumPy dtype a PArray passed there has (the
+     * spawn path binds a call to its task in C with them: pyparla_native_bind). */
+    PyTypeObject *native_call_base;
+    PyObject *native_status, *native_stream, *native_dtypes[128];
+    PyObject *str_root, *str_np, *str_dtype, *str_bind; /* "_root", "_np", "dtype", "_bind" */
     PyTypeObject *graph_type;
     PyTypeObject *spawner_type;
     PyTypeObject *space_type;
@@ -326,6 +332,16 @@ int pyparla_is_native_body(pyparla_state *st, PyObject *obj);
 /* The engine task body of a task whose body is a NativeBody (arg: the TaskObject, whose func it is). Worker
  * thread; takes the GIL only when the call fails (to attach the exception). */
 int pyparla_native_body(parla_task_t *task, void *arg);
+/* The NativeBody of call (a parla._core.NativeCall: parla.native.Call) for task, whose declarations are in attrs
+ * (a dict with _modes, or NULL: none), made in C when every argument is a common form (numbers, characters,
+ * None, declared base PArrays of the expected dtype, parla.native.status and stream); otherwise, and for
+ * every error, by the call's own _bind in Python, so the result and the error are the same. New reference, or
+ * NULL with the exception set. GIL held. */
+PyObject *pyparla_native_bind(pyparla_state *st, TaskObject *task, PyObject *call, PyObject *attrs);
+/* Whether obj is a parla._core.NativeCall (a parla.native.Call). */
+int pyparla_is_native_call(pyparla_state *st, PyObject *obj);
+int pyparla_native_traverse(pyparla_state *st, visitproc visit, void *arg);
+void pyparla_native_clear(pyparla_state *st);
 /* A replayed graph's native task (graph_obj.c): calls body (a NativeBody) for task on a worker, without the
  * GIL. 0, or 1 with the GIL taken and the failure raised (NativeError naming the task). */
 int pyparla_native_replay(PyObject *body, parla_task_t *task, RuntimeObject *rt);

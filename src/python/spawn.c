@@ -476,10 +476,12 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, Py_ssize_t n, 
     if (rt == NULL)
         return PyErr_SetString(PyExc_RuntimeError, no_context_message), NULL;
     int plain = n < SPAWN_NARGS, placed = !plain && a[A_PLACEMENT] != Py_None;
-    /* A native body (a parla.native.Call) is bound to its task in Python; a placed body in a context with
-     * CUDA GPUs runs on_cuda_device unless it is async, which Python decides for callables that are not
-     * plain functions; a placement with the mapping logger on is logged there. */
-    int general = Py_TYPE(body) == st->native_call_type || (placed && st->context_cuda && !PyFunction_Check(body));
+    /* A native body (a parla.native.Call) is bound to its task here (pyparla_native_bind) and runs as it is;
+     * another placed body in a context with CUDA GPUs runs on_cuda_device unless it is async, which Python
+     * decides for callables that are not plain functions; a placement with the mapping logger on is logged
+     * there. */
+    int native = pyparla_is_native_call(st, body);
+    int general = !native && placed && st->context_cuda && !PyFunction_Check(body);
     if (!general && placed && st->mapping_logger != NULL &&
         (general = logger_on(st, st->mapping_logger, st->mapping_log_cache)) < 0)
         return NULL;
@@ -504,7 +506,13 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, Py_ssize_t n, 
             accesses = owned[3];
         }
     }
-    func = Py_NewRef(body);
+    if (native) {
+        func = pyparla_native_bind(st, task, body, attrs);
+        if (func == NULL)
+            goto done;
+    } else {
+        func = Py_NewRef(body);
+    }
     int coroutine = 0;
     if (PyFunction_Check(body)) {
         coroutine = (((PyCodeObject *)PyFunction_GET_CODE(body))->co_flags & CO_COROUTINE) != 0;
@@ -514,7 +522,7 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, Py_ssize_t n, 
         if (r < 0 || func == NULL)
             goto done;
     }
-    if (options != Py_None && st->context_cuda && !coroutine) {
+    if (options != Py_None && st->context_cuda && !coroutine && !native) {
         Py_SETREF(func, pyparla_capture(st, func));
         if (func == NULL)
             goto done;
@@ -857,7 +865,7 @@ static PyObject *mod_next_anonymous(PyObject *module, PyObject *unused)
 /*
  * parla._core.TaskSpaceBase: the base of parla.tasks.TaskSpace; T[i] and T[i, j] with int indices go
  * here. A named task of the active context is returned from the space's _tasks dict; a new one, in a
- * space without shape or start that creates tasks, is made and recorded here. Every other index (slices,
+ * space that creates tasks, is made and recorded here when its key is within the space's shape and start. Every other index (slices,
  * lists, other key types, bounds, tasks of an earlier context, handles outside a context) goes to the
  * space's _getitem, in Python. Instance attributes read: _tasks, shape, start, _create, name.
  */
@@ -893,6 +901,50 @@ static int space_key_name(const char *name, PyObject *key, long long k, char *bu
     return (int)at;
 }
 
+/* Index d (of n) of key (a tuple of ints; NULL: the one int k) in v; 0, or -1 beyond 64 bits. */
+static int key_at(PyObject *key, long long k, Py_ssize_t d, long long *v)
+{
+    int overflow = 0;
+    *v = key ? PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(key, d), &overflow) : k;
+    return overflow ? -1 : 0;
+}
+
+/* Whether key (a tuple of ints; NULL: the one int k) is certainly inside a space of this shape and start
+ * (tuples of ints, or None), as TaskSpace._in_bounds decides: 1, or 0 when it is not or it cannot say here
+ * (the general path then answers: an empty TaskList, or IndexError). No exception set. */
+static int space_in_bounds(PyObject *shape, PyObject *start, PyObject *key, long long k)
+{
+    Py_ssize_t n = key ? PyTuple_GET_SIZE(key) : 1;
+    if (start != Py_None && !PyTuple_CheckExact(start))
+        return 0;
+    if (shape != Py_None && (!PyTuple_CheckExact(shape) || PyTuple_GET_SIZE(shape) != n || start == Py_None ||
+                             PyTuple_GET_SIZE(start) != n))
+        return 0;
+    for (Py_ssize_t d = 0; d < n; d++) {
+        long long v, lo = 0, count = LLONG_MAX;
+        if (key_at(key, k, d, &v) < 0)
+            return 0;
+        if (start != Py_None && d < PyTuple_GET_SIZE(start)) {
+            PyObject *s = PyTuple_GET_ITEM(start, d);
+            int overflow = 0;
+            lo = PyLong_CheckExact(s) ? PyLong_AsLongLongAndOverflow(s, &overflow) : 0;
+            if (!PyLong_CheckExact(s) || overflow || lo < 0)
+                return 0;
+        }
+        if (shape != Py_None) {
+            PyObject *c = PyTuple_GET_ITEM(shape, d);
+            int overflow = 0;
+            count = PyLong_CheckExact(c) ? PyLong_AsLongLongAndOverflow(c, &overflow) : 0;
+            if (!PyLong_CheckExact(c) || overflow || count < 0)
+                return 0;
+        }
+        if (v < lo || v - lo >= count)
+            return 0;
+    }
+    PyErr_Clear();
+    return 1;
+}
+
 /* A new task for key (a tuple of ints; NULL: the one int k), recorded in tasks (the space's TaskTable),
  * or the general path's answer. New reference. */
 static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, PyObject *tasks, PyObject *key,
@@ -909,7 +961,7 @@ static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, 
         PyErr_Clear();
     char buf[256];
     int len = -1;
-    if (utf8 && shape == Py_None && start == Py_None && create == Py_True)
+    if (utf8 && create == Py_True && ((shape == Py_None && start == Py_None) || space_in_bounds(shape, start, key, k)))
         len = space_key_name(utf8, key, k, buf, sizeof buf);
     if (len < 0 || (size_t)len != strlen(buf))
         return space_general(st, self, index);

@@ -217,6 +217,29 @@ def test_numba_style_cfunc_and_raw_address():
     assert T[0].state == "done" and T[1].state == "failed"
 
 
+@pytest.mark.timeout(30)
+def test_a_c_bool_parameter_takes_bools():
+    """A ctypes.c_bool parameter (type code 'o') takes True, False, 0 and 1; other numbers are refused. The
+    function here is abs called through a bool parameter: it returns the bool, and 1 fails the task."""
+    address = ctypes.cast(c_abs, ctypes.c_void_p).value
+    fn = native.function(address, argtypes=[ctypes.c_bool], restype=ctypes.c_int, name="abs_of_bool")
+    assert fn.argtypes == "o"
+    with pytest.raises(native.NativeError, match=r"task T\[1\]: native body abs_of_bool returned 1") as info:
+        with Parla(n_workers=2):
+            T = TaskSpace("T")
+            spawn(T[0])(native.call(fn, False))
+            spawn(T[2])(native.call(fn, 0))
+            with pytest.raises(OverflowError, match=r"task T\[3\]: argument 0 of native body abs_of_bool: 2 does not "
+                                                    r"fit its C type bool"):
+                spawn(T[3])(native.call(fn, 2))
+            with pytest.raises(TypeError, match=r"task T\[3\]: argument 0 of native body abs_of_bool: its C type is "
+                                                r"bool, not a float"):
+                spawn(T[3])(native.call(fn, 1.0))
+            spawn(T[1], [T[0], T[2]])(native.call(fn, True))
+    assert info.value.code == 1
+    assert (T[0].state, T[1].state, T[2].state) == ("done", "failed", "done")
+
+
 # ------------------------------------------------------------------------------ spawn errors -- #
 
 @pytest.mark.timeout(30)
@@ -225,6 +248,8 @@ def test_numba_style_cfunc_and_raw_address():
     ((2.5,), TypeError, r"argument 0 of native body abs: its C type is int32, not a float"),
     ((2 ** 40,), OverflowError, r"argument 0 of native body abs: 1099511627776 does not fit its C type int32"),
     ((1, 2), TypeError, r"native body abs takes 1 arguments, 2 given"),
+    ((True,), TypeError, r"argument 0 of native body abs: True is a bool, and its C type is int32"),
+    ((np.bool_(False),), TypeError, r"argument 0 of native body abs: its C type is int32, not a numpy.bool"),
     ((np.zeros(3),), TypeError, r"argument 0 of native body abs is a NumPy array"),
 ])
 def test_wrong_arguments_are_refused_at_spawn_naming_them(args, error, match):
