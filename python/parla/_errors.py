@@ -4,7 +4,10 @@ The lowest module of the package: it imports nothing from it.
 """
 from __future__ import annotations
 
-__all__ = ["UnspawnedDependencyError", "DependencyCycleError", "TaskCancelledError"]
+import difflib
+from typing import Iterable
+
+__all__ = ["UnspawnedDependencyError", "DependencyCycleError", "TaskCancelledError", "unexpected_keywords"]
 
 
 class UnspawnedDependencyError(RuntimeError):
@@ -24,3 +27,16 @@ class DependencyCycleError(RuntimeError):
 class TaskCancelledError(RuntimeError):
     """A task did not run because a task it depends on failed (``__cause__`` is that failure)."""
 
+
+
+def unexpected_keywords(call: str, unknown: Iterable[str], known: Iterable[str]) -> TypeError:
+    """The TypeError for keyword arguments that ``call`` (e.g. ``"spawn(T[0], ...)"``) does not take: it names
+    each, with the nearest known keyword (difflib) when one is close, and lists the known ones."""
+    known = sorted(known)
+    parts = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    plural = "s" if len(parts) > 1 else ""
+    return TypeError(f"{call} got unexpected keyword argument{plural} {', '.join(parts)}; its keywords are "
+                     f"{', '.join(known)}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, 
 from . import _blas, _blocking, _config, _context, _core
 from ._config import parse_size as parse_size  # where it was defined before _config
 from ._context import current_runtime
-from ._errors import DependencyCycleError, TaskCancelledError, UnspawnedDependencyError
+from ._errors import DependencyCycleError, TaskCancelledError, UnspawnedDependencyError, unexpected_keywords
 from ._logging import configure as _configure_logging, data_logger, logger, trace_logger
 from .progress import _from_env as _progress_from_env, _Monitor as _ProgressMonitor
 
@@ -218,11 +218,11 @@ class Parla:
             environments, n_workers = n_workers, None
         if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers <= 0):
             raise ValueError(f"Parla(n_workers={n_workers!r}): n_workers must be a positive integer")
-        unknown = set(options) - {"virtual_gpus", "gpu_memory", "dev_config_file", "trace", "graph", "summary",
-                                  "summary_file", "progress", "strict_access", "logfile", "blas_threads",
-                                  "pin_host_memory", "memory_pool"}
+        known = {"virtual_gpus", "gpu_memory", "dev_config_file", "trace", "graph", "summary", "summary_file",
+                 "progress", "strict_access", "logfile", "blas_threads", "pin_host_memory", "memory_pool"}
+        unknown = set(options) - known
         if unknown:
-            raise TypeError(f"Parla() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+            raise unexpected_keywords("Parla()", unknown, known | {"n_workers", "environments"})
         if options.get("logfile") is not None and not isinstance(options["logfile"], (str, os.PathLike)):
             raise TypeError(f"Parla(logfile={options['logfile']!r}): logfile is a file path")
         self.n_workers = n_workers

@@ -353,21 +353,26 @@ class PArray:
             task._keep(arr)  # alive (so cached) while the body runs; the body's end lets it go
         return arr
 
+    def _covering(self, task: Any, root: "PArray") -> Iterator[Tuple["PArray", int]]:
+        """The (view, mode) declarations of task whose view is of the same base array as this view and covers
+        it: a view made inside the body (``A[0:10][2:5]``, ``A[5:]``) is covered by a declared view of the
+        same array. This view itself is among them when declared."""
+        for declared, m in _declared(task):
+            if (getattr(declared, "_root", None) is root and declared._ranges is not None
+                    and _ranges.covers(declared._ranges, self._ranges or [])):
+                yield declared, m
+
     def _declared_mode(self, task: Any) -> int:
+        """The modes task declared for this array, its base, and (for a view) declared views covering it."""
         root = self._root if self._root is not None else self
         mode = 0
-        views = []
         for declared, m in _declared(task):
             if declared is self or declared is root:
                 mode |= m
-            elif getattr(declared, "_root", None) is root:
-                views.append((declared, m))
         if root is self:
             return mode
-        # A view made inside the body (A[0:10][2:5]) is covered by a declared view of the same array.
-        for declared, m in views:
-            if declared._ranges is not None and _ranges.covers(declared._ranges, self._ranges or []):
-                mode |= m
+        for _, m in self._covering(task, root):
+            mode |= m
         return mode
 
     def _task_mode(self, task: Any) -> int:
@@ -411,10 +416,8 @@ class PArray:
         mask = slots.get(id(self), 0) | slots.get(id(root), 0)
         if root is not self:
             # A view made inside the body (A[5:]) goes where the declared views covering it were declared.
-            for declared, _ in _declared(task):
-                if (getattr(declared, "_root", None) is root and declared._ranges is not None
-                        and _ranges.covers(declared._ranges, self._ranges or [])):
-                    mask |= slots.get(id(declared), 0)
+            for declared, _ in self._covering(task, root):
+                mask |= slots.get(id(declared), 0)
         position = _context.current_position()
         if mask >> position & 1 and position < len(devices):
             return devices[position]

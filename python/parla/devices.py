@@ -56,6 +56,21 @@ class PlacementRequest:
     def __repr__(self) -> str:
         return f"{self.target!r}[{self.resources!r}]"
 
+    # Equal by value, so a request written inline (``placement=gpu[{"vcus": 0.5}]``, a new object at every
+    # spawn) finds its resolution in the context's placement cache instead of adding an entry per spawn.
+    # A resource value's type is part of the key (True == 1, but vcus=True is an error and vcus=1 is not).
+    # Unhashable values raise TypeError: the cache skips such a request.
+    def _key(self) -> Tuple[Any, ...]:
+        return (self.target, tuple(sorted((k, type(v), v) for k, v in self.resources.items())))
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not PlacementRequest:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
 
 class Device:
     """One device: ``cpu(0)``, ``gpu(1)``. ``architecture`` is the :class:`Architecture`, ``index`` its number."""

@@ -32,7 +32,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Generator, Ha
 
 from . import _blocking, _context, _core, _cuda
 from . import native as _native
-from ._errors import TaskCancelledError, UnspawnedDependencyError
+from ._errors import TaskCancelledError, UnspawnedDependencyError, unexpected_keywords
 from ._logging import mapping_logger, spawn_logger
 from .array import PArray as _PArray, _declares, _engine_accesses, storage_size as _storage_size
 from .devices import Device, cpu, device_of, resolve_placement
@@ -589,7 +589,8 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
           vcus: Optional[float] = None, memory: Optional[int] = None, input: Any = (),
           output: Any = (), inout: Any = (), priority: Optional[int] = None,
           tags: Iterable[str] = (), ndevices: int = 1,
-          data: Optional[Iterable[Any]] = None) -> Union[Task, Callable[[Union[Body, _native.Call]], Task]]:
+          data: Optional[Iterable[Any]] = None,
+          **unknown: Any) -> Union[Task, Callable[[Union[Body, _native.Call]], Task]]:
     """Decorator that spawns the decorated function as a task and returns the :class:`Task`.
 
     - ``taskid``: a task named in a TaskSpace (``T[i]``), or None for an anonymous task.
@@ -616,10 +617,24 @@ def spawn(taskid: Any = None, dependencies: Any = (), *, placement: Any = None,
     reads a global rebound between its spawn and its run warns (RuntimeWarning, once per body and name);
     bind such a value as a default argument (``def body(i=i):``). Raises RuntimeError outside a Parla
     context or when ``taskid`` was already spawned; ValueError/TypeError for invalid arguments (naming
-    the task and the argument).
+    the task and the argument); TypeError for a keyword spawn does not take, naming it and the nearest one.
     """
+    if unknown:  # a misspelt keyword: named, with the one meant
+        raise unexpected_keywords(f"spawn({'...' if taskid is None else _describe_id(taskid)})", unknown,
+                                  _SPAWN_KEYWORDS)
     return _spawn(taskid, dependencies, placement, vcus, memory, input, output, inout, priority, tags, ndevices,
                   data)
+
+
+_SPAWN_KEYWORDS = ("taskid", "dependencies", "placement", "vcus", "memory", "input", "output", "inout", "priority",
+                   "tags", "ndevices", "data")
+
+
+def _describe_id(taskid: Any) -> str:
+    """A task id as a spawn call's first argument shows it in an error (``T[0]``)."""
+    if isinstance(taskid, Task):
+        return taskid.name
+    return getattr(taskid, "__name__", None) or type(taskid).__name__
 
 
 if not TYPE_CHECKING:

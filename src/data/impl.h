@@ -200,7 +200,7 @@ void parla__data_lru_unlink(parla__dev_t *dev, parla__dev_copy_t *c);
 void parla__data_lru_touch(parla__dev_t *dev, parla__dev_copy_t *c);
 uint64_t parla__data_used_locked(const parla__dev_t *d);
 int parla__data_ensure_copy(store_t *s, int device, parla_task_t *t, uint64_t lo, uint64_t hi);
-uint64_t parla__data_piece_need(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi);
+int64_t parla__data_piece_need(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi);
 void parla__data_task_extent(const parla_task_t *t, const store_t *s, int device, uint64_t *lo, uint64_t *hi);
 void parla__data_unpin(store_t *s, int device, int count);
 void parla__data_unpin_accesses(parla_task_t *t, int n);

@@ -60,17 +60,21 @@ static int slot_of(const parla_task_t *t, int device)
     return k;
 }
 
-/* True when t's data for device d can all be there at once: the copies it
- * lacks fit in the room left after evicting every unpinned copy of other data.
+/* 0 when t's data for device d can all be there at once: the copies it lacks
+ * fit in the room left after evicting every unpinned copy of other data.
  * Checked before anything is allocated or copied, so a task that cannot have
  * all its data takes none (tasks that each took part of the room would keep
- * evicting each other's copies). d->acquire_lock held; records the device's
+ * evicting each other's copies). Else PARLA_EBUSY (wait for room), or
+ * PARLA_ERESOURCE when waiting cannot help: nothing on d is pinned and no
+ * other task reserves memory there, so no unpin or release will free room,
+ * and what fills d is t's own data (allocations of the same arrays, which
+ * its preparation does not evict). d->acquire_lock held; records the device's
  * unpin epoch for parla__data_wait_for_room. */
-static bool room_for(parla_task_t *t, parla__dev_t *d)
+static int room_for(parla_task_t *t, parla__dev_t *d)
 {
     parla__graph_task_ext_t *x = t->ext;
     int device = d->index;
-    uint64_t need = 0;
+    int64_t need = 0; /* may be negative: a merge that writes back and drops pieces (parla__data_piece_need) */
     for (int i = 0; i < x->n_accesses; i++) {
         store_t *si = x->accesses[i].data->store;
         uint64_t lo, hi;
@@ -83,7 +87,8 @@ static bool room_for(parla_task_t *t, parla__dev_t *d)
     pthread_mutex_lock(&d->lock);
     x->data_epoch[slot_of(t, device)] = d->unpin_epoch;
     uint64_t evictable = 0;
-    for (parla__dev_copy_t *c = d->lru_head; c && parla__data_used_locked(d) - evictable + need > d->memory_capacity; c = c->next) {
+    int64_t cap = (int64_t)d->memory_capacity;
+    for (parla__dev_copy_t *c = d->lru_head; c && (int64_t)(parla__data_used_locked(d) - evictable) + need > cap; c = c->next) {
         if (atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
             continue;
         bool mine = false;
@@ -92,14 +97,23 @@ static bool room_for(parla_task_t *t, parla__dev_t *d)
         if (!mine)
             evictable += c->bytes;
     }
-    bool fits = parla__data_used_locked(d) - evictable + need <= d->memory_capacity;
+    uint64_t held = parla__data_used_locked(d) - evictable;
+    bool fits = (int64_t)held + need <= cap;
+    bool never = !fits && d->n_pins == 0 && d->memory_capacity - d->memory_free <= t->memory;
     pthread_mutex_unlock(&d->lock);
-    return fits;
+    if (never)
+        return parla__error(PARLA_ERESOURCE,
+                            "task %s needs %lld more bytes for its data on %s, and %llu of its capacity of %llu bytes "
+                            "stay held by other allocations of the same arrays there (which the task does not "
+                            "evict)%s: its data cannot fit there", parla_task_name(t), (long long)need, d->name,
+                            (unsigned long long)held, (unsigned long long)d->memory_capacity,
+                            t->memory ? " and by the memory it reserves" : "");
+    return fits ? 0 : PARLA_EBUSY;
 }
 
 /* Phase 0 of parla__data_prepare on one GPU of the task: its data there must
- * fit on the device at all (PARLA_ERESOURCE), and room must be free now
- * (PARLA_EBUSY). On success the device's acquire_lock is held. */
+ * fit on the device at all (PARLA_ERESOURCE, also when room_for finds that
+ * waiting cannot free room), and room must be free now (PARLA_EBUSY). On success the device's acquire_lock is held. */
 static int check_capacity(parla_task_t *t, parla__dev_t *d)
 {
     parla__graph_task_ext_t *x = t->ext;
@@ -116,11 +130,10 @@ static int check_capacity(parla_task_t *t, parla__dev_t *d)
                             "capacity of %llu bytes", parla_task_name(t), (unsigned long long)total,
                             (unsigned long long)t->memory, d->name, (unsigned long long)d->memory_capacity);
     pthread_mutex_lock(&d->acquire_lock);
-    if (!room_for(t, d)) {
+    int rc = room_for(t, d);
+    if (rc)
         pthread_mutex_unlock(&d->acquire_lock);
-        return PARLA_EBUSY;
-    }
-    return 0;
+    return rc;
 }
 
 /* Phase 0 on every GPU in gpus, in ascending index order (the order of

@@ -236,16 +236,23 @@ static void merge_span(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi, siz
     *b = j;
 }
 
-/* The bytes that giving copy c a piece holding [lo, hi) adds to its device's account (0 when one holds it
- * already). Store lock held. */
-uint64_t parla__data_piece_need(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi)
+/* The bytes that giving copy c a piece holding [lo, hi) adds to its device's account at the least (0 when
+ * one holds it already). Merged with the pieces it overlaps or touches, it adds the merged piece's bytes
+ * beyond theirs. When nothing uses the copy, parla__data_ensure_copy can instead write those pieces back
+ * and drop them (it does when the merge does not fit), adding [lo, hi)'s bytes less theirs, which may be
+ * negative. Store lock held. */
+int64_t parla__data_piece_need(const parla__dev_copy_t *c, uint64_t lo, uint64_t hi)
 {
     if (lo >= hi || parla__data_piece(c, lo, hi))
         return 0;
     size_t a, b;
     uint64_t nlo, nhi, old;
     merge_span(c, lo, hi, &a, &b, &nlo, &nhi, &old);
-    return nhi - nlo - old;
+    int64_t merged = (int64_t)(nhi - nlo - old);
+    if (b == a || atomic_load_explicit(&c->pins, memory_order_relaxed) > 0)
+        return merged;
+    int64_t alone = (int64_t)(hi - lo) - (int64_t)old;
+    return alone < merged ? alone : merged;
 }
 
 /* Writes back to the CPU what only pieces [a, b) of s's copy on device hold, then drops them (a merge

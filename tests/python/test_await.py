@@ -30,7 +30,8 @@ def test_await_finished_task():
         @spawn()
         def early():
             return "early"
-        time.sleep(0.05)
+        early.wait(10)  # finished before the await (a sleep left that to timing)
+        assert early.state == "done"
 
         @spawn()
         async def driver():

@@ -146,15 +146,24 @@ def test_exit_waits_for_async_task_spawning_after_await():
 
 
 @pytest.mark.timeout(10)
-def test_exception_in_block_cancels_and_propagates():
+def test_exception_in_block_cancels_and_propagates(monkeypatch):
     ran = []
+    release = threading.Event()
+    wait = Parla._wait
+
+    def exit_wait(self, rt):
+        release.set()  # the exit has cancelled the tasks that had not started: T[0] may end now
+        return wait(self, rt)
+    monkeypatch.setattr(Parla, "_wait", exit_wait)
     with pytest.raises(ZeroDivisionError):
         with Parla(n_workers=1):
             T = TaskSpace("T")
 
             @spawn(T[0])
             def blocker():
-                time.sleep(0.2)
+                # Runs until the exit has cancelled the chain (a sleep left to timing whether the exception
+                # left the block before the chain could run).
+                release.wait(20)
 
             for i in range(1, 50):
                 @spawn(T[i], [T[i - 1]])
@@ -162,6 +171,7 @@ def test_exception_in_block_cancels_and_propagates():
                     ran.append(i)
             1 / 0
     assert len(ran) < 49
+    assert ran == [] and T[1].state == "cancelled"
     assert get_current_task() is None
 
 

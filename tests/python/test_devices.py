@@ -138,10 +138,14 @@ def test_multi_device_needs_enough_gpus():
 
 # -------------------------------------------------------------- resources enforced --
 
-def _peak_run(n_gpus, placement, n_tasks, sleep=0.05, n_workers=8):
+def _peak_run(n_gpus, placement, n_tasks, sleep=0.05, n_workers=8, meet=None):
+    """The peak number of tasks running at once per device. With meet=k, the tasks on one device meet k at a
+    time (a barrier) once running, so a limit of k is reached however slowly the workers start (a sleep alone
+    left that to timing); a limit that let more run at once still shows in the peak."""
     lock = threading.Lock()
     running = collections.Counter()
     peak = collections.Counter()
+    barriers = collections.defaultdict(lambda: threading.Barrier(meet, timeout=20))
 
     with Parla(n_workers=n_workers, virtual_gpus=n_gpus):
         tasks = []
@@ -152,6 +156,9 @@ def _peak_run(n_gpus, placement, n_tasks, sleep=0.05, n_workers=8):
                 with lock:
                     running[dev] += 1
                     peak[dev] = max(peak[dev], running[dev])
+                    barrier = barriers[dev] if meet else None
+                if barrier is not None:
+                    barrier.wait()
                 time.sleep(sleep)
                 with lock:
                     running[dev] -= 1
@@ -163,7 +170,7 @@ def _peak_run(n_gpus, placement, n_tasks, sleep=0.05, n_workers=8):
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("n_gpus", GPU_COUNTS)
 def test_vcus_limit_concurrency_per_device(n_gpus):
-    peak = _peak_run(n_gpus, gpu(0)[{"vcus": 0.5}], 8)
+    peak = _peak_run(n_gpus, gpu(0)[{"vcus": 0.5}], 8, meet=2)
     assert peak[gpu(0)] == 2, peak
     peak = _peak_run(n_gpus, gpu[{"vcus": 0.5}], 4 * n_gpus)
     assert max(peak.values()) <= 2, peak
@@ -173,11 +180,12 @@ def test_vcus_limit_concurrency_per_device(n_gpus):
 @pytest.mark.timeout(30)
 def test_vcus_limit_other_fractions_and_cpu():
     assert _peak_run(1, gpu(0)[{"vcus": 1.0}], 4)[gpu(0)] == 1
-    assert _peak_run(1, gpu(0)[{"vcus": 0.25}], 8)[gpu(0)] == 4
-    assert _peak_run(0, cpu[{"vcus": 0.5}], 6)[cpu(0)] == 2
+    assert _peak_run(1, gpu(0)[{"vcus": 0.25}], 8, meet=4)[gpu(0)] == 4
+    assert _peak_run(0, cpu[{"vcus": 0.5}], 6, meet=2)[cpu(0)] == 2
     # vcus= keyword applies to every option without its own resources
     lock = threading.Lock()
     state = {"run": 0, "peak": 0}
+    pair = threading.Barrier(2, timeout=20)  # two at a time reach the limit, however slowly workers start
     with Parla(n_workers=8, virtual_gpus=2):
         for _ in range(6):
             @spawn(placement=gpu(1), vcus=0.5)
@@ -185,6 +193,7 @@ def test_vcus_limit_other_fractions_and_cpu():
                 with lock:
                     state["run"] += 1
                     state["peak"] = max(state["peak"], state["run"])
+                pair.wait()
                 time.sleep(0.05)
                 with lock:
                     state["run"] -= 1

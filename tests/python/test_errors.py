@@ -327,3 +327,34 @@ def test_cancelled_by_leaving_the_block_says_so_down_the_chain():
         assert T[i].state == "cancelled", (i, T[i].state)
         assert "was never spawned" not in message, message
         assert message.endswith("was cancelled"), message
+
+
+@pytest.mark.timeout(30)
+def test_misspelt_spawn_keyword_names_it_and_the_nearest_one():
+    from parla.devices import cpu
+    with Parla():
+        T = TaskSpace("T")
+        with pytest.raises(TypeError) as info:
+            @spawn(T[0], placment=cpu)
+            def t():
+                pass
+        assert "spawn(T[0])" in str(info.value) and "'placment' (did you mean 'placement'?)" in str(info.value)
+        with pytest.raises(TypeError) as info:
+            spawn(inpt=[], dependencis=[T[0]])
+        text = str(info.value)
+        assert "'inpt' (did you mean 'input'?)" in text and "'dependencis' (did you mean 'dependencies'?)" in text
+        with pytest.raises(TypeError) as info:
+            spawn(T[1], colour=3)
+        assert "'colour';" in str(info.value) and "did you mean" not in str(info.value)
+        assert T[0].state == "created"  # the refused spawns left no task behind
+
+        @spawn(T[0], placement=cpu)  # spelt right, it spawns
+        def ok():
+            return 7
+    assert ok.result == 7
+
+
+@pytest.mark.timeout(30)
+def test_misspelt_parla_keyword_names_it_and_the_nearest_one():
+    with pytest.raises(TypeError, match=r"'virtual_gpu' \(did you mean 'virtual_gpus'\?\)"):
+        Parla(virtual_gpu=2)

@@ -134,3 +134,56 @@ def test_tasks_needing_the_whole_gpu_and_half_of_it_all_finish():
                     A.array[:] += 1
     for i in range(count):
         assert (P[i].array == i + 1).all(), i
+
+
+# Run in a subprocess: before the fix both programs spun for ever in the engine's preparation (a task that
+# waited for room nothing would ever free), and a hang must fail the test, not the whole run.
+_SLICES = """
+import numpy as np
+from parla import Parla, spawn, TaskSpace
+from parla.array import asarray
+from parla.devices import gpu
+A = asarray(np.zeros({n}))
+T = TaskSpace("T")
+try:
+    with Parla(2, virtual_gpus=1, gpu_memory=20000):
+        for i, (a, b) in enumerate({cuts}):
+            @spawn(T[i], [T[j] for j in range(i)], placement=gpu(0), inout=[A[a:b]])
+            def t(V=A[a:b], i=i):
+                V.array[:] += i + 1
+    print("OK", [T[i].state for i in range(3)])
+except MemoryError as e:
+    print("MemoryError", [T[i].state for i in range(3)], e)
+print("SUM", float(A.array.sum()))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_slices_whose_merged_allocation_exceeds_the_gpu_run_by_writing_back():
+    """Three slices of one array on a 20000-byte GPU: the third (A[1690:2500]) touches both others, so a
+    merged allocation would be A[1000:3900], 23,200 bytes. The merge writes back what only the old pieces
+    hold and drops them instead (user guide, Slices), and all three tasks run with the right values."""
+    from conftest import run_python
+    code = _SLICES.format(n=4000, cuts=[(1000, 1700), (2200, 3900), (1690, 2500)])
+    r = run_python(code, timeout=45)
+    assert r.returncode == 0, r.stderr
+    assert "OK ['done', 'done', 'done']" in r.stdout, r.stdout + r.stderr
+    # 1 on [1000, 1690), 1 + 3 on [1690, 1700), 3 on [1700, 2200), 2 + 3 on [2200, 2500), 2 on [2500, 3900)
+    assert "SUM 6530.0" in r.stdout, r.stdout
+
+
+@pytest.mark.timeout(60)
+def test_slice_that_cannot_fit_beside_its_arrays_other_slices_fails_naming_device_and_bytes():
+    """Two slices of one array fill a 20000-byte GPU (19,200 bytes) and stay there when their tasks end (the
+    copies of other data would be evicted, the task's own array's are not); a third, disjoint slice, spawned
+    after both, needs 1600 more bytes. Nothing is in use, so nothing will free room: the task fails with an error naming the task, the
+    device, the bytes needed and the capacity, instead of waiting for ever."""
+    from conftest import run_python
+    code = _SLICES.format(n=5000, cuts=[(0, 1200), (1300, 2500), (2600, 2800)])
+    r = run_python(code, timeout=45)
+    assert r.returncode == 0, r.stderr
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("MemoryError")), r.stdout)
+    assert line.startswith("MemoryError ['done', 'done', 'failed']"), r.stdout + r.stderr
+    for word in ("T[2]", "gpu(0)", "1600 more bytes", "20000 bytes"):
+        assert word in line, line
+    assert "SUM 3600.0" in r.stdout, r.stdout  # 1200 * 1 + 1200 * 2, the failed task wrote nothing

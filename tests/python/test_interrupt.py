@@ -107,8 +107,9 @@ except KeyboardInterrupt:
 
 
 FOREVER = r"""
-import sys, threading
+import logging, sys, threading
 from parla import Parla, spawn
+logging.basicConfig()  # the runtime's warnings on stderr: the test sends the second Ctrl-C after the first's
 started = threading.Event()
 try:
     with Parla(n_workers=2):
@@ -139,7 +140,14 @@ def test_second_sigint_stops_waiting_for_a_body_that_never_returns():
         line = p.stdout.readline()
         assert "spawned" in line, (line, p.stderr.read() if p.poll() is not None else "")
         p.send_signal(signal.SIGINT)
-        time.sleep(0.5)  # the first Ctrl-C reaches the exit's wait before the second is sent
+        # The second Ctrl-C goes once the first has reached the exit's wait, which logs that it cancels and
+        # waits (a sleep alone left that to timing: two signals before Python handles the first count as
+        # one), and a moment later, when the exit is waiting for the running body.
+        seen = [p.stderr.readline()]
+        while seen[-1] and "interrupted: cancelling" not in seen[-1]:
+            seen.append(p.stderr.readline())
+        assert seen[-1], ("the first Ctrl-C was not handled", seen)
+        time.sleep(0.5)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)  # hang guard: before the fix, the process never ended
     finally:

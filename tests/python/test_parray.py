@@ -146,11 +146,13 @@ def test_update_changing_shape_then_use_in_task():
 
 # ------------------------------------------------------------------ hazards --
 
-def _timed_program(kinds):
+def _timed_program(kinds, meet=()):
     """Spawns one task per (placement, mode) on the same PArray without dependencies; returns the log of
-    (event, index) and the tasks."""
+    (event, index) and the tasks. The tasks whose indices are in meet wait for one another (a barrier) once
+    started: they must be able to run at the same time, and a test of that does not depend on timing."""
     log = []
     lock = threading.Lock()
+    barrier = threading.Barrier(len(meet), timeout=20) if meet else None
     with Parla(n_workers=4, virtual_gpus=4):
         A = asarray(np.zeros(8))
         tasks = []
@@ -163,6 +165,8 @@ def _timed_program(kinds):
                     A.array[:] = A.array + 1 if mode == "inout" else i
                 else:
                     value = A.array.copy()
+                if i in meet:
+                    barrier.wait()
                 time.sleep(0.02)
                 with lock:
                     log.append(("end", i))
@@ -177,7 +181,8 @@ def _ends_before_starts(log, a, b):
 
 @pytest.mark.timeout(30)
 def test_raw_hazard_orders_without_dependencies():
-    log, tasks = _timed_program([(gpu(0), "output"), (gpu(1), "input"), (cpu, "input"), (gpu(2), "input")])
+    log, tasks = _timed_program([(gpu(0), "output"), (gpu(1), "input"), (cpu, "input"), (gpu(2), "input")],
+                                meet=(1, 2, 3))
     for r in (1, 2, 3):
         assert _ends_before_starts(log, 0, r), log
         np.testing.assert_array_equal(tasks[r].result, np.zeros(8))

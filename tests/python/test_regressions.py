@@ -147,3 +147,32 @@ def test_cycle_error_names_the_waiting_tasks():
                 pass
     message = str(info.value)
     assert "T[0] (waiting on T[1])" in message and "T[1] (waiting on T[0])" in message, message
+
+
+@pytest.mark.timeout(60)
+def test_inline_placement_requests_do_not_grow_the_placement_cache():
+    """``placement=gpu[{"vcus": 0.5}]`` makes a new PlacementRequest at every spawn. The context's cache of
+    resolved placements is keyed by value, so a loop of such spawns adds one entry per distinct request (it
+    added one per spawn: memory grew without bound)."""
+    from parla import get_current_devices
+    n = 1000
+    seen = []
+    with Parla(n_workers=2, virtual_gpus=2) as p:
+        base = len(p._placement_cache)
+        for i in range(n):
+            @spawn(placement=gpu[{"vcus": 0.5}])
+            def half():
+                return get_current_devices()[0].architecture.name
+
+            @spawn(placement=[gpu(1)[{"vcus": 0.25, "memory": 64}], cpu[{"vcus": 0.5}]])
+            def either():
+                return None
+            if i % 250 == 0:
+                seen.append(len(p._placement_cache) - base)
+        grown = len(p._placement_cache) - base
+    assert half.result == "gpu"
+    assert grown == 2 and seen == [2] * 4, (grown, seen)
+    # equal requests are equal, different ones differ (also by a value's type: vcus=True is an error)
+    assert gpu[{"vcus": 0.5}] == gpu[{"vcus": 0.5}] and hash(gpu[{"vcus": 0.5}]) == hash(gpu[{"vcus": 0.5}])
+    assert gpu[{"vcus": 0.5}] != gpu[{"vcus": 0.25}] and gpu[{"vcus": 0.5}] != gpu(0)[{"vcus": 0.5}]
+    assert gpu[{"vcus": 1}] != gpu[{"vcus": True}] and gpu[{"vcus": 1}] != gpu[{"vcus": 1.0}]

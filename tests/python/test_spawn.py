@@ -246,7 +246,7 @@ def test_dependency_on_finished_task():
         @spawn()
         def a():
             return 1
-        time.sleep(0.05)
+        a.wait(10)  # finished (a sleep left that to timing)
         assert a.state == "done"
 
         @spawn(dependencies=[a])
@@ -302,11 +302,13 @@ def test_priority_order_with_one_worker():
     order = []
     with Parla(n_workers=1):
         gate = threading.Event()
+        started = threading.Event()
 
         @spawn()
         def block():
+            started.set()
             gate.wait(5)
-        time.sleep(0.05)  # the only worker is now busy
+        assert started.wait(10)  # the only worker is now busy
         for p in (-1, 0, 1):
             for k in range(3):
                 @spawn(priority=p)
@@ -320,18 +322,20 @@ def test_task_attributes():
     with Parla(n_workers=2):
         T = TaskSpace("attr")
         gate = threading.Event()
+        started = threading.Event()
         assert T[0].state == "created"
         assert T[0].name == "attr[0]"
 
         @spawn(T[0])
         def slow():
+            started.set()
             gate.wait(5)
             return "value"
 
         @spawn(T[1], dependencies=[T[0]])
         def after():
             return get_current_task()
-        time.sleep(0.05)
+        assert started.wait(10)  # running (a sleep left that to timing)
         assert slow.state == "running"
         assert not slow.done
         assert after.state in ("submitted",)
