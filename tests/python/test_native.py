@@ -398,3 +398,14 @@ def test_calling_a_native_body_outside_tasks_uses_the_cpu_copies():
         with pytest.raises(native.NativeError, match=r"task \(none\): native body abs returned 3"):
             failing()
     np.testing.assert_array_equal(X.array, np.ones(8, dtype=np.uint8))
+
+
+@pytest.mark.timeout(30)
+def test_anonymous_native_task_is_named_after_its_function():
+    # It was named task#N: a Python body's anonymous task is named after the function, and so is a native one.
+    with Parla(n_workers=1):
+        X = asarray(np.zeros(8, dtype=np.uint8))
+        t = spawn(inout=[X])(native.call(c_memset, X, 3, 8))
+        u = spawn(inout=[X], dependencies=[t])(native.call(c_memset, X, 4, 8))
+    assert t.name.startswith("memset#") and u.name.startswith("memset#") and t.name != u.name, (t.name, u.name)
+    assert (X.array == 4).all()
