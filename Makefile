@@ -153,7 +153,7 @@ bench: build install
 	$(VPY) benchmarks/cholesky/run.py
 	$(VPY) benchmarks/mpi/bench_cholesky_mpi.py $(MPI_BENCH_ARGS)
 
-demo: build install
+demo: install
 	$(VPY) examples/demo.py
 
 clean:

@@ -5,19 +5,19 @@ instructions are the spawns' alone (the tasks then run, after the measured part)
     .venv/bin/python benchmarks/cholesky/spawn_cost.py --tiles 32 [--native] [--reps 5]
 
 prints the spawning thread's CPU time per task (time.thread_time around factor(), median of --reps). For a
-count of instructions (which the load of a shared machine does not move), run it under callgrind with one rep
-and read the main thread's total, for two tile counts (the difference divided by the difference in tasks is
-the cost per task, the context's start and exit left out):
+count of instructions (which the load of a shared machine does not move), run it under callgrind with one rep:
+factor() is called through operator.call, so that callgrind counts only inside it:
 
-    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=/tmp/cg.%p \\
-        .venv/bin/python benchmarks/cholesky/spawn_cost.py --tiles 16 --native --reps 1
+    valgrind --tool=callgrind --toggle-collect=_operator_call --callgrind-out-file=/dev/null \\
+        .venv/bin/python benchmarks/cholesky/spawn_cost.py --tiles 24 --native --reps 1
 
-(the file ending in -01 is the main thread's; its "summary:" line is the total). Tiles are 8 x 8: the tile
-size changes nothing in what spawning costs.
+("Collected" divided by the tasks printed is the instructions per task, the cycle collector's share
+included). Tiles are 8 x 8: the tile size changes nothing in what spawning costs.
 """
 from __future__ import annotations
 
 import argparse
+import operator
 import os
 import statistics
 import sys
@@ -44,7 +44,7 @@ def once(tiles: int, block: int, native: bool) -> float:
     with Parla(n_workers=1):
         spawn(TaskSpace("gate")[0])(gate.wait)  # holds the only worker (the GIL let go while it waits)
         t0 = time.thread_time()
-        cholesky.factor(parrays, native=native)
+        operator.call(cholesky.factor, parrays, native=native)
         seconds = time.thread_time() - t0
         gate.set()
     return seconds / cholesky.count_tasks(tiles)

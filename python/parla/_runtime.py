@@ -359,7 +359,10 @@ class Parla:
         # wait_all also waits for spawns already in progress, so none reaches a destroyed engine.
         rt.begin_close()
         if cancel:
-            logger.warning("cancelling the tasks that have not started: an exception left the Parla block")
+            # Said only when something is left to cancel or wait for: an exception that leaves a block whose
+            # tasks have all finished cancels nothing, and the caller may catch it.
+            if rt.wait_all(0.0)[0] != 0:
+                logger.warning("cancelling the tasks that have not started: an exception left the Parla block")
             rt.cancel_all()
         try:
             code, message = self._wait(rt)

@@ -314,6 +314,11 @@ def device_of(engine_index: int) -> Device:
     return cpu(0) if engine_index == 0 else gpu(engine_index - 1)
 
 
+# Said when a program asks for a GPU that the runtime does not have: Parla programs written for GPUs run
+# without one on virtual GPUs.
+_NO_GPU_HINT = "; to run without a GPU, use virtual GPUs: Parla(virtual_gpus=N) or PARLA_VIRTUAL_GPUS=N"
+
+
 def engine_index(device: Device) -> int:
     """The engine index of a device of the active runtime. Raises ValueError if it has no such device."""
     table = _engine_devices()
@@ -324,7 +329,8 @@ def engine_index(device: Device) -> int:
         if device.index + 1 < len(table):
             return device.index + 1
     n_gpus = len(table) - 1
-    raise ValueError(f"no such device {device!r} (this runtime has cpu(0) and {n_gpus} GPU{'s' if n_gpus != 1 else ''})")
+    hint = _NO_GPU_HINT if n_gpus == 0 else ""
+    raise ValueError(f"no such device {device!r} (this runtime has cpu(0) and {n_gpus} GPU{'s' if n_gpus != 1 else ''}){hint}")
 
 
 def _device_info(device: Device) -> Dict[str, Any]:
@@ -363,7 +369,8 @@ def _slot(target: Any, placement: Any, task_name: str) -> int:
         return _core.ANY_CPU
     if target is gpu:
         if len(_engine_devices()) < 2:
-            raise ValueError(f"task {task_name}: placement={placement!r}: no such device (this runtime has no GPUs)")
+            raise ValueError(
+                f"task {task_name}: placement={placement!r}: no such device (this runtime has no GPUs){_NO_GPU_HINT}")
         return _core.ANY_GPU
     if isinstance(target, Device):
         try:

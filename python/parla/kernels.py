@@ -39,7 +39,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from . import native
+from . import _core, native
 from .array import PArray
 
 __all__ = ["potrf", "trsm", "syrk", "gemm"]
@@ -81,8 +81,37 @@ def _tile(a: Any, what: str) -> Tuple[int, int, int]:
     return layout
 
 
+# The calls are made in C (parla._core._tile_call: the same arguments, the tiles' layouts read there) for
+# float64 C-order PArray tiles of matching shapes once the routine has been looked up; the functions below
+# with a leading underscore make them otherwise, and raise the errors.
+_POTRF, _TRSM, _SYRK, _GEMM = range(4)
+
+
 def potrf(a: PArray) -> native.Call:
     """The native body of ``a := chol(a)`` (lower; square tile). See the module's documentation."""
+    made: Any = _core._tile_call(_POTRF, _functions.get("dpotrf"), a)
+    return made if made is not None else _potrf(a)
+
+
+def trsm(l: PArray, b: PArray) -> native.Call:
+    """The native body of ``b := b @ inv(l).T`` (l lower triangular, m x m; b k x m)."""
+    made: Any = _core._tile_call(_TRSM, _functions.get("dtrsm"), l, b)
+    return made if made is not None else _trsm(l, b)
+
+
+def syrk(a: PArray, c: PArray) -> native.Call:
+    """The native body of ``c := c - a @ a.T`` (lower triangle of c, n x n; a n x k)."""
+    made: Any = _core._tile_call(_SYRK, _functions.get("dsyrk"), a, c)
+    return made if made is not None else _syrk(a, c)
+
+
+def gemm(a: PArray, b: PArray, c: PArray) -> native.Call:
+    """The native body of ``c := c - a @ b.T`` (a m x k, b n x k, c m x n)."""
+    made: Any = _core._tile_call(_GEMM, _functions.get("dgemm"), a, b, c)
+    return made if made is not None else _gemm(a, b, c)
+
+
+def _potrf(a: PArray) -> native.Call:
     n, n2, lda = _tile(a, "potrf")
     if n != n2:
         raise ValueError(f"potrf: the tile must be square, got {a.shape}")
@@ -90,8 +119,7 @@ def potrf(a: PArray) -> native.Call:
     return native.Call(_fn("dpotrf"), ("U", n, a, lda, native.status), slots=(2, 4))
 
 
-def trsm(l: PArray, b: PArray) -> native.Call:
-    """The native body of ``b := b @ inv(l).T`` (l lower triangular, m x m; b k x m)."""
+def _trsm(l: PArray, b: PArray) -> native.Call:
     m, m2, ldl = _tile(l, "trsm(l)")
     k, mb, ldb = _tile(b, "trsm(b)")
     if m != m2 or mb != m:
@@ -100,8 +128,7 @@ def trsm(l: PArray, b: PArray) -> native.Call:
     return native.Call(_fn("dtrsm"), ("L", "U", "T", "N", m, k, 1.0, l, ldl, b, ldb), slots=(7, 9))
 
 
-def syrk(a: PArray, c: PArray) -> native.Call:
-    """The native body of ``c := c - a @ a.T`` (lower triangle of c, n x n; a n x k)."""
+def _syrk(a: PArray, c: PArray) -> native.Call:
     n, k, lda = _tile(a, "syrk(a)")
     n1, n2, ldc = _tile(c, "syrk(c)")
     if (n1, n2) != (n, n):
@@ -110,8 +137,7 @@ def syrk(a: PArray, c: PArray) -> native.Call:
     return native.Call(_fn("dsyrk"), ("U", "T", n, k, -1.0, a, lda, 1.0, c, ldc), slots=(5, 8))
 
 
-def gemm(a: PArray, b: PArray, c: PArray) -> native.Call:
-    """The native body of ``c := c - a @ b.T`` (a m x k, b n x k, c m x n)."""
+def _gemm(a: PArray, b: PArray, c: PArray) -> native.Call:
     m, k, lda = _tile(a, "gemm(a)")
     n, kb, ldb = _tile(b, "gemm(b)")
     mc, nc, ldc = _tile(c, "gemm(c)")

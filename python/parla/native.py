@@ -354,6 +354,11 @@ class Call(_core.NativeCall):
 
     __slots__ = ()
 
+    @property
+    def __name__(self) -> str:
+        """The function's name: an anonymous task of this body is named after it (``memset#3``)."""
+        return str(self.function.name)
+
     def __repr__(self) -> str:
         return f"native.call({self.function.name}, {len(self.args)} arguments)"
 

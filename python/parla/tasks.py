@@ -777,12 +777,16 @@ def _warn_rebound_globals(body: Any, watched: Tuple[Tuple[str, Any], ...], task_
             now = g.get(name, value)
             if now is not value and (body.__code__, name) not in _warned_rebound:
                 _warned_rebound.add((body.__code__, name))
-                warnings.warn(
+                # Placed at the body's definition: the warning is raised on a worker, where no caller's frame
+                # is the user's code (warnings.warn would say sys:1).
+                code = body.__code__
+                warnings.warn_explicit(
                     f"task {task_name} reads the global {name!r}, rebound since the task was spawned (spawned "
                     f"with {_short_repr(value)}, runs with {_short_repr(now)}): a body's globals are read when "
                     f"it runs, not captured at spawn (a loop at module level or in a notebook cell gives every "
                     f"task the latest value); bind it as a default argument, def {body.__name__}({name}={name}):",
-                    RuntimeWarning, stacklevel=2)
+                    RuntimeWarning, code.co_filename, code.co_firstlineno, module=g.get("__name__", "__main__"),
+                    registry=g.setdefault("__warningregistry__", {}))
         return body()
     run.__name__ = body.__name__
     run.__qualname__ = body.__qualname__

@@ -39,10 +39,20 @@ typedef struct rp_new {
     unsigned fresh; /* bit 0: ranges, 1: writers, 2: readers allocated for this replay (else from the pool) */
 } rp_new_t;
 
+/* A record of the plan that an access of the first kind (in) overlaps: when the history has the shape the
+ * previous replay left (the usual case), that access's edges are those to the record's tasks. mode: the
+ * node's in-accesses to it, together. */
+typedef struct rp_cross {
+    size_t node, rec;
+    int mode;
+} rp_cross_t;
+
 typedef struct rp_store {
     store_t *store;
     rp_in_t *in;
     size_t n_in;
+    rp_cross_t *cross;
+    size_t n_cross;
     rp_rec_t *recs;
     size_t n_recs;
     uint64_t *written;
@@ -70,6 +80,7 @@ void parla__data_replay_free(parla__data_replay_t *p)
         }
         parla__free(st->recs);
         parla__free(st->in);
+        parla__free(st->cross);
         parla__free(st->written);
         parla__free(st->scratch);
     }
@@ -264,6 +275,27 @@ static int rp_plan_store(parla__data_replay_t *p, rp_store_t *st, const parla__d
         }
         if (rp_add_range(rt, &rec->ranges, &rec->n_ranges, &rec->cap_ranges, pts[e], pts[e + 1]))
             goto out;
+    }
+    /* The records each in-access meets when the history has the shape the plan leaves. */
+    size_t cap_cross = 0;
+    for (size_t k = 0; k < st->n_in; k++) {
+        const rp_in_t *in = &st->in[k];
+        for (size_t j = 0; j < st->n_recs; j++) {
+            if (!parla__data_ranges_overlap(in->data->ranges, in->data->n_ranges, st->recs[j].ranges,
+                                            st->recs[j].n_ranges))
+                continue;
+            rp_cross_t *c = NULL;
+            for (size_t q = st->n_cross; q-- > 0 && st->cross[q].node == in->node && c == NULL;)
+                if (st->cross[q].rec == j)
+                    c = &st->cross[q];
+            if (c == NULL) {
+                if (rp_grow(rt, (void **)&st->cross, st->n_cross, &cap_cross, sizeof *st->cross))
+                    goto out;
+                c = &st->cross[st->n_cross++];
+                *c = (rp_cross_t){.node = in->node, .rec = j, .mode = 0};
+            }
+            c->mode |= in->mode;
+        }
     }
     st->scratch = parla__calloc(rt, st->n_recs ? st->n_recs : 1, sizeof *st->scratch);
     rc = st->scratch ? 0 : PARLA_ENOMEM;
@@ -532,10 +564,10 @@ static void rp_commit_locked(rp_store_t *st, store_t *s, parla_task_t *const *ta
      * not taken too (each pooled array belongs to a replaced record). */
 }
 
-/* With s->lock held: when the history is what the plan's records leave (in the plan's order: the previous
- * replay left it, and nothing touched those bytes since), the replay's tasks replace that replay's in the
- * same records and arrays, and true; else false (nothing changed). */
-static bool rp_same_shape_locked(const rp_store_t *st, store_t *s, parla_task_t *const *tasks)
+/* With s->lock held: whether the history is what the plan's records leave (in the plan's order: the
+ * previous replay left it, and nothing since changed its records' ranges; tasks spawned since may have
+ * joined their readers, or replaced their writers). */
+static bool rp_same_shape_locked(const rp_store_t *st, const store_t *s)
 {
     if (s->n_records != st->n_recs)
         return false;
@@ -547,6 +579,41 @@ static bool rp_same_shape_locked(const rp_store_t *st, store_t *s, parla_task_t 
             memcmp(rec->ranges, pr->ranges, 2 * pr->n_ranges * sizeof *pr->ranges) != 0)
             return false;
     }
+    return true;
+}
+
+/* The edge from dep (in a record) to t (a replay's task, with no successor yet) for an access of the first
+ * kind, as the hazard path adds it: none from a task done; from a failed or cancelled one, only a flow (t
+ * reads what it was to write: t is cancelled with it). */
+static int rp_in_edge(parla_task_t *t, parla_task_t *dep, bool flow)
+{
+    parla_task_state_t state = parla_task_state(dep);
+    if (state == PARLA_TASK_DONE || (state > PARLA_TASK_DONE && !flow))
+        return 0;
+    return parla__graph_add_edge(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
+}
+
+/* With s->lock held and the history in the plan's shape: the edges of the accesses of the first kind, to
+ * the tasks of the records they overlap (known from the plan: no range is compared). 0 or PARLA_ENOMEM. */
+static int rp_cross_edges_locked(const rp_store_t *st, const store_t *s, parla_task_t *const *tasks)
+{
+    int rc = 0;
+    for (size_t k = 0; k < st->n_cross && rc == 0; k++) {
+        const rp_cross_t *c = &st->cross[k];
+        const record_t *rec = &s->records[c->rec];
+        parla_task_t *t = tasks[c->node];
+        for (size_t i = 0; i < rec->n_writers && rc == 0; i++)
+            rc = rp_in_edge(t, rec->writers[i], (c->mode & PARLA_READ) != 0);
+        for (size_t i = 0; (c->mode & PARLA_WRITE) && i < rec->n_readers && rc == 0; i++)
+            rc = rp_in_edge(t, rec->readers[i], false);
+    }
+    return rc;
+}
+
+/* With s->lock held and the history in the plan's shape: the replay's tasks replace those in the same
+ * records and arrays. */
+static void rp_swap_locked(const rp_store_t *st, store_t *s, parla_task_t *const *tasks)
+{
     for (size_t j = 0; j < st->n_recs; j++) {
         const rp_rec_t *pr = &st->recs[j];
         record_t *rec = &s->records[j];
@@ -563,7 +630,6 @@ static bool rp_same_shape_locked(const rp_store_t *st, store_t *s, parla_task_t 
         }
         rec->n_readers = pr->n_readers;
     }
-    return true;
 }
 
 int parla__data_replay_apply(parla__data_replay_t *p, parla_task_t *const *tasks)
@@ -575,10 +641,15 @@ int parla__data_replay_apply(parla__data_replay_t *p, parla_task_t *const *tasks
         pool.n = 0;
         pthread_mutex_lock(&s->lock);
         int rc = 0;
-        for (size_t k = 0; k < st->n_in && rc == 0; k++)
-            rc = parla__data_hazards_in_locked(tasks[st->in[k].node], s, st->in[k].data, st->in[k].mode);
-        if (rc == 0 && !rp_same_shape_locked(st, s, tasks)) {
-            rc = rp_reserve_locked(p->rt, st, s, &pool);
+        if (rp_same_shape_locked(st, s)) {
+            rc = rp_cross_edges_locked(st, s, tasks);
+            if (rc == 0)
+                rp_swap_locked(st, s, tasks);
+        } else {
+            for (size_t k = 0; k < st->n_in && rc == 0; k++)
+                rc = parla__data_hazards_in_locked(tasks[st->in[k].node], s, st->in[k].data, st->in[k].mode);
+            if (rc == 0)
+                rc = rp_reserve_locked(p->rt, st, s, &pool);
             if (rc == 0)
                 rp_commit_locked(st, s, tasks, &pool);
         }

@@ -558,7 +558,8 @@ void parla__data_task_dispose(parla_task_t *t)
         parla_data_release(x->accesses[i].data);
     x->n_accesses = 0;
     parla__free(x->wait_nodes);
-    parla__free(x->accesses);
+    if (!x->pooled) /* a replayed task's list is its graph's (graph/graph.h) */
+        parla__free(x->accesses);
     x->wait_nodes = NULL;
     x->accesses = NULL;
 }

@@ -112,9 +112,16 @@ void parla__graph_task_dec_pending(parla_task_t *t)
  * caller (not submitted, or suspended with its hold). */
 int parla__graph_add_edge(parla_task_t *t, parla_task_t *dep, int flags)
 {
-    parla__graph_edge_t *e = !atomic_exchange_explicit(&dep->first_edge_used, true, memory_order_relaxed)
-                           ? &dep->first_edge
-                           : parla__alloc(t->rt, sizeof *e);
+    /* The successor's replay pool gives the edge while this thread issues that replay (graph.h). */
+    parla__graph_edge_t *e;
+    if (!atomic_exchange_explicit(&dep->first_edge_used, true, memory_order_relaxed)) {
+        e = &dep->first_edge;
+        e->flags = 0;
+    } else if (t->pool && t->pool == parla__graph_pool_issuing()) {
+        e = parla__graph_pool_edge(t->pool); /* flagged POOLED */
+    } else if ((e = parla__alloc(t->rt, sizeof *e)) != NULL) {
+        e->flags = 0;
+    }
     if (e == NULL)
         return parla__error(PARLA_ENOMEM, "cannot allocate a dependency edge %s -> %s", parla_task_name(dep),
                             parla_task_name(t));
@@ -124,12 +131,12 @@ int parla__graph_add_edge(parla_task_t *t, parla_task_t *dep, int flags)
             if (e == &dep->first_edge)
                 atomic_store(&dep->first_edge_used, false);
             else
-                parla__free(e);
+                parla__graph_edge_free(dep, e);
             return rc;
         }
     }
     e->succ = t;
-    e->flags = flags;
+    e->flags = flags | (e->flags & PARLA__EDGE_POOLED);
     if (parla__graph_rt(t->rt)->trace && !(flags & PARLA__EDGE_SOFT))
         parla__trace_edge(parla__graph_rt(t->rt)->trace, parla__trace_now_ns(), dep->serial, t->serial,
                           (flags & PARLA__EDGE_ORDER)  ? PARLA__EK_ORDER

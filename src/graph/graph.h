@@ -19,6 +19,7 @@ enum {
     PARLA__EDGE_ORDER = 4,    /* ordering only (write-after-read, write-after-write hazards): a
                                  failure does not cancel the successor, runahead may release it */
     PARLA__EDGE_DATA = 8,     /* from a data hazard, not an explicit dependency (traces draw it apart) */
+    PARLA__EDGE_POOLED = 16,  /* its memory belongs to a replay pool (parla__graph_pool_t): not freed alone */
 };
 
 typedef struct parla__graph_edge {
@@ -79,6 +80,9 @@ typedef struct parla__graph_task_ext {
     /* A copy the task waited for failed on the device (PARLA_E* code): the
      * task fails instead of running its body. */
     _Atomic int copy_error;
+    /* The ext part of a replayed task, from its replay pool: this struct belongs to the pool, and options
+     * and accesses point into the recorded graph (the data layer does not free the access list). */
+    bool pooled;
 } parla__graph_task_ext_t;
 
 typedef struct parla__graph_evwait {
@@ -125,6 +129,8 @@ struct parla_task {
     uint32_t ph_index;    /* position in parla__graph_rt(rt)->placeholders while listed */
     uint64_t serial;  /* creation order, for default names */
     uint64_t creator; /* serial + 1 of the task whose body created it; 0 outside bodies */
+    /* A replayed task's pool (its memory, name and edges; see below), or NULL: an ordinary task. */
+    struct parla__graph_pool *pool;
 };
 
 void parla__graph_task_ext_free(parla_task_t *t);
@@ -153,10 +159,10 @@ void parla__graph_task_dec_pending(parla_task_t *t);
 /* PARLA_EINVAL (NULL) or PARLA_ESTATE (past created) with a message naming fn, else 0. */
 int parla__graph_task_require_created(const parla_task_t *t, const char *fn);
 
-/* Frees an edge of owner's successor stack (unless it is owner's inline one). */
+/* Frees an edge of owner's successor stack (unless it is owner's inline one, or a pool's). */
 static inline void parla__graph_edge_free(parla_task_t *owner, parla__graph_edge_t *e)
 {
-    if (e != &owner->first_edge)
+    if (e != &owner->first_edge && !(e->flags & PARLA__EDGE_POOLED))
         parla__free(e);
 }
 
@@ -174,6 +180,60 @@ static inline bool parla__graph_edge_push(parla_task_t *dep, parla__graph_edge_t
             return true;
     }
 }
+
+/* ----------------------------------------------------------- replay pools -- */
+
+/* The memory of one replay of a recorded graph (graph/pool.c): its tasks' objects, their ext parts, and the
+ * edges added to them while the replay is issued, so that replaying allocates nothing once a pool is
+ * reused. A pool is handed to one replay at a time (parla__graph_pool_begin); it is idle again when every
+ * task of that replay has been freed (the last one calls its idle function), and only then is it reused.
+ * An edge taken from the pool has a task of the pool at one end (the successor, or for the edges to a
+ * replay's join, the predecessor), and every edge is freed before the task at either end, so no edge of an
+ * idle pool is still in use.
+ *
+ * Only the thread issuing the replay (between begin and end) takes from the pool: parla__graph_add_edge
+ * takes an edge from it when the successor belongs to the pool this thread is issuing, and allocates
+ * otherwise (a task of the pool that already runs and adds edges to itself, on a worker). Under
+ * AddressSanitizer freed tasks, ext parts and edges of a pool are poisoned. */
+typedef struct parla__graph_edge_chunk parla__graph_edge_chunk_t;
+typedef struct parla__graph_pool parla__graph_pool_t;
+struct parla__graph_pool {
+    parla_runtime_t *rt;
+    _Atomic long refs; /* tasks of the current replay not freed yet, + 1 while it is being issued */
+    void (*idle)(parla__graph_pool_t *p); /* refs reached 0 (any thread; locks of the data layer may be held) */
+    void *owner;                          /* for idle */
+    parla__graph_pool_t *next;            /* for the owner's list of idle pools */
+    parla_task_t *tasks;
+    size_t n_tasks;
+    parla__graph_task_ext_t *exts;
+    size_t n_exts;
+    parla__graph_edge_chunk_t *chunks, *chunk; /* all chunks; the one edges are taken from */
+    size_t chunk_used;
+};
+
+/* A pool for replays of n_tasks tasks, n_exts of them with an ext part; NULL when out of memory. */
+parla__graph_pool_t *parla__graph_pool_create(parla_runtime_t *rt, size_t n_tasks, size_t n_exts);
+/* Frees an idle (or never begun) pool. */
+void parla__graph_pool_free(parla__graph_pool_t *p);
+/* Hands idle pool p to a replay issued by the calling thread: idle(p) is called once every task made from
+ * it has been freed, after parla__graph_pool_end. */
+void parla__graph_pool_begin(parla__graph_pool_t *p, void (*idle)(parla__graph_pool_t *), void *owner);
+/* The replay is issued: made tasks were made from p (the others are not counted). */
+void parla__graph_pool_end(parla__graph_pool_t *p, size_t made);
+/* Task i of the pool, set up as parla_task_create does (its name is the caller's: kept, not freed; the
+ * caller checked the runtime). Between begin and end only, each i at most once. */
+parla_task_t *parla__graph_pool_task(parla__graph_pool_t *p, size_t i, parla_task_fn fn, void *arg,
+                                     const char *name);
+/* Gives t (a task of p) ext part j of the pool, zeroed (pooled: options and accesses are the caller's). */
+parla__graph_task_ext_t *parla__graph_pool_ext(parla__graph_pool_t *p, size_t j, parla_task_t *t);
+/* An edge for t (a task of p being issued by this thread), flagged POOLED, or NULL when out of memory. */
+parla__graph_edge_t *parla__graph_pool_edge(parla__graph_pool_t *p);
+/* The pool the calling thread is issuing a replay from, or NULL. */
+parla__graph_pool_t *parla__graph_pool_issuing(void);
+/* A task of p was freed (its last reference). */
+void parla__graph_pool_task_freed(parla__graph_pool_t *p, parla_task_t *t);
+/* Sets up t's fields as parla_task_create does (t's memory is the caller's). */
+void parla__graph_task_init(parla_runtime_t *rt, parla_task_t *t, parla_task_fn fn, void *arg);
 
 /* ------------------------------------------------------------------ hooks -- */
 

@@ -65,22 +65,8 @@ void parla__graph_task_pool_free(parla_runtime_t *rt)
         }
 }
 
-int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_task_t **out)
+void parla__graph_task_init(parla_runtime_t *rt, parla_task_t *t, parla_task_fn fn, void *arg)
 {
-    if (out)
-        *out = NULL;
-    if (rt == NULL || out == NULL)
-        return parla__error(PARLA_EINVAL, "parla_task_create: %s is NULL", rt ? "out" : "runtime");
-    if (atomic_load_explicit(&parla__graph_rt(rt)->destroyed, memory_order_relaxed))
-        return parla__error(PARLA_ESTATE, "parla_task_create: the runtime was destroyed");
-    int forked = parla__check_process(rt, "parla_task_create");
-    if (forked)
-        return forked;
-    parla_task_t *t = pool_take(rt);
-    if (t == NULL)
-        t = parla__alloc(rt, sizeof *t);
-    if (t == NULL)
-        return parla__error(PARLA_ENOMEM, "parla_task_create: cannot allocate a task");
     atomic_init(&t->pending, 1);
     atomic_init(&t->refs, 1);
     atomic_init(&t->state, PARLA_TASK_CREATED);
@@ -100,10 +86,30 @@ int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_ta
     atomic_init(&t->first_edge_used, false);
     t->n_devices = 0;
     t->ext = NULL;
+    t->pool = NULL;
     t->serial = atomic_fetch_add_explicit(&parla__graph_rt(rt)->serial, 1, memory_order_relaxed);
     parla__self_t *cw = parla__self();
     t->creator = cw && cw->rt == rt && cw->current ? cw->current->serial + 1 : 0;
     atomic_fetch_add_explicit(&parla__graph_rt(rt)->n_live, 1, memory_order_relaxed);
+}
+
+int parla_task_create(parla_runtime_t *rt, parla_task_fn fn, void *arg, parla_task_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (rt == NULL || out == NULL)
+        return parla__error(PARLA_EINVAL, "parla_task_create: %s is NULL", rt ? "out" : "runtime");
+    if (atomic_load_explicit(&parla__graph_rt(rt)->destroyed, memory_order_relaxed))
+        return parla__error(PARLA_ESTATE, "parla_task_create: the runtime was destroyed");
+    int forked = parla__check_process(rt, "parla_task_create");
+    if (forked)
+        return forked;
+    parla_task_t *t = pool_take(rt);
+    if (t == NULL)
+        t = parla__alloc(rt, sizeof *t);
+    if (t == NULL)
+        return parla__error(PARLA_ENOMEM, "parla_task_create: cannot allocate a task");
+    parla__graph_task_init(rt, t, fn, arg);
     *out = t;
     return 0;
 }
@@ -127,15 +133,20 @@ void parla_task_release(parla_task_t *t)
     parla__graph_edge_t *e = atomic_load_explicit(&t->succ, memory_order_acquire);
     while (e && e != PARLA__SEALED) {
         parla__graph_edge_t *next = e->next;
-        parla_task_release(e->succ);
-        parla__graph_edge_free(t, e);
+        parla_task_t *succ = e->succ;
+        parla__graph_edge_free(t, e); /* before succ can go: a pooled edge may be its pool's */
+        parla_task_release(succ);
         e = next;
     }
     parla_task_t *cause = atomic_load_explicit(&t->cause, memory_order_acquire);
     parla_runtime_t *rt = t->rt;
     parla__graph_task_ext_free(t);
-    parla__free(atomic_load(&t->name));
-    pool_give(rt, t);
+    if (t->pool)
+        parla__graph_pool_task_freed(t->pool, t); /* its name is its graph's */
+    else {
+        parla__free(atomic_load(&t->name));
+        pool_give(rt, t);
+    }
     if (cause)
         parla_task_release(cause);
     parla__graph_object_freed(rt);
@@ -171,6 +182,9 @@ int parla_task_set_name(parla_task_t *t, const char *name)
     int rc = parla__graph_task_require_created(t, "parla_task_set_name");
     if (rc)
         return rc;
+    if (t->pool)
+        return parla__error(PARLA_ESTATE, "parla_task_set_name: task %s is a graph replay's: its name is the "
+                            "graph's", parla_task_name(t));
     char *copy = NULL;
     if (name) {
         size_t n = strnlen(name, 255);
@@ -220,9 +234,11 @@ void parla__graph_task_ext_free(parla_task_t *t)
         return;
     parla__graph_rt(t->rt)->ghooks.dispose(t); /* the data part: accesses, waiter records */
     parla__graph_task_events_release(t);
+    t->ext = NULL;
+    if (x->pooled)
+        return; /* the pool's; options and accesses are its graph's */
     parla__free(x->options);
     parla__free(x);
-    t->ext = NULL;
 }
 
 int parla_task_set_priority(parla_task_t *t, int priority)

@@ -953,7 +953,7 @@ static PyType_Spec native_call_spec = {
 
 int pyparla_is_native_call(pyparla_state *st, PyObject *obj)
 {
-    return st->native_call_base != NULL && PyObject_TypeCheck(obj, st->native_call_base);
+    return st->native_call_type != NULL && Py_TYPE(obj) == st->native_call_type; /* as parla.tasks tests it */
 }
 
 /* The engine data of a declared base PArray x (borrowed from x), or NULL (no exception) when x is not one the
@@ -1058,7 +1058,10 @@ static PyObject *bind_in_c(pyparla_state *st, NativeCallObject *call, PyObject *
     }
     for (Py_ssize_t k = 0; k < nkeep; k++)
         PyTuple_SET_ITEM(self->keep, k, Py_NewRef(keep[k]));
-    PyObject_GC_Track(self);
+    /* Neither the body nor its keep (Data objects) is tracked by the cycle collector: they reference no
+     * object that could lead back to them (the function, Data objects), and the task lets its body go when it
+     * finishes; a program spawning thousands of tasks ahead would otherwise have the collector walk them. */
+    PyObject_GC_UnTrack(self->keep);
     return (PyObject *)self;
 }
 
@@ -1074,6 +1077,127 @@ PyObject *pyparla_native_bind(pyparla_state *st, TaskObject *task, PyObject *cal
     body = a ? PyObject_CallMethodObjArgs(call, st->str_bind, (PyObject *)task, a, NULL) : NULL;
     Py_XDECREF(empty);
     return body;
+}
+
+/* ------------------------------------------------------------------------- tile kernels' calls -- */
+
+/* (rows, columns, leading dimension) of x when it is exactly a parla.array.PArray holding a 2-D float64
+ * array (NumPy's own float64 dtype object) whose rows are contiguous (C order): what parla.kernels._tile accepts. 1, or 0 (no exception set)
+ * for anything else, which parla.kernels then reads (and refuses) in Python. */
+static int tile_layout(pyparla_state *st, PyObject *x, Py_ssize_t out[3])
+{
+    if (st->parray_type == NULL || Py_TYPE(x) != st->parray_type || st->native_dtypes['d'] == NULL)
+        return 0;
+    /* The array's attributes (NumPy's buffer export costs three times as much). */
+    PyObject *np = PyObject_GetAttr(x, st->str_np);
+    PyObject *dtype = np ? PyObject_GetAttr(np, st->str_dtype) : NULL;
+    PyObject *shape = dtype == st->native_dtypes['d'] ? PyObject_GetAttr(np, st->str_shape) : NULL;
+    PyObject *strides = shape ? PyObject_GetAttr(np, st->str_strides) : NULL;
+    int ok = strides && PyTuple_CheckExact(shape) && PyTuple_GET_SIZE(shape) == 2 && PyTuple_CheckExact(strides) &&
+             PyTuple_GET_SIZE(strides) == 2;
+    Py_ssize_t v[4] = {0, 0, 0, 0};
+    for (int k = 0; ok && k < 4; k++) {
+        PyObject *item = PyTuple_GET_ITEM(k < 2 ? shape : strides, k % 2);
+        v[k] = PyLong_CheckExact(item) ? PyLong_AsSsize_t(item) : -1;
+        ok = !(v[k] == -1 && (k < 2 || PyErr_Occurred()));
+    }
+    Py_XDECREF(np);
+    Py_XDECREF(dtype);
+    Py_XDECREF(shape);
+    Py_XDECREF(strides);
+    PyErr_Clear();
+    if (!ok)
+        return 0;
+    Py_ssize_t r = v[0], c = v[1], s0 = v[2], s1 = v[3];
+    out[0] = r, out[1] = c, out[2] = s0 / 8;
+    return (s1 == 8 || c <= 1) && s0 % 8 == 0 && s0 >= 8 * (c > 1 ? c : 1);
+}
+
+/* A parla.native.Call of fn with args (stolen) and slots (borrowed), made without its Python constructor.
+ * NULL with an exception set. */
+static PyObject *new_call(pyparla_state *st, PyObject *fn, PyObject *args, PyObject *slots)
+{
+    if (args == NULL)
+        return NULL;
+    NativeCallObject *call = (NativeCallObject *)st->native_call_type->tp_alloc(st->native_call_type, 0);
+    if (call == NULL) {
+        Py_DECREF(args);
+        return NULL;
+    }
+    call->function = Py_NewRef(fn);
+    call->args = args;
+    call->slots = Py_NewRef(slots);
+    call->device_pointers = 0;
+    return (PyObject *)call;
+}
+
+enum { TILE_POTRF, TILE_TRSM, TILE_SYRK, TILE_GEMM, TILE_KERNELS };
+
+/* _tile_call(kernel, function, *tiles): the parla.native.Call parla.kernels makes for kernel (0 potrf(a),
+ * 1 trsm(l, b), 2 syrk(a, c), 3 gemm(a, b, c)) with function (its SciPy NativeFunction), when every tile is a
+ * float64 PArray in C order and the shapes match; None for anything else (parla.kernels then makes it, or
+ * raises, in Python). */
+static PyObject *mod_tile_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    pyparla_state *st = pyparla_get_state(module);
+    static const Py_ssize_t ntiles[TILE_KERNELS] = {1, 2, 2, 3};
+    long kernel = nargs >= 2 && PyLong_CheckExact(args[0]) ? PyLong_AsLong(args[0]) : -1;
+    if (kernel < 0 || kernel >= TILE_KERNELS || nargs != 2 + ntiles[kernel]) {
+        PyErr_SetString(PyExc_TypeError, "_tile_call(kernel, function, *tiles)");
+        return NULL;
+    }
+    PyObject *fn = args[1];
+    if (Py_TYPE(fn) != st->native_function_type || st->native_call_type == NULL || st->native_status == NULL ||
+        st->kernel_slots[kernel] == NULL)
+        Py_RETURN_NONE;
+    Py_ssize_t t[3][3];
+    for (Py_ssize_t i = 0; i < ntiles[kernel]; i++)
+        if (!tile_layout(st, args[2 + i], t[i]))
+            Py_RETURN_NONE;
+    PyObject *const *x = args + 2;
+    PyObject *const *flag = st->kernel_flags; /* "U", "L", "T", "N" */
+    /* The arguments: objects (borrowed), and sizes (I(v): made here), in the order of the routine's. */
+    PyObject *item[13];
+    Py_ssize_t size[13];
+    int n = 0;
+#define O(obj) (item[n] = (obj), size[n++] = -1)
+#define I(v) (item[n] = NULL, size[n++] = (v))
+    switch (kernel) {
+    case TILE_POTRF: /* dpotrf("U", n, a, lda, info): the row-major lower triangle is the column-major upper */
+        if (t[0][0] != t[0][1])
+            Py_RETURN_NONE;
+        O(flag[0]), I(t[0][0]), O(x[0]), I(t[0][2]), O(st->native_status);
+        break;
+    case TILE_TRSM: /* dtrsm("L", "U", "T", "N", m, k, 1.0, l, ldl, b, ldb) */
+        if (t[0][0] != t[0][1] || t[1][1] != t[0][0])
+            Py_RETURN_NONE;
+        O(flag[1]), O(flag[0]), O(flag[2]), O(flag[3]), I(t[0][0]), I(t[1][0]), O(st->kernel_one), O(x[0]),
+            I(t[0][2]), O(x[1]), I(t[1][2]);
+        break;
+    case TILE_SYRK: /* dsyrk("U", "T", n, k, -1.0, a, lda, 1.0, c, ldc) */
+        if (t[1][0] != t[0][0] || t[1][1] != t[0][0])
+            Py_RETURN_NONE;
+        O(flag[0]), O(flag[2]), I(t[0][0]), I(t[0][1]), O(st->kernel_minus_one), O(x[0]), I(t[0][2]),
+            O(st->kernel_one), O(x[1]), I(t[1][2]);
+        break;
+    default: /* dgemm("T", "N", n, m, k, -1.0, b, ldb, a, lda, 1.0, c, ldc) */
+        if (t[1][1] != t[0][1] || t[2][0] != t[0][0] || t[2][1] != t[1][0])
+            Py_RETURN_NONE;
+        O(flag[2]), O(flag[3]), I(t[1][0]), I(t[0][0]), I(t[0][1]), O(st->kernel_minus_one), O(x[1]), I(t[1][2]),
+            O(x[0]), I(t[0][2]), O(st->kernel_one), O(x[2]), I(t[2][2]);
+        break;
+    }
+#undef O
+#undef I
+    PyObject *built = PyTuple_New(n);
+    for (int k = 0; built && k < n; k++) {
+        PyObject *v = item[k] ? Py_NewRef(item[k]) : PyLong_FromSsize_t(size[k]);
+        if (v == NULL)
+            Py_CLEAR(built);
+        else
+            PyTuple_SET_ITEM(built, k, v);
+    }
+    return new_call(st, fn, built, st->kernel_slots[kernel]);
 }
 
 /* _native_setup(status, stream, dtypes): parla.native's markers, and the dict of pointee code -> NumPy dtype. */
@@ -1099,6 +1223,8 @@ static PyObject *mod_native_setup(PyObject *module, PyObject *const *args, Py_ss
 }
 
 static PyMethodDef native_methods[] = {
+    {"_tile_call", (PyCFunction)(void (*)(void))mod_tile_call, METH_FASTCALL,
+     "_tile_call(kernel, function, *tiles): parla.kernels' call for float64 C-order PArray tiles, or None."},
     {"_native_setup", (PyCFunction)(void (*)(void))mod_native_setup, METH_FASTCALL,
      "_native_setup(status, stream, dtypes): what the spawn path needs from parla.native to bind calls in C."},
     {NULL, NULL, 0, NULL},
@@ -1111,6 +1237,10 @@ int pyparla_native_traverse(pyparla_state *st, visitproc visit, void *arg)
     Py_VISIT(st->native_stream);
     for (int i = 0; i < 128; i++)
         Py_VISIT(st->native_dtypes[i]);
+    for (int i = 0; i < 4; i++) {
+        Py_VISIT(st->kernel_flags[i]);
+        Py_VISIT(st->kernel_slots[i]);
+    }
     return 0;
 }
 
@@ -1125,6 +1255,13 @@ void pyparla_native_clear(pyparla_state *st)
     Py_CLEAR(st->str_np);
     Py_CLEAR(st->str_dtype);
     Py_CLEAR(st->str_bind);
+    Py_CLEAR(st->str_strides);
+    Py_CLEAR(st->kernel_one);
+    Py_CLEAR(st->kernel_minus_one);
+    for (int i = 0; i < 4; i++) {
+        Py_CLEAR(st->kernel_flags[i]);
+        Py_CLEAR(st->kernel_slots[i]);
+    }
 }
 
 /* ------------------------------------------------------------------------------- module -- */
@@ -1150,6 +1287,18 @@ int pyparla_native_init(PyObject *m, pyparla_state *st)
         return -1;
     if (!(st->str_root = PyUnicode_InternFromString("_root")) || !(st->str_np = PyUnicode_InternFromString("_np")) ||
         !(st->str_dtype = PyUnicode_InternFromString("dtype")) || !(st->str_bind = PyUnicode_InternFromString("_bind")))
+        return -1;
+    if (!(st->str_strides = PyUnicode_InternFromString("strides")) || !(st->kernel_one = PyFloat_FromDouble(1.0)) ||
+        !(st->kernel_minus_one = PyFloat_FromDouble(-1.0)))
+        return -1;
+    static const char *const flags[4] = {"U", "L", "T", "N"};
+    for (int i = 0; i < 4; i++)
+        if (!(st->kernel_flags[i] = PyUnicode_InternFromString(flags[i])))
+            return -1;
+    if (!(st->kernel_slots[TILE_POTRF] = Py_BuildValue("(ii)", 2, 4)) ||
+        !(st->kernel_slots[TILE_TRSM] = Py_BuildValue("(ii)", 7, 9)) ||
+        !(st->kernel_slots[TILE_SYRK] = Py_BuildValue("(ii)", 5, 8)) ||
+        !(st->kernel_slots[TILE_GEMM] = Py_BuildValue("(iii)", 6, 8, 11)))
         return -1;
     if (PyModule_AddIntConstant(m, "NATIVE_REF", ITEM_REF) < 0 || PyModule_AddIntConstant(m, "NATIVE_ARRAY", ITEM_ARRAY) < 0 ||
         PyModule_AddIntConstant(m, "NATIVE_DESC", ITEM_DESC) < 0 ||

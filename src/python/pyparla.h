@@ -173,6 +173,9 @@ typedef struct {
     PyTypeObject *native_call_base;
     PyObject *native_status, *native_stream, *native_dtypes[128];
     PyObject *str_root, *str_np, *str_dtype, *str_bind; /* "_root", "_np", "dtype", "_bind" */
+    /* parla.kernels' calls made in C (_tile_call): the flags "U", "L", "T", "N", and per kernel (potrf, trsm,
+     * syrk, gemm) the positions of its PArray arguments and status. */
+    PyObject *kernel_flags[4], *kernel_slots[4], *str_strides, *kernel_one, *kernel_minus_one; /* 1.0, -1.0 */
     PyTypeObject *graph_type;
     PyTypeObject *spawner_type;
     PyTypeObject *space_type;
@@ -191,7 +194,7 @@ typedef struct {
      * the open finish() blocks (a dict), what records a task in them, the spawn logger, and the type of
      * native calls. */
     PyTypeObject *py_task_type;
-    PyTypeObject *native_call_type; /* parla.native.Call: a native body, bound to its task in Python */
+    PyTypeObject *native_call_type; /* parla.native.Call: a native body (pyparla_native_bind) */
     PyObject *spawn_general, *watch_body, *global_reads, *finish_scopes, *record_in_finish, *spawn_logger;
     PyObject *spawn_log_cache; /* the spawn logger's _cache dict (isEnabledFor answers), or NULL */
     /* From parla.tasks (_spawn_setup_data): what placements and access declarations need (spawn_decl.c):
@@ -338,7 +341,7 @@ int pyparla_native_body(parla_task_t *task, void *arg);
  * every error, by the call's own _bind in Python, so the result and the error are the same. New reference, or
  * NULL with the exception set. GIL held. */
 PyObject *pyparla_native_bind(pyparla_state *st, TaskObject *task, PyObject *call, PyObject *attrs);
-/* Whether obj is a parla._core.NativeCall (a parla.native.Call). */
+/* Whether obj is a parla.native.Call (exactly: the type registered by _spawn_setup). */
 int pyparla_is_native_call(pyparla_state *st, PyObject *obj);
 int pyparla_native_traverse(pyparla_state *st, visitproc visit, void *arg);
 void pyparla_native_clear(pyparla_state *st);

@@ -92,10 +92,31 @@ static void graph_free(parla_graph_t *g)
     parla__free(g->order);
     parla__free(g->failure);
     parla__free(g->name);
+    /* Pools still in use are freed when their last task is. */
+    pthread_mutex_lock(&g->home->lock);
+    g->home->open = false;
+    parla__graph_pool_t *idle = g->home->idle;
+    g->home->idle = NULL;
+    pthread_mutex_unlock(&g->home->lock);
+    while (idle) {
+        parla__graph_pool_t *next = idle->next;
+        parla__graph_pool_free(idle);
+        idle = next;
+    }
+    parla__sched_pool_home_release(g->home);
     pthread_mutex_destroy(&g->issue_lock);
     pthread_mutex_destroy(&g->lock);
     parla__free(g);
     parla__graph_object_freed(rt);
+}
+
+void parla__sched_pool_home_release(pool_home_t *home)
+{
+    if (atomic_fetch_sub_explicit(&home->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pthread_mutex_destroy(&home->lock);
+    parla__free(home->copy);
+    parla__free(home);
 }
 
 /* ------------------------------------------------------------- lifetime -- */
@@ -108,10 +129,16 @@ int parla_graph_create(parla_runtime_t *rt, const char *name, parla_graph_t **ou
         return parla__error(PARLA_EINVAL, "parla_graph_create: %s is NULL", rt ? "out" : "runtime");
     parla_graph_t *g = parla__calloc(rt, 1, sizeof *g);
     char *copy = g ? parla__sched_copy_name(rt, name ? name : "graph") : NULL;
-    if (copy == NULL) {
+    pool_home_t *home = copy ? parla__calloc(rt, 1, sizeof *home) : NULL;
+    if (home == NULL) {
+        parla__free(copy);
         parla__free(g);
         return parla__error(PARLA_ENOMEM, "parla_graph_create: cannot allocate graph '%s'", name ? name : "graph");
     }
+    pthread_mutex_init(&home->lock, NULL);
+    atomic_init(&home->refs, 1);
+    home->open = true;
+    g->home = home;
     g->rt = rt;
     g->name = copy;
     atomic_init(&g->refs, 1);

@@ -82,68 +82,127 @@ void parla__sched_graph_join_finished(parla_task_t *join)
 
 /* Pushes the soft edge t -> join onto t's successor stack. t was created by this replay and is about to be
  * submitted (not finished: the push cannot fail); it needs no placeholder entry, as it is submitted right
- * after, before the join. */
+ * after, before the join. The edge comes from t's replay pool (t is freed after it). */
 static int join_edge(parla_task_t *join, parla_task_t *t)
 {
-    parla__graph_edge_t *e = !atomic_exchange_explicit(&t->first_edge_used, true, memory_order_relaxed)
-                           ? &t->first_edge
-                           : parla__alloc(t->rt, sizeof *e);
-    if (e == NULL)
+    parla__graph_edge_t *e;
+    if (!atomic_exchange_explicit(&t->first_edge_used, true, memory_order_relaxed)) {
+        e = &t->first_edge;
+        e->flags = PARLA__EDGE_SOFT;
+    } else if ((e = parla__graph_pool_edge(t->pool)) != NULL) {
+        e->flags |= PARLA__EDGE_SOFT;
+    } else {
         return PARLA_ENOMEM;
+    }
     e->succ = join;
-    e->flags = PARLA__EDGE_SOFT;
     parla_task_retain(join);
     atomic_fetch_add_explicit(&join->pending, 1, memory_order_relaxed);
     parla__graph_edge_push(t, e);
     return 0;
 }
 
-/* Creates node i's task for a replay with the recorded settings. */
-static int make_task(parla_graph_t *g, size_t i, parla_task_t **out)
+/* Node i's part of the template's copy (pool_home_t): its options, accesses and name. */
+static parla__graph_option_t *copy_options(const parla_graph_t *g, char *copy, size_t i)
+{
+    return (parla__graph_option_t *)(void *)(copy + g->nodes[i].copy_off);
+}
+
+static parla__graph_access_t *copy_accesses(const parla_graph_t *g, char *copy, size_t i)
+{
+    return (parla__graph_access_t *)(void *)(copy_options(g, copy, i) + g->nodes[i].n_options);
+}
+
+static char *copy_name(const parla_graph_t *g, char *copy, size_t i)
+{
+    return (char *)(copy_accesses(g, copy, i) + g->nodes[i].n_accesses);
+}
+
+/* Where each node's part begins in the template's copy, and its size (at the freeze). */
+static void copy_layout(parla_graph_t *g)
+{
+    size_t off = 0;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        node_t *nd = &g->nodes[i];
+        nd->copy_off = off;
+        off += (size_t)nd->n_options * sizeof(parla__graph_option_t) +
+               (size_t)nd->n_accesses * sizeof(parla__graph_access_t) + strlen(nd->name) + 1;
+        off = (off + 15) & ~(size_t)15;
+    }
+    g->copy_size = off ? off : 1;
+}
+
+/* Creates node i's task for a replay with the recorded settings, from the replay's pool (*out is set even
+ * when this fails: the task was taken from the pool). Its name, and with a plan its placement options and
+ * access list, are the template's copy (pool_home_t). */
+static int make_task(parla_graph_t *g, parla__graph_pool_t *pool, size_t i, parla_task_t **out)
 {
     const node_t *nd = &g->nodes[i];
-    parla_task_t *t;
-    int rc = parla_task_create(g->rt, nd->fn, nd->arg, &t);
-    if (rc)
-        return rc;
+    parla_task_t *t = parla__graph_pool_task(pool, i, nd->fn, nd->arg, copy_name(g, g->home->copy, i));
+    *out = t;
     t->user = nd->user;
     t->level = nd->level;
     t->vcus = nd->vcus;
     t->memory = nd->memory;
-    char *name = parla__sched_copy_name(g->rt, nd->name);
-    atomic_store_explicit(&t->name, name, memory_order_relaxed);
-    rc = name ? 0 : PARLA_ENOMEM;
-    if (rc == 0 && g->plan && nd->n_accesses) {
-        /* What the task's data preparation reads (its hazards are the plan's). */
-        parla__graph_task_ext_t *x = parla__graph_task_ext(t);
-        parla__graph_access_t *a = x ? parla__alloc(g->rt, (size_t)nd->n_accesses * sizeof *a) : NULL;
-        if (a) {
-            memcpy(a, nd->accesses, (size_t)nd->n_accesses * sizeof *a);
-            for (int k = 0; k < nd->n_accesses; k++)
-                parla_data_retain(a[k].data);
-            x->accesses = a;
-            x->n_accesses = x->cap_accesses = nd->n_accesses;
-        } else {
-            rc = PARLA_ENOMEM;
-        }
+    if (nd->ext_slot >= 0) {
+        /* What the task's data preparation reads (its hazards are the plan's); the data references end
+         * with the task, as a spawned task's. */
+        parla__graph_task_ext_t *x = parla__graph_pool_ext(pool, (size_t)nd->ext_slot, t);
+        x->accesses = copy_accesses(g, g->home->copy, i);
+        x->n_accesses = x->cap_accesses = nd->n_accesses;
+        for (int k = 0; k < nd->n_accesses; k++)
+            parla_data_retain(nd->accesses[k].data);
+        x->options = copy_options(g, g->home->copy, i);
+        x->n_options = x->cap_options = nd->n_options;
+        return 0;
     }
-    if (rc == 0 && nd->n_options) {
+    if (nd->n_options) {
+        /* Without a plan (a dependency cycle) the accesses are added one by one: an ext part of its own. */
         parla__graph_task_ext_t *x = parla__graph_task_ext(t);
         parla__graph_option_t *o = x ? parla__alloc(g->rt, (size_t)nd->n_options * sizeof *o) : NULL;
-        if (o) {
-            memcpy(o, nd->options, (size_t)nd->n_options * sizeof *o);
-            x->options = o;
-            x->n_options = x->cap_options = nd->n_options;
-        } else {
-            rc = PARLA_ENOMEM;
+        if (o == NULL) {
+            parla_task_release(t);
+            return parla__error(PARLA_ENOMEM, "replay of graph '%s': cannot create task %s", g->name, nd->name);
         }
+        memcpy(o, nd->options, (size_t)nd->n_options * sizeof *o);
+        x->options = o;
+        x->n_options = x->cap_options = nd->n_options;
     }
-    if (rc) {
-        parla_task_release(t);
-        return parla__error(rc, "replay of graph '%s': cannot create task %s", g->name, nd->name);
-    }
-    *out = t;
     return 0;
+}
+
+/* A replay pool's tasks have all been freed: it waits for the next replay of its graph, unless the graph is
+ * gone or enough wait (and under AddressSanitizer, so that a use after free stays visible). Any thread. */
+static void pool_idle(parla__graph_pool_t *p)
+{
+    pool_home_t *home = p->owner;
+#if !defined(__SANITIZE_ADDRESS__)
+    pthread_mutex_lock(&home->lock);
+    if (home->open && home->n_idle < 4) {
+        p->next = home->idle;
+        home->idle = p;
+        home->n_idle++;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&home->lock);
+#endif
+    parla__graph_pool_free(p);
+    parla__sched_pool_home_release(home); /* the pool's reference */
+}
+
+/* A pool for one replay (an idle one, or a new one), or NULL when out of memory (message set). */
+static parla__graph_pool_t *take_pool(parla_graph_t *g)
+{
+    pool_home_t *home = g->home;
+    pthread_mutex_lock(&home->lock);
+    parla__graph_pool_t *p = home->idle;
+    if (p) {
+        home->idle = p->next;
+        home->n_idle--;
+    }
+    pthread_mutex_unlock(&home->lock);
+    if (p == NULL && (p = parla__graph_pool_create(g->rt, g->n_nodes, g->n_exts)) == NULL)
+        parla__error(PARLA_ENOMEM, "replay of graph '%s': cannot allocate its tasks", g->name);
+    return p;
 }
 
 /* Adds node i's dependencies and accesses to its replay task t (tasks: the replay's), joins it to join and
@@ -274,13 +333,31 @@ static int freeze(parla_graph_t *g)
     if (g->scratch == NULL)
         return parla__error(PARLA_ENOMEM, "replay of graph '%s': cannot allocate it", g->name);
     int rc = parla__sched_graph_link_forward(g);
+    char *copy = NULL;
+    if (rc == 0) {
+        copy_layout(g);
+        if ((copy = parla__alloc(g->rt, g->copy_size)) == NULL)
+            rc = parla__error(PARLA_ENOMEM, "replay of graph '%s': cannot allocate it", g->name);
+    }
     if (rc == 0)
         rc = plan(g);
     if (rc) {
+        parla__free(copy);
         parla__free(g->scratch);
         g->scratch = NULL;
         return rc;
     }
+    g->n_exts = 0;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        node_t *nd = &g->nodes[i];
+        nd->ext_slot = g->plan && (nd->n_accesses || nd->n_options) ? (ptrdiff_t)g->n_exts++ : -1;
+        if (nd->n_options)
+            memcpy(copy_options(g, copy, i), nd->options, (size_t)nd->n_options * sizeof *nd->options);
+        if (nd->n_accesses)
+            memcpy(copy_accesses(g, copy, i), nd->accesses, (size_t)nd->n_accesses * sizeof *nd->accesses);
+        strcpy(copy_name(g, copy, i), nd->name);
+    }
+    g->home->copy = copy;
     for (size_t i = 0; i < g->rec_cap; i++)
         if (g->rec_keys[i])
             parla_task_release(g->rec_keys[i]);
@@ -325,11 +402,19 @@ static int replay_locked(parla_graph_t *g, void *join_user, parla_task_t **join_
             return rc;
         }
     }
+    parla__graph_pool_t *pool = take_pool(g);
+    if (pool == NULL) {
+        parla_task_release(join);
+        return PARLA_ENOMEM;
+    }
+    atomic_fetch_add_explicit(&g->home->refs, 1, memory_order_relaxed); /* the pool's, dropped when it is idle */
+    parla__graph_pool_begin(pool, pool_idle, g->home);
     parla_graph_retain(g); /* the replay's reference, dropped when its join finishes */
     atomic_store_explicit(&g->replays, k, memory_order_release);
-    size_t made = 0, issued = 0;
+    size_t made = 0, issued = 0, taken = 0;
     while (rc == 0 && made < g->n_nodes) {
-        rc = make_task(g, made, &g->scratch[made]);
+        rc = make_task(g, pool, made, &g->scratch[made]);
+        taken++;
         made += rc == 0;
     }
     if (rc == 0 && g->plan)
@@ -350,6 +435,7 @@ static int replay_locked(parla_graph_t *g, void *join_user, parla_task_t **join_
     }
     for (size_t i = 0; i < made; i++)
         parla_task_release(g->scratch[i]);
+    parla__graph_pool_end(pool, taken);
     int src = parla_task_submit(join);
     if (src) {
         /* Only when the runtime is being destroyed: nothing will run the join. */

@@ -30,7 +30,27 @@ typedef struct node {
     int n_deps, cap_deps;
     parla_task_t **externals; /* outside tasks, each held */
     int n_externals, cap_externals;
+    ptrdiff_t ext_slot; /* once frozen with a plan: its tasks' ext part in a replay pool, or -1 (none) */
+    size_t copy_off;    /* once frozen: where its part of the template's copy begins (pool_home_t) */
 } node_t;
+
+/* The replay pools (graph/graph.h) of a graph: those whose tasks have all been freed wait here for the next
+ * replays. It also keeps a copy of the template's names, placement options and access lists (per node: the
+ * options, then the accesses, then the name, where node->copy_off says; made at the freeze), which the
+ * replayed tasks use as theirs: the pools and the copy do not hold the graph, whose template holds the
+ * data, whose access history holds the replayed tasks. Shared by the graph and the pools in use (the last
+ * one frees it). */
+typedef struct pool_home {
+    pthread_mutex_t lock; /* a leaf: protects open and the idle list */
+    _Atomic long refs;    /* the graph's, and one per pool in use */
+    bool open;            /* the graph is alive */
+    parla__graph_pool_t *idle; /* a list by next */
+    int n_idle;
+    char *copy;           /* the template's copy, or NULL before the freeze */
+} pool_home_t;
+
+/* Drops a reference to home (the last frees it). */
+void parla__sched_pool_home_release(pool_home_t *home);
 
 struct parla_graph {
     parla_runtime_t *rt;
@@ -53,6 +73,9 @@ struct parla_graph {
     parla__data_replay_t *plan;
     size_t *plan_start;
     size_t *order;
+    size_t n_exts;              /* nodes with an ext_slot */
+    size_t copy_size;           /* bytes of the template's copy (pool_home_t) */
+    pool_home_t *home;          /* its replay pools */
     pthread_mutex_t lock;       /* a leaf: protects last_join and failure */
     parla_task_t *last_join;    /* held */
     char *failure;              /* the first failure's message, or NULL */

@@ -358,3 +358,42 @@ def test_misspelt_spawn_keyword_names_it_and_the_nearest_one():
 def test_misspelt_parla_keyword_names_it_and_the_nearest_one():
     with pytest.raises(TypeError, match=r"'virtual_gpu' \(did you mean 'virtual_gpus'\?\)"):
         Parla(virtual_gpu=2)
+
+
+@pytest.mark.timeout(30)
+def test_error_leaving_a_finished_block_warns_of_no_cancelling(caplog):
+    # The exit's "cancelling the tasks that have not started" warning was logged for every exception that left a
+    # block, also when every task had finished and nothing was cancelled (and the caller caught the exception).
+    import logging
+    T = TaskSpace("T")
+    with caplog.at_level(logging.WARNING, logger="parla"):
+        with pytest.raises(KeyError):
+            with Parla(n_workers=1):
+                spawn(T[0])(lambda: None)
+                T[0].wait()
+                raise KeyError("user error")
+    assert "cancelling" not in caplog.text
+    gate = threading.Event()
+    U = TaskSpace("U")
+    with caplog.at_level(logging.WARNING, logger="parla"):
+        with pytest.raises(KeyError):
+            with Parla(n_workers=1):
+                spawn(U[0])(lambda: gate.wait(20))
+                spawn(U[1], [U[0]])(lambda: None)
+                threading.Timer(0.3, gate.set).start()
+                raise KeyError("user error")
+    assert "cancelling the tasks that have not started" in caplog.text
+    assert U[1].state == "cancelled"
+
+
+@pytest.mark.timeout(30)
+def test_gpu_placement_without_gpus_says_how_to_run_on_virtual_gpus():
+    from parla.cuda import gpu
+    from parla.devices import get_all_devices
+    if any(d.architecture is gpu for d in get_all_devices()):
+        pytest.skip("this environment has GPUs (CUDA, or PARLA_VIRTUAL_GPUS)")
+    for placement in (gpu, gpu(0)):
+        with pytest.raises(ValueError) as info:
+            with Parla(n_workers=1, virtual_gpus=0):
+                spawn(TaskSpace("G")[0], placement=placement)(lambda: None)
+        assert "no such device" in str(info.value) and "PARLA_VIRTUAL_GPUS=N" in str(info.value), str(info.value)

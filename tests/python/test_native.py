@@ -119,6 +119,32 @@ def test_kernel_arguments_are_checked_when_the_body_is_made():
         kernels.potrf(asarray(np.eye(8))[::2, ::2])
 
 
+@pytest.mark.timeout(30)
+def test_kernel_calls_made_in_c_equal_those_made_in_python():
+    """parla.kernels makes its calls in C (parla._core._tile_call) for float64 C-order tiles: the same
+    function, arguments and slots as the Python construction (kernels._gemm, ...), views included."""
+    from parla import _core
+    from parla.array import PArray
+    big = asarray(np.zeros((96, 80)))
+    A, B, C = asarray(np.ones((4, 3))), asarray(np.ones((5, 3))), asarray(np.ones((4, 5)))
+    S, R = asarray(np.eye(5)), asarray(np.ones((2, 5)))
+    V, W = big[8:13, 50:55], big[0:2, 10:15]
+    pairs = [(kernels.gemm, kernels._gemm, (A, B, C)), (kernels.potrf, kernels._potrf, (S,)),
+             (kernels.trsm, kernels._trsm, (S, R)), (kernels.syrk, kernels._syrk, (B, S)),
+             (kernels.potrf, kernels._potrf, (V,)), (kernels.trsm, kernels._trsm, (V, W))]
+
+    def same(x, y):
+        return x is y if isinstance(x, PArray) else (type(x), x) == (type(y), y)
+    for public, python, tiles in pairs:
+        made, expected = public(*tiles), python(*tiles)
+        assert type(made) is native.Call and made.function is expected.function
+        assert made.slots == expected.slots and len(made.args) == len(expected.args)
+        assert all(same(x, y) for x, y in zip(made.args, expected.args)), (made.args, expected.args)
+    assert _core._tile_call(3, kernels._functions["dgemm"], A, B, C) is not None  # made in C, not by _gemm
+    assert _core._tile_call(3, kernels._functions["dgemm"], A, A, C) is None  # shapes that do not match: Python
+    assert _core._tile_call(0, kernels._functions["dpotrf"], asarray(np.eye(3, dtype=np.float32))) is None
+
+
 # --------------------------------------------------------------------------------- functions -- #
 
 @pytest.mark.timeout(30)
@@ -372,3 +398,14 @@ def test_calling_a_native_body_outside_tasks_uses_the_cpu_copies():
         with pytest.raises(native.NativeError, match=r"task \(none\): native body abs returned 3"):
             failing()
     np.testing.assert_array_equal(X.array, np.ones(8, dtype=np.uint8))
+
+
+@pytest.mark.timeout(30)
+def test_anonymous_native_task_is_named_after_its_function():
+    # It was named task#N: a Python body's anonymous task is named after the function, and so is a native one.
+    with Parla(n_workers=1):
+        X = asarray(np.zeros(8, dtype=np.uint8))
+        t = spawn(inout=[X])(native.call(c_memset, X, 3, 8))
+        u = spawn(inout=[X], dependencies=[t])(native.call(c_memset, X, 4, 8))
+    assert t.name.startswith("memset#") and u.name.startswith("memset#") and t.name != u.name, (t.name, u.name)
+    assert (X.array == 4).all()
