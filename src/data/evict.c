@@ -361,6 +361,45 @@ int parla__data_writeback_range(store_t *s, int device, uint64_t lo, uint64_t hi
     return rc;
 }
 
+/* For a merge without room for both the old pieces [a, b) of copy c and the new one
+ * (parla__data_ensure_copy): writes back to the CPU what only they hold (with s->lock dropped while it
+ * copies) and marks them invalid on the device; the caller then takes them out and frees them. Entered
+ * and left with s->lock held, the copy busy merging. PARLA_EBUSY when a copy in flight reads them
+ * meanwhile, or when their bytes keep becoming valid only here.
+ *
+ * The pieces are marked invalid only once, under one hold of the lock, none of their bytes is valid only
+ * on the device: while the lock is dropped for one write-back, an eviction of another device's clean copy
+ * may leave bytes written back earlier, or never dirty, valid only here (they were valid on both), and
+ * marking those invalid would lose them. */
+int parla__data_writeback_pieces_locked(store_t *s, parla__dev_copy_t *c, size_t a, size_t b)
+{
+    int device = c->device;
+    /* Bounded: a piece is written back again only when bytes of it became valid only here meanwhile. */
+    size_t writebacks = 0, most = 4 * (b - a) + 16;
+    for (;;) {
+        size_t k = a;
+        while (k < b && !parla__data_dirty_in_locked(s, device, c->pieces[k].lo, c->pieces[k].hi))
+            k++;
+        if (k == b)
+            break;
+        if (writebacks++ == most)
+            return PARLA_EBUSY;
+        int rc = parla__data_writeback_range(s, device, c->pieces[k].lo, c->pieces[k].hi);
+        if (rc)
+            return rc;
+    }
+    if (c->pins > 0)
+        return PARLA_EBUSY;
+    for (size_t k = a; k < b; k++)
+        if (parla__data_seg_split(s, c->pieces[k].lo) || parla__data_seg_split(s, c->pieces[k].hi))
+            return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
+    for (size_t k = a; k < b; k++)
+        for (size_t i = parla__data_seg_find(s, c->pieces[k].lo); i < s->n_segs && s->segs[i].lo < c->pieces[k].hi; i++)
+            s->segs[i].valid &= ~bit(device);
+    parla__data_seg_merge(s);
+    return 0;
+}
+
 /* ------------------------------------------------------------- eviction -- */
 
 enum { PICK_NONE, PICK_CLEAN, PICK_DIRTY };

@@ -231,6 +231,7 @@ void parla__data_room_given_back(parla_runtime_t *rt, int device, uint64_t bytes
 bool parla__data_dirty_locked(const store_t *s, int device);
 bool parla__data_dirty_in_locked(const store_t *s, int device, uint64_t lo, uint64_t hi);
 int parla__data_writeback_range(store_t *s, int device, uint64_t lo, uint64_t hi);
+int parla__data_writeback_pieces_locked(store_t *s, parla__dev_copy_t *c, size_t a, size_t b);
 void parla__data_evict_for_locked(parla__dev_t *d, store_t *keep, uint64_t need);
 /* Around parla_data_evict / parla_data_fetch: outside tasks, their write-backs run on the engines. */
 bool parla__data_outside_begin(void);

@@ -121,8 +121,10 @@ int64_t parla__data_piece_need(const parla__dev_copy_t *c, uint64_t lo, uint64_t
 }
 
 /* Takes pieces [a, b) out of copy c into gone (room for b - a pieces), to be freed with no lock held;
- * with account, their bytes leave the device's account. s->lock held; nothing uses them. */
-static void take_pieces(store_t *s, parla__dev_copy_t *c, size_t a, size_t b, piece_t *gone, bool account)
+ * returns their bytes. With account, they leave c->bytes; they stay in the device's account until they
+ * are freed (the driver holds them until then: room_freed). s->lock held; nothing uses
+ * them. */
+static uint64_t take_pieces(store_t *s, parla__dev_copy_t *c, size_t a, size_t b, piece_t *gone, bool account)
 {
     parla__dev_t *d = &parla__dev_devs(s->rt)->devices[c->device];
     uint64_t freed = 0;
@@ -132,53 +134,14 @@ static void take_pieces(store_t *s, parla__dev_copy_t *c, size_t a, size_t b, pi
     }
     memmove(&c->pieces[a], &c->pieces[b], (c->n_pieces - b) * sizeof *c->pieces);
     c->n_pieces -= b - a;
-    if (!account)
-        return;
-    parla__lock(&d->lock);
-    d->resident -= freed;
-    c->bytes -= freed;
-    parla__unlock(&d->lock);
+    if (account) {
+        parla__lock(&d->lock);
+        c->bytes -= freed;
+        parla__unlock(&d->lock);
+    }
+    return freed;
 }
 
-/* A merge without room for both the old pieces [a, b) and the new one: writes back to the CPU what only
- * they hold (with s->lock dropped while it copies), marks them invalid on the device and takes them out
- * into gone (freed by the caller with no lock held). Entered and left with s->lock held, the copy busy
- * merging. PARLA_EBUSY when a copy in flight reads them meanwhile, or when their bytes keep becoming
- * valid only here.
- *
- * The pieces are marked invalid only once, under one hold of the lock, none of their bytes is valid only
- * on the device: while the lock is dropped for one write-back, an eviction of another device's clean copy
- * may leave bytes written back earlier, or never dirty, valid only here (they were valid on both), and
- * marking those invalid would lose them. */
-static int writeback_pieces(store_t *s, parla__dev_copy_t *c, size_t a, size_t b, piece_t *gone)
-{
-    int device = c->device;
-    /* Bounded: a piece is written back again only when bytes of it became valid only here meanwhile. */
-    size_t writebacks = 0, most = 4 * (b - a) + 16;
-    for (;;) {
-        size_t k = a;
-        while (k < b && !parla__data_dirty_in_locked(s, device, c->pieces[k].lo, c->pieces[k].hi))
-            k++;
-        if (k == b)
-            break;
-        if (writebacks++ == most)
-            return PARLA_EBUSY;
-        int rc = parla__data_writeback_range(s, device, c->pieces[k].lo, c->pieces[k].hi);
-        if (rc)
-            return rc;
-    }
-    if (c->pins > 0)
-        return PARLA_EBUSY;
-    for (size_t k = a; k < b; k++)
-        if (parla__data_seg_split(s, c->pieces[k].lo) || parla__data_seg_split(s, c->pieces[k].hi))
-            return parla__error(PARLA_ENOMEM, "cannot split the segment map of a data object");
-    for (size_t k = a; k < b; k++)
-        for (size_t i = parla__data_seg_find(s, c->pieces[k].lo); i < s->n_segs && s->segs[i].lo < c->pieces[k].hi; i++)
-            s->segs[i].valid &= ~bit(device);
-    parla__data_seg_merge(s);
-    take_pieces(s, c, a, b, gone, true);
-    return 0;
-}
 
 /* The room a task's preparation claimed on device and has not used (plan->claim), or NULL. */
 static uint64_t *claim_of(plan_t *plan, int device)
@@ -199,6 +162,8 @@ typedef struct grow {
     size_t a, b;           /* the pieces merged into the new one */
     uint64_t nlo, nhi;     /* the new piece's bytes */
     uint64_t size, add;    /* its size, and what it adds to the device's account */
+    uint64_t dup;          /* a merge on the device: the old pieces' bytes, counted twice until freed
+                              (the driver holds them and the new piece at once) */
     uint64_t *claim, mine; /* the preparation's claim (or NULL), and the part of add taken from it */
     bool claimed;          /* add is counted in the account */
     piece_t *gone;         /* room for the merged pieces, freed with them once no lock is held */
@@ -237,20 +202,34 @@ static int grow_begin_locked(grow_t *g)
     return 0;
 }
 
-/* Evicts for g's piece (what the claim does not cover), d's lock held; returns the part of add taken
- * from the claim. */
+/* Evicts for g's piece (what the claim does not cover, and dup), d's lock held; returns the part of add
+ * taken from the claim. */
 static uint64_t grow_evict_locked(grow_t *g)
 {
     uint64_t mine = g->claim ? (*g->claim < g->add ? *g->claim : g->add) : 0; /* counted already */
-    parla__data_evict_for_locked(g->d, g->s, g->add - mine);
+    parla__data_evict_for_locked(g->d, g->s, g->add + g->dup - mine);
     return mine;
+}
+
+/* bytes of device that were counted in its account and have been freed leave it; tasks waiting for room
+ * there retry (when the calling entry point ends: parla__data_wake_deferred). No lock held. */
+static void room_freed(parla_runtime_t *rt, parla__dev_t *d, uint64_t bytes)
+{
+    if (bytes == 0)
+        return;
+    parla__lock(&d->lock);
+    d->resident -= bytes;
+    parla__unlock(&d->lock);
+    parla__data_room_given_back(rt, d->index, 0, NULL);
 }
 
 /* Makes room for g's piece and counts it in the device's account (g->claimed). No lock held. A merge
  * copies on the device when the old pieces and the new one fit at once (after the eviction the merge
- * needs anyway); otherwise the old pieces are written back (what only they hold) and dropped first, and
- * the new piece holds [lo, hi) only: more copying, no more memory than the result. PARLA_EBUSY when what
- * is resident is in use by running tasks (the caller waits for them). */
+ * needs anyway; the old pieces are then counted twice until freed: g->dup); otherwise the old pieces are
+ * written back (what only they hold) and dropped first, and the new piece holds [lo, hi) only: more
+ * copying, no more memory than the result. PARLA_EBUSY when what is resident is in use by running tasks
+ * (the caller waits for them). The account never counts less than the driver holds: a failed
+ * allocation means the device is out of memory, not that it is in transit. */
 static int grow_room(grow_t *g)
 {
     store_t *s = g->s;
@@ -259,17 +238,21 @@ static int grow_room(grow_t *g)
     uint64_t mine = grow_evict_locked(g);
     bool on_device = g->b == g->a || parla__data_used_locked(d) - mine + g->size <= d->memory_capacity;
     parla__unlock(&d->lock);
-    if (!on_device) {
-        uint64_t old;
+    if (on_device) {
+        g->dup = g->size - g->add;
+    } else {
+        uint64_t old, freed = 0;
         parla__lock(&s->lock);
-        int rc = writeback_pieces(s, g->c, g->a, g->b, g->gone);
+        int rc = parla__data_writeback_pieces_locked(s, g->c, g->a, g->b);
         if (rc == 0) {
+            freed = take_pieces(s, g->c, g->a, g->b, g->gone, true);
             g->n_gone = g->b - g->a;
             merge_span(g->c, g->lo, g->hi, &g->a, &g->b, &g->nlo, &g->nhi, &old); /* [lo, hi) alone now */
             g->size = g->add = g->nhi - g->nlo;
         }
         parla__unlock(&s->lock);
         parla__data_pieces_free(s->rt, d->index, g->gone, g->n_gone); /* frees gone too */
+        room_freed(s->rt, d, freed);
         g->gone = NULL;
         g->n_gone = 0;
         if (rc)
@@ -278,10 +261,10 @@ static int grow_room(grow_t *g)
     parla__lock(&d->lock);
     g->mine = grow_evict_locked(g);
     int rc = 0;
-    if (parla__data_used_locked(d) + (g->add - g->mine) > d->memory_capacity) {
+    if (parla__data_used_locked(d) + (g->add + g->dup - g->mine) > d->memory_capacity) {
         rc = PARLA_EBUSY;
     } else {
-        d->resident += g->add; /* counted before allocating, so no one overcommits */
+        d->resident += g->add + g->dup; /* counted before allocating, so no one overcommits */
         d->claimed -= g->mine;
         if (g->claim)
             *g->claim -= g->mine;
@@ -313,8 +296,9 @@ static int grow_fill(grow_t *g)
     return 0;
 }
 
-/* Ends g (the copies' result rc): under s->lock, installs the new piece in place of the merged ones, or
- * gives back what was counted; the copy is no longer busy; frees what is left with no lock held. Returns
+/* Ends g (the copies' result rc): under s->lock, installs the new piece in place of the merged ones; the
+ * copy is no longer busy; frees what is left with no lock held, then gives back what was counted for it
+ * (on failure, all of it). Returns
  * with s->lock held, and rc (PARLA_EBUSY when a copy in flight read a merged piece meanwhile: it stays). */
 static int grow_end(grow_t *g, int rc)
 {
@@ -339,14 +323,6 @@ static int grow_end(grow_t *g, int rc)
         c->bytes += g->add;
         parla__data_lru_touch(d, c);
         parla__unlock(&d->lock);
-    } else if (g->claimed) {
-        /* Given back: what came from the task's claim stays claimed (given back with the rest). */
-        parla__lock(&d->lock);
-        d->resident -= g->add;
-        d->claimed += g->mine;
-        parla__unlock(&d->lock);
-        if (g->claim)
-            *g->claim += g->mine;
     }
     c->busy = 0;
     pthread_cond_broadcast(&s->cond);
@@ -355,6 +331,18 @@ static int grow_end(grow_t *g, int rc)
         d->ops->free(d, g->buf);
     if (g->gone)
         parla__data_pieces_free(s->rt, d->index, g->gone, g->n_gone);
+    /* Only now, the memory freed: the merged pieces' second count, or on failure all that was counted
+     * (what came from the task's claim stays claimed, given back with the rest). */
+    if (rc && g->claimed) {
+        parla__lock(&d->lock);
+        d->claimed += g->mine;
+        parla__unlock(&d->lock);
+        if (g->claim)
+            *g->claim += g->mine;
+        room_freed(s->rt, d, g->add + g->dup);
+    } else if (g->claimed) {
+        room_freed(s->rt, d, g->dup);
+    }
     parla__lock(&s->lock);
     return rc;
 }

@@ -117,11 +117,15 @@ static void store_free(store_t *s)
                 parla__dev_host_unpin(&parla__dev_devs(rt)->shared, c->pieces[0].buf);
             parla__lock(&d->lock);
             parla__data_lru_unlink(d, c);
-            if (i != 0)
-                d->resident -= c->bytes;
+            uint64_t bytes = c->bytes;
             c->bytes = 0;
             parla__unlock(&d->lock);
             parla__data_copy_drop_buf(rt, c);
+            if (i != 0) { /* out of the account once freed (the driver holds them until then) */
+                parla__lock(&d->lock);
+                d->resident -= bytes;
+                parla__unlock(&d->lock);
+            }
         }
         parla__free(c->pieces);
     }

@@ -20,7 +20,8 @@
  *     device's capacity (FAKECUDA_MEMORY bytes, default 64 MiB) fails with
  *     CUDA_ERROR_OUT_OF_MEMORY; freeing an unknown pointer fails.
  * FAKECUDA_DEVICES sets the number of devices (default 2, at most 8).
- * fakecuda_live() reports what is still allocated, for leak checks;
+ * fakecuda_live() reports what is still allocated, for leak checks; fakecuda_device_bytes() the bytes
+ * allocated on a device; fakecuda_on_copy() a function called at each synchronous copy;
  * fakecuda_fail(stream) makes the work queued on a stream from then on fail
  * as a faulting kernel does (sticky): events recorded after it, and waits for
  * them, report CUDA_ERROR_LAUNCH_FAILED; fakecuda_fail_next_copy() does the
@@ -340,6 +341,10 @@ CUresult cuMemFree_v2(CUdeviceptr p)
     return r;
 }
 
+/* fakecuda_on_copy: called at the start of each synchronous copy (cuMemcpy), no lock of the double held. */
+static void (*_Atomic on_copy)(void *);
+static void *_Atomic on_copy_arg;
+
 CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n)
 {
     if (current == NULL)
@@ -347,6 +352,9 @@ CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n)
     pthread_mutex_lock(&lock);
     counts.syncs++;
     pthread_mutex_unlock(&lock);
+    void (*hook)(void *) = atomic_load(&on_copy);
+    if (hook)
+        hook(atomic_load(&on_copy_arg));
     memcpy((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, n);
     return OK;
 }
@@ -962,6 +970,26 @@ void fakecuda_live_host(long *n_pinned, long *pool_bytes)
         b += (long)pools[i].reserved;
     *pool_bytes = b;
     pthread_mutex_unlock(&lock);
+}
+
+/* For tests: bytes of device memory allocated on device `ordinal` (what its stream-ordered pool keeps
+ * included: fakecuda_live_host's pool_bytes). */
+long fakecuda_device_bytes(int ordinal)
+{
+    if (ordinal < 0 || ordinal >= MAX_DEVICES)
+        return -1;
+    pthread_mutex_lock(&lock);
+    long n = (long)contexts[ordinal].allocated;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+/* For tests: fn(arg) is called at the start of every synchronous copy (cuMemcpy) from then on, on the
+ * copying thread, with no lock of the double held (NULL: no more). */
+void fakecuda_on_copy(void (*fn)(void *), void *arg)
+{
+    atomic_store(&on_copy_arg, arg);
+    atomic_store(&on_copy, fn);
 }
 
 /* For tests: empties the timeline. */

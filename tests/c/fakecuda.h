@@ -32,4 +32,10 @@ typedef int (*fakecuda_kernel_fn)(void *stream, void (*fn)(void *), void *arg);
 typedef void (*fakecuda_timeline_reset_fn)(void);
 typedef void (*fakecuda_overlap_fn)(double *both, double *copies, double *kernels);
 
+/* long fakecuda_device_bytes(int ordinal): bytes allocated on the device (its stream-ordered pool's included). */
+typedef long (*fakecuda_device_bytes_fn)(int ordinal);
+/* void fakecuda_on_copy(void (*fn)(void *), void *arg): fn(arg) at the start of each synchronous copy
+ * (cuMemcpy), on the copying thread, no lock of the double held; NULL: none. */
+typedef void (*fakecuda_on_copy_fn)(void (*fn)(void *), void *arg);
+
 #endif

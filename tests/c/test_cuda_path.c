@@ -21,6 +21,10 @@
  *    the peer link (cuMemcpyPeerAsync) where there is one, else through the host; the mapping sends a
  *    task whose data is on gpu(0) to its peer gpu(1) rather than to gpu(2) (a lower transfer cost).
  * 5. Nothing leaks: device memory, pinned ranges, the double's pool memory after the runtimes.
+ * 6. The device's account never counts less than the driver holds for it: checked at every
+ *    synchronous copy, among them a merge of two pieces of a data object on the GPU (the old pieces
+ *    and the new one are all allocated while it copies). An allocation that fails then is a full
+ *    device (PARLA_ERESOURCE), never memory the account has let go of before the driver has.
  */
 #include "check.h"
 #include "device/device.h"
@@ -38,6 +42,8 @@ static fakecuda_kernel_fn kernel;
 static fakecuda_timeline_reset_fn timeline_reset;
 static fakecuda_overlap_fn overlap;
 static void (*live)(long *, long *, long *, long *);
+static fakecuda_device_bytes_fn device_bytes;
+static fakecuda_on_copy_fn on_copy;
 static int peer_mode; /* FAKECUDA_PEER: 0 none, 2 ordinals 0 and 1 */
 static bool driver_pools;
 
@@ -420,6 +426,82 @@ static void test_peers(void)
     CHECK_OK(parla_runtime_destroy(rt));
 }
 
+/* ---------------------------------------------------------- 6. account -- */
+
+static _Atomic long account_checks, account_short; /* checks made; the most bytes the account was short */
+
+/* At a synchronous copy: what the driver holds on gpu(0), less what its pool and the runtime's keep
+ * free, is within the device's account (its data copies, the room claimed for them, the memory tasks
+ * reserve). Only gpu(0) is used while it is installed (the other devices' pools are empty). */
+static void account_covers(void *arg)
+{
+    parla__dev_t *d = dev(arg, 1);
+    long n_pinned, driver_pool;
+    uint64_t held, cached;
+    live_host(&n_pinned, &driver_pool);
+    parla__dev_pool_bytes(d, &held, &cached);
+    long in_use = device_bytes(0) - driver_pool - (long)cached;
+    pthread_mutex_lock(&d->lock);
+    long account = (long)(d->resident + d->claimed + (d->memory_capacity - d->memory_free));
+    pthread_mutex_unlock(&d->lock);
+    if (in_use - account > atomic_load(&account_short))
+        atomic_store(&account_short, in_use - account);
+    atomic_fetch_add(&account_checks, 1);
+}
+
+/* Checks on the GPU that the 1 KiB of a view read there are 7 each (kern_check). */
+static int view_body(parla_task_t *t, void *arg)
+{
+    int d;
+    parla_task_devices(t, &d, 1);
+    kern_t *k = malloc(sizeof *k);
+    CHECK(k != NULL, "malloc");
+    *k = (kern_t){parla_data_device_ptr(arg, d), 1024 / sizeof(uint32_t), 7, 0};
+    CHECK(kernel(parla_task_stream(t, 0), kern_check, k) == 0, "kernel launch failed");
+    return 0;
+}
+
+static void test_account(void)
+{
+    check_set_phase("account");
+    parla_runtime_t *rt = start(1, 1);
+    enum { B = 4096 };
+    uint32_t *host = malloc(B);
+    CHECK(host != NULL, "malloc");
+    for (size_t i = 0; i < B / sizeof *host; i++)
+        host[i] = 7;
+    parla_data_t *x, *v[2];
+    CHECK_OK(parla_data_create(rt, B, host, &x));
+    for (int k = 0; k < 2; k++) { /* [0, 1 KiB) and [1 KiB, 2 KiB): the second touches the first */
+        uint64_t range[2] = {(uint64_t)k * 1024, (uint64_t)(k + 1) * 1024};
+        CHECK_OK(parla_data_view(x, range, 1, &v[k]));
+    }
+    on_copy(account_covers, rt);
+    for (int k = 0; k < 2; k++) {
+        /* One at a time: the first copy is idle when the second's preparation merges their pieces. */
+        parla_task_t *t;
+        int gpu = 1;
+        CHECK_OK(parla_task_create(rt, view_body, v[k], &t));
+        CHECK_OK(parla_task_add_placement(t, &gpu, 1, 0.0, 0));
+        CHECK_OK(parla_task_add_access(t, v[k], PARLA_READ));
+        CHECK_OK(parla_task_submit(t));
+        parla_task_release(t);
+        CHECK_OK(parla_runtime_wait_all(rt));
+    }
+    on_copy(NULL, NULL);
+    CHECK(atomic_load(&peer_bad) == 0, "%d words read wrong on the GPU", atomic_load(&peer_bad));
+    CHECK(parla_data_resident_bytes(x, 1) == 2048, "%llu bytes of the data object on gpu(0), expected its two "
+          "kibibytes in one piece", (unsigned long long)parla_data_resident_bytes(x, 1));
+    CHECK(atomic_load(&account_checks) > 0, "no synchronous copy: the pieces were not merged on the GPU");
+    CHECK(atomic_load(&account_short) == 0, "the account of gpu(0) counted %ld bytes less than the driver held",
+          atomic_load(&account_short));
+    for (int k = 0; k < 2; k++)
+        parla_data_release(v[k]);
+    parla_data_release(x);
+    CHECK_OK(parla_runtime_destroy(rt));
+    free(host);
+}
+
 int main(void)
 {
     check_watchdog(170);
@@ -438,10 +520,13 @@ int main(void)
     *(void **)&timeline_reset = dlsym(lib, "fakecuda_timeline_reset");
     *(void **)&overlap = dlsym(lib, "fakecuda_overlap");
     *(void **)&live = dlsym(lib, "fakecuda_live");
-    CHECK(counters && live_host && kernel && timeline_reset && overlap && live,
+    *(void **)&device_bytes = dlsym(lib, "fakecuda_device_bytes");
+    *(void **)&on_copy = dlsym(lib, "fakecuda_on_copy");
+    CHECK(counters && live_host && kernel && timeline_reset && overlap && live && device_bytes && on_copy,
           "the fake driver lacks its test entry points");
     test_steady_state();
     test_peers();
+    test_account();
     check_set_phase("leaks");
     long a, s, e, ctx, pinned, pool_bytes;
     live(&a, &s, &e, &ctx);
