@@ -595,8 +595,9 @@ uint64_t parla_data_resident_bytes(parla_data_t *data, int device);
 /* Outside tasks: blocks until every spawned task that writes data's ranges
  * (and, when write is nonzero, every one that reads them) has finished, or
  * until timeout seconds have passed when timeout >= 0 (negative: no limit).
- * Returns 0, PARLA_ETIMEDOUT, PARLA_ESTUCK (a task it waits for can never
- * run), PARLA_EINVAL. A binding waits in slices with it to stay interruptible,
+ * Only submitted tasks count: one whose accesses are declared but that is not
+ * yet submitted comes after this call. Returns 0, PARLA_ETIMEDOUT,
+ * PARLA_ESTUCK (a task it waits for can never run), PARLA_EINVAL. A binding waits in slices with it to stay interruptible,
  * then calls parla_data_fetch. */
 int parla_data_wait(parla_data_t *data, int write, double timeout);
 

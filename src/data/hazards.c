@@ -392,7 +392,10 @@ void parla__data_forget_history(parla_runtime_t *rt)
 
 /* A task (a reference) whose access conflicts with an outside access to d
  * (unfinished writers of its ranges, and with write, their readers), or NULL.
- * The caller excludes its own task's declared access. */
+ * The caller excludes its own task's declared access. Only submitted tasks
+ * count: a task's access enters the history when it is declared, while the
+ * task may still be built (by another thread, or by the caller, which would
+ * then wait for itself); until it is submitted it comes after this access. */
 parla_task_t *parla__data_conflict(parla_data_t *d, int write)
 {
     store_t *s = d->store;
@@ -404,11 +407,14 @@ parla_task_t *parla__data_conflict(parla_data_t *d, int write)
             continue;
         prune(rec->writers, &rec->n_writers, true);
         prune(rec->readers, &rec->n_readers, false);
-        for (size_t i = 0; i < rec->n_writers && !wait; i++)
-            if (parla_task_state(rec->writers[i]) < PARLA_TASK_DONE)
+        for (size_t i = 0; i < rec->n_writers && !wait; i++) {
+            int st = parla_task_state(rec->writers[i]);
+            if (st != PARLA_TASK_CREATED && st < PARLA_TASK_DONE)
                 wait = rec->writers[i];
-        if (!wait && write && rec->n_readers)
-            wait = rec->readers[0];
+        }
+        for (size_t i = 0; write && i < rec->n_readers && !wait; i++)
+            if (parla_task_state(rec->readers[i]) != PARLA_TASK_CREATED)
+                wait = rec->readers[i];
     }
     if (wait)
         parla_task_retain(wait);

@@ -21,7 +21,9 @@
  *    after the data is released and after the runtime is destroyed (ASan:
  *    no use after free, no leak); without a hold nothing changes.
  * 6. parla_data_wait gives up after its timeout while a writer runs, and
- *    returns 0 once it has finished.
+ *    returns 0 once it has finished. A task whose access is declared but that
+ *    is not yet submitted comes after a wait or fetch outside tasks (which
+ *    neither waits for it nor reports it stuck); once submitted it does not.
  * 7. One account per GPU for data copies and memory reservations.
  */
 #include "check.h"
@@ -43,6 +45,18 @@ static int nothing(parla_task_t *t, void *arg)
 {
     (void)t;
     (void)arg;
+    return 0;
+}
+
+static int store7(parla_task_t *t, void *arg)
+{
+    (void)t;
+    int64_t *p = parla_data_device_ptr(arg, 0);
+    if (p == NULL)
+        return 1;
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* a fetch that does not wait sees the old value */
+    p[0] = 7;
     return 0;
 }
 
@@ -293,6 +307,18 @@ static void timed_data_wait(void)
     CHECK_OK(parla_data_wait(d, 1, 0.0));
     CHECK_RC(parla_data_wait(NULL, 0, 0.0), PARLA_EINVAL);
     parla_task_release(t);
+    /* Declared, not submitted: not waited for (it could be submitted by another thread, or by this one
+     * after the call, which would otherwise wait for itself). */
+    parla_task_t *w;
+    CHECK_OK(parla_task_create(rt, store7, d, &w));
+    CHECK_OK(parla_task_add_access(w, d, PARLA_READWRITE));
+    CHECK_OK(parla_data_wait(d, 1, -1.0));
+    CHECK_OK(parla_data_fetch(d, 0, 0));
+    CHECK_OK(parla_task_submit(w));
+    CHECK_OK(parla_data_fetch(d, 0, 0)); /* submitted: waited for */
+    CHECK(parla_task_state(w) == PARLA_TASK_DONE, "writer %s", parla_task_state_name(parla_task_state(w)));
+    CHECK(((const int64_t *)parla_data_device_ptr(d, 0))[0] == 7, "the fetch did not see the write");
+    parla_task_release(w);
     parla_data_release(d);
     CHECK_OK(parla_runtime_destroy(rt));
 }
