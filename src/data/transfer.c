@@ -407,6 +407,27 @@ static int copy_now(store_t *s, const copy_now_t *now, parla_task_t *t)
     return 0;
 }
 
+/* For parla_data_fetch, s->lock held: gives the planned jobs that have an arrival to their engines at once
+ * (engine_lock is a leaf). Planned and queued in one hold of the lock, the copies to a device are queued
+ * on its engine (one FIFO queue) in the order they were planned: a copy planned later from a newer source
+ * (after a task wrote the bytes elsewhere) lands after this one, not under it; and the engine counts each
+ * job (the stuck check sees it) from the moment tasks can wait for its arrival. Jobs without one (their
+ * arrival could not be made) stay on the plan for queue_jobs, which copies them at once. */
+static void submit_joined(parla_runtime_t *rt, plan_t *plan)
+{
+    copy_job_t *keep = NULL;
+    for (copy_job_t *j = plan->jobs, *next; j; j = next) {
+        next = (copy_job_t *)j->job.next; /* read first: the engine may free j once it has it */
+        if (j->arrival) {
+            copy_job_submit(rt, j);
+        } else {
+            j->job.next = (parla__dev_job_t *)keep;
+            keep = j;
+        }
+    }
+    plan->jobs = plan->mark = keep;
+}
+
 /* make_valid_locked, doing the copies it cannot queue (s->lock held on entry
  * and exit, dropped while one copies). The jobs planned before such a copy are
  * given to the store's arrival first: a task that finds their ranges valid
@@ -422,6 +443,8 @@ int parla__data_make_valid(parla_data_t *d, int device, int mode, parla_task_t *
             unpin_now(d->store, &now);
             return rc;
         }
+        if (plan && t == NULL) /* a fetch's: queued before the lock is dropped (see submit_joined) */
+            submit_joined(d->store->rt, plan);
         if ((rc = copy_now(d->store, &now, t)) != 0)
             return rc;
     }
@@ -466,9 +489,10 @@ void parla__data_queue_jobs(parla_task_t *t, plan_t *plan)
     queue_jobs(t->rt, t, plan);
 }
 
-/* make_valid for parla_data_fetch (s->lock held, dropped while it queues): its copies are copy jobs
- * given to the store's arrival on device, as a task's are, so that tasks preparing meanwhile find those
- * bytes arriving and wait for them instead of copying into them too; the caller waits for the arrival. */
+/* make_valid for parla_data_fetch (s->lock held): its copies are copy jobs given to the store's arrival on
+ * device, as a task's are, so that tasks preparing meanwhile find those bytes arriving and wait for them
+ * instead of copying into them too; they are queued on the engines before the lock is dropped (see
+ * submit_joined), and the caller waits for the arrival. */
 static int fetch_valid(parla_data_t *d, int device, int write)
 {
     store_t *s = d->store;
@@ -478,6 +502,7 @@ static int fetch_valid(parla_data_t *d, int device, int write)
         int jr = parla__data_join_arrival(NULL, s, device, &plan); /* else queue_jobs copies at once */
         rc = rc ? rc : jr;
     }
+    submit_joined(s->rt, &plan);
     if (plan.jobs) {
         parla__unlock(&s->lock);
         queue_jobs(s->rt, NULL, &plan);
