@@ -43,6 +43,8 @@ uint64_t parla__data_pinned_bytes_locked(const parla__dev_t *d);
  * reference) whose access conflicts with an outside access to d (unfinished writers of its ranges, and
  * with write, their readers), or NULL. */
 parla_task_t *parla__data_conflict(parla_data_t *d, int write);
+/* The same with d's store lock held. */
+parla_task_t *parla__data_conflict_locked(parla_data_t *d, int write);
 /* Replayed graphs (sched/replay.c): the hazards among the accesses of a recorded graph, resolved once, when
  * the graph is first replayed, byte range by byte range, into edges between its tasks; a replay then adds
  * only those edges, and consults and updates each store's access history once (parla__data_replay_apply)
@@ -109,8 +111,10 @@ static inline parla__data_rt_t *parla__data_rt(const parla_runtime_t *rt)
 /* The runtime d belongs to. */
 parla_runtime_t *parla__data_runtime(const parla_data_t *d);
 /* Makes d valid on device now (no conflicting task is left): waits for copies in flight there, then
- * copies synchronously. Errors: PARLA_ENOMEM, PARLA_EDEVICE, PARLA_ERESOURCE (device full of copies in
- * use by running tasks). */
+ * copies synchronously. PARLA__AGAIN when a conflicting task was submitted since the caller's wait (its
+ * write may be under way): the caller waits again and calls again. Errors: PARLA_ENOMEM, PARLA_EDEVICE,
+ * PARLA_ERESOURCE (device full of copies in use by running tasks). */
+#define PARLA__AGAIN 2
 int parla__data_make_valid_now(parla_data_t *d, int device, int write);
 
 #endif

@@ -396,11 +396,10 @@ void parla__data_forget_history(parla_runtime_t *rt)
  * count: a task's access enters the history when it is declared, while the
  * task may still be built (by another thread, or by the caller, which would
  * then wait for itself); until it is submitted it comes after this access. */
-parla_task_t *parla__data_conflict(parla_data_t *d, int write)
+parla_task_t *parla__data_conflict_locked(parla_data_t *d, int write)
 {
     store_t *s = d->store;
     parla_task_t *wait = NULL;
-    pthread_mutex_lock(&s->lock);
     for (size_t r = 0; r < s->n_records && !wait; r++) {
         record_t *rec = &s->records[r];
         if (!ranges_overlap(rec->ranges, rec->n_ranges, d->ranges, d->n_ranges))
@@ -418,7 +417,14 @@ parla_task_t *parla__data_conflict(parla_data_t *d, int write)
     }
     if (wait)
         parla_task_retain(wait);
-    pthread_mutex_unlock(&s->lock);
+    return wait;
+}
+
+parla_task_t *parla__data_conflict(parla_data_t *d, int write)
+{
+    pthread_mutex_lock(&d->store->lock);
+    parla_task_t *wait = parla__data_conflict_locked(d, write);
+    pthread_mutex_unlock(&d->store->lock);
     return wait;
 }
 

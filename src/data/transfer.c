@@ -533,6 +533,17 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
      * write-back to the CPU, copies queued for tasks) are waited for before it returns. */
     int rc;
     for (;;) {
+        /* Planned under the lock that a writer's preparation marks its write under: a conflicting task
+         * submitted since the caller's wait may be writing its source; the caller waits for it first. */
+        parla_task_t *busy = parla__data_conflict_locked(d, write);
+        if (busy) {
+            bool own = busy == parla_task_current();
+            parla_task_release(busy);
+            if (!own) {
+                rc = PARLA__AGAIN;
+                break;
+            }
+        }
         rc = fetch_valid(d, device, write);
         arr = s->copies[device].arriving;
         /* A write on a GPU also waits for a write-back to the CPU in flight (see prepare.c mark_writes). */

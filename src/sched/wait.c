@@ -336,9 +336,13 @@ int parla_data_fetch(parla_data_t *d, int device, int write)
     parla_runtime_t *rt = parla__data_runtime(d);
     if (device < 0 || device >= parla__dev_devs(rt)->n_devices)
         return parla__error(PARLA_ENODEV, "parla_data_fetch: no device %d", device);
-    /* Wait for the tasks whose accesses conflict with this one. */
-    int rc = parla_data_wait(d, write, -1.0);
-    if (rc)
-        return rc;
-    return parla__data_make_valid_now(d, device, write);
+    /* Wait for the tasks whose accesses conflict with this one (again when one was submitted meanwhile). */
+    for (;;) {
+        int rc = parla_data_wait(d, write, -1.0);
+        if (rc)
+            return rc;
+        rc = parla__data_make_valid_now(d, device, write);
+        if (rc != PARLA__AGAIN)
+            return rc;
+    }
 }
