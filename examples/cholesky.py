@@ -326,10 +326,12 @@ def count_tasks(nt: int) -> int:
 def run(a: np.ndarray, block: int, workers: Optional[int] = None, use_parray: bool = True, virtual_gpus: int = 0,
         trace: Optional[str] = None, priorities: bool = True, explicit_deps: Optional[bool] = None,
         graph: Optional[str] = None, summary: bool = False, all_devices: bool = False,
-        native: bool = False) -> Tuple[np.ndarray, float]:
+        native: bool = False, context_options: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, float]:
     """Factors ``a`` (not modified) with tiles of ``block``; returns (L as a full lower-triangular array,
-    seconds). ``native``: native task bodies (:mod:`parla.kernels`; PArray tiles). The time covers spawning and running the tasks (``with Parla()`` block, including the wait at
-    its exit), not the conversion to and from tiles nor the start of the worker threads."""
+    seconds). ``native``: native task bodies (:mod:`parla.kernels`; PArray tiles). ``context_options``: more
+    keywords for ``Parla()`` (e.g. ``{"switch_interval": None}``). The time covers spawning and running the
+    tasks (``with Parla()`` block, including the wait at its exit), not the conversion to and from tiles nor
+    the start of the worker threads."""
     kernels.set_blas_threads(1)
     n = a.shape[0]
     tiles = to_tiles(a, block)
@@ -342,6 +344,7 @@ def run(a: np.ndarray, block: int, workers: Optional[int] = None, use_parray: bo
         options["graph"] = graph
     if summary:
         options["summary"] = True
+    options.update(context_options or {})
     placement = [cpu, gpu] if (virtual_gpus or all_devices) else cpu
     if use_parray:
         from parla.array import asarray

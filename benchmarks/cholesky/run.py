@@ -5,10 +5,12 @@
     python benchmarks/cholesky/run.py --systems parla,dask --no-parray
     python benchmarks/cholesky/run.py --systems parla,parla-native,starpu,dgemm --repeat 5
 
-Systems: parla (Python task bodies), parla-native (native task bodies: parla.kernels, examples/cholesky.py
---native), dask, lapack, starpu, and dgemm: the machine's DGEMM rate on block x block tiles with --workers
-threads, each calling the same OpenBLAS dgemm (one BLAS thread) in a loop for about a second, no runtime;
-its GFLOP/s column is that rate (its "seconds" are n^3/3 over the rate), the ceiling of a tiled Cholesky.
+Systems: parla (Python task bodies), parla-5ms (the same with Parla(switch_interval=None): CPython's 5 ms
+switch interval instead of the context's 100 us), parla-native (native task bodies: parla.kernels,
+examples/cholesky.py --native), dask, lapack, starpu, and dgemm: the machine's DGEMM rate on block x block
+tiles with --workers threads, each calling the same OpenBLAS dgemm (one BLAS thread) in a loop for about a
+second, no runtime; its GFLOP/s column is that rate (its "seconds" are n^3/3 over the rate), the ceiling of a
+tiled Cholesky.
 
 Every system uses the same OpenBLAS: SciPy's bundled libscipy_openblas, called through SciPy's Cython
 function pointers from Python (examples/kernels.py) and opened with dlopen by the StarPU program. Tiled runs
@@ -160,6 +162,9 @@ def bench_size(n: int, block: int, systems: List[str], workers: int, repeat: int
     for system in systems:
         if system == "parla":
             runners["parla"] = py_runner(lambda: cholesky.run(a, block, workers, use_parray=use_parray))
+        elif system == "parla-5ms":
+            runners["parla-5ms"] = py_runner(lambda: cholesky.run(a, block, workers, use_parray=use_parray,
+                                                                  context_options={"switch_interval": None}))
         elif system == "parla-native":
             runners["parla-native"] = py_runner(lambda: cholesky.run(a, block, workers, native=True))
         elif system == "dgemm":
@@ -176,8 +181,8 @@ def bench_size(n: int, block: int, systems: List[str], workers: int, repeat: int
             if starpu_bin:
                 runners["starpu"] = starpu_runner(starpu_bin, n, block, workers, starpu_sched, check)
         else:
-            raise SystemExit(f"unknown system {system!r} (known: parla, parla-native, dask, lapack, starpu, dgemm, "
-                             f"sequential, parla1)")
+            raise SystemExit(f"unknown system {system!r} (known: parla, parla-5ms, parla-native, dask, lapack, starpu, "
+                             f"dgemm, sequential, parla1)")
     times: Dict[str, List[float]] = {s: [] for s in runners}
     for round_ in range(warmup + repeat):
         for system, runner in runners.items():
@@ -240,6 +245,7 @@ def main(argv: Optional[List[str]] = None) -> None:
           f"{'PArray tiles' if use_parray else 'NumPy tiles, explicit dependencies'}")
     label = {"parla": f"parla ({'PArray' if use_parray else 'no PArray'})",
              "parla-native": "parla, native bodies (PArray)",
+             "parla-5ms": "parla, 5 ms switch interval",
              "dgemm": f"DGEMM rate, {args.workers} threads",
              "dask": "dask threaded, same kernels", "lapack": f"LAPACK dpotrf ({args.workers} threads)",
              "starpu": f"StarPU C ({args.starpu_sched})", "sequential": "kernels in order, 1 thread, no runtime",

@@ -12,7 +12,7 @@ import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Type, Union
 
-from . import _blas, _blocking, _config, _context, _core
+from . import _blas, _blocking, _config, _context, _core, _switching
 from ._config import parse_size as parse_size  # where it was defined before _config
 from ._context import current_runtime
 from ._errors import DependencyCycleError, TaskCancelledError, UnspawnedDependencyError, unexpected_keywords
@@ -192,6 +192,12 @@ class Parla:
     restores the previous counts at exit: parallelism comes from the tasks. ``blas_threads=None`` (or
     ``PARLA_BLAS_THREADS=none``) leaves them alone.
 
+    GIL hand-over: ``switch_interval=1e-4`` (default; or ``PARLA_SWITCH_INTERVAL``) lowers the interpreter's
+    switch interval (``sys.setswitchinterval``, 5 ms by default) to that many seconds while the context is open
+    and restores it at exit, so that a worker whose GIL-releasing kernel returned gets the GIL back from a
+    thread running Python (the one spawning tasks) within that time rather than 5 ms. ``switch_interval=None``
+    (or ``PARLA_SWITCH_INTERVAL=none``) leaves it alone; a shorter interval set by the program is kept.
+
     CUDA memory: host buffers of PArrays that take part in GPU copies are pinned (registered with the driver,
     once per buffer, until the array is freed) so copies do not block; ``pin_host_memory=False`` (or
     ``PARLA_PIN_HOST_MEMORY=0``) leaves them pageable. Device memory comes from the runtime's caching pool
@@ -209,7 +215,8 @@ class Parla:
                      progress: Union[bool, Callable[[Any], Any], None] = None,
                      strict_access: Optional[bool] = None, logfile: Optional[str] = None,
                      blas_threads: Optional[int] = 1, environments: Optional[Sequence[Any]] = None,
-                     pin_host_memory: Optional[bool] = None, memory_pool: Optional[bool] = None) -> None: ...
+                     pin_host_memory: Optional[bool] = None, memory_pool: Optional[bool] = None,
+                     switch_interval: Optional[float] = _switching.DEFAULT) -> None: ...
     else:
         def __init__(self, n_workers: Optional[int] = None, **options) -> None:
             self._init(n_workers, **options)
@@ -221,7 +228,8 @@ class Parla:
         if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers <= 0):
             raise ValueError(f"Parla(n_workers={n_workers!r}): n_workers must be a positive integer")
         known = {"virtual_gpus", "gpu_memory", "dev_config_file", "trace", "graph", "summary", "summary_file",
-                 "progress", "strict_access", "logfile", "blas_threads", "pin_host_memory", "memory_pool"}
+                 "progress", "strict_access", "logfile", "blas_threads", "pin_host_memory", "memory_pool",
+                 "switch_interval"}
         unknown = set(options) - known
         if unknown:
             raise unexpected_keywords("Parla()", unknown, known | {"n_workers", "environments"})
@@ -241,6 +249,8 @@ class Parla:
         self._rt: Optional[_core.Runtime] = None
         self._progress: Any = None  # a parla.progress._Monitor while active with progress on
         self._blas: Any = None  # what restores the BLAS thread counts at exit
+        self._switching: Any = None  # what restores the interpreter's switch interval at exit
+        self._switch_interval = _switching.resolve(options.get("switch_interval", _switching._UNSET))
         progress = options.get("progress")
         if progress is not None and not isinstance(progress, bool) and not callable(progress):
             raise TypeError(f"Parla(progress={progress!r}): expected True, False or a callable taking a "
@@ -285,6 +295,7 @@ class Parla:
             blas, self._blas = self._blas, None
             _blas.restore(blas)
             raise
+        self._switching = _switching.lower(self._switch_interval)
         self.device_table = self._rt.devices()
         self.has_cuda = any(d["cuda"] for d in self.device_table)
         progress = self.options.get("progress")
@@ -319,6 +330,8 @@ class Parla:
             _core._set_context(None)
             blas, self._blas = self._blas, None
             _blas.restore(blas)
+            switching, self._switching = self._switching, None
+            _switching.restore(switching)
         if error is not None and exc_type is None:
             raise error
         return False

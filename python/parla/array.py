@@ -45,6 +45,11 @@ from .devices import Device, cpu, device_of, engine_index
 
 __all__ = ["PArray", "array", "asarray", "asarray_batch", "clone_here", "copy", "get_array_module", "storage_size"]
 
+# How many times update() has replaced the array of a PArray, any PArray (bumped after that PArray's
+# _generation). A recorded graph (parla.graphs) that checked its arrays' generations when this was n knows,
+# while it is still n, that none of them was replaced since: one comparison per replay instead of one per array.
+_updates = 0
+
 
 def _host_array(obj: Any) -> Any:
     """obj, or a CuPy array's values copied to the CPU (a PArray's CPU copy is a NumPy array)."""
@@ -566,6 +571,8 @@ class PArray:
         self._data = None
         self._cache = {}
         self._generation += 1
+        global _updates
+        _updates += 1  # after _generation: a graph that reads the new count sees the new generation too
 
     # --------------------------------------------------------- attributes --
     @property

@@ -53,6 +53,7 @@ from __future__ import annotations
 from typing import Any, Iterator, List, Literal, Optional, Tuple
 
 from . import _context, _core
+from . import array as _array
 from .array import PArray
 
 __all__ = ["Graph", "capture"]
@@ -77,6 +78,9 @@ class Graph:
         self._context = context
         self._core = _core.Graph(context.runtime, name if name is not None else "graph")
         self._roots: List[Tuple[PArray, int, str]] = []  # (root PArray, its generation, first task using it)
+        # parla.array._updates when every root was last seen at its recorded generation (-1: not yet): while
+        # it has not moved, no root was replaced, and a replay skips the loop over them.
+        self._checked = -1
         self._last: Optional[Any] = None  # the latest replay's join task
 
     @property
@@ -106,6 +110,7 @@ class Graph:
         if broken is not None:
             raise RuntimeError(f"graph {self.name!r}: capture failed: {broken}") from broken
         seen = set()
+        self._checked = _array._updates  # read before the generations: an update() meanwhile moves it
         for task in self._core._templates():
             for declaration in getattr(task, "_decl", ()):
                 for array in _arrays(declaration):
@@ -119,18 +124,22 @@ class Graph:
         """Replays the recorded tasks once (see the module documentation) and returns the replay's join task
         (a :class:`parla.Task`: ``wait()``, ``await``). Raises RuntimeError, naming the graph and the task,
         when a PArray of the graph was replaced by ``update()`` since the capture, when an earlier replay
-        failed, outside the graph's Parla context, or while it is being captured. Cost: a few µs of CPU per
-        task with data accesses, about 0.15 without (docs/performance.md). GIL released while the engine
-        creates the tasks; any thread."""
+        failed, outside the graph's Parla context, or while it is being captured. Cost: about 1 µs of CPU per
+        task with data accesses (1.3 measured on a quiet 2-core machine for the Jacobi benchmark), about 0.15
+        without (docs/performance.md); checking the graph's arrays costs one comparison unless some PArray
+        was updated since the last replay. GIL released while the engine creates the tasks; any thread."""
         if _context.current is not self._context:
             raise RuntimeError(f"graph {self.name!r} belongs to a Parla context that has exited or is not "
                                f"active; capture it again in the active one")
         self._raise_failure()
-        for root, generation, task_name in self._roots:
-            if root._generation != generation:
-                raise RuntimeError(f"graph {self.name!r}: {root._describe()}, which its task {task_name} "
-                                   f"uses, was replaced by update() since the capture; a replay would use the "
-                                   f"old array: capture the graph again")
+        updates = _array._updates
+        if updates != self._checked:  # some PArray was replaced since the last check: one of the graph's?
+            for root, generation, task_name in self._roots:
+                if root._generation != generation:
+                    raise RuntimeError(f"graph {self.name!r}: {root._describe()}, which its task {task_name} "
+                                       f"uses, was replaced by update() since the capture; a replay would use "
+                                       f"the old array: capture the graph again")
+            self._checked = updates  # read before the loop: an update() during it is seen next time
         self._last = self._core._replay()
         return self._last
 

@@ -169,6 +169,33 @@ def test_replay_after_update_is_refused_naming_graph_and_task():
     assert a.shape == (8,)
 
 
+def test_an_update_is_detected_after_replays_that_skipped_the_check():
+    # Replays skip the loop over the graph's arrays while no PArray was updated (parla.array._updates); an
+    # update of an array outside the graph moves that count, the next replay checks and passes, and a later
+    # update of the base of a view the graph declares is still refused.
+    with Parla(n_workers=1):
+        a = asarray(np.zeros(6), name="a")
+        other = asarray(np.zeros(2), name="other")
+        with capture("viewed") as g:
+            @spawn(TaskSpace("V")[0], inout=[a[2:4]])
+            def work():
+                a[2:4].array[:] += 1
+        for _ in range(3):
+            g.replay()
+        other.update(np.ones(3))
+        g.replay()
+        g.replay()
+        g.wait()
+        assert np.array_equal(a.array, [0, 0, 6, 6, 0, 0])
+        a.update(np.zeros(6))   # the same shape, but a different array
+        with pytest.raises(RuntimeError, match=r"graph 'viewed'.*PArray 'a'.*V\[0\].*update\(\)"):
+            g.replay()
+        with pytest.raises(RuntimeError, match=r"graph 'viewed'.*V\[0\].*update\(\)"):
+            g.replay()   # refused again: a failed check does not mark the arrays as seen
+        assert g.replays == 5
+    assert np.array_equal(other.array, np.ones(3))
+
+
 def test_a_failed_replay_fails_the_graph():
     calls = [0]
     with pytest.raises(ValueError, match="third call"):
