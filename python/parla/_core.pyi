@@ -115,7 +115,12 @@ class Data:
 
 class TaskSpaceBase:
     """The base of parla.tasks.TaskSpace: T[i], T[i, j] with ints are looked up (and new tasks made) in C;
-    other indices go to the subclass's ``_getitem``."""
+    other indices go to the subclass's ``_getitem``. The attributes the C indexing reads are slots."""
+    _tasks: Any
+    shape: Any
+    start: Any
+    _create: Any
+    name: Any
     def __getitem__(self, index: Any) -> Any: ...
 
 class TaskTable:
