@@ -238,7 +238,7 @@ def _index(arch: "Architecture", i: Any) -> int:
     if not _is_whole(i):
         raise TypeError(f"{arch.name}[{i!r}]: index with a device number, a list of them, or a resources dict "
                         f"like {{'vcus': 0.5}}")
-    return i
+    return int(i)
 
 
 class Cores(int):

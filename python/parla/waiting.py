@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Iterator, List, NamedTuple, Optional, Set
+from typing import Any, Iterator, List, NamedTuple, Optional, Set
 
 from . import _blocking
 from ._blocking import wait_task as wait_task  # the body of Task.wait, also reachable here
@@ -47,7 +47,7 @@ def _tasks(tasks: Iterable[Task], what: str) -> List[Task]:
     Raises TypeError naming what for anything else: a string would otherwise be iterated character by
     character without end, and a number would give Python's "object is not iterable"."""
     out: List[Task] = []
-    stack = [iter((tasks,))]
+    stack: List[Iterator[Any]] = [iter((tasks,))]
     while stack:
         item = next(stack[-1], _END)
         if item is _END:
