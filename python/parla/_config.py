@@ -143,10 +143,14 @@ def engine_settings(n_workers: Any, options: Dict[str, Any]) -> Tuple[int, Dict[
     then the ``virtual_gpus``/``gpu_memory`` arguments; ``n_workers``, else the file's ``CPU.num_cores``,
     else ``PARLA_NUM_THREADS``. CUDA memory: ``pin_host_memory`` (else ``PARLA_PIN_HOST_MEMORY``) and
     ``memory_pool`` (else ``PARLA_MEMORY_POOL``), on unless turned off. Raises ValueError for a bad value,
-    naming it; TypeError for a switch that is not a bool."""
+    naming it; TypeError for a switch that is not a bool, or a dev_config_file that is not a path."""
     config: Dict[str, Any] = {}
-    if options.get("dev_config_file"):
-        config.update(_read_dev_config(options["dev_config_file"]))
+    path = options.get("dev_config_file")
+    if path is not None and path != "":
+        # open() takes an int as a file descriptor: dev_config_file=5 would read, then close, the program's fd 5.
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"dev_config_file={path!r}: expected a path to a YAML file")
+        config.update(_read_dev_config(os.fsdecode(path)))
     config.update(virtual_gpus_from_env())
     if options.get("virtual_gpus") is not None:
         n_gpus = options["virtual_gpus"]
