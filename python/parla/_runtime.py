@@ -24,8 +24,10 @@ __all__ = ["Parla", "current_runtime", "UnspawnedDependencyError", "DependencyCy
 
 def _live_tasks(rt: Any, states: Any) -> List[Any]:
     """The Task objects of runtime rt whose state is in states (the engine keeps no list of spawned tasks, so
-    this looks through the live engine task objects, ``parla._core.Task``: for error paths only)."""
-    return [o for o in gc.get_objects() if isinstance(o, _core.Task) and o.runtime is rt and o.state in states]
+    this looks through the live engine task objects, ``parla._core.Task``, those the cycle collector lists and
+    the spawned ones it does not list until they finish: for error paths only)."""
+    tracked = [o for o in gc.get_objects() if isinstance(o, _core.Task) and o.runtime is rt]
+    return [o for o in tracked + rt._pending() if o.state in states]
 
 
 def _unfinished_tasks(rt: Any) -> List[Any]:

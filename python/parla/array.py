@@ -516,6 +516,12 @@ class PArray:
             out = self._undeclared_base(task, root, task._devices[0] if task._devices else 0, False)
             return _read_only(self._select(out)) if self._flat is not None else self._select(out)
         device = self._task_device(task, root)
+        if device != 0 and self._np.size == 0:
+            # No elements, so no allocation on the device: the copy there is an empty array of this shape.
+            if _context.device_table()[device]["cuda"]:
+                return _cuda.cupy_module().empty(self._np.shape, self._np.dtype)
+            empty = np.empty_like(self._np)
+            return _read_only(empty) if mode == _core.READ or self._flat is not None else empty
         if device != 0:
             out = self._device_base(device, _context.device_table()[device], mode == _core.READ)
         elif mode == _core.READ:

@@ -392,6 +392,8 @@ class TaskSpace(_core.TaskSpaceBase):
         if self._view is None:
             view = TaskSpace.__new__(type(self))
             view.__dict__.update(self.__dict__)
+            # the attributes the C indexing reads are slots of TaskSpaceBase, not in __dict__
+            view.name, view.shape, view.start, view._tasks = self.name, self.shape, self.start, self._tasks
             view._create = False
             view._view = view
             self._view = view

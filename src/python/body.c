@@ -74,7 +74,7 @@ void pyparla_free_handles(parla_task_t **tasks, Py_ssize_t n)
 static int record_failure(TaskObject *self)
 {
     pyparla_task_set_exception(self, pyparla_take_exception());
-    Py_CLEAR(self->func);
+    pyparla_task_clear_func(self);
     pyparla_add_failed(self->runtime, self);
     return 1; /* a positive code: the body raised */
 }
@@ -92,7 +92,7 @@ void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_tas
         return;
     }
     pyparla_task_set_exception(obj, exc);
-    Py_CLEAR(obj->func);
+    pyparla_task_clear_func(obj);
     pyparla_add_failed(rt, obj);
 }
 
@@ -100,7 +100,7 @@ void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_tas
 static int coroutine_returned(TaskObject *self, PyObject *value)
 {
     Py_XSETREF(self->result, value);
-    Py_CLEAR(self->func);
+    pyparla_task_clear_func(self);
     return 0;
 }
 
@@ -178,7 +178,8 @@ static int run_body(TaskObject *self, parla_task_t *task)
     if (res == NULL)
         return record_failure(self);
     if (PyCoro_CheckExact(res)) {
-        Py_SETREF(self->func, res);
+        pyparla_task_clear_func(self);
+        self->func = res;
         return drive_coroutine(self, task);
     }
     return coroutine_returned(self, res);
