@@ -386,14 +386,24 @@ class TaskSpace(_core.TaskSpaceBase):
     def __await__(self) -> Generator[Any, None, None]:
         return self.tasks.__await__()
 
+    # copy.copy / pickle: the attributes the C indexing reads are slots of TaskSpaceBase, not in __dict__.
+    _SLOTS = ("name", "shape", "start", "_create", "_tasks")
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update((k, getattr(self, k)) for k in self._SLOTS)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
     @property
     def view(self) -> "TaskSpace":
         """The same tasks, indexed without creating any: a key not named yet gives an empty TaskList."""
         if self._view is None:
             view = TaskSpace.__new__(type(self))
-            view.__dict__.update(self.__dict__)
-            # the attributes the C indexing reads are slots of TaskSpaceBase, not in __dict__
-            view.name, view.shape, view.start, view._tasks = self.name, self.shape, self.start, self._tasks
+            view.__setstate__(self.__getstate__())
             view._create = False
             view._view = view
             self._view = view
