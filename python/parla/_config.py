@@ -12,6 +12,9 @@ from typing import Any, Dict, Optional, Tuple
 __all__ = ["parse_size", "engine_settings", "virtual_gpus_from_env", "env_int", "env_switch"]
 
 
+MAX_WORKERS = 4096  # PARLA_MAX_WORKERS of include/parla.h
+
+
 def env_int(name: str) -> Optional[int]:
     """The positive integer in environment variable name, None when unset or empty. ValueError otherwise."""
     text = os.environ.get(name)
@@ -165,4 +168,6 @@ def engine_settings(n_workers: Any, options: Dict[str, Any]) -> Tuple[int, Dict[
             config[key] = value
     n = n_workers or config.pop("n_workers", None) or env_int("PARLA_NUM_THREADS") or 0
     config.pop("n_workers", None)
+    if isinstance(n, int) and n > MAX_WORKERS:  # the engine's own check takes a C int
+        raise ValueError(f"n_workers={n} is more than the limit of {MAX_WORKERS}")
     return n, config

@@ -158,11 +158,22 @@ class Task(_core.Task):
         return self is other
 
 
+def _dims(value: Any, what: str, name: str) -> Tuple[Any, ...]:
+    """A TaskSpace's shape or start as a tuple (its items are checked by the caller)."""
+    if isinstance(value, (int, numbers.Integral)):
+        return (value,)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"TaskSpace {name!r}: {what}={value!r} must be an integer or a sequence of integers")
+    return tuple(value)
+
+
 def _flatten(deps: Any) -> Iterator[Task]:
     if isinstance(deps, Task):
         yield deps
     elif deps is None:
         return
+    elif isinstance(deps, (str, bytes)):  # iterates to strings for ever, never to a task
+        raise TypeError(f"expected tasks, TaskSpace slices or iterables of them, not the string {deps!r}")
     else:
         for d in deps:
             yield from _flatten(d)
@@ -215,9 +226,9 @@ class TaskSpace(_core.TaskSpaceBase):
         shape_: Optional[Tuple[Any, ...]] = None
         start_: Optional[Tuple[Any, ...]] = None
         if shape is not None:
-            shape_ = (shape,) if isinstance(shape, (int, numbers.Integral)) else tuple(shape)
+            shape_ = _dims(shape, "shape", name)
         if start is not None:
-            start_ = (start,) if isinstance(start, (int, numbers.Integral)) else tuple(start)
+            start_ = _dims(start, "start", name)
         if shape_ is not None and start_ is None:
             start_ = (0,) * len(shape_)
         if start_ is not None and shape_ is not None and len(start_) != len(shape_):
@@ -333,6 +344,8 @@ class TaskSpace(_core.TaskSpaceBase):
             task = None
         if task is not None and (_context.current is None or task.runtime is _context.current._rt):
             return task  # after the context, a TaskSpace still gives the tasks it named
+        if not key:
+            raise IndexError(f"TaskSpace {self.name!r}: an index needs at least one key, e.g. T[0]")
         for k in key:
             if type(k) is not int:
                 break

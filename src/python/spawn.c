@@ -56,6 +56,12 @@ int pyparla_collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyOb
                      "a string", obj);
         return -1;
     }
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj)) { /* a string iterates to strings, never to a task */
+        PyErr_Format(PyExc_TypeError,
+                     "task %s: dependencies must be tasks, TaskSpace slices or iterables of them, not the string %R",
+                     pyparla_task_name(self), obj);
+        return -1;
+    }
     PyObject *it = PyObject_GetIter(obj);
     if (it == NULL) {
         PyErr_Clear();

@@ -176,3 +176,39 @@ def test_inline_placement_requests_do_not_grow_the_placement_cache():
     assert gpu[{"vcus": 0.5}] == gpu[{"vcus": 0.5}] and hash(gpu[{"vcus": 0.5}]) == hash(gpu[{"vcus": 0.5}])
     assert gpu[{"vcus": 0.5}] != gpu[{"vcus": 0.25}] and gpu[{"vcus": 0.5}] != gpu(0)[{"vcus": 0.5}]
     assert gpu[{"vcus": 1}] != gpu[{"vcus": True}] and gpu[{"vcus": 1}] != gpu[{"vcus": 1.0}]
+
+
+@pytest.mark.timeout(30)
+def test_strings_among_dependencies_empty_keys_and_odd_shapes_get_errors_naming_them():
+    # A string inside a dependency list iterated to strings until "nested too deeply"; parla.tasks.tasks(["a"])
+    # recursed without end; T[()] failed in min(); shape=2.5 failed in tuple(); n_workers=10**12 overflowed a C int.
+    from parla.tasks import tasks
+    with Parla(n_workers=1):
+        T = TaskSpace("T")
+        for bad, shown in ((["abc"], "'abc'"), ([T[0], [b"x"]], "b'x'")):
+            with pytest.raises(TypeError, match=f"task T\\[1\\]: .*not the string {shown}"):
+                @spawn(T[1], bad)
+                def t():
+                    pass
+        assert T[1].state == "created"
+        with pytest.raises(TypeError, match="not the string 'abc'"):
+            tasks(["abc"])
+        with pytest.raises(IndexError, match="TaskSpace 'T': an index needs at least one key"):
+            T[()]
+        for shape in (2.5, float("nan"), "ab"):
+            with pytest.raises(TypeError, match=f"TaskSpace 'X': shape={shape!r} must be an integer"):
+                TaskSpace("X", shape=shape)
+        with pytest.raises(TypeError, match="TaskSpace 'X': start=1.5 must be an integer"):
+            TaskSpace("X", shape=2, start=1.5)
+
+        @spawn(T[1], [T[0]])
+        def after():
+            return 2
+
+        @spawn(T[0])
+        def first():
+            return 1
+    assert (T[0].result, T[1].result) == (1, 2)
+    with pytest.raises(ValueError, match="n_workers=1000000000000 is more than the limit of 4096"):
+        with Parla(n_workers=10**12):
+            pass
