@@ -729,6 +729,10 @@ def _spawn(taskid: Any = None, dependencies: Any = (), placement: Any = None, vc
         native = type(body) is _native.Call  # a C function: runs on a worker without Python (parla.native)
         if native:
             body = body._bind(task, attrs)
+        if type(body) is _FunctionType and body.__code__.co_flags & _GENERATOR_FLAGS:
+            raise TypeError(f"task {task.name}: the body is a generator function (it contains yield), so calling "
+                            f"it would only make a generator and none of its code would run; remove the yield, "
+                            f"or iterate the generator inside the body")
         if type(body) is _FunctionType and not _is_async(body):
             body = _watch_body(body, task)
         if options is not None and context.has_cuda and not native and not _is_async(body):
@@ -849,6 +853,9 @@ def _next_key(space: TaskSpace) -> int:
     while (k,) in space._tasks:
         k += 1
     return k
+
+
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 
 
 def _is_async(body: Callable[..., Any]) -> bool:

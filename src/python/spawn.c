@@ -10,6 +10,12 @@
 #include <limits.h>
 #include <string.h>
 
+/* A generator function as a body: calling it only makes the generator, so its code would never run. The same
+ * words as parla.tasks' check on the Python spawn path. */
+#define GENERATOR_BODY_MESSAGE                                                                                 \
+    "task %s: the body is a generator function (it contains yield), so calling it would only make a "            \
+    "generator and none of its code would run; remove the yield, or iterate the generator inside the body"
+
 int pyparla_check_dependency(TaskObject *self, TaskObject *dep)
 {
     if (pyparla_check_task(dep) < 0)
@@ -523,7 +529,12 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, Py_ssize_t n, 
     }
     int coroutine = 0;
     if (PyFunction_Check(body)) {
-        coroutine = (((PyCodeObject *)PyFunction_GET_CODE(body))->co_flags & CO_COROUTINE) != 0;
+        int flags = ((PyCodeObject *)PyFunction_GET_CODE(body))->co_flags;
+        if (flags & (CO_GENERATOR | CO_ASYNC_GENERATOR)) {
+            PyErr_Format(PyExc_TypeError, GENERATOR_BODY_MESSAGE, pyparla_task_name(task));
+            goto done;
+        }
+        coroutine = (flags & CO_COROUTINE) != 0;
         int r = coroutine ? 0 : reads_data_globals(st, body);
         if (r > 0)
             Py_SETREF(func, PyObject_CallFunctionObjArgs(st->watch_body, body, (PyObject *)task, NULL));

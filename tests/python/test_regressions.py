@@ -212,3 +212,34 @@ def test_strings_among_dependencies_empty_keys_and_odd_shapes_get_errors_naming_
     with pytest.raises(ValueError, match="n_workers=1000000000000 is more than the limit of 4096"):
         with Parla(n_workers=10**12):
             pass
+
+
+@pytest.mark.timeout(30)
+def test_a_generator_function_as_body_is_refused_on_both_spawn_paths():
+    # Its code never ran: the task ended done with a generator object as its result, and nothing said so.
+    import parla.tasks as tasks
+
+    def gen():
+        yield 1
+
+    async def agen():
+        yield 1
+
+    with Parla(n_workers=1):
+        T = TaskSpace("T")
+        for i, (spawner, body) in enumerate([(spawn, gen), (spawn, agen), (tasks._spawn, gen), (tasks._spawn, agen)]):
+            with pytest.raises(TypeError, match=rf"task T\[{i}\]: the body is a generator function \(it contains "
+                                                r"yield\)"):
+                spawner(T[i])(body)
+            assert T[i].state == "created"
+
+            @spawn(T[i])
+            def plain():
+                return i
+        anonymous_error = None
+        try:
+            spawn()(gen)
+        except TypeError as e:
+            anonymous_error = str(e)
+        assert anonymous_error is not None and "generator function" in anonymous_error
+    assert [T[i].result for i in range(4)] == [0, 1, 2, 3]
