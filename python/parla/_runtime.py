@@ -233,8 +233,10 @@ class Parla:
         unknown = set(options) - known
         if unknown:
             raise unexpected_keywords("Parla()", unknown, known | {"n_workers", "environments"})
-        if options.get("logfile") is not None and not isinstance(options["logfile"], (str, os.PathLike)):
-            raise TypeError(f"Parla(logfile={options['logfile']!r}): logfile is a file path")
+        for key in ("logfile", "trace", "graph", "summary_file"):  # None, False or "": not written
+            value = options.get(key)
+            if value is not None and value is not False and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"Parla({key}={value!r}): {key} is a file path")
         self.n_workers = n_workers
         self.options = options
         self._forked = False
@@ -243,7 +245,7 @@ class Parla:
         self._environment_registry: Any = None
         strict = options.get("strict_access")
         if strict is None:
-            strict = os.environ.get("PARLA_STRICT_ACCESS", "").strip().lower() not in ("", "0", "false", "no")
+            strict = _config.env_switch("PARLA_STRICT_ACCESS")  # "off" meant on, "maybe" passed
         # Debugging mode: a task may use only the PArrays it declared (see the user guide, PArrays).
         self.strict_access = bool(strict)
         self._rt: Optional[_core.Runtime] = None

@@ -366,8 +366,8 @@ def _check_needs(vcus: Any, memory: Any, task_name: str) -> Tuple[Optional[float
         if isinstance(memory, bool) or not isinstance(memory, numbers.Integral):
             raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes")
         memory = int(memory)  # a NumPy integer
-    if memory is not None and memory < 0:
-        raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes")
+    if memory is not None and not 0 <= memory < 2**64:
+        raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes below 2**64")
     return vcus, memory
 
 

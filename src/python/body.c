@@ -152,6 +152,16 @@ static int drive_coroutine(TaskObject *self, parla_task_t *task)
             throw_exc = pyparla_take_exception();
             continue;
         }
+        Py_ssize_t self_at = 0;
+        while (self_at < n && tasks[self_at] != task)
+            self_at++;
+        if (self_at < n) { /* said here in Python's words, not by parla_task_suspend_on's C ones */
+            pyparla_free_handles(tasks, n);
+            PyErr_Format(PyExc_RuntimeError, "task %s awaits itself, which would never finish",
+                         pyparla_task_name(self));
+            throw_exc = pyparla_take_exception();
+            continue;
+        }
         int rc = parla_task_suspend_on(task, tasks, (size_t)n);
         pyparla_free_handles(tasks, n);
         if (rc != 0) {
