@@ -101,9 +101,6 @@ int parla__graph_task_waits(parla_task_t *t, parla__dev_event_t ***out);
 /* Drops t's waits list and its own events. */
 void parla__graph_task_events_release(parla_task_t *t);
 
-/* Bytes of a task's name kept inside the task, the terminating NUL included. */
-#define PARLA__TASK_NAME_INLINE 24
-
 struct parla_task {
     _Atomic int32_t pending; /* unfinished dependencies + 1 while not submitted/suspended */
     _Atomic int32_t refs;
@@ -133,9 +130,6 @@ struct parla_task {
     uint64_t creator; /* serial + 1 of the task whose body created it; 0 outside bodies */
     /* A replayed task's pool (its memory, name and edges; see below), or NULL: an ordinary task. */
     struct parla__graph_pool *pool;
-    /* A name set by parla_task_set_name that fits is kept here (name then points here), so naming a task
-     * allocates nothing in the common case (names like "T[12345]"). */
-    char name_buf[PARLA__TASK_NAME_INLINE];
 };
 
 void parla__graph_task_ext_free(parla_task_t *t);

@@ -144,9 +144,7 @@ void parla_task_release(parla_task_t *t)
     if (t->pool)
         parla__graph_pool_task_freed(t->pool, t); /* its name is its graph's */
     else {
-        char *name = atomic_load(&t->name);
-        if (name != t->name_buf)
-            parla__free(name);
+        parla__free(atomic_load(&t->name));
         pool_give(rt, t);
     }
     if (cause)
@@ -187,19 +185,16 @@ int parla_task_set_name(parla_task_t *t, const char *name)
     if (t->pool)
         return parla__error(PARLA_ESTATE, "parla_task_set_name: task %s is a graph replay's: its name is the "
                             "graph's", parla_task_name(t));
-    char *copy = NULL, *old = atomic_load_explicit(&t->name, memory_order_relaxed);
+    char *copy = NULL;
     if (name) {
         size_t n = strnlen(name, 255);
-        /* The inline buffer, unless it holds the current name (readers may still be reading it). */
-        copy = n < sizeof t->name_buf && old != t->name_buf ? t->name_buf : parla__alloc(t->rt, n + 1);
+        copy = parla__alloc(t->rt, n + 1);
         if (copy == NULL)
             return parla__error(PARLA_ENOMEM, "parla_task_set_name: cannot allocate the name");
         memcpy(copy, name, n);
         copy[n] = '\0';
     }
-    old = atomic_exchange(&t->name, copy);
-    if (old != t->name_buf)
-        parla__free(old);
+    parla__free(atomic_exchange(&t->name, copy));
     return 0;
 }
 
