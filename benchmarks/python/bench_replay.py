@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/python/bench_replay.py            # medians of 5 runs
     .venv/bin/python benchmarks/python/bench_replay.py --quick    # 3 runs, 30 iterations
+    valgrind --tool=callgrind --toggle-collect=functools_reduce \
+        .venv/bin/python benchmarks/python/bench_replay.py --count 20   # instructions of 20 replays
 
 The workload is examples/jacobi.py's (its code: jacobi_setup): an N x N grid cut into P row bands (P = 500,
 N = 502: one own row per band), each band one PArray with halo rows as PArray views; one iteration is P
@@ -19,6 +21,10 @@ Figures, medians over runs:
                   where the thread waits for a core, does not inflate)
   total us/task   from the context's start to its end (every body has run) per task
 
+--count N captures the graph, replays it once, then issues N replays from inside one functools.reduce call
+and prints nothing else: callgrind's --toggle-collect=functools_reduce then counts the instructions of the
+replaying thread through the whole Python g.replay() calls (divide by N x tasks).
+
 The ratio respawn/replay is printed for each figure (> 1: replay faster). Targets (issue 12): replay
 <= 0.5 us per task and >= 5x re-spawning. benchmarks/c/bench_replay.c measures the same graph from C
 (replay against creating the tasks again in C, and without accesses).
@@ -32,6 +38,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -69,6 +76,18 @@ def run(mode: str, partitions: int, iterations: int, workers: int) -> Dict[str, 
             "total": total / (tasks * iterations) * 1e6}
 
 
+def count(partitions: int, replays: int, workers: int) -> None:
+    """Issues `replays` replays inside one functools.reduce call (for callgrind's --toggle-collect)."""
+    grid = jacobi.make_grid(partitions + 2)
+    with Parla(n_workers=workers):
+        spawn_iteration = jacobi.jacobi_setup(grid, partitions)["spawn_iteration"]
+        with capture("jacobi") as g:
+            tasks = spawn_iteration(0)
+        g.replay()
+        functools.reduce(lambda _, __: g.replay(), range(replays), None)
+    print(f"bench_replay --count: {replays} replays of {tasks} tasks counted inside functools.reduce")
+
+
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 runs of 30 iterations")
@@ -76,7 +95,12 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--iterations", type=int, default=None, help="iterations per run (default 100)")
     ap.add_argument("--partitions", type=int, default=500, help="bands (tasks per iteration = 2 x bands)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--count", type=int, default=None, metavar="N",
+                    help="only issue N replays inside functools.reduce (for callgrind, see above)")
     args = ap.parse_args(argv)
+    if args.count is not None:
+        count(args.partitions, args.count, args.workers)
+        return 0
     reps = args.reps or (3 if args.quick else 5)
     iterations = args.iterations or (30 if args.quick else 100)
     print(f"bench_replay: {iterations} iterations of a {2 * args.partitions}-task Jacobi sweep, "

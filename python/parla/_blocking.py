@@ -89,9 +89,10 @@ def block(pending: Sequence[Any], deadline: Optional[float]) -> bool:
 
 def wait_task(task: Any, timeout: Optional[float] = None) -> None:
     """Body of :meth:`parla.Task.wait`: raises TimeoutError when timeout (seconds) runs out."""
+    limit = None if timeout is None else seconds(timeout, f"task {task.name}.wait")  # checked even when done
     if task.done:
         return
-    deadline = None if timeout is None else time.monotonic() + seconds(timeout, f"task {task.name}.wait")
+    deadline = None if limit is None else time.monotonic() + limit
     if not block([task], deadline):
         raise TimeoutError(f"task {task.name} did not finish within {timeout} s (state {task.state})")
 

@@ -12,6 +12,9 @@ from typing import Any, Dict, Optional, Tuple
 __all__ = ["parse_size", "engine_settings", "virtual_gpus_from_env", "env_int", "env_switch"]
 
 
+MAX_WORKERS = 4096  # PARLA_MAX_WORKERS of include/parla.h
+
+
 def env_int(name: str) -> Optional[int]:
     """The positive integer in environment variable name, None when unset or empty. ValueError otherwise."""
     text = os.environ.get(name)
@@ -143,10 +146,14 @@ def engine_settings(n_workers: Any, options: Dict[str, Any]) -> Tuple[int, Dict[
     then the ``virtual_gpus``/``gpu_memory`` arguments; ``n_workers``, else the file's ``CPU.num_cores``,
     else ``PARLA_NUM_THREADS``. CUDA memory: ``pin_host_memory`` (else ``PARLA_PIN_HOST_MEMORY``) and
     ``memory_pool`` (else ``PARLA_MEMORY_POOL``), on unless turned off. Raises ValueError for a bad value,
-    naming it; TypeError for a switch that is not a bool."""
+    naming it; TypeError for a switch that is not a bool, or a dev_config_file that is not a path."""
     config: Dict[str, Any] = {}
-    if options.get("dev_config_file"):
-        config.update(_read_dev_config(options["dev_config_file"]))
+    path = options.get("dev_config_file")
+    if path is not None and path != "":
+        # open() takes an int as a file descriptor: dev_config_file=5 would read, then close, the program's fd 5.
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"dev_config_file={path!r}: expected a path to a YAML file")
+        config.update(_read_dev_config(os.fsdecode(path)))
     config.update(virtual_gpus_from_env())
     if options.get("virtual_gpus") is not None:
         n_gpus = options["virtual_gpus"]
@@ -161,4 +168,6 @@ def engine_settings(n_workers: Any, options: Dict[str, Any]) -> Tuple[int, Dict[
             config[key] = value
     n = n_workers or config.pop("n_workers", None) or env_int("PARLA_NUM_THREADS") or 0
     config.pop("n_workers", None)
+    if isinstance(n, int) and n > MAX_WORKERS:  # the engine's own check takes a C int
+        raise ValueError(f"n_workers={n} is more than the limit of {MAX_WORKERS}")
     return n, config

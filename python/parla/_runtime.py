@@ -24,8 +24,10 @@ __all__ = ["Parla", "current_runtime", "UnspawnedDependencyError", "DependencyCy
 
 def _live_tasks(rt: Any, states: Any) -> List[Any]:
     """The Task objects of runtime rt whose state is in states (the engine keeps no list of spawned tasks, so
-    this looks through the live engine task objects, ``parla._core.Task``: for error paths only)."""
-    return [o for o in gc.get_objects() if isinstance(o, _core.Task) and o.runtime is rt and o.state in states]
+    this looks through the live engine task objects, ``parla._core.Task``, those the cycle collector lists and
+    the spawned ones it does not list until they finish: for error paths only)."""
+    tracked = [o for o in gc.get_objects() if isinstance(o, _core.Task) and o.runtime is rt]
+    return [o for o in tracked + rt._pending() if o.state in states]
 
 
 def _unfinished_tasks(rt: Any) -> List[Any]:
@@ -231,8 +233,10 @@ class Parla:
         unknown = set(options) - known
         if unknown:
             raise unexpected_keywords("Parla()", unknown, known | {"n_workers", "environments"})
-        if options.get("logfile") is not None and not isinstance(options["logfile"], (str, os.PathLike)):
-            raise TypeError(f"Parla(logfile={options['logfile']!r}): logfile is a file path")
+        for key in ("logfile", "trace", "graph", "summary_file"):  # None, False or "": not written
+            value = options.get(key)
+            if value is not None and value is not False and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"Parla({key}={value!r}): {key} is a file path")
         self.n_workers = n_workers
         self.options = options
         self._forked = False
@@ -241,7 +245,7 @@ class Parla:
         self._environment_registry: Any = None
         strict = options.get("strict_access")
         if strict is None:
-            strict = os.environ.get("PARLA_STRICT_ACCESS", "").strip().lower() not in ("", "0", "false", "no")
+            strict = _config.env_switch("PARLA_STRICT_ACCESS")  # "off" meant on, "maybe" passed
         # Debugging mode: a task may use only the PArrays it declared (see the user guide, PArrays).
         self.strict_access = bool(strict)
         self._rt: Optional[_core.Runtime] = None

@@ -516,6 +516,12 @@ class PArray:
             out = self._undeclared_base(task, root, task._devices[0] if task._devices else 0, False)
             return _read_only(self._select(out)) if self._flat is not None else self._select(out)
         device = self._task_device(task, root)
+        if device != 0 and self._np.size == 0:
+            # No elements, so no allocation on the device: the copy there is an empty array of this shape.
+            if _context.device_table()[device]["cuda"]:
+                return _cuda.cupy_module().empty(self._np.shape, self._np.dtype)
+            empty = np.empty_like(self._np)
+            return _read_only(empty) if mode == _core.READ or self._flat is not None else empty
         if device != 0:
             out = self._device_base(device, _context.device_table()[device], mode == _core.READ)
         elif mode == _core.READ:
@@ -718,26 +724,38 @@ class PArray:
                 if data.valid_bytes(info["index"]) == total] or [cpu(0)]
 
     # ---------------------------------------------------------- residency --
-    def _device_index(self, device: Union[Device, int, None]) -> int:
+    def _device_index(self, device: Union[Device, int, None], what: str) -> int:
+        """The engine's number of device (a Device, or already an engine number: 0 the CPU, 1... the GPUs);
+        -1 for None. Raises TypeError for anything else and ValueError for a number naming no device, whether
+        or not the array has copies yet (what: the method, for the message)."""
         if device is None:
             return -1
         if isinstance(device, Device):
             if _context.current is None:  # after the context only the CPU copy exists
                 return 0 if device is cpu(0) else -2
             return engine_index(device)
-        return int(device)
+        if not isinstance(device, numbers.Integral) or isinstance(device, (bool, np.bool_)):
+            raise TypeError(f"PArray.{what}(device={device!r}): expected one device, e.g. cpu(0) or gpu(1), or None")
+        index = int(device)
+        count = len(_context.device_table()) if _context.current is not None else 1
+        if not 0 <= index < count:
+            raise ValueError(f"PArray.{what}(device={index}): no such device (device numbers run from 0, the CPU, "
+                             f"to {count - 1})")
+        return index
 
     def evict(self, device: Union[Device, int, None] = None, keep_one_copy: bool = True) -> None:
         """Drops this array's copy on device (None: every GPU). The last valid copy is always written back to
-        the CPU first: this runtime never drops data, whatever keep_one_copy says."""
+        the CPU first: this runtime never drops data, whatever keep_one_copy says. device: a Device or an engine
+        device number (0 the CPU); TypeError for anything else, ValueError for a device the runtime lacks."""
+        index = self._device_index(device, "evict")
         data = self._live_data()
         if data is not None:
-            data.evict(self._device_index(device), keep_one_copy)
+            data.evict(index, keep_one_copy)
 
     def exists_on_device(self, device: Union[Device, int]) -> bool:
-        """True when device holds a valid copy of every element of this array (view)."""
+        """True when device holds a valid copy of every element of this array (view). device as in evict()."""
         data = self._live_data()
-        index = self._device_index(device)
+        index = self._device_index(device, "exists_on_device")
         if data is None:
             return index == 0
         return data.valid_bytes(index) == self._valid_total()
@@ -749,9 +767,9 @@ class PArray:
         return sum(r[i + 1] - r[i] for i in range(0, len(r), 2))
 
     def nbytes_at(self, device: Union[Device, int]) -> int:
-        """Bytes allocated for this array's base on device (0 when it has no copy there)."""
+        """Bytes allocated for this array's base on device (0 when it has no copy there). device as in evict()."""
         data = self._live_data()
-        index = self._device_index(device)
+        index = self._device_index(device, "nbytes_at")
         root = self._root if self._root is not None else self
         if data is None:
             return root.nbytes if index == 0 else 0

@@ -143,11 +143,12 @@ class Architecture:
         self._devices: Dict[int, Device] = {}
 
     def __call__(self, index: int = 0) -> Device:
-        device = self._devices.get(index)
+        device = self._devices.get(index) if type(index) is int else None  # True == 1: not a device index
         if device is not None:
             return device
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        if not _is_whole(index) or index < 0:
             raise ValueError(f"{self.name}({index!r}): a device index is a non-negative integer")
+        index = int(index)  # a NumPy integer names the same device as the int
         device = self._devices.get(index)
         if device is None:
             device = self._devices.setdefault(index, Device(self, index))
@@ -180,8 +181,9 @@ class Architecture:
         return Cores(1 if device is not None and _per_core_cpus() else n, n)
 
     def __mul__(self, n: int) -> Tuple["Architecture", ...]:
-        if not isinstance(n, int) or n <= 0:
+        if not _is_whole(n) or n <= 0:
             raise ValueError(f"{self.name} * {n!r}: need a positive number of devices")
+        n = int(n)
         return (self,) * n
 
     __rmul__ = __mul__
@@ -227,11 +229,16 @@ class Memory:
         return f"Memory({self.device!r})"
 
 
+def _is_whole(i: Any) -> bool:
+    """Whether i is an integer (a Python or NumPy one) and not a bool, which would name a device by accident."""
+    return isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_))
+
+
 def _index(arch: "Architecture", i: Any) -> int:
-    if isinstance(i, bool) or not isinstance(i, int):
+    if not _is_whole(i):
         raise TypeError(f"{arch.name}[{i!r}]: index with a device number, a list of them, or a resources dict "
                         f"like {{'vcus': 0.5}}")
-    return i
+    return int(i)
 
 
 class Cores(int):
@@ -359,8 +366,8 @@ def _check_needs(vcus: Any, memory: Any, task_name: str) -> Tuple[Optional[float
         if isinstance(memory, bool) or not isinstance(memory, numbers.Integral):
             raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes")
         memory = int(memory)  # a NumPy integer
-    if memory is not None and memory < 0:
-        raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes")
+    if memory is not None and not 0 <= memory < 2**64:
+        raise ValueError(f"task {task_name}: memory={memory!r} must be a non-negative number of bytes below 2**64")
     return vcus, memory
 
 

@@ -124,9 +124,10 @@ class Graph:
         """Replays the recorded tasks once (see the module documentation) and returns the replay's join task
         (a :class:`parla.Task`: ``wait()``, ``await``). Raises RuntimeError, naming the graph and the task,
         when a PArray of the graph was replaced by ``update()`` since the capture, when an earlier replay
-        failed, outside the graph's Parla context, or while it is being captured. Cost: a few µs of CPU per
-        task with data accesses, about 0.15 without (docs/performance.md). GIL released while the engine
-        creates the tasks; any thread."""
+        failed, outside the graph's Parla context, or while it is being captured. Cost: about 1 µs of CPU per
+        task with data accesses (1.3 measured on a quiet 2-core machine for the Jacobi benchmark), about 0.15
+        without (docs/performance.md); checking the graph's arrays costs one comparison unless some PArray
+        was updated since the last replay. GIL released while the engine creates the tasks; any thread."""
         if _context.current is not self._context:
             raise RuntimeError(f"graph {self.name!r} belongs to a Parla context that has exited or is not "
                                f"active; capture it again in the active one")

@@ -158,11 +158,22 @@ class Task(_core.Task):
         return self is other
 
 
+def _dims(value: Any, what: str, name: str) -> Tuple[Any, ...]:
+    """A TaskSpace's shape or start as a tuple (its items are checked by the caller)."""
+    if isinstance(value, (int, numbers.Integral)):
+        return (value,)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"TaskSpace {name!r}: {what}={value!r} must be an integer or a sequence of integers")
+    return tuple(value)
+
+
 def _flatten(deps: Any) -> Iterator[Task]:
     if isinstance(deps, Task):
         yield deps
     elif deps is None:
         return
+    elif isinstance(deps, (str, bytes)):  # iterates to strings for ever, never to a task
+        raise TypeError(f"expected tasks, TaskSpace slices or iterables of them, not the string {deps!r}")
     else:
         for d in deps:
             yield from _flatten(d)
@@ -215,9 +226,9 @@ class TaskSpace(_core.TaskSpaceBase):
         shape_: Optional[Tuple[Any, ...]] = None
         start_: Optional[Tuple[Any, ...]] = None
         if shape is not None:
-            shape_ = (shape,) if isinstance(shape, (int, numbers.Integral)) else tuple(shape)
+            shape_ = _dims(shape, "shape", name)
         if start is not None:
-            start_ = (start,) if isinstance(start, (int, numbers.Integral)) else tuple(start)
+            start_ = _dims(start, "start", name)
         if shape_ is not None and start_ is None:
             start_ = (0,) * len(shape_)
         if start_ is not None and shape_ is not None and len(start_) != len(shape_):
@@ -333,6 +344,8 @@ class TaskSpace(_core.TaskSpaceBase):
             task = None
         if task is not None and (_context.current is None or task.runtime is _context.current._rt):
             return task  # after the context, a TaskSpace still gives the tasks it named
+        if not key:
+            raise IndexError(f"TaskSpace {self.name!r}: an index needs at least one key, e.g. T[0]")
         for k in key:
             if type(k) is not int:
                 break
@@ -386,12 +399,24 @@ class TaskSpace(_core.TaskSpaceBase):
     def __await__(self) -> Generator[Any, None, None]:
         return self.tasks.__await__()
 
+    # copy.copy / pickle: the attributes the C indexing reads are slots of TaskSpaceBase, not in __dict__.
+    _SLOTS = ("name", "shape", "start", "_create", "_tasks")
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update((k, getattr(self, k)) for k in self._SLOTS)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
     @property
     def view(self) -> "TaskSpace":
         """The same tasks, indexed without creating any: a key not named yet gives an empty TaskList."""
         if self._view is None:
             view = TaskSpace.__new__(type(self))
-            view.__dict__.update(self.__dict__)
+            view.__setstate__(self.__getstate__())
             view._create = False
             view._view = view
             self._view = view
@@ -704,6 +729,10 @@ def _spawn(taskid: Any = None, dependencies: Any = (), placement: Any = None, vc
         native = type(body) is _native.Call  # a C function: runs on a worker without Python (parla.native)
         if native:
             body = body._bind(task, attrs)
+        if type(body) is _FunctionType and body.__code__.co_flags & _GENERATOR_FLAGS:
+            raise TypeError(f"task {task.name}: the body is a generator function (it contains yield), so calling "
+                            f"it would only make a generator and none of its code would run; remove the yield, "
+                            f"or iterate the generator inside the body")
         if type(body) is _FunctionType and not _is_async(body):
             body = _watch_body(body, task)
         if options is not None and context.has_cuda and not native and not _is_async(body):
@@ -824,6 +853,9 @@ def _next_key(space: TaskSpace) -> int:
     while (k,) in space._tasks:
         k += 1
     return k
+
+
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR
 
 
 def _is_async(body: Callable[..., Any]) -> bool:

@@ -22,11 +22,12 @@ coroutines use ``await task`` instead.
 from __future__ import annotations
 
 import time
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Set
+from collections.abc import Iterable
+from typing import Any, Iterator, List, NamedTuple, Optional, Set
 
 from . import _blocking
 from ._blocking import wait_task as wait_task  # the body of Task.wait, also reachable here
-from .tasks import Task, TaskSpace, _flatten
+from .tasks import Task, TaskSpace
 
 __all__ = ["wait", "as_completed", "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED", "DoneAndNotDoneTasks"]
 
@@ -42,13 +43,30 @@ class DoneAndNotDoneTasks(NamedTuple):
 
 
 def _tasks(tasks: Iterable[Task], what: str) -> List[Task]:
-    if isinstance(tasks, TaskSpace):
-        tasks = tasks.tasks
-    out = list(_flatten(tasks))
-    for t in out:
-        if not isinstance(t, Task):
-            raise TypeError(f"{what}: expected Parla tasks, got a {type(t).__name__}")
+    """The tasks named by tasks (a task, a TaskSpace, or nested iterables of them; None entries are skipped).
+    Raises TypeError naming what for anything else: a string would otherwise be iterated character by
+    character without end, and a number would give Python's "object is not iterable"."""
+    out: List[Task] = []
+    stack: List[Iterator[Any]] = [iter((tasks,))]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, Task):
+            out.append(item)
+        elif item is None:
+            continue
+        elif isinstance(item, TaskSpace):
+            stack.append(iter(item.tasks))
+        elif isinstance(item, (str, bytes)) or not isinstance(item, Iterable):
+            raise TypeError(f"{what}: expected Parla tasks, TaskSpaces or iterables of them, got a "
+                            f"{type(item).__name__} ({item!r:.60})")
+        else:
+            stack.append(iter(item))
     return out
+
+
+_END = object()
 
 
 def wait(tasks: Iterable[Task], timeout: Optional[float] = None,

@@ -68,7 +68,8 @@ int parla__data_replay_plan(parla_runtime_t *rt, const parla__data_replay_access
                             parla__data_replay_t **out);
 /* The edges between the graph's tasks (sorted by node, then pred; one per pair); *n: how many. */
 const parla__data_replay_edge_t *parla__data_replay_edges(const parla__data_replay_t *p, size_t *n);
-/* For one replay whose task for node i is tasks[i] (created, not submitted, with no successor yet): adds
+/* For one replay whose task for node i is tasks[i] (created, not submitted, with no successor yet, from the
+ * replay pool the calling thread is issuing: parla__graph_add_edge_issuing, graph/graph.h): adds
  * the edges from the tasks in the histories (spawned before, earlier replays) to the replay's tasks whose
  * accesses meet them, and leaves the replay's tasks in the histories. Each store's history changes under
  * its lock in one step. 0, or PARLA_ENOMEM with the message set (a store whose history could not be

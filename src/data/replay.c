@@ -564,6 +564,16 @@ static void rp_commit_locked(rp_store_t *st, store_t *s, parla_task_t *const *ta
      * not taken too (each pooled array belongs to a replaced record). */
 }
 
+/* Whether the n range pairs a and b are the same (a loop: n is 1 or 2 in the usual case, shorter than a
+ * call to memcmp). */
+static bool rp_same_ranges(const uint64_t *a, const uint64_t *b, size_t n)
+{
+    for (size_t i = 0; i < 2 * n; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
 /* With s->lock held: whether the history is what the plan's records leave (in the plan's order: the
  * previous replay left it, and nothing since changed its records' ranges; tasks spawned since may have
  * joined their readers, or replaced their writers). */
@@ -575,8 +585,7 @@ static bool rp_same_shape_locked(const rp_store_t *st, const store_t *s)
         const rp_rec_t *pr = &st->recs[j];
         const record_t *rec = &s->records[j];
         if (pr->writer < 0 || rec->n_ranges != pr->n_ranges || rec->cap_writers < 1 ||
-            rec->cap_readers < pr->n_readers ||
-            memcmp(rec->ranges, pr->ranges, 2 * pr->n_ranges * sizeof *pr->ranges) != 0)
+            rec->cap_readers < pr->n_readers || !rp_same_ranges(rec->ranges, pr->ranges, pr->n_ranges))
             return false;
     }
     return true;
@@ -590,7 +599,7 @@ static int rp_in_edge(parla_task_t *t, parla_task_t *dep, bool flow)
     parla_task_state_t state = parla_task_state(dep);
     if (state == PARLA_TASK_DONE || (state > PARLA_TASK_DONE && !flow))
         return 0;
-    return parla__graph_add_edge(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
+    return parla__graph_add_edge_issuing(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));
 }
 
 /* With s->lock held and the history in the plan's shape: the edges of the accesses of the first kind, to

@@ -108,17 +108,16 @@ void parla__graph_task_dec_pending(parla_task_t *t)
         parla__graph_rt(t->rt)->ghooks.ready(t);
 }
 
-/* Adds the edge dep -> t. t's pending count must be held above zero by the
- * caller (not submitted, or suspended with its hold). */
-int parla__graph_add_edge(parla_task_t *t, parla_task_t *dep, int flags)
+/* Adds the edge dep -> t, its memory from pool when not NULL (t's replay pool, which this thread issues).
+ * t's pending count must be held above zero by the caller (not submitted, or suspended with its hold). */
+static inline int add_edge(parla_task_t *t, parla_task_t *dep, int flags, parla__graph_pool_t *pool)
 {
-    /* The successor's replay pool gives the edge while this thread issues that replay (graph.h). */
     parla__graph_edge_t *e;
     if (!atomic_exchange_explicit(&dep->first_edge_used, true, memory_order_relaxed)) {
         e = &dep->first_edge;
         e->flags = 0;
-    } else if (t->pool && t->pool == parla__graph_pool_issuing()) {
-        e = parla__graph_pool_edge(t->pool); /* flagged POOLED */
+    } else if (pool) {
+        e = parla__graph_pool_edge(pool); /* flagged POOLED */
     } else if ((e = parla__alloc(t->rt, sizeof *e)) != NULL) {
         e->flags = 0;
     }
@@ -156,6 +155,17 @@ int parla__graph_add_edge(parla_task_t *t, parla_task_t *dep, int flags)
     return 0;
 }
 
+int parla__graph_add_edge(parla_task_t *t, parla_task_t *dep, int flags)
+{
+    /* The successor's replay pool gives the edge while this thread issues that replay (graph.h). */
+    return add_edge(t, dep, flags, t->pool && t->pool == parla__graph_pool_issuing() ? t->pool : NULL);
+}
+
+int parla__graph_add_edge_issuing(parla_task_t *t, parla_task_t *dep, int flags)
+{
+    return add_edge(t, dep, flags, t->pool);
+}
+
 int parla_task_add_dependency(parla_task_t *t, parla_task_t *dep)
 {
     if (t == NULL || dep == NULL)
@@ -185,6 +195,13 @@ int parla_task_submit(parla_task_t *t)
     int forked = parla__check_process(rt, "parla_task_submit");
     if (forked)
         return forked;
+    return parla__graph_task_submit_checked(t);
+}
+
+int parla__graph_task_submit_checked(parla_task_t *t)
+{
+    parla_runtime_t *rt = t->rt;
+    int rc = 0;
     int expected = PARLA_TASK_CREATED;
     if (!atomic_compare_exchange_strong(&t->state, &expected, PARLA_TASK_SUBMITTED))
         return parla__error(PARLA_ESTATE, "parla_task_submit: task %s was already submitted", parla_task_name(t));

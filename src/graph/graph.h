@@ -144,6 +144,10 @@ typedef enum { PARLA__REACH_NO = 0, PARLA__REACH_YES = 1, PARLA__REACH_UNKNOWN =
 parla__graph_reach_t parla__graph_reaches(parla_task_t *from, parla_task_t *to, size_t limit);
 /* Adds the edge dep -> t (t is held above zero pending). */
 int parla__graph_add_edge(parla_task_t *t, parla_task_t *dep, int flags);
+/* The same for t a task of the replay pool that the calling thread is issuing (t->pool, between
+ * parla__graph_pool_begin and _end): the edge comes from that pool, without looking up which pool this
+ * thread issues. */
+int parla__graph_add_edge_issuing(parla_task_t *t, parla_task_t *dep, int flags);
 
 /* Runahead (see parla.h): after a GPU task's body, releases its GPU-only
  * successors and leaves the rest to parla__sched_task_complete_gpu. */
@@ -158,6 +162,11 @@ void parla__graph_task_finish(parla_task_t *t, int state, int error);
 void parla__graph_task_dec_pending(parla_task_t *t);
 /* PARLA_EINVAL (NULL) or PARLA_ESTATE (past created) with a message naming fn, else 0. */
 int parla__graph_task_require_created(const parla_task_t *t, const char *fn);
+/* parla_task_submit without the checks that hold for every task of a replay once they hold for its first
+ * (a task with a body, its runtime neither destroyed nor used from a fork() child): the caller made them.
+ * The same results otherwise (PARLA_ESTATE when submitted already or the runtime is closing, PARLA_ERESOURCE
+ * for infeasible needs). */
+int parla__graph_task_submit_checked(parla_task_t *t);
 
 /* Frees an edge of owner's successor stack (unless it is owner's inline one, or a pool's). */
 static inline void parla__graph_edge_free(parla_task_t *owner, parla__graph_edge_t *e)
@@ -193,8 +202,9 @@ static inline bool parla__graph_edge_push(parla_task_t *dep, parla__graph_edge_t
  *
  * Only the thread issuing the replay (between begin and end) takes from the pool: parla__graph_add_edge
  * takes an edge from it when the successor belongs to the pool this thread is issuing, and allocates
- * otherwise (a task of the pool that already runs and adds edges to itself, on a worker). Under
- * AddressSanitizer freed tasks, ext parts and edges of a pool are poisoned. */
+ * otherwise (a task of the pool that already runs and adds edges to itself, on a worker); the replay's own
+ * code, which knows that it issues, calls parla__graph_add_edge_issuing.
+ * Under AddressSanitizer freed tasks, ext parts and edges of a pool are poisoned. */
 typedef struct parla__graph_edge_chunk parla__graph_edge_chunk_t;
 typedef struct parla__graph_pool parla__graph_pool_t;
 struct parla__graph_pool {

@@ -74,7 +74,7 @@ void pyparla_free_handles(parla_task_t **tasks, Py_ssize_t n)
 static int record_failure(TaskObject *self)
 {
     pyparla_task_set_exception(self, pyparla_take_exception());
-    Py_CLEAR(self->func);
+    pyparla_task_clear_func(self);
     pyparla_add_failed(self->runtime, self);
     return 1; /* a positive code: the body raised */
 }
@@ -92,7 +92,7 @@ void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_tas
         return;
     }
     pyparla_task_set_exception(obj, exc);
-    Py_CLEAR(obj->func);
+    pyparla_task_clear_func(obj);
     pyparla_add_failed(rt, obj);
 }
 
@@ -100,7 +100,7 @@ void pyparla_record_engine_failure(RuntimeObject *rt, TaskObject *obj, parla_tas
 static int coroutine_returned(TaskObject *self, PyObject *value)
 {
     Py_XSETREF(self->result, value);
-    Py_CLEAR(self->func);
+    pyparla_task_clear_func(self);
     return 0;
 }
 
@@ -152,6 +152,16 @@ static int drive_coroutine(TaskObject *self, parla_task_t *task)
             throw_exc = pyparla_take_exception();
             continue;
         }
+        Py_ssize_t self_at = 0;
+        while (self_at < n && tasks[self_at] != task)
+            self_at++;
+        if (self_at < n) { /* said here in Python's words, not by parla_task_suspend_on's C ones */
+            pyparla_free_handles(tasks, n);
+            PyErr_Format(PyExc_RuntimeError, "task %s awaits itself, which would never finish",
+                         pyparla_task_name(self));
+            throw_exc = pyparla_take_exception();
+            continue;
+        }
         int rc = parla_task_suspend_on(task, tasks, (size_t)n);
         pyparla_free_handles(tasks, n);
         if (rc != 0) {
@@ -178,7 +188,8 @@ static int run_body(TaskObject *self, parla_task_t *task)
     if (res == NULL)
         return record_failure(self);
     if (PyCoro_CheckExact(res)) {
-        Py_SETREF(self->func, res);
+        pyparla_task_clear_func(self);
+        self->func = res;
         return drive_coroutine(self, task);
     }
     return coroutine_returned(self, res);

@@ -45,8 +45,7 @@ void pyparla_drain_deferred(RuntimeObject *rt)
     while (t) {
         TaskObject *next = t->deferred_next;
         t->deferred_next = NULL;
-        pyparla_task_finished(t);
-        Py_DECREF(t);
+        pyparla_task_finished_drop(t);
         t = next;
     }
 }
@@ -101,9 +100,8 @@ static void hook_task_finished(parla_task_t *task, void *user)
         PyGILState_Release(g);
         return;
     }
-    if (PyGILState_Check()) {
-        pyparla_task_finished(obj);
-        Py_DECREF(obj);
+    if (worker_holds_gil || PyGILState_Check()) { /* a worker that ran a Python body holds it still */
+        pyparla_task_finished_drop(obj);
         return;
     }
     TaskObject *head = atomic_load(&rt->deferred);

@@ -76,6 +76,13 @@ typedef struct {
     TaskObject **untracked;
     Py_ssize_t n_untracked, cap_untracked;
     int failures_seen;
+    /* Spawned tasks taken off the cycle collector's lists from their submit to their finish (a pending task
+     * is alive anyway: the engine holds it, so it cannot be part of a garbage cycle, and collections need
+     * not visit it), with their plain-function bodies: a PyMem hash set of pointers (open addressing,
+     * cap_pending a power of two or 0, n_pending held), so that the error paths can still list them
+     * (Runtime._pending). GIL held. */
+    TaskObject **pending;
+    Py_ssize_t n_pending, cap_pending;
     /* The Graph being captured (graph_obj.c; borrowed, cleared when its capture ends or it goes), or NULL:
      * spawns made by capture_thread while it runs the body of capture_task (NULL: outside bodies) are
      * recorded in it. */
@@ -128,6 +135,10 @@ struct TaskObject {
     unsigned int has_exc : 1;     /* result holds the exception the task failed with */
     unsigned int name_is_c : 1;   /* the name is cname */
     unsigned int dropped : 1;     /* _drop_result() was called */
+    unsigned int pend_off : 1;    /* untracked from its submit to its finish, in RuntimeObject.pending */
+    unsigned int set_up : 1;      /* a spawn set its priority or resources (else the engine's defaults) */
+    unsigned int func_off : 1;    /* func, a plain function, untracked by the submit (tracked again before
+                                     the task lets it go: its deallocation expects a tracked function) */
     uint32_t n_deps;           /* anchors in deps (beside the flags: no word of its own) */
 };
 
@@ -183,8 +194,9 @@ typedef struct {
     PyTypeObject *spawn_function_type;
     PyObject *str_name;     /* "__name__" */
     PyObject *str_qualname; /* "__qualname__" */
-    PyObject *str_tasks, *str_shape, *str_start, *str_create, *str_name_attr, *str_getitem, *str_enabled;
+    PyObject *str_shape, *str_name_attr, *str_getitem, *str_enabled;
     PyObject *ten, *zero, *zero_float, *empty_tuple; /* 10 (logging.DEBUG), 0, 0.0, () */
+    void *free_spawner; /* the memory of the last Spawner freed, for the next one (or NULL) */
     /* The keywords of spawn the spawn path takes, in the order of parla.tasks._spawn's parameters (taskid,
      * dependencies, placement, vcus, memory, input, output, inout, priority). */
     PyObject *spawn_kw[9];
@@ -356,6 +368,9 @@ int pyparla_native_replay(PyObject *body, parla_task_t *task, RuntimeObject *rt)
 int pyparla_bytes_arg(PyObject *o, void *out);
 /* Appends to out every task found in obj (a Task, or an iterable of Tasks and iterables, nested),
  * checking each against self; changes nothing in the graph. 0, or -1 with an exception set. */
+/* The checks of one dependency dep of self (initialised, not self, same runtime): 0, or -1 with the
+ * exception set. */
+int pyparla_check_dependency(TaskObject *self, TaskObject *dep);
 int pyparla_collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject *obj, int depth,
                                  PyObject *out);
 /* Accesses: a sequence of (Data, mode). Returns them as a new list or tuple, each checked; changes
@@ -424,6 +439,15 @@ PyObject *pyparla_task_spawn(TaskObject *self, PyObject *const *args, PyObject *
 /* A task reached its final state (GIL held): its body and closure go now (a cancelled task never ran
  * them), and a done task that cannot be part of a reference cycle leaves the cycle collector's lists. */
 void pyparla_task_finished(TaskObject *obj);
+/* pyparla_task_finished, then drops the engine's reference to obj (when it is the last one, only that:
+ * obj goes at once, with its body and engine task). GIL held. */
+void pyparla_task_finished_drop(TaskObject *obj);
+
+/* Lets go of t's body (func): tracked again first if the submit untracked it. GIL held. */
+void pyparla_task_clear_func(TaskObject *t);
+
+/* A new list of rt's tasks that are untracked while pending (RuntimeObject.pending). */
+PyObject *pyparla_pending_list(RuntimeObject *rt);
 /* Appends obj to the runtime's failed list (errors cleared: the failure is recorded, never raised), and
  * tracks every untracked task of the runtime again. */
 void pyparla_add_failed(RuntimeObject *rt, TaskObject *obj);

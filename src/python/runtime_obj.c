@@ -111,6 +111,7 @@ static void Runtime_dealloc(RuntimeObject *self)
     Runtime_clear(self);
     Py_CLEAR(self->module);
     PyMem_Free(self->untracked); /* empty: every task holds its runtime */
+    PyMem_Free(self->pending);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -422,7 +423,16 @@ static PyObject *Runtime_device_free(RuntimeObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *Runtime_pending(RuntimeObject *self, PyObject *unused)
+{
+    (void)unused;
+    return pyparla_pending_list(self);
+}
+
 static PyMethodDef Runtime_methods[] = {
+    {"_pending", (PyCFunction)Runtime_pending, METH_NOARGS,
+     "The spawned tasks not yet finished that the cycle collector does not list (a new list, any order): with "
+     "gc.get_objects(), every live task. GIL held."},
     {"device_alloc", (PyCFunction)Runtime_device_alloc, METH_VARARGS,
      "device_alloc(device, nbytes) -> int: nbytes of memory on GPU device (a runtime device index) from the "
      "runtime's pool, counted in its account. ValueError when it does not fit (nothing is evicted for it), or for a bad device."},

@@ -10,26 +10,34 @@
 #include <limits.h>
 #include <string.h>
 
+/* A generator function as a body: calling it only makes the generator, so its code would never run. The same
+ * words as parla.tasks' check on the Python spawn path. */
+#define GENERATOR_BODY_MESSAGE                                                                                 \
+    "task %s: the body is a generator function (it contains yield), so calling it would only make a "            \
+    "generator and none of its code would run; remove the yield, or iterate the generator inside the body"
+
+int pyparla_check_dependency(TaskObject *self, TaskObject *dep)
+{
+    if (pyparla_check_task(dep) < 0)
+        return -1;
+    if (dep == self) {
+        PyErr_Format(PyExc_ValueError, "task %s cannot depend on itself", pyparla_task_name(self));
+        return -1;
+    }
+    if (dep->runtime != self->runtime) {
+        PyErr_Format(PyExc_ValueError, "task %s: dependency %s belongs to another Parla runtime (a finished context?)",
+                     pyparla_task_name(self), pyparla_task_name(dep));
+        return -1;
+    }
+    return 0;
+}
+
 /* Appends to out every task found in obj (a Task, or an iterable of Tasks
  * and iterables, nested), checking each; changes nothing in the graph. */
 int pyparla_collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyObject *obj, int depth, PyObject *out)
 {
-    if (PyObject_TypeCheck(obj, task_type)) {
-        TaskObject *dep = (TaskObject *)obj;
-        if (pyparla_check_task(dep) < 0)
-            return -1;
-        if (dep == self) {
-            PyErr_Format(PyExc_ValueError, "task %s cannot depend on itself", pyparla_task_name(self));
-            return -1;
-        }
-        if (dep->runtime != self->runtime) {
-            PyErr_Format(PyExc_ValueError,
-                         "task %s: dependency %s belongs to another Parla runtime (a finished context?)",
-                         pyparla_task_name(self), pyparla_task_name(dep));
-            return -1;
-        }
-        return PyList_Append(out, obj);
-    }
+    if (PyObject_TypeCheck(obj, task_type))
+        return pyparla_check_dependency(self, (TaskObject *)obj) < 0 ? -1 : PyList_Append(out, obj);
     if (obj == Py_None)
         return 0;
     if (depth > 32) {
@@ -52,6 +60,12 @@ int pyparla_collect_dependencies(TaskObject *self, PyTypeObject *task_type, PyOb
         PyErr_Format(PyExc_TypeError,
                      "spawn(dependencies=%R): dependencies must be tasks, TaskSpace slices or lists of them, not "
                      "a string", obj);
+        return -1;
+    }
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj)) { /* a string iterates to strings, never to a task */
+        PyErr_Format(PyExc_TypeError,
+                     "task %s: dependencies must be tasks, TaskSpace slices or iterables of them, not the string %R",
+                     pyparla_task_name(self), obj);
         return -1;
     }
     PyObject *it = PyObject_GetIter(obj);
@@ -231,13 +245,13 @@ static int slot_fits(const parla_device_info_t *d, int slot, double vcus, unsign
  * by add_options. Raises ValueError, with the engine's wording. */
 int pyparla_check_feasible(TaskObject *self, PyObject *options, double vcus, unsigned long long memory)
 {
+    if (options == Py_None && vcus <= 1.0 && memory == 0)
+        return 0; /* fits the cpu device, whose vcus capacity is 1 (the common case: nothing asked) */
     parla_runtime_t *rt = self->runtime->rt;
     int n_dev = parla_runtime_num_devices(rt);
     parla_device_info_t own[PYPARLA_MAX_DEVICES], *devs = own;
     if (n_dev > PYPARLA_MAX_DEVICES)
         return 0; /* more than Parla() allows: the engine checks at submit */
-    if (options == Py_None && vcus <= 1.0 && memory == 0)
-        return 0; /* fits the cpu device, whose vcus capacity is 1 (the common case: nothing asked) */
     /* The capacities of the context's devices, read once per context (a runtime's are fixed once made). */
     pyparla_state *st = pyparla_get_state(self->runtime->module);
     int cached = self->runtime == st->context_rt;
@@ -515,7 +529,12 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, Py_ssize_t n, 
     }
     int coroutine = 0;
     if (PyFunction_Check(body)) {
-        coroutine = (((PyCodeObject *)PyFunction_GET_CODE(body))->co_flags & CO_COROUTINE) != 0;
+        int flags = ((PyCodeObject *)PyFunction_GET_CODE(body))->co_flags;
+        if (flags & (CO_GENERATOR | CO_ASYNC_GENERATOR)) {
+            PyErr_Format(PyExc_TypeError, GENERATOR_BODY_MESSAGE, pyparla_task_name(task));
+            goto done;
+        }
+        coroutine = (flags & CO_COROUTINE) != 0;
         int r = coroutine ? 0 : reads_data_globals(st, body);
         if (r > 0)
             Py_SETREF(func, PyObject_CallFunctionObjArgs(st->watch_body, body, (PyObject *)task, NULL));
@@ -568,7 +587,11 @@ static void Spawner_dealloc(SpawnerObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     for (Py_ssize_t i = 0; i < self->n; i++)
         Py_DECREF(self->a[i]);
-    PyObject_Free(self);
+    pyparla_state *st = PyType_GetModuleState(tp);
+    if (st && st->spawner_type == tp && st->free_spawner == NULL)
+        st->free_spawner = self; /* one spawn's decorator goes as the next one's is made: kept for it */
+    else
+        PyObject_Free(self);
     Py_DECREF(tp);
 }
 
@@ -605,9 +628,13 @@ static PyObject *make_spawner(pyparla_state *st, PyObject *const *a, Py_ssize_t 
         return NULL;
     if (general) /* its checks and errors, its slower paths: the general spawn */
         return PyObject_Vectorcall(st->spawn_general, a, n, NULL);
-    SpawnerObject *sp = PyObject_New(SpawnerObject, st->spawner_type);
-    if (sp == NULL)
+    SpawnerObject *sp = st->free_spawner;
+    if (sp) {
+        st->free_spawner = NULL;
+        PyObject_Init((PyObject *)sp, st->spawner_type);
+    } else if ((sp = PyObject_New(SpawnerObject, st->spawner_type)) == NULL) {
         return NULL;
+    }
     sp->vectorcall = Spawner_vectorcall;
     sp->n = n;
     for (Py_ssize_t i = 0; i < n; i++)
@@ -864,11 +891,17 @@ static PyObject *mod_next_anonymous(PyObject *module, PyObject *unused)
 /* ---------------------------------------------------------------------------------- TaskSpace -- */
 /*
  * parla._core.TaskSpaceBase: the base of parla.tasks.TaskSpace; T[i] and T[i, j] with int indices go
- * here. A named task of the active context is returned from the space's _tasks dict; a new one, in a
- * space that creates tasks, is made and recorded here when its key is within the space's shape and start. Every other index (slices,
- * lists, other key types, bounds, tasks of an earlier context, handles outside a context) goes to the
- * space's _getitem, in Python. Instance attributes read: _tasks, shape, start, _create, name.
+ * here. A named task of the active context is returned from the space's _tasks table; a new one, in a
+ * space that creates tasks, is made and recorded here when its key is within the space's shape and start.
+ * Every other index (slices, lists, other key types, bounds, tasks of an earlier context, handles outside a
+ * context) goes to the space's _getitem, in Python. The attributes read here (_tasks, shape, start,
+ * _create, name) are slots of the object (set and read from Python as attributes), not __dict__ entries.
  */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *tasks, *shape, *start, *create, *name; /* NULL until set (AttributeError when read) */
+} SpaceObject;
 
 static PyObject *space_general(pyparla_state *st, PyObject *self, PyObject *index)
 {
@@ -947,24 +980,20 @@ static int space_in_bounds(PyObject *shape, PyObject *start, PyObject *key, long
 
 /* A new task for key (a tuple of ints; NULL: the one int k), recorded in tasks (the space's TaskTable),
  * or the general path's answer. New reference. */
-static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, PyObject *tasks, PyObject *key,
-                                long long k, PyObject *index)
+static PyObject *space_new_task(pyparla_state *st, SpaceObject *self, PyObject *tasks, PyObject *key, long long k,
+                                PyObject *index)
 {
-    PyObject *shape = PyDict_GetItemWithError(d, st->str_shape);
-    PyObject *start = shape ? PyDict_GetItemWithError(d, st->str_start) : NULL;
-    PyObject *create = start ? PyDict_GetItemWithError(d, st->str_create) : NULL;
-    PyObject *name = create ? PyDict_GetItemWithError(d, st->str_name_attr) : NULL;
-    if (PyErr_Occurred())
-        return NULL;
-    const char *utf8 = name && PyUnicode_CheckExact(name) ? PyUnicode_AsUTF8(name) : NULL;
+    PyObject *shape = self->shape, *start = self->start, *name = self->name;
+    const char *utf8 = shape && start && name && PyUnicode_CheckExact(name) ? PyUnicode_AsUTF8(name) : NULL;
     if (utf8 == NULL)
         PyErr_Clear();
     char buf[256];
     int len = -1;
-    if (utf8 && create == Py_True && ((shape == Py_None && start == Py_None) || space_in_bounds(shape, start, key, k)))
+    if (utf8 && self->create == Py_True &&
+        ((shape == Py_None && start == Py_None) || space_in_bounds(shape, start, key, k)))
         len = space_key_name(utf8, key, k, buf, sizeof buf);
     if (len < 0 || (size_t)len != strlen(buf))
-        return space_general(st, self, index);
+        return space_general(st, (PyObject *)self, index);
     PyObject *task = (PyObject *)pyparla_task_new(st->py_task_type, st->context_rt, buf, len, NULL);
     if (task == NULL)
         return NULL;
@@ -974,7 +1003,7 @@ static PyObject *space_new_task(pyparla_state *st, PyObject *self, PyObject *d, 
     if (found == task)
         return task;
     Py_DECREF(task);
-    return found ? space_general(st, self, index) : NULL;
+    return found ? space_general(st, (PyObject *)self, index) : NULL;
 }
 
 static PyObject *Space_subscript(PyObject *self, PyObject *index)
@@ -1001,13 +1030,11 @@ static PyObject *Space_subscript(PyObject *self, PyObject *index)
     } else {
         return space_general(st, self, index);
     }
-    PyObject *out = NULL, *d = PyObject_GenericGetDict(self, NULL);
-    PyObject *tasks = d ? PyDict_GetItemWithError(d, st->str_tasks) : NULL;
-    if (tasks == NULL || !Py_IS_TYPE(tasks, st->table_type)) {
-        out = PyErr_Occurred() ? NULL : space_general(st, self, index);
-        goto done;
-    }
-    PyObject *task = key ? pyparla_table_get(tasks, key) : pyparla_table_get_int(tasks, k);
+    PyObject *tasks = ((SpaceObject *)self)->tasks;
+    if (tasks == NULL || !Py_IS_TYPE(tasks, st->table_type))
+        return space_general(st, self, index);
+    Py_INCREF(tasks); /* the lookup may run code (an int key's hash does not; other keys' may) */
+    PyObject *out = NULL, *task = key ? pyparla_table_get(tasks, key) : pyparla_table_get_int(tasks, k);
     RuntimeObject *rt = st->context_rt;
     if (task != NULL) {
         if (rt == NULL || (PyObject_TypeCheck(task, st->task_type) && ((TaskObject *)task)->runtime == rt))
@@ -1015,24 +1042,67 @@ static PyObject *Space_subscript(PyObject *self, PyObject *index)
         else
             out = space_general(st, self, index);
     } else if (!PyErr_Occurred()) {
-        out = rt == NULL ? space_general(st, self, index) : space_new_task(st, self, d, tasks, key, k, index);
+        out = rt == NULL ? space_general(st, self, index)
+                         : space_new_task(st, (SpaceObject *)self, tasks, key, k, index);
     }
-done:
-    Py_XDECREF(d);
+    Py_DECREF(tasks);
     return out;
 }
+
+static int Space_traverse(SpaceObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->tasks);
+    Py_VISIT(self->shape);
+    Py_VISIT(self->start);
+    Py_VISIT(self->create);
+    Py_VISIT(self->name);
+    return 0;
+}
+
+static int Space_clear(SpaceObject *self)
+{
+    Py_CLEAR(self->tasks);
+    Py_CLEAR(self->shape);
+    Py_CLEAR(self->start);
+    Py_CLEAR(self->create);
+    Py_CLEAR(self->name);
+    return 0;
+}
+
+static void Space_dealloc(SpaceObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Space_clear(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef Space_members[] = {
+    {"_tasks", T_OBJECT_EX, offsetof(SpaceObject, tasks), 0, "key -> its Task (a parla._core.TaskTable)"},
+    {"shape", T_OBJECT_EX, offsetof(SpaceObject, shape), 0, "the space's shape (a tuple of ints) or None"},
+    {"start", T_OBJECT_EX, offsetof(SpaceObject, start), 0, "the space's first index (a tuple of ints) or None"},
+    {"_create", T_OBJECT_EX, offsetof(SpaceObject, create), 0, "whether indexing creates tasks"},
+    {"name", T_OBJECT_EX, offsetof(SpaceObject, name), 0, "the space's name (a str)"},
+    {NULL},
+};
 
 static PyType_Slot Space_slots[] = {
     {Py_tp_doc, "The base of parla.tasks.TaskSpace: indexing with ints in C."},
     {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, Space_dealloc},
+    {Py_tp_traverse, Space_traverse},
+    {Py_tp_clear, Space_clear},
+    {Py_tp_members, Space_members},
     {Py_mp_subscript, Space_subscript},
     {0, NULL},
 };
 
 PyType_Spec pyparla_space_spec = {
     .name = "parla._core.TaskSpaceBase",
-    .basicsize = sizeof(PyObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .basicsize = sizeof(SpaceObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = Space_slots,
 };
 
@@ -1093,6 +1163,8 @@ int pyparla_spawn_traverse(pyparla_state *st, visitproc visit, void *arg)
 
 void pyparla_spawn_clear(pyparla_state *st)
 {
+    PyObject_Free(st->free_spawner);
+    st->free_spawner = NULL;
     Py_CLEAR(st->spawner_type);
     Py_CLEAR(st->space_type);
     Py_CLEAR(st->table_type);
@@ -1122,10 +1194,7 @@ void pyparla_spawn_clear(pyparla_state *st)
         Py_CLEAR(st->globals_code[i]);
         Py_CLEAR(st->globals_names[i]);
     }
-    Py_CLEAR(st->str_tasks);
     Py_CLEAR(st->str_shape);
-    Py_CLEAR(st->str_start);
-    Py_CLEAR(st->str_create);
     Py_CLEAR(st->str_name_attr);
     Py_CLEAR(st->str_getitem);
     Py_CLEAR(st->str_enabled);
@@ -1152,10 +1221,7 @@ int pyparla_spawn_init(PyObject *m, pyparla_state *st)
         st->table_type == NULL || PyModule_AddType(m, st->space_type) < 0 ||
         PyModule_AddType(m, st->spawn_function_type) < 0 || PyModule_AddType(m, st->table_type) < 0)
         return -1;
-    if (!(st->str_tasks = PyUnicode_InternFromString("_tasks")) ||
-        !(st->str_shape = PyUnicode_InternFromString("shape")) ||
-        !(st->str_start = PyUnicode_InternFromString("start")) ||
-        !(st->str_create = PyUnicode_InternFromString("_create")) ||
+    if (!(st->str_shape = PyUnicode_InternFromString("shape")) ||
         !(st->str_name_attr = PyUnicode_InternFromString("name")) ||
         !(st->str_getitem = PyUnicode_InternFromString("_getitem")) ||
         !(st->str_enabled = PyUnicode_InternFromString("isEnabledFor")) ||

@@ -106,18 +106,17 @@ static void clear_dependencies(TaskObject *self)
     self->deps.one = NULL;
 }
 
-/* Records deps (a list of dependency Tasks) as the task's dependencies: their anchors, held. 0, or -1
- * with MemoryError (nothing recorded). */
-static int record_dependencies(TaskObject *self, PyObject *deps)
+/* Records the n dependency Tasks deps[] as the task's dependencies: their anchors, held. 0, or -1 with
+ * MemoryError (nothing recorded). */
+static int record_dependencies(TaskObject *self, TaskObject *const *deps, Py_ssize_t n)
 {
-    Py_ssize_t n = PyList_GET_SIZE(deps);
     clear_dependencies(self);
     if (n == 0)
         return 0;
     if (n > (Py_ssize_t)UINT32_MAX)
         return PyErr_NoMemory(), -1;
     for (Py_ssize_t i = 0; i < n; i++) /* first, so that nothing is held on failure */
-        if (task_anchor((TaskObject *)PyList_GET_ITEM(deps, i)) == NULL)
+        if (task_anchor(deps[i]) == NULL)
             return -1;
     pyparla_anchor_t **h = &self->deps.one;
     if (n > 1) {
@@ -126,7 +125,7 @@ static int record_dependencies(TaskObject *self, PyObject *deps)
         self->deps.many = h;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        h[i] = ((TaskObject *)PyList_GET_ITEM(deps, i))->anchor;
+        h[i] = deps[i]->anchor;
         h[i]->refs++;
     }
     self->n_deps = (uint32_t)n;
@@ -144,10 +143,20 @@ static int Task_traverse(TaskObject *self, visitproc visit, void *arg)
     return 0;
 }
 
+void pyparla_task_clear_func(TaskObject *t)
+{
+    if (t->func_off) {
+        t->func_off = 0;
+        if (!PyObject_GC_IsTracked(t->func))
+            PyObject_GC_Track(t->func);
+    }
+    Py_CLEAR(t->func);
+}
+
 static int Task_clear(TaskObject *self)
 {
     Py_CLEAR(self->keep);
-    Py_CLEAR(self->func);
+    pyparla_task_clear_func(self);
     Py_CLEAR(self->result);
     self->has_exc = 0;
     Py_CLEAR(self->dict);
@@ -207,6 +216,104 @@ static int link_untracked(RuntimeObject *rt, TaskObject *t)
     return 0;
 }
 
+/* ------------------------------------------------------------------ pending tasks untracked -- */
+/* RuntimeObject.pending: a set of task pointers, open addressing with linear probing, at most half full;
+ * a removal shifts the entries after it back (no tombstones). */
+
+static size_t pending_slot(const RuntimeObject *rt, const TaskObject *t)
+{
+    uint64_t h = ((uint64_t)(uintptr_t)t >> 4) * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 20) & (size_t)(rt->cap_pending - 1);
+}
+
+static void pending_put(RuntimeObject *rt, TaskObject *t)
+{
+    size_t mask = (size_t)rt->cap_pending - 1, i = pending_slot(rt, t);
+    while (rt->pending[i])
+        i = (i + 1) & mask;
+    rt->pending[i] = t;
+}
+
+/* Rehashes rt's set into cap slots (a power of two above twice the entries). 0, or -1 (no memory; the set
+ * is as it was). */
+static int pending_resize(RuntimeObject *rt, Py_ssize_t cap)
+{
+    TaskObject **old = rt->pending, **a = PyMem_Calloc((size_t)cap, sizeof *a);
+    Py_ssize_t old_cap = rt->cap_pending;
+    if (a == NULL)
+        return -1;
+    rt->pending = a;
+    rt->cap_pending = cap;
+    for (Py_ssize_t i = 0; i < old_cap; i++)
+        if (old[i])
+            pending_put(rt, old[i]);
+    PyMem_Free(old);
+    return 0;
+}
+
+/* Adds t; 0, or -1 when the set cannot grow (no exception set). */
+static int pending_add(RuntimeObject *rt, TaskObject *t)
+{
+    if (2 * (rt->n_pending + 1) > rt->cap_pending && pending_resize(rt, rt->cap_pending ? 2 * rt->cap_pending : 256) < 0)
+        return -1;
+    pending_put(rt, t);
+    rt->n_pending++;
+    return 0;
+}
+
+static void pending_remove(RuntimeObject *rt, TaskObject *t)
+{
+    size_t mask = (size_t)rt->cap_pending - 1, i = pending_slot(rt, t);
+    while (rt->pending[i] != t)
+        i = (i + 1) & mask;
+    /* Backward shift: each later entry of the run moves into the hole unless its own slot lies after the
+     * hole (cyclically), where it stays reachable. */
+    for (size_t j = (i + 1) & mask; rt->pending[j]; j = (j + 1) & mask) {
+        size_t home = pending_slot(rt, rt->pending[j]);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            rt->pending[i] = rt->pending[j];
+            i = j;
+        }
+    }
+    rt->pending[i] = NULL;
+    rt->n_pending--;
+    if (rt->cap_pending > 1024 && rt->n_pending < rt->cap_pending / 16)
+        (void)pending_resize(rt, rt->cap_pending / 4); /* on failure: stays larger */
+}
+
+/* Takes self (just submitted, GIL held, not yet seen by a worker) and its body, a plain function, off the
+ * cycle collector's lists until it finishes; not while a graph is captured (its record holds the task). */
+static void pending_untrack(TaskObject *self, PyObject *body)
+{
+    RuntimeObject *rt = self->runtime;
+    if (rt->capture || !PyObject_GC_IsTracked((PyObject *)self) || pending_add(rt, self) < 0)
+        return;
+    PyObject_GC_UnTrack(self);
+    self->pend_off = 1;
+    if (PyFunction_Check(body) && PyObject_GC_IsTracked(body)) {
+        PyObject_GC_UnTrack(body);
+        self->func_off = 1;
+    }
+}
+
+/* Puts self back on the collector's lists (track: 1) or leaves it off (0), out of the pending set. */
+static void pending_done(TaskObject *self, int track)
+{
+    pending_remove(self->runtime, self);
+    self->pend_off = 0;
+    if (track)
+        PyObject_GC_Track(self);
+}
+
+PyObject *pyparla_pending_list(RuntimeObject *rt)
+{
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out && i < rt->cap_pending; i++)
+        if (rt->pending[i] && PyList_Append(out, (PyObject *)rt->pending[i]) < 0)
+            Py_CLEAR(out);
+    return out;
+}
+
 /* Tracks t again if pyparla_task_finished untracked it. */
 static void gc_on(TaskObject *t)
 {
@@ -249,17 +356,34 @@ static void release_engine_task(TaskObject *obj)
  * Setting an attribute tracks it again (Task_setattro), and so does the runtime's first failure. */
 void pyparla_task_finished(TaskObject *obj)
 {
-    Py_CLEAR(obj->func); /* a cancelled task's body and closure (a run one cleared them already) */
+    pyparla_task_clear_func(obj); /* a cancelled task's body and closure (a run one cleared them already) */
     RuntimeObject *rt = obj->runtime;
     if (obj->task != NULL && rt != NULL)
         release_engine_task(obj);
+    int pend_off = obj->pend_off; /* untracked since its submit */
     if (obj->gc_off || rt == NULL || rt->failures_seen ||
         (obj->task == NULL ? !obj->released : parla_task_state(obj->task) != PARLA_TASK_DONE) ||
         obj->dict != NULL || obj->keep != NULL || obj->has_exc || !is_leaf(obj->result) ||
-        !PyObject_GC_IsTracked((PyObject *)obj) || link_untracked(rt, obj) < 0)
+        !(pend_off || PyObject_GC_IsTracked((PyObject *)obj)) || link_untracked(rt, obj) < 0) {
+        if (pend_off)
+            pending_done(obj, 1);
         return;
-    PyObject_GC_UnTrack(obj);
+    }
+    if (pend_off)
+        pending_done(obj, 0);
+    else
+        PyObject_GC_UnTrack(obj);
     obj->gc_off = 1;
+}
+
+void pyparla_task_finished_drop(TaskObject *obj)
+{
+    if (Py_REFCNT(obj) == 1) { /* only the engine's reference: it goes now (an anonymous task nobody keeps) */
+        Py_DECREF(obj);
+        return;
+    }
+    pyparla_task_finished(obj);
+    Py_DECREF(obj);
 }
 
 void pyparla_add_failed(RuntimeObject *rt, TaskObject *obj)
@@ -312,6 +436,8 @@ static void Task_dealloc(TaskObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     if (self->gc_off)
         unlink_untracked(self);
+    if (self->pend_off) /* never finished (its runtime abandoned, or forked) */
+        pending_done(self, 0);
     PyObject_GC_UnTrack(self);
     Task_clear(self);
     clear_dependencies(self);
@@ -339,9 +465,17 @@ static void Task_dealloc(TaskObject *self)
 
 /* ------------------------------------------------------------------------------------ spawn -- */
 
-/* Reads priority, vcus and memory (args[2..4]) and sets them on the task. */
-static int set_settings(TaskObject *self, PyObject *const *args, double *vcus, unsigned long long *memory)
+/* Reads priority, vcus and memory (args[2..4]) and sets them on the task. The defaults (the spawn path's
+ * 0, 0.0 and 0 objects) are the engine's own for a task no spawn set up. */
+static int set_settings(TaskObject *self, pyparla_state *st, PyObject *const *args, double *vcus,
+                        unsigned long long *memory)
 {
+    if (args[2] == st->zero && args[3] == st->zero_float && args[4] == st->zero && !self->set_up) {
+        *vcus = 0.0;
+        *memory = 0;
+        return 0;
+    }
+    self->set_up = 1;
     long priority = PyLong_AsLong(args[2]);
     if (priority == -1 && PyErr_Occurred())
         return -1;
@@ -371,16 +505,83 @@ static int check_unspawned(TaskObject *self)
     return -1;
 }
 
-/* Checks dependencies (args[1]), placement options (args[5]) and accesses (args[6]); sets *deps to a new
- * list of the dependency Tasks and *accesses to the checked accesses. Adds the placement options to the
- * task (its own setting); changes nothing else. */
-static int check_arguments(TaskObject *self, PyObject *const *args, double vcus, unsigned long long memory,
-                           PyObject **deps, PyObject **accesses)
+/* A spawn's dependency Tasks: v[0..n), held (few[] and each reference, or a list's items). */
+#define FEW_DEPS 8
+typedef struct {
+    TaskObject *few[FEW_DEPS];
+    PyObject *list; /* a new list holding them, or NULL: few[] holds them */
+    TaskObject **v;
+    Py_ssize_t n;
+} deps_t;
+
+static void deps_release(deps_t *d)
 {
-    pyparla_state *st = pyparla_get_state(self->runtime->module);
-    if ((*deps = PyList_New(0)) == NULL)
+    if (d->list)
+        Py_CLEAR(d->list);
+    else
+        for (Py_ssize_t i = 0; i < d->n; i++)
+            Py_DECREF(d->few[i]);
+    d->n = 0;
+}
+
+/* Makes d hold its tasks through a list (a graph's record takes one). 0, or -1 with MemoryError. */
+static int deps_as_list(deps_t *d)
+{
+    if (d->list)
+        return 0;
+    PyObject *list = PyList_New(d->n);
+    if (list == NULL)
         return -1;
-    if (pyparla_collect_dependencies(self, st->task_type, args[1], 0, *deps) < 0)
+    for (Py_ssize_t i = 0; i < d->n; i++)
+        PyList_SET_ITEM(list, i, (PyObject *)d->few[i]); /* the references move to the list */
+    d->list = list;
+    d->v = (TaskObject **)PySequence_Fast_ITEMS(list);
+    return 0;
+}
+
+/* Collects the dependencies obj names into d, each checked: a list or tuple of at most FEW_DEPS Tasks
+ * (or one Task) directly, every other form through a list (pyparla_collect_dependencies), and into a list
+ * as well while a graph is captured (its record takes one). 0, or -1 with the exception set. */
+static int collect_dependencies(TaskObject *self, pyparla_state *st, PyObject *obj, deps_t *d)
+{
+    d->list = NULL;
+    d->v = d->few;
+    d->n = 0;
+    PyObject *const *items = &obj;
+    Py_ssize_t n = 1;
+    if (PyList_CheckExact(obj) || PyTuple_CheckExact(obj)) {
+        items = PySequence_Fast_ITEMS(obj);
+        n = PySequence_Fast_GET_SIZE(obj);
+    }
+    int few = n <= FEW_DEPS && !self->runtime->capture;
+    for (Py_ssize_t i = 0; few && i < n; i++)
+        few = PyObject_TypeCheck(items[i], st->task_type);
+    if (few) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (pyparla_check_dependency(self, (TaskObject *)items[i]) < 0) {
+                deps_release(d);
+                return -1;
+            }
+            d->few[d->n++] = (TaskObject *)Py_NewRef(items[i]);
+        }
+        return 0;
+    }
+    if ((d->list = PyList_New(0)) == NULL || pyparla_collect_dependencies(self, st->task_type, obj, 0, d->list) < 0) {
+        Py_CLEAR(d->list);
+        return -1;
+    }
+    d->v = (TaskObject **)PySequence_Fast_ITEMS(d->list);
+    d->n = PyList_GET_SIZE(d->list);
+    return 0;
+}
+
+/* Checks dependencies (args[1]), placement options (args[5]) and accesses (args[6]); collects the
+ * dependency Tasks into *deps and sets *accesses to the checked accesses. Adds the placement options to
+ * the task (its own setting); changes nothing else. */
+static int check_arguments(TaskObject *self, pyparla_state *st, PyObject *const *args, double vcus,
+                           unsigned long long memory, deps_t *deps, PyObject **accesses)
+{
+    if (collect_dependencies(self, st, args[1], deps) < 0)
         return -1;
     /* Iterating the dependencies may have run other threads (one may have spawned this task meanwhile). */
     if (self->runtime->rt == NULL || self->runtime->destroying) {
@@ -390,7 +591,7 @@ static int check_arguments(TaskObject *self, PyObject *const *args, double vcus,
     }
     if (check_unspawned(self) < 0)
         return -1;
-    *accesses = pyparla_check_accesses(self, st->data_type, args[6]);
+    *accesses = args[6] == st->empty_tuple ? Py_NewRef(args[6]) : pyparla_check_accesses(self, st->data_type, args[6]);
     if (*accesses == NULL || pyparla_add_options(self, args[5]) < 0 ||
         pyparla_check_feasible(self, args[5], vcus, memory) < 0)
         return -1;
@@ -442,13 +643,13 @@ static int check_slot_writes(TaskObject *self, PyObject *accesses)
 
 /* Records the dependency edges and the data accesses in the engine; 0 or an engine code (out of
  * memory: the edges added so far stay). */
-static int add_edges(TaskObject *self, PyObject *deps, PyObject *accesses)
+static int add_edges(TaskObject *self, const deps_t *deps, PyObject *accesses)
 {
-    if (record_dependencies(self, deps) < 0)
+    if (record_dependencies(self, deps->v, deps->n) < 0)
         return PARLA_ENOMEM;
     int rc = 0;
-    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(deps); i++) {
-        parla_task_t *dep = ((TaskObject *)PyList_GET_ITEM(deps, i))->task;
+    for (Py_ssize_t i = 0; rc == 0 && i < deps->n; i++) {
+        parla_task_t *dep = deps->v[i]->task;
         if (dep) /* NULL: released, done */
             rc = parla_task_add_dependency(self->task, dep);
     }
@@ -466,7 +667,8 @@ static int add_edges(TaskObject *self, PyObject *deps, PyObject *accesses)
  * until the task finishes. */
 static PyObject *engine_submit(TaskObject *self, PyObject *body)
 {
-    Py_XSETREF(self->func, body);
+    pyparla_task_clear_func(self);
+    self->func = body;
     int native = pyparla_is_native_body(pyparla_get_state(self->runtime->module), body);
     int rc = parla_task_set_body(self->task, native ? pyparla_native_body : pyparla_task_body, self);
     if (rc)
@@ -474,8 +676,16 @@ static PyObject *engine_submit(TaskObject *self, PyObject *body)
     Py_INCREF(self); /* the engine's reference, dropped by the task_finished hook */
     self->engine_ref = 1;
     self->submitting = 1;
+    pending_untrack(self, body); /* before the engine can finish it (the hook then decides) */
     rc = parla_task_submit(self->task);
     self->submitting = 0;
+    if (rc != 0 && rc != PARLA_ERESOURCE && self->pend_off) { /* not submitted: as before */
+        pending_done(self, 1);
+        if (self->func_off) {
+            self->func_off = 0;
+            PyObject_GC_Track(body);
+        }
+    }
     if (rc == 0 && self->task && parla_task_state(self->task) == PARLA_TASK_FAILED && !self->has_exc) {
         /* Failed inside submit (no placement could be mapped): report it at exit. */
         pyparla_record_engine_failure(self->runtime, self, self->task);
@@ -511,22 +721,24 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
                      Py_TYPE(args[0])->tp_name);
         return NULL;
     }
+    pyparla_state *st = pyparla_get_state(self->runtime->module);
     double vcus;
     unsigned long long memory = 0;
-    if (set_settings(self, args, &vcus, &memory) < 0)
+    if (set_settings(self, st, args, &vcus, &memory) < 0)
         return NULL;
-    PyObject *deps = NULL, *accesses = NULL, *body = NULL;
-    if (check_arguments(self, args, vcus, memory, &deps, &accesses) < 0 || check_slot_writes(self, accesses) < 0)
+    deps_t deps = {.n = 0, .list = NULL};
+    PyObject *accesses = NULL, *body = NULL;
+    if (check_arguments(self, st, args, vcus, memory, &deps, &accesses) < 0 || check_slot_writes(self, accesses) < 0)
         goto fail;
-    body = pyparla_capture(pyparla_get_state(self->runtime->module), args[0]);
-    if (body == NULL || set_attributes(self, attrs) < 0)
+    body = pyparla_capture(st, args[0]);
+    if (body == NULL || set_attributes(self, attrs) < 0 || (self->runtime->capture && deps_as_list(&deps) < 0))
         goto fail;
-    int rc = add_edges(self, deps, accesses);
+    int rc = add_edges(self, &deps, accesses);
     if (rc == 0 && self->runtime->capture) {
-        pyparla_capture_record(self, body, deps, accesses); /* graph capture (graph_obj.c) */
+        pyparla_capture_record(self, body, deps.list, accesses); /* graph capture (graph_obj.c) */
         self->captured = 1; /* later captured spawns name its engine task */
     }
-    Py_CLEAR(deps);
+    deps_release(&deps);
     Py_CLEAR(accesses);
     if (rc) {
         clear_dependencies(self);
@@ -536,7 +748,7 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     return engine_submit(self, body);
 fail:
     Py_XDECREF(body);
-    Py_XDECREF(deps);
+    deps_release(&deps);
     Py_XDECREF(accesses);
     return NULL;
 }

@@ -82,7 +82,8 @@ void parla__sched_graph_join_finished(parla_task_t *join)
 
 /* Pushes the soft edge t -> join onto t's successor stack. t was created by this replay and is about to be
  * submitted (not finished: the push cannot fail); it needs no placeholder entry, as it is submitted right
- * after, before the join. The edge comes from t's replay pool (t is freed after it). */
+ * after, before the join. The edge comes from t's replay pool (t is freed after it). Its reference to the
+ * join and the join's pending count were taken for all the replay's tasks at once (replay_locked). */
 static int join_edge(parla_task_t *join, parla_task_t *t)
 {
     parla__graph_edge_t *e;
@@ -95,8 +96,6 @@ static int join_edge(parla_task_t *join, parla_task_t *t)
         return PARLA_ENOMEM;
     }
     e->succ = join;
-    parla_task_retain(join);
-    atomic_fetch_add_explicit(&join->pending, 1, memory_order_relaxed);
     parla__graph_edge_push(t, e);
     return 0;
 }
@@ -205,18 +204,18 @@ static parla__graph_pool_t *take_pool(parla_graph_t *g)
     return p;
 }
 
-/* Adds node i's dependencies and accesses to its replay task t (tasks: the replay's), joins it to join and
- * submits it. The join's edge comes after the accesses: a task with no successor yet needs no search for a
- * dependency cycle when its hazard edges are added. */
-static int issue_task(parla_graph_t *g, size_t i, parla_task_t *const *tasks, parla_task_t *join)
+/* Adds node i's dependencies and accesses to its replay task t (tasks: the replay's), joins it to join
+ * (*joined counts it) and submits it. The join's edge comes after the accesses: a task with no successor yet
+ * needs no search for a dependency cycle when its hazard edges are added. */
+static int issue_task(parla_graph_t *g, size_t i, parla_task_t *const *tasks, parla_task_t *join, size_t *joined)
 {
     const node_t *nd = &g->nodes[i];
     parla_task_t *t = tasks[i];
     int rc = 0;
     for (int k = 0; rc == 0 && k < nd->n_deps; k++)
-        rc = parla__graph_add_edge(t, tasks[nd->deps[k]], 0);
+        rc = parla__graph_add_edge_issuing(t, tasks[nd->deps[k]], 0);
     for (int k = 0; rc == 0 && k < nd->n_externals; k++)
-        rc = parla__graph_add_edge(t, nd->externals[k], 0);
+        rc = parla__graph_add_edge_issuing(t, nd->externals[k], 0);
     if (g->plan) {
         size_t n_edges;
         const parla__data_replay_edge_t *edges = parla__data_replay_edges(g->plan, &n_edges);
@@ -225,20 +224,22 @@ static int issue_task(parla_graph_t *g, size_t i, parla_task_t *const *tasks, pa
             for (int j = 0; j < nd->n_deps && !explicit_dep; j++)
                 explicit_dep = nd->deps[j] == edges[k].pred;
             if (!explicit_dep)
-                rc = parla__graph_add_edge(t, tasks[edges[k].pred], edges[k].flags);
+                rc = parla__graph_add_edge_issuing(t, tasks[edges[k].pred], edges[k].flags);
         }
     } else {
         for (int k = 0; rc == 0 && k < nd->n_accesses; k++)
             rc = parla_task_add_access_at(t, nd->accesses[k].data, (parla_access_mode_t)nd->accesses[k].mode,
                                           nd->accesses[k].slot);
     }
-    if (rc == 0)
-        rc = join_edge(join, t);
+    if (rc == 0 && (rc = join_edge(join, t)) == 0)
+        ++*joined;
     if (rc)
         return rc == PARLA_ENOMEM ? parla__error(rc, "replay of graph '%s': task %s: out of memory", g->name,
                                                  nd->name)
                                   : rc;
-    rc = parla_task_submit(t);
+    /* The checks of parla_task_submit that hold for all the replay's tasks: the node has a body (recording
+     * refuses one without), and creating the join found the runtime neither destroyed nor forked. */
+    rc = parla__graph_task_submit_checked(t);
     /* Infeasible needs fail the task (it is submitted): its join reports it. */
     return rc == PARLA_ERESOURCE ? 0 : rc;
 }
@@ -419,9 +420,14 @@ static int replay_locked(parla_graph_t *g, void *join_user, parla_task_t **join_
     }
     if (rc == 0 && g->plan)
         rc = parla__data_replay_apply(g->plan, g->scratch);
+    /* The join's references and pending counts for the edges of the tasks made (join_edge), at once; those
+     * of the tasks not joined go again below. */
+    size_t joined = 0;
+    atomic_fetch_add_explicit(&join->refs, (int32_t)made, memory_order_relaxed);
+    atomic_fetch_add_explicit(&join->pending, (int32_t)made, memory_order_relaxed);
     /* In the plan's order (every node after its dependencies), else in recording order. */
     while (rc == 0 && issued < made) {
-        rc = issue_task(g, g->plan ? g->order[issued] : issued, g->scratch, join);
+        rc = issue_task(g, g->plan ? g->order[issued] : issued, g->scratch, join, &joined);
         issued += rc == 0;
     }
     char msg[768];
@@ -432,6 +438,11 @@ static int replay_locked(parla_graph_t *g, void *join_user, parla_task_t **join_
         set_failure(g, msg);
         for (size_t i = issued; i < made; i++)
             parla_task_cancel(g->scratch[g->plan && made == g->n_nodes ? g->order[i] : i]);
+    }
+    if (joined < made) {
+        /* The join is not submitted yet (its hold) and this replay holds it: neither reaches zero. */
+        atomic_fetch_sub_explicit(&join->pending, (int32_t)(made - joined), memory_order_relaxed);
+        atomic_fetch_sub_explicit(&join->refs, (int32_t)(made - joined), memory_order_relaxed);
     }
     for (size_t i = 0; i < made; i++)
         parla_task_release(g->scratch[i]);

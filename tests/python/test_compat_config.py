@@ -43,3 +43,23 @@ def test_logfile_writes_the_trace(tmp_path):
     assert "traceEvents" in json.loads(log.read_text())
     with pytest.raises(TypeError, match="logfile"):
         Parla(logfile=3)
+
+
+def test_dev_config_file_must_be_a_path(tmp_path):
+    """Parla(dev_config_file=5) used to open and then close file descriptor 5 (open() takes an int as a
+    descriptor), an unrelated file of the program, and report "Bad file descriptor" or a YAML error."""
+    import os
+    read_end, write_end = os.pipe()
+    try:
+        for bad in (read_end, True, 2.5, ["a.yaml"]):
+            with pytest.raises(TypeError, match=r"dev_config_file=.*expected a path to a YAML file"):
+                Parla(dev_config_file=bad).__enter__()
+        os.write(write_end, b"still open")
+        assert os.read(read_end, 10) == b"still open"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    path = tmp_path / "devices.yaml"
+    path.write_text(SAMPLE)
+    with Parla(dev_config_file=path):  # a PathLike works as a str does
+        assert len(gpu.devices) == 3

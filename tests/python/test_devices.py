@@ -478,3 +478,28 @@ def test_dev_config_file(tmp_path):
         assert p.runtime.num_workers == 2
         assert [d.memory_capacity for d in gpu.devices] == [32 * 2**20] * 2
         assert cpu(0).memory_capacity == 2**30
+
+
+@pytest.mark.timeout(30)
+def test_numpy_integer_device_indices_and_no_bools():
+    """gpu(np.int64(1)) was refused ("a device index is a non-negative integer") although an index from a NumPy
+    loop is the usual spelling; gpu(True) was gpu(1) once gpu(1) existed, and gpu * True was (gpu,)."""
+    gpu(1)  # cached: True == 1 must not find it
+    assert gpu(np.int64(1)) is gpu(1) and gpu[np.int32(0)] is gpu(0)
+    assert gpu[[np.int64(0), 1]] == [gpu(0), gpu(1)]
+    assert gpu * np.int64(2) == (gpu, gpu)
+    for bad in (True, np.True_, 1.0):
+        with pytest.raises(ValueError, match="a device index is a non-negative integer"):
+            gpu(bad)
+    with pytest.raises(TypeError, match="index with a device number"):
+        gpu[True]
+    with pytest.raises(ValueError, match="need a positive number of devices"):
+        gpu * True
+    with Parla(virtual_gpus=2):
+        tasks = []
+        for i in np.arange(4):
+            @spawn(placement=gpu(i % 2))
+            def body():
+                return get_current_devices()
+            tasks.append(body)
+    assert [t.result for t in tasks] == [[gpu(0)], [gpu(1)], [gpu(0)], [gpu(1)]]

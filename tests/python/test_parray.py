@@ -597,3 +597,64 @@ def test_random_programs_match_numpy(chunk):
                     np.testing.assert_array_equal(p.array, w, err_msg=f"seed {seed} (read inside context)")
     for seed, init, tasks, parrays, reads in results:
         _check(seed, init, tasks, parrays, reads)
+
+
+@pytest.mark.timeout(30)
+def test_empty_parray_and_empty_view_on_gpus():
+    """An array or view of no elements has no allocation on a GPU; its .array there used to raise "has no copy
+    on gpu(k)" and fail the task. It is an empty array of the right shape, read-only when only read."""
+    T = TaskSpace("T")
+    with Parla(virtual_gpus=2):
+        E = asarray(np.zeros((0, 3)))
+        M = asarray(np.arange(12.0).reshape(4, 3))
+        V = M[2:2]
+
+        @spawn(T[0], placement=gpu(1), inout=[E])
+        def write_empty():
+            E.array[:] += 1
+            return E.array.shape
+
+        @spawn(T[1], placement=gpu(0), input=[E])
+        def read_empty():
+            return E.array.shape, E.array.flags.writeable
+
+        @spawn(T[2], placement=gpu(0), inout=[V])
+        def write_empty_view():
+            V.array[:] += 1
+            return V.array.shape
+
+        @spawn(T[3], placement=gpu(1), inout=[M[1:3]])
+        def write_rows():
+            M[1:3].array[:] *= 2
+            return M[1:3].array.shape
+    assert [T[k].result for k in range(4)] == [(0, 3), ((0, 3), False), (0, 3), (2, 3)]
+    expected = np.arange(12.0).reshape(4, 3)
+    expected[1:3] *= 2
+    assert E.array.shape == (0, 3) and np.array_equal(M.array, expected)
+
+
+@pytest.mark.timeout(30)
+def test_device_arguments_of_evict_exists_nbytes_are_checked():
+    """A.evict("gpu"), A.evict(gpu) and A.evict(gpu(5)) did nothing, silently, on an array no task had used yet;
+    A.nbytes_at("x") raised "invalid literal for int()". Every form now gets a TypeError or ValueError naming
+    the method; a device or an engine number works as before."""
+    with Parla(virtual_gpus=2):
+        A = asarray(np.arange(6.0))
+        for method in ("evict", "exists_on_device", "nbytes_at"):
+            for bad in ("gpu", gpu, 1.0, True):
+                with pytest.raises(TypeError, match=rf"PArray\.{method}\(device="):
+                    getattr(A, method)(bad)
+            for bad in (3, -5, np.int64(99)):
+                with pytest.raises(ValueError, match=rf"PArray\.{method}\(device=-?\d+\): no such device"):
+                    getattr(A, method)(bad)
+            with pytest.raises(ValueError, match=r"no such device gpu\(5\)"):
+                getattr(A, method)(gpu(5))
+
+        @spawn(placement=gpu(1), inout=[A])
+        def body():
+            A.array[:] += 1
+        body.wait()
+        assert A.exists_on_device(gpu(1)) and A.exists_on_device(np.int64(2)) and A.nbytes_at(2) == 48
+        A.evict(2)
+        assert not A.exists_on_device(gpu(1)) and A.exists_on_device(0)
+    assert A.array.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]

@@ -176,3 +176,124 @@ def test_inline_placement_requests_do_not_grow_the_placement_cache():
     assert gpu[{"vcus": 0.5}] == gpu[{"vcus": 0.5}] and hash(gpu[{"vcus": 0.5}]) == hash(gpu[{"vcus": 0.5}])
     assert gpu[{"vcus": 0.5}] != gpu[{"vcus": 0.25}] and gpu[{"vcus": 0.5}] != gpu(0)[{"vcus": 0.5}]
     assert gpu[{"vcus": 1}] != gpu[{"vcus": True}] and gpu[{"vcus": 1}] != gpu[{"vcus": 1.0}]
+
+
+@pytest.mark.timeout(30)
+def test_strings_among_dependencies_empty_keys_and_odd_shapes_get_errors_naming_them():
+    # A string inside a dependency list iterated to strings until "nested too deeply"; parla.tasks.tasks(["a"])
+    # recursed without end; T[()] failed in min(); shape=2.5 failed in tuple(); n_workers=10**12 overflowed a C int.
+    from parla.tasks import tasks
+    with Parla(n_workers=1):
+        T = TaskSpace("T")
+        for bad, shown in ((["abc"], "'abc'"), ([T[0], [b"x"]], "b'x'")):
+            with pytest.raises(TypeError, match=f"task T\\[1\\]: .*not the string {shown}"):
+                @spawn(T[1], bad)
+                def t():
+                    pass
+        assert T[1].state == "created"
+        with pytest.raises(TypeError, match="not the string 'abc'"):
+            tasks(["abc"])
+        with pytest.raises(IndexError, match="TaskSpace 'T': an index needs at least one key"):
+            T[()]
+        for shape in (2.5, float("nan"), "ab"):
+            with pytest.raises(TypeError, match=f"TaskSpace 'X': shape={shape!r} must be an integer"):
+                TaskSpace("X", shape=shape)
+        with pytest.raises(TypeError, match="TaskSpace 'X': start=1.5 must be an integer"):
+            TaskSpace("X", shape=2, start=1.5)
+
+        @spawn(T[1], [T[0]])
+        def after():
+            return 2
+
+        @spawn(T[0])
+        def first():
+            return 1
+    assert (T[0].result, T[1].result) == (1, 2)
+    with pytest.raises(ValueError, match="n_workers=1000000000000 is more than the limit of 4096"):
+        with Parla(n_workers=10**12):
+            pass
+
+
+@pytest.mark.timeout(30)
+def test_a_generator_function_as_body_is_refused_on_both_spawn_paths():
+    # Its code never ran: the task ended done with a generator object as its result, and nothing said so.
+    import parla.tasks as tasks
+
+    def gen():
+        yield 1
+
+    async def agen():
+        yield 1
+
+    with Parla(n_workers=1):
+        T = TaskSpace("T")
+        for i, (spawner, body) in enumerate([(spawn, gen), (spawn, agen), (tasks._spawn, gen), (tasks._spawn, agen)]):
+            with pytest.raises(TypeError, match=rf"task T\[{i}\]: the body is a generator function \(it contains "
+                                                r"yield\)"):
+                spawner(T[i])(body)
+            assert T[i].state == "created"
+
+            @spawn(T[i])
+            def plain():
+                return i
+        anonymous_error = None
+        try:
+            spawn()(gen)
+        except TypeError as e:
+            anonymous_error = str(e)
+        assert anonymous_error is not None and "generator function" in anonymous_error
+    assert [T[i].result for i in range(4)] == [0, 1, 2, 3]
+
+
+@pytest.mark.timeout(30)
+def test_a_task_awaiting_itself_and_a_bad_timeout_on_a_finished_task_are_named():
+    # The first said "parla_task_suspend_on: task B[0]: awaited task 0 is the task itself" (the C API's words);
+    # the second returned without complaint once the task had finished (the timeout was checked only before).
+    B = TaskSpace("B")
+    seen = []
+    with Parla(n_workers=1):
+        @spawn(B[0])
+        async def t():
+            try:
+                await B[0]
+            except RuntimeError as e:
+                seen.append(str(e))
+            return 5
+
+        @spawn(B[1])
+        def u():
+            return 1
+        B[1].wait()
+        for bad in ("x", float("nan"), -1):
+            with pytest.raises(ValueError, match=r"task B\[1\]\.wait\(timeout=.*\): timeout must be a number"):
+                B[1].wait(timeout=bad)
+    assert seen == ["task B[0] awaits itself, which would never finish"] and B[0].result == 5
+
+
+@pytest.mark.timeout(30)
+def test_file_arguments_of_parla_that_are_not_paths_name_the_argument():
+    # Parla(trace=5) said only "expected str, bytes or os.PathLike object, not int", from deep in the start.
+    for key in ("trace", "graph", "summary_file", "logfile"):
+        with pytest.raises(TypeError, match=rf"Parla\({key}=5\): {key} is a file path"):
+            with Parla(**{key: 5}):
+                pass
+
+
+@pytest.mark.timeout(30)
+def test_memory_beyond_64_bits_names_the_task_and_strict_access_reads_off_as_off(monkeypatch):
+    # A placement option's memory=10**30 said "a memory size must be ..." without the task; PARLA_STRICT_ACCESS
+    # took any value but 0/false/no as on (so "off" turned it on) and "maybe" passed.
+    T = TaskSpace("T")
+    with Parla(virtual_gpus=1, n_workers=1):
+        for kw in (dict(placement=gpu[{"memory": 10**30}]), dict(memory=10**30), dict(memory=-1)):
+            with pytest.raises(ValueError, match=r"task T\[0\]: memory=-?\d+ must be a non-negative number of bytes"):
+                @spawn(T[0], **kw)
+                def t():
+                    pass
+    monkeypatch.setenv("PARLA_STRICT_ACCESS", "off")
+    assert Parla().strict_access is False
+    monkeypatch.setenv("PARLA_STRICT_ACCESS", "on")
+    assert Parla().strict_access is True
+    monkeypatch.setenv("PARLA_STRICT_ACCESS", "maybe")
+    with pytest.raises(ValueError, match="PARLA_STRICT_ACCESS='maybe'"):
+        Parla()

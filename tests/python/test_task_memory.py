@@ -4,6 +4,7 @@ cycles through tasks are still collected; a task's body and closure are released
 cancelled tasks included. A finished plain task keeps only its name, state and result (its engine task is
 released), and a TaskSpace stores integer keys compactly."""
 import gc
+import threading
 import weakref
 
 import numpy as np
@@ -81,6 +82,34 @@ def _spawn_holding_payload(T):
     def never():
         return obj  # captured by value at spawn
     return weakref.ref(obj)
+
+
+@pytest.mark.timeout(30)
+def test_waiting_tasks_and_their_bodies_leave_the_collector_until_they_finish():
+    # A spawned task is held by the engine until it finishes, so it cannot be part of a garbage cycle: it and
+    # its body (a plain function) are untracked meanwhile, listed by Runtime._pending, and put back when it
+    # finishes (the body as soon as the task lets it go).
+    gate = threading.Event()
+
+    def shared():  # a body something else references too
+        return 3
+    with Parla(n_workers=1) as p:
+        T = TaskSpace("T")
+
+        @spawn(T[0])
+        def blocker():
+            gate.wait(10)
+
+        @spawn(T[1], dependencies=[T[0]])
+        def second():
+            return [2]  # not a leaf: tracked again at its finish
+        spawn(T[2], [T[0]])(shared)
+        assert not gc.is_tracked(T[1]) and not gc.is_tracked(T[2]) and not gc.is_tracked(shared)
+        assert {t.name for t in p.runtime._pending()} >= {"T[1]", "T[2]"}
+        assert gc.collect() >= 0 and T[1].state == "submitted"  # a collection meanwhile changes nothing
+        gate.set()
+    assert T[1].result == [2] and T[2].result == 3
+    assert gc.is_tracked(shared) and gc.is_tracked(T[1]) and not gc.is_tracked(T[2])
 
 
 @pytest.mark.timeout(30)

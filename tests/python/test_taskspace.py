@@ -159,3 +159,17 @@ def test_a_negative_key_in_any_position_is_an_empty_tasklist():
             for j in range(3):
                 spawn(D[i, j], [D[i - 1, j], D[i, j - 1]])(lambda i=i, j=j: i + j)
     assert [D[i, j].result for i in range(3) for j in range(3)] == [i + j for i in range(3) for j in range(3)]
+
+
+@pytest.mark.timeout(30)
+def test_a_copied_space_and_a_view_name_the_same_tasks():
+    # name, shape, start and the tasks are slots of the C base (not in __dict__): copy.copy and view keep them.
+    import copy
+    T = TaskSpace("T", shape=3, start=1)
+    with Parla(n_workers=1):
+        spawn(T[1])(lambda: 5)
+    U = copy.copy(T)
+    assert (U.name, U.shape, U.start, U._create) == ("T", (3,), (1,), True)
+    assert U[1] is T[1] and U[1].result == 5 and len(U) == 1 and repr(U) == "TaskSpace('T', 1 tasks)"
+    V = T.view
+    assert V[1] is T[1] and V.name == "T" and not V._create and T._create and len(V[2]) == 0

@@ -117,7 +117,9 @@ def test_summary_file_gets_the_summary(tmp_path, capsys):
     path = tmp_path / "summary.txt"
     with Parla(n_workers=2, summary_file=str(path)) as ctx:
         T = TaskSpace("T")
-        for i in range(3):
+        # Last first: each dependency is still unspawned when named, so the chain's edges are recorded however
+        # fast the workers run (a dependency that has already finished when named leaves no edge).
+        for i in reversed(range(3)):
             @spawn(T[i], [T[i - 1]] if i else [])
             def f():
                 pass

@@ -3,6 +3,7 @@ their labels say, and the DOT graph has a legend, the critical path and data edg
 import os
 import re
 import sys
+import threading
 import time
 
 import numpy as np
@@ -76,12 +77,16 @@ def test_suspended_time_is_not_busy_and_awaits_are_on_the_critical_path(tmp_path
 @pytest.mark.timeout(60)
 def test_dot_legend_critical_path_and_edge_kinds(tmp_path):
     path = tmp_path / "g.dot"
+    # T[0] runs until all three are spawned: a writer that has already finished when its reader is spawned
+    # leaves no data-flow edge to draw (the main thread can lose the GIL between spawns to a worker).
+    spawned = threading.Event()
     with Parla(n_workers=2, virtual_gpus=1, graph=str(path)):
         A = asarray(np.zeros(4))
         T = TaskSpace("T")
 
         @spawn(T[0], placement=gpu, output=[A])
         def write():
+            spawned.wait(30)
             A.array[:] = 1
 
         @spawn(T[1], placement=cpu, input=[A])      # a data flow from T[0]
@@ -91,6 +96,7 @@ def test_dot_legend_critical_path_and_edge_kinds(tmp_path):
         @spawn(T[2], [T[1]], placement=cpu)         # an explicit dependency
         def after():
             pass
+        spawned.set()
     dot = path.read_text()
     assert "subgraph cluster_legend" in dot and 'label="legend"' in dot
     lines = {m.group(1): m.group(2) for m in re.finditer(r'(t\d+ -> t\d+) \[(.*)\];', dot)}

@@ -325,3 +325,24 @@ def test_a_wait_with_a_timeout_waits_for_a_task_spawned_later(where):
     else:
         th.join(20)
         assert box == [42]
+
+
+@pytest.mark.timeout(30)
+def test_wait_rejects_non_tasks_by_name():
+    """A string used to recurse without end (RecursionError) and a number gave "'int' object is not iterable";
+    both now raise TypeError naming the call and the offending item. Nested lists, TaskSpaces and None mix."""
+    with Parla(n_workers=2):
+        T = TaskSpace("T")
+
+        @spawn(T[0])
+        def body():
+            return 7
+
+        for bad, shown in (("abc", "str"), (["abc"], "str"), ([b"x"], "bytes"), (1, "int"), ([T[0], 2.5], "float")):
+            with pytest.raises(TypeError, match=rf"wait\(\): expected Parla tasks.*got a {shown}"):
+                parla.wait(bad)
+            with pytest.raises(TypeError, match=rf"as_completed\(\): expected Parla tasks.*got a {shown}"):
+                list(parla.as_completed(bad))
+        done, not_done = parla.wait([[T[0], None], [T]], timeout=30)
+        assert done == {T[0]} and not not_done
+        assert [t.result for t in parla.as_completed([[[T[0]]], T[0:1]], timeout=30)] == [7]
