@@ -198,6 +198,34 @@ int parla_task_submit(parla_task_t *t)
     return parla__graph_task_submit_checked(t);
 }
 
+bool parla__graph_submits_under_way(parla_runtime_t *rt, long *active)
+{
+    parla__graph_rt_t *g = parla__graph_rt(rt);
+    long n = atomic_load(&g->n_active);
+    if (n < PARLA__SUBMITTING) {
+        *active = n;
+        return false;
+    }
+    /* Mark, then look again: a submit that ends after the mark sees it (and
+     * wakes the waiters); one that ended before is seen here. */
+    atomic_store(&g->recheck, true);
+    n = atomic_load(&g->n_active);
+    *active = n % PARLA__SUBMITTING;
+    return n >= PARLA__SUBMITTING;
+}
+
+/* The end of a submit's window (PARLA__SUBMITTING): when a stuck check passed
+ * over it, or it leaves no task active (its task, and every other, finished
+ * meanwhile: no finish saw the count reach 0), the waiters look again. */
+static void submit_ended(parla_runtime_t *rt)
+{
+    parla__graph_rt_t *g = parla__graph_rt(rt);
+    long left = atomic_fetch_sub(&g->n_active, PARLA__SUBMITTING) - PARLA__SUBMITTING;
+    bool passed_over = atomic_load(&g->recheck) && atomic_exchange(&g->recheck, false);
+    if (left == 0 || passed_over)
+        g->ghooks.recheck(rt, passed_over);
+}
+
 int parla__graph_task_submit_checked(parla_task_t *t)
 {
     parla_runtime_t *rt = t->rt;
@@ -214,10 +242,11 @@ int parla__graph_task_submit_checked(parla_task_t *t)
     parla_task_retain(t); /* the engine's reference, dropped when t finishes */
     /* Pairs with parla_runtime_destroy: either it sees this task active, or
      * this sees it closing (both sequentially consistent). */
-    atomic_fetch_add(&parla__graph_rt(rt)->n_active, 1);
+    atomic_fetch_add(&parla__graph_rt(rt)->n_active, 1 + PARLA__SUBMITTING);
     if (atomic_load(&parla__graph_rt(rt)->closing)) {
         /* Undo: the task stays never submitted (its hold keeps it from running). */
         atomic_fetch_sub(&parla__graph_rt(rt)->n_active, 1);
+        submit_ended(rt);
         atomic_store(&t->state, PARLA_TASK_CREATED);
         parla_task_release(t);
         return parla__error(PARLA_ESTATE, "parla_task_submit: task %s: the runtime is being destroyed",
@@ -238,11 +267,10 @@ int parla__graph_task_submit_checked(parla_task_t *t)
          * fail it when it would become ready. */
         t->error = PARLA_ERESOURCE;
         atomic_fetch_or(&t->flags, PARLA__F_CANCEL);
-        parla__graph_task_dec_pending(t);
-        return rc;
     }
     parla__graph_task_dec_pending(t);
-    return 0;
+    submit_ended(rt);
+    return rc;
 }
 
 int parla_task_cancel(parla_task_t *t)

@@ -267,6 +267,11 @@ typedef struct parla__graph_hooks {
     /* At submission of a task with placement options: 0 when some option can
      * hold its needs, else PARLA_ERESOURCE with the message set. */
     int (*feasible)(parla_task_t *t);
+    /* A parla_task_submit ended that a stuck check passed over while it was
+     * under way (passed_over: every thread blocked in a wait looks again), or
+     * that left no task active (the threads in parla_runtime_wait_all return).
+     * See PARLA__SUBMITTING. Any thread, no lock held. */
+    void (*recheck)(parla_runtime_t *rt, bool passed_over);
 } parla__graph_hooks_t;
 
 /* The graph layer's part of a runtime (the first member of data's part). */
@@ -275,7 +280,9 @@ typedef struct parla__graph_rt {
     parla__trace_t *trace;       /* NULL when tracing is off */
     parla__graph_hooks_t ghooks; /* how graph/ and data/ call up (set at creation, constant) */
 
-    _Atomic long n_active;   /* submitted, not finished */
+    _Atomic long n_active;   /* submitted, not finished (mod PARLA__SUBMITTING), plus
+                              * PARLA__SUBMITTING for each submit under way */
+    _Atomic bool recheck;    /* a stuck check saw a submit under way: its end wakes the waiters */
     _Atomic long n_live;     /* task objects not yet freed (+ stores, holds, the runtime's own) */
     _Atomic uint64_t serial;
     _Atomic uint64_t n_failed, n_cancelled;
@@ -296,9 +303,29 @@ typedef struct parla__graph_rt {
     size_t n_placeholders, cap_placeholders;
 } parla__graph_rt_t;
 
+/* parla_task_submit counts its task in n_active, and adds PARLA__SUBMITTING
+ * there, before it hands the task on (ready hook, or a dependency's pending
+ * count): in between, the task is neither ready nor waiting on anything
+ * running, and a stuck check from another thread would wrongly find nothing
+ * able to run. The stuck check calls parla__graph_submits_under_way first. */
+#define PARLA__SUBMITTING ((long)1 << 40)
+
+/* For the stuck check: true while some parla_task_submit is under way (the
+ * last to end then calls the recheck hook); false with *active set to the
+ * submitted unfinished tasks otherwise. Sequentially consistent with the
+ * submit's end: either that end sees this check's mark, or this check sees
+ * no submit under way. */
+bool parla__graph_submits_under_way(parla_runtime_t *rt, long *active);
+
 static inline parla__graph_rt_t *parla__graph_rt(const parla_runtime_t *rt)
 {
     return (parla__graph_rt_t *)(void *)rt;
+}
+
+/* Submitted tasks not yet finished, those of submits under way included. */
+static inline long parla__graph_n_active(const parla_runtime_t *rt)
+{
+    return atomic_load(&parla__graph_rt(rt)->n_active) % PARLA__SUBMITTING;
 }
 
 /* One live object of rt (a task, a store, a hold) is gone; the last one

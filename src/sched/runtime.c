@@ -167,7 +167,7 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     parla__rt_head(rt)->pid = (int)getpid();
     parla__graph_rt(rt)->ghooks = (parla__graph_hooks_t){.ready = parla__sched_task_ready, .finished = parla__sched_task_finished,
                                         .dispose = parla__data_task_dispose, .last_object = free_runtime,
-                                        .feasible = parla__sched_task_feasible};
+                                        .feasible = parla__sched_task_feasible, .recheck = parla__sched_submit_recheck};
     parla__data_rt(rt)->dhooks = (parla__data_hooks_t){.arrived = parla__sched_task_arrived, .unpinned = parla__sched_tasks_unpinned,
                                        .retry = parla__sched_engine_retry};
     parla__rt_head(rt)->fail_at = cfg.fail_alloc_at;
@@ -243,7 +243,7 @@ int parla_runtime_destroy(parla_runtime_t *rt)
         return parla__error(PARLA_ESTATE, "parla_runtime_destroy: another thread is destroying the runtime");
     /* A task is reported finished (its state) a moment before the engine's
      * bookkeeping for it ends; wait that moment out, briefly. */
-    long active = atomic_load(&parla__graph_rt(rt)->n_active);
+    long active = atomic_load(&parla__graph_rt(rt)->n_active); /* submits under way included */
     for (int spin = 0; active > 0 && spin < 100000; spin++) {
         bool finishing = atomic_load(&parla__graph_rt(rt)->n_finishing_other) > 0;
         for (int i = 0; i < rt->n_workers && !finishing; i++)
@@ -255,6 +255,8 @@ int parla_runtime_destroy(parla_runtime_t *rt)
     }
     if (active > 0) {
         atomic_store(&parla__graph_rt(rt)->closing, false);
+        active %= PARLA__SUBMITTING;
+        active += active == 0; /* only a submit being undone */
         return parla__error(PARLA_EBUSY, "parla_runtime_destroy: %ld submitted task%s not finished", active,
                             active == 1 ? " has" : "s have");
     }

@@ -24,7 +24,8 @@ bool parla__sched_body_waiters_locked(parla_runtime_t *rt)
 
 bool parla__sched_stuck_locked(parla_runtime_t *rt)
 {
-    if (atomic_load(&rt->n_sleeping) != rt->n_workers || parla__sched_any_work(rt) || atomic_load(&parla__graph_rt(rt)->n_active) == 0)
+    if (atomic_load(&rt->n_sleeping) != rt->n_workers || parla__sched_any_work(rt) ||
+        atomic_load(&parla__graph_rt(rt)->n_active) == 0)
         return false;
     for (int d = 0; d < parla__dev_devs(rt)->n_devices; d++)
         if (parla__dev_engine_pending(&parla__dev_devs(rt)->devices[d]) > 0)
@@ -37,7 +38,10 @@ bool parla__sched_stuck_locked(parla_runtime_t *rt)
             if (atomic_load(&w->waiting_on[k]->state) >= PARLA_TASK_DONE)
                 return false;
     }
-    return true;
+    /* Last, as it marks the runtime for a recheck: a submit under way has a
+     * task about to be ready or waiting. */
+    long active;
+    return !parla__graph_submits_under_way(rt, &active) && active > 0;
 }
 
 bool parla__sched_quiescent(parla_runtime_t *rt)
@@ -53,7 +57,7 @@ int parla__sched_stuck_error(parla_runtime_t *rt)
 {
     char buf[480];
     size_t len = 0;
-    long active = atomic_load(&parla__graph_rt(rt)->n_active);
+    long active = parla__graph_n_active(rt);
     pthread_mutex_lock(&parla__graph_rt(rt)->placeholder_lock);
     size_t np = parla__graph_rt(rt)->n_placeholders;
     for (size_t i = 0; i < np && len < sizeof buf - 64; i++) {

@@ -30,6 +30,13 @@ void parla__sched_wake_waiters(parla_runtime_t *rt)
     pthread_mutex_unlock(&rt->park_lock);
 }
 
+/* graph's recheck hook. */
+void parla__sched_submit_recheck(parla_runtime_t *rt, bool passed_over)
+{
+    if (passed_over || atomic_load(&rt->n_all_waiters) > 0)
+        parla__sched_wake_waiters(rt);
+}
+
 static void deadline_after(struct timespec *ts, double seconds)
 {
     clock_gettime(CLOCK_REALTIME, ts);
@@ -83,7 +90,7 @@ int parla__sched_wait_all(parla_runtime_t *rt, double timeout)
     pthread_mutex_unlock(&rt->wait_lock);
     if (rc == PARLA_ETIMEDOUT)
         return parla__error(rc, "parla_runtime_wait_all: %ld tasks still running after %g s",
-                            (long)atomic_load(&parla__graph_rt(rt)->n_active), timeout);
+                            parla__graph_n_active(rt), timeout);
     return rc ? parla__sched_stuck_error(rt) : 0;
 }
 

@@ -6,11 +6,15 @@
  * cancelling or submitting it lets wait_all return 0. ESTUCK is not reported
  * while other work is still making progress, nor while a running task is
  * about to submit the missing task. parla_runtime_destroy() returns
- * PARLA_EBUSY while submitted tasks are unfinished.
+ * PARLA_EBUSY while submitted tasks are unfinished. A wait from another thread
+ * while tasks are being submitted does not report them stuck.
  */
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -459,6 +463,58 @@ static void cancel_stuck_cycle(void)
     }
 }
 
+/* Waits from another thread while tasks are being submitted: a submit counts
+ * its task as active before it hands it to the scheduler, and a stuck check
+ * made in between saw every worker asleep, nothing queued and a task active,
+ * and reported a stuck runtime (wait_all returned PARLA_ESTUCK with "1
+ * submitted task can never run"). */
+typedef struct {
+    parla_runtime_t *rt;
+    long n;
+    atomic_int done;
+} submitter_t;
+
+static void *submit_many(void *arg)
+{
+    submitter_t *s = arg;
+    for (long i = 0; i < s->n; i++) {
+        parla_task_t *t;
+        CHECK_OK(parla_task_create(s->rt, count_body, NULL, &t));
+        CHECK_OK(parla_task_submit(t));
+        parla_task_release(t);
+        if (i % 16 == 0)
+            usleep(100); /* let the workers go idle: the next submit finds them parked */
+    }
+    atomic_store(&s->done, 1);
+    return NULL;
+}
+
+static void waits_during_submits(void)
+{
+    for (int w = 1; w <= 2; w++) {
+        parla_config_t cfg;
+        parla_config_init(&cfg);
+        cfg.n_workers = w;
+        parla_runtime_t *rt;
+        CHECK_OK(parla_runtime_create(&cfg, &rt));
+        atomic_store(&ran, 0);
+        submitter_t s = {.rt = rt, .n = scaled(20000, 2000)};
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, submit_many, &s) == 0, "pthread_create");
+        long waits = 0;
+        while (!atomic_load(&s.done)) {
+            int rc = parla_runtime_wait_all_timeout(rt, 30.0);
+            CHECK(rc == 0, "wait_all during submits (%d workers, wait %ld, %d tasks ran): %s", w, waits,
+                  atomic_load(&ran), parla_last_error_message());
+            waits++;
+        }
+        CHECK(pthread_join(th, NULL) == 0, "pthread_join");
+        CHECK_OK(parla_runtime_wait_all(rt));
+        CHECK(atomic_load(&ran) == s.n, "%d of %ld tasks ran", atomic_load(&ran), s.n);
+        CHECK_OK(parla_runtime_destroy(rt));
+    }
+}
+
 int main(void)
 {
     check_watchdog(50);
@@ -478,6 +534,7 @@ int main(void)
     timeout_and_cancel_all();
     cycle();
     cancel_stuck_cycle();
+    waits_during_submits();
     printf("test_stuck: ok\n");
     return 0;
 }
