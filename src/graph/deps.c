@@ -214,16 +214,14 @@ bool parla__graph_submits_under_way(parla_runtime_t *rt, long *active)
     return n >= PARLA__SUBMITTING;
 }
 
-/* The end of a submit's window (PARLA__SUBMITTING): when a stuck check passed
- * over it, or it leaves no task active (its task, and every other, finished
- * meanwhile: no finish saw the count reach 0), the waiters look again. */
-static void submit_ended(parla_runtime_t *rt)
+/* The end of a submit's window (PARLA__SUBMITTING): when a stuck check or a
+ * waiter about to sleep passed over it, the waiters look again. */
+static inline void submit_ended(parla_runtime_t *rt)
 {
     parla__graph_rt_t *g = parla__graph_rt(rt);
-    long left = atomic_fetch_sub(&g->n_active, PARLA__SUBMITTING) - PARLA__SUBMITTING;
-    bool passed_over = atomic_load(&g->recheck) && atomic_exchange(&g->recheck, false);
-    if (left == 0 || passed_over)
-        g->ghooks.recheck(rt, passed_over);
+    atomic_fetch_sub(&g->n_active, PARLA__SUBMITTING);
+    if (atomic_load(&g->recheck) && atomic_exchange(&g->recheck, false))
+        g->ghooks.recheck(rt);
 }
 
 int parla__graph_task_submit_checked(parla_task_t *t)
@@ -247,6 +245,7 @@ int parla__graph_task_submit_checked(parla_task_t *t)
         /* Undo: the task stays never submitted (its hold keeps it from running). */
         atomic_fetch_sub(&parla__graph_rt(rt)->n_active, 1);
         submit_ended(rt);
+        parla__graph_rt(rt)->ghooks.recheck(rt); /* no finish tells wait_all its task is gone */
         atomic_store(&t->state, PARLA_TASK_CREATED);
         parla_task_release(t);
         return parla__error(PARLA_ESTATE, "parla_task_submit: task %s: the runtime is being destroyed",

@@ -267,11 +267,10 @@ typedef struct parla__graph_hooks {
     /* At submission of a task with placement options: 0 when some option can
      * hold its needs, else PARLA_ERESOURCE with the message set. */
     int (*feasible)(parla_task_t *t);
-    /* A parla_task_submit ended that a stuck check passed over while it was
-     * under way (passed_over: every thread blocked in a wait looks again), or
-     * that left no task active (the threads in parla_runtime_wait_all return).
-     * See PARLA__SUBMITTING. Any thread, no lock held. */
-    void (*recheck)(parla_runtime_t *rt, bool passed_over);
+    /* A parla_task_submit ended that a stuck check, or a waiter going to
+     * sleep, passed over while it was under way (parla__graph_submits_under_way):
+     * every thread blocked in a wait looks again. Any thread, no lock held. */
+    void (*recheck)(parla_runtime_t *rt);
 } parla__graph_hooks_t;
 
 /* The graph layer's part of a runtime (the first member of data's part). */
@@ -310,11 +309,13 @@ typedef struct parla__graph_rt {
  * able to run. The stuck check calls parla__graph_submits_under_way first. */
 #define PARLA__SUBMITTING ((long)1 << 40)
 
-/* For the stuck check: true while some parla_task_submit is under way (the
- * last to end then calls the recheck hook); false with *active set to the
- * submitted unfinished tasks otherwise. Sequentially consistent with the
- * submit's end: either that end sees this check's mark, or this check sees
- * no submit under way. */
+/* For the stuck check, and a waiter about to sleep: true while some
+ * parla_task_submit is under way (one ending then calls the recheck hook);
+ * false with *active set to the submitted unfinished tasks otherwise.
+ * Sequentially consistent with the submit's end: either that end sees this
+ * call's mark, or this call sees no submit under way. A finish that leaves
+ * no task active but submits under way still wakes parla_runtime_wait_all,
+ * which then passes over them here before it sleeps again. */
 bool parla__graph_submits_under_way(parla_runtime_t *rt, long *active);
 
 static inline parla__graph_rt_t *parla__graph_rt(const parla_runtime_t *rt)

@@ -233,7 +233,8 @@ void parla__sched_task_finished(parla_task_t *t)
     if (atomic_load(&t->flags) & PARLA__F_WAITED)
         parla__sched_wake_waiters(rt);
     parla__sched_graph_join_finished(t);
-    if (atomic_fetch_sub_explicit(&parla__graph_rt(rt)->n_active, 1, memory_order_acq_rel) == 1 &&
+    /* The last task (submits under way aside: see parla__graph_submits_under_way). */
+    if (atomic_fetch_sub_explicit(&parla__graph_rt(rt)->n_active, 1, memory_order_acq_rel) % PARLA__SUBMITTING == 1 &&
         atomic_load(&rt->n_all_waiters) > 0)
         parla__sched_wake_waiters(rt);
 }

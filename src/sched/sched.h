@@ -254,10 +254,8 @@ void *parla__sched_worker_stream(parla__sched_worker_t *w, int device);
 /* Enqueues a ready task (resources already reserved) and wakes a sleeper. */
 void parla__sched_enqueue(parla_runtime_t *rt, parla_task_t *t);
 
-/* Wakes threads blocked in wait calls. */
+/* Wakes threads blocked in wait calls (also graph's recheck hook). */
 void parla__sched_wake_waiters(parla_runtime_t *rt);
-/* graph's recheck hook: wakes the waiters (all when passed_over, else those in wait_all). */
-void parla__sched_submit_recheck(parla_runtime_t *rt, bool passed_over);
 /* Placeholder registry. */
 int parla__graph_placeholder_add(parla_runtime_t *rt, parla_task_t *t);
 void parla__graph_placeholder_remove(parla_runtime_t *rt, parla_task_t *t);

@@ -30,12 +30,6 @@ void parla__sched_wake_waiters(parla_runtime_t *rt)
     pthread_mutex_unlock(&rt->park_lock);
 }
 
-/* graph's recheck hook. */
-void parla__sched_submit_recheck(parla_runtime_t *rt, bool passed_over)
-{
-    if (passed_over || atomic_load(&rt->n_all_waiters) > 0)
-        parla__sched_wake_waiters(rt);
-}
 
 static void deadline_after(struct timespec *ts, double seconds)
 {
@@ -71,6 +65,8 @@ int parla__sched_wait_all(parla_runtime_t *rt, double timeout)
         uint64_t gen = rt->wake_gen;
         pthread_mutex_unlock(&rt->wait_lock);
         bool q = parla__sched_quiescent(rt);
+        long active;
+        parla__graph_submits_under_way(rt, &active); /* marks one under way: its end wakes this wait */
         pthread_mutex_lock(&rt->wait_lock);
         if (q) {
             rc = PARLA_ESTUCK;
