@@ -537,7 +537,8 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
          * submitted since the caller's wait may be writing its source; the caller waits for it first. */
         parla_task_t *busy = parla__data_conflict_locked(d, write);
         if (busy) {
-            bool own = busy == parla_task_current();
+            parla__self_t *me = parla__self(); /* the caller, when it is a worker running a task */
+            bool own = me && me->rt == rt && me->current == busy;
             parla_task_release(busy);
             if (!own) {
                 rc = PARLA__AGAIN;
