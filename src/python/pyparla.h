@@ -162,6 +162,10 @@ typedef struct {
     int host; /* host memory (cpu, virtual GPU): exported as a writable buffer */
 } HoldObject;
 
+/* The refusal of a generator function as a task body, after "task NAME: " (spawn.c; parla._core's
+ * GENERATOR_BODY_MESSAGE, which the Python spawn path raises too). */
+extern const char pyparla_generator_body_message[];
+
 /* The most devices the spawn's feasibility check reads (spawn.c; more than Parla() allows). */
 #define PYPARLA_MAX_DEVICES 64
 

@@ -277,7 +277,9 @@ static void pending_remove(RuntimeObject *rt, TaskObject *t)
     }
     rt->pending[i] = NULL;
     rt->n_pending--;
-    if (rt->cap_pending > 1024 && rt->n_pending < rt->cap_pending / 16)
+    /* Shrunk only from above 65,536 slots (512 KiB): below that, the bursts of a spawning loop that the
+     * workers drain would otherwise grow and shrink it over and over (a rehash each time). */
+    if (rt->cap_pending > 65536 && rt->n_pending < rt->cap_pending / 16)
         (void)pending_resize(rt, rt->cap_pending / 4); /* on failure: stays larger */
 }
 
