@@ -340,6 +340,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     Py_ssize_t n;             /* arguments held: 2 (taskid, dependencies; the rest are the defaults), or all */
+    pyparla_state *st;        /* the module's state */
     PyObject *a[SPAWN_NARGS]; /* the arguments, as given (taskid: a Task, or None: anonymous) */
 } SpawnerObject;
 
@@ -473,12 +474,19 @@ static PyObject *general_spawn(pyparla_state *st, PyObject *const *a, Py_ssize_t
 }
 
 /* Whether logger logs debug messages. The logger's own cache of isEnabledFor answers (a dict; logging
- * clears it in place whenever a level changes) is read first: its few entries are scanned for the key
- * object 10 itself (the small int logging.DEBUG is; cheaper than hashing and a lookup), then looked up.
- * 1, 0, or -1 with an exception set. */
-static int logger_on(pyparla_state *st, PyObject *logger, PyObject *cache)
+ * clears it in place whenever a level changes) is read first: on Python 3.11, a cache whose version tag (a
+ * global counter every change of a dict advances) is *seen, the tag it had when it answered False last, is
+ * unchanged and answers False still; else its few entries are scanned for the key object 10 itself (the
+ * small int logging.DEBUG is; cheaper than hashing and a lookup), then it is looked up. 1, 0, or -1 with
+ * an exception set. */
+static int logger_on(pyparla_state *st, PyObject *logger, PyObject *cache, uint64_t *seen)
 {
     if (cache) {
+#if PY_VERSION_HEX < 0x030C0000
+        uint64_t tag = ((PyDictObject *)cache)->ma_version_tag;
+        if (*seen != 0 && tag == *seen)
+            return 0;
+#endif
         PyObject *hit = NULL, *key, *value;
         Py_ssize_t pos = 0;
         if (PyDict_GET_SIZE(cache) <= 4) {
@@ -490,9 +498,14 @@ static int logger_on(pyparla_state *st, PyObject *logger, PyObject *cache)
         }
         if (hit == NULL && (hit = PyDict_GetItemWithError(cache, st->ten)) == NULL && PyErr_Occurred())
             return -1;
-        if (hit == Py_False)
+        if (hit == Py_False) {
+#if PY_VERSION_HEX < 0x030C0000
+            *seen = tag;
+#endif
             return 0;
+        }
     }
+    *seen = 0;
     PyObject *r = PyObject_CallMethodOneArg(logger, st->str_enabled, st->ten);
     if (r == NULL)
         return -1;
@@ -518,7 +531,7 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, Py_ssize_t n, 
     int native = pyparla_is_native_call(st, body);
     int general = !native && placed && st->context_cuda && !PyFunction_Check(body);
     if (!general && placed && st->mapping_logger != NULL &&
-        (general = logger_on(st, st->mapping_logger, st->mapping_log_cache)) < 0)
+        (general = logger_on(st, st->mapping_logger, st->mapping_log_cache, &st->mapping_log_seen)) < 0)
         return NULL;
     if (general)
         return general_spawn(st, a, n, body);
@@ -600,7 +613,7 @@ static PyObject *Spawner_vectorcall(PyObject *self, PyObject *const *args, size_
         PyErr_SetString(PyExc_TypeError, "the decorator spawn(...) returns takes one argument, the task body");
         return NULL;
     }
-    return spawn_now(PyType_GetModuleState(Py_TYPE(self)), sp->a, sp->n, args[0]);
+    return spawn_now(sp->st, sp->a, sp->n, args[0]);
 }
 
 static void Spawner_dealloc(SpawnerObject *self)
@@ -608,7 +621,7 @@ static void Spawner_dealloc(SpawnerObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     for (Py_ssize_t i = 0; i < self->n; i++)
         Py_DECREF(self->a[i]);
-    pyparla_state *st = PyType_GetModuleState(tp);
+    pyparla_state *st = self->st;
     if (st && st->spawner_type == tp && st->free_spawner == NULL)
         st->free_spawner = self; /* one spawn's decorator goes as the next one's is made: kept for it */
     else
@@ -646,7 +659,7 @@ static PyObject *make_spawner(pyparla_state *st, PyObject *const *a, Py_ssize_t 
                   PyUnicode_Check(deps) ||
                   PyBytes_Check(deps);
     /* With the spawn logger on, the general spawn logs each spawn. */
-    if (!general && (general = logger_on(st, st->spawn_logger, st->spawn_log_cache)) < 0)
+    if (!general && (general = logger_on(st, st->spawn_logger, st->spawn_log_cache, &st->spawn_log_seen)) < 0)
         return NULL;
     if (general) /* its checks and errors, its slower paths: the general spawn */
         return PyObject_Vectorcall(st->spawn_general, a, n, NULL);
@@ -658,6 +671,7 @@ static PyObject *make_spawner(pyparla_state *st, PyObject *const *a, Py_ssize_t 
         return NULL;
     }
     sp->vectorcall = Spawner_vectorcall;
+    sp->st = st;
     sp->n = n;
     for (Py_ssize_t i = 0; i < n; i++)
         sp->a[i] = Py_NewRef(a[i]);
@@ -688,6 +702,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *function; /* the Python spawn */
     PyObject *dict;     /* __doc__, __wrapped__, ... (functools.update_wrapper) */
+    pyparla_state *st;  /* the module's state */
 } SpawnFunctionObject;
 
 /* The position of keyword kw among spawn's parameters (st->spawn_kw), or -1. */
@@ -706,7 +721,7 @@ static int spawn_keyword(pyparla_state *st, PyObject *kw)
 static PyObject *SpawnFunction_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     SpawnFunctionObject *sf = (SpawnFunctionObject *)self;
-    pyparla_state *st = PyType_GetModuleState(Py_TYPE(self));
+    pyparla_state *st = sf->st;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (st->spawn_general == NULL || nargs > 2)
@@ -752,6 +767,7 @@ static PyObject *SpawnFunction_new(PyTypeObject *tp, PyObject *args, PyObject *k
     if (sf == NULL)
         return NULL;
     sf->vectorcall = SpawnFunction_vectorcall;
+    sf->st = PyType_GetModuleState(tp);
     sf->function = Py_NewRef(function);
     return (PyObject *)sf;
 }
@@ -841,6 +857,7 @@ static PyObject *mod_spawn_setup(PyObject *module, PyObject *const *args, Py_ssi
     Py_XSETREF(st->record_in_finish, Py_NewRef(args[5]));
     Py_XSETREF(st->spawn_logger, Py_NewRef(args[6]));
     Py_XSETREF(st->spawn_log_cache, logger_cache(args[6]));
+    st->spawn_log_seen = 0;
     Py_RETURN_NONE;
 }
 
@@ -861,6 +878,7 @@ static PyObject *mod_spawn_setup_data(PyObject *module, PyObject *const *args, P
     Py_XSETREF(st->on_cuda_device, Py_NewRef(args[5]));
     Py_XSETREF(st->mapping_logger, Py_NewRef(args[6]));
     Py_XSETREF(st->mapping_log_cache, logger_cache(args[6]));
+    st->mapping_log_seen = 0;
     Py_RETURN_NONE;
 }
 
