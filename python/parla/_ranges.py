@@ -85,6 +85,15 @@ def byte_ranges(view: np.ndarray, base: np.ndarray) -> List[int]:
         run *= dims.pop()[0]
     if not dims:
         return [offset, offset + run]
+    if len(dims) == 1 and dims[0][1] > run:
+        # One strided axis whose runs neither touch nor overlap (a tile of a matrix, a column, A[::2]): the
+        # runs are the ranges, already sorted. Built from ranges: the general path below costs about 100 us
+        # in NumPy calls for a 64-row tile, more than the spawn that declares it.
+        n, stride = dims[0]
+        out = [0] * (2 * n)
+        out[0::2] = range(offset, offset + n * stride, stride)
+        out[1::2] = range(offset + run, offset + run + n * stride, stride)
+        return out
     shape = [n for n, _ in dims]
     strides = np.array([s for _, s in dims], dtype=np.int64)
     starts = np.indices(shape, dtype=np.int64).reshape(len(shape), -1).T @ strides + offset

@@ -184,7 +184,7 @@ class Parla:
     nothing measurable.
 
     Progress: ``progress=True`` (or ``PARLA_PROGRESS=1``) shows a tqdm bar of tasks finished over spawned on runs
-    longer than half a second; ``progress=callback`` calls ``callback(parla.progress.Progress)`` about ten times
+    longer than a tenth of a second; ``progress=callback`` calls ``callback(parla.progress.Progress)`` about ten times
     a second from a background thread instead.
 
     BLAS threads: ``blas_threads=1`` (default; or ``PARLA_BLAS_THREADS``) sets every BLAS library loaded when

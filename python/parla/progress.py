@@ -13,8 +13,8 @@ finished over tasks spawned, with the rate and how busy each device has been (``
             def work():
                 pass
 
-The bar appears only on runs longer than half a second (tqdm's ``delay``), on stderr; it uses
-``tqdm.auto``, so in Jupyter it is a widget when ipywidgets is installed. Both forms are updated from a
+The bar appears only on runs longer than a tenth of a second (tqdm's ``delay``), on stderr, and its last
+line ends with a newline; it uses ``tqdm.auto``, so in Jupyter it is a widget when ipywidgets is installed. Both forms are updated from a
 background thread about ten times a second and once more when the context has finished waiting.
 
 Busy time is the engine's own accounting (``parla_device_busy``, turned on while a progress display is):
@@ -75,7 +75,7 @@ class _Monitor:
             self._callback = target
         else:
             from tqdm.auto import tqdm
-            self._bar = tqdm(total=0, unit="task", desc="parla", delay=0.5, dynamic_ncols=True)
+            self._bar = tqdm(total=0, unit="task", desc="parla", delay=_INTERVAL, dynamic_ncols=True)
         self._thread = threading.Thread(target=self._run, name="parla-progress", daemon=True)
         self._thread.start()
 
@@ -102,9 +102,11 @@ class _Monitor:
             else:
                 bar = self._bar
                 bar.total = snapshot.spawned
-                bar.n = snapshot.finished
                 bar.set_postfix_str(" ".join(f"{k} {u:.0%}" for k, u in utilization.items()), refresh=False)
-                bar.refresh()
+                # update(), not a refresh() after setting n: tqdm keeps its delay and knows the bar was shown,
+                # so close() draws the final line and ends it with a newline (a refreshed bar is left
+                # unterminated, and the program's next output continues on the bar's line).
+                bar.update(snapshot.finished - bar.n)
 
     def _run(self) -> None:
         while not self._stop.wait(_INTERVAL):

@@ -76,6 +76,27 @@ def test_tqdm_bar_on_stderr_from_environment():
 
 
 @pytest.mark.timeout(60)
+def test_tqdm_bar_ends_with_its_final_line_and_a_newline():
+    # The program's next output starts on a line of its own, after the bar's last state (40/40).
+    code = textwrap.dedent("""
+        import sys, time
+        from parla import Parla, spawn
+        with Parla(n_workers=2, progress=True):
+            for i in range(40):
+                @spawn()
+                def t():
+                    time.sleep(0.02)
+        sys.stderr.write("after\\n")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.replace("\r", "\n").split("\n")
+    assert lines[-1] == "" and lines[-2] == "after", r.stderr[-300:]
+    assert "40/40" in lines[-3] and lines[-3].startswith("parla: 100%"), r.stderr[-300:]
+
+
+@pytest.mark.timeout(60)
 def test_utilization_counts_the_bodies_busy_time():
     seen = []
     measured = {}
