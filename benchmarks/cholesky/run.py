@@ -7,8 +7,8 @@
 
 Systems: parla (Python task bodies), parla-5ms (the same with Parla(switch_interval=None): CPython's 5 ms
 switch interval instead of the context's 100 us), parla-native (native task bodies: parla.kernels,
-examples/cholesky.py --native), dask, lapack, starpu, and dgemm: the machine's DGEMM rate on block x block
-tiles with --workers threads, each calling the same OpenBLAS dgemm (one BLAS thread) in a loop for about a
+examples/cholesky.py --native), parla-native-exit (the same, its time including the context's exit), dask,
+lapack, starpu, and dgemm: the machine's DGEMM rate on block x block tiles with --workers threads, each calling the same OpenBLAS dgemm (one BLAS thread) in a loop for about a
 second, no runtime; its GFLOP/s column is that rate (its "seconds" are n^3/3 over the rate), the ceiling of a
 tiled Cholesky.
 
@@ -17,7 +17,9 @@ function pointers from Python (examples/kernels.py) and opened with dlopen by th
 (Parla, Dask, StarPU) use one BLAS thread per task and ``--workers`` workers (default: all cores); LAPACK
 dpotrf uses ``--workers`` BLAS threads. Runs are interleaved (one of each system per round, after one
 warm-up round) and the table gives medians. GFLOP/s count n^3/3 flops; the times cover the factorisation
-only (tiles are laid out and registered before, see each module).
+only (tiles are laid out and registered before, see each module): Parla's from the first spawn to the end of
+the last task, StarPU's from the first submission to starpu_task_wait_for_all; neither the exit of the
+Parla context nor StarPU's unregistering and shutdown.
 
 The StarPU program (cholesky_starpu.c) is taken from --starpu-bin, else from the Meson build
 (build/c/benchmarks/cholesky/cholesky_starpu), else compiled here with cc and pkg-config starpu-1.3 into
@@ -167,6 +169,9 @@ def bench_size(n: int, block: int, systems: List[str], workers: int, repeat: int
                                                                   context_options={"switch_interval": None}))
         elif system == "parla-native":
             runners["parla-native"] = py_runner(lambda: cholesky.run(a, block, workers, native=True))
+        elif system == "parla-native-exit":
+            runners["parla-native-exit"] = py_runner(lambda: cholesky.run(a, block, workers, native=True,
+                                                                          include_exit=True))
         elif system == "dgemm":
             runners["dgemm"] = lambda with_check: (dgemm_seconds(n, block, workers), None)
         elif system == "dask":
@@ -181,7 +186,8 @@ def bench_size(n: int, block: int, systems: List[str], workers: int, repeat: int
             if starpu_bin:
                 runners["starpu"] = starpu_runner(starpu_bin, n, block, workers, starpu_sched, check)
         else:
-            raise SystemExit(f"unknown system {system!r} (known: parla, parla-5ms, parla-native, dask, lapack, starpu, "
+            raise SystemExit(f"unknown system {system!r} (known: parla, parla-5ms, parla-native, parla-native-exit, "
+                             f"dask, lapack, starpu, "
                              f"dgemm, sequential, parla1)")
     times: Dict[str, List[float]] = {s: [] for s in runners}
     for round_ in range(warmup + repeat):
@@ -246,6 +252,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     label = {"parla": f"parla ({'PArray' if use_parray else 'no PArray'})",
              "parla-native": "parla, native bodies (PArray)",
              "parla-5ms": "parla, 5 ms switch interval",
+             "parla-native-exit": "parla, native, context exit timed",
              "dgemm": f"DGEMM rate, {args.workers} threads",
              "dask": "dask threaded, same kernels", "lapack": f"LAPACK dpotrf ({args.workers} threads)",
              "starpu": f"StarPU C ({args.starpu_sched})", "sequential": "kernels in order, 1 thread, no runtime",

@@ -501,3 +501,23 @@ def test_data_for_the_first_device_by_position_and_a_clear_error_beyond_the_devi
             spawn(input=[(A, "x")])(lambda: None)
     assert two.result == [gpu(0), gpu(1)] and one.result == 6.0
     np.testing.assert_array_equal(B.array, [0.0, 2.0, 4.0, 6.0])
+
+
+@pytest.mark.timeout(60)
+def test_asarray_uses_a_c_contiguous_array_in_place_and_copies_others():
+    # As the user guide says: the tasks' writes reach a C-contiguous array given to asarray, and only the
+    # PArray for a transpose, a Fortran-ordered array or a strided slice (read those from A.array).
+    c = np.zeros(4)
+    f = np.asfortranarray(np.zeros((2, 3)))
+    t = np.zeros((3, 2)).T
+    s = np.zeros(8)[::2]
+    with Parla(n_workers=2, virtual_gpus=1):
+        arrays = [asarray(a) for a in (c, f, t, s)]
+        for k, A in enumerate(arrays):
+            @spawn(placement=gpu, inout=[A])
+            def write(A=A, k=k):
+                A.array[...] = k + 1
+    assert c.tolist() == [1.0] * 4
+    assert not f.any() and not t.any() and not s.any()
+    for k, A in enumerate(arrays):
+        assert A.array.flags.c_contiguous and (A.array == k + 1).all()
