@@ -596,7 +596,8 @@ static bool rp_same_shape_locked(const rp_store_t *st, const store_t *s)
  * reads what it was to write: t is cancelled with it). */
 static int rp_in_edge(parla_task_t *t, parla_task_t *dep, bool flow)
 {
-    parla_task_state_t state = parla_task_state(dep);
+    /* The state read inline (as parla_task_state, without the call: dep is never NULL here). */
+    int state = atomic_load_explicit(&dep->state, memory_order_acquire);
     if (state == PARLA_TASK_DONE || (state > PARLA_TASK_DONE && !flow))
         return 0;
     return parla__graph_add_edge_issuing(t, dep, PARLA__EDGE_DATA | (flow ? 0 : PARLA__EDGE_ORDER));

@@ -88,6 +88,7 @@ static void graph_free(parla_graph_t *g)
     parla__free(g->rec_nodes);
     parla__free(g->scratch);
     parla__data_replay_free(g->plan);
+    parla__free(g->plan_edges);
     parla__free(g->plan_start);
     parla__free(g->order);
     parla__free(g->failure);

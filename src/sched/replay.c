@@ -136,7 +136,7 @@ static void copy_layout(parla_graph_t *g)
 static int make_task(parla_graph_t *g, parla__graph_pool_t *pool, size_t i, parla_task_t **out)
 {
     const node_t *nd = &g->nodes[i];
-    parla_task_t *t = parla__graph_pool_task(pool, i, nd->fn, nd->arg, copy_name(g, g->home->copy, i));
+    parla_task_t *t = parla__graph_pool_task(pool, i, nd->fn, nd->arg, nd->copy_name);
     *out = t;
     t->user = nd->user;
     t->level = nd->level;
@@ -146,11 +146,11 @@ static int make_task(parla_graph_t *g, parla__graph_pool_t *pool, size_t i, parl
         /* What the task's data preparation reads (its hazards are the plan's); the data references end
          * with the task, as a spawned task's. */
         parla__graph_task_ext_t *x = parla__graph_pool_ext(pool, (size_t)nd->ext_slot, t);
-        x->accesses = copy_accesses(g, g->home->copy, i);
+        x->accesses = nd->copy_accesses;
         x->n_accesses = x->cap_accesses = nd->n_accesses;
         for (int k = 0; k < nd->n_accesses; k++)
             parla_data_retain(nd->accesses[k].data);
-        x->options = copy_options(g, g->home->copy, i);
+        x->options = nd->copy_options;
         x->n_options = x->cap_options = nd->n_options;
         return 0;
     }
@@ -217,15 +217,9 @@ static int issue_task(parla_graph_t *g, size_t i, parla_task_t *const *tasks, pa
     for (int k = 0; rc == 0 && k < nd->n_externals; k++)
         rc = parla__graph_add_edge_issuing(t, nd->externals[k], 0);
     if (g->plan) {
-        size_t n_edges;
-        const parla__data_replay_edge_t *edges = parla__data_replay_edges(g->plan, &n_edges);
-        for (size_t k = g->plan_start[i]; rc == 0 && k < g->plan_start[i + 1]; k++) {
-            bool explicit_dep = false; /* a hard edge to the same task says more already */
-            for (int j = 0; j < nd->n_deps && !explicit_dep; j++)
-                explicit_dep = nd->deps[j] == edges[k].pred;
-            if (!explicit_dep)
-                rc = parla__graph_add_edge_issuing(t, tasks[edges[k].pred], edges[k].flags);
-        }
+        const parla__data_replay_edge_t *edges = g->plan_edges;
+        for (size_t k = g->plan_start[i]; rc == 0 && k < g->plan_start[i + 1]; k++)
+            rc = parla__graph_add_edge_issuing(t, tasks[edges[k].pred], edges[k].flags);
     } else {
         for (int k = 0; rc == 0 && k < nd->n_accesses; k++)
             rc = parla_task_add_access_at(t, nd->accesses[k].data, (parla_access_mode_t)nd->accesses[k].mode,
@@ -318,10 +312,30 @@ static int plan(parla_graph_t *g)
         g->order = NULL;
         return rc;
     }
-    size_t n_edges;
+    /* The plan's edges that replays add, sorted by node: without those to a task the node depends on
+     * explicitly (that hard edge says more already), so that a replay compares nothing per edge. */
+    size_t n_edges, kept = 0;
     const parla__data_replay_edge_t *edges = parla__data_replay_edges(g->plan, &n_edges);
-    for (size_t k = 0; k < n_edges; k++)
+    g->plan_edges = parla__alloc(g->rt, (n_edges ? n_edges : 1) * sizeof *g->plan_edges);
+    if (g->plan_edges == NULL) {
+        parla__data_replay_free(g->plan);
+        parla__free(g->plan_start);
+        parla__free(g->order);
+        g->plan = NULL;
+        g->plan_start = NULL;
+        g->order = NULL;
+        return parla__error(PARLA_ENOMEM, "replay of graph '%s': cannot allocate it", g->name);
+    }
+    for (size_t k = 0; k < n_edges; k++) {
+        const node_t *nd = &g->nodes[edges[k].node];
+        bool explicit_dep = false;
+        for (int j = 0; j < nd->n_deps && !explicit_dep; j++)
+            explicit_dep = nd->deps[j] == edges[k].pred;
+        if (explicit_dep)
+            continue;
+        g->plan_edges[kept++] = edges[k];
         g->plan_start[edges[k].node + 1]++;
+    }
     for (size_t i = 0; i < g->n_nodes; i++)
         g->plan_start[i + 1] += g->plan_start[i];
     return 0;
@@ -357,6 +371,9 @@ static int freeze(parla_graph_t *g)
         if (nd->n_accesses)
             memcpy(copy_accesses(g, copy, i), nd->accesses, (size_t)nd->n_accesses * sizeof *nd->accesses);
         strcpy(copy_name(g, copy, i), nd->name);
+        nd->copy_options = copy_options(g, copy, i);
+        nd->copy_accesses = copy_accesses(g, copy, i);
+        nd->copy_name = copy_name(g, copy, i);
     }
     g->home->copy = copy;
     for (size_t i = 0; i < g->rec_cap; i++)

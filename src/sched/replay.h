@@ -32,6 +32,10 @@ typedef struct node {
     int n_externals, cap_externals;
     ptrdiff_t ext_slot; /* once frozen with a plan: its tasks' ext part in a replay pool, or -1 (none) */
     size_t copy_off;    /* once frozen: where its part of the template's copy begins (pool_home_t) */
+    /* Once frozen: its options, accesses and name in that copy (what its replayed tasks use). */
+    parla__graph_option_t *copy_options;
+    parla__graph_access_t *copy_accesses;
+    char *copy_name;
 } node_t;
 
 /* The replay pools (graph/graph.h) of a graph: those whose tasks have all been freed wait here for the next
@@ -69,8 +73,11 @@ struct parla_graph {
     /* Made by the first replay, unless the dependencies form a cycle (then every replay adds its accesses
      * one by one, as spawning does): the data hazards between the graph's tasks, resolved once
      * (data/data.h), where each node's edges begin in the plan's list (n_nodes + 1 entries), and the order
-     * replays issue the nodes in (recording order, each node after its dependencies). */
+     * replays issue the nodes in (recording order, each node after its dependencies). plan_edges: the
+     * plan's edges that replays add (sorted by node; none to a task the node depends on explicitly), node
+     * i's from plan_start[i] to plan_start[i + 1]. */
     parla__data_replay_t *plan;
+    parla__data_replay_edge_t *plan_edges;
     size_t *plan_start;
     size_t *order;
     size_t n_exts;              /* nodes with an ext_slot */

@@ -15,10 +15,18 @@
  *    only reads, two replays back to back, a replay issued while a slow spawned task still writes the
  *    array it reads; values equal the sequential program's. A graph where a task depends on one recorded
  *    after it (its hazards decided per access, as spawns) runs in the dependency's order.
+ *  - Between replays of a Jacobi-like graph (two bands, a sweep of each, halo copies between them), issued
+ *    back to back: each replay reads what the one before wrote (values equal the sequential program's),
+ *    and a sweep that fails in one replay cancels what reads it, in that replay and in the next one,
+ *    already issued: its own band's sweep there too, although a path of the graph's own edges (through
+ *    the halo task that only writes that band, ordered after the failed sweep but not cancelled by it)
+ *    already orders the two sweeps. That is why a replay keeps the edge between the two sweeps.
  */
 #include "check.h"
 
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 enum { BLOCKS = 8, ELEMS = 64 };
@@ -572,6 +580,145 @@ static void test_boundary(parla_runtime_t *rt)
     parla_data_release(bz_data);
 }
 
+/* ---------------------------------------------------------- between replays -- */
+
+/* Two bands of 3 doubles (top halo, own value, bottom halo): band 0's bottom halo is band 1's own value,
+ * band 1's top halo band 0's. Nodes: 0 sweep of band 0, 1 sweep of band 1 (each its whole band), 2 halo of
+ * band 0 (writes its bottom, reads band 1's own), 3 halo of band 1 (writes its top, reads band 0's own). */
+static double jband[2][3];
+static parla_data_t *jdata[2];
+static _Atomic int jcalls[4];
+static _Atomic bool jfail, jissued;
+
+static void jsweep(double *b)
+{
+    b[1] = 0.5 * b[1] + 0.25 * (b[0] + b[2]) + 1.0;
+}
+
+static int jacobi_body(parla_task_t *task, void *arg)
+{
+    (void)task;
+    int node = (int)(intptr_t)arg;
+    int call = atomic_fetch_add(&jcalls[node], 1);
+    double *b0 = parla_data_device_ptr(jdata[0], 0), *b1 = parla_data_device_ptr(jdata[1], 0);
+    if (node == 0 && call == 0 && atomic_load(&jfail)) {
+        /* Fails only once the next replay has been issued (its tasks depend on this one already). */
+        while (!atomic_load(&jissued))
+            sched_yield();
+        return 5;
+    }
+    if (node == 0)
+        jsweep(b0);
+    else if (node == 1)
+        jsweep(b1);
+    else if (node == 2)
+        b0[2] = b1[1];
+    else
+        b1[0] = b0[1];
+    return 0;
+}
+
+/* The graph above, on fresh data (jband from init). */
+static parla_graph_t *jacobi_graph(parla_runtime_t *rt, const double init[2][3], parla_data_t *views[4])
+{
+    for (int b = 0; b < 2; b++) {
+        for (int i = 0; i < 3; i++)
+            jband[b][i] = init[b][i];
+        CHECK_OK(parla_data_create(rt, sizeof jband[b], jband[b], &jdata[b]));
+    }
+    uint64_t own[2] = {sizeof(double), 2 * sizeof(double)}, top[2] = {0, sizeof(double)},
+             bottom[2] = {2 * sizeof(double), 3 * sizeof(double)};
+    CHECK_OK(parla_data_view(jdata[0], bottom, 1, &views[0])); /* band 0's bottom halo */
+    CHECK_OK(parla_data_view(jdata[0], own, 1, &views[1]));    /* band 0's own value */
+    CHECK_OK(parla_data_view(jdata[1], top, 1, &views[2]));    /* band 1's top halo */
+    CHECK_OK(parla_data_view(jdata[1], own, 1, &views[3]));    /* band 1's own value */
+    parla_graph_t *g;
+    CHECK_OK(parla_graph_create(rt, "bands", &g));
+    static const char *names[4] = {"sweep0", "sweep1", "halo0", "halo1"};
+    size_t n[4];
+    for (int i = 0; i < 4; i++) {
+        atomic_store(&jcalls[i], 0);
+        CHECK_OK(parla_graph_add_task(g, names[i], jacobi_body, (void *)(intptr_t)i, &n[i]));
+    }
+    CHECK_OK(parla_graph_add_access(g, n[0], jdata[0], PARLA_READWRITE));
+    CHECK_OK(parla_graph_add_access(g, n[1], jdata[1], PARLA_READWRITE));
+    CHECK_OK(parla_graph_add_access(g, n[2], views[0], PARLA_WRITE));
+    CHECK_OK(parla_graph_add_access(g, n[2], views[3], PARLA_READ));
+    CHECK_OK(parla_graph_add_access(g, n[3], views[2], PARLA_WRITE));
+    CHECK_OK(parla_graph_add_access(g, n[3], views[1], PARLA_READ));
+    return g;
+}
+
+static void jacobi_done(parla_graph_t *g, parla_data_t *views[4])
+{
+    parla_graph_release(g);
+    for (int i = 0; i < 4; i++)
+        parla_data_release(views[i]);
+    parla_data_release(jdata[0]);
+    parla_data_release(jdata[1]);
+}
+
+static void test_between_replays(parla_runtime_t *rt)
+{
+    check_set_phase("between replays");
+    static const double init[2][3] = {{1, 2, 3}, {4, 5, 6}};
+    parla_data_t *views[4];
+
+    /* Replays back to back: each reads what the previous one wrote. */
+    parla_graph_t *g = jacobi_graph(rt, init, views);
+    double want[2][3];
+    memcpy(want, init, sizeof want);
+    int replays = (int)scaled(40, 10);
+    for (int k = 0; k < replays; k++) {
+        CHECK_OK(parla_graph_replay(g, NULL, NULL));
+        jsweep(want[0]);
+        jsweep(want[1]);
+        want[0][2] = want[1][1];
+        want[1][0] = want[0][1];
+    }
+    CHECK_OK(parla_graph_wait(g));
+    for (int b = 0; b < 2; b++) {
+        CHECK_OK(parla_data_fetch(jdata[b], 0, 0));
+        for (int i = 0; i < 3; i++)
+            CHECK(jband[b][i] == want[b][i], "band %d [%d] = %.17g, expected %.17g", b, i, jband[b][i],
+                  want[b][i]);
+    }
+    for (int i = 0; i < 4; i++)
+        CHECK(atomic_load(&jcalls[i]) == replays, "node %d ran %d times, expected %d", i, atomic_load(&jcalls[i]),
+              replays);
+    jacobi_done(g, views);
+
+    /* Sweep 0 fails in replay 1, once replay 2 is issued. Cancelled: what reads band 0's value (halo 1 in
+     * replay 1, sweep 0 in replay 2) and what reads those, transitively (sweep 1 and halo 0 in replay 2,
+     * halo 1 in replay 2). Run: sweep 1 and halo 0 of replay 1 (halo 0 only writes band 0: ordered after
+     * the failed sweep, not cancelled by it). */
+    g = jacobi_graph(rt, init, views);
+    atomic_store(&jfail, true);
+    atomic_store(&jissued, false);
+    CHECK_OK(parla_graph_replay(g, NULL, NULL));
+    CHECK_OK(parla_graph_replay(g, NULL, NULL));
+    atomic_store(&jissued, true);
+    CHECK_RC(parla_graph_wait(g), PARLA_EFAILED);
+    const char *msg = parla_last_error_message();
+    CHECK(strstr(msg, "bands") && strstr(msg, "sweep0"), "message: %s", msg);
+    CHECK_OK(parla_runtime_wait_all(rt));
+    static const int runs[4] = {1, 1, 1, 0};
+    for (int i = 0; i < 4; i++)
+        CHECK(atomic_load(&jcalls[i]) == runs[i], "node %d ran %d times, expected %d", i, atomic_load(&jcalls[i]),
+              runs[i]);
+    /* Replay 1's halo 0 copied band 1's value after its sweep; the sweeps of replay 2 never ran. */
+    CHECK_OK(parla_data_fetch(jdata[0], 0, 0));
+    CHECK_OK(parla_data_fetch(jdata[1], 0, 0));
+    double b[3] = {init[1][0], init[1][1], init[1][2]};
+    jsweep(b);
+    double b1 = b[1];
+    CHECK(jband[0][1] == init[0][1] && jband[0][2] == b1 && jband[1][1] == b1 && jband[1][0] == init[1][0],
+          "bands {%g %g %g} {%g %g %g}", jband[0][0], jband[0][1], jband[0][2], jband[1][0], jband[1][1],
+          jband[1][2]);
+    atomic_store(&jfail, false);
+    jacobi_done(g, views);
+}
+
 int main(void)
 {
     check_watchdog(50);
@@ -586,6 +733,7 @@ int main(void)
     test_failures(rt);
     test_lifetimes(rt);
     test_boundary(rt);
+    test_between_replays(rt);
     CHECK_OK(parla_runtime_wait_all(rt));
     CHECK_OK(parla_runtime_destroy(rt));
     test_slots();
