@@ -7,6 +7,7 @@ ANY_GPU: int
 READ: int
 WRITE: int
 READWRITE: int
+GENERATOR_BODY_MESSAGE: str  # the refusal of a generator function as a body, after "task NAME: "
 ECANCELLED: int
 EFAILED: int
 ESTUCK: int

@@ -730,9 +730,7 @@ def _spawn(taskid: Any = None, dependencies: Any = (), placement: Any = None, vc
         if native:
             body = body._bind(task, attrs)
         if type(body) is _FunctionType and body.__code__.co_flags & _GENERATOR_FLAGS:
-            raise TypeError(f"task {task.name}: the body is a generator function (it contains yield), so calling "
-                            f"it would only make a generator and none of its code would run; remove the yield, "
-                            f"or iterate the generator inside the body")
+            raise TypeError(f"task {task.name}: {_core.GENERATOR_BODY_MESSAGE}")
         if type(body) is _FunctionType and not _is_async(body):
             body = _watch_body(body, task)
         if options is not None and context.has_cuda and not native and not _is_async(body):

@@ -195,7 +195,8 @@ static int module_exec(PyObject *m)
         return -1;
     if (PyModule_AddIntConstant(m, "ANY_CPU", PARLA_ANY_CPU) < 0 || PyModule_AddIntConstant(m, "ANY_GPU", PARLA_ANY_GPU) < 0 ||
         PyModule_AddIntConstant(m, "READ", PARLA_READ) < 0 || PyModule_AddIntConstant(m, "WRITE", PARLA_WRITE) < 0 ||
-        PyModule_AddIntConstant(m, "READWRITE", PARLA_READWRITE) < 0)
+        PyModule_AddIntConstant(m, "READWRITE", PARLA_READWRITE) < 0 ||
+        PyModule_AddStringConstant(m, "GENERATOR_BODY_MESSAGE", pyparla_generator_body_message) < 0)
         return -1;
     if (PyModule_AddIntConstant(m, "ESTUCK", PARLA_ESTUCK) < 0 || PyModule_AddIntConstant(m, "ETIMEDOUT", PARLA_ETIMEDOUT) < 0 ||
         PyModule_AddIntConstant(m, "EFAILED", PARLA_EFAILED) < 0 ||

@@ -162,6 +162,10 @@ typedef struct {
     int host; /* host memory (cpu, virtual GPU): exported as a writable buffer */
 } HoldObject;
 
+/* The refusal of a generator function as a task body, after "task NAME: " (spawn.c; parla._core's
+ * GENERATOR_BODY_MESSAGE, which the Python spawn path raises too). */
+extern const char pyparla_generator_body_message[];
+
 /* The most devices the spawn's feasibility check reads (spawn.c; more than Parla() allows). */
 #define PYPARLA_MAX_DEVICES 64
 
@@ -214,6 +218,8 @@ typedef struct {
      * PArray class, parla._cuda.on_cuda_device, the mapping logger and its _cache dict (or NULL). */
     PyObject *resolve_placement, *engine_accesses, *cpu_arch, *cpu0, *on_cuda_device, *mapping_logger,
         *mapping_log_cache;
+    /* The version tags the two caches had when they last answered False (0: none; logger_on, spawn.c). */
+    uint64_t spawn_log_seen, mapping_log_seen;
     PyTypeObject *parray_type;
     /* The active parla.Parla context and its runtime (both NULL outside one), and whether spawns into it
      * may take the fast path (no task environments, no progress monitor). */
@@ -429,7 +435,8 @@ static inline PyObject *pyparla_task_exception(TaskObject *t)
 /* Makes exc (stolen; NULL: none) the exception t failed with, in place of its result. GIL held. */
 void pyparla_task_set_exception(TaskObject *t, PyObject *exc);
 /* A new Task object of type tp (parla._core.Task or a subclass) with a new engine task named name (UTF-8,
- * len bytes; name_obj, when not NULL, is the same name as str). RuntimeError if rt is closed. GIL held. */
+ * len bytes; name_obj, when not NULL, is the same name as str; NULL: the caller has checked that the name has
+ * no NUL inside). RuntimeError if rt is closed. GIL held. */
 TaskObject *pyparla_task_new(PyTypeObject *tp, RuntimeObject *rt, const char *name, Py_ssize_t len,
                              PyObject *name_obj);
 /* Spawns self: args are _submit's (func, dependencies, priority, vcus, memory, options, accesses), attrs

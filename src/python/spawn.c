@@ -10,11 +10,11 @@
 #include <limits.h>
 #include <string.h>
 
-/* A generator function as a body: calling it only makes the generator, so its code would never run. The same
- * words as parla.tasks' check on the Python spawn path. */
-#define GENERATOR_BODY_MESSAGE                                                                                 \
-    "task %s: the body is a generator function (it contains yield), so calling it would only make a "            \
-    "generator and none of its code would run; remove the yield, or iterate the generator inside the body"
+/* A generator function as a body: calling it only makes the generator, so its code would never run. The
+ * message after "task NAME: ", on the C and the Python spawn paths (parla._core.GENERATOR_BODY_MESSAGE). */
+const char pyparla_generator_body_message[] =
+    "the body is a generator function (it contains yield), so calling it would only make a generator and none "
+    "of its code would run; remove the yield, or iterate the generator inside the body";
 
 int pyparla_check_dependency(TaskObject *self, TaskObject *dep)
 {
@@ -340,6 +340,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     Py_ssize_t n;             /* arguments held: 2 (taskid, dependencies; the rest are the defaults), or all */
+    pyparla_state *st;        /* the module's state */
     PyObject *a[SPAWN_NARGS]; /* the arguments, as given (taskid: a Task, or None: anonymous) */
 } SpawnerObject;
 
@@ -400,17 +401,28 @@ static int reads_data_globals(pyparla_state *st, PyObject *fn)
 }
 
 /* Writes the decimal digits of v at buf (room for 20) and returns their number (snprintf's formatting
- * costs more than the rest of naming a task). */
+ * costs more than the rest of naming a task); two digits per division. */
 static size_t put_decimal(char *buf, unsigned long long v)
 {
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                   "8081828384858687888990919293949596979899";
     char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
+    size_t at = sizeof tmp;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        tmp[--at] = pairs[2 * r + 1];
+        tmp[--at] = pairs[2 * r];
+    }
+    if (v >= 10) {
+        tmp[--at] = pairs[2 * v + 1];
+        tmp[--at] = pairs[2 * v];
+    } else {
+        tmp[--at] = (char)('0' + v);
+    }
+    size_t n = sizeof tmp - at;
+    memcpy(buf, tmp + at, n);
     return n;
 }
 
@@ -462,16 +474,38 @@ static PyObject *general_spawn(pyparla_state *st, PyObject *const *a, Py_ssize_t
 }
 
 /* Whether logger logs debug messages. The logger's own cache of isEnabledFor answers (a dict; logging
- * clears it in place whenever a level changes) is read first. 1, 0, or -1 with an exception set. */
-static int logger_on(pyparla_state *st, PyObject *logger, PyObject *cache)
+ * clears it in place whenever a level changes) is read first: on Python 3.11, a cache whose version tag (a
+ * global counter every change of a dict advances) is *seen, the tag it had when it answered False last, is
+ * unchanged and answers False still; else its few entries are scanned for the key object 10 itself (the
+ * small int logging.DEBUG is; cheaper than hashing and a lookup), then it is looked up. 1, 0, or -1 with
+ * an exception set. */
+static int logger_on(pyparla_state *st, PyObject *logger, PyObject *cache, uint64_t *seen)
 {
     if (cache) {
-        PyObject *hit = PyDict_GetItemWithError(cache, st->ten);
-        if (hit == Py_False)
+#if PY_VERSION_HEX < 0x030C0000
+        uint64_t tag = ((PyDictObject *)cache)->ma_version_tag;
+        if (*seen != 0 && tag == *seen)
             return 0;
-        if (hit == NULL && PyErr_Occurred())
+#endif
+        PyObject *hit = NULL, *key, *value;
+        Py_ssize_t pos = 0;
+        if (PyDict_GET_SIZE(cache) <= 4) {
+            while (PyDict_Next(cache, &pos, &key, &value))
+                if (key == st->ten) {
+                    hit = value;
+                    break;
+                }
+        }
+        if (hit == NULL && (hit = PyDict_GetItemWithError(cache, st->ten)) == NULL && PyErr_Occurred())
             return -1;
+        if (hit == Py_False) {
+#if PY_VERSION_HEX < 0x030C0000
+            *seen = tag;
+#endif
+            return 0;
+        }
     }
+    *seen = 0;
     PyObject *r = PyObject_CallMethodOneArg(logger, st->str_enabled, st->ten);
     if (r == NULL)
         return -1;
@@ -497,7 +531,7 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, Py_ssize_t n, 
     int native = pyparla_is_native_call(st, body);
     int general = !native && placed && st->context_cuda && !PyFunction_Check(body);
     if (!general && placed && st->mapping_logger != NULL &&
-        (general = logger_on(st, st->mapping_logger, st->mapping_log_cache)) < 0)
+        (general = logger_on(st, st->mapping_logger, st->mapping_log_cache, &st->mapping_log_seen)) < 0)
         return NULL;
     if (general)
         return general_spawn(st, a, n, body);
@@ -531,7 +565,7 @@ static PyObject *spawn_now(pyparla_state *st, PyObject *const *a, Py_ssize_t n, 
     if (PyFunction_Check(body)) {
         int flags = ((PyCodeObject *)PyFunction_GET_CODE(body))->co_flags;
         if (flags & (CO_GENERATOR | CO_ASYNC_GENERATOR)) {
-            PyErr_Format(PyExc_TypeError, GENERATOR_BODY_MESSAGE, pyparla_task_name(task));
+            PyErr_Format(PyExc_TypeError, "task %s: %s", pyparla_task_name(task), pyparla_generator_body_message);
             goto done;
         }
         coroutine = (flags & CO_COROUTINE) != 0;
@@ -579,7 +613,7 @@ static PyObject *Spawner_vectorcall(PyObject *self, PyObject *const *args, size_
         PyErr_SetString(PyExc_TypeError, "the decorator spawn(...) returns takes one argument, the task body");
         return NULL;
     }
-    return spawn_now(PyType_GetModuleState(Py_TYPE(self)), sp->a, sp->n, args[0]);
+    return spawn_now(sp->st, sp->a, sp->n, args[0]);
 }
 
 static void Spawner_dealloc(SpawnerObject *self)
@@ -587,7 +621,7 @@ static void Spawner_dealloc(SpawnerObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     for (Py_ssize_t i = 0; i < self->n; i++)
         Py_DECREF(self->a[i]);
-    pyparla_state *st = PyType_GetModuleState(tp);
+    pyparla_state *st = self->st;
     if (st && st->spawner_type == tp && st->free_spawner == NULL)
         st->free_spawner = self; /* one spawn's decorator goes as the next one's is made: kept for it */
     else
@@ -621,10 +655,11 @@ static PyObject *make_spawner(pyparla_state *st, PyObject *const *a, Py_ssize_t 
 {
     PyObject *taskid = a[A_TASKID], *deps = a[A_DEPS];
     int general = st->context_rt == NULL || !st->context_plain ||
-                  (taskid != Py_None && !PyObject_TypeCheck(taskid, st->task_type)) || PyUnicode_Check(deps) ||
+                  (taskid != Py_None && Py_TYPE(taskid) != st->py_task_type && !PyObject_TypeCheck(taskid, st->task_type)) ||
+                  PyUnicode_Check(deps) ||
                   PyBytes_Check(deps);
     /* With the spawn logger on, the general spawn logs each spawn. */
-    if (!general && (general = logger_on(st, st->spawn_logger, st->spawn_log_cache)) < 0)
+    if (!general && (general = logger_on(st, st->spawn_logger, st->spawn_log_cache, &st->spawn_log_seen)) < 0)
         return NULL;
     if (general) /* its checks and errors, its slower paths: the general spawn */
         return PyObject_Vectorcall(st->spawn_general, a, n, NULL);
@@ -636,6 +671,7 @@ static PyObject *make_spawner(pyparla_state *st, PyObject *const *a, Py_ssize_t 
         return NULL;
     }
     sp->vectorcall = Spawner_vectorcall;
+    sp->st = st;
     sp->n = n;
     for (Py_ssize_t i = 0; i < n; i++)
         sp->a[i] = Py_NewRef(a[i]);
@@ -666,6 +702,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *function; /* the Python spawn */
     PyObject *dict;     /* __doc__, __wrapped__, ... (functools.update_wrapper) */
+    pyparla_state *st;  /* the module's state */
 } SpawnFunctionObject;
 
 /* The position of keyword kw among spawn's parameters (st->spawn_kw), or -1. */
@@ -684,13 +721,18 @@ static int spawn_keyword(pyparla_state *st, PyObject *kw)
 static PyObject *SpawnFunction_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     SpawnFunctionObject *sf = (SpawnFunctionObject *)self;
-    pyparla_state *st = PyType_GetModuleState(Py_TYPE(self));
+    pyparla_state *st = sf->st;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (st->spawn_general == NULL || nargs > 2)
         return PyObject_Vectorcall(sf->function, args, nargsf, kwnames);
     if (nkw == 0 && nargs == 2) /* spawn(taskid, dependencies): the common call */
         return make_spawner(st, args, 2);
+    if (nargs <= 1 && (nkw == 0 || (nkw == 1 && nargs == 1 && PyTuple_GET_ITEM(kwnames, 0) == st->spawn_kw[A_DEPS]))) {
+        /* spawn(), spawn(taskid), spawn(taskid, dependencies=...) */
+        PyObject *two[2] = {nargs ? args[0] : Py_None, nkw ? args[1] : st->empty_tuple};
+        return make_spawner(st, two, 2);
+    }
     PyObject *a[SPAWN_NARGS];
     spawn_defaults(st, a);
     for (Py_ssize_t i = 0; i < nargs; i++)
@@ -725,6 +767,7 @@ static PyObject *SpawnFunction_new(PyTypeObject *tp, PyObject *args, PyObject *k
     if (sf == NULL)
         return NULL;
     sf->vectorcall = SpawnFunction_vectorcall;
+    sf->st = PyType_GetModuleState(tp);
     sf->function = Py_NewRef(function);
     return (PyObject *)sf;
 }
@@ -814,6 +857,7 @@ static PyObject *mod_spawn_setup(PyObject *module, PyObject *const *args, Py_ssi
     Py_XSETREF(st->record_in_finish, Py_NewRef(args[5]));
     Py_XSETREF(st->spawn_logger, Py_NewRef(args[6]));
     Py_XSETREF(st->spawn_log_cache, logger_cache(args[6]));
+    st->spawn_log_seen = 0;
     Py_RETURN_NONE;
 }
 
@@ -834,6 +878,7 @@ static PyObject *mod_spawn_setup_data(PyObject *module, PyObject *const *args, P
     Py_XSETREF(st->on_cuda_device, Py_NewRef(args[5]));
     Py_XSETREF(st->mapping_logger, Py_NewRef(args[6]));
     Py_XSETREF(st->mapping_log_cache, logger_cache(args[6]));
+    st->mapping_log_seen = 0;
     Py_RETURN_NONE;
 }
 
@@ -901,6 +946,12 @@ static PyObject *mod_next_anonymous(PyObject *module, PyObject *unused)
 typedef struct {
     PyObject_HEAD
     PyObject *tasks, *shape, *start, *create, *name; /* NULL until set (AttributeError when read) */
+    pyparla_state *st;   /* the module's state (set by tp_new; NULL: looked up) */
+    PyObject *name_seen; /* the name last turned into UTF-8 (held, so that its address names no other
+                            object), its UTF-8 form and length; name_ok: usable in a task name (no NUL) */
+    const char *name_utf8;
+    Py_ssize_t name_len;
+    int name_ok;
 } SpaceObject;
 
 static PyObject *space_general(pyparla_state *st, PyObject *self, PyObject *index)
@@ -908,11 +959,11 @@ static PyObject *space_general(pyparla_state *st, PyObject *self, PyObject *inde
     return PyObject_CallMethodOneArg(self, st->str_getitem, index);
 }
 
-/* Writes "name[k0, k1, ...]" (Python's str of each int: the n ints of key, or k when key is NULL) to buf;
- * the length, or -1 if it does not fit or an index is negative or beyond 64 bits (no exception set). */
-static int space_key_name(const char *name, PyObject *key, long long k, char *buf, size_t cap)
+/* Writes "name[k0, k1, ...]" (name: at bytes, no NUL; Python's str of each int: the n ints of key, or k when
+ * key is NULL) to buf; the length, or -1 if it does not fit or an index is negative or beyond 64 bits (no
+ * exception set). */
+static int space_key_name(const char *name, size_t at, PyObject *key, long long k, char *buf, size_t cap)
 {
-    size_t at = strlen(name);
     if (at + 2 >= cap)
         return -1;
     memcpy(buf, name, at);
@@ -984,15 +1035,22 @@ static PyObject *space_new_task(pyparla_state *st, SpaceObject *self, PyObject *
                                 PyObject *index)
 {
     PyObject *shape = self->shape, *start = self->start, *name = self->name;
-    const char *utf8 = shape && start && name && PyUnicode_CheckExact(name) ? PyUnicode_AsUTF8(name) : NULL;
-    if (utf8 == NULL)
-        PyErr_Clear();
+    if (name != self->name_seen && name && PyUnicode_CheckExact(name)) { /* the name's UTF-8 form, kept */
+        Py_ssize_t n;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(name, &n);
+        if (utf8 == NULL)
+            PyErr_Clear();
+        Py_XSETREF(self->name_seen, Py_NewRef(name));
+        self->name_utf8 = utf8;
+        self->name_len = n;
+        self->name_ok = utf8 != NULL && strlen(utf8) == (size_t)n && n + 2 < 256;
+    }
     char buf[256];
     int len = -1;
-    if (utf8 && self->create == Py_True &&
+    if (shape && start && name && name == self->name_seen && self->name_ok && self->create == Py_True &&
         ((shape == Py_None && start == Py_None) || space_in_bounds(shape, start, key, k)))
-        len = space_key_name(utf8, key, k, buf, sizeof buf);
-    if (len < 0 || (size_t)len != strlen(buf))
+        len = space_key_name(self->name_utf8, (size_t)self->name_len, key, k, buf, sizeof buf);
+    if (len < 0)
         return space_general(st, (PyObject *)self, index);
     PyObject *task = (PyObject *)pyparla_task_new(st->py_task_type, st->context_rt, buf, len, NULL);
     if (task == NULL)
@@ -1006,12 +1064,24 @@ static PyObject *space_new_task(pyparla_state *st, SpaceObject *self, PyObject *
     return found ? space_general(st, (PyObject *)self, index) : NULL;
 }
 
+static PyObject *Space_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    PyObject *module = PyType_GetModuleByDef(tp, &pyparla_module_def);
+    PyObject *self = module ? PyType_GenericNew(tp, args, kwds) : NULL;
+    if (self)
+        ((SpaceObject *)self)->st = pyparla_get_state(module);
+    return self;
+}
+
 static PyObject *Space_subscript(PyObject *self, PyObject *index)
 {
-    PyObject *module = PyType_GetModuleByDef(Py_TYPE(self), &pyparla_module_def);
-    if (module == NULL)
-        return NULL;
-    pyparla_state *st = pyparla_get_state(module);
+    pyparla_state *st = ((SpaceObject *)self)->st;
+    if (st == NULL) {
+        PyObject *module = PyType_GetModuleByDef(Py_TYPE(self), &pyparla_module_def);
+        if (module == NULL)
+            return NULL;
+        st = pyparla_get_state(module);
+    }
     PyObject *key = NULL; /* a tuple of ints; NULL: one int, k */
     long long k = 0;
     PyObject *one = PyLong_CheckExact(index) ? index
@@ -1057,6 +1127,7 @@ static int Space_traverse(SpaceObject *self, visitproc visit, void *arg)
     Py_VISIT(self->start);
     Py_VISIT(self->create);
     Py_VISIT(self->name);
+    Py_VISIT(self->name_seen);
     return 0;
 }
 
@@ -1067,6 +1138,7 @@ static int Space_clear(SpaceObject *self)
     Py_CLEAR(self->start);
     Py_CLEAR(self->create);
     Py_CLEAR(self->name);
+    Py_CLEAR(self->name_seen);
     return 0;
 }
 
@@ -1090,7 +1162,7 @@ static PyMemberDef Space_members[] = {
 
 static PyType_Slot Space_slots[] = {
     {Py_tp_doc, "The base of parla.tasks.TaskSpace: indexing with ints in C."},
-    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_new, Space_new},
     {Py_tp_dealloc, Space_dealloc},
     {Py_tp_traverse, Space_traverse},
     {Py_tp_clear, Space_clear},

@@ -9,7 +9,8 @@
 #include <string.h>
 
 /* Gives self (not initialised) a new engine task of rt named name (UTF-8, len bytes; name_obj the same as
- * str, or NULL: made only when the engine's copy cannot hold the name). */
+ * str, or NULL: made only when the engine's copy cannot hold the name, and then the caller has checked
+ * that the name has no NUL inside). */
 static int task_setup(TaskObject *self, RuntimeObject *rt, const char *utf8, Py_ssize_t len, PyObject *name_obj)
 {
     parla_task_t *t;
@@ -25,7 +26,7 @@ static int task_setup(TaskObject *self, RuntimeObject *rt, const char *utf8, Py_
     Py_INCREF(rt);
     self->runtime = rt;
     /* The engine's copy is the name, unless it cannot hold all of it (over 255 bytes, or a NUL inside). */
-    if (len > 255 || strlen(utf8) != (size_t)len) {
+    if (len > 255 || (name_obj != NULL && strlen(utf8) != (size_t)len)) {
         self->name = name_obj ? Py_NewRef(name_obj) : PyUnicode_FromStringAndSize(utf8, len);
         if (self->name == NULL)
             return -1;
@@ -110,7 +111,8 @@ static void clear_dependencies(TaskObject *self)
  * MemoryError (nothing recorded). */
 static int record_dependencies(TaskObject *self, TaskObject *const *deps, Py_ssize_t n)
 {
-    clear_dependencies(self);
+    if (self->n_deps)
+        clear_dependencies(self);
     if (n == 0)
         return 0;
     if (n > (Py_ssize_t)UINT32_MAX)
@@ -277,7 +279,9 @@ static void pending_remove(RuntimeObject *rt, TaskObject *t)
     }
     rt->pending[i] = NULL;
     rt->n_pending--;
-    if (rt->cap_pending > 1024 && rt->n_pending < rt->cap_pending / 16)
+    /* Shrunk only from above 65,536 slots (512 KiB): below that, the bursts of a spawning loop that the
+     * workers drain would otherwise grow and shrink it over and over (a rehash each time). */
+    if (rt->cap_pending > 65536 && rt->n_pending < rt->cap_pending / 16)
         (void)pending_resize(rt, rt->cap_pending / 4); /* on failure: stays larger */
 }
 
@@ -583,17 +587,23 @@ static int check_arguments(TaskObject *self, pyparla_state *st, PyObject *const 
 {
     if (collect_dependencies(self, st, args[1], deps) < 0)
         return -1;
-    /* Iterating the dependencies may have run other threads (one may have spawned this task meanwhile). */
-    if (self->runtime->rt == NULL || self->runtime->destroying) {
-        PyErr_Format(PyExc_RuntimeError, "task %s: its Parla runtime closed while its dependencies were read",
-                     pyparla_task_name(self));
-        return -1;
+    /* Iterating the dependencies may have run other threads (one may have spawned this task meanwhile); a
+     * list or tuple of a few Tasks read directly ran no code. */
+    if (deps->list != NULL) {
+        if (self->runtime->rt == NULL || self->runtime->destroying) {
+            PyErr_Format(PyExc_RuntimeError, "task %s: its Parla runtime closed while its dependencies were read",
+                         pyparla_task_name(self));
+            return -1;
+        }
+        if (check_unspawned(self) < 0)
+            return -1;
     }
-    if (check_unspawned(self) < 0)
-        return -1;
     *accesses = args[6] == st->empty_tuple ? Py_NewRef(args[6]) : pyparla_check_accesses(self, st->data_type, args[6]);
-    if (*accesses == NULL || pyparla_add_options(self, args[5]) < 0 ||
-        pyparla_check_feasible(self, args[5], vcus, memory) < 0)
+    if (*accesses == NULL)
+        return -1;
+    if (args[5] == Py_None && vcus <= 1.0 && memory == 0) /* nothing asked: fits the cpu device */
+        return 0;
+    if (pyparla_add_options(self, args[5]) < 0 || pyparla_check_feasible(self, args[5], vcus, memory) < 0)
         return -1;
     return 0;
 }
@@ -665,11 +675,11 @@ static int add_edges(TaskObject *self, const deps_t *deps, PyObject *accesses)
 
 /* Sets body (stolen) as the task's and submits it to the engine, which holds a reference to the object
  * until the task finishes. */
-static PyObject *engine_submit(TaskObject *self, PyObject *body)
+static PyObject *engine_submit(TaskObject *self, pyparla_state *st, PyObject *body)
 {
     pyparla_task_clear_func(self);
     self->func = body;
-    int native = pyparla_is_native_body(pyparla_get_state(self->runtime->module), body);
+    int native = pyparla_is_native_body(st, body);
     int rc = parla_task_set_body(self->task, native ? pyparla_native_body : pyparla_task_body, self);
     if (rc)
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
@@ -730,7 +740,9 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     PyObject *accesses = NULL, *body = NULL;
     if (check_arguments(self, st, args, vcus, memory, &deps, &accesses) < 0 || check_slot_writes(self, accesses) < 0)
         goto fail;
-    body = pyparla_capture(st, args[0]);
+    PyObject *fn = args[0]; /* a function without a closure is captured as it is */
+    body = PyFunction_Check(fn) && ((PyFunctionObject *)fn)->func_closure == NULL ? Py_NewRef(fn)
+                                                                                  : pyparla_capture(st, fn);
     if (body == NULL || set_attributes(self, attrs) < 0 || (self->runtime->capture && deps_as_list(&deps) < 0))
         goto fail;
     int rc = add_edges(self, &deps, accesses);
@@ -745,7 +757,7 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
         Py_DECREF(body);
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
     }
-    return engine_submit(self, body);
+    return engine_submit(self, st, body);
 fail:
     Py_XDECREF(body);
     deps_release(&deps);

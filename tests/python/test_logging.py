@@ -84,3 +84,31 @@ def test_records_reach_caplog(caplog):
     assert {"parla", "parla.spawn", "parla.mapping"} <= names
     spawn_records = [r for r in caplog.records if r.name == "parla.spawn"]
     assert spawn_records[0].levelno == logging.DEBUG and "T[0]" in spawn_records[0].getMessage()
+
+
+@pytest.mark.timeout(60)
+def test_a_level_set_between_two_spawns_applies_to_the_next_one(caplog):
+    """The spawn path in C remembers that the spawn logger's cache said 'not enabled' (until the cache
+    changes): a level set between two spawns of one context, and set back, shows in the very next spawn."""
+    spawn_logger = logging.getLogger("parla.spawn")
+    with caplog.at_level(logging.INFO, logger="parla"):
+        caplog.handler.setLevel(logging.DEBUG)  # the loggers' levels decide
+        with Parla(n_workers=1):
+            T = TaskSpace("T")
+            for i in range(3):  # quiet spawns: the answer 'not enabled' is remembered
+                spawn(T[i])(lambda: None)
+            spawn_logger.setLevel(logging.DEBUG)
+            try:
+                spawn(T[3])(lambda: None)
+            finally:
+                spawn_logger.setLevel(logging.NOTSET)
+            spawn(T[4])(lambda: None)
+            logging.disable(logging.CRITICAL)
+            logging.disable(logging.NOTSET)
+            spawn_logger.setLevel(logging.DEBUG)
+            try:
+                spawn(T[5])(lambda: None)
+            finally:
+                spawn_logger.setLevel(logging.NOTSET)
+    logged = [r.getMessage() for r in caplog.records if r.name == "parla.spawn"]
+    assert [m.split(":")[0] for m in logged] == ["spawn T[3]", "spawn T[5]"], logged
