@@ -118,19 +118,18 @@ typedef struct rp_cell {
     size_t n_readers, cap_readers;
 } rp_cell_t;
 
-/* Plans the accesses of one store (acc[idx[0..n)], in recording order) into st. */
-static int rp_plan_store(parla__data_replay_t *p, rp_store_t *st, const parla__data_replay_access_t *acc,
-                         const size_t *idx, size_t n)
+/* The sorted distinct boundaries of the ranges of the n accesses acc[idx[..]] (*pts, *n_pts: the cells
+ * between two boundaries are the plan's units), and a cell array with no writer and no readers. 0 or
+ * PARLA_ENOMEM (the caller frees what is set). */
+static int rp_cells(parla_runtime_t *rt, const parla__data_replay_access_t *acc, const size_t *idx, size_t n,
+                    uint64_t **pts_out, size_t *n_pts_out, rp_cell_t **cells_out)
 {
-    parla_runtime_t *rt = p->rt;
     size_t n_pts = 0;
     for (size_t k = 0; k < n; k++)
         n_pts += 2 * acc[idx[k]].data->n_ranges;
-    uint64_t *pts = parla__alloc(rt, (n_pts ? n_pts : 1) * sizeof *pts);
-    rp_cell_t *cells = NULL;
-    int rc = PARLA_ENOMEM;
+    uint64_t *pts = *pts_out = parla__alloc(rt, (n_pts ? n_pts : 1) * sizeof *pts);
     if (pts == NULL)
-        goto out;
+        return PARLA_ENOMEM;
     n_pts = 0;
     for (size_t k = 0; k < n; k++) {
         const parla_data_t *d = acc[idx[k]].data;
@@ -142,13 +141,22 @@ static int rp_plan_store(parla__data_replay_t *p, rp_store_t *st, const parla__d
     for (size_t i = 0; i < n_pts; i++)
         if (u == 0 || pts[u - 1] != pts[i])
             pts[u++] = pts[i];
-    n_pts = u;
-    size_t n_cells = n_pts ? n_pts - 1 : 0;
-    cells = parla__calloc(rt, n_cells ? n_cells : 1, sizeof *cells);
+    *n_pts_out = u;
+    size_t n_cells = u ? u - 1 : 0;
+    rp_cell_t *cells = *cells_out = parla__calloc(rt, n_cells ? n_cells : 1, sizeof *cells);
     if (cells == NULL)
-        goto out;
+        return PARLA_ENOMEM;
     for (size_t e = 0; e < n_cells; e++)
         cells[e].writer = -1;
+    return 0;
+}
+
+/* Walks the accesses in graph order over the cells: the graph's own hazards become edges, each cell ends
+ * with its last writer and readers since, and an access touching a cell no earlier access wrote is an
+ * in-access of st. 0 or PARLA_ENOMEM. */
+static int rp_walk(parla__data_replay_t *p, rp_store_t *st, const parla__data_replay_access_t *acc,
+                   const size_t *idx, size_t n, const uint64_t *pts, size_t n_pts, rp_cell_t *cells)
+{
     size_t cap_in = 0;
     for (size_t k = 0; k < n; k++) {
         const parla__data_replay_access_t *a = &acc[idx[k]];
@@ -161,35 +169,42 @@ static int rp_plan_store(parla__data_replay_t *p, rp_store_t *st, const parla__d
                 if (c->writer < 0)
                     incoming = true;
                 else if ((size_t)c->writer != a->node && rp_edge(p, a->node, (size_t)c->writer, a->mode & PARLA_READ))
-                    goto out;
+                    return PARLA_ENOMEM;
                 if (write) {
                     for (size_t i = 0; i < c->n_readers; i++)
                         if (c->readers[i] != a->node && rp_edge(p, a->node, c->readers[i], false))
-                            goto out;
+                            return PARLA_ENOMEM;
                     c->writer = (ptrdiff_t)a->node;
                     c->n_readers = 0;
                 } else if (c->writer != (ptrdiff_t)a->node &&
                            (c->n_readers == 0 || c->readers[c->n_readers - 1] != a->node)) {
-                    if (rp_grow(rt, (void **)&c->readers, c->n_readers, &c->cap_readers, sizeof *c->readers))
-                        goto out;
+                    if (rp_grow(p->rt, (void **)&c->readers, c->n_readers, &c->cap_readers, sizeof *c->readers))
+                        return PARLA_ENOMEM;
                     c->readers[c->n_readers++] = a->node;
                 }
             }
         }
         if (incoming) {
-            if (rp_grow(rt, (void **)&st->in, st->n_in, &cap_in, sizeof *st->in))
-                goto out;
+            if (rp_grow(p->rt, (void **)&st->in, st->n_in, &cap_in, sizeof *st->in))
+                return PARLA_ENOMEM;
             st->in[st->n_in++] = (rp_in_t){.node = a->node, .data = d, .mode = a->mode};
         }
     }
-    /* The records the graph leaves: cells with equal writer and readers share one. */
+    return 0;
+}
+
+/* The records the graph leaves in st's history: cells with equal writer and readers share one; the bytes
+ * written (st->written). 0 or PARLA_ENOMEM. */
+static int rp_records(parla_runtime_t *rt, rp_store_t *st, const uint64_t *pts, const rp_cell_t *cells,
+                      size_t n_cells)
+{
     size_t cap_recs = 0, cap_written = 0;
     for (size_t e = 0; e < n_cells; e++) {
-        rp_cell_t *c = &cells[e];
+        const rp_cell_t *c = &cells[e];
         if (c->writer < 0 && c->n_readers == 0)
             continue;
         if (c->writer >= 0 && rp_add_range(rt, &st->written, &st->n_written, &cap_written, pts[e], pts[e + 1]))
-            goto out;
+            return PARLA_ENOMEM;
         rp_rec_t *rec = NULL;
         for (size_t j = 0; j < st->n_recs && rec == NULL; j++) {
             rp_rec_t *x = &st->recs[j];
@@ -199,22 +214,28 @@ static int rp_plan_store(parla__data_replay_t *p, rp_store_t *st, const parla__d
         }
         if (rec == NULL) {
             if (rp_grow(rt, (void **)&st->recs, st->n_recs, &cap_recs, sizeof *st->recs))
-                goto out;
+                return PARLA_ENOMEM;
             rec = &st->recs[st->n_recs];
             memset(rec, 0, sizeof *rec);
             rec->writer = c->writer;
             if (c->n_readers) {
                 if ((rec->readers = parla__alloc(rt, c->n_readers * sizeof *rec->readers)) == NULL)
-                    goto out;
+                    return PARLA_ENOMEM;
                 memcpy(rec->readers, c->readers, c->n_readers * sizeof *rec->readers);
                 rec->n_readers = c->n_readers;
             }
             st->n_recs++;
         }
         if (rp_add_range(rt, &rec->ranges, &rec->n_ranges, &rec->cap_ranges, pts[e], pts[e + 1]))
-            goto out;
+            return PARLA_ENOMEM;
     }
-    /* The records each in-access meets when the history has the shape the plan leaves. */
+    return 0;
+}
+
+/* The records each in-access meets when the history has the shape the plan leaves (st->cross). 0 or
+ * PARLA_ENOMEM. */
+static int rp_crossings(parla_runtime_t *rt, rp_store_t *st)
+{
     size_t cap_cross = 0;
     for (size_t k = 0; k < st->n_in; k++) {
         const rp_in_t *in = &st->in[k];
@@ -228,16 +249,36 @@ static int rp_plan_store(parla__data_replay_t *p, rp_store_t *st, const parla__d
                     c = &st->cross[q];
             if (c == NULL) {
                 if (rp_grow(rt, (void **)&st->cross, st->n_cross, &cap_cross, sizeof *st->cross))
-                    goto out;
+                    return PARLA_ENOMEM;
                 c = &st->cross[st->n_cross++];
                 *c = (rp_cross_t){.node = in->node, .rec = j, .mode = 0};
             }
             c->mode |= in->mode;
         }
     }
-    st->scratch = parla__calloc(rt, st->n_recs ? st->n_recs : 1, sizeof *st->scratch);
-    rc = st->scratch ? 0 : PARLA_ENOMEM;
-out:
+    return 0;
+}
+
+/* Plans the accesses of one store (acc[idx[0..n)], in recording order) into st. */
+static int rp_plan_store(parla__data_replay_t *p, rp_store_t *st, const parla__data_replay_access_t *acc,
+                         const size_t *idx, size_t n)
+{
+    parla_runtime_t *rt = p->rt;
+    uint64_t *pts = NULL;
+    size_t n_pts = 0;
+    rp_cell_t *cells = NULL;
+    int rc = rp_cells(rt, acc, idx, n, &pts, &n_pts, &cells);
+    size_t n_cells = n_pts ? n_pts - 1 : 0;
+    if (rc == 0)
+        rc = rp_walk(p, st, acc, idx, n, pts, n_pts, cells);
+    if (rc == 0)
+        rc = rp_records(rt, st, pts, cells, n_cells);
+    if (rc == 0)
+        rc = rp_crossings(rt, st);
+    if (rc == 0) {
+        st->scratch = parla__calloc(rt, st->n_recs ? st->n_recs : 1, sizeof *st->scratch);
+        rc = st->scratch ? 0 : PARLA_ENOMEM;
+    }
     for (size_t e = 0; cells && e < n_cells; e++)
         parla__free(cells[e].readers);
     parla__free(cells);
