@@ -103,10 +103,11 @@ def byte_ranges(view: np.ndarray, base: np.ndarray) -> List[int]:
     breaks = np.nonzero(starts[1:] > ends[:-1])[0]
     lo = np.concatenate(([starts[0]], starts[breaks + 1]))
     hi = np.concatenate((ends[breaks], [ends[-1]]))
-    out = np.empty(2 * len(lo), dtype=np.int64)
-    out[0::2] = lo
-    out[1::2] = hi
-    return out.tolist()
+    merged = np.empty(2 * len(lo), dtype=np.int64)
+    merged[0::2] = lo
+    merged[1::2] = hi
+    result: List[int] = merged.tolist()
+    return result
 
 
 def covers(outer: List[int], inner: List[int]) -> bool:
