@@ -294,12 +294,6 @@ static bool wbj_issue(parla__dev_job_t *j, parla__dev_t *d)
     return true;
 }
 
-static bool wbj_poll(parla__dev_job_t *j)
-{
-    (void)j;
-    return true;
-}
-
 static void wbj_done(parla__dev_job_t *j, bool waited)
 {
     (void)waited;
@@ -312,7 +306,7 @@ static void wbj_done(parla__dev_job_t *j, bool waited)
     pthread_mutex_unlock(&w->lock);
 }
 
-static const parla__dev_job_ops_t wbj_ops = {wbj_issue, wbj_poll, wbj_done};
+static const parla__dev_job_ops_t wbj_ops = {wbj_issue, NULL, wbj_done};
 
 /* Queues a begun write-back on the device's engine when the thread is outside tasks (see outside). */
 static void wb_queue_locked(wb_t *wb)

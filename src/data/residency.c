@@ -418,19 +418,6 @@ typedef struct wake_job {
     parla_task_t *room, *reserve;
 } wake_job_t;
 
-static bool wake_issue(parla__dev_job_t *j, parla__dev_t *d)
-{
-    (void)j;
-    (void)d;
-    return true;
-}
-
-static bool wake_poll(parla__dev_job_t *j)
-{
-    (void)j;
-    return true;
-}
-
 static void wake_done(parla__dev_job_t *j, bool waited)
 {
     (void)waited;
@@ -441,7 +428,7 @@ static void wake_done(parla__dev_job_t *j, bool waited)
     parla__data_rt(rt)->dhooks.unpinned(room, reserve);
 }
 
-static const parla__dev_job_ops_t wake_ops = {wake_issue, wake_poll, wake_done};
+static const parla__dev_job_ops_t wake_ops = {NULL, NULL, wake_done};
 
 /* Queues the wake of those tasks on d's engine; false when d has none or no job can be allocated. */
 static bool wake_on_engine(parla_runtime_t *rt, parla__dev_t *d, parla_task_t *room, parla_task_t *reserve)

@@ -262,9 +262,11 @@ void parla__dev_host_unpin(parla__dev_shared_t *sh, void *ptr);
  * retries. Embed it as the first member of the job's own record. */
 typedef struct parla__dev_job_ops {
     /* Starts j on device d. True when j is complete already (host copies, markers whose work is
-     * done): done follows at once; false: its work runs on the device, poll tells when it is over. */
+     * done): done follows at once; false: its work runs on the device, poll tells when it is over.
+     * NULL: j has nothing to start (done follows at once). */
     bool (*issue)(parla__dev_job_t *j, parla__dev_t *d);
-    /* True when j's work is complete, also when the device reported an error (the job records it). */
+    /* True when j's work is complete, also when the device reported an error (the job records it).
+     * Called only after issue returned false: NULL for a job whose issue always completes it. */
     bool (*poll)(parla__dev_job_t *j);
     /* j is over (waited: it completed after issue returned, through poll). Runs on the engine thread
      * with no engine lock held; frees j. */

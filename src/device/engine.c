@@ -134,7 +134,7 @@ static void *engine_main(void *arg)
         bool progress = false;
         if (j) {
             progress = true;
-            if (j->ops->issue(j, d)) {
+            if (j->ops->issue == NULL || j->ops->issue(j, d)) {
                 j->ops->done(j, false);
                 atomic_fetch_sub(&d->n_jobs, 1);
             } else {

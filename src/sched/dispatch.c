@@ -160,19 +160,6 @@ static void marker_done(parla__dev_job_t *job, bool waited)
 
 static const parla__dev_job_ops_t marker_ops = {marker_issue, marker_poll, marker_done};
 
-static bool retry_issue(parla__dev_job_t *job, parla__dev_t *d)
-{
-    (void)job;
-    (void)d;
-    return true;
-}
-
-static bool retry_poll(parla__dev_job_t *job)
-{
-    (void)job;
-    return true;
-}
-
 static void retry_done(parla__dev_job_t *job, bool waited)
 {
     (void)waited;
@@ -181,7 +168,7 @@ static void retry_done(parla__dev_job_t *job, bool waited)
     parla__sched_task_ready(t);
 }
 
-static const parla__dev_job_ops_t retry_ops = {retry_issue, retry_poll, retry_done};
+static const parla__dev_job_ops_t retry_ops = {NULL, NULL, retry_done};
 
 bool parla__sched_engine_retry(parla_task_t *t)
 {
