@@ -167,7 +167,7 @@ int parla_runtime_create(const parla_config_t *config, parla_runtime_t **out)
     parla__rt_head(rt)->pid = (int)getpid();
     parla__graph_rt(rt)->ghooks = (parla__graph_hooks_t){.ready = parla__sched_task_ready, .finished = parla__sched_task_finished,
                                         .dispose = parla__data_task_dispose, .last_object = free_runtime,
-                                        .feasible = parla__sched_task_feasible, .recheck = parla__sched_wake_waiters};
+                                        .feasible = parla__sched_task_feasible, .recheck = parla__sched_submits_settled};
     parla__data_rt(rt)->dhooks = (parla__data_hooks_t){.arrived = parla__sched_task_arrived, .unpinned = parla__sched_tasks_unpinned,
                                        .retry = parla__sched_engine_retry};
     parla__rt_head(rt)->fail_at = cfg.fail_alloc_at;

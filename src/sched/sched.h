@@ -254,7 +254,7 @@ void *parla__sched_worker_stream(parla__sched_worker_t *w, int device);
 /* Enqueues a ready task (resources already reserved) and wakes a sleeper. */
 void parla__sched_enqueue(parla_runtime_t *rt, parla_task_t *t);
 
-/* Wakes threads blocked in wait calls (also graph's recheck hook). */
+/* Wakes threads blocked in wait calls. */
 void parla__sched_wake_waiters(parla_runtime_t *rt);
 /* Placeholder registry. */
 int parla__graph_placeholder_add(parla_runtime_t *rt, parla_task_t *t);
@@ -284,6 +284,13 @@ void parla__sched_wake_wait_cond(parla_runtime_t *rt);
 bool parla__sched_body_waiters_locked(parla_runtime_t *rt);
 bool parla__sched_stuck_locked(parla_runtime_t *rt);
 bool parla__sched_quiescent(parla_runtime_t *rt);
+/* With park_lock held: when the runtime is stuck and bodies wait inside it, tells them (stuck_woken), as
+ * the last worker to go idle does; true when it did. */
+bool parla__sched_tell_stuck_bodies_locked(parla_runtime_t *rt);
+/* graph's recheck hook: a submit that a stuck check passed over has ended. Bodies waiting in a stuck
+ * runtime are told so before any outside waiter looks again (an outside wait would otherwise find the
+ * runtime stuck while such a body, not yet told, still blocks). */
+void parla__sched_submits_settled(parla_runtime_t *rt);
 /* Formats the diagnosis of a stuck runtime into the thread's error message; returns PARLA_ESTUCK. */
 int parla__sched_stuck_error(parla_runtime_t *rt);
 /* parla_runtime_wait_all with a timeout in seconds (< 0: none). */

@@ -44,6 +44,25 @@ bool parla__sched_stuck_locked(parla_runtime_t *rt)
     return !parla__graph_submits_under_way(rt, &active) && active > 0;
 }
 
+bool parla__sched_tell_stuck_bodies_locked(parla_runtime_t *rt)
+{
+    if (!parla__sched_body_waiters_locked(rt) || !parla__sched_stuck_locked(rt))
+        return false;
+    for (int i = 0; i < rt->n_workers; i++)
+        if (rt->workers[i].waiting_on)
+            rt->workers[i].stuck_woken = true;
+    return true;
+}
+
+void parla__sched_submits_settled(parla_runtime_t *rt)
+{
+    pthread_mutex_lock(&rt->park_lock);
+    parla__sched_tell_stuck_bodies_locked(rt);
+    pthread_cond_broadcast(&rt->park_cond);
+    pthread_mutex_unlock(&rt->park_lock);
+    parla__sched_wake_wait_cond(rt);
+}
+
 bool parla__sched_quiescent(parla_runtime_t *rt)
 {
     pthread_mutex_lock(&rt->park_lock);

@@ -159,12 +159,8 @@ void *parla__sched_worker_main(void *arg)
              * worker's going idle leaves the runtime stuck, they must see it
              * (else a body waiting on work that can never finish sleeps for
              * ever). Only then, so idle workers do not wake each other. */
-            if (parla__sched_body_waiters_locked(rt) && parla__sched_stuck_locked(rt)) {
-                for (int i = 0; i < rt->n_workers; i++)
-                    if (rt->workers[i].waiting_on)
-                        rt->workers[i].stuck_woken = true;
+            if (parla__sched_tell_stuck_bodies_locked(rt))
                 pthread_cond_broadcast(&rt->park_cond);
-            }
         }
         atomic_store_explicit(&w->n_parks, atomic_load_explicit(&w->n_parks, memory_order_relaxed) + 1,
                               memory_order_relaxed);
