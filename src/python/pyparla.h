@@ -69,6 +69,9 @@ typedef struct {
     /* In a child process forked while the runtime ran: the engine (its workers, its locks) belongs to
      * the parent; no engine call is made. */
     int forked;
+    /* The engine traces (the trace argument): finished tasks keep their engine tasks, so that a dependency
+     * on one still adds its edge, which the trace draws and the critical path follows. */
+    int traced;
     /* Finished tasks taken off the cycle collector's lists (see pyparla_task_finished): a PyMem array of
      * n_untracked (cap_untracked allocated), each at its TaskObject.untracked_at; all tracked again, and
      * none untracked any more, from the runtime's first failure (a failed task's traceback can reach any

@@ -46,6 +46,7 @@ static PyObject *Runtime_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     cfg.disable_cuda = disable_cuda;
     cfg.cpu_memory = cpu_memory;
     cfg.trace = trace;
+    self->traced = trace != 0;
     cfg.disable_host_pinning = !pin_host;
     cfg.disable_memory_pool = !memory_pool;
     pyparla_install_hooks(&cfg, self);

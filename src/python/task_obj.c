@@ -328,13 +328,14 @@ static void gc_on(TaskObject *t)
 }
 
 /* Releases the engine task of obj, finished plain (parla_task_is_plain_done): its state and devices are
- * known from then on, and its name is copied unless obj has its own. Kept when the copy cannot be made.
+ * known from then on, and its name is copied unless obj has its own. Kept when the copy cannot be made,
+ * and in a traced runtime (a later dependency on it is an edge of the trace).
  * Others holding the engine task (the engine until its finish is complete, a graph's record) keep it
  * alive; its user pointer no longer names obj. */
 static void release_engine_task(TaskObject *obj)
 {
     parla_task_t *t = obj->task;
-    if (obj->runtime->forked || obj->captured || obj->has_exc || !parla_task_is_plain_done(t))
+    if (obj->runtime->forked || obj->runtime->traced || obj->captured || obj->has_exc || !parla_task_is_plain_done(t))
         return;
     if (obj->name == NULL) {
         const char *name = parla_task_name(t);

@@ -1,6 +1,7 @@
 """Traces: the Chrome trace JSON, the DOT graph and the summary match the tasks that ran."""
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -101,6 +102,24 @@ def test_trace_from_environment_and_summary(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.timeout(30)
+def test_a_dependency_that_finished_before_it_was_named_is_an_edge():
+    # Each task is spawned only once its dependency is done: the finished task's edge is still traced, and the
+    # critical path runs through the whole chain.
+    with Parla(n_workers=2, summary=True) as ctx:
+        T = TaskSpace("T")
+        for i in range(6):
+            @spawn(T[i], [T[i - 1]] if i else [])
+            def f():
+                time.sleep(0.002)
+            T.wait()
+            assert T[i].done
+    text = ctx.summary
+    assert text is not None
+    assert "critical path: 6 tasks" in text, text
+    assert "T[5] <- T[4] <- T[3] <- T[2] <- T[1] <- T[0]" in text, text
+
+
+@pytest.mark.timeout(30)
 def test_no_trace_unless_asked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with Parla(n_workers=1) as ctx:
@@ -117,9 +136,7 @@ def test_summary_file_gets_the_summary(tmp_path, capsys):
     path = tmp_path / "summary.txt"
     with Parla(n_workers=2, summary_file=str(path)) as ctx:
         T = TaskSpace("T")
-        # Last first: each dependency is still unspawned when named, so the chain's edges are recorded however
-        # fast the workers run (a dependency that has already finished when named leaves no edge).
-        for i in reversed(range(3)):
+        for i in reversed(range(3)):  # last first: each dependency still unspawned when named
             @spawn(T[i], [T[i - 1]] if i else [])
             def f():
                 pass
