@@ -77,6 +77,14 @@ def parse_size(text: Any, what: str) -> int:
     return value
 
 
+def cupy_memory_from_env() -> Optional[int]:
+    """PARLA_CUPY_MEMORY: the bytes CuPy may take in a CUDA GPU task that reserved no memory= (unset or empty:
+    None, no limit). ValueError when it is not a byte count; checked when a context is entered, so that a bad
+    value is reported there and not first in a GPU task's body."""
+    text = os.environ.get("PARLA_CUPY_MEMORY", "").strip()
+    return parse_size(text, "PARLA_CUPY_MEMORY") if text else None
+
+
 def virtual_gpus_from_env() -> Dict[str, Any]:
     text = os.environ.get("PARLA_VIRTUAL_GPUS", "").strip()
     if not text:
@@ -145,7 +153,8 @@ def engine_settings(n_workers: Any, options: Dict[str, Any]) -> Tuple[int, Dict[
     context made with ``Parla(n_workers, **options)``: ``dev_config_file`` first, then ``PARLA_VIRTUAL_GPUS``,
     then the ``virtual_gpus``/``gpu_memory`` arguments; ``n_workers``, else the file's ``CPU.num_cores``,
     else ``PARLA_NUM_THREADS``. CUDA memory: ``pin_host_memory`` (else ``PARLA_PIN_HOST_MEMORY``) and
-    ``memory_pool`` (else ``PARLA_MEMORY_POOL``), on unless turned off. Raises ValueError for a bad value,
+    ``memory_pool`` (else ``PARLA_MEMORY_POOL``), on unless turned off; ``PARLA_CUPY_MEMORY`` is checked. Raises
+    ValueError for a bad value,
     naming it; TypeError for a switch that is not a bool, or a dev_config_file that is not a path."""
     config: Dict[str, Any] = {}
     path = options.get("dev_config_file")
@@ -155,6 +164,7 @@ def engine_settings(n_workers: Any, options: Dict[str, Any]) -> Tuple[int, Dict[
             raise TypeError(f"dev_config_file={path!r}: expected a path to a YAML file")
         config.update(_read_dev_config(os.fsdecode(path)))
     config.update(virtual_gpus_from_env())
+    cupy_memory_from_env()  # read again by each GPU task (parla._cuda)
     if options.get("virtual_gpus") is not None:
         n_gpus = options["virtual_gpus"]
         if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or not 0 <= n_gpus <= 63:

@@ -50,16 +50,6 @@ def cuda_scope(cupy: Any, ordinal: int, position: int) -> contextlib.ExitStack:
     return scope
 
 
-def _headroom() -> Optional[int]:
-    """PARLA_CUPY_MEMORY: the bytes CuPy may take in a task that reserved no memory= (unset or empty: no
-    limit, CuPy's temporaries are then outside the runtime's account). ValueError when not a byte count."""
-    text = os.environ.get("PARLA_CUPY_MEMORY", "").strip()
-    if not text:
-        return None
-    size: int = _config.parse_size(text, "PARLA_CUPY_MEMORY")
-    return size
-
-
 @contextlib.contextmanager
 def cupy_memory(cupy: Any, memory: int) -> Iterator[Any]:
     """A scope in which CuPy allocates (on the current device) from a memory pool of its own, limited to
@@ -69,7 +59,7 @@ def cupy_memory(cupy: Any, memory: int) -> Iterator[Any]:
     still alive go back when those arrays are freed). Yields the pool. Worker threads (the allocator is
     CuPy's context-local one); ValueError when PARLA_CUPY_MEMORY is not a byte count. Yields None, and
     changes nothing, for a CuPy module without MemoryPool or using_allocator."""
-    limit = memory if memory > 0 else _headroom()
+    limit = memory if memory > 0 else _config.cupy_memory_from_env()
     pool_type = getattr(cupy.cuda, "MemoryPool", None)
     using_allocator = getattr(cupy.cuda, "using_allocator", None)
     if pool_type is None or using_allocator is None:  # a CuPy without them (before 7): CuPy's own pool

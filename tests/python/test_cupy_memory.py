@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from parla import _cuda
+from parla import Parla, _cuda
 
 
 class _OutOfMemory(MemoryError):
@@ -144,3 +144,15 @@ def test_a_cupy_without_pools_keeps_its_own_allocator():
     cupy.cuda = types.SimpleNamespace()
     with _cuda.cupy_memory(cupy, 1000) as pool:
         assert pool is None
+
+
+@pytest.mark.timeout(30)
+def test_a_bad_headroom_setting_is_an_error_when_the_context_is_entered(monkeypatch):
+    # Checked at entry: without a GPU no task would ever read it, and with one the first GPU task would fail.
+    monkeypatch.setenv("PARLA_CUPY_MEMORY", "abc")
+    with pytest.raises(ValueError, match=r"PARLA_CUPY_MEMORY='abc' is not a size"):
+        with Parla(n_workers=1):
+            pass
+    monkeypatch.setenv("PARLA_CUPY_MEMORY", "64MiB")
+    with Parla(n_workers=1):
+        pass
