@@ -375,14 +375,19 @@ class Parla:
         # From here on only task bodies may spawn: a spawn on another thread raises RuntimeError there, and
         # wait_all also waits for spawns already in progress, so none reaches a destroyed engine.
         rt.begin_close()
+        cancelled_before: Optional[int] = None
         if cancel:
             # Said only when something is left to cancel or wait for: an exception that leaves a block whose
             # tasks have all finished cancels nothing, and the caller may catch it.
             if rt.wait_all(0.0)[0] != 0:
                 logger.warning("cancelling the tasks that have not started: an exception left the Parla block")
+                cancelled_before = rt.stats()["tasks_cancelled"]
             rt.cancel_all()
         try:
             code, message = self._wait(rt)
+            if cancelled_before is not None:
+                n = rt.stats()["tasks_cancelled"] - cancelled_before
+                logger.warning("%d task%s cancelled", n, " was" if n == 1 else "s were")
         except KeyboardInterrupt as e:
             if interrupted:  # the block was left by Ctrl-C: this one is the second
                 self._abandon(rt, e)

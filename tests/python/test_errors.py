@@ -383,6 +383,7 @@ def test_error_leaving_a_finished_block_warns_of_no_cancelling(caplog):
                 threading.Timer(0.3, gate.set).start()
                 raise KeyError("user error")
     assert "cancelling the tasks that have not started" in caplog.text
+    assert "1 task was cancelled" in caplog.text
     assert U[1].state == "cancelled"
 
 
