@@ -70,10 +70,30 @@ void pyparla_free_handles(parla_task_t **tasks, Py_ssize_t n)
     PyMem_Free(tasks);
 }
 
+/* asyncio's awaitables (asyncio.sleep, ...) raise RuntimeError("no running event loop") in a body: exc
+ * (a body's exception, or NULL) gets a note saying why and what works instead. Returns exc. */
+static PyObject *note_no_event_loop(PyObject *exc)
+{
+    if (exc == NULL || !PyErr_GivenExceptionMatches(exc, PyExc_RuntimeError))
+        return exc;
+    PyObject *text = PyObject_Str(exc);
+    if (text && PyUnicode_CompareWithASCIIString(text, "no running event loop") == 0) {
+        PyObject *r = PyObject_CallMethod(exc, "add_note", "s",
+                                          "Parla runs an async task body without an asyncio event loop: it may "
+                                          "await Parla tasks (and coroutines that await them), not asyncio's "
+                                          "awaitables such as asyncio.sleep; call time.sleep, or asyncio.run(...) "
+                                          "inside the body for asyncio code");
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(text);
+    PyErr_Clear(); /* of the note's calls: the body's exception matters */
+    return exc;
+}
+
 /* The body raised: the exception becomes the task's, listed in the runtime's failed list. */
 static int record_failure(TaskObject *self)
 {
-    pyparla_task_set_exception(self, pyparla_take_exception());
+    pyparla_task_set_exception(self, note_no_event_loop(pyparla_take_exception()));
     pyparla_task_clear_func(self);
     pyparla_add_failed(self->runtime, self);
     return 1; /* a positive code: the body raised */

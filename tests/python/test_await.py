@@ -270,3 +270,15 @@ def test_nested_async_spawns():
                 return (await level2) + 1
             return (await level1) + 1
     assert level0.result == 4
+
+
+@pytest.mark.timeout(30)
+def test_an_asyncio_awaitable_in_a_body_says_why_it_fails():
+    import asyncio
+    with pytest.raises(RuntimeError, match="no running event loop") as info:
+        with Parla(n_workers=1):
+            @spawn()
+            async def f():
+                await asyncio.sleep(0.001)
+    notes = getattr(info.value, "__notes__", [])
+    assert any("without an asyncio event loop" in n and "time.sleep" in n for n in notes), notes
