@@ -11,7 +11,6 @@ CuPy never holds memory on the GPU behind the runtime's accounting (see the user
 from __future__ import annotations
 
 import contextlib
-import os
 import types
 from typing import Any, Callable, Iterator, Optional
 
