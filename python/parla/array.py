@@ -808,6 +808,9 @@ def _engine_accesses(task: Any, input: Any, output: Any, inout: Any, attrs: Dict
     out: List[Tuple[Any, ...]] = []
     modes: Dict[int, int] = {}  # id(PArray) -> its declared modes, for .array in the body
     slots: Dict[int, int] = {}  # id(PArray) -> the positions it is declared for (bit k: the k-th device)
+    # _decl: per argument the declared PArrays in order, (PArray, k) for the k-th device (k > 0), as the C
+    # spawn path writes it (src/python/spawn_decl.c).
+    parts: Tuple[List[Any], List[Any], List[Any]] = ([], [], [])
     for arg, items, mode in (("input", input, _core.READ), ("output", output, _core.WRITE),
                              ("inout", inout, _core.READWRITE)):
         if type(items) is not list and type(items) is not tuple:
@@ -819,17 +822,19 @@ def _engine_accesses(task: Any, input: Any, output: Any, inout: Any, attrs: Dict
         for item in items:
             if type(item) is PArray:
                 out.append((item._engine_data(), mode))
+                parts[mode - 1].append(item)
                 key = id(item)
                 modes[key] = modes.get(key, 0) | mode
                 slots[key] = slots.get(key, 0) | 1
             else:
-                _access_slow(task, arg, item, mode, 0, out, modes, slots)
+                _access_slow(task, arg, item, mode, 0, out, modes, slots, parts[mode - 1])
     if any(len(a) == 3 for a in out):
         _check_positions(task, out, options)
         attrs["_slots"] = slots
-    attrs["_decl"] = (input, output, inout)
+    attrs["_decl"] = (tuple(parts[0]), tuple(parts[1]), tuple(parts[2]))
     attrs["_modes"] = modes
     return out
+
 
 
 _ARGS = {_core.READ: "input", _core.WRITE: "output", _core.READWRITE: "inout"}
@@ -849,7 +854,7 @@ def _check_positions(task: Any, accesses: List[Tuple[Any, ...]], options: Any) -
 
 
 def _access_slow(task: Any, arg: str, item: Any, mode: int, slot: int, out: List[Tuple[Any, ...]],
-                 modes: Dict[int, int], slots: Dict[int, int]) -> None:
+                 modes: Dict[int, int], slots: Dict[int, int], part: List[Any]) -> None:
     if type(item) is tuple and len(item) == 2 and isinstance(item[0], PArray) \
             and not isinstance(item[1], (PArray, list, tuple)):
         # parla-experimental's (array, k): the array on the task's k-th device.
@@ -861,9 +866,10 @@ def _access_slow(task: Any, arg: str, item: Any, mode: int, slot: int, out: List
         item = item[0]
     if isinstance(item, (list, tuple)):
         for x in item:
-            _access_slow(task, arg, x, mode, slot, out, modes, slots)
+            _access_slow(task, arg, x, mode, slot, out, modes, slots, part)
     elif isinstance(item, PArray):
         out.append((item._engine_data(), mode, slot) if slot else (item._engine_data(), mode))
+        part.append((item, slot) if slot else item)
         modes[id(item)] = modes.get(id(item), 0) | mode
         # (a position beyond any placement's devices, 2**70 included, is refused by _check_positions)
         slots[id(item)] = slots.get(id(item), 0) | (1 << min(slot, 63))

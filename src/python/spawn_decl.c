@@ -296,6 +296,51 @@ static int declare_all(decl_t *d, PyObject *const *decl)
     return 0;
 }
 
+/* The task's _decl from the entries: (inputs, outputs, inouts), each a tuple of the declared PArrays in
+ * order, (PArray, k) for one declared for the task's k-th device (k > 0), as parla.array._engine_accesses
+ * writes it. With untrack, the tuples made here are taken off the cycle collector's lists: they hang only
+ * from the spawned task's __dict__, the task is pending and held by the engine (so they cannot be garbage),
+ * and its finish drops them (pyparla_task_finished): without this each pending task with declarations kept
+ * two to four containers in the collector's oldest generation, and a spawn loop paid for full collections
+ * of them. New reference, or NULL with an exception set. */
+static PyObject *decl_triple(const decl_t *d, int untrack)
+{
+    Py_ssize_t count[3] = {0, 0, 0}, at[3] = {0, 0, 0};
+    for (Py_ssize_t i = 0; i < d->n; i++)
+        count[d->entries[i].mode - 1]++; /* PARLA_READ, PARLA_WRITE, PARLA_READWRITE: 1, 2, 3 */
+    PyObject *part[3] = {NULL, NULL, NULL}, *triple = NULL;
+    for (int m = 0; m < 3; m++)
+        if ((part[m] = count[m] ? PyTuple_New(count[m]) : Py_NewRef(d->st->empty_tuple)) == NULL)
+            goto done;
+    for (Py_ssize_t i = 0; i < d->n; i++) {
+        const decl_entry_t *e = &d->entries[i];
+        PyObject *item;
+        if (e->slot == 0) {
+            item = Py_NewRef(e->array);
+        } else {
+            PyObject *k = PyLong_FromLong(e->slot);
+            item = k ? PyTuple_Pack(2, e->array, k) : NULL;
+            Py_XDECREF(k);
+            if (item == NULL)
+                goto done;
+            if (untrack)
+                PyObject_GC_UnTrack(item);
+        }
+        PyTuple_SET_ITEM(part[e->mode - 1], at[e->mode - 1]++, item);
+    }
+    triple = PyTuple_Pack(3, part[0], part[1], part[2]);
+    if (triple != NULL && untrack) {
+        for (int m = 0; m < 3; m++)
+            if (count[m])
+                PyObject_GC_UnTrack(part[m]);
+        PyObject_GC_UnTrack(triple);
+    }
+done:
+    for (int m = 0; m < 3; m++)
+        Py_XDECREF(part[m]);
+    return triple;
+}
+
 PyObject *pyparla_spawn_accesses(pyparla_state *st, TaskObject *task, PyObject *const *decl, PyObject *options,
                                  PyObject **attrs)
 {
@@ -304,9 +349,8 @@ PyObject *pyparla_spawn_accesses(pyparla_state *st, TaskObject *task, PyObject *
         return Py_NewRef(st->empty_tuple);
     decl_t d = {.st = st, .out = PyList_New(0), .cap = 8};
     d.entries = d.inline_entries;
-    PyObject *out = NULL, *modes = NULL, *slots = NULL, *at = PyDict_New();
-    PyObject *triple = PyTuple_Pack(3, decl[0], decl[1], decl[2]);
-    int r = d.out && at && triple ? declare_all(&d, decl) : -1;
+    PyObject *out = NULL, *modes = NULL, *slots = NULL, *triple = NULL, *at = PyDict_New();
+    int r = d.out && at ? declare_all(&d, decl) : -1;
     if (r == 0 && d.max_slot > 0) {
         Py_ssize_t fewest = fewest_devices(options);
         if (fewest < 0 || d.max_slot >= fewest)
@@ -315,7 +359,9 @@ PyObject *pyparla_spawn_accesses(pyparla_state *st, TaskObject *task, PyObject *
     if (r == 0) {
         modes = PyDict_New();
         slots = d.max_slot > 0 ? PyDict_New() : NULL;
-        if (modes == NULL || (d.max_slot > 0 && slots == NULL) || modes_and_slots(&d, modes, slots) < 0 ||
+        /* A graph's capture reads its templates' _decl after they finish: kept, and tracked. */
+        triple = decl_triple(&d, task->runtime == NULL || task->runtime->capture == NULL);
+        if (triple == NULL || modes == NULL || (d.max_slot > 0 && slots == NULL) || modes_and_slots(&d, modes, slots) < 0 ||
             (slots && PyDict_SetItem(at, st->str_slots, slots) < 0) || PyDict_SetItem(at, st->str_decl, triple) < 0 ||
             PyDict_SetItem(at, st->str_modes, modes) < 0)
             r = -1;

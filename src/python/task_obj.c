@@ -327,6 +327,27 @@ static void gc_on(TaskObject *t)
     }
 }
 
+/* Drops the declarations a spawn set on the task (_decl, _modes, _slots: what .array reads while the body
+ * runs), and its __dict__ when nothing else is in it: called at its finish, so that a finished task keeps
+ * no PArray alive and can leave the cycle collector's lists (pyparla_task_finished), and when a spawn is
+ * undone. A graph's templates (captured) keep theirs. GIL held. */
+static void drop_declarations(TaskObject *self)
+{
+    if (self->dict == NULL || self->captured || !PyDict_CheckExact(self->dict) || self->runtime == NULL)
+        return;
+    pyparla_state *st = pyparla_get_state(self->runtime->module);
+    PyObject *keys[3] = {st->str_decl, st->str_modes, st->str_slots};
+    PyObject *type, *value, *tb; /* a spawn's error may be pending: kept */
+    PyErr_Fetch(&type, &value, &tb);
+    for (int i = 0; i < 3; i++)
+        if (PyDict_GetItemWithError(self->dict, keys[i]) != NULL && PyDict_DelItem(self->dict, keys[i]) < 0)
+            PyErr_Clear();
+    PyErr_Clear();
+    if (PyDict_GET_SIZE(self->dict) == 0)
+        Py_CLEAR(self->dict);
+    PyErr_Restore(type, value, tb);
+}
+
 /* Releases the engine task of obj, finished plain (parla_task_is_plain_done): its state and devices are
  * known from then on, and its name is copied unless obj has its own. Kept when the copy cannot be made,
  * and in a traced runtime (a later dependency on it is an edge of the trace).
@@ -362,6 +383,7 @@ static void release_engine_task(TaskObject *obj)
 void pyparla_task_finished(TaskObject *obj)
 {
     pyparla_task_clear_func(obj); /* a cancelled task's body and closure (a run one cleared them already) */
+    drop_declarations(obj);
     RuntimeObject *rt = obj->runtime;
     if (obj->task != NULL && rt != NULL)
         release_engine_task(obj);
@@ -609,7 +631,10 @@ static int check_arguments(TaskObject *self, pyparla_state *st, PyObject *const 
     return 0;
 }
 
-/* attrs: None or a dict of attributes set on the task. */
+/* attrs: None or a dict of attributes set on the task. A __dict__ that then holds nothing the cycle
+ * collector tracks (the C spawn path's declarations: untracked tuples, dicts of ints) is untracked too: it
+ * hangs from a pending task, which cannot be garbage, and a later attribute tracks it again (CPython's
+ * dicts track themselves when given a value that may be tracked). */
 static int set_attributes(TaskObject *self, PyObject *attrs)
 {
     if (attrs == Py_None)
@@ -623,8 +648,16 @@ static int set_attributes(TaskObject *self, PyObject *attrs)
     while (PyDict_Next(attrs, &pos, &key, &value))
         if (PyObject_GenericSetAttr((PyObject *)self, key, value) < 0)
             return -1;
+    if (self->dict == NULL || !PyDict_CheckExact(self->dict) || !PyObject_GC_IsTracked(self->dict))
+        return 0;
+    pos = 0;
+    while (PyDict_Next(self->dict, &pos, &key, &value))
+        if (PyObject_GC_IsTracked(value))
+            return 0;
+    PyObject_GC_UnTrack(self->dict);
     return 0;
 }
+
 
 /* 0, or -1 with ValueError when two of accesses write the same bytes through different device positions
  * (the engine refuses the second; checked here first, so that no access of the spawn is recorded). */
@@ -712,6 +745,7 @@ static PyObject *engine_submit(TaskObject *self, pyparla_state *st, PyObject *bo
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
     } else {
+        drop_declarations(self);
         self->engine_ref = 0;
         Py_DECREF(self);
     }
@@ -744,8 +778,10 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     PyObject *fn = args[0]; /* a function without a closure is captured as it is */
     body = PyFunction_Check(fn) && ((PyFunctionObject *)fn)->func_closure == NULL ? Py_NewRef(fn)
                                                                                   : pyparla_capture(st, fn);
-    if (body == NULL || set_attributes(self, attrs) < 0 || (self->runtime->capture && deps_as_list(&deps) < 0))
+    if (body == NULL || set_attributes(self, attrs) < 0 || (self->runtime->capture && deps_as_list(&deps) < 0)) {
+        drop_declarations(self);
         goto fail;
+    }
     int rc = add_edges(self, &deps, accesses);
     if (rc == 0 && self->runtime->capture) {
         pyparla_capture_record(self, body, deps.list, accesses); /* graph capture (graph_obj.c) */
@@ -755,6 +791,7 @@ static PyObject *task_submit(TaskObject *self, PyObject *const *args, PyObject *
     Py_CLEAR(accesses);
     if (rc) {
         clear_dependencies(self);
+        drop_declarations(self);
         Py_DECREF(body);
         return pyparla_set_error(PYPARLA_AT_CALL, rc, NULL);
     }

@@ -107,7 +107,7 @@ def _outcome(task_or_error):
     t.wait()
     # The devices' kinds (which GPU a task gets depends on where earlier tasks left its arrays).
     return ("spawned", re.sub(r"#\d+", "#N", t.name), t.state, repr(t.result),
-            [d.architecture.name for d in t.devices], t._decl, t._modes, t._slots)
+            [d.architecture.name for d in t.devices])
 
 
 def _spawn_both(kwargs, named, spaces):
@@ -116,8 +116,9 @@ def _spawn_both(kwargs, named, spaces):
     for spawner, space in ((tasks.spawn, spaces[0]), (tasks._spawn, spaces[1])):
         args = (space[len(space)],) if named else ()
         try:
-            def body():
-                return 42
+            def body():  # the declarations the running task sees
+                t = tasks.get_current_task()
+                return 42, t._decl, t._modes, t._slots
             result = spawner(*args, **kwargs)(body)
         except Exception as e:  # e.g. ValueError for a position of 2**70 (both paths)
             result = e

@@ -222,3 +222,45 @@ def test_named_finished_tasks_take_few_bytes_each():
         tracemalloc.stop()
     assert len(T) == n and all(T[i]._released and T[i].state == "done" for i in (0, n // 2, n - 1))
     assert per_task <= 172, f"{per_task:.0f} bytes a finished named task"
+
+
+def _declarations_seen():
+    t = parla.tasks.get_current_task()
+    return t._decl, t._modes
+
+
+@pytest.mark.timeout(60)
+def test_declarations_leave_the_collector_while_pending_and_go_at_the_finish():
+    # A spawn's declarations (_decl, _modes, _slots: what .array reads in the body) hang from the pending task
+    # untracked, so a loop spawning tasks that declare PArrays adds nothing to the collector's lists (it added
+    # about four containers per task, which a full collection visited); a finished task drops them and keeps
+    # no PArray alive.
+    gate = threading.Event()
+    n = 400
+    arrays = [asarray(np.zeros(4)) for _ in range(3)]
+    with Parla(n_workers=1):
+        T = TaskSpace("T")
+        G = TaskSpace("G")
+        spawn(G[0])(lambda: gate.wait(20))
+        gc.collect()
+        before = len(gc.get_objects())
+        for i in range(n):
+            spawn(T[i], [G[0]], input=[arrays[i % 3], arrays[(i + 1) % 3]], inout=[arrays[(i + 2) % 3]])(
+                _declarations_seen)
+        grown = len(gc.get_objects()) - before
+        assert T[0]._decl[2] == (arrays[2],)  # pending: declared
+        gate.set()
+    assert grown < n // 10, f"{grown} objects more in the collector's lists for {n} pending tasks"
+    for i in range(n):  # each body saw its declarations
+        a, b, c = arrays[i % 3], arrays[(i + 1) % 3], arrays[(i + 2) % 3]
+        assert T[i].result == (((a, b), (), (c,)), {id(a): _core.READ, id(b): _core.READ, id(c): _core.READWRITE})
+    assert all(T[i]._decl == ((), (), ()) and T[i]._modes is None for i in range(n))
+    probe = asarray(np.zeros(2))
+    ref = weakref.ref(probe)
+    with Parla(n_workers=1):
+        U = TaskSpace("U")
+        spawn(U[0], input=[probe])(lambda: None)
+    del probe  # U[0], alive, is what could still hold it
+    gc.collect()
+    assert ref() is None and U[0].done, "a finished task kept the PArray it declared alive"
+    assert not gc.is_tracked(U[0])  # no __dict__ left, a leaf result: a finished plain task
