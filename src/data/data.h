@@ -112,8 +112,9 @@ static inline parla__data_rt_t *parla__data_rt(const parla_runtime_t *rt)
 /* The runtime d belongs to. */
 parla_runtime_t *parla__data_runtime(const parla_data_t *d);
 /* Makes d valid on device now (no conflicting task is left): waits for copies in flight there, then
- * copies synchronously. PARLA__AGAIN when a conflicting task was submitted since the caller's wait (its
- * write may be under way): the caller waits again and calls again. Errors: PARLA_ENOMEM, PARLA_EDEVICE,
+ * copies synchronously; a write also waits for the copies of d's bytes still in flight to other devices
+ * (they may read the copy the caller is to write). PARLA__AGAIN when a conflicting task was submitted
+ * since the caller's wait (its write may be under way): the caller waits again and calls again. Errors: PARLA_ENOMEM, PARLA_EDEVICE,
  * PARLA_ERESOURCE (device full of copies in use by running tasks). */
 #define PARLA__AGAIN 2
 int parla__data_make_valid_now(parla_data_t *d, int device, int write);

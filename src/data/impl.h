@@ -244,6 +244,8 @@ void parla__data_arrival_unref(struct arrival *a);
 struct arrival *parla__data_arrival_new(parla_runtime_t *rt);
 void parla__data_arrival_finish(parla_runtime_t *rt, struct arrival *a, int error);
 void parla__data_arrival_wait(arrival_t *a);
+int parla__data_arriving_locked(const parla_data_t *d, const arrival_t *skip, arrival_t **out,
+                                int max); /* s->lock held */
 /* hazards.c, for data/replay.c (s->lock held for the _locked one): the range helpers of the access
  * history, and the hazard edges of a replay task's access from s's records without joining them
  * (t has no successor yet). */

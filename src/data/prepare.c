@@ -238,33 +238,24 @@ static int plan_reads(parla_task_t *t, plan_t *plan, arrival_t **waits, int *n_p
     return 0;
 }
 
-/* True when some of d's bytes are arriving on the CPU (a write-back to it, or copies for readers there,
- * in flight). s->lock held. */
-static bool arriving_on_cpu(const parla_data_t *d)
-{
-    const store_t *s = d->store;
-    for (size_t r = 0; r < d->n_ranges; r++) {
-        uint64_t lo = d->ranges[2 * r], hi = d->ranges[2 * r + 1];
-        for (size_t i = lo < hi ? parla__data_seg_find(s, lo) : s->n_segs; i < s->n_segs && s->segs[i].lo < hi; i++)
-            if (s->segs[i].arriving & bit(0))
-                return true;
-    }
-    return false;
-}
-
 /* Phase 2: marks the writes (the access's device becomes the only valid copy
  * of what is written), counts the pins on each GPU and refreshes their LRU
  * order (one device lock at a time). Reads come first so that a range both
  * read (through one declaration) and written (through another) is copied in.
- * A write of bytes still arriving on the CPU (an eviction's write-back runs
- * with no lock held, and may have begun since phase 1) also waits for the
- * CPU's arrival (waits[n + i], a reference): on the CPU, so that the write-back
- * does not land on the task's write; on a GPU, so that a copy to the CPU that a
- * later task plans after this write does not land before the write-back's
- * older bytes. */
+ * A write of bytes still arriving somewhere (copies and write-backs run with
+ * no lock held, and may have begun since phase 1) also waits for those
+ * arrivals (for access i up to one per device, at waits[n + i * n_devices],
+ * references: parla__data_arriving_locked). Bytes arriving on the CPU: so
+ * that a write-back does not land on the task's write (on the CPU), or after
+ * a copy to the CPU that a later task plans after this write (on a GPU).
+ * Bytes arriving on another device: that copy may still read the copy the
+ * task writes; a fetch's (outside the access history, so no edge orders the
+ * task after it), or one that a task whose preparation failed left in flight
+ * (a failed reader orders no writer after it). */
 static void mark_writes(parla_task_t *t, uint64_t gpus, arrival_t **waits)
 {
     parla__graph_task_ext_t *x = t->ext;
+    int n_devices = parla__dev_devs(t->rt)->n_devices;
     for (int i = 0; i < x->n_accesses; i++) {
         parla__graph_access_t *a = &x->accesses[i];
         if (!(a->mode & PARLA_WRITE))
@@ -272,11 +263,8 @@ static void mark_writes(parla_task_t *t, uint64_t gpus, arrival_t **waits)
         store_t *s = a->data->store;
         int device = access_device(t, a);
         parla__lock(&s->lock);
-        arrival_t *cpu = s->copies[0].arriving;
-        if (cpu != waits[i] && arriving_on_cpu(a->data) && parla__data_arrival_pending(cpu)) {
-            atomic_fetch_add(&cpu->refs, 1);
-            waits[x->n_accesses + i] = cpu;
-        }
+        parla__data_arriving_locked(a->data, waits[i], &waits[x->n_accesses + (size_t)i * (size_t)n_devices],
+                                    n_devices);
         parla__data_make_valid_locked(a->data, device, PARLA_WRITE, t, NULL, NULL);
         parla__unlock(&s->lock);
     }
@@ -296,13 +284,21 @@ static void mark_writes(parla_task_t *t, uint64_t gpus, arrival_t **waits)
     }
 }
 
+/* The number of arrivals a preparation of t may wait for (the size of waits and of t's wait_nodes): one
+ * per access (its device's), and for each write one per device (the bytes it writes still arriving
+ * there, mark_writes). */
+static size_t n_waits(const parla_task_t *t)
+{
+    return (size_t)t->ext->n_accesses * (1 + (size_t)parla__dev_devs(t->rt)->n_devices);
+}
+
 /* Phase 4: registers t as a waiter of each pending arrival (when the
- * preparation succeeded) and drops the references of waits (2 per access). */
+ * preparation succeeded) and drops the references of waits (n_waits). */
 static void register_waiters(parla_task_t *t, arrival_t **waits, int rc)
 {
     parla__graph_task_ext_t *x = t->ext;
     atomic_store(&x->n_waiting, 1); /* the hold while registering */
-    for (int i = 0; waits && i < 2 * x->n_accesses; i++) {
+    for (size_t i = 0; waits && i < n_waits(t); i++) {
         if (waits[i] == NULL)
             continue;
         if (rc == 0)
@@ -325,9 +321,9 @@ int parla__data_prepare(parla_task_t *t)
         parla__data_wake_deferred();
         return rc;
     }
-    arrival_t **waits = parla__calloc(rt, 2 * (size_t)x->n_accesses, sizeof *waits);
+    arrival_t **waits = parla__calloc(rt, n_waits(t), sizeof *waits);
     if (x->wait_nodes == NULL)
-        x->wait_nodes = parla__calloc(rt, 2 * (size_t)x->n_accesses, sizeof *x->wait_nodes);
+        x->wait_nodes = parla__calloc(rt, n_waits(t), sizeof *x->wait_nodes);
     int n_pinned = 0;
     if (waits == NULL || x->wait_nodes == NULL)
         rc = parla__error(PARLA_ENOMEM, "task %s: cannot prepare its data", parla_task_name(t));

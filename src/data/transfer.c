@@ -63,6 +63,36 @@ bool parla__data_arrival_pending(arrival_t *a)
     return pending;
 }
 
+/* The pending arrivals of the devices that bytes of d's ranges are still being copied to (a queued copy, or
+ * a write-back to the CPU), other than skip (NULL: none), each once: up to max of them into out, each with
+ * a reference taken; returns how many. Before a write of d (a task's, or an outside write through
+ * parla_data_fetch) is marked, the writer waits for them: such a copy to another device may still read the
+ * writer's copy (the marks do not say from where a copy comes, so copies from other sources are waited for
+ * too; the write makes their bytes stale anyway), and a write-back to the CPU must not land after the
+ * write. s->lock held. */
+int parla__data_arriving_locked(const parla_data_t *d, const arrival_t *skip, arrival_t **out, int max)
+{
+    const store_t *s = d->store;
+    uint64_t mask = 0;
+    for (size_t r = 0; r < d->n_ranges; r++) {
+        uint64_t lo = d->ranges[2 * r], hi = d->ranges[2 * r + 1];
+        for (size_t i = lo < hi ? parla__data_seg_find(s, lo) : s->n_segs; i < s->n_segs && s->segs[i].lo < hi; i++)
+            mask |= s->segs[i].arriving;
+    }
+    int n = 0;
+    for (; mask && n < max; mask &= mask - 1) {
+        arrival_t *a = s->copies[lowest(mask)].arriving;
+        bool seen = a == skip;
+        for (int k = 0; k < n && !seen; k++)
+            seen = out[k] == a;
+        if (seen || !parla__data_arrival_pending(a))
+            continue;
+        atomic_fetch_add(&a->refs, 1);
+        out[n++] = a;
+    }
+    return n;
+}
+
 /* Blocks the calling thread (outside tasks) until the copies have arrived. */
 void parla__data_arrival_wait(arrival_t *a)
 {
@@ -428,10 +458,15 @@ static void submit_joined(parla_runtime_t *rt, plan_t *plan)
     plan->jobs = plan->mark = keep;
 }
 
+#define REPLAN 3 /* parla__data_make_valid for a fetch: a copy was made at once, the rest is not planned */
+
 /* make_valid_locked, doing the copies it cannot queue (s->lock held on entry
  * and exit, dropped while one copies). The jobs planned before such a copy are
  * given to the store's arrival first: a task that finds their ranges valid
- * meanwhile waits for them. */
+ * meanwhile waits for them. For a fetch (t NULL), it returns REPLAN after such a
+ * copy: a task that conflicts with the fetch may have been submitted with the
+ * lock dropped, so the caller checks again before planning the rest (see
+ * parla__data_make_valid_now). */
 int parla__data_make_valid(parla_data_t *d, int device, int mode, parla_task_t *t, plan_t *plan)
 {
     for (;;) {
@@ -447,6 +482,8 @@ int parla__data_make_valid(parla_data_t *d, int device, int mode, parla_task_t *
             submit_joined(d->store->rt, plan);
         if ((rc = copy_now(d->store, &now, t)) != 0)
             return rc;
+        if (t == NULL)
+            return REPLAN;
     }
 }
 
@@ -533,6 +570,14 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
      * write-back to the CPU, copies queued for tasks) are waited for before it returns. */
     int rc;
     for (;;) {
+        /* The allocation on device first, which drops the lock: the check below and the planning of the
+         * copies then come in one hold of it (the piece stays, and make_valid_locked finds it). */
+        if (device != 0) {
+            uint64_t lo, hi;
+            parla__data_extent(d, &lo, &hi);
+            if ((rc = parla__data_ensure_copy(s, device, NULL, lo, hi, NULL)) != 0)
+                break;
+        }
         /* Planned under the lock that a writer's preparation marks its write under: a conflicting task
          * submitted since the caller's wait may be writing its source; the caller waits for it first. */
         parla_task_t *busy = parla__data_conflict_locked(d, write);
@@ -546,13 +591,21 @@ int parla__data_make_valid_now(parla_data_t *d, int device, int write)
             }
         }
         rc = fetch_valid(d, device, write);
+        if (rc == REPLAN)
+            continue;
+        if (rc)
+            break;
         arr = s->copies[device].arriving;
-        /* A write on a GPU also waits for a write-back to the CPU in flight (see prepare.c mark_writes). */
+        /* A write on a GPU also waits for a write-back to the CPU in flight (see prepare.c mark_writes), and
+         * any write for the copies of its bytes still in flight to other devices, which may read the copy
+         * the caller is to write (parla__data_arriving_locked). A copy made at once dropped the lock
+         * (REPLAN): the check for conflicting tasks comes again before the rest is planned. */
         if (!parla__data_arrival_pending(arr) && write && device != 0)
             arr = s->copies[0].arriving;
-        if (rc || !parla__data_arrival_pending(arr))
+        if (parla__data_arrival_pending(arr))
+            atomic_fetch_add(&arr->refs, 1);
+        else if (!write || parla__data_arriving_locked(d, NULL, &arr, 1) == 0)
             break;
-        atomic_fetch_add(&arr->refs, 1);
         parla__unlock(&s->lock);
         parla__data_arrival_wait(arr);
         parla__data_arrival_unref(arr);

@@ -73,9 +73,11 @@ typedef struct parla__graph_task_ext {
      * lock-free by the predecessors before they release it. */
     _Atomic(struct parla__graph_evwait *) waits;
     uint64_t ran_ns; /* when the body returned (for the trace of its device work) */
-    /* Two records per access for waiting on copies in flight (to its device,
-     * and a write-back to the CPU that its write waits for), made with the
-     * first preparation (so registering as a waiter never fails). */
+    /* Records for waiting on copies in flight: one per access (to its device)
+     * and, per access, one per device of the runtime (for a write: the copies
+     * of the bytes it writes still in flight there, a write-back to the CPU
+     * among them), made with the first preparation (so registering as a
+     * waiter never fails). */
     struct parla__graph_waiter *wait_nodes;
     /* A copy the task waited for failed on the device (PARLA_E* code): the
      * task fails instead of running its body. */

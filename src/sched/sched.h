@@ -79,10 +79,17 @@
  *     waiting, so the stuck check sees it under way. A merge that writes old
  *     pieces back marks them invalid only when, under one hold of the store's
  *     lock, none of their bytes is valid only on that GPU.
- *   - Copies made at once (the out-of-memory fallback of a preparation, all of
- *     parla_data_fetch's) run with no lock, both copies pinned; their bytes are
- *     marked valid only if no write was marked meanwhile (data/transfer.c:
- *     copy_now).
+ *   - Copies made at once (the out-of-memory fallback of a preparation or of
+ *     parla_data_fetch, whose copies are otherwise jobs on the engines too)
+ *     run with no lock, both copies pinned; their bytes are marked valid only
+ *     if no write was marked meanwhile (data/transfer.c: copy_now).
+ *   - No copy reads memory that a running task writes: a task's copies are
+ *     ordered by the hazard edges; parla_data_fetch, outside the access
+ *     history, allocates first (the store's lock dropped) and then checks for
+ *     conflicting tasks and plans its copies in one hold of the lock
+ *     (data/transfer.c: parla__data_make_valid_now), and a task whose write
+ *     is marked waits for the copies of those bytes still in flight to other
+ *     devices, a fetch's among them (data/prepare.c: mark_writes).
  *   - Unpins from inside the data layer hand the tasks they wake to a device
  *     engine job (data/residency.c: wake_on_engine), never running the
  *     scheduler's hooks under a caller's state.

@@ -14,6 +14,10 @@
  *    data on a GPU (a copy that cannot be queued as a job is made at once by the preparing thread).
  *    Each run ends with the task done or failed with an error (never hung), and nothing is called
  *    under a lock.
+ * 3. A task that writes an object on a GPU, spawned while a fetch (from another thread) copies it from
+ *    there to the other GPU or the CPU, does not write before the copy has read it; spawned while the
+ *    fetch allocates on the other GPU, the fetch's copy does not read it while the task writes it (the
+ *    double holds the copy or the allocation, and sees whether the task's body runs meanwhile).
  */
 #include "check.h"
 #include "device/device.h"
@@ -46,11 +50,28 @@ static void check_no_lock(void)
         atomic_fetch_add(&under_lock, 1);
 }
 
+/* Part 3: copies from `watched` (an object's copy on GPU 1) count in overlapped when a task's body that
+ * writes it is running (in_body); with hold_copy, the first one waits for such a body first, and with
+ * hold_alloc (a device), the first allocation there does (about 0.3 s at most: hold_until). Each hold sets
+ * held when it begins. */
+static _Atomic(const void *) watched;
+static _Atomic int hold_copy, hold_alloc, held, in_body, copying, overlapped;
+
+static void hold_until(_Atomic int *flag)
+{
+    atomic_store(&held, 1);
+    for (int k = 0; k < 300 && !atomic_load(flag); k++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+}
+
 static int slow_alloc(parla__dev_t *d, uint64_t n, void **out)
 {
     check_no_lock();
     atomic_fetch_add(&calls_alloc, 1);
     pause_us();
+    int dev = d->index;
+    if (dev != 0 && atomic_compare_exchange_strong(&hold_alloc, &dev, 0))
+        hold_until(&in_body);
     return real_ops[d->index]->alloc(d, n, out);
 }
 
@@ -67,6 +88,13 @@ static int slow_copy(parla__dev_t *d, void *dst, parla__dev_t *s, const void *sr
     check_no_lock();
     atomic_fetch_add(&calls_copy, 1);
     pause_us();
+    if (src == NULL || src != atomic_load(&watched))
+        return real_ops[d->index]->copy(d, dst, s, src, n);
+    atomic_store(&copying, 1);
+    if (atomic_exchange(&hold_copy, 0))
+        hold_until(&in_body);
+    if (atomic_load(&in_body))
+        atomic_fetch_add(&overlapped, 1);
     return real_ops[d->index]->copy(d, dst, s, src, n);
 }
 
@@ -307,11 +335,105 @@ static void out_of_memory(void)
     CHECK(atomic_load(&under_lock) == 0, "%ld device calls made holding a data lock", atomic_load(&under_lock));
 }
 
+/* ------------------------------------------- 3. a write and a fetch -- */
+
+static _Atomic int body_waits; /* the body waits (a bounded time) for a copy from `watched` to begin */
+
+static int write_gpu1(parla_task_t *t, void *arg)
+{
+    (void)t;
+    int64_t *w = parla_data_device_ptr(arg, 1);
+    if (w == NULL)
+        return 5;
+    atomic_store(&in_body, 1);
+    if (atomic_load(&body_waits))
+        hold_until(&copying);
+    w[0]++;
+    w[WORDS - 1]++;
+    atomic_store(&in_body, 0);
+    return 0;
+}
+
+typedef struct fetcher {
+    parla_data_t *d;
+    int device, rc;
+} fetcher_t;
+
+static void *fetch_main(void *arg)
+{
+    fetcher_t *f = arg;
+    f->rc = parla_data_fetch(f->d, f->device, 0);
+    return NULL;
+}
+
+/* A task reading and writing d on GPU 1, done. */
+static void write_on_gpu1(parla_runtime_t *rt, parla_data_t *d)
+{
+    parla_task_t *t;
+    int gpu = 1;
+    CHECK_OK(parla_task_create(rt, write_gpu1, d, &t));
+    CHECK_OK(parla_task_add_placement(t, &gpu, 1, 0.0, 0));
+    CHECK_OK(parla_task_add_access(t, d, PARLA_READWRITE));
+    CHECK_OK(parla_task_submit(t));
+    CHECK_OK(parla_task_wait(t));
+    parla_task_release(t);
+}
+
+/* An object written on GPU 1 (valid only there) is fetched from another thread to `device`; while the
+ * fetch is under way, a task that writes the object on GPU 1 is spawned. The fetch is outside the tasks'
+ * access history, so no edge orders the task after it; still no copy may read the task's copy while its
+ * body writes it. With copy_first, the fetch's copy is in flight when the task is spawned (held until
+ * the body runs): the task waits for it. Otherwise the fetch is allocating on `device` (held until the
+ * body runs, the body until a copy from GPU 1 begins): the fetch must see the task before it plans its
+ * copy, and wait for it. Then both writes reach the CPU, and a fetch to `device` brings the latest bytes. */
+static void write_and_fetch(int device, bool copy_first)
+{
+    check_set_phase(copy_first ? (device == 0 ? "a write while a fetch copies to the cpu"
+                                              : "a write while a fetch copies to the other gpu")
+                               : "a write while a fetch allocates on the other gpu");
+    atomic_store(&sleep_us, 0);
+    parla_runtime_t *rt = runtime();
+    parla_data_t *d;
+    CHECK_OK(parla_data_create(rt, OBJ, NULL, &d));
+    write_on_gpu1(rt, d);
+    CHECK(parla_data_valid_bytes(d, 0) == 0 && parla_data_valid_bytes(d, 1) == OBJ, "not valid on gpu 1 only");
+    atomic_store(&held, 0);
+    atomic_store(&overlapped, 0);
+    atomic_store(&copying, 0);
+    atomic_store(&watched, parla_data_device_ptr(d, 1));
+    atomic_store(&body_waits, !copy_first);
+    atomic_store(copy_first ? &hold_copy : &hold_alloc, copy_first ? 1 : device);
+    fetcher_t f = {d, device, -1};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, fetch_main, &f) == 0, "pthread_create");
+    while (!atomic_load(&held))
+        nanosleep(&(struct timespec){0, 100000}, NULL);
+    write_on_gpu1(rt, d);
+    CHECK(pthread_join(th, NULL) == 0, "pthread_join");
+    atomic_store(&watched, NULL);
+    CHECK_OK(f.rc);
+    CHECK(atomic_load(&overlapped) == 0, "a copy from gpu 1 to device %d read the object while a task wrote it there "
+          "(the task spawned while the fetch %s)", device, copy_first ? "copied" : "allocated");
+    CHECK_OK(parla_data_fetch(d, 0, 0));
+    const int64_t *w = parla_data_device_ptr(d, 0);
+    CHECK(w[0] == 2 && w[WORDS - 1] == 2, "words %lld and %lld on the cpu, 2 writes", (long long)w[0],
+          (long long)w[WORDS - 1]);
+    CHECK_OK(parla_data_fetch(d, device, 0));
+    w = parla_data_device_ptr(d, device);
+    CHECK(w && w[0] == 2 && w[WORDS - 1] == 2, "words %lld and %lld on device %d, 2 writes",
+          w ? (long long)w[0] : -1LL, w ? (long long)w[WORDS - 1] : -1LL, device);
+    parla_data_release(d);
+    CHECK_OK(parla_runtime_destroy(rt));
+}
+
 int main(void)
 {
     check_watchdog(100);
     many_threads();
     out_of_memory();
-    printf("no device call under a data lock: many threads, out of memory: ok\n");
+    write_and_fetch(2, true);
+    write_and_fetch(0, true);
+    write_and_fetch(2, false);
+    printf("no device call under a data lock: many threads, out of memory; a write and a fetch: ok\n");
     return 0;
 }
