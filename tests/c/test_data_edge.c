@@ -60,6 +60,16 @@ static int store7(parla_task_t *t, void *arg)
     return 0;
 }
 
+/* Runs until *arg is set (by the main thread). */
+static int gated(parla_task_t *t, void *arg)
+{
+    (void)t;
+    atomic_int *gate = arg;
+    while (!atomic_load(gate))
+        sleep_ms(1);
+    return 0;
+}
+
 static int failing(parla_task_t *t, void *arg)
 {
     (void)t;
@@ -300,8 +310,16 @@ static void timed_data_wait(void)
     parla_runtime_t *rt = runtime(1 << 20);
     parla_data_t *d;
     CHECK_OK(parla_data_create(rt, 64, NULL, &d));
-    parla_task_t *t = spawn_on(rt, slow, 0, &d, 1, PARLA_READWRITE);
+    /* The writer runs until the timed wait is over (a 200 ms body left to timing whether it still ran 10 ms
+     * later: on a loaded machine this thread may not run again within 200 ms). */
+    static atomic_int gate;
+    atomic_store(&gate, 0);
+    parla_task_t *t;
+    CHECK_OK(parla_task_create(rt, gated, &gate, &t));
+    CHECK_OK(parla_task_add_access(t, d, PARLA_READWRITE));
+    CHECK_OK(parla_task_submit(t));
     CHECK_RC(parla_data_wait(d, 0, 0.01), PARLA_ETIMEDOUT);
+    atomic_store(&gate, 1);
     CHECK_OK(parla_data_wait(d, 1, -1.0));
     CHECK(parla_task_state(t) == PARLA_TASK_DONE, "writer %s", parla_task_state_name(parla_task_state(t)));
     CHECK_OK(parla_data_wait(d, 1, 0.0));
